@@ -1,0 +1,98 @@
+"""The root of the ``veil`` command: global options and the error boundary.
+
+Every :class:`~veil.errors.VeilError` becomes a one-paragraph message on
+stderr and the error's stable exit code; with ``--json`` the same error is also
+written to stdout as ``{"error": {...}}``. Anything else is a bug: exit code 1,
+a short note, and the traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from veil import __version__
+from veil.cli import datasets, db, demo, init
+from veil.cli._output import err, print_error
+from veil.errors import VeilError
+
+__all__ = ["EXIT_BUG", "EXIT_INTERRUPTED", "EXIT_USAGE", "app", "main"]
+
+EXIT_BUG = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="veil",
+    help="Veil: machine learning on sensitive data, with every release accounted for.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"veil {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Veil: machine learning on sensitive data, with every release accounted for."""
+    del version
+    _state["debug"] = debug
+
+
+app.command("init")(init.init)
+app.add_typer(db.app, name="db")
+app.add_typer(datasets.app, name="datasets")
+app.command("demo")(demo.demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (the ``veil`` entry point)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    _state["debug"] = "--debug" in args
+    as_json = "--json" in args
+    try:
+        result = app(args=args, prog_name="veil", standalone_mode=False)
+    except VeilError as error:
+        if _state["debug"]:
+            traceback.print_exc()
+        print_error(error, as_json=as_json)
+        return error.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted: nothing was changed.", style="yellow")
+        return EXIT_INTERRUPTED
+    except typer.Exit as done:
+        return done.exit_code
+    except typer.TyperException as usage:  # malformed command line
+        usage.show()  # type: ignore[attr-defined]
+        return usage.exit_code
+    except Exception as bug:  # noqa: BLE001 - the last boundary before the user's terminal
+        if _state["debug"]:
+            traceback.print_exc()
+        else:
+            err.print(
+                f"unexpected error ({type(bug).__name__}: {bug}). This is a bug in Veil: rerun "
+                "with `veil --debug ...` to see the traceback, and please report it.",
+                style="bold red",
+                markup=False,
+            )
+        return EXIT_BUG
+    return result if isinstance(result, int) else 0

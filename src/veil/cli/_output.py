@@ -1,0 +1,63 @@
+"""How the CLI speaks: JSON for machines on stdout, tables for people, messages on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from veil.errors import VeilError
+from veil.progress import ProgressCallback, ProgressEvent
+
+__all__ = ["err", "out", "print_error", "print_json", "progress_bar"]
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def print_json(payload: Any) -> None:
+    """Write ``payload`` as indented JSON on stdout (no markup, no wrapping)."""
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_error(error: VeilError, *, as_json: bool) -> None:
+    """Print an error as one paragraph on stderr (and as JSON on stdout with ``--json``)."""
+    if as_json:
+        print_json({"error": error.to_dict()})
+    paragraph = textwrap.fill(f"error [{error.code}]: {error}", width=max(err.width, 60))
+    err.print(paragraph, style="bold red", markup=False, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def progress_bar() -> Iterator[ProgressCallback]:
+    """A rich progress display on stderr, fed by library :class:`ProgressEvent` values."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def update(event: ProgressEvent) -> None:
+            if event.task not in tasks:
+                tasks[event.task] = progress.add_task(event.task, total=event.total, unit=event.unit)
+            progress.update(tasks[event.task], completed=event.completed, total=event.total)
+
+        yield update

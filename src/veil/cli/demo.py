@@ -1,0 +1,176 @@
+"""``veil demo``: an end-to-end tour on bundled data, ending in a self-contained HTML summary.
+
+The tour runs in its own directory (``./veil-demo`` by default) with its own
+embedded SQLite workspace, whatever ``VEIL_HOME`` or ``VEIL_DATABASE_URL`` say,
+so it never touches a real workspace. Each capability adds a step here as it
+lands; for now the tour registers scikit-learn's bundled diabetes data with a
+declared privacy schema.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from veil import __version__
+from veil.cli._output import out, print_json
+from veil.cli.datasets import render_schema
+from veil.data import Catalog, DatasetInfo
+from veil.errors import InvalidInputError
+from veil.store import Store
+from veil.workspace import Settings, Workspace
+
+__all__ = ["demo", "run_demo"]
+
+MARKER = ".veil-demo"
+
+# Declared from clinical ranges (adult patients), not read from the data.
+DIABETES_BOUNDS = {
+    "age": (18.0, 100.0),
+    "bmi": (10.0, 70.0),
+    "bp": (40.0, 200.0),
+    "progression": (0.0, 400.0),
+}
+
+
+@dataclass
+class Tour:
+    """What the tour did, step by step, for the summary."""
+
+    directory: Path
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def step(self, title: str, seconds: float, **facts: Any) -> None:
+        self.steps.append({"title": title, "seconds": round(seconds, 3), **facts})
+
+
+def _prepare(directory: Path) -> None:
+    directory = directory.resolve()
+    if directory.exists() and any(directory.iterdir()) and not (directory / MARKER).exists():
+        raise InvalidInputError(
+            "the demo directory already holds other files",
+            expected=f"an empty or missing directory, or one made by `veil demo` (with {MARKER})",
+            got=f"{directory} with other content",
+            fix="pass another --out directory",
+        )
+    for leftover in (directory / ".veil", directory / "summary.html"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        elif leftover.exists():
+            leftover.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MARKER).write_text("made by `veil demo`; safe to delete\n", encoding="utf-8")
+
+
+def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
+    """Run the tour in ``directory`` and write ``summary.html`` there."""
+    _prepare(directory)
+    tour = Tour(directory.resolve())
+    started = time.perf_counter()
+    workspace = Workspace.create(tour.directory / ".veil")
+    store = Store.open(f"sqlite:///{workspace.sqlite_path}", upgrade=True)
+    tour.step("Create a workspace", time.perf_counter() - started, home=str(workspace.home),
+              database=store.display_url, revision=store.current_revision())
+    try:
+        started = time.perf_counter()
+        catalog = Catalog(store, Settings(store.display_url, None, "veil-demo"))
+        info = catalog.add(
+            "sklearn:diabetes",
+            name="diabetes",
+            quasi_identifiers=["age", "sex"],
+            sensitive=["progression"],
+            bounds=DIABETES_BOUNDS,
+            categories={"sex": ("1", "2")},
+        )
+        tour.step(
+            "Register a dataset with its privacy schema",
+            time.perf_counter() - started,
+            dataset=info.name,
+            rows=info.n_rows,
+            schema=info.schema.to_dict(),
+            report=info.report,
+        )
+    finally:
+        store.dispose()
+    (tour.directory / "summary.html").write_text(_html(tour, info), encoding="utf-8")
+    return tour, info
+
+
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the demo workspace and summary.")] = Path(
+        "veil-demo"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run the end-to-end tour on bundled data and write an HTML summary."""
+    tour, info = run_demo(out_dir)
+    summary = tour.directory / "summary.html"
+    if as_json:
+        print_json({"directory": str(tour.directory), "summary": str(summary), "steps": tour.steps})
+        return
+    out.print("[bold]Veil demo[/bold]: scikit-learn's diabetes data (442 patients), bundled with scikit-learn.")
+    for number, step in enumerate(tour.steps, start=1):
+        out.print(f"{number}. {step['title']} ({step['seconds']:.2f} s)")
+    render_schema(info)
+    out.print(f"Summary written to {summary}")
+
+
+# ----------------------------------------------------------------- HTML
+_CSS = """
+body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1d2433}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #d8dee9}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #d8dee9;padding:.2rem .6rem;text-align:left}
+th{background:#eef1f6}.muted{color:#5b6475}.warn{color:#9a3412}code{background:#eef1f6;padding:0 .2rem}
+"""
+
+
+def _html(tour: Tour, info: DatasetInfo) -> str:
+    e = html.escape
+    schema = info.schema
+    rows = []
+    for spec in schema.columns:
+        role = (
+            "privacy unit" if spec.name == schema.privacy_unit
+            else "quasi-identifier" if spec.name in schema.quasi_identifiers
+            else "sensitive" if spec.name in schema.sensitive
+            else ""
+        )
+        if spec.bounds is not None:
+            declared = f"{spec.bounds[0]:g} .. {spec.bounds[1]:g}"
+        elif spec.categories is not None:
+            declared = " | ".join(spec.categories)
+        else:
+            declared = '<span class="warn">not declared</span>'
+        stats = info.report["columns"].get(spec.name, {})
+        outside = stats.get("below_lower", 0) + stats.get("above_upper", 0) if spec.bounds else ""
+        rows.append(
+            f"<tr><td>{e(spec.name)}</td><td>{e(spec.kind)}</td><td>{e(role)}</td>"
+            f"<td>{declared if spec.bounds is None and spec.categories is None else e(declared)}</td>"
+            f"<td>{stats.get('missing', '')}</td><td>{outside}</td></tr>"
+        )
+    steps = "".join(
+        f"<li>{e(step['title'])} <span class='muted'>({step['seconds']:.2f} s)</span></li>" for step in tour.steps
+    )
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Veil demo summary</title><style>{_CSS}</style></head>
+<body>
+<h1>Veil demo summary</h1>
+<p class="muted">Veil {e(__version__)} · generated {generated} · workspace <code>{e(str(tour.directory))}</code></p>
+<h2>Steps</h2><ol>{steps}</ol>
+<h2>Dataset <code>{e(info.name)}</code></h2>
+<p>{info.n_rows} rows from <code>{e(info.source)}</code>; privacy unit: {e(schema.privacy_unit or "one row = one person")};
+SHA-256 <code>{e(info.content_sha256)}</code>.</p>
+<table><tr><th>column</th><th>kind</th><th>role</th><th>declared bounds / categories</th><th>missing</th>
+<th>outside bounds</th></tr>{"".join(rows)}</table>
+<p class="muted">Bounds were declared from clinical ranges, not read from the data; values outside them
+will be clamped by private queries, and the clamping is reported.</p>
+</body></html>
+"""

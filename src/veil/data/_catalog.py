@@ -1,0 +1,483 @@
+"""The dataset catalogue: registering data with its privacy schema, and loading it back.
+
+Registration streams through the whole source once, chunk by chunk, so even a
+file larger than memory can be registered. It checks every declared fact
+against every row (bounded columns are numeric, categorical values are among
+the declared categories, the privacy-unit column has no gaps), records a
+SHA-256 fingerprint of the bytes, and writes one row in one transaction only
+after all checks passed: a refused registration changes nothing.
+
+Loading re-checks the fingerprint, so an analysis never silently runs on data
+other than what was registered, and refuses data whose estimated size would
+not fit in memory before reading any of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from veil.data._readers import ImageArrays, MnistReader, Reader, check_fits_in_memory, open_reader
+from veil.data._schema import ColumnSpec, PrivacySchema, check_columns_exist
+from veil.errors import ConflictError, InvalidInputError, NotFoundError, SchemaError
+from veil.progress import ProgressCallback, ProgressEvent
+from veil.store import DatasetRow, Store
+from veil.workspace import Settings, Workspace
+
+__all__ = ["Catalog", "DatasetInfo"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MAX_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset, as recorded in the workspace."""
+
+    name: str
+    format: str
+    source: str
+    content_sha256: str
+    size_bytes: int
+    n_rows: int
+    schema: PrivacySchema
+    load_options: dict[str, Any]
+    report: dict[str, Any]
+    created_at: datetime
+    created_by: str
+    veil_version: str
+
+    @classmethod
+    def from_row(cls, row: DatasetRow) -> DatasetInfo:
+        return cls(
+            name=row.name,
+            format=row.format,
+            source=row.source,
+            content_sha256=row.content_sha256,
+            size_bytes=row.size_bytes,
+            n_rows=row.n_rows,
+            schema=PrivacySchema.from_dict(row.privacy_schema),
+            load_options=dict(row.load_options),
+            report=dict(row.registration_report),
+            created_at=row.created_at,
+            created_by=row.created_by,
+            veil_version=row.veil_version,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (what ``veil datasets show --json`` prints)."""
+        return {
+            "name": self.name,
+            "format": self.format,
+            "source": self.source,
+            "content_sha256": self.content_sha256,
+            "size_bytes": self.size_bytes,
+            "n_rows": self.n_rows,
+            "n_columns": len(self.schema.columns),
+            "schema": self.schema.to_dict(),
+            "load_options": self.load_options,
+            "registration_report": self.report,
+            "created_at": self.created_at.isoformat(),
+            "created_by": self.created_by,
+            "veil_version": self.veil_version,
+        }
+
+
+@dataclass
+class _ColumnStats:
+    missing: int = 0
+    numeric: bool = True
+    seen_values: bool = False
+    below: int = 0
+    above: int = 0
+    unexpected: set[str] = field(default_factory=set)
+
+    def report(self, bounded: bool) -> dict[str, int]:
+        out = {"missing": self.missing}
+        if bounded:
+            out |= {"below_lower": self.below, "above_upper": self.above}
+        return out
+
+
+def _category_strings(values: pd.Series) -> pd.Series:
+    """Values as the strings categories are declared with (``1.0`` becomes ``"1"``)."""
+    if pd.api.types.is_float_dtype(values):
+        return values.map(lambda v: format(v, "g"))
+    return values.astype(str)
+
+
+class Catalog:
+    """Datasets registered in a workspace.
+
+    Args:
+        store: The workspace database.
+        settings: Workspace settings (actor, memory limit); defaults apply if omitted.
+    """
+
+    def __init__(self, store: Store, settings: Settings | None = None) -> None:
+        self.store = store
+        self.settings = settings or Settings(
+            database_url=store.display_url, max_load_bytes=None, actor="library"
+        )
+
+    @classmethod
+    def open(cls, workspace: Workspace | None = None) -> Catalog:
+        """The catalogue of ``workspace`` (located from the current directory if omitted)."""
+        workspace = workspace or Workspace.locate()
+        return cls(Store.for_workspace(workspace), workspace.settings)
+
+    # ---------------------------------------------------------------- reading
+    def list(self) -> list[DatasetInfo]:
+        """Every registered dataset, by name."""
+        with self.store.session() as session:
+            rows = session.scalars(select(DatasetRow).order_by(DatasetRow.name)).all()
+            return [DatasetInfo.from_row(row) for row in rows]
+
+    def get(self, name: str) -> DatasetInfo:
+        """The dataset called ``name``.
+
+        Raises:
+            NotFoundError: No such dataset (the message names the closest one).
+        """
+        with self.store.session() as session:
+            row = session.scalars(select(DatasetRow).where(DatasetRow.name == name)).one_or_none()
+            if row is not None:
+                return DatasetInfo.from_row(row)
+            names = list(session.scalars(select(DatasetRow.name)).all())
+        import difflib  # noqa: PLC0415 - only on the error path
+
+        close = difflib.get_close_matches(name, names, n=1)
+        raise NotFoundError(
+            f"no dataset named '{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""),
+            expected="the name of a registered dataset" + (f": {', '.join(names[:10])}" if names else ""),
+            got=repr(name),
+            fix="see `veil datasets list`, or register it with `veil datasets add`",
+        )
+
+    def _reader(self, info: DatasetInfo) -> Reader:
+        return open_reader(info.source, info.format, **info.load_options)
+
+    def _verify(self, info: DatasetInfo, reader: Reader) -> None:
+        digest, size = reader.fingerprint()
+        if digest != info.content_sha256:
+            raise InvalidInputError(
+                f"the data of '{info.name}' changed since it was registered",
+                expected=f"SHA-256 {info.content_sha256[:16]}... ({info.size_bytes} bytes) at {info.source}",
+                got=f"SHA-256 {digest[:16]}... ({size} bytes)",
+                fix="restore the registered file, or register the new data under a new name",
+            )
+
+    def load_frame(
+        self, name: str, columns: Sequence[str] | None = None, *, verify: bool = True
+    ) -> pd.DataFrame:
+        """Load a registered table into memory.
+
+        Args:
+            name: Dataset name.
+            columns: Only these columns (less memory).
+            verify: Check the SHA-256 fingerprint against the registered one.
+
+        Raises:
+            DataTooLargeError: The estimated size exceeds the memory limit;
+                nothing was read.
+            InvalidInputError: The data changed since registration.
+        """
+        info = self.get(name)
+        if columns is not None:
+            check_columns_exist(columns, info.schema.column_names, role="requested")
+        reader = self._reader(info)
+        estimate = reader.estimate_memory(info.n_rows, len(info.schema.columns), columns)
+        check_fits_in_memory(estimate, self.settings.max_load_bytes, f"dataset '{name}'")
+        if verify:
+            self._verify(info, reader)
+        return reader.read(columns)
+
+    def load_images(self, name: str, *, verify: bool = True) -> ImageArrays:
+        """Load a registered image dataset (MNIST) as arrays."""
+        info = self.get(name)
+        reader = self._reader(info)
+        if not isinstance(reader, MnistReader):
+            raise InvalidInputError(
+                f"'{name}' is a table, not an image dataset",
+                expected="a dataset registered with --format mnist",
+                got=f"format {info.format}",
+                fix="use load_frame() for tables",
+            )
+        estimate = reader.estimate_memory(info.n_rows, 2, None)
+        check_fits_in_memory(estimate, self.settings.max_load_bytes, f"dataset '{name}'")
+        if verify:
+            self._verify(info, reader)
+        return reader.arrays()
+
+    # ---------------------------------------------------------------- writing
+    def add(  # noqa: PLR0913 - mirrors `veil datasets add`
+        self,
+        source: str | Path,
+        *,
+        name: str,
+        format: str | None = None,  # noqa: A002 - the user-facing word
+        privacy_unit: str | None = None,
+        quasi_identifiers: Iterable[str] = (),
+        sensitive: Iterable[str] = (),
+        bounds: Mapping[str, tuple[float, float]] | None = None,
+        categories: Mapping[str, Sequence[str]] | None = None,
+        delimiter: str | None = None,
+        encoding: str = "utf-8",
+        split: str = "train",
+        progress: ProgressCallback | None = None,
+    ) -> DatasetInfo:
+        """Validate ``source`` against its declared schema and register it as ``name``.
+
+        Args:
+            source: A file path, a MNIST directory, or ``sklearn:NAME``.
+            name: Name to register under (letters, digits, ``.``, ``_``, ``-``).
+            format: ``csv``, ``parquet``, ``adult``, ``mnist`` or ``sklearn``;
+                guessed from ``source`` when omitted.
+            privacy_unit: Column identifying a person; ``None`` means one row is
+                one person.
+            quasi_identifiers: Columns that together may identify a person.
+            sensitive: Columns that must not be linked to a person.
+            bounds: Declared ``(lower, upper)`` per numeric column.
+            categories: Declared categories per categorical column.
+            delimiter: CSV delimiter (``,`` by default, tab for ``.tsv``).
+            encoding: Text encoding of CSV / Adult files.
+            split: ``train`` or ``test`` for MNIST.
+            progress: Receives progress events.
+
+        Raises:
+            InvalidInputError, SchemaError, NotFoundError, ConflictError: nothing
+                is written in any of these cases.
+        """
+        if not _NAME.fullmatch(name):
+            raise InvalidInputError(
+                "invalid dataset name",
+                expected="1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+                got=repr(name),
+                fix="choose a name such as adult-2026",
+            )
+        self._refuse_existing(name)
+        options: dict[str, Any] = {"encoding": encoding, "split": split}
+        if delimiter is not None:
+            options["delimiter"] = delimiter
+        reader = open_reader(str(source), format, **options)
+        schema, n_rows, report = _validate(
+            reader,
+            privacy_unit=privacy_unit,
+            quasi_identifiers=tuple(quasi_identifiers),
+            sensitive=tuple(sensitive),
+            bounds=dict(bounds or {}),
+            categories={k: tuple(v) for k, v in (categories or {}).items()},
+            progress=progress,
+        )
+        digest, size = reader.fingerprint(progress)
+        from veil import __version__  # noqa: PLC0415 - avoids an import cycle
+
+        row = DatasetRow(
+            name=name,
+            format=reader.format,
+            source=reader.source,
+            content_sha256=digest,
+            size_bytes=size,
+            n_rows=n_rows,
+            n_columns=len(schema.columns),
+            privacy_schema=schema.to_dict(),
+            load_options=reader.load_options(),
+            registration_report=report,
+            created_by=self.settings.actor,
+            veil_version=__version__,
+        )
+        try:
+            with self.store.session() as session:
+                session.add(row)
+        except IntegrityError as exc:  # registered by someone else meanwhile
+            raise self._conflict(name) from exc
+        return DatasetInfo.from_row(row)
+
+    def _refuse_existing(self, name: str) -> None:
+        with self.store.session() as session:
+            exists = session.scalars(select(DatasetRow.id).where(DatasetRow.name == name)).first()
+        if exists is not None:
+            raise self._conflict(name)
+
+    @staticmethod
+    def _conflict(name: str) -> ConflictError:
+        return ConflictError(
+            f"a dataset named '{name}' is already registered",
+            expected="a new name",
+            got=repr(name),
+            fix=f"choose another --name, or inspect it with `veil datasets show {name}`",
+        )
+
+
+def _validate(  # noqa: C901, PLR0912 - one pass, one place: every check a registration makes
+    reader: Reader,
+    *,
+    privacy_unit: str | None,
+    quasi_identifiers: tuple[str, ...],
+    sensitive: tuple[str, ...],
+    bounds: dict[str, tuple[float, float]],
+    categories: dict[str, tuple[str, ...]],
+    progress: ProgressCallback | None,
+) -> tuple[PrivacySchema, int, dict[str, Any]]:
+    names = reader.columns()
+    check_columns_exist([privacy_unit] if privacy_unit else [], names, role="privacy unit (--id)")
+    check_columns_exist(quasi_identifiers, names, role="quasi-identifier (--qi)")
+    check_columns_exist(sensitive, names, role="sensitive (--sensitive)")
+    check_columns_exist(bounds, names, role="bounded (--bounds)")
+    check_columns_exist(categories, names, role="categorical (--categories)")
+    both = sorted(set(bounds) & set(categories))
+    if both:
+        raise SchemaError(
+            "a column has both bounds and categories",
+            expected="bounds for numeric columns, categories for categorical ones",
+            got=f"both for {both}",
+            fix="keep only the declaration that matches the column's meaning",
+        )
+    if privacy_unit is not None and (privacy_unit in bounds or privacy_unit in categories):
+        raise SchemaError(
+            f"the privacy-unit column '{privacy_unit}' has bounds or categories",
+            expected="an identifier column without declarations",
+            got="a declaration for it",
+            fix=f"remove the --bounds/--categories entry for '{privacy_unit}'",
+        )
+
+    declared = reader.declarations()
+    expected_categories = {c: d.categories for c, d in declared.items() if d.categories is not None}
+    expected_categories.update(categories)
+    expected_bounds = {c: d.bounds for c, d in declared.items() if d.bounds is not None and d.kind == "numeric"}
+    expected_bounds.update(bounds)
+    for column in categories:
+        expected_bounds.pop(column, None)
+    for column in bounds:
+        expected_categories.pop(column, None)
+    tabular = [n for n in names if declared.get(n) is None or declared[n].kind != "array"]
+
+    stats = {column: _ColumnStats() for column in tabular}
+    unit_counts: dict[Any, int] = {}
+    n_rows = 0
+    for chunk in reader.chunks():
+        if [str(c) for c in chunk.columns] != tabular:
+            raise InvalidInputError(
+                "rows do not have the header's columns",
+                expected=f"columns {tabular}",
+                got=f"columns {[str(c) for c in chunk.columns]}",
+                fix="check the file for a second header or a changed layout",
+            )
+        for column in tabular:
+            values = chunk[column]
+            missing = values.isna()
+            stat = stats[column]
+            stat.missing += int(missing.sum())
+            present = values[~missing]
+            if present.empty:
+                continue
+            stat.seen_values = True
+            is_numeric = pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present)
+            stat.numeric = stat.numeric and is_numeric
+            if column in expected_bounds:
+                numbers = present if is_numeric else pd.to_numeric(present, errors="coerce")
+                bad = numbers.isna() | ~np.isfinite(numbers.astype(float))
+                if bad.any():
+                    position = int(np.flatnonzero(bad.to_numpy())[0])
+                    row_number = n_rows + int(np.flatnonzero((~missing).to_numpy())[position]) + 1
+                    raise SchemaError(
+                        f"column '{column}' has declared bounds but holds a value that is not a finite number",
+                        expected=f"numbers (bounds {expected_bounds[column][0]:g}:{expected_bounds[column][1]:g})",
+                        got=f"{present.iloc[position]!r} in data row {row_number}",
+                        fix=f"clean the column, or declare it categorical with --categories {column}=...",
+                        details={"column": column, "row": row_number},
+                    )
+                lower, upper = expected_bounds[column]
+                stat.below += int((numbers < lower).sum())
+                stat.above += int((numbers > upper).sum())
+            if column in expected_categories:
+                allowed = set(expected_categories[column])
+                observed = set(_category_strings(present).unique())
+                stat.unexpected |= observed - allowed
+            if column == privacy_unit:
+                for unit, count in present.value_counts().items():
+                    unit_counts[unit] = unit_counts.get(unit, 0) + int(count)
+        n_rows += len(chunk)
+        if progress is not None:
+            progress(ProgressEvent(f"validate {Path(reader.source).name}", n_rows, None, "rows"))
+
+    if n_rows == 0:
+        raise InvalidInputError(
+            f"{Path(reader.source).name} has no data rows",
+            expected="at least one row after the header",
+            got="a header only",
+            fix="check that the export that wrote it finished",
+        )
+    for column, stat in stats.items():
+        if stat.unexpected:
+            shown = sorted(stat.unexpected)[:_MAX_SHOWN]
+            origin = "--categories" if column in categories else f"the {reader.format} format's codebook"
+            raise SchemaError(
+                f"column '{column}' holds values outside its declared categories",
+                expected=f"one of {len(expected_categories[column])} categories declared by {origin}",
+                got=f"{len(stat.unexpected)} other value(s), e.g. {shown}",
+                fix=f"add them to --categories {column}=..., or clean the column",
+                details={"column": column, "unexpected": shown},
+            )
+    if privacy_unit is not None and stats[privacy_unit].missing:
+        raise SchemaError(
+            f"the privacy-unit column '{privacy_unit}' has missing values",
+            expected="every row to name the person it belongs to",
+            got=f"{stats[privacy_unit].missing} row(s) without an identifier",
+            fix="fill or drop those rows; contributions cannot be bounded for unknown people",
+        )
+
+    columns: list[ColumnSpec] = []
+    for column in names:
+        if column == privacy_unit:
+            columns.append(ColumnSpec(column, "identifier"))
+        elif column in bounds:
+            columns.append(ColumnSpec(column, "numeric", bounds=bounds[column], declared_by="user"))
+        elif column in categories:
+            columns.append(ColumnSpec(column, "categorical", categories=categories[column], declared_by="user"))
+        elif column in declared:
+            d = declared[column]
+            has_declaration = d.bounds is not None or d.categories is not None
+            columns.append(
+                ColumnSpec(
+                    column,
+                    d.kind,
+                    bounds=d.bounds,
+                    categories=d.categories,
+                    shape=d.shape,
+                    declared_by="format" if has_declaration else None,
+                )
+            )
+        else:
+            numeric = stats[column].numeric and stats[column].seen_values
+            columns.append(ColumnSpec(column, "numeric" if numeric else "categorical"))
+    schema = PrivacySchema(
+        columns=tuple(columns),
+        privacy_unit=privacy_unit,
+        quasi_identifiers=quasi_identifiers,
+        sensitive=sensitive,
+    )
+    report: dict[str, Any] = {
+        "rows": n_rows,
+        "privacy_units": len(unit_counts) if privacy_unit is not None else n_rows,
+        "max_rows_per_unit": max(unit_counts.values()) if privacy_unit is not None else 1,
+        "columns": {
+            column: stats[column].report(bounded=schema.column(column).bounds is not None)
+            for column in tabular
+        },
+        "unbounded_numeric": list(schema.unbounded_numeric()),
+        "undeclared_categorical": [
+            c.name for c in schema.columns if c.kind == "categorical" and c.categories is None
+        ],
+    }
+    return schema, n_rows, report
+

@@ -1,0 +1,15 @@
+"""The workspace database: tables, sessions and schema versions.
+
+SQLite by default (a WAL-mode file in the workspace), PostgreSQL through
+``VEIL_DATABASE_URL``. Every schema change ships as an Alembic migration.
+
+>>> from veil.store import Store
+>>> store = Store.open("sqlite://", upgrade=True)   # in-memory, for a quick look
+>>> store.current_revision() == head_revision()
+True
+"""
+
+from veil.store._store import Store, head_revision
+from veil.store._tables import Base, DatasetRow
+
+__all__ = ["Base", "DatasetRow", "Store", "head_revision"]

@@ -1,0 +1,200 @@
+"""Where Veil keeps its state, and the settings that go with it.
+
+A workspace is a directory, ``.veil/`` by default, holding ``config.toml`` and
+(unless the database is elsewhere) the SQLite file ``veil.db``. It is found in
+this order:
+
+1. ``VEIL_HOME``, if set: that directory *is* the workspace;
+2. otherwise the nearest ``.veil/`` in the current directory or one of its
+   parents, so that commands work from a sub-directory of a project, as git's do.
+
+Settings come from the environment first, then from ``config.toml``, then
+from defaults:
+
+=====================  ==========================  ==========================
+setting                environment                 config.toml
+=====================  ==========================  ==========================
+database URL           ``VEIL_DATABASE_URL``       ``[store] url``
+memory limit for data  ``VEIL_MAX_LOAD_BYTES``     ``[data] max_load_bytes``
+acting user            ``VEIL_ACTOR``              (login name)
+=====================  ==========================  ==========================
+
+This module only knows paths and settings; opening the database is
+``veil.store``'s job, which sits above it in the dependency order.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from veil.errors import InvalidInputError, NotFoundError
+
+__all__ = ["Settings", "Workspace"]
+
+WORKSPACE_DIRNAME = ".veil"
+CONFIG_FILENAME = "config.toml"
+SQLITE_FILENAME = "veil.db"
+
+_CONFIG_TEMPLATE = """\
+# Veil workspace settings. Environment variables override every value here.
+#
+# [store]
+# url = "postgresql://veil@db.example.org/veil"   # VEIL_DATABASE_URL; default: SQLite file veil.db here
+#
+# [data]
+# max_load_bytes = 8_000_000_000                   # VEIL_MAX_LOAD_BYTES; default: half the available memory
+"""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one workspace.
+
+    Attributes:
+        database_url: SQLAlchemy URL of the store.
+        max_load_bytes: Largest estimated in-memory size of data Veil will load,
+            or ``None`` to use half of the memory available at load time.
+        actor: Who is acting, recorded with every change.
+    """
+
+    database_url: str
+    max_load_bytes: int | None
+    actor: str
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A Veil workspace directory.
+
+    Attributes:
+        home: The workspace directory itself (``.../.veil`` or ``VEIL_HOME``).
+    """
+
+    home: Path
+
+    @property
+    def config_path(self) -> Path:
+        """The workspace's ``config.toml``."""
+        return self.home / CONFIG_FILENAME
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The default SQLite database file."""
+        return self.home / SQLITE_FILENAME
+
+    @classmethod
+    def default_home(cls, cwd: Path | None = None) -> Path:
+        """Where :meth:`create` puts a new workspace: ``VEIL_HOME`` or ``./.veil``."""
+        env = os.environ.get("VEIL_HOME")
+        if env:
+            return Path(env).expanduser().resolve()
+        return (cwd or Path.cwd()).resolve() / WORKSPACE_DIRNAME
+
+    @classmethod
+    def create(cls, home: Path | None = None) -> Workspace:
+        """Create the workspace directory and its ``config.toml`` if missing.
+
+        Idempotent: an existing workspace is returned as it is. The directory
+        is made readable by its owner only, since it describes sensitive data.
+        """
+        home = (home or cls.default_home()).expanduser().resolve()
+        if home.exists() and not home.is_dir():
+            raise InvalidInputError(
+                "cannot create a workspace where a file already exists",
+                expected=f"{home} to be a directory or absent",
+                got="a regular file",
+                fix="remove the file or set VEIL_HOME to another directory",
+            )
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        workspace = cls(home)
+        if not workspace.config_path.exists():
+            workspace.config_path.write_text(_CONFIG_TEMPLATE, encoding="utf-8")
+        return workspace
+
+    @classmethod
+    def locate(cls, cwd: Path | None = None) -> Workspace:
+        """Find the workspace for the current directory (see the module docstring).
+
+        Raises:
+            NotFoundError: When there is none.
+        """
+        env = os.environ.get("VEIL_HOME")
+        if env:
+            home = Path(env).expanduser().resolve()
+            if not (home / CONFIG_FILENAME).is_file():
+                raise NotFoundError(
+                    "VEIL_HOME does not point to a Veil workspace",
+                    expected=f"{home / CONFIG_FILENAME} to exist",
+                    got="no such file",
+                    fix="run `veil init` to create it, or unset VEIL_HOME",
+                )
+            return cls(home)
+        start = (cwd or Path.cwd()).resolve()
+        for directory in (start, *start.parents):
+            candidate = directory / WORKSPACE_DIRNAME
+            if (candidate / CONFIG_FILENAME).is_file():
+                return cls(candidate)
+        raise NotFoundError(
+            "no Veil workspace here",
+            expected=f"a {WORKSPACE_DIRNAME}/ directory in {start} or a parent, or VEIL_HOME set",
+            got="none found",
+            fix="run `veil init` in your project directory",
+        )
+
+    def _config(self) -> dict[str, Any]:
+        try:
+            with self.config_path.open("rb") as handle:
+                return tomllib.load(handle)
+        except FileNotFoundError:
+            return {}
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInputError(
+                "the workspace configuration is not valid TOML",
+                expected=f"{self.config_path} to parse as TOML",
+                got=str(exc),
+                fix="correct the file, or delete it and run `veil init` to write a fresh one",
+            ) from exc
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force now (environment, then ``config.toml``, then defaults)."""
+        config = self._config()
+        url = os.environ.get("VEIL_DATABASE_URL") or config.get("store", {}).get("url")
+        if not url:
+            url = f"sqlite:///{self.sqlite_path}"
+        raw_limit = os.environ.get("VEIL_MAX_LOAD_BYTES") or config.get("data", {}).get(
+            "max_load_bytes"
+        )
+        return Settings(
+            database_url=str(url),
+            max_load_bytes=_parse_bytes(raw_limit) if raw_limit not in (None, "") else None,
+            actor=os.environ.get("VEIL_ACTOR") or _login_name(),
+        )
+
+
+def _parse_bytes(raw: object) -> int:
+    text = str(raw).strip().replace("_", "")
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise InvalidInputError(
+            "the memory limit for loading data is not a positive whole number of bytes",
+            expected="VEIL_MAX_LOAD_BYTES / [data] max_load_bytes such as 8000000000",
+            got=repr(raw),
+            fix="set a positive integer, or unset it to use half the available memory",
+        )
+    return value
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, e.g. in some containers
+        return f"uid:{os.getuid()}"
