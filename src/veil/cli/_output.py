@@ -57,7 +57,9 @@ def progress_bar() -> Iterator[ProgressCallback]:
 
         def update(event: ProgressEvent) -> None:
             if event.task not in tasks:
-                tasks[event.task] = progress.add_task(event.task, total=event.total, unit=event.unit)
+                tasks[event.task] = progress.add_task(
+                    event.task, total=event.total, unit=event.unit
+                )
             progress.update(tasks[event.task], completed=event.completed, total=event.total)
 
         yield update

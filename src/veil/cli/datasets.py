@@ -14,7 +14,10 @@ from veil.data._readers import FORMATS, open_reader
 
 __all__ = ["app", "render_schema"]
 
-app = typer.Typer(help="Register datasets with their privacy schema; list and show them.", no_args_is_help=True)
+app = typer.Typer(
+    help="Register datasets with their privacy schema; list and show them.", no_args_is_help=True
+)
+_CATEGORIES_SHOWN = 3
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
@@ -24,24 +27,41 @@ def _split(values: list[str] | None) -> list[str]:
 
 @app.command()
 def add(
-    path: Annotated[str, typer.Argument(help="File, MNIST folder, or sklearn:NAME (breast_cancer, diabetes, digits, iris, wine).")],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="File, MNIST folder, or sklearn:NAME (breast_cancer, diabetes, digits, iris, wine)."
+        ),
+    ],
     name: Annotated[str, typer.Option("--name", "-n", help="Name to register the dataset under.")],
     format: Annotated[  # noqa: A002 - the user-facing word
-        str | None, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}; guessed if omitted.")
+        str | None,
+        typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}; guessed if omitted."),
     ] = None,
     id_column: Annotated[
-        str | None, typer.Option("--id", help="Column identifying a person. Omit when one row is one person.")
+        str | None,
+        typer.Option("--id", help="Column identifying a person. Omit when one row is one person."),
     ] = None,
-    qi: Annotated[list[str] | None, typer.Option("--qi", help="Quasi-identifier columns, comma-separated.")] = None,
-    sensitive: Annotated[list[str] | None, typer.Option("--sensitive", help="Sensitive columns, comma-separated.")] = None,
+    qi: Annotated[
+        list[str] | None, typer.Option("--qi", help="Quasi-identifier columns, comma-separated.")
+    ] = None,
+    sensitive: Annotated[
+        list[str] | None, typer.Option("--sensitive", help="Sensitive columns, comma-separated.")
+    ] = None,
     bounds: Annotated[
-        list[str] | None, typer.Option("--bounds", help="Declared bounds col=lo:hi (repeat, or comma-separate).")
+        list[str] | None,
+        typer.Option("--bounds", help="Declared bounds col=lo:hi (repeat, or comma-separate)."),
     ] = None,
     categories: Annotated[
-        list[str] | None, typer.Option("--categories", help="Declared categories col=a|b|c (repeatable).")
+        list[str] | None,
+        typer.Option("--categories", help="Declared categories col=a|b|c (repeatable)."),
     ] = None,
-    delimiter: Annotated[str | None, typer.Option("--delimiter", help="CSV delimiter; '\\t' for tab.")] = None,
-    encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the file.")] = "utf-8",
+    delimiter: Annotated[
+        str | None, typer.Option("--delimiter", help="CSV delimiter; '\\t' for tab.")
+    ] = None,
+    encoding: Annotated[
+        str, typer.Option("--encoding", help="Text encoding of the file.")
+    ] = "utf-8",
     split: Annotated[str, typer.Option("--split", help="MNIST split: train or test.")] = "train",
     as_json: JsonOption = False,
 ) -> None:
@@ -73,7 +93,9 @@ def add(
     if as_json:
         print_json(info.to_dict())
         return
-    out.print(f"Registered '{info.name}': {info.n_rows:,} rows, {len(info.schema.columns)} columns.")
+    out.print(
+        f"Registered '{info.name}': {info.n_rows:,} rows, {len(info.schema.columns)} columns."
+    )
     render_schema(info)
 
 
@@ -91,7 +113,16 @@ def list_(as_json: JsonOption = False) -> None:
     if not infos:
         out.print("No datasets yet: register one with `veil datasets add PATH --name NAME`.")
         return
-    table = Table("name", "format", "rows", "columns", "privacy unit", "quasi-identifiers", "sensitive", "registered")
+    table = Table(
+        "name",
+        "format",
+        "rows",
+        "columns",
+        "privacy unit",
+        "quasi-identifiers",
+        "sensitive",
+        "registered",
+    )
     for info in infos:
         s = _summary(info)
         table.add_row(
@@ -127,8 +158,12 @@ def show(
 @app.command("suggest-bounds")
 def suggest_bounds_(
     path: Annotated[str, typer.Argument(help="File or sklearn:NAME to read.")],
-    format: Annotated[str | None, typer.Option("--format", "-f", help="Format; guessed if omitted.")] = None,  # noqa: A002
-    columns: Annotated[list[str] | None, typer.Option("--columns", help="Columns, comma-separated.")] = None,
+    format: Annotated[  # noqa: A002 - the user-facing word
+        str | None, typer.Option("--format", "-f", help="Format; guessed if omitted.")
+    ] = None,
+    columns: Annotated[
+        list[str] | None, typer.Option("--columns", help="Columns, comma-separated.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Print min:max of numeric columns read FROM THE DATA (this leaks; see the warning).
@@ -141,12 +176,18 @@ def suggest_bounds_(
         warnings.simplefilter("always")
         suggested = suggest_bounds(frame, _split(columns) or None)
     for warning in caught:
-        err.print(f"PRIVACY LEAK WARNING: {warning.message}", style="bold red on default", markup=False)
+        err.print(
+            f"PRIVACY LEAK WARNING: {warning.message}", style="bold red on default", markup=False
+        )
     flag = ",".join(f"{c}={lo:g}:{hi:g}" for c, (lo, hi) in suggested.items())
     if as_json:
-        print_json({"bounds": {c: list(b) for c, b in suggested.items()}, "leaks": True, "flag": flag})
+        print_json(
+            {"bounds": {c: list(b) for c, b in suggested.items()}, "leaks": True, "flag": flag}
+        )
         return
-    table = Table("column", "lower (data min)", "upper (data max)", title="Bounds read from the data")
+    table = Table(
+        "column", "lower (data min)", "upper (data max)", title="Bounds read from the data"
+    )
     for column, (lo, hi) in suggested.items():
         table.add_row(column, f"{lo:g}", f"{hi:g}")
     out.print(table)
@@ -194,7 +235,9 @@ def render_schema(info: DatasetInfo) -> None:
             declared = f"{spec.bounds[0]:g} .. {spec.bounds[1]:g}"
         elif spec.categories is not None:
             cats = spec.categories
-            declared = " | ".join(cats) if len(cats) <= 3 else f"{len(cats)} categories"
+            declared = (
+                " | ".join(cats) if len(cats) <= _CATEGORIES_SHOWN else f"{len(cats)} categories"
+            )
         else:
             declared = "[yellow]none[/yellow]" if spec.kind in ("numeric", "categorical") else ""
         if spec.declared_by:

@@ -76,8 +76,13 @@ def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
     started = time.perf_counter()
     workspace = Workspace.create(tour.directory / ".veil")
     store = Store.open(f"sqlite:///{workspace.sqlite_path}", upgrade=True)
-    tour.step("Create a workspace", time.perf_counter() - started, home=str(workspace.home),
-              database=store.display_url, revision=store.current_revision())
+    tour.step(
+        "Create a workspace",
+        time.perf_counter() - started,
+        home=str(workspace.home),
+        database=store.display_url,
+        revision=store.current_revision(),
+    )
     try:
         started = time.perf_counter()
         catalog = Catalog(store, Settings(store.display_url, None, "veil-demo"))
@@ -104,9 +109,9 @@ def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
 
 
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the demo workspace and summary.")] = Path(
-        "veil-demo"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Directory for the demo workspace and summary.")
+    ] = Path("veil-demo"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Run the end-to-end tour on bundled data and write an HTML summary."""
@@ -115,7 +120,9 @@ def demo(
     if as_json:
         print_json({"directory": str(tour.directory), "summary": str(summary), "steps": tour.steps})
         return
-    out.print("[bold]Veil demo[/bold]: scikit-learn's diabetes data (442 patients), bundled with scikit-learn.")
+    out.print(
+        "[bold]Veil demo[/bold]: scikit-learn's diabetes data (442 patients), bundled with scikit-learn."
+    )
     for number, step in enumerate(tour.steps, start=1):
         out.print(f"{number}. {step['title']} ({step['seconds']:.2f} s)")
     render_schema(info)
@@ -137,9 +144,12 @@ def _html(tour: Tour, info: DatasetInfo) -> str:
     rows = []
     for spec in schema.columns:
         role = (
-            "privacy unit" if spec.name == schema.privacy_unit
-            else "quasi-identifier" if spec.name in schema.quasi_identifiers
-            else "sensitive" if spec.name in schema.sensitive
+            "privacy unit"
+            if spec.name == schema.privacy_unit
+            else "quasi-identifier"
+            if spec.name in schema.quasi_identifiers
+            else "sensitive"
+            if spec.name in schema.sensitive
             else ""
         )
         if spec.bounds is not None:
@@ -156,7 +166,8 @@ def _html(tour: Tour, info: DatasetInfo) -> str:
             f"<td>{stats.get('missing', '')}</td><td>{outside}</td></tr>"
         )
     steps = "".join(
-        f"<li>{e(step['title'])} <span class='muted'>({step['seconds']:.2f} s)</span></li>" for step in tour.steps
+        f"<li>{e(step['title'])} <span class='muted'>({step['seconds']:.2f} s)</span></li>"
+        for step in tour.steps
     )
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html>

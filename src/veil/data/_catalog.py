@@ -158,7 +158,8 @@ class Catalog:
         close = difflib.get_close_matches(name, names, n=1)
         raise NotFoundError(
             f"no dataset named '{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""),
-            expected="the name of a registered dataset" + (f": {', '.join(names[:10])}" if names else ""),
+            expected="the name of a registered dataset"
+            + (f": {', '.join(names[:10])}" if names else ""),
             got=repr(name),
             fix="see `veil datasets list`, or register it with `veil datasets add`",
         )
@@ -219,7 +220,7 @@ class Catalog:
         return reader.arrays()
 
     # ---------------------------------------------------------------- writing
-    def add(  # noqa: PLR0913 - mirrors `veil datasets add`
+    def add(
         self,
         source: str | Path,
         *,
@@ -318,7 +319,7 @@ class Catalog:
         )
 
 
-def _validate(  # noqa: C901, PLR0912 - one pass, one place: every check a registration makes
+def _validate(  # noqa: C901, PLR0912, PLR0915 - one pass, one place: every check a registration makes
     reader: Reader,
     *,
     privacy_unit: str | None,
@@ -353,7 +354,9 @@ def _validate(  # noqa: C901, PLR0912 - one pass, one place: every check a regis
     declared = reader.declarations()
     expected_categories = {c: d.categories for c, d in declared.items() if d.categories is not None}
     expected_categories.update(categories)
-    expected_bounds = {c: d.bounds for c, d in declared.items() if d.bounds is not None and d.kind == "numeric"}
+    expected_bounds = {
+        c: d.bounds for c, d in declared.items() if d.bounds is not None and d.kind == "numeric"
+    }
     expected_bounds.update(bounds)
     for column in categories:
         expected_bounds.pop(column, None)
@@ -381,7 +384,9 @@ def _validate(  # noqa: C901, PLR0912 - one pass, one place: every check a regis
             if present.empty:
                 continue
             stat.seen_values = True
-            is_numeric = pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present)
+            is_numeric = pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(
+                present
+            )
             stat.numeric = stat.numeric and is_numeric
             if column in expected_bounds:
                 numbers = present if is_numeric else pd.to_numeric(present, errors="coerce")
@@ -420,7 +425,9 @@ def _validate(  # noqa: C901, PLR0912 - one pass, one place: every check a regis
     for column, stat in stats.items():
         if stat.unexpected:
             shown = sorted(stat.unexpected)[:_MAX_SHOWN]
-            origin = "--categories" if column in categories else f"the {reader.format} format's codebook"
+            origin = (
+                "--categories" if column in categories else f"the {reader.format} format's codebook"
+            )
             raise SchemaError(
                 f"column '{column}' holds values outside its declared categories",
                 expected=f"one of {len(expected_categories[column])} categories declared by {origin}",
@@ -443,7 +450,9 @@ def _validate(  # noqa: C901, PLR0912 - one pass, one place: every check a regis
         elif column in bounds:
             columns.append(ColumnSpec(column, "numeric", bounds=bounds[column], declared_by="user"))
         elif column in categories:
-            columns.append(ColumnSpec(column, "categorical", categories=categories[column], declared_by="user"))
+            columns.append(
+                ColumnSpec(column, "categorical", categories=categories[column], declared_by="user")
+            )
         elif column in declared:
             d = declared[column]
             has_declaration = d.bounds is not None or d.categories is not None
@@ -480,4 +489,3 @@ def _validate(  # noqa: C901, PLR0912 - one pass, one place: every check a regis
         ],
     }
     return schema, n_rows, report
-

@@ -9,9 +9,9 @@ no well-kept library reads it without also downloading the data.
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,7 @@ from veil.errors import InvalidInputError, NotFoundError
 __all__ = ["read_idx"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_MAGIC_LEN = 4
 _DTYPES: dict[int, np.dtype[np.generic]] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
@@ -31,7 +32,7 @@ _DTYPES: dict[int, np.dtype[np.generic]] = {
 }
 
 
-def _open(path: Path) -> IO[bytes]:
+def _open(path: Path) -> io.BufferedIOBase:
     if not path.is_file():
         raise NotFoundError(
             "IDX file not found",
@@ -41,7 +42,9 @@ def _open(path: Path) -> IO[bytes]:
         )
     with path.open("rb") as probe:
         gzipped = probe.read(2) == _GZIP_MAGIC
-    return gzip.open(path, "rb") if gzipped else path.open("rb")
+    if gzipped:
+        return gzip.GzipFile(path, "rb")
+    return path.open("rb")
 
 
 def read_idx(path: str | Path) -> npt.NDArray[np.generic]:
@@ -53,8 +56,8 @@ def read_idx(path: str | Path) -> npt.NDArray[np.generic]:
     path = Path(path)
     try:
         with _open(path) as handle:
-            header = handle.read(4)
-            if len(header) < 4 or header[:2] != b"\x00\x00" or header[2] not in _DTYPES:
+            header = handle.read(_MAGIC_LEN)
+            if len(header) < _MAGIC_LEN or header[:2] != b"\x00\x00" or header[2] not in _DTYPES:
                 raise InvalidInputError(
                     f"{path.name} is not an IDX file",
                     expected="a magic number 0x0000TTDD (TT a type code, DD the dimensions)",

@@ -211,7 +211,7 @@ class CsvReader(Reader):
             return InvalidInputError(
                 f"{self.path.name} is not valid {self.encoding} text",
                 expected=f"text in the {self.encoding} encoding",
-                got=f"byte {exc.object[exc.start:exc.start + 1]!r} at offset {exc.start} of a block",
+                got=f"byte {exc.object[exc.start : exc.start + 1]!r} at offset {exc.start} of a block",
                 fix="pass the file's encoding, for example --encoding latin-1",
             )
         if isinstance(exc, pd.errors.EmptyDataError):
@@ -265,7 +265,9 @@ class CsvReader(Reader):
 
     def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         try:
-            frame = pd.read_csv(self.path, usecols=list(columns) if columns else None, **self._read_kwargs())
+            frame = pd.read_csv(
+                self.path, usecols=list(columns) if columns else None, **self._read_kwargs()
+            )
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise self._wrap(exc) from exc
         return self._post(frame)
@@ -322,7 +324,10 @@ class AdultReader(CsvReader):
         return list(ADULT_COLUMNS)
 
     def declarations(self) -> dict[str, Declaration]:
-        declared = {name: Declaration("categorical", categories=cats) for name, cats in ADULT_CATEGORIES.items()}
+        declared = {
+            name: Declaration("categorical", categories=cats)
+            for name, cats in ADULT_CATEGORIES.items()
+        }
         declared.update({name: Declaration("numeric") for name in ADULT_NUMERIC})
         return declared
 
@@ -365,13 +370,16 @@ class ParquetReader(Reader):
             yield batch.to_pandas()
 
     def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        frame: pd.DataFrame = self._file.read(columns=list(columns) if columns else None).to_pandas()
+        frame: pd.DataFrame = self._file.read(
+            columns=list(columns) if columns else None
+        ).to_pandas()
         return frame
 
     def fingerprint(self, progress: ProgressCallback | None = None) -> tuple[str, int]:
         return _sha256_files([self.path], progress), self.size
 
     def estimate_memory(self, n_rows: int, n_columns: int, columns: Sequence[str] | None) -> int:
+        del n_columns  # the Parquet footer knows each column's size
         meta = self._file.metadata
         wanted = set(columns) if columns else None
         total = 0
@@ -420,7 +428,11 @@ class SklearnReader(Reader):
 
             loader = getattr(datasets, f"load_{self.name}")
             # Diabetes: the raw (unscaled) values, so age and sex mean what they say.
-            bunch = loader(as_frame=True, scaled=False) if self.name == "diabetes" else loader(as_frame=True)
+            bunch = (
+                loader(as_frame=True, scaled=False)
+                if self.name == "diabetes"
+                else loader(as_frame=True)
+            )
             frame = bunch.frame.copy()
             target = _SKLEARN_TARGETS[self.name]
             frame = frame.rename(columns={"target": target})
@@ -440,8 +452,12 @@ class SklearnReader(Reader):
         declared: dict[str, Declaration] = {}
         if self.name == "digits":
             # By construction: 8x8 images of counts of set pixels in 4x4 blocks, so 0..16.
-            declared = {c: Declaration("numeric", bounds=(0.0, 16.0)) for c in self.columns() if c != target}
-            declared[target] = Declaration("categorical", categories=tuple(str(d) for d in range(10)))
+            declared = {
+                c: Declaration("numeric", bounds=(0.0, 16.0)) for c in self.columns() if c != target
+            }
+            declared[target] = Declaration(
+                "categorical", categories=tuple(str(d) for d in range(10))
+            )
         elif self.name != "diabetes":
             from sklearn import datasets  # noqa: PLC0415 - heavy import, only when needed
 
@@ -530,7 +546,12 @@ class MnistReader(Reader):
         if self._arrays is None:
             images = read_idx(self.images_path)
             labels = read_idx(self.labels_path)
-            if images.ndim != 3 or labels.ndim != 1 or images.dtype != np.uint8 or labels.dtype != np.uint8:
+            if (
+                images.ndim != 3  # noqa: PLR2004 - (n, rows, cols)
+                or labels.ndim != 1
+                or images.dtype != np.uint8
+                or labels.dtype != np.uint8
+            ):
                 raise InvalidInputError(
                     "these IDX files do not hold MNIST images and labels",
                     expected="uint8 images of shape (n, 28, 28) and uint8 labels of shape (n,)",

@@ -27,6 +27,7 @@ SCHEMA_VERSION = 1
 ColumnKind = Literal["numeric", "categorical", "identifier", "array"]
 COLUMN_KINDS: tuple[ColumnKind, ...] = ("numeric", "categorical", "identifier", "array")
 DeclaredBy = Literal["user", "format"]
+_SHOWN = 20
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,7 @@ def check_columns_exist(wanted: Iterable[str], available: Sequence[str], *, role
     for name in missing:
         close = difflib.get_close_matches(name, list(available), n=1, cutoff=0.6)
         hints.append(f"'{name}' (did you mean '{close[0]}'?)" if close else f"'{name}'")
-    shown = ", ".join(available[:20]) + (", ..." if len(available) > 20 else "")
+    shown = ", ".join(available[:_SHOWN]) + (", ..." if len(available) > _SHOWN else "")
     raise SchemaError(
         f"unknown {role} column {', '.join(hints)}",
         expected=f"one of the dataset's columns: {shown}",
@@ -291,16 +292,16 @@ def parse_bounds(items: Iterable[str]) -> dict[str, tuple[float, float]]:
         column, sep, interval = item.partition("=")
         lo_text, colon, hi_text = interval.partition(":")
         try:
-            if not (sep and colon and column.strip()):
-                raise ValueError(item)
             lower, upper = float(lo_text), float(hi_text)
-        except ValueError as exc:
+        except ValueError:
+            sep = ""
+        if not (sep and colon and column.strip()):
             raise InvalidInputError(
                 "a bound is not of the form column=lo:hi",
                 expected="for example --bounds age=17:90",
                 got=repr(item),
                 fix="give the column name, '=', the lower bound, ':' and the upper bound",
-            ) from exc
+            )
         name = column.strip()
         if name in result:
             raise InvalidInputError(
@@ -333,7 +334,9 @@ def _split_items(items: Iterable[str]) -> list[str]:
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
 
 
-def suggest_bounds(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> dict[str, tuple[float, float]]:
+def suggest_bounds(
+    frame: pd.DataFrame, columns: Sequence[str] | None = None
+) -> dict[str, tuple[float, float]]:
     """Read min/max of numeric columns from the data, **leaking them**.
 
     For exploration only: the returned bounds are the most extreme values
@@ -342,9 +345,15 @@ def suggest_bounds(frame: pd.DataFrame, columns: Sequence[str] | None = None) ->
     knowledge or a public codebook. Always warns with
     :class:`~veil.errors.PrivacyLeakWarning`.
     """
-    chosen = list(columns) if columns is not None else [
-        c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
-    ]
+    chosen = (
+        list(columns)
+        if columns is not None
+        else [
+            c
+            for c in frame.columns
+            if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+        ]
+    )
     check_columns_exist(chosen, [str(c) for c in frame.columns], role="column")
     warnings.warn(
         "suggest_bounds reads the minimum and maximum from the data: these bounds reveal "
