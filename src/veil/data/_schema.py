@@ -201,7 +201,7 @@ class PrivacySchema:
         for spec in self.columns:
             if spec.name == name:
                 return spec
-        check_columns_exist([name], self.column_names, role="column")
+        check_columns_exist([name], self.column_names, role="requested")
         raise AssertionError  # pragma: no cover - check_columns_exist raised
 
     @property
@@ -354,7 +354,7 @@ def suggest_bounds(
             if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
         ]
     )
-    check_columns_exist(chosen, [str(c) for c in frame.columns], role="column")
+    check_columns_exist(chosen, [str(c) for c in frame.columns], role="requested")
     warnings.warn(
         "suggest_bounds reads the minimum and maximum from the data: these bounds reveal "
         "the most extreme records and void any differential-privacy guarantee that uses them. "

@@ -1,0 +1,184 @@
+"""Registering and loading datasets, on SQLite and PostgreSQL; refusals change nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from veil.data import Catalog
+from veil.data import _readers as readers_module
+from veil.errors import ConflictError, DataTooLargeError, InvalidInputError, NotFoundError, SchemaError
+from veil.progress import ProgressEvent
+from veil.workspace import Settings
+
+
+def _names(catalog: Catalog) -> list[str]:
+    return [info.name for info in catalog.list()]
+
+
+@pytest.fixture
+def patients(tmp_path: Path) -> Path:
+    """A small table where one person (p1) has three rows."""
+    path = tmp_path / "visits.csv"
+    pd.DataFrame(
+        {
+            "pid": ["p1", "p1", "p1", "p2", "p3"],
+            "age": [34, 34, 35, 130, 61],
+            "sex": ["F", "F", "F", "M", "F"],
+            "cost": [10.5, 99.0, 3.0, 7.25, 8.0],
+            "diagnosis": ["flu", "flu", "cold", "asthma", "flu"],
+        }
+    ).to_csv(path, index=False)
+    return path
+
+
+def test_register_adult_as_in_the_issue(catalog: Catalog, shared_data: Path):
+    info = catalog.add(
+        shared_data / "adult" / "adult.data",
+        format="adult",
+        name="adult",
+        quasi_identifiers=["age", "sex", "race"],
+        sensitive=["occupation"],
+    )
+    assert info.n_rows == 32_561
+    assert info.schema.privacy_unit is None
+    assert info.schema.quasi_identifiers == ("age", "sex", "race")
+    assert info.schema.column("sex").categories == ("Female", "Male")
+    assert info.schema.column("sex").declared_by == "format"
+    assert info.schema.column("age").bounds is None, "bounds must never be inferred from the data"
+    assert info.report["columns"]["occupation"]["missing"] == 1843
+    assert "age" in info.report["unbounded_numeric"]
+    assert len(info.content_sha256) == 64
+    again = catalog.get("adult")
+    assert again.schema == info.schema
+    assert again.to_dict()["schema"] == info.schema.to_dict()
+    assert again.created_by == "pytest"
+
+
+def test_privacy_unit_bounds_and_report(catalog: Catalog, patients: Path):
+    events: list[ProgressEvent] = []
+    info = catalog.add(
+        patients,
+        name="visits",
+        privacy_unit="pid",
+        quasi_identifiers=["age", "sex"],
+        sensitive=["diagnosis"],
+        bounds={"age": (0, 120), "cost": (0, 50)},
+        categories={"sex": ["F", "M"]},
+        progress=events.append,
+    )
+    assert info.schema.column("pid").kind == "identifier"
+    assert info.report["privacy_units"] == 3
+    assert info.report["max_rows_per_unit"] == 3
+    assert info.report["columns"]["age"] == {"missing": 0, "below_lower": 0, "above_upper": 1}
+    assert info.report["columns"]["cost"]["above_upper"] == 1
+    assert info.report["undeclared_categorical"] == ["diagnosis"]
+    assert events, "registration reports progress"
+    assert events[-1].unit == "bytes"
+    assert any(e.unit == "rows" and e.completed == 5 for e in events)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"quasi_identifiers": ["agee"]}, SchemaError, "did you mean 'age'"),
+        ({"privacy_unit": "patient_id"}, SchemaError, "unknown privacy unit"),
+        ({"bounds": {"sex": (0, 1)}}, SchemaError, "not a finite number"),
+        ({"bounds": {"age": (0, 1)}, "categories": {"age": ["1"]}}, SchemaError, "both bounds and categories"),
+        ({"categories": {"sex": ["F"]}}, SchemaError, "outside its declared categories"),
+        ({"quasi_identifiers": ["age"], "sensitive": ["age"]}, SchemaError, "both quasi-identifying"),
+        ({"format": "parquet"}, InvalidInputError, "not a readable Parquet"),
+        ({"name": "bad name!"}, InvalidInputError, "invalid dataset name"),
+    ],
+)
+def test_refused_registrations_write_nothing(catalog: Catalog, patients: Path, kwargs, error, message):
+    catalog.add(patients, name="first")
+    arguments = {"name": "visits"} | kwargs
+    with pytest.raises(error, match=message):
+        catalog.add(patients, **arguments)
+    assert _names(catalog) == ["first"]
+
+
+def test_text_in_a_bounded_column_names_the_row_across_chunks(
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(readers_module, "CHUNK_ROWS", 7)  # force many chunks
+    path = tmp_path / "ages.csv"
+    ages = [str(20 + i) for i in range(30)]
+    ages[22] = "unknown"
+    path.write_text("age\n" + "\n".join(ages) + "\n", encoding="utf-8")
+    with pytest.raises(SchemaError, match="data row 23") as caught:
+        catalog.add(path, name="ages", bounds={"age": (0, 120)})
+    assert caught.value.details == {"column": "age", "row": 23}
+    assert _names(catalog) == []
+
+
+def test_missing_identifiers_are_refused(catalog: Catalog, tmp_path: Path):
+    path = tmp_path / "gaps.csv"
+    path.write_text("pid,x\np1,1\n,2\n", encoding="utf-8")
+    with pytest.raises(SchemaError, match="missing values"):
+        catalog.add(path, name="gaps", privacy_unit="pid")
+
+
+def test_header_only_and_duplicate_names(catalog: Catalog, tmp_path: Path, patients: Path):
+    header = tmp_path / "header.csv"
+    header.write_text("a,b\n", encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="no data rows"):
+        catalog.add(header, name="h")
+    catalog.add(patients, name="visits")
+    with pytest.raises(ConflictError, match="already registered"):
+        catalog.add(patients, name="visits")
+    assert _names(catalog) == ["visits"]
+
+
+def test_get_unknown_suggests_the_closest(catalog: Catalog, patients: Path):
+    catalog.add(patients, name="visits")
+    with pytest.raises(NotFoundError, match="did you mean 'visits'"):
+        catalog.get("visit")
+
+
+def test_load_checks_the_fingerprint(catalog: Catalog, patients: Path):
+    catalog.add(patients, name="visits", bounds={"age": (0, 120)})
+    frame = catalog.load_frame("visits")
+    assert frame.shape == (5, 5)
+    assert catalog.load_frame("visits", ["age"]).columns.tolist() == ["age"]
+    patients.write_text(patients.read_text(encoding="utf-8").replace("flu", "flux"), encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="changed since it was registered"):
+        catalog.load_frame("visits")
+
+
+def test_load_refuses_data_over_the_memory_limit_before_reading(
+    store, patients: Path, monkeypatch: pytest.MonkeyPatch
+):
+    catalog = Catalog(store, Settings(store.display_url, max_load_bytes=100, actor="pytest"))
+    catalog.add(patients, name="visits")
+    read_calls: list[object] = []
+    monkeypatch.setattr(readers_module.CsvReader, "read", lambda *a, **k: read_calls.append(a))
+    with pytest.raises(DataTooLargeError, match="would not fit in memory"):
+        catalog.load_frame("visits")
+    assert read_calls == [], "nothing may be read once the estimate exceeds the limit"
+
+
+def test_mnist_registration_and_images(catalog: Catalog, shared_data: Path):
+    info = catalog.add(shared_data / "mnist", name="mnist-test", split="test")
+    assert info.format == "mnist"
+    assert info.n_rows == 10_000
+    image = info.schema.column("image")
+    assert (image.kind, image.bounds, image.shape) == ("array", (0.0, 255.0), (28, 28))
+    arrays = catalog.load_images("mnist-test")
+    assert arrays.images.shape == (10_000, 28, 28)
+    assert np.array_equal(np.bincount(arrays.labels, minlength=10).cumsum()[-1:], [10_000])
+    with pytest.raises(InvalidInputError, match="not an image dataset"):
+        catalog.add("sklearn:iris", name="iris")
+        catalog.load_images("iris")
+
+
+def test_sklearn_digits_declares_its_pixel_range(catalog: Catalog):
+    info = catalog.add("sklearn:digits", name="digits")
+    assert info.schema.column("pixel_0_0").bounds == (0.0, 16.0)
+    assert info.schema.column("pixel_0_0").declared_by == "format"
+    assert info.schema.column("digit").categories == tuple(str(d) for d in range(10))
+    assert info.report["columns"]["pixel_3_3"]["above_upper"] == 0
