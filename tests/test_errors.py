@@ -52,7 +52,9 @@ def test_every_error_is_public_documented_and_drawn_in_the_tree():
         assert cls.__name__ in tree, f"{cls.__name__} missing from the tree in errors.py"
         row = re.search(rf"^\| `{cls.code}` \| (\d+) \| `{cls.__name__}`", documented, re.MULTILINE)
         assert row is not None, f"{cls.code} ({cls.__name__}) is not listed in docs/errors.md"
-        assert int(row.group(1)) == cls.exit_code, f"docs/errors.md has a wrong exit code for {cls.code}"
+        assert int(row.group(1)) == cls.exit_code, (
+            f"docs/errors.md has a wrong exit code for {cls.code}"
+        )
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,8 @@ def test_settings_environment_beats_config_beats_default(monkeypatch: pytest.Mon
     assert workspace.settings.database_url.endswith(".veil/veil.db")
     assert workspace.settings.max_load_bytes is None
     workspace.config_path.write_text(
-        '[store]\nurl = "sqlite:////from-config.db"\n[data]\nmax_load_bytes = 1_000\n', encoding="utf-8"
+        '[store]\nurl = "sqlite:////from-config.db"\n[data]\nmax_load_bytes = 1_000\n',
+        encoding="utf-8",
     )
     assert workspace.settings.database_url == "sqlite:////from-config.db"
     assert workspace.settings.max_load_bytes == 1000

@@ -10,7 +10,13 @@ import pytest
 
 from veil.data import Catalog
 from veil.data import _readers as readers_module
-from veil.errors import ConflictError, DataTooLargeError, InvalidInputError, NotFoundError, SchemaError
+from veil.errors import (
+    ConflictError,
+    DataTooLargeError,
+    InvalidInputError,
+    NotFoundError,
+    SchemaError,
+)
 from veil.progress import ProgressEvent
 from veil.workspace import Settings
 
@@ -87,14 +93,24 @@ def test_privacy_unit_bounds_and_report(catalog: Catalog, patients: Path):
         ({"quasi_identifiers": ["agee"]}, SchemaError, "did you mean 'age'"),
         ({"privacy_unit": "patient_id"}, SchemaError, "unknown privacy unit"),
         ({"bounds": {"sex": (0, 1)}}, SchemaError, "not a finite number"),
-        ({"bounds": {"age": (0, 1)}, "categories": {"age": ["1"]}}, SchemaError, "both bounds and categories"),
+        (
+            {"bounds": {"age": (0, 1)}, "categories": {"age": ["1"]}},
+            SchemaError,
+            "both bounds and categories",
+        ),
         ({"categories": {"sex": ["F"]}}, SchemaError, "outside its declared categories"),
-        ({"quasi_identifiers": ["age"], "sensitive": ["age"]}, SchemaError, "both quasi-identifying"),
+        (
+            {"quasi_identifiers": ["age"], "sensitive": ["age"]},
+            SchemaError,
+            "both quasi-identifying",
+        ),
         ({"format": "parquet"}, InvalidInputError, "not a readable Parquet"),
         ({"name": "bad name!"}, InvalidInputError, "invalid dataset name"),
     ],
 )
-def test_refused_registrations_write_nothing(catalog: Catalog, patients: Path, kwargs, error, message):
+def test_refused_registrations_write_nothing(
+    catalog: Catalog, patients: Path, kwargs, error, message
+):
     catalog.add(patients, name="first")
     arguments = {"name": "visits"} | kwargs
     with pytest.raises(error, match=message):
@@ -145,7 +161,9 @@ def test_load_checks_the_fingerprint(catalog: Catalog, patients: Path):
     frame = catalog.load_frame("visits")
     assert frame.shape == (5, 5)
     assert catalog.load_frame("visits", ["age"]).columns.tolist() == ["age"]
-    patients.write_text(patients.read_text(encoding="utf-8").replace("flu", "flux"), encoding="utf-8")
+    patients.write_text(
+        patients.read_text(encoding="utf-8").replace("flu", "flux"), encoding="utf-8"
+    )
     with pytest.raises(InvalidInputError, match="changed since it was registered"):
         catalog.load_frame("visits")
 
@@ -171,8 +189,8 @@ def test_mnist_registration_and_images(catalog: Catalog, shared_data: Path):
     arrays = catalog.load_images("mnist-test")
     assert arrays.images.shape == (10_000, 28, 28)
     assert np.array_equal(np.bincount(arrays.labels, minlength=10).cumsum()[-1:], [10_000])
+    catalog.add("sklearn:iris", name="iris")
     with pytest.raises(InvalidInputError, match="not an image dataset"):
-        catalog.add("sklearn:iris", name="iris")
         catalog.load_images("iris")
 
 

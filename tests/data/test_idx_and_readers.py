@@ -50,7 +50,9 @@ def test_idx_bad_magic_truncated_and_trailing(tmp_path: Path):
         read_idx(_idx(tmp_path, header + b"\x01\x02"))
     with pytest.raises(InvalidInputError, match="bytes after"):
         read_idx(_idx(tmp_path, header + bytes(6)))
-    np.testing.assert_array_equal(read_idx(_idx(tmp_path, header + bytes([1, 2, 3, 4, 5]))), [1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(
+        read_idx(_idx(tmp_path, header + bytes([1, 2, 3, 4, 5]))), [1, 2, 3, 4, 5]
+    )
     with pytest.raises(NotFoundError):
         read_idx(tmp_path / "absent")
 
@@ -179,7 +181,7 @@ def test_bundled_sklearn_sets(name: str, shape: tuple[int, int], target: str):
 
 def test_diabetes_is_unscaled_so_age_means_years():
     frame = load_table("sklearn:diabetes")
-    assert 18 <= frame["age"].min() and frame["age"].max() <= 100
+    assert frame["age"].min() >= 18 and frame["age"].max() <= 100
     assert set(frame["sex"].unique()) == {1.0, 2.0}
 
 

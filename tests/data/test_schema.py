@@ -113,8 +113,17 @@ def schemas(draw) -> PrivacySchema:
             lo, hi = sorted(draw(st.tuples(finite, finite).filter(lambda t: t[0] != t[1])))
             columns.append(ColumnSpec(name, "numeric", bounds=(lo, hi), declared_by="user"))
         elif kind == "categorical" and draw(st.booleans()):
-            cats = draw(st.lists(st.text(alphabet="abzé<=>|- 09.", min_size=1, max_size=5), min_size=1, max_size=5, unique=True))
-            columns.append(ColumnSpec(name, "categorical", categories=tuple(cats), declared_by="user"))
+            cats = draw(
+                st.lists(
+                    st.text(alphabet="abzé<=>|- 09.", min_size=1, max_size=5),
+                    min_size=1,
+                    max_size=5,
+                    unique=True,
+                )
+            )
+            columns.append(
+                ColumnSpec(name, "categorical", categories=tuple(cats), declared_by="user")
+            )
         else:
             columns.append(ColumnSpec(name, kind))
     shuffled = draw(st.permutations(column_names))
@@ -138,7 +147,9 @@ def test_a_schema_from_a_newer_veil_is_refused():
 
 
 def test_suggest_bounds_reads_the_data_and_warns_loudly():
-    frame = pd.DataFrame({"age": [23, 71, 45], "city": ["a", "b", "c"], "flag": [True, False, True]})
+    frame = pd.DataFrame(
+        {"age": [23, 71, 45], "city": ["a", "b", "c"], "flag": [True, False, True]}
+    )
     with pytest.warns(PrivacyLeakWarning, match="void any differential-privacy guarantee"):
         suggested = suggest_bounds(frame)
     assert suggested == {"age": (23.0, 71.0)}

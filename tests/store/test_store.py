@@ -77,7 +77,9 @@ def test_database_from_a_newer_veil_is_refused_and_left_alone(store: Store):
     assert store.current_revision() == "9999_future"
 
 
-def test_database_from_an_older_veil_asks_for_upgrade(store: Store, monkeypatch: pytest.MonkeyPatch):
+def test_database_from_an_older_veil_asks_for_upgrade(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+):
     current = head_revision()
     monkeypatch.setattr(store_module, "head_revision", lambda: "9999_next")
     monkeypatch.setattr(store_module, "_known_revisions", lambda: {current, "9999_next"})
@@ -87,7 +89,7 @@ def test_database_from_an_older_veil_asks_for_upgrade(store: Store, monkeypatch:
 
 
 def test_a_transaction_that_raises_writes_nothing(store: Store):
-    with pytest.raises(RuntimeError, match="boom"), store.session() as session:
+    with pytest.raises(RuntimeError, match="boom"), store.session() as session:  # noqa: PT012
         session.add(_row("half"))
         session.flush()
         raise RuntimeError("boom")
@@ -174,9 +176,7 @@ def test_unsupported_or_malformed_url_is_refused(url: str):
 
 
 def test_display_url_hides_passwords(postgres_admin_url: str):
-    store = Store.open(
-        postgres_admin_url.replace("postgres@", "postgres:s3cret@"), check=False
-    )
+    store = Store.open(postgres_admin_url.replace("postgres@", "postgres:s3cret@"), check=False)
     try:
         assert "s3cret" not in store.display_url
         assert store.backend == "postgresql"

@@ -97,4 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 markup=False,
             )
         return EXIT_BUG
-    return result if isinstance(result, int) else 0
+    code = result if isinstance(result, int) else 0
+    if code == EXIT_INTERRUPTED:  # Typer turns Ctrl-C inside a command into exit code 130
+        err.print("interrupted: nothing was changed.", style="yellow")
+    return code

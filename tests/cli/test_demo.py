@@ -1,0 +1,48 @@
+"""`veil demo`: runs on bundled data in its own workspace and writes a self-contained summary."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from veil.cli._app import main
+
+
+def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # A developer's settings must not leak into the demo: it always uses its own SQLite file.
+    monkeypatch.setenv("VEIL_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    for _ in range(2):
+        assert main(["demo", "--out", "tour", "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+    assert [s["title"] for s in result["steps"]] == [
+        "Create a workspace",
+        "Register a dataset with its privacy schema",
+    ]
+    register = result["steps"][1]
+    assert register["rows"] == 442
+    assert register["schema"]["quasi_identifiers"] == ["age", "sex"]
+    html = (tmp_path / "tour" / "summary.html").read_text(encoding="utf-8")
+    assert "<h1>Veil demo summary</h1>" in html
+    assert "progression" in html
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), (
+        "the summary must be self-contained"
+    )
+
+
+def test_demo_prints_the_schema(capsys, tmp_path: Path):
+    assert main(["demo", "--out", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert "Register a dataset" in out
+    assert "quasi-identifier" in out
+    assert "Summary written to" in out
+
+
+def test_demo_refuses_a_directory_it_did_not_make(capsys, tmp_path: Path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me", encoding="utf-8")
+    assert main(["demo", "--out", str(tmp_path / "mine")]) == 3
+    assert "already holds other files" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "notes.txt").read_text(encoding="utf-8") == "keep me"
