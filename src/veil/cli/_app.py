@@ -12,6 +12,7 @@ import sys
 import traceback
 from typing import Annotated
 
+import click
 import typer
 
 from veil import __version__
@@ -78,13 +79,13 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print_error(error, as_json=as_json)
         return error.exit_code
-    except (typer.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt):
         err.print("interrupted: nothing was changed.", style="yellow")
         return EXIT_INTERRUPTED
-    except typer.Exit as done:
+    except click.exceptions.Exit as done:
         return done.exit_code
-    except typer.TyperException as usage:  # malformed command line
-        usage.show()  # type: ignore[attr-defined]
+    except click.ClickException as usage:  # malformed command line
+        usage.show()
         return usage.exit_code
     except Exception as bug:  # noqa: BLE001 - the last boundary before the user's terminal
         if _state["debug"]:
