@@ -19,6 +19,7 @@ check: lint typecheck
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

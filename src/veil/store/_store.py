@@ -233,17 +233,21 @@ class Store:
             command.upgrade(config, revision)
 
     # ------------------------------------------------------------ transactions
+    def _unreachable(self, exc: OperationalError, message: str) -> StoreError:
+        return StoreError(
+            message,
+            expected=f"a database answering at {self.display_url}",
+            got=str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc),
+            fix="start the database server (or end a process stuck holding its lock), "
+            "or check VEIL_DATABASE_URL / config.toml",
+        )
+
     @contextmanager
     def _connect(self) -> Iterator[Any]:
         try:
             connection = self.engine.connect()
         except OperationalError as exc:
-            raise StoreError(
-                "cannot connect to the workspace database",
-                expected=f"a database answering at {self.display_url}",
-                got=str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc),
-                fix="start the database server, or check VEIL_DATABASE_URL / config.toml",
-            ) from exc
+            raise self._unreachable(exc, "cannot connect to the workspace database") from exc
         try:
             yield connection
         finally:
@@ -264,11 +268,8 @@ class Store:
             session = factory()
             session.connection()  # connect and BEGIN now, so failures surface here
         except OperationalError as exc:
-            raise StoreError(
-                "cannot start a transaction on the workspace database",
-                expected=f"a database answering at {self.display_url}",
-                got=str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc),
-                fix="check that the database is reachable and not locked by a stuck process",
+            raise self._unreachable(
+                exc, "cannot start a transaction on the workspace database"
             ) from exc
         try:
             yield session
