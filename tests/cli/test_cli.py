@@ -12,6 +12,7 @@ import pytest
 
 from veil.cli._app import main
 from veil.data import Catalog
+from veil.errors import DataTooLargeError
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -162,9 +163,12 @@ def test_larger_than_memory_is_refused_before_loading(capsys, tmp_path: Path, mo
     assert run(capsys, "datasets", "add", str(tmp_path / "good.csv"), "--name", "good")[0] == 0
     monkeypatch.setenv("VEIL_MAX_LOAD_BYTES", "10")
     code, _, err = run(capsys, "datasets", "suggest-bounds", str(tmp_path / "good.csv"))
-    assert code == 0  # suggest-bounds reads the file directly, under the file's own estimate
-    assert "PRIVACY LEAK WARNING" in err
-    with pytest.raises(Exception, match="would not fit"):
+    assert code == 5
+    assert "error [data_too_large]" in err
+    assert "PRIVACY LEAK WARNING" not in err, (
+        "nothing may be read once the estimate exceeds the limit"
+    )
+    with pytest.raises(DataTooLargeError, match="would not fit"):
         Catalog.open().load_frame("good")
 
 

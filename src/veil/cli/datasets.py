@@ -9,8 +9,17 @@ import typer
 from rich.table import Table
 
 from veil.cli._output import err, out, print_json, progress_bar
-from veil.data import Catalog, DatasetInfo, parse_bounds, parse_categories, suggest_bounds
-from veil.data._readers import FORMATS, open_reader
+from veil.data import (
+    Catalog,
+    DatasetInfo,
+    load_table,
+    parse_bounds,
+    parse_categories,
+    suggest_bounds,
+)
+from veil.data._readers import FORMATS
+from veil.errors import NotFoundError
+from veil.workspace import Workspace
 
 __all__ = ["app", "render_schema"]
 
@@ -171,7 +180,11 @@ def suggest_bounds_(
     For exploration only. Bounds read from the data reveal the most extreme
     records; declare bounds from domain knowledge for any private release.
     """
-    frame = open_reader(path, format).read()
+    try:
+        limit = Workspace.locate().settings.max_load_bytes
+    except NotFoundError:  # no workspace needed to read a file: use the default limit
+        limit = None
+    frame = load_table(path, format, max_load_bytes=limit)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         suggested = suggest_bounds(frame, _split(columns) or None)
