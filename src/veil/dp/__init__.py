@@ -1,7 +1,33 @@
-"""Differential-privacy mechanisms, DP queries on data frames, local DP and DP synthetic data (issue: the privacy ledger and DP analytics).
+"""Differential privacy on data: mechanisms, local DP, and DP queries on frames.
 
-Empty until the issue that builds it lands; the package exists so the layout of
-DESIGN.md holds from the first commit.
+Noise comes only from OpenDP's samplers; every mechanism carries the
+:class:`~veil.ledger.Mechanism` the ledger charges.
+
+>>> from veil.dp import LaplaceMechanism
+>>> LaplaceMechanism(epsilon=0.5, sensitivity=1.0).scale
+2.0
 """
 
-__all__: list[str] = []
+from veil.dp._mechanisms import (
+    AboveThreshold,
+    FrequencyEstimate,
+    FrequencyOracle,
+    GaussianMechanism,
+    LaplaceMechanism,
+    RandomizedResponse,
+    exponential_mechanism,
+    gaussian_sigma,
+    laplace_half_width,
+)
+
+__all__ = [
+    "AboveThreshold",
+    "FrequencyEstimate",
+    "FrequencyOracle",
+    "GaussianMechanism",
+    "LaplaceMechanism",
+    "RandomizedResponse",
+    "exponential_mechanism",
+    "gaussian_sigma",
+    "laplace_half_width",
+]

@@ -1,7 +1,64 @@
-"""The privacy ledger: privacy events, accountants and the durable per-dataset budget (issue: the privacy ledger).
+"""The privacy ledger: every release spends budget.
 
-Empty until the issue that builds it lands; the package exists so the layout of
-DESIGN.md holds from the first commit.
+A dataset gets a budget (``(epsilon, delta)`` or ``rho`` for zCDP). Each
+release is a :class:`PrivacyEvent` made of :class:`Mechanism` descriptions
+(Laplace with its scale and sensitivity, Gaussian with its sigma, a
+Poisson-subsampled Gaussian with ``q``, ``sigma`` and steps, ...), composed
+tightly by privacy-loss distributions (:class:`PLDAccountant`) and
+cross-checked by Rényi DP (:class:`RDPAccountant`). :meth:`Ledger.charge`
+refuses, atomically and before anything is computed, a release that would
+exceed the budget.
+
+>>> from veil.ledger import Mechanism, PLDAccountant
+>>> gaussian = Mechanism.gaussian(sigma=5.0, sensitivity=1.0).dp_event
+>>> round(PLDAccountant().epsilon([gaussian] * 100, delta=1e-5), 2)
+10.0
 """
 
-__all__: list[str] = []
+from veil.ledger._accountants import (
+    PLDAccountant,
+    RDPAccountant,
+    gaussian_epsilon,
+    pure_epsilon,
+    zcdp_rho,
+)
+from veil.ledger._events import (
+    DiscreteGaussianDpEvent,
+    EpsilonDeltaDpEvent,
+    Mechanism,
+    PrivacyEvent,
+    event_from_dict,
+    event_to_dict,
+)
+from veil.ledger._ledger import Budget, BudgetStatus, Ledger, LedgerEntry, Receipt
+from veil.ledger._params import (
+    check_delta,
+    check_epsilon,
+    check_positive,
+    check_probability,
+    check_rho,
+)
+
+__all__ = [
+    "Budget",
+    "BudgetStatus",
+    "DiscreteGaussianDpEvent",
+    "EpsilonDeltaDpEvent",
+    "Ledger",
+    "LedgerEntry",
+    "Mechanism",
+    "PLDAccountant",
+    "PrivacyEvent",
+    "RDPAccountant",
+    "Receipt",
+    "check_delta",
+    "check_epsilon",
+    "check_positive",
+    "check_probability",
+    "check_rho",
+    "event_from_dict",
+    "event_to_dict",
+    "gaussian_epsilon",
+    "pure_epsilon",
+    "zcdp_rho",
+]

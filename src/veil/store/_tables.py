@@ -9,11 +9,30 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, String, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "DatasetRow", "UTCDateTime"]
+__all__ = [
+    "Base",
+    "BudgetChangeRow",
+    "DatasetRow",
+    "PrivacyBudgetRow",
+    "PrivacyEventRow",
+    "UTCDateTime",
+]
 
 # Deterministic constraint names, so migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -80,3 +99,66 @@ class DatasetRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(256), nullable=False)
     veil_version: Mapped[str] = mapped_column(String(32), nullable=False)
+
+
+class PrivacyBudgetRow(Base):
+    """The privacy budget of one dataset: (epsilon, delta), or rho for zCDP.
+
+    Chargers lock this row (``SELECT ... FOR UPDATE`` on PostgreSQL; the
+    database write lock on SQLite) so that concurrent releases serialise.
+    """
+
+    __tablename__ = "privacy_budgets"
+
+    dataset_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("datasets.id", ondelete="RESTRICT"), primary_key=True
+    )
+    epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    delta: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rho: Mapped[float | None] = mapped_column(Float, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(256), nullable=False)
+
+
+class BudgetChangeRow(Base):
+    """Every change of a dataset's budget, kept for the auditor."""
+
+    __tablename__ = "budget_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("datasets.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(256), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    delta: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rho: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class PrivacyEventRow(Base):
+    """One release from a dataset: who, when, what, why, and the mechanisms that ran."""
+
+    __tablename__ = "privacy_events"
+    __table_args__ = (UniqueConstraint("dataset_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("datasets.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(256), nullable=False)
+    purpose: Mapped[str] = mapped_column(Text, nullable=False)
+    operation: Mapped[str] = mapped_column(String(32), nullable=False)
+    what: Mapped[str] = mapped_column(Text, nullable=False)
+    mechanisms: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    accountant: Mapped[str] = mapped_column(String(16), nullable=False)
+    # The release alone, and the dataset's total after it (epsilon at the budget's delta, or rho).
+    epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rho: Mapped[float | None] = mapped_column(Float, nullable=True)
+    spent_epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    spent_delta: Mapped[float | None] = mapped_column(Float, nullable=True)
+    spent_rho: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -1,0 +1,121 @@
+"""Noise from OpenDP's samplers: the only source of randomness in a private path.
+
+OpenDP samples Laplace and Gaussian noise exactly (on integers, and on floats
+by sampling on a fine grid and rounding), from the operating system's CSPRNG.
+That defends against the floating-point attacks on textbook samplers (Mironov
+2012). NumPy's generators are never used for privacy noise.
+
+The measurements are cached per (scale, type): building one costs a few
+hundred microseconds, sampling a value about 10 us (integers) to 90 us
+(Gaussian floats).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import opendp.prelude as dp
+
+__all__ = [
+    "bitvector_response",
+    "categorical_response",
+    "gaussian_noise",
+    "laplace_noise",
+    "noisy_max",
+]
+
+dp.enable_features("contrib")
+
+
+def _array(values: Any, integer: bool) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.int64 if integer else np.float64)
+    if not integer and not np.all(np.isfinite(arr)):
+        msg = "noise can only be added to finite values"
+        raise ValueError(msg)
+    return arr
+
+
+@functools.lru_cache(maxsize=256)
+def _laplace(scale: float, integer: bool) -> dp.Measurement:
+    kind = int if integer else float
+    atom = dp.atom_domain(T=kind) if integer else dp.atom_domain(T=kind, nan=False)
+    return dp.m.make_laplace(dp.vector_domain(atom), dp.l1_distance(T=kind), scale)
+
+
+@functools.lru_cache(maxsize=256)
+def _gaussian(sigma: float, integer: bool) -> dp.Measurement:
+    kind = int if integer else float
+    atom = dp.atom_domain(T=kind) if integer else dp.atom_domain(T=kind, nan=False)
+    return dp.m.make_gaussian(dp.vector_domain(atom), dp.l2_distance(T=kind), sigma)
+
+
+def laplace_noise(values: Any, scale: float, *, integer: bool = False) -> np.ndarray:
+    """``values`` plus independent Laplace noise of ``scale`` (discrete Laplace on integers)."""
+    arr = _array(values, integer)
+    if arr.size == 0:
+        return arr.copy()
+    noisy = _laplace(float(scale), integer)(arr.ravel().tolist())
+    return np.asarray(noisy, dtype=arr.dtype).reshape(arr.shape)
+
+
+def gaussian_noise(values: Any, sigma: float, *, integer: bool = False) -> np.ndarray:
+    """``values`` plus independent N(0, sigma^2) noise (discrete Gaussian on integers)."""
+    arr = _array(values, integer)
+    if arr.size == 0:
+        return arr.copy()
+    noisy = _gaussian(float(sigma), integer)(arr.ravel().tolist())
+    return np.asarray(noisy, dtype=arr.dtype).reshape(arr.shape)
+
+
+@functools.lru_cache(maxsize=64)
+def _noisy_max(scale: float, monotonic: bool) -> dp.Measurement:
+    return dp.m.make_noisy_max(
+        dp.vector_domain(dp.atom_domain(T=float, nan=False)),
+        dp.linf_distance(T=float, monotonic=monotonic),
+        dp.max_divergence(),
+        scale,
+    )
+
+
+def noisy_max(
+    scores: Sequence[float] | np.ndarray, scale: float, *, monotonic: bool = False
+) -> int:
+    """Index of the largest score after Gumbel noise of ``scale`` (the exponential mechanism).
+
+    Epsilon is ``sensitivity / scale`` for monotonic scores and twice that otherwise.
+    """
+    arr = _array(scores, integer=False)
+    return int(_noisy_max(float(scale), monotonic)(arr.tolist()))
+
+
+@functools.lru_cache(maxsize=64)
+def _categorical(categories: tuple[str, ...], truth_probability: float) -> dp.Measurement:
+    return dp.m.make_randomized_response(list(categories), truth_probability)
+
+
+def categorical_response(value: str, categories: tuple[str, ...], truth_probability: float) -> str:
+    """k-ary randomized response: ``value`` with ``truth_probability``, else another category uniformly."""
+    return str(_categorical(categories, truth_probability)(value))
+
+
+@functools.lru_cache(maxsize=64)
+def _bitvector(width: int, flip: float) -> dp.Measurement:
+    del width  # the domain does not fix the width; cached per width to keep entries distinct
+    return dp.m.make_randomized_response_bitvec(
+        dp.bitvector_domain(max_weight=1), dp.discrete_distance(), flip
+    )
+
+
+def bitvector_response(index: int, width: int, flip: float) -> np.ndarray:
+    """RAPPOR-style randomized response of the one-hot vector ``e_index`` of ``width`` bits.
+
+    Each bit is kept with probability ``1 - flip`` and replaced by a fair coin
+    otherwise (OpenDP's ``make_randomized_response_bitvec``).
+    """
+    bits = np.zeros(((width + 7) // 8) * 8, dtype=bool)
+    bits[index] = True
+    out = _bitvector(width, flip)(np.packbits(bits).tobytes())
+    return np.unpackbits(np.frombuffer(out, dtype=np.uint8))[:width].astype(bool)
