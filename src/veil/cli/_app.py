@@ -16,7 +16,7 @@ import click
 import typer
 
 from veil import __version__
-from veil.cli import datasets, db, demo, init
+from veil.cli import bench, budget, datasets, db, demo, init, query
 from veil.cli._output import err, print_error
 from veil.errors import VeilError
 
@@ -64,6 +64,9 @@ def _root(
 app.command("init")(init.init)
 app.add_typer(db.app, name="db")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(budget.app, name="budget")
+app.command("query")(query.query)
+app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 
 

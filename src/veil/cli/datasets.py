@@ -65,6 +65,13 @@ def add(
         list[str] | None,
         typer.Option("--categories", help="Declared categories col=a|b|c (repeatable)."),
     ] = None,
+    max_groups: Annotated[
+        int,
+        typer.Option("--max-groups", help="Most groups one person's rows fall into (needs --id)."),
+    ] = 1,
+    max_rows: Annotated[
+        int, typer.Option("--max-rows", help="Most rows of one person per group (needs --id).")
+    ] = 1,
     delimiter: Annotated[
         str | None, typer.Option("--delimiter", help="CSV delimiter; '\\t' for tab.")
     ] = None,
@@ -92,6 +99,8 @@ def add(
                 sensitive=_split(sensitive),
                 bounds=parsed_bounds,
                 categories=parsed_categories,
+                max_groups=max_groups,
+                max_rows=max_rows,
                 delimiter="\t" if delimiter in ("\\t", "tab") else delimiter,
                 encoding=encoding,
                 split=split,
@@ -241,6 +250,11 @@ def render_schema(info: DatasetInfo) -> None:
         f"{info.n_rows:,} rows · privacy unit: {unit} · {info.report.get('privacy_units', '?'):,} people"
         f" · sha256 {info.content_sha256[:16]}…"
     )
+    if schema.privacy_unit is not None:
+        out.print(
+            f"contribution bounds: at most {schema.max_groups} group(s) per person, "
+            f"{schema.max_rows} row(s) per group"
+        )
     table = Table("column", "kind", "role", "declared", "missing", "outside bounds")
     for spec in schema.columns:
         stats = info.report.get("columns", {}).get(spec.name, {})

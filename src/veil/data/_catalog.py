@@ -231,6 +231,8 @@ class Catalog:
         sensitive: Iterable[str] = (),
         bounds: Mapping[str, tuple[float, float]] | None = None,
         categories: Mapping[str, Sequence[str]] | None = None,
+        max_groups: int = 1,
+        max_rows: int = 1,
         delimiter: str | None = None,
         encoding: str = "utf-8",
         split: str = "train",
@@ -249,6 +251,8 @@ class Catalog:
             sensitive: Columns that must not be linked to a person.
             bounds: Declared ``(lower, upper)`` per numeric column.
             categories: Declared categories per categorical column.
+            max_groups, max_rows: Declared contribution bounds per person (groups
+                one person's rows fall into; rows per group). DP queries enforce them.
             delimiter: CSV delimiter (``,`` by default, tab for ``.tsv``).
             encoding: Text encoding of CSV / Adult files.
             split: ``train`` or ``test`` for MNIST.
@@ -278,6 +282,8 @@ class Catalog:
             bounds=dict(bounds or {}),
             categories={k: tuple(v) for k, v in (categories or {}).items()},
             progress=progress,
+            max_groups=max_groups,
+            max_rows=max_rows,
         )
         digest, size = reader.fingerprint(progress)
         from veil import __version__  # noqa: PLC0415 - avoids an import cycle
@@ -328,6 +334,8 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - one pass, one place: every chec
     bounds: dict[str, tuple[float, float]],
     categories: dict[str, tuple[str, ...]],
     progress: ProgressCallback | None,
+    max_groups: int = 1,
+    max_rows: int = 1,
 ) -> tuple[PrivacySchema, int, dict[str, Any]]:
     names = reader.columns()
     check_columns_exist([privacy_unit] if privacy_unit else [], names, role="privacy unit (--id)")
@@ -474,6 +482,8 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - one pass, one place: every chec
         privacy_unit=privacy_unit,
         quasi_identifiers=quasi_identifiers,
         sensitive=sensitive,
+        max_groups=max_groups,
+        max_rows=max_rows,
     )
     report: dict[str, Any] = {
         "rows": n_rows,

@@ -332,6 +332,8 @@ class AdultReader(CsvReader):
         return declared
 
     def _post(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if "income" not in frame.columns:  # a column subset was read
+            return frame
         income = frame["income"]
         frame["income"] = income.where(income.isna(), income.astype(str).str.rstrip("."))
         return frame

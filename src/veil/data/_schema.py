@@ -135,6 +135,9 @@ class PrivacySchema:
             row is one distinct person.
         quasi_identifiers: Columns that, combined, may single a person out.
         sensitive: Columns whose values must not be linked to a person.
+        max_groups: Declared bound on the number of groups (of any grouping)
+            one person's rows fall into; DP queries enforce it by dropping rows.
+        max_rows: Declared bound on one person's rows within a group.
     """
 
     columns: tuple[ColumnSpec, ...]
@@ -142,8 +145,32 @@ class PrivacySchema:
     quasi_identifiers: tuple[str, ...] = ()
     sensitive: tuple[str, ...] = ()
     version: int = field(default=SCHEMA_VERSION)
+    max_groups: int = 1
+    max_rows: int = 1
 
     def __post_init__(self) -> None:
+        self._check_contribution()
+        self._check_roles()
+
+    def _check_contribution(self) -> None:
+        for bound in ("max_groups", "max_rows"):
+            value = getattr(self, bound)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SchemaError(
+                    f"{bound} must be a whole number >= 1",
+                    expected=">= 1",
+                    got=repr(value),
+                    fix=f"pass --{bound.replace('_', '-')} with the most a person contributes",
+                )
+            if value != 1 and self.privacy_unit is None:
+                raise SchemaError(
+                    f"{bound} needs a privacy-unit column",
+                    expected=f"{bound} = 1 when each row is a distinct person",
+                    got=f"{bound} = {value} without --id",
+                    fix="declare the column that identifies a person with --id",
+                )
+
+    def _check_roles(self) -> None:
         names = [c.name for c in self.columns]
         if not names:
             raise SchemaError("a schema needs at least one column", expected=">= 1", got="0")
@@ -221,6 +248,8 @@ class PrivacySchema:
             "one_row_per_person": self.privacy_unit is None,
             "quasi_identifiers": list(self.quasi_identifiers),
             "sensitive": list(self.sensitive),
+            "max_groups": self.max_groups,
+            "max_rows": self.max_rows,
             "columns": [c.to_dict() for c in self.columns],
         }
 
@@ -241,6 +270,8 @@ class PrivacySchema:
             quasi_identifiers=tuple(data.get("quasi_identifiers", ())),
             sensitive=tuple(data.get("sensitive", ())),
             version=version,
+            max_groups=int(data.get("max_groups", 1)),
+            max_rows=int(data.get("max_rows", 1)),
         )
 
 

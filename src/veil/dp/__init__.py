@@ -8,6 +8,7 @@ Noise comes only from OpenDP's samplers; every mechanism carries the
 2.0
 """
 
+from veil.dp._frame import PrivateFrame, query_dataset
 from veil.dp._mechanisms import (
     AboveThreshold,
     FrequencyEstimate,
@@ -19,15 +20,36 @@ from veil.dp._mechanisms import (
     gaussian_sigma,
     laplace_half_width,
 )
+from veil.dp._query import (
+    Aggregate,
+    Contribution,
+    QueryPlan,
+    QueryResult,
+    QuerySpec,
+    plan_query,
+    run_plan,
+)
+from veil.dp._sql import SUPPORTED_SQL, parse_sql
 
 __all__ = [
+    "SUPPORTED_SQL",
     "AboveThreshold",
+    "Aggregate",
+    "Contribution",
     "FrequencyEstimate",
     "FrequencyOracle",
     "GaussianMechanism",
     "LaplaceMechanism",
+    "PrivateFrame",
+    "QueryPlan",
+    "QueryResult",
+    "QuerySpec",
     "RandomizedResponse",
     "exponential_mechanism",
     "gaussian_sigma",
     "laplace_half_width",
+    "parse_sql",
+    "plan_query",
+    "query_dataset",
+    "run_plan",
 ]

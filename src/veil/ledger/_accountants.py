@@ -59,7 +59,7 @@ class _VeilPLD(pld_privacy_accountant.PLDAccountant):  # type: ignore[misc]
                     sensitivity=event.sensitivity,
                     value_discretization_interval=self._value_discretization_interval,
                 )
-                self._pld = self._pld.compose(pld.self_compose(count) if count > 1 else pld)  # type: ignore[has-type]
+                self._pld = self._pld.compose(pld.self_compose(count) if count > 1 else pld)
             return None
         return super()._maybe_compose(event, count, do_compose)
 
@@ -80,7 +80,18 @@ class PLDAccountant:
         if delta == 0:
             # Pure DP: epsilons add, and that is tight; anything with delta > 0 has no pure bound.
             return float(sum(count * pure_epsilon(event) for event, count in leaves))
-        return float(self._compose(leaves).get_epsilon(delta))
+        composed = float(self._compose(leaves).get_epsilon(delta))
+        # Pure-epsilon events compose with anything by adding their epsilon at no delta. PLD's
+        # pessimistic tails give them a sliver of delta, which matters when another event uses
+        # the whole delta (a query asking for the budget's delta): take the better valid bound.
+        pure = [(e, c) for e, c in leaves if math.isfinite(pure_epsilon(e))]
+        rest = [(e, c) for e, c in leaves if not math.isfinite(pure_epsilon(e))]
+        if pure and rest:
+            split = float(self._compose(rest).get_epsilon(delta)) + sum(
+                c * pure_epsilon(e) for e, c in pure
+            )
+            composed = min(composed, split)
+        return composed
 
     def _compose(self, leaves: list[tuple[dp_event.DpEvent, int]]) -> _VeilPLD:
         accountant = _VeilPLD(value_discretization_interval=self.discretization)

@@ -557,7 +557,7 @@ def _describe(spent: Spent) -> str:
         return f"rho={spent.rho:.6g}"
     eps = spent.epsilon
     shown = (
-        "inf (this mechanism has no guarantee at delta 0)"
+        "inf (the releases' deltas exceed the budget's delta)"
         if eps is None or not math.isfinite(eps)
         else f"{eps:.6g}"
     )

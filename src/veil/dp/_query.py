@@ -1,0 +1,738 @@
+"""Differentially private queries on Polars and pandas frames.
+
+A query is planned from declared facts only (the schema's bounds and
+categories, the contribution bounds, epsilon and delta), charged to the
+ledger, and only then computed:
+
+1. **Plan.** Each aggregate needs noisy components: one count per group
+   (shared by COUNT, AVG and VARIANCE, and used for partition selection), a
+   sum of clamped values (SUM), a sum and a sum of squares of values centred
+   on the middle of their bounds (AVG, VARIANCE: the centring halves the
+   sensitivity), and an exponential-mechanism quantile per group. Epsilon
+   (and delta, when the Gaussian mechanism is chosen) is split evenly over
+   the components. Sensitivities follow from the contribution bounds: a
+   person touches at most ``max_groups`` groups (L0) with at most
+   ``max_rows`` rows each (Linf), so L1 = L0 * Linf * (per-row bound) and
+   L2 = sqrt(L0) * Linf * (per-row bound).
+2. **Charge** (:meth:`veil.ledger.Ledger.charge` or a local
+   :class:`~veil.ledger.Budget`): refused before any value is computed.
+3. **Compute**: contribution bounding (a random subset of each person's
+   groups and rows), clamping to the declared bounds, exact aggregates with
+   Polars, then OpenDP noise.
+
+Groups come from declared categories (**known keys**: every declared key is
+released, even when empty) or from the data (**unknown keys**: a group is
+released only when its noisy count clears a threshold chosen so that a group
+created by one person appears with probability at most delta; needs delta > 0).
+
+Every cell carries its noise scale and a confidence interval at the
+requested level for the *noise only*: clamping and contribution-bounding bias
+are not included, and quantile intervals are stated in rank space.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from scipy import stats
+
+from veil.data import PrivacySchema
+from veil.dp._mechanisms import gaussian_sigma, laplace_half_width
+from veil.dp._noise import gaussian_noise, laplace_noise, noisy_max
+from veil.errors import InvalidInputError, SchemaError
+from veil.ledger import Mechanism, PrivacyEvent, check_delta, check_epsilon, check_probability
+
+__all__ = [
+    "Aggregate",
+    "Contribution",
+    "QueryPlan",
+    "QueryResult",
+    "QuerySpec",
+    "plan_query",
+    "run_plan",
+]
+
+AggregateKind = Literal["count", "sum", "mean", "variance", "quantile"]
+AGGREGATES: tuple[AggregateKind, ...] = ("count", "sum", "mean", "variance", "quantile")
+QUANTILE_CANDIDATES = 1001
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One output column: ``kind`` of ``column`` (``None`` for COUNT(*))."""
+
+    kind: AggregateKind
+    column: str | None = None
+    q: float | None = None
+    alias: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in AGGREGATES:
+            raise InvalidInputError(
+                "unsupported aggregate", expected=f"one of {list(AGGREGATES)}", got=repr(self.kind)
+            )
+        if self.kind != "count" and self.column is None:
+            raise InvalidInputError(f"{self.kind} needs a column", got="no column")
+        if self.kind == "quantile":
+            check_probability(self.q, "quantile level")
+
+    @property
+    def name(self) -> str:
+        if self.alias:
+            return self.alias
+        if self.kind == "count":
+            return "count" if self.column is None else f"count_{self.column}"
+        if self.kind == "quantile":
+            return f"quantile_{self.column}_{self.q:g}"
+        return f"{self.kind}_{self.column}"
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """How much one person may contribute: at most ``max_groups`` groups, ``max_rows`` rows in each."""
+
+    max_groups: int = 1
+    max_rows: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("max_groups", "max_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(
+                    f"{name} must be a whole number >= 1",
+                    expected=">= 1",
+                    got=repr(value),
+                    fix=f"declare --{name.replace('_', '-')} 1 (or the true bound per person)",
+                )
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """What to compute: aggregates, optional grouping and filter.
+
+    Attributes:
+        aggregates: The output columns.
+        group_by: Grouping columns (categorical or bounded numeric).
+        where: A Polars filter expression (row-level; applied before bounding).
+        where_text: The filter as the user wrote it, for the record.
+        keys: ``None`` to use declared categories when every grouping column
+            has them (else unknown keys); ``"unknown"`` to force partition
+            selection; or an explicit list of key tuples.
+    """
+
+    aggregates: tuple[Aggregate, ...]
+    group_by: tuple[str, ...] = ()
+    where: pl.Expr | None = None
+    where_text: str | None = None
+    keys: Sequence[tuple[Any, ...]] | Literal["unknown"] | None = None
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.aggregates:
+            raise InvalidInputError("a query needs at least one aggregate", got="none")
+        names = [a.name for a in self.aggregates]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise InvalidInputError(
+                "two output columns have the same name", got=str(dup), fix="alias them with AS"
+            )
+
+
+@dataclass(frozen=True)
+class _Component:
+    """A noisy quantity the aggregates are built from."""
+
+    kind: Literal["count", "sum", "csum", "csumsq", "quantile"]
+    column: str | None
+    q: float | None
+    per_row: float  # bound on one row's contribution to this quantity
+    integer: bool
+    epsilon: float = 0.0
+    delta: float = 0.0
+    scale: float = 0.0  # Laplace scale, Gaussian sigma, or Gumbel scale (quantile)
+    noise: Literal["laplace", "gaussian", "gumbel"] = "laplace"
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """A query made concrete: components, scales, mechanisms, and what will be charged."""
+
+    spec: QuerySpec
+    schema: PrivacySchema
+    contribution: Contribution
+    epsilon: float
+    delta: float
+    confidence: float
+    mechanism: str
+    components: tuple[_Component, ...]
+    keys: tuple[tuple[Any, ...], ...] | None
+    threshold: float | None
+    selection_delta: float
+    mechanisms: tuple[Mechanism, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def event(self) -> PrivacyEvent:
+        text = self.spec.text or _describe_spec(self.spec)
+        return PrivacyEvent(
+            what=text,
+            mechanisms=self.mechanisms,
+            operation="query",
+            details={
+                "epsilon_requested": self.epsilon,
+                "delta_requested": self.delta,
+                "contribution": {
+                    "max_groups": self.contribution.max_groups,
+                    "max_rows": self.contribution.max_rows,
+                },
+                "keys": "declared"
+                if self.keys is not None
+                else ("none" if not self.spec.group_by else "unknown"),
+            },
+        )
+
+
+def _describe_spec(spec: QuerySpec) -> str:
+    parts = ", ".join(a.name for a in spec.aggregates)
+    by = f" by {', '.join(spec.group_by)}" if spec.group_by else ""
+    where = f" where {spec.where_text}" if spec.where_text else ""
+    return f"{parts}{by}{where}"
+
+
+def _bounds(schema: PrivacySchema, column: str, purpose: str) -> tuple[float, float]:
+    spec = schema.column(column)
+    if spec.kind != "numeric" or spec.bounds is None:
+        raise SchemaError(
+            f"column '{column}' has no declared bounds, so {purpose} of it has no sensitivity",
+            expected="a numeric column with declared bounds",
+            got=f"kind {spec.kind!r}, bounds {spec.bounds}",
+            fix=f"declare them when registering: --bounds {column}=LOW:HIGH",
+        )
+    return spec.bounds
+
+
+def plan_query(  # noqa: C901, PLR0912, PLR0915 - one place derives every scale
+    spec: QuerySpec,
+    schema: PrivacySchema,
+    *,
+    epsilon: float,
+    delta: float = 0.0,
+    contribution: Contribution | None = None,
+    confidence: float = 0.95,
+    mechanism: Literal["auto", "laplace", "gaussian"] = "auto",
+) -> QueryPlan:
+    """Derive every noise scale of ``spec`` from declared facts (no data is read)."""
+    epsilon = check_epsilon(epsilon)
+    delta = check_delta(delta)
+    check_probability(confidence, "confidence level")
+    if mechanism not in {"auto", "laplace", "gaussian"}:
+        raise InvalidInputError(
+            "unknown mechanism", expected="auto, laplace or gaussian", got=repr(mechanism)
+        )
+    contribution = contribution or Contribution()
+    if schema.privacy_unit is None and (contribution.max_groups, contribution.max_rows) != (1, 1):
+        raise InvalidInputError(
+            "contribution bounds need a privacy-unit column",
+            expected="max_groups = max_rows = 1 when each row is a distinct person",
+            got=f"max_groups={contribution.max_groups}, max_rows={contribution.max_rows}",
+            fix="register the dataset with --id PERSON_COLUMN, or drop the bounds",
+        )
+    notes: list[str] = []
+    # Which columns may be used at all.
+    for col in spec.group_by:
+        col_spec = schema.column(col)
+        if col_spec.kind in {"identifier", "array"}:
+            raise SchemaError(
+                f"cannot group by '{col}'",
+                expected="a categorical or numeric column",
+                got=f"kind {col_spec.kind!r}",
+                fix="group by a categorical column with declared categories",
+            )
+    # Keys.
+    keys: tuple[tuple[Any, ...], ...] | None
+    if not spec.group_by:
+        keys = ((),)
+    elif spec.keys == "unknown":
+        keys = None
+    elif spec.keys is not None:
+        keys = tuple(tuple(k) if isinstance(k, (list, tuple)) else (k,) for k in spec.keys)
+    else:
+        cats = [schema.column(c).categories for c in spec.group_by]
+        if all(c is not None for c in cats):
+            keys = tuple(_product([tuple(c) for c in cats if c is not None]))
+        else:
+            keys = None
+    if keys is None and delta == 0:
+        undeclared = [c for c in spec.group_by if schema.column(c).categories is None]
+        raise InvalidInputError(
+            "grouping by a column without declared categories needs delta > 0",
+            expected="declared categories (known keys), or a delta for partition selection",
+            got=f"no categories declared for {undeclared} and delta = 0",
+            fix="pass --delta 1e-6 (groups that only one person creates are then suppressed), "
+            "or declare the categories with --categories COL=a,b,c",
+        )
+    # Components.
+    comps: dict[tuple[str, str | None, float | None], _Component] = {}
+
+    def need(kind: str, column: str | None, q: float | None, per_row: float, integer: bool) -> None:
+        comps.setdefault((kind, column, q), _Component(kind, column, q, per_row, integer))  # type: ignore[arg-type]
+
+    # The count is always computed: it is shown with every group and used for selection.
+    need("count", None, None, 1.0, integer=True)
+    for agg in spec.aggregates:
+        if agg.kind == "count":
+            if agg.column is not None:
+                schema.column(agg.column)
+                notes.append(
+                    f"COUNT({agg.column}) is computed as COUNT(*): missing values are imputed, not dropped"
+                )
+            continue
+        assert agg.column is not None  # noqa: S101 - Aggregate guarantees it
+        lo, hi = _bounds(schema, agg.column, agg.kind)
+        half = (hi - lo) / 2
+        if agg.kind == "sum":
+            need("sum", agg.column, None, max(abs(lo), abs(hi)), integer=False)
+        elif agg.kind == "mean":
+            need("csum", agg.column, None, half, integer=False)
+        elif agg.kind == "variance":
+            need("csum", agg.column, None, half, integer=False)
+            need("csumsq", agg.column, None, half * half, integer=False)
+        else:
+            need("quantile", agg.column, agg.q, 1.0, integer=False)
+    use_gaussian = mechanism == "gaussian"
+    if use_gaussian and delta == 0:
+        raise InvalidInputError(
+            "the Gaussian mechanism needs delta > 0",
+            expected="--delta > 0 with --mechanism gaussian",
+            got="delta = 0",
+            fix="pass --delta 1e-6, or use the Laplace mechanism",
+        )
+    selection_delta = 0.0
+    gaussian_delta = 0.0
+    if keys is None:
+        selection_delta = delta / 2 if use_gaussian else delta
+    if use_gaussian:
+        gaussian_delta = delta - selection_delta
+    components = list(comps.values())
+    eps_each = epsilon / len(components)
+    n_gauss = sum(1 for c in components if c.kind != "quantile")
+    delta_each = gaussian_delta / n_gauss if use_gaussian and n_gauss else 0.0
+    l0, linf = contribution.max_groups, contribution.max_rows
+    n_groups_touched = 1 if not spec.group_by else l0
+    mechanisms: list[Mechanism] = []
+    planned: list[_Component] = []
+    threshold: float | None = None
+    for comp in components:
+        if comp.kind == "quantile":
+            # Per group a score of sensitivity max(q, 1-q) * Linf; a person's groups compose.
+            assert comp.q is not None  # noqa: S101
+            sens = max(comp.q, 1 - comp.q) * linf
+            scale = 2 * sens * n_groups_touched / eps_each
+            planned.append(_replace(comp, epsilon=eps_each, scale=scale, noise="gumbel"))
+            mechanisms.append(
+                Mechanism.epsilon_delta(
+                    "exponential_quantile",
+                    eps_each,
+                    0.0,
+                    column=comp.column,
+                    q=comp.q,
+                    gumbel_scale=scale,
+                    candidates=QUANTILE_CANDIDATES,
+                    bounds=list(_bounds(schema, str(comp.column), "a quantile")),
+                )
+            )
+            continue
+        l1 = n_groups_touched * linf * comp.per_row
+        l2 = math.sqrt(n_groups_touched) * linf * comp.per_row
+        if use_gaussian:
+            sigma = gaussian_sigma(eps_each, delta_each, l2)
+            planned.append(
+                _replace(
+                    comp,
+                    epsilon=eps_each,
+                    delta=delta_each,
+                    scale=sigma,
+                    noise="gaussian",
+                    integer=False,
+                )
+            )
+            mech = Mechanism.gaussian(sigma, l2, quantity=_label(comp))
+        else:
+            scale = l1 / eps_each
+            integer = comp.integer and float(l1).is_integer()
+            planned.append(
+                _replace(comp, epsilon=eps_each, scale=scale, noise="laplace", integer=integer)
+            )
+            mech = (
+                Mechanism.discrete_laplace(scale, int(l1), quantity=_label(comp))
+                if integer
+                else Mechanism.laplace(scale, l1, quantity=_label(comp))
+            )
+        if comp.kind == "count" and keys is None:
+            # Partition selection reuses the count's noise: released only above the threshold.
+            if use_gaussian:
+                threshold = linf + sigma * float(stats.norm.isf(selection_delta / l0))
+            else:
+                a = math.exp(-1.0 / scale)
+                threshold = linf + math.ceil(scale * math.log(l0 / (selection_delta * (1 + a))))
+            mech = Mechanism.epsilon_delta(
+                "partition_selection",
+                eps_each if not use_gaussian else _gauss_eps(sigma, l2, delta_each),
+                selection_delta + (delta_each if use_gaussian else 0.0),
+                noise="gaussian" if use_gaussian else "discrete_laplace",
+                scale=planned[-1].scale,
+                threshold=threshold,
+                max_groups=l0,
+                max_rows=linf,
+            )
+        mechanisms.append(mech)
+    if schema.privacy_unit is None:
+        notes.append("each row is one person (no privacy-unit column)")
+    else:
+        notes.append(
+            f"each person ('{schema.privacy_unit}') contributes at most {l0} group(s) and "
+            f"{linf} row(s) per group; extra rows are dropped at random"
+        )
+    return QueryPlan(
+        spec=spec,
+        schema=schema,
+        contribution=contribution,
+        epsilon=epsilon,
+        delta=delta,
+        confidence=confidence,
+        mechanism="gaussian" if use_gaussian else "laplace",
+        components=tuple(planned),
+        keys=keys,
+        threshold=threshold,
+        selection_delta=selection_delta,
+        mechanisms=tuple(mechanisms),
+        notes=tuple(notes),
+    )
+
+
+def _gauss_eps(sigma: float, l2: float, delta: float) -> float:
+    from veil.ledger import gaussian_epsilon  # noqa: PLC0415
+
+    return gaussian_epsilon(sigma / l2, delta)
+
+
+def _replace(comp: _Component, **changes: Any) -> _Component:
+    from dataclasses import replace  # noqa: PLC0415
+
+    return replace(comp, **changes)
+
+
+def _label(comp: _Component) -> str:
+    return comp.kind if comp.column is None else f"{comp.kind}({comp.column})"
+
+
+def _product(lists: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = [()]
+    for values in lists:
+        out = [(*prefix, v) for prefix in out for v in values]
+    return out
+
+
+# ---------------------------------------------------------------------------- execution
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Noisy answer rows, with per-cell noise scale and confidence interval."""
+
+    columns: tuple[str, ...]
+    rows: list[dict[str, Any]]
+    epsilon: float
+    delta: float
+    confidence: float
+    mechanism: str
+    notes: tuple[str, ...]
+    charged: dict[str, Any] = field(default_factory=dict)
+
+    def to_frame(self) -> pl.DataFrame:
+        """Values only, one row per group."""
+        return pl.DataFrame(
+            [
+                {c: r[c]["value"] if isinstance(r[c], dict) else r[c] for c in self.columns}
+                for r in self.rows
+            ]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "columns": list(self.columns),
+            "rows": self.rows,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "mechanism": self.mechanism,
+            "ci_level": self.confidence,
+            "ci_note": "intervals cover the DP noise only; clamping and contribution-bounding "
+            "bias are not included; quantile intervals are ranges of quantile levels",
+            "notes": list(self.notes),
+            **({"charged": self.charged} if self.charged else {}),
+        }
+
+
+def as_polars(frame: pl.DataFrame | pl.LazyFrame | pd.DataFrame) -> pl.LazyFrame:
+    if isinstance(frame, pl.LazyFrame):
+        return frame
+    if isinstance(frame, pl.DataFrame):
+        return frame.lazy()
+    if isinstance(frame, pd.DataFrame):
+        return pl.from_pandas(frame).lazy()
+    raise InvalidInputError(
+        "unsupported frame type",
+        expected="a Polars DataFrame/LazyFrame or a pandas DataFrame",
+        got=type(frame).__name__,
+    )
+
+
+def _prepare(plan: QueryPlan, frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Filter, bound contributions and clamp: the stable transformations before aggregation."""
+    schema, spec = plan.schema, plan.spec
+    lf = frame
+    if spec.where is not None:
+        lf = lf.filter(spec.where)
+    if plan.keys is not None and spec.group_by:
+        # Rows outside the declared keys are dropped (they would reveal an undeclared key).
+        key_frame = pl.DataFrame(
+            {c: [k[i] for k in plan.keys] for i, c in enumerate(spec.group_by)}
+        ).lazy()
+        lf = lf.join(key_frame, on=list(spec.group_by), how="semi", nulls_equal=True)
+    unit = schema.privacy_unit
+    if unit is not None:
+        salt = secrets.randbits(63)
+        l0, linf = plan.contribution.max_groups, plan.contribution.max_rows
+        if spec.group_by:
+            lf = lf.with_columns(
+                pl.struct([unit, *spec.group_by]).hash(salt).alias("__veil_gh"),
+            ).filter(pl.col("__veil_gh").rank("dense").over(unit) <= l0)
+            by = [unit, *spec.group_by]
+        else:
+            by = [unit]
+        lf = lf.with_columns(pl.int_range(pl.len()).hash(salt).alias("__veil_rh")).filter(
+            pl.col("__veil_rh").rank("ordinal").over(by) <= linf
+        )
+    # Clamp (and impute missing values at the middle of the bounds).
+    clamped: dict[str, pl.Expr] = {}
+    for comp in plan.components:
+        if comp.column is None or comp.column in clamped:
+            continue
+        lo, hi = _bounds(schema, comp.column, comp.kind)
+        clamped[comp.column] = (
+            pl.col(comp.column)
+            .cast(pl.Float64)
+            .fill_nan(None)
+            .fill_null((lo + hi) / 2)
+            .clip(lo, hi)
+        )
+    if clamped:
+        lf = lf.with_columns(**{f"__veil_x_{c}": e for c, e in clamped.items()})
+    return lf
+
+
+def run_plan(plan: QueryPlan, frame: pl.DataFrame | pl.LazyFrame | pd.DataFrame) -> QueryResult:  # noqa: C901, PLR0912, PLR0915
+    """Compute the noisy answer of a plan that has *already been charged*."""
+    spec, schema = plan.spec, plan.schema
+    lf = as_polars(frame)
+    available = lf.collect_schema().names()
+    needed = set(spec.group_by) | {c.column for c in plan.components if c.column}
+    if schema.privacy_unit:
+        needed.add(schema.privacy_unit)
+    missing = sorted(needed - set(available))
+    if missing:
+        raise SchemaError(
+            "the frame lacks columns the query needs",
+            expected=str(sorted(needed)),
+            got=f"missing {missing}",
+        )
+    lf = _prepare(plan, lf)
+    aggs: list[pl.Expr] = []
+    for i, comp in enumerate(plan.components):
+        if comp.kind == "count":
+            aggs.append(pl.len().cast(pl.Int64).alias(f"__c{i}"))
+        elif comp.kind == "sum":
+            aggs.append(pl.col(f"__veil_x_{comp.column}").sum().alias(f"__c{i}"))
+        elif comp.kind in {"csum", "csumsq"}:
+            lo, hi = _bounds(schema, str(comp.column), comp.kind)
+            centred = pl.col(f"__veil_x_{comp.column}") - (lo + hi) / 2
+            expr = centred if comp.kind == "csum" else centred * centred
+            aggs.append(expr.sum().alias(f"__c{i}"))
+        else:
+            aggs.append(pl.col(f"__veil_x_{comp.column}").sort().implode().alias(f"__c{i}"))
+    if spec.group_by:
+        exact = lf.group_by(list(spec.group_by)).agg(aggs).collect()
+    else:
+        exact = lf.select(aggs).collect()
+    # Align with the keys: known keys in declared order (empty groups are zeros).
+    if plan.keys is not None:
+        if spec.group_by:
+            key_frame = pl.DataFrame(
+                {c: [k[j] for k in plan.keys] for j, c in enumerate(spec.group_by)},
+                schema={c: exact.schema[c] for c in spec.group_by},
+            )
+            exact = key_frame.join(exact, on=list(spec.group_by), how="left", nulls_equal=True)
+        key_rows = [tuple(k) for k in plan.keys]
+    else:
+        key_rows = list(exact.select(list(spec.group_by)).iter_rows())
+    n = len(key_rows)
+    noisy: dict[int, np.ndarray] = {}
+    for i, comp in enumerate(plan.components):
+        column = exact.get_column(f"__c{i}") if exact.height else pl.Series([], dtype=pl.Float64)
+        if comp.kind == "quantile":
+            noisy[i] = _quantiles(plan, comp, column, n)
+            continue
+        values = column.fill_null(0).to_numpy()
+        if comp.noise == "gaussian":
+            noisy[i] = gaussian_noise(values.astype(float), comp.scale)
+        else:
+            noisy[i] = laplace_noise(
+                values.astype(np.int64 if comp.integer else float), comp.scale, integer=comp.integer
+            )
+    # Partition selection.
+    keep = np.ones(n, dtype=bool)
+    count_index = next(i for i, c in enumerate(plan.components) if c.kind == "count")
+    if plan.keys is None:
+        assert plan.threshold is not None  # noqa: S101
+        keep = noisy[count_index] >= plan.threshold
+    rows: list[dict[str, Any]] = []
+    level = plan.confidence
+    k_ci = {a.name: _ci_parts(a) for a in spec.aggregates}
+    for r in range(n):
+        if not keep[r]:
+            continue
+        row: dict[str, Any] = dict(zip(spec.group_by, key_rows[r], strict=True))
+        for agg in spec.aggregates:
+            row[agg.name] = _cell(plan, agg, noisy=noisy, r=r, level=level, parts=k_ci[agg.name])
+        rows.append(row)
+    notes = list(plan.notes)
+    if plan.keys is None and spec.group_by:
+        notes.append(
+            f"groups were selected by a noisy count >= {plan.threshold:g}; groups below it are "
+            f"not shown (probability <= {plan.selection_delta:g} that a group created by one person appears)"
+        )
+    return QueryResult(
+        columns=(*spec.group_by, *(a.name for a in spec.aggregates)),
+        rows=rows,
+        epsilon=plan.epsilon,
+        delta=plan.delta,
+        confidence=level,
+        mechanism=plan.mechanism,
+        notes=tuple(notes),
+    )
+
+
+def _ci_parts(agg: Aggregate) -> int:
+    return {"count": 1, "sum": 1, "mean": 2, "variance": 3, "quantile": 1}[agg.kind]
+
+
+def _quantiles(plan: QueryPlan, comp: _Component, column: pl.Series, n: int) -> np.ndarray:
+    lo, hi = _bounds(plan.schema, str(comp.column), "a quantile")
+    candidates = np.linspace(lo, hi, QUANTILE_CANDIDATES)
+    q = float(comp.q or 0.5)
+    out = np.empty(n)
+    lists = column.to_list() if column.len() else [None] * n
+    for r in range(n):
+        values = np.asarray(lists[r] if lists[r] is not None else [], dtype=float)
+        below = np.searchsorted(values, candidates, side="left")
+        above = values.size - np.searchsorted(values, candidates, side="right")
+        scores = -np.abs((1 - q) * below - q * above)
+        out[r] = candidates[noisy_max(scores, comp.scale, monotonic=False)]
+    return out
+
+
+def _half_width(comp: _Component, level: float) -> float:
+    if comp.noise == "gaussian":
+        return float(stats.norm.isf((1 - level) / 2)) * comp.scale
+    return laplace_half_width(comp.scale, level, integer=comp.integer)
+
+
+def _cell(
+    plan: QueryPlan,
+    agg: Aggregate,
+    *,
+    noisy: Mapping[int, np.ndarray],
+    r: int,
+    level: float,
+    parts: int,
+) -> dict[str, Any]:
+    comps = plan.components
+    idx = {(c.kind, c.column, c.q): i for i, c in enumerate(comps)}
+    # Bonferroni: each of the `parts` noisy inputs at level 1 - (1 - level) / parts.
+    part_level = 1 - (1 - level) / parts
+    ci_count = idx[("count", None, None)]
+    count_val = float(noisy[ci_count][r])
+    count_hw = _half_width(comps[ci_count], part_level)
+    if agg.kind == "count":
+        value = max(0.0, round(count_val))
+        return {
+            "value": value,
+            "noise_scale": comps[ci_count].scale,
+            "mechanism": comps[ci_count].noise,
+            "ci": [max(0.0, count_val - count_hw), count_val + count_hw],
+        }
+    col = str(agg.column)
+    lo, hi = _bounds(plan.schema, col, agg.kind)
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    if agg.kind == "sum":
+        i = idx[("sum", col, None)]
+        s, hw = float(noisy[i][r]), _half_width(comps[i], part_level)
+        return {
+            "value": s,
+            "noise_scale": comps[i].scale,
+            "mechanism": comps[i].noise,
+            "ci": [s - hw, s + hw],
+        }
+    if agg.kind == "quantile":
+        i = idx[("quantile", col, agg.q)]
+        value = float(noisy[i][r])
+        # Exponential-mechanism utility: with probability >= level the score is within
+        # scale * ln(m / (1 - level)) of the best candidate; in rank units over ~count rows.
+        rank_error = comps[i].scale * math.log(QUANTILE_CANDIDATES / (1 - level))
+        n_est = max(count_val, 1.0)
+        q = float(agg.q or 0.5)
+        return {
+            "value": value,
+            "noise_scale": comps[i].scale,
+            "mechanism": "exponential",
+            "ci": None,
+            "rank_error": rank_error,
+            "ci_quantile_level": [
+                max(0.0, q - rank_error / n_est),
+                min(1.0, q + rank_error / n_est),
+            ],
+        }
+    i = idx[("csum", col, None)]
+    s, s_hw = float(noisy[i][r]), _half_width(comps[i], part_level)
+    n_lo, n_hi = max(1.0, count_val - count_hw), max(1.0, count_val + count_hw)
+    n_val = max(1.0, count_val)
+    if agg.kind == "mean":
+        value = float(np.clip(mid + s / n_val, lo, hi))
+        ends = [mid + a / b for a in (s - s_hw, s + s_hw) for b in (n_lo, n_hi)]
+        return {
+            "value": value,
+            "noise_scale": comps[i].scale,
+            "mechanism": comps[i].noise,
+            "noise_on": f"sum of ({col} - {mid:g}) and the count",
+            "ci": [max(lo, min(ends)), min(hi, max(ends))],
+        }
+    j = idx[("csumsq", col, None)]
+    ss, ss_hw = float(noisy[j][r]), _half_width(comps[j], part_level)
+    value = float(np.clip(ss / n_val - (s / n_val) ** 2, 0.0, half * half))
+    grid_n = np.linspace(n_lo, n_hi, 17)
+    s_grid = np.array([s - s_hw, s + s_hw] + ([0.0] if s - s_hw < 0 < s + s_hw else []))
+    vals = [a / b - (c / b) ** 2 for a in (ss - ss_hw, ss + ss_hw) for b in grid_n for c in s_grid]
+    return {
+        "value": value,
+        "noise_scale": comps[j].scale,
+        "mechanism": comps[j].noise,
+        "noise_on": f"sums of ({col} - {mid:g}) and its square, and the count",
+        "ci": [max(0.0, min(vals)), min(half * half, max(vals))],
+    }
