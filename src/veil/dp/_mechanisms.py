@@ -65,6 +65,8 @@ def laplace_half_width(scale: float, level: float, *, integer: bool = False) -> 
     # Discrete Laplace, P(k) = (1 - a) / (1 + a) * a^|k|, a = exp(-1/scale):
     # P(|Z| > t) = 2 a^(t+1) / (1 + a) for integers t >= 0.
     a = math.exp(-1.0 / scale)
+    if a <= 0.0:  # the noise is 0 with probability 1 - 1e-300 or more
+        return 0.0
     t = math.log((1.0 - level) * (1 + a) / 2) / math.log(a) - 1
     return float(max(0, math.ceil(t)))
 

@@ -256,7 +256,8 @@ class Ledger:
         """Give ``dataset`` a budget (or change it). The change is kept in the history."""
         who = self._actor(actor)
         with self.store.session(lock=True) as session:
-            ds = self._dataset(session, dataset)
+            # Lock the dataset row: on PostgreSQL a first budget has no budget row to lock yet.
+            ds = self._dataset(session, dataset, lock=self.store.backend != "sqlite")
             row = self._budget_row(session, ds.id, lock=True)
             if row is None:
                 row = PrivacyBudgetRow(dataset_id=ds.id, updated_by=who)
@@ -495,8 +496,9 @@ class Ledger:
         )
 
     @staticmethod
-    def _dataset(session: Session, name: str) -> DatasetRow:
-        row = session.scalar(select(DatasetRow).where(DatasetRow.name == name))
+    def _dataset(session: Session, name: str, *, lock: bool = False) -> DatasetRow:
+        query = select(DatasetRow).where(DatasetRow.name == name)
+        row = session.scalar(query.with_for_update() if lock else query)
         if row is None:
             known = sorted(session.scalars(select(DatasetRow.name)).all())
             raise NotFoundError(
