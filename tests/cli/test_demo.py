@@ -20,11 +20,22 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     assert [s["title"] for s in result["steps"]] == [
         "Create a workspace",
         "Register a dataset with its privacy schema",
+        "Answer a SQL query with differential privacy (charged to the ledger first)",
+        "Refuse a query that would exceed the budget (nothing computed or charged)",
     ]
     register = result["steps"][1]
     assert register["rows"] == 442
     assert register["schema"]["quasi_identifiers"] == ["age", "sex"]
+    query, refusal = result["steps"][2], result["steps"][3]
+    assert {r["sex"] for r in query["answer"]["rows"]} == {"1", "2"}
+    assert query["budget"]["spent"]["epsilon"] == pytest.approx(1.0, rel=1e-4)
+    assert refusal["refused"] is True
+    assert refusal["error"]["code"] == "budget_exceeded"
+    assert refusal["budget_after"]["events"] == 1  # the refused query was not charged
+    assert [h["type"] for h in refusal["history"]] == ["budget", "release"]
     html = (tmp_path / "tour" / "summary.html").read_text(encoding="utf-8")
+    assert "A differentially private query" in html
+    assert "Refused:" in html
     assert "<h1>Veil demo summary</h1>" in html
     assert "progression" in html
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), (
@@ -38,6 +49,8 @@ def test_demo_prints_the_schema(capsys, tmp_path: Path):
     assert "Register a dataset" in out
     assert "quasi-identifier" in out
     assert "Summary written to" in out
+    assert "95% intervals" in out
+    assert "was refused" in out
 
 
 def test_demo_refuses_a_directory_it_did_not_make(capsys, tmp_path: Path):

@@ -69,6 +69,13 @@ def _prepare(directory: Path) -> None:
     (directory / MARKER).write_text("made by `veil demo`; safe to delete\n", encoding="utf-8")
 
 
+DEMO_BUDGET = {"epsilon": 3.0, "delta": 1e-6}
+DEMO_SQL = (
+    "SELECT sex, COUNT(*) AS patients, AVG(bmi), MEDIAN(progression) FROM diabetes GROUP BY sex"
+)
+DEMO_EPSILON = 1.0
+
+
 def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
     """Run the tour in ``directory`` and write ``summary.html`` there."""
     _prepare(directory)
@@ -102,10 +109,46 @@ def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
             schema=info.schema.to_dict(),
             report=info.report,
         )
+        _private_query(tour, catalog, store)
     finally:
         store.dispose()
     (tour.directory / "summary.html").write_text(_html(tour, info), encoding="utf-8")
     return tour, info
+
+
+def _private_query(tour: Tour, catalog: Catalog, store: Store) -> None:
+    """Steps 3-4: a budget, a DP query charged to it, and a refused over-budget query."""
+    from veil.dp import query_dataset  # noqa: PLC0415 - keeps `veil --help` fast
+    from veil.errors import BudgetExceededError  # noqa: PLC0415
+    from veil.ledger import Budget, Ledger  # noqa: PLC0415
+
+    ledger = Ledger(store, catalog.settings)
+    started = time.perf_counter()
+    ledger.set_budget("diabetes", Budget(**DEMO_BUDGET), reason="demo release plan")
+    result = query_dataset(
+        catalog, ledger, "diabetes", DEMO_SQL, epsilon=DEMO_EPSILON, purpose="demo: cohort summary"
+    )
+    status = ledger.status("diabetes")
+    tour.step(
+        "Answer a SQL query with differential privacy (charged to the ledger first)",
+        time.perf_counter() - started,
+        sql=DEMO_SQL,
+        answer=result.to_dict(),
+        budget=status.to_dict(),
+    )
+    started = time.perf_counter()
+    try:
+        query_dataset(catalog, ledger, "diabetes", DEMO_SQL, epsilon=5.0, purpose="demo: too much")
+        refused: dict[str, Any] = {"refused": False}
+    except BudgetExceededError as error:
+        refused = {"refused": True, "error": error.to_dict()}
+    tour.step(
+        "Refuse a query that would exceed the budget (nothing computed or charged)",
+        time.perf_counter() - started,
+        **refused,
+        budget_after=ledger.status("diabetes").to_dict(),
+        history=ledger.history("diabetes"),
+    )
 
 
 def demo(
@@ -126,6 +169,31 @@ def demo(
     for number, step in enumerate(tour.steps, start=1):
         out.print(f"{number}. {step['title']} ({step['seconds']:.2f} s)")
     render_schema(info)
+    query_step, refusal = tour.steps[2], tour.steps[3]
+    from veil.cli.query import render_result  # noqa: PLC0415
+    from veil.dp import QueryResult  # noqa: PLC0415
+
+    answer = query_step["answer"]
+    out.print(f"\n[bold]{DEMO_SQL}[/bold]  (epsilon {DEMO_EPSILON:g})")
+    render_result(
+        QueryResult(
+            columns=tuple(answer["columns"]),
+            rows=answer["rows"],
+            epsilon=answer["epsilon"],
+            delta=answer["delta"],
+            confidence=answer["ci_level"],
+            mechanism=answer["mechanism"],
+            notes=tuple(answer["notes"]),
+        )
+    )
+    status = refusal["budget_after"]
+    out.print(
+        f"Budget of 'diabetes': epsilon {status['budget']['epsilon']:g}, delta "
+        f"{status['budget']['delta']:g}; spent epsilon {status['spent']['epsilon']:.4g} (PLD), "
+        f"remaining {status['remaining']:.4g}; {status['events']} release(s) in the ledger."
+    )
+    if refusal.get("refused"):
+        out.print(f"A query asking for epsilon 5 was refused: {refusal['error']['message']}")
     out.print(f"Summary written to {summary}")
 
 
@@ -182,6 +250,53 @@ SHA-256 <code>{e(info.content_sha256)}</code>.</p>
 <table><tr><th>column</th><th>kind</th><th>role</th><th>declared bounds / categories</th><th>missing</th>
 <th>outside bounds</th></tr>{"".join(rows)}</table>
 <p class="muted">Bounds were declared from clinical ranges, not read from the data; values outside them
-will be clamped by private queries, and the clamping is reported.</p>
+are clamped by private queries (every answer says so).</p>
+{_query_html(tour)}
 </body></html>
+"""
+
+
+def _query_html(tour: Tour) -> str:
+    e = html.escape
+    steps = {s["title"].split(" ")[0]: s for s in tour.steps}
+    query = steps.get("Answer")
+    if query is None:
+        return ""
+    answer = query["answer"]
+    head = "".join(f"<th>{e(c)}</th>" for c in answer["columns"])
+    body = []
+    for row in answer["rows"]:
+        cells = []
+        for c in answer["columns"]:
+            cell = row[c]
+            if isinstance(cell, dict):
+                interval = cell.get("ci") or cell.get("ci_quantile_level")
+                label = (
+                    ""
+                    if interval is None
+                    else f" <span class='muted'>[{interval[0]:.4g}, {interval[1]:.4g}]</span>"
+                )
+                cells.append(f"<td>{cell['value']:.4g}{label}</td>")
+            else:
+                cells.append(f"<td>{e(str(cell))}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    budget = query["budget"]
+    refusal = steps.get("Refuse", {})
+    history = "".join(
+        f"<tr><td>{e(h['at'][:19])}</td><td>{e(h['actor'])}</td><td>{e(h.get('what') or 'budget set')}</td>"
+        f"<td>{e(h.get('purpose') or h.get('reason') or '')}</td>"
+        f"<td>{e(', '.join(m['name'] for m in h.get('mechanisms', [])))}</td></tr>"
+        for h in refusal.get("history", [])
+    )
+    refused = refusal.get("error", {}).get("message", "")
+    return f"""<h2>A differentially private query</h2>
+<p><code>{e(query["sql"])}</code> at epsilon {answer["epsilon"]:g}. Intervals ({answer["ci_level"]:.0%}) cover
+the noise only; {e(answer["ci_note"])}.</p>
+<table><tr>{head}</tr>{"".join(body)}</table>
+<h2>Privacy budget</h2>
+<p>Budget epsilon {budget["budget"]["epsilon"]:g}, delta {budget["budget"]["delta"]:g}; spent epsilon
+{budget["spent"]["epsilon"]:.4g} (PLD accountant; RDP cross-check {budget["cross_check"].get("epsilon") or 0:.4g});
+remaining {budget["remaining"]:.4g}.</p>
+<p class="warn">Refused: {e(refused)}</p>
+<table><tr><th>when (UTC)</th><th>who</th><th>what</th><th>purpose / reason</th><th>mechanisms</th></tr>{history}</table>
 """

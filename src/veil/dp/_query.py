@@ -501,9 +501,15 @@ def _prepare(plan: QueryPlan, frame: pl.LazyFrame) -> pl.LazyFrame:
     if spec.where is not None:
         lf = lf.filter(spec.where)
     if plan.keys is not None and spec.group_by:
+        if all(isinstance(v, str) for key in plan.keys for v in key):
+            # Declared categories are strings; a loader may have parsed "1", "2" as 1.0, 2.0.
+            dtypes = lf.collect_schema()
+            lf = lf.with_columns(_as_category_strings(c, dtypes[c]) for c in spec.group_by)
         # Rows outside the declared keys are dropped (they would reveal an undeclared key).
+        dtypes = lf.collect_schema()
         key_frame = pl.DataFrame(
-            {c: [k[i] for k in plan.keys] for i, c in enumerate(spec.group_by)}
+            {c: [k[i] for k in plan.keys] for i, c in enumerate(spec.group_by)},
+            schema={c: dtypes[c] for c in spec.group_by},
         ).lazy()
         lf = lf.join(key_frame, on=list(spec.group_by), how="semi", nulls_equal=True)
     unit = schema.privacy_unit
@@ -536,6 +542,19 @@ def _prepare(plan: QueryPlan, frame: pl.LazyFrame) -> pl.LazyFrame:
     if clamped:
         lf = lf.with_columns(**{f"__veil_x_{c}": e for c, e in clamped.items()})
     return lf
+
+
+def _as_category_strings(column: str, dtype: pl.DataType) -> pl.Expr:
+    """The column as the strings categories are declared with (``1.0`` becomes ``"1"``)."""
+    col = pl.col(column)
+    if dtype == pl.String:
+        return col
+    if dtype.is_float():
+        whole = col.is_finite() & (col == col.round(0))
+        return (
+            pl.when(whole).then(col.cast(pl.Int64).cast(pl.String)).otherwise(col.cast(pl.String))
+        ).alias(column)
+    return col.cast(pl.String).alias(column)
 
 
 def run_plan(plan: QueryPlan, frame: pl.DataFrame | pl.LazyFrame | pd.DataFrame) -> QueryResult:  # noqa: C901, PLR0912, PLR0915

@@ -86,11 +86,9 @@ class PLDAccountant:
         # the whole delta (a query asking for the budget's delta): take the better valid bound.
         pure = [(e, c) for e, c in leaves if math.isfinite(pure_epsilon(e))]
         rest = [(e, c) for e, c in leaves if not math.isfinite(pure_epsilon(e))]
-        if pure and rest:
-            split = float(self._compose(rest).get_epsilon(delta)) + sum(
-                c * pure_epsilon(e) for e, c in pure
-            )
-            composed = min(composed, split)
+        if pure:
+            split = float(self._compose(rest).get_epsilon(delta)) if rest else 0.0
+            composed = min(composed, split + sum(c * pure_epsilon(e) for e, c in pure))
         return composed
 
     def _compose(self, leaves: list[tuple[dp_event.DpEvent, int]]) -> _VeilPLD:
