@@ -69,7 +69,7 @@ def wilson(k: int, n: int, alpha: float) -> tuple[float, float]:
 
 
 def epsilon_lower_bound(
-    k0: int, n0: int, k1: int, n1: int, *, alpha: float, delta: float = 0.0
+    k0: int, n0: int, k1: int, n1: int, alpha: float, *, delta: float = 0.0
 ) -> float:
     """Lower confidence bound on epsilon from ``P[M(D1) in S] <= e^eps P[M(D0) in S] + delta``.
 
@@ -86,7 +86,7 @@ def epsilon_lower_bound(
 
 
 def audit_power_floor(
-    p0: float, n0: int, p1: float, n1: int, *, alpha: float, delta: float = 0.0
+    p0: float, n0: int, p1: float, n1: int, alpha: float, *, delta: float = 0.0
 ) -> float:
     """The bound :func:`epsilon_lower_bound` reaches with probability >= ``1 - 2 alpha``.
 

@@ -6,7 +6,8 @@ carries a :class:`~veil.ledger.Mechanism` for the ledger. Noise comes from
 OpenDP (:mod:`veil.dp._noise`).
 
 * :class:`LaplaceMechanism`, :class:`GaussianMechanism` (float and integer).
-* :func:`exponential_mechanism` / report-noisy-max (Gumbel noise).
+* :func:`exponential_mechanism`: report-noisy-max with exponential noise
+  (permute-and-flip; at least as accurate as the softmax exponential mechanism).
 * :class:`AboveThreshold`: the sparse vector technique (Lyu, Su and Li 2017,
   Algorithm 1 with the budget split evenly between threshold and queries).
 * :class:`RandomizedResponse` and :class:`FrequencyOracle`, the local model:
@@ -206,11 +207,15 @@ def exponential_mechanism(
     *,
     monotonic: bool = False,
 ) -> tuple[int, Mechanism]:
-    """Pick an index with probability proportional to ``exp(epsilon * score / (2 sensitivity))``.
+    """Report-noisy-max with exponential noise: an epsilon-DP choice of the best-scoring index.
 
-    Implemented as report-noisy-max with Gumbel noise (identical in
-    distribution). With ``monotonic=True`` (every score moves in the same
-    direction between neighbours, as counts do) the factor 2 is dropped.
+    Each score gets independent exponential noise of scale ``2 sensitivity / epsilon``
+    (``sensitivity / epsilon`` with ``monotonic=True``, when every score moves in
+    the same direction between neighbours, as counts do) and the largest noisy
+    score wins (OpenDP's ``make_noisy_max``). This is distributed as the
+    permute-and-flip mechanism (McKenna and Sheldon 2020), never less accurate
+    than the exponential mechanism's softmax at the same epsilon. Two candidates
+    whose scores differ by ``d`` swap with probability ``exp(-d / scale) / 2``.
 
     Returns:
         The chosen index and the mechanism to charge.
@@ -222,11 +227,11 @@ def exponential_mechanism(
     scale = (1.0 if monotonic else 2.0) * sensitivity / epsilon
     index = noisy_max(np.asarray(scores, dtype=float), scale, monotonic=monotonic)
     mech = Mechanism.epsilon_delta(
-        "exponential",
+        "report_noisy_max",
         epsilon,
         0.0,
         sensitivity=sensitivity,
-        gumbel_scale=scale,
+        noise_scale=scale,
         candidates=len(scores),
         monotonic=monotonic,
     )
@@ -294,7 +299,10 @@ class AboveThreshold:
 
 @dataclass(frozen=True)
 class FrequencyEstimate:
-    """Estimated counts per category from locally randomised reports."""
+    """Estimated counts per category from locally randomised reports.
+
+    ``std`` is one conservative standard deviation valid for every category.
+    """
 
     categories: tuple[str, ...]
     counts: np.ndarray
@@ -357,14 +365,21 @@ class RandomizedResponse:
         observed = np.zeros(len(self.categories))
         n = 0
         for r in reports:
+            if r not in index:
+                raise InvalidInputError(
+                    "a report is not one of the declared categories",
+                    expected=f"one of {list(self.categories)}",
+                    got=repr(r),
+                )
             observed[index[r]] += 1
             n += 1
         k = len(self.categories)
         p = self.truth_probability
         q = (1 - p) / (k - 1)
         counts = (observed - n * q) / (p - q)
-        std = math.sqrt(n * q * (1 - q)) / (p - q)
-        return FrequencyEstimate(tuple(self.categories), counts, std, n, "grr")
+        return FrequencyEstimate(
+            tuple(self.categories), counts, math.sqrt(n) * _grr_unit_std(p, q), n, "grr"
+        )
 
 
 @dataclass(frozen=True)
@@ -389,8 +404,11 @@ class FrequencyOracle:
                 "unknown frequency-oracle method", expected="auto, grr or unary", got=self.method
             )
         if self.method == "auto":
-            chosen = "grr" if len(self.categories) < 3 * math.exp(self.epsilon) + 2 else "unary"
-            object.__setattr__(self, "method", chosen)
+            grr = RandomizedResponse(self.epsilon, self.categories)
+            p, q = grr.truth_probability, (1 - grr.truth_probability) / (len(self.categories) - 1)
+            f = self.flip
+            unary = math.sqrt(f / 2 * (1 - f / 2)) / (1 - f)
+            object.__setattr__(self, "method", "grr" if _grr_unit_std(p, q) <= unary else "unary")
 
     @property
     def flip(self) -> float:
@@ -425,12 +443,30 @@ class FrequencyOracle:
         ones = np.zeros(k)
         n = 0
         for r in reports:
-            ones += np.asarray(r, dtype=float)
+            bits = np.asarray(r, dtype=float)
+            if bits.shape != (k,):
+                raise InvalidInputError(
+                    "a unary report has the wrong length",
+                    expected=f"{k} bits (one per category)",
+                    got=f"shape {bits.shape}",
+                )
+            ones += bits
             n += 1
         p, q = 1 - self.flip / 2, self.flip / 2
         counts = (ones - n * q) / (p - q)
         std = math.sqrt(n * q * (1 - q)) / (p - q)
         return FrequencyEstimate(tuple(self.categories), counts, std, n, "unary")
+
+
+def _grr_unit_std(p: float, q: float) -> float:
+    """Per-report standard deviation of a GRR count estimate, for any category size.
+
+    ``Var = (n_v p(1-p) + (n - n_v) q(1-q)) / (p-q)^2`` is linear in the
+    category's true size ``n_v``; its maximum over ``0 <= n_v <= n`` makes the
+    reported error conservative for every category (for two categories, and
+    for unary encoding, ``p(1-p) = q(1-q)`` and the bound is exact).
+    """
+    return math.sqrt(max(p * (1 - p), q * (1 - q))) / (p - q)
 
 
 def _check_categories(categories: Sequence[str]) -> None:

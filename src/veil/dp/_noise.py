@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import opendp.prelude as dp
 
+from veil.errors import InvalidInputError
+
 __all__ = [
     "bitvector_response",
     "categorical_response",
@@ -33,8 +35,12 @@ dp.enable_features("contrib")
 def _array(values: Any, integer: bool) -> np.ndarray:
     arr = np.asarray(values, dtype=np.int64 if integer else np.float64)
     if not integer and not np.all(np.isfinite(arr)):
-        msg = "noise can only be added to finite values"
-        raise ValueError(msg)
+        raise InvalidInputError(
+            "noise can only be added to finite values",
+            expected="finite numbers",
+            got="NaN or infinity",
+            fix="clamp to declared bounds and impute missing values first",
+        )
     return arr
 
 
@@ -83,7 +89,7 @@ def _noisy_max(scale: float, monotonic: bool) -> dp.Measurement:
 def noisy_max(
     scores: Sequence[float] | np.ndarray, scale: float, *, monotonic: bool = False
 ) -> int:
-    """Index of the largest score after Gumbel noise of ``scale`` (the exponential mechanism).
+    """Index of the largest score after exponential noise of ``scale`` (permute-and-flip).
 
     Epsilon is ``sensitivity / scale`` for monotonic scores and twice that otherwise.
     """

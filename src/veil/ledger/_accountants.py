@@ -142,6 +142,10 @@ class RDPAccountant:
 
     def epsilon(self, events: Sequence[dp_event.DpEvent], delta: float) -> float:
         leaves = flatten(events)
+        if not leaves:
+            return 0.0
+        if delta == 0:
+            return float(sum(count * pure_epsilon(event) for event, count in leaves))
         accountant = rdp_privacy_accountant.RdpAccountant()
         basic_eps = basic_delta = 0.0
         for event, count in leaves:

@@ -203,6 +203,10 @@ class Mechanism:
     ) -> Mechanism:
         """``steps`` rounds of a Poisson-subsampled Gaussian (DP-SGD, federated rounds)."""
         _positive(noise_multiplier=noise_multiplier, steps=steps)
+        if int(steps) != steps:
+            raise InvalidInputError(
+                "steps must be a whole number", expected="an integer >= 1", got=repr(steps)
+            )
         if not 0 < sampling_rate <= 1:
             raise InvalidInputError(
                 "sampling rate out of range", expected="0 < q <= 1", got=repr(sampling_rate)
