@@ -723,7 +723,7 @@ def _cell(
     count_val = float(noisy[ci_count][r])
     count_hw = _half_width(comps[ci_count], part_level)
     if agg.kind == "count":
-        value = max(0.0, round(count_val))
+        value = max(0, round(count_val))
         return {
             "value": value,
             "noise_scale": comps[ci_count].scale,
