@@ -490,3 +490,85 @@ def test_spec_api_matches_sql():
         parse_sql("SELECT g, COUNT(*), AVG(x) FROM t GROUP BY g"), SCHEMA, epsilon=1.0
     )
     assert [c.scale for c in plan_a.components] == [c.scale for c in plan_b.components]
+
+
+# ------------------------------------------------------------------ review findings
+
+
+def test_filters_are_sql_conditions_never_free_expressions():
+    with pytest.raises(InvalidInputError, match="SQL condition"):
+        QuerySpec((Aggregate("count"),), where=pl.col("x") > pl.col("x").mean())  # type: ignore[arg-type]
+    pf = PrivateFrame(frame(), SCHEMA, budget=Budget(epsilon=1e4))
+    spec = QuerySpec((Aggregate("count"),), where="x >= 5 AND g IN ('a')")
+    expected = frame().filter((pl.col("x") >= 5) & (pl.col("g") == "a")).height
+    assert value(pf.query(spec, epsilon=1000.0), "count") == pytest.approx(expected, abs=2)
+
+
+def test_duplicate_explicit_keys_are_refused():
+    spec = QuerySpec((Aggregate("count"),), ("g",), keys=[("a",), ("a",)])
+    with pytest.raises(InvalidInputError, match="distinct"):
+        plan_query(spec, SCHEMA, epsilon=1.0)
+
+
+def test_rows_without_a_privacy_unit_are_dropped():
+    data = pl.DataFrame({"pid": [None] * 50 + [1, 2], "g": ["a"] * 52, "x": [1.0] * 52})
+    result = PrivateFrame(data, UNIT_SCHEMA, budget=Budget(epsilon=1e5)).count(epsilon=1e4)
+    assert value(result, "count") == 2
+
+
+def test_odd_group_values_never_raise_after_the_charge():
+    # NaN, infinity and huge floats in a group column whose categories are "1" and "2".
+    schema = PrivacySchema(
+        columns=(
+            ColumnSpec("g", "categorical", categories=("1", "2")),
+            ColumnSpec("x", "numeric", bounds=(0.0, 1.0)),
+        )
+    )
+    data = pl.DataFrame({"g": [1.0, 2.0, math.nan, math.inf, 2.0**70], "x": [0.5] * 5})
+    result = PrivateFrame(data, schema, budget=Budget(epsilon=1e5)).count(by=["g"], epsilon=1e4)
+    assert {r["g"]: r["count"]["value"] for r in result.rows} == {"1": 1, "2": 1}
+
+
+def test_a_string_column_cannot_be_measured_and_nothing_is_charged():
+    data = pl.DataFrame({"x": ["1", "2"]})
+    schema = PrivacySchema(columns=(ColumnSpec("x", "numeric", bounds=(0.0, 10.0)),))
+    pf = PrivateFrame(data, schema, budget=Budget(epsilon=1.0))
+    with pytest.raises(InvalidInputError, match="does not hold numbers"):
+        pf.sum("x", epsilon=1.0)
+    assert pf._local.events == []
+
+
+def test_a_sum_alone_spends_nothing_on_a_hidden_count():
+    plan = plan_query(parse_sql("SELECT g, SUM(x) FROM t GROUP BY g"), SCHEMA, epsilon=1.0)
+    assert [c.kind for c in plan.components] == ["sum"]
+    assert plan.components[0].scale == pytest.approx(10.0)
+
+
+def test_sql_variance_and_percentile_semantics():
+    with pytest.raises(InvalidInputError, match="VAR_SAMP"):
+        parse_sql("SELECT VAR_SAMP(x) FROM t")
+    with pytest.raises(InvalidInputError, match="PERCENTILE_DISC"):
+        parse_sql("SELECT PERCENTILE_DISC(0.5) WITHIN GROUP (ORDER BY x) FROM t")
+    desc = parse_sql("SELECT PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY x DESC) FROM t")
+    assert desc.aggregates[0].q == pytest.approx(0.1)
+    assert parse_sql("SELECT VAR_POP(x) FROM t").aggregates[0].kind == "variance"
+
+
+def test_intervals_are_never_inverted():
+    data = pl.DataFrame({"x": [1.0, 9.0, 5.0]})
+    schema = PrivacySchema(columns=(ColumnSpec("x", "numeric", bounds=(0.0, 10.0)),))
+    plan = plan_query(parse_sql("SELECT AVG(x), VARIANCE(x) FROM t"), schema, epsilon=0.5)
+    for _ in range(300):
+        row = run_plan(plan, data).rows[0]
+        for cell in ("mean_x", "variance_x"):
+            lo, hi = row[cell]["ci"]
+            assert lo <= hi, row[cell]
+
+
+def test_unknown_keys_are_released_in_sorted_order():
+    data = pl.DataFrame(
+        {"city": ["lyon"] * 500 + ["paris"] * 500 + ["brest"] * 500, "x": [1.0] * 1500}
+    )
+    pf = PrivateFrame(data, SCHEMA, budget=Budget(epsilon=100, delta=1e-3))
+    result = pf.query("SELECT city, COUNT(*) FROM t GROUP BY city", epsilon=5.0, delta=1e-6)
+    assert [r["city"] for r in result.rows] == ["brest", "lyon", "paris"]

@@ -176,8 +176,10 @@ class PrivateFrame:
     def _check_columns(self, plan: QueryPlan) -> None:
         names = set(self._frame.collect_schema().names())
         wanted = {*plan.spec.group_by, *(c.column for c in plan.components if c.column)}
-        if plan.spec.where is not None:
-            wanted |= set(plan.spec.where.meta.root_names())
+        if plan.where_expr is not None:
+            wanted |= set(plan.where_expr.meta.root_names())
+        if self.schema.privacy_unit is not None:
+            wanted.add(self.schema.privacy_unit)
         for name in sorted(wanted):
             self.schema.column(name)  # raises with the closest declared name
         missing = sorted(wanted - names)
@@ -186,6 +188,17 @@ class PrivateFrame:
                 "the frame lacks declared columns",
                 expected=str(sorted(wanted)),
                 got=f"missing {missing}",
+            )
+        # Checked before the charge, from the frame's types alone (never from its values).
+        dtypes = self._frame.collect_schema()
+        measured = sorted({c.column for c in plan.components if c.column})
+        wrong = [f"{c}: {dtypes[c]}" for c in measured if not dtypes[c].is_numeric()]
+        if wrong:
+            raise InvalidInputError(
+                "a measured column does not hold numbers",
+                expected="numeric columns for SUM, AVG, VARIANCE and quantiles",
+                got=", ".join(wrong),
+                fix="convert the column to numbers before querying",
             )
 
     def _charge(self, plan: QueryPlan, purpose: str | None) -> dict[str, Any]:
@@ -242,14 +255,12 @@ class PrivateFrame:
             f"[{edges[i]:g}, {edges[i + 1]:g}{']' if i == bins - 1 else ')'}" for i in range(bins)
         )
         bin_col = f"{column}_bin"
+        values = pl.col(column).cast(pl.Float64, strict=False).fill_nan(None)
         index = (
-            ((pl.col(column).cast(pl.Float64).clip(lo, hi) - lo) / (hi - lo) * bins)
-            .floor()
-            .clip(0, bins - 1)
-            .cast(pl.Int64)
+            ((values.clip(lo, hi) - lo) / (hi - lo) * bins).floor().clip(0, bins - 1).cast(pl.Int64)
         )
         binned = self._frame.with_columns(
-            pl.when(pl.col(column).is_null())
+            pl.when(values.is_null())
             .then(None)
             .otherwise(
                 index.replace_strict(list(range(bins)), list(labels), return_dtype=pl.String)
@@ -297,8 +308,8 @@ def query_dataset(
     plan = probe.plan(sql, epsilon=epsilon, delta=delta, confidence=confidence, mechanism=mechanism)
     ledger.preview(dataset, plan.event)  # refuse early (and cheaply) when the budget is short
     wanted = {*plan.spec.group_by, *(c.column for c in plan.components if c.column)}
-    if plan.spec.where is not None:
-        wanted |= set(plan.spec.where.meta.root_names())
+    if plan.where_expr is not None:
+        wanted |= set(plan.where_expr.meta.root_names())
     if info.schema.privacy_unit:
         wanted.add(info.schema.privacy_unit)
     for name in wanted:

@@ -46,6 +46,7 @@ from scipy import stats
 from veil.data import PrivacySchema
 from veil.dp._mechanisms import gaussian_sigma, laplace_half_width
 from veil.dp._noise import gaussian_noise, laplace_noise, noisy_max
+from veil.dp._where import compile_where
 from veil.errors import InvalidInputError, SchemaError
 from veil.ledger import Mechanism, PrivacyEvent, check_delta, check_epsilon, check_probability
 
@@ -120,8 +121,10 @@ class QuerySpec:
     Attributes:
         aggregates: The output columns.
         group_by: Grouping columns (categorical or bounded numeric).
-        where: A Polars filter expression (row-level; applied before bounding).
-        where_text: The filter as the user wrote it, for the record.
+        where: A SQL condition (the body of a WHERE clause: comparisons with
+            literals, IN, BETWEEN, IS NULL, AND/OR/NOT), applied row by row
+            before contribution bounding. A free Polars expression is not
+            accepted: it could look across rows and break the sensitivity.
         keys: ``None`` to use declared categories when every grouping column
             has them (else unknown keys); ``"unknown"`` to force partition
             selection; or an explicit list of key tuples.
@@ -129,14 +132,20 @@ class QuerySpec:
 
     aggregates: tuple[Aggregate, ...]
     group_by: tuple[str, ...] = ()
-    where: pl.Expr | None = None
-    where_text: str | None = None
+    where: str | None = None
     keys: Sequence[tuple[Any, ...]] | Literal["unknown"] | None = None
     text: str | None = None
 
     def __post_init__(self) -> None:
         if not self.aggregates:
             raise InvalidInputError("a query needs at least one aggregate", got="none")
+        if self.where is not None and not isinstance(self.where, str):
+            raise InvalidInputError(
+                "a filter is given as a SQL condition",
+                expected='a string such as "age >= 30 AND sex = \'Female\'"',
+                got=type(self.where).__name__,
+                fix="row-level filters only: an expression could look across rows",
+            )
         names = [a.name for a in self.aggregates]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -177,6 +186,7 @@ class QueryPlan:
     selection_delta: float
     mechanisms: tuple[Mechanism, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    where_expr: pl.Expr | None = None
 
     @property
     def event(self) -> PrivacyEvent:
@@ -202,7 +212,7 @@ class QueryPlan:
 def _describe_spec(spec: QuerySpec) -> str:
     parts = ", ".join(a.name for a in spec.aggregates)
     by = f" by {', '.join(spec.group_by)}" if spec.group_by else ""
-    where = f" where {spec.where_text}" if spec.where_text else ""
+    where = f" where {spec.where}" if spec.where else ""
     return f"{parts}{by}{where}"
 
 
@@ -263,6 +273,14 @@ def plan_query(  # noqa: C901, PLR0912, PLR0915 - one place derives every scale
         keys = None
     elif spec.keys is not None:
         keys = tuple(tuple(k) if isinstance(k, (list, tuple)) else (k,) for k in spec.keys)
+        repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if repeated or any(len(k) != len(spec.group_by) for k in keys):
+            raise InvalidInputError(
+                "explicit group keys must be distinct tuples, one value per grouping column",
+                expected=f"distinct keys of length {len(spec.group_by)}",
+                got=f"repeated {repeated}" if repeated else "keys of another length",
+                fix="list each group once (each listed group is released once, with fresh noise)",
+            )
     else:
         cats = [schema.column(c).categories for c in spec.group_by]
         if all(c is not None for c in cats):
@@ -284,8 +302,11 @@ def plan_query(  # noqa: C901, PLR0912, PLR0915 - one place derives every scale
     def need(kind: str, column: str | None, q: float | None, per_row: float, integer: bool) -> None:
         comps.setdefault((kind, column, q), _Component(kind, column, q, per_row, integer))  # type: ignore[arg-type]
 
-    # The count is always computed: it is shown with every group and used for selection.
-    need("count", None, None, 1.0, integer=True)
+    # The count is computed when it is shown, selects groups, or feeds another estimate.
+    if keys is None or any(
+        a.kind in {"count", "mean", "variance", "quantile"} for a in spec.aggregates
+    ):
+        need("count", None, None, 1.0, integer=True)
     for agg in spec.aggregates:
         if agg.kind == "count":
             if agg.column is not None:
@@ -414,6 +435,7 @@ def plan_query(  # noqa: C901, PLR0912, PLR0915 - one place derives every scale
         selection_delta=selection_delta,
         mechanisms=tuple(mechanisms),
         notes=tuple(notes),
+        where_expr=compile_where(spec.where) if spec.where else None,
     )
 
 
@@ -524,12 +546,15 @@ def _prepare(plan: QueryPlan, frame: pl.LazyFrame) -> pl.LazyFrame:
     """
     schema, spec = plan.schema, plan.spec
     lf = frame
-    if spec.where is not None:
-        lf = lf.filter(spec.where)
+    if plan.where_expr is not None:
+        lf = lf.filter(plan.where_expr)
     if plan.keys is not None and spec.group_by:
         lf = _restrict_to_keys(plan, lf)
     unit = schema.privacy_unit
     if unit is not None:
+        # Rows without an identifier belong to nobody we can bound: they are dropped (the
+        # catalogue refuses them at registration; a frame passed in directly may have them).
+        lf = lf.filter(pl.col(unit).is_not_null())
         salt = secrets.randbits(63)
         l0, linf = plan.contribution.max_groups, plan.contribution.max_rows
         if spec.group_by:
@@ -539,9 +564,13 @@ def _prepare(plan: QueryPlan, frame: pl.LazyFrame) -> pl.LazyFrame:
             by = [unit, *spec.group_by]
         else:
             by = [unit]
-        lf = lf.with_columns(pl.int_range(pl.len()).hash(salt).alias("__veil_rh")).filter(
-            pl.col("__veil_rh").rank("ordinal").over(by) <= linf
-        )
+        # A random subset of each person's rows per group: the key hashes the person, the
+        # group and the row's position among *that person's* rows, never a global row number.
+        lf = lf.with_columns(
+            pl.struct([*by, pl.int_range(pl.len()).over(by).alias("__veil_i")])
+            .hash(salt)
+            .alias("__veil_rh")
+        ).filter(pl.col("__veil_rh").rank("ordinal").over(by) <= linf)
     # Clamp (and impute missing values at the middle of the bounds).
     dtypes = lf.collect_schema()
     added: dict[str, pl.Expr] = {}
@@ -550,13 +579,19 @@ def _prepare(plan: QueryPlan, frame: pl.LazyFrame) -> pl.LazyFrame:
             continue
         lo, hi = _bounds(schema, comp.column, comp.kind)
         mid = (lo + hi) / 2
-        clamped = pl.col(comp.column).cast(pl.Float64)
+        # Non-strict: a value that is not a number becomes missing; no error can depend on data.
+        clamped = pl.col(comp.column).cast(pl.Float64, strict=False)
         if dtypes[comp.column].is_float():
             clamped = clamped.fill_nan(mid)
         clamped = clamped.fill_null(mid).clip(lo, hi)
-        added[f"__veil_x_{comp.column}"] = clamped
-        if comp.kind == "csumsq":
-            added[f"__veil_sq_{comp.column}"] = (clamped - (lo + hi) / 2) ** 2
+        if comp.kind in {"sum", "quantile"}:
+            added[f"__veil_x_{comp.column}"] = clamped
+        elif comp.kind == "csum":
+            # Centred values summed directly: sum(x) - mid * n would carry the rounding
+            # error of a large sum, which can exceed the centred sum's sensitivity.
+            added[f"__veil_c_{comp.column}"] = clamped - mid
+        else:
+            added[f"__veil_sq_{comp.column}"] = (clamped - mid) ** 2
     return lf.with_columns(**added) if added else lf
 
 
@@ -569,8 +604,7 @@ def _component_columns(plan: QueryPlan) -> list[pl.Expr]:
         elif comp.kind == "sum":
             expr = pl.col(f"__s_{comp.column}")
         elif comp.kind == "csum":
-            lo, hi = _bounds(plan.schema, str(comp.column), comp.kind)
-            expr = pl.col(f"__s_{comp.column}") - (lo + hi) / 2 * pl.col("__n")
+            expr = pl.col(f"__cs_{comp.column}")
         elif comp.kind == "csumsq":
             expr = pl.col(f"__q_{comp.column}")
         else:
@@ -585,10 +619,9 @@ def _as_category_strings(column: str, dtype: pl.DataType) -> pl.Expr:
     if dtype == pl.String:
         return col
     if dtype.is_float():
-        whole = col.is_finite() & (col == col.round(0))
-        return (
-            pl.when(whole).then(col.cast(pl.Int64).cast(pl.String)).otherwise(col.cast(pl.String))
-        ).alias(column)
+        whole = col.is_finite() & (col == col.round(0)) & (col.abs() < 2.0**53)
+        as_int = col.cast(pl.Int64, strict=False).cast(pl.String)
+        return pl.when(whole).then(as_int).otherwise(col.cast(pl.String)).alias(column)
     return col.cast(pl.String).alias(column)
 
 
@@ -608,11 +641,13 @@ def run_plan(plan: QueryPlan, frame: pl.DataFrame | pl.LazyFrame | pd.DataFrame)
             got=f"missing {missing}",
         )
     lf = _prepare(plan, lf)
-    # Plain aggregations only (see _prepare); sum(x - mid) is sum(x) - mid * n, after.
+    # Plain sums of materialised columns only (see _prepare).
     aggs: dict[str, pl.Expr] = {"__n": pl.len()}
     for comp in plan.components:
-        if comp.kind in {"sum", "csum"}:
+        if comp.kind == "sum":
             aggs[f"__s_{comp.column}"] = pl.col(f"__veil_x_{comp.column}").sum()
+        elif comp.kind == "csum":
+            aggs[f"__cs_{comp.column}"] = pl.col(f"__veil_c_{comp.column}").sum()
         elif comp.kind == "csumsq":
             aggs[f"__q_{comp.column}"] = pl.col(f"__veil_sq_{comp.column}").sum()
         elif comp.kind == "quantile":
@@ -633,6 +668,8 @@ def run_plan(plan: QueryPlan, frame: pl.DataFrame | pl.LazyFrame | pd.DataFrame)
             exact = key_frame.join(exact, on=list(spec.group_by), how="left", nulls_equal=True)
         key_rows = [tuple(k) for k in plan.keys]
     else:
+        # Sorted, so that the order of released groups says nothing about the data.
+        exact = exact.sort(list(spec.group_by), nulls_last=True)
         key_rows = list(exact.select(list(spec.group_by)).iter_rows())
     n = len(key_rows)
     noisy: dict[int, np.ndarray] = {}
@@ -650,9 +687,9 @@ def run_plan(plan: QueryPlan, frame: pl.DataFrame | pl.LazyFrame | pd.DataFrame)
             )
     # Partition selection.
     keep = np.ones(n, dtype=bool)
-    count_index = next(i for i, c in enumerate(plan.components) if c.kind == "count")
     if plan.keys is None:
         assert plan.threshold is not None  # noqa: S101
+        count_index = next(i for i, c in enumerate(plan.components) if c.kind == "count")
         keep = noisy[count_index] >= plan.threshold
     rows: list[dict[str, Any]] = []
     level = plan.confidence
@@ -719,13 +756,13 @@ def _cell(
     idx = {(c.kind, c.column, c.q): i for i, c in enumerate(comps)}
     # Bonferroni: each of the `parts` noisy inputs at level 1 - (1 - level) / parts.
     part_level = 1 - (1 - level) / parts
-    ci_count = idx[("count", None, None)]
-    count_val = float(noisy[ci_count][r])
-    count_hw = _half_width(comps[ci_count], part_level)
+    ci_count = idx.get(("count", None, None), -1)
+    count_val = float(noisy[ci_count][r]) if ci_count >= 0 else math.nan
+    count_hw = _half_width(comps[ci_count], part_level) if ci_count >= 0 else math.nan
     if agg.kind == "count":
-        value = max(0, round(count_val))
+        count_value = max(0, round(count_val))
         return {
-            "value": value,
+            "value": count_value,
             "noise_scale": comps[ci_count].scale,
             "mechanism": comps[ci_count].noise,
             "ci": [max(0.0, count_val - count_hw), count_val + count_hw],
@@ -773,18 +810,26 @@ def _cell(
             "noise_scale": comps[i].scale,
             "mechanism": comps[i].noise,
             "noise_on": f"sum of ({col} - {mid:g}) and the count",
-            "ci": [max(lo, min(ends)), min(hi, max(ends))],
+            "ci": [float(np.clip(min(ends), lo, hi)), float(np.clip(max(ends), lo, hi))],
         }
     j = idx[("csumsq", col, None)]
     ss, ss_hw = float(noisy[j][r]), _half_width(comps[j], part_level)
     value = float(np.clip(ss / n_val - (s / n_val) ** 2, 0.0, half * half))
-    grid_n = np.linspace(n_lo, n_hi, 17)
-    s_grid = np.array([s - s_hw, s + s_hw] + ([0.0] if s - s_hw < 0 < s + s_hw else []))
-    vals = [a / b - (c / b) ** 2 for a in (ss - ss_hw, ss + ss_hw) for b in grid_n for c in s_grid]
+    # f(a, c, b) = a/b - (c/b)^2 over the box of the three intervals: linear in a; in c
+    # extreme at the ends or at 0; in b at the ends or at the stationary point b = 2 c^2 / a.
+    s_ends = [s - s_hw, s + s_hw] + ([0.0] if s - s_hw < 0 < s + s_hw else [])
+    vals = []
+    for a in (ss - ss_hw, ss + ss_hw):
+        for c in s_ends:
+            inner = [2 * c * c / a] if a > 0 and n_lo < 2 * c * c / a < n_hi else []
+            vals += [a / b - (c / b) ** 2 for b in (n_lo, n_hi, *inner)]
     return {
         "value": value,
         "noise_scale": comps[j].scale,
         "mechanism": comps[j].noise,
         "noise_on": f"sums of ({col} - {mid:g}) and its square, and the count",
-        "ci": [max(0.0, min(vals)), min(half * half, max(vals))],
+        "ci": [
+            float(np.clip(min(vals), 0.0, half * half)),
+            float(np.clip(max(vals), 0.0, half * half)),
+        ],
     }
