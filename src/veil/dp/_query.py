@@ -142,7 +142,7 @@ class QuerySpec:
         if self.where is not None and not isinstance(self.where, str):
             raise InvalidInputError(
                 "a filter is given as a SQL condition",
-                expected='a string such as "age >= 30 AND sex = \'Female\'"',
+                expected="a string such as \"age >= 30 AND sex = 'Female'\"",
                 got=type(self.where).__name__,
                 fix="row-level filters only: an expression could look across rows",
             )
@@ -537,6 +537,37 @@ def _restrict_to_keys(plan: QueryPlan, lf: pl.LazyFrame) -> pl.LazyFrame:
     return lf
 
 
+def _clamped_columns(plan: QueryPlan, dtypes: pl.Schema) -> dict[str, pl.Expr]:
+    """The clamped (and centred) columns the aggregation sums, by name."""
+    schema = plan.schema
+    added: dict[str, pl.Expr] = {}
+    for comp in plan.components:
+        if comp.column is None:
+            continue
+        lo, hi = _bounds(schema, comp.column, comp.kind)
+        mid = (lo + hi) / 2
+        dtype = dtypes[comp.column]
+        # Non-strict: a value that is not a number becomes missing; no error can depend on data.
+        x = pl.col(comp.column)
+        if dtype != pl.Float64:
+            x = x.cast(pl.Float64, strict=False)
+        # Centred and clamped. Missing values stay null and are skipped by the sums, which
+        # imputes them at `mid` (0 once centred); NaN, which would poison a sum, becomes 0 too.
+        centred = x.clip(lo, hi) - mid
+        if dtype.is_float():
+            centred = centred.fill_nan(0.0)
+        if comp.kind == "quantile":
+            added[f"__veil_x_{comp.column}"] = (centred + mid).fill_null(mid)
+        elif comp.kind in {"sum", "csum"}:
+            # Centred values are summed directly (sum(x) - mid * n would carry the rounding
+            # error of a large sum into the centred sum); SUM is then sum(c) + mid * n, whose
+            # one rounding is ~1e-16 * |mid| * n, far below its sensitivity max(|lo|, |hi|).
+            added[f"__veil_c_{comp.column}"] = centred
+        else:
+            added[f"__veil_sq_{comp.column}"] = centred * centred
+    return added
+
+
 def _prepare(plan: QueryPlan, frame: pl.LazyFrame) -> pl.LazyFrame:
     """Filter, bound contributions, and add clamped copies of the measured columns.
 
@@ -571,27 +602,7 @@ def _prepare(plan: QueryPlan, frame: pl.LazyFrame) -> pl.LazyFrame:
             .hash(salt)
             .alias("__veil_rh")
         ).filter(pl.col("__veil_rh").rank("ordinal").over(by) <= linf)
-    # Clamp (and impute missing values at the middle of the bounds).
-    dtypes = lf.collect_schema()
-    added: dict[str, pl.Expr] = {}
-    for comp in plan.components:
-        if comp.column is None:
-            continue
-        lo, hi = _bounds(schema, comp.column, comp.kind)
-        mid = (lo + hi) / 2
-        # Non-strict: a value that is not a number becomes missing; no error can depend on data.
-        clamped = pl.col(comp.column).cast(pl.Float64, strict=False)
-        if dtypes[comp.column].is_float():
-            clamped = clamped.fill_nan(mid)
-        clamped = clamped.fill_null(mid).clip(lo, hi)
-        if comp.kind in {"sum", "quantile"}:
-            added[f"__veil_x_{comp.column}"] = clamped
-        elif comp.kind == "csum":
-            # Centred values summed directly: sum(x) - mid * n would carry the rounding
-            # error of a large sum, which can exceed the centred sum's sensitivity.
-            added[f"__veil_c_{comp.column}"] = clamped - mid
-        else:
-            added[f"__veil_sq_{comp.column}"] = (clamped - mid) ** 2
+    added = _clamped_columns(plan, lf.collect_schema())
     return lf.with_columns(**added) if added else lf
 
 
@@ -602,7 +613,8 @@ def _component_columns(plan: QueryPlan) -> list[pl.Expr]:
         if comp.kind == "count":
             expr = pl.col("__n").cast(pl.Int64)
         elif comp.kind == "sum":
-            expr = pl.col(f"__s_{comp.column}")
+            lo, hi = _bounds(plan.schema, str(comp.column), comp.kind)
+            expr = pl.col(f"__cs_{comp.column}") + (lo + hi) / 2 * pl.col("__n").cast(pl.Float64)
         elif comp.kind == "csum":
             expr = pl.col(f"__cs_{comp.column}")
         elif comp.kind == "csumsq":
@@ -644,9 +656,7 @@ def run_plan(plan: QueryPlan, frame: pl.DataFrame | pl.LazyFrame | pd.DataFrame)
     # Plain sums of materialised columns only (see _prepare).
     aggs: dict[str, pl.Expr] = {"__n": pl.len()}
     for comp in plan.components:
-        if comp.kind == "sum":
-            aggs[f"__s_{comp.column}"] = pl.col(f"__veil_x_{comp.column}").sum()
-        elif comp.kind == "csum":
+        if comp.kind in {"sum", "csum"}:
             aggs[f"__cs_{comp.column}"] = pl.col(f"__veil_c_{comp.column}").sum()
         elif comp.kind == "csumsq":
             aggs[f"__q_{comp.column}"] = pl.col(f"__veil_sq_{comp.column}").sum()
