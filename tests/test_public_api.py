@@ -95,7 +95,7 @@ PUBLIC = {
     "veil.audit": [],
     "veil.serve": [],
     "veil.governance": [],
-    "veil.bench": [],
+    "veil.bench": ["run_query_benchmark"],
 }
 
 

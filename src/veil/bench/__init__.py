@@ -1,7 +1,11 @@
-"""The benchmarks behind `veil bench NAME`, each writing JSON and a readable table.
+"""The benchmarks behind ``veil bench NAME``, each returning a JSON-ready report.
 
-Empty until the issue that builds it lands; the package exists so the layout of
-DESIGN.md holds from the first commit.
+>>> from veil.bench import run_query_benchmark
+>>> report = run_query_benchmark(rows=2_000, groups=5, repeats=1, libraries=["raw", "veil"])
+>>> [r["library"] for r in report["results"]]
+['raw', 'veil']
 """
 
-__all__: list[str] = []
+from veil.bench._query import run_query_benchmark
+
+__all__ = ["run_query_benchmark"]

@@ -664,9 +664,9 @@ def run_plan(plan: QueryPlan, frame: pl.DataFrame | pl.LazyFrame | pd.DataFrame)
             aggs[f"__l_{comp.column}"] = pl.col(f"__veil_x_{comp.column}").sort().implode()
     agg_exprs = [e.alias(k) for k, e in aggs.items()]
     if spec.group_by:
-        exact = lf.group_by(list(spec.group_by)).agg(agg_exprs).collect()
+        exact = lf.group_by(list(spec.group_by)).agg(agg_exprs).collect(engine="streaming")
     else:
-        exact = lf.select(agg_exprs).collect()
+        exact = lf.select(agg_exprs).collect(engine="streaming")
     exact = exact.with_columns(_component_columns(plan))
     # Align with the keys: known keys in declared order (empty groups are zeros).
     if plan.keys is not None:

@@ -1,0 +1,801 @@
+"""``veil bench query``: one DP group-by query, timed against raw Polars and other DP libraries.
+
+The table is synthetic and deterministic: NumPy's seeded generator makes the
+*data* (it is not privacy noise). One row per person: ``person_id`` is unique,
+``g`` is one of ``groups`` labels declared as categories (known keys) and ``x``
+is uniform in the declared bounds [0, 100]. The query is COUNT(*), SUM(x) and
+AVG(x) per ``g`` at epsilon = 1 in total, expressed in each library:
+
+* ``raw``: the same group-by in Polars, without privacy (the baseline);
+* ``veil``: ``PrivateFrame(...).query(SQL)`` with a local budget of exactly 1;
+* ``opendp``: OpenDP's Polars API (``Context.compositor`` with a ``Margin`` and
+  the declared keys through ``with_keys``);
+* ``diffprivlib``: it has no group-by, so pandas splits the groups and
+  ``count_nonzero``, ``sum`` and ``mean`` run per group (disjoint groups of
+  distinct people: parallel composition, epsilon / 3 per statistic).
+
+How it measures:
+
+* **Time**: one fresh subprocess builds the table once, runs each library once
+  on a small slice (imports and first-call set-up are not timed), then runs
+  the libraries round-robin ``repeats`` times (rotating the order), so that
+  load on the machine falls on all of them alike. Each timed call starts from
+  the in-memory Polars table (pandas for diffprivlib, converted beforehand)
+  and ends with the released answer.
+* **Memory**: one more fresh subprocess per library builds the same table,
+  warms up, and runs the query once: its peak RSS (build + query), and the
+  increment of the query over the table alone (the kernel's peak-RSS mark is
+  reset after the build where Linux allows it). These processes run after the
+  timing and side by side (only each one's own peak is read).
+
+The harness is written by hand: pyperf and asv time small functions in their
+own runners, but neither reports peak RSS over a table-only baseline per
+library, nor runs several libraries round-robin on one in-memory table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from veil.errors import InvalidInputError
+from veil.progress import ProgressCallback, ProgressEvent
+
+__all__ = [
+    "LIBRARIES",
+    "QUERY_SQL",
+    "build_query_table",
+    "group_labels",
+    "run_query_benchmark",
+]
+
+LIBRARIES = ("raw", "veil", "opendp", "diffprivlib")
+QUERY_SQL = "SELECT g, COUNT(*), SUM(x), AVG(x) FROM t GROUP BY g"
+EPSILON = 1.0
+BOUNDS = (0.0, 100.0)
+MID = (BOUNDS[0] + BOUNDS[1]) / 2
+STATS = ("count", "sum_x", "mean_x")
+WARMUP_ROWS = 5_000
+TIME_CAP_S = 600.0  # stop repeating a library once its timed runs add up to this
+_MARK = "@@veil-bench "
+_PRIVATE = {"raw": False, "veil": True, "opendp": True, "diffprivlib": True}
+_DPL_FIX = "pip install 'veil[bench]'"
+
+
+# ---------------------------------------------------------------------------- the table
+
+
+def group_labels(groups: int) -> list[str]:
+    width = len(str(max(groups - 1, 0)))
+    return [f"g{i:0{width}d}" for i in range(groups)]
+
+
+def build_query_table(rows: int, groups: int, seed: int = 0) -> pl.DataFrame:
+    """The benchmark's table: ``person_id`` (unique), ``g`` (``groups`` labels), ``x`` in [0, 100].
+
+    Deterministic for a given ``(rows, groups, seed)``. The seed drives the data
+    only: it is synthetic test data, not privacy noise.
+    """
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, groups, size=rows)
+    x = rng.uniform(BOUNDS[0], BOUNDS[1], size=rows)
+    labels = pl.Series("g", group_labels(groups), dtype=pl.String)
+    return pl.DataFrame(
+        {
+            "person_id": pl.int_range(rows, dtype=pl.Int64, eager=True),
+            "g": labels.gather(codes),
+            "x": x,
+        }
+    )
+
+
+def _schema(groups: int) -> Any:
+    from veil.data import ColumnSpec, PrivacySchema  # noqa: PLC0415
+
+    return PrivacySchema(
+        columns=(
+            ColumnSpec("person_id", "identifier"),
+            ColumnSpec("g", "categorical", categories=tuple(group_labels(groups))),
+            ColumnSpec("x", "numeric", bounds=BOUNDS),
+        ),
+        privacy_unit=None,  # each row is one distinct person
+    )
+
+
+# ---------------------------------------------------------------------------- the libraries
+
+
+@dataclass
+class _Setup:
+    rows: int
+    groups: int
+    labels: list[str]
+    schema: Any = None
+    keys: pl.DataFrame | None = None
+    dpl: tuple[Any, Any] | None = None  # (diffprivlib.tools, BudgetAccountant)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class _Run:
+    native: Any
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def _raw(table: Any, setup: _Setup) -> _Run:
+    del setup
+    frame = (
+        table.lazy()
+        .group_by("g")
+        .agg(
+            pl.len().alias("count"),
+            pl.col("x").sum().alias("sum_x"),
+            pl.col("x").mean().alias("mean_x"),
+        )
+        .collect()
+    )
+    return _Run(frame)
+
+
+def _veil(table: Any, setup: _Setup) -> _Run:
+    from veil.dp import PrivateFrame  # noqa: PLC0415
+    from veil.ledger import Budget  # noqa: PLC0415
+
+    private = PrivateFrame(table, setup.schema, budget=Budget(epsilon=EPSILON))
+    return _Run(private.query(QUERY_SQL, epsilon=EPSILON))
+
+
+def _opendp_query(table: Any, setup: _Setup) -> Any:
+    """The query in OpenDP's Polars API: a context on the data, then the grouped aggregates."""
+    dp: Any = importlib.import_module("opendp.prelude")  # its Polars API is untyped
+    dp.enable_features("contrib")
+    context = dp.Context.compositor(
+        data=table.lazy(),
+        privacy_unit=dp.unit_of(contributions=1),
+        privacy_loss=dp.loss_of(epsilon=EPSILON),
+        split_evenly_over=1,
+        # max_length: a public bound on a group's size (float sums need it): the table's rows.
+        margins=[dp.polars.Margin(by=["g"], max_length=setup.rows)],
+    )
+    x: Any = pl.col("x").fill_nan(MID).fill_null(MID)  # .dp: OpenDP's expression namespace
+    return (
+        context.query()
+        .group_by("g")
+        .agg(
+            dp.len(signed=True).alias("count"),
+            x.dp.sum(BOUNDS).alias("sum_x"),
+            x.dp.mean(BOUNDS).alias("mean_x"),
+        )
+        .with_keys(setup.keys)
+    )
+
+
+def _opendp(table: Any, setup: _Setup) -> _Run:
+    start = time.perf_counter()
+    query = _opendp_query(table, setup)
+    built = time.perf_counter()
+    released = query.release()
+    resolved = time.perf_counter()
+    frame = released.collect()
+    done = time.perf_counter()
+    return _Run(
+        frame,
+        {"context": built - start, "release": resolved - built, "collect": done - resolved},
+    )
+
+
+def _noise_scales(library: str, run: _Run, table: pl.DataFrame, setup: _Setup) -> dict[str, float]:
+    """The noise scale of each released quantity (not timed)."""
+    if library == "veil":
+        first = run.native.rows[0]
+        return {
+            "count": first["count"]["noise_scale"],
+            "sum_x": first["sum_x"]["noise_scale"],
+            "mean_x (its centred sum; the count is shared)": first["mean_x"]["noise_scale"],
+        }
+    if library == "opendp":
+        summary = _opendp_query(table.head(WARMUP_ROWS), setup).summarize()
+        return {
+            f"{column} ({aggregate.lower()})": scale
+            for column, aggregate, scale in summary.select(
+                "column", "aggregate", "scale"
+            ).iter_rows()
+        }
+    return {}
+
+
+def _diffprivlib(table: Any, setup: _Setup) -> _Run:
+    assert setup.dpl is not None  # noqa: S101 - loaded before any run
+    tools, accountant_type = setup.dpl
+    accountant = accountant_type()  # a fresh ledger per run (the default one is global)
+    eps = EPSILON / len(STATS)
+    parts = dict(iter(table.groupby("g", sort=False)["x"]))
+    out: dict[str, tuple[float, float, float]] = {}
+    for label in setup.labels:
+        part = parts.get(label)
+        xs = np.empty(0) if part is None else part.to_numpy()
+        count = tools.count_nonzero(
+            np.ones(xs.size, dtype=bool), epsilon=eps, accountant=accountant
+        )
+        total = tools.sum(xs, epsilon=eps, bounds=BOUNDS, accountant=accountant)
+        mean = tools.mean(xs, epsilon=eps, bounds=BOUNDS, accountant=accountant)
+        out[label] = (float(count), float(total), float(mean))
+    return _Run(out, {"accountant_epsilon": float(accountant.total()[0])})
+
+
+_RUNNERS: dict[str, Callable[[Any, _Setup], _Run]] = {
+    "raw": _raw,
+    "veil": _veil,
+    "opendp": _opendp,
+    "diffprivlib": _diffprivlib,
+}
+
+
+def _load_diffprivlib() -> tuple[tuple[Any, Any] | None, list[str]]:
+    """``(tools, BudgetAccountant)`` and notes, or ``None`` and why not."""
+    if importlib.util.find_spec("diffprivlib") is None:
+        return None, [f"not installed: it is only in the benchmark extra ({_DPL_FIX})"]
+    notes = []
+    try:
+        tools = importlib.import_module("diffprivlib.tools")
+    except ImportError as exc:
+        # diffprivlib/__init__ imports its models, which fail on newer scikit-learn
+        # (0.6.6 with scikit-learn 1.9: sklearn.tree._tree.DOUBLE is gone). The tools
+        # measured here do not use them: load the package without its __init__.
+        for name in [m for m in sys.modules if m == "diffprivlib" or m.startswith("diffprivlib.")]:
+            del sys.modules[name]
+        spec = importlib.util.find_spec("diffprivlib")
+        assert spec is not None  # noqa: S101
+        package = types.ModuleType("diffprivlib")
+        package.__path__ = list(spec.submodule_search_locations or [])
+        package.__spec__ = spec
+        sys.modules["diffprivlib"] = package
+        try:
+            tools = importlib.import_module("diffprivlib.tools")
+        except ImportError as again:
+            return None, [f"cannot be imported: {again}"]
+        notes.append(
+            f"its package __init__ fails to import here ({str(exc).split(' (')[0]}); "
+            "diffprivlib.tools was "
+            "loaded without it (the tools do not use the failing models)"
+        )
+    accountant = importlib.import_module("diffprivlib.accountant").BudgetAccountant
+    return (tools, accountant), notes
+
+
+def _prepare(libraries: Sequence[str], rows: int, groups: int) -> _Setup:
+    setup = _Setup(rows=rows, groups=groups, labels=group_labels(groups))
+    if "veil" in libraries:
+        setup.schema = _schema(groups)
+    if "opendp" in libraries:
+        setup.keys = pl.DataFrame({"g": setup.labels})
+    if "diffprivlib" in libraries:
+        setup.dpl, setup.notes["diffprivlib"] = _load_diffprivlib()
+    return setup
+
+
+def _table_for(library: str, table: pl.DataFrame) -> Any:
+    return table.to_pandas() if library == "diffprivlib" else table
+
+
+def _answers(library: str, run: _Run, labels: list[str]) -> list[dict[str, Any]]:
+    """Values per declared key, in declared order (``None`` where a library released no row)."""
+    by_key: dict[str, tuple[float, float, float]]
+    if library == "diffprivlib":
+        by_key = run.native
+    elif library == "veil":
+        by_key = {
+            row["g"]: tuple(float(row[s]["value"]) for s in STATS)  # type: ignore[misc]
+            for row in run.native.rows
+        }
+    else:
+        frame: pl.DataFrame = run.native
+        by_key = {
+            r[0]: tuple(None if v is None else float(v) for v in r[1:])  # type: ignore[misc]
+            for r in frame.select("g", *STATS).iter_rows()
+        }
+    return [
+        {"g": label, **dict(zip(STATS, by_key.get(label, (None, None, None)), strict=True))}
+        for label in labels
+    ]
+
+
+def _errors(answers: list[dict[str, Any]], exact: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for stat in STATS:
+        diffs = [
+            abs(a[stat] - e[stat])
+            for a, e in zip(answers, exact, strict=True)
+            if a[stat] is not None and e[stat] is not None
+        ]
+        out[stat] = max(diffs) if diffs else None
+    return out
+
+
+# ---------------------------------------------------------------------------- subprocesses
+
+
+def _emit(payload: dict[str, Any]) -> None:
+    sys.stdout.write(_MARK + json.dumps(payload, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _progress(task: str, completed: float, total: float | None, unit: str) -> None:
+    _emit({"progress": {"task": task, "completed": completed, "total": total, "unit": unit}})
+
+
+def _rss_now_kb() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:  # noqa: PTH123
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _peak_kb() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux: ``echo 5 > /proc/self/clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:  # noqa: PTH123
+            refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _warm_up(library: str, table: pl.DataFrame, setup: _Setup) -> None:
+    small = _table_for(library, table.head(WARMUP_ROWS))
+    _RUNNERS[library](small, setup)
+
+
+def _warm_all(
+    libraries: list[str], table: pl.DataFrame, setup: _Setup, out: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Warm every library up; the table each runnable library is timed on."""
+    tables: dict[str, Any] = {}
+    for lib in libraries:
+        if lib == "diffprivlib" and setup.dpl is None:
+            out[lib]["status"] = "unavailable"
+            continue
+        try:
+            _warm_up(lib, table, setup)
+            tables[lib] = _table_for(lib, table)
+        except Exception as exc:  # noqa: BLE001 - a library that cannot run is a result
+            out[lib]["status"] = "failed"
+            out[lib]["notes"].append(f"failed: {type(exc).__name__}: {exc}")
+    return tables
+
+
+def _time_all(job: dict[str, Any]) -> dict[str, Any]:
+    libraries: list[str] = job["libraries"]
+    rows, groups, repeats = job["rows"], job["groups"], job["repeats"]
+    task = f"time queries ({rows:,} rows)"
+    _progress(task, 0, repeats * len(libraries), "runs")
+    table = build_query_table(rows, groups, job["seed"])
+    setup = _prepare(libraries, rows, groups)
+    exact = _answers("raw", _raw(table, setup), setup.labels)
+    out: dict[str, dict[str, Any]] = {
+        lib: {"times_s": [], "phases_s": [], "notes": list(setup.notes.get(lib, []))}
+        for lib in libraries
+    }
+    tables = _warm_all(libraries, table, setup, out)
+    done = 0
+    last: dict[str, _Run] = {}
+    for r in range(repeats):
+        order = libraries[r % len(libraries) :] + libraries[: r % len(libraries)]
+        for lib in order:
+            done += 1
+            record = out[lib]
+            if lib not in tables or sum(record["times_s"]) > job["time_cap_s"]:
+                _progress(task, done, repeats * len(libraries), "runs")
+                continue
+            gc.collect()
+            try:
+                start = time.perf_counter()
+                run = _RUNNERS[lib](tables[lib], setup)
+                record["times_s"].append(time.perf_counter() - start)
+            except Exception as exc:  # noqa: BLE001
+                record["status"] = "failed"
+                record["notes"].append(f"failed: {type(exc).__name__}: {exc}")
+                del tables[lib]
+            else:
+                record["phases_s"].append(run.phases)
+                last[lib] = run
+            _progress(task, done, repeats * len(libraries), "runs")
+    for lib, run in last.items():
+        record = out[lib]
+        record.setdefault("status", "ok")
+        record["answers"] = _answers(lib, run, setup.labels)
+        record["max_abs_error"] = _errors(record["answers"], exact)
+        if lib == "veil":
+            record["result"] = run.native.to_dict()
+        record["noise_scales"] = _noise_scales(lib, run, table, setup)
+        if len(record["times_s"]) < repeats:
+            record["notes"].append(
+                f"{len(record['times_s'])} of {repeats} repeats (time cap {job['time_cap_s']:g} s)"
+            )
+    return {"libraries": out, "exact": exact}
+
+
+def _memory_one(job: dict[str, Any]) -> dict[str, Any]:
+    lib: str = job["library"]
+    rows, groups = job["rows"], job["groups"]
+    setup = _prepare([lib], rows, groups)
+    if lib == "diffprivlib" and setup.dpl is None:
+        return {"status": "unavailable"}
+    table = build_query_table(rows, groups, job["seed"])
+    _warm_up(lib, table, setup)
+    data = _table_for(lib, table)
+    if data is not table:
+        del table
+    gc.collect()
+    peak_build = _peak_kb()
+    now = _rss_now_kb()
+    reset = now is not None and _reset_peak()
+    base = now if reset and now is not None else peak_build
+    _RUNNERS[lib](data, setup)
+    peak_query = _peak_kb()
+    mib = 1024.0
+    return {
+        "status": "ok",
+        "peak_rss_mb": max(peak_build, peak_query) / mib,
+        "table_rss_mb": base / mib,
+        "query_increment_mb": max(0, peak_query - base) / mib,
+        "method": "VmRSS after the build, then the peak mark reset"
+        if reset
+        else "ru_maxrss before and after the query (the increment is a lower bound)",
+    }
+
+
+def _child_main() -> None:
+    """Entry point of the benchmark's subprocesses (one JSON job in argv, JSON lines out)."""
+    job = json.loads(sys.argv[1])
+    try:
+        result = _time_all(job) if job["mode"] == "time" else _memory_one(job)
+    except BaseException as exc:
+        _emit({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    _emit({"result": result})
+
+
+def _run_child(job: dict[str, Any], progress: ProgressCallback | None) -> dict[str, Any]:
+    """Run one job in a fresh interpreter; forward its progress; its result or an error."""
+    code = "from veil.bench._query import _child_main; _child_main()"
+    result: dict[str, Any] | None = None
+    failure: str | None = None
+    with (
+        tempfile.TemporaryFile(mode="w+", encoding="utf-8") as errors,
+        subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-c", code, json.dumps(job)],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            encoding="utf-8",
+        ) as process,
+    ):
+        try:
+            assert process.stdout is not None  # noqa: S101
+            for line in process.stdout:
+                if not line.startswith(_MARK):
+                    continue
+                message = json.loads(line[len(_MARK) :])
+                if "progress" in message and progress is not None:
+                    progress(ProgressEvent(**message["progress"]))
+                elif "result" in message:
+                    result = message["result"]
+                elif "error" in message:
+                    failure = message["error"]
+            exit_code = process.wait()
+        finally:
+            if process.poll() is None:  # interrupted: leave no benchmark running
+                process.kill()
+                process.wait()
+        if result is not None:
+            return result
+        errors.seek(0)
+        tail = errors.read()[-2000:].strip()
+    reason = failure or f"the benchmark process exited with code {exit_code}"
+    if exit_code < 0 or exit_code == 137:  # noqa: PLR2004 - SIGKILL: usually the OOM killer
+        reason += " (killed: out of memory?)"
+    return {"error": reason, "stderr_tail": tail}
+
+
+# ---------------------------------------------------------------------------- the benchmark
+
+
+def _check(rows: int, groups: int, repeats: int, libraries: Sequence[str]) -> list[str]:
+    for name, value, least in (("rows", rows, 1), ("groups", groups, 1), ("repeats", repeats, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InvalidInputError(
+                f"{name} must be a whole number >= {least}", expected=f">= {least}", got=repr(value)
+            )
+    chosen = list(dict.fromkeys(lib.strip().lower() for lib in libraries if lib.strip()))
+    unknown = [lib for lib in chosen if lib not in LIBRARIES]
+    if unknown or not chosen:
+        raise InvalidInputError(
+            "unknown libraries to benchmark",
+            expected=f"some of {', '.join(LIBRARIES)}",
+            got=", ".join(unknown) or "none",
+            fix="pass for example --libraries raw,veil,opendp,diffprivlib",
+        )
+    return chosen
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _machine() -> dict[str, Any]:
+    memory_gb = None
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": memory_gb,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _summary(lib: str, status: str, record: dict[str, Any], notes: list[str]) -> str:
+    """A few words for the table's notes column (the full notes follow it)."""
+    if status != "ok":
+        reasons = [n for n in notes if n.startswith(("not installed", "cannot", "failed"))]
+        return f"{status}: {reasons[0] if reasons else notes[-1] if notes else 'no result'}"
+    phases = record.get("phases_s") or []
+    if lib == "opendp" and phases:
+        return "DP; phases below"
+    return {
+        "raw": "not private (baseline)",
+        "veil": "DP; one row per person",
+        "opendp": "DP",
+        "diffprivlib": "DP; pandas split + calls per group",
+    }[lib]
+
+
+def _library_notes(lib: str, record: dict[str, Any], rows: int) -> list[str]:
+    notes: list[str] = []
+    if lib == "raw":
+        notes.append("not private: the baseline")
+    elif lib == "veil":
+        notes.append(
+            "SQL through PrivateFrame.query, local budget epsilon=1; privacy_unit=None: "
+            "each row is one person"
+        )
+    elif lib == "opendp":
+        notes.append(
+            f"Context.compositor + Margin(by=['g'], max_length={rows:,}) + with_keys(declared keys)"
+        )
+        phases = record.get("phases_s") or []
+        if phases:
+            parts = ", ".join(
+                f"{name} {statistics.median(p[name] for p in phases):.2f} s" for name in phases[0]
+            )
+            notes.append(f"median phases: {parts}")
+    elif lib == "diffprivlib":
+        notes.append(
+            "no group-by: pandas splits the groups, then count_nonzero/sum/mean per group "
+            "(epsilon/3 each; parallel composition over disjoint groups); table converted to "
+            "pandas before timing"
+        )
+        notes.append(
+            "its mean divides by the exact group size (noise of scale (hi - lo) / n / epsilon "
+            "on the mean): the group sizes are treated as public"
+        )
+        phases = record.get("phases_s") or []
+        if phases:
+            notes.append(
+                f"its accountant records epsilon={phases[0]['accountant_epsilon']:g} (sequential "
+                "composition; it does not apply parallel composition)"
+            )
+    return notes
+
+
+def _measure_memory(
+    job: dict[str, Any], libraries: list[str], progress: ProgressCallback | None
+) -> dict[str, dict[str, Any]]:
+    """A fresh process per library, several at once (only their own peaks are read)."""
+    task = "peak memory (a process per library)"
+    if progress is not None:
+        progress(ProgressEvent(task, 0, len(libraries), "libraries"))
+    memory: dict[str, dict[str, Any]] = {}
+    workers = max(1, min(len(libraries), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {
+            pool.submit(_run_child, {**job, "mode": "memory", "library": lib}, None): lib
+            for lib in libraries
+        }
+        for future in as_completed(futures):
+            memory[futures[future]] = future.result()
+            if progress is not None:
+                progress(ProgressEvent(task, len(memory), len(libraries), "libraries"))
+    return memory
+
+
+def run_query_benchmark(
+    rows: int = 10_000_000,
+    groups: int = 100,
+    repeats: int = 3,
+    seed: int = 0,
+    libraries: Sequence[str] = LIBRARIES,
+    *,
+    progress: ProgressCallback | None = None,
+    time_cap_s: float = TIME_CAP_S,
+) -> dict[str, Any]:
+    """Time COUNT, SUM and AVG per group with each library; peak memory of each.
+
+    Args:
+        rows: Rows (people) in the synthetic table.
+        groups: Distinct values of ``g``, all declared (known keys).
+        repeats: Timed runs per library (the median and the minimum are reported).
+        seed: Seed of the synthetic *data* (not of any privacy noise).
+        libraries: Some of ``raw``, ``veil``, ``opendp``, ``diffprivlib``.
+        progress: Receives :class:`~veil.progress.ProgressEvent` values.
+        time_cap_s: Stop repeating a library once its timed runs add up to this.
+
+    Returns:
+        A JSON-ready report: parameters, machine, versions, and per library the
+        times, ratios to raw Polars, peak memory, answers and notes.
+    """
+    chosen = _check(rows, groups, repeats, libraries)
+    started = datetime.now(UTC)
+    job = {"rows": rows, "groups": groups, "repeats": repeats, "seed": seed}
+    timing = _run_child(
+        {**job, "mode": "time", "libraries": chosen, "time_cap_s": time_cap_s}, progress
+    )
+    memory = _measure_memory(job, chosen, progress)
+
+    timed = timing.get("libraries", {})
+    results: list[dict[str, Any]] = []
+    for lib in chosen:
+        record: dict[str, Any] = dict(timed.get(lib, {}))
+        notes: list[str] = _library_notes(lib, record, rows) + list(record.pop("notes", []))
+        if "error" in timing:
+            record["status"] = "failed"
+            notes.append(f"timing process failed: {timing['error']}")
+        times = record.get("times_s") or []
+        if not times and record.get("status") == "ok":
+            record["status"] = "failed"
+        mem = memory[lib]
+        if "error" in mem:
+            notes.append(f"memory process failed: {mem['error']}")
+        status = record.get("status", "failed")
+        results.append(
+            {
+                "library": lib,
+                "summary": _summary(lib, status, record, notes),
+                "private": _PRIVATE[lib],
+                "status": status,
+                "median_s": _median(times),
+                "min_s": min(times) if times else None,
+                "times_s": times,
+                "phases_s": record.get("phases_s") or [],
+                "memory": {k: v for k, v in mem.items() if k != "status"},
+                "noise_scales": record.get("noise_scales") or {},
+                "max_abs_error": record.get("max_abs_error"),
+                "answers": record.get("answers"),
+                **({"result": record["result"]} if "result" in record else {}),
+                "notes": notes,
+            }
+        )
+    base = next((r for r in results if r["library"] == "raw" and r["status"] == "ok"), None)
+    for r in results:
+        r["ratio_to_raw"] = _ratio(r["median_s"], base["median_s"] if base else None)
+        r["min_ratio_to_raw"] = _ratio(r["min_s"], base["min_s"] if base else None)
+        raw_mem = base["memory"] if base else {}
+        r["memory"]["peak_ratio_to_raw"] = _ratio(
+            r["memory"].get("peak_rss_mb"), raw_mem.get("peak_rss_mb")
+        )
+        r["memory"]["increment_ratio_to_raw"] = _ratio(
+            r["memory"].get("query_increment_mb"), raw_mem.get("query_increment_mb")
+        )
+    return {
+        "benchmark": "query",
+        "query": QUERY_SQL,
+        "date": started.isoformat(timespec="seconds"),
+        "parameters": {
+            **job,
+            "libraries": chosen,
+            "epsilon": EPSILON,
+            "bounds": list(BOUNDS),
+            "time_cap_s": time_cap_s,
+        },
+        "table": {
+            "columns": {
+                "person_id": "unique integer: one row per person",
+                "g": f"{groups} labels, declared as categories (known keys)",
+                "x": f"uniform in the declared bounds {list(BOUNDS)}",
+            },
+            "privacy_unit": None,
+            "note": "privacy_unit=None: each row is one distinct person (person_id is unique)",
+        },
+        "machine": _machine(),
+        "versions": {
+            p: _version(p) for p in ("veil", "polars", "opendp", "diffprivlib", "numpy", "pandas")
+        },
+        "method": [
+            (
+                "times: one fresh process; every library warmed up on a "
+                f"{WARMUP_ROWS:,}-row slice, then run round-robin (order rotated each repeat); "
+                "median and minimum of the repeats"
+            ),
+            (
+                "each timed call starts from the in-memory table (pandas for diffprivlib) and "
+                "ends with the released answer"
+            ),
+            (
+                "memory: a fresh process per library: peak RSS of building the table and "
+                "running the query once; the increment is the query's peak over the table alone"
+            ),
+            (
+                "ratios are to raw Polars measured in the same process (times) or the same way "
+                "(memory): compare ratios, not seconds across machines"
+            ),
+            "max_abs_error: largest absolute difference from the exact answer over the groups",
+        ],
+        "results": results,
+        "goals": _goals(results),
+    }
+
+
+def _goals(results: list[dict[str, Any]]) -> dict[str, Any]:
+    veil = next((r for r in results if r["library"] == "veil" and r["status"] == "ok"), None)
+    others = [r for r in results if r["private"] and r["library"] != "veil" and r["status"] == "ok"]
+    if veil is None:
+        return {
+            "time_within_1_5x_raw": None,
+            "faster_than_other_dp": None,
+            "memory_within_2x_raw": None,
+        }
+    ratio = veil["ratio_to_raw"]
+    mem_ratio = veil["memory"].get("peak_ratio_to_raw")
+    return {
+        "time_within_1_5x_raw": None if ratio is None else ratio <= 1.5,  # noqa: PLR2004
+        "time_ratio": ratio,
+        "faster_than_other_dp": (
+            all(veil["median_s"] < o["median_s"] for o in others) if others else None
+        ),
+        "compared_with": [o["library"] for o in others],
+        "memory_within_2x_raw": None if mem_ratio is None else mem_ratio <= 2.0,  # noqa: PLR2004
+        "memory_ratio": mem_ratio,
+    }
