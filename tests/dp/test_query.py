@@ -572,3 +572,15 @@ def test_unknown_keys_are_released_in_sorted_order():
     pf = PrivateFrame(data, SCHEMA, budget=Budget(epsilon=100, delta=1e-3))
     result = pf.query("SELECT city, COUNT(*) FROM t GROUP BY city", epsilon=5.0, delta=1e-6)
     assert [r["city"] for r in result.rows] == ["brest", "lyon", "paris"]
+
+
+def test_missing_values_count_at_the_middle_and_nan_at_the_upper_bound():
+    data = pl.DataFrame({"x": [100.0, -100.0, None, 5.0, math.nan, 3.0]})
+    schema = PrivacySchema(columns=(ColumnSpec("x", "numeric", bounds=(0.0, 10.0)),))
+    pf = PrivateFrame(data, schema, budget=Budget(epsilon=1e7))
+    row = pf.query("SELECT COUNT(*), SUM(x), AVG(x), VARIANCE(x) FROM t", epsilon=1e6).rows[0]
+    clamped = np.array([10.0, 0.0, 5.0, 5.0, 10.0, 3.0])
+    assert row["count"]["value"] == 6
+    assert row["sum_x"]["value"] == pytest.approx(clamped.sum(), abs=1e-2)
+    assert row["mean_x"]["value"] == pytest.approx(clamped.mean(), abs=1e-2)
+    assert row["variance_x"]["value"] == pytest.approx(clamped.var(), abs=1e-2)

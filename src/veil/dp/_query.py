@@ -551,14 +551,18 @@ def _clamped_columns(plan: QueryPlan, dtypes: pl.Schema) -> dict[str, pl.Expr]:
         x = pl.col(comp.column)
         if dtype != pl.Float64:
             x = x.cast(pl.Float64, strict=False)
-        # Centred and clamped. Missing values stay null and are skipped by the sums, which
-        # imputes them at `mid` (0 once centred); NaN, which would poison a sum, becomes 0 too.
-        centred = x.clip(lo, hi) - mid
-        if dtype.is_float():
-            centred = centred.fill_nan(0.0)
         if comp.kind == "quantile":
-            added[f"__veil_x_{comp.column}"] = (centred + mid).fill_null(mid)
-        elif comp.kind in {"sum", "csum"}:
+            # As for the sums below: missing at `mid`, NaN at the upper bound.
+            added[f"__veil_x_{comp.column}"] = pl.min_horizontal(
+                pl.max_horizontal(x.fill_null(mid), lo), hi
+            )
+            continue
+        # Clamped and centred with min/max_horizontal, one cheap pass (clip keeps NaN and
+        # fill_nan costs a second pass). These map NaN, which Polars orders above every
+        # number, to the upper bound, and a missing value to the lower bound; run_plan adds
+        # each group's missing count back, so missing values count as `mid` (0 once centred).
+        centred = pl.min_horizontal(pl.max_horizontal(x, lo), hi) - mid
+        if comp.kind in {"sum", "csum"}:
             # Centred values are summed directly (sum(x) - mid * n would carry the rounding
             # error of a large sum into the centred sum); SUM is then sum(c) + mid * n, whose
             # one rounding is ~1e-16 * |mid| * n, far below its sensitivity max(|lo|, |hi|).
@@ -606,6 +610,11 @@ def _prepare(plan: QueryPlan, frame: pl.LazyFrame) -> pl.LazyFrame:
     return lf.with_columns(**added) if added else lf
 
 
+def _centred_sum(column: str | None, lo: float, hi: float) -> pl.Expr:
+    """sum(clamped x - mid), with each missing value's lo - mid contribution taken back out."""
+    return pl.col(f"__cs_{column}") + (hi - lo) / 2 * pl.col(f"__nn_{column}")
+
+
 def _component_columns(plan: QueryPlan) -> list[pl.Expr]:
     """Each component's exact value per group, from the plain aggregates (on ~100 rows)."""
     out = []
@@ -614,11 +623,17 @@ def _component_columns(plan: QueryPlan) -> list[pl.Expr]:
             expr = pl.col("__n").cast(pl.Int64)
         elif comp.kind == "sum":
             lo, hi = _bounds(plan.schema, str(comp.column), comp.kind)
-            expr = pl.col(f"__cs_{comp.column}") + (lo + hi) / 2 * pl.col("__n").cast(pl.Float64)
+            expr = _centred_sum(comp.column, lo, hi) + (lo + hi) / 2 * pl.col("__n").cast(
+                pl.Float64
+            )
         elif comp.kind == "csum":
-            expr = pl.col(f"__cs_{comp.column}")
+            lo, hi = _bounds(plan.schema, str(comp.column), comp.kind)
+            expr = _centred_sum(comp.column, lo, hi)
         elif comp.kind == "csumsq":
-            expr = pl.col(f"__q_{comp.column}")
+            lo, hi = _bounds(plan.schema, str(comp.column), comp.kind)
+            # Each missing value was clamped to the lower bound: (lo - mid)^2 = half^2 each.
+            half_sq = ((hi - lo) / 2) ** 2
+            expr = pl.col(f"__q_{comp.column}") - half_sq * pl.col(f"__nn_{comp.column}")
         else:
             expr = pl.col(f"__l_{comp.column}")
         out.append(expr.alias(f"__c{i}"))
@@ -655,6 +670,10 @@ def run_plan(plan: QueryPlan, frame: pl.DataFrame | pl.LazyFrame | pd.DataFrame)
     lf = _prepare(plan, lf)
     # Plain sums of materialised columns only (see _prepare).
     aggs: dict[str, pl.Expr] = {"__n": pl.len()}
+    for measured in sorted(
+        {c.column for c in plan.components if c.column and c.kind != "quantile"}
+    ):
+        aggs[f"__nn_{measured}"] = pl.col(measured).null_count()
     for comp in plan.components:
         if comp.kind in {"sum", "csum"}:
             aggs[f"__cs_{comp.column}"] = pl.col(f"__veil_c_{comp.column}").sum()
