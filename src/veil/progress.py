@@ -27,12 +27,14 @@ class ProgressEvent:
         completed: Units done so far.
         total: Units in all, or ``None`` when unknown.
         unit: What is counted (``"bytes"``, ``"rows"``, ``"epochs"``...).
+        detail: A short live status (``"loss 0.31  acc 91.2%  eps 1.40"``).
     """
 
     task: str
     completed: float
     total: float | None = None
     unit: str = "items"
+    detail: str = ""
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

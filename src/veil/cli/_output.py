@@ -51,6 +51,7 @@ def progress_bar() -> Iterator[ProgressCallback]:
         MofNCompleteColumn(),
         TextColumn("{task.fields[unit]}"),
         TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
     )
     with Progress(*columns, console=err, transient=True) as progress:
         tasks: dict[str, TaskID] = {}
@@ -58,8 +59,13 @@ def progress_bar() -> Iterator[ProgressCallback]:
         def update(event: ProgressEvent) -> None:
             if event.task not in tasks:
                 tasks[event.task] = progress.add_task(
-                    event.task, total=event.total, unit=event.unit
+                    event.task, total=event.total, unit=event.unit, detail=event.detail
                 )
-            progress.update(tasks[event.task], completed=event.completed, total=event.total)
+            progress.update(
+                tasks[event.task],
+                completed=event.completed,
+                total=event.total,
+                detail=event.detail,
+            )
 
         yield update

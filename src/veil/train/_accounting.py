@@ -1,0 +1,137 @@
+"""DP-SGD accounting: the noise for a target epsilon, and epsilon by three accountants.
+
+A DP-SGD run with Poisson sampling rate ``q``, noise multiplier ``sigma`` and
+``steps`` steps is one ledger event, ``steps`` self-compositions of a
+Poisson-subsampled Gaussian. Its epsilon is computed by
+
+* **PLD** (Google ``dp_accounting``, the ledger's own accountant, pessimistic
+  discretisation): the figure that is charged and printed on the privacy card;
+* **RDP** (``dp_accounting``): the independent cross-check, never tighter;
+* **PRV** (Opacus's accountant, Gopi et al. 2021): a second tight accountant
+  from another code base.
+
+:func:`calibrate_noise` searches the smallest ``sigma`` whose PLD epsilon is at
+most the target, so the charged epsilon never overshoots it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from veil.errors import InvalidInputError
+from veil.ledger import Mechanism, PLDAccountant, RDPAccountant, check_delta, check_epsilon
+
+__all__ = ["PrivacyAccounting", "account", "calibrate_noise", "prv_epsilon"]
+
+# A noise multiplier above this drowns any signal in the clipped gradients: asking for
+# more is refused, with the knobs to change (fewer epochs, more data, a bigger epsilon).
+MAX_NOISE_MULTIPLIER = 50.0
+_MIN_NOISE_MULTIPLIER = 0.05
+_RELATIVE_TOLERANCE = 1e-3
+
+
+def _pld_epsilon(sample_rate: float, noise_multiplier: float, steps: int, delta: float) -> float:
+    event = Mechanism.subsampled_gaussian(sample_rate, noise_multiplier, steps).dp_event
+    return PLDAccountant().epsilon([event], delta)
+
+
+def prv_epsilon(sample_rate: float, noise_multiplier: float, steps: int, delta: float) -> float:
+    """Epsilon by Opacus's PRV accountant (for the cross-check)."""
+    from opacus.accountants import PRVAccountant  # noqa: PLC0415 - heavy import
+
+    accountant = PRVAccountant()
+    accountant.history = [(noise_multiplier, sample_rate, steps)]
+    return float(accountant.get_epsilon(delta=delta))
+
+
+@dataclass(frozen=True)
+class PrivacyAccounting:
+    """What a DP-SGD run costs, by each accountant."""
+
+    sample_rate: float
+    noise_multiplier: float
+    steps: int
+    delta: float
+    epsilon: float  # PLD: the charged figure
+    epsilon_rdp: float
+    epsilon_prv: float | None
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {
+            "sample_rate": self.sample_rate,
+            "noise_multiplier": self.noise_multiplier,
+            "steps": self.steps,
+            "delta": self.delta,
+            "epsilon": self.epsilon,
+            "epsilon_rdp": self.epsilon_rdp,
+            "epsilon_prv": self.epsilon_prv,
+        }
+
+
+def account(
+    sample_rate: float, noise_multiplier: float, steps: int, delta: float, *, prv: bool = True
+) -> PrivacyAccounting:
+    """Epsilon of a DP-SGD run by PLD (charged), RDP and (optionally) PRV."""
+    event = Mechanism.subsampled_gaussian(sample_rate, noise_multiplier, steps).dp_event
+    prv_eps: float | None = None
+    if prv:
+        try:
+            prv_eps = prv_epsilon(sample_rate, noise_multiplier, steps, delta)
+        except (ValueError, RuntimeError):  # PRV's domain can be too small at extreme settings
+            prv_eps = None
+    return PrivacyAccounting(
+        sample_rate=sample_rate,
+        noise_multiplier=noise_multiplier,
+        steps=steps,
+        delta=delta,
+        epsilon=PLDAccountant().epsilon([event], delta),
+        epsilon_rdp=RDPAccountant().epsilon([event], delta),
+        epsilon_prv=prv_eps,
+    )
+
+
+def calibrate_noise(
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    *,
+    max_noise_multiplier: float = MAX_NOISE_MULTIPLIER,
+) -> float:
+    """The smallest noise multiplier (to 0.1%) whose PLD epsilon is at most ``target_epsilon``.
+
+    Raises:
+        InvalidInputError: The target needs more noise than ``max_noise_multiplier``
+            (the message says which knob to turn), or a parameter is out of range.
+    """
+    target = check_epsilon(target_epsilon)
+    delta = check_delta(delta, allow_zero=False)
+    if not 0 < sample_rate <= 1:
+        raise InvalidInputError(
+            "sampling rate out of range", expected="0 < batch size / dataset size <= 1",
+            got=repr(sample_rate), fix="use a batch size no larger than the dataset",
+        )
+    high = max_noise_multiplier
+    at_high = _pld_epsilon(sample_rate, high, steps, delta)
+    if at_high > target:
+        raise InvalidInputError(
+            f"epsilon {target:g} is out of reach for {steps} steps at sampling rate "
+            f"{sample_rate:.3g}",
+            expected=f"a target that noise multiplier <= {max_noise_multiplier:g} can meet",
+            got=f"epsilon {at_high:.3g} even at noise multiplier {max_noise_multiplier:g}",
+            fix="train fewer epochs (--epochs), use a smaller batch (--batch-size), "
+            "or allow a larger --epsilon",
+            details={"epsilon_at_max_noise": at_high, "steps": steps, "sample_rate": sample_rate},
+        )
+    low = _MIN_NOISE_MULTIPLIER
+    if _pld_epsilon(sample_rate, low, steps, delta) <= target:
+        return low
+    # Invariant: eps(high) <= target < eps(low). Bisect on log(sigma).
+    while high / low > 1 + _RELATIVE_TOLERANCE:
+        mid = math.sqrt(low * high)
+        if _pld_epsilon(sample_rate, mid, steps, delta) <= target:
+            high = mid
+        else:
+            low = mid
+    return high
