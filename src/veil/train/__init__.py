@@ -1,7 +1,67 @@
-"""DP-SGD training on Opacus, private tabular models and machine unlearning (issue: DP model training).
+"""DP-SGD training, private tabular models, and models with privacy cards.
 
-Empty until the issue that builds it lands; the package exists so the layout of
-DESIGN.md holds from the first commit.
+* :func:`fit_private` trains a model on a registered dataset: it checks the
+  data and the model, calibrates the noise to a target (epsilon, delta),
+  charges the dataset's ledger *before* training (one Poisson-subsampled
+  Gaussian event), trains with DP-SGD and saves the model with its
+  :class:`PrivacyCard`.
+* :func:`train` and :class:`DPConfig` are the engine for any PyTorch model
+  made of layers whose per-example gradients Veil can clip in one backward pass.
+* :class:`DPLogisticRegression` and :class:`DPMLPClassifier` have the
+  scikit-learn interface (``fit`` / ``predict`` / ``predict_proba``) with
+  declared feature bounds.
+
+>>> from veil.train import calibrate_noise, account
+>>> sigma = calibrate_noise(3.0, 1e-5, sample_rate=256 / 60000, steps=2340)
+>>> account(256 / 60000, sigma, 2340, 1e-5, prv=False).epsilon <= 3.0
+True
 """
 
-__all__: list[str] = []
+from veil.train._accounting import PrivacyAccounting, account, calibrate_noise
+from veil.train._artifact import ModelRegistry, PrivacyCard, SavedModel
+from veil.train._clip import PerSampleClipper, naive_per_sample_gradients, validate_model
+from veil.train._engine import (
+    DPConfig,
+    TrainingPlan,
+    TrainingReport,
+    evaluate,
+    plan_training,
+    train,
+)
+from veil.train._models import (
+    MODEL_KINDS,
+    DPLogisticRegression,
+    DPMLPClassifier,
+    FeatureEncoder,
+    build_model,
+)
+from veil.train._pipeline import DatasetTensors, TrainedModel, dataset_tensors, fit_private
+from veil.train._random import SecureRandom
+
+__all__ = [
+    "MODEL_KINDS",
+    "DPConfig",
+    "DPLogisticRegression",
+    "DPMLPClassifier",
+    "DatasetTensors",
+    "FeatureEncoder",
+    "ModelRegistry",
+    "PerSampleClipper",
+    "PrivacyAccounting",
+    "PrivacyCard",
+    "SavedModel",
+    "SecureRandom",
+    "TrainedModel",
+    "TrainingPlan",
+    "TrainingReport",
+    "account",
+    "build_model",
+    "calibrate_noise",
+    "dataset_tensors",
+    "evaluate",
+    "fit_private",
+    "naive_per_sample_gradients",
+    "plan_training",
+    "train",
+    "validate_model",
+]

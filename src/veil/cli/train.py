@@ -1,0 +1,103 @@
+"""``veil train``: a differentially private model on a registered dataset."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from veil.cli._output import err, out, print_json, progress_bar
+from veil.cli.budget import render_status
+from veil.cli.models import render_card
+from veil.data import Catalog
+from veil.errors import require
+from veil.workspace import Workspace
+
+# torch and Opacus load inside the command: `veil --help` stays fast.
+
+__all__ = ["train"]
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def train(
+    dataset: Annotated[str, typer.Option("--dataset", help="Registered dataset to train on.")],
+    epsilon: Annotated[float, typer.Option("--epsilon", help="Target epsilon of the whole run.")],
+    model: Annotated[str, typer.Option("--model", help="logreg, mlp or cnn (28x28 images).")] = "mlp",
+    delta: Annotated[float, typer.Option("--delta", help="Target delta (keep it below 1/n).")] = 1e-5,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the data.")] = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Expected (Poisson) batch size.")] = 256,
+    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Per-example clipping bound C.")] = 1.0,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 0.5,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="sgd or adam.")] = "sgd",
+    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.0,
+    hidden: Annotated[int, typer.Option("--hidden", help="Hidden units of the mlp.")] = 128,
+    max_physical_batch: Annotated[
+        int, typer.Option("--max-physical-batch", help="Most examples in memory at once (virtual steps).")
+    ] = 1024,
+    label: Annotated[str | None, typer.Option("--label", help="Label column (default: the format's).")] = None,
+    features: Annotated[
+        str | None, typer.Option("--features", help="Comma-separated feature columns (default: all declared).")
+    ] = None,
+    test: Annotated[str | None, typer.Option("--test", help="Registered held-out dataset to report accuracy on.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Model name (default: DATASET-MODEL-epsE).")] = None,
+    purpose: Annotated[str, typer.Option("--purpose", help="Why (recorded in the ledger).")] = "model training",
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Reproducible noise and sampling: NOT private (tests, demos).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train with DP-SGD; the dataset's ledger is charged before training starts."""
+    require("torch", extra="train", purpose="veil train")
+    from veil.ledger import Ledger  # noqa: PLC0415
+    from veil.train import DPConfig, ModelRegistry, fit_private  # noqa: PLC0415
+
+    config = DPConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        max_grad_norm=max_grad_norm,
+        epsilon=epsilon,
+        delta=delta,
+        learning_rate=learning_rate,
+        optimizer=optimizer,  # type: ignore[arg-type]
+        momentum=momentum,
+        max_physical_batch_size=max_physical_batch,
+        seed=seed,
+    )
+    workspace = Workspace.locate()
+    catalog = Catalog.open(workspace)
+    ledger = Ledger(catalog.store, workspace.settings)
+    registry = ModelRegistry.for_workspace(workspace)
+    model_name = name or f"{dataset}-{model}-eps{epsilon:g}"
+    try:
+        with progress_bar() as progress:
+            trained = fit_private(
+                catalog,
+                ledger,
+                registry,
+                dataset,
+                config,
+                name=model_name,
+                model=model,
+                hidden=(hidden,),
+                label=label,
+                features=_split(features),
+                test=test,
+                purpose=purpose,
+                progress=progress,
+            )
+        status = ledger.status(dataset)
+    finally:
+        catalog.store.dispose()
+    if as_json:
+        payload = trained.to_dict()
+        payload["budget"] = status.to_dict()
+        print_json(payload)
+        return
+    for note in trained.notes:
+        err.print(f"· {note}", markup=False)
+    render_card(trained.card)
+    render_status(status)
+    out.print(f"saved: {registry.root / trained.name}")

@@ -1,0 +1,207 @@
+"""Trained models on disk, each with its privacy card.
+
+A model lives in ``<workspace>/models/<name>/``: ``model.pt`` (the weights,
+a plain ``state_dict``), ``model.json`` (how to rebuild it: architecture spec,
+feature encoding, classes) and ``privacy_card.json`` (what its training cost
+and how: epsilon, delta, accountant, sampling, clipping norm, noise
+multiplier, steps, dataset and ledger event). The three files are written to a
+temporary folder and moved into place in one rename, so a crash never leaves a
+model without its card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from veil.errors import ConflictError, InvalidInputError, NotFoundError
+from veil.workspace import Workspace
+
+__all__ = ["ModelRegistry", "PrivacyCard", "SavedModel"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CARD_FILE = "privacy_card.json"
+META_FILE = "model.json"
+WEIGHTS_FILE = "model.pt"
+
+
+@dataclass(frozen=True)
+class PrivacyCard:
+    """What a model's training cost in privacy, and how it was trained (for an auditor)."""
+
+    model: str
+    dataset: str
+    dataset_sha256: str
+    created_at: str
+    private: bool
+    epsilon: float
+    delta: float
+    accountant: str
+    epsilon_rdp: float | None
+    epsilon_prv: float | None
+    neighbouring: str
+    sampling: str
+    sample_rate: float
+    expected_batch_size: int
+    max_grad_norm: float | None
+    noise_multiplier: float | None
+    steps: int
+    epochs: int
+    examples: int
+    secure_rng: bool
+    ledger_event_id: int | None
+    ledger_seq: int | None
+    architecture: str
+    train_accuracy: float | None
+    test_accuracy: float | None
+    test_dataset: str | None
+    veil_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if math.isinf(self.epsilon):
+            out["epsilon"] = "inf"
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PrivacyCard:
+        values = dict(data)
+        if values.get("epsilon") == "inf":
+            values["epsilon"] = math.inf
+        return cls(**{k: values.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+    def lines(self) -> list[tuple[str, str]]:
+        """(label, value) rows for people."""
+        def fmt(v: float | None, spec: str = ".4g") -> str:
+            return "-" if v is None else format(v, spec)
+
+        rows = [
+            ("model", self.model),
+            ("architecture", self.architecture),
+            ("dataset", f"{self.dataset} (sha256 {self.dataset_sha256[:12]}…, {self.examples} examples)"),
+            ("private", "yes" if self.private else "NO (baseline: no clipping, no noise)"),
+        ]
+        if self.private:
+            rows += [
+                ("epsilon", f"{self.epsilon:.4g} at delta {self.delta:g} ({self.accountant})"),
+                ("cross-checks", f"RDP {fmt(self.epsilon_rdp)}, PRV {fmt(self.epsilon_prv)}"),
+                ("guarantee", f"{self.neighbouring}"),
+                ("sampling", f"{self.sampling}, rate {self.sample_rate:.4g} (expected batch {self.expected_batch_size})"),
+                ("clipping norm", fmt(self.max_grad_norm)),
+                ("noise multiplier", fmt(self.noise_multiplier)),
+                ("steps", f"{self.steps} ({self.epochs} epochs)"),
+                ("noise source", "AES-256-CTR CSPRNG" if self.secure_rng else "SEEDED: not private"),
+                ("ledger event", f"#{self.ledger_event_id} (seq {self.ledger_seq})" if self.ledger_event_id else "-"),
+            ]
+        rows += [
+            ("train accuracy", fmt(self.train_accuracy, ".2%")),
+            ("test accuracy", fmt(self.test_accuracy, ".2%") + (f" on {self.test_dataset}" if self.test_dataset else "")),
+            ("created", self.created_at),
+        ]
+        return rows
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A model read back from the registry."""
+
+    name: str
+    model: nn.Module
+    meta: dict[str, Any]
+    card: PrivacyCard
+    path: Path
+
+
+class ModelRegistry:
+    """The models of a workspace (``<workspace>/models``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def for_workspace(cls, workspace: Workspace) -> ModelRegistry:
+        return cls(workspace.home / "models")
+
+    @staticmethod
+    def check_name(name: str) -> str:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidInputError(
+                "invalid model name",
+                expected="letters, digits, '.', '_' or '-' (up to 128, starting with a letter or digit)",
+                got=repr(name),
+                fix="for example --name mnist-dp-eps3",
+            )
+        return name
+
+    def exists(self, name: str) -> bool:
+        return (self.root / self.check_name(name) / CARD_FILE).is_file()
+
+    def refuse_existing(self, name: str) -> None:
+        if self.exists(name):
+            raise ConflictError(
+                f"a model named '{name}' already exists",
+                expected="a new model name",
+                got=name,
+                fix="pick another --name (models are never overwritten: their cards are audit records)",
+            )
+
+    def save(self, name: str, model: nn.Module, meta: Mapping[str, Any], card: PrivacyCard) -> Path:
+        self.refuse_existing(name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
+        try:
+            torch.save(model.state_dict(), staging / WEIGHTS_FILE)
+            (staging / META_FILE).write_text(json.dumps(dict(meta), indent=2), encoding="utf-8")
+            (staging / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2), encoding="utf-8")
+            target = self.root / name
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+    def card(self, name: str) -> PrivacyCard:
+        path = self._path(name) / CARD_FILE
+        return PrivacyCard.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def list(self) -> list[PrivacyCard]:
+        if not self.root.is_dir():
+            return []
+        return [
+            self.card(p.name)
+            for p in sorted(self.root.iterdir())
+            if p.is_dir() and not p.name.startswith(".") and (p / CARD_FILE).is_file()
+        ]
+
+    def load(self, name: str) -> SavedModel:
+        from veil.train._models import build_model  # noqa: PLC0415 - avoids an import cycle
+
+        path = self._path(name)
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        model = build_model(meta["spec"])
+        model.load_state_dict(torch.load(path / WEIGHTS_FILE, weights_only=True))
+        model.eval()
+        return SavedModel(name=name, model=model, meta=meta, card=self.card(name), path=path)
+
+    def _path(self, name: str) -> Path:
+        path = self.root / self.check_name(name)
+        if not (path / CARD_FILE).is_file():
+            known = [c.model for c in self.list()]
+            raise NotFoundError(
+                f"no model named '{name}'",
+                expected="a trained model" + (f": {', '.join(known[:10])}" if known else ""),
+                got=repr(name),
+                fix="see `veil models list`, or train one with `veil train`",
+            )
+        return path

@@ -1,0 +1,276 @@
+"""Train a private model on a registered dataset, charging its ledger first.
+
+The order is the point: every check that can refuse (the data, the model's
+layers, a target epsilon out of reach, a model name already taken) runs
+*before* :meth:`Ledger.charge`, and the charge runs before the first gradient
+is computed. A refusal therefore spends nothing; a run that fails after the
+charge is over-counted, never under-counted (the ledger's rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from veil import __version__
+from veil.data import Catalog, DatasetInfo
+from veil.errors import InvalidInputError, SchemaError
+from veil.ledger import Ledger
+from veil.progress import ProgressCallback
+from veil.train._artifact import ModelRegistry, PrivacyCard
+from veil.train._clip import PerSampleClipper
+from veil.train._engine import DPConfig, TrainingReport, check_training_data, evaluate, plan_training, train
+from veil.train._models import FeatureEncoder, build_model
+
+__all__ = ["DatasetTensors", "TrainedModel", "dataset_tensors", "fit_private"]
+
+# The label column of formats that define one.
+_DEFAULT_LABELS = {"adult": "income", "mnist": "label"}
+
+
+@dataclass
+class DatasetTensors:
+    """A registered dataset as model inputs and class indices."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    classes: tuple[str, ...]
+    label: str
+    input_shape: tuple[int, ...]
+    encoder: FeatureEncoder | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _default_label(info: DatasetInfo) -> str | None:
+    if info.format in _DEFAULT_LABELS:
+        return _DEFAULT_LABELS[info.format]
+    if info.format == "sklearn":
+        from veil.data._readers import _SKLEARN_TARGETS  # noqa: PLC0415 - the format's table
+
+        name = info.source.split(":", 1)[1]
+        target = _SKLEARN_TARGETS.get(name)
+        return str(target) if target else None
+    return None
+
+
+def _classes(info: DatasetInfo, label: str) -> tuple[str, ...]:
+    if label not in info.schema.column_names:
+        raise InvalidInputError(
+            f"no column '{label}' in '{info.name}'",
+            expected=f"one of {', '.join(info.schema.column_names[:20])}",
+            got=repr(label),
+            fix="pass --label COLUMN",
+        )
+    spec = info.schema.column(label)
+    if spec.kind != "categorical" or not spec.categories:
+        raise SchemaError(
+            f"the label column '{label}' has no declared categories",
+            expected="a categorical label with declared classes",
+            got=f"{spec.kind} column without categories",
+            fix=f"register the dataset with --categories \"{label}=a|b|...\"",
+        )
+    return tuple(spec.categories)
+
+
+def _targets(values: Any, classes: tuple[str, ...], label: str) -> torch.Tensor:
+    lookup = {c: i for i, c in enumerate(classes)}
+    strings = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+    bad = sorted({repr(v) for v in strings if v not in lookup})
+    if bad:
+        raise InvalidInputError(
+            f"labels outside the declared classes of '{label}'",
+            expected=f"one of {list(classes)}",
+            got=", ".join(bad[:10]),
+            fix="declare every class at registration, or drop the rows without a known label",
+        )
+    return torch.tensor([lookup[v] for v in strings], dtype=torch.long)  # type: ignore[index]
+
+
+def dataset_tensors(
+    catalog: Catalog,
+    name: str,
+    *,
+    label: str | None = None,
+    features: list[str] | None = None,
+    encoder: FeatureEncoder | None = None,
+) -> DatasetTensors:
+    """Load ``name`` as tensors, scaled by its *declared* bounds and categories only."""
+    info = catalog.get(name)
+    label = label or _default_label(info)
+    if label is None:
+        raise InvalidInputError(
+            f"which column of '{name}' is the label?",
+            expected="--label COLUMN",
+            got="no label given and none defined by the format",
+        )
+    classes = _classes(info, label)
+    if info.format == "mnist":
+        arrays = catalog.load_images(name)
+        lo, hi = info.schema.column("image").bounds or (0.0, 255.0)
+        images = torch.from_numpy(arrays.images).float().clamp_(lo, hi)
+        inputs = ((images - lo) / (hi - lo) * 2.0 - 1.0).unsqueeze(1)
+        return DatasetTensors(inputs, _targets(arrays.labels.tolist(), classes, label), classes, label, (1, *arrays.images.shape[1:]))
+    frame = catalog.load_frame(name)
+    notes: list[str] = []
+    if encoder is None:
+        encoder, notes = _encoder(info, label, features)
+    inputs = encoder.encode(frame)
+    return DatasetTensors(inputs, _targets(frame[label].tolist(), classes, label), classes, label, (inputs.shape[1],), encoder, notes)
+
+
+def _encoder(info: DatasetInfo, label: str, features: list[str] | None) -> tuple[FeatureEncoder, list[str]]:
+    schema = info.schema
+    skip = {label, schema.privacy_unit}
+    numeric: dict[str, tuple[float, float]] = {}
+    categorical: dict[str, tuple[str, ...]] = {}
+    undeclared: list[str] = []
+    for column in features or [c for c in schema.column_names if c not in skip]:
+        spec = schema.column(column)
+        if column in skip or spec.kind == "identifier":
+            raise InvalidInputError(f"'{column}' cannot be a feature", expected="a feature column", got="the label or the privacy unit")
+        if spec.kind == "numeric" and spec.bounds is not None:
+            numeric[column] = spec.bounds
+        elif spec.kind == "categorical" and spec.categories:
+            categorical[column] = tuple(spec.categories)
+        else:
+            undeclared.append(column)
+    if undeclared and features:
+        raise SchemaError(
+            "features without declared bounds or categories",
+            expected="numeric features with bounds, categorical ones with categories",
+            got=", ".join(undeclared),
+            fix="declare them at registration (--bounds col=lo:hi, --categories col=a|b) or leave them out",
+        )
+    if not numeric and not categorical:
+        raise SchemaError(
+            f"'{info.name}' has no column usable as a feature",
+            expected="columns with declared bounds or categories",
+            got="none",
+            fix="register the dataset with --bounds and --categories",
+        )
+    order = tuple(c for c in schema.column_names if c in numeric or c in categorical)
+    notes = [f"left out (no declared bounds or categories): {', '.join(undeclared)}"] if undeclared else []
+    return FeatureEncoder(numeric, categorical, order), notes
+
+
+@dataclass
+class TrainedModel:
+    """The outcome of :func:`fit_private`."""
+
+    name: str
+    model: nn.Module
+    card: PrivacyCard
+    report: TrainingReport
+    notes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "card": self.card.to_dict(), "training": self.report.to_dict(), "notes": self.notes}
+
+
+def fit_private(
+    catalog: Catalog,
+    ledger: Ledger,
+    registry: ModelRegistry,
+    dataset: str,
+    config: DPConfig,
+    *,
+    name: str,
+    model: str = "mlp",
+    hidden: tuple[int, ...] = (128,),
+    label: str | None = None,
+    features: list[str] | None = None,
+    test: str | None = None,
+    purpose: str = "model training",
+    progress: ProgressCallback | None = None,
+) -> TrainedModel:
+    """Train a DP model on ``dataset``: check everything, charge the ledger, train, save with its card."""
+    registry.check_name(name)
+    registry.refuse_existing(name)
+    info = catalog.get(dataset)
+    rows_per_person = int(info.report.get("max_rows_per_unit", 1))
+    if rows_per_person > 1:
+        raise InvalidInputError(
+            f"'{dataset}' has up to {rows_per_person} rows per person; DP-SGD here protects one row",
+            expected="one row per person (record-level DP is person-level DP only then)",
+            got=f"max {rows_per_person} rows per {info.schema.privacy_unit}",
+            fix="aggregate to one row per person, or keep one row each, and register that table",
+        )
+    data = dataset_tensors(catalog, dataset, label=label, features=features)
+    spec: dict[str, Any] = {"kind": model, "input_shape": list(data.input_shape), "n_classes": len(data.classes)}
+    if model == "mlp":
+        spec["hidden"] = list(hidden)
+    net = build_model(spec)
+    PerSampleClipper(net, config.max_grad_norm).close()  # refuses layers it cannot clip
+    check_training_data(data.inputs, data.targets, len(data.classes))
+    testing = None
+    if test is not None:
+        testing = dataset_tensors(catalog, test, label=data.label, encoder=data.encoder)
+        if testing.classes != data.classes or testing.input_shape != data.input_shape:
+            raise InvalidInputError(
+                f"'{test}' does not match '{dataset}'",
+                expected=f"classes {list(data.classes)} and input shape {data.input_shape}",
+                got=f"classes {list(testing.classes)} and input shape {testing.input_shape}",
+            )
+    plan = plan_training(config, data.inputs.shape[0])
+    receipt = None
+    if config.private:
+        event = plan.event(
+            f"DP-SGD model '{name}' ({model}) on '{dataset}'",
+            details={"model": name, "architecture": model, "label": data.label},
+        )
+        receipt = ledger.charge(dataset, event, purpose=purpose)
+    report = train(net, data.inputs, data.targets, plan, n_classes=len(data.classes), progress=progress)
+    accounting = plan.accounting
+    card = PrivacyCard(
+        model=name,
+        dataset=dataset,
+        dataset_sha256=info.content_sha256,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        private=config.private,
+        epsilon=accounting.epsilon if accounting else float("inf"),
+        delta=config.delta if accounting else 1.0,
+        accountant="pld (dp_accounting, pessimistic)" if accounting else "none",
+        epsilon_rdp=accounting.epsilon_rdp if accounting else None,
+        epsilon_prv=accounting.epsilon_prv if accounting else None,
+        neighbouring="add or remove one record" if info.schema.privacy_unit is None else f"add or remove one {info.schema.privacy_unit}",
+        sampling="poisson" if config.private else "shuffle",
+        sample_rate=plan.sample_rate,
+        expected_batch_size=config.batch_size,
+        max_grad_norm=config.max_grad_norm if config.private else None,
+        noise_multiplier=accounting.noise_multiplier if accounting else None,
+        steps=plan.steps,
+        epochs=config.epochs,
+        examples=plan.n_examples,
+        secure_rng=report.secure_rng,
+        ledger_event_id=receipt.event_id if receipt else None,
+        ledger_seq=receipt.seq if receipt else None,
+        architecture=_describe(spec),
+        train_accuracy=report.history[-1]["accuracy"] if report.history else None,
+        test_accuracy=evaluate(net, testing.inputs, testing.targets) if testing else None,
+        test_dataset=test,
+        veil_version=__version__,
+    )
+    meta = {
+        "spec": spec,
+        "classes": list(data.classes),
+        "label": data.label,
+        "encoder": data.encoder.to_dict() if data.encoder else None,
+        "training": report.to_dict(),
+    }
+    registry.save(name, net, meta, card)
+    return TrainedModel(name=name, model=net, card=card, report=report, notes=data.notes)
+
+
+def _describe(spec: dict[str, Any]) -> str:
+    shape = "x".join(str(s) for s in spec["input_shape"])
+    if spec["kind"] == "mlp":
+        widths = "-".join(str(h) for h in spec.get("hidden", []))
+        return f"mlp {shape}-{widths}-{spec['n_classes']} (tanh)"
+    if spec["kind"] == "cnn":
+        return f"cnn {shape} -> {spec['n_classes']} (2 conv + 2 linear, tanh)"
+    return f"logistic regression {shape} -> {spec['n_classes']}"
