@@ -46,7 +46,9 @@ def list_(as_json: JsonOption = False) -> None:
     if as_json:
         print_json([c.to_dict() for c in cards])
         return
-    table = Table("model", "dataset", "architecture", "epsilon", "delta", "test accuracy", "created")
+    table = Table(
+        "model", "dataset", "architecture", "epsilon", "delta", "test accuracy", "created"
+    )
     for c in cards:
         table.add_row(
             c.model,
@@ -61,7 +63,9 @@ def list_(as_json: JsonOption = False) -> None:
 
 
 @app.command("show")
-def show(name: Annotated[str, typer.Argument(help="Model name.")], as_json: JsonOption = False) -> None:
+def show(
+    name: Annotated[str, typer.Argument(help="Model name.")], as_json: JsonOption = False
+) -> None:
     """Print a model's privacy card."""
     from veil.train import ModelRegistry  # noqa: PLC0415
 

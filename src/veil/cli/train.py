@@ -25,27 +25,49 @@ def _split(value: str | None) -> list[str] | None:
 def train(
     dataset: Annotated[str, typer.Option("--dataset", help="Registered dataset to train on.")],
     epsilon: Annotated[float, typer.Option("--epsilon", help="Target epsilon of the whole run.")],
-    model: Annotated[str, typer.Option("--model", help="logreg, mlp or cnn (28x28 images).")] = "mlp",
-    delta: Annotated[float, typer.Option("--delta", help="Target delta (keep it below 1/n).")] = 1e-5,
+    model: Annotated[
+        str, typer.Option("--model", help="logreg, mlp or cnn (28x28 images).")
+    ] = "mlp",
+    delta: Annotated[
+        float, typer.Option("--delta", help="Target delta (keep it below 1/n).")
+    ] = 1e-5,
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the data.")] = 5,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Expected (Poisson) batch size.")] = 256,
-    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Per-example clipping bound C.")] = 1.0,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Expected (Poisson) batch size.")
+    ] = 256,
+    max_grad_norm: Annotated[
+        float, typer.Option("--max-grad-norm", help="Per-example clipping bound C.")
+    ] = 1.0,
     learning_rate: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 0.5,
     optimizer: Annotated[str, typer.Option("--optimizer", help="sgd or adam.")] = "sgd",
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.0,
     hidden: Annotated[int, typer.Option("--hidden", help="Hidden units of the mlp.")] = 128,
     max_physical_batch: Annotated[
-        int, typer.Option("--max-physical-batch", help="Most examples in memory at once (virtual steps).")
+        int,
+        typer.Option(
+            "--max-physical-batch", help="Most examples in memory at once (virtual steps)."
+        ),
     ] = 1024,
-    label: Annotated[str | None, typer.Option("--label", help="Label column (default: the format's).")] = None,
-    features: Annotated[
-        str | None, typer.Option("--features", help="Comma-separated feature columns (default: all declared).")
+    label: Annotated[
+        str | None, typer.Option("--label", help="Label column (default: the format's).")
     ] = None,
-    test: Annotated[str | None, typer.Option("--test", help="Registered held-out dataset to report accuracy on.")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Model name (default: DATASET-MODEL-epsE).")] = None,
-    purpose: Annotated[str, typer.Option("--purpose", help="Why (recorded in the ledger).")] = "model training",
+    features: Annotated[
+        str | None,
+        typer.Option("--features", help="Comma-separated feature columns (default: all declared)."),
+    ] = None,
+    test: Annotated[
+        str | None,
+        typer.Option("--test", help="Registered held-out dataset to report accuracy on."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Model name (default: DATASET-MODEL-epsE).")
+    ] = None,
+    purpose: Annotated[
+        str, typer.Option("--purpose", help="Why (recorded in the ledger).")
+    ] = "model training",
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Reproducible noise and sampling: NOT private (tests, demos).")
+        int | None,
+        typer.Option("--seed", help="Reproducible noise and sampling: NOT private (tests, demos)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:

@@ -109,8 +109,10 @@ def calibrate_noise(
     delta = check_delta(delta, allow_zero=False)
     if not 0 < sample_rate <= 1:
         raise InvalidInputError(
-            "sampling rate out of range", expected="0 < batch size / dataset size <= 1",
-            got=repr(sample_rate), fix="use a batch size no larger than the dataset",
+            "sampling rate out of range",
+            expected="0 < batch size / dataset size <= 1",
+            got=repr(sample_rate),
+            fix="use a batch size no larger than the dataset",
         )
     high = max_noise_multiplier
     at_high = _pld_epsilon(sample_rate, high, steps, delta)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -83,13 +82,17 @@ class PrivacyCard:
 
     def lines(self) -> list[tuple[str, str]]:
         """(label, value) rows for people."""
+
         def fmt(v: float | None, spec: str = ".4g") -> str:
             return "-" if v is None else format(v, spec)
 
         rows = [
             ("model", self.model),
             ("architecture", self.architecture),
-            ("dataset", f"{self.dataset} (sha256 {self.dataset_sha256[:12]}…, {self.examples} examples)"),
+            (
+                "dataset",
+                f"{self.dataset} (sha256 {self.dataset_sha256[:12]}…, {self.examples} examples)",
+            ),
             ("private", "yes" if self.private else "NO (baseline: no clipping, no noise)"),
         ]
         if self.private:
@@ -97,16 +100,31 @@ class PrivacyCard:
                 ("epsilon", f"{self.epsilon:.4g} at delta {self.delta:g} ({self.accountant})"),
                 ("cross-checks", f"RDP {fmt(self.epsilon_rdp)}, PRV {fmt(self.epsilon_prv)}"),
                 ("guarantee", f"{self.neighbouring}"),
-                ("sampling", f"{self.sampling}, rate {self.sample_rate:.4g} (expected batch {self.expected_batch_size})"),
+                (
+                    "sampling",
+                    f"{self.sampling}, rate {self.sample_rate:.4g} (expected batch {self.expected_batch_size})",
+                ),
                 ("clipping norm", fmt(self.max_grad_norm)),
                 ("noise multiplier", fmt(self.noise_multiplier)),
                 ("steps", f"{self.steps} ({self.epochs} epochs)"),
-                ("noise source", "AES-256-CTR CSPRNG" if self.secure_rng else "SEEDED: not private"),
-                ("ledger event", f"#{self.ledger_event_id} (seq {self.ledger_seq})" if self.ledger_event_id else "-"),
+                (
+                    "noise source",
+                    "AES-256-CTR CSPRNG" if self.secure_rng else "SEEDED: not private",
+                ),
+                (
+                    "ledger event",
+                    f"#{self.ledger_event_id} (seq {self.ledger_seq})"
+                    if self.ledger_event_id
+                    else "-",
+                ),
             ]
         rows += [
             ("train accuracy", fmt(self.train_accuracy, ".2%")),
-            ("test accuracy", fmt(self.test_accuracy, ".2%") + (f" on {self.test_dataset}" if self.test_dataset else "")),
+            (
+                "test accuracy",
+                fmt(self.test_accuracy, ".2%")
+                + (f" on {self.test_dataset}" if self.test_dataset else ""),
+            ),
             ("created", self.created_at),
         ]
         return rows
@@ -165,7 +183,7 @@ class ModelRegistry:
             (staging / META_FILE).write_text(json.dumps(dict(meta), indent=2), encoding="utf-8")
             (staging / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2), encoding="utf-8")
             target = self.root / name
-            os.replace(staging, target)
+            staging.replace(target)  # one rename: the model appears whole or not at all
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -66,7 +66,9 @@ def validate_model(model: nn.Module) -> None:
         text = str(error).split(". ")[0]
         problems.append(text)
     batchnorm = [
-        name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)  # noqa: SLF001 - the base of all BatchNorms
     ]
     if problems or batchnorm:
         raise InvalidInputError(
@@ -122,7 +124,9 @@ class PerSampleClipper:
                 )
             self._layers.append((name, module, kind))
             covered.update(id(p) for p in params)
-        missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered]
+        missing = [
+            n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered
+        ]
         if missing:
             raise InvalidInputError(
                 "some trainable parameters belong to no layer Veil can clip",
@@ -155,7 +159,7 @@ class PerSampleClipper:
                 got="a shared (tied) layer",
                 fix="untie the weights, or train without per-example clipping",
             )
-        self._records[module] = _Record(inputs[0].detach(), output, output._version)
+        self._records[module] = _Record(inputs[0].detach(), output, output._version)  # noqa: SLF001 - PyTorch's in-place counter has no public name
 
     # ------------------------------------------------------------------ public
     def accumulate(
@@ -186,17 +190,24 @@ class PerSampleClipper:
                     expected=f"shape ({inputs.shape[0]},) (reduction='none')",
                     got=f"shape {tuple(losses.shape)}",
                 )
-            records = [(name, module, kind, self._records.get(module)) for name, module, kind in self._layers]
-            used = [(n, m, k, r) for n, m, k, r in records if r is not None and r.output.requires_grad]
+            records = [
+                (name, module, kind, self._records.get(module))
+                for name, module, kind in self._layers
+            ]
+            used = [
+                (n, m, k, r) for n, m, k, r in records if r is not None and r.output.requires_grad
+            ]
             for name, _, _, rec in used:
-                if rec.output._version != rec.version:
+                if rec.output._version != rec.version:  # noqa: SLF001 - as above
                     raise InvalidInputError(
                         f"the output of layer '{name}' is modified in place",
                         expected="layers whose outputs are not overwritten",
                         got="an in-place operation after the layer (such as ReLU(inplace=True))",
                         fix="use inplace=False",
                     )
-            grads = torch.autograd.grad(losses.sum(), [r.output for *_, r in used], allow_unused=True)
+            grads = torch.autograd.grad(
+                losses.sum(), [r.output for *_, r in used], allow_unused=True
+            )
         finally:
             self._active = False
             self._records.clear()
@@ -204,8 +215,8 @@ class PerSampleClipper:
         squared = torch.zeros(batch, dtype=torch.float32)
         prepared = []
         for (_, module, kind, rec), grad in zip(used, grads, strict=True):
-            if grad is None:
-                continue
+            if grad is None:  # allow_unused: a layer that did not reach the loss
+                continue  # type: ignore[unreachable]
             item = _prepare(kind, module, rec.inputs, grad, self._samplers)
             squared += item.squared_norms()
             prepared.append(item)
@@ -220,13 +231,20 @@ class PerSampleClipper:
 
     def take(self) -> list[torch.Tensor]:
         """The accumulated sums of clipped gradients (one per trainable parameter); resets them."""
-        sums = [torch.zeros_like(p) if s is None else s for p, s in zip(self.params, self._sums, strict=True)]
+        sums = [
+            torch.zeros_like(p) if s is None else s
+            for p, s in zip(self.params, self._sums, strict=True)
+        ]
         self._sums = [None] * len(self.params)
         return sums
 
 
 def _fast_conv(module: nn.Conv2d) -> bool:
-    return module.groups == 1 and module.padding_mode == "zeros" and not isinstance(module.padding, str)
+    return (
+        module.groups == 1
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    )
 
 
 class _Prepared(Protocol):
@@ -234,7 +252,7 @@ class _Prepared(Protocol):
 
     def squared_norms(self) -> torch.Tensor: ...
 
-    def clipped_sums(self, scale: torch.Tensor) -> list[tuple[nn.Parameter, torch.Tensor]]: ...
+    def clipped_sums(self, scale: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 class _LinearLike:
@@ -245,7 +263,7 @@ class _LinearLike:
     """
 
     def __init__(
-        self, weight: nn.Parameter, bias: nn.Parameter | None, a: torch.Tensor, g: torch.Tensor
+        self, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor, g: torch.Tensor
     ) -> None:
         self.weight, self.bias, self.a, self.g = weight, bias, a, g
         self._per_example: torch.Tensor | None = None
@@ -266,9 +284,9 @@ class _LinearLike:
             out = out + g.sum(1).square().sum(1).float()
         return out
 
-    def clipped_sums(self, scale: torch.Tensor) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    def clipped_sums(self, scale: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         scale = scale.to(self.g.dtype)
-        out: list[tuple[nn.Parameter, torch.Tensor]] = []
+        out: list[tuple[torch.Tensor, torch.Tensor]] = []
         if self.weight.requires_grad:
             batch, positions, d = self.a.shape
             if self._per_example is not None:
@@ -295,7 +313,7 @@ class _OpacusLayer:
         assert total is not None  # noqa: S101 - a layer with parameters gives at least one
         return total
 
-    def clipped_sums(self, scale: torch.Tensor) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    def clipped_sums(self, scale: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [
             (param, torch.einsum("b,b...->...", scale.to(grad.dtype), grad))
             for param, grad in self.grads.items()

@@ -83,13 +83,21 @@ class DPConfig:
         check_positive(self.max_grad_norm, "max_grad_norm")
         check_positive(self.learning_rate, "learning_rate")
         if not 0 <= self.momentum < 1:
-            raise InvalidInputError("momentum out of range", expected="0 <= momentum < 1", got=repr(self.momentum))
+            raise InvalidInputError(
+                "momentum out of range", expected="0 <= momentum < 1", got=repr(self.momentum)
+            )
         if self.optimizer not in ("sgd", "adam"):
-            raise InvalidInputError("unknown optimizer", expected="sgd or adam", got=repr(self.optimizer))
+            raise InvalidInputError(
+                "unknown optimizer", expected="sgd or adam", got=repr(self.optimizer)
+            )
         if self.sampling not in ("poisson", "shuffle"):
-            raise InvalidInputError("unknown sampling", expected="poisson or shuffle", got=repr(self.sampling))
-        if not self.private:
-            return
+            raise InvalidInputError(
+                "unknown sampling", expected="poisson or shuffle", got=repr(self.sampling)
+            )
+        if self.private:
+            self._check_private()
+
+    def _check_private(self) -> None:
         if self.sampling != "poisson":
             raise InvalidInputError(
                 "DP-SGD with shuffled fixed-size batches is refused",
@@ -136,7 +144,9 @@ class TrainingPlan:
         """The ledger's description of the run: one Poisson-subsampled Gaussian event."""
         if self.accounting is None:
             raise InvalidInputError(
-                "a non-private run has no privacy mechanism", expected="private=True", got="private=False"
+                "a non-private run has no privacy mechanism",
+                expected="private=True",
+                got="private=False",
             )
         return Mechanism.subsampled_gaussian(
             self.accounting.sample_rate,
@@ -149,7 +159,9 @@ class TrainingPlan:
         )
 
     def event(self, what: str, details: dict[str, Any] | None = None) -> PrivacyEvent:
-        return PrivacyEvent(what=what, mechanisms=(self.mechanism(),), operation="training", details=details or {})
+        return PrivacyEvent(
+            what=what, mechanisms=(self.mechanism(),), operation="training", details=details or {}
+        )
 
 
 def plan_training(config: DPConfig, n_examples: int) -> TrainingPlan:
@@ -221,7 +233,11 @@ def check_training_data(inputs: torch.Tensor, targets: torch.Tensor, n_classes: 
             fix="impute missing values (at a declared value, not one read from the data) first",
         )
     if targets.dtype.is_floating_point or targets.dim() != 1:
-        raise InvalidInputError("labels must be one integer class per example", expected="a 1-D integer tensor", got=f"{targets.dtype} of shape {tuple(targets.shape)}")
+        raise InvalidInputError(
+            "labels must be one integer class per example",
+            expected="a 1-D integer tensor",
+            got=f"{targets.dtype} of shape {tuple(targets.shape)}",
+        )
     outside = (targets < 0) | (targets >= n_classes)
     if bool(outside.any()):
         values = sorted({int(v) for v in targets[outside][:20]})
@@ -258,7 +274,11 @@ def train(
     config = plan.config
     check_training_data(inputs, targets, n_classes)
     if inputs.shape[0] != plan.n_examples:
-        raise InvalidInputError("the plan was made for another dataset size", expected=str(plan.n_examples), got=str(inputs.shape[0]))
+        raise InvalidInputError(
+            "the plan was made for another dataset size",
+            expected=str(plan.n_examples),
+            got=str(inputs.shape[0]),
+        )
     rng = SecureRandom(config.seed)
     optimizer = _optimizer(model, config)
     report = TrainingReport(plan=plan, secure_rng=rng.secure)
@@ -268,17 +288,43 @@ def train(
         validate_model(model)
         clipper = PerSampleClipper(model, config.max_grad_norm)
         try:
-            _private_epochs(model, inputs, targets, plan, clipper, optimizer, rng, loss_fn, report, progress)
+            _private_epochs(
+                inputs,
+                targets,
+                plan,
+                clipper=clipper,
+                optimizer=optimizer,
+                rng=rng,
+                loss_fn=loss_fn,
+                report=report,
+                progress=progress,
+            )
         finally:
             clipper.close()
     else:
-        _plain_epochs(model, inputs, targets, plan, optimizer, rng, loss_fn, report, progress)
+        _plain_epochs(
+            model,
+            inputs,
+            targets,
+            plan,
+            optimizer=optimizer,
+            rng=rng,
+            loss_fn=loss_fn,
+            report=report,
+            progress=progress,
+        )
     report.seconds = time.perf_counter() - start
     model.eval()
     return report
 
 
-def _emit(progress: ProgressCallback | None, plan: TrainingPlan, epoch: int, step: int, stats: dict[str, float]) -> None:
+def _emit(
+    progress: ProgressCallback | None,
+    plan: TrainingPlan,
+    epoch: int,
+    step: int,
+    stats: dict[str, float],
+) -> None:
     if progress is None:
         return
     detail = f"loss {stats['loss']:.3f}  acc {stats['accuracy']:.1%}"
@@ -296,10 +342,10 @@ def _emit(progress: ProgressCallback | None, plan: TrainingPlan, epoch: int, ste
 
 
 def _private_epochs(
-    model: nn.Module,
     inputs: torch.Tensor,
     targets: torch.Tensor,
     plan: TrainingPlan,
+    *,
     clipper: PerSampleClipper,
     optimizer: torch.optim.Optimizer,
     rng: SecureRandom,
@@ -327,7 +373,10 @@ def _private_epochs(
                 correct += float((output.argmax(1) == targets[chunk]).sum())
                 seen += chunk.numel()
             grads = clipper.take()
-            noise = [z.view_as(g) for z, g in zip(rng.normal(total, std).split(sizes), grads, strict=True)]
+            noise = [
+                z.view_as(g)
+                for z, g in zip(rng.normal(total, std).split(sizes), grads, strict=True)
+            ]
             torch._foreach_add_(grads, noise)
             torch._foreach_mul_(grads, 1.0 / expected)
             for param, grad in zip(params, grads, strict=True):
@@ -335,9 +384,17 @@ def _private_epochs(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if step % 10 == 0 or step == plan.steps_per_epoch:
-                _emit(progress, plan, epoch, step, {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)})
+                _emit(
+                    progress,
+                    plan,
+                    epoch,
+                    step,
+                    {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)},
+                )
         seconds = time.perf_counter() - epoch_start
-        spent = account(q, accounting.noise_multiplier, epoch * plan.steps_per_epoch, config.delta, prv=False)
+        spent = account(
+            q, accounting.noise_multiplier, epoch * plan.steps_per_epoch, config.delta, prv=False
+        )
         stats = {
             "epoch": epoch,
             "loss": loss_sum / max(seen, 1),
@@ -354,6 +411,7 @@ def _plain_epochs(
     inputs: torch.Tensor,
     targets: torch.Tensor,
     plan: TrainingPlan,
+    *,
     optimizer: torch.optim.Optimizer,
     rng: SecureRandom,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -375,8 +433,19 @@ def _plain_epochs(
             correct += float((output.detach().argmax(1) == targets[index]).sum())
             seen += index.numel()
             if step % 10 == 0:
-                _emit(progress, plan, epoch, step, {"loss": loss_sum / seen, "accuracy": correct / seen})
-        stats = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "seconds": time.perf_counter() - epoch_start}
+                _emit(
+                    progress,
+                    plan,
+                    epoch,
+                    step,
+                    {"loss": loss_sum / seen, "accuracy": correct / seen},
+                )
+        stats = {
+            "epoch": epoch,
+            "loss": loss_sum / max(seen, 1),
+            "accuracy": correct / max(seen, 1),
+            "seconds": time.perf_counter() - epoch_start,
+        }
         report.history.append(stats)
         _emit(progress, plan, epoch, plan.steps_per_epoch, stats)
 
@@ -384,7 +453,11 @@ def _plain_epochs(
 @torch.no_grad()
 def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(chunk) for chunk in inputs.split(batch_size)]) if inputs.shape[0] else torch.zeros(0)
+    return (
+        torch.cat([model(chunk) for chunk in inputs.split(batch_size)])
+        if inputs.shape[0]
+        else torch.zeros(0)
+    )
 
 
 def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:

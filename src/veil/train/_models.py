@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 MODEL_KINDS = ("logreg", "mlp", "cnn")
+_PAIR = 2
 
 
 def build_model(spec: Mapping[str, Any]) -> nn.Module:
@@ -77,7 +78,10 @@ def build_model(spec: Mapping[str, Any]) -> nn.Module:
             nn.Linear(32, classes),
         )
     raise InvalidInputError(
-        "unknown model kind", expected=" | ".join(MODEL_KINDS), got=repr(kind), fix="pass --model mlp"
+        "unknown model kind",
+        expected=" | ".join(MODEL_KINDS),
+        got=repr(kind),
+        fix="pass --model mlp",
     )
 
 
@@ -112,7 +116,9 @@ class FeatureEncoder:
         missing = [c for c in self.order if c not in frame.columns]
         if missing:
             raise InvalidInputError(
-                "columns missing from the data", expected=", ".join(self.order), got=f"no {', '.join(missing)}"
+                "columns missing from the data",
+                expected=", ".join(self.order),
+                got=f"no {', '.join(missing)}",
             )
         parts: list[npt.NDArray[np.float32]] = []
         for column in self.order:
@@ -128,7 +134,9 @@ class FeatureEncoder:
                 known = codes >= 0
                 onehot[np.nonzero(known)[0], codes[known]] = 1.0
                 parts.append(onehot)
-        return torch.from_numpy(np.concatenate(parts, axis=1) if parts else np.zeros((len(frame), 0), np.float32))
+        return torch.from_numpy(
+            np.concatenate(parts, axis=1) if parts else np.zeros((len(frame), 0), np.float32)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,14 +163,24 @@ def _check_bounds(bounds: Any, n_features: int) -> list[tuple[float, float]]:
             fix="declare them from domain knowledge (e.g. age (17, 90)); Veil never reads them "
             "from the data, since the extremes of the data are themselves private",
         )
-    pairs = [tuple(bounds)] * n_features if len(bounds) == 2 and np.isscalar(bounds[0]) else [tuple(b) for b in bounds]  # noqa: PLR2004
+    pairs = (
+        [tuple(bounds)] * n_features
+        if len(bounds) == _PAIR and np.isscalar(bounds[0])
+        else [tuple(b) for b in bounds]
+    )
     if len(pairs) != n_features:
-        raise InvalidInputError("one bound pair per feature", expected=f"{n_features} (lo, hi) pairs", got=str(len(pairs)))
+        raise InvalidInputError(
+            "one bound pair per feature",
+            expected=f"{n_features} (lo, hi) pairs",
+            got=str(len(pairs)),
+        )
     out = []
     for i, pair in enumerate(pairs):
         lo, hi = float(pair[0]), float(pair[1])
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise InvalidInputError(f"bad bounds for feature {i}", expected="finite lo < hi", got=f"({lo}, {hi})")
+            raise InvalidInputError(
+                f"bad bounds for feature {i}", expected="finite lo < hi", got=f"({lo}, {hi})"
+            )
         out.append((lo, hi))
     return out
 
@@ -210,7 +228,9 @@ class _DPClassifier:
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         del deep
-        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
+        return {
+            k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")
+        }
 
     def _spec(self, n_features: int, n_classes: int) -> dict[str, Any]:
         return {"kind": self._kind, "input_shape": [n_features], "n_classes": n_classes}
@@ -234,9 +254,15 @@ class _DPClassifier:
     def _scale(self, x: Any) -> torch.Tensor:
         arr = np.asarray(x, dtype=np.float64)
         if arr.ndim != 2:  # noqa: PLR2004
-            raise InvalidInputError("X must be a 2-D array", expected="shape (n_samples, n_features)", got=f"shape {arr.shape}")
+            raise InvalidInputError(
+                "X must be a 2-D array",
+                expected="shape (n_samples, n_features)",
+                got=f"shape {arr.shape}",
+            )
         if hasattr(self, "bounds_") and arr.shape[1] != len(self.bounds_):
-            raise InvalidInputError("wrong number of features", expected=str(len(self.bounds_)), got=str(arr.shape[1]))
+            raise InvalidInputError(
+                "wrong number of features", expected=str(len(self.bounds_)), got=str(arr.shape[1])
+            )
         if np.isnan(arr).any() or np.isinf(arr).any():
             raise InvalidInputError(
                 "X holds NaN or infinite values",
@@ -246,7 +272,9 @@ class _DPClassifier:
             )
         lo = np.array([b[0] for b in self.bounds_])
         hi = np.array([b[1] for b in self.bounds_])
-        return torch.from_numpy((2.0 * (np.clip(arr, lo, hi) - lo) / (hi - lo) - 1.0).astype(np.float32))
+        return torch.from_numpy(
+            (2.0 * (np.clip(arr, lo, hi) - lo) / (hi - lo) - 1.0).astype(np.float32)
+        )
 
     def fit(self, X: Any, y: Any) -> _DPClassifier:  # noqa: N803 - scikit-learn's names
         """Train with DP-SGD on ``X`` (scaled by the declared bounds) and labels ``y``."""
@@ -275,7 +303,9 @@ class _DPClassifier:
         self.spec_ = self._spec(inputs.shape[1], len(self.classes_))
         self.model_ = build_model(self.spec_)
         self.plan_ = plan_training(self._config(), inputs.shape[0])
-        self.report_: TrainingReport = train(self.model_, inputs, targets, self.plan_, n_classes=len(self.classes_))
+        self.report_: TrainingReport = train(
+            self.model_, inputs, targets, self.plan_, n_classes=len(self.classes_)
+        )
         return self
 
     @property
@@ -289,7 +319,8 @@ class _DPClassifier:
         return torch.softmax(logits, dim=1).double().numpy()
 
     def predict(self, X: Any) -> npt.NDArray[Any]:  # noqa: N803
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        labels: npt.NDArray[Any] = self.classes_[self.predict_proba(X).argmax(axis=1)]
+        return labels
 
     def score(self, X: Any, y: Any) -> float:  # noqa: N803
         return float(np.mean(self.predict(X) == np.asarray(y)))

@@ -24,7 +24,14 @@ from veil.ledger import Ledger
 from veil.progress import ProgressCallback
 from veil.train._artifact import ModelRegistry, PrivacyCard
 from veil.train._clip import PerSampleClipper
-from veil.train._engine import DPConfig, TrainingReport, check_training_data, evaluate, plan_training, train
+from veil.train._engine import (
+    DPConfig,
+    TrainingReport,
+    check_training_data,
+    evaluate,
+    plan_training,
+    train,
+)
 from veil.train._models import FeatureEncoder, build_model
 
 __all__ = ["DatasetTensors", "TrainedModel", "dataset_tensors", "fit_private"]
@@ -72,14 +79,16 @@ def _classes(info: DatasetInfo, label: str) -> tuple[str, ...]:
             f"the label column '{label}' has no declared categories",
             expected="a categorical label with declared classes",
             got=f"{spec.kind} column without categories",
-            fix=f"register the dataset with --categories \"{label}=a|b|...\"",
+            fix=f'register the dataset with --categories "{label}=a|b|..."',
         )
     return tuple(spec.categories)
 
 
 def _targets(values: Any, classes: tuple[str, ...], label: str) -> torch.Tensor:
     lookup = {c: i for i, c in enumerate(classes)}
-    strings = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+    strings = [
+        None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values
+    ]
     bad = sorted({repr(v) for v in strings if v not in lookup})
     if bad:
         raise InvalidInputError(
@@ -114,16 +123,32 @@ def dataset_tensors(
         lo, hi = info.schema.column("image").bounds or (0.0, 255.0)
         images = torch.from_numpy(arrays.images).float().clamp_(lo, hi)
         inputs = ((images - lo) / (hi - lo) * 2.0 - 1.0).unsqueeze(1)
-        return DatasetTensors(inputs, _targets(arrays.labels.tolist(), classes, label), classes, label, (1, *arrays.images.shape[1:]))
+        return DatasetTensors(
+            inputs,
+            _targets(arrays.labels.tolist(), classes, label),
+            classes,
+            label,
+            (1, *arrays.images.shape[1:]),
+        )
     frame = catalog.load_frame(name)
     notes: list[str] = []
     if encoder is None:
         encoder, notes = _encoder(info, label, features)
     inputs = encoder.encode(frame)
-    return DatasetTensors(inputs, _targets(frame[label].tolist(), classes, label), classes, label, (inputs.shape[1],), encoder, notes)
+    return DatasetTensors(
+        inputs,
+        _targets(frame[label].tolist(), classes, label),
+        classes,
+        label,
+        (inputs.shape[1],),
+        encoder,
+        notes,
+    )
 
 
-def _encoder(info: DatasetInfo, label: str, features: list[str] | None) -> tuple[FeatureEncoder, list[str]]:
+def _encoder(
+    info: DatasetInfo, label: str, features: list[str] | None
+) -> tuple[FeatureEncoder, list[str]]:
     schema = info.schema
     skip = {label, schema.privacy_unit}
     numeric: dict[str, tuple[float, float]] = {}
@@ -132,7 +157,11 @@ def _encoder(info: DatasetInfo, label: str, features: list[str] | None) -> tuple
     for column in features or [c for c in schema.column_names if c not in skip]:
         spec = schema.column(column)
         if column in skip or spec.kind == "identifier":
-            raise InvalidInputError(f"'{column}' cannot be a feature", expected="a feature column", got="the label or the privacy unit")
+            raise InvalidInputError(
+                f"'{column}' cannot be a feature",
+                expected="a feature column",
+                got="the label or the privacy unit",
+            )
         if spec.kind == "numeric" and spec.bounds is not None:
             numeric[column] = spec.bounds
         elif spec.kind == "categorical" and spec.categories:
@@ -154,7 +183,11 @@ def _encoder(info: DatasetInfo, label: str, features: list[str] | None) -> tuple
             fix="register the dataset with --bounds and --categories",
         )
     order = tuple(c for c in schema.column_names if c in numeric or c in categorical)
-    notes = [f"left out (no declared bounds or categories): {', '.join(undeclared)}"] if undeclared else []
+    notes = (
+        [f"left out (no declared bounds or categories): {', '.join(undeclared)}"]
+        if undeclared
+        else []
+    )
     return FeatureEncoder(numeric, categorical, order), notes
 
 
@@ -169,7 +202,12 @@ class TrainedModel:
     notes: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "card": self.card.to_dict(), "training": self.report.to_dict(), "notes": self.notes}
+        return {
+            "name": self.name,
+            "card": self.card.to_dict(),
+            "training": self.report.to_dict(),
+            "notes": self.notes,
+        }
 
 
 def fit_private(
@@ -201,7 +239,11 @@ def fit_private(
             fix="aggregate to one row per person, or keep one row each, and register that table",
         )
     data = dataset_tensors(catalog, dataset, label=label, features=features)
-    spec: dict[str, Any] = {"kind": model, "input_shape": list(data.input_shape), "n_classes": len(data.classes)}
+    spec: dict[str, Any] = {
+        "kind": model,
+        "input_shape": list(data.input_shape),
+        "n_classes": len(data.classes),
+    }
     if model == "mlp":
         spec["hidden"] = list(hidden)
     net = build_model(spec)
@@ -224,7 +266,9 @@ def fit_private(
             details={"model": name, "architecture": model, "label": data.label},
         )
         receipt = ledger.charge(dataset, event, purpose=purpose)
-    report = train(net, data.inputs, data.targets, plan, n_classes=len(data.classes), progress=progress)
+    report = train(
+        net, data.inputs, data.targets, plan, n_classes=len(data.classes), progress=progress
+    )
     accounting = plan.accounting
     card = PrivacyCard(
         model=name,
@@ -237,7 +281,9 @@ def fit_private(
         accountant="pld (dp_accounting, pessimistic)" if accounting else "none",
         epsilon_rdp=accounting.epsilon_rdp if accounting else None,
         epsilon_prv=accounting.epsilon_prv if accounting else None,
-        neighbouring="add or remove one record" if info.schema.privacy_unit is None else f"add or remove one {info.schema.privacy_unit}",
+        neighbouring="add or remove one record"
+        if info.schema.privacy_unit is None
+        else f"add or remove one {info.schema.privacy_unit}",
         sampling="poisson" if config.private else "shuffle",
         sample_rate=plan.sample_rate,
         expected_batch_size=config.batch_size,
