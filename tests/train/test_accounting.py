@@ -1,0 +1,79 @@
+"""DP-SGD accounting: pinned values, three accountants that agree, and calibration that never overshoots."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from veil.errors import InvalidInputError
+from veil.train import account, calibrate_noise
+from veil.train._accounting import MAX_NOISE_MULTIPLIER
+
+# FIELD-NOTES: q = 256/60000, sigma = 1.1, 703 steps, delta = 1e-5 measured
+# RDP 0.843, PRV 0.515, dp_accounting PLD 0.505 (Opacus 1.6, dp_accounting 0.6).
+Q, SIGMA, STEPS, DELTA = 256 / 60000, 1.1, 703, 1e-5
+
+
+def test_pinned_epsilon_of_a_known_run_by_three_accountants():
+    run = account(Q, SIGMA, STEPS, DELTA)
+    assert run.epsilon == pytest.approx(0.5061, abs=2e-3)
+    assert run.epsilon_rdp == pytest.approx(0.8432, abs=2e-3)
+    assert run.epsilon_prv == pytest.approx(0.515, abs=1e-2)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sample_rate=st.floats(1e-3, 0.1),
+    sigma=st.floats(0.6, 5.0),
+    steps=st.integers(10, 2000),
+)
+def test_accountants_agree_and_rdp_is_never_tighter(sample_rate, sigma, steps):
+    run = account(sample_rate, sigma, steps, DELTA)
+    # RDP is an upper bound of the same guarantee, looser than the (pessimistic) PLD.
+    assert run.epsilon <= run.epsilon_rdp * (1 + 1e-6)
+    # PLD and PRV are both near-exact: they agree within PRV's error bound (Opacus's default
+    # eps_error 0.01) plus a few percent for PLD's pessimistic discretisation.
+    if run.epsilon_prv is not None:
+        assert run.epsilon_prv == pytest.approx(run.epsilon, rel=0.05, abs=0.02)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    target=st.floats(0.2, 10.0),
+    delta=st.sampled_from([1e-6, 1e-5, 1e-3]),
+    sample_rate=st.floats(1e-3, 0.05),
+    steps=st.integers(1, 1500),
+)
+def test_calibrated_noise_never_overshoots_the_target(target, delta, sample_rate, steps):
+    try:
+        sigma = calibrate_noise(target, delta, sample_rate, steps)
+    except InvalidInputError:
+        # Refused only when even the largest noise multiplier cannot meet the target.
+        assert account(sample_rate, MAX_NOISE_MULTIPLIER, steps, delta, prv=False).epsilon > target
+        return
+    assert account(sample_rate, sigma, steps, delta, prv=False).epsilon <= target
+    # ... and it is not wastefully large: 0.2% less noise overshoots (or sigma is at its floor).
+    if sigma > 0.0501:
+        assert account(sample_rate, sigma / 1.002, steps, delta, prv=False).epsilon > target
+
+
+def test_calibration_is_monotone_in_the_target():
+    sigmas = [calibrate_noise(e, DELTA, Q, STEPS) for e in (0.5, 2.0, 8.0)]
+    assert sigmas == sorted(sigmas, reverse=True)
+
+
+def test_unreachable_target_names_the_knobs():
+    with pytest.raises(InvalidInputError, match="--epochs") as info:
+        calibrate_noise(0.001, DELTA, Q, 100_000)
+    assert "--batch-size" in str(info.value)
+    assert "--epsilon" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("target", "delta", "rate"),
+    [(-1.0, 1e-5, 0.01), (float("nan"), 1e-5, 0.01), (1.0, 0.0, 0.01), (1.0, 1.0, 0.01), (1.0, 1e-5, 0.0), (1.0, 1e-5, 1.5)],
+)
+def test_bad_parameters_are_refused(target, delta, rate):
+    with pytest.raises(InvalidInputError):
+        calibrate_noise(target, delta, rate, 100)
