@@ -22,7 +22,7 @@ def test_pinned_epsilon_of_a_known_run_by_three_accountants():
     assert run.epsilon_prv == pytest.approx(0.515, abs=1e-2)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     sample_rate=st.floats(1e-3, 0.1),
     sigma=st.floats(0.6, 5.0),
@@ -30,8 +30,9 @@ def test_pinned_epsilon_of_a_known_run_by_three_accountants():
 )
 def test_accountants_agree_and_rdp_is_never_tighter(sample_rate, sigma, steps):
     run = account(sample_rate, sigma, steps, DELTA)
-    # RDP is an upper bound of the same guarantee, looser than the (pessimistic) PLD.
-    assert run.epsilon <= run.epsilon_rdp * (1 + 1e-6)
+    # RDP is an upper bound of the same guarantee, looser than PLD except within PLD's
+    # pessimistic discretisation (interval 1e-3), which shows at tiny epsilons.
+    assert run.epsilon <= run.epsilon_rdp + 2e-3
     # PLD and PRV are both near-exact: they agree within PRV's error bound (Opacus's default
     # eps_error 0.01) plus a few percent for PLD's pessimistic discretisation.
     if run.epsilon_prv is not None:
@@ -54,7 +55,7 @@ def test_calibrated_noise_never_overshoots_the_target(target, delta, sample_rate
         return
     assert account(sample_rate, sigma, steps, delta, prv=False).epsilon <= target
     # ... and it is not wastefully large: 0.2% less noise overshoots (or sigma is at its floor).
-    if sigma > 0.0501:
+    if sigma > 0.0501:  # above the floor
         assert account(sample_rate, sigma / 1.002, steps, delta, prv=False).epsilon > target
 
 

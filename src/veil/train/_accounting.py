@@ -17,23 +17,24 @@ most the target, so the charged epsilon never overshoots it.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from veil.errors import InvalidInputError
 from veil.ledger import Mechanism, PLDAccountant, RDPAccountant, check_delta, check_epsilon
 
-__all__ = ["PrivacyAccounting", "account", "calibrate_noise", "prv_epsilon"]
+__all__ = ["PrivacyAccounting", "account", "calibrate_noise", "pld_epsilon", "prv_epsilon"]
 
 # A noise multiplier above this drowns any signal in the clipped gradients: asking for
 # more is refused, with the knobs to change (fewer epochs, more data, a bigger epsilon).
 MAX_NOISE_MULTIPLIER = 50.0
 _MIN_NOISE_MULTIPLIER = 0.05
-_RELATIVE_TOLERANCE = 1e-3
-_PLD_BELOW_RDP = 0.6  # PLD's sigma for a target is 70-95% of RDP's in practice
+_RDP_TOLERANCE = 1e-2
+_STEP_DOWN = 0.85  # PLD's sigma for a target is 70-95% of RDP's in practice
 
 
-def _pld_epsilon(sample_rate: float, noise_multiplier: float, steps: int, delta: float) -> float:
+def pld_epsilon(sample_rate: float, noise_multiplier: float, steps: int, delta: float) -> float:
     event = Mechanism.subsampled_gaussian(sample_rate, noise_multiplier, steps).dp_event
     return PLDAccountant().epsilon([event], delta)
 
@@ -49,7 +50,11 @@ def prv_epsilon(sample_rate: float, noise_multiplier: float, steps: int, delta: 
 
     accountant = PRVAccountant()
     accountant.history = [(noise_multiplier, sample_rate, steps)]
-    return float(accountant.get_epsilon(delta=delta))
+    with warnings.catch_warnings():
+        # PRV sizes its domain with Opacus's RDP analysis, which warns when its order grid
+        # is too small; the PRV figure itself carries its own error bound.
+        warnings.simplefilter("ignore", UserWarning)
+        return float(accountant.get_epsilon(delta=delta))
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,8 @@ def calibrate_noise(
 ) -> float:
     """The smallest noise multiplier (to 0.1%) whose PLD epsilon is at most ``target_epsilon``.
 
+    The answer is at least 0.05 (a target that needs less noise gets 0.05).
+
     Raises:
         InvalidInputError: The target needs more noise than ``max_noise_multiplier``
             (the message says which knob to turn), or a parameter is out of range.
@@ -122,7 +129,7 @@ def calibrate_noise(
             fix="use a batch size no larger than the dataset",
         )
     high = max_noise_multiplier
-    at_high = _pld_epsilon(sample_rate, high, steps, delta)
+    at_high = pld_epsilon(sample_rate, high, steps, delta)
     if at_high > target:
         raise InvalidInputError(
             f"epsilon {target:g} is out of reach for {steps} steps at sampling rate "
@@ -133,23 +140,31 @@ def calibrate_noise(
             "or allow a larger --epsilon",
             details={"epsilon_at_max_noise": at_high, "steps": steps, "sample_rate": sample_rate},
         )
-    low = _MIN_NOISE_MULTIPLIER
-    # RDP is cheap and never tighter than PLD, so its calibrated sigma is a valid upper end;
-    # the PLD answer lies a little below it. Narrow the bracket with RDP, then bisect with PLD.
-    rdp_high = _bisect(lambda s: _rdp_epsilon(sample_rate, s, steps, delta) <= target, low, high)
-    if _pld_epsilon(sample_rate, rdp_high, steps, delta) <= target:
-        high = rdp_high
-        guess = rdp_high * _PLD_BELOW_RDP
-        if _pld_epsilon(sample_rate, guess, steps, delta) > target:
-            low = guess
-    if _pld_epsilon(sample_rate, low, steps, delta) <= target:
-        return low
-    return _bisect(lambda s: _pld_epsilon(sample_rate, s, steps, delta) <= target, low, high)
+    # PLD is slow at small sigma (10 s and more below 0.1), RDP is cheap everywhere and never
+    # tighter than PLD: so RDP's sigma for the target is a valid upper end, and PLD only runs
+    # near the answer. Step down from there until PLD overshoots, then bisect with PLD.
+    rdp_sigma = _bisect(
+        lambda s: _rdp_epsilon(sample_rate, s, steps, delta) <= target,
+        _MIN_NOISE_MULTIPLIER,
+        high,
+        tolerance=_RDP_TOLERANCE,
+    )
+    if pld_epsilon(sample_rate, rdp_sigma, steps, delta) <= target:
+        high = rdp_sigma
+    low = high * _STEP_DOWN
+    while pld_epsilon(sample_rate, low, steps, delta) <= target:
+        high = low
+        if low <= _MIN_NOISE_MULTIPLIER:
+            return high
+        low = max(low * _STEP_DOWN, _MIN_NOISE_MULTIPLIER)
+    return _bisect(lambda s: pld_epsilon(sample_rate, s, steps, delta) <= target, low, high)
 
 
-def _bisect(fits: Callable[[float], bool], low: float, high: float) -> float:
-    """The smallest sigma in [low, high] (to 0.1%) with ``fits(sigma)``; ``fits(high)`` holds."""
-    while high / low > 1 + _RELATIVE_TOLERANCE:
+def _bisect(
+    fits: Callable[[float], bool], low: float, high: float, *, tolerance: float = 1e-3
+) -> float:
+    """The smallest sigma in [low, high] (to ``tolerance``) with ``fits``; ``fits(high)`` holds."""
+    while high / low > 1 + tolerance:
         mid = math.sqrt(low * high)
         if fits(mid):
             high = mid

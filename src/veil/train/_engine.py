@@ -32,7 +32,7 @@ from torch import nn
 from veil.errors import InvalidInputError
 from veil.ledger import Mechanism, PrivacyEvent, check_delta, check_epsilon, check_positive
 from veil.progress import ProgressCallback, ProgressEvent
-from veil.train._accounting import PrivacyAccounting, account, calibrate_noise
+from veil.train._accounting import PrivacyAccounting, account, calibrate_noise, pld_epsilon
 from veil.train._clip import PerSampleClipper, validate_model
 from veil.train._random import SecureRandom
 
@@ -392,14 +392,12 @@ def _private_epochs(
                     {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)},
                 )
         seconds = time.perf_counter() - epoch_start
-        spent = account(
-            q, accounting.noise_multiplier, epoch * plan.steps_per_epoch, config.delta, prv=False
-        )
+        spent = pld_epsilon(q, accounting.noise_multiplier, epoch * plan.steps_per_epoch, config.delta)
         stats = {
             "epoch": epoch,
             "loss": loss_sum / max(seen, 1),
             "accuracy": correct / max(seen, 1),
-            "epsilon": spent.epsilon,
+            "epsilon": spent,
             "seconds": seconds,
         }
         report.history.append(stats)

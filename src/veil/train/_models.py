@@ -129,7 +129,10 @@ class FeatureEncoder:
                 parts.append(np.nan_to_num(scaled, nan=0.0).astype(np.float32)[:, None])
             else:
                 cats = self.categorical[column]
-                codes = pd.Categorical(frame[column].astype("string"), categories=list(cats)).codes
+                lookup = {c: i for i, c in enumerate(cats)}
+                codes = (
+                    frame[column].astype("string").map(lookup).fillna(-1).to_numpy(dtype=np.int64)
+                )
                 onehot = np.zeros((len(frame), len(cats)), dtype=np.float32)
                 known = codes >= 0
                 onehot[np.nonzero(known)[0], codes[known]] = 1.0
