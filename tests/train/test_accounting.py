@@ -73,7 +73,14 @@ def test_unreachable_target_names_the_knobs():
 
 @pytest.mark.parametrize(
     ("target", "delta", "rate"),
-    [(-1.0, 1e-5, 0.01), (float("nan"), 1e-5, 0.01), (1.0, 0.0, 0.01), (1.0, 1.0, 0.01), (1.0, 1e-5, 0.0), (1.0, 1e-5, 1.5)],
+    [
+        (-1.0, 1e-5, 0.01),
+        (float("nan"), 1e-5, 0.01),
+        (1.0, 0.0, 0.01),
+        (1.0, 1.0, 0.01),
+        (1.0, 1e-5, 0.0),
+        (1.0, 1e-5, 1.5),
+    ],
 )
 def test_bad_parameters_are_refused(target, delta, rate):
     with pytest.raises(InvalidInputError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 
 from veil.errors import InvalidInputError
@@ -65,12 +65,16 @@ def test_norms_and_clipped_sums_match_a_naive_loop(name, max_grad_norm, seed):
     clipper.close()
 
     naive = naive_per_sample_gradients(model, x, y, _loss)
-    expected_norms = torch.stack([torch.sqrt(sum(g.square().sum() for g in grads)) for grads in naive])
+    expected_norms = torch.stack(
+        [torch.sqrt(sum(g.square().sum() for g in grads)) for grads in naive]
+    )
     assert torch.allclose(norms, expected_norms, rtol=TOL, atol=1e-6), (norms, expected_norms)
     scale = (max_grad_norm / (expected_norms + 1e-6)).clamp(max=1.0)
     for index, summed in enumerate(sums):
         expected = sum(scale[i] * naive[i][index] for i in range(batch))
-        assert torch.allclose(summed, expected, rtol=TOL, atol=1e-6 * max(1.0, float(expected.abs().max())))
+        assert torch.allclose(
+            summed, expected, rtol=TOL, atol=1e-6 * max(1.0, float(expected.abs().max()))
+        )
     # Clipping holds: every clipped example's gradient has norm <= C.
     assert float((expected_norms * scale).max()) <= max_grad_norm * (1 + 1e-5)
 
@@ -102,13 +106,17 @@ def test_agrees_with_opacus_per_sample_gradients(seed):
     clipper.close()
     wrapped = GradSampleModule(model, loss_reduction="sum")
     _loss(wrapped(x), y).sum().backward()
-    opacus_norms = torch.cat([p.grad_sample.reshape(5, -1) for p in model.parameters()], 1).norm(dim=1)
+    opacus_norms = torch.cat([p.grad_sample.reshape(5, -1) for p in model.parameters()], 1).norm(
+        dim=1
+    )
     wrapped._close()
     assert torch.allclose(norms, opacus_norms, rtol=TOL)
 
 
 def test_batchnorm_is_refused_with_the_replacement():
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)
+    )
     with pytest.raises(InvalidInputError, match="GroupNorm") as info:
         PerSampleClipper(model, 1.0)
     assert "BatchNorm" in str(info.value)
@@ -142,9 +150,7 @@ def test_tied_layers_and_in_place_outputs_are_refused():
 def test_a_loss_that_is_not_per_example_is_refused():
     clipper = PerSampleClipper(nn.Linear(3, 2), 1.0)
     with pytest.raises(InvalidInputError, match="reduction='none'"):
-        clipper.accumulate(
-            torch.randn(4, 3), torch.randint(0, 2, (4,)), lambda o, t: F.cross_entropy(o, t)
-        )
+        clipper.accumulate(torch.randn(4, 3), torch.randint(0, 2, (4,)), F.cross_entropy)
 
 
 def test_hooks_are_inactive_outside_accumulate_and_removed_by_close():

@@ -31,7 +31,9 @@ def test_noise_has_the_calibrated_scale_when_the_signal_is_zero():
     model = nn.Linear(200, 500, bias=False)
     before = model.weight.detach().clone()
     inputs, targets = torch.randn(n, 200), torch.zeros(n, dtype=torch.long)
-    config = DPConfig(epochs=1, batch_size=batch, noise_multiplier=sigma, max_grad_norm=clip, learning_rate=1.0)
+    config = DPConfig(
+        epochs=1, batch_size=batch, noise_multiplier=sigma, max_grad_norm=clip, learning_rate=1.0
+    )
     plan = plan_training(config, n)
     plan = type(plan)(config, n, 1, plan.accounting)  # a single step
 
@@ -44,7 +46,9 @@ def test_noise_has_the_calibrated_scale_when_the_signal_is_zero():
     statistic = float(np.sum((moved / expected_std) ** 2))
     k = moved.size
     lo, hi = stats.chi2.ppf(ALPHA / 2, k), stats.chi2.isf(ALPHA / 2, k)
-    assert lo <= statistic <= hi, f"chi2 {statistic:.0f} outside [{lo:.0f}, {hi:.0f}] (k={k}): type I error <= {ALPHA}"
+    assert lo <= statistic <= hi, (
+        f"chi2 {statistic:.0f} outside [{lo:.0f}, {hi:.0f}] (k={k}): type I error <= {ALPHA}"
+    )
     assert abs(float(moved.mean())) < 6 * expected_std / np.sqrt(k)
 
 
@@ -55,7 +59,9 @@ def test_virtual_steps_give_the_same_model_as_one_physical_batch(quiet):
     for physical in (7, 4096):
         torch.manual_seed(1)
         model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
-        config = DPConfig(epochs=2, batch_size=120, noise_multiplier=1.0, max_physical_batch_size=physical, seed=3)
+        config = DPConfig(
+            epochs=2, batch_size=120, noise_multiplier=1.0, max_physical_batch_size=physical, seed=3
+        )
         train(model, inputs, targets, plan_training(config, 600), n_classes=3)
         weights.append(torch.cat([p.detach().ravel() for p in model.parameters()]))
     assert torch.allclose(weights[0], weights[1], atol=1e-5)
@@ -69,7 +75,9 @@ def test_a_private_run_learns_digits(seed):
     train_idx, test_idx = order[:1400], order[1400:]
     torch.manual_seed(seed)
     model = build_model({"kind": "logreg", "input_shape": [64], "n_classes": 10})
-    config = DPConfig(epochs=15, batch_size=100, epsilon=8.0, delta=1e-4, learning_rate=2.0, max_grad_norm=1.0)
+    config = DPConfig(
+        epochs=15, batch_size=100, epsilon=8.0, delta=1e-4, learning_rate=2.0, max_grad_norm=1.0
+    )
     plan = plan_training(config, 1400)
     report = train(model, x[train_idx], y[train_idx], plan, n_classes=10)
     assert plan.accounting.epsilon <= 8.0
@@ -86,7 +94,14 @@ def test_progress_reports_loss_accuracy_and_epsilon():
     events = []
     model = nn.Linear(3, 2)
     config = DPConfig(epochs=2, batch_size=50, epsilon=2.0, delta=1e-4)
-    train(model, torch.randn(500, 3), torch.randint(0, 2, (500,)), plan_training(config, 500), n_classes=2, progress=events.append)
+    train(
+        model,
+        torch.randn(500, 3),
+        torch.randint(0, 2, (500,)),
+        plan_training(config, 500),
+        n_classes=2,
+        progress=events.append,
+    )
     last = events[-1]
     assert last.task == "epoch 2/2"
     assert last.completed == last.total == 10

@@ -26,7 +26,15 @@ def cancer():
 @pytest.mark.parametrize("cls", [DPLogisticRegression, DPMLPClassifier])
 def test_fit_predict_and_probabilities(cls, cancer):
     x, y, bounds, names = cancer
-    clf = cls(epsilon=4.0, delta=1e-4, feature_bounds=bounds, classes=names, epochs=20, batch_size=64, learning_rate=1.0)
+    clf = cls(
+        epsilon=4.0,
+        delta=1e-4,
+        feature_bounds=bounds,
+        classes=names,
+        epochs=20,
+        batch_size=64,
+        learning_rate=1.0,
+    )
     clf.fit(x, y)
     proba = clf.predict_proba(x)
     assert proba.shape == (len(x), 2)
@@ -40,7 +48,9 @@ def test_fit_predict_and_probabilities(cls, cancer):
 
 def test_the_baseline_is_not_private(cancer):
     x, y, bounds, names = cancer
-    clf = DPLogisticRegression(private=False, feature_bounds=bounds, classes=names, epochs=5, batch_size=64)
+    clf = DPLogisticRegression(
+        private=False, feature_bounds=bounds, classes=names, epochs=5, batch_size=64
+    )
     assert clf.fit(x, y).privacy_ is None
 
 
@@ -91,7 +101,10 @@ def test_encoder_uses_declared_categories_and_bounds_only():
 def test_model_zoo_shapes():
     for spec, shape in [
         ({"kind": "logreg", "input_shape": [7], "n_classes": 3}, (4, 7)),
-        ({"kind": "mlp", "input_shape": [1, 28, 28], "n_classes": 10, "hidden": [32]}, (4, 1, 28, 28)),
+        (
+            {"kind": "mlp", "input_shape": [1, 28, 28], "n_classes": 10, "hidden": [32]},
+            (4, 1, 28, 28),
+        ),
         ({"kind": "cnn", "input_shape": [1, 28, 28], "n_classes": 10}, (4, 1, 28, 28)),
     ]:
         assert build_model(spec)(torch.zeros(shape)).shape == (4, spec["n_classes"])

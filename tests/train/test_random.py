@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 from scipy import stats
-
 from tests._dpstats import clopper_pearson, ks_critical_value, ks_statistic
+
 from veil.errors import InvalidInputError, PrivacyLeakWarning
 from veil.train import SecureRandom
 

@@ -392,7 +392,9 @@ def _private_epochs(
                     {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)},
                 )
         seconds = time.perf_counter() - epoch_start
-        spent = pld_epsilon(q, accounting.noise_multiplier, epoch * plan.steps_per_epoch, config.delta)
+        spent = pld_epsilon(
+            q, accounting.noise_multiplier, epoch * plan.steps_per_epoch, config.delta
+        )
         stats = {
             "epoch": epoch,
             "loss": loss_sum / max(seen, 1),

@@ -1,0 +1,172 @@
+"""fit_private on registered datasets: refusals before the charge, one ledger event, the saved card."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from veil.data import Catalog
+from veil.errors import (
+    BudgetExceededError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    SchemaError,
+)
+from veil.ledger import Budget, Ledger
+from veil.store import Store
+from veil.train import DPConfig, ModelRegistry, dataset_tensors, fit_private
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def setup(request, tmp_path):
+    url = (
+        f"sqlite:///{tmp_path / 'veil.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    store = Store.open(url, upgrade=True)
+    catalog = Catalog(store)
+    catalog.add("sklearn:digits", name="digits")
+    catalog.add(
+        "sklearn:iris",
+        name="iris",
+        bounds={"sepal length (cm)": (0.0, 10.0), "sepal width (cm)": (0.0, 10.0)},
+    )
+    ledger = Ledger(store)
+    ledger.set_budget("digits", Budget(epsilon=5.0, delta=1e-4))
+    yield catalog, ledger, ModelRegistry(tmp_path / "models")
+    store.dispose()
+
+
+CONFIG = DPConfig(epochs=3, batch_size=100, epsilon=2.0, delta=1e-4, learning_rate=2.0)
+
+
+def test_train_charges_one_event_and_saves_the_card(setup):
+    catalog, ledger, registry = setup
+    trained = fit_private(
+        catalog, ledger, registry, "digits", CONFIG, name="digits-dp", model="logreg"
+    )
+    entries = ledger.entries("digits")
+    assert len(entries) == 1
+    entry = entries[0].to_dict()
+    assert entry["operation"] == "training"
+    (mechanism,) = entry["mechanisms"]
+    assert mechanism["name"] == "poisson_subsampled_gaussian"
+    assert mechanism["parameters"]["sampling_rate"] == pytest.approx(100 / 1797)
+    assert mechanism["parameters"]["steps"] == 3 * 18
+    card = trained.card
+    assert card.ledger_event_id == entries[0].id
+    assert card.epsilon == pytest.approx(entries[0].epsilon) and card.epsilon <= 2.0
+    assert card.noise_multiplier == mechanism["parameters"]["noise_multiplier"]
+    assert card.sampling == "poisson" and card.secure_rng and card.private
+    saved = registry.load("digits-dp")
+    assert saved.card == card
+    inputs = dataset_tensors(catalog, "digits").inputs[:5]
+    assert torch.equal(saved.model(inputs), trained.model(inputs))
+    on_disk = json.loads((saved.path / "privacy_card.json").read_text())
+    for key in (
+        "epsilon",
+        "delta",
+        "accountant",
+        "sampling",
+        "max_grad_norm",
+        "noise_multiplier",
+        "steps",
+        "dataset",
+        "ledger_event_id",
+    ):
+        assert key in on_disk
+
+
+def test_over_budget_is_refused_before_training_and_saves_nothing(setup):
+    catalog, ledger, registry = setup
+    with pytest.raises(BudgetExceededError):
+        fit_private(
+            catalog,
+            ledger,
+            registry,
+            "digits",
+            DPConfig(epochs=1, batch_size=100, epsilon=6.0, delta=1e-4),
+            name="greedy",
+            model="logreg",
+        )
+    assert ledger.entries("digits") == []
+    assert registry.list() == []
+    with pytest.raises(BudgetExceededError):  # no budget at all: nothing may be released
+        fit_private(
+            catalog,
+            ledger,
+            registry,
+            "iris",
+            DPConfig(epochs=1, batch_size=10, epsilon=1.0, delta=1e-3),
+            name="iris",
+            model="logreg",
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"name": "bad name!"}, InvalidInputError, "invalid model name"),
+        ({"model": "cnn"}, InvalidInputError, "28x28"),
+        ({"label": "pixel_0_0"}, SchemaError, "no declared categories"),
+        ({"features": ["digit"]}, InvalidInputError, "cannot be a feature"),
+        ({"test": "nowhere"}, NotFoundError, "no dataset named"),
+        (
+            {"config": DPConfig(epochs=500, batch_size=1000, epsilon=0.01, delta=1e-4)},
+            InvalidInputError,
+            "out of reach",
+        ),
+    ],
+)
+def test_refusals_charge_nothing(setup, kwargs, error, match):
+    catalog, ledger, registry = setup
+    options = {"name": "m", "model": "logreg", "config": CONFIG, **kwargs}
+    config = options.pop("config")
+    with pytest.raises(error, match=match):
+        fit_private(catalog, ledger, registry, "digits", config, **options)
+    assert ledger.entries("digits") == []
+
+
+def test_a_taken_name_is_refused_before_the_charge(setup):
+    catalog, ledger, registry = setup
+    fit_private(catalog, ledger, registry, "digits", CONFIG, name="once", model="logreg")
+    with pytest.raises(ConflictError, match="never overwritten"):
+        fit_private(catalog, ledger, registry, "digits", CONFIG, name="once", model="logreg")
+    assert len(ledger.entries("digits")) == 1
+
+
+def test_undeclared_columns_are_left_out_and_said(setup):
+    catalog, _, _ = setup
+    data = dataset_tensors(catalog, "iris")
+    assert data.encoder.order == ("sepal length (cm)", "sepal width (cm)")
+    assert "petal length (cm)" in data.notes[0]
+    with pytest.raises(SchemaError, match="petal width"):
+        dataset_tensors(catalog, "iris", features=["petal width (cm)"])
+
+
+def test_mnist_images_train_with_a_test_set(tmp_path, shared_data):
+    store = Store.open(f"sqlite:///{tmp_path / 'm.db'}", upgrade=True)
+    catalog = Catalog(store)
+    catalog.add(shared_data / "mnist", name="mnist-test", format="mnist", split="test")
+    ledger = Ledger(store)
+    ledger.set_budget("mnist-test", Budget(epsilon=3.0, delta=1e-5))
+    data = dataset_tensors(catalog, "mnist-test")
+    assert data.input_shape == (1, 28, 28)
+    assert float(data.inputs.min()) == -1.0 and float(data.inputs.max()) == 1.0
+    trained = fit_private(
+        catalog,
+        ledger,
+        ModelRegistry(tmp_path / "models"),
+        "mnist-test",
+        DPConfig(epochs=1, batch_size=256, epsilon=2.0, delta=1e-5),
+        name="mnist-mlp",
+        model="mlp",
+        hidden=(32,),
+        test="mnist-test",
+    )
+    assert trained.card.test_accuracy > 0.5  # one private epoch on 10k images; chance is 0.1
+    store.dispose()
