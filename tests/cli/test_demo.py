@@ -22,6 +22,7 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
         "Register a dataset with its privacy schema",
         "Answer a SQL query with differential privacy (charged to the ledger first)",
         "Refuse a query that would exceed the budget (nothing computed or charged)",
+        "Train a DP-SGD model on bundled data and write its privacy card",
     ]
     register = result["steps"][1]
     assert register["rows"] == 442
@@ -33,7 +34,13 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     assert refusal["error"]["code"] == "budget_exceeded"
     assert refusal["budget_after"]["events"] == 1  # the refused query was not charged
     assert [h["type"] for h in refusal["history"]] == ["budget", "release"]
+    card = result["steps"][4]["card"]
+    assert card["dataset"] == "digits" and card["private"] is True
+    assert card["epsilon"] <= 1.0 and card["sampling"] == "poisson"
+    assert card["ledger_event_id"] is not None and card["train_accuracy"] > 0.5
+    assert result["steps"][4]["budget"]["spent"]["epsilon"] == pytest.approx(card["epsilon"])
     html = (tmp_path / "tour" / "summary.html").read_text(encoding="utf-8")
+    assert "privacy card" in html
     assert "A differentially private query" in html
     assert "Refused:" in html
     assert "<h1>Veil demo summary</h1>" in html
@@ -51,6 +58,7 @@ def test_demo_prints_the_schema(capsys, tmp_path: Path):
     assert "Summary written to" in out
     assert "95% intervals" in out
     assert "was refused" in out
+    assert "noise multiplier" in out  # the model's privacy card
 
 
 def test_demo_refuses_a_directory_it_did_not_make(capsys, tmp_path: Path):

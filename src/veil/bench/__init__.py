@@ -6,6 +6,7 @@
 ['raw', 'veil']
 """
 
+from veil.bench._dpsgd import run_dpsgd_benchmark, run_mnist_benchmark
 from veil.bench._query import run_query_benchmark
 
-__all__ = ["run_query_benchmark"]
+__all__ = ["run_dpsgd_benchmark", "run_mnist_benchmark", "run_query_benchmark"]

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from veil.cli._output import out, print_json, progress_bar
 
-__all__ = ["app", "query"]
+__all__ = ["app", "dpsgd", "mnist", "query"]
 
 app = typer.Typer(help="Benchmarks: JSON plus a readable table.", no_args_is_help=True)
 
@@ -134,4 +134,174 @@ def query(
         print_json(report)
         return
     render_query_report(report)
+    out.print(f"Report written to {output}")
+
+
+DataOption = Annotated[
+    Path,
+    typer.Option("--data", help="Folder holding mnist/ and adult/ (the project's shared data)."),
+]
+DEFAULT_DATA = Path("../shared/data")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _verdict(flag: bool | None) -> str:
+    return "n/a" if flag is None else ("met" if flag else "NOT met")
+
+
+def render_dpsgd_report(report: dict[str, Any]) -> None:
+    """Timing, accuracy and the goals of ``veil bench dpsgd``."""
+    table = Table(title="DP-SGD vs non-private, seconds per epoch on MNIST (same model and batch)")
+    for header in ("model", "batch", "non-private s", "Veil DP-SGD s", "x", "Opacus ghost s", "x"):
+        table.add_column(header, justify="right")
+    for r in report["timing"]:
+        table.add_row(
+            r["model"],
+            str(r["batch_size"]),
+            _seconds(r["non_private_s_per_epoch"]),
+            _seconds(r["veil_dp_s_per_epoch"]),
+            _times(r["veil_ratio"]),
+            _seconds(r["opacus_ghost_s_per_epoch"]),
+            _times(r["opacus_ratio"]),
+        )
+    out.print(table)
+    mnist = report.get("mnist_eps3")
+    if mnist:
+        out.print(
+            f"· MNIST {mnist['model']} at epsilon {mnist['epsilon']:.3f} (delta 1e-5; RDP "
+            f"{mnist['epsilon_rdp']:.3f}, PRV {mnist['epsilon_prv'] or float('nan'):.3f}), "
+            f"{mnist['epochs']} epochs, noise multiplier {mnist['noise_multiplier']:.3f}: "
+            f"test accuracy {_pct(mnist['test_accuracy'])}"
+        )
+    adult = report.get("adult")
+    if adult:
+        out.print(
+            f"· Adult logistic regression: non-private {_pct(adult['non_private']['test_accuracy'])}, "
+            f"DP at epsilon 1 {_pct(adult['dp_eps1']['test_accuracy'])} "
+            f"(gap {adult['gap_points']:.2f} points; majority class {_pct(adult['majority_class_accuracy'])})"
+        )
+    goals = report["goals"]
+    timing_goals = ", ".join(f"{m} {_verdict(v)}" for m, v in goals["dp_within_1_3x"].items())
+    out.print(
+        f"· goals: DP-SGD within 1.3x non-private: {timing_goals}; MNIST >= 98% at epsilon 3: "
+        f"{_verdict(goals['mnist_98_at_eps3'])}; Adult within 1.5 points at epsilon 1: "
+        f"{_verdict(goals['adult_within_1_5_points'])}"
+    )
+    machine = report["machine"]
+    out.print(
+        f"· machine: {machine['cpus']} CPUs, torch {machine['torch']} ({machine['torch_threads']} "
+        "threads); times are noisy on a shared machine: compare the ratios"
+    )
+
+
+@app.command()
+def dpsgd(
+    data: DataOption = DEFAULT_DATA,
+    models: Annotated[str, typer.Option("--models", help="Comma-separated: mlp, cnn.")] = "mlp,cnn",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size for timing.")] = 256,
+    timing_epochs: Annotated[
+        int, typer.Option("--timing-epochs", help="Epochs timed per run.")
+    ] = 2,
+    train_size: Annotated[
+        int | None, typer.Option("--train-size", help="Use only the first N training images.")
+    ] = None,
+    accuracy_epochs: Annotated[
+        int, typer.Option("--accuracy-epochs", help="Epochs of the epsilon-3 CNN run.")
+    ] = 30,
+    no_accuracy: Annotated[
+        bool, typer.Option("--no-accuracy", help="Timing only (skip the accuracy runs).")
+    ] = False,
+    no_opacus: Annotated[bool, typer.Option("--no-opacus", help="Skip the Opacus rows.")] = False,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON report.")] = Path(
+        "bench-dpsgd.json"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """DP-SGD time per epoch against non-private training; MNIST at epsilon 3; Adult at epsilon 1."""
+    from veil.bench import run_dpsgd_benchmark  # noqa: PLC0415
+
+    with progress_bar() as progress:
+        report = run_dpsgd_benchmark(
+            data,
+            models=[m.strip() for m in models.split(",") if m.strip()],
+            batch_size=batch_size,
+            timing_epochs=timing_epochs,
+            train_size=train_size,
+            accuracy_epochs=accuracy_epochs,
+            opacus=not no_opacus,
+            accuracy=not no_accuracy,
+            progress=progress,
+        )
+    _write_json(output, report)
+    if as_json:
+        print_json(report)
+        return
+    render_dpsgd_report(report)
+    out.print(f"Report written to {output}")
+
+
+def render_mnist_report(report: dict[str, Any]) -> None:
+    """The MNIST comparison as one table."""
+    table = Table(
+        title=f"MNIST: non-private vs DP-SGD ({report['train_examples']:,} training images, "
+        f"{report['test_examples']:,} test images)"
+    )
+    for header in (
+        "run",
+        "epsilon",
+        "s/epoch",
+        "x",
+        "test accuracy",
+        "ms/image batched",
+        "ms/image alone",
+    ):
+        table.add_column(header, justify="right")
+    for r in report["rows"]:
+        table.add_row(
+            r["label"],
+            "-" if r["epsilon"] is None else f"{r['epsilon']:.3f}",
+            _seconds(r["s_per_epoch"]),
+            _times(r["time_ratio"]),
+            _pct(r["test_accuracy"]),
+            f"{r['batched_ms_per_image']:.4f}",
+            f"{r['single_image_ms']:.3f}",
+        )
+    table.add_row("encrypted inference", "-", "-", "-", "-", "pending", "pending")
+    out.print(table)
+    out.print(f"· encrypted inference: {report['encrypted_inference']['note']}")
+    published = report["published"]
+    out.print(
+        f"· published: {published['article']}; Opacus example {published['opacus_example']}; "
+        f"tempered-sigmoid CNN {published['tempered_sigmoid_cnn']}"
+    )
+
+
+@app.command()
+def mnist(
+    data: DataOption = DEFAULT_DATA,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs of every run.")] = 30,
+    model: Annotated[str, typer.Option("--model", help="cnn, mlp or logreg.")] = "cnn",
+    train_size: Annotated[
+        int | None, typer.Option("--train-size", help="Use only the first N training images.")
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON report.")] = Path(
+        "bench-mnist.json"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """The MNIST comparison: non-private and DP-SGD at epsilon 1, 3, 8 (delta 1e-5)."""
+    from veil.bench import run_mnist_benchmark  # noqa: PLC0415
+
+    with progress_bar() as progress:
+        report = run_mnist_benchmark(
+            data, epochs=epochs, model=model, train_size=train_size, progress=progress
+        )
+    _write_json(output, report)
+    if as_json:
+        print_json(report)
+        return
+    render_mnist_report(report)
     out.print(f"Report written to {output}")

@@ -3,8 +3,9 @@
 The tour runs in its own directory (``./veil-demo`` by default) with its own
 embedded SQLite workspace, whatever ``VEIL_HOME`` or ``VEIL_DATABASE_URL`` say,
 so it never touches a real workspace. Each capability adds a step here as it
-lands; for now the tour registers scikit-learn's bundled diabetes data with a
-declared privacy schema.
+lands: it registers scikit-learn's bundled diabetes data with a declared privacy
+schema, answers a DP query charged to a budget and refuses one over it, and
+trains a DP-SGD model on the bundled digits with its privacy card.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
             report=info.report,
         )
         _private_query(tour, catalog, store)
+        _private_model(tour, catalog, store, workspace)
     finally:
         store.dispose()
     (tour.directory / "summary.html").write_text(_html(tour, info), encoding="utf-8")
@@ -148,6 +150,49 @@ def _private_query(tour: Tour, catalog: Catalog, store: Store) -> None:
         **refused,
         budget_after=ledger.status("diabetes").to_dict(),
         history=ledger.history("diabetes"),
+    )
+
+
+DEMO_MODEL = {"epsilon": 1.0, "delta": 1e-4, "epochs": 10, "batch_size": 64}
+
+
+def _private_model(tour: Tour, catalog: Catalog, store: Store, workspace: Workspace) -> None:
+    """Step 5: a DP logistic regression on the bundled digits, charged to its ledger, with its card."""
+    import importlib.util  # noqa: PLC0415
+
+    title = "Train a DP-SGD model on bundled data and write its privacy card"
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("opacus") is None:
+        tour.step(title, 0.0, skipped="needs the train extra: pip install 'veil[train]'")
+        return
+    from veil.ledger import Budget, Ledger  # noqa: PLC0415
+    from veil.train import DPConfig, ModelRegistry, fit_private  # noqa: PLC0415
+
+    started = time.perf_counter()
+    catalog.add("sklearn:digits", name="digits")
+    ledger = Ledger(store, catalog.settings)
+    ledger.set_budget("digits", Budget(epsilon=2.0, delta=1e-4), reason="demo model budget")
+    config = DPConfig(
+        epochs=DEMO_MODEL["epochs"],
+        batch_size=DEMO_MODEL["batch_size"],
+        epsilon=DEMO_MODEL["epsilon"],
+        delta=DEMO_MODEL["delta"],
+        learning_rate=2.0,
+    )
+    trained = fit_private(
+        catalog,
+        ledger,
+        ModelRegistry.for_workspace(workspace),
+        "digits",
+        config,
+        name="digits-logreg-dp",
+        model="logreg",
+        purpose="demo: a private digit classifier",
+    )
+    tour.step(
+        title,
+        time.perf_counter() - started,
+        card=trained.card.to_dict(),
+        budget=ledger.status("digits").to_dict(),
     )
 
 
@@ -194,6 +239,15 @@ def demo(
     )
     if refusal.get("refused"):
         out.print(f"A query asking for epsilon 5 was refused: {refusal['error']['message']}")
+    model_step = tour.steps[4]
+    if "card" in model_step:
+        from veil.cli.models import render_card  # noqa: PLC0415
+        from veil.train import PrivacyCard  # noqa: PLC0415
+
+        out.print("\n[bold]A DP-SGD model on scikit-learn's digits (1,797 images)[/bold]")
+        render_card(PrivacyCard.from_dict(model_step["card"]))
+    else:
+        out.print(f"Model training skipped: {model_step['skipped']}")
     out.print(f"Summary written to {summary}")
 
 
@@ -252,6 +306,7 @@ SHA-256 <code>{e(info.content_sha256)}</code>.</p>
 <p class="muted">Bounds were declared from clinical ranges, not read from the data; values outside them
 are clamped by private queries (every answer says so).</p>
 {_query_html(tour)}
+{_model_html(tour)}
 </body></html>
 """
 
@@ -299,4 +354,20 @@ the noise only; {e(answer["ci_note"])}.</p>
 remaining {budget["remaining"]:.4g}.</p>
 <p class="warn">Refused: {e(refused)}</p>
 <table><tr><th>when (UTC)</th><th>who</th><th>what</th><th>purpose / reason</th><th>mechanisms</th></tr>{history}</table>
+"""
+
+
+def _model_html(tour: Tour) -> str:
+    e = html.escape
+    step = next((s for s in tour.steps if s["title"].startswith("Train")), None)
+    if step is None:
+        return ""
+    if "card" not in step:
+        return f"<h2>A private model</h2><p class='warn'>Skipped: {e(step['skipped'])}</p>"
+    card = step["card"]
+    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in card.items())
+    return f"""<h2>A private model and its privacy card</h2>
+<p>DP-SGD (Poisson sampling, per-example clipping, noise from a CSPRNG) on scikit-learn's digits, charged to
+the ledger of <code>digits</code> before training as one subsampled-Gaussian event.</p>
+<table>{rows}</table>
 """

@@ -41,6 +41,9 @@ def train(
     learning_rate: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 0.5,
     optimizer: Annotated[str, typer.Option("--optimizer", help="sgd or adam.")] = "sgd",
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.0,
+    schedule: Annotated[
+        str, typer.Option("--schedule", help="Learning rate: constant or cosine (decays to 0).")
+    ] = "constant",
     hidden: Annotated[int, typer.Option("--hidden", help="Hidden units of the mlp.")] = 128,
     max_physical_batch: Annotated[
         int,
@@ -85,6 +88,7 @@ def train(
         learning_rate=learning_rate,
         optimizer=optimizer,  # type: ignore[arg-type]
         momentum=momentum,
+        schedule=schedule,  # type: ignore[arg-type]
         max_physical_batch_size=max_physical_batch,
         seed=seed,
     )

@@ -51,6 +51,8 @@ class DPConfig:
         delta: Target delta (default 1e-5; keep it below 1/n).
         noise_multiplier: Give ``sigma`` directly instead of ``epsilon``.
         learning_rate, optimizer, momentum: The optimiser (``sgd`` or ``adam``).
+        schedule: ``constant`` or ``cosine`` (the learning rate decays to 0 over the
+            run's steps; post-processing of the noisy gradients, so free of privacy cost).
         max_physical_batch_size: The most examples in memory at once.
         sampling: ``poisson`` (the only private choice) or ``shuffle``
             (fixed-size batches: refused when ``private``).
@@ -68,6 +70,7 @@ class DPConfig:
     learning_rate: float = 0.5
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = 0.0
+    schedule: Literal["constant", "cosine"] = "constant"
     max_physical_batch_size: int = 1024
     sampling: Literal["poisson", "shuffle"] = "poisson"
     private: bool = True
@@ -89,6 +92,10 @@ class DPConfig:
         if self.optimizer not in ("sgd", "adam"):
             raise InvalidInputError(
                 "unknown optimizer", expected="sgd or adam", got=repr(self.optimizer)
+            )
+        if self.schedule not in ("constant", "cosine"):
+            raise InvalidInputError(
+                "unknown schedule", expected="constant or cosine", got=repr(self.schedule)
             )
         if self.sampling not in ("poisson", "shuffle"):
             raise InvalidInputError(
@@ -256,6 +263,26 @@ def _optimizer(model: nn.Module, config: DPConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum)
 
 
+class _Schedule:
+    """Sets the learning rate before each step (cosine decay over the run, or constant)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, plan: TrainingPlan) -> None:
+        self.optimizer, self.plan, self.step_count = optimizer, plan, 0
+
+    def step(self) -> None:
+        config = self.plan.config
+        if config.schedule == "cosine":
+            progress = self.step_count / max(1, self.plan.steps)
+            lr = 0.5 * config.learning_rate * (1 + math.cos(math.pi * progress))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        self.step_count += 1
+        self.optimizer.step()
+
+    def zero_grad(self, *, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+
 def train(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -280,7 +307,7 @@ def train(
             got=str(inputs.shape[0]),
         )
     rng = SecureRandom(config.seed)
-    optimizer = _optimizer(model, config)
+    optimizer = _Schedule(_optimizer(model, config), plan)
     report = TrainingReport(plan=plan, secure_rng=rng.secure)
     model.train()
     start = time.perf_counter()
@@ -347,7 +374,7 @@ def _private_epochs(
     plan: TrainingPlan,
     *,
     clipper: PerSampleClipper,
-    optimizer: torch.optim.Optimizer,
+    optimizer: _Schedule,
     rng: SecureRandom,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     report: TrainingReport,
@@ -412,7 +439,7 @@ def _plain_epochs(
     targets: torch.Tensor,
     plan: TrainingPlan,
     *,
-    optimizer: torch.optim.Optimizer,
+    optimizer: _Schedule,
     rng: SecureRandom,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     report: TrainingReport,

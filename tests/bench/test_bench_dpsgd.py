@@ -1,0 +1,70 @@
+"""`veil bench dpsgd` and `veil bench mnist` run end to end on a tiny size (a benchmark is not a test)."""
+
+from __future__ import annotations
+
+import json
+
+from veil.bench import run_dpsgd_benchmark, run_mnist_benchmark
+from veil.cli._app import main
+
+
+def test_dpsgd_benchmark_on_a_tiny_size(shared_data):
+    report = run_dpsgd_benchmark(
+        shared_data,
+        models=["mlp"],
+        train_size=1024,
+        timing_epochs=1,
+        accuracy_epochs=1,
+        adult_epochs=1,
+    )
+    (row,) = report["timing"]
+    assert row["model"] == "mlp"
+    assert row["veil_ratio"] == row["veil_dp_s_per_epoch"] / row["non_private_s_per_epoch"]
+    assert row["opacus_ghost_s_per_epoch"] > 0
+    assert report["mnist_eps3"]["epsilon"] <= 3.0
+    assert 0.0 <= report["mnist_eps3"]["test_accuracy"] <= 1.0
+    adult = report["adult"]
+    assert adult["dp_eps1"]["epsilon"] <= 1.0 and adult["test_rows"] == 16281
+    assert set(report["goals"]) == {"dp_within_1_3x", "mnist_98_at_eps3", "adult_within_1_5_points"}
+
+
+def test_mnist_benchmark_on_a_tiny_size(shared_data):
+    report = run_mnist_benchmark(
+        shared_data, epsilons=(3.0,), epochs=1, model="logreg", train_size=1024
+    )
+    labels = [r["label"] for r in report["rows"]]
+    assert labels == ["non-private", "DP-SGD eps=3"]
+    assert report["rows"][0]["time_ratio"] == 1.0
+    assert report["rows"][1]["epsilon"] <= 3.0
+    assert report["rows"][1]["single_image_ms"] > 0
+    assert report["encrypted_inference"]["status"] == "pending"
+
+
+def test_bench_cli_writes_json(capsys, shared_data, tmp_path):
+    output = tmp_path / "d.json"
+    code = main(
+        [
+            "bench",
+            "dpsgd",
+            "--data",
+            str(shared_data),
+            "--models",
+            "mlp",
+            "--train-size",
+            "1024",
+            "--timing-epochs",
+            "1",
+            "--no-accuracy",
+            "--no-opacus",
+            "-o",
+            str(output),
+        ]
+    )
+    assert code == 0
+    assert "Veil DP-SGD" in capsys.readouterr().out
+    report = json.loads(output.read_text())
+    assert report["mnist_eps3"] is None and report["timing"][0]["opacus_ratio"] is None
+    code = main(
+        ["bench", "dpsgd", "--data", str(tmp_path / "nowhere"), "--no-accuracy", "-o", str(output)]
+    )
+    assert code == 6
