@@ -167,5 +167,18 @@ def test_bad_data_is_refused_before_training():
     bad_y[3] = 5
     with pytest.raises(InvalidInputError, match="outside the declared classes"):
         train(model, x, bad_y, plan, n_classes=2)
+    with pytest.raises(InvalidInputError, match="delta < 1/n"):
+        plan_training(DPConfig(batch_size=10, epsilon=1.0, delta=0.02), 100)
     with pytest.raises(InvalidInputError, match="batch size exceeds"):
         plan_training(DPConfig(batch_size=500, epsilon=1.0), 100)
+
+
+def test_empty_poisson_draws_still_step_with_noise_alone(quiet):
+    """At q = 1/n most steps draw 0 or 1 record; empty steps must still add noise and step."""
+    model = nn.Linear(2, 2)
+    before = model.weight.detach().clone()
+    config = DPConfig(epochs=1, batch_size=1, noise_multiplier=1.0, learning_rate=0.1, seed=5)
+    plan = plan_training(config, 50)
+    report = train(model, torch.randn(50, 2), torch.randint(0, 2, (50,)), plan, n_classes=2)
+    assert plan.steps == 50 and len(report.history) == 1
+    assert not torch.equal(before, model.weight.detach())

@@ -181,6 +181,14 @@ def plan_training(config: DPConfig, n_examples: int) -> TrainingPlan:
             expected=f"--batch-size <= {n_examples}",
             got=str(config.batch_size),
         )
+    if config.private and config.delta >= 1.0 / n_examples:
+        raise InvalidInputError(
+            "delta is too large for this dataset",
+            expected=f"delta < 1/n = {1.0 / n_examples:.3g} (well below it, e.g. 1/n^1.1)",
+            got=f"delta={config.delta:g} for {n_examples} examples",
+            fix="pass a smaller --delta: a mechanism that publishes one random record in full "
+            "is already (0, 1/n)-DP",
+        )
     steps_per_epoch = max(1, round(n_examples / config.batch_size))
     if not config.private:
         return TrainingPlan(config, n_examples, steps_per_epoch, None)
@@ -394,7 +402,9 @@ def _private_epochs(
         loss_sum = correct = seen = 0.0
         for step in range(1, plan.steps_per_epoch + 1):
             index = rng.bernoulli(n, q).nonzero().squeeze(1)
-            for chunk in index.split(config.max_physical_batch_size):
+            # An empty draw (possible under Poisson sampling) still releases noise: the
+            # mechanism's output is sum + noise whatever the batch, so the step must run.
+            for chunk in index.split(config.max_physical_batch_size) if index.numel() else ():
                 losses, output, _ = clipper.accumulate(inputs[chunk], targets[chunk], loss_fn)
                 loss_sum += float(losses.sum())
                 correct += float((output.argmax(1) == targets[chunk]).sum())
