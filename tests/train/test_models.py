@@ -106,9 +106,28 @@ def test_model_zoo_shapes():
             (4, 1, 28, 28),
         ),
         ({"kind": "cnn", "input_shape": [1, 28, 28], "n_classes": 10}, (4, 1, 28, 28)),
+        ({"kind": "scatternet", "input_shape": [1, 28, 28], "n_classes": 10}, (4, 1, 28, 28)),
     ]:
         assert build_model(spec)(torch.zeros(shape)).shape == (4, spec["n_classes"])
     with pytest.raises(InvalidInputError, match="28x28"):
         build_model({"kind": "cnn", "input_shape": [5], "n_classes": 2})
     with pytest.raises(InvalidInputError, match="logreg"):
         build_model({"kind": "forest", "input_shape": [5], "n_classes": 2})
+
+
+def test_scatternet_front_end_is_fixed_and_per_example():
+    from veil.train._models import fixed_features
+
+    model = build_model({"kind": "scatternet", "input_shape": [1, 28, 28], "n_classes": 10})
+    assert [n for n, _ in model.named_parameters()] == ["head.1.weight", "head.1.bias"]
+    x = torch.rand(6, 1, 28, 28) * 2 - 1
+    trainable, features = fixed_features(model, x)
+    assert trainable is model.head and features.shape == (6, 81, 7, 7)
+    # Per example: an example's features do not depend on the rest of the batch.
+    assert torch.allclose(model.features.transform(x[:1]), features[:1], atol=1e-5)
+    assert torch.allclose(trainable(features), model(x), atol=1e-5)
+    rebuilt = build_model({"kind": "scatternet", "input_shape": [1, 28, 28], "n_classes": 10})
+    rebuilt.load_state_dict(model.state_dict())
+    assert torch.allclose(rebuilt(x), model(x), atol=1e-6)
+    with pytest.raises(InvalidInputError, match="divisible by 4"):
+        build_model({"kind": "scatternet", "input_shape": [1, 30, 30], "n_classes": 2})

@@ -153,7 +153,7 @@ def _private_query(tour: Tour, catalog: Catalog, store: Store) -> None:
     )
 
 
-DEMO_MODEL = {"epsilon": 1.0, "delta": 1e-4, "epochs": 10, "batch_size": 64}
+DEMO_MODEL_EPSILON, DEMO_MODEL_DELTA = 1.0, 1e-4
 
 
 def _private_model(tour: Tour, catalog: Catalog, store: Store, workspace: Workspace) -> None:
@@ -172,10 +172,10 @@ def _private_model(tour: Tour, catalog: Catalog, store: Store, workspace: Worksp
     ledger = Ledger(store, catalog.settings)
     ledger.set_budget("digits", Budget(epsilon=2.0, delta=1e-4), reason="demo model budget")
     config = DPConfig(
-        epochs=DEMO_MODEL["epochs"],
-        batch_size=DEMO_MODEL["batch_size"],
-        epsilon=DEMO_MODEL["epsilon"],
-        delta=DEMO_MODEL["delta"],
+        epochs=10,
+        batch_size=64,
+        epsilon=DEMO_MODEL_EPSILON,
+        delta=DEMO_MODEL_DELTA,
         learning_rate=2.0,
     )
     trained = fit_private(

@@ -25,7 +25,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from veil.errors import InvalidInputError
+from veil.errors import InvalidInputError, require
+from veil.progress import ProgressCallback, ProgressEvent
 from veil.train._engine import DPConfig, TrainingReport, plan_training, predict_logits, train
 
 __all__ = [
@@ -34,9 +35,10 @@ __all__ = [
     "DPMLPClassifier",
     "FeatureEncoder",
     "build_model",
+    "fixed_features",
 ]
 
-MODEL_KINDS = ("logreg", "mlp", "cnn")
+MODEL_KINDS = ("logreg", "mlp", "cnn", "scatternet")
 _PAIR = 2
 
 
@@ -77,6 +79,8 @@ def build_model(spec: Mapping[str, Any]) -> nn.Module:
             nn.Tanh(),
             nn.Linear(32, classes),
         )
+    if kind == "scatternet":
+        return ScatterNetClassifier(shape, classes)
     raise InvalidInputError(
         "unknown model kind",
         expected=" | ".join(MODEL_KINDS),
@@ -357,3 +361,84 @@ class DPMLPClassifier(_DPClassifier):
         spec = super()._spec(n_features, n_classes)
         spec["hidden"] = list(self.hidden_layer_sizes)
         return spec
+
+
+class ScatterNetClassifier(nn.Module):
+    """Scattering-transform features and a linear classifier (Tramer and Boneh 2021).
+
+    ``features`` is fixed: a wavelet scattering transform (Kymatio, ``J = 2``, 8
+    angles: 81 channels at a quarter of the resolution) followed by a
+    per-example GroupNorm without parameters. It has no trainable weights and
+    looks at one example at a time, so it is pre-processing: it costs no
+    privacy, and :func:`veil.train.fit_private` applies it once to every image
+    before DP-SGD trains ``head``.
+    """
+
+    def __init__(self, shape: tuple[int, ...], classes: int) -> None:
+        super().__init__()
+        if len(shape) != 3 or shape[0] != 1 or shape[1] % 4 or shape[2] % 4:  # noqa: PLR2004
+            raise InvalidInputError(
+                "the scatternet model is for single-channel images with sides divisible by 4",
+                expected="input shape (1, H, W), e.g. MNIST's (1, 28, 28)",
+                got=f"input shape {shape}",
+                fix="use --model mlp or --model logreg for tables",
+            )
+        self.features = ScatterNetFeatures(shape[1], shape[2])
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(self.features.width, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result: torch.Tensor = self.head(self.features(x))
+        return result
+
+
+class ScatterNetFeatures(nn.Module):
+    """The fixed scattering front end of :class:`ScatterNetClassifier` (no trainable weights)."""
+
+    channels = 81  # 1 + J L + L^2 J (J - 1) / 2 for J = 2, L = 8
+    groups = 27
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        frontend = require(
+            "kymatio.scattering2d.frontend.torch_frontend",
+            extra="train",
+            purpose="the scatternet model",
+        )
+        # Kymatio's filters are fixed buffers (saved with the model, rebuilt identically).
+        self.scattering = frontend.ScatteringTorch2D(J=2, shape=(height, width), L=8)
+        self.norm = nn.GroupNorm(self.groups, self.channels, affine=False)
+        self.out_shape = (self.channels, height // 4, width // 4)
+        self.width = math.prod(self.out_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Inputs arrive in [-1, 1] (scaled by the declared bounds); the transform wants [0, 1].
+        scattered = self.scattering(((x + 1.0) / 2.0).contiguous())
+        out: torch.Tensor = self.norm(scattered.reshape(x.shape[0], *self.out_shape))
+        return out
+
+    @torch.no_grad()
+    def transform(self, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+        """Features of every example, computed in chunks."""
+        return torch.cat([self(chunk) for chunk in x.split(batch_size)]) if len(x) else x
+
+
+def fixed_features(
+    model: nn.Module, inputs: torch.Tensor, progress: ProgressCallback | None = None
+) -> tuple[nn.Module, torch.Tensor]:
+    """The part of ``model`` DP-SGD trains, and the inputs it sees.
+
+    A model with a fixed, per-example front end (:class:`ScatterNetClassifier`)
+    has it applied once here, so that training runs on the features; any other
+    model is returned as it is.
+    """
+    if not isinstance(model, ScatterNetClassifier):
+        return model, inputs
+    chunks = []
+    total = len(inputs)
+    for start in range(0, total, 2000):
+        chunks.append(model.features.transform(inputs[start : start + 2000]))
+        if progress is not None:
+            progress(
+                ProgressEvent("scattering features", min(start + 2000, total), total, "images")
+            )
+    return model.head, torch.cat(chunks) if chunks else inputs

@@ -32,7 +32,12 @@ from veil.train._engine import (
     plan_training,
     train,
 )
-from veil.train._models import FeatureEncoder, build_model
+from veil.train._models import (
+    FeatureEncoder,
+    ScatterNetClassifier,
+    build_model,
+    fixed_features,
+)
 
 __all__ = ["DatasetTensors", "TrainedModel", "dataset_tensors", "fit_private"]
 
@@ -247,7 +252,8 @@ def fit_private(
     if model == "mlp":
         spec["hidden"] = list(hidden)
     net = build_model(spec)
-    PerSampleClipper(net, config.max_grad_norm).close()  # refuses layers it cannot clip
+    trainable = net.head if isinstance(net, ScatterNetClassifier) else net
+    PerSampleClipper(trainable, config.max_grad_norm).close()  # refuses layers it cannot clip
     check_training_data(data.inputs, data.targets, len(data.classes))
     testing = None
     if test is not None:
@@ -259,15 +265,18 @@ def fit_private(
                 got=f"classes {list(testing.classes)} and input shape {testing.input_shape}",
             )
     plan = plan_training(config, data.inputs.shape[0])
-    receipt = None
+    event = None
     if config.private:
         event = plan.event(
             f"DP-SGD model '{name}' ({model}) on '{dataset}'",
             details={"model": name, "architecture": model, "label": data.label},
         )
-        receipt = ledger.charge(dataset, event, purpose=purpose)
+        ledger.preview(dataset, event)  # refuses an over-budget run before the slow part
+    # A fixed per-example front end (scattering) is pre-processing: applied once, no privacy cost.
+    trainable, inputs = fixed_features(net, data.inputs, progress)
+    receipt = None if event is None else ledger.charge(dataset, event, purpose=purpose)
     report = train(
-        net, data.inputs, data.targets, plan, n_classes=len(data.classes), progress=progress
+        trainable, inputs, data.targets, plan, n_classes=len(data.classes), progress=progress
     )
     accounting = plan.accounting
     card = PrivacyCard(
@@ -317,6 +326,8 @@ def _describe(spec: dict[str, Any]) -> str:
     if spec["kind"] == "mlp":
         widths = "-".join(str(h) for h in spec.get("hidden", []))
         return f"mlp {shape}-{widths}-{spec['n_classes']} (tanh)"
+    if spec["kind"] == "scatternet":
+        return f"scatternet {shape}: scattering J=2 L=8 + GroupNorm (fixed) -> linear -> {spec['n_classes']}"
     if spec["kind"] == "cnn":
         return f"cnn {shape} -> {spec['n_classes']} (2 conv + 2 linear, tanh)"
     return f"logistic regression {shape} -> {spec['n_classes']}"
