@@ -36,6 +36,7 @@ __all__ = [
     "FeatureEncoder",
     "build_model",
     "fixed_features",
+    "trainable_part",
 ]
 
 MODEL_KINDS = ("logreg", "mlp", "cnn", "scatternet")
@@ -420,6 +421,11 @@ class ScatterNetFeatures(nn.Module):
     def transform(self, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
         """Features of every example, computed in chunks."""
         return torch.cat([self(chunk) for chunk in x.split(batch_size)]) if len(x) else x
+
+
+def trainable_part(model: nn.Module) -> nn.Module:
+    """What DP-SGD trains: the head after a fixed front end, or the whole model."""
+    return model.head if isinstance(model, ScatterNetClassifier) else model
 
 
 def fixed_features(

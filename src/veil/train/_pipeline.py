@@ -34,9 +34,9 @@ from veil.train._engine import (
 )
 from veil.train._models import (
     FeatureEncoder,
-    ScatterNetClassifier,
     build_model,
     fixed_features,
+    trainable_part,
 )
 
 __all__ = ["DatasetTensors", "TrainedModel", "dataset_tensors", "fit_private"]
@@ -252,7 +252,7 @@ def fit_private(
     if model == "mlp":
         spec["hidden"] = list(hidden)
     net = build_model(spec)
-    trainable = net.head if isinstance(net, ScatterNetClassifier) else net
+    trainable = trainable_part(net)
     PerSampleClipper(trainable, config.max_grad_norm).close()  # refuses layers it cannot clip
     check_training_data(data.inputs, data.targets, len(data.classes))
     testing = None
