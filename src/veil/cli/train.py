@@ -26,7 +26,7 @@ def train(
     dataset: Annotated[str, typer.Option("--dataset", help="Registered dataset to train on.")],
     epsilon: Annotated[float, typer.Option("--epsilon", help="Target epsilon of the whole run.")],
     model: Annotated[
-        str, typer.Option("--model", help="logreg, mlp or cnn (28x28 images).")
+        str, typer.Option("--model", help="logreg, mlp, cnn (28x28 images) or scatternet (images).")
     ] = "mlp",
     delta: Annotated[
         float, typer.Option("--delta", help="Target delta (keep it below 1/n).")
