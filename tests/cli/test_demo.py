@@ -37,7 +37,8 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     card = result["steps"][4]["card"]
     assert card["dataset"] == "digits" and card["private"] is True
     assert card["epsilon"] <= 1.0 and card["sampling"] == "poisson"
-    assert card["ledger_event_id"] is not None and card["train_accuracy"] > 0.5
+    assert card["ledger_event_id"] is not None
+    assert "train_accuracy" not in card  # exact accuracy on private batches is never published
     assert result["steps"][4]["budget"]["spent"]["epsilon"] == pytest.approx(card["epsilon"])
     html = (tmp_path / "tour" / "summary.html").read_text(encoding="utf-8")
     assert "privacy card" in html

@@ -166,3 +166,40 @@ def test_hooks_are_inactive_outside_accumulate_and_removed_by_close():
     model(torch.randn(2, 3)).sum().backward()  # plain use of the model is untouched
     clipper.close()
     assert not model[0]._forward_hooks
+
+
+def test_weights_tied_across_layers_are_refused():
+    """Each layer's share would be clipped apart: one example could move the weight by sqrt(2) C."""
+    first, second = nn.Linear(3, 3), nn.Linear(3, 3)
+    second.weight = first.weight
+    with pytest.raises(InvalidInputError, match="tied weights"):
+        PerSampleClipper(nn.Sequential(first, nn.Tanh(), second), 1.0)
+
+
+def test_layers_that_do_not_see_the_batch_first_are_refused():
+    class SequenceFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mix = nn.Linear(4, 2)
+
+        def forward(self, x):  # x: (B, T, 4) -> a Linear on (T, B, 4)
+            return self.mix(x.transpose(0, 1)).mean(0)
+
+    clipper = PerSampleClipper(SequenceFirst(), 1.0)
+    with pytest.raises(InvalidInputError, match="first dimension"):
+        clipper.accumulate(torch.randn(3, 5, 4), torch.randint(0, 2, (3,)), _loss)
+    # B == T: the shapes agree and would hide the mixing; the one-off check against a
+    # backward pass per example (run by train() before any step) catches it.
+    with pytest.raises(InvalidInputError, match="do not match one backward pass"):
+        clipper.verify(torch.randn(3, 3, 4), torch.randint(0, 2, (3,)), _loss)
+
+
+def test_verify_accepts_a_sound_model_and_leaves_the_sums_alone(seed):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.5), nn.Tanh(), nn.Linear(6, 2))
+    clipper = PerSampleClipper(model, 1.0)
+    x, y = torch.randn(5, 4), torch.randint(0, 2, (5,))
+    clipper.accumulate(x, y, _loss)
+    clipper.verify(x[:3], y[:3], _loss)  # eval mode inside: dropout does not trip it
+    assert model.training
+    assert all(s is not None for s in clipper._sums)

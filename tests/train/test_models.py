@@ -75,8 +75,9 @@ def test_bad_rows_are_refused(cancer):
         clf.fit(nan_x, y)
     odd_y = y.copy()
     odd_y[0] = "unknown"
-    with pytest.raises(InvalidInputError, match="'unknown'"):
+    with pytest.raises(InvalidInputError, match="1 labels outside") as info:
         clf.fit(x, odd_y)
+    assert "unknown" not in str(info.value)  # the count, never the values
 
 
 def test_features_are_clamped_and_scaled_by_the_declared_bounds():

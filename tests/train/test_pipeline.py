@@ -30,6 +30,7 @@ def setup(request, tmp_path):
     store = Store.open(url, upgrade=True)
     catalog = Catalog(store)
     catalog.add("sklearn:digits", name="digits")
+    catalog.add("sklearn:digits", name="digits-copy")  # no budget: its accuracy query is refused
     catalog.add(
         "sklearn:iris",
         name="iris",
@@ -115,6 +116,8 @@ def test_over_budget_is_refused_before_training_and_saves_nothing(setup):
         ({"label": "pixel_0_0"}, SchemaError, "no declared categories"),
         ({"features": ["digit"]}, InvalidInputError, "cannot be a feature"),
         ({"test": "nowhere"}, NotFoundError, "no dataset named"),
+        ({"test": "digits"}, InvalidInputError, "the test set is the training set"),
+        ({"test": "digits-copy"}, BudgetExceededError, "digits-copy"),
         (
             {"config": DPConfig(epochs=500, batch_size=1000, epsilon=0.01, delta=1e-4)},
             InvalidInputError,
@@ -129,6 +132,7 @@ def test_refusals_charge_nothing(setup, kwargs, error, match):
     with pytest.raises(error, match=match):
         fit_private(catalog, ledger, registry, "digits", config, **options)
     assert ledger.entries("digits") == []
+    assert registry.list() == []
 
 
 def test_a_taken_name_is_refused_before_the_charge(setup):
@@ -154,8 +158,12 @@ def test_mnist_images_train_with_a_test_set(tmp_path, shared_data, model, floor)
     store = Store.open(f"sqlite:///{tmp_path / 'm.db'}", upgrade=True)
     catalog = Catalog(store)
     catalog.add(shared_data / "mnist", name="mnist-test", format="mnist", split="test")
+    # The same file once more as the "held-out" set: this test checks the mechanics of a DP
+    # test accuracy, not generalisation (a real held-out set is another file or split).
+    catalog.add(shared_data / "mnist", name="holdout", format="mnist", split="test")
     ledger = Ledger(store)
     ledger.set_budget("mnist-test", Budget(epsilon=3.0, delta=1e-5))
+    ledger.set_budget("holdout", Budget(epsilon=1.0, delta=1e-5))
     data = dataset_tensors(catalog, "mnist-test")
     assert data.input_shape == (1, 28, 28)
     assert float(data.inputs.min()) == -1.0 and float(data.inputs.max()) == 1.0
@@ -169,13 +177,18 @@ def test_mnist_images_train_with_a_test_set(tmp_path, shared_data, model, floor)
         name=f"mnist-{model}",
         model=model,
         hidden=(32,),
-        test="mnist-test",
+        test="holdout",
+        test_epsilon=0.5,
         progress=events.append,
     )
-    # Two private epochs on 10k images (scored on the same images: this checks that it
-    # learns, not how well it generalises); chance is 0.1.
+    # Two private epochs on 10k images; chance is 0.1. The accuracy is a DP count (discrete
+    # Laplace, scale 2 on 10,000 images: its error is far below these margins).
     assert trained.card.test_accuracy > floor
+    assert trained.card.test_epsilon == 0.5
     assert len(ledger.entries("mnist-test")) == 1
+    (accuracy_entry,) = ledger.entries("holdout")
+    assert accuracy_entry.id == trained.card.test_ledger_event_id
+    assert accuracy_entry.epsilon == pytest.approx(0.5, abs=1e-3)  # PLD discretisation
     if model == "scatternet":
         assert any(e.task == "scattering features" for e in events)
         saved = ModelRegistry(tmp_path / "models").load("mnist-scatternet")

@@ -62,6 +62,10 @@ def train(
         str | None,
         typer.Option("--test", help="Registered held-out dataset to report accuracy on."),
     ] = None,
+    test_epsilon: Annotated[
+        float,
+        typer.Option("--test-epsilon", help="Epsilon of the DP test accuracy (charged to --test)."),
+    ] = 0.1,
     name: Annotated[
         str | None, typer.Option("--name", help="Model name (default: DATASET-MODEL-epsE).")
     ] = None,
@@ -111,6 +115,7 @@ def train(
                 label=label,
                 features=_split(features),
                 test=test,
+                test_epsilon=test_epsilon,
                 purpose=purpose,
                 progress=progress,
             )

@@ -62,9 +62,10 @@ class PrivacyCard:
     ledger_event_id: int | None
     ledger_seq: int | None
     architecture: str
-    train_accuracy: float | None
     test_accuracy: float | None
+    test_epsilon: float | None
     test_dataset: str | None
+    test_ledger_event_id: int | None
     veil_version: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,11 +120,15 @@ class PrivacyCard:
                 ),
             ]
         rows += [
-            ("train accuracy", fmt(self.train_accuracy, ".2%")),
             (
                 "test accuracy",
                 fmt(self.test_accuracy, ".2%")
-                + (f" on {self.test_dataset}" if self.test_dataset else ""),
+                + (
+                    f" on {self.test_dataset} (DP count, epsilon {self.test_epsilon:g}, "
+                    f"ledger event #{self.test_ledger_event_id})"
+                    if self.test_dataset
+                    else ""
+                ),
             ),
             ("created", self.created_at),
         ]

@@ -126,6 +126,16 @@ class PerSampleClipper:
                     fix="build the model from these layers, or freeze this one "
                     "(requires_grad=False)",
                 )
+            shared = [p for p in params if id(p) in covered]
+            if shared:
+                # Each layer's share of a tied parameter would be clipped apart and summed:
+                # one example could then move it by up to sqrt(k) C.
+                raise InvalidInputError(
+                    f"layer '{name}' shares a parameter with another layer (tied weights)",
+                    expected="every trainable parameter owned by one layer",
+                    got=f"a parameter of '{name}' also belongs to an earlier layer",
+                    fix="untie the weights (or freeze the shared parameter)",
+                )
             self._layers.append((name, module, kind))
             covered.update(id(p) for p in params)
         missing = [
@@ -216,11 +226,19 @@ class PerSampleClipper:
             self._active = False
             self._records.clear()
         batch = inputs.shape[0]
-        squared = torch.zeros(batch, dtype=torch.float32)
+        squared = torch.zeros(batch, dtype=torch.float32, device=inputs.device)
         prepared = []
-        for (_, module, kind, rec), grad in zip(used, grads, strict=True):
+        for (name, module, kind, rec), grad in zip(used, grads, strict=True):
             if grad is None:  # allow_unused: a layer that did not reach the loss
                 continue  # type: ignore[unreachable]
+            if rec.inputs.shape[0] != batch or grad.shape[0] != batch:
+                # Norms are taken per index of dimension 0: anything else would mix examples.
+                raise InvalidInputError(
+                    f"layer '{name}' does not see the batch on its first dimension",
+                    expected=f"inputs and outputs of shape ({batch}, ...) (batch first)",
+                    got=f"input {tuple(rec.inputs.shape)}, output {tuple(grad.shape)}",
+                    fix="keep the batch dimension first in every layer (batch_first=True)",
+                )
             item = _prepare(kind, module, rec.inputs, grad, self._samplers)
             squared += item.squared_norms()
             prepared.append(item)
@@ -232,6 +250,39 @@ class PerSampleClipper:
                 current = self._sums[i]
                 self._sums[i] = clipped if current is None else current.add_(clipped)
         return losses.detach(), output.detach(), norms
+
+    def verify(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> None:
+        """Check the one-pass norms against one backward pass per example, on a few examples.
+
+        Shapes cannot tell every layer that mixes examples, or that holds the batch
+        on another dimension of the same size, from one that does not; this check
+        can. It runs in eval mode (no dropout), releases nothing, and leaves the
+        running sums untouched.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        saved = self._sums
+        self._sums = [None] * len(self.params)
+        try:
+            _, _, norms = self.accumulate(inputs, targets, loss_fn)
+            naive = naive_per_sample_gradients(self.model, inputs, targets, loss_fn)
+        finally:
+            self._sums = saved
+            self.model.train(was_training)
+        expected = torch.stack([global_norm_tensor(grads) for grads in naive]).to(norms)
+        if not torch.allclose(norms, expected, rtol=1e-3, atol=1e-6):
+            raise InvalidInputError(
+                "this model's per-example gradients do not match one backward pass per example",
+                expected="layers that treat every example on its own, with the batch first",
+                got="a layer that mixes examples or holds the batch on another dimension",
+                fix="keep the batch dimension first in every layer and compute each example's "
+                "output from that example alone",
+            )
 
     def take(self) -> list[torch.Tensor]:
         """The accumulated sums of clipped gradients (one per trainable parameter); resets them."""
@@ -420,6 +471,13 @@ def naive_per_sample_gradients(
         loss = loss_fn(model(inputs[i : i + 1]), targets[i : i + 1]).sum()
         out.append([g.detach() for g in torch.autograd.grad(loss, params)])
     return out
+
+
+def global_norm_tensor(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of a list of tensors taken together, as a 0-d tensor."""
+    return torch.sqrt(
+        sum((t.double().square().sum() for t in tensors), torch.zeros((), dtype=torch.float64))
+    )
 
 
 def global_norm(tensors: list[torch.Tensor]) -> float:

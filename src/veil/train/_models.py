@@ -275,7 +275,7 @@ class _DPClassifier:
             raise InvalidInputError(
                 "X holds NaN or infinite values",
                 expected="finite features",
-                got=f"{int((~np.isfinite(arr)).any(axis=1).sum())} rows with NaN/inf",
+                got="NaN or infinite values",
                 fix="impute missing values at a declared value first",
             )
         lo = np.array([b[0] for b in self.bounds_])
@@ -299,12 +299,12 @@ class _DPClassifier:
         self.classes_ = np.asarray(list(self.classes))
         lookup = {c: i for i, c in enumerate(self.classes_.tolist())}
         labels = np.asarray(y).tolist()
-        unknown = sorted({repr(v) for v in labels if v not in lookup})
+        unknown = sum(1 for v in labels if v not in lookup)
         if unknown:
             raise InvalidInputError(
                 "labels outside the declared classes",
                 expected=f"one of {self.classes_.tolist()}",
-                got=", ".join(unknown[:10]),
+                got=f"{unknown} labels outside them",
                 fix="declare every class, or drop those rows",
             )
         targets = torch.tensor([lookup[v] for v in labels], dtype=torch.long)

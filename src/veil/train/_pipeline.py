@@ -19,8 +19,9 @@ from torch import nn
 
 from veil import __version__
 from veil.data import Catalog, DatasetInfo
+from veil.dp import LaplaceMechanism
 from veil.errors import InvalidInputError, SchemaError
-from veil.ledger import Ledger
+from veil.ledger import Ledger, PrivacyEvent
 from veil.progress import ProgressCallback
 from veil.train._artifact import ModelRegistry, PrivacyCard
 from veil.train._clip import PerSampleClipper
@@ -28,8 +29,8 @@ from veil.train._engine import (
     DPConfig,
     TrainingReport,
     check_training_data,
-    evaluate,
     plan_training,
+    predict_logits,
     train,
 )
 from veil.train._models import (
@@ -94,12 +95,13 @@ def _targets(values: Any, classes: tuple[str, ...], label: str) -> torch.Tensor:
     strings = [
         None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values
     ]
-    bad = sorted({repr(v) for v in strings if v not in lookup})
+    bad = sum(1 for v in strings if v not in lookup)
     if bad:
+        # The count, not the values: an error must not quote a rare record's label.
         raise InvalidInputError(
             f"labels outside the declared classes of '{label}'",
             expected=f"one of {list(classes)}",
-            got=", ".join(bad[:10]),
+            got=f"{bad} rows with a missing or undeclared label",
             fix="declare every class at registration, or drop the rows without a known label",
         )
     return torch.tensor([lookup[v] for v in strings], dtype=torch.long)  # type: ignore[index]
@@ -229,6 +231,7 @@ def fit_private(
     features: list[str] | None = None,
     test: str | None = None,
     purpose: str = "model training",
+    test_epsilon: float = 0.1,
     progress: ProgressCallback | None = None,
 ) -> TrainedModel:
     """Train a DP model on ``dataset``: check everything, charge the ledger, train, save with its card."""
@@ -256,7 +259,16 @@ def fit_private(
     PerSampleClipper(trainable, config.max_grad_norm).close()  # refuses layers it cannot clip
     check_training_data(data.inputs, data.targets, len(data.classes))
     testing = None
+    accuracy_query: LaplaceMechanism | None = None
     if test is not None:
+        if test == dataset:
+            raise InvalidInputError(
+                "the test set is the training set",
+                expected="a held-out registered dataset for --test",
+                got=repr(test),
+                fix="register held-out rows as their own dataset (e.g. MNIST's t10k split)",
+            )
+        accuracy_query = LaplaceMechanism(test_epsilon, 1, integer=True)
         testing = dataset_tensors(catalog, test, label=data.label, encoder=data.encoder)
         if testing.classes != data.classes or testing.input_shape != data.input_shape:
             raise InvalidInputError(
@@ -272,9 +284,22 @@ def fit_private(
             details={"model": name, "architecture": model, "label": data.label},
         )
         ledger.preview(dataset, event)  # refuses an over-budget run before the slow part
+    test_event = None
+    if accuracy_query is not None and test is not None:
+        # Test accuracy is a count over the test set's records: a DP count, charged to that set.
+        test_event = PrivacyEvent(
+            what=f"test accuracy of model '{name}' (correct predictions, discrete Laplace)",
+            mechanisms=(accuracy_query.mechanism,),
+            operation="query",
+            details={"model": name, "training_dataset": dataset},
+        )
+        ledger.preview(test, test_event)
     # A fixed per-example front end (scattering) is pre-processing: applied once, no privacy cost.
     trainable, inputs = fixed_features(net, data.inputs, progress)
     receipt = None if event is None else ledger.charge(dataset, event, purpose=purpose)
+    test_receipt = None
+    if test_event is not None and test is not None:
+        test_receipt = ledger.charge(test, test_event, purpose=f"{purpose}: test accuracy")
     report = train(
         trainable, inputs, data.targets, plan, n_classes=len(data.classes), progress=progress
     )
@@ -305,9 +330,10 @@ def fit_private(
         ledger_event_id=receipt.event_id if receipt else None,
         ledger_seq=receipt.seq if receipt else None,
         architecture=_describe(spec),
-        train_accuracy=report.history[-1]["accuracy"] if report.history else None,
-        test_accuracy=evaluate(net, testing.inputs, testing.targets) if testing else None,
+        test_accuracy=_private_accuracy(net, testing, accuracy_query),
+        test_epsilon=test_epsilon if testing else None,
         test_dataset=test,
+        test_ledger_event_id=test_receipt.event_id if test_receipt else None,
         veil_version=__version__,
     )
     meta = {
@@ -315,10 +341,28 @@ def fit_private(
         "classes": list(data.classes),
         "label": data.label,
         "encoder": data.encoder.to_dict() if data.encoder else None,
-        "training": report.to_dict(),
+        # Loss and accuracy on the training batches are exact (not private): they stay with the
+        # trainer (progress bar, the returned report) and are not saved beside the model.
+        "training": report.to_dict(diagnostics=False),
     }
     registry.save(name, net, meta, card)
     return TrainedModel(name=name, model=net, card=card, report=report, notes=data.notes)
+
+
+def _private_accuracy(
+    net: nn.Module, testing: DatasetTensors | None, query: LaplaceMechanism | None
+) -> float | None:
+    """Accuracy on the test set from a discrete-Laplace count of correct predictions.
+
+    The count has sensitivity 1 under add/remove-one of a test record; the test
+    set's size is treated as public (as the training set's is).
+    """
+    if testing is None or query is None or len(testing.targets) == 0:
+        return None
+    predictions = predict_logits(net, testing.inputs).argmax(1)
+    correct = int((predictions == testing.targets).sum())
+    noisy = float(query.release([correct])[0])
+    return min(1.0, max(0.0, noisy / len(testing.targets)))
 
 
 def _describe(spec: dict[str, Any]) -> str:

@@ -97,7 +97,7 @@ class SecureRandom:
             raise InvalidInputError(
                 "probability out of range", expected="0 <= p <= 1", got=repr(probability)
             )
-        threshold = round(probability * 2**32)
+        threshold = math.floor(probability * 2**32)  # never above the recorded rate
         if threshold >= 2**32:
             return torch.ones(count, dtype=torch.bool)
         # A signed 32-bit value v stands for the unsigned v + 2^31: compare on the signed side.
