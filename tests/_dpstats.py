@@ -4,8 +4,9 @@ OpenDP's samplers cannot be seeded, so tests of noise are statistical: each
 fixes a false-failure rate ``alpha`` and uses an exact or conservative bound,
 so that a correct implementation fails with probability at most ``alpha``.
 
-* :func:`clopper_pearson`, :func:`wilson`: intervals for a binomial proportion.
-* :func:`epsilon_lower_bound`: an empirical DP audit. Run a mechanism ``n0``
+* :func:`clopper_pearson` (from :mod:`veil.audit`), :func:`wilson`: intervals
+  for a binomial proportion.
+* :func:`epsilon_lower_bound` (from :mod:`veil.audit`): an empirical DP audit. Run a mechanism ``n0``
   times on a dataset D0 and ``n1`` times on a neighbour D1, count how often
   the output falls in an event ``S`` chosen before sampling (``k0``, ``k1``);
   with probability at least ``1 - alpha`` the returned value is at most the
@@ -30,6 +31,10 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
+# The audit's own bounds (veil.audit): the tests of every mechanism and the product's audit
+# report use one implementation.
+from veil.audit import clopper_pearson, epsilon_lower_bound
+
 __all__ = [
     "audit_power_floor",
     "bernstein_half_width",
@@ -42,20 +47,6 @@ __all__ = [
 ]
 
 
-def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
-    """Exact two-sided ``1 - alpha`` interval for a binomial proportion from ``k`` of ``n``.
-
-    Each side fails with probability at most ``alpha / 2``, so either end
-    alone is a one-sided bound at level ``alpha / 2``.
-    """
-    if not 0 <= k <= n or n <= 0:
-        msg = f"need 0 <= k <= n and n > 0, got k={k}, n={n}"
-        raise ValueError(msg)
-    lower = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
-    upper = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return lower, upper
-
-
 def wilson(k: int, n: int, alpha: float) -> tuple[float, float]:
     """Wilson score interval at two-sided level ``1 - alpha`` (approximate, narrower than CP)."""
     if not 0 <= k <= n or n <= 0:
@@ -66,23 +57,6 @@ def wilson(k: int, n: int, alpha: float) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def epsilon_lower_bound(
-    k0: int, n0: int, k1: int, n1: int, alpha: float, *, delta: float = 0.0
-) -> float:
-    """Lower confidence bound on epsilon from ``P[M(D1) in S] <= e^eps P[M(D0) in S] + delta``.
-
-    ``ln((P1_lower - delta) / P0_upper)`` with Clopper-Pearson bounds that
-    each fail with probability ``alpha / 2``: if the mechanism is
-    (epsilon, delta)-DP, the result exceeds epsilon with probability at most
-    ``alpha``. ``-inf`` when the data show nothing (``P1_lower <= delta``).
-    """
-    p1_lower = clopper_pearson(k1, n1, alpha)[0]
-    p0_upper = clopper_pearson(k0, n0, alpha)[1]
-    if p1_lower <= delta:
-        return -math.inf
-    return math.log((p1_lower - delta) / p0_upper)
 
 
 def audit_power_floor(

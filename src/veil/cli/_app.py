@@ -16,7 +16,7 @@ import click
 import typer
 
 from veil import __version__
-from veil.cli import bench, budget, datasets, db, demo, init, models, query, train
+from veil.cli import audit, bench, budget, datasets, db, demo, init, models, query, train
 from veil.cli._output import err, print_error
 from veil.errors import VeilError
 
@@ -68,6 +68,7 @@ app.add_typer(budget.app, name="budget")
 app.command("query")(query.query)
 app.command("train")(train.train)
 app.add_typer(models.app, name="models")
+app.command("audit")(audit.audit)
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 

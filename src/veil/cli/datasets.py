@@ -78,7 +78,14 @@ def add(
     encoding: Annotated[
         str, typer.Option("--encoding", help="Text encoding of the file.")
     ] = "utf-8",
-    split: Annotated[str, typer.Option("--split", help="MNIST split: train or test.")] = "train",
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="MNIST: train (default) or test; sklearn:NAME: all (default), train or test "
+            "(a fixed 2/3 : 1/3 partition).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Validate a dataset against its declared privacy schema and register it.

@@ -235,7 +235,7 @@ class Catalog:
         max_rows: int = 1,
         delimiter: str | None = None,
         encoding: str = "utf-8",
-        split: str = "train",
+        split: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> DatasetInfo:
         """Validate ``source`` against its declared schema and register it as ``name``.
@@ -255,7 +255,9 @@ class Catalog:
                 one person's rows fall into; rows per group). DP queries enforce them.
             delimiter: CSV delimiter (``,`` by default, tab for ``.tsv``).
             encoding: Text encoding of CSV / Adult files.
-            split: ``train`` or ``test`` for MNIST.
+            split: ``train`` (default) or ``test`` for MNIST; ``all`` (default),
+                ``train`` or ``test`` for a bundled scikit-learn set (a fixed
+                two-thirds / one-third partition).
             progress: Receives progress events.
 
         Raises:

@@ -404,12 +404,43 @@ _SKLEARN_TARGETS = {
 }
 
 
+SKLEARN_SPLITS = ("all", "train", "test")
+SKLEARN_TEST_SHARE = 1 / 3
+
+
+def sklearn_split_rows(n_rows: int, split: str) -> npt.NDArray[np.int64]:
+    """The rows of a fixed, documented split of a bundled set.
+
+    A permutation from ``numpy.random.default_rng(0)``; the first two thirds are
+    ``train``, the rest ``test``; each split keeps the original row order. The
+    seed makes the split reproducible: it is a partition, not a privacy mechanism.
+    """
+    if split == "all":
+        return np.arange(n_rows)
+    order = np.random.default_rng(0).permutation(n_rows)
+    cut = n_rows - round(n_rows * SKLEARN_TEST_SHARE)
+    return np.sort(order[:cut] if split == "train" else order[cut:])
+
+
 class SklearnReader(Reader):
-    """A data set bundled inside scikit-learn (no download): ``sklearn:NAME``."""
+    """A data set bundled inside scikit-learn (no download): ``sklearn:NAME``.
+
+    ``split`` is ``all`` (default), or ``train`` / ``test``: a fixed two-thirds /
+    one-third partition (:func:`sklearn_split_rows`), so that a model can be
+    trained on one part and tested or audited on the other.
+    """
 
     format = "sklearn"
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, split: str = "all") -> None:
+        if split not in SKLEARN_SPLITS:
+            raise InvalidInputError(
+                "unknown split of a bundled scikit-learn set",
+                expected=" | ".join(SKLEARN_SPLITS),
+                got=repr(split),
+                fix="pass --split all, train or test",
+            )
+        self.split = split
         if name not in SKLEARN_DATASETS:
             raise NotFoundError(
                 f"no bundled scikit-learn data set named '{name}'",
@@ -443,8 +474,12 @@ class SklearnReader(Reader):
             elif self.name != "diabetes":
                 names = [str(n) for n in bunch.target_names]
                 frame[target] = [names[int(i)] for i in frame[target]]
-            self._frame = frame
+            rows = sklearn_split_rows(len(frame), self.split)
+            self._frame = frame.iloc[rows].reset_index(drop=True)
         return self._frame
+
+    def load_options(self) -> dict[str, Any]:
+        return {} if self.split == "all" else {"split": self.split}
 
     def columns(self) -> list[str]:
         return [str(c) for c in self._load().columns]
@@ -615,7 +650,7 @@ def open_reader(source: str, format: str | None = None, **options: Any) -> Reade
     """Open ``source`` in ``format`` (guessed when ``None``) with format options."""
     chosen = format or guess_format(source)
     if chosen == "sklearn":
-        return SklearnReader(source.removeprefix("sklearn:"))
+        return SklearnReader(source.removeprefix("sklearn:"), split=options.get("split") or "all")
     path = Path(source)
     if chosen == "csv":
         delimiter = options.get("delimiter") or ("\t" if path.suffix.lower() == ".tsv" else ",")
@@ -625,7 +660,7 @@ def open_reader(source: str, format: str | None = None, **options: Any) -> Reade
     if chosen == "parquet":
         return ParquetReader(path)
     if chosen == "mnist":
-        return MnistReader(path, split=options.get("split", "train"))
+        return MnistReader(path, split=options.get("split") or "train")
     raise InvalidInputError(
         "unknown data format",
         expected=" | ".join(FORMATS),

@@ -129,6 +129,11 @@ class DPConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DPConfig:
+        """The config a saved model was trained with (unknown keys are ignored)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
 
 @dataclass(frozen=True)
 class TrainingPlan:

@@ -1,0 +1,494 @@
+"""``audit_model``: every attack against one of the workspace's models, and the verdicts.
+
+The audit reads the model's privacy card and spec from the registry, the
+training set (members) and a held-out set (non-members) from the catalog,
+and trains reference models *the way the card says the model was trained*:
+the same architecture, optimiser, epochs, clipping norm, noise multiplier and
+sampling rate, on random halves of the audit's points. A DP model is thus
+attacked with DP references, as LiRA's threat model requires.
+
+The audit is an internal review by the data's custodian: it reads the raw
+training data and spends no privacy budget, and its output (per-example
+scores identify members) is as sensitive as the data. The report keeps
+row positions, never record values.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from veil.audit._attribute import AttributeResult, attribute_inference
+from veil.audit._dpaudit import CanaryAudit, canary_audit
+from veil.audit._extraction import ExtractionResult, extraction_curve
+from veil.audit._fairness import FairnessResult, fairness_metrics
+from veil.audit._inversion import InversionResult, invert_classes
+from veil.audit._membership import MIA_ATTACKS, membership_inference
+from veil.audit._metrics import AttackResult
+from veil.audit._stats import json_safe
+from veil.audit._targets import Classifier, Trainer, as_classifier
+from veil.audit._verdicts import Verdict, verdicts
+from veil.data import Catalog
+from veil.errors import InvalidInputError
+from veil.progress import ProgressCallback
+
+__all__ = ["AUDIT_ATTACKS", "AuditReport", "audit_model", "veil_trainer"]
+
+AUDIT_ATTACKS = ("mia", "attribute", "inversion", "extraction", "dp", "fairness")
+_MIN_POINTS = 10
+_BINARY = 2
+_IMAGE_DIMS = 3
+
+
+@dataclass
+class AuditReport:
+    """Everything an audit measured, with the claim it measured against."""
+
+    model: str
+    card: dict[str, Any]
+    train: str
+    test: str
+    settings: dict[str, Any]
+    membership: list[AttackResult] = field(default_factory=list)
+    attribute: AttributeResult | None = None
+    inversion: InversionResult | None = None
+    extraction: ExtractionResult | None = None
+    dp: CanaryAudit | None = None
+    fairness: FairnessResult | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    image_shape: tuple[int, ...] | None = None
+
+    @property
+    def claimed_epsilon(self) -> float:
+        eps = self.card.get("epsilon", math.inf)
+        return math.inf if eps in ("inf", None) else float(eps)
+
+    @property
+    def claimed_delta(self) -> float:
+        return float(self.card.get("delta") or 0.0)
+
+    def verdicts(self) -> list[Verdict]:
+        return verdicts(self)
+
+    def to_dict(self, *, per_example: bool = False) -> dict[str, Any]:
+        eps = self.claimed_epsilon
+        out: dict[str, Any] = json_safe(
+            {
+                "model": self.model,
+                "claimed": {
+                    "epsilon": eps if math.isfinite(eps) else "inf",
+                    "delta": self.claimed_delta,
+                    "private": bool(self.card.get("private")),
+                    "accountant": self.card.get("accountant"),
+                },
+                "train": self.train,
+                "test": self.test,
+                "settings": self.settings,
+                "verdicts": [v.to_dict() for v in self.verdicts()],
+                "membership": [r.to_dict(per_example=per_example) for r in self.membership],
+                "attribute": None if self.attribute is None else self.attribute.to_dict(),
+                "inversion": None if self.inversion is None else self.inversion.to_dict(),
+                "extraction": None if self.extraction is None else self.extraction.to_dict(),
+                "dp_audit": None if self.dp is None else self.dp.to_dict(),
+                "fairness": None if self.fairness is None else self.fairness.to_dict(),
+                "notes": self.notes,
+                "seconds": self.seconds,
+            }
+        )
+        return out
+
+
+def veil_trainer(meta: dict[str, Any], card: dict[str, Any]) -> Trainer:
+    """A trainer that repeats the card's training run on other data (for references and canaries).
+
+    The sampling *rate* and the number of epochs are kept, so the run has the
+    same steps and noise as the audited one; the references' noise comes from
+    the secure generator (they need no seed) and their initial weights from
+    the seed the attack gives.
+    """
+    import torch  # noqa: PLC0415 - optional extra
+
+    from veil.train import DPConfig, build_model, train  # noqa: PLC0415
+    from veil.train._accounting import account  # noqa: PLC0415
+    from veil.train._engine import TrainingPlan  # noqa: PLC0415
+    from veil.train._models import trainable_part  # noqa: PLC0415
+
+    spec = meta["spec"]
+    config = DPConfig.from_dict(meta["training"]["config"])
+    n_classes = int(spec["n_classes"])
+    rate = float(card["sample_rate"])
+    sigma = float(card.get("noise_multiplier") or 0.0)
+
+    def fit(x: npt.NDArray[Any], y: npt.NDArray[np.int64], seed: int) -> Classifier:
+        n = len(y)
+        batch = max(1, round(rate * n))
+        cfg = replace(config, batch_size=batch, seed=None)
+        steps_per_epoch = max(1, round(n / batch))
+        accounting = None
+        if config.private:
+            cfg = replace(
+                cfg, epsilon=None, noise_multiplier=sigma, delta=min(config.delta, 0.5 / n)
+            )
+            accounting = account(
+                min(1.0, batch / n),
+                sigma,
+                steps_per_epoch * cfg.epochs,
+                cfg.delta,
+                prv=False,
+            )
+        plan = TrainingPlan(cfg, n, steps_per_epoch, accounting)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)  # the attacker's reference weights; not a privacy mechanism
+            net = trainable_part(build_model(spec))
+        train(
+            net,
+            torch.as_tensor(x, dtype=torch.float32),
+            torch.as_tensor(y),
+            plan,
+            n_classes=n_classes,
+        )
+        return as_classifier(net)
+
+    return fit
+
+
+def _run_epsilon(meta: dict[str, Any], card: dict[str, Any], n: int) -> float:
+    if not card.get("private"):
+        return math.inf
+    from veil.train._accounting import account  # noqa: PLC0415
+
+    rate = float(card["sample_rate"])
+    batch = max(1, round(rate * n))
+    epochs = int(meta["training"]["config"]["epochs"])
+    steps = max(1, round(n / batch)) * epochs
+    return account(
+        min(1.0, batch / n), float(card["noise_multiplier"]), steps, float(card["delta"]), prv=False
+    ).epsilon
+
+
+def _sample(n: int, cap: int | None, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    if cap is None or cap >= n:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=cap, replace=False))
+
+
+def _pick_attribute(info: Any, encoder: Any, wanted: str | None) -> tuple[str | None, str | None]:
+    categorical = [] if encoder is None else [c for c in encoder.order if c in encoder.categorical]
+    if wanted is not None:
+        if wanted not in categorical:
+            raise InvalidInputError(
+                f"'{wanted}' is not a categorical feature of the model",
+                expected=f"one of {', '.join(categorical) or '(none: the model has no categorical features)'}",
+                got=repr(wanted),
+                fix="pass --attribute COLUMN with a categorical column the model uses",
+            )
+        return wanted, None
+    schema = info.schema
+    for role in (schema.sensitive, schema.quasi_identifiers):
+        for column in role:
+            if column in categorical:
+                return column, None
+    if categorical:
+        return categorical[
+            0
+        ], f"no sensitive column among the model's features: '{categorical[0]}' is used"
+    return None, "the model has no categorical features: attribute inference and fairness skipped"
+
+
+@dataclass
+class _Context:
+    """What every step of an audit needs: the model, the points, and who is a member."""
+
+    catalog: Catalog
+    meta: dict[str, Any]
+    card: dict[str, Any]
+    info: Any
+    net: Any
+    target: Classifier
+    trainer: Trainer
+    encoder: Any
+    members_data: Any
+    mem_idx: npt.NDArray[np.int64]
+    non_idx: npt.NDArray[np.int64]
+    non_x: npt.NDArray[np.float32]
+    x: npt.NDArray[np.float32]
+    y: npt.NDArray[np.int64]
+    is_member: npt.NDArray[np.bool_]
+    rng: np.random.Generator
+    delta: float
+    front_end: bool  # a fixed feature front end (scattering) sits before the trained head
+
+
+def _check_request(attacks: tuple[str, ...], max_points: int | None) -> None:
+    unknown = [a for a in attacks if a not in AUDIT_ATTACKS]
+    if unknown or not attacks:
+        raise InvalidInputError(
+            "unknown attack",
+            expected=f"a comma-separated subset of {','.join(AUDIT_ATTACKS)}",
+            got=", ".join(unknown) or "none",
+        )
+    if max_points is not None and max_points < _MIN_POINTS:
+        raise InvalidInputError(
+            "--max-points too small", expected=f">= {_MIN_POINTS}", got=str(max_points)
+        )
+
+
+def _prepare(
+    catalog: Catalog,
+    saved: Any,
+    *,
+    train: str,
+    test: str,
+    max_points: int | None,
+    seed: int,
+    progress: ProgressCallback | None,
+) -> _Context:
+    import torch  # noqa: PLC0415 - optional extra
+
+    from veil.train import FeatureEncoder, dataset_tensors  # noqa: PLC0415
+    from veil.train._models import fixed_features  # noqa: PLC0415
+
+    card = saved.card.to_dict()
+    meta = saved.meta
+    info = catalog.get(train)
+    if train != saved.card.dataset or info.content_sha256 != saved.card.dataset_sha256:
+        raise InvalidInputError(
+            f"'{train}' is not the data model '{saved.name}' was trained on",
+            expected=f"'{saved.card.dataset}' (sha256 {saved.card.dataset_sha256[:12]}…)",
+            got=f"'{train}' (sha256 {info.content_sha256[:12]}…)",
+            fix="membership is only known for the model's own training set: pass --train "
+            f"{saved.card.dataset}, or omit it",
+        )
+    if test == train:
+        raise InvalidInputError(
+            "the test set is the training set",
+            expected="a held-out dataset for --test (its rows are the non-members)",
+            got=repr(test),
+        )
+    encoder = FeatureEncoder.from_dict(meta["encoder"]) if meta.get("encoder") else None
+    members_data = dataset_tensors(catalog, train, label=meta["label"], encoder=encoder)
+    others_data = dataset_tensors(catalog, test, label=meta["label"], encoder=encoder)
+    if (
+        others_data.classes != tuple(meta["classes"])
+        or others_data.input_shape != members_data.input_shape
+    ):
+        raise InvalidInputError(
+            f"'{test}' does not match the model's inputs",
+            expected=f"classes {meta['classes']} and input shape {members_data.input_shape}",
+            got=f"classes {list(others_data.classes)} and input shape {others_data.input_shape}",
+        )
+    rng = np.random.default_rng(seed)
+    mem_idx = _sample(len(members_data.targets), max_points, rng)
+    non_idx = _sample(len(others_data.targets), max_points, rng)
+    net = saved.model
+    head, mem_x = fixed_features(net, members_data.inputs[mem_idx], progress)
+    _, non_x = fixed_features(net, others_data.inputs[non_idx], progress)
+    targets = torch.cat([members_data.targets[mem_idx], others_data.targets[non_idx]])
+    return _Context(
+        catalog=catalog,
+        meta=meta,
+        card=card,
+        info=info,
+        net=net,
+        target=as_classifier(head),
+        trainer=veil_trainer(meta, card),
+        encoder=encoder,
+        members_data=members_data,
+        mem_idx=mem_idx,
+        non_idx=non_idx,
+        non_x=non_x.numpy(),
+        x=torch.cat([mem_x, non_x]).numpy(),
+        y=targets.numpy().astype(np.int64),
+        is_member=np.concatenate([np.ones(len(mem_idx), bool), np.zeros(len(non_idx), bool)]),
+        rng=rng,
+        delta=float(card.get("delta") or 0.0) if card.get("private") else 0.0,
+        front_end=head is not net,
+    )
+
+
+def _tabular(
+    report: AuditReport, ctx: _Context, attacks: tuple[str, ...], attribute: str | None
+) -> None:
+    """Attribute inference and fairness: they need the records, not only the encoded inputs."""
+    wanted = {"attribute", "fairness"} & set(attacks)
+    if not wanted:
+        return
+    if ctx.encoder is None:
+        report.notes.append("attribute inference and fairness apply to tabular models; skipped")
+        return
+    chosen, note = _pick_attribute(ctx.info, ctx.encoder, attribute)
+    if note:
+        report.notes.append(note)
+    if chosen is None:
+        return
+    frame_train = ctx.catalog.load_frame(report.train).iloc[ctx.mem_idx]
+    frame_test = ctx.catalog.load_frame(report.test).iloc[ctx.non_idx].reset_index(drop=True)
+    if "attribute" in attacks:
+        t0 = time.perf_counter()
+        encoder = ctx.encoder
+        report.attribute = attribute_inference(
+            ctx.target,
+            pd.concat([frame_train.reset_index(drop=True), frame_test], ignore_index=True),
+            ctx.y,
+            ctx.is_member,
+            chosen,
+            encode=lambda frame: encoder.encode(frame).numpy(),
+            values=list(encoder.categorical[chosen]),
+            seed=report.settings["seed"],
+        )
+        report.seconds["attribute"] = time.perf_counter() - t0
+    if "fairness" in attacks:
+        if len(ctx.meta["classes"]) != _BINARY:
+            report.notes.append("fairness metrics are for binary classifiers; skipped")
+            return
+        report.fairness = fairness_metrics(
+            ctx.y[~ctx.is_member],
+            ctx.target.log_proba(ctx.non_x).argmax(axis=1),
+            frame_test[chosen].astype(str).to_numpy(),
+            attribute=chosen,
+            positive_class=str(ctx.meta["classes"][1]),
+        )
+
+
+def _canaries(
+    report: AuditReport, ctx: _Context, canaries: int, progress: ProgressCallback | None
+) -> None:
+    """The one-run canary audit: the card's training run again, on all members plus canaries."""
+    from veil.train._models import fixed_features  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    _, full_x = fixed_features(ctx.net, ctx.members_data.inputs, progress)
+    m = min(canaries, len(ctx.non_idx))
+    pick = ctx.rng.choice(len(ctx.non_idx), size=m, replace=False)
+    rng, trainer = ctx.rng, ctx.trainer
+
+    def retrain(xs: npt.NDArray[Any], ys: npt.NDArray[np.int64]) -> Classifier:
+        return trainer(xs, ys, int(rng.integers(2**31)))
+
+    report.dp = canary_audit(
+        retrain,
+        full_x.numpy(),
+        ctx.members_data.targets.numpy().astype(np.int64),
+        ctx.non_x[pick],
+        ctx.y[~ctx.is_member][pick],
+        n_classes=len(ctx.meta["classes"]),
+        claimed_epsilon=report.claimed_epsilon,
+        audit_run_epsilon=_run_epsilon(ctx.meta, ctx.card, len(ctx.members_data.targets) + m // 2),
+        delta=ctx.delta,
+        alpha=report.settings["alpha"],
+        seed=report.settings["seed"],
+        progress=progress,
+    )
+    report.seconds["dp_audit"] = time.perf_counter() - t0
+
+
+def audit_model(
+    catalog: Catalog,
+    registry: Any,
+    model: str,
+    *,
+    train: str | None = None,
+    test: str,
+    attacks: tuple[str, ...] = AUDIT_ATTACKS,
+    mia_attacks: tuple[str, ...] = MIA_ATTACKS,
+    references: int = 16,
+    max_points: int | None = None,
+    attribute: str | None = None,
+    canaries: int = 500,
+    extraction_budgets: tuple[int, ...] = (50, 200, 1000, 5000),
+    alpha: float = 0.05,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+) -> AuditReport:
+    """Attack ``model`` (a registry name) with the chosen attacks; see :class:`AuditReport`.
+
+    ``train`` must be the model's training set (default: the one on its card);
+    ``test`` a held-out set from the same population. ``max_points`` caps the
+    members and the non-members each (sampled with ``seed``). ``seed`` fixes
+    the audit's own choices (samples, canaries, reference weights); no privacy
+    guarantee depends on it.
+    """
+    _check_request(attacks, max_points)
+    started = time.perf_counter()
+    saved = registry.load(model)
+    train = train or saved.card.dataset
+    ctx = _prepare(
+        catalog, saved, train=train, test=test, max_points=max_points, seed=seed, progress=progress
+    )
+    report = AuditReport(
+        model=model,
+        card=ctx.card,
+        train=train,
+        test=test,
+        settings={
+            "attacks": list(attacks),
+            "references": references,
+            "members": len(ctx.mem_idx),
+            "non_members": len(ctx.non_idx),
+            "alpha": alpha,
+            "seed": seed,
+            "architecture": ctx.card.get("architecture"),
+            "note": "reference models repeat the card's training run (same epochs, sampling "
+            "rate, clipping and noise) on random halves of the audit's points",
+        },
+    )
+    if ctx.front_end:
+        report.notes.append(
+            "the model's fixed front end (scattering) is applied once; attacks and references "
+            "work on its features (label-only noise is added to the features)"
+        )
+    if len(ctx.members_data.input_shape) == _IMAGE_DIMS:
+        report.image_shape = tuple(ctx.members_data.input_shape)
+    elif ctx.info.source == "sklearn:digits":  # 64 pixel columns of 8x8 images
+        report.image_shape = (1, 8, 8)
+    if "mia" in attacks:
+        t0 = time.perf_counter()
+        report.membership, _ = membership_inference(
+            ctx.target,
+            ctx.x,
+            ctx.y,
+            ctx.is_member,
+            trainer=ctx.trainer,
+            references=references,
+            attacks=mia_attacks,
+            delta=ctx.delta,
+            alpha=alpha,
+            seed=seed,
+            progress=progress,
+        )
+        report.seconds["membership"] = time.perf_counter() - t0
+    _tabular(report, ctx, attacks, attribute)
+    if "inversion" in attacks:
+        t0 = time.perf_counter()
+        report.inversion = invert_classes(
+            ctx.net,
+            ctx.members_data.inputs[ctx.mem_idx].numpy(),
+            ctx.members_data.targets[ctx.mem_idx].numpy(),
+            len(ctx.meta["classes"]),
+        )
+        report.seconds["inversion"] = time.perf_counter() - t0
+    if "extraction" in attacks:
+        t0 = time.perf_counter()
+        order = ctx.rng.permutation(len(ctx.non_idx))
+        half = len(order) // 2
+        report.extraction = extraction_curve(
+            ctx.target,
+            ctx.non_x[order[:half]],
+            ctx.non_x[order[half:]],
+            ctx.y[~ctx.is_member][order[half:]],
+            budgets=extraction_budgets,
+            seed=seed,
+            progress=progress,
+        )
+        report.seconds["extraction"] = time.perf_counter() - t0
+    if "dp" in attacks:
+        _canaries(report, ctx, canaries, progress)
+    report.seconds["total"] = time.perf_counter() - started
+    return report
