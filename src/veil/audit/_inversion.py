@@ -1,9 +1,9 @@
 """Model inversion: reconstruct what a class "looks like" from the model alone.
 
 Gradient-based inversion (Fredrikson, Jha and Ristenpart 2015): start from
-the middle of the input range and climb the model's log-probability of the
-class, with a small L2 pull toward the start and the input kept within the
-model's input bounds (Veil scales inputs to [-1, 1]). This needs gradients,
+the average record and climb the model's log-probability of the class, with
+a small L2 pull toward the start and the input kept within the model's input
+bounds (Veil scales inputs to [-1, 1]). This needs gradients,
 so it is the one white-box attack here: it applies to differentiable
 (PyTorch) models.
 
@@ -49,7 +49,8 @@ class InversionResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "method": "gradient ascent on log p(class | x), L2 pull, inputs kept in [-1, 1]",
+            "method": "gradient ascent on log p(class | x) from the average record, L2 pull, "
+            "inputs kept in [-1, 1]",
             "steps": self.steps,
             "cosine_to_own_class": self.cosine_to_own_class,
             "mean_cosine": float(np.mean(self.cosine_to_own_class)),
@@ -90,7 +91,9 @@ def invert_classes(
             for c in range(n_classes)
         ]
     )
-    start = np.full((n_classes, *data.shape[1:]), (lo + hi) / 2, dtype=np.float32)
+    # Start from the average record (what any member of the population looks like) and let the
+    # model pull it toward each class: what moves is what the model knows about the class.
+    start = np.repeat(data.mean(axis=0, keepdims=True), n_classes, axis=0).astype(np.float32)
     model.eval()
     for p in model.parameters():
         p.requires_grad = False

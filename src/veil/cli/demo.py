@@ -4,13 +4,16 @@ The tour runs in its own directory (``./veil-demo`` by default) with its own
 embedded SQLite workspace, whatever ``VEIL_HOME`` or ``VEIL_DATABASE_URL`` say,
 so it never touches a real workspace. Each capability adds a step here as it
 lands: it registers scikit-learn's bundled diabetes data with a declared privacy
-schema, answers a DP query charged to a budget and refuses one over it, and
-trains a DP-SGD model on the bundled digits with its privacy card.
+schema, answers a DP query charged to a budget and refuses one over it,
+trains a DP-SGD model on the bundled digits with its privacy card, and ends
+with an audit report of that model (membership, inversion, extraction, and a
+canary DP audit against its claimed epsilon).
 """
 
 from __future__ import annotations
 
 import html
+import importlib.util
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -61,7 +64,12 @@ def _prepare(directory: Path) -> None:
             got=f"{directory} with other content",
             fix="pass another --out directory",
         )
-    for leftover in (directory / ".veil", directory / "summary.html"):
+    for leftover in (
+        directory / ".veil",
+        directory / "summary.html",
+        directory / "audit-report.html",
+        directory / "audit-report.json",
+    ):
         if leftover.is_dir():
             shutil.rmtree(leftover)
         elif leftover.exists():
@@ -158,8 +166,6 @@ DEMO_MODEL_EPSILON, DEMO_MODEL_DELTA = 1.0, 1e-4
 
 def _private_model(tour: Tour, catalog: Catalog, store: Store, workspace: Workspace) -> None:
     """Step 5: a DP logistic regression on the bundled digits, charged to its ledger, with its card."""
-    import importlib.util  # noqa: PLC0415
-
     title = "Train a DP-SGD model on bundled data and write its privacy card"
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("opacus") is None:
         tour.step(title, 0.0, skipped="needs the train extra: pip install 'veil[train]'")
@@ -168,9 +174,11 @@ def _private_model(tour: Tour, catalog: Catalog, store: Store, workspace: Worksp
     from veil.train import DPConfig, ModelRegistry, fit_private  # noqa: PLC0415
 
     started = time.perf_counter()
-    catalog.add("sklearn:digits", name="digits")
+    catalog.add("sklearn:digits", name="digits", split="train")
+    catalog.add("sklearn:digits", name="digits-test", split="test")
     ledger = Ledger(store, catalog.settings)
     ledger.set_budget("digits", Budget(epsilon=2.0, delta=1e-4), reason="demo model budget")
+    ledger.set_budget("digits-test", Budget(epsilon=0.5, delta=0.0), reason="demo test budget")
     config = DPConfig(
         epochs=10,
         batch_size=64,
@@ -186,6 +194,7 @@ def _private_model(tour: Tour, catalog: Catalog, store: Store, workspace: Worksp
         config,
         name="digits-logreg-dp",
         model="logreg",
+        test="digits-test",
         purpose="demo: a private digit classifier",
     )
     tour.step(
@@ -193,6 +202,41 @@ def _private_model(tour: Tour, catalog: Catalog, store: Store, workspace: Worksp
         time.perf_counter() - started,
         card=trained.card.to_dict(),
         budget=ledger.status("digits").to_dict(),
+    )
+    _audit(tour, catalog, workspace, trained.name)
+
+
+DEMO_REFERENCES = 4
+
+
+def _audit(tour: Tour, catalog: Catalog, workspace: Workspace, model: str) -> None:
+    """Step 6: attack the model just trained and write the audit report beside the summary."""
+    if importlib.util.find_spec("matplotlib") is None:
+        tour.step(
+            "Audit the model", 0.0, skipped="needs the audit extra: pip install 'veil[audit]'"
+        )
+        return
+    from veil.audit import audit_model, write_report  # noqa: PLC0415
+    from veil.train import ModelRegistry  # noqa: PLC0415
+
+    started = time.perf_counter()
+    report = audit_model(
+        catalog,
+        ModelRegistry.for_workspace(workspace),
+        model,
+        test="digits-test",
+        references=DEMO_REFERENCES,
+        canaries=200,
+        extraction_budgets=(50, 150, 299),
+    )
+    path = tour.directory / "audit-report.html"
+    write_report(report, path, tour.directory / "audit-report.json")
+    tour.step(
+        "Audit the model: membership, inversion, extraction and a canary DP audit",
+        time.perf_counter() - started,
+        report=str(path),
+        verdicts=[v.to_dict() for v in report.verdicts()],
+        claimed_epsilon=report.claimed_epsilon,
     )
 
 
@@ -244,10 +288,21 @@ def demo(
         from veil.cli.models import render_card  # noqa: PLC0415
         from veil.train import PrivacyCard  # noqa: PLC0415
 
-        out.print("\n[bold]A DP-SGD model on scikit-learn's digits (1,797 images)[/bold]")
+        out.print("\n[bold]A DP-SGD model on scikit-learn's digits (1,198 training images)[/bold]")
         render_card(PrivacyCard.from_dict(model_step["card"]))
     else:
         out.print(f"Model training skipped: {model_step['skipped']}")
+    audit_step = next((s for s in tour.steps if s["title"].startswith("Audit")), None)
+    if audit_step is not None and "verdicts" in audit_step:
+        from rich.table import Table  # noqa: PLC0415
+
+        table = Table("attack", "", "finding", title="privacy audit of digits-logreg-dp")
+        for v in audit_step["verdicts"]:
+            table.add_row(v["attack"], v["level"].upper(), v["headline"])
+        out.print(table)
+        out.print(f"Audit report written to {audit_step['report']}")
+    elif audit_step is not None:
+        out.print(f"Audit skipped: {audit_step['skipped']}")
     out.print(f"Summary written to {summary}")
 
 
@@ -366,8 +421,21 @@ def _model_html(tour: Tour) -> str:
         return f"<h2>A private model</h2><p class='warn'>Skipped: {e(step['skipped'])}</p>"
     card = step["card"]
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in card.items())
-    return f"""<h2>A private model and its privacy card</h2>
-<p>DP-SGD (Poisson sampling, per-example clipping, noise from a CSPRNG) on scikit-learn's digits, charged to
-the ledger of <code>digits</code> before training as one subsampled-Gaussian event.</p>
-<table>{rows}</table>
+    audit = next((s for s in tour.steps if s["title"].startswith("Audit")), None)
+    audit_html = ""
+    if audit is not None and "verdicts" in audit:
+        verdicts = "".join(
+            f"<tr><td>{e(v['attack'])}</td><td>{e(v['level'].upper())}</td><td>{e(v['headline'])}</td></tr>"
+            for v in audit["verdicts"]
+        )
+        audit_html = f"""<h2>The model's privacy audit</h2>
+<p>Attacks on the model above ({DEMO_REFERENCES} reference models; the full report with plots:
+<a href="audit-report.html">audit-report.html</a>).</p>
+<table><tr><th>attack</th><th></th><th>finding</th></tr>{verdicts}</table>
 """
+    return f"""<h2>A private model and its privacy card</h2>
+<p>DP-SGD (Poisson sampling, per-example clipping, noise from a CSPRNG) on two thirds of scikit-learn's
+digits, charged to the ledger of <code>digits</code> before training as one subsampled-Gaussian event;
+test accuracy is a DP count on the other third (<code>digits-test</code>).</p>
+<table>{rows}</table>
+{audit_html}"""

@@ -1,0 +1,183 @@
+"""Attribute inference, model inversion, extraction, fairness and the canary audit, on real models."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+
+from veil.audit import (
+    as_classifier,
+    attribute_inference,
+    canary_audit,
+    extraction_curve,
+    fairness_metrics,
+    invert_classes,
+)
+from veil.bench._audit import _adult, _mnist_pool
+from veil.errors import InvalidInputError
+from veil.train import DPConfig, build_model, plan_training, train
+
+ALPHA = 1e-6
+
+
+@pytest.fixture(scope="module")
+def mnist(shared_data):
+    x, y = _mnist_pool(shared_data)
+    return x[:4000], y[:4000]
+
+
+@pytest.fixture(scope="module")
+def mnist_logreg(mnist):
+    x, y = mnist
+    torch.manual_seed(0)  # weight initialisation of a test model
+    net = build_model({"kind": "logreg", "input_shape": [784], "n_classes": 10})
+    config = DPConfig(epochs=10, batch_size=64, private=False, sampling="shuffle")
+    train(
+        net,
+        torch.from_numpy(x[:2000]),
+        torch.from_numpy(y[:2000]),
+        plan_training(config, 2000),
+        n_classes=10,
+    )
+    return net
+
+
+def _frame(n, seed):
+    rng = np.random.default_rng(seed)
+    group = rng.choice(["a", "b"], size=n)
+    value = rng.normal(size=n)
+    label = ((group == "a") ^ (value > 0)).astype(int)
+    flip = rng.random(n) < 0.05
+    return pd.DataFrame({"group": group, "value": value}), np.where(flip, 1 - label, label)
+
+
+def _encode(frame):
+    return np.column_stack(
+        [
+            (frame["group"] == "a").astype(float),
+            (frame["group"] == "b").astype(float),
+            frame["value"],
+        ]
+    )
+
+
+def test_attribute_inference_reports_what_the_model_adds_over_the_baseline(seed):
+    frame, y = _frame(3000, seed)
+    members = np.arange(3000) < 1500
+    model = RandomForestClassifier(n_estimators=50, random_state=seed).fit(
+        _encode(frame[members]), y[members]
+    )
+    result = attribute_inference(
+        as_classifier(model), frame, y, members, "group", encode=_encode, seed=seed
+    )
+    # The label and 'value' determine 'group' here: the model reveals it, and so does public data.
+    assert result.attack_accuracy_members > 0.85
+    assert result.baseline_accuracy_members > 0.85
+    assert abs(result.majority_accuracy - 0.5) < 0.05
+    assert result.members == 1500 and result.non_members == 750  # half the others are public
+    assert set(result.to_dict()) >= {
+        "attack_accuracy",
+        "baseline_accuracy",
+        "advantage_over_baseline_members",
+    }
+    with pytest.raises(InvalidInputError, match="no column"):
+        attribute_inference(as_classifier(model), frame, y, members, "nope", encode=_encode)
+    with pytest.raises(InvalidInputError, match="single value"):
+        attribute_inference(
+            as_classifier(model), frame.assign(group="a"), y, members, "group", encode=_encode
+        )
+
+
+def test_inversion_recovers_each_mnist_class_from_a_logistic_regression(mnist, mnist_logreg):
+    x, y = mnist
+    result = invert_classes(mnist_logreg, x[:2000].reshape(-1, 1, 28, 28), y[:2000], 10)
+    assert result.reconstructions.shape == (10, 1, 28, 28)
+    assert result.reconstructions.min() >= -1 and result.reconstructions.max() <= 1
+    assert result.identification_rate >= 0.8 > result.chance
+    assert min(result.confidence) > 0.9
+    assert all(p.requires_grad for p in mnist_logreg.parameters())  # the model is left as it was
+    with pytest.raises(InvalidInputError, match="differentiable"):
+        invert_classes(LogisticRegression(), x[:10], y[:10], 10)
+
+
+def test_extraction_fidelity_grows_with_queries_and_defences_are_reported(mnist, mnist_logreg):
+    x, y = mnist
+    target = as_classifier(mnist_logreg)
+    result = extraction_curve(
+        target, x[2000:3000], x[3000:4000], y[3000:4000], budgets=(30, 1000), seed=0
+    )
+    assert result.budgets == [30, 1000]
+    assert set(result.fidelity) == {"none", "top1", "round1", "noise"}
+    assert result.fidelity["none"][1] > 0.85
+    assert result.fidelity["none"][1] > result.fidelity["none"][0]
+    assert 0.7 < result.victim_accuracy < 1
+    with pytest.raises(InvalidInputError, match="defence"):
+        extraction_curve(target, x[:10], x[:10], y[:10], defences=("magic",))
+
+
+def test_fairness_matches_a_hand_computation():
+    truth = np.array([1, 1, 0, 0, 1, 1, 0, 0])
+    pred = np.array([1, 1, 1, 0, 1, 0, 0, 0])
+    groups = np.array(["f", "f", "f", "f", "m", "m", "m", "m"])
+    result = fairness_metrics(truth, pred, groups, attribute="sex", positive_class=">50K")
+    assert result.demographic_parity_difference == pytest.approx(0.75 - 0.25)
+    assert result.equal_opportunity_difference == pytest.approx(1.0 - 0.5)
+    assert result.equalized_odds_difference == pytest.approx(0.5)  # max(TPR gap 0.5, FPR gap 0.5)
+    assert result.by_group["f"]["selection_rate"] == pytest.approx(0.75)
+    with pytest.raises(InvalidInputError, match="binary"):
+        fairness_metrics([0, 2], [0, 1], ["a", "b"], attribute="g")
+
+
+def test_canary_audit_catches_a_memorising_model_and_respects_a_dp_one(shared_data, seed):
+    x, y = _adult(shared_data)
+    rng = np.random.default_rng(seed)
+    take = rng.choice(len(y), size=3000, replace=False)
+    x, y = x[take], y[take]
+
+    def forest(xs, ys):
+        return as_classifier(RandomForestClassifier(n_estimators=30, random_state=seed).fit(xs, ys))
+
+    leaky = canary_audit(
+        forest,
+        x[:2000],
+        y[:2000],
+        x[2000:2400],
+        y[2000:2400],
+        n_classes=2,
+        claimed_epsilon=math.inf,
+        alpha=ALPHA,
+        seed=seed,
+    )
+    assert leaky.best.epsilon_lower > 1.0
+    assert leaky.inserted + (leaky.canaries - leaky.inserted) == 400
+
+    epsilon = 1.0
+    config = DPConfig(epochs=2, batch_size=200, epsilon=epsilon, delta=1e-5)
+
+    def dp_logreg(xs, ys):
+        net = build_model({"kind": "logreg", "input_shape": [xs.shape[1]], "n_classes": 2})
+        plan = plan_training(config, len(ys))
+        train(net, torch.from_numpy(xs), torch.from_numpy(ys), plan, n_classes=2)
+        return as_classifier(net)
+
+    private = canary_audit(
+        dp_logreg,
+        x[:2000],
+        y[:2000],
+        x[2000:2400],
+        y[2000:2400],
+        n_classes=2,
+        claimed_epsilon=epsilon,
+        alpha=ALPHA,
+        seed=seed,
+    )
+    assert private.consistent, f"{private.to_dict()} (type I error <= {ALPHA})"
+    assert private.to_dict()["consistent_with_claim"] is True
+    with pytest.raises(InvalidInputError, match="too few canaries"):
+        canary_audit(forest, x, y, x[:5], y[:5], n_classes=2, claimed_epsilon=1.0)
