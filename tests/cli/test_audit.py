@@ -102,7 +102,7 @@ def test_audit_prints_verdicts_for_people(capsys, trained):
     ],
 )
 def test_bad_requests_fail_cleanly_and_write_nothing(capsys, trained, extra, message):
-    args = [a for a in AUDIT]
+    args = list(AUDIT)
     if extra[0] == "--test":
         args[args.index("digits-test")] = extra[1]
         extra = ()

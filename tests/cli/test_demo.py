@@ -23,6 +23,7 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
         "Answer a SQL query with differential privacy (charged to the ledger first)",
         "Refuse a query that would exceed the budget (nothing computed or charged)",
         "Train a DP-SGD model on bundled data and write its privacy card",
+        "Audit the model: membership, inversion, extraction and a canary DP audit",
     ]
     register = result["steps"][1]
     assert register["rows"] == 442
@@ -36,6 +37,7 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     assert [h["type"] for h in refusal["history"]] == ["budget", "release"]
     card = result["steps"][4]["card"]
     assert card["dataset"] == "digits" and card["private"] is True
+    assert card["test_dataset"] == "digits-test" and card["examples"] == 1198
     assert card["epsilon"] <= 1.0 and card["sampling"] == "poisson"
     assert card["ledger_event_id"] is not None
     assert "train_accuracy" not in card  # exact accuracy on private batches is never published
@@ -46,6 +48,18 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     assert "Refused:" in html
     assert "<h1>Veil demo summary</h1>" in html
     assert "progression" in html
+    assert "The model's privacy audit" in html
+    audit = result["steps"][5]
+    assert {v["attack"] for v in audit["verdicts"]} == {
+        "membership",
+        "dp",
+        "inversion",
+        "extraction",
+    }
+    assert audit["claimed_epsilon"] == pytest.approx(card["epsilon"])
+    report = (tmp_path / "tour" / "audit-report.html").read_text(encoding="utf-8")
+    assert report.count("data:image/png;base64,") == 3  # ROC, inverted digits, extraction curve
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", report)
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), (
         "the summary must be self-contained"
     )

@@ -71,6 +71,7 @@ _POOLED_BELOW = 64
 _RMIA_OFFLINE_A = 0.3
 _RMIA_GAMMA = 1.0
 _RMIA_POPULATION = 2000
+_LABEL_ONLY_QUERIES = 32
 
 Array = npt.NDArray[np.float64]
 
@@ -228,7 +229,7 @@ def label_only_scores(
     x: npt.NDArray[Any],
     y: npt.NDArray[np.int64],
     *,
-    queries: int = 32,
+    queries: int = _LABEL_ONLY_QUERIES,
     noise: float = 0.1,
     seed: int = 0,
 ) -> Array:
@@ -306,7 +307,7 @@ def membership_inference(
             settings |= {
                 "mode": "labels only",
                 "reference_models": 0,
-                "queries_per_point": 33,
+                "queries_per_point": _LABEL_ONLY_QUERIES + 1,
                 "noise_std": label_only_noise,
             }
         else:

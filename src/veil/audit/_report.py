@@ -37,8 +37,12 @@ img{max-width:100%}figure{margin:1em 0}figcaption{color:#667085;font-size:.9em}
 
 
 def _png(fig: Any) -> str:
+    """The figure as base64 PNG; the figure is closed (pyplot keeps every open one alive)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    try:
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        _pyplot().close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -65,9 +69,7 @@ def _roc_figure(report: AuditReport) -> str | None:
     ax.set_ylim(floor / 2, 1)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Membership inference ROC (log-log)")
-    out = _png(fig)
-    plt.close(fig)
-    return out
+    return _png(fig)
 
 
 def _extraction_figure(report: AuditReport) -> str | None:
@@ -82,9 +84,7 @@ def _extraction_figure(report: AuditReport) -> str | None:
     ax.set(xscale="log", xlabel="queries", ylabel="agreement with the model", ylim=(0, 1.02))
     ax.legend(fontsize=7)
     ax.set_title("Model extraction: fidelity vs queries")
-    out = _png(fig)
-    plt.close(fig)
-    return out
+    return _png(fig)
 
 
 def _inversion_figure(report: AuditReport) -> str | None:
@@ -102,9 +102,7 @@ def _inversion_figure(report: AuditReport) -> str | None:
             axes[row, c].axis("off")
         axes[0, c].set_title(str(c), fontsize=8)
     fig.suptitle("top: reconstructed from the model; bottom: real class mean", fontsize=8)
-    out = _png(fig)
-    plt.close(fig)
-    return out
+    return _png(fig)
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:

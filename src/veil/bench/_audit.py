@@ -243,7 +243,7 @@ def _one(
             }
         )
     dp_audit = None
-    if recipe.private and canaries:
+    if canaries:  # non-private recipes too: the audit must show its power where nothing bounds it
         pool = np.flatnonzero(~inside)
         pick = rng.choice(pool, size=min(canaries, len(pool)), replace=False)
         keep = np.setdiff1d(np.flatnonzero(inside), pick)
@@ -282,8 +282,12 @@ def _one(
         "best_attack_at_0.1%": best.attack,
         "best_tpr_at_0.1%": best.tpr_at_fpr.get(f"{FPR * 100:g}%"),
         "max_epsilon_lower_bound": max(r["epsilon_lower_bound"] for r in rows),
-        "all_at_chance": all(r.auc_p_value >= ALPHA / k for r in results)
-        and all((r.tpr_at_fpr_ci.get(f"{FPR * 100:g}%") or (0.0, 1.0))[0] <= FPR for r in results),
+        # Chance at the AUC level: every attack's AUC consistent with 0.5 (Bonferroni).
+        "at_chance_auc": all(r.auc_p_value >= ALPHA / k for r in results),
+        # Chance at a low FPR: every attack's TPR at 0.1% FPR has 0.1% inside its 95% interval.
+        "at_chance_low_fpr": all(
+            (r.tpr_at_fpr_ci.get(f"{FPR * 100:g}%") or (0.0, 1.0))[0] <= FPR for r in results
+        ),
         "dp_audit": dp_audit,
     }
 
@@ -351,7 +355,8 @@ def run_audit_benchmark(
             "overfit_tpr_at_0.1%_at_least_10x": None
             if overfit is None or overfit["best_tpr_at_0.1%"] is None
             else overfit["best_tpr_at_0.1%"] >= 10 * FPR,
-            "dp_eps1_at_chance": None if dp1 is None else dp1["all_at_chance"],
+            "dp_eps1_at_chance_low_fpr": None if dp1 is None else dp1["at_chance_low_fpr"],
+            "dp_eps1_at_chance_auc": None if dp1 is None else dp1["at_chance_auc"],
             "no_bound_above_claim": all(
                 r["claimed_epsilon"] is None
                 or (

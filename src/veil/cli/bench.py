@@ -370,8 +370,9 @@ def render_audit_report(report: dict[str, Any]) -> None:
     for dataset, goals in report["goals"].items():
         out.print(
             f"· {dataset}: overfit TPR@0.1% >= 10x FPR: "
-            f"{_verdict(goals['overfit_tpr_at_0.1%_at_least_10x'])}; DP eps 1 at chance: "
-            f"{_verdict(goals['dp_eps1_at_chance'])}; no bound above the claim: "
+            f"{_verdict(goals['overfit_tpr_at_0.1%_at_least_10x'])}; DP eps 1 at chance at 0.1% "
+            f"FPR: {_verdict(goals['dp_eps1_at_chance_low_fpr'])} (by AUC: "
+            f"{_verdict(goals['dp_eps1_at_chance_auc'])}); no bound above the claim: "
             f"{_verdict(goals['no_bound_above_claim'])}"
             + (
                 ""

@@ -227,7 +227,7 @@ def _audit(tour: Tour, catalog: Catalog, workspace: Workspace, model: str) -> No
         test="digits-test",
         references=DEMO_REFERENCES,
         canaries=200,
-        extraction_budgets=(50, 150, 299),
+        extraction_budgets=(50, 299),
     )
     path = tour.directory / "audit-report.html"
     write_report(report, path, tour.directory / "audit-report.json")

@@ -1,0 +1,73 @@
+"""`veil bench audit` runs end to end on a tiny size (the numbers are the benchmark's, not a test's)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from veil.bench import run_audit_benchmark
+from veil.cli._app import main
+from veil.errors import InvalidInputError
+
+
+@pytest.mark.slow
+def test_tiny_audit_benchmark_reports_every_attack_and_the_goals(shared_data):
+    report = run_audit_benchmark(
+        shared_data,
+        datasets=("adult",),
+        recipes=("overfit", "dp_eps1"),
+        pool=300,
+        references=2,
+        canaries=40,
+        tiny=True,
+    )
+    rows = {r["recipe"]: r for r in report["rows"]}
+    assert set(rows) == {"overfit", "dp_eps1"}
+    assert rows["overfit"]["claimed_epsilon"] is None
+    assert rows["overfit"]["dp_audit"]["consistent_with_claim"] is True  # nothing claimed
+    dp = rows["dp_eps1"]
+    assert dp["claimed_epsilon"] <= 1.0 and dp["noise_multiplier"] > 0
+    assert dp["dp_audit"]["canaries"] == 40
+    assert {a["attack"] for a in dp["attacks"]} >= {
+        "lira-online",
+        "lira-offline",
+        "rmia-online",
+        "rmia-offline",
+    }
+    assert dp["attacks"][0]["tpr_at_0.1%_fpr"] is None  # 150 non-members cannot show 0.1%
+    assert set(report["goals"]["adult"]) >= {
+        "overfit_tpr_at_0.1%_at_least_10x",
+        "dp_eps1_at_chance_low_fpr",
+    }
+
+
+def test_the_cli_writes_json_and_refuses_unknown_recipes(shared_data, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    code = main(
+        [
+            "bench",
+            "audit",
+            "--data",
+            str(shared_data),
+            "--datasets",
+            "mnist",
+            "--recipes",
+            "regularised",
+            "--pool",
+            "200",
+            "--references",
+            "2",
+            "--canaries",
+            "0",
+            "--tiny",
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(Path(out).read_text())["rows"][0]["dataset"] == "mnist"
+    assert "Membership inference" in capsys.readouterr().out
+    with pytest.raises(InvalidInputError, match="unknown recipe"):
+        run_audit_benchmark(shared_data, recipes=("magic",))
