@@ -112,5 +112,7 @@ def test_metrics_of_a_perfect_and_a_useless_attack(seed):
     useless = score_attack("noise", np.random.default_rng(seed).random(20_000), truth)
     assert useless.auc_p_value >= ALPHA, f"AUC {useless.auc} of pure noise (type I <= {ALPHA})"
     assert useless.tpr_at_fpr["1%"] < 0.03
+    assert useless.tpr_at_fpr_p_value["0.1%"] >= ALPHA, "blind attack flagged (type I <= 1e-6)"
+    assert perfect.tpr_at_fpr_p_value["0.1%"] < ALPHA
     with pytest.raises(InvalidInputError, match="both members and non-members"):
         score_attack("x", [0.1, 0.2], [True, True])

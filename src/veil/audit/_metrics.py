@@ -41,6 +41,8 @@ class AttackResult:
     auc_p_value: float  # H0: scores independent of membership (Mann-Whitney, normal approx.)
     tpr_at_fpr: dict[str, float | None]
     tpr_at_fpr_ci: dict[str, tuple[float, float] | None]
+    # H0 (no leak): members and non-members exchangeable; exact, threshold selection included.
+    tpr_at_fpr_p_value: dict[str, float | None]
     balanced_accuracy: float
     advantage: float
     members: int
@@ -59,6 +61,7 @@ class AttackResult:
             "auc_ci95": list(self.auc_ci),
             "auc_p_value": self.auc_p_value,
             "tpr_at_fpr": self.tpr_at_fpr,
+            "tpr_at_fpr_p_value": self.tpr_at_fpr_p_value,
             "tpr_at_fpr_ci95": {
                 k: None if v is None else list(v) for k, v in self.tpr_at_fpr_ci.items()
             },
@@ -77,6 +80,26 @@ class AttackResult:
                 "member": [bool(b) for b in self.is_member],
             }
         return out
+
+
+def _low_fpr_p_value(
+    scores: npt.NDArray[np.float64], members: npt.NDArray[np.bool_], level: float
+) -> float:
+    """P(at least this many members above the threshold of FPR ``level``) if the attack is blind.
+
+    The threshold sits just above the ``k + 1``-th highest non-member score,
+    ``k = floor(level * n0)``, as the ROC's "TPR at FPR <= level" does. When
+    scores do not depend on membership, the number of members above it follows
+    a negative hypergeometric law (members drawn before the ``k + 1``-th
+    non-member): the p-value is exact and already pays for choosing the
+    threshold, which a Clopper-Pearson interval on the TPR does not.
+    """
+    n1, n0 = int(members.sum()), int((~members).sum())
+    k = math.floor(level * n0 + 1e-9)
+    others = np.sort(scores[~members])[::-1]
+    threshold = others[k] if k < n0 else -np.inf
+    above = int((scores[members] > threshold).sum())
+    return float(stats.nhypergeom.sf(above - 1, n0 + n1, n1, k + 1))
 
 
 def _fpr_key(level: float) -> str:
@@ -119,11 +142,12 @@ def score_attack(
     fpr, tpr, _ = roc_curve(m, s)
     tpr_at: dict[str, float | None] = {}
     tpr_ci: dict[str, tuple[float, float] | None] = {}
+    tpr_p: dict[str, float | None] = {}
     notes = []
     for level in FPR_LEVELS:
         key = _fpr_key(level)
         if n0 * level < MIN_FALSE_POSITIVES:
-            tpr_at[key], tpr_ci[key] = None, None
+            tpr_at[key], tpr_ci[key], tpr_p[key] = None, None, None
             notes.append(
                 f"TPR at {key} FPR not reported: {n0} non-members allow {n0 * level:.2g} false "
                 f"positives (needs >= {MIN_FALSE_POSITIVES}, i.e. "
@@ -133,6 +157,7 @@ def score_attack(
         value = float(tpr[fpr <= level].max())
         tpr_at[key] = value
         tpr_ci[key] = clopper_pearson(round(value * n1), n1, alpha)
+        tpr_p[key] = _low_fpr_p_value(s, m, level)
     balanced = float(((tpr + 1 - fpr) / 2).max())
     keep = np.unique(np.geomspace(1, fpr.size, min(_ROC_POINTS, fpr.size)).astype(int) - 1)
     return AttackResult(
@@ -142,6 +167,7 @@ def score_attack(
         auc_p_value=p_value,
         tpr_at_fpr=tpr_at,
         tpr_at_fpr_ci=tpr_ci,
+        tpr_at_fpr_p_value=tpr_p,
         balanced_accuracy=balanced,
         advantage=2 * balanced - 1,
         members=n1,

@@ -74,7 +74,14 @@ def _membership(report: AuditReport) -> Verdict | None:
             "claim is wrong (a bug in training or accounting) or the model was not trained as its "
             "card says." + eps_line,
         )
-    at_chance = all(r.auc_p_value >= alpha / len(results) for r in results)
+    # Chance: every attack's AUC, and its TPR at each reportable low FPR, consistent with a blind
+    # attack (Bonferroni over attacks and the two tests).
+    level = alpha / (2 * len(results))
+    at_chance = all(
+        r.auc_p_value >= level
+        and all(p is None or p >= level for p in r.tpr_at_fpr_p_value.values())
+        for r in results
+    )
     if level_key is None:
         best = max(results, key=lambda r: r.auc)
         strength = f"best AUC {best.auc:.3f}: {_label(best)}"

@@ -237,6 +237,7 @@ def _one(
                 "tpr_at_0.1%_fpr_ci95": None
                 if r.tpr_at_fpr_ci.get(key) is None
                 else list(r.tpr_at_fpr_ci[key]),  # type: ignore[arg-type]
+                "tpr_at_0.1%_fpr_p_value": r.tpr_at_fpr_p_value.get(f"{FPR * 100:g}%"),
                 "tpr_at_1%_fpr": r.tpr_at_fpr.get("1%"),
                 "epsilon_lower_bound": r.epsilon.shown,
                 "seconds": r.settings.get("seconds"),
@@ -284,9 +285,10 @@ def _one(
         "max_epsilon_lower_bound": max(r["epsilon_lower_bound"] for r in rows),
         # Chance at the AUC level: every attack's AUC consistent with 0.5 (Bonferroni).
         "at_chance_auc": all(r.auc_p_value >= ALPHA / k for r in results),
-        # Chance at a low FPR: every attack's TPR at 0.1% FPR has 0.1% inside its 95% interval.
+        # Chance at a low FPR: no attack's TPR at 0.1% FPR beats a blind attack's (exact
+        # negative-hypergeometric p-value, threshold choice included; Bonferroni over attacks).
         "at_chance_low_fpr": all(
-            (r.tpr_at_fpr_ci.get(f"{FPR * 100:g}%") or (0.0, 1.0))[0] <= FPR for r in results
+            (r.tpr_at_fpr_p_value.get(f"{FPR * 100:g}%") or 1.0) >= ALPHA / k for r in results
         ),
         "dp_audit": dp_audit,
     }
