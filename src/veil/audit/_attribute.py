@@ -88,7 +88,7 @@ def attribute_inference(
     ``encode`` turns records into the model's inputs (the model's own feature
     encoding). Half of the non-members are the attacker's public data (the
     prior and the baseline are fitted on them); the other half and all members
-    are attacked.
+    are attacked. Records whose attribute is missing are left out.
     """
     if attribute not in records.columns:
         raise InvalidInputError(
@@ -98,8 +98,10 @@ def attribute_inference(
         )
     y = np.asarray(labels, dtype=np.int64)
     members = np.asarray(is_member, dtype=bool)
-    truth = records[attribute].astype(str).to_numpy()
-    candidates = list(values) if values is not None else sorted(set(truth))
+    raw = records[attribute]
+    known = raw.notna().to_numpy()  # a record without the value has nothing to infer
+    truth = np.array([str(v) if k else "" for v, k in zip(raw, known, strict=True)], dtype=object)
+    candidates = list(values) if values is not None else sorted(set(truth[known]))
     if len(candidates) < 2:  # noqa: PLR2004
         raise InvalidInputError(
             f"'{attribute}' takes a single value here: nothing to infer",
@@ -107,10 +109,10 @@ def attribute_inference(
             got=f"{len(candidates)} value",
         )
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA7]))  # a stream of its own
-    others = np.flatnonzero(~members)
+    others = np.flatnonzero(~members & known)
     rng.shuffle(others)
     public, attacked_non = others[: len(others) // 2], others[len(others) // 2 :]
-    attacked = np.concatenate([np.flatnonzero(members), attacked_non])
+    attacked = np.concatenate([np.flatnonzero(members & known), attacked_non])
 
     counts = pd.Series(truth[public]).value_counts()
     prior = np.array([counts.get(v, 0) + 1.0 for v in candidates])

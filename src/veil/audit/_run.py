@@ -348,10 +348,11 @@ def _tabular(
         if len(ctx.meta["classes"]) != _BINARY:
             report.notes.append("fairness metrics are for binary classifiers; skipped")
             return
+        known = frame_test[chosen].notna().to_numpy()  # rows without a group are left out
         report.fairness = fairness_metrics(
-            ctx.y[~ctx.is_member],
-            ctx.target.log_proba(ctx.non_x).argmax(axis=1),
-            frame_test[chosen].astype(str).to_numpy(),
+            ctx.y[~ctx.is_member][known],
+            ctx.target.log_proba(ctx.non_x[known]).argmax(axis=1),
+            frame_test[chosen][known].astype(str).to_numpy(),
             attribute=chosen,
             positive_class=str(ctx.meta["classes"][1]),
         )
