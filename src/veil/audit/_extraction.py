@@ -66,9 +66,8 @@ def _defend(
     if defence == "round1":
         out = np.round(proba, 1)
     else:
-        out = np.clip(
-            proba + rng.normal(0.0, 0.1, size=proba.shape), 0.0, None
-        )  # not-private: the simulated defence
+        jitter = rng.normal(0.0, 0.1, size=proba.shape)  # not-private: the simulated defence
+        out = np.clip(proba + jitter, 0.0, None)
     total = out.sum(axis=1, keepdims=True)
     uniform = np.full_like(out, 1.0 / out.shape[1])
     return np.where(total > 0, out / np.where(total > 0, total, 1.0), uniform)

@@ -243,9 +243,8 @@ def label_only_scores(
     hits = np.zeros(len(y))
     base = np.asarray(x, dtype=np.float32)
     for _ in range(queries):
-        noisy = base + rng.normal(0.0, noise, size=base.shape).astype(
-            np.float32
-        )  # not-private: the attacker
+        jitter = rng.normal(0.0, noise, size=base.shape)  # not-private: the attacker's noise
+        noisy = base + jitter.astype(np.float32)
         hits += target.log_proba(noisy).argmax(axis=1) == y
     correct = target.log_proba(base).argmax(axis=1) == y
     # A misclassified point is scored below every correctly classified one.
