@@ -30,6 +30,10 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Veil needs Python >= 3.11; set PYTHON=/path/to/python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@# pycanon checks k, l and t in the tests, independently of Veil. Its releases pin exact
+	@# versions of numpy, typer and others that conflict with ours, while pycanon.anonymity
+	@# needs only numpy and pandas: install it without its dependencies.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps "pycanon==1.3.6"
 	@touch $(STAMP)
 
 clean:

@@ -34,6 +34,7 @@ PUBLIC = {
         "DatasetInfo",
         "ImageArrays",
         "PrivacySchema",
+        "check_columns_exist",
         "load_mnist",
         "load_table",
         "parse_bounds",

@@ -18,6 +18,7 @@ from veil.data._readers import FORMATS, SKLEARN_DATASETS, ImageArrays
 from veil.data._schema import (
     ColumnSpec,
     PrivacySchema,
+    check_columns_exist,
     parse_bounds,
     parse_categories,
     suggest_bounds,
@@ -31,6 +32,7 @@ __all__ = [
     "DatasetInfo",
     "ImageArrays",
     "PrivacySchema",
+    "check_columns_exist",
     "load_mnist",
     "load_table",
     "parse_bounds",
