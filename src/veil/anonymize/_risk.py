@@ -53,7 +53,7 @@ def class_ids(frame: pd.DataFrame, quasi_identifiers: Sequence[str]) -> IntArray
     if not quasi_identifiers:
         return np.zeros(len(frame), dtype=np.int64)
     grouped = frame.groupby(list(quasi_identifiers), sort=False, dropna=False, observed=True)
-    ids: IntArray = np.asarray(grouped.ngroup().to_numpy(), dtype=np.int64)
+    ids: IntArray = np.array(grouped.ngroup().to_numpy(), dtype=np.int64)
     return ids
 
 

@@ -361,7 +361,7 @@ def scan_table(
     _check_table(frame, quasi_identifiers, sensitive, target)
     keys = list(quasi_identifiers)
     suppressed = (frame[keys].astype("string") == SUPPRESSED).fillna(value=False).all(axis=1)
-    ids = class_ids(frame, keys)
+    ids = class_ids(frame, keys).copy()
     ids[suppressed.to_numpy()] = -1
     report = _assess(
         frame,

@@ -1,0 +1,363 @@
+"""``veil scan`` and ``veil anonymize``: re-identification risk of a table, and a safer release of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.table import Table
+
+from veil.cli._output import out, print_json, progress_bar
+from veil.data import load_table
+from veil.errors import InvalidInputError, NotFoundError
+from veil.workspace import Workspace
+
+__all__ = ["anonymize", "render_scan", "scan", "write_table"]
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+QiOption = Annotated[
+    str, typer.Option("--qi", help="Quasi-identifiers, comma-separated (age,zip,sex...).")
+]
+SensitiveOption = Annotated[
+    str | None, typer.Option("--sensitive", help="Sensitive attributes, comma-separated.")
+]
+DropMissingOption = Annotated[
+    bool,
+    typer.Option(
+        "--drop-missing",
+        help="Drop rows with a missing quasi-identifier or sensitive value (counted in the report).",
+    ),
+]
+
+
+def _columns(value: str | None) -> list[str]:
+    return [c.strip() for c in (value or "").split(",") if c.strip()]
+
+
+def _limit() -> int | None:
+    try:
+        return Workspace.locate().settings.max_load_bytes
+    except NotFoundError:  # reading a file needs no workspace
+        return None
+
+
+def _load(source: str, needed: list[str], *, drop_missing: bool) -> tuple[pd.DataFrame, int]:
+    frame = load_table(source, max_load_bytes=_limit())
+    dropped = 0
+    present = [c for c in needed if c in frame.columns]
+    if drop_missing and present:
+        mask = frame[present].isna().any(axis=1)
+        dropped = int(mask.sum())
+        frame = frame.loc[~mask].reset_index(drop=True)
+    return frame, dropped
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write CSV or Parquet (by suffix) atomically, readable by the owner only."""
+    suffix = path.suffix.lower()
+    if suffix not in {".csv", ".parquet"}:
+        raise InvalidInputError(
+            "unknown output format",
+            expected="a .csv or .parquet output file",
+            got=path.name,
+            fix="name the output file with one of these suffixes",
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        if suffix == ".csv":
+            frame.to_csv(temporary, index=False)
+        else:
+            frame.to_parquet(temporary, index=False)
+        Path(temporary).chmod(0o600)
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(payload: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(payload, stream, indent=2, default=_jsonable)
+        Path(temporary).chmod(0o600)
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value).__name__)
+
+
+def _clean(payload: Any) -> Any:
+    return json.loads(json.dumps(payload, default=_jsonable))
+
+
+def _external(path: str | None, truth: str | None, frame: pd.DataFrame) -> tuple[Any, Any]:
+    if path is None:
+        if truth is not None:
+            raise InvalidInputError(
+                "--external-id needs --external",
+                expected="an external table to link",
+                got="--external-id alone",
+                fix="add --external FILE",
+            )
+        return None, None
+    external = load_table(path, max_load_bytes=_limit())
+    if truth is None:
+        return external, None
+    for table, where in ((frame, "the input"), (external, "the external table")):
+        if truth not in table.columns:
+            raise InvalidInputError(
+                "the identity column is missing",
+                expected=f"column {truth!r} in {where}",
+                got=", ".join(map(str, table.columns[:8])),
+                fix="name a column present in both tables",
+            )
+    position = pd.Series(np.arange(len(frame)), index=frame[truth].astype("string"))
+    position = position[~position.index.duplicated(keep=False)]
+    mapped = external[truth].astype("string").map(position)
+    return external, mapped.fillna(-1).to_numpy(dtype=np.int64)
+
+
+def render_scan(report: dict[str, Any], title: str) -> None:  # noqa: C901 - one row per measure
+    """The main figures of a scan, for people."""
+    classes, risk = report["classes"], report["risk"]
+    table = Table("measure", "value", title=title)
+    table.add_row("records", f"{report['records']:,}")
+    if report["suppressed"]:
+        table.add_row("suppressed", f"{report['suppressed']:,}")
+    table.add_row("equivalence classes", f"{classes['classes']:,}")
+    table.add_row("k-anonymity (smallest class)", str(classes["k"]))
+    table.add_row("unique records", f"{classes['unique_share']:.1%}")
+    table.add_row("average class size", f"{classes['average_class_size']:.2f}")
+    table.add_row(
+        "prosecutor risk: max / average",
+        f"{risk['prosecutor_max']:.3f} / {risk['prosecutor_average']:.3f}",
+    )
+    table.add_row(f"records at risk (> {risk['threshold']:g})", f"{risk['prosecutor_at_risk']:.1%}")
+    table.add_row("journalist risk: max", f"{risk['journalist_max']:.3f} ({risk['population']})")
+    table.add_row("marketer risk", f"{risk['marketer']:.3f}")
+    for column, value in report["l_diversity"].items():
+        table.add_row(
+            f"l-diversity of {column}",
+            f"distinct {value['distinct']}, entropy {value['entropy']:.2f}, recursive (c={value['recursive_c']:g}) {value['recursive_l']}",
+        )
+    for column, value in report["t_closeness"].items():
+        table.add_row(f"t-closeness of {column}", f"{value:.3f}")
+    if report["delta_presence"]:
+        d = report["delta_presence"]
+        table.add_row("delta-presence", f"{d['min']:.3f} .. {d['max']:.3f}")
+    if report["population_uniqueness"]:
+        p = report["population_uniqueness"]
+        pitman = "n/a" if p["pitman"] is None else f"{p['pitman']:.2%}"
+        table.add_row("population uniques (Zayatz / Pitman)", f"{p['zayatz']:.2%} / {pitman}")
+    if report["utility"]:
+        u = report["utility"]
+        table.add_row("information loss (GCP)", f"{u['gcp']:.3f}")
+        table.add_row("discernibility", f"{u['discernibility']:.4g}")
+        table.add_row("normalised average class size", f"{u['normalised_average_class_size']:.2f}")
+    if report["classifier"]:
+        c = report["classifier"]
+        table.add_row(
+            f"accuracy predicting {c['target']}",
+            f"{c['accuracy']:.1%} (majority class {c['majority_class']:.1%})",
+        )
+    if report["linkage"]:
+        link = report["linkage"]
+        shown = f"{link['linked']:,} of {link['external_records']:,} external people linked to one record"
+        if link["correct"] is not None:
+            shown += f"; {link['correct']:,} correctly ({link['rate']:.1%} of those present)"
+        table.add_row("linkage attack", shown)
+    out.print(table)
+    for column in report.get("pii_columns") or []:
+        out.print(
+            f"[bold red]PII column[/] {column['column']}: {column['entity']} "
+            f"({column['share']:.0%} of sampled values, confidence {column['confidence']:.2f})"
+        )
+
+
+def scan(
+    source: Annotated[
+        str, typer.Argument(help="Table to scan: CSV, Parquet, UCI Adult file or sklearn:NAME.")
+    ],
+    qi: QiOption,
+    sensitive: SensitiveOption = None,
+    population: Annotated[
+        str | None,
+        typer.Option(
+            "--population", help="The population table (journalist risk, delta-presence)."
+        ),
+    ] = None,
+    population_size: Annotated[
+        int | None,
+        typer.Option("--population-size", help="Size of the population, for uniqueness estimates."),
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Record risk counted as at risk.")
+    ] = 0.2,
+    target: Annotated[
+        str | None, typer.Option("--target", help="Column to predict from the QIs (utility).")
+    ] = None,
+    external: Annotated[
+        str | None,
+        typer.Option("--external", help="An attacker's table sharing the QIs (linkage attack)."),
+    ] = None,
+    external_id: Annotated[
+        str | None,
+        typer.Option("--external-id", help="Identity column in both tables, to score the linkage."),
+    ] = None,
+    pii: Annotated[
+        bool, typer.Option("--pii/--no-pii", help="Look for PII columns with Presidio.")
+    ] = True,
+    drop_missing: DropMissingOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure how identifiable a table is: classes, risk, k / l / t, uniqueness, linkage, PII columns."""
+    from veil.anonymize import scan_table  # noqa: PLC0415 - keeps `veil --help` fast
+
+    keys, sens = _columns(qi), _columns(sensitive)
+    frame, dropped = _load(source, keys + sens, drop_missing=drop_missing)
+    pop = load_table(population, max_load_bytes=_limit()) if population else None
+    ext, truth = _external(external, external_id, frame)
+    report = scan_table(
+        frame,
+        keys,
+        sensitive=sens,
+        population=pop,
+        population_size=population_size,
+        threshold=threshold,
+        target=target,
+        external=ext,
+        external_truth=truth,
+        find_pii=pii,
+    ).to_dict()
+    report["dropped_missing"] = dropped
+    if as_json:
+        print_json(_clean(report))
+        return
+    render_scan(report, f"scan of {source}")
+    if dropped:
+        out.print(f"{dropped:,} rows with missing values were dropped before scanning.")
+
+
+def anonymize(
+    source: Annotated[
+        str,
+        typer.Argument(help="Table to anonymise: CSV, Parquet, UCI Adult file or sklearn:NAME."),
+    ],
+    qi: QiOption,
+    k: Annotated[int, typer.Option("--k", help="Smallest equivalence class.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="The released table (.csv or .parquet).")
+    ],
+    sensitive: SensitiveOption = None,
+    l_value: Annotated[
+        int | None, typer.Option("--l", help="Distinct l-diversity of the first sensitive column.")
+    ] = None,
+    t_value: Annotated[
+        float | None, typer.Option("--t", help="t-closeness of the first sensitive column.")
+    ] = None,
+    algorithm: Annotated[
+        str,
+        typer.Option(
+            "--algorithm",
+            help="mondrian (strict, local recoding), mondrian-relaxed, or full-domain (optimal global recoding).",
+        ),
+    ] = "mondrian",
+    hierarchies: Annotated[
+        Path | None, typer.Option("--hierarchies", help="YAML or JSON generalisation hierarchies.")
+    ] = None,
+    max_suppression: Annotated[
+        float, typer.Option("--max-suppression", help="full-domain: largest share suppressed.")
+    ] = 0.05,
+    op: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--op",
+            help="COLUMN:OPERATOR[:opt=value,...] for other columns: drop, mask, pseudonymize, swap, noise, microaggregate, shift-dates. Repeatable.",
+        ),
+    ] = None,
+    key_name: Annotated[
+        str, typer.Option("--key", help="Key-store key of pseudonymize and shift-dates.")
+    ] = "pseudonyms",
+    target: Annotated[
+        str | None, typer.Option("--target", help="Column to predict, before and after (utility).")
+    ] = None,
+    external: Annotated[
+        str | None, typer.Option("--external", help="An attacker's table (linkage attack).")
+    ] = None,
+    external_id: Annotated[
+        str | None, typer.Option("--external-id", help="Identity column in both tables.")
+    ] = None,
+    population_size: Annotated[
+        int | None, typer.Option("--population-size", help="Population size (uniqueness).")
+    ] = None,
+    report_path: Annotated[
+        Path | None, typer.Option("--report", help="Also write the JSON report to this file.")
+    ] = None,
+    drop_missing: DropMissingOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Generalise the quasi-identifiers to k-anonymity (and l, t), transform other columns, report before and after."""
+    from veil.anonymize import ColumnOperation, load_hierarchies  # noqa: PLC0415
+    from veil.anonymize import anonymize as run  # noqa: PLC0415
+
+    keys, sens = _columns(qi), _columns(sensitive)
+    operations = [ColumnOperation.parse(text) for text in op or []]
+    specs = load_hierarchies(hierarchies) if hierarchies else None
+    frame, dropped = _load(source, keys + sens, drop_missing=drop_missing)
+    key = None
+    if any(o.operator in {"pseudonymize", "shift-dates"} for o in operations):
+        key = Workspace.locate().keys.get(key_name)
+    ext, truth = _external(external, external_id, frame)
+    with progress_bar() as progress:
+        result = run(
+            frame,
+            keys,
+            k=k,
+            sensitive=sens,
+            l=l_value,
+            t=t_value,
+            algorithm=algorithm,
+            hierarchies=specs,
+            max_suppression=max_suppression,
+            operations=operations,
+            key=key,
+            target=target,
+            external=ext,
+            external_truth=truth,
+            population_size=population_size,
+            progress=progress,
+        )
+    if external_id is not None and external_id in result.table.columns:
+        # the identity column was needed to score the attack; it must not be released
+        result.table = result.table.drop(columns=[external_id])
+    write_table(result.table, output)
+    report = _clean({**result.to_dict(), "output": str(output), "dropped_missing": dropped})
+    if report_path is not None:
+        _write_json(report, report_path)
+    if as_json:
+        print_json(report)
+        return
+    render_scan(report["before"], f"before: {source}")
+    render_scan(report["after"], f"after: {output} ({result.algorithm}, {result.seconds:.2f} s)")
+    checks = ", ".join(
+        f"{name} {'met' if ok else 'NOT MET'}" for name, ok in result.satisfied.items()
+    )
+    out.print(f"Constraints measured on the output: {checks}.")
+    if dropped:
+        out.print(f"{dropped:,} rows with missing values were dropped first.")
