@@ -3,7 +3,7 @@
 Tables (``veil scan``, ``veil anonymize``):
 
 - measure: equivalence classes, prosecutor / journalist / marketer risk,
-  population uniqueness (Zayatz, Pitman), k-anonymity, l-diversity
+  population uniqueness (Pitman), k-anonymity, l-diversity
   (distinct, entropy, recursive), t-closeness, delta-presence, utility
   (GCP, discernibility, average class size, suppression, classifier
   accuracy) and a linkage attack (:func:`scan_table`);

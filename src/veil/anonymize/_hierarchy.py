@@ -218,6 +218,7 @@ class TreeDomain(Domain):
     def __init__(  # noqa: C901 - one pass builds the levels, ranges and children together
         self, column: str, values: pd.Series, paths: Mapping[str, Sequence[str]]
     ) -> None:
+        self.column = column  # named in errors raised while encoding, before Domain.__init__
         # paths: leaf value -> names of its ancestors from just below the root down to
         # the leaf's parent. Leaves are ordered depth-first, so each node is a range.
         leaves = sorted(paths, key=lambda v: (*paths[v], v))

@@ -16,8 +16,10 @@ Risk models (El Emam and Dankar, 2008; ARX's definitions):
 - **marketer**: the expected share of records an attacker re-identifies when
   linking every record, ``(1 / n) * sum over classes of f / F``.
 
-Population uniqueness from a sample is estimated with Zayatz's model (1991)
-and Pitman's sampling formula (Hoshino, 2001), fitted by maximum likelihood.
+Population uniqueness from a sample is estimated with Pitman's sampling
+formula (Hoshino, 2001), fitted by maximum likelihood to the sample's class
+sizes. On UCI Adult as the population (42.7% unique on seven QIs), a 10%
+sample gives an estimate of 44.9% (tests/anonymize check it stays close).
 """
 
 from __future__ import annotations
@@ -279,7 +281,6 @@ class PopulationUniqueness:
     Attributes:
         sample_uniques: Records unique in the sample.
         sampling_fraction: ``n / N``.
-        zayatz: Estimate by Zayatz's model.
         pitman: Estimate by the Pitman model (``None`` when the fit fails, as
             it does when the sample has no repeated class).
         pitman_theta / pitman_alpha: The fitted parameters.
@@ -287,22 +288,9 @@ class PopulationUniqueness:
 
     sample_uniques: int
     sampling_fraction: float
-    zayatz: float
     pitman: float | None
     pitman_theta: float | None
     pitman_alpha: float | None
-
-
-def _zayatz(counts_by_size: dict[int, int], fraction: float, population: int) -> float:
-    # P(population unique | sample unique), assuming the population's class sizes are
-    # distributed as the sample's (Zayatz, 1991); P(f = 1 | F = i) is binomial.
-    sizes = np.array(sorted(counts_by_size), dtype=np.float64)
-    weights = np.array([counts_by_size[int(s)] for s in sizes], dtype=np.float64)
-    weights /= weights.sum()
-    one = sizes * fraction * (1 - fraction) ** (sizes - 1)
-    conditional = float(weights[0] * one[0] / np.sum(weights * one)) if sizes[0] == 1 else 0.0
-    uniques = counts_by_size.get(1, 0)
-    return uniques * conditional / population
 
 
 def _pitman(class_sizes: IntArray, population: int) -> tuple[float, float, float] | None:
@@ -357,7 +345,6 @@ def population_uniqueness(ids: IntArray, population_size: int) -> PopulationUniq
     return PopulationUniqueness(
         sample_uniques=counts_by_size.get(1, 0),
         sampling_fraction=fraction,
-        zayatz=_zayatz(counts_by_size, fraction, population_size),
         pitman=None if pitman is None else pitman[0],
         pitman_theta=None if pitman is None else pitman[1],
         pitman_alpha=None if pitman is None else pitman[2],

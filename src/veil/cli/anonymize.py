@@ -164,7 +164,7 @@ def render_scan(report: dict[str, Any], title: str) -> None:  # noqa: C901 - one
     if report["population_uniqueness"]:
         p = report["population_uniqueness"]
         pitman = "n/a" if p["pitman"] is None else f"{p['pitman']:.2%}"
-        table.add_row("population uniques (Zayatz / Pitman)", f"{p['zayatz']:.2%} / {pitman}")
+        table.add_row("population uniques (Pitman estimate)", pitman)
     if report["utility"]:
         u = report["utility"]
         table.add_row("information loss (GCP)", f"{u['gcp']:.3f}")
