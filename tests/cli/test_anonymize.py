@@ -1,0 +1,159 @@
+"""`veil scan` and `veil anonymize`: JSON reports, the released file, and refusals that leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from veil.cli._app import main
+
+ROOT = Path(__file__).resolve().parents[2]
+HIERARCHIES = ROOT / "src/veil/anonymize/hierarchies/adult.yaml"
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def adult_csv(shared_data, tmp_path) -> Path:
+    from veil.data import load_table
+
+    frame = load_table(shared_data / "adult" / "adult.data").dropna().iloc[:3000]
+    path = tmp_path / "adult.csv"
+    frame.assign(person=[f"p{i}" for i in range(len(frame))]).to_csv(path, index=False)
+    return path
+
+
+def test_scan_json(capsys):
+    code, out, err = run(
+        capsys,
+        "scan",
+        "sklearn:diabetes",
+        "--qi",
+        "age,sex,bmi,bp",
+        "--sensitive",
+        "progression",
+        "--no-pii",
+        "--population-size",
+        "100000",
+        "--json",
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["k_anonymity"] == 1
+    assert report["classes"]["unique_share"] == 1.0
+    assert report["risk"]["prosecutor_max"] == 1.0
+    assert report["population_uniqueness"]["sample_uniques"] == 442
+
+
+def test_anonymize_writes_the_release_and_the_report(capsys, adult_csv, tmp_path):
+    assert run(capsys, "init")[0] == 0
+    released, report_path = tmp_path / "out" / "released.csv", tmp_path / "report.json"
+    code, out, err = run(
+        capsys,
+        "anonymize",
+        str(adult_csv),
+        "--qi",
+        "age,workclass,education,marital_status,occupation,race,sex,native_country",
+        "--sensitive",
+        "income",
+        "--k",
+        "5",
+        "--l",
+        "2",
+        "--hierarchies",
+        str(HIERARCHIES),
+        "--algorithm",
+        "full-domain",
+        "--op",
+        "person:pseudonymize",
+        "--op",
+        "fnlwgt:drop",
+        "--target",
+        "income",
+        "-o",
+        str(released),
+        "--report",
+        str(report_path),
+        "--json",
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert report == json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["satisfied"] == {"k": True, "l[income]": True}
+    assert report["before"]["k_anonymity"] == 1
+    assert report["after"]["k_anonymity"] >= 5
+    assert report["after"]["utility"]["suppression"] <= 0.05
+    table = pd.read_csv(released)
+    assert "fnlwgt" not in table.columns
+    assert table["person"].str.fullmatch(r"[0-9a-f]{16}").all()
+    assert (released.stat().st_mode & 0o777) == 0o600
+    assert (tmp_path / ".veil" / "keys" / "pseudonyms.key").is_file()
+
+
+def test_anonymize_linkage_and_table_output(capsys, adult_csv, tmp_path):
+    external = tmp_path / "voters.csv"
+    pd.read_csv(adult_csv).iloc[::10][["person", "age", "sex", "race", "marital_status"]].to_csv(
+        external, index=False
+    )
+    released = tmp_path / "released.parquet"
+    code, out, err = run(
+        capsys,
+        "anonymize",
+        str(adult_csv),
+        "--qi",
+        "age,sex,race,marital_status",
+        "--k",
+        "10",
+        "--external",
+        str(external),
+        "--external-id",
+        "person",
+        "-o",
+        str(released),
+    )
+    assert code == 0, err
+    assert "linkage attack" in out and "Constraints measured on the output: k met" in out
+    assert "person" not in pd.read_parquet(released).columns
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code", "message"),
+    [
+        (["--qi", "agee", "--k", "5"], 4, "unknown quasi-identifier"),
+        (["--qi", "age", "--k", "5000"], 3, "larger than the table"),
+        (["--qi", "sex", "--k", "5", "--hierarchies", "BAD"], 3, "does not cover"),
+        (["--qi", "age", "--k", "5", "--algorithm", "magic"], 3, "unknown anonymisation algorithm"),
+    ],
+)
+def test_refusals_leave_no_output(capsys, adult_csv, tmp_path, args, exit_code, message):  # noqa: PLR0917
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sex:\n  type: tree\n  tree: {Any: [Male]}\n", encoding="utf-8")
+    args = [str(bad) if a == "BAD" else a for a in args]
+    released = tmp_path / "released.csv"
+    code, _, err = run(capsys, "anonymize", str(adult_csv), *args, "-o", str(released))
+    assert code == exit_code, err
+    assert message in " ".join(err.split())
+    assert not released.exists()
+    assert not list(tmp_path.glob(".released.csv*"))
+
+
+def test_empty_and_mixed_files(capsys, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("age,sex\n", encoding="utf-8")
+    code, _, err = run(capsys, "scan", str(empty), "--qi", "age", "--no-pii")
+    assert code == 3 and "empty" in err
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("age,sex\n31,F\n42,M\nunknown,F\n55,M\n", encoding="utf-8")
+    out_file = tmp_path / "o.csv"
+    code, _, err = run(
+        capsys, "anonymize", str(mixed), "--qi", "age,sex", "--k", "2", "-o", str(out_file)
+    )
+    assert code == 3 and "mixes numbers and text" in " ".join(err.split())
+    assert not out_file.exists()
