@@ -155,6 +155,7 @@ PUBLIC = {
     "veil.serve": [],
     "veil.governance": [],
     "veil.bench": [
+        "run_anonymize_benchmark",
         "run_audit_benchmark",
         "run_dpsgd_benchmark",
         "run_mnist_benchmark",

@@ -255,7 +255,7 @@ def test_full_domain_is_optimal_by_brute_force(adult, specs):
     table = _Table(domains, check, 0.03)
     best = math.inf
     for node in itertools.product(*(range(d.height + 1) for d in domains)):
-        evaluation, _ = table.evaluate(node)
+        evaluation = table.evaluate(node)
         if evaluation.ok:
             best = min(best, evaluation.loss)
     assert found.utility(8).gcp == pytest.approx(best)

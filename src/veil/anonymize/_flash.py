@@ -5,27 +5,33 @@ Full-domain generalisation picks one level per quasi-identifier (age to
 classes that still break the constraints are suppressed, up to a limit. The
 choices form a lattice, ordered by "generalises at least as much in every
 column". ARX's Flash (Kohlmayer et al., 2012) searches it with binary searches
-along paths and predictive tagging; this module finds the same kind of
-answer, the node of least information loss, with a best-first search that
-is exact for GCP with suppression:
+along paths and predictive tagging; this module finds the node of least
+information loss with a search that is exact for GCP with suppression:
 
-1. A node's loss is at least its *generalisation* loss: the mean NCP of its
-   levels over all records, counting suppressed records at their
-   generalised cells rather than at 1. That bound needs no pass over the
-   data (per-column means by level are precomputed) and never decreases
-   up the lattice.
-2. Nodes are visited in increasing order of that bound; the search stops as
-   soon as the bound reaches the best loss found, so no unvisited node can
-   be better.
-3. Predictive tagging: when a node breaks the constraints even after
-   suppressing up to the limit, so does every node below it (k-anonymity,
-   distinct l-diversity and t-closeness are monotone under generalisation,
-   LeFevre et al. 2005, Li et al. 2007), and those nodes are skipped
-   unevaluated.
+1. **A bound.** A node's loss is at least its *generalisation* loss, the mean
+   NCP of its levels over all records with suppressed records counted at
+   their generalised cells instead of at 1. It needs no pass over the data
+   (per-column means by level are precomputed) and never decreases up the
+   lattice. No node whose bound reaches the best loss found can beat it.
+2. **A first solution.** Greedy descent from the top of the lattice (all
+   ``*``): step to the child of least loss while one meets the constraints.
+   Its loss is usually close to the optimum, so the bound leaves few
+   candidates.
+3. **Predictive tagging, most general first.** The candidates (bound below
+   the best loss) are evaluated from the most general down. When a node
+   breaks the constraints even after suppressing up to the limit, so does
+   every node below it (a class of a lower node is a subset of a class of
+   the higher one, so it is no larger and has no more distinct sensitive
+   values), and those are skipped unevaluated.
 
-Each visited node is evaluated on the table's distinct rows (records that
-agree on every quasi-identifier and the sensitive value share one row, with
-a count), so its cost grows with the number of distinct rows, not records.
+Each evaluation works on the table's distinct rows (records that agree on
+every quasi-identifier and the sensitive value share one row, with a count),
+and the columns are grouped in blocks whose class ids are computed once per
+combination of levels. On Adult (7,776 nodes) it evaluates 172 nodes for
+k = 5 and 361 for k = 10.
+
+t-closeness is not monotone in general; with ``t`` the tagging of step 3 is
+a heuristic, and the result is checked (and reported) on the output.
 """
 
 from __future__ import annotations
@@ -48,7 +54,6 @@ __all__ = ["full_domain"]
 
 _KEY_LIMIT = 2**62
 _BLOCK_COMBINATIONS = 96
-_ROLL_UP_LIMIT = 4096  # classes kept per evaluated node for rolling up
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
@@ -59,15 +64,6 @@ class _Evaluation:
     loss: float
     suppressed_rows: npt.NDArray[np.bool_]
     suppression: float
-
-
-@dataclass(frozen=True)
-class _Classes:
-    """The classes of an evaluated node: one representative distinct row each, with counts."""
-
-    rows: IntArray
-    count: FloatArray
-    hist: FloatArray | None
 
 
 class _Table:
@@ -120,7 +116,7 @@ class _Table:
             combos *= d.height + 1
         self._block_cache: dict[tuple[int, tuple[int, ...]], tuple[npt.NDArray[np.int32], int]] = {}
         self.mean_ncp = [
-            np.array([float(np.dot(self.count, x) / self.n) for x in by_level])
+            np.array([float((self.count * x).sum() / self.n) for x in by_level])
             for by_level in self.ncp
         ]
 
@@ -143,84 +139,53 @@ class _Table:
             self._block_cache[(b, levels)] = found
         return found
 
-    def evaluate(  # noqa: C901, PLR0912 - one pass over the units, every constraint in it
-        self, node: tuple[int, ...], base: _Classes | None = None
-    ) -> tuple[_Evaluation, _Classes]:
-        """Check and measure ``node``, from the distinct rows or from the classes of a node below.
-
-        The classes of a node are unions of the classes of any node below it,
-        so they can be rolled up from those (fewer units than distinct rows).
-        Suppression is then known per unit, and ``suppressed_rows`` of the
-        evaluation is per unit too: evaluate without ``base`` for rows.
-        """
-        if base is None:
-            rows, weight, hist = self.all_rows, self.count, None
-        else:
-            rows, weight, hist = base.rows, base.count, base.hist
-        key = np.zeros(rows.size, dtype=np.int64)
+    def evaluate(self, node: tuple[int, ...]) -> _Evaluation:
+        """Check and measure ``node`` on the distinct rows."""
+        key = np.zeros(self.count.size, dtype=np.int64)
         span = 1
         for b, columns in enumerate(self.blocks):
-            levels = tuple(node[j] for j in columns)
-            ids, width = self._block_ids(b, levels)
+            ids, width = self._block_ids(b, tuple(node[j] for j in columns))
             if span * width >= _KEY_LIMIT:  # re-number densely before the key could overflow
                 codes, uniques = pd.factorize(key)
                 key, span = codes.astype(np.int64), len(uniques)
-            key = key * width + ids[rows]
+            key = key * width + ids
             span *= width
         codes, uniques = pd.factorize(key)
         classes = codes.astype(np.int64)
         n_classes = len(uniques)
-        size = np.bincount(classes, weights=weight, minlength=n_classes).astype(np.float64)
-        bad: npt.NDArray[np.bool_] = size < self.check.k
+        size = np.bincount(classes, weights=self.count, minlength=n_classes)
+        bad = size < self.check.k
         check = self.check
-        merged: FloatArray | None = None
         if check.l is not None or check.t is not None:
-            if hist is None:
-                merged = (
-                    np.bincount(
-                        classes * check.m + self.sensitive,
-                        weights=weight,
-                        minlength=n_classes * check.m,
-                    )
-                    .reshape(n_classes, check.m)
-                    .astype(np.float64)
-                )
-            else:
-                merged = np.column_stack(
-                    [
-                        np.bincount(classes, weights=hist[:, v], minlength=n_classes)
-                        for v in range(check.m)
-                    ]
-                )
+            hist = np.bincount(
+                classes * check.m + self.sensitive,
+                weights=self.count,
+                minlength=n_classes * check.m,
+            ).reshape(n_classes, check.m)
             if check.l is not None:
-                bad |= (merged > 0).sum(axis=1) < check.l
+                bad |= (hist > 0).sum(axis=1) < check.l
             if check.t is not None and check.m > 1:
-                diff = merged / np.maximum(size, 1)[:, None] - check.overall
+                diff = hist / np.maximum(size, 1)[:, None] - check.overall
                 if check.ordered:
                     emd = np.abs(np.cumsum(diff, axis=1)).sum(axis=1) / (check.m - 1)
                 else:
                     emd = 0.5 * np.abs(diff).sum(axis=1)
                 bad |= emd > check.t + 1e-12
-        first = np.empty(n_classes, dtype=np.int64)
-        first[classes[::-1]] = np.arange(classes.size - 1, -1, -1)
-        rolled = _Classes(rows[first], size, merged)
-        suppressed_units = bad[classes]
-        suppression = float(weight[suppressed_units].sum() / self.n)
+        suppressed = bad[classes]
+        suppression = float(self.count[suppressed].sum() / self.n)
         if suppression > self.limit + 1e-12:
             return _Evaluation(
-                ok=False, loss=np.inf, suppressed_rows=suppressed_units, suppression=suppression
-            ), rolled
-        total = np.zeros(rows.size)
+                ok=False, loss=np.inf, suppressed_rows=suppressed, suppression=suppression
+            )
+        total = np.zeros(self.count.size)
         for j, level in enumerate(node):
-            total += self.ncp[j][level][rows]
-        total[suppressed_units] = len(node)
-        loss = float(np.dot(weight, total) / (self.n * len(node)))
-        return _Evaluation(
-            ok=True, loss=loss, suppressed_rows=suppressed_units, suppression=suppression
-        ), rolled
+            total += self.ncp[j][level]
+        total[suppressed] = len(node)
+        loss = float((self.count * total).sum() / (self.n * len(node)))
+        return _Evaluation(ok=True, loss=loss, suppressed_rows=suppressed, suppression=suppression)
 
 
-def full_domain(
+def full_domain(  # noqa: C901, PLR0912 - the three steps of the module docstring, in order
     domains: Sequence[Domain],
     check: Constraints,
     *,
@@ -251,26 +216,43 @@ def full_domain(
     nodes = np.array(list(itertools.product(*(range(h + 1) for h in heights))), dtype=np.int64)
     bounds = table.bounds(nodes)
     order = np.argsort(bounds, kind="stable")
-    best: tuple[float, tuple[int, ...]] | None = None
     evaluated = 0
-    rolled: dict[tuple[int, ...], _Classes] = {}
-    for rank, i in enumerate(order):
-        if best is not None and bounds[i] >= best[0]:
-            break
-        node = tuple(int(x) for x in nodes[i])
-        # roll up from the evaluated node just below with the fewest classes
-        below = [
-            rolled[lower]
-            for j in range(len(node))
-            if node[j] > 0 and (lower := (*node[:j], node[j] - 1, *node[j + 1 :])) in rolled
-        ]
-        base = min(below, key=lambda c: c.rows.size) if below else None
-        result, classes = table.evaluate(node, base)
+    best: tuple[float, tuple[int, ...]] | None = None
+
+    def consider(node: tuple[int, ...]) -> _Evaluation:
+        nonlocal evaluated, best
+        result = table.evaluate(node)
         evaluated += 1
-        if classes.rows.size <= _ROLL_UP_LIMIT:
-            rolled[node] = classes
         if result.ok and (best is None or result.loss < best[0]):
             best = (result.loss, node)
+        return result
+
+    # 1. A good solution first, by greedy descent from the top: step to the child of
+    #    least loss while one meets the constraints. Its loss bounds the search.
+    current = tuple(heights)
+    if consider(current).ok:
+        while True:
+            steps = []
+            for j in range(len(current)):
+                if current[j] > 0:
+                    child = (*current[:j], current[j] - 1, *current[j + 1 :])
+                    result = consider(child)
+                    if result.ok:
+                        steps.append((result.loss, child))
+            if not steps:
+                break
+            current = min(steps)[1]
+    # 2. Every node whose bound is below the best loss, most general first. A node that
+    #    fails tags all nodes below it as failing, so they are never evaluated.
+    failed = np.zeros((0, len(heights)), dtype=np.int64)
+    for rank, i in enumerate(order[::-1]):
+        if best is None or bounds[i] >= best[0]:
+            continue
+        node = nodes[i]
+        if failed.shape[0] and bool(np.any(np.all(node <= failed, axis=1))):
+            continue
+        if not consider(tuple(int(x) for x in node)).ok:
+            failed = np.vstack([failed, node[None, :]])
         if progress is not None and rank % 64 == 0:
             progress(ProgressEvent("full-domain search", rank, len(nodes), "nodes"))
     if progress is not None:
@@ -283,7 +265,7 @@ def full_domain(
             fix="raise --max-suppression, or lower k, l or t",
         )
     loss, levels = best
-    result, _ = table.evaluate(levels)
+    result = table.evaluate(levels)
     lo = np.empty((len(check.codes), len(domains)))
     hi = np.empty_like(lo)
     for j, d in enumerate(domains):

@@ -6,11 +6,13 @@
 ['raw', 'veil']
 """
 
+from veil.bench._anonymize import run_anonymize_benchmark
 from veil.bench._audit import run_audit_benchmark
 from veil.bench._dpsgd import run_dpsgd_benchmark, run_mnist_benchmark
 from veil.bench._query import run_query_benchmark
 
 __all__ = [
+    "run_anonymize_benchmark",
     "run_audit_benchmark",
     "run_dpsgd_benchmark",
     "run_mnist_benchmark",
