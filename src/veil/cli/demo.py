@@ -69,6 +69,7 @@ def _prepare(directory: Path) -> None:
         directory / "summary.html",
         directory / "audit-report.html",
         directory / "audit-report.json",
+        directory / "diabetes-anonymised.csv",
     ):
         if leftover.is_dir():
             shutil.rmtree(leftover)
@@ -120,6 +121,7 @@ def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
         )
         _private_query(tour, catalog, store)
         _private_model(tour, catalog, store, workspace)
+        _anonymise(tour, catalog)
     finally:
         store.dispose()
     (tour.directory / "summary.html").write_text(_html(tour, info), encoding="utf-8")
@@ -240,6 +242,48 @@ def _audit(tour: Tour, catalog: Catalog, workspace: Workspace, model: str) -> No
     )
 
 
+DEMO_QI = ("age", "sex", "bmi", "bp")
+DEMO_K = 5
+DEMO_LINKED = 100
+
+
+def _anonymise(tour: Tour, catalog: Catalog) -> None:
+    """Step 7: scan the patients table, anonymise it to k = 5, scan again, and attack both."""
+    import numpy as np  # noqa: PLC0415
+
+    from veil.anonymize import anonymize  # noqa: PLC0415
+    from veil.cli.anonymize import write_table  # noqa: PLC0415
+
+    started = time.perf_counter()
+    frame = catalog.load_frame("diabetes")
+    # The attacker's table: 100 of the patients, with the four measurements a clinic
+    # letter or a fitness app would also hold. Which rows is a fixed choice, not noise.
+    chosen = np.random.default_rng(0).choice(len(frame), DEMO_LINKED, replace=False)
+    external = frame.iloc[chosen][list(DEMO_QI)].reset_index(drop=True)
+    result = anonymize(
+        frame,
+        list(DEMO_QI),
+        k=DEMO_K,
+        sensitive=["progression"],
+        algorithm="mondrian",
+        external=external,
+        external_truth=chosen.astype(np.int64),
+    )
+    path = tour.directory / "diabetes-anonymised.csv"
+    write_table(result.table, path)
+    report = result.to_dict()
+    tour.step(
+        f"Scan the patients table, anonymise it to k = {DEMO_K} (Mondrian), scan it again",
+        time.perf_counter() - started,
+        quasi_identifiers=list(DEMO_QI),
+        before=report["before"],
+        after=report["after"],
+        satisfied=report["satisfied"],
+        output=str(path),
+        sample=result.table.head(5).astype(str).to_dict(orient="records"),
+    )
+
+
 def demo(
     out_dir: Annotated[
         Path, typer.Option("--out", help="Directory for the demo workspace and summary.")
@@ -303,6 +347,16 @@ def demo(
         out.print(f"Audit report written to {audit_step['report']}")
     elif audit_step is not None:
         out.print(f"Audit skipped: {audit_step['skipped']}")
+    anonymise_step = next((s for s in tour.steps if s["title"].startswith("Scan")), None)
+    if anonymise_step is not None:
+        from veil.cli.anonymize import render_scan  # noqa: PLC0415
+
+        out.print(
+            f"\n[bold]Re-identification risk of the patients on {', '.join(DEMO_QI)}, "
+            f"before and after k = {DEMO_K}[/bold]"
+        )
+        render_scan(anonymise_step["before"], "before: the registered table")
+        render_scan(anonymise_step["after"], f"after: {anonymise_step['output']}")
     out.print(f"Summary written to {summary}")
 
 
@@ -362,6 +416,7 @@ SHA-256 <code>{e(info.content_sha256)}</code>.</p>
 are clamped by private queries (every answer says so).</p>
 {_query_html(tour)}
 {_model_html(tour)}
+{_anonymise_html(tour)}
 </body></html>
 """
 
@@ -439,3 +494,50 @@ digits, charged to the ledger of <code>digits</code> before training as one subs
 test accuracy is a DP count on the other third (<code>digits-test</code>).</p>
 <table>{rows}</table>
 {audit_html}"""
+
+
+def _anonymise_html(tour: Tour) -> str:
+    e = html.escape
+    step = next((s for s in tour.steps if s["title"].startswith("Scan")), None)
+    if step is None:
+        return ""
+    before, after = step["before"], step["after"]
+
+    def row(label: str, get: Any) -> str:
+        return f"<tr><th>{e(label)}</th><td>{e(get(before))}</td><td>{e(get(after))}</td></tr>"
+
+    rows = "".join(
+        [
+            row("equivalence classes", lambda r: f"{r['classes']['classes']:,}"),
+            row("k (smallest class)", lambda r: str(r["classes"]["k"])),
+            row("unique records", lambda r: f"{r['classes']['unique_share']:.1%}"),
+            row("highest prosecutor risk", lambda r: f"{r['risk']['prosecutor_max']:.3f}"),
+            row("records at risk (> 0.2)", lambda r: f"{r['risk']['prosecutor_at_risk']:.1%}"),
+            row(
+                "l-diversity of progression",
+                lambda r: str(r["l_diversity"]["progression"]["distinct"]),
+            ),
+            row("t-closeness of progression", lambda r: f"{r['t_closeness']['progression']:.3f}"),
+            row(
+                f"linkage attack: of {DEMO_LINKED} known patients, re-identified",
+                lambda r: str(r["linkage"]["correct"]),
+            ),
+            row(
+                "information loss (GCP)",
+                lambda r: "0" if r["utility"] is None else f"{r['utility']['gcp']:.3f}",
+            ),
+        ]
+    )
+    sample = step["sample"]
+    head = "".join(f"<th>{e(c)}</th>" for c in sample[0]) if sample else ""
+    body = "".join(
+        "<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in r.values()) + "</tr>" for r in sample
+    )
+    return f"""<h2>Re-identification risk, before and after anonymisation</h2>
+<p>Quasi-identifiers {e(", ".join(step["quasi_identifiers"]))}; strict Mondrian to k = {DEMO_K}.
+The attacker knows these four values for {DEMO_LINKED} of the patients (as from a clinic letter)
+and links them to the table (Sweeney's attack).</p>
+<table><tr><th></th><th>before</th><th>after</th></tr>{rows}</table>
+<p>First rows of the release (<code>{e(step["output"])}</code>):</p>
+<table><tr>{head}</tr>{body}</table>
+"""
