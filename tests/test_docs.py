@@ -73,7 +73,7 @@ def test_example_scripts_run(script: Path, docs_dir: Path):
     assert "wine: 178 rows" in done.stdout
 
 
-@pytest.mark.parametrize("module_name", ["veil.store", "veil.data"])
+@pytest.mark.parametrize("module_name", ["veil.store", "veil.data", "veil.anonymize"])
 def test_docstring_examples_run(module_name: str, docs_dir: Path):
     import doctest
     import importlib

@@ -119,13 +119,23 @@ def _bad_spec(column: str, expected: str, got: str) -> InvalidInputError:
     )
 
 
+BUNDLED = Path(__file__).resolve().parent / "hierarchies"
+
+
 def load_hierarchies(path: str | Path) -> dict[str, HierarchySpec]:
-    """Read a hierarchies file (YAML or JSON): ``{column: spec}``."""
+    """Read a hierarchies file (YAML or JSON): ``{column: spec}``.
+
+    A name without a file of that name is looked up among the bundled
+    hierarchies (``adult``: the UCI Adult quasi-identifiers).
+    """
     path = Path(path)
+    if not path.is_file() and (BUNDLED / f"{path}.yaml").is_file():
+        path = BUNDLED / f"{path}.yaml"
     if not path.is_file():
+        bundled = ", ".join(sorted(p.stem for p in BUNDLED.glob("*.yaml")))
         raise NotFoundError(
             "hierarchies file not found",
-            expected="a YAML or JSON file",
+            expected=f"a YAML or JSON file, or a bundled name ({bundled})",
             got=str(path),
             fix="check the path of --hierarchies",
         )
