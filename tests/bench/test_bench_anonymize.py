@@ -1,0 +1,32 @@
+"""`veil bench anonymize` runs end to end on a tiny size (the numbers are the benchmark's, not a test's)."""
+
+from __future__ import annotations
+
+import json
+
+from veil.bench import run_anonymize_benchmark
+from veil.cli._app import main
+
+
+def test_tiny_anonymize_benchmark_reports_every_algorithm(shared_data):
+    report = run_anonymize_benchmark(shared_data, ks=(5,), repeats=1, rows=1500, text=False)
+    rows = {r["algorithm"]: r for r in report["results"]}
+    assert set(rows) == {"mondrian-strict", "mondrian-relaxed", "full-domain"}
+    for r in rows.values():
+        assert r["smallest_class"] >= 5
+        assert 0 < r["gcp"] < 1
+        assert r["max_prosecutor_risk"] <= 0.2
+        assert {"seconds", "classes", "discernibility", "suppression", "accuracy"} <= set(r)
+    assert rows["full-domain"]["suppression"] <= 0.05
+    assert report["table"]["rows"] == 1500
+
+
+def test_bench_command_writes_json_with_the_text_part(shared_data, tmp_path, capsys):
+    output = tmp_path / "bench.json"
+    code = main(
+        ["bench", "anonymize", "--data", str(shared_data), "--tiny", "--k", "5", "-o", str(output)]
+    )
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(output.read_text(encoding="utf-8"))
+    assert len(report["results"]) == 3
+    assert report["text"]["overall"]["precision"] > 0
