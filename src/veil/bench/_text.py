@@ -1,0 +1,144 @@
+"""``veil bench anonymize`` (text part): redaction quality on the held-out corpus, and throughput.
+
+Quality: span-level precision, recall and F2 per entity type and overall on
+the ``test`` part of :mod:`veil.anonymize._pii_corpus` (templates never used
+for tuning), with both matching rules (overlap and strict).
+
+Throughput: a file of clinical and financial notes (about 7 MB at ``full``
+size), each line a note of four sentences drawn from the corpus templates
+with fresh values (another seed than the corpus, so no line repeats the
+evaluation data), redacted by :func:`veil.anonymize._text.redact_file` with
+the ``tag`` operator, once in this process and once with one worker process
+per CPU (``full`` size only). The engine is loaded before the clock starts; worker processes load
+theirs inside the timed run (that start-up is part of their cost).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from veil.errors import InvalidInputError
+from veil.progress import ProgressCallback, ProgressEvent
+
+__all__ = ["TEXT_BENCH_SIZES", "run_text_bench"]
+
+# size -> (target bytes of the notes file, held-out sentences scored (None: all))
+TEXT_BENCH_SIZES: dict[str, tuple[int, int | None]] = {
+    "tiny": (40_000, 60),
+    "full": (7_000_000, None),
+}
+_NOTES_SEED = 7
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def write_notes(path: Path, target_bytes: int, seed: int = _NOTES_SEED) -> tuple[int, int]:
+    """Write notes of four corpus sentences per line until ``target_bytes``; (bytes, lines)."""
+    from veil.anonymize._pii_corpus import TEMPLATES, generate_corpus  # noqa: PLC0415
+
+    # About 110 bytes a sentence; one pass over the templates fills the file.
+    per_template = max(2, target_bytes // (110 * len(TEMPLATES)) + 2)
+    records = generate_corpus(seed=seed, per_template=per_template)
+    # Interleave the templates, so that each note mixes clinical and financial sentences.
+    order = sorted(
+        records, key=lambda r: (int(r.id.rsplit("-", 1)[1]), zlib.crc32(r.template.encode()))
+    )
+    size = lines = 0
+    with path.open("w", encoding="utf-8", newline="\n") as handle:
+        for start in range(0, len(order) - 3, 4):
+            note = " ".join(r.text for r in order[start : start + 4]) + "\n"
+            handle.write(note)
+            size += len(note.encode("utf-8"))
+            lines += 1
+            if size >= target_bytes:
+                break
+    return size, lines
+
+
+def run_text_bench(size: str = "full", progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Score the held-out corpus and time the redaction of a notes file.
+
+    Args:
+        size: ``"full"`` (all held-out sentences, a ~7 MB file) or ``"tiny"``
+            (60 sentences, 40 kB: a few seconds, for tests).
+        progress: Receives events of each step.
+
+    Returns:
+        A JSON-ready report: ``quality`` (per entity and overall, overlap and
+        strict matching), ``throughput`` (bytes, lines, seconds and MB/s, for
+        one process and for the worker processes) and ``machine``.
+    """
+    if size not in TEXT_BENCH_SIZES:
+        raise InvalidInputError(
+            "unknown benchmark size",
+            expected=f"one of {', '.join(TEXT_BENCH_SIZES)}",
+            got=repr(size),
+            fix="use --size full for the reported numbers, tiny for a smoke test",
+        )
+    from veil.anonymize._pii_corpus import evaluate_pii  # noqa: PLC0415
+    from veil.anonymize._text import DEFAULT_THRESHOLD, _engine, redact_file  # noqa: PLC0415
+
+    target, limit = TEXT_BENCH_SIZES[size]
+
+    def step(name: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(ProgressEvent("bench text", done, total, "steps", name))
+
+    step("loading the engine", 0, 4)
+    started = time.perf_counter()
+    _engine(with_ner=True)
+    load_seconds = time.perf_counter() - started
+    step("scoring the held-out corpus", 1, 4)
+    quality = evaluate_pii("test", limit=limit).to_dict()
+    workers = max(1, min(_cpus(), 16))
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="veil-bench-text-") as scratch:
+        notes = Path(scratch) / "notes.txt"
+        step("writing the notes", 2, 4)
+        written, lines = write_notes(notes, target)
+        step("redacting", 3, 4)
+        for count in sorted({1, workers}) if size == "full" else [1]:
+            report = redact_file(
+                notes, Path(scratch) / f"notes.{count}.txt", operator="tag", workers=count
+            )
+            runs.append(
+                {
+                    "workers": count,
+                    "seconds": round(report.seconds, 3),
+                    "mb_per_s": round(report.megabytes_per_second, 4),
+                    "lines_per_s": round(report.lines / report.seconds, 1),
+                    "entities": sum(report.counts.values()),
+                }
+            )
+    step("done", 4, 4)
+    return {
+        "benchmark": "text redaction",
+        "size": size,
+        "threshold": DEFAULT_THRESHOLD,
+        "engine_load_seconds": round(load_seconds, 3),
+        "quality": quality,
+        "throughput": {
+            "file_bytes": written,
+            "file_lines": lines,
+            "operator": "tag",
+            "runs": runs,
+        },
+        "machine": {"cpus": _cpus(), "python": platform.python_version()},
+        "goal": {
+            "precision": 0.85,
+            "recall": 0.85,
+            "met": quality["overlap"]["overall"]["precision"] >= 0.85  # noqa: PLR2004
+            and quality["overlap"]["overall"]["recall"] >= 0.85,  # noqa: PLR2004
+        },
+    }
