@@ -13,6 +13,14 @@ Tables (``veil scan``, ``veil anonymize``):
   (masking, rank swapping, noise, micro-aggregation, keyed pseudonyms,
   per-person date shifting).
 
+Text (``veil redact``): Presidio with spaCy's small English model and
+checksum-validated recognisers finds names, places, organisations, dates,
+e-mail addresses, phone numbers, card numbers, IBANs, US SSNs, IP addresses,
+URLs and national IDs; six operators replace them (:func:`redact_text`,
+:func:`redact_file`), and :func:`evaluate_pii` scores the detection on
+Veil's labelled corpus. :func:`find_pii_columns` finds the PII columns of a
+table. The heavy dependencies load on first use (the ``text`` extra).
+
 >>> from veil.anonymize import anonymize
 >>> from veil.data import load_table
 >>> patients = load_table("sklearn:diabetes")
@@ -37,6 +45,15 @@ from veil.anonymize._operators import (
     rank_swap,
     shift_dates,
 )
+from veil.anonymize._pii_corpus import (
+    PiiEvaluation,
+    PiiRecord,
+    PiiSpan,
+    SpanScores,
+    evaluate_pii,
+    load_corpus,
+    score_spans,
+)
 from veil.anonymize._recoding import Recoding, Utility
 from veil.anonymize._risk import (
     ClassStats,
@@ -57,37 +74,84 @@ from veil.anonymize._scan import (
     linkage_attack,
     scan_table,
 )
+from veil.anonymize._text import (
+    DEFAULT_THRESHOLD,
+    NER_ENTITIES,
+    PATTERN_ENTITIES,
+    PII_ENTITIES,
+    REDACT_OPERATORS,
+    PiiColumn,
+    PiiEntity,
+    RedactedText,
+    RedactionReport,
+    analyze_texts,
+    bsn_valid,
+    decrypt_file,
+    decrypt_text,
+    find_pii_columns,
+    luhn_valid,
+    nhs_valid,
+    redact_file,
+    redact_lines,
+    redact_text,
+)
 
 __all__ = [
     "ALGORITHMS",
+    "DEFAULT_THRESHOLD",
+    "NER_ENTITIES",
     "OPERATORS",
+    "PATTERN_ENTITIES",
+    "PII_ENTITIES",
+    "REDACT_OPERATORS",
     "AnonymizationResult",
     "ClassStats",
     "ColumnOperation",
     "HierarchySpec",
     "LDiversity",
     "LinkageResult",
+    "PiiColumn",
+    "PiiEntity",
+    "PiiEvaluation",
+    "PiiRecord",
+    "PiiSpan",
     "PopulationUniqueness",
     "Recoding",
+    "RedactedText",
+    "RedactionReport",
     "RiskReport",
     "ScanReport",
+    "SpanScores",
     "Utility",
     "add_noise",
+    "analyze_texts",
     "anonymize",
+    "bsn_valid",
     "build_domains",
     "class_ids",
     "classifier_accuracy",
+    "decrypt_file",
+    "decrypt_text",
     "delta_presence",
+    "evaluate_pii",
+    "find_pii_columns",
     "l_diversity",
     "linkage_attack",
+    "load_corpus",
     "load_hierarchies",
+    "luhn_valid",
     "mask",
     "microaggregate",
+    "nhs_valid",
     "population_uniqueness",
     "pseudonymize",
     "rank_swap",
+    "redact_file",
+    "redact_lines",
+    "redact_text",
     "reidentification_risk",
     "scan_table",
+    "score_spans",
     "shift_dates",
     "t_closeness",
 ]

@@ -122,6 +122,7 @@ def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
         _private_query(tour, catalog, store)
         _private_model(tour, catalog, store, workspace)
         _anonymise(tour, catalog)
+        _redact(tour, workspace)
     finally:
         store.dispose()
     (tour.directory / "summary.html").write_text(_html(tour, info), encoding="utf-8")
@@ -284,6 +285,68 @@ def _anonymise(tour: Tour, catalog: Catalog) -> None:
     )
 
 
+DEMO_NOTE = (
+    "Discharge summary for Margaret Okafor (NHS 943 476 5919), seen at St Thomas' Hospital on "
+    "14 March 2025. Contact her daughter on 07700 900461 or m.okafor@example.org. "
+    "Payment by card 4111 1111 1111 1111; GP: Dr Daniel Brennan."
+)
+
+
+def _print_release_steps(tour: Tour) -> None:
+    """The anonymisation and redaction steps, for people."""
+    anonymise_step = next((s for s in tour.steps if s["title"].startswith("Scan")), None)
+    if anonymise_step is not None:
+        from veil.cli.anonymize import render_scan  # noqa: PLC0415
+
+        out.print(
+            f"\n[bold]Re-identification risk of the patients on {', '.join(DEMO_QI)}, "
+            f"before and after k = {DEMO_K}[/bold]"
+        )
+        render_scan(anonymise_step["before"], "before: the registered table")
+        render_scan(anonymise_step["after"], f"after: {anonymise_step['output']}")
+    redact_step = next((s for s in tour.steps if s["title"].startswith("Redact")), None)
+    if redact_step is not None and "tagged" in redact_step:
+        out.print("\n[bold]A clinical note, with its PII replaced[/bold]")
+        out.print(redact_step["note"], markup=False)
+        out.print("[bold]type tags:[/bold]")
+        out.print(redact_step["tagged"], markup=False)
+        out.print("[bold]consistent surrogates (keyed):[/bold]")
+        out.print(redact_step["surrogate"], markup=False)
+        found = ", ".join(f"{n} {t}" for t, n in redact_step["counts"].items())
+        out.print(
+            f"Found {found}; the encrypt operator's output decrypts back to the note: "
+            f"{redact_step['reversible']}."
+        )
+    elif redact_step is not None:
+        out.print(f"Redaction skipped: {redact_step['skipped']}")
+
+
+def _redact(tour: Tour, workspace: Workspace) -> None:
+    """Step 8: find and replace the PII in a short clinical note, three ways."""
+    if importlib.util.find_spec("presidio_analyzer") is None:
+        tour.step(
+            "Redact a clinical note", 0.0, skipped="needs the text extra: pip install 'veil[text]'"
+        )
+        return
+    from veil.anonymize import decrypt_text, redact_text  # noqa: PLC0415
+
+    started = time.perf_counter()
+    key = workspace.keys.get("redact")
+    tagged = redact_text(DEMO_NOTE, operator="tag")
+    surrogate = redact_text(DEMO_NOTE, operator="surrogate", key=key)
+    encrypted = redact_text(DEMO_NOTE, operator="encrypt", key=key)
+    tour.step(
+        "Redact a clinical note (Presidio with spaCy's small English model)",
+        time.perf_counter() - started,
+        note=DEMO_NOTE,
+        tagged=tagged.text,
+        surrogate=surrogate.text,
+        entities=[e.to_dict() for e in tagged.entities],
+        counts=tagged.counts,
+        reversible=decrypt_text(encrypted.text, key) == DEMO_NOTE,
+    )
+
+
 def demo(
     out_dir: Annotated[
         Path, typer.Option("--out", help="Directory for the demo workspace and summary.")
@@ -347,16 +410,7 @@ def demo(
         out.print(f"Audit report written to {audit_step['report']}")
     elif audit_step is not None:
         out.print(f"Audit skipped: {audit_step['skipped']}")
-    anonymise_step = next((s for s in tour.steps if s["title"].startswith("Scan")), None)
-    if anonymise_step is not None:
-        from veil.cli.anonymize import render_scan  # noqa: PLC0415
-
-        out.print(
-            f"\n[bold]Re-identification risk of the patients on {', '.join(DEMO_QI)}, "
-            f"before and after k = {DEMO_K}[/bold]"
-        )
-        render_scan(anonymise_step["before"], "before: the registered table")
-        render_scan(anonymise_step["after"], f"after: {anonymise_step['output']}")
+    _print_release_steps(tour)
     out.print(f"Summary written to {summary}")
 
 
@@ -417,6 +471,7 @@ are clamped by private queries (every answer says so).</p>
 {_query_html(tour)}
 {_model_html(tour)}
 {_anonymise_html(tour)}
+{_redact_html(tour)}
 </body></html>
 """
 
@@ -540,4 +595,23 @@ and links them to the table (Sweeney's attack).</p>
 <table><tr><th></th><th>before</th><th>after</th></tr>{rows}</table>
 <p>First rows of the release (<code>{e(step["output"])}</code>):</p>
 <table><tr>{head}</tr>{body}</table>
+"""
+
+
+def _redact_html(tour: Tour) -> str:
+    e = html.escape
+    step = next((s for s in tour.steps if s["title"].startswith("Redact")), None)
+    if step is None:
+        return ""
+    if "tagged" not in step:
+        return f"<h2>PII in free text</h2><p class='warn'>Skipped: {e(step['skipped'])}</p>"
+    counts = ", ".join(f"{n} {e(t)}" for t, n in step["counts"].items())
+    return f"""<h2>PII in free text</h2>
+<p>A short clinical note, analysed by Presidio with spaCy's small English model and Veil's
+checksum-validated recognisers (NHS number, card number by Luhn); found: {counts}.</p>
+<table><tr><th>original</th><td>{e(step["note"])}</td></tr>
+<tr><th>type tags</th><td>{e(step["tagged"])}</td></tr>
+<tr><th>consistent surrogates</th><td>{e(step["surrogate"])}</td></tr></table>
+<p class="muted">Surrogates and the reversible encryption use the workspace key <code>redact</code>;
+decrypting the encrypted note gives back the original: {step["reversible"]}.</p>
 """
