@@ -16,7 +16,20 @@ import click
 import typer
 
 from veil import __version__
-from veil.cli import anonymize, audit, bench, budget, datasets, db, demo, init, models, query, train
+from veil.cli import (
+    anonymize,
+    audit,
+    bench,
+    budget,
+    datasets,
+    db,
+    demo,
+    init,
+    models,
+    query,
+    redact,
+    train,
+)
 from veil.cli._output import err, print_error
 from veil.errors import VeilError
 
@@ -71,6 +84,7 @@ app.add_typer(models.app, name="models")
 app.command("audit")(audit.audit)
 app.command("scan")(anonymize.scan)
 app.command("anonymize")(anonymize.anonymize)
+app.command("redact")(redact.redact)
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 
