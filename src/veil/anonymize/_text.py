@@ -14,17 +14,23 @@ What Veil adds around Presidio, and why it is written here:
   passes mod 11 a score of 1.0, so one US phone number in eleven became an NHS
   number; here a valid checksum keeps the pattern's score and context words
   decide. Presidio's phone recogniser runs libphonenumber's matcher once per
-  region over every text (about 5 ms a line, more than spaCy's NER); here a
+  region over every text (several milliseconds a line); here a
   regular expression finds candidates and libphonenumber validates only them.
   Presidio's e-mail recogniser calls ``tldextract``, which downloads the
   public-suffix list on first use: here it uses the snapshot bundled with
   tldextract.
 * **Refinement** of spans after Presidio: titles and possessives are trimmed
-  from names, ``DATE_TIME`` keeps calendar dates and clock times (not
-  durations, ages or bare years), words that spaCy's small model mistakes for
-  entities in clinical and financial notes are dropped (a deny-list tuned on
-  the ``tune`` part of :mod:`veil.anonymize._pii_corpus` only), and
-  overlapping spans are resolved: the higher score wins, then the longer span.
+  from names and a title marks a person; a capitalised word after a title is
+  a name and capitalised words before "Hospital", "Infirmary", "Bank"... are an
+  organisation (two patterns, refined like NER); a one-word name after
+  "in/from/to" or before "branch/clinic" is a place; ``DATE_TIME`` keeps
+  calendar dates and clock times (not durations, ages or bare years); names
+  made mostly of digits, and abbreviations that spaCy's small model mistakes
+  for entities in clinical and financial notes, are dropped. Every rule and
+  the deny-list were tuned on the ``tune`` part of
+  :mod:`veil.anonymize._pii_corpus` only. Overlapping spans are resolved:
+  pattern matches (formats, checksums) before NER guesses, then the higher
+  score, then the longer span.
 * **Keyed operators**: a keyed hash (HMAC-SHA256), reversible encryption
   (AES-256-GCM, a fresh random nonce per value, the entity type bound as
   associated data) and consistent surrogates (Faker seeded from an HMAC of the
@@ -33,13 +39,13 @@ What Veil adds around Presidio, and why it is written here:
   HMAC-SHA256 and a label.
 * **Streaming**: files are read line by line and analysed in batches through
   ``nlp.pipe``; with ``workers > 1`` batches go to worker processes, each with
-  its own engine. Only the NER component of the spaCy pipeline runs (tagger,
-  parser and lemmatizer are not loaded: they took 40% of the time). Presidio's
-  context enhancer matches context words as substrings of the lemmas of the
-  words before an entity; a small component sets each token's lemma to its
-  lower-case form, which substring matching makes equivalent here ("cards"
-  contains "card"); with the real tagger and lemmatizer the tune part of the
-  corpus scored the same overall (0.954/0.927 both ways) and took 40% longer.
+  its own engine. Only the NER component of the spaCy pipeline runs: the
+  tagger, parser and lemmatizer are not loaded. Presidio's context enhancer
+  matches context words as substrings of the lemmas of the words before an
+  entity; a small component sets each token's lemma to its lower-case form,
+  which substring matching makes equivalent here ("cards" contains "card").
+  With the real tagger and lemmatizer the tune part of the corpus scored the
+  same overall (precision 0.954, recall 0.927) and took 40% longer.
 
 Key material: library functions take the key as bytes (at least 16; the
 workspace key store gives 32, see :class:`veil.workspace.KeyStore`); the CLI
@@ -51,7 +57,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import logging
 import os
 import re
 import tempfile
@@ -121,7 +126,6 @@ BATCH_LINES = 256
 # analysed in pieces cut at whitespace.
 MAX_PIECE_CHARS = 100_000
 
-_LOG = logging.getLogger(__name__)
 _SPACY_LABELS = {
     "PERSON": "PERSON",
     "GPE": "LOCATION",
@@ -1316,7 +1320,9 @@ def redact_file(
         dst: The output file (replaced if it exists).
         operator, key, entities, threshold, mask_keep: As for :func:`redact_text`.
         workers: Processes analysing batches in parallel (each loads its own
-            engine, about 3 s); 1 analyses in this process.
+            engine, about 3 s); 1 analyses in this process. The workers are
+            started with ``spawn``, so a script that passes ``workers > 1``
+            must call it under ``if __name__ == "__main__":``.
         progress: Receives events counting the bytes read.
 
     Raises:

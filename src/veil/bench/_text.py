@@ -47,8 +47,9 @@ def write_notes(path: Path, target_bytes: int, seed: int = _NOTES_SEED) -> tuple
     """Write notes of four corpus sentences per line until ``target_bytes``; (bytes, lines)."""
     from veil.anonymize._pii_corpus import TEMPLATES, generate_corpus  # noqa: PLC0415
 
-    # About 110 bytes a sentence; one pass over the templates fills the file.
-    per_template = max(2, target_bytes // (110 * len(TEMPLATES)) + 2)
+    # Sentences average about 95 bytes; drawing for 80 overshoots, and the loop stops at
+    # the target.
+    per_template = max(2, target_bytes // (80 * len(TEMPLATES)) + 2)
     records = generate_corpus(seed=seed, per_template=per_template)
     # Interleave the templates, so that each note mixes clinical and financial sentences.
     order = sorted(

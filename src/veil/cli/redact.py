@@ -15,8 +15,8 @@ from veil.workspace import Workspace
 
 __all__ = ["redact", "render_evaluation"]
 
-# veil.anonymize (and through it OpenDP, Presidio, spaCy) loads inside the command, so
-# that every other `veil` command starts fast.
+# veil.anonymize (and through it OpenDP; Presidio and spaCy on first use) loads inside the
+# command, so that every other `veil` command starts fast.
 _AUTO_WORKERS_BYTES = 2_000_000
 
 
@@ -144,13 +144,13 @@ def redact(
 ) -> None:
     """Find names, places, organisations, dates, contact details and IDs in text and replace them."""
     require("presidio_analyzer", extra="text", purpose="veil redact")
-    from veil.anonymize._pii_corpus import evaluate_pii  # noqa: PLC0415
-    from veil.anonymize._text import (  # noqa: PLC0415
+    from veil.anonymize import (  # noqa: PLC0415
         DEFAULT_THRESHOLD,
-        KEYED_OPERATORS,
         decrypt_file,
+        evaluate_pii,
         redact_file,
     )
+    from veil.anonymize._text import KEYED_OPERATORS  # noqa: PLC0415
 
     cut = DEFAULT_THRESHOLD if threshold is None else threshold
 
