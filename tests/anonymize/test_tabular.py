@@ -172,8 +172,7 @@ def test_pitman_estimate_near_the_true_population_uniqueness(adult):
     truth = float(np.mean(np.bincount(ids)[ids] == 1))
     sample = adult.sample(frac=0.1, random_state=0)
     estimate = population_uniqueness(class_ids(sample, qi), len(adult))
-    assert estimate.pitman is not None
-    assert abs(estimate.pitman - truth) < 0.1 * truth
+    assert estimate.pitman is not None and abs(estimate.pitman - truth) < 0.1 * truth
     with pytest.raises(InvalidInputError, match="smaller than the sample"):
         population_uniqueness(ids, 10)
 
@@ -189,8 +188,9 @@ def test_scan_reports_adult_uniqueness_and_a_linkage_attack(adult):
     assert report.classes.unique_share == pytest.approx(0.465, abs=0.001)
     assert report.risk.prosecutor_max == 1.0
     link = report.linkage
-    assert link is not None
-    assert link.correct == link.linked  # a unique exact link is always the right person
+    assert (
+        link is not None and link.correct == link.linked
+    )  # a unique exact link is always the right person
     assert 0.35 < link.rate < 0.6  # about the unique share
 
 
@@ -242,8 +242,7 @@ def test_mondrian_meets_the_issue_information_loss_on_full_adult(adult, specs):
     for k, goal in ((5, 0.093), (10, 0.166)):
         result = anonymize(adult, ADULT_QI, k=k, hierarchies=specs)
         assert result.after.classes.k >= k
-        assert result.after.utility is not None
-        assert result.after.utility.gcp <= goal
+        assert result.after.utility is not None and result.after.utility.gcp <= goal
 
 
 def test_full_domain_is_optimal_by_brute_force(adult, specs):
@@ -265,8 +264,7 @@ def test_full_domain_is_optimal_by_brute_force(adult, specs):
 
 def test_full_domain_beats_the_issue_reference_at_k5(adult, specs):
     result = anonymize(adult, ADULT_QI, k=5, algorithm="full-domain", hierarchies=specs)
-    assert result.after.utility is not None
-    assert result.after.utility.gcp <= 0.30
+    assert result.after.utility is not None and result.after.utility.gcp <= 0.30
     assert result.after.utility.suppression <= 0.05
     assert result.after.classes.k >= 5
 
@@ -285,13 +283,13 @@ def test_anonymisation_defeats_the_linkage_attack(adult, specs):
         target="income",
     )
     before, after = result.before.linkage, result.after.linkage
-    assert before is not None and after is not None
-    assert before.correct is not None and before.correct > 50
+    assert before is not None and after is not None and before.correct is not None
+    assert before.correct > 50
     assert after.linked == 0  # no class of one record is left to link to
     assert after.expected_correct is not None and before.expected_correct is not None
     assert after.expected_correct < before.expected_correct / 3
-    assert result.after.classifier is not None and result.before.classifier is not None
-    assert result.after.classifier["accuracy"] > result.after.classifier["majority_class"]
+    classifier = result.after.classifier
+    assert classifier is not None and classifier["accuracy"] > classifier["majority_class"]
 
 
 def test_bad_inputs_are_refused(adult):

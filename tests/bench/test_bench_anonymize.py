@@ -29,4 +29,6 @@ def test_bench_command_writes_json_with_the_text_part(shared_data, tmp_path, cap
     assert code == 0, capsys.readouterr().err
     report = json.loads(output.read_text(encoding="utf-8"))
     assert len(report["results"]) == 3
-    assert report["text"]["overall"]["precision"] > 0
+    text = report["text"]
+    assert text["quality"]["overlap"]["overall"]["precision"] > 0
+    assert text["throughput"]["runs"][0]["seconds"] > 0

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -22,7 +25,7 @@ from rich.progress import (
 from veil.errors import VeilError
 from veil.progress import ProgressCallback, ProgressEvent
 
-__all__ = ["err", "out", "print_error", "print_json", "progress_bar"]
+__all__ = ["err", "out", "print_error", "print_json", "progress_bar", "write_json_atomic"]
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -69,3 +72,19 @@ def progress_bar() -> Iterator[ProgressCallback]:
             )
 
         yield update
+
+
+def write_json_atomic(path: Path, payload: Any, *, owner_only: bool = False) -> None:
+    """Write ``payload`` as JSON atomically: a complete file or none at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(payload, stream, indent=2, default=str)
+            stream.write("\n")
+        if owner_only:
+            Path(temporary).chmod(0o600)
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -13,7 +13,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from veil.cli._output import out, print_json, progress_bar
+from veil.cli._output import out, print_json, progress_bar, write_json_atomic
 from veil.data import load_table
 from veil.errors import InvalidInputError, NotFoundError
 from veil.workspace import Workspace
@@ -76,19 +76,6 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
             frame.to_csv(temporary, index=False)
         else:
             frame.to_parquet(temporary, index=False)
-        Path(temporary).chmod(0o600)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(payload: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, default=_jsonable)
         Path(temporary).chmod(0o600)
         Path(temporary).replace(path)
     except BaseException:
@@ -349,7 +336,7 @@ def anonymize(
     write_table(result.table, output)
     report = _clean({**result.to_dict(), "output": str(output), "dropped_missing": dropped})
     if report_path is not None:
-        _write_json(report, report_path)
+        write_json_atomic(report_path, report, owner_only=True)
     if as_json:
         print_json(report)
         return

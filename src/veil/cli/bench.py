@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +9,7 @@ import typer
 from rich.table import Table
 
 from veil.cli._output import out, print_json, progress_bar
+from veil.cli._output import write_json_atomic as _write_json
 
 __all__ = ["anonymize", "app", "audit", "dpsgd", "mnist", "query"]
 
@@ -31,20 +29,6 @@ def _times(value: float | None) -> str:
 
 def _mb(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    """Write ``payload`` atomically: a complete file or none at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, default=str)
-            stream.write("\n")
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def render_query_report(report: dict[str, Any]) -> None:
@@ -479,32 +463,37 @@ def render_anonymize_report(report: dict[str, Any]) -> None:
 
 def render_text_report(text: dict[str, Any]) -> None:
     """Precision, recall and F2 per entity type on the held-out corpus, and throughput."""
-    table = Table(title="PII in text: held-out part of the labelled corpus (span level)")
-    for header in ("entity", "support", "precision", "recall", "F2"):
+    quality = text["quality"]
+    table = Table(
+        title=f"PII in text: held-out part of the corpus ({quality['documents']} sentences), "
+        f"span level, threshold {quality['threshold']:g}"
+    )
+    for header in ("entity", "gold", "precision", "recall", "F2", "strict P", "strict R"):
         table.add_column(header, justify="left" if header == "entity" else "right")
-    for name, m in sorted(text.get("per_entity", {}).items()):
+    overlap, strict = quality["overlap"], quality["strict"]
+    for name in [*sorted(n for n in overlap if n != "overall"), "overall"]:
+        m, x = overlap[name], strict[name]
         table.add_row(
-            name,
-            str(m.get("support", "")),
+            f"[bold]{name}[/]" if name == "overall" else name,
+            str(m["gold"]),
             f"{m['precision']:.3f}",
             f"{m['recall']:.3f}",
             f"{m['f2']:.3f}",
-        )
-    overall = text.get("overall")
-    if overall:
-        table.add_row(
-            "[bold]overall[/]",
-            str(overall.get("support", "")),
-            f"{overall['precision']:.3f}",
-            f"{overall['recall']:.3f}",
-            f"{overall['f2']:.3f}",
+            f"{x['precision']:.3f}",
+            f"{x['recall']:.3f}",
         )
     out.print(table)
-    throughput = text.get("throughput")
-    if throughput:
+    goal = text["goal"]
+    out.print(
+        f"· goal precision and recall >= {goal['precision']:g} (overlap): "
+        + ("[green]met[/]" if goal["met"] else "[red]not met[/]")
+    )
+    throughput = text["throughput"]
+    for run in throughput["runs"]:
         out.print(
-            f"· redact_file: {throughput.get('megabytes', 0):.1f} MB in "
-            f"{throughput.get('seconds', 0):.1f} s ({throughput.get('mb_per_s', 0):.2f} MB/s)"
+            f"· redact_file ({throughput['operator']}): {throughput['file_bytes'] / 1e6:.1f} MB, "
+            f"{throughput['file_lines']:,} lines, {run['workers']} worker(s): {run['seconds']:.1f} s "
+            f"({run['mb_per_s']:.3f} MB/s); engine load {text['engine_load_seconds']:.1f} s"
         )
 
 
