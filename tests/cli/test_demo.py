@@ -24,6 +24,8 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
         "Refuse a query that would exceed the budget (nothing computed or charged)",
         "Train a DP-SGD model on bundled data and write its privacy card",
         "Audit the model: membership, inversion, extraction and a canary DP audit",
+        "Scan the patients table, anonymise it to k = 5 (Mondrian), scan it again",
+        "Redact a clinical note (Presidio with spaCy's small English model)",
     ]
     register = result["steps"][1]
     assert register["rows"] == 442
@@ -63,6 +65,18 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), (
         "the summary must be self-contained"
     )
+    anonymised = result["steps"][6]
+    assert anonymised["before"]["k_anonymity"] == 1
+    assert anonymised["after"]["k_anonymity"] >= 5
+    assert anonymised["before"]["linkage"]["correct"] > 50
+    assert anonymised["after"]["linkage"]["correct"] == 0
+    assert (tmp_path / "tour" / "diabetes-anonymised.csv").is_file()
+    assert "before and after anonymisation" in html
+    note = result["steps"][7]
+    assert note["reversible"] is True
+    assert {"PERSON", "UK_NHS", "CREDIT_CARD", "EMAIL_ADDRESS"} <= set(note["counts"])
+    assert "Margaret Okafor" not in note["tagged"] and "<PERSON>" in note["tagged"]
+    assert "Margaret Okafor" not in note["surrogate"]
 
 
 def test_demo_prints_the_schema(capsys, tmp_path: Path):
