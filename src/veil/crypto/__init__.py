@@ -1,7 +1,9 @@
 """Homomorphic-encryption inference, secret sharing and MPC, Paillier and encryption at rest (issue: computing on encrypted data).
 
-Empty until the issue that builds it lands; the package exists so the layout of
-DESIGN.md holds from the first commit.
+Encryption at rest: :class:`Vault` seals files and in-memory secrets with
+AES-256-GCM envelope encryption under a :class:`MasterKey` (see ``docs/vault.md``).
 """
 
-__all__: list[str] = []
+from veil.crypto._vault import MasterKey, SealedObject, Vault, VaultStatus
+
+__all__ = ["MasterKey", "SealedObject", "Vault", "VaultStatus"]
