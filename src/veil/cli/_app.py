@@ -29,6 +29,7 @@ from veil.cli import (
     query,
     redact,
     train,
+    vault,
 )
 from veil.cli._output import err, print_error
 from veil.errors import VeilError
@@ -87,6 +88,7 @@ app.command("anonymize")(anonymize.anonymize)
 app.command("redact")(redact.redact)
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
+app.add_typer(vault.app, name="vault")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -272,7 +272,7 @@ class MasterKey:
         env = os.environ if environ is None else environ
         raw = env.get(ENV_KEY, "").strip()
         if raw:
-            return cls.from_key(_decode_raw_key(raw, source=ENV_KEY))
+            return cls.from_key(decode_raw_key(raw, source=ENV_KEY))
         passphrase = env.get(ENV_PASSPHRASE, "")
         if passphrase:
             return cls.from_passphrase(passphrase)
@@ -337,7 +337,9 @@ class MasterKey:
         return Scrypt(salt=salt, length=KEY_BYTES, n=n, r=r, p=p).derive(self._passphrase)
 
 
-def _decode_raw_key(raw: str, *, source: str) -> bytes:
+def decode_raw_key(raw: str, *, source: str) -> bytes:
+    """32 bytes from 64 hex digits or base64 (standard or URL-safe); ``source`` names it in errors."""
+    raw = raw.strip()
     key = b""
     if len(raw) == 2 * KEY_BYTES:
         with contextlib.suppress(ValueError):
