@@ -176,7 +176,12 @@ PUBLIC = {
         "validate_model",
     ],
     "veil.federated": [],
-    "veil.crypto": [],
+    "veil.crypto": [
+        "MasterKey",
+        "SealedObject",
+        "Vault",
+        "VaultStatus",
+    ],
     "veil.audit": [
         "AUDIT_ATTACKS",
         "MIA_ATTACKS",
