@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -176,9 +177,10 @@ def test_rotate_keeps_the_data_bytes_and_retires_the_old_passphrase(
     assert code == 3 and "is the current one" in err
 
 
-def test_refusals_and_their_exit_codes(veil, project: Path, capsys, monkeypatch):
-    done = veil("vault", "encrypt", "notes.csv")  # no secret and no terminal to prompt on
-    assert done.returncode == 3 and "no vault secret given" in done.stderr
+def test_refusals_and_their_exit_codes(project: Path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal to prompt on
+    code, _, err = _main(capsys, "vault", "encrypt", "notes.csv")
+    assert code == 3 and "no vault secret given" in err
     code, out, _ = _main(capsys, "vault", "status", "--json")
     assert code == 0 and json.loads(out)["exists"] is False
     code, out, _ = _main(capsys, "vault", "status")

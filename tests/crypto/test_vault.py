@@ -179,6 +179,7 @@ def test_keys_from_the_environment():
         (lambda: MasterKey.from_passphrase(PASSPHRASE, n=1000), "scrypt"),
         (lambda: MasterKey.from_passphrase(PASSPHRASE, n=2**23), "scrypt"),
         (lambda: MasterKey.from_passphrase(PASSPHRASE, r=0), "scrypt"),
+        (lambda: MasterKey.from_passphrase(PASSPHRASE, n=2**22, r=8), "1 GiB"),
         (lambda: MasterKey.from_key(b"x" * 31), "32 bytes"),
     ],
 )

@@ -145,6 +145,7 @@ _MIN_SCRYPT_N = 2
 _MAX_SCRYPT_N = 1 << 22
 _MAX_SCRYPT_R = 32
 _MAX_SCRYPT_P = 16
+_MAX_SCRYPT_BYTES = 1 << 30  # scrypt needs 128 * n * r bytes; a tampered manifest may not ask more
 _SALT_BYTES = 16
 _MIN_PASSPHRASE_CHARS = 8
 ENV_KEY = "VEIL_VAULT_KEY"
@@ -184,11 +185,12 @@ def _scrypt_params(n: object, r: object, p: object, *, source: str) -> tuple[int
         and n & (n - 1) == 0
         and 1 <= r <= _MAX_SCRYPT_R
         and 1 <= p <= _MAX_SCRYPT_P
+        and 128 * n * r <= _MAX_SCRYPT_BYTES
     ):
         return n, r, p
     raise InvalidInputError(
         "invalid scrypt parameters",
-        expected=f"n a power of two in [2, 2**22], r in [1, {_MAX_SCRYPT_R}], p in [1, {_MAX_SCRYPT_P}] ({source})",
+        expected=f"n a power of two in [2, 2**22], r in [1, {_MAX_SCRYPT_R}], p in [1, {_MAX_SCRYPT_P}], 128*n*r at most 1 GiB ({source})",
         got=f"n={n!r}, r={r!r}, p={p!r}",
         fix="use the defaults (n=2**15, r=8, p=1); a smaller n is for tests only",
     )
