@@ -1,0 +1,456 @@
+"""One MPC node as its own OS process: ``python -m veil.crypto._party``.
+
+The runner (:mod:`veil.crypto._mpc`) starts one such process per party, plus a
+dealer process for multiplications, and speaks to each over its stdin/stdout:
+
+1. it writes the node's job as one JSON line (its id, the protocol, the path of
+   **its own** input and nothing of anybody else's, the run's token);
+2. the node binds a port on 127.0.0.1 and answers ``PORT <n>``;
+3. the runner writes the map of every node's port; the nodes build a TCP mesh
+   (:class:`~veil.crypto._net.Mesh`) and run the protocol among themselves;
+4. each party answers ``RESULT <json>`` (or ``ERROR <json>``) and exits.
+
+The protocols, for a party holding private ``x_i``:
+
+* **share**: encode ``x_i`` in fixed point, split it (additive n-of-n in
+  Z_2^64, or Shamir t-of-n in GF(2^61 - 1)) and send share ``j`` to party ``j``;
+* **agree** (Shamir only): every party announces whose shares it received; the
+  inputs counted are those every surviving announcer received, so a party
+  that died half-way through sending is either counted by all or by none;
+* **multiply** (dot product, element-wise product): with a Beaver triple
+  ``(a, b, c = ab)`` from the dealer, open ``d = X - a`` and ``e = Y - b`` and
+  compute shares of ``XY = c + d b + e a + d e`` locally;
+* **open**: broadcast the share of the result and reconstruct (all n shares
+  for additive, any t for Shamir).
+
+Only the modules this process needs are imported (NumPy and Veil's errors), so
+a party starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from veil.crypto._net import Mesh, PeerDropped
+from veil.crypto._sharing import (
+    Domain,
+    FixedPoint,
+    additive_share,
+    beaver_finish,
+    beaver_open_masks,
+    beaver_triples,
+    field_add,
+    field_sum,
+    product_limit,
+    shamir_reconstruct,
+    shamir_share,
+)
+from veil.errors import InvalidInputError, NotFoundError, VeilError
+
+__all__ = ["main", "read_column"]
+
+U64 = npt.NDArray[np.uint64]
+CRASH_PHASES = ("start", "input", "agree")
+
+
+class DropoutError(VeilError):
+    """Raised inside a party when too few peers are left; the runner re-raises it publicly."""
+
+    code = "party_dropped"
+
+
+def read_column(path: Path, column: str | None) -> npt.NDArray[np.float64]:
+    """The numbers of one CSV column (a header row is required), refusing gaps and text."""
+    if not path.is_file():
+        raise NotFoundError(
+            f"input file {path} does not exist",
+            expected="a CSV file with a header row",
+            got=f"no file at {path}",
+            fix="check the path of this party's input",
+        )
+    with path.open(newline="", encoding="utf-8") as stream:
+        rows = csv.reader(stream)
+        header = next(rows, None)
+        if not header:
+            raise InvalidInputError(
+                f"{path.name} is empty",
+                expected="a header row and one row per value",
+                got="an empty file",
+                fix="write the values with a header, for example 'cost'",
+            )
+        if column is None:
+            if len(header) != 1:
+                raise InvalidInputError(
+                    f"{path.name} has several columns and none was chosen",
+                    expected="--column NAME",
+                    got=f"columns {header}",
+                    fix=f"pass --column with one of {header}",
+                )
+            index = 0
+        elif column in header:
+            index = header.index(column)
+        else:
+            raise InvalidInputError(
+                f"{path.name} has no column {column!r}",
+                expected=f"one of {header}",
+                got=repr(column),
+                fix="pass --column with a column of every input file",
+            )
+        values = []
+        for line, row in enumerate(rows, start=2):
+            cell = row[index].strip() if index < len(row) else ""
+            try:
+                values.append(float(cell) if cell else math.nan)
+            except ValueError:
+                raise InvalidInputError(
+                    f"{path.name} line {line}: {header[index]!r} is not a number",
+                    expected="a number in every row",
+                    got=repr(cell),
+                    fix="clean the column, or choose a numeric one with --column",
+                ) from None
+    array = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(array).all():
+        first = int(np.flatnonzero(~np.isfinite(array))[0]) + 2
+        raise InvalidInputError(
+            f"{path.name}: {header[index]!r} has missing or non-finite values",
+            expected="a finite number in every row",
+            got=f"an empty, NaN or infinite value at line {first}",
+            fix="drop or impute the missing values before the secure computation",
+        )
+    return array
+
+
+def _load(spec: dict[str, Any] | None, party: int) -> npt.NDArray[np.float64] | None:
+    if spec is None:
+        return None
+    if "demo" in spec:  # demo values, drawn in this party's process (documented as not private)
+        rng = np.random.default_rng([int(spec["seed"]), party])
+        return rng.uniform(0.0, 100.0, size=int(spec["demo"])).round(2)
+    path = Path(spec["path"])
+    if path.suffix == ".npy":
+        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64).ravel()
+    return read_column(path, spec.get("column"))
+
+
+class Party:
+    """The protocol state of one party."""
+
+    def __init__(self, job: dict[str, Any], mesh: Mesh) -> None:
+        self.job = job
+        self.mesh = mesh
+        self.me = int(job["id"])
+        self.n = int(job["parties"])
+        self.shamir = job["protocol"] == "shamir"
+        self.t = int(job["threshold"])
+        self.fixed = FixedPoint(int(job["frac_bits"]), "field" if self.shamir else "ring")
+        self.others = set(range(self.n)) - {self.me}
+        self.seconds: dict[str, float] = {}
+
+    # ------------------------------------------------------------ helpers
+
+    def _share(self, secret: U64) -> U64:
+        if self.shamir:
+            return shamir_share(secret, self.n, self.t)
+        return additive_share(secret, self.n)
+
+    def _add(self, a: U64, b: U64) -> U64:
+        return field_add(a, b) if self.shamir else a + b
+
+    def _need(self, have: set[int], what: str) -> None:
+        need = self.t if self.shamir else self.n
+        if len(have) < need:
+            gone = {
+                p: self.mesh.dropped.get(p, "no answer") for p in sorted(set(range(self.n)) - have)
+            }
+            names = ", ".join(f"party {p} ({why})" for p, why in gone.items())
+            rule = (
+                f"Shamir {self.t}-of-{self.n} needs {self.t} parties"
+                if self.shamir
+                else f"additive sharing is {self.n}-of-{self.n}: every party must stay"
+            )
+            raise DropoutError(
+                f"{names} dropped out during {what}",
+                expected=rule,
+                got=f"{len(have)} part{'y' if len(have) == 1 else 'ies'} left: {sorted(have)}",
+                fix=(
+                    "rerun when every party is up, or use --protocol shamir with a threshold "
+                    "below the number of parties to tolerate dropouts"
+                ),
+                details={"dropped": sorted(gone), "reasons": {str(p): r for p, r in gone.items()}},
+            )
+
+    def _exchange(self, tag: str, mine: U64, outgoing: U64 | None) -> dict[int, U64]:
+        """Send ``outgoing[j]`` (or ``mine`` to all when None) to each peer and gather theirs."""
+        for peer in sorted(self.others):
+            payload = mine if outgoing is None else outgoing[peer]
+            self.mesh.send(peer, tag, np.ascontiguousarray(payload).data.cast("B"))
+        got: dict[int, U64] = {self.me: mine if outgoing is None else outgoing[self.me]}
+        for peer in sorted(self.mesh.alive(self.others)):
+            try:
+                raw = self.mesh.recv(peer, tag)
+            except PeerDropped:
+                continue
+            got[peer] = np.frombuffer(raw, dtype=np.uint64).reshape(got[self.me].shape)
+        self._need(set(got), tag)
+        return got
+
+    def _open(self, tag: str, share: U64) -> U64:
+        got = self._exchange(tag, share, None)
+        if not self.shamir:
+            total = np.zeros_like(share)
+            for value in got.values():
+                total = total + value
+            return total
+        points = sorted(got)[: self.t]
+        return shamir_reconstruct([got[p] for p in points], [p + 1 for p in points])
+
+    def _crash(self, phase: str) -> None:
+        if self.job.get("crash_after") == phase:  # tests only: a real, abrupt process death
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # ------------------------------------------------------------ protocol
+
+    def _input_shares(self, secret: U64) -> tuple[U64, list[int]]:
+        """Share ``secret``, gather everyone's shares, and return the sum of the counted ones."""
+        started = time.perf_counter()
+        rows = self._share(secret)
+        received = self._exchange("input", rows[self.me], rows)
+        self._crash("input")
+        counted = set(received)
+        if self.shamir:  # agree on the inputs that count, among the parties still here
+            mine = json.dumps(sorted(received)).encode()
+            for peer in sorted(self.mesh.alive(self.others)):
+                self.mesh.send(peer, "agree", mine)
+            for peer in sorted(self.mesh.alive(self.others)):
+                try:
+                    counted &= set(json.loads(bytes(self.mesh.recv(peer, "agree"))))
+                except PeerDropped:
+                    continue
+            self._crash("agree")
+        total = np.zeros_like(received[self.me])
+        for party in sorted(counted):
+            total = self._add(total, received[party])
+        self.seconds["share"] = time.perf_counter() - started
+        return total, sorted(counted)
+
+    def run(self, values: Any, second: Any) -> dict[str, Any]:
+        op = self.job["op"]
+        if op in ("dot", "mul"):
+            return self._multiply(values, second, dot=op == "dot")
+        return self._sum(values, second)
+
+    def _sum(self, values: Any, weights: Any) -> dict[str, Any]:
+        op, elementwise = self.job["op"], bool(self.job["elementwise"])
+        x = np.zeros(int(self.job["length"])) if values is None else values
+        fixed = self.fixed
+        if elementwise:
+            if x.size != int(self.job["length"]):
+                raise InvalidInputError(
+                    f"party {self.me}'s vector has the wrong length",
+                    expected=f"{self.job['length']} values, like every party",
+                    got=f"{x.size}",
+                    fix="give every party a vector of the same length",
+                )
+            encoded = fixed.to_integers(x, terms=self.n, what=f"party {self.me}'s values")
+        elif weights is not None:
+            if weights.size != x.size or (weights < 0).any():
+                raise InvalidInputError(
+                    f"party {self.me}'s weights do not fit its values",
+                    expected=f"{x.size} non-negative weights",
+                    got=f"{weights.size} weights, min {weights.min() if weights.size else 'n/a'}",
+                    fix="give one non-negative weight per value",
+                )
+            terms = self.n * max(1, x.size)
+            weighted = fixed.to_integers(x * weights, terms=terms, what=f"party {self.me}'s w*x")
+            mass = fixed.to_integers(weights, terms=terms, what=f"party {self.me}'s weights")
+            encoded = np.array([weighted.sum(), mass.sum()], dtype=np.int64)
+        else:
+            terms = self.n * max(1, x.size)
+            total = fixed.to_integers(x, terms=terms, what=f"party {self.me}'s values").sum()
+            encoded = np.array([total, x.size] if op == "mean" else [total], dtype=np.int64)
+        share, counted = self._input_shares(fixed.lift(encoded))
+        started = time.perf_counter()
+        opened = fixed.signed(self._open("open", share))
+        self.seconds["open"] = time.perf_counter() - started
+        scale = float(fixed.scale)
+        if elementwise:
+            result: Any = opened.astype(np.float64) / scale
+            if op == "mean":
+                result = result / len(counted)
+        elif weights is not None:
+            weight_total = int(opened[1])
+            result = [float(opened[0]) / weight_total if weight_total else math.nan]
+        elif op == "mean":
+            result = [float(opened[0]) / scale / int(opened[1]) if int(opened[1]) else math.nan]
+        else:
+            result = [float(opened[0]) / scale]
+        plain_mean = op == "mean" and not elementwise and weights is None
+        extra = {"count": int(opened[1])} if plain_mean else {}
+        return self._report(np.asarray(result, dtype=np.float64), counted, extra)
+
+    def _multiply(self, x: Any, y: Any, *, dot: bool) -> dict[str, Any]:
+        m = int(self.job["length"])
+        x = np.zeros(m) if x is None else x
+        y = np.zeros(m) if y is None else y
+        if x.size != m or y.size != m:
+            raise InvalidInputError(
+                f"party {self.me}'s vectors have the wrong length",
+                expected=f"{m} values in x and in y",
+                got=f"{x.size} and {y.size}",
+                fix="give every party vectors of the same length (zeros where it holds nothing)",
+            )
+        limit = product_limit(self.fixed.domain, self.n, m if dot else 1)
+        encoded = np.stack(
+            [
+                self._bounded(x, limit, "x", dot=dot),
+                self._bounded(y, limit, "y", dot=dot),
+            ]
+        )
+        triple_started = time.perf_counter()
+        raw = self.mesh.recv(int(self.job["dealer"]), "triple")
+        a, b, c = np.frombuffer(raw, dtype=np.uint64).reshape(3, m)
+        self.seconds["triple"] = time.perf_counter() - triple_started
+        shares, counted = self._input_shares(self.fixed.lift(encoded))
+        domain: Domain = self.fixed.domain
+        started = time.perf_counter()
+        masks = np.stack(beaver_open_masks(shares[0], shares[1], a, b, domain=domain))
+        d, e = self._open("masks", masks)
+        z = beaver_finish(d, e, a, b, c, domain=domain, add_constant=self.shamir or self.me == 0)
+        if dot:
+            z = field_sum(z).reshape(1) if self.shamir else z.sum(dtype=np.uint64, keepdims=True)
+        opened = self._open("open", z)
+        self.seconds["open"] = time.perf_counter() - started
+        result = self.fixed.decode(opened, frac_bits=2 * self.fixed.frac_bits)
+        return self._report(result, counted, {})
+
+    def _bounded(self, values: Any, limit: int, name: str, *, dot: bool) -> npt.NDArray[np.int64]:
+        scaled = np.rint(np.asarray(values, dtype=np.float64) * self.fixed.scale)
+        if not np.isfinite(scaled).all() or (np.abs(scaled) > limit).any():
+            finite = np.isfinite(scaled).all()
+            raise InvalidInputError(
+                f"party {self.me}'s {name} "
+                + ("is out of the fixed-point range" if finite else "has NaN or infinite values"),
+                expected=(
+                    f"finite |{name}| <= {limit / self.fixed.scale:.6g} (a product of "
+                    f"{self.fixed.frac_bits}-bit fixed-point values, {self.n} parties"
+                    + (f", {scaled.size} terms" if dot else "")
+                    + ")"
+                ),
+                got=f"|{name}| up to {float(np.nanmax(np.abs(scaled))) / self.fixed.scale:.6g}"
+                if finite
+                else "a non-finite value",
+                fix="rescale the values or pass fewer fractional bits (frac_bits)",
+            )
+        return scaled.astype(np.int64)
+
+    def _report(
+        self, result: npt.NDArray[np.float64], counted: list[int], extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "party": self.me,
+            "contributors": counted,
+            "sha256": hashlib.sha256(result.tobytes()).hexdigest(),
+            "seconds": self.seconds,
+            **extra,
+        }
+        if result.size > 1 or self.job["elementwise"] or self.job["op"] == "mul":
+            output = Path(self.job["output"])
+            np.save(output, result)
+            report["output"] = str(output)
+        else:
+            report["value"] = float(result[0])
+        return report
+
+
+def _deal(job: dict[str, Any], mesh: Mesh) -> dict[str, Any]:
+    """The dealer: one Beaver triple per element, shared and sent to each party."""
+    n, m = int(job["parties"]), int(job["length"])
+    shamir = job["protocol"] == "shamir"
+    a, b, c = beaver_triples(
+        m, n, domain="field" if shamir else "ring", threshold=int(job["threshold"])
+    )
+    for party in range(n):
+        payload = np.ascontiguousarray(np.stack([a[party], b[party], c[party]]))
+        mesh.send(party, "triple", payload.data.cast("B"))
+    return {"party": "dealer", "triples": m}
+
+
+def _serve(job: dict[str, Any], stdin: Any) -> dict[str, Any]:
+    me, n = int(job["id"]), int(job["parties"])
+    dealer = job["role"] == "dealer"
+    party_crash = job.get("crash_after")
+    if party_crash not in (None, *CRASH_PHASES):
+        raise InvalidInputError(
+            "unknown crash phase", expected=str(CRASH_PHASES), got=repr(party_crash), fix="use one"
+        )
+    values = second = None
+    if not dealer:  # read and check this party's own input before anything is sent
+        values = _load(job.get("input"), me)
+        second = _load(job.get("second"), me)
+    listener = socket.create_server(("127.0.0.1", 0), backlog=n + 1)
+    mesh = Mesh(me, listener, str(job["token"]), float(job["timeout"]))
+    try:
+        sys.stdout.write(f"PORT {listener.getsockname()[1]}\n")
+        sys.stdout.flush()
+        ports = {int(k): v for k, v in json.loads(stdin.readline()).items()}
+        if job.get("crash_after") == "start":
+            os.kill(os.getpid(), signal.SIGKILL)
+        started = time.perf_counter()
+        if dealer:
+            mesh.connect({p: ports[p] for p in range(n)}, set())
+            report = _deal(job, mesh)
+        else:
+            peers = {p: ports[p] for p in range(n)}
+            listen = set(range(n)) - {me}
+            if job.get("dealer") is not None:
+                listen.add(int(job["dealer"]))
+            mesh.connect(peers, listen)
+            report = Party(job, mesh).run(values, second)
+        report["protocol_seconds"] = time.perf_counter() - started
+        report["bytes_sent"] = mesh.bytes_sent
+        return report
+    finally:
+        mesh.close()
+
+
+def main() -> int:
+    """Run one node: the job on the first stdin line, the port map on the second."""
+    stdin = sys.stdin
+    try:
+        job = json.loads(stdin.readline())
+        report = _serve(job, stdin)
+    except VeilError as error:
+        body = {"class": type(error).__name__, **error.to_dict()}
+        sys.stdout.write("ERROR " + json.dumps(body) + "\n")
+        sys.stdout.flush()
+        return error.exit_code
+    except PeerDropped as dropped:
+        body = {
+            "class": "DropoutError",
+            "code": "party_dropped",
+            "message": str(dropped),
+            "details": {"dropped": [dropped.peer], "reasons": {str(dropped.peer): dropped.reason}},
+        }
+        sys.stdout.write("ERROR " + json.dumps(body) + "\n")
+        sys.stdout.flush()
+        return 13
+    sys.stdout.write("RESULT " + json.dumps(report) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
