@@ -26,6 +26,7 @@ from veil.cli import (
     demo,
     init,
     models,
+    mpc,
     query,
     redact,
     train,
@@ -89,6 +90,7 @@ app.command("redact")(redact.redact)
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 app.add_typer(vault.app, name="vault")
+app.add_typer(mpc.app, name="mpc")
 
 
 def main(argv: list[str] | None = None) -> int:
