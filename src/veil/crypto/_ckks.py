@@ -1,0 +1,725 @@
+"""Encrypted inference with CKKS: the client holds the keys, the server holds the model.
+
+Two ciphertext layouts, both exact evaluations of a compiled :class:`HEProgram`:
+
+``vector`` (one input, lowest latency)
+    The input, zero-padded to a power of two ``P``, is repeated across all
+    ``N/2`` slots, so a rotation of the whole ciphertext is a cyclic rotation
+    of every copy. An affine step ``m x n`` is the hybrid diagonal method
+    (Halevi and Shoup 2014; Juvekar et al., GAZELLE 2018): ``m'`` diagonals
+    (``m`` rounded up to a power of two) multiplied with rotations of the
+    input, combined with baby-step/giant-step (``B`` baby rotations by one
+    slot, ``m'/B`` giant rotations by ``B`` in Horner form), then folded by
+    ``m', 2m', ... P/2``. The result is the output repeated every ``m'``
+    slots: the same layout again, so steps chain without re-encryption. Only
+    the rotation steps the program uses get Galois keys.
+
+``batch`` (many inputs, lowest cost per input)
+    Ciphertext ``i`` holds feature ``i`` of up to ``N/2`` inputs, one per
+    slot. An affine step is a sum of ciphertext-times-scalar products (zero
+    weights are skipped, so a convolution costs its non-zero weights), and no
+    rotation is ever needed: the keys carry no Galois keys at all. Groups of
+    ``N/2`` inputs are evaluated in parallel worker processes.
+
+Every plaintext multiplier is encoded at the scale of the prime the next
+rescale drops, so affine steps leave the scale exactly as they found it.
+
+Bytes on the wire are envelopes: a magic, a JSON header (kind, key id,
+layout, count, section sizes, SHA-256 of the sections) and SEAL's own
+serialisations. The public context holds the plan, relinearisation keys and
+the chosen Galois keys, never the secret key. A response encrypted for other
+keys is refused by key id; one whose bytes were altered fails its checksum or
+SEAL's validation; and decrypted values are checked against the plan's range
+and (vector layout) the agreement of their copies, so a wrong key or a forged
+ciphertext cannot pass as a prediction. CKKS gives no integrity against a
+server that recomputes the checksum on purpose: the threat model is an
+honest-but-curious server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import secrets
+import struct
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from veil.crypto._compile import Affine, HEProgram
+from veil.crypto._plan import HEPlan
+from veil.crypto._seal import galois_element, load_object, save_object, seal
+from veil.errors import InvalidInputError
+
+__all__ = [
+    "HEClient",
+    "HEServer",
+    "error_bound",
+    "vector_rotations",
+]
+
+FloatArray = npt.NDArray[np.float64]
+MAGIC = b"VEILHE\x01"
+_KINDS = ("context", "secret", "request", "response")
+_SIGMA = 3.2  # SEAL's error standard deviation
+_TAIL = 6.0  # bounds are at six standard deviations per slot
+
+
+def _next_pow2(value: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(value, 1))))
+
+
+@dataclass(frozen=True)
+class _LayerShape:
+    """How one affine step runs in the vector layout."""
+
+    rows: int  # m' (outputs rounded up to a power of two)
+    period: int  # P: the period of the input layout
+    baby: int  # B
+    giant: int  # G
+    folds: tuple[int, ...]
+
+
+def _layer_shapes(program: HEProgram) -> list[_LayerShape | None]:
+    shapes: list[_LayerShape | None] = []
+    period = _next_pow2(program.input_dim)
+    for step in program.steps:
+        if not isinstance(step, Affine):
+            shapes.append(None)
+            continue
+        rows = _next_pow2(step.weight.shape[0])
+        full = max(period, rows)
+        baby = 1 << math.ceil(math.log2(rows) / 2) if rows > 1 else 1
+        giant = rows // baby
+        folds = []
+        step_size = rows
+        while step_size < full:
+            folds.append(step_size)
+            step_size *= 2
+        shapes.append(_LayerShape(rows, full, baby, giant, tuple(folds)))
+        period = rows
+    return shapes
+
+
+def vector_rotations(program: HEProgram) -> tuple[tuple[int, ...], int]:
+    """The rotation steps and the slots the vector layout needs for ``program``."""
+    steps: set[int] = set()
+    needed = _next_pow2(program.input_dim)
+    for shape in _layer_shapes(program):
+        if shape is None:
+            continue
+        needed = max(needed, shape.period)
+        if shape.baby > 1:
+            steps.add(1)
+        if shape.giant > 1:
+            steps.add(shape.baby)
+        steps.update(shape.folds)
+    return tuple(sorted(steps)), needed
+
+
+def error_bound(program: HEProgram, plan: HEPlan, *, layout: str = "vector") -> float:
+    """A bound on ``|decrypted - plaintext|`` for any output, derived from the parameters.
+
+    Each fresh slot carries encoding and encryption noise of standard
+    deviation ``sqrt(N/2 (sigma^2 + 1/12)) / scale``; each rescale and key
+    switch adds rounding noise of ``sqrt(N/2 (1 + 2N/3) / 12) / scale`` (a
+    ternary secret); weights are encoded at the dropped prime's scale. The
+    bound carries six standard deviations of each through the program with
+    the row sums of ``|W|`` (a worst case over signs) and the calibrated
+    magnitudes (``2 M e`` for a square), so it holds with room to spare.
+    """
+    degree = plan.poly_modulus_degree
+    scale = plan.scale
+    fresh = _TAIL * math.sqrt(degree / 2 * (_SIGMA**2 + 1 / 12)) / scale
+    rounding = _TAIL * math.sqrt(degree / 2 * (1 + 2 * degree / 3) / 12) / scale
+    weight_rounding = _TAIL * math.sqrt(degree / 24) / scale
+    shapes = _layer_shapes(program)
+    error = fresh
+    magnitude = max(program.input_bound, 1e-12)
+    for step, shape, after in zip(program.steps, shapes, program.magnitudes, strict=True):
+        if isinstance(step, Affine):
+            row_sum = float(np.max(np.sum(np.abs(step.weight), axis=1)))
+            switches = 1
+            if layout == "vector" and shape is not None:
+                switches += (shape.baby - 1) + (shape.giant - 1) + len(shape.folds)
+            error = row_sum * (error + magnitude * weight_rounding) + switches * rounding
+        else:
+            error = 2 * magnitude * error + error * error + 2 * rounding
+        magnitude = after
+    return error
+
+
+# ----------------------------------------------------------------------------- envelopes
+
+
+def _pack(kind: str, header: dict[str, Any], sections: Sequence[bytes]) -> bytes:
+    body = b"".join(sections)
+    meta = dict(header, kind=kind, sizes=[len(s) for s in sections])
+    meta["sha256"] = hashlib.sha256(body).hexdigest()
+    encoded = json.dumps(meta, sort_keys=True).encode()
+    return MAGIC + struct.pack(">I", len(encoded)) + encoded + body
+
+
+def _unpack(data: bytes, kind: str) -> tuple[dict[str, Any], list[bytes]]:
+    what = {
+        "context": "a public context (`veil he keygen` writes public.ctx)",
+        "secret": "a secret key file (`veil he keygen` writes secret.key)",
+        "request": "an encrypted request (`veil he encrypt`)",
+        "response": "an encrypted response (`veil he infer`)",
+    }[kind]
+    prefix = len(MAGIC) + 4
+    if len(data) < prefix or not data.startswith(MAGIC):
+        raise InvalidInputError(
+            "not a Veil HE file",
+            expected=what,
+            got=f"{len(data)} bytes without Veil's HE header",
+        )
+    (length,) = struct.unpack(">I", data[len(MAGIC) : prefix])
+    try:
+        meta = json.loads(data[prefix : prefix + length])
+        sizes = [int(size) for size in meta["sizes"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError(
+            "the HE file's header is damaged",
+            expected=what,
+            got=f"an unreadable header ({exc})",
+            fix="the file is truncated or tampered with; ask its sender for a fresh copy",
+        ) from exc
+    if meta.get("kind") != kind:
+        raise InvalidInputError(
+            "wrong kind of HE file", expected=what, got=f"a {meta.get('kind')!r} file"
+        )
+    body = data[prefix + length :]
+    if len(body) != sum(sizes) or hashlib.sha256(body).hexdigest() != meta.get("sha256"):
+        raise InvalidInputError(
+            "the HE file does not match its checksum",
+            expected=f"{sum(sizes)} bytes with SHA-256 {str(meta.get('sha256'))[:16]}...",
+            got=f"{len(body)} bytes that differ",
+            fix="the file is truncated or tampered with; ask its sender for a fresh copy",
+        )
+    sections, offset = [], 0
+    for size in sizes:
+        sections.append(body[offset : offset + size])
+        offset += size
+    return meta, sections
+
+
+# ----------------------------------------------------------------------------- SEAL context
+
+
+class _Context:
+    """SEAL objects for one plan (no keys)."""
+
+    def __init__(self, plan: HEPlan) -> None:
+        self.api = seal()
+        self.plan = plan
+        params = self.api.EncryptionParameters(self.api.SCHEME_TYPE.CKKS)
+        params.set_poly_modulus_degree(plan.poly_modulus_degree)
+        params.set_coeff_modulus(
+            self.api.CoeffModulus.Create(plan.poly_modulus_degree, list(plan.coeff_mod_bit_sizes))
+        )
+        # SEAL itself refuses parameters below 128-bit security here
+        self.context = self.api.SEALContext(params, True, self.api.SEC_LEVEL_TYPE.TC128)  # noqa: FBT003 - pybind11 takes it positionally
+        if not self.context.parameters_set():
+            raise InvalidInputError(
+                "SEAL rejects the CKKS parameters",
+                expected="parameters valid at 128-bit security",
+                got=self.context.parameters_error_message(),
+            )
+        self.encoder = self.api.CKKSEncoder(self.context)
+        self.evaluator = self.api.Evaluator(self.context)
+        self.slots = int(self.encoder.slot_count())
+        self.levels: list[Any] = []  # parms ids, from fresh to last
+        data = self.context.first_context_data()
+        while data is not None:
+            self.levels.append(data.parms_id())
+            data = data.next_context_data()
+
+    def dropped_prime(self, level: int) -> float:
+        """The prime the rescale at ``level`` removes."""
+        data = self.context.get_context_data(self.levels[level])
+        return float(data.parms().coeff_modulus()[-1].value())
+
+    def encode(self, values: FloatArray | float, level: int, scale: float) -> Any:
+        plain = self.api.Plaintext()
+        payload = values if isinstance(values, float) else values.tolist()
+        self.encoder.encode(payload, self.levels[level], scale, plain)
+        return plain
+
+    def ciphertext(self) -> Any:
+        return self.api.Ciphertext()
+
+
+def _check_layout(layout: str, plan: HEPlan) -> None:
+    if layout not in ("vector", "batch"):
+        raise InvalidInputError(
+            "unknown ciphertext layout", expected="'vector' or 'batch'", got=repr(layout)
+        )
+    if layout not in plan.layouts:
+        raise InvalidInputError(
+            f"these keys were not made for the {layout} layout",
+            expected=f"one of {list(plan.layouts)}",
+            got=layout,
+            fix="generate keys with both layouts (the default)",
+        )
+
+
+# ----------------------------------------------------------------------------- client
+
+
+class HEClient:
+    """The data owner's side: key generation, encryption, decryption.
+
+    The secret key never leaves this object except through :meth:`to_bytes`
+    (which the CLI writes with mode 0600 or seals in the vault).
+    """
+
+    def __init__(self, plan: HEPlan, secret_key: Any, key_id: str) -> None:
+        self.plan = plan
+        self.key_id = key_id
+        self._ctx = _Context(plan)
+        self._secret = secret_key
+        api = self._ctx.api
+        self._encryptor = api.Encryptor(self._ctx.context, secret_key)
+        self._decryptor = api.Decryptor(self._ctx.context, secret_key)
+        self.timings: dict[str, float] = {}
+        self._generator: Any = None
+
+    @classmethod
+    def generate(cls, plan: HEPlan) -> HEClient:
+        """Fresh keys for ``plan`` (the plan is public: the server publishes it)."""
+        plan.check()
+        ctx = _Context(plan)
+        started = time.perf_counter()
+        generator = ctx.api.KeyGenerator(ctx.context)
+        client = cls(plan, generator.secret_key(), secrets.token_hex(16))
+        client._generator = generator
+        client.timings["keygen_s"] = time.perf_counter() - started
+        return client
+
+    def public_context(self) -> bytes:
+        """What the server needs to evaluate: the plan, relinearisation and Galois keys.
+
+        No secret key and no public key: the server never encrypts, so it
+        is not given the means to.
+        """
+        started = time.perf_counter()
+        generator = self._generator or self._ctx.api.KeyGenerator(self._ctx.context, self._secret)
+        relin = save_object(generator.create_relin_keys())
+        sections = [relin]
+        if self.plan.galois_steps:
+            elements = [
+                galois_element(step, self.plan.poly_modulus_degree)
+                for step in self.plan.galois_steps
+            ]
+            sections.append(save_object(generator.create_galois_keys(elements)))
+        header = {"key_id": self.key_id, "plan": self.plan.to_dict()}
+        blob = _pack("context", header, sections)
+        self.timings["public_context_s"] = time.perf_counter() - started
+        return blob
+
+    def to_bytes(self) -> bytes:
+        """The secret key and plan, for storage the caller protects."""
+        header = {"key_id": self.key_id, "plan": self.plan.to_dict()}
+        return _pack("secret", header, [save_object(self._secret)])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HEClient:
+        """Read :meth:`to_bytes` back."""
+        meta, sections = _unpack(data, "secret")
+        plan = HEPlan.from_dict(meta["plan"])
+        ctx = _Context(plan)
+        secret = load_object("SecretKey", ctx.context, sections[0])
+        return cls(plan, secret, str(meta["key_id"]))
+
+    def encrypt(self, inputs: npt.ArrayLike, *, layout: str = "vector") -> bytes:
+        """Encrypt inputs (one row per input) into a request.
+
+        The vector layout takes exactly one input; the batch layout takes
+        any number and packs ``N/2`` per ciphertext group.
+        """
+        _check_layout(layout, self.plan)
+        values = np.asarray(inputs, dtype=np.float64)
+        if values.ndim == 1:
+            values = values[None, :]
+        if values.ndim > 2:  # noqa: PLR2004 - images
+            values = values.reshape(values.shape[0], -1)
+        width = self.plan.input_dim
+        if values.ndim != 2 or values.shape[1] != width or values.shape[0] == 0:  # noqa: PLR2004
+            raise InvalidInputError(
+                "the input has the wrong shape",
+                expected=f"rows of {width} features",
+                got=f"shape {tuple(np.shape(inputs))}",
+                fix="flatten each input and apply the model's preprocessing first",
+            )
+        if not np.all(np.isfinite(values)):
+            raise InvalidInputError(
+                "the input holds NaN or infinite values", expected="finite numbers", got="NaN/inf"
+            )
+        limit = self.plan.magnitude
+        if limit and float(np.max(np.abs(values))) > limit:
+            raise InvalidInputError(
+                "an input value is outside the range the parameters were planned for",
+                expected=f"|x| <= {limit:.4g}",
+                got=f"max |x| = {float(np.max(np.abs(values))):.4g}",
+                fix="scale inputs as in training, or recompile with wider calibration data",
+            )
+        started = time.perf_counter()
+        if layout == "vector":
+            if values.shape[0] != 1:
+                raise InvalidInputError(
+                    "the vector layout encrypts one input",
+                    expected="one row",
+                    got=f"{values.shape[0]} rows",
+                    fix="use layout='batch' (`--batch`) for many inputs",
+                )
+            period = _next_pow2(width)
+            padded = np.zeros(period)
+            padded[:width] = values[0]
+            sections = [self._encrypt_slots(np.tile(padded, self._ctx.slots // period))]
+        else:
+            slots = self._ctx.slots
+            sections = []
+            for start in range(0, values.shape[0], slots):
+                group = values[start : start + slots]
+                for feature in range(width):
+                    column = np.zeros(slots)
+                    column[: group.shape[0]] = group[:, feature]
+                    sections.append(self._encrypt_slots(column))
+        header = {"key_id": self.key_id, "layout": layout, "count": int(values.shape[0])}
+        blob = _pack("request", header, sections)
+        self.timings["encrypt_s"] = time.perf_counter() - started
+        return blob
+
+    def _encrypt_slots(self, values: FloatArray) -> bytes:
+        plain = self._ctx.encode(values, 0, self.plan.scale)
+        # symmetric encryption with the secret key: SEAL stores a seed for half of it
+        return save_object(self._encryptor.encrypt_symmetric(plain))
+
+    def decrypt(self, response: bytes) -> FloatArray:
+        """Decrypt a response into one row of outputs per input (before the output transform)."""
+        meta, sections = _unpack(response, "response")
+        if meta.get("key_id") != self.key_id:
+            raise InvalidInputError(
+                "the response was computed for other keys",
+                expected=f"key id {self.key_id[:12]}...",
+                got=f"key id {str(meta.get('key_id'))[:12]}...",
+                fix="decrypt with the secret key whose public context the server used",
+            )
+        started = time.perf_counter()
+        count, outputs = int(meta["count"]), self.plan.output_dim
+        decoded = [self._decrypt_slots(section) for section in sections]
+        if meta["layout"] == "vector":
+            period = int(meta["period"])
+            copies = decoded[0].reshape(-1, period)[:, :outputs]
+            result = np.median(copies, axis=0)[None, :]
+            spread = float(np.max(np.abs(copies - result)))
+        else:
+            slots = self._ctx.slots
+            groups = len(decoded) // outputs
+            rows = []
+            for group in range(groups):
+                block = np.stack(decoded[group * outputs : (group + 1) * outputs], axis=1)
+                rows.append(block[: min(slots, count - group * slots)])
+            result = np.concatenate(rows, axis=0)
+            spread = 0.0
+        self.timings["decrypt_s"] = time.perf_counter() - started
+        limit = 2 * self.plan.magnitude
+        if not np.all(np.isfinite(result)) or float(np.max(np.abs(result))) > limit:
+            raise InvalidInputError(
+                "decryption gave values far outside the planned range",
+                expected=f"outputs within +-{limit:.4g}",
+                got=f"max |output| = {float(np.max(np.abs(result))):.4g}",
+                fix="the response was made for another key, tampered with, or the input left "
+                "the calibrated range; do not use these values",
+            )
+        if spread > max(1e-3 * limit, 1e-6):
+            raise InvalidInputError(
+                "the copies of the result disagree",
+                expected="identical copies in every slot block (the vector layout)",
+                got=f"a spread of {spread:.3g}",
+                fix="the response was tampered with or made with another key; do not use it",
+            )
+        return result
+
+    def _decrypt_slots(self, section: bytes) -> FloatArray:
+        ciphertext = load_object("Ciphertext", self._ctx.context, section)
+        plain = self._ctx.api.Plaintext()
+        self._decryptor.decrypt(ciphertext, plain)
+        return np.asarray(self._ctx.encoder.decode_double(plain), dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- server
+
+
+class HEServer:
+    """The model owner's side: evaluates a program on ciphertexts, with no secret key.
+
+    Args:
+        program: The compiled, calibrated program (the model's weights).
+        public_context: The client's :meth:`HEClient.public_context` bytes.
+        workers: Processes for the batched layout (default: one per CPU, at
+            most 8); the vector layout runs in this process.
+    """
+
+    def __init__(
+        self, program: HEProgram, public_context: bytes, *, workers: int | None = None
+    ) -> None:
+        meta, sections = _unpack(public_context, "context")
+        self.plan = HEPlan.from_dict(meta["plan"])
+        self.key_id = str(meta["key_id"])
+        self.program = program
+        if (self.plan.input_dim, self.plan.output_dim, self.plan.depth) != (
+            program.input_dim,
+            program.output_dim,
+            program.depth,
+        ):
+            raise InvalidInputError(
+                "the public context was planned for another model",
+                expected=f"{program.input_dim} inputs, {program.output_dim} outputs, depth "
+                f"{program.depth}",
+                got=f"{self.plan.input_dim} inputs, {self.plan.output_dim} outputs, depth "
+                f"{self.plan.depth}",
+                fix="publish this model's plan (`veil he compile --plan-out`) and make keys for it",
+            )
+        self._ctx = _Context(self.plan)
+        self._relin = load_object("RelinKeys", self._ctx.context, sections[0])
+        self._galois = (
+            load_object("GaloisKeys", self._ctx.context, sections[1]) if len(sections) > 1 else None
+        )
+        self.context_bytes = len(public_context)
+        self.workers = workers or max(1, min(len(os.sched_getaffinity(0)), 8))
+        self._vector_plain: list[Any] | None = None
+        self.timings: dict[str, float] = {}
+
+    # -- the vector layout --------------------------------------------------
+
+    def _prepare_vector(self) -> list[Any]:
+        """Encode every diagonal and bias once, at the level and scale it will meet."""
+        if self._vector_plain is not None:
+            return self._vector_plain
+        if self._galois is None:
+            raise InvalidInputError(
+                "the public context has no rotation keys",
+                expected="keys made for the vector layout",
+                got="a batch-only context",
+                fix="send a batched request, or make keys with the vector layout",
+            )
+        ctx = self._ctx
+        prepared: list[Any] = []
+        for level, (step, shape) in enumerate(
+            zip(self.program.steps, _layer_shapes(self.program), strict=True)
+        ):
+            if shape is None:
+                prepared.append(None)
+                continue
+            assert isinstance(step, Affine)  # noqa: S101 - shapes mirror steps
+            rows, period = shape.rows, shape.period
+            weight = np.zeros((rows, period))
+            weight[: step.weight.shape[0], : step.weight.shape[1]] = step.weight
+            j = np.arange(period)
+            drop = ctx.dropped_prime(level)
+            groups = []
+            for g in range(shape.giant):
+                row: list[Any] = []
+                for b in range(shape.baby):
+                    k = g * shape.baby + b
+                    diagonal = weight[j % rows, (j + k) % period]
+                    if not np.any(diagonal):
+                        row.append(None)
+                        continue
+                    full = np.tile(diagonal, ctx.slots // period)
+                    # pre-rotate by -gB so that one giant rotation serves the whole group
+                    full = np.roll(full, g * shape.baby)
+                    row.append(ctx.encode(full, level, drop))
+                groups.append(row)
+            bias = np.zeros(rows)
+            bias[: step.bias.shape[0]] = step.bias
+            prepared.append((shape, groups, np.tile(bias, ctx.slots // rows)))
+        self._vector_plain = prepared
+        return prepared
+
+    def _rotate(self, ciphertext: Any, step: int) -> Any:
+        out = self._ctx.ciphertext()
+        self._ctx.evaluator.rotate_vector(ciphertext, step, self._galois, out)
+        return out
+
+    def _vector_affine(
+        self,
+        ciphertext: Any,
+        shape: _LayerShape,
+        groups: list[list[Any]],
+        bias: FloatArray,
+        level: int,
+    ) -> Any:
+        evaluator = self._ctx.evaluator
+        rotated = [ciphertext]
+        for _ in range(1, shape.baby):
+            rotated.append(self._rotate(rotated[-1], 1))
+        result = None
+        for row in reversed(groups):  # Horner over the giant steps
+            if result is not None:
+                result = self._rotate(result, shape.baby)
+            total = self._dot_plain(rotated, row)
+            if total is not None:
+                evaluator.rescale_to_next_inplace(total)
+                result = self._accumulate(result, total)
+        if result is None:
+            raise InvalidInputError("an affine step has only zero weights", got="W = 0")
+        for fold in shape.folds:
+            evaluator.add_inplace(result, self._rotate(result, fold))
+        evaluator.add_plain_inplace(result, self._ctx.encode(bias, level + 1, result.scale))
+        return result
+
+    def _accumulate(self, total: Any, term: Any) -> Any:
+        if total is None:
+            return term
+        self._ctx.evaluator.add_inplace(total, term)
+        return total
+
+    def _dot_plain(self, ciphertexts: Sequence[Any], plains: Sequence[Any]) -> Any:
+        """``sum_i c_i * p_i`` over the non-zero plaintexts (None when all are zero)."""
+        total = None
+        for ciphertext, plain in zip(ciphertexts, plains, strict=False):
+            if plain is None:
+                continue
+            product = self._ctx.ciphertext()
+            self._ctx.evaluator.multiply_plain(ciphertext, plain, product)
+            total = self._accumulate(total, product)
+        return total
+
+    def _square(self, ciphertext: Any) -> Any:
+        evaluator = self._ctx.evaluator
+        out = self._ctx.ciphertext()
+        evaluator.square(ciphertext, out)
+        evaluator.relinearize_inplace(out, self._relin)
+        evaluator.rescale_to_next_inplace(out)
+        return out
+
+    def _infer_vector(self, sections: list[bytes]) -> tuple[list[bytes], dict[str, Any]]:
+        prepared = self._prepare_vector()
+        ciphertext = load_object("Ciphertext", self._ctx.context, sections[0])
+        self._check_fresh(ciphertext)
+        period = 0
+        for level, item in enumerate(prepared):
+            if item is None:
+                ciphertext = self._square(ciphertext)
+            else:
+                shape, groups, bias = item
+                ciphertext = self._vector_affine(ciphertext, shape, groups, bias, level)
+                period = shape.rows
+        return [save_object(ciphertext)], {"period": period}
+
+    def _check_fresh(self, ciphertext: Any) -> None:
+        if ciphertext.parms_id() != self._ctx.levels[0] or ciphertext.size() != 2:  # noqa: PLR2004
+            raise InvalidInputError(
+                "the request's ciphertext is not a fresh encryption",
+                expected="ciphertexts at the top level of the plan",
+                got=f"a ciphertext of size {ciphertext.size()} at another level",
+            )
+        if not math.isclose(ciphertext.scale, self.plan.scale, rel_tol=1e-9):
+            raise InvalidInputError(
+                "the request's scale does not match the plan",
+                expected=f"scale 2^{self.plan.scale_bits}",
+                got=f"scale {ciphertext.scale:.6g}",
+            )
+
+    # -- the batch layout ---------------------------------------------------
+
+    def _infer_group(self, sections: list[bytes]) -> list[bytes]:
+        ctx = self._ctx
+        evaluator = ctx.evaluator
+        values = [load_object("Ciphertext", ctx.context, section) for section in sections]
+        for ciphertext in values:
+            self._check_fresh(ciphertext)
+        for level, step in enumerate(self.program.steps):
+            if not isinstance(step, Affine):
+                values = [self._square(ciphertext) for ciphertext in values]
+                continue
+            drop = ctx.dropped_prime(level)
+            outputs = []
+            for row, bias in zip(step.weight, step.bias, strict=True):
+                total = None
+                for weight, ciphertext in zip(row, values, strict=True):
+                    if weight == 0.0:
+                        continue
+                    product = ctx.ciphertext()
+                    evaluator.multiply_plain(
+                        ciphertext, ctx.encode(float(weight), level, drop), product
+                    )
+                    if total is None:
+                        total = product
+                    else:
+                        evaluator.add_inplace(total, product)
+                if total is None:
+                    raise InvalidInputError("an output has only zero weights", got="a zero row")
+                evaluator.rescale_to_next_inplace(total)
+                evaluator.add_plain_inplace(total, ctx.encode(float(bias), level + 1, total.scale))
+                outputs.append(total)
+            values = outputs
+        return [save_object(ciphertext) for ciphertext in values]
+
+    def infer(self, request: bytes, *, progress: Callable[[int, int], None] | None = None) -> bytes:
+        """Evaluate the program on an encrypted request; the response stays encrypted."""
+        meta, sections = _unpack(request, "request")
+        if meta.get("key_id") != self.key_id:
+            raise InvalidInputError(
+                "the request was encrypted for other keys",
+                expected=f"key id {self.key_id[:12]}... (this server's public context)",
+                got=f"key id {str(meta.get('key_id'))[:12]}...",
+                fix="send the public context that belongs to the client's secret key",
+            )
+        layout = str(meta.get("layout"))
+        _check_layout(layout, self.plan)
+        count = int(meta["count"])
+        started = time.perf_counter()
+        extra: dict[str, Any] = {}
+        if layout == "vector":
+            if len(sections) != 1:
+                raise InvalidInputError(
+                    "a vector request holds one ciphertext", got=f"{len(sections)}"
+                )
+            out_sections, extra = self._infer_vector(sections)
+        else:
+            width = self.plan.input_dim
+            groups = math.ceil(count / self._ctx.slots)
+            if len(sections) != groups * width:
+                raise InvalidInputError(
+                    "the batched request has the wrong number of ciphertexts",
+                    expected=f"{groups * width} ({groups} groups of {width} features)",
+                    got=str(len(sections)),
+                )
+            chunks = [sections[g * width : (g + 1) * width] for g in range(groups)]
+            out_sections = []
+            if groups == 1 or self.workers == 1:
+                for index, chunk in enumerate(chunks):
+                    out_sections.extend(self._infer_group(chunk))
+                    if progress is not None:
+                        progress(index + 1, groups)
+            else:
+                _WORKER["server"] = self
+                forked = multiprocessing.get_context("fork")
+                with ProcessPoolExecutor(min(self.workers, groups), mp_context=forked) as pool:
+                    for index, result in enumerate(pool.map(_worker_group, chunks)):
+                        out_sections.extend(result)
+                        if progress is not None:
+                            progress(index + 1, groups)
+                _WORKER.clear()
+        self.timings["infer_s"] = time.perf_counter() - started
+        header = {"key_id": self.key_id, "layout": layout, "count": count, **extra}
+        return _pack("response", header, out_sections)
+
+
+_WORKER: dict[str, HEServer] = {}
+
+
+def _worker_group(chunk: list[bytes]) -> list[bytes]:
+    return _WORKER["server"]._infer_group(chunk)  # noqa: SLF001 - the forked copy of the server

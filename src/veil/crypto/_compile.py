@@ -1,0 +1,499 @@
+"""Compile a trained PyTorch or scikit-learn model into a program CKKS can evaluate.
+
+CKKS adds and multiplies, nothing else, so the compiler lowers a model to two
+kinds of step: an affine map ``y = W x + b`` (linear and convolution layers,
+average pooling, batch norm in eval mode, flattening: anything linear,
+probed column by column so that stride, padding and channels need no special
+code) and an elementwise square. A degree-2 activation ``a h^2 + b h + c`` is
+rewritten as ``a (h + b/2a)^2 + c - b^2/4a``: the shift joins the previous
+affine step's bias and ``a`` and the constant join the next one, so every
+activation costs one level. Consecutive affine steps are multiplied together.
+What is not a polynomial (ReLU, max pooling, sigmoid inside the network) is
+refused with the HE-friendly replacement to train with instead. A final
+softmax, log-softmax or sigmoid is left to the client, after decryption.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from veil.crypto._plan import HEPlan, plan_parameters
+from veil.errors import InvalidInputError, MissingDependencyError
+
+__all__ = ["Affine", "HEProgram", "Square", "compile_model", "poly_activation"]
+
+FloatArray = npt.NDArray[np.float64]
+_OUTPUTS = ("none", "softmax", "sigmoid")
+_SAFETY = 4.0  # calibrated magnitudes are multiplied by this before planning
+_FORMAT = "veil-he-program/1"
+
+
+@dataclass(frozen=True)
+class Affine:
+    """``y = weight @ x + bias``."""
+
+    weight: FloatArray
+    bias: FloatArray
+
+
+@dataclass(frozen=True)
+class Square:
+    """``y = x * x``, elementwise."""
+
+
+Step = Affine | Square
+
+
+@dataclass(frozen=True)
+class HEProgram:
+    """A model lowered to affine steps and squares, with its calibration.
+
+    Attributes:
+        steps: The steps, in order; the last is affine.
+        output: What the client applies after decryption
+            (``none``, ``softmax`` or ``sigmoid``).
+        source: What the program was compiled from.
+        magnitudes: The largest absolute value after each step on the
+            calibration inputs (empty until :meth:`calibrate`).
+        input_bound: The largest absolute input value seen in calibration.
+    """
+
+    steps: tuple[Step, ...]
+    output: str = "none"
+    source: str = ""
+    magnitudes: tuple[float, ...] = ()
+    input_bound: float = 0.0
+
+    @property
+    def input_dim(self) -> int:
+        """Features of one input."""
+        first = next(step for step in self.steps if isinstance(step, Affine))
+        return int(first.weight.shape[1])
+
+    @property
+    def output_dim(self) -> int:
+        """Outputs of one inference."""
+        last = self.steps[-1]
+        if not isinstance(last, Affine):
+            raise InvalidInputError("a compiled program must end with an affine step")
+        return int(last.weight.shape[0])
+
+    @property
+    def depth(self) -> int:
+        """Rescales the program needs: one per step."""
+        return len(self.steps)
+
+    def forward(self, inputs: npt.ArrayLike) -> FloatArray:
+        """The plaintext reference: exactly what the encrypted evaluation computes."""
+        values = _as_matrix(inputs, self.input_dim)
+        for step in self.steps:
+            if isinstance(step, Affine):
+                values = values @ step.weight.T + step.bias
+            else:
+                values = values * values
+        return values
+
+    def calibrate(self, inputs: npt.ArrayLike) -> HEProgram:
+        """Record the largest value after every step on representative inputs."""
+        values = _as_matrix(inputs, self.input_dim)
+        if values.shape[0] == 0:
+            raise InvalidInputError(
+                "calibration needs data", expected="at least one input row", got="none"
+            )
+        bound = float(np.max(np.abs(values)))
+        magnitudes = []
+        for step in self.steps:
+            if isinstance(step, Affine):
+                values = values @ step.weight.T + step.bias
+            else:
+                values = values * values
+            magnitudes.append(float(np.max(np.abs(values))))
+        return replace(self, magnitudes=tuple(magnitudes), input_bound=bound)
+
+    def plan(self, *, layouts: tuple[str, ...] = ("vector", "batch")) -> HEPlan:
+        """CKKS parameters for this program (calibrate it first)."""
+        if not self.magnitudes:
+            raise InvalidInputError(
+                "the program is not calibrated",
+                expected="HEProgram.calibrate(inputs) before planning",
+                got="no recorded magnitudes",
+                fix="pass --calibrate DATA to `veil he compile`, or call .calibrate(x)",
+            )
+        from veil.crypto._ckks import vector_rotations  # noqa: PLC0415 - avoids a cycle
+
+        largest = _SAFETY * max(*self.magnitudes, self.input_bound, 1.0)
+        integer_bits = math.ceil(math.log2(largest)) + 1
+        needed = 1
+        steps: tuple[int, ...] = ()
+        if "vector" in layouts:
+            steps, needed = vector_rotations(self)
+        return plan_parameters(
+            self.depth,
+            integer_bits=integer_bits,
+            slots_needed=needed,
+            galois_steps=steps,
+            layouts=layouts,
+            input_dim=self.input_dim,
+            output_dim=self.output_dim,
+            magnitude=largest,
+        )
+
+    def to_bytes(self) -> bytes:
+        """The program (weights included: it is the server's secret) as one file."""
+        arrays: dict[str, FloatArray] = {}
+        kinds = []
+        for index, step in enumerate(self.steps):
+            if isinstance(step, Affine):
+                arrays[f"w{index}"] = step.weight
+                arrays[f"b{index}"] = step.bias
+                kinds.append("affine")
+            else:
+                kinds.append("square")
+        meta = {
+            "format": _FORMAT,
+            "steps": kinds,
+            "output": self.output,
+            "source": self.source,
+            "magnitudes": list(self.magnitudes),
+            "input_bound": self.input_bound,
+        }
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HEProgram:
+        """Read :meth:`to_bytes` back (no pickles are loaded)."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                meta = json.loads(str(archive["meta"]))
+                _expect_format(meta)
+                steps: list[Step] = []
+                for index, kind in enumerate(meta["steps"]):
+                    if kind == "affine":
+                        steps.append(
+                            Affine(
+                                np.asarray(archive[f"w{index}"], dtype=np.float64),
+                                np.asarray(archive[f"b{index}"], dtype=np.float64),
+                            )
+                        )
+                    else:
+                        steps.append(Square())
+        except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise InvalidInputError(
+                "not a compiled HE program",
+                expected=f"a file written by `veil he compile` ({_FORMAT})",
+                got=f"{type(exc).__name__}: {exc}",
+            ) from exc
+        return cls(
+            steps=tuple(steps),
+            output=str(meta["output"]),
+            source=str(meta["source"]),
+            magnitudes=tuple(float(m) for m in meta["magnitudes"]),
+            input_bound=float(meta["input_bound"]),
+        )
+
+
+def _expect_format(meta: Any) -> None:  # noqa: ANN401
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise KeyError("format")
+
+
+def _as_matrix(inputs: npt.ArrayLike, width: int) -> FloatArray:
+    values = np.asarray(inputs, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[None, :]
+    if values.ndim > 2:  # noqa: PLR2004 - images: flatten each one
+        values = values.reshape(values.shape[0], -1)
+    if values.shape[1] != width:
+        raise InvalidInputError(
+            "the input has the wrong number of features",
+            expected=f"{width} features per input",
+            got=f"shape {tuple(np.shape(inputs))}",
+            fix="flatten images and apply the model's own preprocessing before encrypting",
+        )
+    if not np.all(np.isfinite(values)):
+        raise InvalidInputError(
+            "the input holds NaN or infinite values",
+            expected="finite numbers",
+            got="NaN or inf",
+        )
+    return values
+
+
+# ----------------------------------------------------------------------------- PyTorch
+
+
+def poly_activation(coefficients: tuple[float, float, float] = (0.0, 0.0, 1.0)) -> Any:
+    """A PyTorch activation ``c0 + c1 x + c2 x^2`` that :func:`compile_model` accepts.
+
+    The default is ``x^2``. Train with it in place of ReLU; the compiled
+    program evaluates it at the cost of one CKKS level.
+    """
+    torch = _torch()
+    c0, c1, c2 = (float(c) for c in coefficients)
+
+    class PolyActivation(torch.nn.Module):  # type: ignore[name-defined,misc]
+        """``c0 + c1 x + c2 x^2``: a degree-2 activation CKKS can evaluate."""
+
+        he_polynomial = (c0, c1, c2)
+
+        def forward(self, x: Any) -> Any:
+            return c0 + c1 * x + c2 * x * x
+
+        def extra_repr(self) -> str:
+            return f"{c0} + {c1}x + {c2}x^2"
+
+    return PolyActivation()
+
+
+def _torch() -> Any:
+    try:
+        import torch  # noqa: PLC0415 - optional extra
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "compiling a PyTorch model needs torch",
+            expected="the `train` extra installed",
+            got=f"ImportError: {exc}",
+            fix='pip install "veil[train,he]"',
+        ) from exc
+    return torch
+
+
+_REFUSED = {
+    "ReLU": "ReLU is not a polynomial: train with veil.crypto.poly_activation() (x^2) instead",
+    "ReLU6": "ReLU6 is not a polynomial: train with veil.crypto.poly_activation() instead",
+    "LeakyReLU": "LeakyReLU is not a polynomial: train with veil.crypto.poly_activation()",
+    "GELU": "GELU is not a polynomial: train with veil.crypto.poly_activation()",
+    "SiLU": "SiLU is not a polynomial: train with veil.crypto.poly_activation()",
+    "ELU": "ELU is not a polynomial: train with veil.crypto.poly_activation()",
+    "Tanh": "tanh is not a polynomial: train with veil.crypto.poly_activation(), or a degree-2 "
+    "fit such as (0, 0.5, 0) + (0,0,-0.02) on a bounded range",
+    "Sigmoid": "a sigmoid inside the network is not a polynomial: use "
+    "veil.crypto.poly_activation((0.5, 0.197, 0)) (its linear fit) or x^2; a final sigmoid is "
+    "fine (the client applies it after decryption)",
+    "Softmax": "a softmax inside the network cannot be evaluated; only a final one is allowed",
+    "LogSoftmax": "a log-softmax inside the network cannot be evaluated; only a final one is "
+    "allowed",
+    "MaxPool1d": "max pooling needs comparisons, which CKKS cannot do: use AvgPool1d",
+    "MaxPool2d": "max pooling needs comparisons, which CKKS cannot do: use AvgPool2d",
+    "AdaptiveMaxPool2d": "max pooling needs comparisons, which CKKS cannot do: use AvgPool2d",
+    "Dropout": "",  # identity in eval mode: accepted below
+}
+_LINEAR = {
+    "Linear",
+    "Conv1d",
+    "Conv2d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Flatten",
+    "Identity",
+    "Dropout",
+}
+
+
+def _flatten_modules(module: Any) -> list[Any]:
+    torch = _torch()
+    if isinstance(module, torch.nn.Sequential):
+        return [leaf for child in module for leaf in _flatten_modules(child)]
+    return [module]
+
+
+def _probe_affine(module: Any, input_shape: tuple[int, ...]) -> tuple[Affine, tuple[int, ...]]:
+    """The exact matrix of a linear module, from its outputs on the basis vectors."""
+    torch = _torch()
+    width = math.prod(input_shape)
+    with torch.no_grad():
+        zero = torch.zeros((1, *input_shape), dtype=torch.float64)
+        basis = torch.eye(width, dtype=torch.float64).reshape(width, *input_shape)
+        module64 = module.double()
+        bias_out = module64(zero)
+        columns = module64(basis) - bias_out
+        module.float()
+    out_shape = tuple(int(d) for d in bias_out.shape[1:])
+    weight = columns.reshape(width, -1).T.numpy().astype(np.float64)
+    return Affine(weight, bias_out.reshape(-1).numpy().astype(np.float64)), out_shape
+
+
+def _compile_torch(model: Any, input_shape: tuple[int, ...] | None) -> tuple[list[Any], str]:
+    torch = _torch()
+    modules = _flatten_modules(model)
+    model.eval()
+    shape = input_shape
+    if shape is None:
+        first = modules[0]
+        if not isinstance(first, torch.nn.Linear):
+            raise InvalidInputError(
+                "the input shape is needed",
+                expected="input_shape=(C, H, W) (or (features,)) for a model that does not "
+                "start with nn.Linear",
+                got=type(first).__name__,
+            )
+        shape = (int(first.in_features),)
+    raw: list[Any] = []
+    output = "none"
+    for position, module in enumerate(modules):
+        name = type(module).__name__
+        last = position == len(modules) - 1
+        polynomial = getattr(module, "he_polynomial", None)
+        if polynomial is not None:
+            raw.append(("poly", tuple(float(c) for c in polynomial)))
+            continue
+        if last and name in ("Softmax", "LogSoftmax", "Sigmoid"):
+            output = "sigmoid" if name == "Sigmoid" else "softmax"
+            continue
+        if name in _LINEAR:
+            affine, shape = _probe_affine(module, shape)
+            raw.append(("affine", affine))
+            continue
+        reason = _REFUSED.get(name) or (
+            f"{name} is not supported: the compiler handles Linear, Conv1d/2d, AvgPool1d/2d, "
+            "BatchNorm (eval), Flatten, Dropout (eval) and veil.crypto.poly_activation"
+        )
+        raise InvalidInputError(
+            f"layer {position} ({name}) cannot be evaluated under homomorphic encryption",
+            expected="only additions and multiplications (affine layers, polynomial activations)",
+            got=name,
+            fix=reason,
+        )
+    return raw, output
+
+
+# ----------------------------------------------------------------------------- scikit-learn
+
+
+def _compile_sklearn(model: Any) -> tuple[list[Any], str]:
+    name = type(model).__name__
+    if not hasattr(model, "coef_") and not hasattr(model, "coefs_"):
+        raise InvalidInputError(
+            f"{name} is not fitted or not a linear model",
+            expected="a fitted linear model (LogisticRegression, LinearRegression, Ridge, "
+            "SGDClassifier, ...) or an MLP with activation='identity'",
+            got=name,
+        )
+    if hasattr(model, "coefs_"):  # MLPClassifier / MLPRegressor
+        if model.activation != "identity":
+            raise InvalidInputError(
+                f"{name} with activation={model.activation!r} cannot be evaluated under "
+                "homomorphic encryption",
+                expected="activation='identity' (scikit-learn has no polynomial activation)",
+                got=repr(model.activation),
+                fix="train the network in PyTorch with veil.crypto.poly_activation()",
+            )
+        raw = [
+            ("affine", Affine(np.asarray(w, dtype=np.float64).T, np.asarray(b, dtype=np.float64)))
+            for w, b in zip(model.coefs_, model.intercepts_, strict=True)
+        ]
+        output = {"softmax": "softmax", "logistic": "sigmoid"}.get(model.out_activation_, "none")
+        return raw, output
+    weight = np.atleast_2d(np.asarray(model.coef_, dtype=np.float64))
+    bias = np.atleast_1d(np.asarray(getattr(model, "intercept_", 0.0), dtype=np.float64))
+    bias = np.broadcast_to(bias, (weight.shape[0],)).copy()
+    output = "none"
+    if hasattr(model, "predict_proba"):
+        output = "sigmoid" if weight.shape[0] == 1 else "softmax"
+    return [("affine", Affine(weight, bias))], output
+
+
+# ----------------------------------------------------------------------------- lowering
+
+
+def _lower(raw: list[Any]) -> list[Step]:
+    """Turn polynomials into squares and merge neighbouring affine steps."""
+    steps: list[Any] = []
+    for kind, item in raw:
+        if kind == "affine":
+            steps.append(item)
+            continue
+        c0, c1, c2 = item
+        if c2 == 0.0:  # an affine activation
+            width = _width_of(steps)
+            steps.append(Affine(np.eye(width) * c1, np.full(width, c0)))
+            continue
+        width = _width_of(steps)
+        # c2 (h + c1/(2 c2))^2 + c0 - c1^2 / (4 c2)
+        steps.append(Affine(np.eye(width), np.full(width, c1 / (2 * c2))))
+        steps.append(Square())
+        steps.append(Affine(np.eye(width) * c2, np.full(width, c0 - c1 * c1 / (4 * c2))))
+    merged: list[Step] = []
+    for step in steps:
+        previous = merged[-1] if merged else None
+        if isinstance(step, Affine) and isinstance(previous, Affine):
+            merged[-1] = Affine(
+                step.weight @ previous.weight, step.weight @ previous.bias + step.bias
+            )
+        else:
+            merged.append(step)
+    if not merged or not isinstance(merged[0], Affine):
+        raise InvalidInputError(
+            "the model must start with an affine layer",
+            expected="a Linear or convolution layer first",
+            got="an activation first",
+        )
+    if not isinstance(merged[-1], Affine):
+        width = merged[0].weight.shape[0] if isinstance(merged[0], Affine) else 0
+        merged.append(Affine(np.eye(_width_of(merged) or width), np.zeros(_width_of(merged))))
+    return merged
+
+
+def _width_of(steps: list[Any]) -> int:
+    for step in reversed(steps):
+        if isinstance(step, Affine):
+            return int(step.weight.shape[0])
+    raise InvalidInputError(
+        "an activation comes before any affine layer",
+        expected="a Linear or convolution layer first",
+        got="an activation first",
+    )
+
+
+def compile_model(
+    model: Any,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    calibration: npt.ArrayLike | None = None,
+) -> HEProgram:
+    """Lower a trained model to an :class:`HEProgram` that CKKS can evaluate.
+
+    Args:
+        model: An ``nn.Sequential`` (nested allowed) of linear layers and
+            :func:`poly_activation` activations, or a fitted scikit-learn
+            linear model / identity-activation MLP.
+        input_shape: The shape of one input (``(C, H, W)`` for a CNN); taken
+            from the first ``nn.Linear`` when omitted.
+        calibration: Representative inputs; when given, the program is
+            calibrated (see :meth:`HEProgram.calibrate`) and ready to plan.
+
+    Raises:
+        InvalidInputError: For a layer CKKS cannot evaluate; the message says
+            what to train with instead.
+    """
+    module_name = type(model).__module__
+    if module_name.startswith("sklearn"):
+        raw, output = _compile_sklearn(model)
+        source = f"scikit-learn {type(model).__name__}"
+    elif hasattr(model, "forward") and hasattr(model, "parameters"):
+        raw, output = _compile_torch(model, input_shape)
+        source = f"PyTorch {type(model).__name__}"
+    else:
+        raise InvalidInputError(
+            "this model type cannot be compiled",
+            expected="a torch.nn.Module or a fitted scikit-learn estimator",
+            got=type(model).__name__,
+        )
+    if output not in _OUTPUTS:
+        raise InvalidInputError("unknown output transform", got=output)
+    program = HEProgram(steps=tuple(_lower(raw)), output=output, source=source)
+    if calibration is not None:
+        program = program.calibrate(calibration)
+    return program
