@@ -24,6 +24,7 @@ from veil.cli import (
     datasets,
     db,
     demo,
+    he,
     init,
     models,
     mpc,
@@ -87,6 +88,7 @@ app.command("audit")(audit.audit)
 app.command("scan")(anonymize.scan)
 app.command("anonymize")(anonymize.anonymize)
 app.command("redact")(redact.redact)
+app.add_typer(he.app, name="he")
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 app.add_typer(vault.app, name="vault")
