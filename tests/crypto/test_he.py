@@ -144,7 +144,9 @@ def test_scikit_learn_models_compile(seed: int) -> None:
     ridge = Ridge().fit(x, y.astype(float))
     np.testing.assert_allclose(compile_model(ridge).forward(x)[:, 0], ridge.predict(x), atol=1e-9)
     relu = MLPClassifier(hidden_layer_sizes=(4,), max_iter=20, random_state=seed)
-    with pytest.warns(Warning):  # ConvergenceWarning: 20 iterations are enough to refuse it
+    from sklearn.exceptions import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations"):  # enough to refuse it
         relu.fit(x, y)
     with pytest.raises(InvalidInputError, match="identity"):
         compile_model(relu)
@@ -208,13 +210,19 @@ def test_the_public_context_holds_no_secret_and_only_the_planned_rotations(small
     assert len(secret_key_bytes) > 1000
     assert secret_key_bytes not in context
     assert secret_key_bytes[64:1064] not in context  # not even a slice of the key material
-    header = json.loads(context[len(MAGIC) + 4 : len(MAGIC) + 4 + struct.unpack(">I", context[len(MAGIC) : len(MAGIC) + 4])[0]])
+    header = json.loads(
+        context[
+            len(MAGIC) + 4 : len(MAGIC)
+            + 4
+            + struct.unpack(">I", context[len(MAGIC) : len(MAGIC) + 4])[0]
+        ]
+    )
     assert header["kind"] == "context"
     assert len(header["sizes"]) == 2  # relinearisation keys, Galois keys; nothing else
     api = seal()
     from veil.crypto._seal import load_object
 
-    server_ctx = HEServer(program, context)._ctx  # noqa: SLF001
+    server_ctx = HEServer(program, context)._ctx
     galois = load_object("GaloisKeys", server_ctx.context, context[-header["sizes"][1] :])
     assert galois.size() == len(client.plan.galois_steps)
     assert api is not None
@@ -235,14 +243,14 @@ def test_secret_keys_round_trip(small) -> None:
 
 
 def test_a_response_for_other_keys_is_refused(small) -> None:
-    program, client, server, inputs = small
+    _, client, server, inputs = small
     other = HEClient.generate(client.plan)
     response = server.infer(client.encrypt(inputs[0]))
     with pytest.raises(InvalidInputError, match="other keys"):
         other.decrypt(response)
     # even with the key id forged, decryption under the wrong key is caught by the range check
     forged = response.replace(client.key_id.encode(), other.key_id.encode())
-    with pytest.raises(InvalidInputError, match="planned range|copies"):
+    with pytest.raises(InvalidInputError, match=r"planned range|copies"):
         other.decrypt(forged)
     with pytest.raises(InvalidInputError, match="other keys"):
         server.infer(other.encrypt(inputs[0]))
@@ -264,7 +272,7 @@ def test_tampered_ciphertexts_fail_cleanly(small) -> None:
     body = bytearray(sections[0])
     body[len(body) // 2] ^= 0x55
     header = {k: v for k, v in meta.items() if k not in ("kind", "sizes", "sha256")}
-    with pytest.raises(InvalidInputError, match="could not be read|planned range|copies"):
+    with pytest.raises(InvalidInputError, match=r"could not be read|planned range|copies"):
         client.decrypt(_pack("response", header, [bytes(body)]))
     with pytest.raises(InvalidInputError, match="not a Veil HE file"):
         client.decrypt(b"garbage")
@@ -295,11 +303,15 @@ def test_encrypted_mnist_predictions_equal_plaintext(shared_data, seed: int) -> 
     x = torch.tensor(train.images[:6000].reshape(6000, -1) / 255.0, dtype=torch.float32)
     y = torch.tensor(train.labels[:6000]).long()
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(784, 16), poly_activation(), torch.nn.Linear(16, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(784, 16), poly_activation(), torch.nn.Linear(16, 10)
+    )
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     for start in range(0, 6000, 100):
         optimiser.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[start : start + 100]), y[start : start + 100]).backward()
+        torch.nn.functional.cross_entropy(
+            model(x[start : start + 100]), y[start : start + 100]
+        ).backward()
         optimiser.step()
     images = test.images[:200].reshape(200, -1) / 255.0
     program = compile_model(model, calibration=x[:2000].numpy())
@@ -310,4 +322,6 @@ def test_encrypted_mnist_predictions_equal_plaintext(shared_data, seed: int) -> 
     np.testing.assert_array_equal(batched.argmax(1), plain.argmax(1))
     single = client.decrypt(server.infer(client.encrypt(images[0])))
     assert single.argmax() == plain[0].argmax()
-    assert float(np.max(np.abs(batched - plain))) <= error_bound(program, client.plan, layout="batch")
+    assert float(np.max(np.abs(batched - plain))) <= error_bound(
+        program, client.plan, layout="batch"
+    )

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("phe")
 
-from veil.crypto import PaillierClient, paillier_linear, paillier_sum  # noqa: E402
-from veil.errors import InvalidInputError  # noqa: E402
+from veil.crypto import PaillierClient, paillier_linear, paillier_sum
+from veil.errors import InvalidInputError
 
 
 @pytest.fixture(scope="module")

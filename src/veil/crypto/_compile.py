@@ -202,7 +202,7 @@ class HEProgram:
         )
 
 
-def _expect_format(meta: Any) -> None:  # noqa: ANN401
+def _expect_format(meta: Any) -> None:
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
         raise KeyError("format")
 
@@ -238,21 +238,10 @@ def poly_activation(coefficients: tuple[float, float, float] = (0.0, 0.0, 1.0)) 
     The default is ``x^2``. Train with it in place of ReLU; the compiled
     program evaluates it at the cost of one CKKS level.
     """
-    torch = _torch()
-    c0, c1, c2 = (float(c) for c in coefficients)
+    _torch()  # a clear error when torch is missing
+    from veil.crypto._layers import PolyActivation  # noqa: PLC0415 - needs torch
 
-    class PolyActivation(torch.nn.Module):  # type: ignore[name-defined,misc]
-        """``c0 + c1 x + c2 x^2``: a degree-2 activation CKKS can evaluate."""
-
-        he_polynomial = (c0, c1, c2)
-
-        def forward(self, x: Any) -> Any:
-            return c0 + c1 * x + c2 * x * x
-
-        def extra_repr(self) -> str:
-            return f"{c0} + {c1}x + {c2}x^2"
-
-    return PolyActivation()
+    return PolyActivation(coefficients)
 
 
 def _torch() -> Any:

@@ -46,7 +46,7 @@ def _key_id(n: int) -> str:
     return hashlib.sha256(n.to_bytes((n.bit_length() + 7) // 8, "big")).hexdigest()[:32]
 
 
-def _expect_kind(payload: Any, kinds: tuple[str, ...]) -> None:  # noqa: ANN401
+def _expect_kind(payload: Any, kinds: tuple[str, ...]) -> None:
     if not isinstance(payload, dict) or payload.get("kind") not in kinds:
         raise KeyError("kind")
 

@@ -1,0 +1,217 @@
+"""`veil he` end to end: compile, keygen, encrypt, infer, decrypt; Paillier; the vault; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tenseal")
+torch = pytest.importorskip("torch")
+
+from veil.crypto import poly_activation  # noqa: E402
+
+RAW_KEY = "ab" * 32
+
+
+def _main(capsys, *args: str) -> tuple[int, str, str]:
+    from veil.cli._app import main
+
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def server_files(tmp_path: Path, seed: int) -> tuple[Path, Path, np.ndarray]:
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 8), poly_activation(), torch.nn.Linear(8, 3))
+    torch.save(model, tmp_path / "model.pt")
+    inputs = np.random.default_rng(seed).uniform(0, 1, size=(40, 12))
+    np.save(tmp_path / "calibration.npy", inputs)
+    np.save(tmp_path / "one.npy", inputs[:1])
+    np.save(tmp_path / "many.npy", inputs[:25])
+    with torch.no_grad():
+        expected = model(torch.tensor(inputs, dtype=torch.float32)).numpy()
+    return tmp_path / "model.pt", tmp_path / "calibration.npy", expected
+
+
+def test_the_round_trip_through_the_executable(server_files, tmp_path: Path) -> None:
+    model, calibration, expected = server_files
+    executable = Path(sys.executable).with_name("veil")
+
+    def veil(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(executable), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=os.environ | {"COLUMNS": "120"},
+        )
+
+    done = veil(
+        "he", "compile", str(model), "--calibrate", str(calibration), "-o", "model.veilhe", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    compiled = json.loads(done.stdout)
+    assert compiled["steps"] == ["Affine", "Square", "Affine"]
+    assert compiled["security_bits"] == 128
+    assert compiled["total_coeff_bits"] <= compiled["max_coeff_bits"]
+    assert veil("he", "keygen", "--plan", "model.plan.json", "-o", "keys").returncode == 0
+    assert stat.S_IMODE((tmp_path / "keys" / "secret.key").stat().st_mode) == 0o600
+    for name, flags in (("one", ()), ("many", ("--batch",))):
+        done = veil("he", "encrypt", f"{name}.npy", "--keys", "keys", "-o", f"{name}.req", *flags)
+        assert done.returncode == 0, done.stderr
+        done = veil(
+            "he",
+            "infer",
+            f"{name}.req",
+            "--model",
+            "model.veilhe",
+            "--context",
+            "keys/public.ctx",
+            "-o",
+            f"{name}.resp",
+            "--json",
+        )
+        assert done.returncode == 0, done.stderr
+        done = veil("he", "decrypt", f"{name}.resp", "--keys", "keys", "--json")
+        assert done.returncode == 0, done.stderr
+        outputs = np.array(json.loads(done.stdout)["outputs"])
+        rows = 1 if name == "one" else 25
+        np.testing.assert_allclose(outputs, expected[:rows], atol=1e-4)
+
+
+def test_paillier_scores_a_linear_model(capsys, tmp_path: Path, seed: int) -> None:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(60, 5))
+    model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+    joblib.dump(model, tmp_path / "risk.joblib")
+    np.savetxt(tmp_path / "x.csv", x[:1], delimiter=",")
+    np.save(tmp_path / "cal.npy", x)
+    assert (
+        _main(
+            capsys, "he", "compile", "risk.joblib", "--calibrate", "cal.npy", "-o", "risk.veilhe"
+        )[0]
+        == 0
+    )
+    assert (
+        _main(capsys, "he", "keygen", "--scheme", "paillier", "--bits", "2048", "-o", "pk")[0] == 0
+    )
+    assert _main(capsys, "he", "encrypt", "x.csv", "--keys", "pk", "-o", "x.req")[0] == 0
+    code, _, err = _main(
+        capsys,
+        "he",
+        "infer",
+        "x.req",
+        "--model",
+        "risk.veilhe",
+        "--context",
+        "pk/public.ctx",
+        "-o",
+        "x.resp",
+    )
+    assert code == 0, err
+    code, stdout, _ = _main(capsys, "he", "decrypt", "x.resp", "--keys", "pk", "--json")
+    assert code == 0
+    score = json.loads(stdout)["outputs"][0][0]
+    assert score == pytest.approx(float(model.decision_function(x[:1])[0]), abs=1e-5)
+
+
+def test_secret_keys_can_live_in_the_vault(
+    server_files, capsys, tmp_path: Path, monkeypatch
+) -> None:
+    model, calibration, expected = server_files
+    assert _main(capsys, "init")[0] == 0
+    monkeypatch.setenv("VEIL_VAULT_KEY", RAW_KEY)
+    assert (
+        _main(
+            capsys, "he", "compile", str(model), "--calibrate", str(calibration), "-o", "m.veilhe"
+        )[0]
+        == 0
+    )
+    assert _main(capsys, "he", "keygen", "--plan", "m.plan.json", "-o", "keys", "--vault")[0] == 0
+    assert (tmp_path / "keys" / "secret.key.veil").is_file()
+    assert not (tmp_path / "keys" / "secret.key").exists()
+    assert _main(capsys, "he", "encrypt", "one.npy", "--keys", "keys", "-o", "one.req")[0] == 0
+    assert (
+        _main(
+            capsys,
+            "he",
+            "infer",
+            "one.req",
+            "--model",
+            "m.veilhe",
+            "--context",
+            "keys/public.ctx",
+            "-o",
+            "one.resp",
+        )[0]
+        == 0
+    )
+    code, stdout, _ = _main(capsys, "he", "decrypt", "one.resp", "--keys", "keys", "--json")
+    assert code == 0
+    np.testing.assert_allclose(json.loads(stdout)["outputs"][0], expected[0], atol=1e-4)
+    monkeypatch.setenv("VEIL_VAULT_KEY", "cd" * 32)
+    code, _, err = _main(capsys, "he", "decrypt", "one.resp", "--keys", "keys")
+    assert code == 3, err
+
+
+def test_bad_input_exits_3_and_writes_nothing(server_files, capsys, tmp_path: Path) -> None:
+    model, calibration, _ = server_files
+    torch.save(
+        torch.nn.Sequential(torch.nn.Linear(12, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)),
+        tmp_path / "relu.pt",
+    )
+    code, _, err = _main(
+        capsys, "he", "compile", "relu.pt", "--calibrate", str(calibration), "-o", "relu.veilhe"
+    )
+    assert code == 3
+    assert "poly_activation" in err
+    assert not (tmp_path / "relu.veilhe").exists()
+    assert (
+        _main(
+            capsys, "he", "compile", str(model), "--calibrate", str(calibration), "-o", "m.veilhe"
+        )[0]
+        == 0
+    )
+    assert _main(capsys, "he", "keygen", "--plan", "m.plan.json", "-o", "a")[0] == 0
+    assert _main(capsys, "he", "keygen", "--plan", "m.plan.json", "-o", "b")[0] == 0
+    np.save(tmp_path / "wide.npy", np.zeros((1, 13)))
+    code, _, err = _main(capsys, "he", "encrypt", "wide.npy", "--keys", "a", "-o", "wide.req")
+    assert code == 3
+    assert "12 features" in err
+    assert not (tmp_path / "wide.req").exists()
+    assert _main(capsys, "he", "encrypt", "one.npy", "--keys", "a", "-o", "one.req")[0] == 0
+    code, _, err = _main(
+        capsys,
+        "he",
+        "infer",
+        "one.req",
+        "--model",
+        "m.veilhe",
+        "--context",
+        "b/public.ctx",
+        "-o",
+        "one.resp",
+    )
+    assert code == 3
+    assert "other keys" in err
+    assert not (tmp_path / "one.resp").exists()
+    code, _, err = _main(capsys, "he", "encrypt", "one.npy", "--keys", "a", "-o", "one.req")
+    assert code == 3
+    assert "--force" in err
+    code, _, _ = _main(capsys, "he", "keygen", "-o", "c")
+    assert code == 3
+    code, _, _ = _main(capsys, "he", "decrypt", "missing.resp", "--keys", "a")
+    assert code == 6
