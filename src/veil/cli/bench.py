@@ -10,8 +10,9 @@ from rich.table import Table
 
 from veil.cli._output import out, print_json, progress_bar
 from veil.cli._output import write_json_atomic as _write_json
+from veil.errors import InvalidInputError
 
-__all__ = ["anonymize", "app", "audit", "dpsgd", "mnist", "mpc", "query"]
+__all__ = ["anonymize", "app", "audit", "dpsgd", "he", "mnist", "mpc", "query", "render_he_report"]
 
 app = typer.Typer(help="Benchmarks: JSON plus a readable table.", no_args_is_help=True)
 
@@ -610,4 +611,122 @@ def mpc(
         print_json(report)
         return
     _render_mpc_report(report)
+    out.print(f"Report written to {output}")
+
+
+def render_he_report(report: dict[str, Any]) -> None:
+    """Encrypted against plaintext MNIST inference, per model and layout."""
+    table = Table(
+        title=f"Encrypted MNIST inference (CKKS, 128-bit), {report['test_images']:,} test images, "
+        f"{report['cpus']} CPUs"
+    )
+    for header in (
+        "model",
+        "layout",
+        "images",
+        "plain",
+        "encrypted",
+        "per image",
+        "request",
+        "context",
+    ):
+        table.add_column(header, justify="left" if header in ("model", "layout") else "right")
+    for row in report["rows"]:
+        plan = row["plan"]
+        single, batched = row["single"], row["batched"]
+        table.add_row(
+            row["model"],
+            "single",
+            f"{single['images']:,}",
+            _pct(single["plaintext_accuracy"]),
+            _pct(single["encrypted_accuracy"]),
+            f"{single['median_total_s'] * 1e3:.0f} ms",
+            f"{single['request_bytes'] / 1e3:.0f} KB",
+            f"{row['public_context_bytes'] / 1e6:.1f} MB",
+        )
+        table.add_row(
+            "",
+            f"batched x{plan['slots']}",
+            f"{batched['images']:,}",
+            _pct(batched["plaintext_accuracy"]),
+            _pct(batched["encrypted_accuracy"]),
+            f"{batched['server_ms_per_image']:.2f} ms",
+            f"{batched['request_bytes_per_image'] / 1e3:.0f} KB",
+            f"{row['public_context_batch_only_bytes'] / 1e6:.1f} MB",
+        )
+    out.print(table)
+    for row in report["rows"]:
+        single, batched, plan = row["single"], row["batched"], row["plan"]
+        median = single["median"]
+        out.print(
+            f"· {row['model']} ({row['description']}, {row['epochs']} epochs): "
+            f"steps {' -> '.join(row['steps'])}; N={plan['poly_modulus_degree']}, "
+            f"{row['galois_keys']} rotation keys, primes {plan['coeff_mod_bit_sizes']} "
+            f"({plan['total_coeff_bits']}/{plan['max_coeff_bits']} bits), scale 2^{plan['scale_bits']}; "
+            f"keys {row['keygen_s']:.2f} s; single: encrypt {median['encrypt_s'] * 1e3:.0f} ms, "
+            f"infer {median['infer_s'] * 1e3:.0f} ms, decrypt {median['decrypt_s'] * 1e3:.0f} ms "
+            f"(p95 total {single['p95_total_s'] * 1e3:.0f} ms), response "
+            f"{single['response_bytes'] / 1e3:.0f} KB; batched client encrypt "
+            f"{batched['client_encrypt_ms_per_image']:.2f} ms/image, {batched['groups']} groups on "
+            f"{batched['workers']} processes, agreement {_pct(batched['agreement'])}; max error "
+            f"{max(single['max_error'], batched['max_error']):.1e} (bounds "
+            f"{single['error_bound']:.1e} / {batched['error_bound']:.1e})",
+            markup=False,
+        )
+    goals = report["goals"]
+    targets = goals["targets"]
+    out.print(
+        f"· goals: >= {targets['encrypted_accuracy']:.1%} encrypted within "
+        f"{targets['within_points']} points {_verdict(goals['accuracy_met'])} "
+        f"({goals['accuracy_model']}); single < {targets['single_s']} s "
+        f"{_verdict(goals['single_met'])}; batched < {targets['batched_ms']} ms/image "
+        f"{_verdict(goals['batched_met'])}; request < {targets['request_mb']} MB "
+        f"{_verdict(goals['request_met'])}",
+        markup=False,
+    )
+    for name, text in report["references"].items():
+        out.print(f"· reference ({name}): {text}", markup=False)
+
+
+@app.command("he")
+def he(
+    data: DataOption = DEFAULT_DATA,
+    models: Annotated[str, typer.Option("--models", help="Comma-separated: mlp, cnn.")] = "mlp,cnn",
+    single: Annotated[
+        int | None,
+        typer.Option("--single", help="Single-image runs per model (default 500 MLP, 20 CNN)."),
+    ] = None,
+    tiny: Annotated[
+        bool,
+        typer.Option(
+            "--tiny", help="A smoke run: 2,000 training images, 1 epoch, 200 test images."
+        ),
+    ] = False,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON report.")] = Path(
+        "bench-he.json"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Encrypted MNIST inference (CKKS): accuracy, latency, sizes, against plaintext."""
+    from veil.bench._he import run_he_benchmark  # noqa: PLC0415
+
+    chosen = tuple(m.strip() for m in models.split(",") if m.strip())
+    if not chosen or any(m not in ("mlp", "cnn") for m in chosen):
+        raise InvalidInputError("bad --models", expected="mlp, cnn or mlp,cnn", got=models)
+    counts = dict.fromkeys(chosen, single) if single is not None else {}
+    with progress_bar() as progress:
+        report = run_he_benchmark(
+            data,
+            models=chosen,
+            epochs={"mlp": 1, "cnn": 1} if tiny else None,
+            single=counts or ({"mlp": 3, "cnn": 1} if tiny else None),
+            batch_images=200 if tiny else None,
+            train_images=2000 if tiny else None,
+            progress=progress,
+        )
+    _write_json(output, report)
+    if as_json:
+        print_json(report)
+        return
+    render_he_report(report)
     out.print(f"Report written to {output}")
