@@ -15,6 +15,7 @@ PUBLIC = {
         "InvalidInputError",
         "MissingDependencyError",
         "NotFoundError",
+        "PartyDroppedError",
         "PermissionDeniedError",
         "PrivacyLeakWarning",
         "SchemaError",

@@ -18,8 +18,10 @@ builtin a caller would naturally catch, so ``except ValueError`` still works::
           │                                      permission_denied 9
           ├── MissingDependencyError (ImportError)
           │                                      missing_dependency 10
-          └── StoreError                         store_error      11
-               └── StoreVersionError             store_version    12
+          ├── StoreError                         store_error      11
+          │    └── StoreVersionError             store_version    12
+          └── PartyDroppedError (ConnectionError)
+                                                 party_dropped    13
 
 Exit code 1 is reserved for an unexpected error (a bug), 2 for a malformed
 command line (Click's usage errors) and 130 for an interrupt.
@@ -47,6 +49,7 @@ __all__ = [
     "InvalidInputError",
     "MissingDependencyError",
     "NotFoundError",
+    "PartyDroppedError",
     "PermissionDeniedError",
     "PrivacyLeakWarning",
     "SchemaError",
@@ -177,6 +180,17 @@ class StoreVersionError(StoreError):
 
     code = "store_version"
     exit_code = 12
+
+
+class PartyDroppedError(VeilError, ConnectionError):
+    """Too few parties of a multi-party computation were left to finish.
+
+    The message names the parties that dropped out. With additive sharing
+    every party is needed; with Shamir t-of-n, at least t.
+    """
+
+    code = "party_dropped"
+    exit_code = 13
 
 
 class PrivacyLeakWarning(UserWarning):

@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from veil.crypto._sharing import FixedPoint, check_threshold, product_limit
-from veil.errors import InvalidInputError, NotFoundError, VeilError
+from veil.errors import InvalidInputError, NotFoundError, PartyDroppedError, VeilError
 from veil.progress import ProgressCallback, ProgressEvent
 
 __all__ = [
@@ -73,17 +73,6 @@ Operation = Literal["sum", "mean", "dot", "mul"]
 PROTOCOLS = ("additive", "shamir")
 OPERATIONS = ("sum", "mean", "dot", "mul")
 InputLike = npt.ArrayLike | Path | None
-
-
-class PartyDroppedError(VeilError, ConnectionError):
-    """Too few parties were left to finish: the message names the ones that dropped out.
-
-    With additive sharing every party is needed; with Shamir t-of-n, at least t.
-    Exit code 13 at the CLI.
-    """
-
-    code = "party_dropped"
-    exit_code = 13
 
 
 @dataclass(frozen=True)
