@@ -263,9 +263,19 @@ def render_mnist_report(report: dict[str, Any]) -> None:
             f"{r['batched_ms_per_image']:.4f}",
             f"{r['single_image_ms']:.3f}",
         )
-    table.add_row("encrypted inference", "-", "-", "-", "-", "pending", "pending")
+    encrypted = report["encrypted_inference"]
+    for r in encrypted.get("rows", []):
+        table.add_row(
+            r["label"],
+            "-",
+            "-",
+            "-",
+            f"{_pct(r['test_accuracy'])} (plain {_pct(r['plaintext_accuracy'])})",
+            f"{r['batched_ms_per_image']:.2f}",
+            f"{r['single_image_ms']:.0f}",
+        )
     out.print(table)
-    out.print(f"· encrypted inference: {report['encrypted_inference']['note']}")
+    out.print(f"· encrypted inference ({encrypted['status']}): {encrypted['note']}")
     published = report["published"]
     out.print(
         f"· published: {published['article']}; Opacus example {published['opacus_example']}; "
@@ -283,6 +293,9 @@ def mnist(
     train_size: Annotated[
         int | None, typer.Option("--train-size", help="Use only the first N training images.")
     ] = None,
+    encrypted: Annotated[
+        bool, typer.Option("--encrypted/--no-encrypted", help="Add the CKKS rows (veil bench he).")
+    ] = True,
     output: Annotated[Path, typer.Option("--output", "-o", help="JSON report.")] = Path(
         "bench-mnist.json"
     ),
@@ -293,7 +306,12 @@ def mnist(
 
     with progress_bar() as progress:
         report = run_mnist_benchmark(
-            data, epochs=epochs, model=model, train_size=train_size, progress=progress
+            data,
+            epochs=epochs,
+            model=model,
+            train_size=train_size,
+            encrypted=encrypted,
+            progress=progress,
         )
     _write_json(output, report)
     if as_json:

@@ -1,0 +1,27 @@
+"""`veil bench he` runs end to end on a tiny size (the numbers are the benchmark's, not a test's)."""
+
+from __future__ import annotations
+
+from veil.bench._he import run_he_benchmark
+
+
+def test_tiny_he_benchmark_reports_both_layouts(shared_data):
+    report = run_he_benchmark(
+        shared_data,
+        models=("cnn",),
+        epochs={"cnn": 1},
+        single={"cnn": 1},
+        batch_images=300,
+        train_images=1000,
+        workers=1,
+    )
+    (row,) = report["rows"]
+    assert row["plan"]["total_coeff_bits"] <= row["plan"]["max_coeff_bits"]
+    assert row["single"]["images"] == 1
+    assert row["single"]["request_bytes"] < 500_000
+    batched = row["batched"]
+    assert batched["images"] == 300
+    assert batched["agreement"] == 1.0
+    assert batched["max_error"] <= batched["error_bound"]
+    assert row["public_context_batch_only_bytes"] < row["public_context_bytes"]
+    assert set(report["goals"]) >= {"accuracy_met", "single_met", "batched_met", "request_met"}
