@@ -26,6 +26,8 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
         "Audit the model: membership, inversion, extraction and a canary DP audit",
         "Scan the patients table, anonymise it to k = 5 (Mondrian), scan it again",
         "Redact a clinical note (Presidio with spaCy's small English model)",
+        "Encrypted inference: the doctor's round trip (CKKS) and a Paillier score",
+        "A secure average over three hospitals (Shamir 2-of-3, one process each, over TCP)",
     ]
     register = result["steps"][1]
     assert register["rows"] == 442
@@ -77,6 +79,24 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     assert {"PERSON", "UK_NHS", "CREDIT_CARD", "EMAIL_ADDRESS"} <= set(note["counts"])
     assert "Margaret Okafor" not in note["tagged"] and "<PERSON>" in note["tagged"]
     assert "Margaret Okafor" not in note["surrogate"]
+    _check_crypto_steps(result, html)
+
+
+def _check_crypto_steps(result: dict, html: str) -> None:
+    encrypted = result["steps"][8]
+    assert encrypted["encrypted_prediction"] == encrypted["plaintext_prediction"]
+    assert encrypted["max_error"] <= encrypted["error_bound"]
+    assert encrypted["secret_key_in_context"] is False
+    assert encrypted["plan"]["total_coeff_bits"] <= encrypted["plan"]["max_coeff_bits"] == 218
+    assert encrypted["batch"]["agreement"] == 1.0
+    assert encrypted["paillier"]["score"] == pytest.approx(
+        encrypted["paillier"]["plaintext_score"], abs=1e-5
+    )
+    average = result["steps"][9]
+    assert average["patients"] == [148, 147, 147]
+    assert abs(average["secure_mean"] - average["plaintext_mean"]) <= 3 * average["resolution"]
+    assert "Encrypted inference" in html
+    assert "Secure average over three hospitals" in html
 
 
 def test_demo_prints_the_schema(capsys, tmp_path: Path):

@@ -7,7 +7,10 @@ lands: it registers scikit-learn's bundled diabetes data with a declared privacy
 schema, answers a DP query charged to a budget and refuses one over it,
 trains a DP-SGD model on the bundled digits with its privacy card, and ends
 with an audit report of that model (membership, inversion, extraction, and a
-canary DP audit against its claimed epsilon).
+canary DP audit against its claimed epsilon). It then scans and anonymises the
+patients, redacts a clinical note, runs the doctor's encrypted-inference round
+trip (CKKS) and a secure average over three hospitals (one process each, over
+TCP).
 """
 
 from __future__ import annotations
@@ -123,6 +126,8 @@ def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
         _private_model(tour, catalog, store, workspace)
         _anonymise(tour, catalog)
         _redact(tour, workspace)
+        _encrypted_inference(tour)
+        _secure_average(tour, catalog)
     finally:
         store.dispose()
     (tour.directory / "summary.html").write_text(_html(tour, info), encoding="utf-8")
@@ -347,6 +352,61 @@ def _redact(tour: Tour, workspace: Workspace) -> None:
     )
 
 
+def _encrypted_inference(tour: Tour) -> None:
+    """Step 9: the doctor encrypts a scan, the company infers on it, the doctor decrypts."""
+    title = "Encrypted inference: the doctor's round trip (CKKS) and a Paillier score"
+    if importlib.util.find_spec("tenseal") is None or importlib.util.find_spec("torch") is None:
+        tour.step(title, 0.0, skipped="needs the he and train extras: pip install 'veil[he,train]'")
+        return
+    from veil.cli.he import round_trip  # noqa: PLC0415
+
+    started = time.perf_counter()
+    result = round_trip()
+    tour.step(title, time.perf_counter() - started, **result)
+
+
+def _secure_average(tour: Tour, catalog: Catalog) -> None:
+    """Step 10: three hospitals average their patients' BMI without pooling the records."""
+    from veil.crypto import secure_mean  # noqa: PLC0415
+
+    frame = catalog.load_frame("diabetes", ["bmi"])
+    bmi = frame["bmi"].to_numpy(dtype=float)
+    hospitals = [bmi[0::3], bmi[1::3], bmi[2::3]]
+    started = time.perf_counter()
+    result = secure_mean(hospitals, protocol="shamir")
+    tour.step(
+        "A secure average over three hospitals (Shamir 2-of-3, one process each, over TCP)",
+        time.perf_counter() - started,
+        patients=[len(h) for h in hospitals],
+        secure_mean=float(result.value),
+        plaintext_mean=float(bmi.mean()),
+        threshold=result.threshold,
+        protocol_seconds=result.protocol_seconds,
+        bytes_sent=result.bytes_sent,
+        resolution=result.resolution,
+    )
+
+
+def _print_crypto_steps(tour: Tour) -> None:
+    """The encrypted-inference and MPC steps, for people."""
+    he_step = next((s for s in tour.steps if s["title"].startswith("Encrypted")), None)
+    if he_step is not None and "plan" in he_step:
+        from veil.cli.he import render_round_trip  # noqa: PLC0415
+
+        out.print()
+        render_round_trip(he_step)
+    elif he_step is not None:
+        out.print(f"Encrypted inference skipped: {he_step['skipped']}")
+    mpc_step = next((s for s in tour.steps if s["title"].startswith("A secure average")), None)
+    if mpc_step is not None:
+        out.print(
+            f"\n[bold]Three hospitals ({', '.join(map(str, mpc_step['patients']))} patients) "
+            f"average their BMI[/bold]: {mpc_step['secure_mean']:.4f} from secret shares vs "
+            f"{mpc_step['plaintext_mean']:.4f} pooled (fixed-point resolution "
+            f"{mpc_step['resolution']:.1e}); no hospital saw another's records."
+        )
+
+
 def demo(
     out_dir: Annotated[
         Path, typer.Option("--out", help="Directory for the demo workspace and summary.")
@@ -411,6 +471,7 @@ def demo(
     elif audit_step is not None:
         out.print(f"Audit skipped: {audit_step['skipped']}")
     _print_release_steps(tour)
+    _print_crypto_steps(tour)
     out.print(f"Summary written to {summary}")
 
 
@@ -472,6 +533,7 @@ are clamped by private queries (every answer says so).</p>
 {_model_html(tour)}
 {_anonymise_html(tour)}
 {_redact_html(tour)}
+{_crypto_html(tour)}
 </body></html>
 """
 
@@ -615,3 +677,34 @@ checksum-validated recognisers (NHS number, card number by Luhn); found: {counts
 <p class="muted">Surrogates and the reversible encryption use the workspace key <code>redact</code>;
 decrypting the encrypted note gives back the original: {step["reversible"]}.</p>
 """
+
+
+def _crypto_html(tour: Tour) -> str:
+    e = html.escape
+    parts = []
+    step = next((s for s in tour.steps if s["title"].startswith("Encrypted")), None)
+    if step is not None and "plan" in step:
+        plan, times = step["plan"], step["timings"]
+        parts.append(f"""<h2>Encrypted inference</h2>
+<p>A doctor encrypts a scan (a bundled digit) under a key only she holds; the company runs
+{e(step["model"])} on the ciphertext with only her public context, and she decrypts the result.</p>
+<table><tr><th>CKKS parameters</th><td>N = {plan["poly_modulus_degree"]}, primes {plan["coeff_mod_bit_sizes"]}
+({plan["total_coeff_bits"]} of {plan["max_coeff_bits"]} bits: 128-bit security), rotations {plan["galois_steps"]}</td></tr>
+<tr><th>sizes</th><td>public context {step["public_context_bytes"] / 1e6:.2f} MB, request
+{step["request_bytes"] / 1e3:.0f} KB, response {step["response_bytes"] / 1e3:.0f} KB</td></tr>
+<tr><th>times</th><td>keys {times["keygen_s"]:.2f} s, encrypt {times["encrypt_s"] * 1e3:.0f} ms,
+infer {times["infer_s"] * 1e3:.0f} ms, decrypt {times["decrypt_s"] * 1e3:.0f} ms</td></tr>
+<tr><th>result</th><td>encrypted prediction {step["encrypted_prediction"]}, plaintext
+{step["plaintext_prediction"]}, truth {step["true_label"]}; error {step["max_error"]:.1e}
+(bound {step["error_bound"]:.1e})</td></tr></table>""")
+    elif step is not None:
+        parts.append(
+            f"<h2>Encrypted inference</h2><p class='warn'>Skipped: {e(step['skipped'])}</p>"
+        )
+    mpc = next((s for s in tour.steps if s["title"].startswith("A secure average")), None)
+    if mpc is not None:
+        parts.append(f"""<h2>Secure average over three hospitals</h2>
+<p>Each hospital ran as its own process and sent only Shamir shares of its patients' BMI
+({", ".join(map(str, mpc["patients"]))} patients); any {mpc["threshold"]} of the 3 could finish.
+Secure mean {mpc["secure_mean"]:.4f}, pooled mean {mpc["plaintext_mean"]:.4f}.</p>""")
+    return "\n".join(parts)

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from veil.crypto._compile import Affine, HEProgram
+from veil.crypto._compile import Affine, HEProgram, Square
 from veil.crypto._plan import HEPlan
 from veil.crypto._seal import galois_element, load_object, save_object, seal
 from veil.errors import InvalidInputError
@@ -128,31 +128,46 @@ def vector_rotations(program: HEProgram) -> tuple[tuple[int, ...], int]:
 def error_bound(program: HEProgram, plan: HEPlan, *, layout: str = "vector") -> float:
     """A bound on ``|decrypted - plaintext|`` for any output, derived from the parameters.
 
-    Each fresh slot carries encoding and encryption noise of standard
-    deviation ``sqrt(N/2 (sigma^2 + 1/12)) / scale``; each rescale and key
-    switch adds rounding noise of ``sqrt(N/2 (1 + 2N/3) / 12) / scale`` (a
-    ternary secret); weights are encoded at the dropped prime's scale. The
-    bound carries six standard deviations of each through the program with
-    the row sums of ``|W|`` (a worst case over signs) and the calibrated
-    magnitudes (``2 M e`` for a square), so it holds with room to spare.
+    The noise terms are the canonical-embedding bounds of Cheon, Kim, Kim and
+    Song (2017, Lemmas 1-3), divided by the scale:
+
+    - a fresh ciphertext: ``6 sigma sqrt(N)`` (encryption noise) plus
+      ``6 sqrt(N/12)`` (rounding the encoded input);
+    - a rescale: ``sqrt(N/3) (3 + 8 sqrt(h))`` with ``h = 2N/3``, the expected
+      Hamming weight of SEAL's ternary secret. The rounding error is ``r0 +
+      r1 s``: a product of two near-Gaussian slots has exponential, not
+      Gaussian, tails, so six standard deviations would not be enough;
+    - a key switch (rotation, relinearisation): twice a rescale's bound (the
+      special prime is at least as large as every data prime);
+    - an encoded weight: ``6 sqrt(N/12)`` over the scale it is encoded at.
+
+    They are carried through the program with the row sums of ``|W|`` (a worst
+    case over signs) and the calibrated magnitudes (a square turns ``e`` at
+    magnitude ``M`` into ``2 M e + e^2``).
     """
     degree = plan.poly_modulus_degree
     scale = plan.scale
-    fresh = _TAIL * math.sqrt(degree / 2 * (_SIGMA**2 + 1 / 12)) / scale
-    rounding = _TAIL * math.sqrt(degree / 2 * (1 + 2 * degree / 3) / 12) / scale
-    weight_rounding = _TAIL * math.sqrt(degree / 24) / scale
+    fresh = (_TAIL * _SIGMA * math.sqrt(degree) + _TAIL * math.sqrt(degree / 12)) / scale
+    rescale = math.sqrt(degree / 3) * (3 + 8 * math.sqrt(2 * degree / 3)) / scale
+    switch = 2 * rescale
+    weight_rounding = _TAIL * math.sqrt(degree / 12) / scale
     shapes = _layer_shapes(program)
     error = fresh
     magnitude = max(program.input_bound, 1e-12)
     for step, shape, after in zip(program.steps, shapes, program.magnitudes, strict=True):
         if isinstance(step, Affine):
             row_sum = float(np.max(np.sum(np.abs(step.weight), axis=1)))
-            switches = 1
+            before, after_rescale = 0, 0
             if layout == "vector" and shape is not None:
-                switches += (shape.baby - 1) + (shape.giant - 1) + len(shape.folds)
-            error = row_sum * (error + magnitude * weight_rounding) + switches * rounding
+                before = shape.baby - 1  # baby rotations, multiplied by the weights
+                after_rescale = (shape.giant - 1) + len(shape.folds)
+            error = (
+                row_sum * (error + before * switch + magnitude * weight_rounding)
+                + rescale
+                + after_rescale * switch
+            )
         else:
-            error = 2 * magnitude * error + error * error + 2 * rounding
+            error = 2 * magnitude * error + error * error + switch + rescale
         magnitude = after
     return error
 
@@ -634,38 +649,106 @@ class HEServer:
 
     # -- the batch layout ---------------------------------------------------
 
-    def _infer_group(self, sections: list[bytes]) -> list[bytes]:
+    def _splittable(self) -> bool:
+        """One hidden layer (affine, square, affine): its units can be shared out."""
+        return [type(step) for step in self.program.steps] == [Affine, Square, Affine]
+
+    def _infer_group(self, sections: list[bytes], part: tuple[int, int] = (0, 1)) -> list[bytes]:
+        """One group of inputs; with ``part = (p, P)`` only the p-th of P slices of the hidden
+        units (one-hidden-layer programs), giving partial outputs the caller adds up.
+        """
         ctx = self._ctx
-        evaluator = ctx.evaluator
         values = [load_object("Ciphertext", ctx.context, section) for section in sections]
         for ciphertext in values:
             self._check_fresh(ciphertext)
+        index, parts = part
         for level, step in enumerate(self.program.steps):
             if not isinstance(step, Affine):
                 values = [self._square(ciphertext) for ciphertext in values]
                 continue
-            drop = ctx.dropped_prime(level)
-            outputs = []
-            for row, bias in zip(step.weight, step.bias, strict=True):
-                total = None
-                for weight, ciphertext in zip(row, values, strict=True):
-                    if weight == 0.0:
-                        continue
-                    product = ctx.ciphertext()
-                    evaluator.multiply_plain(
-                        ciphertext, ctx.encode(float(weight), level, drop), product
+            weight, bias = step.weight, step.bias
+            if parts > 1 and level == 0:  # this slice of the hidden units
+                rows = np.array_split(np.arange(weight.shape[0]), parts)[index]
+                weight, bias = weight[rows], bias[rows]
+            elif parts > 1:  # partial sums over this slice; the bias is added once
+                rows = np.array_split(np.arange(weight.shape[1]), parts)[index]
+                weight, bias = weight[:, rows], bias * (index == 0)
+            values = self._scalar_affine(values, weight, bias, level, allow_empty=parts > 1)
+        return [b"" if ciphertext is None else save_object(ciphertext) for ciphertext in values]
+
+    def _scalar_affine(
+        self,
+        values: list[Any],
+        weight: FloatArray,
+        bias: FloatArray,
+        level: int,
+        *,
+        allow_empty: bool,
+    ) -> list[Any]:
+        ctx = self._ctx
+        drop = ctx.dropped_prime(level)
+        outputs: list[Any] = []
+        for row, offset in zip(weight, bias, strict=True):
+            plains = [None if w == 0.0 else ctx.encode(float(w), level, drop) for w in row]
+            total = self._dot_plain(values, plains)
+            if total is None:
+                if allow_empty:
+                    outputs.append(None)
+                    continue
+                raise InvalidInputError("an output has only zero weights", got="a zero row")
+            ctx.evaluator.rescale_to_next_inplace(total)
+            if offset != 0.0:
+                ctx.evaluator.add_plain_inplace(
+                    total, ctx.encode(float(offset), level + 1, total.scale)
+                )
+            outputs.append(total)
+        return outputs
+
+    def _combine(self, partials: list[list[bytes]]) -> list[bytes]:
+        """Add the partial outputs of the slices of one group."""
+        combined = []
+        for pieces in zip(*partials, strict=True):
+            total = None
+            for piece in pieces:
+                if piece:
+                    total = self._accumulate(
+                        total, load_object("Ciphertext", self._ctx.context, piece)
                     )
-                    if total is None:
-                        total = product
-                    else:
-                        evaluator.add_inplace(total, product)
-                if total is None:
-                    raise InvalidInputError("an output has only zero weights", got="a zero row")
-                evaluator.rescale_to_next_inplace(total)
-                evaluator.add_plain_inplace(total, ctx.encode(float(bias), level + 1, total.scale))
-                outputs.append(total)
-            values = outputs
-        return [save_object(ciphertext) for ciphertext in values]
+            if total is None:
+                raise InvalidInputError("an output has only zero weights", got="a zero row")
+            combined.append(save_object(total))
+        return combined
+
+    def _run_groups(
+        self, chunks: list[list[bytes]], progress: Callable[[int, int], None] | None
+    ) -> list[bytes]:
+        """Every group, in worker processes; one-hidden-layer programs are also split by
+        hidden units when the groups alone would leave a worker idle."""
+        workers = self.workers
+        parts = workers if self._splittable() and len(chunks) % workers and workers > 1 else 1
+        tasks = [(chunk, (p, parts)) for chunk in chunks for p in range(parts)]
+        results: list[list[bytes]] = []
+        if workers == 1 or len(tasks) == 1:
+            for done, (chunk, part) in enumerate(tasks, start=1):
+                results.append(self._infer_group(chunk, part))
+                if progress is not None:
+                    progress(done, len(tasks))
+        else:
+            _WORKER["server"] = self
+            forked = multiprocessing.get_context("fork")
+            try:
+                with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=forked) as pool:
+                    for done, result in enumerate(pool.map(_worker_group, tasks), start=1):
+                        results.append(result)
+                        if progress is not None:
+                            progress(done, len(tasks))
+            finally:
+                _WORKER.clear()
+        out_sections: list[bytes] = []
+        for group in range(len(chunks)):
+            pieces = results[group * parts : (group + 1) * parts]
+            out_sections.extend(pieces[0] if parts == 1 else self._combine(pieces))
+        return out_sections
 
     def infer(self, request: bytes, *, progress: Callable[[int, int], None] | None = None) -> bytes:
         """Evaluate the program on an encrypted request; the response stays encrypted."""
@@ -698,21 +781,7 @@ class HEServer:
                     got=str(len(sections)),
                 )
             chunks = [sections[g * width : (g + 1) * width] for g in range(groups)]
-            out_sections = []
-            if groups == 1 or self.workers == 1:
-                for index, chunk in enumerate(chunks):
-                    out_sections.extend(self._infer_group(chunk))
-                    if progress is not None:
-                        progress(index + 1, groups)
-            else:
-                _WORKER["server"] = self
-                forked = multiprocessing.get_context("fork")
-                with ProcessPoolExecutor(min(self.workers, groups), mp_context=forked) as pool:
-                    for index, result in enumerate(pool.map(_worker_group, chunks)):
-                        out_sections.extend(result)
-                        if progress is not None:
-                            progress(index + 1, groups)
-                _WORKER.clear()
+            out_sections = self._run_groups(chunks, progress)
         self.timings["infer_s"] = time.perf_counter() - started
         header = {"key_id": self.key_id, "layout": layout, "count": count, **extra}
         return _pack("response", header, out_sections)
@@ -721,5 +790,6 @@ class HEServer:
 _WORKER: dict[str, HEServer] = {}
 
 
-def _worker_group(chunk: list[bytes]) -> list[bytes]:
-    return _WORKER["server"]._infer_group(chunk)  # noqa: SLF001 - the forked copy of the server
+def _worker_group(task: tuple[list[bytes], tuple[int, int]]) -> list[bytes]:
+    chunk, part = task
+    return _WORKER["server"]._infer_group(chunk, part)  # noqa: SLF001 - the forked copy
