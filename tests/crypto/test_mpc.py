@@ -174,6 +174,14 @@ def test_secure_sum_and_mean_equal_the_plaintext(protocol, seed):
         assert abs(mean.value - np.concatenate(parts).mean()) <= result.resolution / 2
 
 
+def test_a_party_without_values_counts_no_values():
+    """Regression: a party with no input once counted the others' number of values."""
+    assert secure_mean([[1.0, 2.0, 3.0], None]).value == pytest.approx(2.0, abs=1e-4)
+    assert secure_mean([[1.0, 2.0, 3.0], None, [5.0]]).value == pytest.approx(2.75, abs=1e-4)
+    with pytest.raises(InvalidInputError, match="element-wise mean"):
+        run_parties("mean", [[1.0, 2.0], None], elementwise=True)
+
+
 def test_elementwise_sum_and_weighted_mean():
     vectors = [np.arange(5.0), np.full(5, 0.25), -np.arange(5.0) / 2]
     result = secure_sum(vectors, elementwise=True, protocol="shamir", threshold=3)

@@ -1,5 +1,9 @@
 """Secure multi-party computation on localhost: one OS process per party, TCP between them.
 
+One machine, one OS user, one runner that reads every input: a single trust
+domain that runs and measures the real protocols, not privacy between
+organisations (that needs a host per party and authenticated, encrypted links).
+
 :func:`run_parties` writes each party's input to its own file, starts one
 ``python -m veil.crypto._party`` process per party (and a dealer process for
 products), hands each process only the path of its own input, and collects the
@@ -437,6 +441,14 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
             expected="at least one input",
             got="None for every party",
             fix="pass each party's values",
+        )
+    if operation == "mean" and elementwise and any(v is None for v in inputs):
+        raise InvalidInputError(
+            "an element-wise mean needs a vector from every party",
+            expected="no None input (the mean divides by the number of parties)",
+            got=f"None for part{'ies' if sum(v is None for v in inputs) > 1 else 'y'} "
+            f"{[i for i, v in enumerate(inputs) if v is None]}",
+            fix="give every party its vector, or use secure_sum",
         )
     _check_ranges(
         operation, arrays, others if pairs else [None] * n, fixed, elementwise=elementwise

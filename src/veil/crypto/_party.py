@@ -254,7 +254,9 @@ class Party:
 
     def _sum(self, values: Any, weights: Any) -> dict[str, Any]:
         op, elementwise = self.job["op"], bool(self.job["elementwise"])
-        x = np.zeros(int(self.job["length"])) if values is None else values
+        if values is None:  # a party that holds nothing adds zeros and counts no values
+            values = np.zeros(int(self.job["length"]) if elementwise else 0)
+        x = values
         fixed = self.fixed
         if elementwise:
             if x.size != int(self.job["length"]):
