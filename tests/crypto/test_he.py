@@ -325,3 +325,38 @@ def test_encrypted_mnist_predictions_equal_plaintext(shared_data, seed: int) -> 
     assert float(np.max(np.abs(batched - plain))) <= error_bound(
         program, client.plan, layout="batch"
     )
+
+
+def test_predict_applies_the_output_transform_and_dead_units_fold_away(seed: int) -> None:
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 5), poly_activation(), torch.nn.Linear(5, 3), torch.nn.Softmax(dim=1)
+    )
+    with torch.no_grad():
+        model[0].weight[2].zero_()  # a dead unit: its output is its bias, squared
+    x = np.random.default_rng(seed).uniform(-1, 1, size=(30, 6))
+    program = compile_model(model, calibration=x)
+    assert program.steps[0].weight.shape == (4, 6)  # the dead unit folded into the next bias
+    expected = model(torch.tensor(x, dtype=torch.float32)).detach().numpy()
+    client = HEClient.generate(program.plan())
+    assert client.plan.output == "softmax"
+    server = HEServer(program, client.public_context(), workers=1)
+    probabilities = client.predict(server.infer(client.encrypt(x, layout="batch")))
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    np.testing.assert_allclose(
+        client.predict(server.infer(client.encrypt(x[0])))[0], expected[0], atol=1e-4
+    )
+
+
+def test_a_response_of_the_wrong_shape_is_refused(small) -> None:
+    from veil.crypto._ckks import _pack, _unpack
+
+    _, client, server, inputs = small
+    meta, sections = _unpack(server.infer(client.encrypt(inputs, layout="batch")), "response")
+    header = {k: v for k, v in meta.items() if k not in ("kind", "sizes", "sha256")}
+    with pytest.raises(InvalidInputError, match="shape"):
+        client.decrypt(_pack("response", header, sections[:-1]))
+    meta, sections = _unpack(server.infer(client.encrypt(inputs[0])), "response")
+    header = {k: v for k, v in meta.items() if k not in ("kind", "sizes", "sha256")}
+    with pytest.raises(InvalidInputError, match="shape"):
+        client.decrypt(_pack("response", dict(header, period=2), sections))

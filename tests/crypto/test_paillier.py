@@ -64,3 +64,14 @@ def test_other_keys_and_tampering_are_refused(client: PaillierClient) -> None:
         client.encrypt([np.nan])
     with pytest.raises(InvalidInputError, match="not a Paillier"):
         client.decrypt(b"{}")
+
+
+def test_results_do_not_reveal_the_size_of_a_weight(client: PaillierClient) -> None:
+    request = client.encrypt([1.0, 2.0])
+    tiny = json.loads(paillier_linear(client.public_bytes(), request, [[1e-9, 3.0]], 1e-7))
+    large = json.loads(paillier_linear(client.public_bytes(), request, [[5.0, 3.0]], 2.0))
+    assert tiny["values"][0][1] == large["values"][0][1]  # one exponent, whatever the weights
+    forged = json.loads(request)
+    forged["values"][0][1] = -(10**9)
+    with pytest.raises(InvalidInputError, match="exponent"):
+        paillier_linear(client.public_bytes(), json.dumps(forged).encode(), [1.0, 1.0], 0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -41,7 +42,7 @@ _SHOWN = 20  # predictions printed before "..."
 
 
 def _write(path: Path, data: bytes, *, force: bool, owner_only: bool = False) -> None:
-    """Write bytes atomically; refuse to replace a file unless ``force``."""
+    """Write bytes atomically (a complete file or none); refuse to replace one unless ``force``."""
     if path.exists() and not force:
         raise InvalidInputError(
             f"{path} already exists",
@@ -50,15 +51,21 @@ def _write(path: Path, data: bytes, *, force: bool, owner_only: bool = False) ->
             fix="choose another path, or pass --force",
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    descriptor = os.open(temporary, flags, 0o600 if owner_only else 0o644)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # O_EXCL, 0600
+    temporary = Path(name)
     try:
-        with os.fdopen(descriptor, "wb") as stream:
+        with os.fdopen(handle, "wb") as stream:
+            if not owner_only:
+                os.fchmod(stream.fileno(), 0o644)
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         temporary.replace(path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -193,11 +200,18 @@ def _keys_dir(path: Path) -> tuple[Path, Path]:
     return path / _SECRET, path / _SEALED
 
 
-def _vault(passphrase_env: str | None) -> Any:
+def _vault(passphrase_env: str | None, *, create: bool) -> Any:
     from veil.cli.vault import _master  # noqa: PLC0415 - the vault command's secret lookup
     from veil.crypto import Vault  # noqa: PLC0415
 
-    return Vault.open(_master(passphrase_env, confirm=False), create=True)
+    # a new vault asks for its passphrase twice: a typo must not seal the only key away
+    new = create and not Vault.inspect().exists
+    return Vault.open(_master(passphrase_env, confirm=new), create=create)
+
+
+def _sealed_name(keys: Path) -> str:
+    """The name the secret key is sealed under: stable if the directory moves."""
+    return f"he-secret-key:{keys.resolve().name}"
 
 
 def _load_client(keys: Path, passphrase_env: str | None) -> HEClient | PaillierClient:
@@ -205,7 +219,8 @@ def _load_client(keys: Path, passphrase_env: str | None) -> HEClient | PaillierC
 
     plain, sealed = _keys_dir(keys)
     if sealed.is_file():
-        data = _vault(passphrase_env).unseal(sealed.read_bytes(), name=f"he:{keys.resolve()}")
+        vault = _vault(passphrase_env, create=False)
+        data = vault.unseal(sealed.read_bytes(), name=_sealed_name(keys))
     else:
         data = _read(plain, "secret key (`veil he keygen` writes it)")
     if data.startswith(b"{"):
@@ -266,7 +281,7 @@ def keygen(
             )
     output.mkdir(parents=True, exist_ok=True)
     if vault:
-        blob = _vault(passphrase_env).seal(secret, name=f"he:{output.resolve()}")
+        blob = _vault(passphrase_env, create=True).seal(secret, name=_sealed_name(output))
         _write(sealed, blob, force=True, owner_only=True)
         plain.unlink(missing_ok=True)
     else:
@@ -384,16 +399,6 @@ def infer(
     )
 
 
-def _transform(values: np.ndarray, output: str) -> np.ndarray:
-    if output == "softmax":
-        shifted = values - values.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        return np.asarray(exp / exp.sum(axis=1, keepdims=True))
-    if output == "sigmoid":
-        return np.asarray(1.0 / (1.0 + np.exp(-values)))
-    return values
-
-
 @app.command()
 def decrypt(
     response: Annotated[Path, typer.Argument(help="The server's encrypted response.")],
@@ -405,14 +410,28 @@ def decrypt(
         str | None,
         typer.Option("--passphrase-env", metavar="VAR", help="Vault passphrase variable."),
     ] = None,
+    force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Client: decrypt the server's response (only the secret key can)."""
+    from veil.crypto import HEClient  # noqa: PLC0415
+
+    if output is not None and output.exists() and not force:
+        raise InvalidInputError(
+            f"{output} already exists",
+            expected="a new output path",
+            got="an existing file",
+            fix="choose another path, or pass --force",
+        )
     client = _load_client(keys, passphrase_env)
-    values = np.atleast_2d(client.decrypt(_read(response, "response")))
+    data = _read(response, "response")
+    values = np.atleast_2d(client.decrypt(data))
     result: dict[str, Any] = {"outputs": values.round(6).tolist()}
     if values.shape[1] > 1:
         result["predictions"] = values.argmax(axis=1).tolist()
+    if isinstance(client, HEClient) and client.plan.output != "none":
+        probabilities = np.atleast_2d(client.predict(data))
+        result[client.plan.output] = probabilities.round(6).tolist()
     if output is not None:
         write_json_atomic(output, result, owner_only=True)
     if as_json:

@@ -30,10 +30,10 @@ serialisations. The public context holds the plan, relinearisation keys and
 the chosen Galois keys, never the secret key. A response encrypted for other
 keys is refused by key id; one whose bytes were altered fails its checksum or
 SEAL's validation; and decrypted values are checked against the plan's range
-and (vector layout) the agreement of their copies, so a wrong key or a forged
-ciphertext cannot pass as a prediction. CKKS gives no integrity against a
-server that recomputes the checksum on purpose: the threat model is an
-honest-but-curious server.
+and (vector layout) the agreement of their copies, which catches decryption
+under the wrong key, transport damage and overflow. None of this is integrity
+against the server itself: it can return any affine function of the request
+as a well-formed response. The threat model is an honest-but-curious server.
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ def error_bound(program: HEProgram, plan: HEPlan, *, layout: str = "vector") -> 
       Gaussian, tails, so six standard deviations would not be enough;
     - a key switch (rotation, relinearisation): twice a rescale's bound (the
       special prime is at least as large as every data prime);
-    - an encoded weight: ``6 sqrt(N/12)`` over the scale it is encoded at.
+    - an encoded weight: ``6 sqrt(N/12)`` over the scale it is encoded at, per
+      product summed into a slot.
 
     They are carried through the program with the row sums of ``|W|`` (a worst
     case over signs) and the calibrated magnitudes (a square turns ``e`` at
@@ -157,15 +158,21 @@ def error_bound(program: HEProgram, plan: HEPlan, *, layout: str = "vector") -> 
     for step, shape, after in zip(program.steps, shapes, program.magnitudes, strict=True):
         if isinstance(step, Affine):
             row_sum = float(np.max(np.sum(np.abs(step.weight), axis=1)))
-            before, after_rescale = 0, 0
             if layout == "vector" and shape is not None:
-                before = shape.baby - 1  # baby rotations, multiplied by the weights
-                after_rescale = (shape.giant - 1) + len(shape.folds)
-            error = (
-                row_sum * (error + before * switch + magnitude * weight_rounding)
-                + rescale
-                + after_rescale * switch
-            )
+                # baby rotations are multiplied by the weights; every slot sums `period`
+                # encoded-weight products; each giant group is rescaled on its own and
+                # Horner adds G - 1 rotations; each fold doubles what came before it
+                doubling = 2 ** len(shape.folds)
+                before_folds = shape.giant * rescale + (shape.giant - 1) * switch
+                error = (
+                    row_sum * (error + (shape.baby - 1) * switch)
+                    + shape.period * magnitude * weight_rounding
+                    + doubling * before_folds
+                    + (doubling - 1) * switch
+                )
+            else:
+                terms = int(np.max(np.count_nonzero(step.weight, axis=1)))
+                error = row_sum * error + terms * magnitude * weight_rounding + rescale
         else:
             error = 2 * magnitude * error + error * error + switch + rescale
         magnitude = after
@@ -379,11 +386,11 @@ class HEClient:
             raise InvalidInputError(
                 "the input holds NaN or infinite values", expected="finite numbers", got="NaN/inf"
             )
-        limit = self.plan.magnitude
+        limit = self.plan.input_limit
         if limit and float(np.max(np.abs(values))) > limit:
             raise InvalidInputError(
                 "an input value is outside the range the parameters were planned for",
-                expected=f"|x| <= {limit:.4g}",
+                expected=f"|x| <= {limit:.4g} (twice the largest calibration input)",
                 got=f"max |x| = {float(np.max(np.abs(values))):.4g}",
                 fix="scale inputs as in training, or recompile with wider calibration data",
             )
@@ -430,10 +437,10 @@ class HEClient:
                 fix="decrypt with the secret key whose public context the server used",
             )
         started = time.perf_counter()
-        count, outputs = int(meta["count"]), self.plan.output_dim
+        count, outputs = self._check_response(meta, sections)
         decoded = [self._decrypt_slots(section) for section in sections]
         if meta["layout"] == "vector":
-            period = int(meta["period"])
+            period = _next_pow2(outputs)
             copies = decoded[0].reshape(-1, period)[:, :outputs]
             result = np.median(copies, axis=0)[None, :]
             spread = float(np.max(np.abs(copies - result)))
@@ -447,7 +454,7 @@ class HEClient:
             result = np.concatenate(rows, axis=0)
             spread = 0.0
         self.timings["decrypt_s"] = time.perf_counter() - started
-        limit = 2 * self.plan.magnitude
+        limit = self.plan.magnitude
         if not np.all(np.isfinite(result)) or float(np.max(np.abs(result))) > limit:
             raise InvalidInputError(
                 "decryption gave values far outside the planned range",
@@ -464,6 +471,41 @@ class HEClient:
                 fix="the response was tampered with or made with another key; do not use it",
             )
         return result
+
+    def _check_response(self, meta: dict[str, Any], sections: list[bytes]) -> tuple[int, int]:
+        """The shape a response must have for this plan, whatever its header says."""
+        outputs = self.plan.output_dim
+        try:
+            count, layout = int(meta["count"]), str(meta["layout"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                "the response header is incomplete", expected="count and layout", got=str(exc)
+            ) from exc
+        if layout == "vector":
+            expected = (1, 1, _next_pow2(outputs))
+            got = (count, len(sections), int(meta.get("period", 0)))
+        else:
+            groups = -(-count // self._ctx.slots) if count > 0 else 0
+            expected = (count, groups * outputs, 0) if count > 0 else (1, 0, 0)
+            got = (count, len(sections), 0)
+        if layout not in ("vector", "batch") or got != expected:
+            raise InvalidInputError(
+                "the response does not have the shape this plan gives",
+                expected=f"{layout}: (inputs, ciphertexts, period) = {expected}",
+                got=str(got),
+                fix="the response was truncated or made for another plan; do not use it",
+            )
+        return count, outputs
+
+    def predict(self, response: bytes) -> FloatArray:
+        """:meth:`decrypt`, then the model's output transform (softmax or sigmoid) if it has one."""
+        values = self.decrypt(response)
+        if self.plan.output == "softmax":
+            shifted = np.exp(values - values.max(axis=1, keepdims=True))
+            return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
+        if self.plan.output == "sigmoid":
+            return np.asarray(1.0 / (1.0 + np.exp(-values)))
+        return values
 
     def _decrypt_slots(self, section: bytes) -> FloatArray:
         ciphertext = load_object("Ciphertext", self._ctx.context, section)
@@ -664,6 +706,12 @@ class HEServer:
         index, parts = part
         for level, step in enumerate(self.program.steps):
             if not isinstance(step, Affine):
+                if any(ciphertext is None for ciphertext in values):
+                    raise InvalidInputError(
+                        "a hidden unit has only zero weights",
+                        expected="a program from compile_model (which folds dead units away)",
+                        got="a zero weight row",
+                    )
                 values = [self._square(ciphertext) for ciphertext in values]
                 continue
             weight, bias = step.weight, step.bias
@@ -726,15 +774,17 @@ class HEServer:
         hidden units when the groups alone would leave a worker idle."""
         workers = self.workers
         parts = workers if self._splittable() and len(chunks) % workers and workers > 1 else 1
-        tasks = [(chunk, (p, parts)) for chunk in chunks for p in range(parts)]
+        tasks = [(group, (p, parts)) for group in range(len(chunks)) for p in range(parts)]
         results: list[list[bytes]] = []
         if workers == 1 or len(tasks) == 1:
-            for done, (chunk, part) in enumerate(tasks, start=1):
-                results.append(self._infer_group(chunk, part))
+            for done, (group, part) in enumerate(tasks, start=1):
+                results.append(self._infer_group(chunks[group], part))
                 if progress is not None:
                     progress(done, len(tasks))
         else:
+            # the forked workers inherit the server and the request: tasks are only indices
             _WORKER["server"] = self
+            _WORKER["chunks"] = chunks
             forked = multiprocessing.get_context("fork")
             try:
                 with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=forked) as pool:
@@ -762,7 +812,11 @@ class HEServer:
             )
         layout = str(meta.get("layout"))
         _check_layout(layout, self.plan)
-        count = int(meta["count"])
+        count = int(meta.get("count", 0))
+        if count < 1:
+            raise InvalidInputError(
+                "the request holds no inputs", expected="a count of at least 1", got=str(count)
+            )
         started = time.perf_counter()
         extra: dict[str, Any] = {}
         if layout == "vector":
@@ -787,9 +841,10 @@ class HEServer:
         return _pack("response", header, out_sections)
 
 
-_WORKER: dict[str, HEServer] = {}
+_WORKER: dict[str, Any] = {}
 
 
-def _worker_group(task: tuple[list[bytes], tuple[int, int]]) -> list[bytes]:
-    chunk, part = task
-    return _WORKER["server"]._infer_group(chunk, part)  # noqa: SLF001 - the forked copy
+def _worker_group(task: tuple[int, tuple[int, int]]) -> list[bytes]:
+    group, part = task
+    server: HEServer = _WORKER["server"]
+    return server._infer_group(_WORKER["chunks"][group], part)  # noqa: SLF001 - the forked copy

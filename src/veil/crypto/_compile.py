@@ -15,6 +15,7 @@ softmax, log-softmax or sigmoid is left to the client, after decryption.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -33,6 +34,7 @@ __all__ = ["Affine", "HEProgram", "Square", "compile_model", "poly_activation"]
 FloatArray = npt.NDArray[np.float64]
 _OUTPUTS = ("none", "softmax", "sigmoid")
 _SAFETY = 4.0  # calibrated magnitudes are multiplied by this before planning
+_INPUT_MARGIN = 2.0  # inputs may reach twice the largest calibration input
 _FORMAT = "veil-he-program/1"
 
 
@@ -130,7 +132,9 @@ class HEProgram:
         from veil.crypto._ckks import vector_rotations  # noqa: PLC0415 - avoids a cycle
 
         largest = _SAFETY * max(*self.magnitudes, self.input_bound, 1.0)
-        integer_bits = math.ceil(math.log2(largest)) + 1
+        # a sign bit and a bit of headroom: the first prime holds 2x the largest value,
+        # so an overflow lands outside the accepted range instead of wrapping into it
+        integer_bits = math.ceil(math.log2(largest)) + 2
         needed = 1
         steps: tuple[int, ...] = ()
         if "vector" in layouts:
@@ -144,6 +148,8 @@ class HEProgram:
             input_dim=self.input_dim,
             output_dim=self.output_dim,
             magnitude=largest,
+            input_limit=_INPUT_MARGIN * max(self.input_bound, 1e-12),
+            output=self.output,
         )
 
     def to_bytes(self) -> bytes:
@@ -187,19 +193,20 @@ class HEProgram:
                         )
                     else:
                         steps.append(Square())
-        except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+            program = cls(
+                steps=tuple(steps),
+                output=str(meta["output"]),
+                source=str(meta["source"]),
+                magnitudes=tuple(float(m) for m in meta["magnitudes"]),
+                input_bound=float(meta["input_bound"]),
+            )
+        except (KeyError, ValueError, TypeError, OSError, zipfile.BadZipFile) as exc:
             raise InvalidInputError(
                 "not a compiled HE program",
                 expected=f"a file written by `veil he compile` ({_FORMAT})",
                 got=f"{type(exc).__name__}: {exc}",
             ) from exc
-        return cls(
-            steps=tuple(steps),
-            output=str(meta["output"]),
-            source=str(meta["source"]),
-            magnitudes=tuple(float(m) for m in meta["magnitudes"]),
-            input_bound=float(meta["input_bound"]),
-        )
+        return program
 
 
 def _expect_format(meta: Any) -> None:
@@ -305,10 +312,9 @@ def _probe_affine(module: Any, input_shape: tuple[int, ...]) -> tuple[Affine, tu
     with torch.no_grad():
         zero = torch.zeros((1, *input_shape), dtype=torch.float64)
         basis = torch.eye(width, dtype=torch.float64).reshape(width, *input_shape)
-        module64 = module.double()
+        module64 = copy.deepcopy(module).double()  # the caller's model is left as it was
         bias_out = module64(zero)
         columns = module64(basis) - bias_out
-        module.float()
     out_shape = tuple(int(d) for d in bias_out.shape[1:])
     weight = columns.reshape(width, -1).T.numpy().astype(np.float64)
     return Affine(weight, bias_out.reshape(-1).numpy().astype(np.float64)), out_shape
@@ -430,9 +436,33 @@ def _lower(raw: list[Any]) -> list[Step]:
             got="an activation first",
         )
     if not isinstance(merged[-1], Affine):
-        width = merged[0].weight.shape[0] if isinstance(merged[0], Affine) else 0
-        merged.append(Affine(np.eye(_width_of(merged) or width), np.zeros(_width_of(merged))))
-    return merged
+        width = _width_of(merged)
+        merged.append(Affine(np.eye(width), np.zeros(width)))
+    return _drop_dead_units(merged)
+
+
+def _drop_dead_units(steps: list[Step]) -> list[Step]:
+    """Fold hidden units whose weights are all zero into the next step's bias.
+
+    Such a unit outputs its bias ``c`` for every input, so after the square it
+    is the constant ``c^2``: the next affine step absorbs ``W[:, j] c^2`` and
+    the unit disappears (the batched layout cannot form a ciphertext of a
+    constant, and it saves work in both).
+    """
+    result = list(steps)
+    for index in range(len(result) - 2):
+        first, square, second = result[index : index + 3]
+        if not (
+            isinstance(first, Affine) and isinstance(square, Square) and isinstance(second, Affine)
+        ):
+            continue
+        dead = ~np.any(first.weight, axis=1)
+        if not dead.any() or dead.all():
+            continue
+        constant = second.weight[:, dead] @ (first.bias[dead] ** 2)
+        result[index] = Affine(first.weight[~dead], first.bias[~dead])
+        result[index + 2] = Affine(second.weight[:, ~dead], second.bias + constant)
+    return result
 
 
 def _width_of(steps: list[Any]) -> int:

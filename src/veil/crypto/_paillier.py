@@ -5,8 +5,9 @@ and no depth limit, so they suit what CKKS is heavy for: a linear score
 ``w . x + b`` of one record, and sums of values encrypted by several data
 owners under one key. The client keeps the private key; the server gets the
 public modulus and returns results it cannot read. Results are re-randomised
-(``obfuscate``) before they leave the server, so a returned ciphertext says
-nothing about how it was computed. Messages are JSON: a kind, the key id
+(``obfuscate``) before they leave the server, and weights and biases are
+encoded at one fixed exponent, so a returned ciphertext says nothing about how
+it was computed beyond the value the client decrypts. Messages are JSON: a kind, the key id
 (a hash of the modulus) and the ciphertexts as ``[hex, exponent]`` pairs.
 """
 
@@ -27,6 +28,9 @@ __all__ = ["PaillierClient", "paillier_linear", "paillier_sum"]
 
 FloatArray = npt.NDArray[np.float64]
 _MIN_BITS = 2048  # NIST SP 800-57: 2048-bit moduli for 112-bit security; 3072 for 128-bit
+_WEIGHT_PRECISION = 2.0**-40  # weights and biases are encoded to 2^-40 ...
+_WEIGHT_EXPONENT = -10  # ... which is base-16 exponent -10 in python-paillier
+_MAX_EXPONENT = 64  # |exponent| of a request value; beyond it decoding costs 16^|e|
 
 
 def _phe() -> Any:
@@ -81,6 +85,13 @@ def _load(
     paillier = _phe()
     numbers = []
     for value, exponent in raw:
+        if abs(exponent) > _MAX_EXPONENT:
+            raise InvalidInputError(
+                "a Paillier value has an out-of-range exponent",
+                expected=f"|exponent| <= {_MAX_EXPONENT}",
+                got=str(exponent),
+                fix="encrypt with PaillierClient.encrypt (precision 1e-6 gives exponent -5)",
+            )
         if not 0 < value < public.nsquare:
             raise InvalidInputError(
                 "a Paillier ciphertext is out of range",
@@ -219,12 +230,19 @@ def paillier_linear(
             expected=f"{matrix.shape[1]} encrypted features and finite weights",
             got=f"{len(numbers)} features",
         )
+    paillier = _phe()
+    # weights and bias at one public exponent: a result's exponent then depends on the
+    # request alone, never on the size of a weight (which it would otherwise reveal)
+    target = min(number.exponent for number in numbers) + _WEIGHT_EXPONENT
     results = []
     for row, offset in zip(matrix, offsets, strict=True):
-        total = public.encrypt(float(offset))
+        total = public.encrypt(
+            paillier.EncodedNumber.encode(public, float(offset), precision=_WEIGHT_PRECISION)
+        )
         for w, number in zip(row, numbers, strict=True):
-            if w != 0.0:
-                total = total + number * float(w)
+            encoded = paillier.EncodedNumber.encode(public, float(w), precision=_WEIGHT_PRECISION)
+            total = total + number * encoded
+        total = total.decrease_exponent_to(target)
         total.obfuscate()
         results.append(total)
     return _dump("paillier-result", public.n, results)

@@ -53,7 +53,12 @@ class HEPlan:
         input_dim: Features of one input.
         output_dim: Values one inference returns.
         magnitude: The largest absolute value the program produces on its
-            calibration data, times the safety factor.
+            calibration data, times the safety factor; decrypted outputs
+            beyond it are refused (the first prime holds twice as much, so an
+            overflow shows up there instead of wrapping silently).
+        input_limit: The largest absolute input the client may encrypt.
+        output: What the client applies to decrypted outputs
+            (``none``, ``softmax`` or ``sigmoid``).
     """
 
     poly_modulus_degree: int
@@ -66,6 +71,8 @@ class HEPlan:
     input_dim: int = 0
     output_dim: int = 0
     magnitude: float = 0.0
+    input_limit: float = 0.0
+    output: str = "none"
     security_bits: int = 128
     standard: str = field(default="HomomorphicEncryption.org 2018, classical, ternary secret")
 
@@ -118,6 +125,8 @@ class HEPlan:
                 input_dim=int(payload.get("input_dim", 0)),
                 output_dim=int(payload.get("output_dim", 0)),
                 magnitude=float(payload.get("magnitude", 0.0)),
+                input_limit=float(payload.get("input_limit", 0.0)),
+                output=str(payload.get("output", "none")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInputError(
@@ -162,6 +171,8 @@ def plan_parameters(
     input_dim: int = 0,
     output_dim: int = 0,
     magnitude: float = 0.0,
+    input_limit: float = 0.0,
+    output: str = "none",
 ) -> HEPlan:
     """Choose CKKS parameters for a program of multiplicative ``depth``.
 
@@ -175,6 +186,8 @@ def plan_parameters(
         input_dim: Features of one input (recorded in the plan).
         output_dim: Outputs of one inference (recorded in the plan).
         magnitude: Largest expected absolute value (recorded in the plan).
+        input_limit: Largest input the client may encrypt (recorded in the plan).
+        output: The client's output transform (recorded in the plan).
 
     Returns:
         The smallest ring that fits, with the largest scale that fits it.
@@ -218,6 +231,8 @@ def plan_parameters(
             input_dim=input_dim,
             output_dim=output_dim,
             magnitude=magnitude,
+            input_limit=input_limit,
+            output=output,
         )
         plan.check()
         return plan
