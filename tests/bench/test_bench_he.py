@@ -8,16 +8,17 @@ from veil.bench._he import run_he_benchmark
 def test_tiny_he_benchmark_reports_both_layouts(shared_data):
     report = run_he_benchmark(
         shared_data,
-        models=("cnn",),
-        epochs={"cnn": 1},
-        single={"cnn": 1},
+        models=("linear",),
+        epochs={"linear": 1},
+        single={"linear": 2},
         batch_images=300,
         train_images=1000,
         workers=1,
     )
     (row,) = report["rows"]
     assert row["plan"]["total_coeff_bits"] <= row["plan"]["max_coeff_bits"]
-    assert row["single"]["images"] == 1
+    assert row["single"]["images"] == 2
+    assert row["steps"] == ["Affine"]
     assert row["single"]["request_bytes"] < 500_000
     batched = row["batched"]
     assert batched["images"] == 300

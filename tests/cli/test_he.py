@@ -66,27 +66,62 @@ def test_the_round_trip_through_the_executable(server_files, tmp_path: Path) -> 
     assert compiled["total_coeff_bits"] <= compiled["max_coeff_bits"]
     assert veil("he", "keygen", "--plan", "model.plan.json", "-o", "keys").returncode == 0
     assert stat.S_IMODE((tmp_path / "keys" / "secret.key").stat().st_mode) == 0o600
-    for name, flags in (("one", ()), ("many", ("--batch",))):
-        done = veil("he", "encrypt", f"{name}.npy", "--keys", "keys", "-o", f"{name}.req", *flags)
-        assert done.returncode == 0, done.stderr
-        done = veil(
-            "he",
-            "infer",
-            f"{name}.req",
-            "--model",
-            "model.veilhe",
-            "--context",
-            "keys/public.ctx",
-            "-o",
-            f"{name}.resp",
-            "--json",
-        )
-        assert done.returncode == 0, done.stderr
-        done = veil("he", "decrypt", f"{name}.resp", "--keys", "keys", "--json")
-        assert done.returncode == 0, done.stderr
-        outputs = np.array(json.loads(done.stdout)["outputs"])
-        rows = 1 if name == "one" else 25
-        np.testing.assert_allclose(outputs, expected[:rows], atol=1e-4)
+    done = veil("he", "encrypt", "one.npy", "--keys", "keys", "-o", "one.req")
+    assert done.returncode == 0, done.stderr
+    done = veil(
+        "he",
+        "infer",
+        "one.req",
+        "--model",
+        "model.veilhe",
+        "--context",
+        "keys/public.ctx",
+        "-o",
+        "one.resp",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    done = veil("he", "decrypt", "one.resp", "--keys", "keys", "--json")
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_allclose(
+        np.array(json.loads(done.stdout)["outputs"]), expected[:1], atol=1e-4
+    )
+
+
+def test_a_batch_round_trip(server_files, capsys, tmp_path: Path) -> None:
+    model, calibration, expected = server_files
+    assert (
+        _main(
+            capsys, "he", "compile", str(model), "--calibrate", str(calibration), "-o", "m.veilhe"
+        )[0]
+        == 0
+    )
+    assert _main(capsys, "he", "keygen", "--plan", "m.plan.json", "-o", "keys")[0] == 0
+    assert (
+        _main(capsys, "he", "encrypt", "many.npy", "--keys", "keys", "-o", "many.req", "--batch")[0]
+        == 0
+    )
+    code, _, err = _main(
+        capsys,
+        "he",
+        "infer",
+        "many.req",
+        "--model",
+        "m.veilhe",
+        "--context",
+        "keys/public.ctx",
+        "-o",
+        "many.resp",
+    )
+    assert code == 0, err
+    code, stdout, _ = _main(
+        capsys, "he", "decrypt", "many.resp", "--keys", "keys", "--json", "-o", "out.json"
+    )
+    assert code == 0
+    np.testing.assert_allclose(np.array(json.loads(stdout)["outputs"]), expected[:25], atol=1e-4)
+    code, _, err = _main(capsys, "he", "decrypt", "many.resp", "--keys", "keys", "-o", "out.json")
+    assert code == 3
+    assert "--force" in err
 
 
 def test_paillier_scores_a_linear_model(capsys, tmp_path: Path, seed: int) -> None:

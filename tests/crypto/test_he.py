@@ -303,9 +303,7 @@ def test_encrypted_mnist_predictions_equal_plaintext(shared_data, seed: int) -> 
     x = torch.tensor(train.images[:6000].reshape(6000, -1) / 255.0, dtype=torch.float32)
     y = torch.tensor(train.labels[:6000]).long()
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 16), poly_activation(), torch.nn.Linear(16, 10)
-    )
+    model = torch.nn.Sequential(torch.nn.Linear(784, 8), poly_activation(), torch.nn.Linear(8, 10))
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     for start in range(0, 6000, 100):
         optimiser.zero_grad()

@@ -1,8 +1,9 @@
 """``veil bench he``: encrypted MNIST inference with CKKS, against the same model in plaintext.
 
-Two HE-friendly models are trained in plaintext on the 60,000 training
-images (pixels / 255, Adam with a one-cycle schedule, seeded):
+HE-friendly models are trained in plaintext on the 60,000 training images
+(pixels / 255, Adam with a one-cycle schedule, seeded):
 
+- ``linear``: softmax regression, 784-10 (one affine step);
 - ``mlp``: 784-64-10 with an x^2 activation;
 - ``cnn``: a 5x5 convolution with stride 2 and 5 channels (720 features),
   x^2, then a 720-10 linear layer.
@@ -72,11 +73,13 @@ def train_he_model(
     seed: int = 0,
     progress: ProgressCallback | None = None,
 ) -> Any:
-    """Train the benchmark's ``mlp`` or ``cnn`` in plaintext (seeded: not private)."""
+    """Train the benchmark's ``linear``, ``mlp`` or ``cnn`` in plaintext (seeded: not private)."""
     import torch  # noqa: PLC0415
 
     torch.manual_seed(seed)
-    if kind == "mlp":
+    if kind == "linear":
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    elif kind == "mlp":
         model = torch.nn.Sequential(
             torch.nn.Flatten(), torch.nn.Linear(784, 64), poly_activation(), torch.nn.Linear(64, 10)
         )
@@ -196,7 +199,7 @@ def _batched(  # noqa: PLR0917 - the run's parts, passed once
 def run_he_benchmark(
     data: Path,
     *,
-    models: tuple[str, ...] = ("mlp", "cnn"),
+    models: tuple[str, ...] = ("linear", "mlp", "cnn"),
     epochs: dict[str, int] | None = None,
     single: dict[str, int] | None = None,
     batch_images: int | None = None,
@@ -214,8 +217,8 @@ def run_he_benchmark(
     y_test = test.labels.astype(np.int64)
     if batch_images is not None:
         x_test, y_test = x_test[:batch_images], y_test[:batch_images]
-    epochs = {"mlp": 15, "cnn": 10, **(epochs or {})}
-    single = {"mlp": 500, "cnn": 20, **(single or {})}
+    epochs = {"linear": 5, "mlp": 15, "cnn": 10, **(epochs or {})}
+    single = {"linear": 500, "mlp": 500, "cnn": 20, **(single or {})}
     rows = []
     for kind in models:
         started = time.perf_counter()
@@ -235,6 +238,7 @@ def run_he_benchmark(
             {
                 "model": kind,
                 "description": {
+                    "linear": "softmax regression 784-10",
                     "mlp": "784-64-10, x^2",
                     "cnn": "conv 5x5/2 x5 channels, x^2, 720-10",
                 }[kind],

@@ -190,7 +190,9 @@ def render_dpsgd_report(report: dict[str, Any]) -> None:
 @app.command()
 def dpsgd(
     data: DataOption = DEFAULT_DATA,
-    models: Annotated[str, typer.Option("--models", help="Comma-separated: mlp, cnn.")] = "mlp,cnn",
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated: linear, mlp, cnn.")
+    ] = "linear,mlp,cnn",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size for timing.")] = 256,
     timing_epochs: Annotated[
         int, typer.Option("--timing-epochs", help="Epochs timed per run.")
@@ -709,10 +711,12 @@ def render_he_report(report: dict[str, Any]) -> None:
 @app.command("he")
 def he(
     data: DataOption = DEFAULT_DATA,
-    models: Annotated[str, typer.Option("--models", help="Comma-separated: mlp, cnn.")] = "mlp,cnn",
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated: linear, mlp, cnn.")
+    ] = "linear,mlp,cnn",
     single: Annotated[
         int | None,
-        typer.Option("--single", help="Single-image runs per model (default 500 MLP, 20 CNN)."),
+        typer.Option("--single", help="Single-image runs per model (default 500; 20 for the CNN)."),
     ] = None,
     tiny: Annotated[
         bool,
@@ -729,15 +733,17 @@ def he(
     from veil.bench._he import run_he_benchmark  # noqa: PLC0415
 
     chosen = tuple(m.strip() for m in models.split(",") if m.strip())
-    if not chosen or any(m not in ("mlp", "cnn") for m in chosen):
-        raise InvalidInputError("bad --models", expected="mlp, cnn or mlp,cnn", got=models)
+    if not chosen or any(m not in ("linear", "mlp", "cnn") for m in chosen):
+        raise InvalidInputError(
+            "bad --models", expected="a comma-separated subset of linear, mlp, cnn", got=models
+        )
     counts = dict.fromkeys(chosen, single) if single is not None else {}
     with progress_bar() as progress:
         report = run_he_benchmark(
             data,
             models=chosen,
-            epochs={"mlp": 1, "cnn": 1} if tiny else None,
-            single=counts or ({"mlp": 3, "cnn": 1} if tiny else None),
+            epochs=dict.fromkeys(("linear", "mlp", "cnn"), 1) if tiny else None,
+            single=counts or ({"linear": 3, "mlp": 3, "cnn": 1} if tiny else None),
             batch_images=200 if tiny else None,
             train_images=2000 if tiny else None,
             progress=progress,
