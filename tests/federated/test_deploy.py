@@ -15,7 +15,8 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import pytest
@@ -66,10 +67,15 @@ def _processes_mentioning(marker: str) -> list[int]:
 
 
 def _assert_no_flower_process_left(marker: str) -> None:
+    """Fail if a process of this test survived; kill it first, so that none leaks."""
     deadline = time.monotonic() + 10
     while _processes_mentioning(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _processes_mentioning(marker), "Flower processes outlived their test"
+    leftovers = _processes_mentioning(marker)
+    for pid in leftovers:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not leftovers, "Flower processes outlived their test"
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +119,28 @@ def _app(directory: Path, output: Path) -> tuple[Path, dict[str, object]]:
     )
     shutil.copy(STANDIN, app / STANDIN.name)  # travels in the FAB to the SuperNodes
     return app, config
+
+
+def _start_nodes_together(stack, link, credentials, tmp_path, *, count):
+    """Start SuperNodes concurrently; every one started is stopped by ``stack``."""
+    with ThreadPoolExecutor(count) as pool:
+        futures = [
+            pool.submit(
+                start_supernode,
+                link.control_address,
+                credentials,
+                f"node-{i}",
+                {"partition-id": i, "num-partitions": count},
+                state_dir=tmp_path / f"node-{i}",
+            )
+            for i in range(count)
+        ]
+        wait(futures)
+    nodes = [stack.enter_context(f.result()) for f in futures if f.exception() is None]
+    for future in futures:
+        if (error := future.exception()) is not None:
+            raise error
+    return nodes
 
 
 # ---------------------------------------------------------------- fast: no processes
@@ -210,24 +238,14 @@ def test_two_authorised_supernodes_complete_a_run(deployment, tmp_path):
     link = deployment
     credentials = link.credentials
     assert isinstance(credentials, DeployCredentials)
-    ids = [link.register(credentials.node(f"node-{i}")) for i in range(2)]
+    with ThreadPoolExecutor(2) as pool:  # each flwr CLI call costs ~1.5 s: overlap them
+        ids = list(pool.map(link.register, credentials.nodes[:2]))
     assert all(isinstance(node_id, int) for node_id in ids) and ids[0] != ids[1]
     assert link.register(credentials.node("node-0")) is None  # already registered
     output = tmp_path / "result.json"
     app, config = _app(tmp_path / "app", output)
     with ExitStack() as stack:
-        nodes = [
-            stack.enter_context(
-                start_supernode(
-                    link.control_address,
-                    credentials,
-                    f"node-{i}",
-                    {"partition-id": i, "num-partitions": 2},
-                    state_dir=tmp_path / f"node-{i}",
-                )
-            )
-            for i in range(2)
-        ]
+        nodes = _start_nodes_together(stack, link, credentials, tmp_path, count=2)
         assert sorted(node.node_id for node in nodes) == sorted(ids)
         rounds = 2 if config.get("model") is None else 1
         run = link.submit(app, {"rounds": rounds}, timeout=180)
@@ -312,6 +330,10 @@ def test_serve_prints_a_start_up_line_and_stops_cleanly_on_sigterm(tmp_path):
             serve.send_signal(signal.SIGTERM)
             assert serve.wait(timeout=30) == 0
         finally:
-            if serve.poll() is None:
-                serve.kill()
-    _assert_no_flower_process_left(str(tmp_path))
+            if serve.poll() is None:  # SIGTERM first: serve stops its SuperLink
+                serve.terminate()
+                try:
+                    serve.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    serve.kill()
+            _assert_no_flower_process_left(str(tmp_path))
