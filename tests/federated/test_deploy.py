@@ -26,6 +26,7 @@ pytest.importorskip("flwr")
 from veil.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
 from veil.federated._deploy import (
     DeployCredentials,
+    DeploymentError,
     SuperLinkProcess,
     create_credentials,
     free_port,
@@ -276,6 +277,23 @@ def test_an_unregistered_supernode_is_refused(deployment, tmp_path):
     assert "Failed to activate SuperNode" in str(caught.value)
     _assert_no_flower_process_left(str(tmp_path))
     assert "No SuperNode found with the given public key" in deployment.log_text()
+
+
+@pytest.mark.slow
+def test_a_supernode_refuses_a_superlink_its_ca_did_not_certify(deployment, tmp_path):
+    credentials = deployment.credentials
+    assert credentials is not None
+    deployment.register(credentials.node("node-1"))  # a known key: only TLS can fail
+    stranger = create_credentials(tmp_path / "stranger", nodes=0)
+    with pytest.raises(DeploymentError, match="does not trust the SuperLink's TLS certificate"):
+        start_supernode(
+            deployment.control_address,
+            stranger.ca_certificate,
+            credentials.node("node-1"),
+            {"partition-id": 1, "num-partitions": 2},
+            state_dir=tmp_path / "misled",
+        )
+    _assert_no_flower_process_left(str(tmp_path))
 
 
 @pytest.mark.slow

@@ -235,7 +235,6 @@ def create_node_key(directory: Path, name: str, *, force: bool = False) -> NodeK
         ConflictError: When either file exists and ``force`` is false.
         InvalidInputError: When ``name`` is not a simple file name.
     """
-
     if not _KEY.fullmatch(name):
         raise InvalidInputError(
             "bad SuperNode key name",
@@ -294,7 +293,6 @@ def create_credentials(
         ConflictError: When credentials already exist there and ``force`` is false.
         InvalidInputError: On a bad hostname, node count or lifetime.
     """
-
     if nodes < 0 or valid_days < 1:
         raise InvalidInputError(
             "bad credential parameters",
@@ -654,16 +652,25 @@ class _FlowerProcess:
     ) -> None:
         self.stop()
 
-    def fail(self, message: str, *, fix: str, error: type[VeilError] = DeploymentError) -> NoReturn:
+    def fail(
+        self,
+        message: str,
+        *,
+        fix: str,
+        got: str | None = None,
+        error: type[VeilError] = DeploymentError,
+    ) -> NoReturn:
         """Stop the process and raise ``error`` with the tail of its log."""
         tail = self.log_tail()
         code = self.process.poll()
+        where = "its log" if self._cleanup_dir is not None else str(self.log_path)
         self.stop()
+        if got is None:
+            got = f"exit code {code}" if code is not None else "no sign of readiness"
         raise error(
             message,
             expected=f"the {self.role} running and ready",
-            got=(f"exit code {code}" if code is not None else "no sign of readiness")
-            + f"; the last lines of {self.log_path}:\n{tail}",
+            got=f"{got}; the last lines of {where}:\n{tail}",
             fix=fix,
             details={"log": str(self.log_path), "exit_code": code, "command": self.command},
         )
@@ -998,7 +1005,16 @@ def start_supernode(
                         "the SuperLink refused this SuperNode: its public key is not registered",
                         fix="the SuperLink's operator must authorise the node's .pub file "
                         "(`veil federate serve --authorize KEY.pub`, or register_supernode)",
+                        got="'Failed to activate SuperNode' from the SuperLink",
                         error=PermissionDeniedError,
+                    )
+                if "CERTIFICATE_VERIFY_FAILED" in text:
+                    node.fail(
+                        "the SuperNode does not trust the SuperLink's TLS certificate",
+                        fix="use the ca.pem from the credentials this SuperLink was started "
+                        "with, and a --superlink host that its certificate names (localhost, "
+                        "127.0.0.1, ::1 and the hostnames given to create_credentials / "
+                        "serve --hostname)",
                     )
                 node.fail(
                     "the SuperNode exited during start-up",
