@@ -5,6 +5,7 @@ for missing credentials. Every process is stopped by a finaliser, even when a te
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack, suppress
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -42,15 +44,12 @@ ROOT = HERE.parents[1]
 MNIST = Path(os.environ.get("VEIL_TEST_DATA", ROOT.parent / "shared" / "data")) / "mnist"
 
 
-def _real_app_available() -> bool:
-    """Whether the lead's ServerApp/ClientApp (veil.federated._apps) has landed."""
-    done = subprocess.run(
-        [sys.executable, "-c", "import veil.federated._apps"],
-        capture_output=True,
-        check=False,
-        timeout=120,
-    )
-    return done.returncode == 0
+def _real_apps() -> ModuleType | None:
+    """The lead's ServerApp/ClientApp (veil.federated._apps) once it has landed, else None."""
+    try:
+        return importlib.import_module("veil.federated._apps")
+    except ImportError:
+        return None
 
 
 def _processes_mentioning(marker: str) -> list[int]:
@@ -95,22 +94,30 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SuperLinkPr
             _assert_no_flower_process_left(str(base))
 
 
-def _app(directory: Path, output: Path) -> tuple[Path, dict[str, object]]:
-    """The Flower App: the lead's veil.federated._apps once it lands, else the stand-in."""
-    if _real_app_available() and MNIST.is_dir():
-        config: dict[str, object] = {
-            "model": "mlp",
-            "clients": 2,
-            "rounds": 1,
-            "local-epochs": 1,
-            "batch-size": 64,
-            "lr": 0.1,
-            "strategy": "fedavg",
-            "data": str(MNIST),
-            "seed": 0,
-            "output": str(output),
-        }
-        return write_flower_app(directory, config), config
+# The contract's run config for a tiny real run; veil.federated._apps may publish its own
+# defaults as DEFAULT_RUN_CONFIG, which then replace these guesses.
+_REAL_RUN_CONFIG: dict[str, object] = {
+    "model": "mlp",
+    "clients": 2,
+    "rounds": 1,
+    "local-epochs": 1,
+    "batch-size": 64,
+    "lr": 0.1,
+    "strategy": "fedavg",
+    "seed": 0,
+}
+
+
+def _app(directory: Path, output: Path) -> tuple[Path, dict[str, object], bool]:
+    """The Flower App: veil.federated._apps once it lands, else the stand-in.
+
+    Returns the app directory, its run config and whether it is the real app.
+    """
+    apps = _real_apps()
+    if apps is not None and MNIST.is_dir():
+        config = dict(getattr(apps, "DEFAULT_RUN_CONFIG", _REAL_RUN_CONFIG))
+        config.update(clients=2, rounds=1, data=str(MNIST), output=str(output))
+        return write_flower_app(directory, config), config, True
     config = {"rounds": 1, "clients": 2, "output": str(output)}
     app = write_flower_app(
         directory,
@@ -119,10 +126,10 @@ def _app(directory: Path, output: Path) -> tuple[Path, dict[str, object]]:
         clientapp="_standin_app:client_app",
     )
     shutil.copy(STANDIN, app / STANDIN.name)  # travels in the FAB to the SuperNodes
-    return app, config
+    return app, config, False
 
 
-def _start_nodes_together(stack, link, credentials, tmp_path, *, count):
+def _start_nodes_together(stack, link, credentials, tmp_path, *, count, extra):
     """Start SuperNodes concurrently; every one started is stopped by ``stack``."""
     with ThreadPoolExecutor(count) as pool:
         futures = [
@@ -131,7 +138,7 @@ def _start_nodes_together(stack, link, credentials, tmp_path, *, count):
                 link.control_address,
                 credentials,
                 f"node-{i}",
-                {"partition-id": i, "num-partitions": count},
+                {"partition-id": i, "num-partitions": count, **extra},
                 state_dir=tmp_path / f"node-{i}",
             )
             for i in range(count)
@@ -244,17 +251,17 @@ def test_two_authorised_supernodes_complete_a_run(deployment, tmp_path):
     assert all(isinstance(node_id, int) for node_id in ids) and ids[0] != ids[1]
     assert link.register(credentials.node("node-0")) is None  # already registered
     output = tmp_path / "result.json"
-    app, config = _app(tmp_path / "app", output)
+    app, _, real = _app(tmp_path / "app", output)
+    data = {"data": str(MNIST)} if real else {}
     with ExitStack() as stack:
-        nodes = _start_nodes_together(stack, link, credentials, tmp_path, count=2)
+        nodes = _start_nodes_together(stack, link, credentials, tmp_path, count=2, extra=data)
         assert sorted(node.node_id for node in nodes) == sorted(ids)
-        rounds = 2 if config.get("model") is None else 1
-        run = link.submit(app, {"rounds": rounds}, timeout=180)
+        run = link.submit(app, {"rounds": 1 if real else 2}, timeout=180)
     assert run.status == "finished:completed"
     assert output.is_file()
     result = json.loads(output.read_text())
     assert run.result == result
-    if config.get("model") is None:  # the stand-in: each round adds the mean of 1 and 2
+    if not real:  # the stand-in: each round adds the mean of 1 and 2
         assert result["rounds_completed"] == 2
         assert result["weights"] == [3.0, 3.0, 3.0, 3.0]
     assert "Uvicorn running on https://" in link.log_text()  # TLS
