@@ -94,18 +94,22 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SuperLinkPr
             _assert_no_flower_process_left(str(base))
 
 
-# The contract's run config for a tiny real run; veil.federated._apps may publish its own
-# defaults as DEFAULT_RUN_CONFIG, which then replace these guesses.
-_REAL_RUN_CONFIG: dict[str, object] = {
-    "model": "mlp",
-    "clients": 2,
-    "rounds": 1,
-    "local-epochs": 1,
-    "batch-size": 64,
-    "lr": 0.1,
-    "strategy": "fedavg",
-    "seed": 0,
-}
+def _real_run_config(output: Path) -> dict[str, object]:
+    """A tiny real run: 2 clients, 1 round, logistic regression on 2,000 MNIST images."""
+    settings = {
+        "model": "logreg",
+        "clients": 2,
+        "rounds": 1,
+        "limit": 2000,
+        "seed": 0,
+        "data": str(MNIST),
+        "output": str(output),
+    }
+    try:
+        from veil.federated._config import FederatedConfig
+    except ImportError:
+        return settings
+    return dict(FederatedConfig(**settings).to_run_config())
 
 
 def _app(directory: Path, output: Path) -> tuple[Path, dict[str, object], bool]:
@@ -113,10 +117,8 @@ def _app(directory: Path, output: Path) -> tuple[Path, dict[str, object], bool]:
 
     Returns the app directory, its run config and whether it is the real app.
     """
-    apps = _real_apps()
-    if apps is not None and MNIST.is_dir():
-        config = dict(getattr(apps, "DEFAULT_RUN_CONFIG", _REAL_RUN_CONFIG))
-        config.update(clients=2, rounds=1, data=str(MNIST), output=str(output))
+    if _real_apps() is not None and MNIST.is_dir():
+        config = _real_run_config(output)
         return write_flower_app(directory, config), config, True
     config = {"rounds": 1, "clients": 2, "output": str(output)}
     app = write_flower_app(
