@@ -24,6 +24,7 @@ from veil.cli import (
     datasets,
     db,
     demo,
+    federate,
     he,
     init,
     models,
@@ -88,6 +89,7 @@ app.command("audit")(audit.audit)
 app.command("scan")(anonymize.scan)
 app.command("anonymize")(anonymize.anonymize)
 app.command("redact")(redact.redact)
+app.add_typer(federate.app, name="federate")
 app.add_typer(he.app, name="he")
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)

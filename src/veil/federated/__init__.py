@@ -1,7 +1,83 @@
-"""Federated learning on Flower with secure aggregation, user-level DP and robust aggregation (issue: federated learning).
+"""Federated learning on Flower: secure aggregation, user-level DP with accounting, robust aggregation.
 
-Empty until the issue that builds it lands; the package exists so the layout of
-DESIGN.md holds from the first commit.
+Flower is the engine (messages, SecAgg+, SuperLink/SuperNode deployment);
+Veil adds what a hospital network needs on top:
+
+* :func:`federate` runs a :class:`FederatedConfig` in Veil's in-process
+  runner (:class:`InProcessGrid`, Flower's public ``Grid`` without Ray),
+  under Flower's Ray simulation, or across a real deployment.
+* Strategies: FedAvg, FedProx, FedAdam and the robust rules (Krum,
+  Multi-Krum, Bulyan, coordinate median, trimmed mean, norm bounding).
+* Secure aggregation with Flower's SecAgg+ (dropout-tolerant), with the
+  combinations it cannot support refused up front.
+* DP-FedAvg (user-level DP): clipping (fixed or adaptive), Gaussian noise
+  from AES-CTR, Poisson client sampling, epsilon with amplification by
+  sampling (PLD, cross-checked by RDP and by Flower's own accountant),
+  charged to the ledger as one event per run before round 1. Local DP and
+  record-level DP-SGD at each client.
+* Attacks to test the defences: label flipping, sign flipping, scaled
+  model replacement (backdoor) and free-riding.
 """
 
-__all__: list[str] = []
+from veil.federated._aggregate import (
+    bulyan,
+    coordinate_median,
+    krum,
+    multikrum,
+    norm_bound,
+    trimmed_mean,
+    validate_update,
+    weighted_mean,
+)
+from veil.federated._attacks import ATTACKS
+from veil.federated._config import (
+    MODELS,
+    PARTITIONS,
+    ROBUST_STRATEGIES,
+    STRATEGIES,
+    FederatedConfig,
+    load_config,
+)
+from veil.federated._partition import SCHEMES, describe_partition, partition
+from veil.federated._privacy import (
+    DPFedAvgAggregator,
+    LocalGaussianDP,
+    UserDPPlan,
+    calibrate_user_noise,
+    plan_user_dp,
+)
+from veil.federated._run import dropout_rule, federate
+from veil.federated._runner import InProcessGrid
+from veil.federated._server import FederatedResult, plan_privacy, run_federation
+
+__all__ = [
+    "ATTACKS",
+    "MODELS",
+    "PARTITIONS",
+    "ROBUST_STRATEGIES",
+    "SCHEMES",
+    "STRATEGIES",
+    "DPFedAvgAggregator",
+    "FederatedConfig",
+    "FederatedResult",
+    "InProcessGrid",
+    "LocalGaussianDP",
+    "UserDPPlan",
+    "bulyan",
+    "calibrate_user_noise",
+    "coordinate_median",
+    "describe_partition",
+    "dropout_rule",
+    "federate",
+    "krum",
+    "load_config",
+    "multikrum",
+    "norm_bound",
+    "partition",
+    "plan_privacy",
+    "plan_user_dp",
+    "run_federation",
+    "trimmed_mean",
+    "validate_update",
+    "weighted_mean",
+]

@@ -1,0 +1,182 @@
+"""Veil's Flower apps: the ``ClientApp`` every node runs and the ``ServerApp`` of a deployment.
+
+The same two objects run in Veil's in-process runner (``--simulate``), under
+Flower's Ray simulation (``--ray``) and in a real deployment (``--deploy``,
+``flower-supernode`` loads ``veil.federated._apps:client_app`` from the
+Flower App that ``veil federate --deploy`` submits).
+
+A client reads the run config (a :class:`FederatedConfig` as flat keys) and
+its node config (``partition-id``, ``num-partitions`` and optionally
+``data``), loads its own shard only, trains from the global model it is
+sent, and answers with its *update*. Before the update leaves the node it is
+bounded (L2, to the DP clip or the norm bound, the only enforcement secure
+aggregation allows) and, under local DP, noised.
+
+Two message formats reach ``train``: Veil's own (``arrays`` + ``config``, the
+Message API) and, under secure aggregation, Flower's legacy ``fitins`` records,
+since ``SecAggPlusWorkflow``/``secaggplus_mod`` exist only on that path in
+Flower 1.41-1.42. :func:`_secagg_when_asked` applies ``secaggplus_mod`` only to
+messages that carry SecAgg+ stages.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
+from flwr.clientapp import ClientApp
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.compat.common import recorddict_compat as compat
+from flwr.compat.common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common.typing import Code, FitRes, Status
+from flwr.serverapp import Grid, ServerApp
+
+from veil.federated._config import FederatedConfig
+from veil.federated._privacy import GaussianNoise, LocalGaussianDP, clip_update
+from veil.federated._task import Task, build_model, load_task, local_train
+
+__all__ = ["DEFAULT_RUN_CONFIG", "client_app", "malicious_clients", "server_app"]
+
+# A tiny real run, for `flwr run` without overrides (the deployment test's defaults).
+DEFAULT_RUN_CONFIG: dict[str, Any] = {
+    "dataset": "mnist",
+    "model": "logreg",
+    "clients": 2,
+    "rounds": 1,
+    "local-epochs": 1,
+    "batch-size": 64,
+    "lr": 0.1,
+    "limit": 2000,
+    "strategy": "fedavg",
+    "seed": 0,
+}
+
+LEGACY_PARAMETERS = "fitins.parameters"
+
+
+def malicious_clients(config: FederatedConfig) -> frozenset[int]:
+    """The partitions that attack: ``ceil(malicious * clients)`` of them, fixed by the seed."""
+    count = math.ceil(config.malicious * config.clients) if config.attack != "none" else 0
+    order = np.random.default_rng(config.seed + 7).permutation(config.clients)
+    return frozenset(int(i) for i in order[:count])
+
+
+@lru_cache(maxsize=4)
+def _task(config_json: str) -> Task:
+    return load_task(FederatedConfig.from_mapping(json.loads(config_json)))
+
+
+def _node_config(context: Context) -> tuple[FederatedConfig, int]:
+    values = dict(context.run_config)
+    node = context.node_config
+    if "data" in node:
+        values["data"] = str(node["data"])
+    if "num-partitions" in node:
+        values["clients"] = int(node["num-partitions"])
+    config = FederatedConfig.from_run_config(values)
+    return config, int(node.get("partition-id", 0))
+
+
+def _client_update(
+    context: Context, weights: list[np.ndarray], round_config: dict[str, Any]
+) -> tuple[list[np.ndarray], dict[str, Any], int]:
+    config, partition_id = _node_config(context)
+    task = _task(json.dumps(config.replace(output=None).to_dict(), sort_keys=True))
+    x, y = task.client_data(partition_id)
+    attack = config.attack if partition_id in malicious_clients(config) else "none"
+    server_round = int(round_config.get("round", 1))
+    seed = (config.seed * 100_003 + server_round * 1_009 + partition_id) % 2**31
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = build_model(config.model, task.input_shape, task.classes, config.hidden)
+    update, metrics = local_train(model, weights, x, y, config, attack=attack, seed=seed)
+    bound = float(round_config.get("clip", config.update_bound or 0.0))
+    if bound > 0:
+        flat = np.concatenate([u.ravel() for u in update]).astype(np.float64)
+        norm = float(np.linalg.norm(flat))
+        metrics["update-norm"] = norm
+        metrics["unclipped"] = float(norm <= bound)
+        if config.dp == "local":
+            noise = GaussianNoise(None if config.secure_rng else seed)
+            dp = LocalGaussianDP(
+                clip=bound, noise_multiplier=float(config.noise_multiplier or 0), noise=noise
+            )
+            flat = dp.privatize(flat)
+        elif attack == "none" or attack in ("label-flip", "free-ride"):
+            flat, _ = clip_update(flat, bound)
+        # A malicious client need not clip: the server must not rely on it (see docs).
+        update = _unflatten(flat, update)
+    weight = 1 if config.dp == "central" else len(y)
+    metrics["malicious"] = float(attack != "none")
+    return update, metrics, weight
+
+
+def _unflatten(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
+    out, start = [], 0
+    for array in like:
+        out.append(flat[start : start + array.size].reshape(array.shape).astype(np.float32))
+        start += array.size
+    return out
+
+
+client_app = ClientApp()
+
+
+def _secagg_when_asked(message: Message, context: Context, call_next: Any) -> Message:
+    """``secaggplus_mod`` for SecAgg+ rounds; plain rounds pass straight through."""
+    if message.has_content() and RECORD_KEY_CONFIGS in message.content.config_records:
+        return secaggplus_mod(message, context, call_next)
+    return call_next(message, context)  # type: ignore[no-any-return]
+
+
+client_app._mods.append(_secagg_when_asked)  # noqa: SLF001 - ClientApp(mods=...) cannot be used with decorators before 1.43
+
+
+@client_app.train()
+def _train(message: Message, context: Context) -> Message:
+    content = message.content
+    if LEGACY_PARAMETERS in content.array_records:  # SecAgg+ (Flower's legacy path)
+        fitins = compat.recorddict_to_fitins(content, keep_input=True)
+        weights = parameters_to_ndarrays(fitins.parameters)
+        update, metrics, weight = _client_update(context, weights, dict(fitins.config))
+        fitres = FitRes(
+            status=Status(code=Code.OK, message=""),
+            parameters=ndarrays_to_parameters(update),
+            num_examples=weight,
+            metrics={k: float(v) for k, v in metrics.items()},
+        )
+        return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=message)
+    weights = content.array_records["arrays"].to_numpy_ndarrays()
+    round_config = dict(content.config_records["config"])
+    update, metrics, weight = _client_update(context, weights, round_config)
+    metrics["weight"] = weight
+    reply = RecordDict(
+        {
+            "update": ArrayRecord(update),
+            "metrics": MetricRecord({k: float(v) for k, v in metrics.items()}),
+        }
+    )
+    return Message(reply, reply_to=message)
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def _server_main(grid: Grid, context: Context) -> None:
+    from veil.federated._server import run_federation  # noqa: PLC0415 - import cycle
+
+    config = FederatedConfig.from_run_config(dict(context.run_config))
+    result = run_federation(grid, config)
+    if config.output:
+        path = Path(config.output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str), encoding="utf-8")
+        tmp.replace(path)
