@@ -11,7 +11,7 @@ import pytest
 from veil.cli._app import main
 
 
-def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: PLR0915
     # A developer's settings must not leak into the demo: it always uses its own SQLite file.
     monkeypatch.setenv("VEIL_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
     for _ in range(2):
@@ -28,7 +28,14 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
         "Redact a clinical note (Presidio with spaCy's small English model)",
         "Encrypted inference: the doctor's round trip (CKKS) and a Paillier score",
         "A secure average over three hospitals (Shamir 2-of-3, one process each, over TCP)",
+        "Federated training over ten clinics: SecAgg+ and DP-FedAvg, epsilon in the ledger",
     ]
+    federated = result["steps"][10]
+    assert federated["privacy"]["charged"] is True
+    assert federated["budget"]["spent"]["epsilon"] == pytest.approx(
+        federated["privacy"]["epsilon"], rel=1e-6
+    )
+    assert federated["rounds"] >= 4
     register = result["steps"][1]
     assert register["rows"] == 442
     assert register["schema"]["quasi_identifiers"] == ["age", "sex"]

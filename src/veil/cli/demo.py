@@ -128,6 +128,7 @@ def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
         _redact(tour, workspace)
         _encrypted_inference(tour)
         _secure_average(tour, catalog)
+        _federated(tour, catalog, store)
     finally:
         store.dispose()
     (tour.directory / "summary.html").write_text(_html(tour, info), encoding="utf-8")
@@ -387,6 +388,49 @@ def _secure_average(tour: Tour, catalog: Catalog) -> None:
     )
 
 
+def _federated(tour: Tour, catalog: Catalog, store: Store) -> None:
+    """Step 11: ten clinics train one model; SecAgg+ hides each update, DP-FedAvg the patients."""
+    title = "Federated training over ten clinics: SecAgg+ and DP-FedAvg, epsilon in the ledger"
+    if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("torch") is None:
+        tour.step(title, 0.0, skipped="needs the federated extra: pip install 'veil[federated]'")
+        return
+    from veil.federated import FederatedConfig, federate  # noqa: PLC0415 - heavy
+    from veil.ledger import Budget, Ledger  # noqa: PLC0415
+
+    started = time.perf_counter()
+    catalog.add("sklearn:digits", name="digits-federated", split="train")
+    ledger = Ledger(store, catalog.settings)
+    ledger.set_budget(
+        "digits-federated", Budget(epsilon=8.0, delta=1e-4), reason="demo federated budget"
+    )
+    config = FederatedConfig(
+        dataset="digits",
+        model="logreg",
+        clients=10,
+        rounds=5,
+        fraction=0.8,
+        lr=0.5,
+        batch_size=16,
+        secagg=True,
+        dp="central",
+        noise_multiplier=1.5,
+        clip=1.0,
+        delta=1e-4,
+        ledger_dataset="digits-federated",
+    )
+    result = federate(config, ledger=ledger)
+    tour.step(
+        title,
+        time.perf_counter() - started,
+        clients=config.clients,
+        rounds=result.rounds_completed,
+        accuracy=result.accuracy,
+        participants=[row["participants"] for row in result.history],
+        privacy=result.privacy,
+        budget=ledger.status("digits-federated").to_dict(),
+    )
+
+
 def _print_crypto_steps(tour: Tour) -> None:
     """The encrypted-inference and MPC steps, for people."""
     he_step = next((s for s in tour.steps if s["title"].startswith("Encrypted")), None)
@@ -397,6 +441,15 @@ def _print_crypto_steps(tour: Tour) -> None:
         render_round_trip(he_step)
     elif he_step is not None:
         out.print(f"Encrypted inference skipped: {he_step['skipped']}")
+    fl_step = next((s for s in tour.steps if s["title"].startswith("Federated")), None)
+    if fl_step is not None and "privacy" in fl_step:
+        privacy = fl_step["privacy"]
+        out.print(
+            f"\n[bold]Ten clinics train one model[/bold] (SecAgg+, DP-FedAvg): accuracy "
+            f"{fl_step['accuracy']:.3f} after {fl_step['rounds']} rounds; user-level epsilon "
+            f"{privacy['epsilon']:.2f} at delta {privacy['delta']:g}, charged to the ledger of "
+            "'digits-federated' as one event."
+        )
     mpc_step = next((s for s in tour.steps if s["title"].startswith("A secure average")), None)
     if mpc_step is not None:
         out.print(

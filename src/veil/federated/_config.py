@@ -209,17 +209,21 @@ class FederatedConfig:
             )
         per_round = self.expected_clients
         threshold = self.threshold
-        if per_round < threshold or threshold < 2:  # noqa: PLR2004
+        if per_round < max(threshold, 3) or threshold < 2:  # noqa: PLR2004
             raise InvalidInputError(
                 "fewer clients per round than the secure-aggregation threshold",
-                expected=f"at least {max(threshold, 2)} clients per round (the threshold of "
-                "shares needed to unmask)",
+                expected=f"at least {max(threshold, 3)} clients per round (the threshold of "
+                "shares needed to unmask; SecAgg+ needs 3 or more)",
                 got=f"{per_round:g} expected clients per round "
                 f"({self.clients} clients x fraction {self.fraction})",
                 fix="raise --clients or --fraction, or lower --secagg-threshold",
             )
-        if self.secagg_shares is not None and self.secagg_shares < threshold:
-            raise _fail("secagg_shares", f">= the threshold ({threshold})", self.secagg_shares)
+        if self.shares < 3 or threshold >= self.shares:  # noqa: PLR2004
+            raise _fail(
+                "secagg_threshold",
+                f"2 <= threshold < shares ({self.shares}), shares >= 3",
+                (threshold, self.shares),
+            )
 
     def _check_dp(self) -> None:
         if self.dp == "none":
@@ -267,15 +271,22 @@ class FederatedConfig:
 
     @property
     def shares(self) -> int:
-        """SecAgg+ shares per client (default: every sampled client)."""
-        return self.secagg_shares or max(2, math.floor(self.expected_clients))
+        """SecAgg+ shares per client: the neighbours each client masks with and shares its keys to.
+
+        Default: every sampled client, made odd (Flower's SecAgg+ graph needs an odd
+        degree when it is not complete), at least 3.
+        """
+        if self.secagg_shares is not None:
+            return self.secagg_shares
+        shares = max(3, math.floor(self.expected_clients))
+        return shares if shares % 2 or shares >= self.expected_clients else shares - 1
 
     @property
     def threshold(self) -> int:
-        """Shares needed to reconstruct a secret (default: two thirds of the shares)."""
+        """Shares needed to reconstruct a secret (default: two thirds of the shares, below them)."""
         if self.secagg_threshold is not None:
             return self.secagg_threshold
-        return max(2, math.ceil(2 * self.shares / 3))
+        return max(2, min(self.shares - 1, math.ceil(2 * self.shares / 3)))
 
     @property
     def update_bound(self) -> float | None:

@@ -56,10 +56,12 @@ def federate(
     progress: ProgressCallback | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     drop: Callable[[Message], bool] | None = None,
+    ledger: Any = None,
 ) -> FederatedResult:
     """Run ``config`` and return its :class:`FederatedResult`.
 
-    ``drop`` overrides the disconnect rule (default: ``config.dropout``).
+    ``drop`` overrides the disconnect rule (default: ``config.dropout``); ``ledger`` is the
+    :class:`veil.ledger.Ledger` a DP run is charged to (default: the workspace's).
     """
     if mode == "ray":
         if importlib.util.find_spec("ray") is None:
@@ -95,6 +97,8 @@ def federate(
     level = flower_log.level
     flower_log.setLevel(logging.WARNING)  # SecAgg+ logs every stage of every node at DEBUG/INFO
     try:
-        return run_federation(grid, config, task=task, progress=progress, on_round=on_round)
+        return run_federation(
+            grid, config, task=task, progress=progress, on_round=on_round, ledger=ledger
+        )
     finally:
         flower_log.setLevel(level)

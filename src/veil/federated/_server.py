@@ -160,12 +160,14 @@ def plan_privacy(config: FederatedConfig) -> tuple[UserDPPlan | None, dict[str, 
     return None, summary, event
 
 
-def _charge(config: FederatedConfig, summary: dict[str, Any], event: Any) -> None:
+def _charge(
+    config: FederatedConfig, summary: dict[str, Any], event: Any, ledger: Any = None
+) -> None:
     epsilon = float(summary["epsilon"])
     if config.ledger_dataset is not None:
         from veil.ledger import Ledger  # noqa: PLC0415 - only DP runs touch the ledger
 
-        receipt = Ledger.open().charge(
+        receipt = (ledger or Ledger.open()).charge(
             config.ledger_dataset, event, purpose=f"federated training ({config.strategy})"
         )
         summary["ledger"] = receipt.to_dict()
@@ -258,7 +260,9 @@ def _secagg_round(  # noqa: PLR0917 - one round's whole state
         ndarrays_to_parameters(weights), keep_input=True
     )
     shares = min(config.shares, len(nodes))
-    threshold = min(config.threshold, shares)
+    if shares < len(nodes) and shares % 2 == 0:
+        shares -= 1  # an odd degree for SecAgg+'s neighbour graph
+    threshold = min(config.threshold, shares - 1)
     workflow = SecAggPlusWorkflow(
         num_shares=shares,
         reconstruction_threshold=threshold,
@@ -346,12 +350,13 @@ def run_federation(  # noqa: C901, PLR0912, PLR0915 - the round loop, in order
     task: Task | None = None,
     progress: ProgressCallback | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    ledger: Any = None,
 ) -> FederatedResult:
     """Run ``config.rounds`` rounds over the nodes of ``grid`` (in-process, Ray or a SuperLink)."""
     started_run = time.perf_counter()
     plan, summary, event = plan_privacy(config)
     if summary is not None and event is not None:
-        _charge(config, summary, event)
+        _charge(config, summary, event, ledger)
     task = task or load_task(config)
     torch.manual_seed(config.seed)
     model = build_model(config.model, task.input_shape, task.classes, config.hidden)
@@ -397,7 +402,7 @@ def run_federation(  # noqa: C901, PLR0912, PLR0915 - the round loop, in order
         sent = received = 0
         update_vector: np.ndarray | None = None
         client_metrics: list[dict[str, Any]] = []
-        if config.secagg and len(chosen) >= max(2, config.threshold):
+        if config.secagg and len(chosen) >= max(3, config.threshold):
             mean, client_metrics, total_weight = _secagg_round(
                 grid, config, chosen, weights, round_config, server_round, max_weight
             )
@@ -419,7 +424,7 @@ def run_federation(  # noqa: C901, PLR0912, PLR0915 - the round loop, in order
                     server_round,
                     config.threshold,
                 )
-        elif chosen and not (config.secagg and len(chosen) < max(2, config.threshold)):
+        elif chosen and not config.secagg:
             content = RecordDict(
                 {"arrays": ArrayRecord(weights), "config": ConfigRecord(round_config)}
             )
