@@ -108,9 +108,8 @@ def _plan(  # noqa: C901, PLR0912 - one block per row
                 secure = plain.replace(secagg=True, secagg_shares=SECAGG_SHARES)
                 runs.append(_Run(row, f"{clients} secagg", secure))
         elif row == "cnn-iid":
-            runs.append(
-                _Run(row, "cnn-iid", base.replace(model="cnn", lr=0.05, rounds=20, **shrink))
-            )
+            cnn = base.replace(model="cnn", lr=0.05, rounds=20)
+            runs.append(_Run(row, "cnn-iid", cnn.replace(**shrink) if quick else cnn))
         elif row == "pathological":
             config = base.replace(
                 model="cnn",
