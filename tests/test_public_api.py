@@ -12,6 +12,7 @@ PUBLIC = {
         "BudgetExceededError",
         "ConflictError",
         "DataTooLargeError",
+        "DeploymentError",
         "InvalidInputError",
         "MissingDependencyError",
         "NotFoundError",

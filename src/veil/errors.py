@@ -20,8 +20,9 @@ builtin a caller would naturally catch, so ``except ValueError`` still works::
           │                                      missing_dependency 10
           ├── StoreError                         store_error      11
           │    └── StoreVersionError             store_version    12
-          └── PartyDroppedError (ConnectionError)
-                                                 party_dropped    13
+          ├── PartyDroppedError (ConnectionError)
+          │                                      party_dropped    13
+          └── DeploymentError (RuntimeError)     deployment_failed 14
 
 Exit code 1 is reserved for an unexpected error (a bug), 2 for a malformed
 command line (Click's usage errors) and 130 for an interrupt.
@@ -46,6 +47,7 @@ __all__ = [
     "BudgetExceededError",
     "ConflictError",
     "DataTooLargeError",
+    "DeploymentError",
     "InvalidInputError",
     "MissingDependencyError",
     "NotFoundError",
@@ -191,6 +193,16 @@ class PartyDroppedError(VeilError, ConnectionError):
 
     code = "party_dropped"
     exit_code = 13
+
+
+class DeploymentError(VeilError, RuntimeError):
+    """A Flower process (SuperLink, SuperNode) failed to start or died, or a submitted run failed.
+
+    The message carries the tail of the process's log.
+    """
+
+    code = "deployment_failed"
+    exit_code = 14
 
 
 class PrivacyLeakWarning(UserWarning):

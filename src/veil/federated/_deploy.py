@@ -58,6 +58,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from veil.errors import (
     ConflictError,
+    DeploymentError,
     InvalidInputError,
     MissingDependencyError,
     NotFoundError,
@@ -99,13 +100,6 @@ _TAIL_LINES = 40
 _KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _RUN_ID = re.compile(r"Successfully started run (\d+)")
-
-
-class DeploymentError(VeilError, RuntimeError):
-    """A Flower process failed to start, died, or a submitted run did not complete."""
-
-    code = "deployment_failed"
-    exit_code = 14
 
 
 # ---------------------------------------------------------------- credentials
