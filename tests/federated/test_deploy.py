@@ -259,6 +259,8 @@ def test_two_authorised_supernodes_complete_a_run(deployment, tmp_path):
         nodes = _start_nodes_together(stack, link, credentials, tmp_path, count=2, extra=data)
         assert sorted(node.node_id for node in nodes) == sorted(ids)
         run = link.submit(app, {"rounds": 1 if real else 2}, timeout=180)
+        if real:  # the same deployment driven by the CLI: `veil federate --deploy`
+            cli = _federate_deploy_cli(link, credentials)
     assert run.status == "finished:completed"
     assert output.is_file()
     result = json.loads(output.read_text())
@@ -268,6 +270,42 @@ def test_two_authorised_supernodes_complete_a_run(deployment, tmp_path):
         assert result["weights"] == [3.0, 3.0, 3.0, 3.0]
     assert "Uvicorn running on https://" in link.log_text()  # TLS
     assert all(not node.alive for node in nodes)
+    if real:
+        assert cli["rounds_completed"] == 1
+        assert cli["history"][0]["participants"] == 2
+        assert 0.0 <= cli["accuracy"] <= 1.0
+
+
+def _federate_deploy_cli(link: SuperLinkProcess, credentials: DeployCredentials) -> dict:
+    veil = Path(sys.executable).with_name("veil")
+    done = subprocess.run(
+        [
+            str(veil),
+            "federate",
+            "--deploy",
+            "--superlink",
+            link.control_address,
+            "--credentials",
+            str(credentials.directory),
+            "--data",
+            str(MNIST),
+            "--model",
+            "logreg",
+            "--clients",
+            "2",
+            "--rounds",
+            "1",
+            "--set",
+            "limit=2000",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
 
 
 @pytest.mark.slow

@@ -230,6 +230,8 @@ def _deploy(config: Any, address: str, credentials: Path) -> dict[str, Any]:
     from veil.federated._deploy import DeployCredentials, submit_run, write_flower_app  # noqa: PLC0415
 
     creds = DeployCredentials.load(credentials)
+    if config.data:  # the ServerApp and the SuperNodes run in other directories
+        config = config.replace(data=str(Path(config.data).resolve()))
     with tempfile.TemporaryDirectory(prefix="veil-fab-") as tmp:
         result_path = Path(tmp) / "result.json"
         run_config = {**config.to_run_config(), "output": str(result_path)}
