@@ -311,7 +311,7 @@ def _federate_deploy_cli(link: SuperLinkProcess, credentials: DeployCredentials)
 @pytest.mark.slow
 def test_an_unregistered_supernode_is_refused(deployment, tmp_path):
     credentials = deployment.credentials
-    assert credentials is not None
+    assert isinstance(credentials, DeployCredentials)
     with pytest.raises(PermissionDeniedError, match="not registered") as caught:
         start_supernode(
             deployment.control_address,
@@ -329,7 +329,7 @@ def test_an_unregistered_supernode_is_refused(deployment, tmp_path):
 @pytest.mark.slow
 def test_a_supernode_refuses_a_superlink_its_ca_did_not_certify(deployment, tmp_path):
     credentials = deployment.credentials
-    assert credentials is not None
+    assert isinstance(credentials, DeployCredentials)
     deployment.register(credentials.node("node-1"))  # a known key: only TLS can fail
     stranger = create_credentials(tmp_path / "stranger", nodes=0)
     with pytest.raises(DeploymentError, match="does not trust the SuperLink's TLS certificate"):

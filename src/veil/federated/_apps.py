@@ -40,7 +40,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from veil.federated._config import FederatedConfig
 from veil.federated._privacy import GaussianNoise, LocalGaussianDP, clip_update
-from veil.federated._task import Task, build_model, load_task, local_train
+from veil.federated._task import Task, build_model, flatten, load_task, local_train, unflatten
 
 __all__ = ["DEFAULT_RUN_CONFIG", "client_app", "malicious_clients", "server_app"]
 
@@ -98,7 +98,7 @@ def _client_update(
     update, metrics = local_train(model, weights, x, y, config, attack=attack, seed=seed)
     bound = float(round_config.get("clip", config.update_bound or 0.0))
     if bound > 0:
-        flat = np.concatenate([u.ravel() for u in update]).astype(np.float64)
+        flat = flatten(update)
         norm = float(np.linalg.norm(flat))
         metrics["update-norm"] = norm
         metrics["unclipped"] = float(norm <= bound)
@@ -111,18 +111,10 @@ def _client_update(
         elif attack == "none" or attack in ("label-flip", "free-ride"):
             flat, _ = clip_update(flat, bound)
         # A malicious client need not clip: the server must not rely on it (see docs).
-        update = _unflatten(flat, update)
+        update = unflatten(flat, update)
     weight = 1 if config.dp == "central" else len(y)
     metrics["malicious"] = float(attack != "none")
     return update, metrics, weight
-
-
-def _unflatten(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
-    out, start = [], 0
-    for array in like:
-        out.append(flat[start : start + array.size].reshape(array.shape).astype(np.float32))
-        start += array.size
-    return out
 
 
 client_app = ClientApp()

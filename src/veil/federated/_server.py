@@ -63,9 +63,11 @@ from veil.federated._task import (
     backdoor_success,
     build_model,
     evaluate,
+    flatten,
     get_weights,
     load_task,
     set_weights,
+    unflatten,
 )
 from veil.progress import ProgressCallback, ProgressEvent
 
@@ -291,18 +293,6 @@ class _Adam:
         return self.m / (np.sqrt(self.v) + self.tau)
 
 
-def _flatten(arrays: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
-
-
-def _unflatten(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
-    out, start = [], 0
-    for array in like:
-        out.append(flat[start : start + array.size].reshape(array.shape).astype(np.float32))
-        start += array.size
-    return out
-
-
 def _aggregate(
     config: FederatedConfig, updates: np.ndarray, weights: np.ndarray
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -408,7 +398,7 @@ def run_federation(  # noqa: C901, PLR0912, PLR0915 - the round loop, in order
             )
             answered = len(client_metrics)
             if mean is not None:
-                mean_flat = _flatten(mean)
+                mean_flat = flatten(mean)
                 if not np.all(np.isfinite(mean_flat)):
                     log.error(
                         "round %d: the secure aggregate is not finite; round skipped", server_round
@@ -469,7 +459,7 @@ def run_federation(  # noqa: C901, PLR0912, PLR0915 - the round loop, in order
                     continue
                 metrics = dict(reply.content.metric_records["metrics"])
                 client_metrics.append(metrics)
-                updates.append(_flatten(arrays))
+                updates.append(flatten(arrays))
                 client_weights.append(float(metrics.get("weight", 1.0)))  # type: ignore[arg-type]
             answered = len(updates)
             if updates:
@@ -494,9 +484,9 @@ def run_federation(  # noqa: C901, PLR0912, PLR0915 - the round loop, in order
                 )
         row["rejected"] = sum(1 for r in result.rejected if r["round"] == server_round)
         if update_vector is not None:
-            flat = _flatten(weights)
+            flat = flatten(weights)
             step = adam.step(update_vector) if adam is not None else update_vector
-            weights = _unflatten(flat + config.server_lr * step, weights)
+            weights = unflatten(flat + config.server_lr * step, weights)
         aggregate_done = time.perf_counter()
         set_weights(model, weights)
         loss, accuracy = evaluate(model, task.x_test, task.y_test)

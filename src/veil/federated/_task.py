@@ -173,6 +173,20 @@ def set_weights(model: nn.Module, weights: list[np.ndarray]) -> None:
     )
 
 
+def flatten(arrays: list[np.ndarray]) -> np.ndarray:
+    """The arrays of an update as one float64 vector (what clipping and the rules see)."""
+    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+
+
+def unflatten(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
+    """The inverse of :func:`flatten`, shaped like ``like`` (float32)."""
+    out, start = [], 0
+    for array in like:
+        out.append(flat[start : start + array.size].reshape(array.shape).astype(np.float32))
+        start += array.size
+    return out
+
+
 def evaluate(
     model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 2000
 ) -> tuple[float, float]:
