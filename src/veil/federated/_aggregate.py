@@ -81,7 +81,8 @@ _BLOCK_ENTRIES = 1 << 22
 # ----------------------------------------------------------------------------- validation
 
 
-def _whole(value: object, name: str, *, minimum: int = 0) -> int:
+def check_whole(value: object, name: str, *, minimum: int = 0) -> int:
+    """``value`` as an int, refused unless it is a whole number >= ``minimum``."""
     fix = f"pass a whole number >= {minimum} for {name}"
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InvalidInputError(
@@ -174,7 +175,7 @@ def _weights(weights: object, n: int) -> np.ndarray:
 
 
 def _byzantine(f: object, n: int, *, factor: int, rule: str, paper: str) -> int:
-    count = _whole(f, "f")
+    count = check_whole(f, "f")
     needed = factor * count + 3
     if n < needed:
         raise InvalidInputError(
@@ -279,7 +280,7 @@ def multikrum(updates: np.ndarray, weights: np.ndarray, f: int, m: int | None = 
     n = array.shape[0]
     counts = _weights(weights, n)
     scores = krum_scores(array, f)
-    keep = n - int(f) if m is None else _whole(m, "m", minimum=1)
+    keep = n - int(f) if m is None else check_whole(m, "m", minimum=1)
     if keep > n:
         raise InvalidInputError(
             "Multi-Krum cannot keep more updates than it received",

@@ -38,7 +38,8 @@ import math
 import numpy as np
 
 from veil.errors import InvalidInputError
-from veil.federated._aggregate import _positive, _whole
+from veil.federated._aggregate import _positive
+from veil.federated._aggregate import check_whole as _whole
 
 __all__ = [
     "ATTACKS",

@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from veil.errors import InvalidInputError
-from veil.federated._aggregate import _positive, _whole
+from veil.federated._aggregate import _positive
+from veil.federated._aggregate import check_whole as _whole
 
 __all__ = ["SCHEMES", "describe_partition", "partition"]
 

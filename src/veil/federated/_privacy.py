@@ -82,6 +82,7 @@ import numpy as np
 from dp_accounting import dp_event
 
 from veil.errors import InvalidInputError, PrivacyLeakWarning, require
+from veil.federated._aggregate import check_whole
 from veil.ledger import (
     Mechanism,
     PLDAccountant,
@@ -124,20 +125,7 @@ _STEP_DOWN = 0.85  # PLD's multiplier for a target is 85-95 % of RDP's in practi
 
 
 def _whole(value: object, name: str, *, minimum: int = 1) -> int:
-    fix = f"pass a whole number >= {minimum} for {name}"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidInputError(
-            f"{name} must be a whole number",
-            expected=f"an integer >= {minimum}",
-            got=repr(value),
-            fix=fix,
-        )
-    number = int(value)
-    if number < minimum:
-        raise InvalidInputError(
-            f"{name} out of range", expected=f"{name} >= {minimum}", got=repr(value), fix=fix
-        )
-    return number
+    return check_whole(value, name, minimum=minimum)
 
 
 def _sampling_rate(value: object) -> float:
