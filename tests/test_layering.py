@@ -15,6 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "veil"
 RANK = {
     "errors": 0,
     "progress": 0,
+    "_childenv": 0,
     "workspace": 1,
     "store": 2,
     "data": 3,
