@@ -157,3 +157,20 @@ def test_empty_and_mixed_files(capsys, tmp_path):
     )
     assert code == 3 and "mixes numbers and text" in " ".join(err.split())
     assert not out_file.exists()
+
+
+def test_scan_with_pii_detection_on_by_default_prints_the_pii_columns(capsys, tmp_path):
+    """The default (PII detection on) once crashed with KeyError 'entity' on any PII column."""
+    path = tmp_path / "patients.csv"
+    pd.DataFrame(
+        {
+            "age": [34, 51, 27, 45, 62, 38] * 5,
+            "zip": ["02139", "02140", "02139", "02141", "02140", "02139"] * 5,
+            "email": [f"patient{i}@example.org" for i in range(30)],
+            "diagnosis": ["flu", "asthma", "flu", "diabetes", "asthma", "flu"] * 5,
+        }
+    ).to_csv(path, index=False)
+    code, out, err = run(capsys, "scan", str(path), "--qi", "age,zip", "--sensitive", "diagnosis")
+    assert code == 0, err
+    assert "PII column" in out
+    assert "email: EMAIL_ADDRESS" in out

@@ -172,7 +172,7 @@ def render_scan(report: dict[str, Any], title: str) -> None:  # noqa: C901 - one
     out.print(table)
     for column in report.get("pii_columns") or []:
         out.print(
-            f"[bold red]PII column[/] {column['column']}: {column['entity']} "
+            f"[bold red]PII column[/] {column['column']}: {column['entity_type']} "
             f"({column['share']:.0%} of sampled values, confidence {column['confidence']:.2f})"
         )
 
