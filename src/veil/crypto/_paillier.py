@@ -9,14 +9,33 @@ public modulus and returns results it cannot read. Results are re-randomised
 encoded at one fixed exponent, so a returned ciphertext says nothing about how
 it was computed beyond the value the client decrypts. Messages are JSON: a kind, the key id
 (a hash of the modulus) and the ciphertexts as ``[hex, exponent]`` pairs.
+
+The server works under a key the client chose, so the key is checked before
+any exponentiation: the modulus must be odd, between 2048 and 4096 bits by
+default (a 65,536-bit modulus once made one 4-feature score cost 243 s), free
+of small prime factors and not a square; a request holds at most 4,096
+ciphertexts, each with a bounded exponent.
+
+A malicious client can pack its inputs (feature ``i`` the integer
+``2^(64 (i+1))``) so that one score holds every weight in its own bit field:
+the server cannot see the size of an encrypted input. With a declared input
+bound, :func:`paillier_linear` masks each score: it adds ``T + r M`` for a
+fresh uniform ``r``, where ``M = 2T + 1`` and ``T`` bounds the score's integer
+encoding over in-range inputs at the declared precision. An honest client
+recovers the score as the residue modulo ``M``; a packed query yields no more
+than that residue, as many bits as one honest score (Veil's own construction,
+in the spirit of the output masking of Bost et al., NDSS 2015).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import secrets
 import time
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -28,6 +47,13 @@ __all__ = ["PaillierClient", "paillier_linear", "paillier_sum"]
 
 FloatArray = npt.NDArray[np.float64]
 _MIN_BITS = 2048  # NIST SP 800-57: 2048-bit moduli for 112-bit security; 3072 for 128-bit
+_MAX_BITS = 4096  # the default ceiling on a client's modulus: the server's work grows as bits^3
+_LIMIT_BITS = 16384  # no setting may raise the ceiling beyond this
+_MAX_VALUES = 4096  # ciphertexts in one request
+_MAX_KEY_BYTES = 1 << 20  # a public key's JSON: read, then refused by its bit length
+_BASE = 16  # python-paillier's encoding base
+# the primes below 2,000: a real Paillier modulus is the product of two large primes
+_SMALL_PRIMES = math.prod(p for p in range(3, 2000, 2) if all(p % d for d in range(3, p, 2)))
 _WEIGHT_PRECISION = 2.0**-40  # weights and biases are encoded to 2^-40 ...
 _WEIGHT_EXPONENT = -10  # ... which is base-16 exponent -10 in python-paillier
 _MAX_EXPONENT = 64  # |exponent| of a request value; beyond it decoding costs 16^|e|
@@ -68,6 +94,13 @@ def _load(
     try:
         payload = json.loads(data)
         _expect_kind(payload, kinds)
+        if len(payload["values"]) > _MAX_VALUES:
+            raise InvalidInputError(
+                "a Paillier message holds too many ciphertexts",
+                expected=f"at most {_MAX_VALUES} values in one message",
+                got=f"{len(payload['values'])} values",
+                fix="split the vector over several requests",
+            )
         raw = [(int(text, 16), int(exponent)) for text, exponent in payload["values"]]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InvalidInputError(
@@ -120,6 +153,14 @@ class PaillierClient:
                 expected=f"at least {_MIN_BITS} bits",
                 got=str(bits),
             )
+        if bits > _LIMIT_BITS:
+            raise InvalidInputError(
+                "the Paillier modulus is too large",
+                expected=f"at most {_LIMIT_BITS} bits (servers refuse more than {_MAX_BITS} "
+                "by default)",
+                got=str(bits),
+                fix="use 3072 bits (128-bit security)",
+            )
         started = time.perf_counter()
         public, private = _phe().generate_paillier_keypair(n_length=bits)
         client = cls(public, private)
@@ -165,14 +206,37 @@ class PaillierClient:
         public = paillier.PaillierPublicKey(n)
         return cls(public, paillier.PaillierPrivateKey(public, p, q))
 
-    def encrypt(self, values: npt.ArrayLike, *, precision: float = 1e-6) -> bytes:
-        """Encrypt a vector (each value to within ``precision``)."""
+    def encrypt(
+        self, values: npt.ArrayLike, *, precision: float = 1e-6, bound: float | None = None
+    ) -> bytes:
+        """Encrypt a vector (each value to within ``precision``).
+
+        Args:
+            values: The vector.
+            precision: The encoding precision (the server's declared one when it masks).
+            bound: The server's declared input bound: values beyond it are refused here,
+                because a masked score of an out-of-range input decrypts to garbage.
+        """
         array = np.asarray(values, dtype=np.float64).reshape(-1)
         if array.size == 0 or not np.all(np.isfinite(array)):
             raise InvalidInputError(
                 "Paillier encrypts finite numbers",
                 expected="a non-empty vector of finite values",
                 got=f"{array.size} values, finite: {bool(np.all(np.isfinite(array)))}",
+            )
+        if array.size > _MAX_VALUES:
+            raise InvalidInputError(
+                "too many values for one Paillier request",
+                expected=f"at most {_MAX_VALUES}",
+                got=str(array.size),
+                fix="split the vector over several requests",
+            )
+        if bound is not None and float(np.max(np.abs(array))) > bound:
+            raise InvalidInputError(
+                "an input value is outside the server's declared range",
+                expected=f"|x| <= {bound:.6g}",
+                got=f"max |x| = {float(np.max(np.abs(array))):.6g}",
+                fix="scale the inputs as the server's model expects",
             )
         started = time.perf_counter()
         numbers = [self.public.encrypt(float(v), precision=precision) for v in array]
@@ -181,15 +245,67 @@ class PaillierClient:
 
     def decrypt(self, message: bytes) -> FloatArray:
         """Decrypt a request or a result into floats."""
-        _, numbers = _load(message, self.public, ("paillier-result", "paillier-request"))
+        payload, numbers = _load(message, self.public, ("paillier-result", "paillier-request"))
+        masks = _read_masks(payload, len(numbers), self.public.n)
         started = time.perf_counter()
-        values = np.array([self._private.decrypt(number) for number in numbers], dtype=np.float64)
+        if masks is None:
+            decoded = [self._private.decrypt(number) for number in numbers]
+        else:
+            decoded = []
+            for number, modulus in zip(numbers, masks, strict=True):
+                raw = int(self._private.decrypt_encoded(number).encoding)
+                shift = (modulus - 1) // 2
+                decoded.append(
+                    float(Fraction(raw % modulus - shift) * Fraction(_BASE) ** number.exponent)
+                )
+        values = np.array(decoded, dtype=np.float64)
         self.timings["decrypt_s"] = time.perf_counter() - started
         return values
 
 
-def _public_from(public_bytes: bytes) -> Any:
+def _read_masks(payload: dict[str, Any], count: int, n: int) -> list[int] | None:
+    if "masks" not in payload:
+        return None
+    try:
+        masks = [int(text, 16) for text in payload["masks"]]
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(
+            "the Paillier result's masks are unreadable", got=f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if len(masks) != count or any(not 1 < m < n or m % 2 == 0 for m in masks):
+        raise InvalidInputError(
+            "the Paillier result's masks are malformed",
+            expected=f"{count} odd moduli between 1 and n",
+            got=f"{len(masks)} values",
+            fix="the message was tampered with or truncated",
+        )
+    return masks
+
+
+def _check_max_bits(max_bits: int) -> None:
+    if not _MIN_BITS <= max_bits <= _LIMIT_BITS:
+        raise InvalidInputError(
+            "max_bits is out of range",
+            expected=f"{_MIN_BITS} <= max_bits <= {_LIMIT_BITS}",
+            got=str(max_bits),
+            fix=f"keep the default ({_MAX_BITS})",
+        )
+
+
+def _public_from(public_bytes: bytes, max_bits: int = _MAX_BITS) -> Any:
+    """The client's public key, refused unless it is a plausible modulus of a bounded size.
+
+    Every check here is cheap (a bit length, a gcd, an integer square root) and runs
+    before any exponentiation under the key.
+    """
+    _check_max_bits(max_bits)
     paillier = _phe()
+    if len(public_bytes) > _MAX_KEY_BYTES:
+        raise InvalidInputError(
+            "the Paillier public key is too large",
+            expected=f"a modulus of at most {max_bits} bits",
+            got=f"{len(public_bytes)} bytes",
+        )
     try:
         payload = json.loads(public_bytes)
         _expect_kind(payload, ("paillier-public",))
@@ -206,11 +322,53 @@ def _public_from(public_bytes: bytes) -> Any:
             expected=f">= {_MIN_BITS} bits",
             got=str(n.bit_length()),
         )
+    if n.bit_length() > max_bits:
+        raise InvalidInputError(
+            "the Paillier modulus is too large: the server's work grows with its cube",
+            expected=f"a modulus of {_MIN_BITS} to {max_bits} bits",
+            got=f"a {n.bit_length()}-bit modulus",
+            fix="make keys with `veil he keygen --scheme paillier` (3072 bits by default)",
+        )
+    reason = None
+    if n % 2 == 0:
+        reason = "it is even, and a Paillier modulus is odd"
+    elif math.gcd(n, _SMALL_PRIMES) != 1:
+        reason = "it has a small prime factor"
+    elif math.isqrt(n) ** 2 == n:
+        reason = "it is a square"
+    if reason is not None:
+        raise InvalidInputError(
+            "the Paillier modulus is malformed",
+            expected="the product of two large distinct primes",
+            got=f"a {n.bit_length()}-bit modulus: {reason}",
+            fix="make keys with `veil he keygen --scheme paillier`",
+        )
     return paillier.PaillierPublicKey(n)
 
 
+def _mask_modulus(row: FloatArray, offset: float, input_bound: float, exponent: int) -> int:
+    """``2T + 1``, where ``T`` bounds ``|sum w_i x_i + b|`` in the result's integer encoding.
+
+    Weights and bias are encoded at base-16 exponent -10 and inputs at ``exponent``;
+    the result is at ``exponent - 10``, so the bias is scaled by ``16^-exponent``.
+    """
+    scale = Fraction(_BASE) ** -_WEIGHT_EXPONENT
+    input_scale = Fraction(_BASE) ** -exponent
+    largest_input = math.floor(Fraction(input_bound) * input_scale) + 1
+    total = sum(abs(round(Fraction(float(w)) * scale)) + 1 for w in row) * largest_input
+    total += (abs(round(Fraction(float(offset)) * scale)) + 1) * math.ceil(input_scale)
+    return 2 * int(total) + 1
+
+
 def paillier_linear(
-    public_bytes: bytes, request: bytes, weight: npt.ArrayLike, bias: npt.ArrayLike
+    public_bytes: bytes,
+    request: bytes,
+    weight: npt.ArrayLike,
+    bias: npt.ArrayLike,
+    *,
+    max_bits: int = _MAX_BITS,
+    input_bound: float | None = None,
+    input_precision: float = 1e-6,
 ) -> bytes:
     """Server side: ``W x + b`` on an encrypted ``x``, with ``W`` and ``b`` in the clear.
 
@@ -219,9 +377,35 @@ def paillier_linear(
         request: The client's encrypted vector.
         weight: ``(outputs, features)`` or ``(features,)``.
         bias: ``(outputs,)`` or a scalar.
+        max_bits: The largest client modulus served (default 4096; at most 16384).
+        input_bound: The declared bound on ``|x_i|``. When given, each score is
+            masked (see the module docstring), so that a packed query learns
+            no more than one honest score; inputs beyond it decrypt to garbage
+            (the client refuses them: ``PaillierClient.encrypt(bound=...)``).
+        input_precision: The declared encoding precision of the inputs (masked
+            scores only): requests at any other exponent are refused.
+
+    Raises:
+        InvalidInputError: For a key outside the allowed sizes or malformed, a
+            request of more than 4,096 values, or (masked) at another precision.
     """
-    public = _public_from(public_bytes)
+    public = _public_from(public_bytes, max_bits)
     _, numbers = _load(request, public, "paillier-request")
+    expected_exponent = math.floor(math.log(input_precision, _BASE))
+    if input_bound is not None:
+        if not (math.isfinite(input_bound) and input_bound > 0 and 0 < input_precision < 1):
+            raise InvalidInputError(
+                "the declared input range is invalid",
+                expected="input_bound > 0 and 0 < input_precision < 1",
+                got=f"input_bound={input_bound}, input_precision={input_precision}",
+            )
+        if any(number.exponent != expected_exponent for number in numbers):
+            raise InvalidInputError(
+                "a Paillier value is not at the declared precision's exponent",
+                expected=f"every exponent {expected_exponent} (precision {input_precision:g})",
+                got=str(sorted({int(number.exponent) for number in numbers})),
+                fix=f"encrypt with PaillierClient.encrypt(values, precision={input_precision:g})",
+            )
     matrix = np.atleast_2d(np.asarray(weight, dtype=np.float64))
     offsets = np.broadcast_to(np.asarray(bias, dtype=np.float64), (matrix.shape[0],))
     if matrix.shape[1] != len(numbers) or not np.all(np.isfinite(matrix)):
@@ -235,6 +419,7 @@ def paillier_linear(
     # request alone, never on the size of a weight (which it would otherwise reveal)
     target = min(number.exponent for number in numbers) + _WEIGHT_EXPONENT
     results = []
+    masks = []
     for row, offset in zip(matrix, offsets, strict=True):
         total = public.encrypt(
             paillier.EncodedNumber.encode(public, float(offset), precision=_WEIGHT_PRECISION)
@@ -243,14 +428,33 @@ def paillier_linear(
             encoded = paillier.EncodedNumber.encode(public, float(w), precision=_WEIGHT_PRECISION)
             total = total + number * encoded
         total = total.decrease_exponent_to(target)
+        if input_bound is not None:
+            modulus = _mask_modulus(row, float(offset), input_bound, expected_exponent)
+            if 2 * modulus > public.n:
+                raise InvalidInputError(
+                    "the declared input range is too wide to mask under this key",
+                    expected=f"a score bound below n/4 ({public.n.bit_length() - 2} bits)",
+                    got=f"{modulus.bit_length()} bits",
+                )
+            # T + r M, r uniform below (n - M) / M: an honest score + T stays in [0, M)
+            mask = (modulus - 1) // 2 + secrets.randbelow((public.n - modulus) // modulus) * modulus
+            total = total + public.encrypt(paillier.EncodedNumber(public, mask, target))
+            masks.append(format(modulus, "x"))
         total.obfuscate()
         results.append(total)
-    return _dump("paillier-result", public.n, results)
+    extra = {"masks": masks} if input_bound is not None else {}
+    return _dump("paillier-result", public.n, results, **extra)
 
 
-def paillier_sum(public_bytes: bytes, requests: Sequence[bytes]) -> bytes:
-    """Server side: the element-wise sum of vectors encrypted under one key."""
-    public = _public_from(public_bytes)
+def paillier_sum(
+    public_bytes: bytes, requests: Sequence[bytes], *, max_bits: int = _MAX_BITS
+) -> bytes:
+    """Server side: the element-wise sum of vectors encrypted under one key.
+
+    The key is checked as in :func:`paillier_linear`; each vector holds at most
+    4,096 values.
+    """
+    public = _public_from(public_bytes, max_bits)
     vectors = [_load(message, public, "paillier-request")[1] for message in requests]
     if not vectors or len({len(v) for v in vectors}) != 1:
         raise InvalidInputError(
