@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -65,12 +66,12 @@ def test_encrypt_status_decrypt_through_the_executable(veil, project: Path, caps
     assert code == 0
     status = json.loads(shown)
     assert status["exists"] and status["key_id"] == report["key_id"]
-    assert status["kdf"] == {"name": "scrypt", "n": 2**15, "r": 8, "p": 1}
+    assert status["kdf"] == {"name": "scrypt", "n": 2**17, "r": 8, "p": 1}  # OWASP's floor
     assert [(o["name"], o["kind"], o["present"]) for o in status["objects"]] == [
         ("notes.csv.veil", "file", True)
     ]
     code, table, _ = _main(capsys, "vault", "status")
-    assert "notes.csv.veil" in table and "scrypt (n=32768, r=8, p=1)" in table
+    assert "notes.csv.veil" in table and "scrypt (n=131072, r=8, p=1)" in table
 
     (project / "notes.csv").unlink()
     monkeypatch.setenv("VEIL_VAULT_PASSPHRASE", OLD)
@@ -106,7 +107,9 @@ def test_a_tampered_file_exits_3_and_writes_nothing(project: Path, capsys, monke
     assert not (project / "out.csv").exists()
 
 
-def test_swapped_files_are_refused_unless_named(project: Path, capsys, monkeypatch):
+def test_swapped_files_are_refused_unless_their_sealed_path_is_given(
+    project: Path, capsys, monkeypatch
+):
     monkeypatch.setenv("VEIL_VAULT_KEY", RAW)
     (project / "other.csv").write_text("x\n", encoding="utf-8")
     assert _main(capsys, "vault", "encrypt", "notes.csv")[0] == 0
@@ -119,6 +122,11 @@ def test_swapped_files_are_refused_unless_named(project: Path, capsys, monkeypat
     assert code == 3 and "sealed under another name" in err
     assert not (project / "notes.csv").exists()
     code, _, err = _main(capsys, "vault", "decrypt", "notes.csv.veil", "--name", "other.csv.veil")
+    assert code == 3 and "sealed at another path" in err  # the name alone is not enough
+    assert not (project / "notes.csv").exists()
+    code, _, err = _main(
+        capsys, "vault", "decrypt", "notes.csv.veil", "--sealed-path", "other.csv.veil"
+    )
     assert code == 0, err
     assert (project / "notes.csv").read_text(encoding="utf-8") == "x\n"
 
@@ -174,7 +182,40 @@ def test_rotate_keeps_the_data_bytes_and_retires_the_old_passphrase(
     monkeypatch.setenv("VEIL_VAULT_KEY", RAW)
     assert _main(capsys, *args, "--force")[0] == 0
     code, _, err = _main(capsys, "vault", "rotate", "--new-key-env", "NEW_KEY")
-    assert code == 3 and "is the current one" in err
+    assert code == 3 and "same key as the current one" in err
+
+
+def test_a_payroll_copied_over_next_years_is_refused(project: Path, capsys, monkeypatch):
+    """The attack of issue 17: 2025/payroll.csv.veil copied over 2026/payroll.csv.veil."""
+    monkeypatch.setenv("VEIL_VAULT_KEY", RAW)
+    for year in ("2025", "2026"):
+        (project / year).mkdir()
+        (project / year / "payroll.csv").write_text(f"year\n{year}\n", encoding="utf-8")
+        assert _main(capsys, "vault", "encrypt", f"{year}/payroll.csv")[0] == 0
+        (project / year / "payroll.csv").unlink()
+    shutil.copy(project / "2025" / "payroll.csv.veil", project / "2026" / "payroll.csv.veil")
+    code, out, err = _main(capsys, "vault", "decrypt", "2026/payroll.csv.veil", "--json")
+    assert code == 3, err
+    error = json.loads(out)["error"]
+    assert error["code"] == "invalid_input" and "sealed at another path" in error["message"]
+    assert str(project / "2025" / "payroll.csv.veil") in error["got"]
+    assert not (project / "2026" / "payroll.csv").exists()
+
+
+def test_rotate_to_the_same_passphrase_exits_3_and_changes_nothing(
+    project: Path, capsys, monkeypatch
+):
+    monkeypatch.setenv("OLD_PW", OLD)
+    monkeypatch.setenv("SAME_PW", OLD)
+    assert _main(capsys, "vault", "encrypt", "notes.csv", "--passphrase-env", "OLD_PW")[0] == 0
+    manifest = project / ".veil" / "vault" / "vault.json"
+    before = manifest.read_bytes()
+    code, out, err = _main(
+        capsys, "vault", "rotate", "--passphrase-env", "OLD_PW", "--new-passphrase-env", "SAME_PW"
+    )
+    assert code == 3 and "same passphrase as the current one" in err
+    assert OLD not in out + err
+    assert manifest.read_bytes() == before
 
 
 def test_refusals_and_their_exit_codes(project: Path, capsys, monkeypatch):

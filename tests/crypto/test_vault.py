@@ -19,7 +19,7 @@ from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.progress import ProgressEvent
 from veil.workspace import Workspace
 
-CHEAP_N = 2**4  # scrypt cost for tests only; the default is 2**15
+CHEAP_N = 2**4  # scrypt cost for tests only; the default is 2**17
 PASSPHRASE = "correct horse battery staple"  # noqa: S105 - a test passphrase
 CHUNK = 64
 
@@ -269,7 +269,9 @@ def test_a_tampered_file_writes_no_output(vault: Vault, tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".veil", "a.bin", "a.veil"]
 
 
-def test_swapped_files_are_detected_and_a_renamed_file_opens_by_name(vault: Vault, tmp_path: Path):
+def test_swapped_files_are_detected_and_a_renamed_file_opens_by_its_sealed_path(
+    vault: Vault, tmp_path: Path
+):
     (tmp_path / "a.csv").write_text("a\n", encoding="utf-8")
     (tmp_path / "b.csv").write_text("b\n", encoding="utf-8")
     vault.encrypt_file("a.csv", "a.veil")
@@ -281,7 +283,9 @@ def test_swapped_files_are_detected_and_a_renamed_file_opens_by_name(vault: Vaul
         vault.decrypt_file("a.veil", "out.csv")
     assert caught.value.got == "an object named 'b.veil'"
     assert not (tmp_path / "out.csv").exists()
-    vault.decrypt_file("a.veil", "out.csv", name="b.veil")  # renamed on purpose
+    with pytest.raises(InvalidInputError, match="sealed at another path"):
+        vault.decrypt_file("a.veil", "out.csv", name="b.veil")  # the name alone is not enough
+    vault.decrypt_file("a.veil", "out.csv", sealed_path="b.veil")  # renamed on purpose
     assert (tmp_path / "out.csv").read_text(encoding="utf-8") == "b\n"
 
 
@@ -434,7 +438,7 @@ def test_rotation_to_a_raw_key_and_refusals(vault: Vault, ws: Workspace):
     assert Vault.inspect(ws).kdf == {"name": "raw"}
     with pytest.raises(InvalidInputError, match="rotated since it was opened"):
         stale.unseal(blob, name="k")
-    with pytest.raises(InvalidInputError, match="is the current one"):
+    with pytest.raises(InvalidInputError, match="same key as the current one"):
         vault.rotate(raw)
     assert Vault.open(raw, ws).unseal(blob, name="k") == b"x"
 

@@ -165,7 +165,18 @@ def decrypt(
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option("--name", help="Name the file was sealed under, if it was renamed since."),
+        typer.Option(
+            "--name", help="Name the file was sealed under (default: that of --sealed-path)."
+        ),
+    ] = None,
+    sealed_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--sealed-path",
+            metavar="PATH",
+            help="Path the file was sealed at, if it was moved or renamed on purpose since "
+            "(default: SOURCE; a sealed file found anywhere else is refused).",
+        ),
     ] = None,
     force: ForceOption = False,
     passphrase_env: PassphraseEnv = None,
@@ -187,7 +198,9 @@ def decrypt(
     vault = Vault.open(_master(passphrase_env, confirm=False), workspace)
     started = time.perf_counter()
     with progress_bar() as progress:
-        record = vault.decrypt_file(source, output, name=name, overwrite=force, progress=progress)
+        record = vault.decrypt_file(
+            source, output, name=name, sealed_path=sealed_path, overwrite=force, progress=progress
+        )
     payload = _report(
         "decrypt", source, output, record.to_dict(), vault.key_id, time.perf_counter() - started
     )

@@ -18,17 +18,20 @@ serialises writers::
     {"format": "veil-vault", "version": 1, "vault_id": "<32 hex>",
      "created": "...", "rotated": null, "rotations": 0,
      "key": {"id": "<16 hex>", "check": "<64 hex>",
-             "kdf": {"name": "scrypt", "salt": "<base64>", "n": 32768, "r": 8, "p": 1}},
+             "kdf": {"name": "scrypt", "salt": "<base64>", "n": 131072, "r": 8, "p": 1}},
      "objects": {"<object id, 32 hex>": {"name": "adult.csv.veil", "kind": "file",
                  "path": "/abs/adult.csv.veil", "size": 3974305,
-                 "sealed": "...", "dek": "<base64 of nonce || wrapped DEK || tag>"}}}
+                 "sealed": "...", "binding": 2,
+                 "dek": "<base64 of nonce || wrapped DEK || tag>"}}}
 
 ``kdf`` is ``{"name": "raw"}`` for a vault opened by a raw key. ``check`` is an
 HMAC-SHA256 under a subkey of the master key: a wrong passphrase is refused
 at once instead of producing garbage, and ``id`` (its first 8 bytes) names the
-key in ``veil vault status``. Times, paths and sizes are informational; what
-matters for security (the key check and each wrapped DEK, bound to its object)
-is authenticated.
+key in ``veil vault status``. Times and sizes are informational; what
+matters for security (the key check, and each wrapped DEK bound to its object's
+id, name, kind and recorded path) is authenticated. New vaults use scrypt with
+n = 2**17, r = 8, p = 1 (OWASP's floor, 128 MiB per guess); a vault made with
+the older default, n = 2**15, opens with the parameters stored in it.
 
 **Why the DEKs live in the manifest.** Rotation re-wraps every DEK under the
 new master key and replaces the manifest in one atomic step: before the
@@ -76,9 +79,16 @@ only once its last tag has verified.
 
 The **name** is bound into the header and into the wrapped DEK. For files it
 is the sealed file's own name (``adult.csv.veil``) unless given, and
-decryption checks it against the name of the file it is given, so two sealed
-files swapped on disk are refused; a file renamed on purpose opens with
-``name=`` (``--name``).
+decryption checks it against the name of the file it is given. The **path**
+a file was sealed at (absolute, normalised) is recorded in its manifest entry
+and bound into its wrapped DEK (``"binding": 2``), and decryption checks it
+against the path of the file it is given: a sealed file copied over another,
+even one of the same name in another folder (``2025/payroll.csv.veil`` over
+``2026/payroll.csv.veil``), is refused, and a path rewritten in the manifest no
+longer unwraps. A file moved on purpose opens with ``sealed_path=``
+(``--sealed-path``). Entries written before the binding (no ``binding``) still
+open: their recorded path is checked, though not authenticated, with a
+warning, and the next rotation binds them.
 
 Threat model in one line: this protects files at rest and in backups; it does
 not protect against a compromised running process, which sees the keys.
@@ -97,6 +107,7 @@ import secrets
 import struct
 import tempfile
 import unicodedata
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -138,7 +149,7 @@ _WRAP_NONCE_BYTES = 12
 _PREFIX_BYTES = 7
 _MAX_CHUNKS = 1 << 32
 
-DEFAULT_SCRYPT_N = 1 << 15
+DEFAULT_SCRYPT_N = 1 << 17  # OWASP floor: n = 2**17, r = 8, p = 1 (128 MiB per guess)
 DEFAULT_SCRYPT_R = 8
 DEFAULT_SCRYPT_P = 1
 _MIN_SCRYPT_N = 2
@@ -154,7 +165,9 @@ ENV_PASSPHRASE = "VEIL_VAULT_PASSPHRASE"  # noqa: S105 - the variable's name, no
 _CHECK_LABEL = b"veil-vault/key-check/1"
 _WRAP_INFO = b"veil-vault/wrap/1"
 _CHECK_INFO = b"veil-vault/check/1"
-_DEK_AAD = b"veil-vault/dek/1"
+_DEK_AAD = b"veil-vault/dek/1"  # objects sealed before issue 17: name only
+_DEK_AAD_BOUND = b"veil-vault/dek/2"  # kind, name and recorded path
+BINDING = 2  # the "binding" of a manifest entry whose DEK is bound to its path
 
 Kind = Literal["file", "blob"]
 
@@ -192,7 +205,7 @@ def _scrypt_params(n: object, r: object, p: object, *, source: str) -> tuple[int
         "invalid scrypt parameters",
         expected=f"n a power of two in [2, 2**22], r in [1, {_MAX_SCRYPT_R}], p in [1, {_MAX_SCRYPT_P}], 128*n*r at most 1 GiB ({source})",
         got=f"n={n!r}, r={r!r}, p={p!r}",
-        fix="use the defaults (n=2**15, r=8, p=1); a smaller n is for tests only",
+        fix="use the defaults (n=2**17, r=8, p=1); a smaller n is for tests only",
     )
 
 
@@ -227,8 +240,9 @@ class MasterKey:
 
         Args:
             passphrase: At least 8 characters.
-            n: scrypt's cost (a power of two). The default, 2**15, takes about
-                0.1-0.2 s and 32 MiB; a smaller value is only for tests.
+            n: scrypt's cost (a power of two). The default, 2**17 (OWASP's
+                floor for r=8, p=1), takes about 0.4 s and 128 MiB; a smaller
+                value is only for tests (it lowers the cost of guessing).
             r: scrypt's block size.
             p: scrypt's parallelism.
 
@@ -391,8 +405,38 @@ class _Keys:
         )
 
 
-def _dek_aad(vault_id: bytes, object_id: bytes, name: str) -> bytes:
-    return _DEK_AAD + vault_id + object_id + name.encode("utf-8")
+def _dek_aad(
+    vault_id: bytes, object_id: bytes, name: str, *, entry: Mapping[str, Any] | None
+) -> bytes:
+    """The associated data of a wrapped DEK.
+
+    ``entry`` is the object's manifest entry (``None`` for an old, unbound
+    one): its kind and recorded path are bound with the name, each
+    length-prefixed, so that a path rewritten in the manifest, or a file
+    relabelled as a blob, no longer unwraps.
+    """
+    if entry is None:
+        return _DEK_AAD + vault_id + object_id + name.encode("utf-8")
+    kind = b"b" if entry.get("kind") == "blob" else b"f"
+    path = entry.get("path")
+    fields = [name.encode("utf-8"), str(path).encode("utf-8") if path is not None else b""]
+    framed = b"".join(len(f).to_bytes(4, "big") + f for f in fields)
+    return _DEK_AAD_BOUND + vault_id + object_id + kind + framed
+
+
+def _absolute(path: str | os.PathLike[str]) -> str:
+    """``path`` made absolute and normalised lexically (``..`` removed).
+
+    Not ``Path.resolve()``: that follows symbolic links, so a link planted where
+    ``2026/payroll.csv.veil`` was, pointing at ``2025/payroll.csv.veil``, would
+    pass for the 2025 object's recorded path.
+    """
+    return os.path.abspath(path)  # noqa: PTH100 - lexical on purpose (see above)
+
+
+def _bound(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """``entry`` if its DEK is bound to its kind and path, ``None`` for an older entry."""
+    return entry if entry.get("binding") == BINDING else None
 
 
 def _check_name(name: object) -> str:
@@ -934,23 +978,25 @@ class Vault:
     ) -> SealedObject:
         """Add the wrapped DEK to the manifest (the caller holds the lock)."""
         manifest = self._current()
-        entry = {
+        entry: dict[str, Any] = {
             "name": header.name,
             "kind": kind,
             "path": str(path) if path is not None else None,
             "size": size,
             "sealed": _now(),
-            "dek": base64.b64encode(
-                self._keys.wrap_dek(dek, _dek_aad(self._vault_id, header.object_id, header.name))
-            ).decode("ascii"),
+            "binding": BINDING,
         }
+        aad = _dek_aad(self._vault_id, header.object_id, header.name, entry=entry)
+        entry["dek"] = base64.b64encode(self._keys.wrap_dek(dek, aad)).decode("ascii")
         manifest["objects"][header.object_id.hex()] = entry
         _write_manifest(self._dir, manifest)
         return _record(header.object_id.hex(), entry)
 
     def _dek_for(
-        self, header: _Header, *, what: str, expected_name: str | None
+        self, header: _Header, *, what: str, expected_name: str | None, at: str | None
     ) -> tuple[bytes, SealedObject]:
+        """The object's DEK; ``at`` is the path a file is expected to be recorded at (``None``
+        for a blob)."""
         if header.vault_id != self._vault_id:
             raise InvalidInputError(
                 f"{what} was sealed by another vault",
@@ -972,16 +1018,44 @@ class Vault:
                 f"object id {header.object_id.hex()}, which this vault has no data key for",
                 fix="restore the file, or the vault manifest, from a backup",
             )
+        recorded = entry.get("path")
+        if at is None and entry.get("kind") == "file":
+            raise InvalidInputError(
+                f"{what} is a sealed file, not a blob",
+                expected="a blob written by Vault.seal",
+                got=f"the file sealed at {recorded}",
+                fix="open it with decrypt_file (veil vault decrypt)",
+            )
+        if at is not None and entry.get("kind") == "file":
+            where = _absolute(recorded) if isinstance(recorded, str) else None
+            if where != at:
+                raise InvalidInputError(
+                    f"{what} was sealed at another path (copied or moved over this file)",
+                    expected=f"the object sealed at {at}",
+                    got=f"the object sealed at {recorded}",
+                    fix=f"restore {at} from a backup; if the file was moved there on purpose, "
+                    f"pass sealed_path={recorded!r} (--sealed-path)",
+                )
+        bound = _bound(entry)
         try:
             wrapped = base64.b64decode(str(entry.get("dek")), validate=True)
             dek = self._keys.unwrap_dek(
-                wrapped, _dek_aad(self._vault_id, header.object_id, header.name)
+                wrapped, _dek_aad(self._vault_id, header.object_id, header.name, entry=bound)
             )
         except (binascii.Error, ValueError, InvalidTag):
             raise _tampered(
                 f"the data key of {what} (in the vault manifest) or its header",
-                "a wrapped data key that does not authenticate for this object",
+                "a wrapped data key that does not authenticate for this object "
+                "(with its name, kind and recorded path)",
             ) from None
+        if bound is None and entry.get("kind") == "file":
+            warnings.warn(
+                f"{what} was sealed by an older Veil: its data key is not bound to its path, "
+                "so the path recorded in the vault manifest is checked but not authenticated; "
+                "`veil vault rotate` binds every object to its path",
+                UserWarning,
+                stacklevel=4,
+            )
         return dek, _record(header.object_id.hex(), entry)
 
     # -------------------------------------------------------------- blobs
@@ -1023,7 +1097,7 @@ class Vault:
         what = f"the sealed blob {name!r}"
         stream = BytesIO(bytes(blob))
         header, aad = _Header.read(stream, what=what)
-        dek, _ = self._dek_for(header, what=what, expected_name=_check_name(name))
+        dek, _ = self._dek_for(header, what=what, expected_name=_check_name(name), at=None)
         sink = BytesIO()
         _decrypt_stream(stream, sink, header, aad, dek, what=what)
         return sink.getvalue()
@@ -1111,7 +1185,7 @@ class Vault:
             NotFoundError: ``source`` does not exist.
             ConflictError: ``output`` exists and ``overwrite`` is false.
         """
-        src, dst = Path(source), Path(output).absolute()
+        src, dst = Path(source), Path(_absolute(output))
         self._check_paths(src, dst, overwrite=overwrite)
         header = _Header(
             chunk_size=_check_chunk_size(chunk_size),
@@ -1154,31 +1228,41 @@ class Vault:
         output: str | os.PathLike[str],
         *,
         name: str | None = None,
+        sealed_path: str | os.PathLike[str] | None = None,
         overwrite: bool = False,
         progress: ProgressCallback | None = None,
     ) -> SealedObject:
         """Decrypt ``source`` into ``output``, which appears only once every chunk has verified.
 
+        The object must have been sealed at ``source``'s path (the path
+        recorded in the vault, bound to its data key): a sealed file copied
+        over another one, even of the same name in another folder, is refused.
+
         Args:
             source: A file written by :meth:`encrypt_file`.
             output: The plaintext file to write (mode 0600).
-            name: The name the object was sealed under; default ``source``'s file name.
+            name: The name the object was sealed under; default the file name
+                of ``sealed_path``, else of ``source``.
+            sealed_path: The path the file was sealed at, for a file moved or
+                renamed on purpose; default ``source``.
             overwrite: Replace an existing ``output``.
             progress: Receives byte counts.
 
         Raises:
-            InvalidInputError: The file was changed, cut short, swapped or
-                renamed (see ``name``), or sealed by another vault.
+            InvalidInputError: The file was changed, cut short, swapped,
+                moved or renamed (see ``sealed_path`` and ``name``), or sealed
+                by another vault.
             ConflictError: ``output`` exists and ``overwrite`` is false.
         """
         src, dst = Path(source), Path(output).absolute()
         self._check_paths(src, dst, overwrite=overwrite)
+        at = _absolute(sealed_path if sealed_path is not None else src)
+        if name is None:
+            name = Path(at).name
         what = str(src)
         with src.open("rb") as reader:
             header, aad = _Header.read(reader, what=what)
-            dek, record = self._dek_for(
-                header, what=what, expected_name=_check_name(name if name is not None else src.name)
-            )
+            dek, record = self._dek_for(header, what=what, expected_name=_check_name(name), at=at)
             on_chunk = self._progress(progress, f"decrypt {src.name}", src.stat().st_size)
             with _atomic_output(dst) as (sink, temporary):
                 _decrypt_stream(reader, sink, header, aad, dek, what=what, on_chunk=on_chunk)
@@ -1186,6 +1270,24 @@ class Vault:
         return record
 
     # -------------------------------------------------------------- rotation
+
+    def _refuse_same_secret(self, new_master: MasterKey, current: Mapping[str, Any]) -> None:
+        """Refuse ``new_master`` if it derives the current key under the current salt."""
+        kdf = current.get("kdf") or {}
+        if (kdf.get("name") == "raw") != (new_master.kind == "raw"):
+            return  # a passphrase for a raw-key vault, or the reverse: a new secret
+        candidate = _Keys.derive(new_master._derive(kdf), self._vault_id)  # noqa: SLF001
+        if hmac.compare_digest(
+            candidate.check_value(self._vault_id), self._keys.check_value(self._vault_id)
+        ):
+            secret = "passphrase" if new_master.kind == "scrypt" else "key"
+            raise InvalidInputError(
+                f"the new vault secret is the same {secret} as the current one",
+                expected=f"a different {secret} (a rotation to the same secret retires nothing)",
+                got=f"the same {secret}",
+                fix="supply a new secret (--new-passphrase-env or --new-key-env); to raise "
+                "the scrypt cost, rotate to a new passphrase",
+            )
 
     def rotate(self, new_master: MasterKey) -> VaultStatus:
         """Re-wrap every data key under ``new_master``; no object is re-encrypted.
@@ -1196,27 +1298,27 @@ class Vault:
         opens the vault (copies of the old manifest in backups still open with
         the old secret: destroy them, or re-encrypt, if the old secret leaked).
 
+        Objects sealed by an older Veil, whose data keys were not bound to
+        their recorded path, are bound to it by the rotation.
+
         Raises:
-            InvalidInputError: ``new_master`` is the current key, or a stored
-                data key does not authenticate (nothing is changed then).
+            InvalidInputError: ``new_master`` is the current key, or the
+                current passphrase (at any scrypt cost: a new salt alone
+                would give a new key id but no new secret), or a stored data
+                key does not authenticate (nothing is changed then).
         """
         with _locked(self._dir):
             manifest = self._current()
+            self._refuse_same_secret(new_master, manifest["key"])
             key, keys = _key_entry(new_master, self._vault_id)
-            if key["id"] == self._key_id:
-                raise InvalidInputError(
-                    "the new vault key is the current one",
-                    expected="a different passphrase or key",
-                    got="the same key",
-                    fix="supply a new secret (--new-passphrase-env or --new-key-env)",
-                )
             rewrapped: dict[str, Any] = {}
             for oid, entry in manifest["objects"].items():
                 object_id = _unhex(oid, 16, what="object id")
-                aad = _dek_aad(self._vault_id, object_id, str(entry.get("name")))
+                name = str(entry.get("name"))
+                old_aad = _dek_aad(self._vault_id, object_id, name, entry=_bound(entry))
                 try:
                     dek = self._keys.unwrap_dek(
-                        base64.b64decode(str(entry.get("dek")), validate=True), aad
+                        base64.b64decode(str(entry.get("dek")), validate=True), old_aad
                     )
                 except (binascii.Error, ValueError, InvalidTag):
                     raise _tampered(
@@ -1225,6 +1327,8 @@ class Vault:
                         fix="restore .veil/vault/vault.json from a backup; nothing was rotated",
                     ) from None
                 new_entry = dict(entry)
+                new_entry["binding"] = BINDING  # an older entry is bound to its path from now on
+                aad = _dek_aad(self._vault_id, object_id, name, entry=new_entry)
                 new_entry["dek"] = base64.b64encode(keys.wrap_dek(dek, aad)).decode("ascii")
                 rewrapped[oid] = new_entry
             manifest["objects"] = rewrapped
