@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import secrets
 import subprocess
@@ -48,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +55,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from veil._childenv import child_environment
 from veil.crypto._sharing import FixedPoint, check_threshold, product_limit
 from veil.errors import InvalidInputError, NotFoundError, PartyDroppedError, VeilError
 from veil.progress import ProgressCallback, ProgressEvent
@@ -97,6 +97,10 @@ class MpcResult:
         protocol_seconds: The slowest party's time from connecting to its result.
         bytes_sent: Bytes each node put on the wire (``"dealer"`` included).
         count: Values counted, for a mean over all values.
+        phases: The slowest party's seconds per protocol phase.
+        refused: Per node, the connections it refused (an address and why: a
+            wrong token, an oversized or missing hello); empty in a quiet run.
+        peak_memory: Each node's peak resident memory in bytes.
     """
 
     value: float | npt.NDArray[np.float64]
@@ -113,6 +117,8 @@ class MpcResult:
     bytes_sent: dict[str, int]
     count: int | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    refused: dict[str, list[str]] = field(default_factory=dict)
+    peak_memory: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -138,6 +144,8 @@ class MpcResult:
             "phases": self.phases,
             "bytes_sent": self.bytes_sent,
             "total_bytes": self.total_bytes,
+            "refused": self.refused,
+            "peak_memory": self.peak_memory,
         }
 
 
@@ -276,7 +284,8 @@ class _Node:
 
 
 def _launch(name: str) -> _Node:
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    # only the allow-listed environment: no VEIL_* secret and no database URL reaches a party
+    env = child_environment({"PYTHONUNBUFFERED": "1"})
     process = subprocess.Popen(
         [sys.executable, "-m", "veil.crypto._party"],
         stdin=subprocess.PIPE,
@@ -323,14 +332,22 @@ _ERRORS: dict[str, type[VeilError]] = {
 }
 
 
-def _raise_from(body: dict[str, Any]) -> None:
+def _raise_from(body: dict[str, Any], refused: dict[str, list[str]] | None = None) -> None:
     cls = _ERRORS.get(str(body.get("class")), VeilError)
+    message = str(body.get("message", "a party failed"))
+    details = dict(body.get("details") or {})
+    if refused:  # outsiders that were turned away: the error names them, not only the parties
+        details["refused"] = refused
+        first = next(iter(refused.items()))
+        message += f" (connections refused meanwhile, by node {first[0]}: {first[1][0]}"
+        count = sum(len(v) for v in refused.values())
+        message += f", and {count - 1} more)" if count > 1 else ")"
     raise cls(
-        str(body.get("message", "a party failed")),
+        message,
         expected=body.get("expected"),
         got=body.get("got"),
         fix=body.get("fix"),
-        details=body.get("details") or {},
+        details=details,
     )
 
 
@@ -368,6 +385,8 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
     timeout: float = 30.0,
     progress: ProgressCallback | None = None,
     _crash: dict[int, str] | None = None,
+    _linger: dict[int, str] | None = None,
+    _hook: Callable[[dict[int, int | None], dict[str, int]], None] | None = None,
 ) -> MpcResult:
     """Run one secure computation with one OS process per party on 127.0.0.1.
 
@@ -394,6 +413,12 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
         progress: Progress callback.
         _crash: Tests only: ``{party: phase}`` makes that party's process kill
             itself (SIGKILL) at ``start``, after ``input`` or after ``agree``.
+        _linger: Tests only: ``{party: tag}`` makes that party, once it has sent
+            its ``tag`` frames (``open``, say), wait until every other party's
+            links have ended before it gathers theirs: the slow party of a race.
+        _hook: Tests only: called with every node's port and process id once
+            they all listen and before they connect (an attack test connects
+            to a port from here; a check reads a process's environment).
 
     Raises:
         InvalidInputError: Bad parameters or inputs (before any process starts
@@ -478,6 +503,7 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
                 "timeout": timeout,
                 "dealer": dealer,
                 "crash_after": (_crash or {}).get(i),
+                "linger": (_linger or {}).get(i),
             }
             for i in range(n)
         ]
@@ -490,6 +516,7 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
                     "input": None,
                     "second": None,
                     "crash_after": None,
+                    "linger": None,
                 }
             )
         names = [str(i) for i in range(n)] + (["dealer"] if dealer is not None else [])
@@ -508,6 +535,8 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
                 ports[index] = int(line.split()[1]) if line and line.startswith("PORT ") else None
                 if line and line.startswith("ERROR "):
                     node.last = line
+            if _hook is not None:
+                _hook(ports, {node.name: node.process.pid for node in nodes})
             if progress is not None:
                 progress(ProgressEvent(f"mpc {operation}", 1, 3, "steps", "computing"))
             for node in nodes:
@@ -519,33 +548,41 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
         errors: dict[int, dict[str, Any]] = {}
         dropped: dict[int, str] = {}
         bytes_sent: dict[str, int] = {}
+        refused: dict[str, list[str]] = {}
+        peak_memory: dict[str, int] = {}
         for index, name in enumerate(names):
             line = last[name]
             if line.startswith("RESULT "):
                 report = json.loads(line[7:])
                 bytes_sent[name] = int(report["bytes_sent"])
+                peak_memory[name] = int(report["peak_memory_bytes"])
+                if report["refused"]:
+                    refused[name] = list(report["refused"])
                 if name != "dealer":
                     reports[index] = report
             elif line.startswith("ERROR "):
                 errors[index] = json.loads(line[6:])
+                if errors[index].get("details", {}).get("refused"):
+                    refused[name] = list(errors[index]["details"]["refused"])
             elif index < n:
                 dropped[index] = "process died" + (
                     f": {line[6:]}" if line.startswith("CRASH") else ""
                 )
         input_errors = [e for e in errors.values() if e.get("class") != "DropoutError"]
         if input_errors:
-            _raise_from(input_errors[0])
+            _raise_from(input_errors[0], refused)
         if not reports:
             if errors:
                 body = errors[min(errors)]
                 details = body.setdefault("details", {})
                 details["dropped"] = sorted(set(details.get("dropped", [])) | set(dropped))
-                _raise_from(body)
+                _raise_from(body, refused)
             raise PartyDroppedError(
                 "every party dropped out",
                 expected=f"at least {t} of {n} parties finishing",
                 got=f"none ({dropped})",
                 fix="check that Python can start `python -m veil.crypto._party` here",
+                details={"refused": refused} if refused else {},
             )
         if errors:  # some finished, some gave up: the finished ones are the result
             dropped.update(
@@ -561,6 +598,7 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
                 expected="one result from every party that finished",
                 got=f"{len({r['sha256'] for r in reports.values()})} different results",
                 fix="rerun the computation; a party dropped out half-way through a round",
+                details={"refused": refused} if refused else {},
             )
         value: float | npt.NDArray[np.float64]
         value = np.load(first["output"]) if "output" in first else float(first["value"])
@@ -585,6 +623,8 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
         bytes_sent=bytes_sent,
         count=first.get("count"),
         phases=phases,
+        refused=refused,
+        peak_memory=peak_memory,
     )
 
 

@@ -8,7 +8,12 @@ dealer process for multiplications, and speaks to each over its stdin/stdout:
 2. the node binds a port on 127.0.0.1 and answers ``PORT <n>``;
 3. the runner writes the map of every node's port; the nodes build a TCP mesh
    (:class:`~veil.crypto._net.Mesh`) and run the protocol among themselves;
-4. each party answers ``RESULT <json>`` (or ``ERROR <json>``) and exits.
+4. each party answers ``RESULT <json>`` (or ``ERROR <json>``), says ``bye`` to
+   its peers (so that its leaving is not taken for a dropout) and exits.
+
+Every frame a node receives is capped at the size its protocol step expects
+(:func:`frame_limits`), and every payload must have exactly that size; the
+report lists the connections the node refused and its peak memory.
 
 The protocols, for a party holding private ``x_i``:
 
@@ -60,7 +65,7 @@ from veil.crypto._sharing import (
 )
 from veil.errors import InvalidInputError, NotFoundError, VeilError
 
-__all__ = ["main", "read_column"]
+__all__ = ["frame_limits", "main", "read_column"]
 
 U64 = npt.NDArray[np.uint64]
 CRASH_PHASES = ("start", "input", "agree")
@@ -133,6 +138,35 @@ def read_column(path: Path, column: str | None) -> npt.NDArray[np.float64]:
     return array
 
 
+def frame_limits(job: dict[str, Any]) -> dict[str, int]:
+    """The largest payload of each frame a party of ``job`` may receive, in bytes."""
+    n, m = int(job["parties"]), int(job["length"])
+    if job["op"] in ("dot", "mul"):
+        limits = {
+            "triple": 3 * 8 * m,
+            "input": 2 * 8 * m,
+            "masks": 2 * 8 * m,
+            "open": 8 if job["op"] == "dot" else 8 * m,
+        }
+    else:  # the encoded total (and count or weight), or one value per element
+        width = m if job["elementwise"] else 2
+        limits = {"input": 8 * width, "open": 8 * width}
+    if job["protocol"] == "shamir":
+        limits["agree"] = len(json.dumps(list(range(n))))
+    return limits
+
+
+def _peak_memory() -> int:
+    """This process's peak resident memory in bytes (0 where the platform does not say)."""
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+
+        peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    except (ImportError, OSError):
+        return 0
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 def _load(spec: dict[str, Any] | None, party: int) -> npt.NDArray[np.float64] | None:
     if spec is None:
         return None
@@ -197,10 +231,14 @@ class Party:
         for peer in sorted(self.others):
             payload = mine if outgoing is None else outgoing[peer]
             self.mesh.send(peer, tag, np.ascontiguousarray(payload).data.cast("B"))
+        if self.job.get("linger") == tag:  # tests only: lose the race on purpose
+            self.mesh.wait_ended(self.others)
         got: dict[int, U64] = {self.me: mine if outgoing is None else outgoing[self.me]}
-        for peer in sorted(self.mesh.alive(self.others)):
+        # Every peer, not only those still up: a peer that has finished and left may have
+        # sent this round's frame before it went, and that frame counts.
+        for peer in sorted(self.others):
             try:
-                raw = self.mesh.recv(peer, tag)
+                raw = self.mesh.recv(peer, tag, size=got[self.me].nbytes)
             except PeerDropped:
                 continue
             got[peer] = np.frombuffer(raw, dtype=np.uint64).reshape(got[self.me].shape)
@@ -234,9 +272,9 @@ class Party:
             mine = json.dumps(sorted(received)).encode()
             for peer in sorted(self.mesh.alive(self.others)):
                 self.mesh.send(peer, "agree", mine)
-            for peer in sorted(self.mesh.alive(self.others)):
+            for peer in sorted(self.others):
                 try:
-                    counted &= set(json.loads(bytes(self.mesh.recv(peer, "agree"))))
+                    counted &= self._announced(peer, self.mesh.recv(peer, "agree"))
                 except PeerDropped:
                     continue
             self._crash("agree")
@@ -245,6 +283,17 @@ class Party:
             total = self._add(total, received[party])
         self.seconds["share"] = time.perf_counter() - started
         return total, sorted(counted)
+
+    def _announced(self, peer: int, raw: bytearray) -> set[int]:
+        try:
+            announced = json.loads(bytes(raw))
+        except ValueError:
+            announced = None
+        if not isinstance(announced, list) or not all(
+            isinstance(p, int) and 0 <= p < self.n for p in announced
+        ):
+            raise self.mesh.fault(peer, "an 'agree' frame that is not a list of party ids")
+        return set(announced)
 
     def run(self, values: Any, second: Any) -> dict[str, Any]:
         op = self.job["op"]
@@ -322,7 +371,7 @@ class Party:
             ]
         )
         triple_started = time.perf_counter()
-        raw = self.mesh.recv(int(self.job["dealer"]), "triple")
+        raw = self.mesh.recv(int(self.job["dealer"]), "triple", size=3 * 8 * m)
         a, b, c = np.frombuffer(raw, dtype=np.uint64).reshape(3, m)
         self.seconds["triple"] = time.perf_counter() - triple_started
         shares, counted = self._input_shares(self.fixed.lift(encoded))
@@ -390,7 +439,8 @@ def _deal(job: dict[str, Any], mesh: Mesh) -> dict[str, Any]:
     return {"party": "dealer", "triples": m}
 
 
-def _serve(job: dict[str, Any], stdin: Any) -> dict[str, Any]:
+def _serve(job: dict[str, Any], stdin: Any, after: dict[str, Any]) -> dict[str, Any]:
+    """Run this node; ``after`` receives the refused connections once the mesh is closed."""
     me, n = int(job["id"]), int(job["parties"])
     dealer = job["role"] == "dealer"
     party_crash = job.get("crash_after")
@@ -403,7 +453,8 @@ def _serve(job: dict[str, Any], stdin: Any) -> dict[str, Any]:
         values = _load(job.get("input"), me)
         second = _load(job.get("second"), me)
     listener = socket.create_server(("127.0.0.1", 0), backlog=n + 1)
-    mesh = Mesh(me, listener, str(job["token"]), float(job["timeout"]))
+    limits = {} if dealer else frame_limits(job)
+    mesh = Mesh(me, listener, str(job["token"]), float(job["timeout"]), limits=limits)
     try:
         sys.stdout.write(f"PORT {listener.getsockname()[1]}\n")
         sys.stdout.flush()
@@ -423,19 +474,24 @@ def _serve(job: dict[str, Any], stdin: Any) -> dict[str, Any]:
             report = Party(job, mesh).run(values, second)
         report["protocol_seconds"] = time.perf_counter() - started
         report["bytes_sent"] = mesh.bytes_sent
+        mesh.finish()
         return report
     finally:
         mesh.close()
+        after["refused"] = mesh.refusals()
 
 
 def main() -> int:
     """Run one node: the job on the first stdin line, the port map on the second."""
     stdin = sys.stdin
+    after: dict[str, Any] = {}
     try:
         job = json.loads(stdin.readline())
-        report = _serve(job, stdin)
+        report = _serve(job, stdin, after)
     except VeilError as error:
         body = {"class": type(error).__name__, **error.to_dict()}
+        if after.get("refused"):
+            body["details"]["refused"] = after["refused"]
         sys.stdout.write("ERROR " + json.dumps(body) + "\n")
         sys.stdout.flush()
         return error.exit_code
@@ -444,11 +500,17 @@ def main() -> int:
             "class": "DropoutError",
             "code": "party_dropped",
             "message": str(dropped),
-            "details": {"dropped": [dropped.peer], "reasons": {str(dropped.peer): dropped.reason}},
+            "details": {
+                "dropped": [dropped.peer],
+                "reasons": {str(dropped.peer): dropped.reason},
+                **({"refused": after["refused"]} if after.get("refused") else {}),
+            },
         }
         sys.stdout.write("ERROR " + json.dumps(body) + "\n")
         sys.stdout.flush()
         return 13
+    report["refused"] = after.get("refused", [])
+    report["peak_memory_bytes"] = _peak_memory()
     sys.stdout.write("RESULT " + json.dumps(report) + "\n")
     sys.stdout.flush()
     return 0

@@ -1,0 +1,291 @@
+"""Attacks on the MPC mesh from outside a run, and the teardown race (issue 17).
+
+An outsider is a local process that knows a party's port but not the run's
+token. Each test performs the attack on real sockets on 127.0.0.1: against a
+:class:`~veil.crypto._net.Mesh` in this process (where tracemalloc sees every
+allocation), and against real party processes through ``run_parties``'s
+test-only ``_hook``, which fires once every node listens and before the nodes
+connect, so the outsider's connection is the first one a party accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import struct
+import threading
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from veil.crypto import run_parties, secure_sum
+from veil.crypto._net import HEADER, FrameRefusedError, Mesh, read_frame
+
+TOKEN = secrets.token_hex(16)
+GIB = 1 << 30
+#: A party process with NumPy loaded peaks near 60 MiB; an allocated 2 GiB claim is 2,048.
+PARTY_MEMORY_CEILING = 512 << 20
+
+
+def _claim(size: int, tag: bytes = b"hello") -> bytes:
+    """A frame header claiming a ``size``-byte payload (the payload itself never follows)."""
+    return HEADER.pack(len(tag), size) + tag
+
+
+def _hello(node: int, token: str) -> bytes:
+    body = json.dumps({"from": node, "token": token}).encode()
+    return HEADER.pack(5, len(body)) + b"hello" + body
+
+
+ATTACKS: dict[str, bytes | None] = {
+    "claims-2GiB": _claim(2 * GIB),
+    "claims-2^64-1": _claim((1 << 64) - 1),
+    "silent": None,
+    "wrong-token": _hello(1, "f" * 32),
+}
+REASONS = {
+    "claims-2GiB": "claimed a 2147483648-byte hello",
+    "claims-2^64-1": f"claimed a {(1 << 64) - 1}-byte hello",
+    "silent": "no hello",
+    "wrong-token": "wrong run token",
+}
+
+
+@pytest.fixture
+def outsiders() -> Iterator[list[socket.socket]]:
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
+
+
+def _attack(port: int, payload: bytes | None, opened: list[socket.socket]) -> str:
+    """Connect to ``port`` and send ``payload`` (nothing when None); the outsider's address."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    opened.append(sock)
+    if payload is not None:
+        sock.sendall(payload)
+    host, local_port = sock.getsockname()[:2]
+    return f"{host}:{local_port}"
+
+
+# ---------------------------------------------------------------- the frame reader
+
+
+@pytest.mark.parametrize("claimed", [2 * GIB, (1 << 64) - 1, 257])
+def test_frame_reader_refuses_a_claim_above_the_cap_before_reading_it(claimed):
+    left, right = socket.socketpair()
+    with left, right:
+        right.sendall(_claim(claimed) + b"x" * 64)
+        tracemalloc.start()
+        try:
+            with pytest.raises(FrameRefusedError, match=f"claimed a {claimed}-byte hello"):
+                read_frame(left, {"hello": 256})
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 64 << 10, f"the refused read allocated {peak} bytes"
+        left.settimeout(0.0)  # the 64 bytes after the header were never read
+        assert left.recv(1 << 10) == b"x" * 64
+
+
+def test_frame_reader_refuses_an_unexpected_tag_and_a_frame_over_its_step_cap():
+    left, right = socket.socketpair()
+    with left, right:
+        right.sendall(_claim(8, b"open"))
+        with pytest.raises(FrameRefusedError, match="unexpected 'open' frame"):
+            read_frame(left, {"input": 16})
+        right.sendall(_claim(17, b"input"))
+        with pytest.raises(FrameRefusedError, match="at most 16"):
+            read_frame(left, {"input": 16})
+        right.sendall(HEADER.pack(1 << 20, 0))
+        with pytest.raises(FrameRefusedError, match="tag of 1048576 bytes"):
+            read_frame(left, {"input": 16})
+        right.sendall(_claim(16, b"input") + bytes(16))
+        assert read_frame(left, {"input": 16}) == ("input", bytearray(16))
+
+
+# ---------------------------------------------------------------- a mesh in this process
+
+
+def _listener() -> socket.socket:
+    return socket.create_server(("127.0.0.1", 0), backlog=4)
+
+
+def _pair(timeout: float, limits: dict[str, int]) -> tuple[Mesh, Mesh, dict[int, int | None]]:
+    meshes = [Mesh(i, _listener(), TOKEN, timeout, limits=limits) for i in (0, 1)]
+    ports: dict[int, int | None] = {i: m.listener.getsockname()[1] for i, m in enumerate(meshes)}
+    return meshes[0], meshes[1], ports
+
+
+def _connect_both(first: Mesh, second: Mesh, ports: dict[int, int | None]) -> None:
+    thread = threading.Thread(target=second.connect, args=(ports, {0}))
+    thread.start()
+    first.connect(ports, {1})
+    thread.join()
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_an_outsider_cannot_inflate_stall_or_break_a_mesh(attack, outsiders):
+    first, second, ports = _pair(timeout=20.0, limits={"open": 8})
+    try:
+        port = ports[0]
+        assert port is not None
+        address = _attack(port, ATTACKS[attack], outsiders)  # queued before any honest dial
+        tracemalloc.start()
+        try:
+            _connect_both(first, second, ports)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20, f"greeting the outsider allocated {peak} bytes"
+        assert first.dropped == {} and second.dropped == {}, "an honest node was blamed"
+        assert second.send(0, "open", np.arange(1, dtype=np.uint64).data.cast("B"))
+        assert bytes(first.recv(1, "open")) == bytes(8)
+        # the run went on without waiting for the silent one: it was cut off, and named
+        assert any(address in line and REASONS[attack] in line for line in first.refused), (
+            first.refused
+        )
+        assert _closed_by_the_party(outsiders[0])
+    finally:
+        first.close()
+        second.close()
+
+
+def _closed_by_the_party(sock: socket.socket) -> bool:
+    """The outsider's end sees the party close (end of stream, or a reset when data was unread)."""
+    sock.settimeout(5)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_an_authenticated_peer_sending_an_oversized_frame_is_dropped_by_name():
+    first, second, ports = _pair(timeout=20.0, limits={"open": 8})
+    try:
+        _connect_both(first, second, ports)
+        sock = second._out[0]  # the honest link, misused on purpose
+        tracemalloc.start()
+        try:
+            sock.sendall(_claim(2 * GIB, b"open"))
+            with pytest.raises(Exception, match="node 1 dropped out") as caught:
+                first.recv(1, "open")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20
+        assert "2147483648" in str(caught.value) and "at most 8" in str(caught.value)
+        assert set(first.dropped) == {1}
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_frame_of_the_wrong_size_for_the_step_is_a_protocol_error():
+    first, second, ports = _pair(timeout=20.0, limits={"open": 16})
+    try:
+        _connect_both(first, second, ports)
+        assert second.send(0, "open", bytes(9))
+        with pytest.raises(Exception, match="9 bytes, expected 16"):
+            first.recv(1, "open", size=16)
+        assert set(first.dropped) == {1}
+    finally:
+        first.close()
+        second.close()
+
+
+# ---------------------------------------------------------------- real party processes
+
+
+def _attacker(
+    payload: bytes | None, opened: list[socket.socket], addresses: list[str]
+) -> Callable[[dict[int, int | None], dict[str, int]], None]:
+    def hook(ports: dict[int, int | None], pids: dict[str, int]) -> None:
+        del pids
+        port = ports[0]
+        assert port is not None
+        addresses.append(_attack(port, payload, opened))
+
+    return hook
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_an_honest_run_completes_correctly_despite_an_outsider(attack, outsiders):
+    addresses: list[str] = []
+    result = run_parties(
+        "sum",
+        [[1.5, 2.0], [3.25], [-1.0]],
+        timeout=10.0,
+        _hook=_attacker(ATTACKS[attack], outsiders, addresses),
+    )
+    assert result.value == 5.75 and result.contributors == (0, 1, 2)
+    assert result.dropped == {}, "an honest party was blamed"
+    assert all(peak < PARTY_MEMORY_CEILING for peak in result.peak_memory.values()), (
+        result.peak_memory
+    )
+    (address,) = addresses
+    assert any(address in line and REASONS[attack] in line for line in result.refused["0"]), (
+        result.refused
+    )
+    assert set(result.refused) == {"0"}  # only the party attacked reports it, nobody else
+
+
+def test_party_processes_do_not_see_veil_secrets(monkeypatch):
+    monkeypatch.setenv("VEIL_VAULT_PASSPHRASE", "correct horse battery staple")
+    monkeypatch.setenv("VEIL_DATABASE_URL", "postgresql://veil:s3cret@db/veil")
+    environments: dict[str, bytes] = {}
+
+    def read_environments(ports: dict[int, int | None], pids: dict[str, int]) -> None:
+        del ports
+        for name, pid in pids.items():
+            environments[name] = Path(f"/proc/{pid}/environ").read_bytes()
+
+    if not Path("/proc/self/environ").is_file():
+        pytest.skip("no /proc here: a party's environment cannot be read from outside")
+    result = run_parties(
+        "dot", [[1.0, 2.0], None], second=[None, [3.0, 4.0]], _hook=read_environments
+    )
+    assert result.value == 11.0
+    assert set(environments) == {"0", "1", "dealer"}
+    for name, raw in environments.items():
+        assert b"correct horse" not in raw and b"s3cret" not in raw, f"node {name} sees a secret"
+        assert not any(entry.startswith(b"VEIL_") for entry in raw.split(b"\0")), name
+
+
+# ---------------------------------------------------------------- the teardown race
+
+
+def test_a_party_that_loses_the_race_does_not_report_the_finished_ones_as_dropped():
+    """Party 1 gathers the opened shares only after parties 0 and 2 have finished and left."""
+    result = run_parties("sum", [[1.0, 2.0], [10.0], [100.0]], _linger={1: "open"}, timeout=10.0)
+    assert result.value == 113.0 and result.dropped == {}
+    shamir = run_parties(
+        "sum",
+        [[1.0, 2.0], [10.0], [100.0]],
+        protocol="shamir",
+        threshold=2,
+        _linger={0: "open"},
+        timeout=10.0,
+    )
+    assert shamir.value == 113.0 and shamir.dropped == {}
+
+
+@pytest.mark.slow
+def test_twenty_clean_runs_report_nobody_dropped():
+    """The issue's symptom: a clean 3-party sum printed the right value and a dropped party."""
+    rng = np.random.default_rng(0)
+    for run in range(20):
+        parts = [rng.uniform(0, 100, 100).round(2) for _ in range(3)]
+        result = secure_sum(parts)
+        assert result.dropped == {}, f"run {run}: {result.dropped}"
+        assert abs(result.value - float(np.concatenate(parts).sum())) <= 300 * result.resolution
+
+
+def test_struct_header_is_unchanged():
+    """The wire format the docs describe: tag length (4 bytes), payload length (8 bytes)."""
+    assert HEADER.format == "!IQ" and struct.calcsize(HEADER.format) == 12
