@@ -91,6 +91,9 @@ def render_result(payload: dict[str, Any]) -> None:
     if payload.get("plaintext") is not None:
         notes.append(f"plaintext check (demo values only): {payload['plaintext']:.6f}")
     out.print("· " + "; ".join(notes), markup=False)
+    for node, lines in (payload.get("refused") or {}).items():
+        for line in lines:  # outsiders turned away; the run itself was not affected
+            out.print(f"· refused by node {node}: {line}", markup=False)
 
 
 def _run(
