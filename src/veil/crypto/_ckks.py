@@ -34,6 +34,13 @@ and (vector layout) the agreement of their copies, which catches decryption
 under the wrong key, transport damage and overflow. None of this is integrity
 against the server itself: it can return any affine function of the request
 as a well-formed response. The threat model is an honest-but-curious server.
+
+The server checks, before it evaluates anything, that a vector-layout context
+holds a Galois key for every rotation the program needs (a context may claim
+keys it lacks). The secret key never passes through a named file: SEAL's
+serialisation reads and writes paths, so the key goes through an anonymous
+in-memory file (``memfd_create``) that the kernel frees when the process
+ends, even under ``kill -9``.
 """
 
 from __future__ import annotations
@@ -46,9 +53,11 @@ import os
 import secrets
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -294,6 +303,53 @@ def _check_layout(layout: str, plan: HEPlan) -> None:
         )
 
 
+# ----------------------------------------------------------------------------- the secret key
+
+
+def _anonymous_files() -> bool:
+    return hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir()
+
+
+@contextmanager
+def _memory_file(data: bytes = b"") -> Iterator[tuple[int, str]]:
+    """An anonymous in-memory file and a path SEAL can open; it has no name on any disk."""
+    handle = os.memfd_create("veil-he-secret", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(handle, view) :]
+        yield handle, f"/proc/self/fd/{handle}"
+    finally:
+        os.close(handle)
+
+
+def _save_secret(secret: Any) -> bytes:
+    """SEAL's serialisation of the secret key, without a named file where Linux allows."""
+    if not _anonymous_files():  # pragma: no cover - not Linux: SEAL's scratch file, mode 0600
+        return save_object(secret)
+    with _memory_file() as (handle, path):
+        secret.save(path)
+        return os.pread(handle, os.fstat(handle).st_size, 0)
+
+
+def _load_secret(context: Any, data: bytes) -> Any:
+    """:func:`_save_secret`'s bytes back into a SEAL ``SecretKey``."""
+    if not _anonymous_files():  # pragma: no cover - not Linux
+        return load_object("SecretKey", context, data)
+    secret = seal().SecretKey()
+    with _memory_file(data) as (_, path):
+        try:
+            secret.load(context, path)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise InvalidInputError(
+                "the secret key could not be read",
+                expected="a SEAL SecretKey made for these encryption parameters",
+                got=f"{len(data)} bytes that SEAL rejects ({exc})",
+                fix="the key file is damaged; restore it from its backup",
+            ) from exc
+    return secret
+
+
 # ----------------------------------------------------------------------------- client
 
 
@@ -351,7 +407,7 @@ class HEClient:
     def to_bytes(self) -> bytes:
         """The secret key and plan, for storage the caller protects."""
         header = {"key_id": self.key_id, "plan": self.plan.to_dict()}
-        return _pack("secret", header, [save_object(self._secret)])
+        return _pack("secret", header, [_save_secret(self._secret)])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HEClient:
@@ -359,7 +415,7 @@ class HEClient:
         meta, sections = _unpack(data, "secret")
         plan = HEPlan.from_dict(meta["plan"])
         ctx = _Context(plan)
-        secret = load_object("SecretKey", ctx.context, sections[0])
+        secret = _load_secret(ctx.context, sections[0])
         return cls(plan, secret, str(meta["key_id"]))
 
     def encrypt(self, inputs: npt.ArrayLike, *, layout: str = "vector") -> bytes:
@@ -552,10 +608,37 @@ class HEServer:
         self._galois = (
             load_object("GaloisKeys", self._ctx.context, sections[1]) if len(sections) > 1 else None
         )
+        if "vector" in self.plan.layouts:
+            self._check_rotation_keys()
         self.context_bytes = len(public_context)
         self.workers = workers or max(1, min(len(os.sched_getaffinity(0)), 8))
         self._vector_plain: list[Any] | None = None
         self.timings: dict[str, float] = {}
+
+    def _check_rotation_keys(self) -> None:
+        """Every rotation the vector layout needs must have its key: checked, not trusted."""
+        steps, needed = vector_rotations(self.program)
+        if needed > self._ctx.slots:
+            raise InvalidInputError(
+                "the public context's ring is too small for the vector layout",
+                expected=f"at least {needed} slots",
+                got=f"{self._ctx.slots} slots",
+                fix="make keys for this model's plan (`veil he compile --plan-out`)",
+            )
+        degree = self.plan.poly_modulus_degree
+        missing = [
+            step
+            for step in steps
+            if self._galois is None or not self._galois.has_key(galois_element(step, degree))
+        ]
+        if missing:
+            raise InvalidInputError(
+                "the public context lacks rotation keys the vector layout needs",
+                expected=f"Galois keys for the rotations {list(steps)}",
+                got=f"none for {missing}",
+                fix="make keys for this model's plan (`veil he keygen --plan`), or send "
+                "batched requests with keys made for the batch layout only",
+            )
 
     # -- the vector layout --------------------------------------------------
 
@@ -606,7 +689,15 @@ class HEServer:
 
     def _rotate(self, ciphertext: Any, step: int) -> Any:
         out = self._ctx.ciphertext()
-        self._ctx.evaluator.rotate_vector(ciphertext, step, self._galois, out)
+        try:
+            self._ctx.evaluator.rotate_vector(ciphertext, step, self._galois, out)
+        except (ValueError, RuntimeError) as exc:  # checked up front; SEAL's word as a backstop
+            raise InvalidInputError(
+                "the public context lacks a rotation key",
+                expected=f"a Galois key for a rotation by {step}",
+                got=str(exc),
+                fix="make keys for this model's plan (`veil he keygen --plan`)",
+            ) from exc
         return out
 
     def _vector_affine(
