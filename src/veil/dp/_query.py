@@ -32,6 +32,7 @@ are not included, and quantile intervals are stated in rank space.
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from collections.abc import Mapping, Sequence
@@ -356,6 +357,7 @@ def plan_query(  # noqa: C901, PLR0912, PLR0915 - one place derives every scale
             assert comp.q is not None  # noqa: S101
             sens = max(comp.q, 1 - comp.q) * linf
             scale = 2 * sens * n_groups_touched / eps_each
+            grid, resolution = quantile_grid(*_bounds(schema, str(comp.column), "a quantile"))
             planned.append(_replace(comp, epsilon=eps_each, scale=scale, noise="exponential"))
             mechanisms.append(
                 Mechanism.epsilon_delta(
@@ -365,7 +367,8 @@ def plan_query(  # noqa: C901, PLR0912, PLR0915 - one place derives every scale
                     column=comp.column,
                     q=comp.q,
                     noise_scale=scale,
-                    candidates=QUANTILE_CANDIDATES,
+                    candidates=int(grid.size),
+                    resolution=resolution,
                     bounds=list(_bounds(schema, str(comp.column), "a quantile")),
                 )
             )
@@ -748,22 +751,67 @@ def run_plan(plan: QueryPlan, frame: pl.DataFrame | pl.LazyFrame | pd.DataFrame)
 
 
 def _ci_parts(agg: Aggregate) -> int:
-    return {"count": 1, "sum": 1, "mean": 2, "variance": 3, "quantile": 1}[agg.kind]
+    # A quantile's level interval uses its exponential noise and a lower bound on the count.
+    return {"count": 1, "sum": 1, "mean": 2, "variance": 3, "quantile": 2}[agg.kind]
 
 
 def _quantiles(plan: QueryPlan, comp: _Component, column: pl.Series, n: int) -> np.ndarray:
+    """One exponential-mechanism quantile per group, over the fixed grid of the bounds.
+
+    Each value is first rounded to its nearest grid point (a per-row map: the
+    sensitivity is unchanged), so a run of equal values sits *on* a candidate.
+    A candidate ``c`` scores ``-max(0, lt - q n, gt - (1 - q) n)`` where ``lt``
+    and ``gt`` count the rounded values below and above it: its distance, in
+    rows, from being a ``q``-quantile (Smith 2011's rank utility, extended to
+    ties; 0 for every exact ``q``-quantile). Changing one row moves every
+    score by at most ``max(q, 1 - q)``. Noise comes from OpenDP's report-noisy-max.
+    """
     lo, hi = _bounds(plan.schema, str(comp.column), "a quantile")
-    candidates = np.linspace(lo, hi, QUANTILE_CANDIDATES)
+    grid, _ = quantile_grid(lo, hi)
+    # A value x is rounded to grid[k] when mids[k - 1] <= x < mids[k].
+    mids = grid[:-1] / 2 + grid[1:] / 2
     q = float(comp.q or 0.5)
     out = np.empty(n)
     lists = column.to_list() if column.len() else [None] * n
     for r in range(n):
         values = np.asarray(lists[r] if lists[r] is not None else [], dtype=float)
-        below = np.searchsorted(values, candidates, side="left")
-        above = values.size - np.searchsorted(values, candidates, side="right")
-        scores = -np.abs((1 - q) * below - q * above)
-        out[r] = candidates[noisy_max(scores, comp.scale, monotonic=False)]
+        size = values.size
+        below_mid = np.searchsorted(values, mids, side="left")
+        lt = np.concatenate(([0], below_mid))
+        gt = size - np.concatenate((below_mid, [size]))
+        dist = np.maximum(0.0, np.maximum(lt - q * size, gt - (1 - q) * size))
+        out[r] = grid[noisy_max(-dist, comp.scale, monotonic=False)]
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _quantile_grid(lo: float, hi: float) -> tuple[tuple[float, ...], float]:
+    span = hi - lo
+    if not math.isfinite(span):  # bounds near the float limits: an even grid, halved to fit
+        return tuple(np.linspace(lo / 2, hi / 2, QUANTILE_CANDIDATES) * 2), span
+    raw = span / (QUANTILE_CANDIDATES - 1)
+    exponent = math.floor(math.log10(raw))
+    mult = next(m for m in (1, 2, 5, 10) if m * 10.0**exponent >= raw)
+    step = mult * 10.0**exponent
+    first, last = math.ceil(lo / step) - 1, math.floor(hi / step) + 1
+
+    def at(k: int) -> float:  # k * step, correctly rounded (0.1 * 3 would give 0.30000000000000004)
+        return float(k * mult * 10**exponent) if exponent >= 0 else k * mult / 10 ** (-exponent)
+
+    points = {lo, hi} | {v for k in range(first, last + 1) if lo <= (v := at(k)) <= hi}
+    return tuple(sorted(points)), step
+
+
+def quantile_grid(lo: float, hi: float) -> tuple[np.ndarray, float]:
+    """The candidates of a quantile over ``[lo, hi]`` and their resolution (a fixed, public grid).
+
+    The multiples of a round step (1, 2 or 5 times a power of ten) that fit at
+    most ``QUANTILE_CANDIDATES - 1`` steps into the bounds, plus the bounds
+    themselves: ``[17, 90]`` gives 17.0, 17.1, ..., 90.0, so integer data
+    (ages, counts) lies exactly on candidates.
+    """
+    points, step = _quantile_grid(float(lo), float(hi))
+    return np.asarray(points, dtype=float), step
 
 
 def _half_width(comp: _Component, level: float) -> float:
@@ -811,10 +859,15 @@ def _cell(
     if agg.kind == "quantile":
         i = idx[("quantile", col, agg.q)]
         value = float(noisy[i][r])
-        # Exponential-mechanism utility: with probability >= level the score is within
-        # scale * ln(m / (1 - level)) of the best candidate; in rank units over ~count rows.
-        rank_error = comps[i].scale * math.log(QUANTILE_CANDIDATES / (1 - level))
-        n_est = max(count_val, 1.0)
+        # With probability >= 1 - (1 - level) / 2 the chosen candidate is within
+        # `rank_error` rows of being a q-quantile of the (grid-rounded) data: report-noisy-max
+        # picks a candidate scoring t below the best (0) with probability <= m exp(-t / scale).
+        # With probability >= 1 - (1 - level) / 2 the true count is >= n_lo. Together: the
+        # released value is a p-quantile, for some p in [q - w, q + w], w = rank_error / n_lo.
+        grid, resolution = quantile_grid(lo, hi)
+        rank_error = comps[i].scale * math.log(grid.size / (1 - part_level))
+        n_lo = count_val - count_hw
+        w = rank_error / n_lo if n_lo >= 1 else 1.0
         q = float(agg.q or 0.5)
         return {
             "value": value,
@@ -822,10 +875,8 @@ def _cell(
             "mechanism": "exponential",
             "ci": None,
             "rank_error": rank_error,
-            "ci_quantile_level": [
-                max(0.0, q - rank_error / n_est),
-                min(1.0, q + rank_error / n_est),
-            ],
+            "resolution": resolution,
+            "ci_quantile_level": [max(0.0, q - w), min(1.0, q + w)],
         }
     i = idx[("csum", col, None)]
     s, s_hw = float(noisy[i][r]), _half_width(comps[i], part_level)
