@@ -62,6 +62,31 @@ _CONFIG_TEMPLATE = """\
 """
 
 
+_SECRET_PARAMETER = re.compile(r"(?i)((?:^|[?&;])(?:ssl)?password=)[^&;#]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password hidden, for messages and logs, even if it does not parse.
+
+    Everything between the scheme's ``://`` and the last ``@`` before the path
+    but the user name becomes ``user:***``, and ``password=`` /
+    ``sslpassword=`` parameters become ``***``. Text only, so a URL that no
+    parser accepts (the case in which it is most likely to be echoed) is
+    redacted too.
+    """
+    text = str(url)
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        scheme, rest = "", text
+    base, question, query = rest.partition("?")
+    if "@" in base:
+        userinfo, host = base.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        base = f"{user}:***@{host}" if colon else f"{user}@{host}"
+    query = _SECRET_PARAMETER.sub(r"\1***", query)
+    return f"{scheme}{separator}{base}{question}{query}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings of one workspace.
@@ -76,6 +101,12 @@ class Settings:
     database_url: str
     max_load_bytes: int | None
     actor: str
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(database_url={redact_url(self.database_url)!r}, "
+            f"max_load_bytes={self.max_load_bytes!r}, actor={self.actor!r})"
+        )
 
 
 @dataclass(frozen=True)

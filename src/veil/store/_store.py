@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, StaticPool
 
 from veil.errors import InvalidInputError, StoreError, StoreVersionError, require
-from veil.workspace import Workspace
+from veil.workspace import Workspace, redact_url
 
 __all__ = ["Store"]
 
@@ -60,17 +60,22 @@ def normalise_url(raw: str) -> URL:
     """Parse a database URL and choose Veil's driver for it.
 
     ``postgresql://`` and ``postgres://`` get the psycopg 3 driver; SQLite and
-    PostgreSQL are the supported backends.
+    PostgreSQL are the supported backends. An error never shows the password
+    (see :func:`veil.workspace.redact_url`), nor chains the parser's exception.
     """
+    unparseable = InvalidInputError(
+        "the database URL cannot be parsed",
+        expected="a URL such as sqlite:///path/veil.db or postgresql://user:password@host:5432/db, "
+        "with '@', ':' and '/' in the password percent-encoded (%40, %3A, %2F)",
+        got=repr(redact_url(raw)),
+        fix="correct VEIL_DATABASE_URL or [store] url in config.toml",
+    )
     try:
         url = make_url(raw.replace("postgres://", "postgresql://", 1))
-    except ArgumentError as exc:
-        raise InvalidInputError(
-            "the database URL cannot be parsed",
-            expected="a URL such as sqlite:///path/veil.db or postgresql://user@host/db",
-            got=repr(raw),
-            fix="correct VEIL_DATABASE_URL or [store] url in config.toml",
-        ) from exc
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number, an open '['
+        raise unparseable from None
+    if url.host is not None and "@" in url.host:  # an '@' of the password taken for the host's
+        raise unparseable
     backend = url.get_backend_name()
     if backend == "postgresql":
         require("psycopg", extra="postgres", purpose="A PostgreSQL store")
@@ -182,7 +187,7 @@ class Store:
     @property
     def display_url(self) -> str:
         """The URL with any password hidden, for messages and ``veil db status``."""
-        return self.engine.url.render_as_string(hide_password=True)
+        return redact_url(self.engine.url.render_as_string(hide_password=False))
 
     # ---------------------------------------------------------------- versions
     def current_revision(self) -> str | None:
@@ -233,11 +238,23 @@ class Store:
             command.upgrade(config, revision)
 
     # ------------------------------------------------------------ transactions
+    def _scrub(self, text: str) -> str:
+        """``text`` (a driver's message) with every password of the URL replaced by ``***``."""
+        url = self.engine.url
+        secrets = [url.password, url.query.get("password"), url.query.get("sslpassword")]
+        for secret in secrets:
+            for value in (secret,) if isinstance(secret, str) else (secret or ()):
+                if value:
+                    text = text.replace(str(value), "***")
+        return text
+
     def _unreachable(self, exc: OperationalError, message: str) -> StoreError:
+        # Chained `from None`: the driver's exception may quote the connection string.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         return StoreError(
             message,
             expected=f"a database answering at {self.display_url}",
-            got=str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc),
+            got=self._scrub(redact_url(reason) if "://" in reason else reason),
             fix="start the database server (or end a process stuck holding its lock), "
             "or check VEIL_DATABASE_URL / config.toml",
         )
@@ -247,7 +264,7 @@ class Store:
         try:
             connection = self.engine.connect()
         except OperationalError as exc:
-            raise self._unreachable(exc, "cannot connect to the workspace database") from exc
+            raise self._unreachable(exc, "cannot connect to the workspace database") from None
         try:
             yield connection
         finally:
@@ -270,7 +287,7 @@ class Store:
         except OperationalError as exc:
             raise self._unreachable(
                 exc, "cannot start a transaction on the workspace database"
-            ) from exc
+            ) from None
         try:
             yield session
             session.commit()
