@@ -32,9 +32,11 @@ This module only knows paths and settings; opening the database is
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import re
 import secrets
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,8 @@ SQLITE_FILENAME = "veil.db"
 KEYS_DIRNAME = "keys"
 KEY_BYTES = 32
 _KEY_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+_SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+_log = logging.getLogger(__name__)
 
 _CONFIG_TEMPLATE = """\
 # Veil workspace settings. Environment variables override every value here.
@@ -161,6 +165,7 @@ class Workspace:
         workspace = cls(home)
         if not workspace.config_path.exists():
             workspace.config_path.write_text(_CONFIG_TEMPLATE, encoding="utf-8")
+        workspace.make_private()
         return workspace
 
     @classmethod
@@ -180,18 +185,74 @@ class Workspace:
                     got="no such file",
                     fix="run `veil init` to create it, or unset VEIL_HOME",
                 )
-            return cls(home)
+            workspace = cls(home)
+            workspace.make_private()
+            return workspace
         start = (cwd or Path.cwd()).resolve()
         for directory in (start, *start.parents):
             candidate = directory / WORKSPACE_DIRNAME
             if (candidate / CONFIG_FILENAME).is_file():
-                return cls(candidate)
+                workspace = cls(candidate)
+                workspace.make_private()
+                return workspace
         raise NotFoundError(
             "no Veil workspace here",
             expected=f"a {WORKSPACE_DIRNAME}/ directory in {start} or a parent, or VEIL_HOME set",
             got="none found",
             fix="run `veil init` in your project directory",
         )
+
+    def make_private(self) -> None:
+        """Make the workspace readable by its owner only: the directory 0700, ``veil.db`` 0600.
+
+        :meth:`create` and :meth:`locate` call it, so an existing workspace
+        made under a loose umask (``.veil`` 0755, ``veil.db`` 0644, readable
+        by every local user) is tightened the next time Veil opens it, with
+        a warning on the ``veil.workspace`` logger for each path changed. A
+        path owned by another user is left as it is, with a warning: only its
+        owner can change it. Nothing else is touched.
+        """
+        targets = [self.home] + [
+            self.home / (SQLITE_FILENAME + suffix) for suffix in _SQLITE_SUFFIXES
+        ]
+        for path in targets:
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                continue
+            mode = stat.S_IMODE(info.st_mode)
+            if not mode & 0o077:
+                continue
+            private = mode & ~0o077
+            if info.st_uid != os.geteuid():
+                _log.warning(
+                    "%s is readable by other users (mode %03o) but owned by another user, so "
+                    "Veil leaves it: ask its owner to run `chmod %03o %s`",
+                    path,
+                    mode,
+                    private,
+                    path,
+                )
+                continue
+            try:
+                path.chmod(private)
+            except OSError as exc:
+                _log.warning(
+                    "%s is readable by other users (mode %03o) and could not be made private "
+                    "(%s): run `chmod %03o %s`",
+                    path,
+                    mode,
+                    exc,
+                    private,
+                    path,
+                )
+                continue
+            _log.warning(
+                "%s was readable by other users (mode %03o): Veil made it owner-only (mode %03o)",
+                path,
+                mode,
+                private,
+            )
 
     def _config(self) -> dict[str, Any]:
         try:

@@ -13,6 +13,8 @@ Veil) asks for a newer Veil, and neither is ever changed behind the user's back.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -166,7 +168,13 @@ class Store:
                     url, poolclass=StaticPool, connect_args={"check_same_thread": False}
                 )
             else:
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+                database = Path(url.database)
+                database.parent.mkdir(parents=True, exist_ok=True)
+                # A new database is created owner-only (SQLite gives its -wal and -shm files
+                # the same mode); under the usual umask it would be 0644, readable by all.
+                if not url.query.get("uri"):  # a file: URI names its path in its own way
+                    with contextlib.suppress(FileExistsError):
+                        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                 # NullPool: every session gets its own connection, so the file is
                 # never held open between commands and forked workers are safe.
                 engine = create_engine(url, poolclass=NullPool)
