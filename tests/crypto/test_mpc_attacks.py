@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from veil.crypto import run_parties, secure_sum
-from veil.crypto._net import HEADER, FrameRefusedError, Mesh, read_frame
+from veil.crypto import _net, run_parties, secure_sum
+from veil.crypto._net import HEADER, MAX_PENDING, REFUSED_KEPT, FrameRefusedError, Mesh, read_frame
 
 TOKEN = secrets.token_hex(16)
 GIB = 1 << 30
@@ -113,7 +113,7 @@ def test_frame_reader_refuses_an_unexpected_tag_and_a_frame_over_its_step_cap():
 
 
 def _listener() -> socket.socket:
-    return socket.create_server(("127.0.0.1", 0), backlog=4)
+    return socket.create_server(("127.0.0.1", 0), backlog=MAX_PENDING + 16)
 
 
 def _pair(timeout: float, limits: dict[str, int]) -> tuple[Mesh, Mesh, dict[int, int | None]]:
@@ -163,6 +163,45 @@ def _closed_by_the_party(sock: socket.socket) -> bool:
         return sock.recv(1) == b""
     except ConnectionResetError:
         return True
+
+
+def test_a_silent_connection_is_cut_off_at_its_own_hello_deadline(monkeypatch, outsiders):
+    monkeypatch.setattr(_net, "HELLO_SECONDS", 0.2)
+    first, second, ports = _pair(timeout=20.0, limits={})
+    try:
+        port = ports[0]
+        assert port is not None
+        address = _attack(port, None, outsiders)
+        linking = threading.Thread(target=first.connect, args=(ports, {1}))
+        linking.start()
+        with first._lock:  # the honest peer dials only once the silent one has been cut off
+            assert first._lock.wait_for(lambda: first.refused, timeout=10)
+        second.connect(ports, {0})
+        linking.join()
+        assert first.refused == [f"{address}: sent no hello within 0.2 s"]
+        assert first.dropped == {} and second.dropped == {}
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_flood_of_silent_connections_is_cut_off_and_counted(outsiders):
+    first, second, ports = _pair(timeout=20.0, limits={})
+    try:
+        port = ports[0]
+        assert port is not None
+        flood = MAX_PENDING + 6
+        for _ in range(flood):
+            _attack(port, None, outsiders)
+        _connect_both(first, second, ports)
+        assert first.dropped == {} and second.dropped == {}, "an honest node was blamed"
+        refusals = first.refusals()
+        assert len(refusals) == REFUSED_KEPT + 1
+        assert refusals[-1] == f"and {flood - REFUSED_KEPT} more"
+        assert "crowded out: more than 64 connections" in refusals[0]
+    finally:
+        first.close()
+        second.close()
 
 
 def test_an_authenticated_peer_sending_an_oversized_frame_is_dropped_by_name():

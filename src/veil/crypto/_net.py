@@ -226,6 +226,7 @@ class Mesh:
                 self.refused.append(f"{greeting.address}: {reason}")
             else:
                 self.refused_more += 1
+            self._lock.notify_all()
 
     def refusals(self) -> list[str]:
         """The refused connections, with a count of those not kept by name."""

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from veil.crypto._net import Mesh, PeerDropped
+from veil.crypto._net import MAX_PENDING, Mesh, PeerDropped
 from veil.crypto._sharing import (
     Domain,
     FixedPoint,
@@ -452,7 +452,9 @@ def _serve(job: dict[str, Any], stdin: Any, after: dict[str, Any]) -> dict[str, 
     if not dealer:  # read and check this party's own input before anything is sent
         values = _load(job.get("input"), me)
         second = _load(job.get("second"), me)
-    listener = socket.create_server(("127.0.0.1", 0), backlog=n + 1)
+    # a backlog wide enough that a flood of outsiders is accepted (and cut off) by the mesh,
+    # rather than left in the kernel's queue in front of an honest party's dial
+    listener = socket.create_server(("127.0.0.1", 0), backlog=max(n + 1, MAX_PENDING))
     limits = {} if dealer else frame_limits(job)
     mesh = Mesh(me, listener, str(job["token"]), float(job["timeout"]), limits=limits)
     try:
