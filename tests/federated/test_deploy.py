@@ -30,12 +30,15 @@ from veil.federated._deploy import (
     DeployCredentials,
     DeploymentError,
     SuperLinkProcess,
+    app_hash,
     create_credentials,
     free_port,
     start_superlink,
     start_supernode,
     submit_run,
+    veil_run_overrides,
     write_flower_app,
+    write_published_app,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -113,13 +116,13 @@ def _real_run_config(output: Path) -> dict[str, object]:
 
 
 def _app(directory: Path, output: Path) -> tuple[Path, dict[str, object], bool]:
-    """The Flower App: veil.federated._apps once it lands, else the stand-in.
+    """The Flower App: Veil's published app when MNIST is here, else the stand-in.
 
-    Returns the app directory, its run config and whether it is the real app.
+    Returns the app directory, the run-config overrides to submit and whether it is the
+    real app (which SuperNodes approve by default; the stand-in must be approved).
     """
     if _real_apps() is not None and MNIST.is_dir():
-        config = _real_run_config(output)
-        return write_flower_app(directory, config), config, True
+        return write_published_app(directory), veil_run_overrides(_real_run_config(output)), True
     config = {"rounds": 1, "clients": 2, "output": str(output)}
     app = write_flower_app(
         directory,
@@ -128,20 +131,21 @@ def _app(directory: Path, output: Path) -> tuple[Path, dict[str, object], bool]:
         clientapp="_standin_app:client_app",
     )
     shutil.copy(STANDIN, app / STANDIN.name)  # travels in the FAB to the SuperNodes
-    return app, config, False
+    return app, {"rounds": 2}, False
 
 
-def _start_nodes_together(stack, link, credentials, tmp_path, *, count, extra):
+def _start_nodes_together(stack, link, credentials, tmp_path, *, count, extra, approved=None):
     """Start SuperNodes concurrently; every one started is stopped by ``stack``."""
     with ThreadPoolExecutor(count) as pool:
         futures = [
             pool.submit(
                 start_supernode,
-                link.control_address,
+                link.fleet_address,  # the data holders' address: the Fleet API only
                 credentials,
                 f"node-{i}",
                 {"partition-id": i, "num-partitions": count, **extra},
                 state_dir=tmp_path / f"node-{i}",
+                approved_apps=approved,
             )
             for i in range(count)
         ]
@@ -253,12 +257,15 @@ def test_two_authorised_supernodes_complete_a_run(deployment, tmp_path):
     assert all(isinstance(node_id, int) for node_id in ids) and ids[0] != ids[1]
     assert link.register(credentials.node("node-0")) is None  # already registered
     output = tmp_path / "result.json"
-    app, _, real = _app(tmp_path / "app", output)
+    app, overrides, real = _app(tmp_path / "app", output)
     data = {"data": str(MNIST)} if real else {}
+    approved = None if real else [app_hash(app)]  # Veil's published app is the default
     with ExitStack() as stack:
-        nodes = _start_nodes_together(stack, link, credentials, tmp_path, count=2, extra=data)
+        nodes = _start_nodes_together(
+            stack, link, credentials, tmp_path, count=2, extra=data, approved=approved
+        )
         assert sorted(node.node_id for node in nodes) == sorted(ids)
-        run = link.submit(app, {"rounds": 1 if real else 2}, timeout=180)
+        run = link.submit(app, overrides, timeout=180)
         if real:  # the same deployment driven by the CLI: `veil federate --deploy`
             cli = _federate_deploy_cli(link, credentials)
     assert run.status == "finished:completed"
@@ -314,7 +321,7 @@ def test_an_unregistered_supernode_is_refused(deployment, tmp_path):
     assert isinstance(credentials, DeployCredentials)
     with pytest.raises(PermissionDeniedError, match="not registered") as caught:
         start_supernode(
-            deployment.control_address,
+            deployment.fleet_address,
             credentials,
             "node-2",  # created with the credentials, never registered
             {"partition-id": 2, "num-partitions": 3},
@@ -334,7 +341,7 @@ def test_a_supernode_refuses_a_superlink_its_ca_did_not_certify(deployment, tmp_
     stranger = create_credentials(tmp_path / "stranger", nodes=0)
     with pytest.raises(DeploymentError, match="does not trust the SuperLink's TLS certificate"):
         start_supernode(
-            deployment.control_address,
+            deployment.fleet_address,
             stranger.ca_certificate,
             credentials.node("node-1"),
             {"partition-id": 1, "num-partitions": 2},

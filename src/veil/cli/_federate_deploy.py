@@ -6,7 +6,10 @@ submitted to the SuperLink (``veil federate ... --superlink``, or ``flwr run``).
 
 TLS and SuperNode authentication are on by default: ``serve`` creates the credentials the
 first time (a private CA, the SuperLink's certificate, one key pair per SuperNode) and
-admits only SuperNodes whose public keys it was told to authorise.
+admits only SuperNodes whose public keys it was told to authorise. Its ``--address`` serves
+only Flower's Fleet API; registering nodes and submitting, listing or reading runs happen on
+``--control-address``, a loopback address. ``join`` runs only apps whose bundle hash the data
+holder approved (Veil's published app by default).
 """
 
 from __future__ import annotations
@@ -155,7 +158,7 @@ def _write_flwr_config(link: SuperLinkProcess, directory: Path) -> Path:
     """A Flower CLI home pointing at this SuperLink, so ``flwr ... veil`` works as well."""
     directory.mkdir(parents=True, exist_ok=True)
     lines = ["[superlink]", 'default = "veil"', "", "[superlink.veil]"]
-    lines.append(f"address = {json.dumps(link.control_address)}")
+    lines.append(f"address = {json.dumps(link.control_address)}")  # loopback: the operator's
     if link.credentials is None:
         lines.append("insecure = true")
     else:
@@ -175,6 +178,16 @@ def serve(
             "name they use with --hostname).",
         ),
     ] = "127.0.0.1:9093",
+    control_address: Annotated[
+        str,
+        typer.Option(
+            "--control-address",
+            help="Loopback HOST:PORT of the Control API (register nodes, submit, list, stop "
+            "and read runs; `veil federate --deploy --superlink` uses it). Only loopback is "
+            "accepted: Flower 1.42 does not authenticate it, so whoever has a shell on this "
+            "machine is the operator.",
+        ),
+    ] = "127.0.0.1:9095",
     credentials_dir: Annotated[
         Path,
         typer.Option(
@@ -266,7 +279,14 @@ def serve(
     keys = _public_keys(list(authorize or []))
     with _signals_as_interrupt(), _library_warnings_on_stderr():
         try:
-            with start_superlink(address, credentials, state, insecure, timeout=timeout) as link:
+            with start_superlink(
+                address,
+                credentials,
+                state,
+                insecure,
+                control_address=control_address,
+                timeout=timeout,
+            ) as link:
                 registered = [
                     {"public_key": str(key), "node_id": link.register(key)} for key in keys
                 ]
@@ -295,6 +315,7 @@ def _announce_link(
     payload = {
         "event": "superlink-started",
         "address": link.address,
+        "fleet_only": True,
         "control_address": link.control_address,
         "tls": credentials is not None,
         "supernode_authentication": credentials is not None,
@@ -310,7 +331,12 @@ def _announce_link(
         _json_line(payload)
         return
     mode = "TLS, SuperNode authentication on" if credentials else "INSECURE: no TLS, no auth"
-    lines = [f"SuperLink listening on {link.address} ({mode})."]
+    fleet = f"SuperLink listening on {link.address} ({mode}; Fleet API only: the data holders' "
+    control = (
+        f"Control API on {link.control_address} (loopback: submit runs here, e.g. "
+        f"`veil federate --deploy --superlink {link.control_address}`)."
+    )
+    lines = [fleet + "address).", control]
     if credentials is not None:
         verb = "created" if created else "reused"
         lines.append(f"Credentials {verb} in {credentials.directory}.")
@@ -327,12 +353,12 @@ def _announce_link(
             )
         lines.append(
             f"On each SuperNode's machine (with {ca} and that node's own key):\n"
-            f"  veil federate join --superlink {link.control_address} --root-cert ca.pem "
+            f"  veil federate join --superlink {link.fleet_address} --root-cert ca.pem "
             "--key node-<i>.key --partition-id <i> --num-partitions <n> [--data DIR]"
         )
     else:
         lines.append(
-            f"On each SuperNode: veil federate join --superlink {link.control_address} "
+            f"On each SuperNode: veil federate join --superlink {link.fleet_address} "
             "--insecure --partition-id <i> --num-partitions <n>"
         )
     lines.append(f"Flower CLI: FLWR_HOME={flwr_home} flwr list veil. Log: {link.log_path}.")
@@ -461,6 +487,16 @@ def join(
             help="Directory for the SuperNode's log (supernode.log); temporary if omitted.",
         ),
     ] = None,
+    approve_app: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--approve-app",
+            help="SHA-256 of a Flower App bundle this node may run (as "
+            "veil.federated.app_hash prints it). Repeatable. Default: only Veil's published "
+            "app of this Veil version. Runs of any other app are refused and their code is "
+            "never run.",
+        ),
+    ] = None,
     insecure: InsecureOption = False,
     timeout: Annotated[
         float,
@@ -483,7 +519,14 @@ def join(
     with _signals_as_interrupt(), _library_warnings_on_stderr():
         try:
             with start_supernode(
-                superlink, ca, node_key, config, insecure, state_dir=state, timeout=timeout
+                superlink,
+                ca,
+                node_key,
+                config,
+                insecure,
+                state_dir=state,
+                timeout=timeout,
+                approved_apps=approve_app or None,
             ) as node:
                 payload = {
                     "event": "supernode-joined",
@@ -491,6 +534,7 @@ def join(
                     "node_id": node.node_id,
                     "node_config": config,
                     "tls": not insecure,
+                    "approved_apps": list(node.approved_apps),
                     "log": str(node.log_path),
                     "pid": node.pid,
                 }
@@ -500,7 +544,8 @@ def join(
                     mode = "TLS, authenticated" if not insecure else "INSECURE"
                     out.print(
                         f"SuperNode {node.node_id} joined {superlink} ({mode}) as partition "
-                        f"{partition_id} of {num_partitions}. Log: {node.log_path}. "
+                        f"{partition_id} of {num_partitions}. Runs only the apps "
+                        f"{', '.join(node.approved_apps)}. Log: {node.log_path}. "
                         "Press Ctrl-C to leave.",
                         markup=False,
                         highlight=False,

@@ -185,8 +185,12 @@ def federate(
         ),
     ] = False,
     superlink: Annotated[
-        str, typer.Option(help="--deploy: the SuperLink's HOST:PORT.")
-    ] = "127.0.0.1:9093",
+        str,
+        typer.Option(
+            help="--deploy: the SuperLink's Control address, HOST:PORT on the coordinator's "
+            "loopback (`veil federate serve` prints it; not the data holders' address)."
+        ),
+    ] = "127.0.0.1:9095",
     credentials: Annotated[
         Path, typer.Option(help="--deploy: the credentials directory (its ca.pem).")
     ] = Path("federation/credentials"),
@@ -227,7 +231,12 @@ def federate(
 
 
 def _deploy(config: Any, address: str, credentials: Path) -> dict[str, Any]:
-    from veil.federated._deploy import DeployCredentials, submit_run, write_flower_app  # noqa: PLC0415
+    from veil.federated._deploy import (  # noqa: PLC0415
+        DeployCredentials,
+        submit_run,
+        veil_run_overrides,
+        write_published_app,
+    )
 
     creds = DeployCredentials.load(credentials)
     if config.data:  # the ServerApp and the SuperNodes run in other directories
@@ -235,6 +244,8 @@ def _deploy(config: Any, address: str, credentials: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="veil-fab-") as tmp:
         result_path = Path(tmp) / "result.json"
         run_config = {**config.to_run_config(), "output": str(result_path)}
-        app_dir = write_flower_app(Path(tmp) / "app", run_config)
-        run = submit_run(app_dir, address, creds, {}, timeout=3600)
+        # Veil's published app, the one data holders approve; the run's settings travel as
+        # an override, so its bundle (and hash) is the same for every run.
+        app_dir = write_published_app(Path(tmp) / "app")
+        run = submit_run(app_dir, address, creds, veil_run_overrides(run_config), timeout=3600)
         return dict(run.result or {})

@@ -38,7 +38,9 @@ from flwr.compat.common.parameter import ndarrays_to_parameters, parameters_to_n
 from flwr.compat.common.typing import Code, FitRes, Status
 from flwr.serverapp import Grid, ServerApp
 
+from veil.errors import InvalidInputError
 from veil.federated._config import FederatedConfig
+from veil.federated._deploy import RUN_CONFIG_KEY
 from veil.federated._privacy import GaussianNoise, LocalGaussianDP, clip_update
 from veil.federated._task import Task, build_model, flatten, load_task, local_train, unflatten
 
@@ -73,8 +75,24 @@ def _task(config_json: str) -> Task:
     return load_task(FederatedConfig.from_mapping(json.loads(config_json)))
 
 
-def _node_config(context: Context) -> tuple[FederatedConfig, int]:
+def _run_values(context: Context) -> dict[str, Any]:
+    """The run's settings: flat keys, or Veil's published app's ``veil-config`` JSON object."""
     values = dict(context.run_config)
+    packed = values.pop(RUN_CONFIG_KEY, None)
+    if isinstance(packed, str) and packed.strip():
+        unpacked = json.loads(packed)
+        if not isinstance(unpacked, dict):
+            raise InvalidInputError(
+                f"the run config '{RUN_CONFIG_KEY}' is not a JSON object",
+                expected="a JSON object of Veil's federated settings",
+                got=type(unpacked).__name__,
+            )
+        values.update(unpacked)
+    return values
+
+
+def _node_config(context: Context) -> tuple[FederatedConfig, int]:
+    values = _run_values(context)
     node = context.node_config
     if "data" in node:
         values["data"] = str(node["data"])
@@ -164,7 +182,7 @@ server_app = ServerApp()
 def _server_main(grid: Grid, context: Context) -> None:
     from veil.federated._server import run_federation  # noqa: PLC0415 - import cycle
 
-    config = FederatedConfig.from_run_config(dict(context.run_config))
+    config = FederatedConfig.from_run_config(_run_values(context))
     result = run_federation(grid, config)
     if config.output:
         path = Path(config.output)

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
+import hashlib
 import ipaddress
 import json
 import logging
@@ -44,6 +46,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +59,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from veil._childenv import child_environment
 from veil.errors import (
     ConflictError,
     DeploymentError,
@@ -73,13 +77,17 @@ __all__ = [
     "NodeKey",
     "SuperLinkProcess",
     "SuperNodeProcess",
+    "app_hash",
     "create_credentials",
     "create_node_key",
+    "published_app_hash",
     "register_supernode",
     "start_superlink",
     "start_supernode",
     "submit_run",
+    "veil_run_overrides",
     "write_flower_app",
+    "write_published_app",
 ]
 
 logger = logging.getLogger("veil.federated")
@@ -94,6 +102,8 @@ MANIFEST = "credentials.json"
 DEFAULT_SERVER_APP = "veil.federated._apps:server_app"
 DEFAULT_CLIENT_APP = "veil.federated._apps:client_app"
 APP_MARKER = "# Written by veil.federated.write_flower_app"
+RUN_CONFIG_KEY = "veil-config"  # the published app's one run-config key: the run as JSON
+PUBLISHED_APP_NAME = "veil-federated"
 _CONNECTION = "veil"  # the connection name in the private flwr config
 _VALIDITY_DAYS = 365
 _TAIL_LINES = 40
@@ -487,17 +497,22 @@ def _executable(name: str) -> str:
 
 
 def _environment(flwr_home: Path, executable: str) -> dict[str, str]:
-    """The environment of every Flower process: telemetry off, no installs, our PATH."""
-    env = dict(os.environ)
+    """The environment of every Flower process: allow-listed, telemetry off, no installs.
+
+    Flower's processes pass their environment on to the app code they run (a ServerApp on
+    the coordinator, a ClientApp next to a data holder's data), so they get
+    :func:`veil._childenv.child_environment`: no ``VEIL_*`` secret, no database URL.
+    """
     bin_dir = str(Path(executable).parent)
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")  # flower-superexec, flwr-*app
-    env["FLWR_TELEMETRY_ENABLED"] = "0"
-    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
-    env["FLWR_HOME"] = str(flwr_home)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.pop("FLWR_INTERNAL_GRPC_CONTROL_API", None)
-    env.pop("FLWR_INTERNAL_GRPC_FLEET_API", None)
-    return env
+    return child_environment(
+        {
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),  # flwr-*app
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_HOME": str(flwr_home),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
 
 
 def _split_address(address: str, what: str) -> tuple[str, int]:
@@ -711,7 +726,8 @@ def _spawn(
 
 @dataclass
 class SuperLinkProcess(_FlowerProcess):
-    """A running ``flower-superlink``; Fleet, Control and Runtime APIs share one port in 1.42."""
+    """A running SuperLink: the Fleet API alone on :attr:`address` (the data holders'),
+    everything (Control, Runtime, Fleet) on :attr:`control_address` (loopback)."""
 
     role: ClassVar[str] = "SuperLink"
 
@@ -719,10 +735,17 @@ class SuperLinkProcess(_FlowerProcess):
     credentials: DeployCredentials | None = None
     state_dir: Path = field(default_factory=Path)
     insecure: bool = False
+    control: str = ""
 
     @property
     def control_address(self) -> str:
-        """Where ``flwr run`` and ``flwr supernode register`` connect (the same port)."""
+        """Where ``flwr run``, ``flwr list``, ``flwr log`` and ``flwr supernode register``
+        connect: a loopback address, so only someone with a shell on this host can."""
+        return self.control
+
+    @property
+    def fleet_address(self) -> str:
+        """Where a SuperNode on this machine connects (:attr:`address`, wildcard made local)."""
         host, port = _split_address(self.address, "SuperLink")
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -756,7 +779,8 @@ class SuperLinkProcess(_FlowerProcess):
 
 @dataclass
 class SuperNodeProcess(_FlowerProcess):
-    """A running ``flower-supernode`` connected (and, with auth, activated) at a SuperLink."""
+    """A running ``flower-supernode`` connected (and, with auth, activated) at a SuperLink,
+    with the gate that starts ClientApps of approved apps only (:mod:`veil.federated._gates`)."""
 
     role: ClassVar[str] = "SuperNode"
 
@@ -764,6 +788,27 @@ class SuperNodeProcess(_FlowerProcess):
     node_config: dict[str, ConfigValue] = field(default_factory=dict)
     node_id: int | None = None
     insecure: bool = False
+    approved_apps: tuple[str, ...] = ()
+    gate: subprocess.Popen[bytes] | None = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the gate and the ClientApps it started, then the SuperNode."""
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            family = _descendants(gate.pid) if gate.poll() is None else []
+            if gate.poll() is None:
+                gate.terminate()
+                try:
+                    gate.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    gate.kill()
+                    gate.wait(timeout=timeout)
+            self._stop_family(family, timeout=min(timeout, 5.0))
+        super().stop(timeout)
+
+    def refusals(self) -> list[str]:
+        """The gate's refusals so far, one line each (the app hash that arrived, the run)."""
+        return [line for line in self.log_text().splitlines() if "veil: refused app" in line]
 
 
 def _warn_insecure(what: str) -> None:
@@ -776,47 +821,86 @@ def _warn_insecure(what: str) -> None:
     )
 
 
+def _loopback_address(address: str) -> tuple[str, int]:
+    host, port = _split_address(address, "SuperLink Control API")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise InvalidInputError(
+            "the SuperLink's Control API must listen on a loopback address",
+            expected="127.0.0.1:PORT, [::1]:PORT or localhost:PORT",
+            got=repr(address),
+            fix="keep the default; submit runs on the coordinator's host (or through an SSH "
+            "tunnel to it). Flower 1.42 authenticates its Control API only with account "
+            "authentication (OIDC), which its open-source distribution does not include, so "
+            "anyone who reaches that address can register nodes and run code on them",
+        )
+    return host, port
+
+
 def start_superlink(
     address: str,
     credentials: DeployCredentials | Path | None,
     state_dir: Path,
     insecure: bool = False,
     *,
+    control_address: str | None = None,
     timeout: float = 60.0,
 ) -> SuperLinkProcess:
-    """Start ``flower-superlink`` on ``address`` and wait until it accepts connections.
+    """Start a SuperLink: the Fleet API alone on ``address``, everything on loopback.
 
-    With credentials (the default) the SuperLink serves TLS with ``superlink.pem`` and
-    admits only SuperNodes whose public keys were registered. Its state (runs, registered
+    Flower 1.42 serves its Fleet, Control and Runtime APIs from one address, and its
+    open-source distribution does not authenticate Control. Veil therefore runs Flower's
+    SuperLink (its own app, arguments and state; see :mod:`veil.federated._gates`) with all
+    APIs on ``control_address``, a loopback address, and only Fleet API calls answered on
+    ``address``, where the data holders connect: every other request gets a 404. Only
+    someone with a shell on this host can register a node or submit, list, stop or read
+    runs.
+
+    With credentials (the default) both addresses serve TLS with ``superlink.pem`` and only
+    SuperNodes whose public keys were registered are admitted. Its state (runs, registered
     nodes) is kept in ``state_dir/superlink.db``, so registrations survive a restart; its
-    log is ``state_dir/superlink.log``.
+    log is ``state_dir/superlink.log``. Flower's processes get an allow-listed environment
+    (no ``VEIL_*`` secret reaches a ServerApp).
 
     Use it as a context manager: the SuperLink and the ServerApp processes it started are
     stopped on exit.
 
     Args:
-        address: ``HOST:PORT`` to listen on (``0.0.0.0:9093`` to accept other machines).
+        address: ``HOST:PORT`` of the Fleet API, where SuperNodes connect (``0.0.0.0:9093``
+            to accept other machines).
         credentials: A :class:`DeployCredentials` or its directory; ``None`` only with
             ``insecure=True``.
         state_dir: Directory for the database, the log and Flower's private home.
         insecure: Plain HTTP and no SuperNode authentication. Explicit opt-out; logged.
+        control_address: Loopback ``HOST:PORT`` of the Control and Runtime APIs (and the
+            Fleet API again); a free port on 127.0.0.1 if None.
         timeout: Seconds to wait for readiness.
 
     Raises:
+        InvalidInputError: When ``control_address`` is not a loopback address.
         NotFoundError: When the credentials are missing or incomplete.
         DeploymentError: When the process exits or is not ready within ``timeout``.
     """
     host, port = _split_address(address, "SuperLink")
+    control_host, control_port = _loopback_address(control_address or f"127.0.0.1:{free_port()}")
     creds = _resolve_credentials(credentials, insecure=insecure)
     executable = _executable("flower-superlink")
     state_dir = Path(state_dir).expanduser().resolve()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     command = [
-        executable,
+        sys.executable,
+        "-m",
+        "veil.federated._gates",
+        "superlink",
+        "--veil-fleet-address",
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "--host",
-        host,
+        control_host,
         "--port",
-        str(port),
+        str(control_port),
         "--database",
         str(state_dir / "superlink.db"),
         "--disable-runtime-dependency-installation",
@@ -849,6 +933,11 @@ def start_superlink(
         credentials=creds,
         state_dir=state_dir,
         insecure=insecure,
+        control=(
+            f"[{control_host}]:{control_port}"
+            if ":" in control_host
+            else f"{control_host}:{control_port}"
+        ),
     )
     with _stopped_on_error(link):
         deadline = time.monotonic() + timeout
@@ -857,11 +946,16 @@ def start_superlink(
                 in_use = "address already in use" in link.log_text()[offset:].lower()
                 link.fail(
                     "the SuperLink exited during start-up",
-                    fix=f"port {port} is taken: choose another --address"
+                    fix=f"port {port} or {control_port} is taken: choose another --address "
+                    "or --control-address"
                     if in_use
                     else "read the log above; check the credential files and the address",
                 )
-            if "Uvicorn running on" in link.log_text()[offset:] and _connectable(host, port):
+            if (
+                link.log_text()[offset:].count("Uvicorn running on") >= 2  # noqa: PLR2004 - both servers
+                and _connectable(host, port)
+                and _connectable(control_host, control_port)
+            ):
                 return link
             if time.monotonic() > deadline:
                 link.fail(
@@ -914,7 +1008,22 @@ def _format_node_config(config: Mapping[str, ConfigValue]) -> str:
     return " ".join(parts)
 
 
-def start_supernode(
+def _check_hashes(approved_apps: Sequence[str] | None) -> tuple[str, ...]:
+    hashes = tuple(approved_apps) if approved_apps is not None else (published_app_hash(),)
+    bad = [h for h in hashes if not isinstance(h, str) or not re.fullmatch(r"[0-9a-f]{64}", h)]
+    if bad or not hashes:
+        raise InvalidInputError(
+            "bad approved app hashes",
+            expected="one or more SHA-256 hashes of Flower App bundles (64 lowercase hex "
+            "digits), as veil.federated.app_hash(APP_DIR) prints them",
+            got=", ".join(map(repr, bad)) or "none",
+            fix="leave approved_apps unset to approve Veil's published app only "
+            "(veil.federated.published_app_hash())",
+        )
+    return tuple(dict.fromkeys(hashes))
+
+
+def start_supernode(  # noqa: C901 - the start-up checks, each with its own message
     superlink: str,
     credentials: DeployCredentials | Path | None,
     node_key: NodeKey | Path | str | None,
@@ -924,8 +1033,18 @@ def start_supernode(
     port: int | None = None,
     state_dir: Path | None = None,
     timeout: float = 60.0,
+    approved_apps: Sequence[str] | None = None,
 ) -> SuperNodeProcess:
     """Start ``flower-supernode`` against ``superlink`` and wait until the link admits it.
+
+    The data holder decides which code runs next to its data: the SuperNode runs with
+    ``--isolation process`` and Veil's gate (:mod:`veil.federated._gates`) starts a
+    ClientApp only for a run whose app bundle (FAB) hashes to one of ``approved_apps``
+    (by default only Veil's published app, :func:`published_app_hash`). Any other run gets
+    a Flower error reply that names the hash that arrived and the approved ones, its code
+    is never installed or loaded, and the refusal is logged (:meth:`SuperNodeProcess.refusals`).
+    The SuperNode, the gate and every ClientApp get an allow-listed environment: no
+    ``VEIL_*`` secret and no database URL of this machine reaches app code.
 
     The SuperNode verifies the SuperLink's certificate against ``ca.pem`` and proves its
     identity with its private key; the SuperLink accepts it only if the matching public
@@ -942,13 +1061,17 @@ def start_supernode(
         state_dir: Log and Flower's private home; a temporary directory (removed on
             stop) if None.
         timeout: Seconds to wait until the SuperLink has admitted the node.
+        approved_apps: SHA-256 hashes of the app bundles this node runs
+            (:func:`app_hash`); Veil's published app only if None.
 
     Raises:
+        InvalidInputError: When an approved hash is not a SHA-256 hex digest.
         NotFoundError: When the CA certificate or the key is missing.
         PermissionDeniedError: When the SuperLink refuses the node (unregistered key).
         DeploymentError: When the process exits otherwise or is not ready in time.
     """
     _split_address(superlink, "SuperLink")
+    approved = _check_hashes(approved_apps)
     executable = _executable("flower-supernode")
     config = dict(node_config)
     command = [executable, "--superlink", superlink]
@@ -966,12 +1089,24 @@ def start_supernode(
     if config:
         command += ["--node-config", _format_node_config(config)]
     runtime_port = port if port is not None else free_port()
-    command += ["--host", "127.0.0.1", "--port", str(runtime_port)]
+    runtime = f"127.0.0.1:{runtime_port}"
     cleanup = None
     if state_dir is None:
         cleanup = state_dir = Path(tempfile.mkdtemp(prefix="veil-supernode-"))
     state_dir = Path(state_dir).expanduser().resolve()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secret = state_dir / "superexec.secret"  # only the gate may take this node's tasks
+    _write_secret(secret, os.urandom(32), private=True)
+    command += [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(runtime_port),
+        "--isolation",
+        "process",
+        "--superexec-auth-secret-file",
+        str(secret),
+    ]
     log_path = state_dir / "supernode.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
     env = _environment(state_dir / "flwr-home", executable)
@@ -985,8 +1120,32 @@ def start_supernode(
         superlink=superlink,
         node_config=config,
         insecure=insecure,
+        approved_apps=approved,
     )
     with _stopped_on_error(node):
+        gate_command = [
+            sys.executable,
+            "-m",
+            "veil.federated._gates",
+            "node",
+            "--runtime-api-address",
+            runtime,
+            "--superexec-auth-secret-file",
+            str(secret),
+            "--parent-pid",
+            str(process.pid),
+        ]
+        for app in approved:
+            gate_command += ["--approve", app]
+        node.gate = subprocess.Popen(  # noqa: S603 - our own module, no shell
+            gate_command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=state_dir,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while True:
             text = node.log_text()[offset:]
@@ -1297,6 +1456,50 @@ def write_flower_app(
     return directory
 
 
+def app_hash(app_dir: Path) -> str:
+    """The SHA-256 of the bundle (FAB) that ``flwr run`` builds from ``app_dir``.
+
+    It is the hash a SuperNode sees for a run of that app, and what a data holder approves
+    (``start_supernode(approved_apps=...)``, ``veil federate join --approve-app``).
+    """
+    try:
+        from flwr.cli.build import build_fab_from_disk  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - flwr is the federated extra
+        raise MissingDependencyError(
+            "Flower is not installed",
+            expected="the flwr package",
+            got=str(exc),
+            fix="run: pip install 'veil[federated]'",
+            details={"module": "flwr", "extra": "federated"},
+        ) from exc
+    with warnings.catch_warnings():
+        # Flower 1.42's build uses pathspec's deprecated 'gitwildmatch' pattern name.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return hashlib.sha256(build_fab_from_disk(Path(app_dir))).hexdigest()
+
+
+def write_published_app(directory: Path) -> Path:
+    """Write Veil's published Flower App: Veil's ServerApp and ClientApp, one config key.
+
+    Its bundle is the same for every run of a Veil version (the run's settings travel as the
+    override ``veil-config``, a JSON object, see :func:`veil_run_overrides`), so its hash,
+    :func:`published_app_hash`, is what data holders approve by default.
+    """
+    return write_flower_app(directory, {RUN_CONFIG_KEY: "{}"}, name=PUBLISHED_APP_NAME)
+
+
+@functools.lru_cache(maxsize=1)
+def published_app_hash() -> str:
+    """The FAB hash of :func:`write_published_app` for this Veil version."""
+    with tempfile.TemporaryDirectory(prefix="veil-published-") as tmp:
+        return app_hash(write_published_app(Path(tmp) / "app"))
+
+
+def veil_run_overrides(run_config: Mapping[str, ConfigValue]) -> dict[str, ConfigValue]:
+    """The run-config overrides that carry ``run_config`` to the published app."""
+    return {RUN_CONFIG_KEY: json.dumps(dict(run_config), sort_keys=True)}
+
+
 @dataclass(frozen=True)
 class DeployedRun:
     """A run that the SuperLink executed to completion."""
@@ -1412,6 +1615,10 @@ def submit_run(
             fix="read the ServerApp's log above; the SuperNodes' logs have the ClientApps'",
             details={"run_id": run_id, "status": status, **info},
         )
+    packed = merged.get(RUN_CONFIG_KEY)
+    if isinstance(packed, str):
+        with contextlib.suppress(ValueError, AttributeError):
+            merged = {**merged, **json.loads(packed)}
     output_value = merged.get("output")
     output = Path(output_value) if isinstance(output_value, str) and output_value else None
     result = None
