@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from veil.crypto import _net, run_parties, secure_sum
+from veil.crypto import PartyDroppedError, _net, run_parties, secure_sum
 from veil.crypto._net import HEADER, MAX_PENDING, REFUSED_KEPT, FrameRefusedError, Mesh, read_frame
 
 TOKEN = secrets.token_hex(16)
@@ -272,6 +272,22 @@ def test_an_honest_run_completes_correctly_despite_an_outsider(attack, outsiders
         result.refused
     )
     assert set(result.refused) == {"0"}  # only the party attacked reports it, nobody else
+
+
+def test_a_failed_run_names_the_refused_outsider_beside_the_party_that_dropped(outsiders):
+    addresses: list[str] = []
+    with pytest.raises(PartyDroppedError, match="party 1") as caught:
+        run_parties(
+            "sum",
+            [[1.0], [2.0], [3.0]],
+            timeout=10.0,
+            _crash={1: "start"},
+            _hook=_attacker(ATTACKS["wrong-token"], outsiders, addresses),
+        )
+    (address,) = addresses
+    assert caught.value.details["dropped"] == [1]  # the party that really died, nobody else
+    assert any(address in line for line in caught.value.details["refused"]["0"])
+    assert f"connections refused meanwhile, by node 0: {address}" in str(caught.value)
 
 
 def test_party_processes_do_not_see_veil_secrets(monkeypatch):
