@@ -28,11 +28,23 @@ def _main(capsys, *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def _arch(features: int, hidden: int, outputs: int, activation: str = "PolyActivation") -> dict:
+    return {
+        "layers": [
+            {"type": "Linear", "in_features": features, "out_features": hidden},
+            {"type": activation},
+            {"type": "Linear", "in_features": hidden, "out_features": outputs},
+        ]
+    }
+
+
 @pytest.fixture
 def server_files(tmp_path: Path, seed: int) -> tuple[Path, Path, np.ndarray]:
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(12, 8), poly_activation(), torch.nn.Linear(8, 3))
-    torch.save(model, tmp_path / "model.pt")
+    # a state dict and its architecture: nothing here is unpickled (see test_he_pickles.py)
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    (tmp_path / "arch.json").write_text(json.dumps(_arch(12, 8, 3)))
     inputs = np.random.default_rng(seed).uniform(0, 1, size=(40, 12))
     np.save(tmp_path / "calibration.npy", inputs)
     np.save(tmp_path / "one.npy", inputs[:1])
@@ -57,7 +69,16 @@ def test_the_round_trip_through_the_executable(server_files, tmp_path: Path) -> 
         )
 
     done = veil(
-        "he", "compile", str(model), "--calibrate", str(calibration), "-o", "model.veilhe", "--json"
+        "he",
+        "compile",
+        str(model),
+        "--arch",
+        "arch.json",
+        "--calibrate",
+        str(calibration),
+        "-o",
+        "model.veilhe",
+        "--json",
     )
     assert done.returncode == 0, done.stderr
     compiled = json.loads(done.stdout)
@@ -92,7 +113,16 @@ def test_a_batch_round_trip(server_files, capsys, tmp_path: Path) -> None:
     model, calibration, expected = server_files
     assert (
         _main(
-            capsys, "he", "compile", str(model), "--calibrate", str(calibration), "-o", "m.veilhe"
+            capsys,
+            "he",
+            "compile",
+            str(model),
+            "--arch",
+            "arch.json",
+            "--calibrate",
+            str(calibration),
+            "-o",
+            "m.veilhe",
         )[0]
         == 0
     )
@@ -125,19 +155,16 @@ def test_a_batch_round_trip(server_files, capsys, tmp_path: Path) -> None:
 
 
 def test_paillier_scores_a_linear_model(capsys, tmp_path: Path, seed: int) -> None:
-    import joblib
     from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(60, 5))
     model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
-    joblib.dump(model, tmp_path / "risk.joblib")
+    np.savez(tmp_path / "risk.npz", coef=model.coef_, intercept=model.intercept_, output="sigmoid")
     np.savetxt(tmp_path / "x.csv", x[:1], delimiter=",")
     np.save(tmp_path / "cal.npy", x)
     assert (
-        _main(
-            capsys, "he", "compile", "risk.joblib", "--calibrate", "cal.npy", "-o", "risk.veilhe"
-        )[0]
+        _main(capsys, "he", "compile", "risk.npz", "--calibrate", "cal.npy", "-o", "risk.veilhe")[0]
         == 0
     )
     assert (
@@ -171,7 +198,16 @@ def test_secret_keys_can_live_in_the_vault(
     monkeypatch.setenv("VEIL_VAULT_KEY", RAW_KEY)
     assert (
         _main(
-            capsys, "he", "compile", str(model), "--calibrate", str(calibration), "-o", "m.veilhe"
+            capsys,
+            "he",
+            "compile",
+            str(model),
+            "--arch",
+            "arch.json",
+            "--calibrate",
+            str(calibration),
+            "-o",
+            "m.veilhe",
         )[0]
         == 0
     )
@@ -205,18 +241,39 @@ def test_secret_keys_can_live_in_the_vault(
 def test_bad_input_exits_3_and_writes_nothing(server_files, capsys, tmp_path: Path) -> None:
     model, calibration, _ = server_files
     torch.save(
-        torch.nn.Sequential(torch.nn.Linear(12, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)),
+        torch.nn.Sequential(
+            torch.nn.Linear(12, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)
+        ).state_dict(),
         tmp_path / "relu.pt",
     )
+    (tmp_path / "relu.json").write_text(json.dumps(_arch(12, 4, 2, "ReLU")))
     code, _, err = _main(
-        capsys, "he", "compile", "relu.pt", "--calibrate", str(calibration), "-o", "relu.veilhe"
+        capsys,
+        "he",
+        "compile",
+        "relu.pt",
+        "--arch",
+        "relu.json",
+        "--calibrate",
+        str(calibration),
+        "-o",
+        "relu.veilhe",
     )
     assert code == 3
     assert "poly_activation" in err
     assert not (tmp_path / "relu.veilhe").exists()
     assert (
         _main(
-            capsys, "he", "compile", str(model), "--calibrate", str(calibration), "-o", "m.veilhe"
+            capsys,
+            "he",
+            "compile",
+            str(model),
+            "--arch",
+            "arch.json",
+            "--calibrate",
+            str(calibration),
+            "-o",
+            "m.veilhe",
         )[0]
         == 0
     )

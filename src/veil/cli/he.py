@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from veil.cli._output import out, print_json, progress_bar, write_json_atomic
+from veil.cli._output import err, out, print_json, progress_bar, write_json_atomic
 from veil.errors import InvalidInputError, NotFoundError
 from veil.progress import ProgressEvent
 
@@ -101,26 +102,21 @@ def _load_inputs(path: Path, scale: float) -> np.ndarray:
     return np.asarray(values, dtype=np.float64) / scale
 
 
-def _load_model(path: Path, input_shape: str | None, calibration: np.ndarray) -> HEProgram:
-    from veil.crypto import compile_model  # noqa: PLC0415
+def _load_model(
+    path: Path,
+    input_shape: str | None,
+    calibration: np.ndarray,
+    *,
+    architecture: Path | None,
+    trust_pickle: bool,
+) -> HEProgram:
+    from veil.crypto._compile import load_model_file  # noqa: PLC0415
 
     if not path.is_file():
         raise NotFoundError("model not found", expected=f"a file at {path}", got="nothing there")
-    if path.suffix in (".pt", ".pth"):
-        import torch  # noqa: PLC0415
-
-        # a whole pickled module: the server compiles its own model, never a stranger's
-        model = torch.load(path, weights_only=False)
-    elif path.suffix in (".joblib", ".pkl"):
-        import joblib  # noqa: PLC0415
-
-        model = joblib.load(path)
-    else:
-        raise InvalidInputError(
-            "unknown model format",
-            expected="a PyTorch module saved with torch.save (.pt) or a scikit-learn model "
-            "saved with joblib (.joblib)",
-            got=path.suffix or "no suffix",
+    if architecture is not None and not architecture.is_file():
+        raise NotFoundError(
+            "architecture not found", expected=f"a file at {architecture}", got="nothing there"
         )
     shape = None
     if input_shape:
@@ -132,13 +128,28 @@ def _load_model(path: Path, input_shape: str | None, calibration: np.ndarray) ->
                 expected="comma-separated integers, e.g. 1,28,28",
                 got=input_shape,
             ) from exc
-    return compile_model(model, input_shape=shape, calibration=calibration)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return load_model_file(
+                path,
+                architecture=architecture,
+                input_shape=shape,
+                calibration=calibration,
+                trust_pickle=trust_pickle,
+            )
+        finally:
+            for warning in caught:  # loud, on stderr, whatever the filters say
+                err.print(f"warning: {warning.message}", style="bold yellow", markup=False)
 
 
 @app.command("compile")
 def compile_(
     model: Annotated[
-        Path, typer.Argument(help="A .pt (torch.save of the module) or .joblib model.")
+        Path,
+        typer.Argument(
+            help="A .pt state dict (with --arch) or a .npz of a linear model's coefficients."
+        ),
     ],
     calibrate: Annotated[
         Path, typer.Option("--calibrate", help="Representative inputs (.npy or .csv).")
@@ -151,6 +162,17 @@ def compile_(
         str | None, typer.Option("--input-shape", help="Shape of one input, e.g. 1,28,28.")
     ] = None,
     scale: Annotated[float, typer.Option("--scale", help="Divide inputs by this.")] = 1.0,
+    arch: Annotated[
+        Path | None,
+        typer.Option("--arch", help="JSON architecture of a .pt state dict (allow-listed layers)."),
+    ] = None,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Load a pickled model (.pt module, .joblib): runs its code. Your own files only.",
+        ),
+    ] = False,
     layouts: Annotated[
         str, typer.Option("--layouts", help="vector (one input), batch (many) or both.")
     ] = "vector,batch",
@@ -163,7 +185,13 @@ def compile_(
         raise InvalidInputError(
             "bad --layouts", expected="'vector', 'batch' or 'vector,batch'", got=layouts
         )
-    program = _load_model(model, input_shape, _load_inputs(calibrate, scale))
+    program = _load_model(
+        model,
+        input_shape,
+        _load_inputs(calibrate, scale),
+        architecture=arch,
+        trust_pickle=trust_pickle,
+    )
     plan = program.plan(layouts=chosen)
     _write(output, program.to_bytes(), force=force, owner_only=True)
     target = plan_out or output.with_suffix(".plan.json")
