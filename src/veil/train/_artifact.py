@@ -29,7 +29,7 @@ from veil.workspace import Workspace
 
 __all__ = ["ModelRegistry", "PrivacyCard", "SavedModel"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: `$` lets "x\n" through
 CARD_FILE = "privacy_card.json"
 META_FILE = "model.json"
 WEIGHTS_FILE = "model.pt"
@@ -158,7 +158,7 @@ class ModelRegistry:
 
     @staticmethod
     def check_name(name: str) -> str:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidInputError(
                 "invalid model name",
                 expected="letters, digits, '.', '_' or '-' (up to 128, starting with a letter or digit)",
