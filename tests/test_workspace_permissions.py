@@ -79,7 +79,14 @@ def test_a_new_workspace_and_database_are_private_from_the_start(tmp_path: Path,
     home = tmp_path / ".veil"
     assert _mode(home) == 0o700
     assert _mode(home / "veil.db") == 0o600
-    assert all(_mode(p) == 0o600 for p in home.glob("veil.db*"))
+    store = Store.for_workspace(Workspace.locate())
+    try:
+        with store.session():  # a connection is open: SQLite's -wal and -shm files exist
+            journals = sorted(p.name for p in home.glob("veil.db-*"))
+            assert journals == ["veil.db-shm", "veil.db-wal"]
+            assert all(_mode(home / name) == 0o600 for name in journals)
+    finally:
+        store.dispose()
     assert not logs.records  # nothing was loose, so nothing to warn about
 
 

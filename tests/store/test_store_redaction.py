@@ -105,3 +105,14 @@ def test_the_veil_command_never_prints_the_password(url: str, debug: bool, tmp_p
     assert done.returncode == expected, done.stdout + done.stderr
     assert SECRET not in done.stdout + done.stderr
     assert json.loads(done.stdout)["error"]["code"] in ("store_error", "invalid_input")
+
+
+def test_a_reachable_database_is_displayed_without_its_password(postgres_admin_url: str):
+    url = postgres_admin_url.replace("postgres@", f"postgres:{SECRET}@", 1)  # trust auth
+    assert SECRET in url
+    store = Store.open(url, check=False)
+    try:
+        store.current_revision()  # it really connects (a StoreError otherwise)
+        assert SECRET not in store.display_url and "postgres:***@" in store.display_url
+    finally:
+        store.dispose()
