@@ -236,7 +236,7 @@ def test_rotating_to_the_same_passphrase_is_refused_and_changes_nothing(
     assert Vault.inspect(ws).rotations == 1
 
 
-# ------------------------------------------------------------------ rollback (docs/vault.md)
+# ------------------------------------------------------------------ rollback, as docs/vault.md says
 
 
 def test_an_older_sealed_version_put_back_over_a_resealed_file_is_refused(
