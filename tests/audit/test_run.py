@@ -77,9 +77,16 @@ def test_tabular_audit_infers_the_sensitive_column_and_measures_fairness(adult_m
     )
     assert math.isclose(report.claimed_epsilon, report.card["epsilon"])
     levels = {v.attack: v.level for v in report.verdicts()}
-    assert set(levels) == {"attribute", "fairness"}
+    assert set(levels) == {"attribute", "fairness", "utility"}
+    # Every audit measures utility: held-out accuracy against always predicting the majority.
+    assert report.utility is not None and report.utility["rows"] == 3000
+    assert report.utility["majority_class"] == "<=50K"
+    assert levels["utility"] == ("pass" if report.utility["useful"] else "warn")
+    for group in report.fairness.by_group.values():
+        assert group["count"] >= 1 and group["too_small"] == (group["count"] < 30)
     html = render_html(report)
     assert "Attribute inference" in html and "fairlearn" in html
+    assert "95% CI" in html
 
 
 def test_a_chosen_attribute_must_be_a_categorical_feature(adult_model):

@@ -7,7 +7,10 @@ under which the model is most confident in the known label, weighted by the
 value's frequency (Fredrikson et al. 2014; Yeom et al. 2018's attribute
 attack). The **baseline** uses no model at all: a classifier that predicts the
 attribute from the other columns and the label, trained on public
-(non-member) records. The model leaks the attribute when the attack beats the
+(non-member) records, or always guessing the attribute's most common public
+value when that does better (a classifier fitted on few public records can
+fall below it, and a weak baseline would credit the model with leakage it does
+not have). The model leaks the attribute when the attack beats the
 baseline, and it leaks membership-dependent information when it does so on
 members more than on non-members.
 """
@@ -44,6 +47,7 @@ class AttributeResult:
     members: int
     non_members: int
     ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
+    baseline_kind: str = "classifier on the other columns and the label"
 
     @property
     def advantage(self) -> float:
@@ -61,8 +65,10 @@ class AttributeResult:
             "baseline_accuracy": {
                 "members": self.baseline_accuracy_members,
                 "non_members": self.baseline_accuracy_non_members,
-                "note": "a classifier on the other columns and the label, trained on half of "
-                "the non-members (no access to the model)",
+                "kind": self.baseline_kind,
+                "note": "the stronger of a classifier on the other columns and the label and "
+                "the most common value, both fitted on half of the non-members (no access to "
+                "the model)",
             },
             "majority_accuracy": self.majority_accuracy,
             "advantage_over_baseline_members": self.advantage,
@@ -136,7 +142,11 @@ def attribute_inference(
     baseline = HistGradientBoostingClassifier(max_iter=100, random_state=seed)
     baseline.fit(features(public), truth[public])
     base_hit = baseline.predict(features(attacked)) == truth[attacked]
-    majority = float((truth[attacked] == counts.index[0]).mean())
+    majority_hit = truth[attacked] == counts.index[0]
+    majority = float(majority_hit.mean())
+    kind = "classifier on the other columns and the label"
+    if majority_hit.sum() > base_hit.sum():  # the stronger of the two guesses is the baseline
+        base_hit, kind = majority_hit, f"always '{counts.index[0]}', the most common value"
 
     is_mem = members[attacked]
     n1, n0 = int(is_mem.sum()), int((~is_mem).sum())
@@ -159,4 +169,5 @@ def attribute_inference(
         members=n1,
         non_members=n0,
         ci95=ci,
+        baseline_kind=kind,
     )

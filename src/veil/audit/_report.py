@@ -19,6 +19,7 @@ from veil import __version__
 from veil.errors import require
 
 if TYPE_CHECKING:
+    from veil.audit._fairness import FairnessResult
     from veil.audit._run import AuditReport
 
 __all__ = ["render_html", "write_report"]
@@ -109,6 +110,37 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     return format(value, spec)
+
+
+def _fairness_section(f: FairnessResult) -> str:
+    """The fairness table: gaps, then each group with counts and 95% intervals."""
+    e = html.escape
+
+    def rate(v: dict[str, Any], metric: str) -> str:
+        ci = v["ci95"][metric]
+        if ci is None:
+            return "<td>-</td>"
+        return f"<td>{v[metric]:.3f} <span class='muted'>[{ci[0]:.2f}, {ci[1]:.2f}]</span></td>"
+
+    groups = "".join(
+        f"<tr><td>{e(g)}{' <em>(too small to judge)</em>' if v['too_small'] else ''}</td>"
+        f"<td>{int(v['count'])}</td><td>{int(v['positives'])}</td>"
+        f"{rate(v, 'selection_rate')}{rate(v, 'true_positive_rate')}{rate(v, 'false_positive_rate')}</tr>"
+        for g, v in f.by_group.items()
+    )
+    judged = f.judged_gap
+    return (
+        f"<h2>Fairness by <code>{e(f.attribute)}</code> (fairlearn)</h2><table>"
+        f"<tr><th>demographic parity difference</th><td>{f.demographic_parity_difference:.3f}</td></tr>"
+        f"<tr><th>equalised odds difference</th><td>{f.equalized_odds_difference:.3f}</td></tr>"
+        f"<tr><th>equal opportunity difference</th><td>{f.equal_opportunity_difference:.3f}</td></tr>"
+        f"<tr><th>largest gap between groups large enough to judge</th><td>"
+        f"{'-' if judged is None else f'{judged:.3f}'}"
+        f"{' (beyond sampling noise)' if f.significant else ' (within sampling noise)'}</td></tr></table>"
+        "<table><tr><th>group</th><th>held-out rows</th><th>positives</th><th>selection rate [95% CI]</th>"
+        "<th>TPR [95% CI]</th><th>FPR [95% CI]</th></tr>"
+        f"{groups}</table><p class='muted'>positive class: {e(f.positive_class)}</p>"
+    )
 
 
 def render_html(report: AuditReport) -> str:
@@ -217,20 +249,7 @@ def render_html(report: AuditReport) -> str:
             )
         )
     if report.fairness is not None:
-        f = report.fairness
-        groups = "".join(
-            f"<tr><td>{e(g)}</td><td>{int(v['count'])}</td><td>{v['selection_rate']:.3f}</td>"
-            f"<td>{v['true_positive_rate']:.3f}</td><td>{v['false_positive_rate']:.3f}</td></tr>"
-            for g, v in f.by_group.items()
-        )
-        sections.append(
-            f"<h2>Fairness by <code>{e(f.attribute)}</code> (fairlearn)</h2><table>"
-            f"<tr><th>demographic parity difference</th><td>{f.demographic_parity_difference:.3f}</td></tr>"
-            f"<tr><th>equalised odds difference</th><td>{f.equalized_odds_difference:.3f}</td></tr>"
-            f"<tr><th>equal opportunity difference</th><td>{f.equal_opportunity_difference:.3f}</td></tr></table>"
-            "<table><tr><th>group</th><th>held-out rows</th><th>selection rate</th><th>TPR</th><th>FPR</th></tr>"
-            f"{groups}</table><p class='muted'>positive class: {e(f.positive_class)}</p>"
-        )
+        sections.append(_fairness_section(report.fairness))
     if report.notes:
         sections.append(
             "<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in report.notes) + "</ul>"

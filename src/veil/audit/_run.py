@@ -31,7 +31,7 @@ from veil.audit._fairness import FairnessResult, fairness_metrics
 from veil.audit._inversion import InversionResult, invert_classes
 from veil.audit._membership import MIA_ATTACKS, membership_inference
 from veil.audit._metrics import AttackResult
-from veil.audit._stats import json_safe
+from veil.audit._stats import clopper_pearson, json_safe
 from veil.audit._targets import Classifier, Trainer, as_classifier
 from veil.audit._verdicts import Verdict, verdicts
 from veil.data import Catalog
@@ -61,6 +61,7 @@ class AuditReport:
     extraction: ExtractionResult | None = None
     dp: CanaryAudit | None = None
     fairness: FairnessResult | None = None
+    utility: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     image_shape: tuple[int, ...] | None = None
@@ -98,6 +99,7 @@ class AuditReport:
                 "extraction": None if self.extraction is None else self.extraction.to_dict(),
                 "dp_audit": None if self.dp is None else self.dp.to_dict(),
                 "fairness": None if self.fairness is None else self.fairness.to_dict(),
+                "utility": self.utility,
                 "notes": self.notes,
                 "seconds": self.seconds,
             }
@@ -313,6 +315,40 @@ def _prepare(
     )
 
 
+def _utility(ctx: _Context) -> dict[str, Any]:
+    """Held-out accuracy against always predicting the most common class.
+
+    A model trained with too little budget or data can predict one class for
+    nearly every row; its privacy figures then describe a model nobody should
+    deploy. The model is *useful* when the lower end of its accuracy's 95%
+    Clopper-Pearson interval lies above the majority-class rate on the same rows.
+    """
+    pred = ctx.target.log_proba(ctx.non_x).argmax(axis=1)
+    return _utility_figures(ctx.y[~ctx.is_member], pred, [str(c) for c in ctx.meta["classes"]])
+
+
+def _utility_figures(
+    truth: npt.NDArray[np.int64], pred: npt.NDArray[np.int64], classes: list[str]
+) -> dict[str, Any]:
+    n = len(truth)
+    correct = int((pred == truth).sum())
+    counts = np.bincount(truth, minlength=len(classes))
+    predicted = np.bincount(pred, minlength=len(classes))
+    majority, top = int(counts.argmax()), int(predicted.argmax())
+    low, high = clopper_pearson(correct, n, 0.05)
+    majority_rate = float(counts[majority] / n)
+    return {
+        "rows": n,
+        "accuracy": correct / n,
+        "accuracy_ci95": [low, high],
+        "majority_class": classes[majority],
+        "majority_rate": majority_rate,
+        "top_prediction": classes[top],
+        "top_prediction_share": float(predicted[top] / n),
+        "useful": low > majority_rate,
+    }
+
+
 def _tabular(
     report: AuditReport, ctx: _Context, attacks: tuple[str, ...], attribute: str | None
 ) -> None:
@@ -465,6 +501,7 @@ def audit_model(
             progress=progress,
         )
         report.seconds["membership"] = time.perf_counter() - t0
+    report.utility = _utility(ctx)
     _tabular(report, ctx, attacks, attribute)
     if "inversion" in attacks:
         t0 = time.perf_counter()

@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from veil.audit._fairness import MIN_GROUP
 from veil.audit._metrics import FPR_LEVELS
 
 if TYPE_CHECKING:
@@ -170,7 +171,8 @@ def _attribute(report: AuditReport) -> Verdict | None:
     base = result.baseline_accuracy_members
     head = (
         f"'{result.attribute}' guessed with {result.attack_accuracy_members:.1%} accuracy on members "
-        f"(non-members {result.attack_accuracy_non_members:.1%}) vs {base:.1%} without the model"
+        f"(non-members {result.attack_accuracy_non_members:.1%}) vs {base:.1%} without the model "
+        f"({result.baseline_kind})"
     )
     if ci[0] > base:
         return Verdict(
@@ -232,19 +234,66 @@ def _fairness(report: AuditReport) -> Verdict | None:
     result = report.fairness
     if result is None:
         return None
-    gap = max(result.demographic_parity_difference, result.equalized_odds_difference)
-    return Verdict(
-        "fairness",
-        "warn" if gap > _FAIRNESS_GAP else "info",
+    head = (
         f"by '{result.attribute}': demographic parity difference "
         f"{result.demographic_parity_difference:.3f}, equalised odds difference "
         f"{result.equalized_odds_difference:.3f}, equal opportunity difference "
-        f"{result.equal_opportunity_difference:.3f}",
+        f"{result.equal_opportunity_difference:.3f}"
+    )
+    judged = result.judged_gap
+    small = ""
+    if result.too_small:
+        sizes = ", ".join(f"{g} ({int(result.by_group[g]['count'])})" for g in result.too_small[:5])
+        small = f" Groups too small to judge (under {MIN_GROUP} people): {sizes}."
+    if judged is None:
+        return Verdict(
+            "fairness",
+            "info",
+            head + "; fewer than two groups are large enough to judge",
+            f"Too few held-out people per group of '{result.attribute}' to tell a real gap from "
+            f"sampling noise.{small}",
+        )
+    flagged = judged > _FAIRNESS_GAP and result.significant
+    return Verdict(
+        "fairness",
+        "warn" if flagged else "info",
+        head
+        + f"; judged gap {judged:.3f}"
+        + (" (beyond sampling noise)" if result.significant else " (within sampling noise)"),
         f"How differently the model treats groups of '{result.attribute}' on held-out data "
-        f"(0 = identical; gaps above {_FAIRNESS_GAP} are a common flag for review).",
+        f"(0 = identical; gaps above {_FAIRNESS_GAP} that persist at the 95% interval ends are "
+        f"flagged for review).{small}",
+    )
+
+
+def _utility(report: AuditReport) -> Verdict | None:
+    u = report.utility
+    if u is None:
+        return None
+    head = (
+        f"held-out accuracy {u['accuracy']:.1%} (95% CI {u['accuracy_ci95'][0]:.1%}-"
+        f"{u['accuracy_ci95'][1]:.1%}) vs {u['majority_rate']:.1%} by always predicting "
+        f"'{u['majority_class']}'; {u['top_prediction_share']:.0%} of predictions are "
+        f"'{u['top_prediction']}'"
+    )
+    if not u["useful"]:
+        return Verdict(
+            "utility",
+            "warn",
+            "no utility: " + head,
+            "The model is not distinguishable from guessing the most common class, so its "
+            "privacy figures describe a model that learned nothing useful. Train with a larger "
+            "epsilon, more data or a simpler model before relying on it.",
+        )
+    return Verdict(
+        "utility",
+        "pass",
+        head,
+        "The model predicts better than always guessing the most common class.",
     )
 
 
 def verdicts(report: AuditReport) -> list[Verdict]:
-    found = [f(report) for f in (_membership, _dp, _attribute, _inversion, _extraction, _fairness)]
+    checks = (_utility, _membership, _dp, _attribute, _inversion, _extraction, _fairness)
+    found = [f(report) for f in checks]
     return [v for v in found if v is not None]
