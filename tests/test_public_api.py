@@ -56,11 +56,14 @@ PUBLIC = {
         "PLDAccountant",
         "PrivacyEvent",
         "RDPAccountant",
+        "MAX_RELEASE_EPSILON",
         "Receipt",
+        "check_budget_delta",
         "check_delta",
         "check_epsilon",
         "check_positive",
         "check_probability",
+        "check_release_epsilon",
         "check_rho",
         "event_from_dict",
         "event_to_dict",
@@ -88,7 +91,6 @@ PUBLIC = {
         "parse_sql",
         "plan_query",
         "query_dataset",
-        "run_plan",
     ],
     # Filled by later issues; empty until then.
     "veil.anonymize": [

@@ -27,7 +27,6 @@ from veil.dp._query import (
     QueryResult,
     QuerySpec,
     plan_query,
-    run_plan,
 )
 from veil.dp._sql import SUPPORTED_SQL, parse_sql
 
@@ -51,5 +50,4 @@ __all__ = [
     "parse_sql",
     "plan_query",
     "query_dataset",
-    "run_plan",
 ]

@@ -30,6 +30,7 @@ from veil.dp._query import (
     run_plan,
 )
 from veil.dp._sql import parse_sql
+from veil.dp._where import compile_where
 from veil.errors import BudgetExceededError, InvalidInputError
 from veil.ledger import Budget, Ledger, PLDAccountant, zcdp_rho
 
@@ -200,6 +201,9 @@ class PrivateFrame:
                 got=", ".join(wrong),
                 fix="convert the column to numbers before querying",
             )
+        if plan.spec.where is not None:
+            compile_where(plan.spec.where, dtypes)  # literals of the columns' types
+        _check_key_types(plan, dtypes)
 
     def _charge(self, plan: QueryPlan, purpose: str | None) -> dict[str, Any]:
         event = plan.event
@@ -282,6 +286,24 @@ class PrivateFrame:
 
 def _schema_contribution(schema: PrivacySchema) -> Contribution:
     return Contribution(max_groups=schema.max_groups, max_rows=schema.max_rows)
+
+
+def _check_key_types(plan: QueryPlan, dtypes: pl.Schema) -> None:
+    """Refuse group keys that cannot stand for values of their column (before the charge)."""
+    keys, by = plan.keys, plan.spec.group_by
+    if keys is None or not by or all(isinstance(v, str) for key in keys for v in key):
+        return  # no keys, or all strings: compared with the columns as strings
+    for j, column in enumerate(by):
+        values = [key[j] for key in keys]
+        try:
+            pl.Series(column, values, dtype=dtypes[column], strict=True)
+        except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError) as exc:
+            raise InvalidInputError(
+                f"the group keys for '{column}' are not values of its type ({dtypes[column]})",
+                expected=f"keys of type {dtypes[column]} (or every key as a string)",
+                got=", ".join(repr(v) for v in values[:5]),
+                fix=f"give the keys of '{column}' as the column holds them",
+            ) from exc
 
 
 def query_dataset(

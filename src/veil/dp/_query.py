@@ -49,7 +49,13 @@ from veil.dp._mechanisms import gaussian_sigma, laplace_half_width
 from veil.dp._noise import gaussian_noise, laplace_noise, noisy_max
 from veil.dp._where import compile_where
 from veil.errors import InvalidInputError, SchemaError
-from veil.ledger import Mechanism, PrivacyEvent, check_delta, check_epsilon, check_probability
+from veil.ledger import (
+    Mechanism,
+    PrivacyEvent,
+    check_delta,
+    check_probability,
+    check_release_epsilon,
+)
 
 __all__ = [
     "Aggregate",
@@ -240,7 +246,7 @@ def plan_query(  # noqa: C901, PLR0912, PLR0915 - one place derives every scale
     mechanism: Literal["auto", "laplace", "gaussian"] = "auto",
 ) -> QueryPlan:
     """Derive every noise scale of ``spec`` from declared facts (no data is read)."""
-    epsilon = check_epsilon(epsilon)
+    epsilon = check_release_epsilon(epsilon)  # at most MAX_RELEASE_EPSILON (veil.ledger)
     delta = check_delta(delta)
     check_probability(confidence, "confidence level")
     if mechanism not in {"auto", "laplace", "gaussian"}:

@@ -32,25 +32,102 @@ from veil.errors import InvalidInputError
 __all__ = ["SUPPORTED_SQL", "parse_sql"]
 
 _QUANTILE_ARGS = 2
+MAX_SQL_CHARS = 10_000
+MAX_SQL_DEPTH = 64
 _SAMPLE_VARIANCE = re.compile(r"\bVAR_SAMP\s*\(", re.IGNORECASE)
 
 
-def parse_sql(sql: str, *, table_names: tuple[str, ...] = ()) -> QuerySpec:  # noqa: C901, PLR0912 - one check per refused clause
-    """Parse ``sql`` into a :class:`QuerySpec` (refusing anything outside the subset)."""
+def parse_sql(sql: str, *, table_names: tuple[str, ...] = ()) -> QuerySpec:
+    """Parse ``sql`` into a :class:`QuerySpec` (refusing anything outside the subset).
+
+    Every failure is an :class:`~veil.errors.InvalidInputError` (exit code 3):
+    the text is bounded in length (``MAX_SQL_CHARS``) and nesting
+    (``MAX_SQL_DEPTH``) before sqlglot sees it, so no query can exhaust the
+    parser's recursion.
+    """
     if not isinstance(sql, str) or not sql.strip():
         raise InvalidInputError("empty SQL", expected=SUPPORTED_SQL, got=repr(sql))
+    if len(sql) > MAX_SQL_CHARS:
+        raise InvalidInputError(
+            "the query is too long",
+            expected=f"at most {MAX_SQL_CHARS:,} characters",
+            got=f"{len(sql):,} characters",
+            fix="shorten the condition (a long OR chain is an IN list: x IN (1, 2, 3))",
+        )
+    depth = _paren_depth(sql)
+    if depth > MAX_SQL_DEPTH:
+        raise InvalidInputError(
+            "the query is nested too deeply",
+            expected=f"at most {MAX_SQL_DEPTH} levels of parentheses",
+            got=f"{depth} levels",
+            fix="remove redundant parentheses",
+        )
+    try:
+        return _parse(sql, table_names)
+    except RecursionError as exc:  # a deep tree built without parentheses (a OR b OR ...)
+        raise InvalidInputError(
+            "the query is nested too deeply",
+            expected=f"a syntax tree at most {MAX_SQL_DEPTH} levels deep",
+            got="a deeper tree",
+            fix="shorten the condition (a long OR chain is an IN list: x IN (1, 2, 3))",
+        ) from exc
+
+
+def _paren_depth(sql: str) -> int:
+    """The deepest nesting of parentheses outside quoted strings and identifiers."""
+    depth = deepest = 0
+    quote = ""
+    for char in sql:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"`":
+            quote = char
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    return deepest
+
+
+def _tree_depth(tree: exp.Expr) -> int:
+    """The depth of a syntax tree, iteratively (the tree may be too deep to recurse over)."""
+    deepest = 0
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_SQL_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in node.iter_expressions())
+    return deepest
+
+
+def _parse(sql: str, table_names: tuple[str, ...]) -> QuerySpec:  # noqa: C901, PLR0912 - one check per refused clause
     if _SAMPLE_VARIANCE.search(sql):
         raise unsupported(
             "the sample variance (VAR_SAMP)",
             "VAR_SAMP; VARIANCE and VAR_POP give the population variance (divided by n)",
         )
     try:
-        statements = sqlglot.parse(sql)
-    except sqlglot.errors.ParseError as exc:
+        parsed = sqlglot.parse(sql)
+    except sqlglot.errors.SqlglotError as exc:  # ParseError, TokenError (an open quote), ...
         raise InvalidInputError(
-            "the SQL does not parse", expected=SUPPORTED_SQL, got=str(exc).splitlines()[0]
+            "the SQL does not parse",
+            expected=SUPPORTED_SQL,
+            got=(str(exc).splitlines() or [type(exc).__name__])[0][:200],
+            fix="check the quotes and parentheses",
         ) from exc
-    statements = [s for s in statements if s is not None]
+    statements = [s for s in parsed if s is not None]
+    for statement in statements:
+        depth = _tree_depth(statement)
+        if depth > MAX_SQL_DEPTH:
+            raise InvalidInputError(
+                "the query is nested too deeply",
+                expected=f"a syntax tree at most {MAX_SQL_DEPTH} levels deep",
+                got=f"more than {MAX_SQL_DEPTH} levels",
+                fix="shorten the condition (a long OR chain is an IN list: x IN (1, 2, 3))",
+            )
     if len(statements) != 1:
         raise unsupported("more than one statement", f"{len(statements)} statements")
     tree = statements[0]
@@ -67,8 +144,11 @@ def parse_sql(sql: str, *, table_names: tuple[str, ...] = ()) -> QuerySpec:  # n
         "qualify",
         "windows",
     ):
-        if tree.args.get(key):
-            raise unsupported(key.rstrip("_").upper().replace("_", " "), tree.args[key].sql()[:80])
+        value = tree.args.get(key)
+        if value:
+            parts = value if isinstance(value, list) else [value]
+            shown = " ".join(p.sql() if isinstance(p, exp.Expression) else str(p) for p in parts)
+            raise unsupported(key.rstrip("_").rstrip("s").upper().replace("_", " "), shown[:80])
     from_ = tree.args.get("from_") or tree.args.get("from")
     if from_ is None or not isinstance(from_.this, exp.Table):
         raise unsupported("a query without one FROM table", sql.strip()[:80])

@@ -10,6 +10,7 @@ not accepted.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
@@ -44,17 +45,22 @@ def column_of(node: exp.Expression | None, func: str) -> str:
     raise unsupported(f"{func} of an expression", shown)
 
 
-def compile_where(text: str) -> pl.Expr:
-    """Compile a SQL condition (the body of a WHERE clause) to a row-level Polars filter."""
+def compile_where(text: str, dtypes: Mapping[str, pl.DataType] | None = None) -> pl.Expr:
+    """Compile a SQL condition (the body of a WHERE clause) to a row-level Polars filter.
+
+    With ``dtypes`` (the frame's column types, never its values) every literal
+    is also checked against the type of the column it is compared with, so a
+    mismatch is refused before the query is charged rather than failing after.
+    """
     try:
         node = sqlglot.parse_one(text)
-    except sqlglot.errors.ParseError as exc:
+    except (sqlglot.errors.SqlglotError, RecursionError) as exc:
         raise InvalidInputError(
-            "the WHERE condition does not parse", expected=SUPPORTED_SQL, got=text
+            "the WHERE condition does not parse", expected=SUPPORTED_SQL, got=text[:80]
         ) from exc
     if not isinstance(node, exp.Expression):  # pragma: no cover - sqlglot returns expressions
-        raise InvalidInputError("the WHERE condition does not parse", got=text)
-    return predicate(node)
+        raise InvalidInputError("the WHERE condition does not parse", got=text[:80])
+    return predicate(node, dtypes)
 
 
 def _literal(node: exp.Expression) -> Any:
@@ -63,14 +69,68 @@ def _literal(node: exp.Expression) -> Any:
             return node.this
         text = node.this
         try:
-            return int(text)
+            number: float = int(text)
         except ValueError:
             return float(text)
+        # Beyond 64 bits Polars has no integer literal: compare as a float instead.
+        return number if _INT64_MIN <= number <= _INT64_MAX else float(number)
     if isinstance(node, exp.Boolean):
         return bool(node.this)
     if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal):
         return -_literal(node.this)
     raise unsupported("a comparison with a non-literal", node.sql())
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_TEXT_TYPES = (pl.String, pl.Categorical, pl.Enum)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    return "a number"
+
+
+def _check_types(
+    column: str, values: list[Any], dtypes: Mapping[str, pl.DataType] | None, sql: str
+) -> None:
+    """Refuse literals of another kind than ``column`` (from its type alone, before any charge)."""
+    kinds = sorted({_kind(v) for v in values})
+    if len(kinds) > 1:
+        raise InvalidInputError(
+            f"the condition {sql[:80]} mixes {' and '.join(kinds)}s",
+            expected=f"literals of one kind, the kind of column '{column}'",
+            got=", ".join(repr(v) for v in values[:5]),
+            fix="compare a column with strings only or numbers only",
+        )
+    if dtypes is None or column not in dtypes or not kinds:
+        return
+    dtype = dtypes[column]
+    if dtype == pl.Null:
+        return
+    if dtype.is_numeric():
+        wanted = "a number"
+    elif isinstance(dtype, _TEXT_TYPES):
+        wanted = "a string"
+    elif dtype == pl.Boolean:
+        wanted = "a boolean"
+    else:
+        raise InvalidInputError(
+            f"the condition {sql[:80]} filters on '{column}', a {dtype} column",
+            expected="conditions on numeric, text or boolean columns",
+            got=str(dtype),
+            fix="filter on another column",
+        )
+    if kinds != [wanted]:
+        example = "age >= 30" if wanted == "a number" else "sex = 'Female'"
+        raise InvalidInputError(
+            f"the condition {sql[:80]} compares '{column}' ({dtype}) with {kinds[0]}",
+            expected=f"{wanted} for '{column}'",
+            got=", ".join(repr(v) for v in values[:5]),
+            fix=f"compare '{column}' with {wanted} (for example {example})",
+        )
 
 
 _COMPARISONS = {
@@ -83,36 +143,47 @@ _COMPARISONS = {
 }
 
 
-def predicate(node: exp.Expression) -> pl.Expr:  # noqa: C901, PLR0911 - one branch per SQL operator
+def predicate(  # noqa: C901, PLR0911 - one branch per SQL operator
+    node: exp.Expression, dtypes: Mapping[str, pl.DataType] | None = None
+) -> pl.Expr:
     if isinstance(node, exp.Paren):
-        return predicate(node.this)
+        return predicate(node.this, dtypes)
     if isinstance(node, exp.And):
-        return predicate(node.this) & predicate(node.expression)
+        return predicate(node.this, dtypes) & predicate(node.expression, dtypes)
     if isinstance(node, exp.Or):
-        return predicate(node.this) | predicate(node.expression)
+        return predicate(node.this, dtypes) | predicate(node.expression, dtypes)
     if isinstance(node, exp.Not):
-        return ~predicate(node.this)
+        return ~predicate(node.this, dtypes)
     for cls, make in _COMPARISONS.items():
         if isinstance(node, cls):
             left, right = node.this, node.expression
             if isinstance(left, exp.Column):
-                result: pl.Expr = make(pl.col(left.name), _literal(right))  # type: ignore[no-untyped-call]
+                value = _literal(right)
+                _check_types(left.name, [value], dtypes, node.sql())
+                result: pl.Expr = make(pl.col(left.name), pl.lit(value))  # type: ignore[no-untyped-call]
                 return result
             if isinstance(right, exp.Column):
+                value = _literal(left)
+                _check_types(right.name, [value], dtypes, node.sql())
                 flipped = {exp.LT: exp.GT, exp.GT: exp.LT, exp.LTE: exp.GTE, exp.GTE: exp.LTE}
                 mirrored: pl.Expr = _COMPARISONS[flipped.get(cls, cls)](
-                    pl.col(right.name), _literal(left)
+                    pl.col(right.name), pl.lit(value)
                 )  # type: ignore[no-untyped-call]
                 return mirrored
-            raise unsupported("a comparison without a column", node.sql())
+            raise unsupported("a comparison without a column", node.sql()[:80])
     if isinstance(node, exp.In):
         if node.args.get("query"):
             raise unsupported("IN (subquery)", node.sql()[:80])
         col = column_of(node.this, "IN")
-        return pl.col(col).is_in([_literal(v) for v in node.expressions])
+        values = [_literal(v) for v in node.expressions]
+        _check_types(col, values, dtypes, node.sql())
+        return pl.col(col).is_in(values)
     if isinstance(node, exp.Between):
         col = column_of(node.this, "BETWEEN")
-        return pl.col(col).is_between(_literal(node.args["low"]), _literal(node.args["high"]))
+        low, high = _literal(node.args["low"]), _literal(node.args["high"])
+        _check_types(col, [low, high], dtypes, node.sql())
+        # Literals, not names: is_between reads a bare string as a column name.
+        return pl.col(col).is_between(pl.lit(low), pl.lit(high))
     if isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
         return pl.col(column_of(node.this, "IS NULL")).is_null()
     raise unsupported(f"the condition {type(node).__name__.upper()}", node.sql()[:80])

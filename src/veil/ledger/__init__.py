@@ -32,14 +32,18 @@ from veil.ledger._events import (
 )
 from veil.ledger._ledger import Budget, BudgetStatus, Ledger, LedgerEntry, Receipt
 from veil.ledger._params import (
+    MAX_RELEASE_EPSILON,
+    check_budget_delta,
     check_delta,
     check_epsilon,
     check_positive,
     check_probability,
+    check_release_epsilon,
     check_rho,
 )
 
 __all__ = [
+    "MAX_RELEASE_EPSILON",
     "Budget",
     "BudgetStatus",
     "DiscreteGaussianDpEvent",
@@ -51,10 +55,12 @@ __all__ = [
     "PrivacyEvent",
     "RDPAccountant",
     "Receipt",
+    "check_budget_delta",
     "check_delta",
     "check_epsilon",
     "check_positive",
     "check_probability",
+    "check_release_epsilon",
     "check_rho",
     "event_from_dict",
     "event_to_dict",

@@ -40,6 +40,15 @@ __all__ = ["PLDAccountant", "RDPAccountant", "gaussian_epsilon", "pure_epsilon",
 # Discretisation of privacy-loss values (dp_accounting defaults to 1e-4). 1e-3 is 10x faster,
 # still an upper bound (pessimistic estimates), and moved 100 Gaussian releases by 3e-7.
 PLD_DISCRETIZATION = 1e-3
+# The most privacy-loss points the distinct events of one history may span together. A history
+# whose events span more (an event of epsilon 1e4 spans 2e4 / 1e-3 = 2e7 points, gigabytes once
+# composed) is discretised more coarsely: still an upper bound, with bounded work.
+PLD_MAX_POINTS = 100_000
+# Events beyond this epsilon are not turned into distributions (see PLDAccountant.epsilon).
+PLD_MAX_EVENT_EPSILON = 100.0
+PLD_MAX_EVENT_SPAN = 2_000.0
+# dp_accounting truncates a Gaussian privacy-loss distribution this many standard deviations out.
+_GAUSSIAN_TAIL_SD = 10.0
 
 
 class _VeilPLD(pld_privacy_accountant.PLDAccountant):  # type: ignore[misc]
@@ -71,8 +80,24 @@ class PLDAccountant:
 
     name = "pld"
 
-    def __init__(self, discretization: float = PLD_DISCRETIZATION) -> None:
+    def __init__(
+        self, discretization: float = PLD_DISCRETIZATION, max_points: int = PLD_MAX_POINTS
+    ) -> None:
         self.discretization = discretization
+        self.max_points = max_points
+        # The size (points) of the last composed distribution: the work an answer took.
+        self.last_points = 0
+
+    def interval_for(self, leaves: Sequence[tuple[dp_event.DpEvent, int]]) -> float:
+        """The discretisation interval for ``leaves``: the default, or coarser for huge losses.
+
+        The distinct events' privacy-loss ranges, added up, are covered by at most
+        ``max_points`` points. Any interval gives an upper bound on epsilon
+        (dp_accounting's pessimistic discretisation rounds every loss up); a
+        coarser one is only less tight.
+        """
+        span = sum(_loss_span(event) for event, _ in leaves)
+        return max(self.discretization, span / self.max_points)
 
     def epsilon(self, events: Sequence[dp_event.DpEvent], delta: float) -> float:
         """The smallest epsilon such that the composition of ``events`` is (epsilon, delta)-DP."""
@@ -82,19 +107,53 @@ class PLDAccountant:
         if delta == 0:
             # Pure DP: epsilons add, and that is tight; anything with delta > 0 has no pure bound.
             return float(sum(count * pure_epsilon(event) for event, count in leaves))
-        composed = float(self._compose(leaves).get_epsilon(delta))
+        self.last_points = 0
+        # An (epsilon, delta) event beyond PLD_MAX_EVENT_EPSILON (only an old ledger can hold one:
+        # releases are capped at MAX_RELEASE_EPSILON) composes by basic composition, a valid
+        # upper bound: dp_accounting's worst-case distribution for it overflows.
+        big = [
+            (e, c)
+            for e, c in leaves
+            if isinstance(e, EpsilonDeltaDpEvent)
+            and e.delta > 0
+            and e.epsilon > PLD_MAX_EVENT_EPSILON
+        ]
+        big_epsilon = sum(c * float(e.epsilon) for e, c in big)
+        delta -= sum(c * float(e.delta) for e, c in big)
+        if delta <= 0:
+            return math.inf
+        # Likewise a Gaussian-type event with a loss range too wide to discretise (sigma far
+        # below its sensitivity) composes through zCDP (Bun and Steinke 2016, Proposition 1.3).
+        wide = [
+            (e, c)
+            for e, c in leaves
+            if not math.isfinite(pure_epsilon(e))
+            and not isinstance(e, EpsilonDeltaDpEvent)
+            and _loss_span(e) > PLD_MAX_EVENT_SPAN
+        ]
+        if wide:
+            delta /= 2
+            rho = sum(c * _rho(_unsampled(e)) for e, c in wide)
+            big_epsilon += rho + 2 * math.sqrt(rho * math.log(1 / delta))
+        leaves = [(e, c) for e, c in leaves if (e, c) not in big and (e, c) not in wide]
+        if not leaves:
+            return big_epsilon
         # Pure-epsilon events compose with anything by adding their epsilon at no delta. PLD's
         # pessimistic tails give them a sliver of delta, which matters when another event uses
         # the whole delta (a query asking for the budget's delta): take the better valid bound.
         pure = [(e, c) for e, c in leaves if math.isfinite(pure_epsilon(e))]
         rest = [(e, c) for e, c in leaves if not math.isfinite(pure_epsilon(e))]
+        best = math.inf
+        if all(pure_epsilon(e) <= PLD_MAX_EVENT_EPSILON for e, _ in pure):
+            # Composing them as distributions is tighter; a huge one would only cost work.
+            best = float(self._compose(leaves).get_epsilon(delta))
         if pure:
             split = float(self._compose(rest).get_epsilon(delta)) if rest else 0.0
-            composed = min(composed, split + sum(c * pure_epsilon(e) for e, c in pure))
-        return composed
+            best = min(best, split + sum(c * pure_epsilon(e) for e, c in pure))
+        return big_epsilon + best
 
     def _compose(self, leaves: list[tuple[dp_event.DpEvent, int]]) -> _VeilPLD:
-        accountant = _VeilPLD(value_discretization_interval=self.discretization)
+        accountant = _VeilPLD(value_discretization_interval=self.interval_for(leaves))
         for event, count in leaves:
             try:
                 accountant.compose(event, count)
@@ -102,6 +161,8 @@ class PLDAccountant:
                 raise InvalidInputError(
                     "the PLD accountant cannot compose this event", got=str(exc)
                 ) from exc
+        pmf = getattr(accountant._pld, "_pmf_remove", None)  # noqa: SLF001 - its size only
+        self.last_points = max(self.last_points, int(getattr(pmf, "size", 0) or 0))
         return accountant
 
     def delta(self, events: Sequence[dp_event.DpEvent], epsilon: float) -> float:
@@ -109,7 +170,52 @@ class PLDAccountant:
         leaves = flatten(events)
         if not leaves:
             return 0.0
+        self.last_points = 0
         return float(self._compose(leaves).get_delta(epsilon))
+
+
+def _loss_span(event: dp_event.DpEvent) -> float:
+    """The width of the range of privacy losses dp_accounting discretises for one leaf event."""
+    pure = pure_epsilon(event)
+    if math.isfinite(pure):
+        return 2 * pure
+    if isinstance(event, EpsilonDeltaDpEvent):
+        return 2 * float(event.epsilon)
+    if isinstance(event, dp_event.GaussianDpEvent):
+        return _gaussian_span(1.0 / float(event.noise_multiplier))
+    if isinstance(event, DiscreteGaussianDpEvent):
+        return _gaussian_span(float(event.sensitivity) / float(event.sigma))
+    if isinstance(
+        event, (dp_event.PoissonSampledDpEvent, dp_event.SampledWithoutReplacementDpEvent)
+    ):
+        inner = _loss_span(event.event) / 2
+        if isinstance(event, dp_event.PoissonSampledDpEvent):
+            rate = float(event.sampling_probability)
+        else:
+            rate = float(event.sample_size) / float(event.source_dataset_size)
+        # A subsampled loss is log(1 + q (e^L - 1)) for the inner loss L.
+        return _log1p_q_expm1(rate, inner) - _log1p_q_expm1(rate, -inner)
+    return 0.0
+
+
+def _unsampled(event: dp_event.DpEvent) -> dp_event.DpEvent:
+    """The mechanism inside a subsampling event: its zCDP bound also bounds the subsampled one."""
+    if isinstance(
+        event, (dp_event.PoissonSampledDpEvent, dp_event.SampledWithoutReplacementDpEvent)
+    ):
+        return event.event
+    return event
+
+
+def _gaussian_span(mu: float) -> float:
+    # The loss of a Gaussian mechanism is N(mu^2 / 2, mu^2) (add) or N(-mu^2 / 2, mu^2) (remove).
+    return mu * mu + 2 * _GAUSSIAN_TAIL_SD * mu
+
+
+def _log1p_q_expm1(rate: float, loss: float) -> float:
+    if loss > 700:  # noqa: PLR2004 - exp would overflow; log(1 + q (e^L - 1)) <= log(q) + L + 1
+        return math.log(max(rate, 1e-300)) + loss + 1
+    return math.log1p(max(rate * math.expm1(loss), -1 + 1e-16))
 
 
 def pure_epsilon(event: dp_event.DpEvent) -> float:

@@ -26,7 +26,13 @@ from sqlalchemy.orm import Session
 from veil.errors import BudgetExceededError, InvalidInputError, NotFoundError
 from veil.ledger._accountants import PLDAccountant, RDPAccountant, zcdp_rho
 from veil.ledger._events import Mechanism, PrivacyEvent
-from veil.ledger._params import check_delta, check_epsilon, check_rho
+from veil.ledger._params import (
+    MAX_RELEASE_EPSILON,
+    check_budget_delta,
+    check_delta,
+    check_epsilon,
+    check_rho,
+)
 from veil.store import Store
 from veil.store._tables import (
     BudgetChangeRow,
@@ -258,6 +264,8 @@ class Ledger:
         with self.store.session(lock=True) as session:
             # Lock the dataset row: on PostgreSQL a first budget has no budget row to lock yet.
             ds = self._dataset(session, dataset, lock=self.store.backend != "sqlite")
+            if budget.delta is not None:
+                check_budget_delta(budget.delta, _privacy_units(ds))
             row = self._budget_row(session, ds.id, lock=True)
             if row is None:
                 row = PrivacyBudgetRow(dataset_id=ds.id, updated_by=who)
@@ -416,7 +424,11 @@ class Ledger:
         event: PrivacyEvent,
     ) -> tuple[Spent, BudgetStatus]:
         budget = _budget_of(budget_row)
+        if budget.delta is not None and budget.delta >= 1.0 / _privacy_units(ds):
+            # A budget set before the 1 / n rule: under it almost nothing costs any epsilon.
+            check_budget_delta(budget.delta, _privacy_units(ds), "delta")
         alone = self._spent(budget, [event.dp_event])
+        _check_release_size(ds.name, alone)
         after = self._spent(budget, [*history, event.dp_event])
         status = BudgetStatus(
             dataset=ds.name,
@@ -541,6 +553,33 @@ class Ledger:
             PrivacyEvent(what="", mechanisms=tuple(Mechanism.from_dict(m) for m in mechs)).dp_event
             for mechs in rows
         ]
+
+
+def _privacy_units(ds: DatasetRow) -> int:
+    """How many people (privacy units) the dataset holds, as counted at registration."""
+    units = (ds.registration_report or {}).get("privacy_units", ds.n_rows)
+    return max(1, int(units if isinstance(units, int) and units > 0 else ds.n_rows or 1))
+
+
+def _check_release_size(dataset: str, alone: Spent) -> None:
+    """Refuse one release that spends more than MAX_RELEASE_EPSILON (or its zCDP equivalent)."""
+    limit_rho = MAX_RELEASE_EPSILON**2 / 2
+    if alone.rho is not None:
+        too_big, shown = alone.rho > limit_rho, f"rho={alone.rho:.6g} (limit {limit_rho:g})"
+    else:
+        # An infinite epsilon (no guarantee at the budget's delta) is the budget check's refusal.
+        eps = alone.epsilon if alone.epsilon is not None else math.inf
+        too_big = math.isfinite(eps) and eps > MAX_RELEASE_EPSILON * (1 + _SLACK)
+        shown = f"epsilon={eps:.6g}"
+    if too_big:
+        raise InvalidInputError(
+            f"one release from '{dataset}' may spend at most epsilon {MAX_RELEASE_EPSILON:g}; "
+            "nothing was computed or charged",
+            expected=f"a release of epsilon <= {MAX_RELEASE_EPSILON:g}",
+            got=shown,
+            fix="ask for a smaller --epsilon (beyond 100 a release protects nobody); a baseline "
+            "without privacy is asked for explicitly (veil train --non-private)",
+        )
 
 
 def _budget_of(row: PrivacyBudgetRow) -> Budget:

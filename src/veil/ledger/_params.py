@@ -10,7 +10,22 @@ import math
 
 from veil.errors import InvalidInputError
 
-__all__ = ["check_delta", "check_epsilon", "check_positive", "check_probability", "check_rho"]
+__all__ = [
+    "MAX_RELEASE_EPSILON",
+    "check_budget_delta",
+    "check_delta",
+    "check_epsilon",
+    "check_positive",
+    "check_probability",
+    "check_release_epsilon",
+    "check_rho",
+]
+
+# The largest epsilon one release may spend. At epsilon 100 an observer's odds between two
+# neighbouring datasets may move by a factor e^100 (about 1e43): no protection is left, and an
+# accountant asked for more only burns memory and time (a PLD of epsilon 1e4 needs gigabytes).
+# A baseline without privacy is asked for as such (`veil train --non-private`), not as a huge epsilon.
+MAX_RELEASE_EPSILON = 100.0
 
 
 def _finite(value: object, name: str, fix: str) -> float:
@@ -33,6 +48,43 @@ def check_epsilon(value: object, name: str = "epsilon") -> float:
     if number <= 0:
         raise InvalidInputError(
             f"{name} must be positive", expected="a number > 0", got=repr(value), fix=fix
+        )
+    return number
+
+
+def check_release_epsilon(value: object, name: str = "epsilon") -> float:
+    """The epsilon of one release: finite, > 0 and at most :data:`MAX_RELEASE_EPSILON`."""
+    number = check_epsilon(value, name)
+    if number > MAX_RELEASE_EPSILON:
+        raise InvalidInputError(
+            f"{name} {number:g} is above the largest epsilon one release may spend",
+            expected=f"0 < {name} <= {MAX_RELEASE_EPSILON:g} (beyond it a release protects nobody: "
+            f"neighbouring datasets may differ in likelihood by a factor e^{MAX_RELEASE_EPSILON:g})",
+            got=repr(value),
+            fix=f"pass --{name.replace('_', '-')} {MAX_RELEASE_EPSILON:g} or less; for a baseline "
+            "without privacy, ask for it explicitly (veil train --non-private)",
+        )
+    return number
+
+
+def check_budget_delta(value: object, privacy_units: int, name: str = "delta") -> float:
+    """A budget's delta: in [0, 1 / n) for a dataset of ``n`` privacy units.
+
+    A mechanism that publishes each person's record with probability delta is
+    (0, delta)-DP; with n people it publishes about ``n * delta`` of them. A delta
+    at or above 1 / n therefore allows releasing someone's data outright, and under
+    such a delta the accountant finds that almost nothing costs any epsilon.
+    """
+    number = check_delta(value, name)
+    units = max(1, int(privacy_units))
+    if number >= 1.0 / units:
+        raise InvalidInputError(
+            f"{name} {number:g} is not below 1 / n for a dataset of {units:,} privacy units",
+            expected=f"0 <= {name} < {1.0 / units:.3g} (1 / {units:,}); usually far smaller, "
+            "such as 1e-6",
+            got=repr(value),
+            fix=f"pass --{name} 1e-6 (or at most {0.1 / units:.1g}): a delta of 1 / n or more "
+            "allows publishing one person's record in full, and makes every epsilon meaningless",
         )
     return number
 
