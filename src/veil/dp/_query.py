@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import math
 import secrets
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -57,6 +58,8 @@ from veil.ledger import (
     check_release_epsilon,
 )
 
+# run_plan is not exported: it releases noisy values and charges nothing, so only
+# PrivateFrame.query (which charges first) calls it.
 __all__ = [
     "Aggregate",
     "Contribution",
@@ -64,12 +67,18 @@ __all__ = [
     "QueryResult",
     "QuerySpec",
     "plan_query",
-    "run_plan",
 ]
 
 AggregateKind = Literal["count", "sum", "mean", "variance", "quantile"]
 AGGREGATES: tuple[AggregateKind, ...] = ("count", "sum", "mean", "variance", "quantile")
 QUANTILE_CANDIDATES = 1001
+# The float64 arithmetic of a query is sized for frames of up to MAX_ROWS rows (Polars holds
+# at most 2^32 by default): plan_query refuses bounds and epsilons for which a sum over that
+# many rows, plus its noise, could leave float64's range, so no outcome depends on the data.
+MAX_ROWS = 2**40
+_TAIL = 745.0  # P(|Laplace| > 745 scale) = e^-745 ~ 5e-324; the Gaussian's tail is thinner
+_FLOAT_ROOM = sys.float_info.max / 16  # headroom for the interval arithmetic in _cell
+_INT_ROOM = float(2**53)  # noisy counts stay exact integers in float64
 
 
 @dataclass(frozen=True)
@@ -153,11 +162,23 @@ class QuerySpec:
                 got=type(self.where).__name__,
                 fix="row-level filters only: an expression could look across rows",
             )
-        names = [a.name for a in self.aggregates]
+        repeated = sorted({g for g in self.group_by if self.group_by.count(g) > 1})
+        if repeated:
+            raise InvalidInputError(
+                "a grouping column is listed twice",
+                expected="each grouping column once",
+                got=f"GROUP BY {', '.join(self.group_by)}",
+                fix=f"list {', '.join(repeated)} once",
+            )
+        # The output columns: the group labels, then the aggregates. One name, one column.
+        names = [*self.group_by, *(a.name for a in self.aggregates)]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise InvalidInputError(
-                "two output columns have the same name", got=str(dup), fix="alias them with AS"
+                "two output columns have the same name",
+                expected="distinct names for the grouping columns and the aggregates",
+                got=str(dup),
+                fix="alias the aggregates with AS, with names that are not grouping columns",
             )
 
 
@@ -303,6 +324,7 @@ def plan_query(  # noqa: C901, PLR0912, PLR0915 - one place derives every scale
             fix="pass --delta 1e-6 (groups that only one person creates are then suppressed), "
             "or declare the categories with --categories COL=a,b,c",
         )
+    _check_bounds_width(schema, spec)
     # Components.
     comps: dict[tuple[str, str | None, float | None], _Component] = {}
 
@@ -423,6 +445,7 @@ def plan_query(  # noqa: C901, PLR0912, PLR0915 - one place derives every scale
                 max_rows=linf,
             )
         mechanisms.append(mech)
+    _check_arithmetic(planned, schema, epsilon)
     if schema.privacy_unit is None:
         notes.append("each row is one person (no privacy-unit column)")
     else:
@@ -446,6 +469,72 @@ def plan_query(  # noqa: C901, PLR0912, PLR0915 - one place derives every scale
         notes=tuple(notes),
         where_expr=compile_where(spec.where) if spec.where else None,
     )
+
+
+def _check_bounds_width(schema: PrivacySchema, spec: QuerySpec) -> None:
+    """Refuse bounds too narrow for float64 (a subnormal width rounds the sensitivity to 0)."""
+    for col in sorted({a.column for a in spec.aggregates if a.column and a.kind != "count"}):
+        lo, hi = _bounds(schema, col, "an aggregate")
+        width = hi - lo
+        narrowest = (
+            sys.float_info.min if all(a.kind != "variance" for a in spec.aggregates) else 1e-150
+        )
+        if not width >= narrowest:
+            raise SchemaError(
+                f"the bounds of '{col}' ({lo:g}:{hi:g}) are too narrow for float64 arithmetic",
+                expected=f"a width hi - lo of at least {narrowest:g} (the sensitivity would round to 0)",
+                got=f"{width:g}",
+                fix=f"declare wider bounds, or rescale '{col}' (for example to other units)",
+            )
+
+
+def _check_arithmetic(planned: list[_Component], schema: PrivacySchema, epsilon: float) -> None:
+    """Refuse, before any charge, a plan whose sums or noise could leave float64's range.
+
+    A sum over up to ``MAX_ROWS`` rows at the bounds, plus ``_TAIL`` noise scales,
+    must fit (its square too, for the centred sum a variance squares): then no data,
+    however extreme (NaN, infinities, values at the bounds), can make the computation
+    after the charge fail, and neighbouring datasets cannot be told apart by an error.
+    """
+    squared = {c.column for c in planned if c.kind == "csumsq"}
+    for comp in planned:
+        if not (math.isfinite(comp.scale) and comp.scale >= sys.float_info.min):
+            raise InvalidInputError(
+                f"epsilon {epsilon:g} gives {_label(comp)} a noise scale of {comp.scale:g}, "
+                "outside float64's range",
+                expected="an epsilon between about 1e-12 and 1e6",
+                got=f"epsilon {epsilon:g}",
+                fix="ask for an epsilon such as 0.1 to 10",
+            )
+        if comp.kind == "quantile":
+            continue
+        room = _INT_ROOM if comp.integer else _FLOAT_ROOM
+        if comp.kind == "csum" and comp.column in squared:
+            room = math.sqrt(_FLOAT_ROOM)
+        data_reach = MAX_ROWS * comp.per_row
+        if not data_reach <= room / 2:
+            lo, hi = _bounds(schema, str(comp.column), "an aggregate")
+            widest = room / 2 / MAX_ROWS
+            if comp.kind == "csumsq":
+                widest = math.sqrt(widest)
+            raise SchemaError(
+                f"the bounds of '{comp.column}' ({lo:g}:{hi:g}) are too wide for float64: "
+                f"{_label(comp)} over up to 2^40 rows could overflow",
+                expected=f"values of at most about {widest:.3g} from the middle of the bounds"
+                if comp.kind != "sum"
+                else f"bounds within about +-{widest:.3g}",
+                got=f"{lo:g}:{hi:g}",
+                fix=f"declare narrower bounds for '{comp.column}', or rescale it (other units)",
+            )
+        if not data_reach + _TAIL * comp.scale <= room:
+            smallest = epsilon * _TAIL * comp.scale / (room - data_reach)
+            raise InvalidInputError(
+                f"epsilon {epsilon:g} is too small: {_label(comp)} would get noise of scale "
+                f"{comp.scale:g}, beyond what float64 (and the answer) can carry",
+                expected=f"epsilon >= {smallest:.3g} for this query",
+                got=f"epsilon {epsilon:g}",
+                fix=f"ask for epsilon {smallest:.2g} or more (such tiny epsilons give no usable answer)",
+            )
 
 
 def _gauss_eps(sigma: float, l2: float, delta: float) -> float:
@@ -717,6 +806,15 @@ def run_plan(plan: QueryPlan, frame: pl.DataFrame | pl.LazyFrame | pd.DataFrame)
             noisy[i] = _quantiles(plan, comp, column, n)
             continue
         values = column.fill_null(0).to_numpy()
+        if not comp.integer:
+            # Never reached with the bounds plan_query accepts; kept so that no value can make
+            # the noise step raise after the charge: non-finite sums become the data's reach.
+            reach = MAX_ROWS * comp.per_row
+            values = np.clip(
+                np.nan_to_num(values.astype(float), nan=0.0, posinf=reach, neginf=-reach),
+                -reach,
+                reach,
+            )
         if comp.noise == "gaussian":
             noisy[i] = gaussian_noise(values.astype(float), comp.scale)
         else:
@@ -893,14 +991,18 @@ def _cell(
         ends = [mid + a / b for a in (s - s_hw, s + s_hw) for b in (n_lo, n_hi)]
         return {
             "value": value,
-            "noise_scale": comps[i].scale,
+            # The released mean is mid + (noisy centred sum) / (noisy count): its noise scale
+            # is the sum's divided by the count (to first order; the interval has the rest).
+            "noise_scale": comps[i].scale / n_val,
+            "noise_scale_centred_sum": comps[i].scale,
             "mechanism": comps[i].noise,
             "noise_on": f"sum of ({col} - {mid:g}) and the count",
             "ci": [float(np.clip(min(ends), lo, hi)), float(np.clip(max(ends), lo, hi))],
         }
     j = idx[("csumsq", col, None)]
     ss, ss_hw = float(noisy[j][r]), _half_width(comps[j], part_level)
-    value = float(np.clip(ss / n_val - (s / n_val) ** 2, 0.0, half * half))
+    m = s / n_val
+    value = float(np.clip(ss / n_val - m * m, 0.0, half * half))
     # f(a, c, b) = a/b - (c/b)^2 over the box of the three intervals: linear in a; in c
     # extreme at the ends or at 0; in b at the ends or at the stationary point b = 2 c^2 / a.
     s_ends = [s - s_hw, s + s_hw] + ([0.0] if s - s_hw < 0 < s + s_hw else [])
@@ -908,10 +1010,13 @@ def _cell(
     for a in (ss - ss_hw, ss + ss_hw):
         for c in s_ends:
             inner = [2 * c * c / a] if a > 0 and n_lo < 2 * c * c / a < n_hi else []
-            vals += [a / b - (c / b) ** 2 for b in (n_lo, n_hi, *inner)]
+            vals += [a / b - (c / b) * (c / b) for b in (n_lo, n_hi, *inner)]
     return {
         "value": value,
-        "noise_scale": comps[j].scale,
+        # First order: d/d(ss) = 1/n, d/d(s) = -2 (s/n) / n, on the noisy count n.
+        "noise_scale": (comps[j].scale + 2 * abs(m) * comps[i].scale) / n_val,
+        "noise_scale_centred_sum": comps[i].scale,
+        "noise_scale_centred_sum_of_squares": comps[j].scale,
         "mechanism": comps[j].noise,
         "noise_on": f"sums of ({col} - {mid:g}) and its square, and the count",
         "ci": [
