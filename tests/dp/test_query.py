@@ -188,7 +188,7 @@ def test_answers_are_close_to_the_truth_with_a_large_epsilon():
     result = pf.query(
         "SELECT g, COUNT(*) AS n, SUM(x), AVG(x), VARIANCE(x), MEDIAN(x) FROM t "
         "WHERE x > 1 GROUP BY g",
-        epsilon=1000.0,
+        epsilon=100.0,  # the largest one release may spend
     )
     truth = (
         data.filter(pl.col("x") > 1)
@@ -225,15 +225,16 @@ def test_pandas_frames_are_accepted():
 def test_values_outside_bounds_are_clamped_and_nulls_imputed():
     data = pl.DataFrame({"x": [100.0, -100.0, None, 5.0]})
     schema = PrivacySchema(columns=(ColumnSpec("x", "numeric", bounds=(0.0, 10.0)),))
-    result = PrivateFrame(data, schema, budget=Budget(epsilon=1e5)).sum("x", epsilon=1e4)
-    assert value(result, "sum_x") == pytest.approx(10 + 0 + 5 + 5, abs=0.1)
+    result = PrivateFrame(data, schema, budget=Budget(epsilon=100)).sum("x", epsilon=100)
+    # Noise of scale 0.1: |noise| > 2 with probability e^-20.
+    assert value(result, "sum_x") == pytest.approx(10 + 0 + 5 + 5, abs=2)
 
 
 def test_histogram_of_a_bounded_numeric_column():
     data = pl.DataFrame({"x": [0.5] * 100 + [9.5] * 300})
     schema = PrivacySchema(columns=(ColumnSpec("x", "numeric", bounds=(0.0, 10.0)),))
-    result = PrivateFrame(data, schema, budget=Budget(epsilon=1e4)).histogram(
-        "x", bins=2, epsilon=1000
+    result = PrivateFrame(data, schema, budget=Budget(epsilon=100)).histogram(
+        "x", bins=2, epsilon=100
     )
     counts = {r["x_bin"]: r["count"]["value"] for r in result.rows}
     assert counts == {"[0, 5)": pytest.approx(100, abs=2), "[5, 10]": pytest.approx(300, abs=2)}
@@ -244,16 +245,17 @@ def test_contribution_bounding_keeps_at_most_the_declared_rows_per_person():
     data = pl.DataFrame(
         {"pid": [0] * 500 + list(range(1, 101)), "g": ["a"] * 600, "x": [10.0] * 600}
     )
-    pf = PrivateFrame(data, UNIT_SCHEMA, budget=Budget(epsilon=1e5))
-    result = pf.query("SELECT COUNT(*), SUM(x) FROM t", epsilon=1e4)
+    pf = PrivateFrame(data, UNIT_SCHEMA, budget=Budget(epsilon=100))
+    result = pf.query("SELECT COUNT(*), SUM(x) FROM t", epsilon=100)
     assert value(result, "count") == pytest.approx(101, abs=1)
-    assert value(result, "sum_x") == pytest.approx(1010, abs=1)
+    # Noise of scale 0.2 (without bounding the sum would be 6,000).
+    assert value(result, "sum_x") == pytest.approx(1010, abs=5)
 
 
 def test_contribution_bounding_keeps_at_most_the_declared_groups_per_person():
     data = pl.DataFrame({"pid": [0, 0, 0], "g": ["a", "b", "c"], "x": [1.0, 1.0, 1.0]})
     schema = PrivacySchema(columns=UNIT_SCHEMA.columns, privacy_unit="pid", max_groups=2)
-    result = PrivateFrame(data, schema, budget=Budget(epsilon=1e5)).count(by=["g"], epsilon=1e4)
+    result = PrivateFrame(data, schema, budget=Budget(epsilon=100)).count(by=["g"], epsilon=100)
     assert sum(r["count"]["value"] for r in result.rows) == 2
 
 
@@ -498,10 +500,10 @@ def test_spec_api_matches_sql():
 def test_filters_are_sql_conditions_never_free_expressions():
     with pytest.raises(InvalidInputError, match="SQL condition"):
         QuerySpec((Aggregate("count"),), where=pl.col("x") > pl.col("x").mean())  # type: ignore[arg-type]
-    pf = PrivateFrame(frame(), SCHEMA, budget=Budget(epsilon=1e4))
+    pf = PrivateFrame(frame(), SCHEMA, budget=Budget(epsilon=100))
     spec = QuerySpec((Aggregate("count"),), where="x >= 5 AND g IN ('a')")
     expected = frame().filter((pl.col("x") >= 5) & (pl.col("g") == "a")).height
-    assert value(pf.query(spec, epsilon=1000.0), "count") == pytest.approx(expected, abs=2)
+    assert value(pf.query(spec, epsilon=100.0), "count") == pytest.approx(expected, abs=2)
 
 
 def test_duplicate_explicit_keys_are_refused():
@@ -512,7 +514,7 @@ def test_duplicate_explicit_keys_are_refused():
 
 def test_rows_without_a_privacy_unit_are_dropped():
     data = pl.DataFrame({"pid": [None] * 50 + [1, 2], "g": ["a"] * 52, "x": [1.0] * 52})
-    result = PrivateFrame(data, UNIT_SCHEMA, budget=Budget(epsilon=1e5)).count(epsilon=1e4)
+    result = PrivateFrame(data, UNIT_SCHEMA, budget=Budget(epsilon=100)).count(epsilon=100)
     assert value(result, "count") == 2
 
 
@@ -525,7 +527,7 @@ def test_odd_group_values_never_raise_after_the_charge():
         )
     )
     data = pl.DataFrame({"g": [1.0, 2.0, math.nan, math.inf, 2.0**70], "x": [0.5] * 5})
-    result = PrivateFrame(data, schema, budget=Budget(epsilon=1e5)).count(by=["g"], epsilon=1e4)
+    result = PrivateFrame(data, schema, budget=Budget(epsilon=100)).count(by=["g"], epsilon=100)
     assert {r["g"]: r["count"]["value"] for r in result.rows} == {"1": 1, "2": 1}
 
 
@@ -575,12 +577,14 @@ def test_unknown_keys_are_released_in_sorted_order():
 
 
 def test_missing_values_count_at_the_middle_and_nan_at_the_upper_bound():
-    data = pl.DataFrame({"x": [100.0, -100.0, None, 5.0, math.nan, 3.0]})
+    # 100 copies, so that epsilon 100 (the most one release may spend) resolves the sums.
+    data = pl.DataFrame({"x": [100.0, -100.0, None, 5.0, math.nan, 3.0] * 100})
     schema = PrivacySchema(columns=(ColumnSpec("x", "numeric", bounds=(0.0, 10.0)),))
-    pf = PrivateFrame(data, schema, budget=Budget(epsilon=1e7))
-    row = pf.query("SELECT COUNT(*), SUM(x), AVG(x), VARIANCE(x) FROM t", epsilon=1e6).rows[0]
-    clamped = np.array([10.0, 0.0, 5.0, 5.0, 10.0, 3.0])
-    assert row["count"]["value"] == 6
-    assert row["sum_x"]["value"] == pytest.approx(clamped.sum(), abs=1e-2)
+    pf = PrivateFrame(data, schema, budget=Budget(epsilon=100))
+    row = pf.query("SELECT COUNT(*), SUM(x), AVG(x), VARIANCE(x) FROM t", epsilon=100).rows[0]
+    clamped = np.tile([10.0, 0.0, 5.0, 5.0, 10.0, 3.0], 100)
+    assert row["count"]["value"] == 600
+    # Noise of scale 0.4: |noise| > 5 with probability e^-12.5 (NaN at mid would be 500 less).
+    assert row["sum_x"]["value"] == pytest.approx(clamped.sum(), abs=5)
     assert row["mean_x"]["value"] == pytest.approx(clamped.mean(), abs=1e-2)
     assert row["variance_x"]["value"] == pytest.approx(clamped.var(), abs=1e-2)
