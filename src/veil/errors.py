@@ -62,6 +62,12 @@ __all__ = [
 ]
 
 
+def _sentence(text: str) -> str:
+    """``text`` ending in one full stop (a question or exclamation keeps its own mark)."""
+    text = text.rstrip()
+    return text if text.endswith(("?", "!")) else text.rstrip(".") + "."
+
+
 class VeilError(Exception):
     """Base of every error Veil raises on purpose.
 
@@ -93,13 +99,13 @@ class VeilError(Exception):
         super().__init__(self._render())
 
     def _render(self) -> str:
-        parts = [self.message.rstrip(".") + "."]
+        parts = [_sentence(self.message)]
         if self.expected is not None:
-            parts.append(f"Expected {self.expected}.")
+            parts.append(_sentence(f"Expected {self.expected}"))
         if self.got is not None:
-            parts.append(f"Got {self.got}.")
+            parts.append(_sentence(f"Got {self.got}"))
         if self.fix is not None:
-            parts.append(f"Fix: {self.fix.rstrip('.')}.")
+            parts.append(_sentence(f"Fix: {self.fix}"))
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -174,3 +175,102 @@ def test_scan_with_pii_detection_on_by_default_prints_the_pii_columns(capsys, tm
     assert code == 0, err
     assert "PII column" in out
     assert "email: EMAIL_ADDRESS" in out
+
+
+def _patients(n: int = 300, seed: int = 42) -> pd.DataFrame:
+    """A fresh table of the kind a user brings: ids, ages, zip codes, a category."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "patient_id": [f"P{100000 + i}" for i in range(n)],
+            "age": rng.integers(18, 90, n),
+            "sex": rng.choice(["F", "M"], n),
+            "diagnosis": rng.choice(["flu", "asthma", "diabetes"], n),
+        }
+    )
+
+
+@pytest.mark.parametrize("command", ["scan", "anonymize"])
+def test_a_semicolon_file_is_named_as_such_and_read_with_delimiter(capsys, tmp_path, command):
+    """Issue 19: on a ';' file both commands blamed the column names ("unknown quasi-identifier 'age'")."""
+    path = tmp_path / "patients.csv"
+    _patients().to_csv(path, index=False, sep=";")
+    released = tmp_path / "released.csv"
+    extra = ["--k", "5", "-o", str(released)] if command == "anonymize" else ["--no-pii"]
+    code, _, err = run(capsys, command, str(path), "--qi", "age,sex", *extra)
+    message = " ".join(err.split())
+    assert code == 3, err
+    assert "unknown quasi-identifier" not in message
+    assert "looks ';'-delimited" in message and "--delimiter ';'" in message
+    assert not released.exists()
+    code, _, err = run(capsys, command, str(path), "--qi", "age,sex", "--delimiter", ";", *extra)
+    assert code == 0, err
+    if command == "anonymize":
+        assert list(pd.read_csv(released).columns) == ["patient_id", "age", "sex", "diagnosis"]
+
+
+def test_anonymize_bins_a_registered_dataset_within_its_declared_bounds(capsys, tmp_path):
+    """Issue 19: bins like [15, 34] for a column declared 18..100 ignored the registration."""
+    path = tmp_path / "patients.csv"
+    _patients().to_csv(path, index=False)
+    assert run(capsys, "init")[0] == 0
+    code, _, err = run(
+        capsys, "datasets", "add", str(path), "--name", "patients", "--bounds", "age=18:100"
+    )
+    assert code == 0, err
+    released = tmp_path / "released.csv"
+    code, out, err = run(
+        capsys,
+        "anonymize",
+        "patients",
+        "--qi",
+        "age,sex",
+        "--k",
+        "10",
+        "--algorithm",
+        "full-domain",
+        "-o",
+        str(released),
+    )
+    assert code == 0, err
+    assert "bounds declared at registration" in " ".join(out.split())
+    ages = pd.read_csv(released)["age"].astype(str)
+    intervals = ages[ages.str.startswith("[")].str.strip("[]").str.split(",", expand=True)
+    assert not intervals.empty
+    lows, highs = intervals[0].astype(float), intervals[1].astype(float)
+    assert lows.min() >= 18 and highs.max() <= 100, sorted(set(ages))
+    # the same file given by its path is the registered data: the same bounds apply
+    code, out, err = run(
+        capsys, "anonymize", str(path), "--qi", "age,sex", "--k", "10", "-o", str(released)
+    )
+    assert code == 0, err
+    assert "bounds declared at registration" in " ".join(out.split())
+
+
+def test_scan_says_what_journalist_risk_means_without_a_population(capsys, tmp_path):
+    """Issue 19: "journalist risk: max 1.000 (none)" said nothing to a reader."""
+    path = tmp_path / "patients.csv"
+    _patients().to_csv(path, index=False)
+    code, out, err = run(capsys, "scan", str(path), "--qi", "age,sex", "--no-pii")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "(none)" not in text
+    assert "no population given" in text
+
+
+def test_a_strict_minority_of_text_is_never_rounded_to_100_percent_numbers(capsys, tmp_path):
+    """Issue 19: "Got 100% numbers" for 7,213 numbers out of 7,214 values."""
+    frame = _patients(n=2000)
+    frame["age"] = frame["age"].astype(str)
+    frame.loc[7, "age"] = "unknown"
+    path = tmp_path / "patients.csv"
+    frame.to_csv(path, index=False)
+    released = tmp_path / "released.csv"
+    code, _, err = run(
+        capsys, "anonymize", str(path), "--qi", "age,sex", "--k", "5", "-o", str(released)
+    )
+    message = " ".join(err.split())
+    assert code == 3, err
+    assert "100% numbers" not in message
+    assert "1,999 of 2,000" in message
+    assert not released.exists()

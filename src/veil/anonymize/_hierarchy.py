@@ -542,7 +542,8 @@ def _check_mixed(column: str, values: pd.Series) -> None:
         raise InvalidInputError(
             f"column {column!r} mixes numbers and text",
             expected="one type per quasi-identifier column",
-            got=f"{share:.0%} numbers, and values such as {', '.join(repr(b) for b in bad)}",
+            got=f"{int(numeric.sum()):,} of {len(present):,} values are numbers; the others are "
+            f"text such as {', '.join(repr(b) for b in bad)}",
             fix="clean the column, or declare its hierarchy (type tree keeps it categorical)",
         )
 

@@ -6,17 +6,29 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.table import Table
 
 from veil.cli._output import out, print_json, progress_bar, write_json_atomic
-from veil.data import load_table
 from veil.errors import InvalidInputError, NotFoundError
 from veil.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from veil.data import Catalog, DatasetInfo
+
+# pandas, NumPy and veil.data (SQLAlchemy) load inside the commands: `veil --help` stays fast.
+
+
+def load_table(source: str, **options: Any) -> pd.DataFrame:
+    """veil.data's loader, imported on first use."""
+    from veil.data import load_table as load  # noqa: PLC0415
+
+    return load(source, **options)
+
 
 __all__ = ["anonymize", "render_scan", "scan", "write_table"]
 
@@ -26,6 +38,14 @@ QiOption = Annotated[
 ]
 SensitiveOption = Annotated[
     str | None, typer.Option("--sensitive", help="Sensitive attributes, comma-separated.")
+]
+DelimiterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--delimiter",
+        help="CSV delimiter of the files read (';', '\\t' for tab); ',' if omitted, and a file "
+        "that looks otherwise is refused with the delimiter it seems to use.",
+    ),
 ]
 DropMissingOption = Annotated[
     bool,
@@ -47,15 +67,73 @@ def _limit() -> int | None:
         return None
 
 
-def _load(source: str, needed: list[str], *, drop_missing: bool) -> tuple[pd.DataFrame, int]:
-    frame = load_table(source, max_load_bytes=_limit())
+def _options(delimiter: str | None) -> dict[str, Any]:
+    if delimiter is None:
+        return {}
+    return {"delimiter": "\t" if delimiter in ("\\t", "tab") else delimiter}
+
+
+def _read(source: str | None, delimiter: str | None) -> pd.DataFrame | None:
+    if source is None:
+        return None
+    return load_table(source, max_load_bytes=_limit(), **_options(delimiter))
+
+
+def _registered(source: str) -> tuple[Catalog, DatasetInfo] | None:
+    """The registered dataset that ``source`` names, or whose file it is."""
+    try:
+        workspace = Workspace.locate()
+    except NotFoundError:
+        return None
+    from veil.data import Catalog  # noqa: PLC0415
+
+    catalog = Catalog.open(workspace)
+    path = Path(source).expanduser()
+    if not path.exists() and not source.startswith("sklearn:"):
+        try:
+            return catalog, catalog.get(source)
+        except NotFoundError:
+            catalog.store.dispose()
+            return None
+    resolved = str(path.resolve())
+    matches = [info for info in catalog.list() if info.source == resolved]
+    if matches:
+        return catalog, matches[0]
+    catalog.store.dispose()
+    return None
+
+
+def _load_source(source: str, delimiter: str | None) -> tuple[pd.DataFrame, DatasetInfo | None]:
+    """The input table, and its registration when it is a registered dataset."""
+    found = _registered(source)
+    if found is None:
+        return load_table(source, max_load_bytes=_limit(), **_options(delimiter)), None
+    catalog, info = found
+    try:
+        return catalog.load_frame(info.name), info
+    except InvalidInputError as why:
+        if not Path(source).exists():
+            raise
+        out.print(
+            f"[yellow]{source} was registered as '{info.name}', but its declarations are not "
+            f"used:[/yellow] {why.message}.",
+        )
+        return load_table(source, max_load_bytes=_limit(), **_options(delimiter)), None
+    finally:
+        catalog.store.dispose()
+
+
+def _load(
+    source: str, needed: list[str], *, drop_missing: bool, delimiter: str | None = None
+) -> tuple[pd.DataFrame, int, DatasetInfo | None]:
+    frame, info = _load_source(source, delimiter)
     dropped = 0
     present = [c for c in needed if c in frame.columns]
     if drop_missing and present:
         mask = frame[present].isna().any(axis=1)
         dropped = int(mask.sum())
         frame = frame.loc[~mask].reset_index(drop=True)
-    return frame, dropped
+    return frame, dropped, info
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
@@ -84,6 +162,8 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _jsonable(value: Any) -> Any:
+    import numpy as np  # noqa: PLC0415
+
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(type(value).__name__)
@@ -93,7 +173,9 @@ def _clean(payload: Any) -> Any:
     return json.loads(json.dumps(payload, default=_jsonable))
 
 
-def _external(path: str | None, truth: str | None, frame: pd.DataFrame) -> tuple[Any, Any]:
+def _external(
+    path: str | None, truth: str | None, frame: pd.DataFrame, delimiter: str | None = None
+) -> tuple[Any, Any]:
     if path is None:
         if truth is not None:
             raise InvalidInputError(
@@ -103,7 +185,7 @@ def _external(path: str | None, truth: str | None, frame: pd.DataFrame) -> tuple
                 fix="add --external FILE",
             )
         return None, None
-    external = load_table(path, max_load_bytes=_limit())
+    external = load_table(path, max_load_bytes=_limit(), **_options(delimiter))
     if truth is None:
         return external, None
     for table, where in ((frame, "the input"), (external, "the external table")):
@@ -114,13 +196,16 @@ def _external(path: str | None, truth: str | None, frame: pd.DataFrame) -> tuple
                 got=", ".join(map(str, table.columns[:8])),
                 fix="name a column present in both tables",
             )
+    import numpy as np  # noqa: PLC0415
+    import pandas as pd  # noqa: PLC0415
+
     position = pd.Series(np.arange(len(frame)), index=frame[truth].astype("string"))
     position = position[~position.index.duplicated(keep=False)]
     mapped = external[truth].astype("string").map(position)
     return external, mapped.fillna(-1).to_numpy(dtype=np.int64)
 
 
-def render_scan(report: dict[str, Any], title: str) -> None:  # noqa: C901 - one row per measure
+def render_scan(report: dict[str, Any], title: str) -> None:  # noqa: C901, PLR0912 - one row per measure
     """The main figures of a scan, for people."""
     classes, risk = report["classes"], report["risk"]
     table = Table("measure", "value", title=title)
@@ -136,7 +221,12 @@ def render_scan(report: dict[str, Any], title: str) -> None:  # noqa: C901 - one
         f"{risk['prosecutor_max']:.3f} / {risk['prosecutor_average']:.3f}",
     )
     table.add_row(f"records at risk (> {risk['threshold']:g})", f"{risk['prosecutor_at_risk']:.1%}")
-    table.add_row("journalist risk: max", f"{risk['journalist_max']:.3f} ({risk['population']})")
+    journalist = f"{risk['journalist_max']:.3f}"
+    if risk["population"] == "none":
+        journalist += " (no population given: the prosecutor's risk, an upper bound)"
+    else:
+        journalist += f" (population from a {risk['population']})"
+    table.add_row("journalist risk: max", journalist)
     table.add_row("marketer risk", f"{risk['marketer']:.3f}")
     for column, value in report["l_diversity"].items():
         table.add_row(
@@ -171,9 +261,13 @@ def render_scan(report: dict[str, Any], title: str) -> None:  # noqa: C901 - one
         table.add_row("linkage attack", shown)
     out.print(table)
     for column in report.get("pii_columns") or []:
+        share = f"{column['share']:.0%} of sampled values"
+        if column.get("minority"):
+            share = f"a minority: only {share}"
+        basis = " by its name and values" if column.get("basis") == "name and values" else ""
         out.print(
-            f"[bold red]PII column[/] {column['column']}: {column['entity_type']} "
-            f"({column['share']:.0%} of sampled values, confidence {column['confidence']:.2f})"
+            f"[bold red]PII column[/] {column['column']}: {column['entity_type']}{basis} "
+            f"({share}, confidence {column['confidence']:.2f})"
         )
 
 
@@ -211,15 +305,16 @@ def scan(
         bool, typer.Option("--pii/--no-pii", help="Look for PII columns with Presidio.")
     ] = True,
     drop_missing: DropMissingOption = False,
+    delimiter: DelimiterOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Measure how identifiable a table is: classes, risk, k / l / t, uniqueness, linkage, PII columns."""
     from veil.anonymize import scan_table  # noqa: PLC0415 - keeps `veil --help` fast
 
     keys, sens = _columns(qi), _columns(sensitive)
-    frame, dropped = _load(source, keys + sens, drop_missing=drop_missing)
-    pop = load_table(population, max_load_bytes=_limit()) if population else None
-    ext, truth = _external(external, external_id, frame)
+    frame, dropped, _ = _load(source, keys + sens, drop_missing=drop_missing, delimiter=delimiter)
+    pop = _read(population, delimiter)
+    ext, truth = _external(external, external_id, frame, delimiter)
     report = scan_table(
         frame,
         keys,
@@ -297,6 +392,7 @@ def anonymize(
         Path | None, typer.Option("--report", help="Also write the JSON report to this file.")
     ] = None,
     drop_missing: DropMissingOption = False,
+    delimiter: DelimiterOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Generalise the quasi-identifiers to k-anonymity (and l, t), transform other columns, report before and after."""
@@ -306,11 +402,13 @@ def anonymize(
     keys, sens = _columns(qi), _columns(sensitive)
     operations = [ColumnOperation.parse(text) for text in op or []]
     specs = load_hierarchies(hierarchies) if hierarchies else None
-    frame, dropped = _load(source, keys + sens, drop_missing=drop_missing)
+    frame, dropped, info = _load(
+        source, keys + sens, drop_missing=drop_missing, delimiter=delimiter
+    )
     key = None
     if any(o.operator in {"pseudonymize", "shift-dates"} for o in operations):
         key = Workspace.locate().keys.get(key_name)
-    ext, truth = _external(external, external_id, frame)
+    ext, truth = _external(external, external_id, frame, delimiter)
     with progress_bar() as progress:
         result = run(
             frame,
@@ -328,6 +426,7 @@ def anonymize(
             external=ext,
             external_truth=truth,
             population_size=population_size,
+            declared_bounds=info.schema.bounds if info is not None else None,
             progress=progress,
         )
     if external_id is not None and external_id in result.table.columns:
@@ -346,5 +445,10 @@ def anonymize(
         f"{name} {'met' if ok else 'NOT MET'}" for name, ok in result.satisfied.items()
     )
     out.print(f"Constraints measured on the output: {checks}.")
+    if info is not None:
+        used = (
+            ", ".join(f"{c} {note}" for c, note in result.declared_bounds.items()) or "none apply"
+        )
+        out.print(f"'{info.name}' is registered; bounds declared at registration: {used}.")
     if dropped:
         out.print(f"{dropped:,} rows with missing values were dropped first.")

@@ -270,6 +270,8 @@ class CsvReader(Reader):
             )
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise self._wrap(exc) from exc
+        if columns is None:  # one column: name the delimiter rather than blame the column names
+            self._check_delimiter([str(c) for c in frame.columns])
         return self._post(frame)
 
     def _post(self, frame: pd.DataFrame) -> pd.DataFrame:
