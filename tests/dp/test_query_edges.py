@@ -14,8 +14,8 @@ import pytest
 
 import veil.dp
 from veil.data import ColumnSpec, PrivacySchema
-from veil.dp import Aggregate, PrivateFrame, QuerySpec
-from veil.errors import InvalidInputError, VeilError
+from veil.dp import Aggregate, PrivateFrame, QuerySpec, parse_sql, plan_query
+from veil.errors import InvalidInputError, SchemaError, VeilError
 from veil.ledger import Budget
 
 BUDGET = 1.0
@@ -168,3 +168,51 @@ def test_avg_and_variance_report_the_noise_scale_of_the_released_value():
 def test_no_public_function_releases_without_a_charge():
     assert "run_plan" not in veil.dp.__all__
     assert not hasattr(veil.dp, "run_plan")
+
+
+# ---------------------------------------------------------------- the limits docs/dp.md states
+
+
+@pytest.mark.parametrize(
+    ("sql", "fits", "too_wide"),
+    [
+        ("SELECT SUM(x) FROM t", 5.0e294, 5.2e294),
+        ("SELECT AVG(x) FROM t", 5.0e294, 5.2e294),
+        ("SELECT VARIANCE(x) FROM t", 1.5e141, 1.6e141),
+    ],
+)
+def test_the_documented_widest_bounds(sql, fits, too_wide):
+    plan_query(parse_sql(sql), schema((-fits, fits)), epsilon=1.0)
+    with pytest.raises(SchemaError, match="too wide for float64"):
+        plan_query(parse_sql(sql), schema((-too_wide, too_wide)), epsilon=1.0)
+
+
+@pytest.mark.parametrize(
+    ("sql", "width"),
+    [("SELECT SUM(x) FROM t", 2e-308), ("SELECT VARIANCE(x) FROM t", 9e-151)],
+)
+def test_the_documented_narrowest_bounds(sql, width):
+    with pytest.raises(SchemaError, match="too narrow"):
+        plan_query(parse_sql(sql), schema((0.0, width)), epsilon=1.0)
+    plan_query(parse_sql(sql), schema((0.0, width * 1.2)), epsilon=1.0)
+
+
+def test_the_documented_smallest_epsilon_of_a_count():
+    plan_query(parse_sql("SELECT COUNT(*) FROM t"), schema((0.0, 1.0)), epsilon=8.3e-14)
+    with pytest.raises(InvalidInputError, match="too small"):
+        plan_query(parse_sql("SELECT COUNT(*) FROM t"), schema((0.0, 1.0)), epsilon=8.2e-14)
+
+
+def test_the_documented_size_and_depth_of_a_query():
+    nested = "SELECT COUNT(*) FROM t WHERE " + "(" * 24 + "x > 1" + ")" * 24
+    assert parse_sql(nested).where is not None
+    with pytest.raises(InvalidInputError, match="nested too deeply"):
+        parse_sql("SELECT COUNT(*) FROM t WHERE " + "(" * 25 + "x > 1" + ")" * 25)
+    assert parse_sql("SELECT COUNT(*) FROM t WHERE " + " OR ".join(["x = 1"] * 90))
+    with pytest.raises(InvalidInputError, match="nested too deeply"):
+        parse_sql("SELECT COUNT(*) FROM t WHERE " + " OR ".join(["x = 1"] * 100))
+    with pytest.raises(InvalidInputError, match="nested too deeply"):
+        parse_sql("SELECT COUNT(*) FROM t WHERE " + "NOT " * 2000 + "x = 1")
+    assert parse_sql("SELECT COUNT(*) FROM t WHERE x IN (" + ", ".join(["1"] * 1500) + ")")
+    with pytest.raises(InvalidInputError, match="too long"):
+        parse_sql("SELECT COUNT(*) FROM t WHERE x IN (" + ", ".join(["1"] * 4000) + ")")

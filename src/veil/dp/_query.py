@@ -488,6 +488,19 @@ def _check_bounds_width(schema: PrivacySchema, spec: QuerySpec) -> None:
             )
 
 
+_WORDS = {
+    "count": "the count",
+    "sum": "the sum of",
+    "csum": "the centred sum of",
+    "csumsq": "the sum of squares of",
+    "quantile": "the quantile of",
+}
+
+
+def _words(comp: _Component) -> str:
+    return _WORDS[comp.kind] + (f" '{comp.column}'" if comp.column else "")
+
+
 def _check_arithmetic(planned: list[_Component], schema: PrivacySchema, epsilon: float) -> None:
     """Refuse, before any charge, a plan whose sums or noise could leave float64's range.
 
@@ -500,7 +513,7 @@ def _check_arithmetic(planned: list[_Component], schema: PrivacySchema, epsilon:
     for comp in planned:
         if not (math.isfinite(comp.scale) and comp.scale >= sys.float_info.min):
             raise InvalidInputError(
-                f"epsilon {epsilon:g} gives {_label(comp)} a noise scale of {comp.scale:g}, "
+                f"epsilon {epsilon:g} gives {_words(comp)} a noise scale of {comp.scale:g}, "
                 "outside float64's range",
                 expected="an epsilon between about 1e-12 and 1e6",
                 got=f"epsilon {epsilon:g}",
@@ -519,7 +532,7 @@ def _check_arithmetic(planned: list[_Component], schema: PrivacySchema, epsilon:
                 widest = math.sqrt(widest)
             raise SchemaError(
                 f"the bounds of '{comp.column}' ({lo:g}:{hi:g}) are too wide for float64: "
-                f"{_label(comp)} over up to 2^40 rows could overflow",
+                f"{_words(comp)} over up to 2^40 rows could overflow",
                 expected=f"values of at most about {widest:.3g} from the middle of the bounds"
                 if comp.kind != "sum"
                 else f"bounds within about +-{widest:.3g}",
@@ -529,7 +542,7 @@ def _check_arithmetic(planned: list[_Component], schema: PrivacySchema, epsilon:
         if not data_reach + _TAIL * comp.scale <= room:
             smallest = epsilon * _TAIL * comp.scale / (room - data_reach)
             raise InvalidInputError(
-                f"epsilon {epsilon:g} is too small: {_label(comp)} would get noise of scale "
+                f"epsilon {epsilon:g} is too small: {_words(comp)} would get noise of scale "
                 f"{comp.scale:g}, beyond what float64 (and the answer) can carry",
                 expected=f"epsilon >= {smallest:.3g} for this query",
                 got=f"epsilon {epsilon:g}",

@@ -33,7 +33,10 @@ __all__ = ["SUPPORTED_SQL", "parse_sql"]
 
 _QUANTILE_ARGS = 2
 MAX_SQL_CHARS = 10_000
-MAX_SQL_DEPTH = 64
+# sqlglot parses parentheses recursively (about 20 stack frames a level: 50 levels exhaust
+# Python's default limit); a tree without them (a OR b OR ...) is built iteratively.
+MAX_SQL_PARENS = 24
+MAX_SQL_DEPTH = 100
 _SAMPLE_VARIANCE = re.compile(r"\bVAR_SAMP\s*\(", re.IGNORECASE)
 
 
@@ -42,8 +45,8 @@ def parse_sql(sql: str, *, table_names: tuple[str, ...] = ()) -> QuerySpec:
 
     Every failure is an :class:`~veil.errors.InvalidInputError` (exit code 3):
     the text is bounded in length (``MAX_SQL_CHARS``) and nesting
-    (``MAX_SQL_DEPTH``) before sqlglot sees it, so no query can exhaust the
-    parser's recursion.
+    (``MAX_SQL_PARENS``) before sqlglot sees it, and the syntax tree in depth
+    (``MAX_SQL_DEPTH``); any recursion that still runs out is refused too.
     """
     if not isinstance(sql, str) or not sql.strip():
         raise InvalidInputError("empty SQL", expected=SUPPORTED_SQL, got=repr(sql))
@@ -55,20 +58,20 @@ def parse_sql(sql: str, *, table_names: tuple[str, ...] = ()) -> QuerySpec:
             fix="shorten the condition (a long OR chain is an IN list: x IN (1, 2, 3))",
         )
     depth = _paren_depth(sql)
-    if depth > MAX_SQL_DEPTH:
+    if depth > MAX_SQL_PARENS:
         raise InvalidInputError(
             "the query is nested too deeply",
-            expected=f"at most {MAX_SQL_DEPTH} levels of parentheses",
+            expected=f"at most {MAX_SQL_PARENS} levels of parentheses",
             got=f"{depth} levels",
             fix="remove redundant parentheses",
         )
     try:
         return _parse(sql, table_names)
-    except RecursionError as exc:  # a deep tree built without parentheses (a OR b OR ...)
+    except RecursionError as exc:  # e.g. NOT NOT NOT ..., parsed recursively without parentheses
         raise InvalidInputError(
             "the query is nested too deeply",
             expected=f"a syntax tree at most {MAX_SQL_DEPTH} levels deep",
-            got="a deeper tree",
+            got="a tree too deep to parse",
             fix="shorten the condition (a long OR chain is an IN list: x IN (1, 2, 3))",
         ) from exc
 
