@@ -111,8 +111,9 @@ def test_a_vault_written_with_scrypt_n_2_15_still_opens(ws: Workspace, old_vault
     assert Vault.inspect(ws).kdf == {"name": "scrypt", "n": 2**15, "r": 8, "p": 1}
     vault = Vault.open(MasterKey.from_passphrase(OLD_PASSPHRASE), ws)
     assert vault.unseal(OLD_BLOB, name="he/old-key") == b"an old secret"
-    with pytest.warns(UserWarning, match="not bound to its path"):
+    with pytest.warns(UserWarning, match="not bound to its path") as warned:
         vault.decrypt_file(old_vault, old_vault.with_name("payroll.csv"))
+    assert warned[0].filename == __file__  # it points at the caller's line
     assert old_vault.with_name("payroll.csv").read_text(encoding="utf-8") == OLD_PLAIN
 
 

@@ -1054,7 +1054,7 @@ class Vault:
                 "so the path recorded in the vault manifest is checked but not authenticated; "
                 "`veil vault rotate` binds every object to its path",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=3,  # the caller of decrypt_file
             )
         return dek, _record(header.object_id.hex(), entry)
 
