@@ -185,6 +185,9 @@ def test_mnist_images_train_with_a_test_set(tmp_path, shared_data, model, floor)
     # Laplace, scale 2 on 10,000 images: its error is far below these margins).
     assert trained.card.test_accuracy > floor
     assert trained.card.test_epsilon == 0.5
+    # Far above always guessing the commonest digit (about 11%): the card says it has utility.
+    assert trained.card.test_no_utility is False
+    assert 0.05 < trained.card.test_majority_rate < 0.2
     assert len(ledger.entries("mnist-test")) == 1
     (accuracy_entry,) = ledger.entries("holdout")
     assert accuracy_entry.id == trained.card.test_ledger_event_id

@@ -130,5 +130,14 @@ def train(
     for note in trained.notes:
         err.print(f"· {note}", markup=False)
     render_card(trained.card)
+    if trained.card.test_no_utility:
+        err.print(
+            "[bold yellow]warning:[/] no utility: the DP test accuracy "
+            f"({trained.card.test_accuracy:.1%}) is not distinguishable from always guessing the "
+            f"most common label ({trained.card.test_majority_rate:.1%}). Train with a larger "
+            "epsilon, more rows, or a simpler model before using it."
+        )
+    elif trained.card.test_accuracy is None:
+        err.print("· no --test set: the model's accuracy was not measured", markup=False)
     render_status(status)
     out.print(f"saved: {registry.root / trained.name}")

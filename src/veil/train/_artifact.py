@@ -67,6 +67,8 @@ class PrivacyCard:
     test_dataset: str | None
     test_ledger_event_id: int | None
     veil_version: str
+    test_majority_rate: float | None = None
+    test_no_utility: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -130,8 +132,25 @@ class PrivacyCard:
                     else ""
                 ),
             ),
-            ("created", self.created_at),
         ]
+        if self.test_majority_rate is not None:
+            rows.append(
+                (
+                    "majority-class rate",
+                    f"{self.test_majority_rate:.2%} (DP count; always guessing the commonest label)",
+                )
+            )
+        if self.test_no_utility:
+            rows.append(
+                (
+                    "WARNING",
+                    (
+                        "no utility: test accuracy is not distinguishable from always guessing the "
+                        "most common label"
+                    ),
+                )
+            )
+        rows.append(("created", self.created_at))
         return rows
 
 

@@ -9,6 +9,7 @@ charge is over-counted, never under-counted (the ledger's rule).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -268,7 +269,10 @@ def fit_private(
                 got=repr(test),
                 fix="register held-out rows as their own dataset (e.g. MNIST's t10k split)",
             )
-        accuracy_query = LaplaceMechanism(test_epsilon, 1, integer=True)
+        # Half the test budget for the count of correct predictions, half for the histogram of
+        # true labels (the majority-class rate a useless model matches); both have L1
+        # sensitivity 1 under adding or removing one test record.
+        accuracy_query = LaplaceMechanism(test_epsilon / 2, 1, integer=True)
         testing = dataset_tensors(catalog, test, label=data.label, encoder=data.encoder)
         if testing.classes != data.classes or testing.input_shape != data.input_shape:
             raise InvalidInputError(
@@ -288,8 +292,9 @@ def fit_private(
     if accuracy_query is not None and test is not None:
         # Test accuracy is a count over the test set's records: a DP count, charged to that set.
         test_event = PrivacyEvent(
-            what=f"test accuracy of model '{name}' (correct predictions, discrete Laplace)",
-            mechanisms=(accuracy_query.mechanism,),
+            what=f"test accuracy of model '{name}' (correct predictions and the label "
+            "histogram, discrete Laplace)",
+            mechanisms=(accuracy_query.mechanism, accuracy_query.mechanism),
             operation="query",
             details={"model": name, "training_dataset": dataset},
         )
@@ -304,6 +309,7 @@ def fit_private(
         trainable, inputs, data.targets, plan, n_classes=len(data.classes), progress=progress
     )
     accounting = plan.accounting
+    utility = _private_utility(net, testing, accuracy_query)
     card = PrivacyCard(
         model=name,
         dataset=dataset,
@@ -330,7 +336,9 @@ def fit_private(
         ledger_event_id=receipt.event_id if receipt else None,
         ledger_seq=receipt.seq if receipt else None,
         architecture=_describe(spec),
-        test_accuracy=_private_accuracy(net, testing, accuracy_query),
+        test_accuracy=utility.accuracy,
+        test_majority_rate=utility.majority_rate,
+        test_no_utility=utility.no_utility,
         test_epsilon=test_epsilon if testing else None,
         test_dataset=test,
         test_ledger_event_id=test_receipt.event_id if test_receipt else None,
@@ -349,20 +357,37 @@ def fit_private(
     return TrainedModel(name=name, model=net, card=card, report=report, notes=data.notes)
 
 
-def _private_accuracy(
-    net: nn.Module, testing: DatasetTensors | None, query: LaplaceMechanism | None
-) -> float | None:
-    """Accuracy on the test set from a discrete-Laplace count of correct predictions.
+@dataclass(frozen=True)
+class _Utility:
+    accuracy: float | None = None
+    majority_rate: float | None = None
+    no_utility: bool | None = None
 
-    The count has sensitivity 1 under add/remove-one of a test record; the test
-    set's size is treated as public (as the training set's is).
+
+def _private_utility(
+    net: nn.Module, testing: DatasetTensors | None, query: LaplaceMechanism | None
+) -> _Utility:
+    """Test accuracy and the majority-class rate, each from discrete-Laplace counts.
+
+    The count of correct predictions and the histogram of true labels each have
+    sensitivity 1 under adding or removing one test record (the histogram's
+    cells are disjoint); the test set's size is treated as public (as the
+    training set's is). The model has *no utility* when its accuracy is not
+    distinguishable from always predicting the most common label: the gap is
+    within the 95% half-widths of both noises plus the accuracy's sampling
+    error (a normal 95% interval on the released accuracy, post-processing).
     """
     if testing is None or query is None or len(testing.targets) == 0:
-        return None
+        return _Utility()
+    n = len(testing.targets)
     predictions = predict_logits(net, testing.inputs).argmax(1)
     correct = int((predictions == testing.targets).sum())
-    noisy = float(query.release([correct])[0])
-    return min(1.0, max(0.0, noisy / len(testing.targets)))
+    accuracy = min(1.0, max(0.0, float(query.release([correct])[0]) / n))
+    labels = torch.bincount(testing.targets, minlength=len(testing.classes))
+    majority = min(1.0, max(0.0, float(query.release(labels.tolist()).max()) / n))
+    noise = 2 * query.half_width(0.95) / n
+    sampling = 1.96 * math.sqrt(max(accuracy * (1 - accuracy), 1.0 / n) / n)
+    return _Utility(accuracy, majority, accuracy - majority <= noise + sampling)
 
 
 def _describe(spec: dict[str, Any]) -> str:
