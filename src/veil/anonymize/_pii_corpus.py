@@ -44,7 +44,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from veil.errors import InvalidInputError, require
+from veil.errors import InvalidInputError, NotFoundError, require
 from veil.progress import ProgressCallback
 
 __all__ = [
@@ -980,7 +980,21 @@ def write_corpus(path: Path = CORPUS_PATH, records: Iterable[PiiRecord] | None =
 
 
 def load_corpus(part: str | None = None, path: Path = CORPUS_PATH) -> list[PiiRecord]:
-    """The records of the kept corpus, all of them or those of one part (``tune``/``test``)."""
+    """The records of a labelled corpus, all of them or those of one part (``tune``/``test``).
+
+    The file holds one JSON object a line (blank lines are skipped), with the
+    sentence under ``"text"`` and its labelled spans under ``"spans"``, each
+    either ``[start, end, "TYPE"]`` or ``{"start": ..., "end": ..., "type": ...}``
+    (character offsets, ``end`` excluded; ``TYPE`` one of
+    :data:`~veil.anonymize.PII_ENTITIES`). ``"id"``, ``"template"``,
+    ``"domain"`` and ``"part"`` are optional: a record without a part belongs
+    to ``test`` (Veil was never tuned on it).
+
+    Raises:
+        NotFoundError: ``path`` does not exist.
+        InvalidInputError: An unknown part, or a line that is not such a record
+            (the error names the line and what is wrong with it).
+    """
     if part is not None and part not in PARTS:
         raise InvalidInputError(
             "unknown corpus part",
@@ -988,16 +1002,84 @@ def load_corpus(part: str | None = None, path: Path = CORPUS_PATH) -> list[PiiRe
             got=repr(part),
             fix="evaluate on 'test'; tune on 'tune'",
         )
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        raw = json.loads(line)
-        if part is not None and raw["part"] != part:
-            continue
-        spans = tuple(PiiSpan(s["start"], s["end"], s["type"]) for s in raw["spans"])
-        records.append(
-            PiiRecord(raw["id"], raw["template"], raw["domain"], raw["part"], raw["text"], spans)
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(
+            "the corpus file does not exist",
+            expected="a JSON-lines file of labelled sentences",
+            got=str(path),
+            fix="check the path (see 'Your own corpus' in docs/redact.md for the format)",
         )
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            record = _parse_record(line, number, path)
+            if part is None or record.part == part:
+                records.append(record)
     return records
+
+
+_RECORD_FORMAT = (
+    'one JSON object a line: {"text": "...", "spans": [[start, end, "TYPE"], ...]} '
+    '(or spans as {"start", "end", "type"} objects)'
+)
+
+
+def _corpus_error(path: Path, number: int, problem: str) -> InvalidInputError:
+    from veil.anonymize._text import PII_ENTITIES  # noqa: PLC0415 - the list of types only
+
+    return InvalidInputError(
+        f"{path.name} is not a labelled corpus Veil can read",
+        expected=f"{_RECORD_FORMAT}; TYPE one of {', '.join(PII_ENTITIES)}",
+        got=f"line {number}: {problem}",
+        fix="see 'Your own corpus' in docs/redact.md; map your labels to Veil's types first",
+    )
+
+
+def _parse_span(raw: Any, text: str, fail: Callable[[str], InvalidInputError]) -> PiiSpan:
+    from veil.anonymize._text import PII_ENTITIES  # noqa: PLC0415 - the list of types only
+
+    if isinstance(raw, dict) and {"start", "end"} <= raw.keys():
+        triple = [raw["start"], raw["end"], raw.get("type", raw.get("entity_type"))]
+    elif isinstance(raw, list) and len(raw) == 3:  # noqa: PLR2004
+        triple = raw
+    else:
+        raise fail(f"span {raw!r} is not [start, end, TYPE]")
+    start, end, kind = triple
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
+        raise fail(f"span {raw!r} has offsets that are not whole numbers")
+    if not 0 <= start < end <= len(text):
+        raise fail(f"span {raw!r} lies outside the text ({len(text)} characters)")
+    if kind not in PII_ENTITIES:
+        raise fail(f"span type {kind!r} is not one of Veil's entity types")
+    return PiiSpan(start, end, kind)
+
+
+def _parse_record(line: str, number: int, path: Path) -> PiiRecord:
+    def fail(problem: str) -> InvalidInputError:
+        return _corpus_error(path, number, problem)
+
+    try:
+        raw = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise fail(f"not JSON ({exc.msg})") from None
+    if not isinstance(raw, dict):
+        raise fail(f"a JSON {type(raw).__name__}, not an object")
+    if not isinstance(raw.get("text"), str):
+        raise fail(f"no 'text' string (keys: {', '.join(sorted(raw)) or 'none'})")
+    if not isinstance(raw.get("spans"), list):
+        raise fail(f"no 'spans' list (keys: {', '.join(sorted(raw)) or 'none'})")
+    text = raw["text"]
+    spans = tuple(_parse_span(s, text, fail) for s in raw["spans"])
+    part = raw.get("part", "test")
+    if part not in PARTS:
+        raise fail(f"part {part!r} is neither 'tune' nor 'test'")
+    ident = str(raw.get("id", f"line-{number}"))
+    return PiiRecord(
+        ident, str(raw.get("template", ident)), str(raw.get("domain", "")), part, text, spans
+    )
 
 
 # ---------------------------------------------------------------- scoring
@@ -1093,6 +1175,7 @@ class PiiEvaluation:
         overlap: Scores per entity type and ``"overall"`` when overlapping spans match.
         strict: The same when only exact boundaries match.
         seconds: Time spent analysing the sentences.
+        corpus: ``"built-in"`` (Veil's corpus) or the path of the file scored.
     """
 
     part: str
@@ -1101,10 +1184,12 @@ class PiiEvaluation:
     overlap: dict[str, SpanScores]
     strict: dict[str, SpanScores]
     seconds: float
+    corpus: str = "built-in"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready scores and the matching rules' definitions."""
         return {
+            "corpus": self.corpus,
             "part": self.part,
             "documents": self.documents,
             "threshold": self.threshold,
@@ -1133,16 +1218,29 @@ def evaluate_pii(
             ``"tune"`` (the only part to tune on).
         threshold: Score threshold (default: the engine's tuned default).
         limit: Score only the first ``limit`` sentences (quick checks).
-        path: The corpus file (default: the one kept in the package).
+        path: The corpus file (default: the one kept in the package), in the
+            format :func:`load_corpus` reads: ``{"text": ..., "spans":
+            [[start, end, "TYPE"], ...]}`` a line; records without a part are
+            scored as ``test``.
         progress: Receives one event per batch of sentences.
+
+    Raises:
+        NotFoundError: ``path`` does not exist.
+        InvalidInputError: An unknown part, a line that is not a labelled
+            record, or no record of ``part`` in the file.
     """
     import time  # noqa: PLC0415 - only the evaluation needs a clock
 
     from veil.anonymize._text import DEFAULT_THRESHOLD, analyze_texts  # noqa: PLC0415
 
-    if part not in PARTS:
-        load_corpus(part, path)  # raises the error that names the parts
     records = load_corpus(part, path)[:limit]
+    if not records:
+        raise InvalidInputError(
+            f"no labelled sentence of the {part!r} part to score",
+            expected=f"at least one record of part {part!r} in {path}",
+            got="0 records",
+            fix="records without a 'part' are 'test': evaluate the 'test' part, or label some",
+        )
     chosen = DEFAULT_THRESHOLD if threshold is None else threshold
     started = time.perf_counter()
     found = analyze_texts([r.text for r in records], threshold=chosen, progress=progress)
@@ -1156,6 +1254,7 @@ def evaluate_pii(
         overlap=score_spans(gold, predicted, strict=False),
         strict=score_spans(gold, predicted, strict=True),
         seconds=seconds,
+        corpus="built-in" if Path(path) == CORPUS_PATH else str(path),
     )
 
 

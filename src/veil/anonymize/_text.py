@@ -55,10 +55,12 @@ reads it from the key store by name.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
 import re
+import sys
 import tempfile
 import time
 import unicodedata
@@ -248,6 +250,9 @@ class PiiColumn:
         confidence: Mean detection score of those values (Presidio's scale, 0-1).
         sampled: How many non-empty values were analysed.
         other: Shares of the other entity types found in the column.
+        basis: ``"values"`` (the detector found the type in the values) or
+            ``"name and values"`` (the column's name says so too, and the
+            values have the type's shape: ``last`` holding surnames).
     """
 
     column: str
@@ -256,6 +261,12 @@ class PiiColumn:
     confidence: float
     sampled: int
     other: dict[str, float] = field(default_factory=dict)
+    basis: str = "values"
+
+    @property
+    def minority(self) -> bool:
+        """Whether the type was found in fewer than half of the sampled values."""
+        return self.share < 0.5  # noqa: PLR2004
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -263,8 +274,10 @@ class PiiColumn:
             "column": self.column,
             "entity_type": self.entity_type,
             "share": round(self.share, 4),
+            "minority": self.minority,
             "confidence": round(self.confidence, 4),
             "sampled": self.sampled,
+            "basis": self.basis,
             "other": {k: round(v, 4) for k, v in self.other.items()},
         }
 
@@ -375,7 +388,8 @@ def _recognizers() -> list[Any]:  # noqa: C901 - one small class per recogniser
 
         candidate = re.compile(
             r"(?<![\w+/.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,5}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,6}){1,4}"
-            r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w/]|[.-]\d)|(?<![\w+/.-])\+?\d{10,13}(?![\w/]|[.-]\d)",
+            r"(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w/]|[.:-]\d)"
+            r"|(?<![\w+/.-])\+?\d{10,13}(?![\w/]|[.:-]\d)",
         )
 
         def load(self) -> None:
@@ -410,19 +424,30 @@ def _recognizers() -> list[Any]:  # noqa: C901 - one small class per recogniser
 
         @staticmethod
         def _score(candidate: str) -> float:
-            digits = _only_digits(candidate)
-            if _ISO_DATE.fullmatch(candidate) or not 7 <= len(digits) <= 15:  # noqa: PLR2004
-                return 0.0
+            # The extension ("x745", "ext. 12") is part of the value but not of the number.
+            number = _PHONE_EXTENSION.sub("", candidate)
+            digits = _only_digits(number)
+            if _ISO_DATE.match(number) or not 7 <= len(digits) <= 15:  # noqa: PLR2004
+                return 0.0  # a date (or the date of a timestamp), or no phone number's length
+            if number.startswith(
+                "00"
+            ):  # "001-473-...": the international prefix dialled from the US
+                number = "+" + number[2:]
             best = 0.0
             for region in ("US", "GB"):
                 try:
-                    number = phonenumbers.parse(candidate, region)
+                    parsed = phonenumbers.parse(number, region)
                 except phonenumbers.NumberParseException:
                     continue
-                if phonenumbers.is_valid_number(number):
+                if phonenumbers.is_valid_number(parsed):
                     return 0.6
-                if phonenumbers.is_possible_number(number):
+                if phonenumbers.is_possible_number(parsed):
                     best = 0.3
+            if _NANP_LAYOUT.fullmatch(number):
+                # The North American layout, (293)967-5751 or 293.967.5751: a phone number
+                # to any reader, even where the area code is not assigned (invented numbers
+                # in forms and test data), which libphonenumber calls invalid.
+                return 0.5
             return best
 
     return [
@@ -438,6 +463,12 @@ def _recognizers() -> list[Any]:  # noqa: C901 - one small class per recogniser
             context=list(_PHONE_CONTEXT),
         ),
         CreditCardRecognizer(),
+        CreditCardRecognizer(
+            # Presidio's pattern knows Mastercard's 51-55 only, not its 2-series
+            # (2221-2720, issued since 2017); Luhn-checked the same way.
+            patterns=[Pattern("Mastercard 2-series", _MASTERCARD_2_SERIES, 0.3)],
+            name="VeilMastercard2SeriesRecognizer",
+        ),
         IbanRecognizer(),
         UsSsnRecognizer(),
         IpRecognizer(),
@@ -512,12 +543,51 @@ def _recognizers() -> list[Any]:  # noqa: C901 - one small class per recogniser
     ]
 
 
+def load_text_libraries() -> None:
+    """Import spaCy and Presidio (the ``text`` extra), without PyTorch.
+
+    Presidio picks a device for transformer models when imported, importing
+    torch to ask for CUDA, and thinc (spaCy's layer library) imports torch
+    whenever it is installed; Veil runs spaCy's small model on the CPU and
+    needs neither, and the imports cost seconds. ``PRESIDIO_DEVICE`` is set to
+    ``cpu`` unless already set, and torch stays hidden while they load unless
+    the process already imported it.
+
+    Raises:
+        MissingDependencyError: The ``text`` extra is not installed.
+    """
+    os.environ.setdefault("PRESIDIO_DEVICE", "cpu")
+    with _torch_hidden():
+        require("spacy", extra="text", purpose="PII detection in text")
+        require("presidio_analyzer", extra="text", purpose="PII detection in text")
+        require("presidio_anonymizer", extra="text", purpose="PII redaction in text")
+
+
+@contextlib.contextmanager
+def _torch_hidden() -> Iterator[None]:
+    """Import spaCy without PyTorch unless the process already has it.
+
+    thinc (spaCy's layer library) imports torch whenever it is installed, to offer
+    PyTorch layers; the small English model uses none, and the import costs
+    seconds (``veil[train]`` installs torch). Only thinc's own check is affected:
+    ``import torch`` works as usual afterwards.
+    """
+    if "torch" in sys.modules or "thinc" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment] # makes `import torch` raise ImportError
+    try:
+        yield
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
 @cache
 def _engine(with_ner: bool) -> _Engine:
     """Build the analyzer once per process (and per need of NER)."""
-    spacy = require("spacy", extra="text", purpose="PII detection in text")
-    require("presidio_analyzer", extra="text", purpose="PII detection in text")
-    require("presidio_anonymizer", extra="text", purpose="PII redaction in text")
+    load_text_libraries()
+    import spacy  # noqa: PLC0415
     from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine  # noqa: PLC0415
     from presidio_analyzer.nlp_engine import (  # noqa: PLC0415
         NerModelConfiguration,
@@ -603,6 +673,11 @@ _ORG_AFTER = re.compile(rf"(?:'s|\u2019s)?\s+(?:{_ORG_WORDS})\b\.?")
 _ORG_INSIDE = re.compile(rf"\b(?:{_ORG_WORDS})\b\.?$")
 _TITLE_BEFORE = re.compile(r"\b(?:dr|mr|mrs|ms|miss|mx|prof|sir|dame|nurse)\.?\s+$", re.IGNORECASE)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_PHONE_EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,5}$")
+_NANP_LAYOUT = re.compile(r"(?:\+1[ .-]?)?(?:\(\d{3}\)[ .-]?|\d{3}[.-])\d{3}[.-]\d{4}")
+_MASTERCARD_2_SERIES = (
+    r"\b(?:222[1-9]|22[3-9]\d|2[3-6]\d{2}|27[01]\d|2720)[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b"
+)
 _PLACE_AFTER = re.compile(r"^\s+(?:branch|clinic|office)\b", re.IGNORECASE)
 _NER_RECOGNIZERS = frozenset({"SpacyRecognizer", TITLE_NAME_RECOGNIZER, INSTITUTION_RECOGNIZER})
 _EDGE_STRIP = " \t\r\n,;:()[]{}\"'"
@@ -692,6 +767,9 @@ def _refine(text: str, results: Iterable[Any], threshold: float) -> list[PiiEnti
                 ner.append(PiiEntity(refined[0], refined[1], refined[2], float(r.score)))
         else:
             start, end = _trim(text, r.start, r.end)
+            head = text[start:end].split("(", maxsplit=1)[0]
+            if start > 0 and text[start - 1] == "(" and ")" in head:
+                start -= 1  # "(293)967-5751": the area code's parenthesis belongs to the number
             if end > start:
                 patterns.append(PiiEntity(r.entity_type, start, end, float(r.score)))
     # Overlaps: pattern matches (formats, checksums) before NER guesses; within
@@ -1003,6 +1081,7 @@ class _Replacer:
     """Presidio's anonymizer with the operators of one policy."""
 
     def __init__(self, policy: _Policy) -> None:
+        load_text_libraries()
         from presidio_anonymizer.entities import OperatorConfig  # noqa: PLC0415
 
         self.policy = policy
@@ -1230,6 +1309,33 @@ def _check_paths(src: Path, dst: Path) -> tuple[Path, Path]:
     return src, dst
 
 
+def _check_output_folder(dst: Path) -> None:
+    """Missing folders are created inside the current directory only, and never through '..'."""
+    folder = dst.parent
+    if folder.is_dir():
+        return
+    here = Path.cwd().resolve()
+    inside = ".." not in dst.parts and dst.resolve().is_relative_to(here)
+    if not inside:
+        raise NotFoundError(
+            "the output folder does not exist",
+            expected=(
+                "an existing folder for an output outside the current directory "
+                "(missing folders are created only inside it, and never through '..')"
+            ),
+            got=f"{folder} (resolves to {folder.resolve()}; current directory {here})",
+            fix=f"create the folder first (mkdir -p {folder}) or write inside {here}",
+        )
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise InvalidInputError(
+                "the output folder is a file",
+                expected="a folder (or a path where one can be created)",
+                got=f"{parent} is a file",
+                fix="choose another output path",
+            )
+
+
 def _read_lines(src: Path, sink: Callable[[int], None]) -> Iterator[str]:
     """Decoded lines (with their line endings); a non-UTF-8 byte stops everything."""
     with src.open("rb") as handle:
@@ -1317,7 +1423,9 @@ def redact_file(
 
     Args:
         src: The input file.
-        dst: The output file (replaced if it exists).
+        dst: The output file (replaced if it exists). A missing folder is
+            created when ``dst`` lies inside the current directory (and its
+            path has no ``..``); elsewhere the folder must exist.
         operator, key, entities, threshold, mask_keep: As for :func:`redact_text`.
         workers: Processes analysing batches in parallel (each loads its own
             engine, about 3 s); 1 analyses in this process. The workers are
@@ -1326,7 +1434,8 @@ def redact_file(
         progress: Receives events counting the bytes read.
 
     Raises:
-        NotFoundError: ``src`` does not exist.
+        NotFoundError: ``src`` does not exist, or ``dst``'s folder does not
+            exist and lies outside the current directory.
         InvalidInputError: Empty or non-UTF-8 input, ``dst`` equal to ``src``,
             or a bad argument (see :func:`redact_text`).
     """
@@ -1338,6 +1447,7 @@ def redact_file(
             got=repr(workers),
         )
     source, output = _check_paths(Path(src), Path(dst))
+    _check_output_folder(output)
     total = source.stat().st_size
     state = {"bytes": 0, "lines": 0}
     counts: Counter[str] = Counter()
@@ -1434,6 +1544,7 @@ def decrypt_file(
     """
     run = _decrypter(key)
     source, output = _check_paths(Path(src), Path(dst))
+    _check_output_folder(output)
     total = source.stat().st_size
     state = {"bytes": 0, "lines": 0}
     counts: Counter[str] = Counter()
@@ -1481,9 +1592,24 @@ def find_pii_columns(
     Each column is sampled (up to ``sample_size`` non-empty values, evenly
     spaced over the column, no randomness) and each value analysed with the
     column's name as context (so ``email`` or ``ssn`` raises the score of
-    those recognisers, as Presidio does for dictionary keys). A column is
-    reported when its most frequent entity type occurs in at least
-    ``min_share`` of the sampled values.
+    those recognisers, as Presidio does for dictionary keys). The name and the
+    values then decide together:
+
+    * names, places and organisations found by the model count only in a
+      column whose values vary (at least half of the sampled values distinct)
+      or whose name says so: spaCy's small model reads category labels
+      ("Felony Petit Theft", "Medium") as organisations;
+    * a column named for people (``name``, ``first``, ``last``, ``surname``...)
+      whose varied values have the shape of names (capitalised words without
+      digits) is a ``PERSON`` column even where the model misses most single
+      surnames (``basis="name and values"``);
+    * a column of plain whole numbers (epoch seconds, amounts) holds phone
+      numbers only when its name says so (``phone``, ``tel``, ``mobile``...);
+      and a timestamp is never a phone number.
+
+    A column is reported when its most frequent entity type occurs in at
+    least ``min_share`` of the sampled values; below half of them,
+    :attr:`PiiColumn.minority` is true (and ``veil scan`` says so).
 
     Presidio's structured-data package (presidio-structured) maps each column
     to one entity type but reports neither the share of values that matched
@@ -1536,7 +1662,7 @@ def find_pii_columns(
                 score_threshold=cut,
                 context=context,
             )
-            hit = _column_hit(name, values, results, cut, min_share)
+            hit = _column_hit(name, values, results, cut, min_share, chosen)
             if hit is not None:
                 found.append(hit)
         if progress is not None:
@@ -1544,14 +1670,57 @@ def find_pii_columns(
     return found
 
 
-def _column_hit(
-    name: str, values: list[str], results: Iterable[Any], threshold: float, min_share: float
+# Words of a column's name that say what it holds (the name alone never decides).
+_COLUMN_HINTS = {
+    "PERSON": frozenset(
+        {
+            "name", "names", "first", "last", "surname", "surnames", "forename", "forenames",
+            "firstname", "lastname", "fullname", "given", "middle", "maiden", "fname", "lname",
+        }
+    ),
+    "PHONE_NUMBER": frozenset({"phone", "telephone", "tel", "mobile", "cell", "fax"}),
+}  # fmt: skip
+_WHOLE_NUMBER = re.compile(r"[+-]?\d+(?:\.0+)?")
+_NAME_WORD = re.compile(r"[^\W\d_][^\W\d_'\u2019.-]*(?:['\u2019.-][^\W\d_]*)*\.?")
+# Below this share of distinct values, a column is a set of categories, not of names.
+_VARIED = 0.5
+
+
+def _looks_like_name(value: str) -> bool:
+    """One to four capitalised words of letters (O'Brien, Smith-Jones, J.), no digit."""
+    words = value.split()
+    return 1 <= len(words) <= 4 and all(  # noqa: PLR2004
+        w[0].isupper() and _NAME_WORD.fullmatch(w) for w in words
+    )
+
+
+def _column_hit(  # noqa: PLR0917 - private helper of find_pii_columns
+    name: str,
+    values: list[str],
+    results: Iterable[Any],
+    threshold: float,
+    min_share: float,
+    entities: tuple[str, ...],
 ) -> PiiColumn | None:
+    words = {w for w in re.split(r"[^a-z0-9]+", name.lower()) if w}
+    hinted = {kind for kind, hints in _COLUMN_HINTS.items() if words & hints}
+    varied = len(set(values)) >= _VARIED * len(values)
+    numbers = sum(bool(_WHOLE_NUMBER.fullmatch(v.strip())) for v in values) > 0.9 * len(values)
+    dropped = set()
+    if not varied:  # category labels that the model reads as names, places, organisations
+        dropped |= {"PERSON", "LOCATION", "ORGANIZATION"} - hinted
+    if numbers and "PHONE_NUMBER" not in hinted:  # epoch seconds, amounts, identifiers
+        dropped.add("PHONE_NUMBER")
+    by_name = "PERSON" in hinted and "PERSON" in entities and varied
     per_type: dict[str, list[float]] = {}
     for value, result in zip(values, results, strict=True):
         best: dict[str, float] = {}
         for e in _refine(value, result, threshold):
-            best[e.entity_type] = max(best.get(e.entity_type, 0.0), e.score)
+            if e.entity_type not in dropped:
+                best[e.entity_type] = max(best.get(e.entity_type, 0.0), e.score)
+        if by_name and "PERSON" not in best and _looks_like_name(value.strip()):
+            # A name-shaped value in a column named for people: the NER score with a context word.
+            best["PERSON"] = 0.85
         for kind, score in best.items():
             per_type.setdefault(kind, []).append(score)
     if not per_type:
@@ -1568,4 +1737,5 @@ def _column_hit(
         confidence=sum(scores) / len(scores),
         sampled=len(values),
         other={k: len(v) / len(values) for k, v in ranked[1:]},
+        basis="name and values" if kind in hinted else "values",
     )

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from veil.cli._output import out, print_json, progress_bar
-from veil.errors import InvalidInputError, require
+from veil.errors import InvalidInputError
 from veil.workspace import Workspace
 
 __all__ = ["redact", "render_evaluation"]
@@ -30,6 +30,11 @@ def _auto_workers(path: Path) -> int:
     return 1 if small else max(1, min(cpus, 8))
 
 
+def _corpus_name(payload: dict[str, Any]) -> str:
+    corpus = payload.get("corpus", "built-in")
+    return "Veil's corpus" if corpus == "built-in" else corpus
+
+
 def render_evaluation(payload: dict[str, Any]) -> None:
     """Per-entity precision, recall and F2 (overlap and strict), for people."""
     table = Table(
@@ -41,7 +46,7 @@ def render_evaluation(payload: dict[str, Any]) -> None:
         "R strict",
         "gold",
         title=(
-            f"PII detection on the {payload['part']} part of the corpus "
+            f"PII detection on the {payload['part']} part of {_corpus_name(payload)} "
             f"({payload['documents']} sentences, threshold {payload['threshold']})"
         ),
     )
@@ -140,10 +145,20 @@ def redact(
     part: Annotated[
         str, typer.Option("--part", help="Corpus part for --evaluate: test (held out) or tune.")
     ] = "test",
+    corpus: Annotated[
+        Path | None,
+        typer.Option(
+            "--corpus",
+            help='Labelled corpus for --evaluate (JSON lines: {"text", "spans": '
+            "[[start, end, TYPE], ...]}); default: Veil's own.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Find names, places, organisations, dates, contact details and IDs in text and replace them."""
-    require("presidio_analyzer", extra="text", purpose="veil redact")
+    from veil.anonymize._text import load_text_libraries  # noqa: PLC0415
+
+    load_text_libraries()  # the text extra, checked up front (and loaded without torch)
     from veil.anonymize import (  # noqa: PLC0415
         DEFAULT_THRESHOLD,
         decrypt_file,
@@ -156,7 +171,11 @@ def redact(
 
     if evaluate:
         with progress_bar() as progress:
-            result = evaluate_pii(part, threshold=cut, progress=progress).to_dict()
+            if corpus is None:
+                evaluation = evaluate_pii(part, threshold=cut, progress=progress)
+            else:
+                evaluation = evaluate_pii(part, threshold=cut, path=corpus, progress=progress)
+            result = evaluation.to_dict()
         if as_json:
             print_json(result)
         else:
