@@ -20,13 +20,19 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import opendp.prelude as dp
 import pandas as pd
 
 from veil.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import opendp.prelude as dp
+
+# OpenDP (and through it scikit-learn) loads in _gaussian, its only user: importing
+# veil.anonymize (veil redact, veil scan) does not pay for it.
 
 __all__ = [
     "add_noise",
@@ -36,8 +42,6 @@ __all__ = [
     "rank_swap",
     "shift_dates",
 ]
-
-dp.enable_features("contrib")
 
 
 def _generator(seed: int | None) -> np.random.Generator:
@@ -111,6 +115,9 @@ def rank_swap(values: pd.Series, *, p: float = 0.05, seed: int | None = None) ->
 
 @functools.lru_cache(maxsize=64)
 def _gaussian(sigma: float) -> dp.Measurement:
+    import opendp.prelude as dp  # noqa: PLC0415
+
+    dp.enable_features("contrib")
     atom = dp.atom_domain(T=float, nan=False)
     return dp.m.make_gaussian(dp.vector_domain(atom), dp.l2_distance(T=float), sigma)
 

@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from veil.cli._output import out, print_json, progress_bar
-from veil.data import Catalog
 from veil.errors import InvalidInputError, require
 from veil.workspace import Workspace
 
@@ -115,6 +114,8 @@ def audit(
             got=str(output),
             fix="name the report e.g. audit-report.html (use --json-out for JSON)",
         )
+    from veil.data import Catalog  # noqa: PLC0415 - pandas and SQLAlchemy: keeps `veil --help` fast
+
     workspace = Workspace.locate()
     catalog = Catalog.open(workspace)
     try:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from veil.cli._output import out, print_json
-from veil.store import Store, head_revision
 from veil.workspace import Workspace
+
+if TYPE_CHECKING:
+    from veil.store import Store
 
 __all__ = ["app"]
 
@@ -17,6 +19,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JS
 
 
 def _status(store: Store) -> dict[str, object]:
+    from veil.store import head_revision  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
+
     current = store.current_revision()
     return {
         "database": store.display_url,
@@ -30,6 +34,8 @@ def _status(store: Store) -> dict[str, object]:
 @app.command()
 def status(as_json: JsonOption = False) -> None:
     """Show the database, its schema revision and the one this Veil needs."""
+    from veil.store import Store  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
+
     workspace = Workspace.locate()
     store = Store.open(workspace.settings.database_url, check=False)
     try:
@@ -48,6 +54,8 @@ def status(as_json: JsonOption = False) -> None:
 @app.command()
 def upgrade(as_json: JsonOption = False) -> None:
     """Migrate the database to the schema revision this Veil needs."""
+    from veil.store import Store  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
+
     workspace = Workspace.locate()
     store = Store.open(workspace.settings.database_url, check=False)
     try:

@@ -22,17 +22,19 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from veil import __version__
 from veil.cli._output import out, print_json
 from veil.cli.datasets import render_schema
-from veil.data import Catalog, DatasetInfo
 from veil.errors import InvalidInputError
-from veil.store import Store
 from veil.workspace import Settings, Workspace
+
+if TYPE_CHECKING:
+    from veil.data import Catalog, DatasetInfo
+    from veil.store import Store
 
 __all__ = ["demo", "run_demo"]
 
@@ -95,6 +97,9 @@ def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
     tour = Tour(directory.resolve())
     started = time.perf_counter()
     workspace = Workspace.create(tour.directory / ".veil")
+    from veil.data import Catalog  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
+    from veil.store import Store  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
+
     store = Store.open(f"sqlite:///{workspace.sqlite_path}", upgrade=True)
     tour.step(
         "Create a workspace",

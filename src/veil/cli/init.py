@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from veil.cli._output import out, print_json
-from veil.store import Store
 from veil.workspace import Workspace
 
 __all__ = ["init"]
@@ -20,6 +19,8 @@ def init(
 
     Safe to run again: an existing workspace is kept and only migrated.
     """
+    from veil.store import Store  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
+
     home = Workspace.default_home()
     existed = (home / "config.toml").is_file()
     workspace = Workspace.create(home)

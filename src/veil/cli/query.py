@@ -9,7 +9,6 @@ from rich.table import Table
 
 from veil.cli._output import out, print_json
 from veil.cli.budget import render_status
-from veil.data import Catalog
 from veil.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -78,6 +77,8 @@ def query(
     from veil.ledger import Ledger  # noqa: PLC0415
 
     workspace = Workspace.locate()
+    from veil.data import Catalog  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
+
     catalog = Catalog.open(workspace)
     ledger = Ledger(catalog.store, workspace.settings)
     try:
