@@ -115,3 +115,21 @@ def test_the_veil_command_tightens_and_says_so(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     assert "readable by other users" in done.stderr
     assert (_mode(home), _mode(home / "veil.db")) == (0o700, 0o600)
+
+
+def test_config_toml_which_may_hold_a_database_password_is_private(tmp_path: Path, logs):
+    old = os.umask(0o022)
+    try:
+        workspace = Workspace.create(tmp_path / ".veil")
+    finally:
+        os.umask(old)
+    assert _mode(workspace.config_path) == 0o600  # private from the start
+    assert not logs.records
+    workspace.config_path.write_text(
+        '[store]\nurl = "postgresql://veil:s3cret@db.example.org/veil"\n', encoding="utf-8"
+    )
+    workspace.config_path.chmod(0o644)
+    Workspace.locate()
+    assert _mode(workspace.config_path) == 0o600
+    assert any("config.toml" in r.getMessage() for r in logs.records)
+    assert not any("s3cret" in r.getMessage() for r in logs.records)

@@ -31,6 +31,7 @@ This module only knows paths and settings; opening the database is
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import os
@@ -164,7 +165,11 @@ class Workspace:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         workspace = cls(home)
         if not workspace.config_path.exists():
-            workspace.config_path.write_text(_CONFIG_TEMPLATE, encoding="utf-8")
+            # 0600: the file may come to hold a database URL with its password.
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(workspace.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(_CONFIG_TEMPLATE)
         workspace.make_private()
         return workspace
 
@@ -203,7 +208,11 @@ class Workspace:
         )
 
     def make_private(self) -> None:
-        """Make the workspace readable by its owner only: the directory 0700, ``veil.db`` 0600.
+        """Make the workspace readable by its owner only: the directory 0700, files 0600.
+
+        The files are ``config.toml`` (which may hold a database password)
+        and the SQLite database ``veil.db`` with its ``-wal``, ``-shm`` and
+        ``-journal`` files.
 
         :meth:`create` and :meth:`locate` call it, so an existing workspace
         made under a loose umask (``.veil`` 0755, ``veil.db`` 0644, readable
@@ -212,7 +221,7 @@ class Workspace:
         path owned by another user is left as it is, with a warning: only its
         owner can change it. Nothing else is touched.
         """
-        targets = [self.home] + [
+        targets = [self.home, self.config_path] + [
             self.home / (SQLITE_FILENAME + suffix) for suffix in _SQLITE_SUFFIXES
         ]
         for path in targets:
