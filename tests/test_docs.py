@@ -33,7 +33,7 @@ def docs_dir(tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch)
 def test_every_page_has_examples_or_is_an_index():
     for page in PAGES:
         has_examples = _blocks(page, "python") or _blocks(page, "console")
-        assert has_examples or page.name in {"index.md", "benchmarks.md"}, page
+        assert has_examples or page.name in {"index.md", "benchmarks.md", "security.md"}, page
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
@@ -82,3 +82,19 @@ def test_docstring_examples_run(module_name: str, docs_dir: Path):
     failures, attempted = doctest.testmod(module, verbose=False)
     assert attempted > 0
     assert failures == 0
+
+
+def test_security_page_names_only_tests_and_pages_that_exist():
+    """docs/security.md indexes each threat model and the tests that attack it: keep it true."""
+    text = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:tests|src)/[\w/.]+\.py)`", text))
+    assert len(named) >= 8
+    assert sorted(p for p in named if not (ROOT / p).is_file()) == []
+    for page, anchor in re.findall(r"\]\((\w+\.md)(?:#([\w-]+))?\)", text):
+        body = (ROOT / "docs" / page).read_text(encoding="utf-8")
+        if anchor:
+            headings = {
+                re.sub(r"[^\w -]", "", h).strip().lower().replace(" ", "-")
+                for h in re.findall(r"^#+ (.+)$", body, re.MULTILINE)
+            }
+            assert anchor in headings, f"{page}#{anchor}"
