@@ -10,12 +10,35 @@ from veil.cli._output import err, out, print_json, progress_bar
 from veil.cli.budget import render_status
 from veil.cli.models import render_card
 from veil.data import Catalog
-from veil.errors import require
+from veil.errors import InvalidInputError, require
 from veil.workspace import Workspace
 
 # torch and Opacus load inside the command: `veil --help` stays fast.
 
 __all__ = ["train"]
+
+
+def _check_privacy_choice(epsilon: float | None, *, non_private: bool) -> None:
+    """Exactly one of --epsilon (DP-SGD) and --non-private (a labelled baseline)."""
+    if non_private and epsilon is not None:
+        raise InvalidInputError(
+            "--non-private trains without privacy, so it takes no --epsilon",
+            expected="--epsilon E (DP-SGD) or --non-private (a baseline), not both",
+            got=f"--epsilon {epsilon:g} --non-private",
+            fix="drop --epsilon for the baseline, or drop --non-private for a private model",
+        )
+    if not non_private and epsilon is None:
+        raise InvalidInputError(
+            "a private model needs a target epsilon",
+            expected="--epsilon E (at most 100), or --non-private for a baseline without privacy",
+            got="neither",
+            fix="for example --epsilon 3 --delta 1e-5",
+        )
+    if epsilon is not None:
+        from veil.ledger import check_release_epsilon  # noqa: PLC0415 - keeps --help fast
+
+        # Before torch loads or any data is read (a huge target once grew to 24 GB calibrating).
+        check_release_epsilon(epsilon)
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -24,7 +47,10 @@ def _split(value: str | None) -> list[str] | None:
 
 def train(
     dataset: Annotated[str, typer.Option("--dataset", help="Registered dataset to train on.")],
-    epsilon: Annotated[float, typer.Option("--epsilon", help="Target epsilon of the whole run.")],
+    epsilon: Annotated[
+        float | None,
+        typer.Option("--epsilon", help="Target epsilon of the whole run (at most 100)."),
+    ] = None,
     model: Annotated[
         str, typer.Option("--model", help="logreg, mlp, cnn (28x28 images) or scatternet (images).")
     ] = "mlp",
@@ -76,9 +102,18 @@ def train(
         int | None,
         typer.Option("--seed", help="Reproducible noise and sampling: NOT private (tests, demos)."),
     ] = None,
+    non_private: Annotated[
+        bool,
+        typer.Option(
+            "--non-private",
+            help="Train WITHOUT privacy, as a baseline to compare with: no clipping, no noise, "
+            "no budget spent; recorded in the ledger's history; the card says NOT PRIVATE.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train with DP-SGD; the dataset's ledger is charged before training starts."""
+    _check_privacy_choice(epsilon, non_private=non_private)
     require("torch", extra="train", purpose="veil train")
     from veil.ledger import Ledger  # noqa: PLC0415
     from veil.train import DPConfig, ModelRegistry, fit_private  # noqa: PLC0415
@@ -87,20 +122,32 @@ def train(
         epochs=epochs,
         batch_size=batch_size,
         max_grad_norm=max_grad_norm,
-        epsilon=epsilon,
+        epsilon=None if non_private else epsilon,
         delta=delta,
         learning_rate=learning_rate,
         optimizer=optimizer,  # type: ignore[arg-type]
         momentum=momentum,
         schedule=schedule,  # type: ignore[arg-type]
         max_physical_batch_size=max_physical_batch,
+        sampling="shuffle" if non_private else "poisson",
+        private=not non_private,
         seed=seed,
     )
+    if non_private:
+        err.print(
+            "[bold red]WARNING: NOT PRIVATE.[/] --non-private trains without clipping or noise: "
+            "the model can reveal its training records. It is a baseline for comparison only; "
+            "do not release or serve it. The run is recorded in the ledger's history "
+            "(no budget is spent) and its card says NOT PRIVATE. Until roles exist (issue #22), "
+            "anyone with access to the workspace can ask for this: keep it to the data's owner."
+        )
     workspace = Workspace.locate()
     catalog = Catalog.open(workspace)
     ledger = Ledger(catalog.store, workspace.settings)
     registry = ModelRegistry.for_workspace(workspace)
-    model_name = name or f"{dataset}-{model}-eps{epsilon:g}"
+    model_name = name or (
+        f"{dataset}-{model}-nonprivate" if non_private else f"{dataset}-{model}-eps{epsilon:g}"
+    )
     try:
         with progress_bar() as progress:
             trained = fit_private(

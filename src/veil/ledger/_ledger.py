@@ -415,6 +415,69 @@ class Ledger:
                 status=status,
             )
 
+    def record_non_private(
+        self,
+        dataset: str,
+        what: str,
+        *,
+        purpose: str,
+        actor: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> Receipt:
+        """Record a use of ``dataset`` *without* differential privacy (a baseline model).
+
+        The history shows it (who, when, what, why; mechanism ``non_private``,
+        epsilon infinite), but the accountant does not compose it: its output has
+        no guarantee to add, and must not be released (a non-private model can
+        reveal its training records). Counting it as epsilon = inf would end every
+        later release; leaving it out of the history would hide that the data was
+        used. Record it *before* the data is touched, like a charge.
+        """
+        if not purpose or not purpose.strip():
+            raise InvalidInputError(
+                "a non-private use needs a purpose",
+                expected="a short statement of why the data is used without privacy",
+                got=repr(purpose),
+                fix='pass --purpose "non-private baseline for the DP model" (it is recorded)',
+            )
+        who = self._actor(actor)
+        mechanism = Mechanism(
+            "non_private",
+            {"epsilon": "inf", "note": "NOT PRIVATE: no noise; not composed; do not release"},
+            dp_event.NoOpDpEvent(),
+        )
+        with self.store.session(lock=True) as session:
+            ds = self._dataset(session, dataset)
+            status = self._status(session, ds, self._budget_row(session, ds.id, lock=True))
+            seq = (
+                session.scalar(
+                    select(func.max(PrivacyEventRow.seq)).where(PrivacyEventRow.dataset_id == ds.id)
+                )
+                or 0
+            ) + 1
+            row = PrivacyEventRow(
+                dataset_id=ds.id,
+                seq=seq,
+                created_at=utcnow(),
+                actor=who,
+                purpose=purpose.strip(),
+                operation="non_private",
+                what=what,
+                mechanisms=[mechanism.to_dict()],
+                details={**(details or {}), "private": False},
+                accountant="none",
+                epsilon=None,
+                rho=None,
+                spent_epsilon=status.spent.epsilon,
+                spent_delta=status.spent.delta,
+                spent_rho=status.spent.rho,
+            )
+            session.add(row)
+            session.flush()
+            return Receipt(
+                event_id=row.id, seq=seq, dataset=ds.name, epsilon=None, rho=None, status=status
+            )
+
     # ------------------------------------------------------------ internals
     def _check(
         self,

@@ -96,8 +96,20 @@ class PrivacyCard:
                 "dataset",
                 f"{self.dataset} (sha256 {self.dataset_sha256[:12]}…, {self.examples} examples)",
             ),
-            ("private", "yes" if self.private else "NO (baseline: no clipping, no noise)"),
+            (
+                "private",
+                "yes"
+                if self.private
+                else "NOT PRIVATE (baseline: no clipping, no noise; epsilon = inf; do not release)",
+            ),
         ]
+        if not self.private and self.ledger_event_id:
+            rows.append(
+                (
+                    "ledger event",
+                    f"#{self.ledger_event_id} (seq {self.ledger_seq}): non-private, no budget",
+                )
+            )
         if self.private:
             rows += [
                 ("epsilon", f"{self.epsilon:.4g} at delta {self.delta:g} ({self.accountant})"),

@@ -30,9 +30,21 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 
 from veil.errors import InvalidInputError
-from veil.ledger import Mechanism, PrivacyEvent, check_delta, check_epsilon, check_positive
+from veil.ledger import (
+    Mechanism,
+    PrivacyEvent,
+    check_delta,
+    check_positive,
+    check_release_epsilon,
+)
 from veil.progress import ProgressCallback, ProgressEvent
-from veil.train._accounting import PrivacyAccounting, account, calibrate_noise, pld_epsilon
+from veil.train._accounting import (
+    MIN_NOISE_MULTIPLIER,
+    PrivacyAccounting,
+    account,
+    calibrate_noise,
+    pld_epsilon,
+)
 from veil.train._clip import PerSampleClipper, validate_model
 from veil.train._random import SecureRandom
 
@@ -122,9 +134,19 @@ class DPConfig:
                 fix="for example --epsilon 3 --delta 1e-5",
             )
         if self.epsilon is not None:
-            check_epsilon(self.epsilon)
+            # Refused here, before any calibration: epsilon 1e4 once grew to 24 GB calibrating.
+            check_release_epsilon(self.epsilon)
         if self.noise_multiplier is not None:
             check_positive(self.noise_multiplier, "noise_multiplier")
+            if self.noise_multiplier < MIN_NOISE_MULTIPLIER:
+                raise InvalidInputError(
+                    f"noise multiplier {self.noise_multiplier:g} is below the floor "
+                    f"{MIN_NOISE_MULTIPLIER:g}",
+                    expected=f"noise_multiplier >= {MIN_NOISE_MULTIPLIER:g}",
+                    got=repr(self.noise_multiplier),
+                    fix="add more noise; for a baseline without privacy, train with "
+                    "private=False (veil train --non-private)",
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

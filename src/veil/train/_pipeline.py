@@ -301,7 +301,16 @@ def fit_private(
         ledger.preview(test, test_event)
     # A fixed per-example front end (scattering) is pre-processing: applied once, no privacy cost.
     trainable, inputs = fixed_features(net, data.inputs, progress)
-    receipt = None if event is None else ledger.charge(dataset, event, purpose=purpose)
+    if event is not None:
+        receipt = ledger.charge(dataset, event, purpose=purpose)
+    else:
+        # A non-private baseline spends no budget, but the history shows that it ran.
+        receipt = ledger.record_non_private(
+            dataset,
+            f"NOT PRIVATE baseline model '{name}' ({model}) on '{dataset}'",
+            purpose=purpose,
+            details={"model": name, "architecture": model, "label": data.label},
+        )
     test_receipt = None
     if test_event is not None and test is not None:
         test_receipt = ledger.charge(test, test_event, purpose=f"{purpose}: test accuracy")
