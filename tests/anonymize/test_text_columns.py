@@ -95,7 +95,8 @@ def test_veil_scan_finds_names_by_name_and_values_and_not_timestamps_or_codes(
     shown = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert shown.returncode == 0, shown.stderr
     line = next(t for t in shown.stdout.splitlines() if "PII column remarks" in t)
-    assert "minority" in line and f"{remarks['share']:.0%}" in line
+    shown_share = f"{round(remarks['share'] * remarks['sampled'])} of {remarks['sampled']} sampled"
+    assert "a minority: only" in line and shown_share in line, line
 
 
 def test_the_column_name_alone_never_makes_a_column_pii():

@@ -261,7 +261,8 @@ def render_scan(report: dict[str, Any], title: str) -> None:  # noqa: C901, PLR0
         table.add_row("linkage attack", shown)
     out.print(table)
     for column in report.get("pii_columns") or []:
-        share = f"{column['share']:.0%} of sampled values"
+        # Counts, not a rounded percentage: 199 of 200 is not "100%".
+        share = f"{round(column['share'] * column['sampled']):,} of {column['sampled']:,} sampled values"
         if column.get("minority"):
             share = f"a minority: only {share}"
         basis = " by its name and values" if column.get("basis") == "name and values" else ""
