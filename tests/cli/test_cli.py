@@ -173,7 +173,7 @@ def test_larger_than_memory_is_refused_before_loading(capsys, tmp_path: Path, mo
 
 
 def test_unexpected_errors_hide_the_traceback_unless_debug(capsys, workspace, monkeypatch):
-    def broken(self):
+    def broken(self, **_):
         raise RuntimeError("kaboom")
 
     monkeypatch.setattr(Catalog, "list", broken)

@@ -1,8 +1,11 @@
-"""``veil datasets``: register data with its privacy schema, list and show it."""
+"""``veil datasets``: register data with its privacy schema; list, show, update and remove it."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,13 +21,15 @@ from veil.data import (
     suggest_bounds,
 )
 from veil.data._readers import FORMATS
+from veil.data._schema import read_codebook, suggest_categories
 from veil.errors import NotFoundError
 from veil.workspace import Workspace
 
 __all__ = ["app", "render_schema"]
 
 app = typer.Typer(
-    help="Register datasets with their privacy schema; list and show them.", no_args_is_help=True
+    help="Register datasets with their privacy schema; list, show, update and remove them.",
+    no_args_is_help=True,
 )
 _CATEGORIES_SHOWN = 3
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
@@ -32,6 +37,22 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JS
 
 def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+CategoriesFromOption = Annotated[
+    str | None,
+    typer.Option(
+        "--categories-from",
+        help="A YAML or JSON codebook: column -> list of categories (exact strings; "
+        "`veil datasets suggest-categories` drafts one).",
+    ),
+]
+
+
+def _categories(items: list[str] | None, codebook: str | None) -> dict[str, tuple[str, ...]]:
+    """The codebook's categories, then --categories (which win, column by column)."""
+    merged = read_codebook(codebook) if codebook else {}
+    return merged | parse_categories(items or [])
 
 
 @app.command()
@@ -65,6 +86,7 @@ def add(
         list[str] | None,
         typer.Option("--categories", help="Declared categories col=a|b|c (repeatable)."),
     ] = None,
+    categories_from: CategoriesFromOption = None,
     max_groups: Annotated[
         int,
         typer.Option("--max-groups", help="Most groups one person's rows fall into (needs --id)."),
@@ -93,7 +115,7 @@ def add(
     Every row is checked; nothing is written unless all checks pass.
     """
     parsed_bounds = parse_bounds(bounds or [])
-    parsed_categories = parse_categories(categories or [])
+    parsed_categories = _categories(categories, categories_from)
     catalog = Catalog.open()
     try:
         with progress_bar() as progress:
@@ -121,15 +143,123 @@ def add(
     out.print(
         f"Registered '{info.name}': {info.n_rows:,} rows, {len(info.schema.columns)} columns."
     )
+    rejoined = info.report.get("rejoined")
+    if rejoined:
+        out.print(
+            f"[yellow]The same data was registered as '{rejoined['name']}' and removed; it rejoins "
+            f"that history:[/yellow] its budget and {rejoined['releases']} release(s) still count "
+            f"(see `veil budget show {info.name}`)."
+        )
+    elif info.report.get("same_data_as"):
+        out.print(
+            f"[yellow]The same data is registered as '{info.report['same_data_as']}'.[/yellow] "
+            "Give a budget to one of the two only: each name has its own ledger."
+        )
     render_schema(info)
 
 
+@app.command()
+def update(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    id_column: Annotated[
+        str | None,
+        typer.Option("--id", help="Column identifying a person ('' : one row is one person)."),
+    ] = None,
+    qi: Annotated[
+        list[str] | None,
+        typer.Option("--qi", help="Quasi-identifier columns, comma-separated (replaces them)."),
+    ] = None,
+    sensitive: Annotated[
+        list[str] | None,
+        typer.Option("--sensitive", help="Sensitive columns, comma-separated (replaces them)."),
+    ] = None,
+    bounds: Annotated[
+        list[str] | None,
+        typer.Option("--bounds", help="Bounds col=lo:hi to declare or change (others kept)."),
+    ] = None,
+    categories: Annotated[
+        list[str] | None,
+        typer.Option("--categories", help="Categories col=a|b|c to declare or change."),
+    ] = None,
+    categories_from: CategoriesFromOption = None,
+    max_groups: Annotated[
+        int | None, typer.Option("--max-groups", help="Most groups one person's rows fall into.")
+    ] = None,
+    max_rows: Annotated[
+        int | None, typer.Option("--max-rows", help="Most rows of one person per group.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-declare a dataset's bounds, categories and roles; every row is checked again.
+
+    What is not named is kept. The data must be the registered file, unchanged;
+    the dataset keeps its name, budget and releases, and the change is recorded.
+    """
+    parsed_bounds = parse_bounds(bounds or [])
+    parsed_categories = _categories(categories, categories_from)
+    catalog = Catalog.open()
+    try:
+        with progress_bar() as progress:
+            info = catalog.update(
+                name,
+                privacy_unit=id_column,
+                quasi_identifiers=None if qi is None else _split(qi),
+                sensitive=None if sensitive is None else _split(sensitive),
+                bounds=parsed_bounds,
+                categories=parsed_categories,
+                max_groups=max_groups,
+                max_rows=max_rows,
+                progress=progress,
+            )
+    finally:
+        catalog.store.dispose()
+    if as_json:
+        print_json(info.to_dict())
+        return
+    out.print(f"Updated '{info.name}': every one of its {info.n_rows:,} rows checked again.")
+    render_schema(info)
+
+
+@app.command()
+def remove(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Remove a registration (never the file). With a budget or releases, it is archived.
+
+    An archived dataset keeps its ledger: registering the same data again, under
+    any name, brings its budget and releases back.
+    """
+    catalog = Catalog.open()
+    try:
+        result = catalog.remove(name)
+    finally:
+        catalog.store.dispose()
+    if as_json:
+        print_json(result)
+        return
+    if not result["archived"]:
+        out.print(f"Removed '{name}' (it had no budget and no release). The file is untouched.")
+        return
+    out.print(
+        f"Removed '{name}': archived as '{result['archived_as']}' with its ledger "
+        f"({result['releases']} release(s)). Registering the same data again rejoins that "
+        "history; its budget is never reset. The file is untouched."
+    )
+
+
 @app.command("list")
-def list_(as_json: JsonOption = False) -> None:
+def list_(
+    archived: Annotated[
+        bool,
+        typer.Option("--archived", help="The removed datasets kept for their ledger instead."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     """List registered datasets."""
     catalog = Catalog.open()
     try:
-        infos = catalog.list()
+        infos = catalog.list(archived=archived)
     finally:
         catalog.store.dispose()
     if as_json:
@@ -223,6 +353,104 @@ def suggest_bounds_(
     out.print(f"--bounds {flag}", markup=False)
 
 
+@app.command("suggest-categories")
+def suggest_categories_(
+    path: Annotated[str, typer.Argument(help="File or sklearn:NAME to read.")],
+    format: Annotated[  # noqa: A002 - the user-facing word
+        str | None, typer.Option("--format", "-f", help="Format; guessed if omitted.")
+    ] = None,
+    columns: Annotated[
+        list[str] | None, typer.Option("--columns", help="Columns, comma-separated.")
+    ] = None,
+    max_categories: Annotated[
+        int, typer.Option("--max-categories", help="Leave out columns with more values.")
+    ] = 50,
+    delimiter: Annotated[
+        str | None, typer.Option("--delimiter", help="CSV delimiter; '\\t' for tab.")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output", help="Write the codebook (YAML) here for --categories-from."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Draft a codebook of categories read FROM THE DATA (this leaks; see the warning).
+
+    For exploration only: a rare category names the few people who have it.
+    Check the draft against the data's published codebook before registering.
+    """
+    import yaml  # noqa: PLC0415 - only this command writes YAML
+
+    try:
+        limit = Workspace.locate().settings.max_load_bytes
+    except NotFoundError:  # no workspace needed to read a file: use the default limit
+        limit = None
+    options = (
+        {}
+        if delimiter is None
+        else {"delimiter": "\t" if delimiter in ("\\t", "tab") else delimiter}
+    )
+    frame = load_table(path, format, max_load_bytes=limit, **options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        codebook, left_out = suggest_categories(
+            frame, _split(columns) or None, max_categories=max_categories
+        )
+    for warning in caught:
+        err.print(
+            f"PRIVACY LEAK WARNING: {warning.message}", style="bold red on default", markup=False
+        )
+    text = yaml.safe_dump(
+        {c: list(v) for c, v in codebook.items()}, allow_unicode=True, sort_keys=False
+    )
+    if output is not None:
+        _write_text_atomic(output, text)
+    if as_json:
+        print_json(
+            {
+                "categories": {c: list(v) for c, v in codebook.items()},
+                "left_out": left_out,
+                "leaks": True,
+                "output": None if output is None else str(output),
+            }
+        )
+        return
+    table = Table("column", "categories", title="Categories read from the data")
+    for column, values in codebook.items():
+        shown = (
+            " | ".join(values) if len(values) <= _CATEGORIES_SHOWN else f"{len(values)} categories"
+        )
+        table.add_row(column, shown)
+    for column, why in left_out.items():
+        table.add_row(column, f"[dim]left out: {why}[/dim]")
+    out.print(table)
+    if output is not None:
+        out.print(f"Codebook written to {output}: `--categories-from {output}`.", markup=False)
+    else:
+        out.print(text, markup=False, highlight=False)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path = path.expanduser()
+    if not path.parent.is_dir():
+        raise NotFoundError(
+            "the output folder does not exist",
+            expected="an existing folder",
+            got=str(path.parent),
+            fix="create it first, or write the codebook elsewhere",
+        )
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def _summary(info: DatasetInfo) -> dict[str, Any]:
     schema = info.schema
     return {
@@ -234,7 +462,7 @@ def _summary(info: DatasetInfo) -> dict[str, Any]:
         "quasi_identifiers": list(schema.quasi_identifiers),
         "sensitive": list(schema.sensitive),
         "created_at": info.created_at.isoformat(),
-    }
+    } | ({"archived": info.archived} if info.archived is not None else {})
 
 
 def _role(info: DatasetInfo, column: str) -> str:

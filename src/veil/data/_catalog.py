@@ -10,6 +10,17 @@ after all checks passed: a refused registration changes nothing.
 Loading re-checks the fingerprint, so an analysis never silently runs on data
 other than what was registered, and refuses data whose estimated size would
 not fit in memory before reading any of it.
+
+A registration can be fixed (:meth:`Catalog.update` re-declares bounds,
+categories and roles after checking every row again) and removed
+(:meth:`Catalog.remove`). The privacy budget belongs to the data, not to the
+name: a dataset with ledger history (a budget or a release) is archived, not
+deleted, so its charges stay; registering the same bytes again (same SHA-256)
+brings that history back (a *rejoin*), and registering them under a second
+name while the first registration has ledger history is refused. The
+limitation: only identical bytes are recognised (a re-export, a reordered or
+a subsampled copy is other data to the catalogue), and two registrations of
+the same bytes made before either had a budget keep separate ledgers.
 """
 
 from __future__ import annotations
@@ -17,13 +28,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from veil.data._readers import ImageArrays, MnistReader, Reader, check_fits_in_memory, open_reader
@@ -31,12 +42,14 @@ from veil.data._schema import ColumnSpec, PrivacySchema, check_columns_exist
 from veil.errors import ConflictError, InvalidInputError, NotFoundError, SchemaError
 from veil.progress import ProgressCallback, ProgressEvent
 from veil.store import DatasetRow, Store
+from veil.store._tables import BudgetChangeRow, PrivacyBudgetRow, PrivacyEventRow
 from veil.workspace import Settings, Workspace
 
 __all__ = ["Catalog", "DatasetInfo"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MAX_SHOWN = 5
+_ARCHIVED = "~archived-"  # a name no user can choose (``~`` is outside _NAME)
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,7 @@ class DatasetInfo:
     created_at: datetime
     created_by: str
     veil_version: str
+    archived: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: DatasetRow) -> DatasetInfo:
@@ -71,6 +85,7 @@ class DatasetInfo:
             created_at=row.created_at,
             created_by=row.created_by,
             veil_version=row.veil_version,
+            archived=row.registration_report.get("archived"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +104,7 @@ class DatasetInfo:
             "created_at": self.created_at.isoformat(),
             "created_by": self.created_by,
             "veil_version": self.veil_version,
+            "archived": self.archived,
         }
 
 
@@ -136,11 +152,12 @@ class Catalog:
         return cls(Store.for_workspace(workspace), workspace.settings)
 
     # ---------------------------------------------------------------- reading
-    def list(self) -> list[DatasetInfo]:
-        """Every registered dataset, by name."""
+    def list(self, *, archived: bool = False) -> list[DatasetInfo]:
+        """Every registered dataset, by name (``archived=True``: the removed ones kept for their ledger)."""
         with self.store.session() as session:
             rows = session.scalars(select(DatasetRow).order_by(DatasetRow.name)).all()
-            return [DatasetInfo.from_row(row) for row in rows]
+            infos = [DatasetInfo.from_row(row) for row in rows]
+        return [info for info in infos if (info.archived is not None) == archived]
 
     def get(self, name: str) -> DatasetInfo:
         """The dataset called ``name``.
@@ -150,9 +167,11 @@ class Catalog:
         """
         with self.store.session() as session:
             row = session.scalars(select(DatasetRow).where(DatasetRow.name == name)).one_or_none()
-            if row is not None:
+            if row is not None and "archived" not in row.registration_report:
                 return DatasetInfo.from_row(row)
-            names = list(session.scalars(select(DatasetRow.name)).all())
+            names = [
+                n for n in session.scalars(select(DatasetRow.name)).all() if _ARCHIVED not in n
+            ]
         import difflib  # noqa: PLC0415 - only on the error path
 
         close = difflib.get_close_matches(name, names, n=1)
@@ -260,9 +279,14 @@ class Catalog:
                 two-thirds / one-third partition).
             progress: Receives progress events.
 
+        Data whose bytes were registered before and removed with ledger history
+        rejoins that history (its budget and releases; ``report["rejoined"]``
+        says from which registration).
+
         Raises:
             InvalidInputError, SchemaError, NotFoundError, ConflictError: nothing
-                is written in any of these cases.
+                is written in any of these cases (ConflictError also when the same
+                bytes are registered under another name that has ledger history).
         """
         if not _NAME.fullmatch(name):
             raise InvalidInputError(
@@ -290,6 +314,13 @@ class Catalog:
         digest, size = reader.fingerprint(progress)
         from veil import __version__  # noqa: PLC0415 - avoids an import cycle
 
+        earlier = self._same_data(digest)
+        if earlier is not None and earlier[0].archived is not None:
+            return self._rejoin(
+                earlier[0], name, reader, schema, n_rows, report, digest, size, __version__
+            )
+        if earlier is not None:
+            report["same_data_as"] = earlier[0].name
         row = DatasetRow(
             name=name,
             format=reader.format,
@@ -310,6 +341,224 @@ class Catalog:
         except IntegrityError as exc:  # registered by someone else meanwhile
             raise self._conflict(name) from exc
         return DatasetInfo.from_row(row)
+
+    def _history(self, session: Any, dataset_id: int) -> tuple[int, bool]:
+        """Releases charged to a dataset, and whether it has any ledger history at all."""
+        events = session.scalar(
+            select(func.count())
+            .select_from(PrivacyEventRow)
+            .where(PrivacyEventRow.dataset_id == dataset_id)
+        )
+        changes = session.scalar(
+            select(func.count())
+            .select_from(BudgetChangeRow)
+            .where(BudgetChangeRow.dataset_id == dataset_id)
+        )
+        budget = session.get(PrivacyBudgetRow, dataset_id)
+        return int(events or 0), bool(events or changes or budget is not None)
+
+    def _same_data(self, digest: str) -> tuple[DatasetInfo, int] | None:
+        """The registration of the same bytes that holds a ledger (archived ones first).
+
+        Raises:
+            ConflictError: The same bytes are registered under a name with ledger
+                history: a second name would be a second, fresh budget.
+        """
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(DatasetRow)
+                .where(DatasetRow.content_sha256 == digest)
+                .order_by(DatasetRow.id)
+            ).all()
+            found = [(DatasetInfo.from_row(r), *self._history(session, r.id)) for r in rows]
+        for info, releases, _ in found:
+            if info.archived is not None:
+                return info, releases
+        for info, _, has_history in found:
+            if has_history:
+                raise ConflictError(
+                    f"the same data is already registered as '{info.name}', with a privacy budget "
+                    "or releases; a second name would give it a second, fresh budget",
+                    expected="data not registered yet, or the existing registration",
+                    got=f"SHA-256 {info.content_sha256[:16]}... ({info.n_rows:,} rows) of '{info.name}'",
+                    fix=f"fix its declarations with `veil datasets update {info.name} ...` "
+                    "(--bounds, --categories, --categories-from, --id, --qi, --sensitive)",
+                    details={"dataset": info.name},
+                )
+        return (found[0][0], found[0][1]) if found else None
+
+    def _rejoin(  # noqa: PLR0917 - the parts of one registration
+        self,
+        archived: DatasetInfo,
+        name: str,
+        reader: Reader,
+        schema: PrivacySchema,
+        n_rows: int,
+        report: dict[str, Any],
+        digest: str,
+        size: int,
+        version: str,
+    ) -> DatasetInfo:
+        """Register ``name`` on the archived row of the same data: its ledger carries over."""
+        assert archived.archived is not None  # noqa: S101 - the caller checked
+        report["rejoined"] = {
+            "name": archived.archived.get("name"),
+            "archived_at": archived.archived.get("at"),
+            "releases": archived.archived.get("releases", 0),
+        }
+        report["history"] = [*archived.report.get("history", []), archived.archived]
+        with self.store.session() as session:
+            row = session.scalars(
+                select(DatasetRow).where(DatasetRow.name == archived.name).with_for_update()
+            ).one_or_none()
+            if row is None or row.content_sha256 != digest:  # changed meanwhile
+                raise self._conflict(name)
+            row.name = name
+            row.format = reader.format
+            row.source = reader.source
+            row.size_bytes = size
+            row.n_rows = n_rows
+            row.n_columns = len(schema.columns)
+            row.privacy_schema = schema.to_dict()
+            row.load_options = reader.load_options()
+            row.registration_report = report
+            row.created_by = self.settings.actor
+            row.veil_version = version
+            try:
+                session.flush()
+            except IntegrityError as exc:
+                raise self._conflict(name) from exc
+            return DatasetInfo.from_row(row)
+
+    def remove(self, name: str) -> dict[str, Any]:
+        """Remove a registration; the data file is never touched.
+
+        A dataset without ledger history (no budget, no release) is forgotten.
+        One with history is **archived**: renamed out of the way (its name is
+        free again), hidden from :meth:`list`, refused by :meth:`get`, its budget
+        and releases kept; registering the same bytes again rejoins them.
+
+        Returns:
+            ``{"name", "archived", "releases", "archived_as"}``.
+
+        Raises:
+            NotFoundError: No such dataset.
+        """
+        info = self.get(name)
+        with self.store.session() as session:
+            row = session.scalars(
+                select(DatasetRow).where(DatasetRow.name == name).with_for_update()
+            ).one()
+            releases, has_history = self._history(session, row.id)
+            if not has_history:
+                session.delete(row)
+                return {"name": name, "archived": False, "releases": 0, "archived_as": None}
+            row.name = f"{name[:100]}{_ARCHIVED}{row.id}"
+            row.registration_report = {
+                **info.report,
+                "archived": {
+                    "name": name,
+                    "at": datetime.now(UTC).isoformat(),
+                    "by": self.settings.actor,
+                    "releases": releases,
+                },
+            }
+            return {"name": name, "archived": True, "releases": releases, "archived_as": row.name}
+
+    def update(
+        self,
+        name: str,
+        *,
+        privacy_unit: str | None = None,
+        quasi_identifiers: Iterable[str] | None = None,
+        sensitive: Iterable[str] | None = None,
+        bounds: Mapping[str, tuple[float, float]] | None = None,
+        categories: Mapping[str, Sequence[str]] | None = None,
+        max_groups: int | None = None,
+        max_rows: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> DatasetInfo:
+        """Re-declare a registration's bounds, categories and roles, checking every row again.
+
+        Arguments left ``None`` keep what is declared; ``bounds`` and
+        ``categories`` add to (or replace, column by column) the declarations
+        made at registration, and a column switches between the two;
+        ``privacy_unit=""`` declares that one row is one person. The data must
+        be the registered bytes (its fingerprint is checked first), and the
+        change is recorded in ``report["updates"]``. The dataset keeps its name,
+        budget and releases.
+
+        Raises:
+            NotFoundError, InvalidInputError, SchemaError: nothing is written.
+        """
+        info = self.get(name)
+        schema = info.schema
+        declared = {c.name: c for c in schema.columns if c.declared_by == "user"}
+        new_bounds = {c: s.bounds for c, s in declared.items() if s.bounds is not None}
+        new_categories = {c: s.categories for c, s in declared.items() if s.categories is not None}
+        for column, pair in (bounds or {}).items():
+            new_bounds[column] = (float(pair[0]), float(pair[1]))
+            new_categories.pop(column, None)
+        for column, values in (categories or {}).items():
+            new_categories[column] = tuple(values)
+            new_bounds.pop(column, None)
+        unit = schema.privacy_unit if privacy_unit is None else (privacy_unit or None)
+        reader = self._reader(info)
+        self._verify(info, reader)
+        new_schema, n_rows, report = _validate(
+            reader,
+            privacy_unit=unit,
+            quasi_identifiers=tuple(
+                schema.quasi_identifiers if quasi_identifiers is None else quasi_identifiers
+            ),
+            sensitive=tuple(schema.sensitive if sensitive is None else sensitive),
+            bounds=new_bounds,
+            categories={c: tuple(v) for c, v in new_categories.items()},
+            progress=progress,
+            max_groups=schema.max_groups if max_groups is None else max_groups,
+            max_rows=schema.max_rows if max_rows is None else max_rows,
+        )
+        changed: dict[str, Any] = {
+            "privacy_unit": privacy_unit,
+            "quasi_identifiers": None
+            if quasi_identifiers is None
+            else list(new_schema.quasi_identifiers),
+            "sensitive": None if sensitive is None else list(new_schema.sensitive),
+            "bounds": {c: list(b) for c, b in (bounds or {}).items()} or None,
+            "categories": {c: list(v) for c, v in (categories or {}).items()} or None,
+            "max_groups": max_groups,
+            "max_rows": max_rows,
+        }
+        kept = {k: v for k, v in info.report.items() if k not in report}
+        report = {
+            **kept,
+            **report,
+            "updates": [
+                *info.report.get("updates", []),
+                {
+                    "at": datetime.now(UTC).isoformat(),
+                    "by": self.settings.actor,
+                    "changed": {k: v for k, v in changed.items() if v is not None},
+                    "schema_before": schema.to_dict(),
+                },
+            ],
+        }
+        with self.store.session() as session:
+            row = session.scalars(
+                select(DatasetRow).where(DatasetRow.name == name).with_for_update()
+            ).one_or_none()
+            if row is None or row.content_sha256 != info.content_sha256 or row.n_rows != n_rows:
+                raise ConflictError(
+                    f"'{name}' changed while it was being updated",
+                    expected="one update at a time",
+                    got="another update, removal or registration meanwhile",
+                    fix=f"see `veil datasets show {name}` and run the update again",
+                )
+            row.privacy_schema = new_schema.to_dict()
+            row.n_columns = len(new_schema.columns)
+            row.registration_report = report
+            session.flush()
+            return DatasetInfo.from_row(row)
 
     def _refuse_existing(self, name: str) -> None:
         with self.store.session() as session:
