@@ -212,7 +212,9 @@ def _noise_scales(library: str, run: _Run, table: pl.DataFrame, setup: _Setup) -
         return {
             "count": first["count"]["noise_scale"],
             "sum_x": first["sum_x"]["noise_scale"],
-            "mean_x (its centred sum; the count is shared)": first["mean_x"]["noise_scale"],
+            "mean_x (its centred sum; the count is shared)": first["mean_x"][
+                "noise_scale_centred_sum"
+            ],
         }
     if library == "opendp":
         summary = _opendp_query(table.head(WARMUP_ROWS), setup).summarize()
