@@ -9,7 +9,6 @@ import typer
 from veil.cli._output import err, out, print_json, progress_bar
 from veil.cli.budget import render_status
 from veil.cli.models import render_card
-from veil.data import Catalog
 from veil.errors import InvalidInputError, require
 from veil.workspace import Workspace
 
@@ -142,6 +141,8 @@ def train(
             "anyone with access to the workspace can ask for this: keep it to the data's owner."
         )
     workspace = Workspace.locate()
+    from veil.data import Catalog  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
+
     catalog = Catalog.open(workspace)
     ledger = Ledger(catalog.store, workspace.settings)
     registry = ModelRegistry.for_workspace(workspace)
