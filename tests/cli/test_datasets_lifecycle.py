@@ -242,3 +242,61 @@ def test_suggest_categories_warns_that_it_leaks_and_writes_a_usable_codebook(cap
     assert Catalog.open().get("credit").schema.column("checking").categories == tuple(
         sorted(SAVINGS)
     )
+
+
+@pytest.mark.usefixtures("workspace")
+def test_update_switches_a_declaration_and_drops_the_privacy_unit(capsys, tmp_path):
+    path = credit(tmp_path / "credit.csv")
+    code, _, err = run(
+        capsys,
+        "datasets",
+        "add",
+        str(path),
+        "--name",
+        "credit",
+        "--id",
+        "customer",
+        "--bounds",
+        "default=0:1",
+    )
+    assert code == 0, err
+    code, _, err = run(
+        capsys, "datasets", "update", "credit", "--id", "", "--categories", "default=0|1"
+    )
+    assert code == 0, err
+    schema = show(capsys, "credit")["schema"]
+    assert schema["privacy_unit"] is None
+    (default,) = [c for c in schema["columns"] if c["name"] == "default"]
+    assert default["kind"] == "categorical" and default["categories"] == ["0", "1"]
+    assert default["bounds"] is None
+
+
+@pytest.mark.usefixtures("workspace")
+def test_the_same_bytes_twice_before_any_budget_are_registered_with_a_warning(capsys, tmp_path):
+    path = credit(tmp_path / "credit.csv")
+    assert run(capsys, "datasets", "add", str(path), "--name", "credit")[0] == 0
+    code, out, err = run(capsys, "datasets", "add", str(path), "--name", "credit-copy")
+    assert code == 0, err
+    assert "The same data is registered as 'credit'" in " ".join(out.split())
+
+
+@pytest.mark.usefixtures("workspace")
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("checking: [little, little]\n", "twice"),
+        ("checking: [[1, 2]]\n", "not a string or a number"),
+        ("checking: little\n", "not a list of categories"),
+    ],
+)
+def test_codebook_entries_that_cannot_be_categories_are_refused(capsys, tmp_path, text, message):
+    path = credit(tmp_path / "credit.csv")
+    codebook = tmp_path / "codebook.yaml"
+    codebook.write_text(text, encoding="utf-8")
+    code, _, err = run(
+        capsys, "datasets", "add", str(path), "--name", "credit", "--categories-from", str(codebook)
+    )
+    assert code == 3, err
+    assert message in " ".join(err.split())
+    code, out, _ = run(capsys, "datasets", "list", "--json")
+    assert json.loads(out) == []

@@ -79,8 +79,8 @@ def _read(source: str | None, delimiter: str | None) -> pd.DataFrame | None:
     return load_table(source, max_load_bytes=_limit(), **_options(delimiter))
 
 
-def _registered(source: str) -> tuple[Catalog, DatasetInfo] | None:
-    """The registered dataset that ``source`` names, or whose file it is."""
+def _registered(source: str, *, by_path: bool) -> tuple[Catalog, DatasetInfo] | None:
+    """The registered dataset that ``source`` names, or (``by_path``) whose file it is."""
     try:
         workspace = Workspace.locate()
     except NotFoundError:
@@ -96,16 +96,18 @@ def _registered(source: str) -> tuple[Catalog, DatasetInfo] | None:
             catalog.store.dispose()
             return None
     resolved = str(path.resolve())
-    matches = [info for info in catalog.list() if info.source == resolved]
+    matches = [info for info in catalog.list() if by_path and info.source == resolved]
     if matches:
         return catalog, matches[0]
     catalog.store.dispose()
     return None
 
 
-def _load_source(source: str, delimiter: str | None) -> tuple[pd.DataFrame, DatasetInfo | None]:
+def _load_source(
+    source: str, delimiter: str | None, *, by_path: bool
+) -> tuple[pd.DataFrame, DatasetInfo | None]:
     """The input table, and its registration when it is a registered dataset."""
-    found = _registered(source)
+    found = _registered(source, by_path=by_path)
     if found is None:
         return load_table(source, max_load_bytes=_limit(), **_options(delimiter)), None
     catalog, info = found
@@ -124,9 +126,14 @@ def _load_source(source: str, delimiter: str | None) -> tuple[pd.DataFrame, Data
 
 
 def _load(
-    source: str, needed: list[str], *, drop_missing: bool, delimiter: str | None = None
+    source: str,
+    needed: list[str],
+    *,
+    drop_missing: bool,
+    delimiter: str | None = None,
+    by_path: bool = False,
 ) -> tuple[pd.DataFrame, int, DatasetInfo | None]:
-    frame, info = _load_source(source, delimiter)
+    frame, info = _load_source(source, delimiter, by_path=by_path)
     dropped = 0
     present = [c for c in needed if c in frame.columns]
     if drop_missing and present:
@@ -274,7 +281,10 @@ def render_scan(report: dict[str, Any], title: str) -> None:  # noqa: C901, PLR0
 
 def scan(
     source: Annotated[
-        str, typer.Argument(help="Table to scan: CSV, Parquet, UCI Adult file or sklearn:NAME.")
+        str,
+        typer.Argument(
+            help="Table to scan: CSV, Parquet, UCI Adult file, sklearn:NAME or a registered dataset."
+        ),
     ],
     qi: QiOption,
     sensitive: SensitiveOption = None,
@@ -340,7 +350,11 @@ def scan(
 def anonymize(
     source: Annotated[
         str,
-        typer.Argument(help="Table to anonymise: CSV, Parquet, UCI Adult file or sklearn:NAME."),
+        typer.Argument(
+            help="Table to anonymise: CSV, Parquet, UCI Adult file, sklearn:NAME, or a registered "
+            "dataset (by name or its file: numeric quasi-identifiers are binned within its "
+            "declared bounds)."
+        ),
     ],
     qi: QiOption,
     k: Annotated[int, typer.Option("--k", help="Smallest equivalence class.")],
@@ -404,7 +418,7 @@ def anonymize(
     operations = [ColumnOperation.parse(text) for text in op or []]
     specs = load_hierarchies(hierarchies) if hierarchies else None
     frame, dropped, info = _load(
-        source, keys + sens, drop_missing=drop_missing, delimiter=delimiter
+        source, keys + sens, drop_missing=drop_missing, delimiter=delimiter, by_path=True
     )
     key = None
     if any(o.operator in {"pseudonymize", "shift-dates"} for o in operations):
