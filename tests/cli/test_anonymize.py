@@ -284,3 +284,24 @@ def test_a_strict_minority_of_text_is_never_rounded_to_100_percent_numbers(capsy
     assert "100% numbers" not in message
     assert "1,999 of 2,000" in message
     assert not released.exists()
+
+
+def test_zip_codes_with_leading_zeros_stay_text(capsys, tmp_path):
+    """A fresh CSV's ZIP codes (02139) were read as numbers (2139) and released as [2139, 2141]."""
+    frame = _patients()
+    frame["zip"] = [f"0{2100 + i % 40}" for i in range(len(frame))]
+    path = tmp_path / "patients.csv"
+    frame.to_csv(path, index=False)
+    released = tmp_path / "released.csv"
+    code, _, err = run(
+        capsys, "anonymize", str(path), "--qi", "zip,sex", "--k", "5", "-o", str(released)
+    )
+    assert code == 0, err
+    zips = pd.read_csv(released, dtype=str)["zip"]
+    assert zips.str.match(r"^(0\d{4}|\*)$").all(), sorted(set(zips))[:5]
+    assert (zips != "*").any()
+    from veil.data import load_table
+
+    loaded = load_table(path)
+    assert loaded["zip"].iloc[0] == "02100"
+    assert pd.api.types.is_integer_dtype(loaded["age"])  # other numbers stay numbers

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 CHUNK_ROWS = 100_000
+_CODE_SAMPLE_ROWS = 10_000  # rows read to tell digit codes with leading zeros from numbers
 _HASH_BLOCK = 1 << 20
 FORMATS = ("csv", "parquet", "adult", "mnist", "sklearn")
 SKLEARN_DATASETS = ("breast_cancer", "diabetes", "digits", "iris", "wine")
@@ -195,6 +196,7 @@ class CsvReader(Reader):
         self.delimiter = delimiter
         self.encoding = encoding
         self.size = _require_file(self.path, "data file")
+        self._codes: list[str] | None = None
 
     @property
     def source(self) -> str:
@@ -204,7 +206,37 @@ class CsvReader(Reader):
         return {"delimiter": self.delimiter, "encoding": self.encoding}
 
     def _read_kwargs(self) -> dict[str, Any]:
-        return {"sep": self.delimiter, "encoding": self.encoding}
+        kwargs: dict[str, Any] = {"sep": self.delimiter, "encoding": self.encoding}
+        codes = self._code_columns()
+        if codes:
+            kwargs["dtype"] = dict.fromkeys(codes, str)
+        return kwargs
+
+    def _code_columns(self) -> list[str]:
+        """Columns of digit codes with leading zeros (ZIP ``02139``, ``007``), read as text.
+
+        Read as numbers they would lose their zeros (``2139``), be binned as
+        intervals, and be released altered. Decided once per reader on the
+        first rows, so that every chunk and every read agree.
+        """
+        if self._codes is None:
+            try:
+                sample = pd.read_csv(
+                    self.path,
+                    nrows=_CODE_SAMPLE_ROWS,
+                    dtype=str,
+                    sep=self.delimiter,
+                    encoding=self.encoding,
+                )
+            except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
+                self._codes = []  # the real read names the problem
+            else:
+                self._codes = [
+                    str(column)
+                    for column in sample.columns
+                    if sample[column].dropna().str.strip().str.fullmatch(r"0\d+").any()
+                ]
+        return self._codes
 
     def _wrap(self, exc: Exception) -> InvalidInputError:
         if isinstance(exc, UnicodeDecodeError):
