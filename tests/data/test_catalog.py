@@ -200,3 +200,31 @@ def test_sklearn_digits_declares_its_pixel_range(catalog: Catalog):
     assert info.schema.column("pixel_0_0").declared_by == "format"
     assert info.schema.column("digit").categories == tuple(str(d) for d in range(10))
     assert info.report["columns"]["pixel_3_3"]["above_upper"] == 0
+
+
+def test_update_remove_and_rejoin_through_the_python_api(catalog: Catalog, patients: Path):
+    """Issue 19 on both backends: fix a registration, archive it with its ledger, rejoin it."""
+    from veil.ledger import Budget, Ledger
+
+    catalog.add(patients, name="visits", privacy_unit="pid")
+    updated = catalog.update("visits", bounds={"age": (0, 150)}, quasi_identifiers=["age", "sex"])
+    assert updated.schema.column("age").bounds == (0.0, 150.0)
+    assert updated.schema.quasi_identifiers == ("age", "sex")
+    assert updated.schema.privacy_unit == "pid"  # kept: not named in the update
+    with pytest.raises(SchemaError):
+        catalog.update("visits", categories={"diagnosis": ["flu"]})
+    assert catalog.get("visits").schema == updated.schema
+    ledger = Ledger(catalog.store, catalog.settings)
+    ledger.set_budget("visits", Budget(epsilon=1.0))
+    with pytest.raises(ConflictError, match="already registered as 'visits'"):
+        catalog.add(patients, name="visits-2")
+    removed = catalog.remove("visits")
+    assert removed["archived"] is True
+    assert _names(catalog) == []
+    assert [i.archived["name"] for i in catalog.list(archived=True)] == ["visits"]
+    with pytest.raises(NotFoundError):
+        catalog.get("visits")
+    again = catalog.add(patients, name="visits-2")
+    assert again.report["rejoined"]["name"] == "visits"
+    assert ledger.status("visits-2").budget.epsilon == 1.0
+    assert catalog.remove("visits-2")["archived"] is True
