@@ -6,24 +6,21 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from veil.cli._output import err, out, print_json, progress_bar
-from veil.data import (
-    Catalog,
-    DatasetInfo,
-    load_table,
-    parse_bounds,
-    parse_categories,
-    suggest_bounds,
-)
-from veil.data._readers import FORMATS
-from veil.data._schema import read_codebook, suggest_categories
 from veil.errors import NotFoundError
 from veil.workspace import Workspace
+
+if TYPE_CHECKING:
+    from veil.data import DatasetInfo
+
+# veil.data (pandas, SQLAlchemy, Alembic) loads inside the commands: `veil --help` stays fast.
+# The formats of veil.data._readers.FORMATS, as text (a test keeps the two equal).
+FORMATS_HELP = "csv, parquet, adult, mnist, sklearn"
 
 __all__ = ["app", "render_schema"]
 
@@ -51,6 +48,9 @@ CategoriesFromOption = Annotated[
 
 def _categories(items: list[str] | None, codebook: str | None) -> dict[str, tuple[str, ...]]:
     """The codebook's categories, then --categories (which win, column by column)."""
+    from veil.data import parse_categories  # noqa: PLC0415 - loads pandas and SQLAlchemy
+    from veil.data._schema import read_codebook  # noqa: PLC0415
+
     merged = read_codebook(codebook) if codebook else {}
     return merged | parse_categories(items or [])
 
@@ -66,7 +66,7 @@ def add(
     name: Annotated[str, typer.Option("--name", "-n", help="Name to register the dataset under.")],
     format: Annotated[  # noqa: A002 - the user-facing word
         str | None,
-        typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}; guessed if omitted."),
+        typer.Option("--format", "-f", help=f"One of {FORMATS_HELP}; guessed if omitted."),
     ] = None,
     id_column: Annotated[
         str | None,
@@ -114,6 +114,8 @@ def add(
 
     Every row is checked; nothing is written unless all checks pass.
     """
+    from veil.data import Catalog, parse_bounds  # noqa: PLC0415 - loads pandas and SQLAlchemy
+
     parsed_bounds = parse_bounds(bounds or [])
     parsed_categories = _categories(categories, categories_from)
     catalog = Catalog.open()
@@ -195,6 +197,8 @@ def update(
     What is not named is kept. The data must be the registered file, unchanged;
     the dataset keeps its name, budget and releases, and the change is recorded.
     """
+    from veil.data import Catalog, parse_bounds  # noqa: PLC0415 - loads pandas and SQLAlchemy
+
     parsed_bounds = parse_bounds(bounds or [])
     parsed_categories = _categories(categories, categories_from)
     catalog = Catalog.open()
@@ -230,6 +234,8 @@ def remove(
     An archived dataset keeps its ledger: registering the same data again, under
     any name, brings its budget and releases back.
     """
+    from veil.data import Catalog  # noqa: PLC0415 - loads pandas and SQLAlchemy
+
     catalog = Catalog.open()
     try:
         result = catalog.remove(name)
@@ -257,6 +263,8 @@ def list_(
     as_json: JsonOption = False,
 ) -> None:
     """List registered datasets."""
+    from veil.data import Catalog  # noqa: PLC0415 - loads pandas and SQLAlchemy
+
     catalog = Catalog.open()
     try:
         infos = catalog.list(archived=archived)
@@ -299,6 +307,8 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Show a dataset's privacy schema and registration report."""
+    from veil.data import Catalog  # noqa: PLC0415 - loads pandas and SQLAlchemy
+
     catalog = Catalog.open()
     try:
         info = catalog.get(name)
@@ -326,6 +336,8 @@ def suggest_bounds_(
     For exploration only. Bounds read from the data reveal the most extreme
     records; declare bounds from domain knowledge for any private release.
     """
+    from veil.data import load_table, suggest_bounds  # noqa: PLC0415 - loads pandas and SQLAlchemy
+
     try:
         limit = Workspace.locate().settings.max_load_bytes
     except NotFoundError:  # no workspace needed to read a file: use the default limit
@@ -382,6 +394,9 @@ def suggest_categories_(
     Check the draft against the data's published codebook before registering.
     """
     import yaml  # noqa: PLC0415 - only this command writes YAML
+
+    from veil.data import load_table  # noqa: PLC0415 - loads pandas and SQLAlchemy
+    from veil.data._schema import suggest_categories  # noqa: PLC0415
 
     try:
         limit = Workspace.locate().settings.max_load_bytes
