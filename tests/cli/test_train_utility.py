@@ -57,3 +57,17 @@ def test_a_model_that_learned_nothing_is_flagged(capsys, tmp_path, seed):
     # Both releases are one event on the test set's ledger, within --test-epsilon.
     code, out, _ = run(capsys, "budget", "show", "credit-test", "--json")
     assert json.loads(out)["spent"]["epsilon"] <= 0.1 + 1e-3
+
+
+def test_a_budget_without_delta_says_that_dp_sgd_needs_one(capsys):
+    """A new user's `budget set D --epsilon 3` then `veil train` got 'epsilon=inf' and no hint."""
+    assert run(capsys, "init")[0] == 0
+    assert run(capsys, "datasets", "add", "sklearn:digits", "--name", "digits")[0] == 0
+    assert run(capsys, "budget", "set", "digits", "--epsilon", "3")[0] == 0
+    code, _, err = run(
+        capsys, "train", "--dataset", "digits", "--model", "logreg", "--epsilon", "1"
+    )
+    assert code == 8
+    flat = " ".join(err.split())
+    assert "needs a delta > 0" in flat
+    assert "veil budget set digits --epsilon 3 --delta 1e-05" in flat

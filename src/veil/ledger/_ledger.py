@@ -515,8 +515,7 @@ class Ledger:
                 expected=f"total spend within {budget}",
                 got=f"{_describe(after)} after this release ({_describe(alone)} for it alone; "
                 f"{_describe(before)} spent so far)",
-                fix="ask for less (a smaller --epsilon), or have the data owner raise the budget "
-                "with `veil budget set`",
+                fix=_exceeded_fix(ds, budget, alone),
                 details={
                     "budget": budget.to_dict(),
                     "spent": before.to_dict(),
@@ -654,6 +653,23 @@ def _fits(budget: Budget, spent: Spent) -> bool:
         return spent.rho is not None and spent.rho <= budget.rho * (1 + _SLACK)
     assert budget.epsilon is not None  # noqa: S101
     return spent.epsilon is not None and spent.epsilon <= budget.epsilon * (1 + _SLACK)
+
+
+def _exceeded_fix(ds: DatasetRow, budget: Budget, alone: Spent) -> str:
+    """How to get past a refusal; a release that needs a delta the budget lacks says so."""
+    needs_delta = budget.rho is None and (alone.epsilon is None or not math.isfinite(alone.epsilon))
+    if needs_delta:
+        units = _privacy_units(ds)
+        suggested = 10 ** math.floor(math.log10(0.1 / units))
+        return (
+            f"this release needs a delta > 0 (Gaussian noise, as in DP-SGD), and the budget's "
+            f"delta is {budget.delta:g}: have the data owner set one, below 1/n = 1/{units:,}, "
+            f"e.g. `veil budget set {ds.name} --epsilon {budget.epsilon:g} --delta {suggested:g}`"
+        )
+    return (
+        "ask for less (a smaller --epsilon), or have the data owner raise the budget with "
+        "`veil budget set`"
+    )
 
 
 def _describe(spent: Spent) -> str:
