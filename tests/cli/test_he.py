@@ -154,6 +154,28 @@ def test_a_batch_round_trip(server_files, capsys, tmp_path: Path) -> None:
     assert "--force" in err
 
 
+def test_a_flooded_round_trip(server_files, capsys, tmp_path: Path) -> None:
+    model, calibration, expected = server_files
+    argv = ["he", "compile", str(model), "--arch", "arch.json", "--calibrate", str(calibration)]
+    assert _main(capsys, *argv, "-o", "m.veilhe")[0] == 0
+    assert _main(capsys, "he", "keygen", "--plan", "m.plan.json", "-o", "keys")[0] == 0
+    assert _main(capsys, "he", "encrypt", "one.npy", "--keys", "keys", "-o", "one.req")[0] == 0
+    infer = ["he", "infer", "one.req", "--model", "m.veilhe", "--context", "keys/public.ctx"]
+    sigma = 1e-3
+    code, _, err = _main(capsys, *infer, "-o", "one.resp", "--flood-sigma", str(sigma))
+    assert code == 0, err
+    code, _, err = _main(capsys, *infer, "-o", "again.resp", "--flood-sigma", str(sigma))
+    assert code == 0, err
+    assert (tmp_path / "one.resp").read_bytes() != (tmp_path / "again.resp").read_bytes()
+    code, stdout, _ = _main(capsys, "he", "decrypt", "one.resp", "--keys", "keys", "--json")
+    assert code == 0
+    # the median over the vector layout's copies: its spread is far below sigma
+    np.testing.assert_allclose(np.array(json.loads(stdout)["outputs"]), expected[:1], atol=sigma)
+    code, _, err = _main(capsys, *infer, "-o", "bad.resp", "--flood-sigma", "-1")
+    assert code == 3
+    assert "flood_sigma" in err
+
+
 def test_paillier_scores_a_linear_model(capsys, tmp_path: Path, seed: int) -> None:
     from sklearn.linear_model import LogisticRegression
 
@@ -184,6 +206,12 @@ def test_paillier_scores_a_linear_model(capsys, tmp_path: Path, seed: int) -> No
         "x.resp",
     )
     assert code == 0, err
+    code, _, err = _main(
+        capsys, "he", "infer", "x.req", "--model", "risk.veilhe", "--context", "pk/public.ctx",
+        "-o", "flooded.resp", "--flood-sigma", "0.01",
+    )  # fmt: skip
+    assert code == 3
+    assert "CKKS" in err
     code, stdout, _ = _main(capsys, "he", "decrypt", "x.resp", "--keys", "pk", "--json")
     assert code == 0
     score = json.loads(stdout)["outputs"][0][0]

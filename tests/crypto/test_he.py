@@ -218,11 +218,14 @@ def test_the_public_context_holds_no_secret_and_only_the_planned_rotations(small
         ]
     )
     assert header["kind"] == "context"
-    assert len(header["sizes"]) == 2  # relinearisation keys, Galois keys; nothing else
+    assert len(header["sizes"]) == 3  # relinearisation, Galois and public keys; nothing else
+    assert header["public_key"] is True
     from veil.crypto._seal import load_object
 
     server_ctx = HEServer(program, context)._ctx
-    galois = load_object("GaloisKeys", server_ctx.context, context[-header["sizes"][1] :])
+    _, rotations, public = header["sizes"]
+    galois = load_object("GaloisKeys", server_ctx.context, context[-(rotations + public) : -public])
+    load_object("PublicKey", server_ctx.context, context[-public:])
     assert galois.size() == len(client.plan.galois_steps)
     with pytest.raises(InvalidInputError, match="wrong kind"):
         HEClient.from_bytes(context)

@@ -386,6 +386,22 @@ def infer(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Processes for batched requests.")
     ] = None,
+    rerandomize: Annotated[
+        bool,
+        typer.Option(
+            "--rerandomize",
+            help="CKKS: add a fresh encryption of zero to each response (needs a context "
+            "with a public key).",
+        ),
+    ] = False,
+    flood_sigma: Annotated[
+        float | None,
+        typer.Option(
+            "--flood-sigma",
+            help="CKKS: add Gaussian noise of this standard deviation to each output, then "
+            "re-randomise (masks the CKKS error; see docs/he.md).",
+        ),
+    ] = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -397,6 +413,13 @@ def infer(
     public = _read(context, "public context")
     request_bytes = _read(request, "request")
     started = time.perf_counter()
+    if public.startswith(b"{") and (rerandomize or flood_sigma is not None):
+        raise InvalidInputError(
+            "--rerandomize and --flood-sigma apply to CKKS responses",
+            expected="a CKKS public context",
+            got="a Paillier public key",
+            fix="drop the options (Paillier scores have their own opt-in mask)",
+        )
     if public.startswith(b"{"):  # a Paillier public key: affine programs only
         if program.depth != 1 or not isinstance(program.steps[0], Affine):
             raise InvalidInputError(
@@ -408,7 +431,9 @@ def infer(
         step = program.steps[0]
         response = paillier_linear(public, request_bytes, step.weight, step.bias)
     else:
-        server = HEServer(program, public, workers=workers)
+        server = HEServer(
+            program, public, workers=workers, rerandomize=rerandomize, flood_sigma=flood_sigma
+        )
         with progress_bar() as report:
 
             def tick(done: int, total: int) -> None:

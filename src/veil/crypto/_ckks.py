@@ -26,14 +26,18 @@ rescale drops, so affine steps leave the scale exactly as they found it.
 
 Bytes on the wire are envelopes: a magic, a JSON header (kind, key id,
 layout, count, section sizes, SHA-256 of the sections) and SEAL's own
-serialisations. The public context holds the plan, relinearisation keys and
-the chosen Galois keys, never the secret key. A response encrypted for other
+serialisations. The public context holds the plan, relinearisation keys, the
+chosen Galois keys and the public key, never the secret key. A response encrypted for other
 keys is refused by key id; one whose bytes were altered fails its checksum or
 SEAL's validation; and decrypted values are checked against the plan's range
 and (vector layout) the agreement of their copies, which catches decryption
 under the wrong key, transport damage and overflow. None of this is integrity
 against the server itself: it can return any affine function of the request
 as a well-formed response. The threat model is an honest-but-curious server.
+Against a client that deviates from the protocol, a server may opt in to
+re-randomising its responses with the client's public key and flooding them
+with Gaussian noise (``HEServer``'s ``rerandomize`` and ``flood_sigma``);
+``docs/he.md`` says what that hides and what it does not.
 
 The server checks, before it evaluates anything, that a vector-layout context
 holds a Galois key for every rotation the program needs (a context may claim
@@ -188,6 +192,22 @@ def error_bound(program: HEProgram, plan: HEPlan, *, layout: str = "vector") -> 
     return error
 
 
+def _secure_gaussian(count: int, sigma: float) -> FloatArray:
+    """``count`` draws from ``N(0, sigma^2)``: Box-Muller on 53-bit uniforms from ``os.urandom``.
+
+    No seedable or global generator is involved. Floating-point Box-Muller is
+    not exact in the far tails; the draws are rounded to integers at the
+    ciphertext's scale when encoded, far below the noise itself.
+    """
+    pairs = (count + 1) // 2
+    words = np.frombuffer(os.urandom(16 * pairs), dtype=np.uint64) >> np.uint64(11)
+    uniform = words.astype(np.float64) * 2.0**-53
+    radius = np.sqrt(-2.0 * np.log1p(-uniform[:pairs]))  # 1 - u lies in (0, 1]
+    angle = 2.0 * math.pi * uniform[pairs:]
+    draws = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count]
+    return np.asarray(sigma * draws, dtype=np.float64)
+
+
 # ----------------------------------------------------------------------------- envelopes
 
 
@@ -279,7 +299,7 @@ class _Context:
         data = self.context.get_context_data(self.levels[level])
         return float(data.parms().coeff_modulus()[-1].value())
 
-    def encode(self, values: FloatArray | float, level: int, scale: float) -> Any:
+    def encode(self, values: npt.NDArray[Any] | float, level: int, scale: float) -> Any:
         plain = self.api.Plaintext()
         payload = values if isinstance(values, float) else values.tolist()
         self.encoder.encode(payload, self.levels[level], scale, plain)
@@ -384,10 +404,13 @@ class HEClient:
         return client
 
     def public_context(self) -> bytes:
-        """What the server needs to evaluate: the plan, relinearisation and Galois keys.
+        """What the server needs: the plan, relinearisation, Galois and public keys.
 
-        No secret key and no public key: the server never encrypts, so it
-        is not given the means to.
+        No secret key. The public key (the last section, flagged in the
+        header) lets a server re-randomise its responses
+        (``HEServer(..., rerandomize=True)`` or ``flood_sigma``); it encrypts,
+        it cannot decrypt. Contexts from earlier versions have no public key
+        and are still read.
         """
         started = time.perf_counter()
         generator = self._generator or self._ctx.api.KeyGenerator(self._ctx.context, self._secret)
@@ -399,7 +422,10 @@ class HEClient:
                 for step in self.plan.galois_steps
             ]
             sections.append(save_object(generator.create_galois_keys(elements)))
-        header = {"key_id": self.key_id, "plan": self.plan.to_dict()}
+        public = self._ctx.api.PublicKey()
+        generator.create_public_key(public)
+        sections.append(save_object(public))
+        header = {"key_id": self.key_id, "plan": self.plan.to_dict(), "public_key": True}
         blob = _pack("context", header, sections)
         self.timings["public_context_s"] = time.perf_counter() - started
         return blob
@@ -519,14 +545,28 @@ class HEClient:
                 fix="the response was made for another key, tampered with, or the input left "
                 "the calibrated range; do not use these values",
             )
-        if spread > max(1e-3 * limit, 1e-6):
+        if spread > max(1e-3 * limit, 1e-6, 8 * self._flood_sigma(meta)):
             raise InvalidInputError(
                 "the copies of the result disagree",
-                expected="identical copies in every slot block (the vector layout)",
+                expected="copies in every slot block that agree up to the flooding noise "
+                "(the vector layout)",
                 got=f"a spread of {spread:.3g}",
                 fix="the response was tampered with or made with another key; do not use it",
             )
         return result
+
+    def _flood_sigma(self, meta: dict[str, Any]) -> float:
+        """The flooding noise the server declares (0 when none); at most what it may add."""
+        value = meta.get("flood_sigma", 0.0)
+        limit = self.plan.magnitude / _TAIL if self.plan.magnitude > 0 else math.inf
+        if not isinstance(value, (int, float)) or not 0 <= value <= limit:
+            raise InvalidInputError(
+                "the response declares flooding noise beyond the plan's range",
+                expected=f"flood_sigma between 0 and {limit:.4g}",
+                got=repr(value),
+                fix="the response was tampered with or made by a misconfigured server",
+            )
+        return float(value)
 
     def _check_response(self, meta: dict[str, Any], sections: list[bytes]) -> tuple[int, int]:
         """The shape a response must have for this plan, whatever its header says."""
@@ -581,11 +621,42 @@ class HEServer:
         public_context: The client's :meth:`HEClient.public_context` bytes.
         workers: Processes for the batched layout (default: one per CPU, at
             most 8); the vector layout runs in this process.
+        rerandomize: Add a fresh encryption of zero under the client's public
+            key to every response ciphertext, so its components are no longer
+            a deterministic function of the request and the weights. Needs a
+            context with a public key. Off by default.
+        flood_sigma: Before re-randomising, add fresh Gaussian noise of this
+            standard deviation (in the outputs' units, drawn from
+            ``os.urandom``) to the real and the imaginary part of every slot,
+            independently (every copy of the vector layout too; the client's
+            median over the copies then shrinks it by about their square
+            root). It masks the CKKS error, which carries information about
+            the weights, when it is much larger than that error
+            (:func:`error_bound`); every output then carries that much added
+            error. The response declares it, so the client's check of the
+            copies allows for it. Implies ``rerandomize``. Off (``None``) by
+            default.
+            Both assume the client's public key was honestly generated: a
+            client that crafts its public key can undo the re-randomisation
+            (see ``docs/he.md``).
     """
 
     def __init__(
-        self, program: HEProgram, public_context: bytes, *, workers: int | None = None
+        self,
+        program: HEProgram,
+        public_context: bytes,
+        *,
+        workers: int | None = None,
+        rerandomize: bool = False,
+        flood_sigma: float | None = None,
     ) -> None:
+        if flood_sigma is not None and not (math.isfinite(flood_sigma) and flood_sigma > 0):
+            raise InvalidInputError(
+                "flood_sigma must be a positive finite number",
+                expected="a standard deviation in the outputs' units, such as 1e-3, or None",
+                got=repr(flood_sigma),
+                fix="pass a value much larger than error_bound(program, plan) (--flood-sigma)",
+            )
         meta, sections = _unpack(public_context, "context")
         self.plan = HEPlan.from_dict(meta["plan"])
         self.key_id = str(meta["key_id"])
@@ -604,16 +675,73 @@ class HEServer:
                 fix="publish this model's plan (`veil he compile --plan-out`) and make keys for it",
             )
         self._ctx = _Context(self.plan)
-        self._relin = load_object("RelinKeys", self._ctx.context, sections[0])
+        has_public = meta.get("public_key") is True and len(sections) > 1
+        keys = sections[:-1] if has_public else sections
+        self._relin = load_object("RelinKeys", self._ctx.context, keys[0])
         self._galois = (
-            load_object("GaloisKeys", self._ctx.context, sections[1]) if len(sections) > 1 else None
+            load_object("GaloisKeys", self._ctx.context, keys[1]) if len(keys) > 1 else None
         )
+        self.flood_sigma = flood_sigma
+        self.rerandomize = rerandomize or flood_sigma is not None
+        self._encryptor: Any = None
+        if self.rerandomize:
+            self._encryptor = self._public_encryptor(sections[-1] if has_public else None)
         if "vector" in self.plan.layouts:
             self._check_rotation_keys()
         self.context_bytes = len(public_context)
         self.workers = workers or max(1, min(len(os.sched_getaffinity(0)), 8))
         self._vector_plain: list[Any] | None = None
         self.timings: dict[str, float] = {}
+
+    def _public_encryptor(self, section: bytes | None) -> Any:
+        """An encryptor under the client's public key, for re-randomising responses."""
+        if section is None:
+            raise InvalidInputError(
+                "the public context holds no public key, so responses cannot be "
+                "re-randomised or noise-flooded",
+                expected="a public context with a public key (made by this version of Veil)",
+                got="relinearisation and Galois keys only (a context from an earlier version)",
+                fix="have the client export its context again: "
+                "HEClient.from_bytes(secret).public_context(), or `veil he keygen` anew",
+            )
+        # the first prime holds twice the planned magnitude: leave the honest outputs room
+        sigma, limit = self.flood_sigma, self.plan.magnitude
+        if sigma is not None and limit > 0 and _TAIL * sigma > limit:
+            raise InvalidInputError(
+                "flood_sigma is too large for the plan's range",
+                expected=f"at most {limit / _TAIL:.4g} "
+                f"(the planned output magnitude {limit:.4g} / {_TAIL:g})",
+                got=f"{sigma:.4g}",
+                fix="choose a smaller sigma, or recompile with a larger safety factor",
+            )
+        public = load_object("PublicKey", self._ctx.context, section)
+        return self._ctx.api.Encryptor(self._ctx.context, public)
+
+    def _harden(self, section: bytes, noise: npt.NDArray[np.complex128] | None) -> bytes:
+        """Flood (``noise`` added to the message), then re-randomise one response ciphertext."""
+        ctx = self._ctx
+        ciphertext = load_object("Ciphertext", ctx.context, section)
+        parms = ciphertext.parms_id()
+        if noise is not None:
+            level = ctx.levels.index(parms)
+            ctx.evaluator.add_plain_inplace(ciphertext, ctx.encode(noise, level, ciphertext.scale))
+        zero = ctx.ciphertext()
+        self._encryptor.encrypt_zero(parms, zero)
+        zero.scale = ciphertext.scale
+        ctx.evaluator.add_inplace(ciphertext, zero)
+        return save_object(ciphertext)
+
+    def _harden_all(self, sections: list[bytes]) -> list[bytes]:
+        slots = self._ctx.slots
+        hardened = []
+        for section in sections:
+            noise = None
+            if self.flood_sigma is not None:
+                # complex: the slots' imaginary parts hold half of the error's dimensions
+                draws = _secure_gaussian(2 * slots, self.flood_sigma)
+                noise = draws[:slots] + 1j * draws[slots:]
+            hardened.append(self._harden(section, noise))
+        return hardened
 
     def _check_rotation_keys(self) -> None:
         """Every rotation the vector layout needs must have its key: checked, not trusted."""
@@ -927,6 +1055,10 @@ class HEServer:
                 )
             chunks = [sections[g * width : (g + 1) * width] for g in range(groups)]
             out_sections = self._run_groups(chunks, progress)
+        if self.rerandomize:
+            out_sections = self._harden_all(out_sections)
+            if self.flood_sigma is not None:
+                extra["flood_sigma"] = self.flood_sigma
         self.timings["infer_s"] = time.perf_counter() - started
         header = {"key_id": self.key_id, "layout": layout, "count": count, **extra}
         return _pack("response", header, out_sections)
