@@ -514,3 +514,28 @@ def test_aggregator_refuses(change):
 def test_calibration_refuses(arguments):
     with pytest.raises(InvalidInputError):
         calibrate_user_noise(*arguments)
+
+
+def test_updates_clipped_by_their_clients_are_counted_by_the_clients_bits(seed):
+    # Clients clip to C before sending: every update then has norm C up to rounding, and
+    # counting "norm <= C" on the server followed float rounding (the clip shrank while every
+    # real norm was 80x above it). The clients' own bits say what the norms were.
+    rng = np.random.default_rng(seed)
+    clip, clients = 0.01, 12
+    sent = [clip_update(rng.normal(size=650) * 0.03, clip)[0] for _ in range(clients)]
+    aggregator = DPFedAvgAggregator(
+        clip=clip,
+        noise_multiplier=1.0,
+        expected_clients=clients,
+        adaptive=True,
+        noise=_noise(seed),
+    )
+    aggregator.aggregate_updates(sent, unclipped=[0.0] * clients)
+    # Every bit is 0: the noised fraction is N(0, (0.6 / 12)^2), 10 standard deviations below
+    # the target 0.5, so the clip grows (type I error < 1e-20).
+    assert aggregator.last_stats["unclipped_fraction"] < 0.5
+    assert aggregator.clip > clip
+    with pytest.raises(InvalidInputError, match="unclipped bits"):
+        aggregator.aggregate_updates(sent, unclipped=[0.5] * clients)
+    with pytest.raises(InvalidInputError, match="unclipped bits"):
+        aggregator.aggregate_updates(sent, unclipped=[0.0])

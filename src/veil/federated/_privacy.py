@@ -74,7 +74,7 @@ import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -753,8 +753,17 @@ class DPFedAvgAggregator:
             )
         return count, survivors
 
-    def aggregate_updates(self, updates: list[np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
+    def aggregate_updates(
+        self, updates: list[np.ndarray], *, unclipped: Sequence[float] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Clip each update to :attr:`clip`, sum and :meth:`aggregate` (no secure aggregation).
+
+        ``unclipped`` are the clients' own bits ``b_i`` (1.0 when the update's
+        norm was at most the clip *before* the client clipped it). Pass them
+        when clients clip: an update clipped to ``C`` has norm ``C`` up to
+        rounding, so the server cannot tell from it whether it was clipped (the
+        count would then follow float rounding, not the norms). Without them the
+        count is taken from the server's own clipping (updates sent unclipped).
 
         Returns:
             The noised average and the round's statistics: ``clip`` (used this
@@ -784,7 +793,17 @@ class DPFedAvgAggregator:
             total += scaled
             clipped += was_clipped
         clients = len(updates)
-        average = self.aggregate(total, clients - clipped, participants=clients)
+        count: float = clients - clipped
+        if unclipped is not None:
+            bits = [float(b) for b in unclipped]
+            if len(bits) != clients or any(b not in (0.0, 1.0) for b in bits):
+                raise InvalidInputError(
+                    "the clients' unclipped bits do not match their updates",
+                    expected=f"{clients} values, each 0.0 or 1.0",
+                    got=f"{len(bits)} values: {bits[:5]}",
+                )
+            count = sum(bits)
+        average = self.aggregate(total, count, participants=clients)
         return average, {**self.last_stats, "clients": clients, "clipped": clipped}
 
 

@@ -466,7 +466,10 @@ def run_federation(  # noqa: C901, PLR0912, PLR0915 - the round loop, in order
                 if aggregator is not None:
                     if config.norm_bound is not None:
                         updates = list(rules.norm_bound(np.stack(updates), config.norm_bound)[0])
-                    update_vector, stats = aggregator.aggregate_updates(updates)
+                    # The clients clip, so only their own bits say whether a norm was above it.
+                    bits = [m.get("unclipped") for m in client_metrics]
+                    known = None if any(b is None for b in bits) else [float(b) for b in bits]  # type: ignore[arg-type]
+                    update_vector, stats = aggregator.aggregate_updates(updates, unclipped=known)
                     row["clip"] = stats.get("clip")
                 else:
                     update_vector, info = _aggregate(
