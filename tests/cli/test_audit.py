@@ -68,7 +68,8 @@ def test_audit_writes_the_report_and_puts_the_measure_beside_the_claim(capsys, t
     payload = json.loads(out)
     assert payload["claimed"]["epsilon"] <= 2.0 and payload["claimed"]["private"] is True
     attacks = {v["attack"]: v for v in payload["verdicts"]}
-    assert set(attacks) == {"membership", "dp", "inversion", "extraction"}
+    assert set(attacks) == {"membership", "dp", "inversion", "extraction", "utility"}
+    assert payload["utility"]["rows"] > 0 and "majority_rate" in payload["utility"]
     assert attacks["dp"]["headline"].startswith("measured epsilon >=")
     assert {m["attack"] for m in payload["membership"]} >= {
         "lira-online",
