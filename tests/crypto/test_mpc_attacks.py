@@ -344,3 +344,17 @@ def test_twenty_clean_runs_report_nobody_dropped():
 def test_struct_header_is_unchanged():
     """The wire format the docs describe: tag length (4 bytes), payload length (8 bytes)."""
     assert HEADER.format == "!IQ" and struct.calcsize(HEADER.format) == 12
+
+
+def test_a_party_reports_its_own_peak_memory_not_its_parents():
+    # Under a large parent (the CI's pytest process held 3 GB) ru_maxrss reported the parent's
+    # size for every party; the attack tests above then failed on honest runs.
+    ballast = bytearray(1 << 30)  # 1 GiB, touched so that it is resident
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    result = run_parties("sum", [[1.5, 2.0], [3.25], [-1.0]], timeout=30.0)
+    assert result.value == 5.75
+    assert all(0 < peak < PARTY_MEMORY_CEILING for peak in result.peak_memory.values()), (
+        result.peak_memory
+    )
+    del ballast

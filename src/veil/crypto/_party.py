@@ -157,7 +157,19 @@ def frame_limits(job: dict[str, Any]) -> dict[str, int]:
 
 
 def _peak_memory() -> int:
-    """This process's peak resident memory in bytes (0 where the platform does not say)."""
+    """This process's peak resident memory in bytes (0 where the platform does not say).
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``, the high-water mark of this
+    program's own memory. ``ru_maxrss`` is not: across ``exec`` Linux keeps the larger of it
+    and the parent's resident size at ``fork``, so a party started from a 3 GB process
+    reported 3 GB whatever it used itself.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource  # noqa: PLC0415 - POSIX only
 
