@@ -6,7 +6,6 @@ kills itself with SIGKILL at a chosen phase (the runner's test-only ``_crash``).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -229,12 +228,12 @@ def test_shamir_recovers_from_a_killed_party():
 
 @pytest.mark.parametrize("phase", ["start", "input"])
 def test_additive_dropout_is_a_clear_error_naming_the_party(phase):
-    started = time.monotonic()
     with pytest.raises(PartyDroppedError, match="party 1") as caught:
-        run_parties("sum", [[1.0], [2.0], [3.0]], _crash={1: phase}, timeout=10)
+        run_parties("sum", [[1.0], [2.0], [3.0]], _crash={1: phase}, timeout=60)
     assert caught.value.details["dropped"] == [1]
     assert "3-of-3" in str(caught.value)
-    assert time.monotonic() - started < 10  # noticed from the closed socket, not a timeout
+    # Noticed from the closed or refused socket, not from a timeout (60 s here).
+    assert caught.value.details["reasons"]["1"].startswith(("link closed", "connection failed"))
 
 
 def test_shamir_below_threshold_is_an_error():

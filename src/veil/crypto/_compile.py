@@ -728,6 +728,8 @@ def load_model_file(
         stacklevel=2,
     )
     if suffix in (".pt", ".pth"):
+        # reviewed: unpickling runs the file's code; reached only with --trust-pickle, after the
+        # warning above (tests/cli/test_he_pickles.py: a booby-trapped pickle never runs without it)
         model = _torch().load(path, weights_only=False, map_location="cpu")
     else:
         import joblib  # noqa: PLC0415 - scikit-learn's own dependency

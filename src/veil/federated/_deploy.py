@@ -536,6 +536,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _connectable(host: str, port: int) -> bool:
+    # reviewed: connects (does not bind); a wildcard listener is probed on loopback
     target = "127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host  # noqa: S104
     try:
         with socket.create_connection((target, port), timeout=0.5):
@@ -747,6 +748,7 @@ class SuperLinkProcess(_FlowerProcess):
     def fleet_address(self) -> str:
         """Where a SuperNode on this machine connects (:attr:`address`, wildcard made local)."""
         host, port = _split_address(self.address, "SuperLink")
+        # reviewed: an address to connect to (the wildcard made local), not one to bind
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -870,7 +872,8 @@ def start_superlink(
 
     Args:
         address: ``HOST:PORT`` of the Fleet API, where SuperNodes connect (``0.0.0.0:9093``
-            to accept other machines).
+            to accept other machines; reviewed: only the Fleet API answers there, see
+            tests/federated/test_deploy_attacks.py).
         credentials: A :class:`DeployCredentials` or its directory; ``None`` only with
             ``insecure=True``.
         state_dir: Directory for the database, the log and Flower's private home.
