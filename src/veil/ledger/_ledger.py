@@ -381,12 +381,7 @@ class Ledger:
             budget_row = self._require_budget(session, ds, lock=True)
             history = self._history_events(session, ds.id)
             alone, status = self._check(ds, budget_row, history, event)
-            seq = (
-                session.scalar(
-                    select(func.max(PrivacyEventRow.seq)).where(PrivacyEventRow.dataset_id == ds.id)
-                )
-                or 0
-            ) + 1
+            seq = self._next_seq(session, ds.id)
             row = PrivacyEventRow(
                 dataset_id=ds.id,
                 seq=seq,
@@ -449,12 +444,7 @@ class Ledger:
         with self.store.session(lock=True) as session:
             ds = self._dataset(session, dataset)
             status = self._status(session, ds, self._budget_row(session, ds.id, lock=True))
-            seq = (
-                session.scalar(
-                    select(func.max(PrivacyEventRow.seq)).where(PrivacyEventRow.dataset_id == ds.id)
-                )
-                or 0
-            ) + 1
+            seq = self._next_seq(session, ds.id)
             row = PrivacyEventRow(
                 dataset_id=ds.id,
                 seq=seq,
@@ -479,6 +469,14 @@ class Ledger:
             )
 
     # ------------------------------------------------------------ internals
+    @staticmethod
+    def _next_seq(session: Session, dataset_id: int) -> int:
+        """The next event number of a dataset (call under the session's lock)."""
+        last = session.scalar(
+            select(func.max(PrivacyEventRow.seq)).where(PrivacyEventRow.dataset_id == dataset_id)
+        )
+        return (last or 0) + 1
+
     def _check(
         self,
         ds: DatasetRow,
