@@ -16,6 +16,7 @@ RANK = {
     "errors": 0,
     "progress": 0,
     "_childenv": 0,
+    "_random": 0,
     "workspace": 1,
     "store": 2,
     "data": 3,
