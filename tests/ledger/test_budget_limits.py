@@ -22,13 +22,16 @@ from veil.errors import InvalidInputError
 from veil.ledger import (
     MAX_RELEASE_EPSILON,
     Budget,
+    Composition,
     Ledger,
     Mechanism,
     PLDAccountant,
     PrivacyEvent,
     check_budget_delta,
+    recompose,
 )
 from veil.ledger._accountants import PLD_MAX_POINTS
+from veil.store._chain import GENESIS, link
 from veil.store._tables import DatasetRow, PrivacyBudgetRow, PrivacyEventRow, utcnow
 from veil.workspace import Settings
 
@@ -70,10 +73,15 @@ def _force_budget(ledger: Ledger, dataset: str, epsilon: float, delta: float) ->
 
 
 def _force_event(ledger: Ledger, dataset: str, mechanism: Mechanism, seq: int) -> None:
-    """A release recorded before the cap on one release existed."""
+    """A release recorded before the cap on one release existed (linked into the chain)."""
     with ledger.store.session(lock=True) as session:
         ds = session.scalar(select(DatasetRow).where(DatasetRow.name == dataset))
         assert ds is not None
+        previous = session.scalar(
+            select(PrivacyEventRow.chain).where(
+                PrivacyEventRow.dataset_id == ds.id, PrivacyEventRow.seq == seq - 1
+            )
+        )
         session.add(
             PrivacyEventRow(
                 dataset_id=ds.id,
@@ -91,6 +99,7 @@ def _force_event(ledger: Ledger, dataset: str, mechanism: Mechanism, seq: int) -
                 spent_epsilon=1e4,
                 spent_delta=1e-6,
                 spent_rho=None,
+                chain=link(previous or GENESIS, seq, [mechanism.to_dict()]),
             )
         )
 
@@ -178,12 +187,11 @@ def test_the_ledger_refuses_one_release_above_the_cap(ledger):
     """Whatever builds the event (a query, training, a caller's own Mechanism)."""
     ledger.set_budget(DATASET, Budget(epsilon=1e6, delta=1e-6))
     huge = PrivacyEvent("SUM", (Mechanism.laplace(scale=1e-4, sensitivity=1.0),))
-    accountant = ledger.accountant
     with pytest.raises(InvalidInputError, match="at most epsilon 100"):
         ledger.charge(DATASET, huge, purpose="a baseline")
     assert ledger.entries(DATASET) == []
-    # The refusal's accounting stayed small.
-    assert accountant.last_points <= PLD_MAX_POINTS
+    # The refusal's accounting stayed small: a pure event that large is added, not discretised.
+    assert Composition().add(huge.dp_event).points == 0
 
 
 # ---------------------------------------------------------------------------- bounded work
@@ -206,7 +214,8 @@ def test_budget_show_of_a_history_with_epsilon_1e4_events_is_cheap(capsys, peopl
             _force_event(ledger, "p", mech, seq)
         status = ledger.status("p")
         # Work: the composed distribution stays within the cap on points.
-        assert 0 < ledger.accountant.last_points <= PLD_MAX_POINTS
+        composed = recompose([m.dp_event for m in old])
+        assert 0 < composed.points <= PLD_MAX_POINTS
         # Still an upper bound: at least the basic epsilons of the pure releases.
         assert status.spent.epsilon is not None and status.spent.epsilon >= 2e4
         code, out, err = run(capsys, "budget", "show", "p", "--json")
@@ -235,6 +244,10 @@ def test_pld_work_is_bounded_for_any_event(mechanism):
     eps = accountant.epsilon(history, 1e-6)
     assert accountant.last_points <= PLD_MAX_POINTS
     assert math.isfinite(eps)
+    # The ledger's incremental composition bounds its work the same way.
+    composed = recompose(history)
+    assert composed.points <= PLD_MAX_POINTS
+    assert math.isfinite(composed.epsilon(1e-6))
     # An upper bound: never below what the huge release alone costs at no delta for pure ones.
     alone = accountant.epsilon([mechanism.dp_event], 1e-6)
     assert eps >= alone - 1e-6

@@ -22,6 +22,8 @@ from veil.ledger._accountants import (
     pure_epsilon,
     zcdp_rho,
 )
+from veil.ledger._budget import Budget, BudgetStatus, Receipt, Spent
+from veil.ledger._composition import Composition, recompose
 from veil.ledger._events import (
     DiscreteGaussianDpEvent,
     EpsilonDeltaDpEvent,
@@ -29,8 +31,10 @@ from veil.ledger._events import (
     PrivacyEvent,
     event_from_dict,
     event_to_dict,
+    validate_event,
 )
-from veil.ledger._ledger import Budget, BudgetStatus, Ledger, LedgerEntry, Receipt
+from veil.ledger._guard import BudgetGuard, Charge, LocalBudget
+from veil.ledger._ledger import CHECKPOINT_EVERY, Ledger, LedgerEntry, LedgerIntegrityError
 from veil.ledger._params import (
     MAX_RELEASE_EPSILON,
     check_budget_delta,
@@ -43,18 +47,25 @@ from veil.ledger._params import (
 )
 
 __all__ = [
+    "CHECKPOINT_EVERY",
     "MAX_RELEASE_EPSILON",
     "Budget",
+    "BudgetGuard",
     "BudgetStatus",
+    "Charge",
+    "Composition",
     "DiscreteGaussianDpEvent",
     "EpsilonDeltaDpEvent",
     "Ledger",
     "LedgerEntry",
+    "LedgerIntegrityError",
+    "LocalBudget",
     "Mechanism",
     "PLDAccountant",
     "PrivacyEvent",
     "RDPAccountant",
     "Receipt",
+    "Spent",
     "check_budget_delta",
     "check_delta",
     "check_epsilon",
@@ -66,5 +77,7 @@ __all__ = [
     "event_to_dict",
     "gaussian_epsilon",
     "pure_epsilon",
+    "recompose",
+    "validate_event",
     "zcdp_rho",
 ]

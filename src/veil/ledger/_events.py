@@ -36,6 +36,7 @@ __all__ = [
     "PrivacyEvent",
     "event_from_dict",
     "event_to_dict",
+    "validate_event",
 ]
 
 
@@ -325,3 +326,104 @@ def flatten(events: Sequence[dp_event.DpEvent]) -> list[tuple[dp_event.DpEvent, 
     for e in events:
         walk(e, 1)
     return list(counts.items())
+
+
+def validate_event(event: dp_event.DpEvent) -> None:  # noqa: C901, PLR0912 - one branch per event type
+    """Refuse an event whose parameters describe no mechanism (the gate checks every charge).
+
+    Hand-built events reach the ledger too (``Ledger.charge`` is public): a Laplace
+    scale of -0.5 once composed to epsilon -2.0 and refunded an exhausted budget.
+    Every scale must be finite and positive, every probability in range, every
+    count a whole number, and a non-private event is recorded as such
+    (``record_non_private``), never charged.
+    """
+    name = type(event).__name__
+    if EVENT_TYPES.get(name) is not type(event):
+        raise InvalidInputError(
+            "this privacy event cannot be charged",
+            expected=f"one of {sorted(EVENT_TYPES)}",
+            got=name,
+        )
+    if isinstance(event, dp_event.ComposedDpEvent):
+        if not isinstance(event.events, (list, tuple)):
+            _bad(name, "events", event.events, "a list of events")
+        for inner in event.events:
+            validate_event(inner)
+    elif isinstance(event, dp_event.SelfComposedDpEvent):
+        _whole(name, "count", event.count)
+        validate_event(event.event)
+    elif isinstance(event, dp_event.PoissonSampledDpEvent):
+        _in_range(name, "sampling_probability", event.sampling_probability, 0.0, 1.0, low_open=True)
+        validate_event(event.event)
+    elif isinstance(event, dp_event.SampledWithoutReplacementDpEvent):
+        _whole(name, "source_dataset_size", event.source_dataset_size)
+        _whole(name, "sample_size", event.sample_size)
+        if event.sample_size > event.source_dataset_size:
+            _bad(name, "sample_size", event.sample_size, "at most source_dataset_size")
+        validate_event(event.event)
+    elif isinstance(event, (dp_event.GaussianDpEvent, dp_event.LaplaceDpEvent)):
+        _positive_param(name, "noise_multiplier", event.noise_multiplier)
+    elif isinstance(event, dp_event.DiscreteLaplaceDpEvent):
+        _positive_param(name, "noise_parameter", event.noise_parameter)
+        _whole(name, "sensitivity", event.sensitivity)
+    elif isinstance(event, DiscreteGaussianDpEvent):
+        _positive_param(name, "sigma", event.sigma)
+        _whole(name, "sensitivity", event.sensitivity)
+    elif isinstance(event, EpsilonDeltaDpEvent):
+        _positive_param(name, "epsilon", event.epsilon, allow_zero=True)
+        _in_range(name, "delta", event.delta, 0.0, 1.0, high_open=True)
+    elif isinstance(event, dp_event.ZCDpEvent):
+        _positive_param(name, "rho", event.rho, allow_zero=True)
+        _positive_param(name, "xi", event.xi, allow_zero=True)
+    elif isinstance(event, dp_event.NonPrivateDpEvent):
+        raise InvalidInputError(
+            "a non-private event cannot be charged: it has no finite guarantee",
+            expected="a DP mechanism",
+            got=name,
+            fix="record a use without DP with Ledger.record_non_private (it is not composed)",
+        )
+
+
+def _bad(event: str, name: str, value: object, expected: str) -> None:
+    raise InvalidInputError(
+        f"{event}: parameter {name} is out of range",
+        expected=expected,
+        got=repr(value),
+        fix="describe the mechanism with the Mechanism constructors (they check their parameters)",
+    )
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _positive_param(event: str, name: str, value: object, *, allow_zero: bool = False) -> None:
+    number = _number(value)
+    if number is None or number < 0 or (number == 0 and not allow_zero):
+        _bad(event, name, value, f"a finite number {'>=' if allow_zero else '>'} 0")
+
+
+def _whole(event: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _bad(event, name, value, "a whole number >= 1")
+
+
+def _in_range(
+    event: str,
+    name: str,
+    value: object,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    number = _number(value)
+    below = number is None or number < low or (low_open and number == low)
+    above = number is None or number > high or (high_open and number == high)
+    if below or above:
+        shown = f"{low:g} {'<' if low_open else '<='} {name} {'<' if high_open else '<='} {high:g}"
+        _bad(event, name, value, shown)

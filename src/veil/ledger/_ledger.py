@@ -2,167 +2,91 @@
 
 Charge before release, atomically. :meth:`Ledger.charge` runs in one database
 transaction that takes the dataset's budget lock (SQLite ``BEGIN IMMEDIATE``,
-PostgreSQL ``SELECT ... FOR UPDATE`` on the budget row), reads the dataset's
-history, composes it with the new release through the accountant, and either
+PostgreSQL ``SELECT ... FOR UPDATE`` on the budget row), composes the new
+release onto the dataset's composed history (:class:`Composition`), and either
 refuses (nothing written) or records the event and commits. Only after the
 commit returns may the caller compute and show the noisy result. A crash at
 any point leaves either no event (the transaction never committed, nothing was
 released) or an event whose release may never have been shown: the ledger can
 over-count, never under-count.
+
+**Why a charge does not slow down with history.** The composed history is
+kept, not recomposed: in this process's memory (valid while the dataset's last
+event is the one it was composed up to) and in a sealed checkpoint row
+(``ledger_checkpoints``), written every :data:`CHECKPOINT_EVERY` events. A
+charge composes only the events it has not seen, each linked to the one before
+by the event chain (:mod:`veil.store._chain`). A checkpoint that fails its seal
+or does not match the chain is ignored and rebuilt from the events
+(``status().checkpoint`` says so); ``verify`` recomposes everything from
+scratch and compares.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dp_accounting import dp_event
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from veil.errors import BudgetExceededError, InvalidInputError, NotFoundError
-from veil.ledger._accountants import PLDAccountant, RDPAccountant, zcdp_rho
-from veil.ledger._events import Mechanism, PrivacyEvent
-from veil.ledger._params import (
-    MAX_RELEASE_EPSILON,
-    check_budget_delta,
-    check_delta,
-    check_epsilon,
-    check_rho,
+from veil.errors import InvalidInputError, NotFoundError, StoreError
+from veil.ledger._accountants import RDPAccountant
+from veil.ledger._budget import (
+    Budget,
+    BudgetStatus,
+    Receipt,
+    check_charges,
+    check_purpose,
+    non_private_mechanism,
+    status_of,
 )
+from veil.ledger._composition import FORMAT, Composition, check_seal, seal
+from veil.ledger._events import Mechanism, PrivacyEvent
+from veil.ledger._params import check_budget_delta
+from veil.progress import ProgressCallback, ProgressEvent
 from veil.store import Store
+from veil.store._chain import GENESIS, link
 from veil.store._tables import (
     BudgetChangeRow,
     DatasetRow,
+    LedgerCheckpointRow,
     PrivacyBudgetRow,
     PrivacyEventRow,
     utcnow,
 )
 from veil.workspace import Settings, Workspace
 
-__all__ = ["Budget", "BudgetStatus", "Ledger", "LedgerEntry", "Receipt"]
+__all__ = ["CHECKPOINT_EVERY", "Ledger", "LedgerEntry", "LedgerIntegrityError"]
 
-# Float slack when comparing a composed epsilon with the budget (the PLD is already pessimistic).
-_SLACK = 1e-9
+log = logging.getLogger(__name__)
+
+# A checkpoint row is rewritten every this many events (writing it costs more than composing
+# one event: ~100 KB at 100,000 events); the events after it are composed when a process
+# without them in memory charges.
+CHECKPOINT_EVERY = 256
+# The status's RDP cross-check recomposes the history from scratch; beyond this many events
+# it is left to `veil budget verify` (it costs milliseconds per event).
+CROSS_CHECK_MAX_EVENTS = 2_000
 
 
-@dataclass(frozen=True)
-class Budget:
-    """A dataset's privacy budget: ``(epsilon, delta)`` or zero-concentrated ``rho``."""
-
-    epsilon: float | None = None
-    delta: float | None = None
-    rho: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.rho is not None:
-            if self.epsilon is not None or self.delta is not None:
-                raise InvalidInputError(
-                    "a budget is either (epsilon, delta) or rho, not both",
-                    expected="--epsilon [--delta] or --rho",
-                    got=f"epsilon={self.epsilon}, delta={self.delta}, rho={self.rho}",
-                    fix="choose one accounting: (epsilon, delta)-DP or zCDP",
-                )
-            object.__setattr__(self, "rho", check_rho(self.rho))
-            return
-        if self.epsilon is None:
-            raise InvalidInputError(
-                "a budget needs epsilon (with delta) or rho",
-                expected="--epsilon E [--delta D] or --rho R",
-                got="neither",
-                fix="for example: veil budget set adult --epsilon 3 --delta 1e-6",
-            )
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
-        object.__setattr__(self, "delta", check_delta(0.0 if self.delta is None else self.delta))
-
-    @property
-    def kind(self) -> str:
-        return "zcdp" if self.rho is not None else "approx_dp"
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.rho is not None:
-            return {"kind": "zcdp", "rho": self.rho}
-        return {"kind": "approx_dp", "epsilon": self.epsilon, "delta": self.delta}
-
-    def __str__(self) -> str:
-        if self.rho is not None:
-            return f"rho={self.rho:g} (zCDP)"
-        return f"epsilon={self.epsilon:g}, delta={self.delta:g}"
+class LedgerIntegrityError(StoreError):
+    """The ledger's events do not link up: one was edited, inserted or deleted."""
 
 
 @dataclass(frozen=True)
-class Spent:
-    """What a history of events costs, in the budget's own terms."""
+class _Known:
+    """A composed history held in memory: valid while event ``seq`` still has link ``chain``."""
 
-    epsilon: float | None = None
-    delta: float | None = None
-    rho: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.rho is not None:
-            return {"rho": self.rho}
-        return {"epsilon": _finite_or_none(self.epsilon), "delta": self.delta}
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else value
-
-
-@dataclass(frozen=True)
-class BudgetStatus:
-    """A dataset's budget, what its releases have spent, and what remains."""
-
-    dataset: str
-    budget: Budget | None
-    spent: Spent
-    events: int
-    accountant: str
-    cross_check: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def remaining(self) -> float | None:
-        """Remaining epsilon (at the budget's delta) or rho; ``None`` without a budget."""
-        if self.budget is None:
-            return None
-        if self.budget.rho is not None:
-            return max(0.0, self.budget.rho - (self.spent.rho or 0.0))
-        assert self.budget.epsilon is not None  # noqa: S101 - Budget guarantees it
-        return max(0.0, self.budget.epsilon - (self.spent.epsilon or 0.0))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "budget": None if self.budget is None else self.budget.to_dict(),
-            "spent": self.spent.to_dict(),
-            "remaining": self.remaining,
-            "events": self.events,
-            "accountant": self.accountant,
-            "cross_check": self.cross_check,
-        }
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """Proof that a release was charged: give it back with the result."""
-
-    event_id: int
     seq: int
-    dataset: str
-    epsilon: float | None
-    rho: float | None
-    status: BudgetStatus
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id,
-            "seq": self.seq,
-            "dataset": self.dataset,
-            "charged": {"epsilon": _finite_or_none(self.epsilon), "rho": self.rho},
-            "budget": self.status.to_dict(),
-        }
+    chain: str
+    state: Composition
+    checkpoint_seq: int
+    repaired: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,24 +155,37 @@ class LedgerEntry:
 
 
 class Ledger:
-    """The privacy ledger of a workspace.
+    """The privacy ledger of a workspace (a :class:`~veil.ledger.BudgetGuard`).
+
+    Args:
+        store: The workspace database.
+        settings: Who is acting (recorded with every change).
+        key: Seals the checkpoints (HMAC-SHA256); ``Ledger.open`` takes the
+            workspace's ``ledger`` key. Without one the seal is a plain SHA-256:
+            it catches corruption, not a forger with write access.
 
     >>> from veil.store import Store
     >>> ledger = Ledger(Store.open("sqlite://", upgrade=True))
-    >>> ledger.accountant.name
-    'pld'
+    >>> ledger.cross_check.name
+    'rdp'
     """
 
-    def __init__(self, store: Store, settings: Settings | None = None) -> None:
+    def __init__(
+        self, store: Store, settings: Settings | None = None, *, key: bytes | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
-        self.accountant = PLDAccountant()
         self.cross_check = RDPAccountant()
+        self._key = key
+        self._known: dict[int, _Known] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, workspace: Workspace | None = None) -> Ledger:
         workspace = workspace or Workspace.locate()
-        return cls(Store.for_workspace(workspace), workspace.settings)
+        return cls(
+            Store.for_workspace(workspace), workspace.settings, key=workspace.keys.get("ledger")
+        )
 
     def _actor(self, actor: str | None) -> str:
         if actor:
@@ -267,6 +204,16 @@ class Ledger:
             if budget.delta is not None:
                 check_budget_delta(budget.delta, _privacy_units(ds))
             row = self._budget_row(session, ds.id, lock=True)
+            known = self._composed(session, ds)
+            if budget.rho is not None and not math.isfinite(known.state.zcdp_rho()):
+                raise InvalidInputError(
+                    f"the history of '{ds.name}' holds a mechanism with no zero-concentrated DP "
+                    "guarantee, so its spend cannot be stated as rho",
+                    expected="a history of Gaussian, Laplace or pure-epsilon mechanisms",
+                    got=f"{known.state.no_rho + known.state.non_private} release(s) without a "
+                    "zCDP bound (subsampled or (epsilon, delta) mechanisms)",
+                    fix="keep an (epsilon, delta) budget for this dataset",
+                )
             if row is None:
                 row = PrivacyBudgetRow(dataset_id=ds.id, updated_by=who)
                 session.add(row)
@@ -285,13 +232,50 @@ class Ledger:
                 )
             )
             session.flush()
-            return self._status(session, ds, row)
+            return status_of(ds.name, budget, known.state, events=known.seq)
 
-    def status(self, dataset: str) -> BudgetStatus:
-        """The dataset's budget, what has been spent, and what remains."""
+    def status(self, dataset: str, *, cross_check: bool = True) -> BudgetStatus:
+        """The dataset's budget, what has been spent, and what remains.
+
+        ``cross_check`` adds the RDP accountant's figure for histories of up to
+        :data:`CROSS_CHECK_MAX_EVENTS` events (it recomposes from scratch).
+        """
         with self.store.session() as session:
             ds = self._dataset(session, dataset)
-            return self._status(session, ds, self._budget_row(session, ds.id), cross_check=True)
+            row = self._budget_row(session, ds.id)
+            known = self._composed(session, ds)
+            budget = None if row is None else _budget_of(row)
+            check: dict[str, Any] = {}
+            if cross_check and budget is not None and budget.rho is None and known.state.events:
+                check = self._cross_check(session, ds, budget, known.state.events)
+            status = status_of(ds.name, budget, known.state, events=known.seq, cross_check=check)
+            if known.repaired:
+                status.cross_check["checkpoint"] = known.repaired
+            return status
+
+    def _cross_check(
+        self, session: Session, ds: DatasetRow, budget: Budget, events: int
+    ) -> dict[str, Any]:
+        assert budget.delta is not None  # noqa: S101 - an (epsilon, delta) budget
+        if budget.delta == 0:
+            return {}
+        if events > CROSS_CHECK_MAX_EVENTS:
+            return {
+                "accountant": self.cross_check.name,
+                "epsilon": None,
+                "skipped": f"{events:,} events (more than {CROSS_CHECK_MAX_EVENTS:,}): "
+                "run `veil budget verify` for the full recomposition",
+            }
+        history = [
+            PrivacyEvent(what="", mechanisms=tuple(Mechanism.from_dict(m) for m in mechs)).dp_event
+            for mechs in session.scalars(
+                select(PrivacyEventRow.mechanisms)
+                .where(PrivacyEventRow.dataset_id == ds.id)
+                .order_by(PrivacyEventRow.seq)
+            ).all()
+        ]
+        rdp = self.cross_check.epsilon(history, budget.delta)
+        return {"accountant": self.cross_check.name, "epsilon": _finite_or_none(rdp)}
 
     def history(self, dataset: str) -> list[dict[str, Any]]:
         """Every release and budget change of ``dataset``, oldest first (the auditor's record)."""
@@ -343,12 +327,12 @@ class Ledger:
     # ------------------------------------------------------------ charging
     def preview(self, dataset: str, event: PrivacyEvent) -> BudgetStatus:
         """What the status would be after ``event``, without charging (refuses like charge)."""
+        return self.preview_many([(dataset, event)])[0]
+
+    def preview_many(self, charges: Sequence[tuple[str, PrivacyEvent]]) -> list[BudgetStatus]:
+        """The statuses after all ``charges`` in order, without charging (refuses like charge)."""
         with self.store.session() as session:
-            ds = self._dataset(session, dataset)
-            budget_row = self._require_budget(session, ds)
-            history = self._history_events(session, ds.id)
-            _, status = self._check(ds, budget_row, history, event)
-            return status
+            return [c.status for c in self._check(session, charges, lock=False)[0]]
 
     def charge(
         self,
@@ -366,49 +350,82 @@ class Ledger:
         Raises:
             BudgetExceededError: The release would exceed the budget, or the
                 dataset has no budget yet.
+            InvalidInputError: A malformed event (negative scale, probability
+                out of range, ...) or an empty purpose.
             NotFoundError: No dataset of that name.
         """
-        if not purpose or not purpose.strip():
-            raise InvalidInputError(
-                "a release needs a purpose",
-                expected="a short statement of why the data is used",
-                got=repr(purpose),
-                fix='pass --purpose "monthly cohort report" (it is recorded for the auditor)',
-            )
+        return self.charge_many([(dataset, event)], purpose=purpose, actor=actor)[0]
+
+    def charge_many(
+        self,
+        charges: Sequence[tuple[str, PrivacyEvent]],
+        *,
+        purpose: str,
+        actor: str | None = None,
+    ) -> list[Receipt]:
+        """Record several charges in one transaction, or none of them.
+
+        A release made of several charges (a DP-SGD model and its DP test
+        accuracy, possibly on two datasets) is recorded whole or not at all.
+        """
+        purpose = check_purpose(purpose)
         who = self._actor(actor)
+        for event in [e for _, e in charges]:
+            event.dp_event  # noqa: B018 - builds (and so checks) the composition before locking
         with self.store.session(lock=True) as session:
-            ds = self._dataset(session, dataset)
-            budget_row = self._require_budget(session, ds, lock=True)
-            history = self._history_events(session, ds.id)
-            alone, status = self._check(ds, budget_row, history, event)
-            seq = self._next_seq(session, ds.id)
-            row = PrivacyEventRow(
-                dataset_id=ds.id,
-                seq=seq,
-                created_at=utcnow(),
-                actor=who,
-                purpose=purpose.strip(),
-                operation=event.operation,
-                what=event.what,
-                mechanisms=[m.to_dict() for m in event.mechanisms],
-                details=dict(event.details),
-                accountant=status.accountant,
-                epsilon=alone.epsilon if alone.rho is None else None,
-                rho=alone.rho,
-                spent_epsilon=status.spent.epsilon,
-                spent_delta=status.spent.delta,
-                spent_rho=status.spent.rho,
-            )
-            session.add(row)
-            session.flush()
-            return Receipt(
-                event_id=row.id,
-                seq=seq,
-                dataset=ds.name,
-                epsilon=alone.epsilon,
-                rho=alone.rho,
-                status=status,
-            )
+            checked, datasets, known = self._check(session, charges, lock=True)
+            receipts = []
+            chains = {ds_id: k.chain for ds_id, k in known.items()}
+            seqs = {ds_id: k.seq for ds_id, k in known.items()}
+            for item in checked:
+                ds = datasets[item.dataset]
+                seqs[ds.id] += 1
+                mechanisms = [m.to_dict() for m in item.event.mechanisms]
+                chains[ds.id] = link(chains[ds.id], seqs[ds.id], mechanisms)
+                row = PrivacyEventRow(
+                    dataset_id=ds.id,
+                    seq=seqs[ds.id],
+                    created_at=utcnow(),
+                    actor=who,
+                    purpose=purpose,
+                    operation=item.event.operation,
+                    what=item.event.what,
+                    mechanisms=mechanisms,
+                    details=dict(item.event.details),
+                    accountant=item.status.accountant,
+                    epsilon=item.alone.epsilon if item.alone.rho is None else None,
+                    rho=item.alone.rho,
+                    spent_epsilon=item.status.spent.epsilon,
+                    spent_delta=item.status.spent.delta,
+                    spent_rho=item.status.spent.rho,
+                    chain=chains[ds.id],
+                )
+                session.add(row)
+                session.flush()
+                receipts.append(
+                    Receipt(
+                        event_id=row.id,
+                        seq=row.seq,
+                        dataset=ds.name,
+                        epsilon=item.alone.epsilon,
+                        rho=item.alone.rho,
+                        status=item.status,
+                    )
+                )
+            final = {item.dataset: item.after for item in checked}
+            updates = {}
+            for name, state in final.items():
+                ds = datasets[name]
+                before = known[ds.id]
+                checkpoint_seq = before.checkpoint_seq
+                if seqs[ds.id] - checkpoint_seq >= CHECKPOINT_EVERY or before.repaired:
+                    self._write_checkpoint(session, ds, seqs[ds.id], chains[ds.id], state)
+                    checkpoint_seq = seqs[ds.id]
+                updates[ds.id] = _Known(seqs[ds.id], chains[ds.id], state, checkpoint_seq)
+        # Committed: only now may this process trust the new states.
+        with self._lock:
+            self._known.update(updates)
+        return receipts
 
     def record_non_private(
         self,
@@ -428,32 +445,27 @@ class Ledger:
         later release; leaving it out of the history would hide that the data was
         used. Record it *before* the data is touched, like a charge.
         """
-        if not purpose or not purpose.strip():
-            raise InvalidInputError(
-                "a non-private use needs a purpose",
-                expected="a short statement of why the data is used without privacy",
-                got=repr(purpose),
-                fix='pass --purpose "non-private baseline for the DP model" (it is recorded)',
-            )
+        purpose = check_purpose(purpose, non_private=True)
         who = self._actor(actor)
-        mechanism = Mechanism(
-            "non_private",
-            {"epsilon": "inf", "note": "NOT PRIVATE: no noise; not composed; do not release"},
-            dp_event.NoOpDpEvent(),
-        )
+        mechanism = non_private_mechanism()
         with self.store.session(lock=True) as session:
             ds = self._dataset(session, dataset)
-            status = self._status(session, ds, self._budget_row(session, ds.id, lock=True))
-            seq = self._next_seq(session, ds.id)
+            budget_row = self._budget_row(session, ds.id, lock=True)
+            known = self._composed(session, ds)
+            budget = None if budget_row is None else _budget_of(budget_row)
+            status = status_of(ds.name, budget, known.state, events=known.seq)
+            seq = known.seq + 1
+            mechanisms = [mechanism.to_dict()]
+            chain = link(known.chain, seq, mechanisms)
             row = PrivacyEventRow(
                 dataset_id=ds.id,
                 seq=seq,
                 created_at=utcnow(),
                 actor=who,
-                purpose=purpose.strip(),
+                purpose=purpose,
                 operation="non_private",
                 what=what,
-                mechanisms=[mechanism.to_dict()],
+                mechanisms=mechanisms,
                 details={**(details or {}), "private": False},
                 accountant="none",
                 epsilon=None,
@@ -461,111 +473,213 @@ class Ledger:
                 spent_epsilon=status.spent.epsilon,
                 spent_delta=status.spent.delta,
                 spent_rho=status.spent.rho,
+                chain=chain,
             )
             session.add(row)
             session.flush()
-            return Receipt(
+            # The no-op event composes to nothing; the state's event count moves on.
+            state = known.state.add(mechanism.dp_event)
+            update = _Known(seq, chain, state, known.checkpoint_seq)
+            receipt = Receipt(
                 event_id=row.id, seq=seq, dataset=ds.name, epsilon=None, rho=None, status=status
             )
+        with self._lock:
+            self._known[ds.id] = update
+        return receipt
+
+    # ------------------------------------------------------------ verification
+    def verify(self, dataset: str, *, progress: ProgressCallback | None = None) -> dict[str, Any]:
+        """Recompose ``dataset``'s whole history from scratch and compare (the auditor's check).
+
+        Walks the event chain from the first event, recomposes every event, and
+        compares the result with the checkpoint and with what the incremental
+        path computes now. A broken chain or a checkpoint that disagrees is
+        reported (and the checkpoint rewritten from the events).
+        """
+        with self.store.session(lock=True) as session:
+            ds = self._dataset(session, dataset, lock=self.store.backend != "sqlite")
+            budget_row = self._budget_row(session, ds.id, lock=True)
+            rows = session.execute(
+                select(PrivacyEventRow.seq, PrivacyEventRow.mechanisms, PrivacyEventRow.chain)
+                .where(PrivacyEventRow.dataset_id == ds.id)
+                .order_by(PrivacyEventRow.seq)
+            ).all()
+            problems: list[str] = []
+            state, chain = Composition(), GENESIS
+            for expected_seq, (seq, mechanisms, stored) in enumerate(rows, start=1):
+                if seq != expected_seq:
+                    problems.append(f"event {expected_seq} is missing (found {seq})")
+                chain = link(chain, seq, mechanisms)
+                if stored != chain:
+                    problems.append(f"event {seq} does not link to the one before")
+                    chain = stored
+                state = state.add(_dp_event(mechanisms))
+                if progress is not None and (seq % 500 == 0 or seq == len(rows)):
+                    progress(ProgressEvent(f"recompose {ds.name}", seq, len(rows), "events"))
+            checkpoint = self._read_checkpoint(session, ds)
+            checkpoint_note = "none"
+            if checkpoint is not None:
+                checkpoint_note = "valid"
+                if isinstance(checkpoint, str):
+                    problems.append(f"checkpoint: {checkpoint}")
+                    checkpoint_note = "invalid"
+            budget = None if budget_row is None else _budget_of(budget_row)
+            incremental = self._composed(session, ds)
+            scratch = status_of(ds.name, budget, state, events=len(rows))
+            current = status_of(ds.name, budget, incremental.state, events=incremental.seq)
+            if scratch.spent != current.spent:
+                problems.append(
+                    f"incremental spend {current.spent.to_dict()} differs from the recomposition "
+                    f"{scratch.spent.to_dict()}"
+                )
+            if not problems or all(p.startswith("checkpoint") for p in problems):
+                self._write_checkpoint(session, ds, len(rows), chain, state)
+                with self._lock:
+                    self._known[ds.id] = _Known(len(rows), chain, state, len(rows))
+            return {
+                "dataset": ds.name,
+                "events": len(rows),
+                "chain": "intact"
+                if not any("link" in p or "missing" in p for p in problems)
+                else "broken",
+                "checkpoint": checkpoint_note,
+                "spent": scratch.spent.to_dict(),
+                "incremental": current.spent.to_dict(),
+                "problems": problems,
+                "ok": not problems,
+            }
 
     # ------------------------------------------------------------ internals
-    @staticmethod
-    def _next_seq(session: Session, dataset_id: int) -> int:
-        """The next event number of a dataset (call under the session's lock)."""
-        last = session.scalar(
-            select(func.max(PrivacyEventRow.seq)).where(PrivacyEventRow.dataset_id == dataset_id)
-        )
-        return (last or 0) + 1
-
     def _check(
-        self,
-        ds: DatasetRow,
-        budget_row: PrivacyBudgetRow,
-        history: list[dp_event.DpEvent],
-        event: PrivacyEvent,
-    ) -> tuple[Spent, BudgetStatus]:
-        budget = _budget_of(budget_row)
-        if budget.delta is not None and budget.delta >= 1.0 / _privacy_units(ds):
-            # A budget set before the 1 / n rule: under it almost nothing costs any epsilon.
-            check_budget_delta(budget.delta, _privacy_units(ds), "delta")
-        alone = self._spent(budget, [event.dp_event])
-        _check_release_size(ds.name, alone)
-        after = self._spent(budget, [*history, event.dp_event])
-        status = BudgetStatus(
-            dataset=ds.name,
-            budget=budget,
-            spent=after,
-            events=len(history) + 1,
-            accountant=self._accountant_name(budget),
+        self, session: Session, charges: Sequence[tuple[str, PrivacyEvent]], *, lock: bool
+    ) -> tuple[list[Any], dict[str, DatasetRow], dict[int, _Known]]:
+        if not charges:
+            raise InvalidInputError("nothing to charge", expected="at least one charge", got="none")
+        datasets: dict[str, DatasetRow] = {}
+        budgets: dict[str, Budget | None] = {}
+        known: dict[int, _Known] = {}
+        # Lock in a fixed order (by name), so two multi-dataset charges cannot deadlock.
+        for name in sorted({name for name, _ in charges}):
+            ds = self._dataset(session, name)
+            row = self._budget_row(session, ds.id, lock=lock)
+            datasets[name] = ds
+            budgets[name] = None if row is None else _budget_of(row)
+            known[ds.id] = self._composed(session, ds)
+        checked = check_charges(
+            charges,
+            budgets=budgets,
+            units={name: _privacy_units(ds) for name, ds in datasets.items()},
+            compositions={name: known[ds.id].state for name, ds in datasets.items()},
+            event_counts={name: known[ds.id].seq for name, ds in datasets.items()},
         )
-        if not _fits(budget, after):
-            before = self._spent(budget, history)
-            current = BudgetStatus(
-                dataset=ds.name,
-                budget=budget,
-                spent=before,
-                events=len(history),
-                accountant=status.accountant,
-            )
-            raise BudgetExceededError(
-                f"this release would exceed the privacy budget of '{ds.name}'; nothing was "
-                "computed or charged",
-                expected=f"total spend within {budget}",
-                got=f"{_describe(after)} after this release ({_describe(alone)} for it alone; "
-                f"{_describe(before)} spent so far)",
-                fix=_exceeded_fix(ds, budget, alone),
-                details={
-                    "budget": budget.to_dict(),
-                    "spent": before.to_dict(),
-                    "requested": alone.to_dict(),
-                    "would_spend": after.to_dict(),
-                    "remaining": current.remaining,
-                },
-            )
-        return alone, status
+        return checked, datasets, known
 
-    def _spent(self, budget: Budget, events: Sequence[dp_event.DpEvent]) -> Spent:
-        if budget.rho is not None:
-            return Spent(rho=zcdp_rho(events))
-        assert budget.delta is not None  # noqa: S101 - Budget guarantees it
-        return Spent(epsilon=self.accountant.epsilon(events, budget.delta), delta=budget.delta)
+    def _composed(self, session: Session, ds: DatasetRow) -> _Known:
+        """The dataset's composed history up to its last event (call inside the lock to charge)."""
+        last = session.execute(
+            select(PrivacyEventRow.seq, PrivacyEventRow.chain)
+            .where(PrivacyEventRow.dataset_id == ds.id)
+            .order_by(PrivacyEventRow.seq.desc())
+            .limit(1)
+        ).first()
+        last_seq, last_chain = (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
+        with self._lock:
+            cached = self._known.get(ds.id)
+        if cached is not None and cached.seq == last_seq and cached.chain == last_chain:
+            return cached
+        base, repaired = self._base(session, ds, cached, last_seq)
+        known = self._compose_tail(session, ds, base, last_seq, last_chain)
+        if repaired:
+            log.warning("ledger checkpoint of '%s' %s; rebuilt from the events", ds.name, repaired)
+            known = _Known(known.seq, known.chain, known.state, known.checkpoint_seq, repaired)
+        with self._lock:
+            self._known[ds.id] = known
+        return known
 
-    def _accountant_name(self, budget: Budget) -> str:
-        return "zcdp" if budget.rho is not None else self.accountant.name
+    def _base(
+        self, session: Session, ds: DatasetRow, cached: _Known | None, last_seq: int
+    ) -> tuple[_Known, str | None]:
+        """The latest trustworthy composed prefix: memory, else the checkpoint, else nothing."""
+        if (
+            cached is not None
+            and cached.seq <= last_seq
+            and self._chain_at(session, ds.id, cached.seq) == cached.chain
+        ):
+            return cached, None
+        checkpoint = self._read_checkpoint(session, ds)
+        if isinstance(checkpoint, _Known):
+            if (
+                checkpoint.seq <= last_seq
+                and self._chain_at(session, ds.id, checkpoint.seq) == checkpoint.chain
+            ):
+                return checkpoint, None
+            checkpoint = "does not match the events' chain"
+        empty = _Known(0, GENESIS, Composition(), 0)
+        if checkpoint is None:
+            return empty, "is missing" if last_seq > 0 else None
+        return empty, checkpoint
 
-    def _status(
-        self,
-        session: Session,
-        ds: DatasetRow,
-        budget_row: PrivacyBudgetRow | None,
-        *,
-        cross_check: bool = False,
-    ) -> BudgetStatus:
-        history = self._history_events(session, ds.id)
-        if budget_row is None:
-            return BudgetStatus(
-                dataset=ds.name,
-                budget=None,
-                spent=Spent(),
-                events=len(history),
-                accountant=self.accountant.name,
+    def _chain_at(self, session: Session, dataset_id: int, seq: int) -> str | None:
+        if seq == 0:
+            return GENESIS
+        return session.scalar(
+            select(PrivacyEventRow.chain).where(
+                PrivacyEventRow.dataset_id == dataset_id, PrivacyEventRow.seq == seq
             )
-        budget = _budget_of(budget_row)
-        spent = self._spent(budget, history)
-        check: dict[str, Any] = {}
-        if cross_check and budget.rho is None and history:
-            assert budget.delta is not None  # noqa: S101
-            if budget.delta > 0:
-                rdp = self.cross_check.epsilon(history, budget.delta)
-                check = {"accountant": self.cross_check.name, "epsilon": _finite_or_none(rdp)}
-        return BudgetStatus(
-            dataset=ds.name,
-            budget=budget,
-            spent=spent,
-            events=len(history),
-            accountant=self._accountant_name(budget),
-            cross_check=check,
         )
+
+    def _compose_tail(
+        self, session: Session, ds: DatasetRow, base: _Known, last_seq: int, last_chain: str
+    ) -> _Known:
+        rows = session.execute(
+            select(PrivacyEventRow.seq, PrivacyEventRow.mechanisms, PrivacyEventRow.chain)
+            .where(PrivacyEventRow.dataset_id == ds.id, PrivacyEventRow.seq > base.seq)
+            .order_by(PrivacyEventRow.seq)
+        ).all()
+        state, chain, seq = base.state, base.chain, base.seq
+        for row_seq, mechanisms, stored in rows:
+            expected = link(chain, row_seq, mechanisms)
+            if row_seq != seq + 1 or stored != expected:
+                raise LedgerIntegrityError(
+                    f"the ledger of '{ds.name}' is damaged: event {row_seq} does not link to the "
+                    "one before (an event was edited, inserted or deleted); nothing was charged",
+                    expected=f"event {seq + 1} with chain {expected[:16]}...",
+                    got=f"event {row_seq} with chain {str(stored)[:16]}...",
+                    fix=f"run `veil budget verify {ds.name}` and restore the workspace database "
+                    "from a backup; report it to the data owner",
+                )
+            state = state.add(_dp_event(mechanisms))
+            chain, seq = stored, row_seq
+        if seq != last_seq or chain != last_chain:  # pragma: no cover - read in one transaction
+            raise LedgerIntegrityError(f"the ledger of '{ds.name}' changed while it was read")
+        return _Known(seq, chain, state, base.checkpoint_seq)
+
+    def _read_checkpoint(self, session: Session, ds: DatasetRow) -> _Known | str | None:
+        """The stored checkpoint, a reason it cannot be trusted, or ``None`` when there is none."""
+        row = session.get(LedgerCheckpointRow, ds.id)
+        if row is None:
+            return None
+        if row.format != FORMAT:
+            return f"has format {row.format} (this version writes {FORMAT})"
+        if not check_seal(row.state, self._key, row.seal, str(ds.id), str(row.seq), row.chain):
+            return "fails its seal (edited, or sealed under another key)"
+        try:
+            state = Composition.from_bytes(row.state)
+        except (ValueError, KeyError, TypeError) as exc:
+            return f"cannot be read ({exc})"
+        return _Known(row.seq, row.chain, state, row.seq)
+
+    def _write_checkpoint(
+        self, session: Session, ds: DatasetRow, seq: int, chain: str, state: Composition
+    ) -> None:
+        data = state.to_bytes()
+        row = session.get(LedgerCheckpointRow, ds.id)
+        if row is None:
+            row = LedgerCheckpointRow(dataset_id=ds.id)
+            session.add(row)
+        row.seq, row.chain, row.format, row.state = seq, chain, FORMAT, data
+        row.seal = seal(data, self._key, str(ds.id), str(seq), chain)
+        row.updated_at = utcnow()
 
     @staticmethod
     def _dataset(session: Session, name: str, *, lock: bool = False) -> DatasetRow:
@@ -589,30 +703,11 @@ class Ledger:
             query = query.with_for_update()  # SQLite holds the database write lock already
         return session.scalar(query)
 
-    def _require_budget(
-        self, session: Session, ds: DatasetRow, *, lock: bool = False
-    ) -> PrivacyBudgetRow:
-        row = self._budget_row(session, ds.id, lock=lock)
-        if row is None:
-            raise BudgetExceededError(
-                f"dataset '{ds.name}' has no privacy budget, so nothing may be released from it",
-                expected="a budget set by the data owner",
-                got="no budget",
-                fix=f"veil budget set {ds.name} --epsilon 1.0 --delta 1e-6",
-            )
-        return row
 
-    @staticmethod
-    def _history_events(session: Session, dataset_id: int) -> list[dp_event.DpEvent]:
-        rows = session.scalars(
-            select(PrivacyEventRow.mechanisms)
-            .where(PrivacyEventRow.dataset_id == dataset_id)
-            .order_by(PrivacyEventRow.seq)
-        ).all()
-        return [
-            PrivacyEvent(what="", mechanisms=tuple(Mechanism.from_dict(m) for m in mechs)).dp_event
-            for mechs in rows
-        ]
+def _dp_event(mechanisms: Sequence[dict[str, Any]]) -> Any:
+    return PrivacyEvent(
+        what="", mechanisms=tuple(Mechanism.from_dict(m) for m in mechanisms)
+    ).dp_event
 
 
 def _privacy_units(ds: DatasetRow) -> int:
@@ -621,62 +716,9 @@ def _privacy_units(ds: DatasetRow) -> int:
     return max(1, int(units if isinstance(units, int) and units > 0 else ds.n_rows or 1))
 
 
-def _check_release_size(dataset: str, alone: Spent) -> None:
-    """Refuse one release that spends more than MAX_RELEASE_EPSILON (or its zCDP equivalent)."""
-    limit_rho = MAX_RELEASE_EPSILON**2 / 2
-    if alone.rho is not None:
-        too_big, shown = alone.rho > limit_rho, f"rho={alone.rho:.6g} (limit {limit_rho:g})"
-    else:
-        # An infinite epsilon (no guarantee at the budget's delta) is the budget check's refusal.
-        eps = alone.epsilon if alone.epsilon is not None else math.inf
-        too_big = math.isfinite(eps) and eps > MAX_RELEASE_EPSILON * (1 + _SLACK)
-        shown = f"epsilon={eps:.6g}"
-    if too_big:
-        raise InvalidInputError(
-            f"one release from '{dataset}' may spend at most epsilon {MAX_RELEASE_EPSILON:g}; "
-            "nothing was computed or charged",
-            expected=f"a release of epsilon <= {MAX_RELEASE_EPSILON:g}",
-            got=shown,
-            fix="ask for a smaller --epsilon (beyond 100 a release protects nobody); a baseline "
-            "without privacy is asked for explicitly (veil train --non-private)",
-        )
-
-
 def _budget_of(row: PrivacyBudgetRow) -> Budget:
     return Budget(epsilon=row.epsilon, delta=row.delta, rho=row.rho)
 
 
-def _fits(budget: Budget, spent: Spent) -> bool:
-    if budget.rho is not None:
-        return spent.rho is not None and spent.rho <= budget.rho * (1 + _SLACK)
-    assert budget.epsilon is not None  # noqa: S101
-    return spent.epsilon is not None and spent.epsilon <= budget.epsilon * (1 + _SLACK)
-
-
-def _exceeded_fix(ds: DatasetRow, budget: Budget, alone: Spent) -> str:
-    """How to get past a refusal; a release that needs a delta the budget lacks says so."""
-    needs_delta = budget.rho is None and (alone.epsilon is None or not math.isfinite(alone.epsilon))
-    if needs_delta:
-        units = _privacy_units(ds)
-        suggested = 10 ** math.floor(math.log10(0.1 / units))
-        return (
-            f"this release needs a delta > 0 (Gaussian noise, as in DP-SGD), and the budget's "
-            f"delta is {budget.delta:g}: have the data owner set one, below 1/n = 1/{units:,}, "
-            f"e.g. `veil budget set {ds.name} --epsilon {budget.epsilon:g} --delta {suggested:g}`"
-        )
-    return (
-        "ask for less (a smaller --epsilon), or have the data owner raise the budget with "
-        "`veil budget set`"
-    )
-
-
-def _describe(spent: Spent) -> str:
-    if spent.rho is not None:
-        return f"rho={spent.rho:.6g}"
-    eps = spent.epsilon
-    shown = (
-        "inf (the releases' deltas exceed the budget's delta)"
-        if eps is None or not math.isfinite(eps)
-        else f"{eps:.6g}"
-    )
-    return f"epsilon={shown} at delta={spent.delta:g}"
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value

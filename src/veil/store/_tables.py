@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -29,6 +30,7 @@ __all__ = [
     "Base",
     "BudgetChangeRow",
     "DatasetRow",
+    "LedgerCheckpointRow",
     "PrivacyBudgetRow",
     "PrivacyEventRow",
     "UTCDateTime",
@@ -162,3 +164,28 @@ class PrivacyEventRow(Base):
     spent_epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
     spent_delta: Mapped[float | None] = mapped_column(Float, nullable=True)
     spent_rho: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # SHA-256 over the previous event's chain and this event's accounting content: a checkpoint
+    # names the chain value it was composed up to, and the events after it must link on.
+    chain: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class LedgerCheckpointRow(Base):
+    """A dataset's composed privacy loss up to event ``seq``, so a charge composes one event.
+
+    ``state`` is :meth:`veil.ledger.Composition.to_bytes`; ``seal`` binds it to the
+    dataset, ``seq`` and ``chain`` (HMAC-SHA256 under the workspace's ledger key, or
+    SHA-256 without one). A checkpoint that fails its seal, or whose ``chain`` is not
+    the chain of event ``seq``, is ignored and rebuilt from the events.
+    """
+
+    __tablename__ = "ledger_checkpoints"
+
+    dataset_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("datasets.id", ondelete="RESTRICT"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    chain: Mapped[str] = mapped_column(String(64), nullable=False)
+    format: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    seal: Mapped[str] = mapped_column(String(96), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
