@@ -272,12 +272,43 @@ def test_update_switches_a_declaration_and_drops_the_privacy_unit(capsys, tmp_pa
 
 
 @pytest.mark.usefixtures("workspace")
-def test_the_same_bytes_twice_before_any_budget_are_registered_with_a_warning(capsys, tmp_path):
+def test_the_same_bytes_twice_before_any_budget_are_refused(capsys, tmp_path):
+    """Issue 20: a copy registered before any budget was a second, fresh budget; now refused."""
+    path = credit(tmp_path / "credit.csv")
+    copy = tmp_path / "copy-of-credit.csv"
+    copy.write_bytes(path.read_bytes())
+    assert run(capsys, "datasets", "add", str(path), "--name", "credit")[0] == 0
+    code, out, err = run(capsys, "datasets", "add", str(copy), "--name", "credit-copy")
+    message = " ".join(err.split())
+    assert code == 7, out + err  # conflict
+    assert "already registered as 'credit'" in message
+    assert "use the name 'credit'" in message and "veil datasets update credit" in message
+    assert "Traceback" not in err + out
+    code, out, _ = run(capsys, "datasets", "list", "--json")
+    assert [d["name"] for d in json.loads(out)] == ["credit"]
+    # the one registration of these bytes is the one budget: exhausted, nothing else releases
+    assert run(capsys, "budget", "set", "credit", "--epsilon", "0.5")[0] == 0
+    sql = "SELECT COUNT(*) FROM t"
+    assert run(capsys, "query", "credit", "--sql", sql, "--epsilon", "0.5")[0] == 0
+    assert run(capsys, "query", "credit", "--sql", sql, "--epsilon", "0.5")[0] == 8
+    assert run(capsys, "datasets", "add", str(copy), "--name", "credit-copy")[0] == 7
+    assert run(capsys, "query", "credit-copy", "--sql", sql, "--epsilon", "0.5")[0] != 0
+    # a fix of the declarations goes through `update`, on the same name and budget
+    code, _, err = run(capsys, "datasets", "update", "credit", "--bounds", "age=18:100")
+    assert code == 0, err
+    assert spent(capsys, "credit") == pytest.approx(0.5)
+
+
+@pytest.mark.usefixtures("workspace")
+def test_the_same_bytes_refused_as_json_name_the_registration(capsys, tmp_path):
     path = credit(tmp_path / "credit.csv")
     assert run(capsys, "datasets", "add", str(path), "--name", "credit")[0] == 0
-    code, out, err = run(capsys, "datasets", "add", str(path), "--name", "credit-copy")
-    assert code == 0, err
-    assert "The same data is registered as 'credit'" in " ".join(out.split())
+    code, out, err = run(capsys, "datasets", "add", str(path), "--name", "credit-2", "--json")
+    assert code == 7, out + err
+    error = json.loads(out)["error"]
+    assert error["code"] == "conflict"
+    assert error["details"] == {"dataset": "credit", "same_data": ["credit"]}
+    assert error["got"].startswith("SHA-256 ") and "'credit'" in error["got"]
 
 
 @pytest.mark.usefixtures("workspace")

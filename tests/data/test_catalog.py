@@ -228,3 +228,125 @@ def test_update_remove_and_rejoin_through_the_python_api(catalog: Catalog, patie
     assert again.report["rejoined"]["name"] == "visits"
     assert ledger.status("visits-2").budget.epsilon == 1.0
     assert catalog.remove("visits-2")["archived"] is True
+
+
+def test_the_same_bytes_under_a_second_name_never_get_a_second_budget(
+    catalog: Catalog, patients: Path, tmp_path: Path
+):
+    """Issue 20: a copy registered before any budget was set was a second, fresh budget.
+
+    Today's path: register the file and a byte-identical copy, give both a budget,
+    exhaust one, and the copy still releases. The second registration is refused
+    instead, so the only budget of these bytes stays exhausted.
+    """
+    from veil.errors import BudgetExceededError
+    from veil.ledger import Budget, Ledger, Mechanism, PrivacyEvent
+
+    copy = tmp_path / "copy-of-visits.csv"
+    copy.write_bytes(patients.read_bytes())
+    catalog.add(patients, name="visits", privacy_unit="pid")
+    with pytest.raises(ConflictError, match="already registered as 'visits'") as refused:
+        catalog.add(copy, name="visits-copy", privacy_unit="pid")
+    assert refused.value.fix is not None and "visits" in refused.value.fix
+    assert "veil datasets update visits" in refused.value.fix
+    assert _names(catalog) == ["visits"]  # nothing written
+
+    ledger = Ledger(catalog.store, catalog.settings)
+    ledger.set_budget("visits", Budget(epsilon=1.0))
+    event = PrivacyEvent("count", (Mechanism.laplace(scale=1.0, sensitivity=1.0),))
+    ledger.charge("visits", event, purpose="spend it all")
+    with pytest.raises(BudgetExceededError):
+        ledger.charge("visits", event, purpose="one more")
+    with pytest.raises(ConflictError, match="already registered as 'visits'"):
+        catalog.add(copy, name="visits-copy", privacy_unit="pid")
+    with pytest.raises(NotFoundError):  # no second ledger to charge
+        ledger.charge("visits-copy", event, purpose="from the copy")
+
+
+def _register_behind_the_catalog(catalog: Catalog, like: str, name: str) -> None:
+    """A second row of the same bytes, as a workspace registered before issue 20 may hold."""
+    from veil.store import DatasetRow
+
+    info = catalog.get(like)
+    with catalog.store.session() as session:
+        session.add(
+            DatasetRow(
+                name=name,
+                format=info.format,
+                source=info.source,
+                content_sha256=info.content_sha256,
+                size_bytes=info.size_bytes,
+                n_rows=info.n_rows,
+                n_columns=len(info.schema.columns),
+                privacy_schema=info.schema.to_dict(),
+                load_options=info.load_options,
+                registration_report=info.report,
+                created_by="before issue 20",
+                veil_version="0",
+            )
+        )
+
+
+def test_same_data_names_finds_the_registrations_an_older_workspace_shares(
+    catalog: Catalog, patients: Path
+):
+    """The helper the ledger asks before giving a budget (issue 20)."""
+    from veil.data._catalog import same_data_names
+    from veil.ledger import Budget, Ledger
+
+    digest = catalog.add(patients, name="visits").content_sha256
+    assert same_data_names(catalog.store, digest) == ["visits"]
+    assert same_data_names(catalog.store, digest, exclude="visits") == []
+    assert same_data_names(catalog.store, "0" * 64) == []
+    _register_behind_the_catalog(catalog, "visits", "visits-old-copy")
+    assert same_data_names(catalog.store, digest) == ["visits", "visits-old-copy"]
+    with catalog.store.session() as session:  # inside the caller's transaction too
+        assert same_data_names(session, digest, exclude="visits") == ["visits-old-copy"]
+
+    # archived registrations are not counted, and the same bytes stay refused while one is active
+    Ledger(catalog.store, catalog.settings).set_budget("visits", Budget(epsilon=1.0))
+    assert catalog.remove("visits")["archived"] is True
+    assert same_data_names(catalog.store, digest) == ["visits-old-copy"]
+    with pytest.raises(ConflictError, match="already registered as 'visits-old-copy'"):
+        catalog.add(patients, name="visits")  # not a rejoin beside an active copy
+    assert catalog.remove("visits-old-copy")["archived"] is False  # no history: forgotten
+    assert same_data_names(catalog.store, digest) == []
+    assert catalog.add(patients, name="visits").report["rejoined"]["name"] == "visits"
+    assert same_data_names(catalog.store, digest) == ["visits"]
+
+
+def test_concurrent_registrations_of_the_same_bytes_leave_one(
+    catalog: Catalog, store_url: str, patients: Path, tmp_path: Path
+):
+    """Four writers register the same bytes at once under four names: one wins, three are refused."""
+    import threading
+
+    from veil.store import Store
+
+    workers = 4
+    start = threading.Barrier(workers)
+    outcomes: dict[str, str] = {}
+    copies = []
+    for i in range(workers):
+        copies.append(tmp_path / f"copy-{i}.csv")
+        copies[-1].write_bytes(patients.read_bytes())
+
+    def register(i: int) -> None:
+        store = Store.open(store_url)
+        try:
+            mine = Catalog(store, catalog.settings)
+            start.wait()
+            mine.add(copies[i], name=f"visits-{i}", privacy_unit="pid")
+            outcomes[f"visits-{i}"] = "registered"
+        except ConflictError:
+            outcomes[f"visits-{i}"] = "refused"
+        finally:
+            store.dispose()
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes.values()) == ["refused"] * (workers - 1) + ["registered"]
+    assert _names(catalog) == [n for n, o in outcomes.items() if o == "registered"]

@@ -152,11 +152,6 @@ def add(
             f"that history:[/yellow] its budget and {rejoined['releases']} release(s) still count "
             f"(see `veil budget show {info.name}`)."
         )
-    elif info.report.get("same_data_as"):
-        out.print(
-            f"[yellow]The same data is registered as '{info.report['same_data_as']}'.[/yellow] "
-            "Give a budget to one of the two only: each name has its own ledger."
-        )
     render_schema(info)
 
 

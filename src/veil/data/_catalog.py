@@ -17,10 +17,11 @@ categories and roles after checking every row again) and removed
 name: a dataset with ledger history (a budget or a release) is archived, not
 deleted, so its charges stay; registering the same bytes again (same SHA-256)
 brings that history back (a *rejoin*), and registering them under a second
-name while the first registration has ledger history is refused. The
-limitation: only identical bytes are recognised (a re-export, a reordered or
-a subsampled copy is other data to the catalogue), and two registrations of
-the same bytes made before either had a budget keep separate ledgers.
+name while a first registration is active is refused, whether or not it has a
+budget yet (:func:`same_data_names` lets the ledger refuse a budget to a
+registration whose bytes another one shares, left by workspaces registered
+before this rule). The limitation: only identical bytes are recognised (a
+re-export, a reordered or a subsampled copy is other data to the catalogue).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from veil.data._readers import ImageArrays, MnistReader, Reader, check_fits_in_memory, open_reader
 from veil.data._schema import ColumnSpec, PrivacySchema, check_columns_exist
@@ -45,7 +47,7 @@ from veil.store import DatasetRow, Store
 from veil.store._tables import BudgetChangeRow, PrivacyBudgetRow, PrivacyEventRow
 from veil.workspace import Settings, Workspace
 
-__all__ = ["Catalog", "DatasetInfo"]
+__all__ = ["Catalog", "DatasetInfo", "same_data_names"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MAX_SHOWN = 5
@@ -279,14 +281,16 @@ class Catalog:
                 two-thirds / one-third partition).
             progress: Receives progress events.
 
-        Data whose bytes were registered before and removed with ledger history
-        rejoins that history (its budget and releases; ``report["rejoined"]``
-        says from which registration).
+        The budget belongs to the data: bytes (the same SHA-256) registered
+        under another name that is still active are refused, with or without a
+        budget; bytes registered before and removed with ledger history rejoin
+        that history (its budget and releases; ``report["rejoined"]`` says from
+        which registration).
 
         Raises:
             InvalidInputError, SchemaError, NotFoundError, ConflictError: nothing
                 is written in any of these cases (ConflictError also when the same
-                bytes are registered under another name that has ledger history).
+                bytes are registered, active, under another name).
         """
         if not _NAME.fullmatch(name):
             raise InvalidInputError(
@@ -314,33 +318,31 @@ class Catalog:
         digest, size = reader.fingerprint(progress)
         from veil import __version__  # noqa: PLC0415 - avoids an import cycle
 
-        earlier = self._same_data(digest)
-        if earlier is not None and earlier[0].archived is not None:
-            return self._rejoin(
-                earlier[0], name, reader, schema, n_rows, report, digest, size, __version__
-            )
-        if earlier is not None:
-            report["same_data_as"] = earlier[0].name
-        row = DatasetRow(
-            name=name,
-            format=reader.format,
-            source=reader.source,
-            content_sha256=digest,
-            size_bytes=size,
-            n_rows=n_rows,
-            n_columns=len(schema.columns),
-            privacy_schema=schema.to_dict(),
-            load_options=reader.load_options(),
-            registration_report=report,
-            created_by=self.settings.actor,
-            veil_version=__version__,
-        )
+        fields = {
+            "name": name,
+            "format": reader.format,
+            "source": reader.source,
+            "content_sha256": digest,
+            "size_bytes": size,
+            "n_rows": n_rows,
+            "n_columns": len(schema.columns),
+            "privacy_schema": schema.to_dict(),
+            "load_options": reader.load_options(),
+            "created_by": self.settings.actor,
+            "veil_version": __version__,
+        }
         try:
-            with self.store.session() as session:
+            with self.store.session(lock=True) as session:
+                self._lock_digest(session, digest)
+                archived = self._same_data(session, digest)
+                if archived is not None:
+                    return self._rejoin(session, archived, fields, report)
+                row = DatasetRow(**fields, registration_report=report)
                 session.add(row)
+                session.flush()
+                return DatasetInfo.from_row(row)
         except IntegrityError as exc:  # registered by someone else meanwhile
             raise self._conflict(name) from exc
-        return DatasetInfo.from_row(row)
 
     def _history(self, session: Any, dataset_id: int) -> tuple[int, bool]:
         """Releases charged to a dataset, and whether it has any ledger history at all."""
@@ -357,78 +359,54 @@ class Catalog:
         budget = session.get(PrivacyBudgetRow, dataset_id)
         return int(events or 0), bool(events or changes or budget is not None)
 
-    def _same_data(self, digest: str) -> tuple[DatasetInfo, int] | None:
-        """The registration of the same bytes that holds a ledger (archived ones first).
+    def _lock_digest(self, session: Session, digest: str) -> None:
+        """Serialise registrations of the same bytes (SQLite: the write lock is held already)."""
+        if self.store.backend != "sqlite":
+            session.execute(select(func.pg_advisory_xact_lock(int(digest[:15], 16))))
+
+    @staticmethod
+    def _same_data(session: Session, digest: str) -> DatasetRow | None:
+        """The archived registration of the same bytes, to rejoin (``None``: new data).
 
         Raises:
-            ConflictError: The same bytes are registered under a name with ledger
-                history: a second name would be a second, fresh budget.
+            ConflictError: The same bytes are registered (not archived) already,
+                with or without ledger history: a second name would be a second,
+                fresh budget.
         """
-        with self.store.session() as session:
-            rows = session.scalars(
-                select(DatasetRow)
-                .where(DatasetRow.content_sha256 == digest)
-                .order_by(DatasetRow.id)
-            ).all()
-            found = [(DatasetInfo.from_row(r), *self._history(session, r.id)) for r in rows]
-        for info, releases, _ in found:
-            if info.archived is not None:
-                return info, releases
-        for info, _, has_history in found:
-            if has_history:
-                raise ConflictError(
-                    f"the same data is already registered as '{info.name}', with a privacy budget "
-                    "or releases; a second name would give it a second, fresh budget",
-                    expected="data not registered yet, or the existing registration",
-                    got=f"SHA-256 {info.content_sha256[:16]}... ({info.n_rows:,} rows) of '{info.name}'",
-                    fix=f"fix its declarations with `veil datasets update {info.name} ...` "
-                    "(--bounds, --categories, --categories-from, --id, --qi, --sensitive)",
-                    details={"dataset": info.name},
-                )
-        return (found[0][0], found[0][1]) if found else None
+        rows = session.scalars(
+            select(DatasetRow).where(DatasetRow.content_sha256 == digest).order_by(DatasetRow.id)
+        ).all()
+        active = [r for r in rows if "archived" not in r.registration_report]
+        if active:
+            info = DatasetInfo.from_row(active[0])
+            raise ConflictError(
+                f"the same data is already registered as '{info.name}'; a second name "
+                "would give it a second, fresh privacy budget",
+                expected="data not registered yet (a budget belongs to the data, not to the name)",
+                got=f"SHA-256 {digest[:16]}... ({info.n_rows:,} rows), registered as '{info.name}'",
+                fix=f"use the name '{info.name}', or change its declarations with "
+                f"`veil datasets update {info.name} ...` (--bounds, --categories, "
+                "--categories-from, --id, --qi, --sensitive)",
+                details={"dataset": info.name, "same_data": [r.name for r in active]},
+            )
+        return rows[0] if rows else None
 
-    def _rejoin(  # noqa: PLR0917 - the parts of one registration
-        self,
-        archived: DatasetInfo,
-        name: str,
-        reader: Reader,
-        schema: PrivacySchema,
-        n_rows: int,
-        report: dict[str, Any],
-        digest: str,
-        size: int,
-        version: str,
+    def _rejoin(
+        self, session: Session, row: DatasetRow, fields: dict[str, Any], report: dict[str, Any]
     ) -> DatasetInfo:
-        """Register ``name`` on the archived row of the same data: its ledger carries over."""
-        assert archived.archived is not None  # noqa: S101 - the caller checked
+        """Register the data again on its archived row: its ledger carries over."""
+        archived = row.registration_report["archived"]
         report["rejoined"] = {
-            "name": archived.archived.get("name"),
-            "archived_at": archived.archived.get("at"),
-            "releases": archived.archived.get("releases", 0),
+            "name": archived.get("name"),
+            "archived_at": archived.get("at"),
+            "releases": archived.get("releases", 0),
         }
-        report["history"] = [*archived.report.get("history", []), archived.archived]
-        with self.store.session() as session:
-            row = session.scalars(
-                select(DatasetRow).where(DatasetRow.name == archived.name).with_for_update()
-            ).one_or_none()
-            if row is None or row.content_sha256 != digest:  # changed meanwhile
-                raise self._conflict(name)
-            row.name = name
-            row.format = reader.format
-            row.source = reader.source
-            row.size_bytes = size
-            row.n_rows = n_rows
-            row.n_columns = len(schema.columns)
-            row.privacy_schema = schema.to_dict()
-            row.load_options = reader.load_options()
-            row.registration_report = report
-            row.created_by = self.settings.actor
-            row.veil_version = version
-            try:
-                session.flush()
-            except IntegrityError as exc:
-                raise self._conflict(name) from exc
-            return DatasetInfo.from_row(row)
+        report["history"] = [*row.registration_report.get("history", []), archived]
+        for key, value in fields.items():
+            setattr(row, key, value)
+        row.registration_report = report
+        session.flush()
+        return DatasetInfo.from_row(row)
 
     def remove(self, name: str) -> dict[str, Any]:
         """Remove a registration; the data file is never touched.
@@ -574,6 +552,35 @@ class Catalog:
             got=repr(name),
             fix=f"choose another --name, or inspect it with `veil datasets show {name}`",
         )
+
+
+def same_data_names(
+    source: Session | Store, digest: str, *, exclude: str | None = None
+) -> list[str]:
+    """The active (not archived) registrations of the bytes whose SHA-256 is ``digest``.
+
+    One name at most in a workspace registered under the current rule; two or
+    more only in one registered before it (issue 20). The ledger calls it
+    before giving a dataset a budget: a budget shared out among two names of
+    the same data would be spent twice.
+
+    Args:
+        source: An open session (the caller's transaction) or the store.
+        digest: The content SHA-256 (``DatasetRow.content_sha256``).
+        exclude: A name to leave out (the dataset being given a budget).
+
+    Returns:
+        Their names, oldest registration first.
+    """
+    if isinstance(source, Store):
+        with source.session() as session:
+            return same_data_names(session, digest, exclude=exclude)
+    rows = source.execute(
+        select(DatasetRow.name, DatasetRow.registration_report)
+        .where(DatasetRow.content_sha256 == digest)
+        .order_by(DatasetRow.id)
+    ).all()
+    return [n for n, report in rows if "archived" not in report and n != exclude]
 
 
 def _validate(  # noqa: C901, PLR0912, PLR0915 - one pass, one place: every check a registration makes
