@@ -7,6 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from veil.errors import InvalidInputError
+from veil.ledger._calibrate import SubsampledGaussianAccounting, account_subsampled_gaussian
+from veil.ledger._calibrate import calibrate_noise as ledger_calibrate
 from veil.train import account, calibrate_noise
 from veil.train._accounting import MAX_NOISE_MULTIPLIER
 
@@ -85,3 +87,32 @@ def test_unreachable_target_names_the_knobs():
 def test_bad_parameters_are_refused(target, delta, rate):
     with pytest.raises(InvalidInputError):
         calibrate_noise(target, delta, rate, 100)
+
+
+# ----------------------------------------------------------------------------- one privacy spine
+
+
+def test_train_calibration_is_the_ledgers_one_search():
+    assert calibrate_noise(2.0, DELTA, Q, STEPS) == ledger_calibrate(2.0, DELTA, Q, STEPS)
+    # keyword names of DP-SGD still work
+    assert calibrate_noise(2.0, DELTA, sample_rate=Q, steps=STEPS) == ledger_calibrate(
+        2.0, DELTA, Q, STEPS
+    )
+
+
+def test_privacy_accounting_is_the_shared_report():
+    run = account(Q, SIGMA, STEPS, DELTA, prv=False)
+    assert isinstance(run, SubsampledGaussianAccounting)
+    assert run.sample_rate == run.sampling_rate == Q
+    assert run.epsilon_prv is None
+    assert run.to_dict() == {
+        "sampling_rate": Q,
+        "noise_multiplier": SIGMA,
+        "steps": STEPS,
+        "delta": DELTA,
+        "epsilon": run.epsilon,
+        "epsilon_rdp": run.epsilon_rdp,
+        "epsilon_prv": None,
+    }
+    shared = account_subsampled_gaussian(Q, SIGMA, STEPS, DELTA)
+    assert (run.epsilon, run.epsilon_rdp) == (shared.epsilon, shared.epsilon_rdp)

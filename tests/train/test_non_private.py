@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-import veil.train._accounting as accounting_module
+import veil.ledger._calibrate as calibrate_module
 import veil.train._engine as engine_module
 from veil.cli._app import main
 from veil.errors import InvalidInputError
@@ -47,7 +47,7 @@ def no_calibration(monkeypatch):
 
     monkeypatch.setattr(engine_module, "calibrate_noise", forbidden)
     monkeypatch.setattr(engine_module, "account", forbidden)
-    monkeypatch.setattr(accounting_module, "pld_epsilon", forbidden)
+    monkeypatch.setattr(calibrate_module, "pld_epsilon", forbidden)
     return calls
 
 
@@ -129,13 +129,13 @@ def test_cli_non_private_baseline_is_labelled_and_recorded(capsys, digits):
 def test_calibration_work_is_bounded(monkeypatch, target, rate, steps):
     """docs/train.md: at most 55 PLD evaluations, whatever the target."""
     calls = []
-    real = accounting_module.pld_epsilon
+    real = calibrate_module.pld_epsilon
 
     def counted(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(accounting_module, "pld_epsilon", counted)
+    monkeypatch.setattr(calibrate_module, "pld_epsilon", counted)
     sigma = calibrate_noise(target, 1e-5, sample_rate=rate, steps=steps)
     assert sigma >= MIN_NOISE_MULTIPLIER
     assert len(calls) <= 55

@@ -19,6 +19,9 @@ Veil adds what a hospital network needs on top:
   model replacement (backdoor) and free-riding.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from veil.federated._aggregate import (
     bulyan,
     coordinate_median,
@@ -46,9 +49,32 @@ from veil.federated._privacy import (
     calibrate_user_noise,
     plan_user_dp,
 )
-from veil.federated._run import dropout_rule, federate
-from veil.federated._runner import InProcessGrid
-from veil.federated._server import FederatedResult, plan_privacy, run_federation
+
+if TYPE_CHECKING:
+    from veil.federated._run import dropout_rule, federate
+    from veil.federated._runner import InProcessGrid
+    from veil.federated._server import FederatedResult, plan_privacy, run_federation
+
+# The runner and the server load Flower and torch (seconds): they load on first use, so that
+# `import veil.federated._privacy` (DP-FedAvg's accounting and noise) needs neither.
+_LAZY = {
+    "dropout_rule": "veil.federated._run",
+    "federate": "veil.federated._run",
+    "InProcessGrid": "veil.federated._runner",
+    "FederatedResult": "veil.federated._server",
+    "plan_privacy": "veil.federated._server",
+    "run_federation": "veil.federated._server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ATTACKS",

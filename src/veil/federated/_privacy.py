@@ -65,7 +65,8 @@ the clients; each adds ``N(0, (z C)^2 / m)`` and any ``m`` survivors together
 carry the central noise.
 
 Noise comes only from :class:`GaussianNoise`, a wrapper of
-:class:`veil.train.SecureRandom` (AES-256-CTR under a key from ``os.urandom``).
+:class:`veil._random.SecureRandom` (AES-256-CTR under a key from ``os.urandom``;
+NumPy out, no torch).
 """
 
 from __future__ import annotations
@@ -74,28 +75,30 @@ import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from dp_accounting import dp_event
 
+from veil._random import SecureRandom
 from veil.errors import InvalidInputError, PrivacyLeakWarning, require
 from veil.federated._aggregate import check_whole
 from veil.ledger import (
     Mechanism,
     PLDAccountant,
     PrivacyEvent,
-    RDPAccountant,
     check_delta,
-    check_epsilon,
     check_positive,
     check_probability,
 )
-
-if TYPE_CHECKING:
-    from veil.train import SecureRandom
+from veil.ledger._calibrate import MAX_NOISE_MULTIPLIER as _MAX_NOISE_MULTIPLIER
+from veil.ledger._calibrate import (
+    SubsampledGaussianAccounting,
+    account_subsampled_gaussian,
+    calibrate_noise,
+)
 
 __all__ = [
     "DPFedAvgAggregator",
@@ -114,11 +117,9 @@ __all__ = [
 DEFAULT_TARGET_QUANTILE = 0.5
 DEFAULT_CLIP_LEARNING_RATE = 0.2
 _COUNT_NOISE_FRACTION = 1.0 / 20.0
-# Calibration: noise multipliers searched in [0.05, 50]; answers to within 1 %.
-MAX_NOISE_MULTIPLIER = 50.0
-_MIN_NOISE_MULTIPLIER = 0.05
-_CALIBRATION_TOLERANCE = 1e-2
-_STEP_DOWN = 0.85  # PLD's multiplier for a target is 85-95 % of RDP's in practice
+# Calibration: the ledger's one search for the Poisson-subsampled Gaussian (DP-SGD's too).
+MAX_NOISE_MULTIPLIER = _MAX_NOISE_MULTIPLIER
+_FIX = "run fewer rounds, sample fewer clients per round, or allow a larger epsilon"
 
 
 # ----------------------------------------------------------------------------- validation
@@ -230,18 +231,6 @@ def adaptive_update_noise(noise_multiplier: float, count_noise_multiplier: float
     return float((z**-2 - (2 * sigma_b) ** -2) ** -0.5)
 
 
-def _user_event(sampling_rate: float, noise_multiplier: float, rounds: int) -> Any:
-    return Mechanism.subsampled_gaussian(sampling_rate, noise_multiplier, rounds).dp_event
-
-
-def _pld_epsilon(sampling_rate: float, noise_multiplier: float, rounds: int, delta: float) -> float:
-    return PLDAccountant().epsilon([_user_event(sampling_rate, noise_multiplier, rounds)], delta)
-
-
-def _rdp_epsilon(sampling_rate: float, noise_multiplier: float, rounds: int, delta: float) -> float:
-    return RDPAccountant().epsilon([_user_event(sampling_rate, noise_multiplier, rounds)], delta)
-
-
 def _flower_epsilon(
     population: int, sample_size: int, noise_multiplier: float, rounds: int, delta: float
 ) -> float:
@@ -266,36 +255,67 @@ def _flower_epsilon(
 class UserDPPlan:
     """What a DP-FedAvg run costs each client, by three accountants.
 
+    The epsilon figures are one :class:`~veil.ledger._calibrate.SubsampledGaussianAccounting`
+    (the report DP-SGD's runs have too): PLD charged, RDP and Flower's
+    accountant (``cross_checks["flower"]``) as cross-checks. The properties
+    read it in federated words.
+
     Attributes:
         population: Clients the server samples from (``N``).
-        sampling_rate: Probability that a client takes part in a round (``q``).
-        rounds: Rounds of federated averaging.
-        noise_multiplier: ``z``, the noise multiplier the run is accounted at.
-        delta: The delta every epsilon is stated at.
+        accounting: The run's accounting: ``rounds`` steps at sampling rate
+            ``q`` and noise multiplier ``z``.
         adaptive: Whether the clip adapts (Andrew et al. 2021).
         count_noise_multiplier: ``sigma_b`` for adaptive clipping, else ``None``.
         update_noise_multiplier: The noise multiplier on the updates: ``z``
             with a fixed clip, ``z_delta`` (larger) with adaptive clipping.
         expected_clients: ``q N``, the denominator of every average.
-        epsilon: By PLD, the charged figure.
-        epsilon_rdp: By RDP (``dp_accounting``), the cross-check.
-        epsilon_flower: By Flower's ``RdpAccountant``.
         flower_sampling_rate: The rate Flower accounted, ``round(q N) / N``.
     """
 
     population: int
-    sampling_rate: float
-    rounds: int
-    noise_multiplier: float
-    delta: float
+    accounting: SubsampledGaussianAccounting
     adaptive: bool
     count_noise_multiplier: float | None
     update_noise_multiplier: float
     expected_clients: float
-    epsilon: float
-    epsilon_rdp: float
-    epsilon_flower: float
     flower_sampling_rate: float
+
+    @property
+    def sampling_rate(self) -> float:
+        """``q``: the probability that a client takes part in a round."""
+        return self.accounting.sampling_rate
+
+    @property
+    def rounds(self) -> int:
+        """Rounds of federated averaging (the accounting's steps)."""
+        return self.accounting.steps
+
+    @property
+    def noise_multiplier(self) -> float:
+        """``z``, the noise multiplier the run is accounted at."""
+        return self.accounting.noise_multiplier
+
+    @property
+    def delta(self) -> float:
+        """The delta every epsilon is stated at."""
+        return self.accounting.delta
+
+    @property
+    def epsilon(self) -> float:
+        """By PLD: the charged figure."""
+        return self.accounting.epsilon
+
+    @property
+    def epsilon_rdp(self) -> float:
+        """By RDP (``dp_accounting``): the cross-check."""
+        return self.accounting.epsilon_rdp
+
+    @property
+    def epsilon_flower(self) -> float:
+        """By Flower's ``RdpAccountant`` (at :attr:`flower_sampling_rate`)."""
+        flower = self.accounting.cross_checks["flower"]
+        assert flower is not None  # noqa: S101 - plan_user_dp always runs Flower's accountant
+        return flower
 
     def mechanism(self) -> Mechanism:
         """The run as one ledger mechanism: ``rounds`` Poisson-subsampled Gaussians with ``z``."""
@@ -328,19 +348,17 @@ class UserDPPlan:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the accounting's figures (``epsilon``, ``epsilon_rdp``,
+        ``epsilon_flower``, ...) with ``rounds`` for its steps, and the plan's own fields."""
+        figures = self.accounting.to_dict()
+        figures["rounds"] = figures.pop("steps")
         return {
             "population": self.population,
-            "sampling_rate": self.sampling_rate,
-            "rounds": self.rounds,
-            "noise_multiplier": self.noise_multiplier,
-            "delta": self.delta,
+            **figures,
             "adaptive": self.adaptive,
             "count_noise_multiplier": self.count_noise_multiplier,
             "update_noise_multiplier": self.update_noise_multiplier,
             "expected_clients": self.expected_clients,
-            "epsilon": self.epsilon,
-            "epsilon_rdp": self.epsilon_rdp,
-            "epsilon_flower": self.epsilon_flower,
             "flower_sampling_rate": self.flower_sampling_rate,
         }
 
@@ -409,21 +427,16 @@ def plan_user_dp(
             fix="pass adaptive=True, or drop count_noise_multiplier",
         )
     sample_size = round(rate * population)
-    with _quiet_absl():
-        epsilon_rdp = _rdp_epsilon(rate, z, rounds, delta)
+    flower = _flower_epsilon(population, sample_size, z, rounds, delta)
     return UserDPPlan(
         population=population,
-        sampling_rate=rate,
-        rounds=rounds,
-        noise_multiplier=z,
-        delta=delta,
+        accounting=account_subsampled_gaussian(
+            rate, z, rounds, delta, cross_checks={"flower": flower}
+        ),
         adaptive=adaptive,
         count_noise_multiplier=sigma_b,
         update_noise_multiplier=update_z,
         expected_clients=expected,
-        epsilon=_pld_epsilon(rate, z, rounds, delta),
-        epsilon_rdp=epsilon_rdp,
-        epsilon_flower=_flower_epsilon(population, sample_size, z, rounds, delta),
         flower_sampling_rate=sample_size / population,
     )
 
@@ -436,80 +449,40 @@ def calibrate_user_noise(
     *,
     max_noise_multiplier: float = MAX_NOISE_MULTIPLIER,
 ) -> float:
-    """The smallest noise multiplier (to 1 %) whose client-level PLD epsilon is at most the target.
+    """The smallest noise multiplier (to 0.1 %) whose client-level PLD epsilon is at most the target.
 
-    The answer ``z`` satisfies ``epsilon(z) <= target_epsilon`` and
-    ``epsilon(z / 1.01) > target_epsilon`` (or ``z`` is the floor 0.05). With
-    adaptive clipping pass ``z`` to :func:`plan_user_dp`; the updates then get
-    :func:`adaptive_update_noise`.
+    :func:`veil.ledger._calibrate.calibrate_noise` (the one search, shared with
+    DP-SGD: a round is a step), with the knobs of an unreachable target named
+    in federated words. The answer ``z`` satisfies ``epsilon(z) <= target_epsilon``
+    and ``epsilon(z / 1.001) > target_epsilon`` (or ``z`` is the floor 0.05).
+    With adaptive clipping pass ``z`` to :func:`plan_user_dp`; the updates then
+    get :func:`adaptive_update_noise`.
 
     Raises:
         InvalidInputError: The target needs more noise than
-            ``max_noise_multiplier`` (the message says which knob to turn), or
-            a parameter is out of range.
+            ``max_noise_multiplier`` (the message says which knob to turn), is
+            above epsilon 100, or a parameter is out of range.
     """
-    target = check_epsilon(target_epsilon)
-    delta = check_delta(delta, allow_zero=False)
-    rate = _sampling_rate(sampling_rate)
-    rounds = _whole(rounds, "rounds")
-    high = check_positive(max_noise_multiplier, "max_noise_multiplier")
-
-    def pld(z: float) -> float:
-        return _pld_epsilon(rate, z, rounds, delta)
-
-    def rdp(z: float) -> float:
-        with _quiet_absl():
-            return _rdp_epsilon(rate, z, rounds, delta)
-
-    at_high = pld(high)
-    if at_high > target:
-        raise InvalidInputError(
-            f"epsilon {target:g} is out of reach for {rounds} rounds at sampling rate {rate:.3g}",
-            expected=f"a target that noise multiplier <= {high:g} can meet",
-            got=f"epsilon {at_high:.3g} even at noise multiplier {high:g}",
-            fix="run fewer rounds, sample fewer clients per round, or allow a larger epsilon",
-            details={"epsilon_at_max_noise": at_high, "rounds": rounds, "sampling_rate": rate},
-        )
-    # RDP is cheap and never tighter than PLD, so its multiplier for the target is a valid
-    # upper end; PLD (slow at small multipliers) then only runs near the answer.
-    rdp_z = _bisect(lambda z: rdp(z) <= target, _MIN_NOISE_MULTIPLIER, high, tolerance=0.05)
-    if pld(rdp_z) <= target:
-        high = rdp_z
-    low = max(high * _STEP_DOWN, _MIN_NOISE_MULTIPLIER)
-    while pld(low) <= target:
-        high = low
-        if low <= _MIN_NOISE_MULTIPLIER:
-            return high
-        low = max(low * _STEP_DOWN, _MIN_NOISE_MULTIPLIER)
-    return _bisect(lambda z: pld(z) <= target, low, high)
-
-
-def _bisect(
-    fits: Callable[[float], bool],
-    low: float,
-    high: float,
-    *,
-    tolerance: float = _CALIBRATION_TOLERANCE,
-) -> float:
-    """The smallest z in [low, high] (to ``tolerance``) with ``fits``; ``fits(high)`` holds."""
-    while high / low > 1 + tolerance:
-        mid = math.sqrt(low * high)
-        if fits(mid):
-            high = mid
-        else:
-            low = mid
-    return high
+    return calibrate_noise(
+        target_epsilon,
+        delta,
+        sampling_rate,
+        rounds,
+        max_noise_multiplier=max_noise_multiplier,
+        fix=_FIX,
+    )
 
 
 # ----------------------------------------------------------------------------- noise and clipping
 
 
 class GaussianNoise:
-    """Gaussian noise for federated DP from :class:`veil.train.SecureRandom` (AES-256-CTR).
+    """Gaussian noise for federated DP from :class:`veil._random.SecureRandom` (AES-256-CTR).
 
     The same source serves the server's Poisson sampling of clients
     (:attr:`random`, ``bernoulli``): amplification by subsampling assumes
-    nobody can predict who is drawn.
+    nobody can predict who is drawn. Drawing needs NumPy and ``cryptography``
+    only, not torch.
 
     Args:
         seed: ``None`` (default) keys the stream from the operating system's
@@ -519,11 +492,8 @@ class GaussianNoise:
     """
 
     def __init__(self, seed: int | None = None) -> None:
-        # veil.train pulls in torch and the DP-SGD pipeline (seconds): only noise needs it.
-        from veil.train import SecureRandom  # noqa: PLC0415
-
         if seed is None:
-            self.random: SecureRandom = SecureRandom()
+            self.random = SecureRandom()
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PrivacyLeakWarning)
@@ -543,7 +513,7 @@ class GaussianNoise:
         for dim in dims:
             _whole(dim, "shape dimension", minimum=0)
         count = math.prod(int(d) for d in dims)
-        values = self.random.normal(count, std).numpy().astype(np.float64)
+        values = self.random.normal(count, std).astype(np.float64)
         return values.reshape(tuple(int(d) for d in dims))
 
 

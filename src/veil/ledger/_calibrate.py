@@ -1,0 +1,307 @@
+"""One noise calibration and one accounting report for the Poisson-subsampled Gaussian.
+
+DP-SGD (a record drawn with probability ``q`` per step, ``steps`` steps) and
+DP-FedAvg (a client drawn with probability ``q`` per round, ``rounds``
+rounds) release the same mechanism: ``steps`` self-compositions of a
+Poisson-subsampled Gaussian with noise multiplier ``z``. So both are
+calibrated by one search, :func:`calibrate_noise`, and reported in one shape,
+:class:`SubsampledGaussianAccounting`:
+
+* **PLD** (:class:`~veil.ledger.PLDAccountant`, pessimistic discretisation):
+  the figure the ledger charges, and the one the calibration meets;
+* **RDP** (:class:`~veil.ledger.RDPAccountant`): an independent analysis,
+  never tighter, cheap at any ``z``: it brackets the search and is reported;
+* ``cross_checks``: further accountants a caller runs on the same mechanism
+  (Opacus's PRV for DP-SGD, Flower's RDP for federated averaging), reported,
+  never charged.
+
+>>> z = calibrate_noise(3.0, 1e-5, 256 / 60000, 2340)
+>>> report = account_subsampled_gaussian(256 / 60000, z, 2340, 1e-5)
+>>> report.epsilon <= 3.0 < account_subsampled_gaussian(256 / 60000, z / 1.001, 2340, 1e-5).epsilon
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Self
+
+from dp_accounting import dp_event
+
+from veil.errors import InvalidInputError
+from veil.ledger._accountants import PLDAccountant, RDPAccountant
+from veil.ledger._events import Mechanism
+from veil.ledger._params import check_delta, check_positive, check_release_epsilon
+
+__all__ = [
+    "CALIBRATION_TOLERANCE",
+    "MAX_NOISE_MULTIPLIER",
+    "MIN_NOISE_MULTIPLIER",
+    "SubsampledGaussianAccounting",
+    "account_subsampled_gaussian",
+    "calibrate_noise",
+    "pld_epsilon",
+    "rdp_epsilon",
+]
+
+# A noise multiplier above this drowns any signal in the clipped updates: asking for more is
+# refused, with the knobs to change (fewer steps, a smaller sampling rate, a bigger epsilon).
+MAX_NOISE_MULTIPLIER = 50.0
+# The floor of the search: below it every PLD evaluation grows with 1 / z^2 (24 GB at a target
+# of epsilon 1e4), for a run that is private in name only. A target whose answer would lie
+# below it gets the floor.
+MIN_NOISE_MULTIPLIER = 0.05
+# The answer z is the smallest to this relative tolerance: z / (1 + tolerance) overshoots.
+CALIBRATION_TOLERANCE = 1e-3
+_RDP_TOLERANCE = 1e-2
+_STEP_DOWN = 0.85  # PLD's z for a target is 70-95 % of RDP's in practice
+_DEFAULT_FIX = "take fewer steps, sample a smaller fraction per step, or allow a larger epsilon"
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _sampling_rate(value: object) -> float:
+    fix = (
+        "pass the probability that one unit is drawn per step, such as 0.01 "
+        "(DP-SGD: batch size / dataset size; federated: the fraction of clients per round)"
+    )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(
+            "sampling rate must be a number", expected="0 < q <= 1", got=repr(value), fix=fix
+        )
+    rate = float(value)
+    if not (math.isfinite(rate) and 0 < rate <= 1):
+        raise InvalidInputError(
+            "sampling rate out of range", expected="0 < q <= 1", got=repr(value), fix=fix
+        )
+    return rate
+
+
+def _steps(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(
+            "steps must be a whole number >= 1",
+            expected="an int >= 1 (DP-SGD steps, or federated rounds)",
+            got=repr(value),
+        )
+    return value
+
+
+def _event(sampling_rate: float, noise_multiplier: float, steps: int) -> dp_event.DpEvent:
+    return Mechanism.subsampled_gaussian(sampling_rate, noise_multiplier, steps).dp_event
+
+
+# ----------------------------------------------------------------------------- accountants
+
+
+def pld_epsilon(sampling_rate: float, noise_multiplier: float, steps: int, delta: float) -> float:
+    """Epsilon by PLD (the charged figure) of ``steps`` Poisson-subsampled Gaussians."""
+    return PLDAccountant().epsilon([_event(sampling_rate, noise_multiplier, steps)], delta)
+
+
+def rdp_epsilon(sampling_rate: float, noise_multiplier: float, steps: int, delta: float) -> float:
+    """Epsilon by RDP (never tighter than PLD) of ``steps`` Poisson-subsampled Gaussians."""
+    return RDPAccountant().epsilon([_event(sampling_rate, noise_multiplier, steps)], delta)
+
+
+@dataclass(frozen=True)
+class SubsampledGaussianAccounting:
+    """What ``steps`` Poisson-subsampled Gaussians cost, by each accountant.
+
+    Attributes:
+        sampling_rate: ``q``, the probability that one unit (a record, a client) is drawn.
+        noise_multiplier: ``z``, the noise standard deviation over the sensitivity.
+        steps: DP-SGD steps, or federated rounds.
+        delta: The delta every epsilon is stated at.
+        epsilon: By PLD: the charged figure.
+        epsilon_rdp: By RDP: the cross-check, never tighter.
+        cross_checks: Further accountants by name (``"prv"``, ``"flower"``),
+            ``None`` where one could not run; :meth:`to_dict` writes each as
+            ``epsilon_<name>``.
+    """
+
+    sampling_rate: float
+    noise_multiplier: float
+    steps: int
+    delta: float
+    epsilon: float
+    epsilon_rdp: float
+    cross_checks: dict[str, float | None] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        for name in self.cross_checks:
+            if not (isinstance(name, str) and name.isidentifier() and name.islower()):
+                raise InvalidInputError(
+                    "a cross-check needs a lower-case name",
+                    expected="a name such as 'prv' or 'flower'",
+                    got=repr(name),
+                )
+            if name in ("rdp", "pld"):
+                raise InvalidInputError(
+                    f"'{name}' is reported already",
+                    expected="a cross-check other than PLD and RDP",
+                    got=repr(name),
+                )
+        object.__setattr__(self, "cross_checks", dict(self.cross_checks))  # a private copy
+
+    @classmethod
+    def compute(
+        cls,
+        sampling_rate: float,
+        noise_multiplier: float,
+        steps: int,
+        delta: float,
+        *,
+        cross_checks: Mapping[str, float | None] | None = None,
+    ) -> Self:
+        """PLD and RDP of the mechanism, with the caller's ``cross_checks`` attached.
+
+        Raises:
+            InvalidInputError: A parameter is out of range.
+        """
+        rate = _sampling_rate(sampling_rate)
+        z = check_positive(noise_multiplier, "noise_multiplier")
+        steps = _steps(steps)
+        delta = check_delta(delta, allow_zero=False)
+        return cls(
+            sampling_rate=rate,
+            noise_multiplier=z,
+            steps=steps,
+            delta=delta,
+            epsilon=pld_epsilon(rate, z, steps, delta),
+            epsilon_rdp=rdp_epsilon(rate, z, steps, delta),
+            cross_checks=dict(cross_checks or {}),
+        )
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        """JSON-ready: the parameters, ``epsilon``, ``epsilon_rdp`` and ``epsilon_<cross check>``."""
+        return {
+            "sampling_rate": self.sampling_rate,
+            "noise_multiplier": self.noise_multiplier,
+            "steps": self.steps,
+            "delta": self.delta,
+            "epsilon": self.epsilon,
+            "epsilon_rdp": self.epsilon_rdp,
+            **{f"epsilon_{name}": value for name, value in self.cross_checks.items()},
+        }
+
+
+def account_subsampled_gaussian(
+    sampling_rate: float,
+    noise_multiplier: float,
+    steps: int,
+    delta: float,
+    *,
+    cross_checks: Mapping[str, float | None] | None = None,
+) -> SubsampledGaussianAccounting:
+    """The :class:`SubsampledGaussianAccounting` of ``steps`` Poisson-subsampled Gaussians.
+
+    Raises:
+        InvalidInputError: A parameter is out of range.
+    """
+    return SubsampledGaussianAccounting.compute(
+        sampling_rate, noise_multiplier, steps, delta, cross_checks=cross_checks
+    )
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def calibrate_noise(
+    target_epsilon: float,
+    delta: float,
+    sampling_rate: float,
+    steps: int,
+    *,
+    max_noise_multiplier: float = MAX_NOISE_MULTIPLIER,
+    fix: str = _DEFAULT_FIX,
+) -> float:
+    """The smallest noise multiplier (to 0.1 %) whose PLD epsilon is at most ``target_epsilon``.
+
+    The answer ``z`` satisfies ``epsilon(z) <= target_epsilon`` and
+    ``epsilon(z / 1.001) > target_epsilon``, or ``z`` is the floor 0.05 (a
+    target that needs less noise gets the floor). The work is bounded for any
+    target: targets above ``MAX_RELEASE_EPSILON`` (100) are refused before any
+    accounting runs, the search never evaluates a noise multiplier below the
+    floor, and it takes at most 55 PLD evaluations (RDP, cheap and never
+    tighter, gives the upper end; then a step-down of 15 % per evaluation
+    to the floor at most, then a bisection to 0.1 %).
+
+    Args:
+        target_epsilon: The epsilon to meet, in (0, 100].
+        delta: The delta to meet it at, in (0, 1).
+        sampling_rate: ``q`` in (0, 1].
+        steps: DP-SGD steps or federated rounds, >= 1.
+        max_noise_multiplier: The largest ``z`` to consider.
+        fix: How to make an unreachable target reachable, in the caller's
+            words (the knobs: fewer steps, a smaller rate, a larger epsilon).
+
+    Raises:
+        InvalidInputError: The target needs more noise than ``max_noise_multiplier``
+            (the message says which knob to turn, ``fix``), is above epsilon
+            100, or a parameter is out of range.
+    """
+    target = check_release_epsilon(target_epsilon, "target_epsilon")
+    delta = check_delta(delta, allow_zero=False)
+    rate = _sampling_rate(sampling_rate)
+    steps = _steps(steps)
+    high = check_positive(max_noise_multiplier, "max_noise_multiplier")
+    if high < MIN_NOISE_MULTIPLIER:
+        raise InvalidInputError(
+            "max_noise_multiplier is below the floor of the search",
+            expected=f"max_noise_multiplier >= {MIN_NOISE_MULTIPLIER:g}",
+            got=repr(max_noise_multiplier),
+        )
+
+    def pld(z: float) -> float:
+        return pld_epsilon(rate, z, steps, delta)
+
+    at_high = pld(high)
+    if at_high > target:
+        raise InvalidInputError(
+            f"epsilon {target:g} is out of reach for {steps} steps at sampling rate {rate:.3g}",
+            expected=f"a target that noise multiplier <= {high:g} can meet",
+            got=f"epsilon {at_high:.3g} even at noise multiplier {high:g}",
+            fix=fix,
+            details={"epsilon_at_max_noise": at_high, "steps": steps, "sampling_rate": rate},
+        )
+    # PLD is slow at small z (10 s and more below 0.1), RDP is cheap everywhere and never
+    # tighter than PLD: so RDP's z for the target is a valid upper end, and PLD only runs
+    # near the answer. Step down from there until PLD overshoots, then bisect with PLD.
+    rdp_z = _bisect(
+        lambda z: rdp_epsilon(rate, z, steps, delta) <= target,
+        MIN_NOISE_MULTIPLIER,
+        high,
+        tolerance=_RDP_TOLERANCE,
+    )
+    if pld(rdp_z) <= target:
+        high = rdp_z
+    low = max(high * _STEP_DOWN, MIN_NOISE_MULTIPLIER)
+    while low < high and pld(low) <= target:
+        high = low
+        if low <= MIN_NOISE_MULTIPLIER:
+            return high
+        low = max(low * _STEP_DOWN, MIN_NOISE_MULTIPLIER)
+    if low >= high:  # high is the floor itself, and it meets the target
+        return high
+    return _bisect(lambda z: pld(z) <= target, low, high)
+
+
+def _bisect(
+    fits: Callable[[float], bool],
+    low: float,
+    high: float,
+    *,
+    tolerance: float = CALIBRATION_TOLERANCE,
+) -> float:
+    """The smallest z in [low, high] (to ``tolerance``) with ``fits``; ``fits(high)`` holds."""
+    while high / low > 1 + tolerance:
+        mid = math.sqrt(low * high)
+        if fits(mid):
+            high = mid
+        else:
+            low = mid
+    return high
