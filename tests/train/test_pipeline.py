@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import struct
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from veil.data import Catalog
+from veil.data import Catalog, load_mnist
 from veil.errors import (
     BudgetExceededError,
     ConflictError,
@@ -29,8 +32,9 @@ def setup(request, tmp_path):
     )
     store = Store.open(url, upgrade=True)
     catalog = Catalog(store)
-    catalog.add("sklearn:digits", name="digits")
-    catalog.add("sklearn:digits", name="digits-copy")  # no budget: its accuracy query is refused
+    catalog.add("sklearn:digits", name="digits", split="train")
+    # Held out, and no budget here: a DP test accuracy on it is refused (a test sets one).
+    catalog.add("sklearn:digits", name="digits-test", split="test")
     catalog.add(
         "sklearn:iris",
         name="iris",
@@ -56,8 +60,8 @@ def test_train_charges_one_event_and_saves_the_card(setup):
     assert entry["operation"] == "training"
     (mechanism,) = entry["mechanisms"]
     assert mechanism["name"] == "poisson_subsampled_gaussian"
-    assert mechanism["parameters"]["sampling_rate"] == pytest.approx(100 / 1797)
-    assert mechanism["parameters"]["steps"] == 3 * 18
+    assert mechanism["parameters"]["sampling_rate"] == pytest.approx(100 / 1198)
+    assert mechanism["parameters"]["steps"] == 3 * 12  # 1,198 training images, batches of 100
     card = trained.card
     assert card.ledger_event_id == entries[0].id
     assert card.epsilon == pytest.approx(entries[0].epsilon) and card.epsilon <= 2.0
@@ -117,7 +121,7 @@ def test_over_budget_is_refused_before_training_and_saves_nothing(setup):
         ({"features": ["digit"]}, InvalidInputError, "cannot be a feature"),
         ({"test": "nowhere"}, NotFoundError, "no dataset named"),
         ({"test": "digits"}, InvalidInputError, "the test set is the training set"),
-        ({"test": "digits-copy"}, BudgetExceededError, "digits-copy"),
+        ({"test": "digits-test"}, BudgetExceededError, "digits-test"),
         (
             {"config": DPConfig(epochs=500, batch_size=1000, epsilon=0.01, delta=1e-4)},
             InvalidInputError,
@@ -152,15 +156,26 @@ def test_undeclared_columns_are_left_out_and_said(setup):
         dataset_tensors(catalog, "iris", features=["petal width (cm)"])
 
 
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """An uncompressed IDX file of uint8 (MNIST's format): magic, one uint32 per dimension, data."""
+    header = b"\x00\x00\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("model", "floor"), [("mlp", 0.5), ("scatternet", 0.8)])
 def test_mnist_images_train_with_a_test_set(tmp_path, shared_data, model, floor):
     store = Store.open(f"sqlite:///{tmp_path / 'm.db'}", upgrade=True)
     catalog = Catalog(store)
     catalog.add(shared_data / "mnist", name="mnist-test", format="mnist", split="test")
-    # The same file once more as the "held-out" set: this test checks the mechanics of a DP
-    # test accuracy, not generalisation (a real held-out set is another file or split).
-    catalog.add(shared_data / "mnist", name="holdout", format="mnist", split="test")
+    # Held out: 2,000 images of MNIST's train split, written as their own IDX files (the same
+    # file twice would be one dataset: a budget belongs to the data, not to the name).
+    train = load_mnist(shared_data / "mnist", split="train")
+    holdout = tmp_path / "holdout"
+    holdout.mkdir()
+    _write_idx(holdout / "t10k-images-idx3-ubyte", train.images[:2000])
+    _write_idx(holdout / "t10k-labels-idx1-ubyte", train.labels[:2000])
+    catalog.add(holdout, name="holdout", format="mnist", split="test")
     ledger = Ledger(store)
     ledger.set_budget("mnist-test", Budget(epsilon=3.0, delta=1e-5))
     ledger.set_budget("holdout", Budget(epsilon=1.0, delta=1e-5))

@@ -111,7 +111,7 @@ def train(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Train with DP-SGD; the dataset's ledger is charged before training starts."""
+    """Train with DP-SGD; the budget is charged (the model and its --test accuracy together) first."""
     _check_privacy_choice(epsilon, non_private=non_private)
     require("torch", extra="train", purpose="veil train")
     from veil.ledger import Ledger  # noqa: PLC0415
@@ -144,7 +144,8 @@ def train(
     from veil.data import Catalog  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
 
     catalog = Catalog.open(workspace)
-    ledger = Ledger(catalog.store, workspace.settings)
+    # The workspace ledger is the budget gate; its key seals its checkpoints (as `veil budget`'s).
+    ledger = Ledger(catalog.store, workspace.settings, key=workspace.keys.get("ledger"))
     registry = ModelRegistry.for_workspace(workspace)
     model_name = name or (
         f"{dataset}-{model}-nonprivate" if non_private else f"{dataset}-{model}-eps{epsilon:g}"

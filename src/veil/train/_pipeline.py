@@ -1,10 +1,19 @@
-"""Train a private model on a registered dataset, charging its ledger first.
+"""Train a private model on a registered dataset, charging its budget first.
 
 The order is the point: every check that can refuse (the data, the model's
 layers, a target epsilon out of reach, a model name already taken) runs
-*before* :meth:`Ledger.charge`, and the charge runs before the first gradient
-is computed. A refusal therefore spends nothing; a run that fails after the
-charge is over-counted, never under-counted (the ledger's rule).
+*before* the budget gate (:class:`~veil.ledger.BudgetGuard`) is charged, and
+the charge runs before the first gradient is computed. A refusal therefore
+spends nothing; a run that fails after the charge is over-counted, never
+under-counted (the ledger's rule).
+
+A DP model and its DP test accuracy are one release: both are previewed
+before the slow part and charged in one transaction (``charge_many``), so a
+test set that cannot pay for the accuracy refuses the whole run and neither
+budget changes. A non-private baseline spends nothing, so only its test
+accuracy is charged: it is previewed first, the baseline is recorded, then
+the accuracy is charged; a refused accuracy (another release spent the test
+budget in between) leaves only the baseline's record, which spends nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from veil import __version__
 from veil.data import Catalog, DatasetInfo
 from veil.dp import LaplaceMechanism
 from veil.errors import InvalidInputError, SchemaError
-from veil.ledger import Ledger, PrivacyEvent
+from veil.ledger import BudgetGuard, Charge, PrivacyEvent, Receipt
 from veil.progress import ProgressCallback
 from veil.train._artifact import ModelRegistry, PrivacyCard
 from veil.train._clip import PerSampleClipper
@@ -220,7 +229,7 @@ class TrainedModel:
 
 def fit_private(
     catalog: Catalog,
-    ledger: Ledger,
+    guard: BudgetGuard,
     registry: ModelRegistry,
     dataset: str,
     config: DPConfig,
@@ -235,7 +244,17 @@ def fit_private(
     test_epsilon: float = 0.1,
     progress: ProgressCallback | None = None,
 ) -> TrainedModel:
-    """Train a DP model on ``dataset``: check everything, charge the ledger, train, save with its card."""
+    """Train a DP model on ``dataset``: check everything, charge ``guard``, train, save with its card.
+
+    ``guard`` is the budget gate: the workspace :class:`~veil.ledger.Ledger`
+    (what ``veil train`` passes) or a :class:`~veil.ledger.LocalBudget`. The
+    model (charged to ``dataset``) and its DP test accuracy (charged to
+    ``test``) are one release: one transaction, recorded whole or not at all.
+
+    Raises:
+        BudgetExceededError: ``dataset`` or ``test`` cannot pay (nothing is
+            charged, nothing is trained or saved).
+    """
     registry.check_name(name)
     registry.refuse_existing(name)
     info = catalog.get(dataset)
@@ -281,14 +300,17 @@ def fit_private(
                 got=f"classes {list(testing.classes)} and input shape {testing.input_shape}",
             )
     plan = plan_training(config, data.inputs.shape[0])
-    event = None
+    charges: list[Charge] = []
     if config.private:
-        event = plan.event(
-            f"DP-SGD model '{name}' ({model}) on '{dataset}'",
-            details={"model": name, "architecture": model, "label": data.label},
+        charges.append(
+            (
+                dataset,
+                plan.event(
+                    f"DP-SGD model '{name}' ({model}) on '{dataset}'",
+                    details={"model": name, "architecture": model, "label": data.label},
+                ),
+            )
         )
-        ledger.preview(dataset, event)  # refuses an over-budget run before the slow part
-    test_event = None
     if accuracy_query is not None and test is not None:
         # Test accuracy is a count over the test set's records: a DP count, charged to that set.
         test_event = PrivacyEvent(
@@ -298,22 +320,20 @@ def fit_private(
             operation="query",
             details={"model": name, "training_dataset": dataset},
         )
-        ledger.preview(test, test_event)
+        charges.append((test, test_event))
+    if charges:
+        # Both charges together, as they will be made: refuses before the slow part.
+        guard.preview_many(charges)
     # A fixed per-example front end (scattering) is pre-processing: applied once, no privacy cost.
     trainable, inputs = fixed_features(net, data.inputs, progress)
-    if event is not None:
-        receipt = ledger.charge(dataset, event, purpose=purpose)
-    else:
-        # A non-private baseline spends no budget, but the history shows that it ran.
-        receipt = ledger.record_non_private(
+    baseline = None
+    if not config.private:
+        baseline = (
             dataset,
             f"NOT PRIVATE baseline model '{name}' ({model}) on '{dataset}'",
-            purpose=purpose,
-            details={"model": name, "architecture": model, "label": data.label},
+            {"model": name, "architecture": model, "label": data.label},
         )
-    test_receipt = None
-    if test_event is not None and test is not None:
-        test_receipt = ledger.charge(test, test_event, purpose=f"{purpose}: test accuracy")
+    receipt, test_receipt = _charge(guard, charges, baseline=baseline, purpose=purpose)
     report = train(
         trainable, inputs, data.targets, plan, n_classes=len(data.classes), progress=progress
     )
@@ -364,6 +384,32 @@ def fit_private(
     }
     registry.save(name, net, meta, card)
     return TrainedModel(name=name, model=net, card=card, report=report, notes=data.notes)
+
+
+def _charge(
+    guard: BudgetGuard,
+    charges: list[Charge],
+    *,
+    baseline: tuple[str, str, dict[str, Any]] | None,
+    purpose: str,
+) -> tuple[Receipt, Receipt | None]:
+    """Charge the run: the model's receipt, and its test accuracy's (``None`` without a test set).
+
+    ``baseline`` (dataset, what, details) marks a non-private run; ``charges``
+    then holds only the test accuracy, if any.
+    """
+    if baseline is None:
+        # The model and its DP test accuracy are one release: one transaction, all or nothing.
+        receipts = guard.charge_many(charges, purpose=purpose)
+        return receipts[0], receipts[1] if len(receipts) > 1 else None
+    # A non-private baseline spends no budget, but the history shows that it ran. Its test
+    # accuracy (previewed already) is charged after the record, so that a charged accuracy
+    # always has its baseline in the history; a refusal there (another release spent the test
+    # budget since the preview) leaves only the record, which spends nothing.
+    dataset, what, details = baseline
+    receipt = guard.record_non_private(dataset, what, purpose=purpose, details=details)
+    test_receipt = guard.charge_many(charges, purpose=purpose)[0] if charges else None
+    return receipt, test_receipt
 
 
 @dataclass(frozen=True)
