@@ -174,8 +174,10 @@ def test_a_test_set_that_cannot_pay_refuses_the_whole_run(store, tmp_path, seed,
     assert registry.list() == []
 
 
-def test_a_test_set_already_short_is_refused_before_scattering(store, tmp_path, seed):
-    # The preview refuses both charges together before the slow part: nothing is scattered.
+@pytest.mark.parametrize("private", [True, False], ids=["private", "non-private"])
+def test_a_test_set_already_short_is_refused_before_scattering(store, tmp_path, seed, private):
+    # The preview refuses the charges before the slow part: nothing is scattered, and a
+    # baseline is not even recorded (its accuracy is previewed before the record).
     catalog, ledger = _images(store, tmp_path, seed, test_budget=0.05)
     events: list[ProgressEvent] = []
     with pytest.raises(BudgetExceededError, match="images-test"):
@@ -184,7 +186,9 @@ def test_a_test_set_already_short_is_refused_before_scattering(store, tmp_path, 
             ledger,
             ModelRegistry(tmp_path / "models"),
             "images",
-            DPConfig(epochs=1, batch_size=50, epsilon=2.0, delta=1e-4),
+            DPConfig(epochs=1, batch_size=50, epsilon=2.0, delta=1e-4)
+            if private
+            else DPConfig(epochs=1, batch_size=50, private=False, sampling="shuffle"),
             name="early",
             model="scatternet",
             test="images-test",
