@@ -166,13 +166,13 @@ def test_central_dp_run_is_charged_to_the_ledger_once(workspace):
         ledger_dataset="digits-fl",
         secure_rng=True,
     )
-    result = federate(config)
+    result = federate(config, guard=ledger)
     entries = ledger.entries("digits-fl")
     assert len(entries) == 1 and entries[0].operation == "federated"
     assert entries[0].epsilon == pytest.approx(result.privacy["epsilon"])
     assert result.privacy["epsilon_rdp"] >= result.privacy["epsilon"]
     with pytest.raises(BudgetExceededError):  # a run that would overspend never starts
-        federate(config.replace(rounds=40))  # epsilon 33 (under the cap of 100 per release)
+        federate(config.replace(rounds=40), guard=ledger)  # epsilon 33 (under the cap of 100)
     assert len(ledger.entries("digits-fl")) == 1
 
 

@@ -422,7 +422,7 @@ def _federated(tour: Tour, catalog: Catalog, store: Store) -> None:
         delta=1e-4,
         ledger_dataset="digits",
     )
-    result = federate(config, ledger=ledger)
+    result = federate(config, guard=ledger)
     tour.step(
         title,
         time.perf_counter() - started,

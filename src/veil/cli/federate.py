@@ -9,7 +9,6 @@ flags too, and ``--set KEY=VALUE`` reaches the rest.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -94,6 +93,12 @@ def render_result(payload: dict[str, Any]) -> None:
         if privacy.get("charged"):
             line += f", charged to the ledger of '{privacy['ledger']['dataset']}'"
         out.print(line)
+    data = payload.get("data") or {}
+    if data.get("dataset") and data.get("nodes"):
+        out.print(
+            f"data: SHA-256 {str(data['sha256'])[:16]}... of '{data['dataset']}', checked on the "
+            f"server and {len(data['nodes'])} clients before round 1"
+        )
     for item in payload.get("rejected", []):
         out.print(
             f"[yellow]round {item['round']}: update of node {item['node']} rejected: {item['reason']}[/yellow]"
@@ -215,12 +220,19 @@ def federate(
         raise InvalidInputError(
             "choose one mode", expected="--simulate, --ray or --deploy", got="several"
         )
+    # The workspace's ledger is the run's budget gate; the run is bound to the data it charges.
+    guard = _workspace_ledger() if run_config.ledger_dataset is not None else None
     if deploy:
-        payload = _deploy(run_config, superlink, credentials)
+        from veil.federated._deploy import DeployCredentials  # noqa: PLC0415
+        from veil.federated._run import federate_deployed  # noqa: PLC0415
+
+        payload = federate_deployed(
+            run_config, superlink, DeployCredentials.load(credentials), guard=guard
+        )
     else:
         mode = "ray" if ray else "simulate"
         with progress_bar() as progress:
-            result = federate(run_config, mode=mode, progress=progress)
+            result = federate(run_config, mode=mode, progress=progress, guard=guard)
         payload = result.to_dict()
     if output is not None:
         write_json_atomic(output, payload)
@@ -230,22 +242,7 @@ def federate(
         render_result(payload)
 
 
-def _deploy(config: Any, address: str, credentials: Path) -> dict[str, Any]:
-    from veil.federated._deploy import (  # noqa: PLC0415
-        DeployCredentials,
-        submit_run,
-        veil_run_overrides,
-        write_published_app,
-    )
+def _workspace_ledger() -> Any:
+    from veil.ledger import Ledger  # noqa: PLC0415 - only runs charged to a dataset need it
 
-    creds = DeployCredentials.load(credentials)
-    if config.data:  # the ServerApp and the SuperNodes run in other directories
-        config = config.replace(data=str(Path(config.data).resolve()))
-    with tempfile.TemporaryDirectory(prefix="veil-fab-") as tmp:
-        result_path = Path(tmp) / "result.json"
-        run_config = {**config.to_run_config(), "output": str(result_path)}
-        # Veil's published app, the one data holders approve; the run's settings travel as
-        # an override, so its bundle (and hash) is the same for every run.
-        app_dir = write_published_app(Path(tmp) / "app")
-        run = submit_run(app_dir, address, creds, veil_run_overrides(run_config), timeout=3600)
-        return dict(run.result or {})
+    return Ledger.open()

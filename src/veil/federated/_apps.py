@@ -8,7 +8,10 @@ Flower App that ``veil federate --deploy`` submits).
 A client reads the run config (a :class:`FederatedConfig` as flat keys) and
 its node config (``partition-id``, ``num-partitions`` and optionally
 ``data``), loads its own shard only, trains from the global model it is
-sent, and answers with its *update*. Before the update leaves the node it is
+sent, and answers with its *update*. A run bound to a registered dataset
+(``data-sha256``) is checked on the client: it answers the server's data
+``query`` with the SHA-256 of the training data it loaded, and refuses to
+train on data with another one. Before the update leaves the node it is
 bounded (L2, to the DP clip or the norm bound, the only enforcement secure
 aggregation allows) and, under local DP, noised.
 
@@ -29,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
@@ -38,11 +41,20 @@ from flwr.compat.common.parameter import ndarrays_to_parameters, parameters_to_n
 from flwr.compat.common.typing import Code, FitRes, Status
 from flwr.serverapp import Grid, ServerApp
 
-from veil.errors import InvalidInputError
+from veil.errors import InvalidInputError, VeilError
 from veil.federated._config import FederatedConfig
 from veil.federated._deploy import RUN_CONFIG_KEY
 from veil.federated._privacy import GaussianNoise, LocalGaussianDP, clip_update
-from veil.federated._task import Task, build_model, flatten, load_task, local_train, unflatten
+from veil.federated._task import (
+    Task,
+    build_model,
+    check_training_data,
+    flatten,
+    load_task,
+    local_train,
+    training_data_sha256,
+    unflatten,
+)
 
 __all__ = ["DEFAULT_RUN_CONFIG", "client_app", "malicious_clients", "server_app"]
 
@@ -175,6 +187,27 @@ def _train(message: Message, context: Context) -> Message:
     return Message(reply, reply_to=message)
 
 
+@client_app.query()
+def _query(message: Message, context: Context) -> Message:
+    """The server's data check: the SHA-256 of the training data this node loads, or why not."""
+    from veil.federated._server import DATA_CHECK  # noqa: PLC0415 - import cycle
+
+    asked = message.content.config_records.get("config")
+    if asked is None or asked.get("ask") != DATA_CHECK:
+        raise InvalidInputError(
+            "unknown query", expected=f"ask = {DATA_CHECK}", got=repr(asked and dict(asked))
+        )
+    digest, error = "", ""
+    try:
+        config, partition_id = _node_config(context)
+        digest = training_data_sha256(config)
+        check_training_data(config, digest, where=f"by the client of partition {partition_id}")
+    except VeilError as exc:
+        error = str(exc)
+    record = ConfigRecord({"sha256": digest, "error": error})
+    return Message(RecordDict({"data": record}), reply_to=message)
+
+
 server_app = ServerApp()
 
 
@@ -183,6 +216,9 @@ def _server_main(grid: Grid, context: Context) -> None:
     from veil.federated._server import run_federation  # noqa: PLC0415 - import cycle
 
     config = FederatedConfig.from_run_config(_run_values(context))
+    # No guard here: the ServerApp runs in the coordinator's Flower process, without the
+    # workspace. A charged deployment is charged by its submitter (veil federate --deploy)
+    # after a data_check run; it then submits the run with max_epsilon at the charged epsilon.
     result = run_federation(grid, config)
     if config.output:
         path = Path(config.output)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -53,6 +54,7 @@ ROBUST_STRATEGIES = ("krum", "multikrum", "bulyan", "median", "trimmed-mean")
 DP_MODES = ("none", "central", "local")
 ATTACK_KINDS = ("none", "label-flip", "sign-flip", "backdoor", "free-ride")
 DATASETS = ("mnist", "digits")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _fail(name: str, expected: str, value: object, fix: str | None = None) -> InvalidInputError:
@@ -71,7 +73,13 @@ class FederatedConfig:
     Data: ``dataset`` is ``mnist`` (``data`` = a directory holding the MNIST idx
     files) or ``digits`` (scikit-learn's bundled 8x8 digits); ``limit`` keeps
     the first N training examples (tests); ``ledger_dataset`` names the
-    registered dataset whose budget a DP run spends.
+    registered dataset whose budget a DP run spends. ``data_sha256`` binds the
+    run to that dataset's bytes: the SHA-256 the catalogue recorded for it
+    (filled in from the registration when the run is charged to a workspace
+    ledger); every process that loads the training data (the server, each
+    client) fingerprints what it loaded and refuses to train on other data.
+    ``data_check`` makes a run that only asks every client for that
+    fingerprint, without training (a deployment's first step before the charge).
 
     Secure aggregation: ``secagg`` runs Flower's SecAgg+ (Bell et al. 2020);
     ``secagg_shares`` (default: all sampled clients) and
@@ -92,6 +100,8 @@ class FederatedConfig:
     data: str | None = None
     limit: int | None = None
     ledger_dataset: str | None = None
+    data_sha256: str | None = None
+    data_check: bool = False
     model: str = "mlp"
     hidden: int = 128
     clients: int = 10
@@ -180,6 +190,19 @@ class FederatedConfig:
                 "the directory holding the MNIST idx files",
                 self.data,
                 fix="pass --data ../shared/data/mnist (or --dataset digits for the bundled set)",
+            )
+        if self.data_sha256 is not None and not _SHA256.fullmatch(self.data_sha256):
+            raise _fail(
+                "data_sha256",
+                "64 lowercase hexadecimal digits (the content_sha256 of veil datasets show)",
+                self.data_sha256,
+            )
+        if self.data_check and self.data_sha256 is None:
+            raise _fail(
+                "data_check",
+                "a data_sha256 to check the clients' data against",
+                self.data_check,
+                fix="set data_sha256 (or --ledger-dataset, which reads it from the registration)",
             )
         if self.attack != "none" and self.malicious == 0:
             raise _fail("malicious", "a fraction > 0 of clients for the attack", self.malicious)

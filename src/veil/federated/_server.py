@@ -17,9 +17,19 @@ Each round the server
 5. applies the result (FedAdam: the server's Adam step on the pseudo-gradient)
    and evaluates on the server's test set.
 
-Under central or local DP the run's privacy event is charged to the ledger of
-``ledger_dataset`` *before* round 1, as one event for the whole run, or
-checked against ``max_epsilon``; a plan over budget never starts.
+Under central or local DP the run's privacy event is charged through the
+``guard`` (a :class:`~veil.ledger.BudgetGuard`) to ``ledger_dataset`` *before*
+round 1, as one event for the whole run, or checked against ``max_epsilon``; a
+plan over budget never starts.
+
+The charge is tied to the data. A run charged to a workspace
+:class:`~veil.ledger.Ledger` is bound to the registration of
+``ledger_dataset``: ``data_sha256`` is the SHA-256 the catalogue recorded.
+Before the charge, the server fingerprints its own copy and asks every client
+which data it loaded (a ``query`` message, :func:`check_client_data`); a run
+where any of them holds other data is refused with nothing charged, and each
+client also refuses to train on other data. What this does and does not
+protect against: docs/federated.md, "Which data a run spends".
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -62,6 +72,7 @@ from veil.federated._task import (
     Task,
     backdoor_success,
     build_model,
+    check_training_data,
     evaluate,
     flatten,
     get_weights,
@@ -71,10 +82,21 @@ from veil.federated._task import (
 )
 from veil.progress import ProgressCallback, ProgressEvent
 
-__all__ = ["FederatedResult", "plan_privacy", "run_federation"]
+if TYPE_CHECKING:
+    from veil.ledger import BudgetGuard
+
+__all__ = [
+    "DATA_CHECK",
+    "FederatedResult",
+    "bind_to_ledger",
+    "check_client_data",
+    "plan_privacy",
+    "run_federation",
+]
 
 log = logging.getLogger("veil.federated")
 _QUANTISATION = 2**22
+DATA_CHECK = "data-sha256"  # the query a client answers with its training data's fingerprint
 
 
 @dataclass
@@ -85,6 +107,7 @@ class FederatedResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     privacy: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
     weights: list[np.ndarray] = field(default_factory=list, repr=False)
     seconds: float = 0.0
 
@@ -111,6 +134,7 @@ class FederatedResult:
             "loss": self.history[-1]["loss"] if self.history else None,
             "backdoor_success": self.history[-1].get("backdoor_success") if self.history else None,
             "privacy": self.privacy,
+            "data": self.data,
             "rejected": self.rejected,
             "history": self.history,
             "seconds": self.seconds,
@@ -162,20 +186,99 @@ def plan_privacy(config: FederatedConfig) -> tuple[UserDPPlan | None, dict[str, 
     return None, summary, event
 
 
-def _charge(
-    config: FederatedConfig, summary: dict[str, Any], event: Any, ledger: Any = None
-) -> None:
-    epsilon = float(summary["epsilon"])
-    if config.ledger_dataset is not None:
-        from veil.ledger import Ledger  # noqa: PLC0415 - only DP runs touch the ledger
+def bind_to_ledger(config: FederatedConfig, guard: BudgetGuard | None) -> FederatedConfig:
+    """``config`` bound to the registered bytes of ``ledger_dataset`` (its ``data_sha256``).
 
-        receipt = (ledger or Ledger.open()).charge(
-            config.ledger_dataset, event, purpose=f"federated training ({config.strategy})"
+    Only a workspace :class:`~veil.ledger.Ledger` knows registrations: its own
+    catalogue (the same database) gives the dataset's ``content_sha256``. Any
+    other guard (a :class:`~veil.ledger.LocalBudget`) names a budget, not
+    data, and leaves ``data_sha256`` as the caller set it.
+
+    Raises:
+        NotFoundError: ``ledger_dataset`` is not registered in the ledger's workspace.
+        InvalidInputError: ``data_sha256`` was set to another dataset's SHA-256.
+    """
+    if config.ledger_dataset is None or guard is None:
+        return config
+    from veil.ledger import Ledger  # noqa: PLC0415 - only runs with a guard touch the ledger
+
+    if not isinstance(guard, Ledger):
+        return config
+    from veil.data import Catalog  # noqa: PLC0415
+
+    info = Catalog(guard.store, guard.settings).get(config.ledger_dataset)
+    if config.data_sha256 not in (None, info.content_sha256):
+        raise InvalidInputError(
+            f"data_sha256 is not the SHA-256 of '{info.name}', the dataset the run is charged to",
+            expected=f"{info.content_sha256} (or unset: it is read from the registration)",
+            got=str(config.data_sha256),
+            fix="drop data_sha256, or charge the run to the dataset registered with it",
         )
-        summary["ledger"] = receipt.to_dict()
-        summary["charged"] = True
+    return config.replace(data_sha256=info.content_sha256)
+
+
+def check_client_data(grid: Grid, config: FederatedConfig) -> dict[str, Any]:
+    """Ask every node of ``grid`` which training data it loaded; refuse other data.
+
+    Each client answers the ``query`` with the SHA-256 of its training data
+    (:func:`~veil.federated._task.training_data_sha256`) and refuses, itself,
+    data other than ``config.data_sha256``. The answer is the client's word:
+    see docs/federated.md for what it proves.
+
+    Raises:
+        InvalidInputError: A node holds other data, failed to load it, or did
+            not answer; the message lists every such node.
+    """
+    expected = config.data_sha256
+    nodes = sorted(grid.get_node_ids())
+    content = RecordDict({"config": ConfigRecord({"ask": DATA_CHECK})})
+    messages = [Message(content, n, MessageType.QUERY, group_id=DATA_CHECK) for n in nodes]
+    answers: dict[int, str] = {}
+    problems: list[str] = []
+    for reply in grid.send_and_receive(messages):
+        node = int(reply.metadata.src_node_id)
+        if reply.has_error():
+            answers[node] = ""
+            problems.append(f"node {node}: {reply.error.reason}")
+            continue
+        record = reply.content.config_records.get("data")
+        digest = str(record.get("sha256", "")) if record is not None else ""
+        error = str(record.get("error", "")) if record is not None else "no data record"
+        answers[node] = digest
+        if error:
+            problems.append(f"node {node}: {error}")
+        elif digest != expected:
+            problems.append(f"node {node}: SHA-256 {digest[:16]}...")
+    problems += [f"node {n}: no answer" for n in nodes if n not in answers]
+    if problems or not nodes:
+        raise InvalidInputError(
+            "the run's clients do not all hold the data it is charged to"
+            + (f" ('{config.ledger_dataset}')" if config.ledger_dataset else ""),
+            expected=f"every client's training data with SHA-256 {str(expected)[:16]}...",
+            got="; ".join(problems) or "no client connected",
+            fix="point each node's data at the registered files (veil federate join --data); "
+            "nothing was trained or charged",
+        )
+    return {"sha256": expected, "dataset": config.ledger_dataset, "nodes": answers}
+
+
+def _check_budget(
+    config: FederatedConfig, summary: dict[str, Any], event: Any, guard: BudgetGuard | None
+) -> None:
+    """Refuse, before anything loads, a plan the budget cannot pay (nothing is charged here)."""
+    if config.ledger_dataset is not None:
+        if guard is None:
+            raise InvalidInputError(
+                f"a DP run charged to '{config.ledger_dataset}' needs a budget guard",
+                expected="guard=: the workspace Ledger (or a LocalBudget outside a workspace)",
+                got="no guard",
+                fix="pass guard=veil.ledger.Ledger.open() (veil federate passes the workspace's), "
+                "or drop ledger_dataset and set max_epsilon for a run-local cap",
+            )
+        guard.preview(config.ledger_dataset, event)
         return
     max_epsilon = config.max_epsilon
+    epsilon = float(summary["epsilon"])
     if max_epsilon is None:
         raise InvalidInputError(
             "a DP run needs a budget",
@@ -191,7 +294,19 @@ def _charge(
             got=f"epsilon {epsilon:.3f} for {config.rounds} rounds",
             fix="fewer rounds, a lower --fraction, or more noise",
         )
-    summary["charged"] = False
+
+
+def _charge(
+    config: FederatedConfig, summary: dict[str, Any], event: Any, guard: BudgetGuard | None
+) -> None:
+    if config.ledger_dataset is None or guard is None:
+        summary["charged"] = False
+        return
+    receipt = guard.charge(
+        config.ledger_dataset, event, purpose=f"federated training ({config.strategy})"
+    )
+    summary["ledger"] = receipt.to_dict()
+    summary["charged"] = True
 
 
 # ---------------------------------------------------------------- secure aggregation
@@ -340,19 +455,40 @@ def run_federation(  # noqa: C901, PLR0912, PLR0915 - the round loop, in order
     task: Task | None = None,
     progress: ProgressCallback | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
-    ledger: Any = None,
+    guard: BudgetGuard | None = None,
 ) -> FederatedResult:
-    """Run ``config.rounds`` rounds over the nodes of ``grid`` (in-process, Ray or a SuperLink)."""
+    """Run ``config.rounds`` rounds over the nodes of ``grid`` (in-process, Ray or a SuperLink).
+
+    ``guard`` is the budget a DP run with ``ledger_dataset`` is charged to (required
+    then; nothing opens a ledger behind the caller's back). In order: the plan is
+    previewed against the budget, the server's data and every client's are checked
+    against ``data_sha256`` (bound from the registration by a workspace ledger),
+    the run is charged, and only then does round 1 start. ``data_check`` stops
+    after the data check: nothing is trained or charged.
+    """
     started_run = time.perf_counter()
-    plan, summary, event = plan_privacy(config)
+    config = bind_to_ledger(config, guard)
+    plan, summary, event = (None, None, None) if config.data_check else plan_privacy(config)
     if summary is not None and event is not None:
-        _charge(config, summary, event, ledger)
+        _check_budget(config, summary, event, guard)
     task = task or load_task(config)
+    check_training_data(config, task.data_sha256, where="by the server")
+    data: dict[str, Any] = {
+        "sha256": task.data_sha256,
+        "dataset": config.ledger_dataset,
+        "nodes": {},
+    }
+    if config.data_sha256 is not None:
+        data = check_client_data(grid, config)
+    if config.data_check:
+        return FederatedResult(config=config, data=data, seconds=time.perf_counter() - started_run)
+    if summary is not None and event is not None:
+        _charge(config, summary, event, guard)
     torch.manual_seed(config.seed)
     model = build_model(config.model, task.input_shape, task.classes, config.hidden)
     weights = get_weights(model)
     expected_shapes = [w.shape for w in weights]
-    result = FederatedResult(config=config, privacy=summary)
+    result = FederatedResult(config=config, privacy=summary, data=data)
     noise = (
         GaussianNoise(None if config.secure_rng else config.seed)
         if config.dp == "central"

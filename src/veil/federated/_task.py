@@ -1,7 +1,13 @@
 """The learning task of a federated run: data, models, local training and evaluation.
 
 * Data: MNIST from its idx files (pixels scaled to [0, 1]) or scikit-learn's
-  bundled 8x8 digits (the demo), split by :func:`veil.federated._partition.partition`.
+  bundled 8x8 digits (the demo: the catalogue's fixed ``train`` split, tested
+  on its ``test`` split), split by :func:`veil.federated._partition.partition`.
+  Both are read with the catalogue's own readers, so the training data's
+  SHA-256 (:attr:`Task.data_sha256`) is the one ``veil datasets add`` records
+  for the same bytes (MNIST ``--split train``; ``sklearn:digits --split
+  train``); a run bound to a registered dataset (``data_sha256``) refuses any
+  other data (:func:`check_training_data`).
 * Models: ``logreg``; ``mlp`` (784-128-10 with ReLU, the "2NN" of McMahan et
   al. 2017 has two 200-unit layers); ``cnn`` (McMahan et al.'s CNN: two 5x5
   convolutions of 32 and 64 channels, each followed by 2x2 max pooling, a
@@ -37,14 +43,14 @@ from veil.federated._partition import partition
 __all__ = [
     "Task",
     "build_model",
+    "check_training_data",
     "evaluate",
     "get_weights",
     "load_task",
     "local_train",
     "set_weights",
+    "training_data_sha256",
 ]
-
-_DIGITS_TEST_FRACTION = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class Task:
     y_test: np.ndarray
     classes: int
     parts: list[np.ndarray]
+    data_sha256: str = ""
+    """The SHA-256 of the training data's source, as the catalogue fingerprints it."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -67,8 +75,9 @@ class Task:
         return self.x_train[index], self.y_train[index]
 
 
-def _mnist(directory: str, limit: int | None) -> tuple[np.ndarray, ...]:
-    from veil.data import load_mnist  # noqa: PLC0415 - the data layer is light but not needed for digits
+def _mnist_reader(directory: str) -> Any:
+    # The catalogue's reader, so that the fingerprint is the one a registration records.
+    from veil.data._readers import open_reader  # noqa: PLC0415 - veil.data exports no reader
 
     path = Path(directory)
     if not path.is_dir():
@@ -78,35 +87,96 @@ def _mnist(directory: str, limit: int | None) -> tuple[np.ndarray, ...]:
             got=str(path),
             fix="pass --data ../shared/data/mnist",
         )
-    train, test = load_mnist(path, "train"), load_mnist(path, "test")
+    return open_reader(str(path), "mnist", split="train")
+
+
+def _digits_reader(split: str) -> Any:
+    from veil.data._readers import open_reader  # noqa: PLC0415 - veil.data exports no reader
+
+    return open_reader("sklearn:digits", "sklearn", split=split)
+
+
+def training_data_sha256(config: FederatedConfig) -> str:
+    """The SHA-256 of the data ``config`` trains on, as ``veil datasets add`` records it.
+
+    MNIST: the training split's two idx files in ``config.data`` (a registration
+    of that directory with ``--split train``); digits: scikit-learn's bundled set,
+    the catalogue's ``train`` split (``sklearn:digits --split train``).
+    ``limit`` is not part of it: a run on the first N examples trains on a
+    subset of the fingerprinted data.
+    """
+    reader = (
+        _mnist_reader(str(config.data)) if config.dataset == "mnist" else _digits_reader("train")
+    )
+    digest, _ = reader.fingerprint()
+    return str(digest)
+
+
+def check_training_data(
+    config: FederatedConfig, actual: str, *, where: str = "for training"
+) -> None:
+    """Refuse data other than the registered dataset the run is bound to (``data_sha256``)."""
+    expected = config.data_sha256
+    if expected is None or actual == expected:
+        return
+    source = (
+        f"the MNIST training split in {config.data}"
+        if config.dataset == "mnist"
+        else ("scikit-learn's digits, train split")
+    )
+    bound = f"'{config.ledger_dataset}'" if config.ledger_dataset else "the registered dataset"
+    raise InvalidInputError(
+        f"the data loaded {where} is not {bound}, the dataset this run is charged to",
+        expected=f"data with the registered SHA-256 {expected[:16]}...",
+        got=f"SHA-256 {actual[:16]}... ({source})",
+        fix="point --data (or the node's data) at the registered files, or charge the run to "
+        "the dataset that holds this data (veil datasets list shows each SHA-256)",
+    )
+
+
+def _mnist(directory: str, limit: int | None) -> tuple[Any, ...]:
+    from veil.data import load_mnist  # noqa: PLC0415 - the data layer is light but not needed for digits
+
+    reader = _mnist_reader(directory)
+    digest, _ = reader.fingerprint()
+    train, test = reader.arrays(), load_mnist(Path(directory), "test")
     x_train = (train.images.astype(np.float32) / 255.0)[:, None]
     x_test = (test.images.astype(np.float32) / 255.0)[:, None]
     y_train, y_test = train.labels.astype(np.int64), test.labels.astype(np.int64)
     if limit is not None:
         x_train, y_train = x_train[:limit], y_train[:limit]
-    return x_train, y_train, x_test, y_test
+    return x_train, y_train, x_test, y_test, str(digest)
 
 
-def _digits(limit: int | None, seed: int) -> tuple[np.ndarray, ...]:
-    from sklearn.datasets import load_digits  # noqa: PLC0415
+def _digits_arrays(reader: Any) -> tuple[np.ndarray, np.ndarray]:
+    frame = reader.read()
+    pixels = frame.drop(columns=["digit"]).to_numpy(dtype=np.float32)
+    x = (pixels / 16.0).reshape(len(frame), 1, 8, 8)
+    return x, np.array(frame["digit"].astype(np.int64), dtype=np.int64)  # a writable copy
 
-    bunch = load_digits()
-    x = (bunch.images.astype(np.float32) / 16.0)[:, None]
-    y = bunch.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(y))  # the split, not privacy noise
-    cut = round(len(y) * (1 - _DIGITS_TEST_FRACTION))
-    train, test = order[:cut], order[cut:]
+
+def _digits(limit: int | None) -> tuple[Any, ...]:
+    train = _digits_reader("train")
+    digest, _ = train.fingerprint()
+    x_train, y_train = _digits_arrays(train)
+    x_test, y_test = _digits_arrays(_digits_reader("test"))
     if limit is not None:
-        train = train[:limit]
-    return x[train], y[train], x[test], y[test]
+        x_train, y_train = x_train[:limit], y_train[:limit]
+    return x_train, y_train, x_test, y_test, str(digest)
 
 
 def load_task(config: FederatedConfig) -> Task:
-    """The run's data, split into ``config.clients`` partitions by ``config.partition``."""
+    """The run's data, split into ``config.clients`` partitions by ``config.partition``.
+
+    Raises:
+        InvalidInputError: ``config.data_sha256`` is set and the training data
+            loaded is other data (nothing is trained).
+    """
     if config.dataset == "mnist":
-        x_train, y_train, x_test, y_test = _mnist(str(config.data), config.limit)
+        x_train, y_train, x_test, y_test, digest = _mnist(str(config.data), config.limit)
     else:
-        x_train, y_train, x_test, y_test = _digits(config.limit, config.seed)
+        x_train, y_train, x_test, y_test, digest = _digits(config.limit)
+    check_training_data(config, digest)
     parts = partition(
         y_train,
         config.clients,
@@ -115,7 +185,7 @@ def load_task(config: FederatedConfig) -> Task:
         classes_per_client=config.classes_per_client,
         seed=config.seed,
     )
-    return Task(x_train, y_train, x_test, y_test, 10, parts)
+    return Task(x_train, y_train, x_test, y_test, 10, parts, digest)
 
 
 class _McMahanCNN(nn.Module):
