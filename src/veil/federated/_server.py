@@ -248,13 +248,13 @@ def check_client_data(grid: Grid, config: FederatedConfig) -> dict[str, Any]:
         if error:
             problems.append(f"node {node}: {error}")
         elif digest != expected:
-            problems.append(f"node {node}: SHA-256 {digest[:16]}...")
+            problems.append(f"node {node}: SHA-256 {digest[:16]}…")
     problems += [f"node {n}: no answer" for n in nodes if n not in answers]
     if problems or not nodes:
         raise InvalidInputError(
             "the run's clients do not all hold the data it is charged to"
             + (f" ('{config.ledger_dataset}')" if config.ledger_dataset else ""),
-            expected=f"every client's training data with SHA-256 {str(expected)[:16]}...",
+            expected=f"every client's training data with SHA-256 {str(expected)[:16]}…",
             got="; ".join(problems) or "no client connected",
             fix="point each node's data at the registered files (veil federate join --data); "
             "nothing was trained or charged",

@@ -127,8 +127,8 @@ def check_training_data(
     bound = f"'{config.ledger_dataset}'" if config.ledger_dataset else "the registered dataset"
     raise InvalidInputError(
         f"the data loaded {where} is not {bound}, the dataset this run is charged to",
-        expected=f"data with the registered SHA-256 {expected[:16]}...",
-        got=f"SHA-256 {actual[:16]}... ({source})",
+        expected=f"data with the registered SHA-256 {expected[:16]}…",
+        got=f"SHA-256 {actual[:16]}… ({source})",
         fix="point --data (or the node's data) at the registered files, or charge the run to "
         "the dataset that holds this data (veil datasets list shows each SHA-256)",
     )
