@@ -19,6 +19,7 @@ __all__ = [
     "dpsgd",
     "federated",
     "he",
+    "ledger",
     "mnist",
     "mpc",
     "query",
@@ -642,6 +643,114 @@ def mpc(
         print_json(report)
         return
     _render_mpc_report(report)
+    out.print(f"Report written to {output}")
+
+
+def _render_ledger_report(report: dict[str, Any]) -> None:
+    goals = report["goals"]
+    table = Table(
+        title=f"Ledger charges against history size ({report['parameters']['charges']} charges "
+        f"after {report['parameters']['warmup']} warm-up, budget {report['budget']}, "
+        f"{report['cpus']} CPUs)"
+    )
+    for header in (
+        "history",
+        "backend",
+        "p50 ms",
+        "p99 ms",
+        "charges/s",
+        "epsilon",
+        "vs recomposition",
+        "recompose s",
+        f"{report['parameters']['processes']} procs /s",
+    ):
+        table.add_column(header, justify="right")
+    for r in report["results"]:
+        goal = goals["p99_ms"].get(r["backend"])
+        p99 = f"{r['p99_ms']:.1f}"
+        if goal is not None:
+            p99 += " ok" if r["p99_ms"] <= goal else f" (goal {goal:g})"
+        excess = f"{100 * r['excess_min']:+.4f}% .. {100 * r['excess_max']:+.4f}%"
+        concurrent = r.get("concurrent")
+        table.add_row(
+            f"{r['history']:,}",
+            r["backend"],
+            f"{r['p50_ms']:.1f}",
+            p99,
+            f"{r['charges_per_s']:.0f}",
+            f"{r['epsilon']:.4f}",
+            excess,
+            f"{r['recompose_s']:.2f}",
+            "-" if concurrent is None else f"{concurrent['charges_per_s']:.0f}",
+        )
+    out.print(table)
+    out.print(
+        "vs recomposition: (charged - from-scratch) / from-scratch over every charge; the goal is "
+        f"0 <= x <= {100 * goals['excess_at_most']:g}%. Goals: p99 {goals['p99_ms']} ms, "
+        f"{goals['concurrent_charges_per_s']:g} charges/s from concurrent processes (PostgreSQL)."
+    )
+
+
+@app.command()
+def ledger(
+    sizes: Annotated[
+        str, typer.Option("--sizes", help="History sizes, comma-separated.")
+    ] = "10,1000,100000",
+    backends: Annotated[
+        str, typer.Option("--backends", help="sqlite, postgresql (comma-separated).")
+    ] = "sqlite,postgresql",
+    charges: Annotated[int, typer.Option("--charges", help="Timed charges per run.")] = 200,
+    processes: Annotated[
+        int, typer.Option("--processes", help="Concurrent chargers on PostgreSQL (0: none).")
+    ] = 8,
+    per_process: Annotated[
+        int, typer.Option("--per-process", help="Charges by each concurrent process.")
+    ] = 50,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres-url",
+            help="Server to create a scratch database on (default VEIL_BENCH_POSTGRES_URL or "
+            "postgresql://postgres@127.0.0.1:5432/postgres).",
+        ),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON report.")] = Path(
+        "bench-ledger.json"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Charge latency and throughput of the privacy ledger against the size of its history."""
+    from veil.bench._ledger import run_ledger_benchmark  # noqa: PLC0415
+
+    try:
+        size_list = [int(x.replace("_", "")) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise InvalidInputError(
+            "--sizes must be whole numbers", expected="e.g. 10,1000,100000", got=sizes
+        ) from None
+    backend_list = [b.strip() for b in backends.split(",") if b.strip()]
+    unknown = sorted(set(backend_list) - {"sqlite", "postgresql"})
+    if unknown or not backend_list or not size_list or min(size_list) < 0 or charges < 1:
+        raise InvalidInputError(
+            "invalid ledger benchmark options",
+            expected="--sizes N,... (>= 0), --backends sqlite,postgresql, --charges >= 1",
+            got=f"sizes={sizes!r}, backends={backends!r}, charges={charges}",
+        )
+    with progress_bar() as progress:
+        report = run_ledger_benchmark(
+            sizes=size_list,
+            backends=backend_list,
+            charges=charges,
+            processes=processes,
+            per_process=per_process,
+            postgres_url=postgres_url,
+            progress=progress,
+        )
+    _write_json(output, report)
+    if as_json:
+        print_json(report)
+        return
+    _render_ledger_report(report)
     out.print(f"Report written to {output}")
 
 

@@ -23,6 +23,11 @@ from veil.ledger._accountants import (
     zcdp_rho,
 )
 from veil.ledger._budget import Budget, BudgetStatus, Receipt, Spent
+from veil.ledger._calibrate import (
+    SubsampledGaussianAccounting,
+    account_subsampled_gaussian,
+    calibrate_noise,
+)
 from veil.ledger._composition import Composition, recompose
 from veil.ledger._events import (
     DiscreteGaussianDpEvent,
@@ -66,6 +71,9 @@ __all__ = [
     "RDPAccountant",
     "Receipt",
     "Spent",
+    "SubsampledGaussianAccounting",
+    "account_subsampled_gaussian",
+    "calibrate_noise",
     "check_budget_delta",
     "check_delta",
     "check_epsilon",

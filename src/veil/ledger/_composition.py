@@ -386,6 +386,23 @@ def _compose(
     return pld_lib.PrivacyLossDistribution(remove, _dense(composed._pmf_add))  # noqa: SLF001
 
 
+def warm(event: dp_event.DpEvent, interval: float | None = None) -> None:
+    """Build (and cache) the distributions of ``event``'s leaves on a grid, ahead of a charge."""
+    grid = PLD_DISCRETIZATION if interval is None else interval
+    for leaf, count in flatten([event]):
+        if isinstance(leaf, dp_event.NonPrivateDpEvent) or (
+            isinstance(leaf, EpsilonDeltaDpEvent) and leaf.epsilon > PLD_MAX_EVENT_EPSILON
+        ):
+            continue
+        pure = pure_epsilon(leaf)
+        if pure > PLD_MAX_EVENT_EPSILON and math.isfinite(pure):
+            continue
+        if not math.isfinite(pure) and _loss_span(leaf) > PLD_MAX_EVENT_SPAN:
+            continue
+        if _loss_span(leaf) / grid <= _MAX_EVENT_POINTS:
+            _leaf_pld(leaf, count, grid)
+
+
 def recompose(events: Sequence[dp_event.DpEvent]) -> Composition:
     """The from-scratch composition of a history: the same fold from an empty state."""
     return Composition().add_all(events)

@@ -34,8 +34,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from veil.errors import InvalidInputError, NotFoundError, StoreError
-from veil.ledger._accountants import RDPAccountant
+from veil.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
+from veil.ledger._accountants import PLD_DISCRETIZATION, RDPAccountant
 from veil.ledger._budget import (
     Budget,
     BudgetStatus,
@@ -45,7 +45,7 @@ from veil.ledger._budget import (
     non_private_mechanism,
     status_of,
 )
-from veil.ledger._composition import FORMAT, Composition, check_seal, seal
+from veil.ledger._composition import FORMAT, Composition, check_seal, seal, warm
 from veil.ledger._events import Mechanism, PrivacyEvent
 from veil.ledger._params import check_budget_delta
 from veil.progress import ProgressCallback, ProgressEvent
@@ -203,6 +203,7 @@ class Ledger:
             ds = self._dataset(session, dataset, lock=self.store.backend != "sqlite")
             if budget.delta is not None:
                 check_budget_delta(budget.delta, _privacy_units(ds))
+            _refuse_shared_data(session, ds)
             row = self._budget_row(session, ds.id, lock=True)
             known = self._composed(session, ds)
             if budget.rho is not None and not math.isfinite(known.state.zcdp_rho()):
@@ -370,8 +371,13 @@ class Ledger:
         """
         purpose = check_purpose(purpose)
         who = self._actor(actor)
-        for event in [e for _, e in charges]:
-            event.dp_event  # noqa: B018 - builds (and so checks) the composition before locking
+        for _, event in charges:
+            # Outside the lock: build each event's distributions on the grid of the state this
+            # process knows (cached, so the check under the lock only convolves).
+            with self._lock:
+                grids = {k.state.interval for k in self._known.values()}
+            for interval in grids or {PLD_DISCRETIZATION}:
+                warm(event.dp_event, interval)
         with self.store.session(lock=True) as session:
             checked, datasets, known = self._check(session, charges, lock=True)
             receipts = []
@@ -708,6 +714,23 @@ def _dp_event(mechanisms: Sequence[dict[str, Any]]) -> Any:
     return PrivacyEvent(
         what="", mechanisms=tuple(Mechanism.from_dict(m) for m in mechanisms)
     ).dp_event
+
+
+def _refuse_shared_data(session: Session, ds: DatasetRow) -> None:
+    """A budget follows the data: none for a registration whose bytes another one holds."""
+    from veil.data._catalog import same_data_names  # noqa: PLC0415 - loads pandas
+
+    others = same_data_names(session, ds.content_sha256, exclude=ds.name)
+    if others:
+        raise ConflictError(
+            f"the same data as '{ds.name}' is also registered as {', '.join(others)}: a budget "
+            "for one name would leave the other a second, fresh budget",
+            expected="one registration per data file (identical SHA-256)",
+            got=f"SHA-256 {ds.content_sha256[:16]}... under {len(others) + 1} names",
+            fix=f"remove the extra registration with `veil datasets remove {others[0]}` and set "
+            f"the budget on '{ds.name}'",
+            details={"dataset": ds.name, "same_data": others},
+        )
 
 
 def _privacy_units(ds: DatasetRow) -> int:

@@ -1,0 +1,292 @@
+"""``veil bench ledger``: the cost of a charge against the size of the history.
+
+For each history size and backend the benchmark builds a dataset whose ledger
+already holds that many heterogeneous releases (Laplace, Gaussian, discrete
+Laplace, discrete Gaussian, Poisson-subsampled Gaussian, (epsilon, delta); every
+one with distinct parameters), written straight into the event table with their
+chain links, then:
+
+1. recomposes that history from scratch (:func:`veil.ledger.recompose`, timed:
+   what every charge cost before checkpoints) and stores it as the dataset's
+   checkpoint through :meth:`Ledger.verify` (which also walks the chain);
+2. charges ``charges`` more heterogeneous releases one after the other
+   through :meth:`Ledger.charge` (p50, p99, charges per second), after a few
+   untimed warm-up charges;
+3. checks every charged epsilon against a from-scratch recomposition of the
+   same history (the recomposed state of step 1, extended by the same events
+   outside the ledger): never below it, at most 0.5 % above;
+4. on PostgreSQL, has ``processes`` processes charge the same dataset at once
+   and reports the charges per second they sustain together.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from veil.ledger import Budget, Ledger, Mechanism, PLDAccountant, PrivacyEvent, recompose
+from veil.progress import ProgressCallback, ProgressEvent
+from veil.store import Store
+from veil.store._chain import GENESIS, link
+from veil.store._tables import PrivacyEventRow, utcnow
+
+__all__ = ["heterogeneous_event", "run_ledger_benchmark"]
+
+DATASET = "bench-ledger"
+BUDGET = Budget(epsilon=100.0, delta=1e-6)
+GOAL_P99_MS = {"sqlite": 20.0, "postgresql": 30.0}
+GOAL_CONCURRENT_PER_S = 200.0
+GOAL_EXCESS = 0.005
+_BATCH = 5_000
+_KEY = b"veil-bench-ledger-key-0123456789"
+
+
+def heterogeneous_event(i: int, rng: np.random.Generator) -> PrivacyEvent:
+    """Release ``i`` of a benchmark history: one of six mechanisms, distinct random parameters.
+
+    The scales are such that 100,000 of them compose to an epsilon of a few units at
+    delta 1e-6 (a ledger that is still in use, not one long exhausted).
+    """
+    makers: list[Callable[[], Mechanism]] = [
+        lambda: Mechanism.laplace(scale=float(rng.uniform(2e3, 8e3)), sensitivity=1.0),
+        lambda: Mechanism.gaussian(sigma=float(rng.uniform(300, 1200)), sensitivity=1.0),
+        lambda: Mechanism.discrete_laplace(scale=float(rng.uniform(2e3, 8e3)), sensitivity=1),
+        lambda: Mechanism.discrete_gaussian(sigma=float(rng.uniform(300, 1200)), sensitivity=1),
+        lambda: Mechanism.subsampled_gaussian(
+            float(rng.uniform(0.001, 0.01)), float(rng.uniform(20, 60)), int(rng.integers(1, 5))
+        ),
+        lambda: Mechanism.epsilon_delta(
+            "sparse_vector", float(rng.uniform(1e-4, 4e-4)), float(rng.uniform(1e-14, 5e-14))
+        ),
+    ]
+    mechanism = makers[i % len(makers)]()
+    return PrivacyEvent(f"bench release {i}", (mechanism,), operation="mechanism")
+
+
+def _postgres_database(admin_url: str) -> tuple[str, Callable[[], None]]:
+    """A fresh, empty PostgreSQL database for one run, and how to drop it."""
+    name = f"veil_bench_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url, drop
+
+
+def _setup(url: str, history: Sequence[PrivacyEvent]) -> Ledger:
+    from veil.data import Catalog  # noqa: PLC0415 - pandas only when the benchmark runs
+    from veil.workspace import Settings  # noqa: PLC0415
+
+    store = Store.open(url, upgrade=True)
+    settings = Settings(store.display_url, None, "bench")
+    Catalog(store, settings).add("sklearn:diabetes", name=DATASET)
+    ledger = Ledger(store, settings, key=_KEY)
+    ledger.set_budget(DATASET, BUDGET, reason="benchmark")
+    with store.session(lock=True) as session:
+        dataset_id = session.execute(
+            sa.text("SELECT id FROM datasets WHERE name = :n"), {"n": DATASET}
+        ).scalar_one()
+    chain, rows = GENESIS, []
+    for seq, event in enumerate(history, start=1):
+        mechanisms = [m.to_dict() for m in event.mechanisms]
+        chain = link(chain, seq, mechanisms)
+        rows.append(
+            {
+                "dataset_id": dataset_id,
+                "seq": seq,
+                "created_at": utcnow(),
+                "actor": "bench",
+                "purpose": "benchmark history",
+                "operation": event.operation,
+                "what": event.what,
+                "mechanisms": mechanisms,
+                "details": {},
+                "accountant": "pld",
+                "epsilon": None,
+                "rho": None,
+                "spent_epsilon": None,
+                "spent_delta": None,
+                "spent_rho": None,
+                "chain": chain,
+            }
+        )
+        if len(rows) == _BATCH or seq == len(history):
+            with store.session() as session:
+                session.execute(sa.insert(PrivacyEventRow), rows)
+            rows = []
+    return ledger
+
+
+def _charge_worker(url: str, start: Any, count: int, seed: int, results: Any) -> None:
+    """One of the concurrent chargers: a fresh process with its own Ledger (its cache empty)."""
+    store = Store.open(url)
+    ledger = Ledger(store, None, key=_KEY)
+    rng = np.random.default_rng(seed)
+    events = [heterogeneous_event(int(rng.integers(0, 6)), rng) for _ in range(count)]
+    start.wait()
+    latencies = []
+    for event in events:
+        began = time.perf_counter()
+        ledger.charge(DATASET, event, purpose="benchmark", actor=f"worker-{seed}")
+        latencies.append(time.perf_counter() - began)
+    results.put(latencies)
+    store.dispose()
+
+
+def _concurrent(url: str, processes: int, per_process: int) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(processes + 1)
+    results = context.Queue()
+    workers = [
+        context.Process(target=_charge_worker, args=(url, start, per_process, 1000 + i, results))
+        for i in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    began = time.perf_counter()
+    latencies = [x for _ in workers for x in results.get(timeout=3600)]
+    wall = time.perf_counter() - began
+    for worker in workers:
+        worker.join()
+    return {
+        "processes": processes,
+        "charges": len(latencies),
+        "wall_s": wall,
+        "charges_per_s": len(latencies) / wall,
+        "p50_ms": 1e3 * statistics.median(latencies),
+        "p99_ms": 1e3 * float(np.quantile(latencies, 0.99)),
+    }
+
+
+def run_ledger_benchmark(  # noqa: C901, PLR0912, PLR0915 - one benchmark, in order
+    *,
+    sizes: Sequence[int] = (10, 1_000, 100_000),
+    backends: Sequence[str] = ("sqlite", "postgresql"),
+    charges: int = 200,
+    warmup: int = 5,
+    processes: int = 8,
+    per_process: int = 50,
+    postgres_url: str | None = None,
+    batch_accountant_max: int = 1_000,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Charge latency and throughput against history size, on SQLite and PostgreSQL."""
+    admin_url = postgres_url or os.environ.get(
+        "VEIL_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    results = []
+    for size in sizes:
+        rng = np.random.default_rng(seed + size)
+        history = [heterogeneous_event(i, rng) for i in range(size)]
+        more = [heterogeneous_event(size + i, rng) for i in range(warmup + charges)]
+        if progress:
+            progress(ProgressEvent(f"recompose {size:,} events", 0, size, "events"))
+        began = time.perf_counter()
+        scratch = recompose([e.dp_event for e in history])
+        recompose_s = time.perf_counter() - began
+        batch = None
+        if size <= batch_accountant_max:
+            began = time.perf_counter()
+            batch_eps = PLDAccountant().epsilon([e.dp_event for e in history], BUDGET.delta or 0)
+            batch = {"epsilon": batch_eps, "seconds": time.perf_counter() - began}
+        for backend in backends:
+            if progress:
+                progress(ProgressEvent(f"{backend}: {size:,} events", 0, charges, "charges"))
+            with tempfile.TemporaryDirectory(prefix="veil-bench-ledger-") as tmp:
+                drop: Callable[[], None] | None = None
+                if backend == "sqlite":
+                    url = f"sqlite:///{Path(tmp) / 'ledger.db'}"
+                else:
+                    url, drop = _postgres_database(admin_url)
+                try:
+                    ledger = _setup(url, history)
+                    began = time.perf_counter()
+                    verified = ledger.verify(DATASET)
+                    verify_s = time.perf_counter() - began
+                    ledger = Ledger(ledger.store, ledger.settings, key=_KEY)  # a cold process
+                    began = time.perf_counter()
+                    ledger.status(DATASET, cross_check=False)
+                    cold_s = time.perf_counter() - began
+                    state = scratch
+                    latencies, excess = [], []
+                    for i, event in enumerate(more):
+                        began = time.perf_counter()
+                        receipt = ledger.charge(DATASET, event, purpose="benchmark")
+                        elapsed = time.perf_counter() - began
+                        state = state.add(event.dp_event)
+                        reference = state.epsilon(BUDGET.delta or 0)
+                        charged = receipt.status.spent.epsilon or 0.0
+                        excess.append((charged - reference) / reference)
+                        if i >= warmup:
+                            latencies.append(elapsed)
+                            if progress:
+                                progress(
+                                    ProgressEvent(
+                                        f"{backend}: {size:,} events", i + 1 - warmup, charges
+                                    )
+                                )
+                    row: dict[str, Any] = {
+                        "history": size,
+                        "backend": backend,
+                        "p50_ms": 1e3 * statistics.median(latencies),
+                        "p99_ms": 1e3 * float(np.quantile(latencies, 0.99)),
+                        "charges_per_s": len(latencies) / sum(latencies),
+                        "cold_status_s": cold_s,
+                        "recompose_s": recompose_s,
+                        "verify_s": verify_s,
+                        "verify_ok": verified["ok"],
+                        "epsilon": receipt.status.spent.epsilon,
+                        "epsilon_reference": reference,
+                        "excess_min": min(excess),
+                        "excess_max": max(excess),
+                        "state_points": state.points,
+                        "batch_pld": batch,
+                        "goal_p99_ms": GOAL_P99_MS.get(backend),
+                    }
+                    if backend == "postgresql" and processes > 0:
+                        if progress:
+                            progress(ProgressEvent(f"{processes} processes", 0, None, "runs"))
+                        row["concurrent"] = _concurrent(url, processes, per_process)
+                    ledger.store.dispose()
+                    results.append(row)
+                finally:
+                    if drop is not None:
+                        drop()
+    return {
+        "benchmark": "ledger",
+        "budget": BUDGET.to_dict(),
+        "parameters": {
+            "sizes": list(sizes),
+            "backends": list(backends),
+            "charges": charges,
+            "warmup": warmup,
+            "processes": processes,
+            "per_process": per_process,
+            "seed": seed,
+        },
+        "goals": {
+            "p99_ms": GOAL_P99_MS,
+            "concurrent_charges_per_s": GOAL_CONCURRENT_PER_S,
+            "excess_at_most": GOAL_EXCESS,
+        },
+        "cpus": os.cpu_count(),
+        "results": results,
+    }
