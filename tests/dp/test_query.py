@@ -123,11 +123,12 @@ def test_contribution_bounds_need_a_privacy_unit():
 def test_exhausted_local_budget_refuses_and_charges_nothing():
     pf = PrivateFrame(frame(), SCHEMA, budget=Budget(epsilon=1.0))
     pf.count(epsilon=0.6)
-    spent_before = list(pf._local.events)
+    before = pf.guard.status(pf.dataset)
     with pytest.raises(BudgetExceededError) as caught:
         pf.count(epsilon=0.6)
     assert caught.value.exit_code == 8
-    assert pf._local.events == spent_before
+    assert pf.guard.status(pf.dataset) == before
+    assert before.events == 1
     pf.count(epsilon=0.4)  # what remains can still be spent
 
 
@@ -277,7 +278,11 @@ def test_results_serialise_with_charge_and_notes():
     payload = result.to_dict()
     assert payload["ci_level"] == 0.95
     assert "clamping" in payload["ci_note"]
-    assert payload["charged"]["spent"]["epsilon"] == pytest.approx(1.0, rel=1e-5)
+    # The gate's receipt: what this query cost alone, and the budget after it.
+    assert payload["charged"]["dataset"] == "local"
+    assert payload["charged"]["charged"]["epsilon"] == pytest.approx(1.0, rel=1e-5)
+    assert payload["charged"]["budget"]["spent"]["epsilon"] == pytest.approx(1.0, rel=1e-5)
+    assert payload["charged"]["budget"]["remaining"] == pytest.approx(4.0, rel=1e-5)
     assert result.to_frame().columns == ["g", "count"]
 
 
@@ -537,7 +542,7 @@ def test_a_string_column_cannot_be_measured_and_nothing_is_charged():
     pf = PrivateFrame(data, schema, budget=Budget(epsilon=1.0))
     with pytest.raises(InvalidInputError, match="does not hold numbers"):
         pf.sum("x", epsilon=1.0)
-    assert pf._local.events == []
+    assert pf.guard.status(pf.dataset).events == 0
 
 
 def test_a_sum_alone_spends_nothing_on_a_hidden_count():

@@ -1,10 +1,12 @@
-"""The Python API: DP queries on a frame, charged before they run.
+"""The Python API: DP queries on a frame, charged through the one budget gate before they run.
 
 :class:`PrivateFrame` wraps a Polars or pandas frame and its
-:class:`~veil.data.PrivacySchema`. It charges either a workspace
-:class:`~veil.ledger.Ledger` (a registered dataset) or a local, in-memory
-:class:`~veil.ledger.Budget` (composed with the same PLD accountant) before
-any noisy value is computed.
+:class:`~veil.data.PrivacySchema`. Every query is charged to a
+:class:`~veil.ledger.BudgetGuard` before any noisy value is computed: the
+workspace :class:`~veil.ledger.Ledger` (a registered dataset, passed in by the
+caller) or a :class:`~veil.ledger.LocalBudget` (a frame outside a workspace;
+``budget=Budget(...)`` builds one). Both validate the event and compose it
+with the same accountant, so a query one refuses the other refuses too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import polars as pl
-from dp_accounting import dp_event
 
 from veil.data import Catalog, ColumnSpec, PrivacySchema
 from veil.dp._query import (
@@ -26,54 +27,21 @@ from veil.dp._query import (
     QueryResult,
     QuerySpec,
     as_polars,
+    is_issued,
     plan_query,
     run_plan,
 )
 from veil.dp._sql import parse_sql
 from veil.dp._where import compile_where
-from veil.errors import BudgetExceededError, InvalidInputError
-from veil.ledger import Budget, Ledger, PLDAccountant, zcdp_rho
+from veil.errors import InvalidInputError
+from veil.ledger import Budget, BudgetGuard, LocalBudget
 
 __all__ = ["PrivateFrame", "query_dataset"]
 
 Frame = pl.DataFrame | pl.LazyFrame | pd.DataFrame
 
-
-class _LocalBudget:
-    """An in-memory odometer for frames outside a workspace (same accountant as the ledger)."""
-
-    def __init__(self, budget: Budget) -> None:
-        self.budget = budget
-        self.events: list[dp_event.DpEvent] = []
-        self.accountant = PLDAccountant()
-
-    def spent(self, events: Sequence[dp_event.DpEvent]) -> float:
-        if self.budget.rho is not None:
-            return zcdp_rho(events)
-        assert self.budget.delta is not None  # noqa: S101
-        return self.accountant.epsilon(events, self.budget.delta)
-
-    def limit(self) -> float:
-        return float(self.budget.rho if self.budget.rho is not None else self.budget.epsilon)  # type: ignore[arg-type]
-
-    def charge(self, event: dp_event.DpEvent) -> dict[str, Any]:
-        after = self.spent([*self.events, event])
-        if not after <= self.limit() * (1 + 1e-9):
-            before = self.spent(self.events)
-            raise BudgetExceededError(
-                "this query would exceed the frame's privacy budget; nothing was computed",
-                expected=f"total spend within {self.budget}",
-                got=f"{after:.6g} after this query ({before:.6g} spent so far)",
-                fix="ask for a smaller epsilon, or give the PrivateFrame a larger budget",
-                details={"spent": before, "would_spend": after, "budget": self.budget.to_dict()},
-            )
-        self.events.append(event)
-        key = "rho" if self.budget.rho is not None else "epsilon"
-        return {
-            "spent": {key: after},
-            "remaining": self.limit() - after,
-            "budget": self.budget.to_dict(),
-        }
+LOCAL_PURPOSE = "PrivateFrame query"
+"""The purpose recorded by a frame's own local budget when none is given."""
 
 
 class PrivateFrame:
@@ -82,10 +50,20 @@ class PrivateFrame:
     Args:
         frame: Polars (eager or lazy) or pandas data.
         schema: Its privacy schema: bounds and categories are taken from here, never from the data.
-        budget: A local budget (for frames outside a workspace).
-        ledger, dataset: Charge this workspace ledger's dataset instead.
-        purpose: Recorded with every charge (ledger only).
+        budget: A local budget for a frame outside a workspace: the frame
+            charges its own :class:`~veil.ledger.LocalBudget`, under the name
+            ``dataset`` (default ``"local"``).
+        guard: Or any :class:`~veil.ledger.BudgetGuard` (the workspace
+            :class:`~veil.ledger.Ledger`, a shared ``LocalBudget``), charged
+            under ``dataset`` (required).
+        ledger: Deprecated alias of ``guard`` (kept for one release).
+        dataset: The budget charged: a registered dataset for the ledger, a label for a local budget.
+        purpose: Recorded with every charge (default ``"PrivateFrame query"``
+            for ``budget=``; a ``guard`` refuses a charge without one).
         contribution: Default contribution bounds per person.
+
+    Each answer's ``charged`` is the gate's receipt (``Receipt.to_dict()``):
+    the event, what it cost alone, and the budget after it.
 
     >>> import polars as pl
     >>> from veil.data import Catalog, ColumnSpec, PrivacySchema
@@ -95,6 +73,8 @@ class PrivateFrame:
     >>> result = pf.mean("age", epsilon=0.5)
     >>> 0 <= result.rows[0]["mean_age"]["value"] <= 100
     True
+    >>> result.charged["budget"]["remaining"]
+    0.5
     """
 
     def __init__(
@@ -103,28 +83,56 @@ class PrivateFrame:
         schema: PrivacySchema,
         *,
         budget: Budget | None = None,
-        ledger: Ledger | None = None,
+        guard: BudgetGuard | None = None,
+        ledger: BudgetGuard | None = None,
         dataset: str | None = None,
         purpose: str | None = None,
         contribution: Contribution | None = None,
         table_names: tuple[str, ...] = ("t",),
     ) -> None:
-        if (ledger is None) == (budget is None):
+        names = (*table_names, *((dataset,) if dataset else ()))
+        given = {"budget": budget, "guard": guard, "ledger": ledger}
+        named = [name for name, value in given.items() if value is not None]
+        if len(named) != 1:
             raise InvalidInputError(
                 "a PrivateFrame needs exactly one place to charge",
-                expected="budget=Budget(...) or ledger=Ledger(...) with dataset=...",
-                got=f"budget={budget!r}, ledger={'set' if ledger else None}",
+                expected="budget=Budget(...), or guard=<a BudgetGuard: Ledger or LocalBudget> "
+                "with dataset=...",
+                got=", ".join(named) if named else "none",
             )
-        if ledger is not None and not dataset:
-            raise InvalidInputError("charging a ledger needs the dataset name", got="dataset=None")
+        if budget is not None:
+            if not isinstance(budget, Budget):
+                raise InvalidInputError(
+                    "budget= takes a Budget",
+                    expected="Budget(epsilon=..., delta=...) or Budget(rho=...)",
+                    got=type(budget).__name__,
+                    fix="pass a workspace Ledger or a LocalBudget as guard= instead",
+                )
+            dataset = dataset or "local"
+            self.guard: BudgetGuard = LocalBudget(budget, dataset=dataset)
+            purpose = purpose or LOCAL_PURPOSE
+        else:
+            chosen = guard if guard is not None else ledger
+            if not isinstance(chosen, BudgetGuard):
+                raise InvalidInputError(
+                    "guard= takes a budget gate",
+                    expected="a BudgetGuard: the workspace Ledger or a LocalBudget",
+                    got=type(chosen).__name__,
+                )
+            if not dataset:
+                raise InvalidInputError(
+                    "charging a guard needs the dataset (budget) name",
+                    expected="dataset='...'",
+                    got="dataset=None",
+                    fix="pass the registered dataset's name (or the LocalBudget's name)",
+                )
+            self.guard = chosen
+        self.dataset: str = dataset
         self._frame = as_polars(frame)
         self.schema = schema
-        self._ledger = ledger
-        self._dataset = dataset
-        self._local = _LocalBudget(budget) if budget is not None else None
         self.purpose = purpose
         self.contribution = contribution
-        self.table_names = (*table_names, *((dataset,) if dataset else ()))
+        self.table_names = names
 
     # ------------------------------------------------------------ the general entry point
     def plan(
@@ -169,21 +177,39 @@ class PrivateFrame:
             mechanism=mechanism,
             contribution=contribution,
         )
+        return self.run(plan, purpose=purpose)
+
+    def run(self, plan: QueryPlan, *, purpose: str | None = None) -> QueryResult:
+        """Answer a plan already made (by :meth:`plan` or :func:`~veil.dp.plan_query`), charging first.
+
+        The frame's column types are checked against the plan, then the
+        plan's event is charged to the guard (refused: nothing computed), then
+        the same plan is computed. Only an unchanged plan from ``plan_query``
+        for this frame's schema is run: the charge is what its mechanisms say.
+        """
+        if not isinstance(plan, QueryPlan) or not is_issued(plan):
+            raise InvalidInputError(
+                "run() takes a plan made by plan() or plan_query(), unchanged",
+                expected="the QueryPlan plan_query returned",
+                got=type(plan).__name__ if not isinstance(plan, QueryPlan) else "a changed copy",
+                fix="make the plan with PrivateFrame.plan(...) and pass it as it is",
+            )
+        if plan.schema != self.schema:
+            raise InvalidInputError(
+                "the plan was made for another privacy schema than this frame's",
+                expected="a plan made with this frame's schema",
+                got="another schema",
+                fix="make the plan with this frame's plan(...)",
+            )
         self._check_columns(plan)
-        charged = self._charge(plan, purpose)
+        receipt = self.guard.charge(self.dataset, plan.event, purpose=purpose or self.purpose or "")
         result = run_plan(plan, self._frame)
-        return replace(result, charged=charged)
+        return replace(result, charged=receipt.to_dict())
 
     def _check_columns(self, plan: QueryPlan) -> None:
-        names = set(self._frame.collect_schema().names())
-        wanted = {*plan.spec.group_by, *(c.column for c in plan.components if c.column)}
-        if plan.where_expr is not None:
-            wanted |= set(plan.where_expr.meta.root_names())
-        if self.schema.privacy_unit is not None:
-            wanted.add(self.schema.privacy_unit)
-        for name in sorted(wanted):
-            self.schema.column(name)  # raises with the closest declared name
-        missing = sorted(wanted - names)
+        wanted = _wanted_columns(plan)
+        dtypes = self._frame.collect_schema()
+        missing = sorted(wanted - set(dtypes.names()))
         if missing:
             raise InvalidInputError(
                 "the frame lacks declared columns",
@@ -191,7 +217,6 @@ class PrivateFrame:
                 got=f"missing {missing}",
             )
         # Checked before the charge, from the frame's types alone (never from its values).
-        dtypes = self._frame.collect_schema()
         measured = sorted({c.column for c in plan.components if c.column})
         wrong = [f"{c}: {dtypes[c]}" for c in measured if not dtypes[c].is_numeric()]
         if wrong:
@@ -204,15 +229,6 @@ class PrivateFrame:
         if plan.spec.where is not None:
             compile_where(plan.spec.where, dtypes)  # literals of the columns' types
         _check_key_types(plan, dtypes)
-
-    def _charge(self, plan: QueryPlan, purpose: str | None) -> dict[str, Any]:
-        event = plan.event
-        if self._local is not None:
-            return self._local.charge(event.dp_event)
-        assert self._ledger is not None  # noqa: S101
-        assert self._dataset is not None  # noqa: S101
-        receipt = self._ledger.charge(self._dataset, event, purpose=purpose or self.purpose or "")
-        return receipt.to_dict()
 
     # ------------------------------------------------------------ shorthands
     def _one(self, agg: Aggregate, by: Sequence[str], **kwargs: Any) -> QueryResult:
@@ -306,9 +322,26 @@ def _check_key_types(plan: QueryPlan, dtypes: pl.Schema) -> None:
             ) from exc
 
 
+def _wanted_columns(plan: QueryPlan) -> set[str]:
+    """The columns ``plan`` reads: grouping, measured, filtered, and the privacy unit.
+
+    Each must be declared in the plan's schema (the error names the closest
+    declared column); ``query_dataset`` loads only these, and ``PrivateFrame``
+    checks the frame has them, both before the charge.
+    """
+    wanted = {*plan.spec.group_by, *(c.column for c in plan.components if c.column)}
+    if plan.where_expr is not None:
+        wanted |= set(plan.where_expr.meta.root_names())
+    if plan.schema.privacy_unit is not None:
+        wanted.add(plan.schema.privacy_unit)
+    for name in sorted(wanted):
+        plan.schema.column(name)  # raises with the closest declared name
+    return wanted
+
+
 def query_dataset(
     catalog: Catalog,
-    ledger: Ledger,
+    guard: BudgetGuard,
     dataset: str,
     sql: str,
     *,
@@ -318,33 +351,27 @@ def query_dataset(
     confidence: float = 0.95,
     mechanism: Literal["auto", "laplace", "gaussian"] = "auto",
 ) -> QueryResult:
-    """Answer ``sql`` on a registered dataset, charging its ledger first.
+    """Answer ``sql`` on a registered dataset, charging ``guard`` (the workspace ledger) first.
 
-    The query is parsed and planned, and the data loaded and verified against
-    its fingerprint, *before* the charge: a query that cannot run costs nothing.
+    The query is parsed and planned once, from the registered schema; the
+    plan's event is previewed on the guard (a short budget refuses before any
+    data is read); only the columns the plan reads are loaded and verified
+    against the dataset's fingerprint; their types are checked; and only then
+    is the same plan charged and computed. A query that cannot run costs nothing.
     """
     info = catalog.get(dataset)
-    probe = PrivateFrame(
-        pl.DataFrame(), info.schema, budget=Budget(epsilon=1.0), table_names=("t", dataset)
-    )
-    plan = probe.plan(sql, epsilon=epsilon, delta=delta, confidence=confidence, mechanism=mechanism)
-    ledger.preview(dataset, plan.event)  # refuse early (and cheaply) when the budget is short
-    wanted = {*plan.spec.group_by, *(c.column for c in plan.components if c.column)}
-    if plan.where_expr is not None:
-        wanted |= set(plan.where_expr.meta.root_names())
-    if info.schema.privacy_unit:
-        wanted.add(info.schema.privacy_unit)
-    for name in wanted:
-        info.schema.column(name)
-    frame = catalog.load_frame(dataset, columns=sorted(wanted) or None)
-    private = PrivateFrame(
-        frame, info.schema, ledger=ledger, dataset=dataset, purpose=purpose, table_names=("t",)
-    )
-    return private.query(
-        plan.spec,
+    spec = parse_sql(sql, table_names=("t", dataset))
+    plan = plan_query(
+        spec,
+        info.schema,
         epsilon=epsilon,
         delta=delta,
+        contribution=_schema_contribution(info.schema),
         confidence=confidence,
         mechanism=mechanism,
-        purpose=purpose,
     )
+    guard.preview(dataset, plan.event)  # refuse early (and cheaply) when the budget is short
+    wanted = _wanted_columns(plan)
+    frame = catalog.load_frame(dataset, columns=sorted(wanted) or None)
+    private = PrivateFrame(frame, info.schema, guard=guard, dataset=dataset, purpose=purpose)
+    return private.run(plan, purpose=purpose)

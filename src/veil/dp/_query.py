@@ -36,6 +36,7 @@ import functools
 import math
 import secrets
 import sys
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -453,7 +454,7 @@ def plan_query(  # noqa: C901, PLR0912, PLR0915 - one place derives every scale
             f"each person ('{schema.privacy_unit}') contributes at most {l0} group(s) and "
             f"{linf} row(s) per group; extra rows are dropped at random"
         )
-    return QueryPlan(
+    plan = QueryPlan(
         spec=spec,
         schema=schema,
         contribution=contribution,
@@ -469,6 +470,19 @@ def plan_query(  # noqa: C901, PLR0912, PLR0915 - one place derives every scale
         notes=tuple(notes),
         where_expr=compile_where(spec.where) if spec.where else None,
     )
+    _ISSUED[id(plan)] = plan
+    return plan
+
+
+# The plans plan_query made, by identity (weakly: a plan dropped is forgotten). PrivateFrame.run
+# charges a plan's own mechanisms, so it runs only a plan made here and left unchanged: a copy
+# with other components or mechanisms (dataclasses.replace) could charge less than it spends.
+_ISSUED: weakref.WeakValueDictionary[int, QueryPlan] = weakref.WeakValueDictionary()
+
+
+def is_issued(plan: QueryPlan) -> bool:
+    """Whether ``plan`` is one :func:`plan_query` returned (the object itself, not a copy)."""
+    return _ISSUED.get(id(plan)) is plan
 
 
 def _check_bounds_width(schema: PrivacySchema, spec: QuerySpec) -> None:
