@@ -80,13 +80,14 @@ def query(
     from veil.data import Catalog  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
 
     catalog = Catalog.open(workspace)
-    ledger = Ledger(catalog.store, workspace.settings)
+    # The one budget gate: the workspace ledger, the only guard this command charges.
+    ledger = Ledger(catalog.store, workspace.settings, key=workspace.keys.get("ledger"))
     try:
         result = query_dataset(
             catalog,
-            ledger,
-            dataset,
-            sql,
+            guard=ledger,
+            dataset=dataset,
+            sql=sql,
             epsilon=epsilon,
             delta=delta,
             purpose=purpose,
