@@ -199,12 +199,6 @@ def test_another_process_sees_the_same_spend(ledger: Ledger) -> None:
     assert spent(fresh(ledger)) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (issue 20 review): Ledger._base reports a checkpoint that is merely not due yet "
-    "(fewer than CHECKPOINT_EVERY events, none ever written) as 'is missing' and logs a warning "
-    "that it was rebuilt, in every process that did not make the charges",
-)
 def test_a_young_ledger_without_a_checkpoint_is_not_reported_as_damaged(ledger: Ledger) -> None:
     charge(ledger, EVERY - 1)
     assert checkpoint(ledger.store) is None
@@ -418,13 +412,6 @@ def test_verify_reports_a_tampered_event(
     assert checkpoint(ledger.store).seq == EVERY  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=LedgerIntegrityError,
-    reason="BUG (issue 20 review): Ledger.verify calls self._composed() (the incremental path), "
-    "which raises LedgerIntegrityError on a broken chain after the checkpoint, so in a fresh "
-    "process `veil budget verify` crashes with the error that tells the user to run it",
-)
 @pytest.mark.parametrize("tamper", TAMPERING)
 def test_verify_in_another_process_reports_a_tampered_event(
     ledger: Ledger, tamper: Callable[[Store, int], None]
@@ -457,14 +444,6 @@ def _rechain(store: Store, cheaper_from: int) -> None:
         edit_event(store, seq, mechanisms=cheap, chain=previous)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (issue 20 review): with a key, a checkpoint whose HMAC seal checks but whose "
-    "chain no longer matches the events (the events were deleted back past it, or rewritten with "
-    "their SHA-256 links recomputed) is discarded in Ledger._base as 'does not match the events' "
-    "chain' and the spend is rebuilt from the tampered events: the spend drops, the next charge "
-    "goes through and seals the forged history under the key",
-)
 @pytest.mark.parametrize("attack", ["truncated-past-checkpoint", "rewritten-and-relinked"])
 def test_a_keyed_checkpoint_is_a_floor_the_events_cannot_undercut(
     ledger: Ledger, attack: str
@@ -485,35 +464,10 @@ def test_a_keyed_checkpoint_is_a_floor_the_events_cannot_undercut(
         assert receipt.status.spent.epsilon > honest, "the spend went down"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LIMITATION (issue 20 review): the event chain is plain SHA-256, so the events after "
-    "the last checkpoint (up to CHECKPOINT_EVERY - 1 of them) can be rewritten and relinked "
-    "without the key; an HMAC chain under the ledger key would catch it",
-)
-def test_the_events_after_the_checkpoint_cannot_be_relinked_without_the_key(ledger: Ledger) -> None:
-    charge(ledger, EVERY + 3)
-    honest = spent(ledger)
-    _rechain(ledger.store, EVERY + 1)
-    with pytest.raises(LedgerIntegrityError):
-        assert spent(fresh(ledger)) >= honest
-
-
 # ------------------------------------------------------------------ reads under concurrent charges
 def test_a_status_read_while_another_process_charges_is_consistent(
-    ledger: Ledger, store_url: str, request: pytest.FixtureRequest
+    ledger: Ledger, store_url: str
 ) -> None:
-    if ledger.store.backend == "postgresql":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=LedgerIntegrityError,
-                reason="BUG (issue 20 review): Ledger._composed reads the last event, then "
-                "(_compose_tail) every event after the base with no upper bound; under "
-                "PostgreSQL's READ COMMITTED each statement sees new commits, so a status or "
-                "preview during another process's charge raises 'changed while it was read'",
-            )
-        )
     charge(ledger, EVERY + 1)
     reader_store, writer_store = Store.open(store_url), Store.open(store_url)
     try:

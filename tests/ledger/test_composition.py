@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import veil.ledger._ledger as ledger_module
-from veil.errors import InvalidInputError
 from veil.ledger import (
     Budget,
     Composition,
@@ -192,13 +191,6 @@ def test_a_ledger_charges_exactly_the_recomposed_spend(
     _check_against_batch(events, delta, expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidInputError,
-    reason="BUG (issue 20 review): Mechanism.randomized_response accepts truth_probability = "
-    "1 / categories but computes epsilon = log(p (k - 1) / (1 - p)) = -1.1e-16 in floats, which "
-    "the gate's validate_event then refuses ('use the Mechanism constructors')",
-)
 @pytest.mark.parametrize("categories", [3, 6, 7])
 def test_randomized_response_at_one_over_k_is_chargeable(categories: int) -> None:
     # Truth probability 1 / k: every answer equally likely, no information, epsilon 0.

@@ -244,7 +244,8 @@ class Mechanism:
         # epsilon = ln(P(truth) / P(a given other answer)). Recorded as a pure-epsilon event:
         # dp_accounting's RandomizedResponseDpEvent is defined for replace-one neighbours only,
         # while the ledger accounts under add/remove-one.
-        epsilon = math.log(truth_probability * (k - 1) / (1.0 - truth_probability))
+        # At truth probability 1/k the ratio is 1 (epsilon 0), which rounds to -1e-16 for some k.
+        epsilon = max(0.0, math.log(truth_probability * (k - 1) / (1.0 - truth_probability)))
         return cls(
             "randomized_response",
             {"truth_probability": truth_probability, "categories": k, "epsilon": epsilon, **extra},

@@ -530,10 +530,15 @@ class Ledger:
                     problems.append(f"checkpoint: {checkpoint}")
                     checkpoint_note = "invalid"
             budget = None if budget_row is None else _budget_of(budget_row)
-            incremental = self._composed(session, ds)
             scratch = status_of(ds.name, budget, state, events=len(rows))
-            current = status_of(ds.name, budget, incremental.state, events=incremental.seq)
-            if scratch.spent != current.spent:
+            try:
+                incremental = self._composed(session, ds)
+            except LedgerIntegrityError as exc:
+                problems.append(f"the incremental path refuses to charge: {exc.message}")
+                current = None
+            else:
+                current = status_of(ds.name, budget, incremental.state, events=incremental.seq)
+            if current is not None and scratch.spent != current.spent:
                 problems.append(
                     f"incremental spend {current.spent.to_dict()} differs from the recomposition "
                     f"{scratch.spent.to_dict()}"
@@ -550,7 +555,7 @@ class Ledger:
                 else "broken",
                 "checkpoint": checkpoint_note,
                 "spent": scratch.spent.to_dict(),
-                "incremental": current.spent.to_dict(),
+                "incremental": None if current is None else current.spent.to_dict(),
                 "problems": problems,
                 "ok": not problems,
             }
@@ -619,10 +624,23 @@ class Ledger:
                 and self._chain_at(session, ds.id, checkpoint.seq) == checkpoint.chain
             ):
                 return checkpoint, None
+            if self._key:
+                # Sealed under the key, so it is genuine: the events were rewritten or deleted
+                # under it. Rebuilding from them would lower the spend.
+                raise LedgerIntegrityError(
+                    f"the ledger of '{ds.name}' is damaged: its sealed checkpoint (event "
+                    f"{checkpoint.seq}) does not match the events (the last is {last_seq}); "
+                    "nothing was charged",
+                    expected=f"event {checkpoint.seq} with chain {checkpoint.chain[:16]}...",
+                    got="events edited, deleted or renumbered under the checkpoint",
+                    fix=f"run `veil budget verify {ds.name}` and restore the workspace database "
+                    "from a backup; report it to the data owner",
+                )
             checkpoint = "does not match the events' chain"
         empty = _Known(0, GENESIS, Composition(), 0)
         if checkpoint is None:
-            return empty, "is missing" if last_seq > 0 else None
+            # Before CHECKPOINT_EVERY events there is none yet; after, one should be there.
+            return empty, "is missing" if last_seq >= CHECKPOINT_EVERY else None
         return empty, checkpoint
 
     def _chain_at(self, session: Session, dataset_id: int, seq: int) -> str | None:
@@ -639,7 +657,12 @@ class Ledger:
     ) -> _Known:
         rows = session.execute(
             select(PrivacyEventRow.seq, PrivacyEventRow.mechanisms, PrivacyEventRow.chain)
-            .where(PrivacyEventRow.dataset_id == ds.id, PrivacyEventRow.seq > base.seq)
+            .where(
+                PrivacyEventRow.dataset_id == ds.id,
+                PrivacyEventRow.seq > base.seq,
+                # READ COMMITTED (PostgreSQL) sees charges committed since the first read.
+                PrivacyEventRow.seq <= last_seq,
+            )
             .order_by(PrivacyEventRow.seq)
         ).all()
         state, chain, seq = base.state, base.chain, base.seq
@@ -656,8 +679,13 @@ class Ledger:
                 )
             state = state.add(_dp_event(mechanisms))
             chain, seq = stored, row_seq
-        if seq != last_seq or chain != last_chain:  # pragma: no cover - read in one transaction
-            raise LedgerIntegrityError(f"the ledger of '{ds.name}' changed while it was read")
+        if seq != last_seq or chain != last_chain:
+            raise LedgerIntegrityError(
+                f"the ledger of '{ds.name}' is damaged: its last event does not link to the rest",
+                expected=f"event {last_seq} at the end of the chain",
+                got=f"the chain ends at event {seq}",
+                fix=f"run `veil budget verify {ds.name}`",
+            )
         return _Known(seq, chain, state, base.checkpoint_seq)
 
     def _read_checkpoint(self, session: Session, ds: DatasetRow) -> _Known | str | None:
