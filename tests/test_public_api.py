@@ -210,6 +210,7 @@ PUBLIC = {
         "describe_partition",
         "dropout_rule",
         "federate",
+        "federate_deployed",
         "krum",
         "load_config",
         "multikrum",

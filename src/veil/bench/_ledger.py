@@ -141,12 +141,17 @@ def _charge_worker(url: str, start: Any, count: int, seed: int, results: Any) ->
     events = [heterogeneous_event(int(rng.integers(0, 6)), rng) for _ in range(count)]
     start.wait()
     latencies = []
-    for event in events:
-        began = time.perf_counter()
-        ledger.charge(DATASET, event, purpose="benchmark", actor=f"worker-{seed}")
-        latencies.append(time.perf_counter() - began)
-    results.put(latencies)
-    store.dispose()
+    try:
+        for event in events:
+            began = time.perf_counter()
+            ledger.charge(DATASET, event, purpose="benchmark", actor=f"worker-{seed}")
+            latencies.append(time.perf_counter() - began)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        results.put(f"{type(exc).__name__}: {exc}")
+    else:
+        results.put(latencies)
+    finally:
+        store.dispose()
 
 
 def _concurrent(url: str, processes: int, per_process: int) -> dict[str, Any]:
@@ -161,8 +166,13 @@ def _concurrent(url: str, processes: int, per_process: int) -> dict[str, Any]:
         worker.start()
     start.wait()
     began = time.perf_counter()
-    latencies = [x for _ in workers for x in results.get(timeout=3600)]
+    answers = [results.get(timeout=3600) for _ in workers]
     wall = time.perf_counter() - began
+    failed = [a for a in answers if isinstance(a, str)]
+    if failed:
+        msg = f"a concurrent charger failed: {failed[0]}"
+        raise RuntimeError(msg)
+    latencies = [x for answer in answers for x in answer]
     for worker in workers:
         worker.join()
     return {

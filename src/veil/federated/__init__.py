@@ -51,7 +51,7 @@ from veil.federated._privacy import (
 )
 
 if TYPE_CHECKING:
-    from veil.federated._run import dropout_rule, federate
+    from veil.federated._run import dropout_rule, federate, federate_deployed
     from veil.federated._runner import InProcessGrid
     from veil.federated._server import FederatedResult, plan_privacy, run_federation
 
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "dropout_rule": "veil.federated._run",
     "federate": "veil.federated._run",
+    "federate_deployed": "veil.federated._run",
     "InProcessGrid": "veil.federated._runner",
     "FederatedResult": "veil.federated._server",
     "plan_privacy": "veil.federated._server",
@@ -95,6 +96,7 @@ __all__ = [
     "describe_partition",
     "dropout_rule",
     "federate",
+    "federate_deployed",
     "krum",
     "load_config",
     "multikrum",
