@@ -223,8 +223,8 @@ def federate(
     # The workspace's ledger is the run's budget gate; the run is bound to the data it charges.
     guard = _workspace_ledger() if run_config.ledger_dataset is not None else None
     if deploy:
-        from veil.federated._deploy import DeployCredentials  # noqa: PLC0415
         from veil.federated import federate_deployed  # noqa: PLC0415
+        from veil.federated._deploy import DeployCredentials  # noqa: PLC0415
 
         payload = federate_deployed(
             run_config, superlink, DeployCredentials.load(credentials), guard=guard
