@@ -178,8 +178,12 @@ def test_the_chain_links_every_event_to_the_one_before(ledger: Ledger) -> None:
     previous = GENESIS
     rows = event_rows(ledger.store)
     assert [seq for seq, _, _ in rows] == [1, 2, 3, 4, 5]
+    with ledger.store.session() as session:
+        leaves = dict(session.execute(select(PrivacyEventRow.seq, PrivacyEventRow.leaves)).all())
+    assert leaves[2] is None  # a non-private use composes nothing
+    assert all(leaves[seq] for seq in (1, 3, 4, 5))  # what the others composed is kept
     for seq, mechanisms, chain in rows:
-        assert chain == link(previous, seq, mechanisms)
+        assert chain == link(previous, seq, mechanisms, leaves[seq])
         previous = chain
 
 
@@ -343,14 +347,20 @@ def test_a_keyless_ledger_seals_with_sha256_and_a_keyed_one_rejects_it(ledger: L
 
 # ------------------------------------------------------------------ edited or deleted events
 def _cheaper(store: Store, seq: int) -> None:
-    edit_event(store, seq, mechanisms=[laplace(scale=50.0).to_dict()])
+    edit_event(store, seq, mechanisms=[laplace(scale=50.0).to_dict()], leaves=None)
 
 
 def _cheaper_relinked(store: Store, seq: int) -> None:
     # The editor recomputes this event's own link too; the next event no longer links to it.
     rows = event_rows(store)
     mechanisms = [laplace(scale=50.0).to_dict()]
-    edit_event(store, seq, mechanisms=mechanisms, chain=link(rows[seq - 2][2], seq, mechanisms))
+    edit_event(
+        store,
+        seq,
+        mechanisms=mechanisms,
+        leaves=None,
+        chain=link(rows[seq - 2][2], seq, mechanisms),
+    )
 
 
 def _deleted(store: Store, seq: int) -> None:
@@ -441,7 +451,7 @@ def _rechain(store: Store, cheaper_from: int) -> None:
     for seq, mechanisms, _ in rows[cheaper_from - 1 :]:
         cheap = [laplace(scale=50.0).to_dict()] if seq >= cheaper_from else mechanisms
         previous = link(previous, seq, cheap)
-        edit_event(store, seq, mechanisms=cheap, chain=previous)
+        edit_event(store, seq, mechanisms=cheap, leaves=None, chain=previous)
 
 
 @pytest.mark.parametrize("attack", ["truncated-past-checkpoint", "rewritten-and-relinked"])

@@ -58,15 +58,15 @@ def heterogeneous_event(i: int, rng: np.random.Generator) -> PrivacyEvent:
     delta 1e-6 (a ledger that is still in use, not one long exhausted).
     """
     makers: list[Callable[[], Mechanism]] = [
-        lambda: Mechanism.laplace(scale=float(rng.uniform(2e3, 8e3)), sensitivity=1.0),
-        lambda: Mechanism.gaussian(sigma=float(rng.uniform(300, 1200)), sensitivity=1.0),
-        lambda: Mechanism.discrete_laplace(scale=float(rng.uniform(2e3, 8e3)), sensitivity=1),
-        lambda: Mechanism.discrete_gaussian(sigma=float(rng.uniform(300, 1200)), sensitivity=1),
+        lambda: Mechanism.laplace(scale=float(rng.uniform(700, 2700)), sensitivity=1.0),
+        lambda: Mechanism.gaussian(sigma=float(rng.uniform(100, 400)), sensitivity=1.0),
+        lambda: Mechanism.discrete_laplace(scale=float(rng.uniform(700, 2700)), sensitivity=1),
+        lambda: Mechanism.discrete_gaussian(sigma=float(rng.uniform(100, 400)), sensitivity=1),
         lambda: Mechanism.subsampled_gaussian(
-            float(rng.uniform(0.001, 0.01)), float(rng.uniform(20, 60)), int(rng.integers(1, 5))
+            float(rng.uniform(0.001, 0.01)), float(rng.uniform(7, 20)), int(rng.integers(1, 5))
         ),
         lambda: Mechanism.epsilon_delta(
-            "sparse_vector", float(rng.uniform(1e-4, 4e-4)), float(rng.uniform(1e-14, 5e-14))
+            "sparse_vector", float(rng.uniform(3e-4, 1.2e-3)), float(rng.uniform(1e-14, 5e-14))
         ),
     ]
     mechanism = makers[i % len(makers)]()

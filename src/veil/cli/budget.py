@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from veil.cli._output import out, print_json
+from veil.cli._output import out, print_json, progress_bar
 
 if TYPE_CHECKING:
     from veil.ledger import BudgetStatus
@@ -165,3 +165,37 @@ def history(dataset: DatasetArg, as_json: JsonOption = False) -> None:
             spent,
         )
     out.print(table)
+
+
+@app.command()
+def verify(dataset: DatasetArg, as_json: JsonOption = False) -> None:
+    """Recompose a dataset's whole history from scratch and check it against the ledger.
+
+    Walks the event chain from the first release, recomposes every event,
+    compares with the checkpoint and with what the next charge would use, and
+    exits non-zero (11) when anything disagrees.
+    """
+    from veil.ledger import Ledger, LedgerIntegrityError  # noqa: PLC0415
+
+    ledger = Ledger.open()
+    try:
+        with progress_bar() as progress:
+            report = ledger.verify(dataset, progress=progress)
+    finally:
+        ledger.store.dispose()
+    if as_json:
+        print_json(report)
+    else:
+        table = Table("check", "result")
+        table.add_row("events", f"{report['events']:,}")
+        table.add_row("chain", report["chain"])
+        table.add_row("checkpoint", report["checkpoint"])
+        table.add_row("spent (recomposed)", str(report["spent"]))
+        table.add_row("spent (incremental)", str(report["incremental"]))
+        out.print(table)
+        for problem in report["problems"]:
+            out.print(f"[red]problem:[/red] {problem}")
+        if report["ok"]:
+            out.print(f"The ledger of '{dataset}' is intact.")
+    if not report["ok"]:
+        raise typer.Exit(LedgerIntegrityError.exit_code)

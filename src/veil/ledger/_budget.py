@@ -18,7 +18,7 @@ from typing import Any
 from dp_accounting import dp_event
 
 from veil.errors import BudgetExceededError, InvalidInputError
-from veil.ledger._composition import Composition
+from veil.ledger._composition import Composition, encode_leaves
 from veil.ledger._events import Mechanism, PrivacyEvent, validate_event
 from veil.ledger._params import (
     MAX_RELEASE_EPSILON,
@@ -224,6 +224,7 @@ class CheckedCharge:
     alone: Spent
     after: Composition
     status: BudgetStatus
+    leaves: bytes | None = None
 
 
 def check_charges(
@@ -273,7 +274,8 @@ def check_charges(
         alone = _alone(budget, event.dp_event)
         _check_release_size(dataset, alone)
         before = states[dataset]
-        after = before.add(event.dp_event)
+        record: list[Any] = []
+        after = before.add(event.dp_event, record=record)
         count = counts.get(dataset, before.events) + 1
         counts[dataset] = count
         status = status_of(dataset, budget, after, events=count)
@@ -296,7 +298,8 @@ def check_charges(
                 },
             )
         states[dataset] = after
-        checked.append(CheckedCharge(dataset, event, alone, after, status))
+        leaves = encode_leaves(record) if record else None
+        checked.append(CheckedCharge(dataset, event, alone, after, status, leaves))
     return checked
 
 

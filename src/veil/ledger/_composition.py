@@ -38,7 +38,7 @@ import hmac
 import json
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -60,7 +60,7 @@ from veil.ledger._accountants import (
 )
 from veil.ledger._events import EpsilonDeltaDpEvent, flatten
 
-__all__ = ["Composition", "recompose"]
+__all__ = ["Composition", "LeafKey", "decode_leaves", "encode_leaves", "recompose"]
 
 # The state's grid: PLD_DISCRETIZATION, doubled as often as needed so that one event spans at
 # most this many points and the composed state at most _MAX_STATE_POINTS.
@@ -69,6 +69,7 @@ _MAX_STATE_POINTS = 1 << 18
 # Stored-state format (bump when the layout changes: an old checkpoint is then rebuilt).
 FORMAT = 1
 _MAGIC = b"VEILPLD1"
+_LEAVES_MAGIC = b"VEILLEAF"
 
 
 def _dense(pmf: pld_pmf.PLDPmf) -> pld_pmf.DensePLDPmf:
@@ -91,6 +92,128 @@ def _leaf_pld(
     if pld._symmetric:  # noqa: SLF001
         return pld_lib.PrivacyLossDistribution(remove)
     return pld_lib.PrivacyLossDistribution(remove, _dense(pld._pmf_add))  # noqa: SLF001
+
+
+LeafKey = tuple[dp_event.DpEvent, int, float]
+"""A leaf event, how many times it runs, and the grid interval of its distribution."""
+
+
+class _Leaves:
+    """Where one leaf's distribution comes from (stored, or built), and who records it."""
+
+    def __init__(
+        self,
+        index: int,
+        stored: Mapping[LeafKey, pld_lib.PrivacyLossDistribution] | None,
+        record: list[tuple[int, LeafKey, pld_lib.PrivacyLossDistribution]] | None,
+    ) -> None:
+        self.index, self.stored, self.record = index, stored, record
+
+    def get(
+        self, leaf: dp_event.DpEvent, count: int, interval: float
+    ) -> pld_lib.PrivacyLossDistribution:
+        if self.stored:
+            found = self.stored.get((leaf, count, interval))
+            if found is not None:
+                return found
+        return _leaf_pld(leaf, count, interval)
+
+    def note(self, key: LeafKey, pld: pld_lib.PrivacyLossDistribution) -> None:
+        if self.record is not None:
+            self.record.append((self.index, key, pld))
+
+
+def _pmf_parts(pld: pld_lib.PrivacyLossDistribution) -> tuple[list[dict[str, Any]], list[bytes]]:
+    parts = [("remove", _dense(pld._pmf_remove))]  # noqa: SLF001
+    if not pld._symmetric:  # noqa: SLF001
+        parts.append(("add", _dense(pld._pmf_add)))  # noqa: SLF001
+    heads, arrays = [], []
+    for side, pmf in parts:
+        probs = np.ascontiguousarray(pmf._probs, dtype="<f8")  # noqa: SLF001
+        heads.append(
+            {
+                "side": side,
+                "lower": int(pmf._lower_loss),  # noqa: SLF001
+                "infinity": float(pmf._infinity_mass),  # noqa: SLF001
+                "n": int(probs.size),
+            }
+        )
+        arrays.append(probs.tobytes())
+    return heads, arrays
+
+
+def _pld_from_parts(
+    data: bytes, offset: int, heads: list[dict[str, Any]], interval: float
+) -> tuple[pld_lib.PrivacyLossDistribution, int]:
+    pmfs = {}
+    for part in heads:
+        n = int(part["n"])
+        if n < 1 or offset + 8 * n > len(data):
+            msg = "a stored distribution is truncated"
+            raise ValueError(msg)
+        probs = np.frombuffer(data, dtype="<f8", count=n, offset=offset).astype(np.float64)
+        offset += 8 * n
+        pmfs[part["side"]] = pld_pmf.DensePLDPmf(
+            interval,
+            int(part["lower"]),
+            probs,
+            float(part["infinity"]),
+            True,  # noqa: FBT003
+        )
+    return pld_lib.PrivacyLossDistribution(pmfs["remove"], pmfs.get("add")), offset
+
+
+def _pack(header: dict[str, Any], arrays: list[bytes], magic: bytes) -> bytes:
+    # repr() of a float round-trips exactly through json.
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    return magic + struct.pack("<I", len(head)) + head + b"".join(arrays)
+
+
+def _unpack(data: bytes, magic: bytes) -> tuple[dict[str, Any], int]:
+    if not data.startswith(magic) or len(data) < len(magic) + 4:
+        msg = "not a Veil composition record"
+        raise ValueError(msg)
+    (size,) = struct.unpack_from("<I", data, len(magic))
+    start = len(magic) + 4
+    header = json.loads(data[start : start + size])
+    if not isinstance(header, dict):
+        msg = "malformed header"
+        raise ValueError(msg)  # noqa: TRY004 - malformed bytes, as every other case here
+    return header, start + size
+
+
+def encode_leaves(record: Sequence[tuple[int, LeafKey, pld_lib.PrivacyLossDistribution]]) -> bytes:
+    """The leaf distributions one event composed, for its ledger row (see :meth:`Composition.add`)."""
+    entries, arrays = [], []
+    for index, (_, count, interval), pld in record:
+        heads, parts = _pmf_parts(pld)
+        entries.append({"leaf": index, "count": count, "interval": interval, "pmfs": heads})
+        arrays += parts
+    return _pack({"format": FORMAT, "leaves": entries}, arrays, _LEAVES_MAGIC)
+
+
+def decode_leaves(
+    data: bytes, event: dp_event.DpEvent
+) -> dict[LeafKey, pld_lib.PrivacyLossDistribution]:
+    """Inverse of :func:`encode_leaves`, keyed by ``event``'s own leaves (ValueError if malformed)."""
+    header, offset = _unpack(data, _LEAVES_MAGIC)
+    if header.get("format") != FORMAT:
+        msg = f"stored leaves format {header.get('format')!r}, expected {FORMAT}"
+        raise ValueError(msg)
+    leaves = flatten([event])
+    found: dict[LeafKey, pld_lib.PrivacyLossDistribution] = {}
+    for entry in header["leaves"]:
+        leaf, count = leaves[int(entry["leaf"])]
+        if int(entry["count"]) != count:
+            msg = "a stored distribution is for another count"
+            raise ValueError(msg)
+        interval = float(entry["interval"])
+        pld, offset = _pld_from_parts(data, offset, entry["pmfs"], interval)
+        found[(leaf, count, interval)] = pld
+    if offset != len(data):
+        msg = "stored leaves have trailing bytes"
+        raise ValueError(msg)
+    return found
 
 
 def _coarsen_pmf(pmf: pld_pmf.DensePLDPmf, factor: int) -> pld_pmf.DensePLDPmf:
@@ -163,11 +286,24 @@ class Composition:
     non_private: int = 0
 
     # ------------------------------------------------------------ composing
-    def add(self, event: dp_event.DpEvent) -> Composition:
-        """The state after one more release (``event`` may be a composition of mechanisms)."""
+    def add(
+        self,
+        event: dp_event.DpEvent,
+        *,
+        stored: Mapping[LeafKey, pld_lib.PrivacyLossDistribution] | None = None,
+        record: list[tuple[int, LeafKey, pld_lib.PrivacyLossDistribution]] | None = None,
+    ) -> Composition:
+        """The state after one more release (``event`` may be a composition of mechanisms).
+
+        Args:
+            stored: Leaf distributions already built (read back with :func:`decode_leaves`
+                from the event's ledger row), used instead of building them again.
+            record: Receives ``(leaf index, key, distribution)`` for every leaf
+                distribution composed (what :func:`encode_leaves` stores).
+        """
         state = self
-        for leaf, count in flatten([event]):
-            state = state._add_leaf(leaf, count)
+        for index, (leaf, count) in enumerate(flatten([event])):
+            state = state._add_leaf(leaf, count, _Leaves(index, stored, record))
         return replace(state, events=self.events + 1)
 
     def add_all(self, events: Iterable[dp_event.DpEvent]) -> Composition:
@@ -176,7 +312,7 @@ class Composition:
             state = state.add(event)
         return state
 
-    def _add_leaf(self, leaf: dp_event.DpEvent, count: int) -> Composition:
+    def _add_leaf(self, leaf: dp_event.DpEvent, count: int, leaves: _Leaves) -> Composition:
         if isinstance(leaf, dp_event.NonPrivateDpEvent):
             return replace(self, non_private=self.non_private + count)
         try:
@@ -194,7 +330,7 @@ class Composition:
                 changes["pld"] = None
                 return replace(self, **changes)
             state = replace(self, **changes)
-            leaf_pld, state = state._on_grid(leaf, count)  # noqa: SLF001 - a new state of this class
+            leaf_pld, state = state._on_grid(leaf, count, leaves)  # noqa: SLF001 - a new state of this class
             return replace(state, pld=_compose(state.pld, leaf_pld))
         changes["nonpure_leaves"] = self.nonpure_leaves + count
         if isinstance(leaf, EpsilonDeltaDpEvent) and leaf.epsilon > PLD_MAX_EVENT_EPSILON:
@@ -207,7 +343,7 @@ class Composition:
             changes["wide_rho"] = self.wide_rho + count * _rho(_unsampled(leaf))
             return replace(self, **changes)
         state = replace(self, **changes)
-        leaf_pld, state = state._on_grid(leaf, count)  # noqa: SLF001 - a new state of this class
+        leaf_pld, state = state._on_grid(leaf, count, leaves)  # noqa: SLF001 - a new state of this class
         return replace(
             state,
             pld=None if state.pure_too_big else _compose(state.pld, leaf_pld),
@@ -215,7 +351,7 @@ class Composition:
         )
 
     def _on_grid(
-        self, leaf: dp_event.DpEvent, count: int
+        self, leaf: dp_event.DpEvent, count: int, leaves: _Leaves
     ) -> tuple[pld_lib.PrivacyLossDistribution, Composition]:
         """The leaf's distribution on the state's grid, coarsening the state when one is too fine."""
         state = self
@@ -225,10 +361,11 @@ class Composition:
             or max(_points(state.pld), _points(state.pld_rest)) > _MAX_STATE_POINTS
         ):
             state = state._coarser()
-        leaf_pld = _leaf_pld(leaf, count, state.interval)
+        leaf_pld = leaves.get(leaf, count, state.interval)
         while _points(leaf_pld) > _MAX_STATE_POINTS:
             state = state._coarser()  # noqa: SLF001 - a new state of this class
-            leaf_pld = _leaf_pld(leaf, count, state.interval)
+            leaf_pld = leaves.get(leaf, count, state.interval)
+        leaves.note((leaf, count, state.interval), leaf_pld)
         return leaf_pld, state
 
     def _coarser(self) -> Composition:

@@ -45,7 +45,15 @@ from veil.ledger._budget import (
     non_private_mechanism,
     status_of,
 )
-from veil.ledger._composition import FORMAT, Composition, check_seal, seal, warm
+from veil.ledger._composition import (
+    FORMAT,
+    Composition,
+    LeafKey,
+    check_seal,
+    decode_leaves,
+    seal,
+    warm,
+)
 from veil.ledger._events import Mechanism, PrivacyEvent
 from veil.ledger._params import check_budget_delta
 from veil.progress import ProgressCallback, ProgressEvent
@@ -371,9 +379,11 @@ class Ledger:
         """
         purpose = check_purpose(purpose)
         who = self._actor(actor)
+        # Outside the lock: compose the events other processes charged since this one last
+        # looked (the lock then only covers the few charged meanwhile), and build each new
+        # event's distributions on the grid of the state (cached: under the lock it only convolves).
+        self._catch_up(sorted({name for name, _ in charges}))
         for _, event in charges:
-            # Outside the lock: build each event's distributions on the grid of the state this
-            # process knows (cached, so the check under the lock only convolves).
             with self._lock:
                 grids = {k.state.interval for k in self._known.values()}
             for interval in grids or {PLD_DISCRETIZATION}:
@@ -387,7 +397,7 @@ class Ledger:
                 ds = datasets[item.dataset]
                 seqs[ds.id] += 1
                 mechanisms = [m.to_dict() for m in item.event.mechanisms]
-                chains[ds.id] = link(chains[ds.id], seqs[ds.id], mechanisms)
+                chains[ds.id] = link(chains[ds.id], seqs[ds.id], mechanisms, item.leaves)
                 row = PrivacyEventRow(
                     dataset_id=ds.id,
                     seq=seqs[ds.id],
@@ -405,6 +415,7 @@ class Ledger:
                     spent_delta=item.status.spent.delta,
                     spent_rho=item.status.spent.rho,
                     chain=chains[ds.id],
+                    leaves=item.leaves,
                 )
                 session.add(row)
                 session.flush()
@@ -508,20 +519,25 @@ class Ledger:
             ds = self._dataset(session, dataset, lock=self.store.backend != "sqlite")
             budget_row = self._budget_row(session, ds.id, lock=True)
             rows = session.execute(
-                select(PrivacyEventRow.seq, PrivacyEventRow.mechanisms, PrivacyEventRow.chain)
+                select(
+                    PrivacyEventRow.seq,
+                    PrivacyEventRow.mechanisms,
+                    PrivacyEventRow.chain,
+                    PrivacyEventRow.leaves,
+                )
                 .where(PrivacyEventRow.dataset_id == ds.id)
                 .order_by(PrivacyEventRow.seq)
             ).all()
             problems: list[str] = []
             state, chain = Composition(), GENESIS
-            for expected_seq, (seq, mechanisms, stored) in enumerate(rows, start=1):
+            for expected_seq, (seq, mechanisms, stored, leaves) in enumerate(rows, start=1):
                 if seq != expected_seq:
                     problems.append(f"event {expected_seq} is missing (found {seq})")
-                chain = link(chain, seq, mechanisms)
+                chain = link(chain, seq, mechanisms, leaves)
                 if stored != chain:
                     problems.append(f"event {seq} does not link to the one before")
                     chain = stored
-                state = state.add(_dp_event(mechanisms))
+                state = state.add(_dp_event(mechanisms))  # built from the mechanisms, not stored
                 if progress is not None and (seq % 500 == 0 or seq == len(rows)):
                     progress(ProgressEvent(f"recompose {ds.name}", seq, len(rows), "events"))
             checkpoint = self._read_checkpoint(session, ds)
@@ -563,6 +579,17 @@ class Ledger:
             }
 
     # ------------------------------------------------------------ internals
+    def _catch_up(self, names: Sequence[str]) -> None:
+        """Bring this process's composed histories up to date, without the lock (best effort)."""
+        try:
+            with self.store.session() as session:
+                for name in names:
+                    ds = session.scalar(select(DatasetRow).where(DatasetRow.name == name))
+                    if ds is not None:
+                        self._composed(session, ds)
+        except LedgerIntegrityError:
+            pass  # the locked path reports it, and refuses the charge
+
     def _check(
         self, session: Session, charges: Sequence[tuple[str, PrivacyEvent]], *, lock: bool
     ) -> tuple[list[Any], dict[str, DatasetRow], dict[int, _Known]]:
@@ -658,7 +685,12 @@ class Ledger:
         self, session: Session, ds: DatasetRow, base: _Known, last_seq: int, last_chain: str
     ) -> _Known:
         rows = session.execute(
-            select(PrivacyEventRow.seq, PrivacyEventRow.mechanisms, PrivacyEventRow.chain)
+            select(
+                PrivacyEventRow.seq,
+                PrivacyEventRow.mechanisms,
+                PrivacyEventRow.chain,
+                PrivacyEventRow.leaves,
+            )
             .where(
                 PrivacyEventRow.dataset_id == ds.id,
                 PrivacyEventRow.seq > base.seq,
@@ -668,8 +700,8 @@ class Ledger:
             .order_by(PrivacyEventRow.seq)
         ).all()
         state, chain, seq = base.state, base.chain, base.seq
-        for row_seq, mechanisms, stored in rows:
-            expected = link(chain, row_seq, mechanisms)
+        for row_seq, mechanisms, stored, leaves in rows:
+            expected = link(chain, row_seq, mechanisms, leaves)
             if row_seq != seq + 1 or stored != expected:
                 raise LedgerIntegrityError(
                     f"the ledger of '{ds.name}' is damaged: event {row_seq} does not link to the "
@@ -679,7 +711,14 @@ class Ledger:
                     fix=f"run `veil budget verify {ds.name}` and restore the workspace database "
                     "from a backup; report it to the data owner",
                 )
-            state = state.add(_dp_event(mechanisms))
+            event = _dp_event(mechanisms)
+            built: dict[LeafKey, Any] | None = None
+            if leaves:
+                try:  # covered by the link just checked: composed as stored, not built again
+                    built = decode_leaves(leaves, event)
+                except (ValueError, KeyError, IndexError, TypeError):
+                    built = None  # unreadable: build them from the mechanisms
+            state = state.add(event, stored=built)
             chain, seq = stored, row_seq
         if seq != last_seq or chain != last_chain:
             raise LedgerIntegrityError(

@@ -167,6 +167,9 @@ class PrivacyEventRow(Base):
     # SHA-256 over the previous event's chain and this event's accounting content: a checkpoint
     # names the chain value it was composed up to, and the events after it must link on.
     chain: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The privacy-loss distributions this event composed (veil.ledger.encode_leaves), so that
+    # another process composes them instead of building them again; covered by ``chain``.
+    leaves: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class LedgerCheckpointRow(Base):

@@ -1,7 +1,7 @@
 """The ledger's checkpoints and event chain: a charge composes one event, not the history.
 
 Adds ``privacy_events.chain`` (filled here for existing events, in order, per
-dataset) and the ``ledger_checkpoints`` table (filled lazily: the first charge
+dataset), ``privacy_events.leaves`` (empty for existing events) and the ``ledger_checkpoints`` table (filled lazily: the first charge
 or status after the upgrade composes the history once and stores it).
 
 Revision ID: 0003
@@ -27,6 +27,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table("privacy_events") as batch:
         batch.add_column(sa.Column("chain", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("leaves", sa.LargeBinary(), nullable=True))
     bind = op.get_bind()
     events = sa.table(
         "privacy_events",
@@ -70,4 +71,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("ledger_checkpoints")
     with op.batch_alter_table("privacy_events") as batch:
+        batch.drop_column("leaves")
         batch.drop_column("chain")
