@@ -225,3 +225,55 @@ def test_the_issue_command_through_the_real_executable(tmp_path, shared_data):
     assert "95% intervals" in done.stdout
     assert "Amer-Indian-Eskimo" in done.stdout
     assert "epsilon=0.5" in done.stdout
+
+
+def test_budget_verify_recomposes_and_reports_a_tampered_event(capsys, adult):
+    """`veil budget verify` recomposes from scratch; an edited event makes it exit 11."""
+    from sqlalchemy import update
+
+    from veil.ledger import Ledger
+    from veil.store._tables import PrivacyEventRow
+
+    assert run(capsys, "budget", "set", adult, "--epsilon", "2", "--delta", "1e-6")[0] == 0
+    for sql in ("SELECT COUNT(*) FROM t", "SELECT AVG(age) FROM t"):
+        code, _, err = run(capsys, "query", adult, "--sql", sql, "--epsilon", "0.25")
+        assert code == 0, err
+    code, out, err = run(capsys, "budget", "verify", adult, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["ok"] is True
+    assert report["chain"] == "intact"
+    assert report["events"] == 2
+    assert report["spent"] == report["incremental"]
+    # Someone edits the first release in the database: the chain no longer links.
+    ledger = Ledger.open()
+    try:
+        with ledger.store.session() as session:
+            session.execute(
+                update(PrivacyEventRow).where(PrivacyEventRow.seq == 1).values(what="edited")
+            )
+            first = session.scalar(select_mechanisms())
+        with ledger.store.session() as session:
+            cheaper = [{**first[0], "parameters": {**first[0]["parameters"], "scale": 1e6}}]
+            session.execute(
+                update(PrivacyEventRow).where(PrivacyEventRow.seq == 1).values(mechanisms=cheaper)
+            )
+    finally:
+        ledger.store.dispose()
+    code, out, _ = run(capsys, "budget", "verify", adult, "--json")
+    assert code == 11
+    report = json.loads(out)
+    assert report["ok"] is False
+    assert report["chain"] == "broken"
+    assert any("event 1 " in problem for problem in report["problems"])
+    code, out, _ = run(capsys, "budget", "verify", adult)
+    assert code == 11
+    assert "problem" in out
+
+
+def select_mechanisms():  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from veil.store._tables import PrivacyEventRow
+
+    return select(PrivacyEventRow.mechanisms).where(PrivacyEventRow.seq == 1)
