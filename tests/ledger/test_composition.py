@@ -32,9 +32,10 @@ from veil.ledger import (
 from veil.ledger._events import flatten
 from veil.store import DatasetRow, Store
 
-# The batch accountant may round less (its grid is never finer than the state's when both use
-# the default): the incremental answer may exceed it by float noise of the FFT, nothing more.
-_FLOAT_NOISE = 1e-9
+# On the same grid the two differ only numerically: the batch accountant self-composes identical
+# events (FFT powers) where the fold convolves them one release at a time (directly when small),
+# and each composition truncates 1e-15 of tail mass. Seen: 1.3e-9 relative (29 subsampled steps).
+_FLOAT_NOISE = 1e-7
 _TOLERANCE = 5e-3  # 0.5 %
 
 
@@ -122,7 +123,7 @@ def test_adding_one_event_at_a_time_equals_recomposing(
         pytest.param(lambda data: data[:-8], id="truncated"),
         pytest.param(lambda data: data + b"\0" * 8, id="trailing"),
         pytest.param(lambda data: data[:6], id="header-cut"),
-        pytest.param(lambda data: data.replace(b'"format":1', b'"format":9'), id="format"),
+        pytest.param(lambda data: data.replace(b'"format":2', b'"format":9'), id="format"),
     ],
 )
 def test_a_malformed_state_is_refused(corrupt) -> None:

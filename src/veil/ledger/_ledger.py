@@ -54,7 +54,7 @@ from veil.ledger._composition import (
     seal,
     warm,
 )
-from veil.ledger._events import Mechanism, PrivacyEvent
+from veil.ledger._events import Mechanism, PrivacyEvent, validate_event
 from veil.ledger._params import check_budget_delta
 from veil.progress import ProgressCallback, ProgressEvent
 from veil.store import Store
@@ -384,6 +384,7 @@ class Ledger:
         # event's distributions on the grid of the state (cached: under the lock it only convolves).
         self._catch_up(sorted({name for name, _ in charges}))
         for _, event in charges:
+            validate_event(event.dp_event)  # before anything is built from it
             with self._lock:
                 grids = {k.state.interval for k in self._known.values()}
             for interval in grids or {PLD_DISCRETIZATION}:
