@@ -191,7 +191,7 @@ def run_ledger_benchmark(  # noqa: C901, PLR0912, PLR0915 - one benchmark, in or
     backends: Sequence[str] = ("sqlite", "postgresql"),
     charges: int = 200,
     warmup: int = 5,
-    processes: int = 8,
+    processes: Sequence[int] = (8,),
     per_process: int = 50,
     postgres_url: str | None = None,
     batch_accountant_max: int = 1_000,
@@ -271,10 +271,15 @@ def run_ledger_benchmark(  # noqa: C901, PLR0912, PLR0915 - one benchmark, in or
                         "batch_pld": batch,
                         "goal_p99_ms": GOAL_P99_MS.get(backend),
                     }
-                    if backend == "postgresql" and processes > 0:
-                        if progress:
-                            progress(ProgressEvent(f"{processes} processes", 0, None, "runs"))
-                        row["concurrent"] = _concurrent(url, processes, per_process)
+                    if backend == "postgresql":
+                        row["concurrent_runs"] = []
+                        for count in [p for p in processes if p > 0]:
+                            if progress:
+                                progress(ProgressEvent(f"{count} processes", 0, None, "runs"))
+                            run = _concurrent(url, count, per_process)
+                            row["concurrent_runs"].append(run)
+                            if count == max(processes):
+                                row["concurrent"] = run
                     ledger.store.dispose()
                     results.append(row)
                 finally:
@@ -288,7 +293,7 @@ def run_ledger_benchmark(  # noqa: C901, PLR0912, PLR0915 - one benchmark, in or
             "backends": list(backends),
             "charges": charges,
             "warmup": warmup,
-            "processes": processes,
+            "processes": list(processes),
             "per_process": per_process,
             "seed": seed,
         },

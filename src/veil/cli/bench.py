@@ -662,7 +662,7 @@ def _render_ledger_report(report: dict[str, Any]) -> None:
         "epsilon",
         "vs recomposition",
         "recompose s",
-        f"{report['parameters']['processes']} procs /s",
+        f"{max(report['parameters']['processes'] or [0])} procs /s",
     ):
         table.add_column(header, justify="right")
     for r in report["results"]:
@@ -684,6 +684,11 @@ def _render_ledger_report(report: dict[str, Any]) -> None:
             "-" if concurrent is None else f"{concurrent['charges_per_s']:.0f}",
         )
     out.print(table)
+    for r in report["results"]:
+        runs = r.get("concurrent_runs") or []
+        if runs:
+            curve = ", ".join(f"{x['processes']}: {x['charges_per_s']:.0f}/s" for x in runs)
+            out.print(f"{r['history']:,} events, {r['backend']}, concurrent processes -> {curve}")
     out.print(
         "vs recomposition: (charged - from-scratch) / from-scratch over every charge; the goal is "
         f"0 <= x <= {100 * goals['excess_at_most']:g}%. Goals: p99 {goals['p99_ms']} ms, "
@@ -701,8 +706,12 @@ def ledger(
     ] = "sqlite,postgresql",
     charges: Annotated[int, typer.Option("--charges", help="Timed charges per run.")] = 200,
     processes: Annotated[
-        int, typer.Option("--processes", help="Concurrent chargers on PostgreSQL (0: none).")
-    ] = 8,
+        str,
+        typer.Option(
+            "--processes",
+            help="Concurrent chargers on PostgreSQL, comma-separated runs (0: none).",
+        ),
+    ] = "8",
     per_process: Annotated[
         int, typer.Option("--per-process", help="Charges by each concurrent process.")
     ] = 50,
@@ -729,6 +738,12 @@ def ledger(
             "--sizes must be whole numbers", expected="e.g. 10,1000,100000", got=sizes
         ) from None
     backend_list = [b.strip() for b in backends.split(",") if b.strip()]
+    try:
+        process_list = [int(x) for x in processes.split(",") if x.strip()]
+    except ValueError:
+        raise InvalidInputError(
+            "--processes must be whole numbers", expected="e.g. 2,4,8", got=processes
+        ) from None
     unknown = sorted(set(backend_list) - {"sqlite", "postgresql"})
     if unknown or not backend_list or not size_list or min(size_list) < 0 or charges < 1:
         raise InvalidInputError(
@@ -741,7 +756,7 @@ def ledger(
             sizes=size_list,
             backends=backend_list,
             charges=charges,
-            processes=processes,
+            processes=process_list,
             per_process=per_process,
             postgres_url=postgres_url,
             progress=progress,

@@ -186,6 +186,8 @@ class Ledger:
         self.cross_check = RDPAccountant()
         self._key = key
         self._known: dict[int, _Known] = {}
+        # Per dataset name: whether this process's state was current when it last took the lock.
+        self._fresh: dict[str, bool] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -382,7 +384,9 @@ class Ledger:
         # Outside the lock: compose the events other processes charged since this one last
         # looked (the lock then only covers the few charged meanwhile), and build each new
         # event's distributions on the grid of the state (cached: under the lock it only convolves).
-        self._catch_up(sorted({name for name, _ in charges}))
+        # (Only where this process found its state stale at its last charge: alone, it never is.)
+        names = sorted({name for name, _ in charges})
+        self._catch_up([n for n in names if not self._fresh.get(n, False)])
         for _, event in charges:
             validate_event(event.dp_event)  # before anything is built from it
             with self._lock:
@@ -582,6 +586,8 @@ class Ledger:
     # ------------------------------------------------------------ internals
     def _catch_up(self, names: Sequence[str]) -> None:
         """Bring this process's composed histories up to date, without the lock (best effort)."""
+        if not names:
+            return
         try:
             with self.store.session() as session:
                 for name in names:
@@ -605,7 +611,10 @@ class Ledger:
             row = self._budget_row(session, ds.id, lock=lock)
             datasets[name] = ds
             budgets[name] = None if row is None else _budget_of(row)
+            with self._lock:
+                held = self._known.get(ds.id)
             known[ds.id] = self._composed(session, ds)
+            self._fresh[name] = known[ds.id] is held
         checked = check_charges(
             charges,
             budgets=budgets,
