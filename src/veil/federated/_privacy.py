@@ -98,6 +98,7 @@ from veil.ledger._calibrate import (
     SubsampledGaussianAccounting,
     account_subsampled_gaussian,
     calibrate_noise,
+    check_sampling_rate,
 )
 
 __all__ = [
@@ -130,17 +131,9 @@ def _whole(value: object, name: str, *, minimum: int = 1) -> int:
 
 
 def _sampling_rate(value: object) -> float:
-    fix = "pass the probability that a client takes part in a round, such as 0.1"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidInputError(
-            "sampling rate must be a number", expected="0 < q <= 1", got=repr(value), fix=fix
-        )
-    rate = float(value)
-    if not (math.isfinite(rate) and 0 < rate <= 1):
-        raise InvalidInputError(
-            "sampling rate out of range", expected="0 < q <= 1", got=repr(value), fix=fix
-        )
-    return rate
+    return check_sampling_rate(
+        value, fix="pass the probability that a client takes part in a round, such as 0.1"
+    )
 
 
 def _flag(value: object, name: str) -> bool:

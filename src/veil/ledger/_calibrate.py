@@ -42,6 +42,7 @@ __all__ = [
     "SubsampledGaussianAccounting",
     "account_subsampled_gaussian",
     "calibrate_noise",
+    "check_sampling_rate",
     "pld_epsilon",
     "rdp_epsilon",
 ]
@@ -63,11 +64,14 @@ _DEFAULT_FIX = "take fewer steps, sample a smaller fraction per step, or allow a
 # ----------------------------------------------------------------------------- validation
 
 
-def _sampling_rate(value: object) -> float:
-    fix = (
-        "pass the probability that one unit is drawn per step, such as 0.01 "
-        "(DP-SGD: batch size / dataset size; federated: the fraction of clients per round)"
-    )
+_SAMPLING_FIX = (
+    "pass the probability that one unit is drawn per step, such as 0.01 "
+    "(DP-SGD: batch size / dataset size; federated: the fraction of clients per round)"
+)
+
+
+def check_sampling_rate(value: object, *, fix: str = _SAMPLING_FIX) -> float:
+    """A Poisson sampling rate ``0 < q <= 1`` (``fix`` says, in the caller's words, what q is)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInputError(
             "sampling rate must be a number", expected="0 < q <= 1", got=repr(value), fix=fix
@@ -162,7 +166,7 @@ class SubsampledGaussianAccounting:
         Raises:
             InvalidInputError: A parameter is out of range.
         """
-        rate = _sampling_rate(sampling_rate)
+        rate = check_sampling_rate(sampling_rate)
         z = check_positive(noise_multiplier, "noise_multiplier")
         steps = _steps(steps)
         delta = check_delta(delta, allow_zero=False)
@@ -246,7 +250,7 @@ def calibrate_noise(
     """
     target = check_release_epsilon(target_epsilon, "target_epsilon")
     delta = check_delta(delta, allow_zero=False)
-    rate = _sampling_rate(sampling_rate)
+    rate = check_sampling_rate(sampling_rate)
     steps = _steps(steps)
     high = check_positive(max_noise_multiplier, "max_noise_multiplier")
     if high < MIN_NOISE_MULTIPLIER:

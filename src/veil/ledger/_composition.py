@@ -529,57 +529,23 @@ class Composition:
         }
         for name in ("base_pld", "base_rest", "part_pld", "part_rest"):
             pld = getattr(self, name)
-            if pld is None:
-                continue
-            parts = [("remove", _dense(pld._pmf_remove))]  # noqa: SLF001
-            if not pld._symmetric:  # noqa: SLF001
-                parts.append(("add", _dense(pld._pmf_add)))  # noqa: SLF001
-            header["plds"][name] = []
-            for side, pmf in parts:
-                probs = np.ascontiguousarray(pmf._probs, dtype="<f8")  # noqa: SLF001
-                header["plds"][name].append(
-                    {
-                        "side": side,
-                        "lower": int(pmf._lower_loss),  # noqa: SLF001
-                        "infinity": float(pmf._infinity_mass),  # noqa: SLF001
-                        "n": int(probs.size),
-                    }
-                )
-                arrays.append(probs.tobytes())
-        # repr() of a float round-trips exactly through json.
-        head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-        return _MAGIC + struct.pack("<I", len(head)) + head + b"".join(arrays)
+            if pld is not None:
+                header["plds"][name], parts = _pmf_parts(pld)
+                arrays += parts
+        return _pack(header, arrays, _MAGIC)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Composition:
         """Inverse of :meth:`to_bytes` (raises ValueError on anything malformed)."""
-        if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 4:
-            msg = "not a Veil composition state"
-            raise ValueError(msg)
-        (size,) = struct.unpack_from("<I", data, len(_MAGIC))
-        start = len(_MAGIC) + 4
-        header = json.loads(data[start : start + size])
+        header, offset = _unpack(data, _MAGIC)
         if header.get("format") != FORMAT:
             msg = f"composition state format {header.get('format')!r}, expected {FORMAT}"
             raise ValueError(msg)
-        offset = start + size
         scalars = header["scalars"]
         interval = float(scalars["interval"])
         plds: dict[str, pld_lib.PrivacyLossDistribution] = {}
-        for name, parts in header["plds"].items():
-            pmfs = {}
-            for part in parts:
-                n = int(part["n"])
-                probs = np.frombuffer(data, dtype="<f8", count=n, offset=offset).astype(np.float64)
-                offset += 8 * n
-                pmfs[part["side"]] = pld_pmf.DensePLDPmf(
-                    interval,
-                    int(part["lower"]),
-                    probs,
-                    float(part["infinity"]),
-                    True,  # noqa: FBT003
-                )
-            plds[name] = pld_lib.PrivacyLossDistribution(pmfs["remove"], pmfs.get("add"))
+        for name, heads in header["plds"].items():
+            plds[name], offset = _pld_from_parts(data, offset, heads, interval)
         if offset != len(data):
             msg = "composition state has trailing or missing bytes"
             raise ValueError(msg)
