@@ -303,8 +303,16 @@ def test_same_data_names_finds_the_registrations_an_older_workspace_shares(
     with catalog.store.session() as session:  # inside the caller's transaction too
         assert same_data_names(session, digest, exclude="visits") == ["visits-old-copy"]
 
+    # The ledger gives neither name a budget while both are active (a budget follows the data).
+    ledger = Ledger(catalog.store, catalog.settings)
+    for name, other in (("visits", "visits-old-copy"), ("visits-old-copy", "visits")):
+        with pytest.raises(ConflictError, match=f"also registered as {other}"):
+            ledger.set_budget(name, Budget(epsilon=1.0))
+    assert catalog.remove("visits-old-copy")["archived"] is False  # no history: forgotten
+    ledger.set_budget("visits", Budget(epsilon=1.0))
+
     # archived registrations are not counted, and the same bytes stay refused while one is active
-    Ledger(catalog.store, catalog.settings).set_budget("visits", Budget(epsilon=1.0))
+    _register_behind_the_catalog(catalog, "visits", "visits-old-copy")
     assert catalog.remove("visits")["archived"] is True
     assert same_data_names(catalog.store, digest) == ["visits-old-copy"]
     with pytest.raises(ConflictError, match="already registered as 'visits-old-copy'"):
