@@ -233,3 +233,20 @@ def test_ledger_is_a_deprecated_alias_of_guard(ledger):
     assert pf.guard is ledger
     pf.count(epsilon=0.5)
     assert len(ledger.entries(DATASET)) == 1
+
+
+def test_a_non_private_use_counts_as_an_event_in_both_guards(store) -> None:
+    """The gate's two implementations count a non-private record alike (composed: nothing)."""
+    from veil.data import Catalog
+    from veil.ledger import Budget, Ledger, LocalBudget
+
+    Catalog(store).add("sklearn:diabetes", name="diab")
+    ledger = Ledger(store)
+    ledger.set_budget("diab", Budget(epsilon=1.0))
+    local = LocalBudget(Budget(epsilon=1.0), dataset="diab")
+    for guard in (ledger, local):
+        receipt = guard.record_non_private("diab", "baseline", purpose="comparison")
+        assert receipt.seq == 1
+        assert guard.status("diab").events == 1
+        assert guard.status("diab").spent.epsilon == 0.0
+    assert local.history[0]["details"] == {"private": False}

@@ -175,23 +175,13 @@ class LocalBudget:
         checked = self._check(charges)  # refuses before anything changes
         receipts = []
         for item in checked:
-            account = self._accounts[item.dataset]
-            account.composition = item.after
-            account.seq += 1
-            self.history.append(
-                {
-                    "dataset": item.dataset,
-                    "seq": account.seq,
-                    "actor": actor or "local",
-                    "purpose": purpose,
-                    "what": item.event.what,
-                    "mechanisms": [m.to_dict() for m in item.event.mechanisms],
-                }
+            seq = self._record(
+                item.dataset, item.after, actor, purpose, item.event.what, item.event.mechanisms
             )
             receipts.append(
                 Receipt(
-                    event_id=account.seq,
-                    seq=account.seq,
+                    event_id=seq,
+                    seq=seq,
                     dataset=item.dataset,
                     epsilon=item.alone.epsilon,
                     rho=item.alone.rho,
@@ -199,6 +189,33 @@ class LocalBudget:
                 )
             )
         return receipts
+
+    def _record(  # noqa: PLR0917 - one history entry
+        self,
+        dataset: str,
+        after: Composition,
+        actor: str | None,
+        purpose: str,
+        what: str,
+        mechanisms: Sequence[Any],
+        details: dict[str, Any] | None = None,
+    ) -> int:
+        """Move ``dataset``'s account on to ``after`` and keep the entry (as the ledger's history)."""
+        account = self._accounts[dataset]
+        account.composition = after
+        account.seq += 1
+        entry = {
+            "dataset": dataset,
+            "seq": account.seq,
+            "actor": actor or "local",
+            "purpose": purpose,
+            "what": what,
+            "mechanisms": [m.to_dict() for m in mechanisms],
+        }
+        if details is not None:
+            entry["details"] = details
+        self.history.append(entry)
+        return account.seq
 
     def record_non_private(
         self,
@@ -211,21 +228,15 @@ class LocalBudget:
     ) -> Receipt:
         purpose = check_purpose(purpose, non_private=True)
         account = self._account(dataset)
-        account.seq += 1
-        self.history.append(
-            {
-                "dataset": dataset,
-                "seq": account.seq,
-                "actor": actor or "local",
-                "purpose": purpose,
-                "what": what,
-                "mechanisms": [non_private_mechanism().to_dict()],
-                "details": {**(details or {}), "private": False},
-            }
+        mechanism = non_private_mechanism()
+        # Composes nothing, but counts as an event, as in the ledger's history.
+        after = account.composition.add(mechanism.dp_event)
+        seq = self._record(
+            dataset, after, actor, purpose, what, [mechanism], {**(details or {}), "private": False}
         )
         return Receipt(
-            event_id=account.seq,
-            seq=account.seq,
+            event_id=seq,
+            seq=seq,
             dataset=dataset,
             epsilon=None,
             rho=None,
