@@ -1,6 +1,6 @@
-"""Charge latency against history size (issue 20): Gaussian releases of distinct scales, SQLite.
+"""Charge latency against history size: Gaussian releases of distinct scales, SQLite.
 
-Run it on this checkout (after) and on a checkout from before issue 20 (before)::
+Run it on this checkout (after) and on a checkout from before checkpointed composition (before)::
 
     python examples/ledger_charge_curve.py 1000
     git worktree add /tmp/old a2cc13b

@@ -137,7 +137,7 @@ def train(
             "[bold red]WARNING: NOT PRIVATE.[/] --non-private trains without clipping or noise: "
             "the model can reveal its training records. It is a baseline for comparison only; "
             "do not release or serve it. The run is recorded in the ledger's history "
-            "(no budget is spent) and its card says NOT PRIVATE. Until roles exist (issue #22), "
+            "(no budget is spent) and its card says NOT PRIVATE. Until roles exist, "
             "anyone with access to the workspace can ask for this: keep it to the data's owner."
         )
     workspace = Workspace.locate()

@@ -560,7 +560,7 @@ def same_data_names(
     """The active (not archived) registrations of the bytes whose SHA-256 is ``digest``.
 
     One name at most in a workspace registered under the current rule; two or
-    more only in one registered before it (issue 20). The ledger calls it
+    more only in a workspace registered before that rule. The ledger calls it
     before giving a dataset a budget: a budget shared out among two names of
     the same data would be spent twice.
 
