@@ -36,7 +36,7 @@ from veil.anonymize._flash import full_domain
 from veil.anonymize._mondrian import mondrian
 from veil.anonymize._recoding import Recoding
 from veil.anonymize._risk import ClassStats
-from veil.bench._dpsgd import _machine
+from veil.bench._common import machine
 from veil.data import load_table
 from veil.errors import NotFoundError
 from veil.progress import ProgressCallback, ProgressEvent
@@ -176,7 +176,7 @@ def run_anonymize_benchmark(
         },
         "gcp_definition": "mean NCP over all cells (Ghinita et al. 2007); a suppressed record costs 1 in every column",
         "results": results,
-        "machine": _machine(),
+        "machine": machine(),
     }
     if text:
         from veil.bench._text import run_text_bench  # noqa: PLC0415 - needs the text extra

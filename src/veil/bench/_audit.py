@@ -32,7 +32,7 @@ import torch
 
 from veil.audit import as_classifier, canary_audit, membership_inference
 from veil.audit._targets import Classifier
-from veil.bench._dpsgd import ADULT_NUMERIC_BOUNDS, _machine, _mnist
+from veil.bench._common import ADULT_NUMERIC_BOUNDS, machine, mnist_tensors
 from veil.data import load_table
 from veil.data._adult import ADULT_CATEGORIES
 from veil.errors import InvalidInputError, NotFoundError
@@ -101,7 +101,7 @@ def _adult(data: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
 
 
 def _mnist_pool(data: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    x, y, xt, yt = _mnist(data)
+    x, y, xt, yt = mnist_tensors(data)
     return (
         torch.cat([x, xt]).reshape(-1, 28 * 28).numpy(),
         torch.cat([y, yt]).numpy().astype(np.int64),
@@ -399,6 +399,6 @@ def run_audit_benchmark(
             "0.1% FPR (global threshold: 0.09%)",
             "zarifzadeh_2024": "RMIA gets most of its power from its first reference model",
         },
-        "machine": _machine(),
+        "machine": machine(),
         "seconds": time.perf_counter() - started,
     }

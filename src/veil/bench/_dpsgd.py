@@ -17,8 +17,6 @@ default); nothing is downloaded.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 import warnings
@@ -29,10 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from veil import __version__
-from veil.data import load_mnist, load_table
+from veil.bench._common import ADULT_NUMERIC_BOUNDS, machine, mnist_tensors
+from veil.data import load_table
 from veil.data._adult import ADULT_CATEGORIES
-from veil.errors import InvalidInputError, NotFoundError
+from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, ProgressEvent
 from veil.train import DPConfig, FeatureEncoder, build_model, evaluate, plan_training, train
 from veil.train._engine import predict_logits
@@ -62,14 +60,6 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 RECIPES["mlp"] = RECIPES["logreg"] = RECIPES["cnn"]
-ADULT_NUMERIC_BOUNDS = {
-    # Declared from the codebook and the census forms, not read from the rows.
-    "age": (17.0, 90.0),
-    "education_num": (1.0, 16.0),
-    "capital_gain": (0.0, 99999.0),
-    "capital_loss": (0.0, 4356.0),
-    "hours_per_week": (1.0, 99.0),
-}
 TIMING_GOAL = 1.3
 ACCURACY_GOAL = 0.98
 ADULT_GOAL_POINTS = 1.5
@@ -80,23 +70,6 @@ def _emit(
 ) -> None:
     if progress is not None:
         progress(ProgressEvent(task=task, completed=done, total=total, unit=unit))
-
-
-def _mnist(data: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    folder = data / "mnist"
-    if not folder.is_dir():
-        raise NotFoundError(
-            "the MNIST files are missing",
-            expected=f"the four IDX files in {folder}",
-            got="no such folder",
-            fix="pass --data DIR holding mnist/ and adult/ (the project's shared data)",
-        )
-    out = []
-    for split in ("train", "test"):
-        arrays = load_mnist(folder, split)
-        images = torch.from_numpy(arrays.images).float().div_(255.0).mul_(2.0).sub_(1.0)
-        out += [images.unsqueeze(1), torch.from_numpy(arrays.labels).long()]
-    return out[0], out[1], out[2], out[3]
 
 
 def _spec(kind: str) -> dict[str, Any]:
@@ -175,16 +148,6 @@ def _time_opacus(
 
 def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "veil": __version__,
-    }
 
 
 def _timing(
@@ -363,7 +326,7 @@ def run_dpsgd_benchmark(
 ) -> dict[str, Any]:
     """Timing of DP-SGD against non-private training, MNIST accuracy at epsilon 3, Adult at epsilon 1."""
     _check_sizes(train_size, timing_epochs)
-    x, y, xt, yt = _mnist(data)
+    x, y, xt, yt = mnist_tensors(data)
     if train_size is not None:
         x, y = x[:train_size], y[:train_size]
     timing = _timing(
@@ -371,7 +334,7 @@ def run_dpsgd_benchmark(
     )
     report: dict[str, Any] = {
         "benchmark": "dpsgd",
-        "machine": _machine(),
+        "machine": machine(),
         "timing": timing,
         "mnist_eps3": None,
         "adult": None,
@@ -438,7 +401,7 @@ def run_mnist_benchmark(
     (batched accuracy and cost on the whole test set; single images on a few).
     """
     _check_sizes(train_size, epochs)
-    x, y, xt, yt = _mnist(data)
+    x, y, xt, yt = mnist_tensors(data)
     if train_size is not None:
         x, y = x[:train_size], y[:train_size]
     rows = []
@@ -455,7 +418,7 @@ def run_mnist_benchmark(
         row["time_ratio"] = row["s_per_epoch"] / base
     return {
         "benchmark": "mnist",
-        "machine": _machine(),
+        "machine": machine(),
         "train_examples": int(x.shape[0]),
         "test_examples": int(xt.shape[0]),
         "rows": rows,

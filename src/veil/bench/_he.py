@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from veil.bench._dpsgd import _machine
-from veil.crypto import HEClient, HEProgram, HEServer, compile_model, error_bound, poly_activation
+from veil.bench._common import machine
+from veil.he import HEClient, HEProgram, HEServer, compile_model, error_bound, poly_activation
 from veil.data import load_mnist
 from veil.progress import ProgressCallback, ProgressEvent
 
@@ -261,7 +261,7 @@ def run_he_benchmark(
         )
     return {
         "benchmark": "he",
-        "machine": _machine(),
+        "machine": machine(),
         "cpus": len(os.sched_getaffinity(0)),
         "test_images": len(y_test),
         "rows": rows,
