@@ -25,10 +25,15 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from veil.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
-from veil.federated._deploy import (
-    DeployCredentials,
+from veil.errors import (
+    ConflictError,
     DeploymentError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from veil.federated.deploy import (
+    DeployCredentials,
     SuperLinkProcess,
     app_hash,
     create_credentials,

@@ -19,11 +19,9 @@ import pytest
 pytest.importorskip("flwr")
 
 from veil.errors import DeploymentError, PermissionDeniedError
-from veil.federated._deploy import (
+from veil.federated.deploy import (
     DeployCredentials,
     SuperLinkProcess,
-    _flwr_home,
-    _run_flwr,
     app_hash,
     create_credentials,
     create_node_key,
@@ -34,6 +32,7 @@ from veil.federated._deploy import (
     submit_run,
     write_flower_app,
 )
+from veil.federated.deploy._pki import _flwr_home, _run_flwr
 
 pytestmark = pytest.mark.slow
 

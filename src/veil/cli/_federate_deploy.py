@@ -31,7 +31,7 @@ from veil.cli._output import err, out
 from veil.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
-    from veil.federated._deploy import DeployCredentials, SuperLinkProcess
+    from veil.federated.deploy import DeployCredentials, SuperLinkProcess
 
 __all__ = ["join", "register", "serve"]
 
@@ -108,7 +108,7 @@ def _credentials(
     directory: Path, hostnames: list[str], nodes: int, *, force: bool
 ) -> tuple[DeployCredentials, bool]:
     """Reuse the credentials in ``directory``, or create them there; True when created."""
-    from veil.federated._deploy import (  # noqa: PLC0415
+    from veil.federated.deploy import (  # noqa: PLC0415
         CA_CERTIFICATE,
         DeployCredentials,
         create_credentials,
@@ -259,7 +259,7 @@ def serve(
 
         veil federate join --superlink 127.0.0.1:9093 --credentials federation/credentials --partition-id 0 --num-partitions 2
     """
-    from veil.federated._deploy import start_superlink  # noqa: PLC0415
+    from veil.federated.deploy import start_superlink  # noqa: PLC0415
 
     credentials = None
     created = False
@@ -513,7 +513,7 @@ def join(
 
     Example: veil federate join --superlink 127.0.0.1:9093 --credentials federation/credentials --partition-id 0 --num-partitions 2
     """
-    from veil.federated._deploy import start_supernode  # noqa: PLC0415
+    from veil.federated.deploy import start_supernode  # noqa: PLC0415
 
     config = _node_config(partition_id, num_partitions, data)
     ca, node_key = _node_credentials(credentials_dir, root_cert, key, partition_id, insecure)

@@ -224,7 +224,7 @@ def federate(
     guard = _workspace_ledger() if run_config.ledger_dataset is not None else None
     if deploy:
         from veil.federated import federate_deployed  # noqa: PLC0415
-        from veil.federated._deploy import DeployCredentials  # noqa: PLC0415
+        from veil.federated.deploy import DeployCredentials  # noqa: PLC0415
 
         payload = federate_deployed(
             run_config, superlink, DeployCredentials.load(credentials), guard=guard

@@ -43,7 +43,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from veil.errors import InvalidInputError, VeilError
 from veil.federated._config import FederatedConfig
-from veil.federated._deploy import RUN_CONFIG_KEY
+from veil.federated.deploy._pki import RUN_CONFIG_KEY
 from veil.federated._privacy import GaussianNoise, LocalGaussianDP, clip_update
 from veil.federated._task import (
     Task,

@@ -2,7 +2,7 @@
 
 * ``simulate`` (default): Veil's :class:`InProcessGrid`, no Ray, one process.
 * ``ray``: Flower's own simulation engine (the optional ``flwr[simulation]``).
-* ``deploy``: a real SuperLink and SuperNodes (:mod:`veil.federated._deploy`),
+* ``deploy``: a real SuperLink and SuperNodes (:mod:`veil.federated.deploy`),
   submitted by :func:`federate_deployed`.
 """
 
@@ -151,7 +151,7 @@ def federate_deployed(
     A node that swaps its data between steps 2 and 3 is refused at step 3, after the
     charge: that charge is spent (docs/federated.md, "Which data a run spends").
     """
-    from veil.federated._deploy import (  # noqa: PLC0415 - deployment only
+    from veil.federated.deploy import (  # noqa: PLC0415 - deployment only
         submit_run,
         veil_run_overrides,
         write_published_app,

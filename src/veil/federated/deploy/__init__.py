@@ -1,0 +1,43 @@
+"""A real deployment of a federated run on Flower: credentials, SuperLink, SuperNodes, runs."""
+
+from veil.federated.deploy._pki import (
+    CA_CERTIFICATE,
+    DeployCredentials,
+    DeployedRun,
+    NodeKey,
+    SuperLinkProcess,
+    SuperNodeProcess,
+    app_hash,
+    create_credentials,
+    create_node_key,
+    free_port,
+    published_app_hash,
+    register_supernode,
+    start_superlink,
+    start_supernode,
+    submit_run,
+    veil_run_overrides,
+    write_flower_app,
+    write_published_app,
+)
+
+__all__ = [
+    "CA_CERTIFICATE",
+    "DeployCredentials",
+    "DeployedRun",
+    "NodeKey",
+    "SuperLinkProcess",
+    "SuperNodeProcess",
+    "app_hash",
+    "create_credentials",
+    "create_node_key",
+    "free_port",
+    "published_app_hash",
+    "register_supernode",
+    "start_superlink",
+    "start_supernode",
+    "submit_run",
+    "veil_run_overrides",
+    "write_flower_app",
+    "write_published_app",
+]
