@@ -1,20 +1,69 @@
-"""The benchmarks behind ``veil bench NAME``, each returning a JSON-ready report.
+"""The benchmarks behind ``veil bench NAME``, each returning a typed, frozen result.
+
+Every ``run_*_benchmark`` returns a :class:`BenchResult`: ``to_dict()`` is the
+JSON report that ``veil bench NAME --output`` writes, and ``view()`` the
+tables the command prints. The benchmarks load heavy libraries (PyTorch,
+Flower, TenSEAL, OpenDP), so each module is imported on first use of one of
+its names.
 
 >>> from veil.bench import run_query_benchmark
->>> report = run_query_benchmark(rows=2_000, groups=5, repeats=1, libraries=["raw", "veil"])
->>> [r["library"] for r in report["results"]]
+>>> result = run_query_benchmark(rows=2_000, groups=5, repeats=1, libraries=["raw", "veil"])
+>>> [r.library for r in result.results]
 ['raw', 'veil']
 """
 
-from veil.bench._anonymize import run_anonymize_benchmark
-from veil.bench._audit import run_audit_benchmark
-from veil.bench._dpsgd import run_dpsgd_benchmark, run_mnist_benchmark
-from veil.bench._query import run_query_benchmark
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from veil.bench._anonymize import run_anonymize_benchmark
+    from veil.bench._audit import run_audit_benchmark
+    from veil.bench._dpsgd import run_dpsgd_benchmark, run_mnist_benchmark
+    from veil.bench._mpc import MpcResult, MpcRow, run_mpc_benchmark
+    from veil.bench._query import run_query_benchmark
+    from veil.bench._result import BenchResult, Column, Note, Table
+
+_WHERE = {
+    "BenchResult": "_result",
+    "Column": "_result",
+    "Note": "_result",
+    "Table": "_result",
+    "MpcResult": "_mpc",
+    "MpcRow": "_mpc",
+    "run_mpc_benchmark": "_mpc",
+    "run_anonymize_benchmark": "_anonymize",
+    "run_audit_benchmark": "_audit",
+    "run_dpsgd_benchmark": "_dpsgd",
+    "run_mnist_benchmark": "_dpsgd",
+    "run_query_benchmark": "_query",
+}
 
 __all__ = [
+    "BenchResult",
+    "Column",
+    "MpcResult",
+    "MpcRow",
+    "Note",
+    "Table",
     "run_anonymize_benchmark",
     "run_audit_benchmark",
     "run_dpsgd_benchmark",
     "run_mnist_benchmark",
+    "run_mpc_benchmark",
     "run_query_benchmark",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the benchmark module that defines ``name`` on first use."""
+    if name not in _WHERE:
+        raise AttributeError(f"module 'veil.bench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"veil.bench.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

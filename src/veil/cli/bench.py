@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -11,6 +11,9 @@ from rich.table import Table
 from veil.cli._output import out, print_json, progress_bar
 from veil.cli._output import write_json_atomic as _write_json
 from veil.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from veil.bench import BenchResult
 
 __all__ = [
     "anonymize",
@@ -30,6 +33,35 @@ app = typer.Typer(help="Benchmarks: JSON plus a readable table.", no_args_is_hel
 
 # veil.bench (Polars, NumPy; OpenDP and diffprivlib in its subprocesses) loads inside the command.
 DEFAULT_OUTPUT = "bench-query.json"
+
+
+def render(result: BenchResult) -> None:
+    """Print any benchmark result: its tables and notes, in the order its view gives them."""
+    from veil.bench import Table as TableView  # noqa: PLC0415
+
+    for block in result.view():
+        if isinstance(block, TableView):
+            table = Table(title=block.title)
+            for column in block.columns:
+                table.add_column(column.header, justify=column.justify, no_wrap=column.no_wrap)
+            for row in block.rows:
+                table.add_row(
+                    *(column.cell(v) for column, v in zip(block.columns, row, strict=True))
+                )
+            out.print(table)
+        else:
+            out.print(block.text, markup=block.markup)
+
+
+def _finish(result: BenchResult, output: Path, *, as_json: bool) -> None:
+    """Write the JSON report, then print it as JSON or as tables."""
+    report = result.to_dict()
+    _write_json(output, report)
+    if as_json:
+        print_json(report)
+        return
+    render(result)
+    out.print(f"Report written to {output}")
 
 
 def _seconds(value: float | None) -> str:
@@ -570,55 +602,6 @@ def anonymize(
     out.print(f"Report written to {output}")
 
 
-def _render_mpc_report(report: dict[str, Any]) -> None:
-    """Secure sum per protocol against the plaintext NumPy sum."""
-    params = report["parameters"]
-    plain = report["plaintext"]["seconds"]
-    table = Table(
-        title=f"3-party secure sum of {params['size']:,} fixed-point values per party "
-        f"({params['frac_bits']} fractional bits), one process per party over TCP",
-    )
-    for header in (
-        "protocol",
-        "total s",
-        "protocol s",
-        "x numpy",
-        "MB sent",
-        "B/value",
-        "max error",
-    ):
-        table.add_column(header, justify="left" if header == "protocol" else "right")
-    table.add_row("numpy a+b+c", f"{plain:.4f}", f"{plain:.4f}", "1.00x", "-", "-", "0")
-    for r in report["results"]:
-        name = r["protocol"] + (
-            f" {r['threshold']}-of-3" if r["protocol"] == "shamir" else " 3-of-3"
-        )
-        table.add_row(
-            name,
-            f"{r['seconds']:.3f}",
-            f"{r['protocol_seconds']:.3f}",
-            _times(r["ratio_to_plaintext"]),
-            f"{r['bytes_sent'] / 1e6:,.1f}",
-            f"{r['bytes_per_value']:.1f}",
-            f"{r['max_abs_error']:.2e}" + ("" if r["within_resolution"] else " [red]!"),
-        )
-    out.print(table)
-    out.print(
-        f"· total: process start-up, input files, sharing and opening (median of "
-        f"{params['repeats']}); protocol: the slowest party from connecting to its result; "
-        f"x numpy: protocol time over the plaintext sum; every error within "
-        f"{params['tolerance']:.2e} (3 roundings of 2^-{params['frac_bits'] + 1}): "
-        + _verdict(all(r["within_resolution"] for r in report["results"])),
-        markup=False,
-    )
-    machine = report["machine"]
-    out.print(
-        f"· machine: {machine['cpus']} CPUs, Python {machine['python']}, NumPy {machine['numpy']}; "
-        "times are noisy on a shared machine",
-        markup=False,
-    )
-
-
 @app.command("mpc")
 def mpc(
     size: Annotated[
@@ -632,18 +615,13 @@ def mpc(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Secure sum (additive and Shamir, 3 parties) of a million values against NumPy."""
-    from veil.bench._mpc import run_mpc_benchmark  # noqa: PLC0415
+    from veil.bench import run_mpc_benchmark  # noqa: PLC0415
 
     with progress_bar() as progress:
-        report = run_mpc_benchmark(
+        result = run_mpc_benchmark(
             size=size, repeats=repeats, frac_bits=frac_bits, progress=progress
         )
-    _write_json(output, report)
-    if as_json:
-        print_json(report)
-        return
-    _render_mpc_report(report)
-    out.print(f"Report written to {output}")
+    _finish(result, output, as_json=as_json)
 
 
 def _render_ledger_report(report: dict[str, Any]) -> None:
