@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from veil.bench._anonymize import run_anonymize_benchmark
     from veil.bench._audit import run_audit_benchmark
     from veil.bench._dpsgd import run_dpsgd_benchmark, run_mnist_benchmark
+    from veil.bench._ledger import LedgerResult, LedgerRow, run_ledger_benchmark
     from veil.bench._mpc import MpcResult, MpcRow, run_mpc_benchmark
     from veil.bench._query import run_query_benchmark
     from veil.bench._result import BenchResult, Column, Note, Table
@@ -30,6 +31,9 @@ _WHERE = {
     "Column": "_result",
     "Note": "_result",
     "Table": "_result",
+    "LedgerResult": "_ledger",
+    "LedgerRow": "_ledger",
+    "run_ledger_benchmark": "_ledger",
     "MpcResult": "_mpc",
     "MpcRow": "_mpc",
     "run_mpc_benchmark": "_mpc",
@@ -43,6 +47,8 @@ _WHERE = {
 __all__ = [
     "BenchResult",
     "Column",
+    "LedgerResult",
+    "LedgerRow",
     "MpcResult",
     "MpcRow",
     "Note",
@@ -50,6 +56,7 @@ __all__ = [
     "run_anonymize_benchmark",
     "run_audit_benchmark",
     "run_dpsgd_benchmark",
+    "run_ledger_benchmark",
     "run_mnist_benchmark",
     "run_mpc_benchmark",
     "run_query_benchmark",

@@ -27,20 +27,22 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
+from veil.bench._result import BenchResult, Column, Note, Table, View, fixed
 from veil.ledger import Budget, Ledger, Mechanism, PLDAccountant, PrivacyEvent, recompose
 from veil.progress import ProgressCallback, ProgressEvent
 from veil.store import Store
-from veil.store._chain import GENESIS, link
-from veil.store._tables import PrivacyEventRow, utcnow
+from veil.store.chain import GENESIS, link
+from veil.store.tables import PrivacyEventRow, utcnow
 
-__all__ = ["heterogeneous_event", "run_ledger_benchmark"]
+__all__ = ["LedgerResult", "LedgerRow", "heterogeneous_event", "run_ledger_benchmark"]
 
 DATASET = "bench-ledger"
 BUDGET = Budget(epsilon=100.0, delta=1e-6)
@@ -49,6 +51,106 @@ GOAL_CONCURRENT_PER_S = 200.0
 GOAL_EXCESS = 0.005
 _BATCH = 5_000
 _KEY = b"veil-bench-ledger-key-0123456789"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerRow:
+    """One (history size, backend): charge latency, the recomposition check, concurrency."""
+
+    history: int
+    backend: str
+    p50_ms: float
+    p99_ms: float
+    charges_per_s: float
+    cold_status_s: float
+    recompose_s: float
+    verify_s: float
+    verify_ok: bool
+    epsilon: float | None
+    epsilon_reference: float
+    excess_min: float
+    excess_max: float
+    state_points: int
+    batch_pld: Mapping[str, float] | None
+    goal_p99_ms: float | None
+    # PostgreSQL only: every concurrent run, and the one with the most processes.
+    concurrent_runs: tuple[Mapping[str, Any], ...] | None = field(
+        default=None, metadata={"omit_none": True}
+    )
+    concurrent: Mapping[str, Any] | None = field(default=None, metadata={"omit_none": True})
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerResult(BenchResult):
+    """``veil bench ledger``: one row per history size and backend, and the goals."""
+
+    benchmark: str = "ledger"
+    budget: Mapping[str, Any]
+    parameters: Mapping[str, Any]
+    goals: Mapping[str, Any]
+    cpus: int | None
+    results: tuple[LedgerRow, ...]
+
+    def view(self) -> View:
+        """The latency table, the concurrency curves, how to read the excess column."""
+        goals, params = self.goals, self.parameters
+
+        def p99(r: LedgerRow) -> str:
+            goal = goals["p99_ms"].get(r.backend)
+            text = f"{r.p99_ms:.1f}"
+            if goal is not None:
+                text += " ok" if r.p99_ms <= goal else f" (goal {goal:g})"
+            return text
+
+        table = Table(
+            title=f"Ledger charges against history size ({params['charges']} charges "
+            f"after {params['warmup']} warm-up, budget {self.budget}, {self.cpus} CPUs)",
+            columns=(
+                Column("history", fixed(",")),
+                Column("backend"),
+                Column("p50 ms", fixed(".1f")),
+                Column("p99 ms"),
+                Column("charges/s", fixed(".0f")),
+                Column("epsilon", fixed(".4f")),
+                Column("vs recomposition"),
+                Column("recompose s", fixed(".2f")),
+                Column(f"{max(params['processes'] or [0])} procs /s", fixed(".0f")),
+            ),
+            rows=tuple(
+                (
+                    r.history,
+                    r.backend,
+                    r.p50_ms,
+                    p99(r),
+                    r.charges_per_s,
+                    r.epsilon,
+                    f"{100 * r.excess_min:+.4f}% .. {100 * r.excess_max:+.4f}%",
+                    r.recompose_s,
+                    None if r.concurrent is None else r.concurrent["charges_per_s"],
+                )
+                for r in self.results
+            ),
+        )
+        curves = tuple(
+            Note(
+                f"{r.history:,} events, {r.backend}, concurrent processes -> "
+                + ", ".join(
+                    f"{x['processes']}: {x['charges_per_s']:.0f}/s" for x in r.concurrent_runs
+                )
+            )
+            for r in self.results
+            if r.concurrent_runs
+        )
+        return (
+            table,
+            *curves,
+            Note(
+                "vs recomposition: (charged - from-scratch) / from-scratch over every charge; the "
+                f"goal is 0 <= x <= {100 * goals['excess_at_most']:g}%. Goals: p99 "
+                f"{goals['p99_ms']} ms, {goals['concurrent_charges_per_s']:g} charges/s from "
+                "concurrent processes (PostgreSQL)."
+            ),
+        )
 
 
 def heterogeneous_event(i: int, rng: np.random.Generator) -> PrivacyEvent:
@@ -197,12 +299,12 @@ def run_ledger_benchmark(  # noqa: C901, PLR0912, PLR0915 - one benchmark, in or
     batch_accountant_max: int = 1_000,
     seed: int = 0,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
+) -> LedgerResult:
     """Charge latency and throughput against history size, on SQLite and PostgreSQL."""
     admin_url = postgres_url or os.environ.get(
         "VEIL_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
-    results = []
+    results: list[LedgerRow] = []
     for size in sizes:
         rng = np.random.default_rng(seed + size)
         history = [heterogeneous_event(i, rng) for i in range(size)]
@@ -261,42 +363,44 @@ def run_ledger_benchmark(  # noqa: C901, PLR0912, PLR0915 - one benchmark, in or
                                         f"{backend}: {size:,} events", i + 1 - warmup, charges
                                     )
                                 )
-                    row: dict[str, Any] = {
-                        "history": size,
-                        "backend": backend,
-                        "p50_ms": 1e3 * statistics.median(latencies),
-                        "p99_ms": 1e3 * float(np.quantile(latencies, 0.99)),
-                        "charges_per_s": len(latencies) / sum(latencies),
-                        "cold_status_s": cold_s,
-                        "recompose_s": recompose_s,
-                        "verify_s": verify_s,
-                        "verify_ok": verified["ok"],
-                        "epsilon": receipt.status.spent.epsilon,
-                        "epsilon_reference": reference,
-                        "excess_min": min(excess),
-                        "excess_max": max(excess),
-                        "state_points": state.points,
-                        "batch_pld": batch,
-                        "goal_p99_ms": GOAL_P99_MS.get(backend),
-                    }
+                    runs: list[dict[str, Any]] = []
+                    widest: dict[str, Any] | None = None
                     if backend == "postgresql":
-                        row["concurrent_runs"] = []
                         for count in [p for p in processes if p > 0]:
                             if progress:
                                 progress(ProgressEvent(f"{count} processes", 0, None, "runs"))
                             run = _concurrent(url, count, per_process)
-                            row["concurrent_runs"].append(run)
+                            runs.append(run)
                             if count == max(processes):
-                                row["concurrent"] = run
+                                widest = run
+                    row = LedgerRow(
+                        history=size,
+                        backend=backend,
+                        p50_ms=1e3 * statistics.median(latencies),
+                        p99_ms=1e3 * float(np.quantile(latencies, 0.99)),
+                        charges_per_s=len(latencies) / sum(latencies),
+                        cold_status_s=cold_s,
+                        recompose_s=recompose_s,
+                        verify_s=verify_s,
+                        verify_ok=verified["ok"],
+                        epsilon=receipt.status.spent.epsilon,
+                        epsilon_reference=reference,
+                        excess_min=min(excess),
+                        excess_max=max(excess),
+                        state_points=state.points,
+                        batch_pld=batch,
+                        goal_p99_ms=GOAL_P99_MS.get(backend),
+                        concurrent_runs=tuple(runs) if backend == "postgresql" else None,
+                        concurrent=widest,
+                    )
                     ledger.store.dispose()
                     results.append(row)
                 finally:
                     if drop is not None:
                         drop()
-    return {
-        "benchmark": "ledger",
-        "budget": BUDGET.to_dict(),
-        "parameters": {
+    return LedgerResult(
+        budget=BUDGET.to_dict(),
+        parameters={
             "sizes": list(sizes),
             "backends": list(backends),
             "charges": charges,
@@ -305,11 +409,11 @@ def run_ledger_benchmark(  # noqa: C901, PLR0912, PLR0915 - one benchmark, in or
             "per_process": per_process,
             "seed": seed,
         },
-        "goals": {
+        goals={
             "p99_ms": GOAL_P99_MS,
             "concurrent_charges_per_s": GOAL_CONCURRENT_PER_S,
             "excess_at_most": GOAL_EXCESS,
         },
-        "cpus": os.cpu_count(),
-        "results": results,
-    }
+        cpus=os.cpu_count(),
+        results=tuple(results),
+    )

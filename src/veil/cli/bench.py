@@ -624,56 +624,6 @@ def mpc(
     _finish(result, output, as_json=as_json)
 
 
-def _render_ledger_report(report: dict[str, Any]) -> None:
-    goals = report["goals"]
-    table = Table(
-        title=f"Ledger charges against history size ({report['parameters']['charges']} charges "
-        f"after {report['parameters']['warmup']} warm-up, budget {report['budget']}, "
-        f"{report['cpus']} CPUs)"
-    )
-    for header in (
-        "history",
-        "backend",
-        "p50 ms",
-        "p99 ms",
-        "charges/s",
-        "epsilon",
-        "vs recomposition",
-        "recompose s",
-        f"{max(report['parameters']['processes'] or [0])} procs /s",
-    ):
-        table.add_column(header, justify="right")
-    for r in report["results"]:
-        goal = goals["p99_ms"].get(r["backend"])
-        p99 = f"{r['p99_ms']:.1f}"
-        if goal is not None:
-            p99 += " ok" if r["p99_ms"] <= goal else f" (goal {goal:g})"
-        excess = f"{100 * r['excess_min']:+.4f}% .. {100 * r['excess_max']:+.4f}%"
-        concurrent = r.get("concurrent")
-        table.add_row(
-            f"{r['history']:,}",
-            r["backend"],
-            f"{r['p50_ms']:.1f}",
-            p99,
-            f"{r['charges_per_s']:.0f}",
-            f"{r['epsilon']:.4f}",
-            excess,
-            f"{r['recompose_s']:.2f}",
-            "-" if concurrent is None else f"{concurrent['charges_per_s']:.0f}",
-        )
-    out.print(table)
-    for r in report["results"]:
-        runs = r.get("concurrent_runs") or []
-        if runs:
-            curve = ", ".join(f"{x['processes']}: {x['charges_per_s']:.0f}/s" for x in runs)
-            out.print(f"{r['history']:,} events, {r['backend']}, concurrent processes -> {curve}")
-    out.print(
-        "vs recomposition: (charged - from-scratch) / from-scratch over every charge; the goal is "
-        f"0 <= x <= {100 * goals['excess_at_most']:g}%. Goals: p99 {goals['p99_ms']} ms, "
-        f"{goals['concurrent_charges_per_s']:g} charges/s from concurrent processes (PostgreSQL)."
-    )
-
-
 @app.command()
 def ledger(
     sizes: Annotated[
@@ -707,7 +657,7 @@ def ledger(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Charge latency and throughput of the privacy ledger against the size of its history."""
-    from veil.bench._ledger import run_ledger_benchmark  # noqa: PLC0415
+    from veil.bench import run_ledger_benchmark  # noqa: PLC0415
 
     try:
         size_list = [int(x.replace("_", "")) for x in sizes.split(",") if x.strip()]
@@ -730,7 +680,7 @@ def ledger(
             got=f"sizes={sizes!r}, backends={backends!r}, charges={charges}",
         )
     with progress_bar() as progress:
-        report = run_ledger_benchmark(
+        result = run_ledger_benchmark(
             sizes=size_list,
             backends=backend_list,
             charges=charges,
@@ -739,12 +689,7 @@ def ledger(
             postgres_url=postgres_url,
             progress=progress,
         )
-    _write_json(output, report)
-    if as_json:
-        print_json(report)
-        return
-    _render_ledger_report(report)
-    out.print(f"Report written to {output}")
+    _finish(result, output, as_json=as_json)
 
 
 def render_he_report(report: dict[str, Any]) -> None:
