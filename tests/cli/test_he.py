@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("tenseal")
 torch = pytest.importorskip("torch")
 
-from veil.crypto import poly_activation  # noqa: E402
+from veil.he import poly_activation  # noqa: E402
 
 RAW_KEY = "ab" * 32
 

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("tenseal")
 torch = pytest.importorskip("torch")
 
-from veil.crypto import HEProgram, compile_model, poly_activation  # noqa: E402
+from veil.he import HEProgram, compile_model, poly_activation  # noqa: E402
 
 
 class _Trap:

@@ -8,7 +8,7 @@ HE-friendly models are trained in plaintext on the 60,000 training images
 - ``cnn``: a 5x5 convolution with stride 2 and 5 channels (720 features),
   x^2, then a 720-10 linear layer.
 
-Each is compiled (:func:`veil.crypto.compile_model`, calibrated on 5,000
+Each is compiled (:func:`veil.he.compile_model`, calibrated on 5,000
 training images), planned (:meth:`HEProgram.plan`), and evaluated:
 
 - **single image** (the vector layout): the first ``single`` test images one

@@ -375,7 +375,7 @@ def _encrypted_inference(tour: Tour) -> None:
 
 def _secure_average(tour: Tour, catalog: Catalog) -> None:
     """Step 10: three hospitals average their patients' BMI without pooling the records."""
-    from veil.crypto import secure_mean  # noqa: PLC0415
+    from veil.mpc import secure_mean  # noqa: PLC0415
 
     frame = catalog.load_frame("diabetes", ["bmi"])
     bmi = frame["bmi"].to_numpy(dtype=float)

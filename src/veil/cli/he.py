@@ -25,11 +25,11 @@ from veil.errors import InvalidInputError, NotFoundError
 from veil.progress import ProgressEvent
 
 if TYPE_CHECKING:
-    from veil.crypto import HEClient, HEProgram, PaillierClient
+    from veil.he import HEClient, HEProgram, PaillierClient
 
 __all__ = ["app", "round_trip"]
 
-# veil.crypto (and TenSEAL, torch) load inside each command, so `veil --help` stays fast.
+# veil.he (and TenSEAL, torch) load inside each command, so `veil --help` stays fast.
 app = typer.Typer(
     help="Encrypted inference: CKKS (TenSEAL) for models, Paillier for sums and linear scores.",
     no_args_is_help=True,
@@ -110,7 +110,7 @@ def _load_model(
     architecture: Path | None,
     trust_pickle: bool,
 ) -> HEProgram:
-    from veil.crypto._compile import load_model_file  # noqa: PLC0415
+    from veil.he import load_model_file  # noqa: PLC0415
 
     if not path.is_file():
         raise NotFoundError("model not found", expected=f"a file at {path}", got="nothing there")
@@ -230,7 +230,7 @@ def _keys_dir(path: Path) -> tuple[Path, Path]:
 
 def _vault(passphrase_env: str | None, *, create: bool) -> Any:
     from veil.cli.vault import _master  # noqa: PLC0415 - the vault command's secret lookup
-    from veil.crypto import Vault  # noqa: PLC0415
+    from veil.vault import Vault  # noqa: PLC0415
 
     # a new vault asks for its passphrase twice: a typo must not seal the only key away
     new = create and not Vault.inspect().exists
@@ -243,7 +243,7 @@ def _sealed_name(keys: Path) -> str:
 
 
 def _load_client(keys: Path, passphrase_env: str | None) -> HEClient | PaillierClient:
-    from veil.crypto import HEClient, PaillierClient  # noqa: PLC0415
+    from veil.he import HEClient, PaillierClient  # noqa: PLC0415
 
     plain, sealed = _keys_dir(keys)
     if sealed.is_file():
@@ -275,7 +275,7 @@ def keygen(
     as_json: JsonOption = False,
 ) -> None:
     """Client: make a key pair; the secret stays here, public.ctx goes to the server."""
-    from veil.crypto import HEClient, HEPlan, PaillierClient  # noqa: PLC0415
+    from veil.he import HEClient, HEPlan, PaillierClient  # noqa: PLC0415
 
     started = time.perf_counter()
     client: HEClient | PaillierClient
@@ -353,7 +353,7 @@ def encrypt(
     as_json: JsonOption = False,
 ) -> None:
     """Client: encrypt inputs for the server."""
-    from veil.crypto import HEClient  # noqa: PLC0415
+    from veil.he import HEClient  # noqa: PLC0415
 
     client = _load_client(keys, passphrase_env)
     values = _load_inputs(inputs, scale)
@@ -406,8 +406,12 @@ def infer(
     as_json: JsonOption = False,
 ) -> None:
     """Server: evaluate the model on ciphertexts, with no secret key."""
-    from veil.crypto import HEProgram, HEServer, paillier_linear  # noqa: PLC0415
-    from veil.crypto._compile import Affine  # noqa: PLC0415
+    from veil.he import (  # noqa: PLC0415
+        Affine,
+        HEProgram,
+        HEServer,
+        paillier_linear,
+    )
 
     program = HEProgram.from_bytes(_read(model, "compiled program"))
     public = _read(context, "public context")
@@ -467,7 +471,7 @@ def decrypt(
     as_json: JsonOption = False,
 ) -> None:
     """Client: decrypt the server's response (only the secret key can)."""
-    from veil.crypto import HEClient  # noqa: PLC0415
+    from veil.he import HEClient  # noqa: PLC0415
 
     if output is not None and output.exists() and not force:
         raise InvalidInputError(
@@ -510,7 +514,7 @@ def round_trip(*, seed: int = 0, batch: bool = True) -> dict[str, Any]:
     import torch  # noqa: PLC0415
     from sklearn.datasets import load_digits  # noqa: PLC0415
 
-    from veil.crypto import (  # noqa: PLC0415
+    from veil.he import (  # noqa: PLC0415
         HEClient,
         HEServer,
         PaillierClient,

@@ -18,7 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-# veil.crypto (NumPy) loads inside the commands, so that `veil --help` stays fast.
+# veil.mpc (NumPy) loads inside the commands, so that `veil --help` stays fast.
 
 InputsArgument = Annotated[
     list[Path] | None,
@@ -113,7 +113,7 @@ def _run(
 ) -> None:
     import numpy as np  # noqa: PLC0415
 
-    from veil.crypto import run_parties  # noqa: PLC0415
+    from veil.mpc import run_parties  # noqa: PLC0415
 
     files = list(inputs or [])
     if files and demo is not None:

@@ -17,11 +17,11 @@ from veil.errors import InvalidInputError
 from veil.workspace import Workspace
 
 if TYPE_CHECKING:
-    from veil.crypto import MasterKey
+    from veil.vault import MasterKey
 
 __all__ = ["app"]
 
-# veil.crypto loads inside each command, so that `veil --help` stays fast.
+# veil.vault loads inside each command, so that `veil --help` stays fast.
 app = typer.Typer(
     help="Encrypt files at rest (AES-256-GCM envelope encryption), rotate the master key.",
     no_args_is_help=True,
@@ -57,7 +57,7 @@ def _from_variable(variable: str) -> str:
 
 
 def _prompt(label: str, *, confirm: bool) -> MasterKey:
-    from veil.crypto import MasterKey  # noqa: PLC0415
+    from veil.vault import MasterKey  # noqa: PLC0415
 
     if not sys.stdin.isatty():
         raise InvalidInputError(
@@ -73,7 +73,7 @@ def _prompt(label: str, *, confirm: bool) -> MasterKey:
 
 def _master(passphrase_env: str | None, *, confirm: bool) -> MasterKey:
     """The secret that opens the vault, from the first source that has one."""
-    from veil.crypto import MasterKey  # noqa: PLC0415
+    from veil.vault import MasterKey  # noqa: PLC0415
 
     if passphrase_env:
         return MasterKey.from_passphrase(_from_variable(passphrase_env))
@@ -83,8 +83,7 @@ def _master(passphrase_env: str | None, *, confirm: bool) -> MasterKey:
 
 
 def _new_master(passphrase_env: str | None, key_env: str | None) -> MasterKey:
-    from veil.crypto import MasterKey  # noqa: PLC0415
-    from veil.crypto._vault import decode_raw_key  # noqa: PLC0415
+    from veil.vault import MasterKey, decode_raw_key  # noqa: PLC0415
 
     if passphrase_env and key_env:
         raise InvalidInputError(
@@ -136,7 +135,7 @@ def encrypt(
     as_json: JsonOption = False,
 ) -> None:
     """Encrypt a file under a fresh data key; the first use creates the workspace's vault."""
-    from veil.crypto import Vault  # noqa: PLC0415
+    from veil.vault import Vault  # noqa: PLC0415
 
     workspace = Workspace.locate()
     target = output or source.with_name(source.name + _SUFFIX)
@@ -183,7 +182,7 @@ def decrypt(
     as_json: JsonOption = False,
 ) -> None:
     """Decrypt a sealed file; the output appears only once every chunk has verified."""
-    from veil.crypto import Vault  # noqa: PLC0415
+    from veil.vault import Vault  # noqa: PLC0415
 
     if output is None:
         if not source.name.endswith(_SUFFIX) or source.name == _SUFFIX:
@@ -230,7 +229,7 @@ def rotate(
     as_json: JsonOption = False,
 ) -> None:
     """Re-wrap every data key under a new master key; no file is re-encrypted."""
-    from veil.crypto import Vault  # noqa: PLC0415
+    from veil.vault import Vault  # noqa: PLC0415
 
     workspace = Workspace.locate()
     vault = Vault.open(_master(passphrase_env, confirm=False), workspace)
@@ -270,7 +269,7 @@ def _kdf_text(kdf: dict[str, Any] | None) -> str:
 @app.command()
 def status(as_json: JsonOption = False) -> None:
     """Show the vault: key id, key derivation, created and rotated times, sealed objects."""
-    from veil.crypto import Vault  # noqa: PLC0415
+    from veil.vault import Vault  # noqa: PLC0415
 
     payload = Vault.inspect(Workspace.locate()).to_dict()
     if as_json:

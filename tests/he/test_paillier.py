@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("phe")
 
-from veil.crypto import PaillierClient, paillier_linear, paillier_sum
 from veil.errors import InvalidInputError
+from veil.he import PaillierClient, paillier_linear, paillier_sum
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ pytest.importorskip("tenseal")
 torch = pytest.importorskip("torch")
 
 from veil._childenv import child_environment  # noqa: E402
-from veil.crypto import (  # noqa: E402 - after the skips
+from veil.errors import InvalidInputError  # noqa: E402
+from veil.he import (  # noqa: E402 - after the skips
     HEClient,
     HEProgram,
     HEServer,
@@ -30,8 +31,7 @@ from veil.crypto import (  # noqa: E402 - after the skips
     error_bound,
     poly_activation,
 )
-from veil.crypto._ckks import _pack, _unpack  # noqa: E402 - to forge the attacker's files
-from veil.errors import InvalidInputError  # noqa: E402
+from veil.he._ckks import _pack, _unpack  # noqa: E402 - to forge the attacker's files
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,8 @@ def test_a_batch_only_context_still_serves_batches(program: HEProgram) -> None:
 _CHILD = textwrap.dedent(
     """
     import sys
-    from veil.crypto import HEClient, plan_parameters
-    from veil.crypto import _seal
+    from veil.he import HEClient, plan_parameters
+    from veil.he import _seal
 
     plan = plan_parameters(1, integer_bits=4, slots_needed=8, input_dim=4, output_dim=1,
                            magnitude=10.0, input_limit=2.0, layouts=("batch",))

@@ -1,7 +1,7 @@
 """Secret-sharing primitives: fixed-point encoding, additive sharing over Z_2^64, Shamir over GF(p).
 
 Everything here is local arithmetic on NumPy arrays; the network protocols that
-use it live in :mod:`veil.crypto._party` and :mod:`veil.crypto._mpc`.
+use it live in :mod:`veil.mpc._party` and :mod:`veil.mpc._mpc`.
 
 * **Fixed point** (:class:`FixedPoint`): a real ``x`` is the signed integer
   ``round(x * 2**frac_bits)``; in the ring Z_2^64 it is stored in two's

@@ -18,9 +18,9 @@ pytest.importorskip("phe")
 from phe import paillier
 from phe.util import getprimeover
 
-from veil.crypto import PaillierClient, paillier_linear, paillier_sum
-from veil.crypto._paillier import _key_id
 from veil.errors import InvalidInputError
+from veil.he import PaillierClient, paillier_linear, paillier_sum
+from veil.he._paillier import _key_id
 
 _WEIGHT_SCALE = 16**10  # the server encodes weights at base-16 exponent -10
 

@@ -60,23 +60,23 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from veil.crypto._compile import Affine, HEProgram, Square
-from veil.crypto._plan import HEPlan
-from veil.crypto._seal import galois_element, load_object, save_object, seal
 from veil.errors import InvalidInputError
+from veil.he._compile import HEProgram
+from veil.he._layout import LayerShape, layer_shapes, next_pow2, vector_rotations
+from veil.he._plan import HEPlan
+from veil.he._seal import galois_element, load_object, save_object, seal
+from veil.he._steps import Affine, Square
 
 __all__ = [
     "HEClient",
     "HEServer",
     "error_bound",
-    "vector_rotations",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -84,58 +84,6 @@ MAGIC = b"VEILHE\x01"
 _KINDS = ("context", "secret", "request", "response")
 _SIGMA = 3.2  # SEAL's error standard deviation
 _TAIL = 6.0  # bounds are at six standard deviations per slot
-
-
-def _next_pow2(value: int) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(value, 1))))
-
-
-@dataclass(frozen=True)
-class _LayerShape:
-    """How one affine step runs in the vector layout."""
-
-    rows: int  # m' (outputs rounded up to a power of two)
-    period: int  # P: the period of the input layout
-    baby: int  # B
-    giant: int  # G
-    folds: tuple[int, ...]
-
-
-def _layer_shapes(program: HEProgram) -> list[_LayerShape | None]:
-    shapes: list[_LayerShape | None] = []
-    period = _next_pow2(program.input_dim)
-    for step in program.steps:
-        if not isinstance(step, Affine):
-            shapes.append(None)
-            continue
-        rows = _next_pow2(step.weight.shape[0])
-        full = max(period, rows)
-        baby = 1 << math.ceil(math.log2(rows) / 2) if rows > 1 else 1
-        giant = rows // baby
-        folds = []
-        step_size = rows
-        while step_size < full:
-            folds.append(step_size)
-            step_size *= 2
-        shapes.append(_LayerShape(rows, full, baby, giant, tuple(folds)))
-        period = rows
-    return shapes
-
-
-def vector_rotations(program: HEProgram) -> tuple[tuple[int, ...], int]:
-    """The rotation steps and the slots the vector layout needs for ``program``."""
-    steps: set[int] = set()
-    needed = _next_pow2(program.input_dim)
-    for shape in _layer_shapes(program):
-        if shape is None:
-            continue
-        needed = max(needed, shape.period)
-        if shape.baby > 1:
-            steps.add(1)
-        if shape.giant > 1:
-            steps.add(shape.baby)
-        steps.update(shape.folds)
-    return tuple(sorted(steps)), needed
 
 
 def error_bound(program: HEProgram, plan: HEPlan, *, layout: str = "vector") -> float:
@@ -165,7 +113,7 @@ def error_bound(program: HEProgram, plan: HEPlan, *, layout: str = "vector") -> 
     rescale = math.sqrt(degree / 3) * (3 + 8 * math.sqrt(2 * degree / 3)) / scale
     switch = 2 * rescale
     weight_rounding = _TAIL * math.sqrt(degree / 12) / scale
-    shapes = _layer_shapes(program)
+    shapes = layer_shapes(program.steps, program.input_dim)
     error = fresh
     magnitude = max(program.input_bound, 1e-12)
     for step, shape, after in zip(program.steps, shapes, program.magnitudes, strict=True):
@@ -485,7 +433,7 @@ class HEClient:
                     got=f"{values.shape[0]} rows",
                     fix="use layout='batch' (`--batch`) for many inputs",
                 )
-            period = _next_pow2(width)
+            period = next_pow2(width)
             padded = np.zeros(period)
             padded[:width] = values[0]
             sections = [self._encrypt_slots(np.tile(padded, self._ctx.slots // period))]
@@ -522,7 +470,7 @@ class HEClient:
         count, outputs = self._check_response(meta, sections)
         decoded = [self._decrypt_slots(section) for section in sections]
         if meta["layout"] == "vector":
-            period = _next_pow2(outputs)
+            period = next_pow2(outputs)
             copies = decoded[0].reshape(-1, period)[:, :outputs]
             result = np.median(copies, axis=0)[None, :]
             spread = float(np.max(np.abs(copies - result)))
@@ -578,7 +526,7 @@ class HEClient:
                 "the response header is incomplete", expected="count and layout", got=str(exc)
             ) from exc
         if layout == "vector":
-            expected = (1, 1, _next_pow2(outputs))
+            expected = (1, 1, next_pow2(outputs))
             got = (count, len(sections), int(meta.get("period", 0)))
         else:
             groups = -(-count // self._ctx.slots) if count > 0 else 0
@@ -745,7 +693,7 @@ class HEServer:
 
     def _check_rotation_keys(self) -> None:
         """Every rotation the vector layout needs must have its key: checked, not trusted."""
-        steps, needed = vector_rotations(self.program)
+        steps, needed = vector_rotations(self.program.steps, self.program.input_dim)
         if needed > self._ctx.slots:
             raise InvalidInputError(
                 "the public context's ring is too small for the vector layout",
@@ -784,7 +732,11 @@ class HEServer:
         ctx = self._ctx
         prepared: list[Any] = []
         for level, (step, shape) in enumerate(
-            zip(self.program.steps, _layer_shapes(self.program), strict=True)
+            zip(
+                self.program.steps,
+                layer_shapes(self.program.steps, self.program.input_dim),
+                strict=True,
+            )
         ):
             if shape is None:
                 prepared.append(None)
@@ -831,7 +783,7 @@ class HEServer:
     def _vector_affine(
         self,
         ciphertext: Any,
-        shape: _LayerShape,
+        shape: LayerShape,
         groups: list[list[Any]],
         bias: FloatArray,
         level: int,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from veil.crypto import MasterKey, Vault
 from veil.errors import InvalidInputError
+from veil.vault import MasterKey, Vault
 from veil.workspace import Workspace
 
 CHEAP_N = 2**4  # scrypt cost for tests only

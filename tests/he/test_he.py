@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("tenseal")
 torch = pytest.importorskip("torch")
 
-from veil.crypto import (  # noqa: E402 - after the skips
+from veil.errors import InvalidInputError  # noqa: E402
+from veil.he import (  # noqa: E402 - after the skips
     HEClient,
     HEPlan,
     HEProgram,
@@ -21,10 +22,9 @@ from veil.crypto import (  # noqa: E402 - after the skips
     plan_parameters,
     poly_activation,
 )
-from veil.crypto._ckks import MAGIC  # noqa: E402
-from veil.crypto._plan import MAX_COEFF_BITS  # noqa: E402
-from veil.crypto._seal import seal  # noqa: E402
-from veil.errors import InvalidInputError  # noqa: E402
+from veil.he._ckks import MAGIC  # noqa: E402
+from veil.he._plan import MAX_COEFF_BITS  # noqa: E402
+from veil.he._seal import seal  # noqa: E402
 
 
 def _mlp(seed: int, sizes: tuple[int, int, int] = (20, 12, 4)) -> torch.nn.Sequential:
@@ -220,7 +220,7 @@ def test_the_public_context_holds_no_secret_and_only_the_planned_rotations(small
     assert header["kind"] == "context"
     assert len(header["sizes"]) == 3  # relinearisation, Galois and public keys; nothing else
     assert header["public_key"] is True
-    from veil.crypto._seal import load_object
+    from veil.he._seal import load_object
 
     server_ctx = HEServer(program, context)._ctx
     _, rotations, public = header["sizes"]
@@ -267,7 +267,7 @@ def test_tampered_ciphertexts_fail_cleanly(small) -> None:
         server.infer(bytes(request[:-10]))
     response = server.infer(client.encrypt(inputs[0]))
     # tamper and recompute the checksum, as a deliberate attacker would
-    from veil.crypto._ckks import _pack, _unpack
+    from veil.he._ckks import _pack, _unpack
 
     meta, sections = _unpack(response, "response")
     body = bytearray(sections[0])
@@ -348,7 +348,7 @@ def test_predict_applies_the_output_transform_and_dead_units_fold_away(seed: int
 
 
 def test_a_response_of_the_wrong_shape_is_refused(small) -> None:
-    from veil.crypto._ckks import _pack, _unpack
+    from veil.he._ckks import _pack, _unpack
 
     _, client, server, inputs = small
     meta, sections = _unpack(server.infer(client.encrypt(inputs, layout="batch")), "response")

@@ -16,7 +16,8 @@ from scipy import stats
 pytest.importorskip("tenseal")
 torch = pytest.importorskip("torch")
 
-from veil.crypto import (  # noqa: E402 - after the skips
+from veil.errors import InvalidInputError  # noqa: E402
+from veil.he import (  # noqa: E402 - after the skips
     HEClient,
     HEProgram,
     HEServer,
@@ -24,9 +25,8 @@ from veil.crypto import (  # noqa: E402 - after the skips
     error_bound,
     poly_activation,
 )
-from veil.crypto._ckks import _pack, _unpack  # noqa: E402 - to read and forge envelopes
-from veil.crypto._seal import load_object  # noqa: E402
-from veil.errors import InvalidInputError  # noqa: E402
+from veil.he._ckks import _pack, _unpack  # noqa: E402 - to read and forge envelopes
+from veil.he._seal import load_object  # noqa: E402
 
 ALPHA = 1e-6  # per statistical assertion
 SIGMA = 1e-2  # flooding noise in the outputs' units (outputs here are within +-6.4)

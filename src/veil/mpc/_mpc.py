@@ -5,13 +5,13 @@ domain that runs and measures the real protocols, not privacy between
 organisations (that needs a host per party and authenticated, encrypted links).
 
 :func:`run_parties` writes each party's input to its own file, starts one
-``python -m veil.crypto._party`` process per party (and a dealer process for
+``python -m veil.mpc._party`` process per party (and a dealer process for
 products), hands each process only the path of its own input, and collects the
 opened result with the timings and the bytes each node sent. The convenience
 functions :func:`secure_sum`, :func:`secure_mean`, :func:`secure_dot` and
 :func:`secure_multiply` call it.
 
-Protocols (see :mod:`veil.crypto._sharing` and :mod:`veil.crypto._party`):
+Protocols (see :mod:`veil.mpc._sharing` and :mod:`veil.mpc._party`):
 additive n-of-n sharing over Z_2^64, or Shamir t-of-n over GF(2^61 - 1);
 fixed-point reals; products with Beaver triples from a dealer (the
 trusted-third-party model of CrypTen's ``TTP`` provider). Semi-honest parties,
@@ -56,8 +56,8 @@ import numpy as np
 import numpy.typing as npt
 
 from veil._childenv import child_environment
-from veil.crypto._sharing import FixedPoint, check_threshold, product_limit
 from veil.errors import InvalidInputError, NotFoundError, PartyDroppedError, VeilError
+from veil.mpc._sharing import FixedPoint, check_threshold, product_limit
 from veil.progress import ProgressCallback, ProgressEvent
 
 __all__ = [
@@ -287,7 +287,7 @@ def _launch(name: str) -> _Node:
     # only the allow-listed environment: no VEIL_* secret and no database URL reaches a party
     env = child_environment({"PYTHONUNBUFFERED": "1"})
     process = subprocess.Popen(
-        [sys.executable, "-m", "veil.crypto._party"],
+        [sys.executable, "-m", "veil.mpc._party"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -581,7 +581,7 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
                 "every party dropped out",
                 expected=f"at least {t} of {n} parties finishing",
                 got=f"none ({dropped})",
-                fix="check that Python can start `python -m veil.crypto._party` here",
+                fix="check that Python can start `python -m veil.mpc._party` here",
                 details={"refused": refused} if refused else {},
             )
         if errors:  # some finished, some gave up: the finished ones are the result

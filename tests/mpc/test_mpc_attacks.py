@@ -2,7 +2,7 @@
 
 An outsider is a local process that knows a party's port but not the run's
 token. Each test performs the attack on real sockets on 127.0.0.1: against a
-:class:`~veil.crypto._net.Mesh` in this process (where tracemalloc sees every
+:class:`~veil.mpc._net.Mesh` in this process (where tracemalloc sees every
 allocation), and against real party processes through ``run_parties``'s
 test-only ``_hook``, which fires once every node listens and before the nodes
 connect, so the outsider's connection is the first one a party accepts.
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from veil.crypto import PartyDroppedError, _net, run_parties, secure_sum
-from veil.crypto._net import HEADER, MAX_PENDING, REFUSED_KEPT, FrameRefusedError, Mesh, read_frame
+from veil.mpc import PartyDroppedError, _net, run_parties, secure_sum
+from veil.mpc._net import HEADER, MAX_PENDING, REFUSED_KEPT, FrameRefusedError, Mesh, read_frame
 
 TOKEN = secrets.token_hex(16)
 GIB = 1 << 30

@@ -27,6 +27,7 @@ import io
 import json
 import math
 import pickle
+import types
 import warnings
 import zipfile
 from dataclasses import dataclass, replace
@@ -36,14 +37,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from veil.crypto._plan import HEPlan, plan_parameters
 from veil.errors import InvalidInputError, MissingDependencyError
+from veil.he._layout import vector_rotations
+from veil.he._plan import HEPlan, plan_parameters
+from veil.he._steps import Affine, Square, Step
 
 __all__ = [
-    "Affine",
     "HEProgram",
     "PickleTrustWarning",
-    "Square",
     "compile_model",
     "load_model_file",
     "poly_activation",
@@ -54,22 +55,6 @@ _OUTPUTS = ("none", "softmax", "sigmoid")
 _SAFETY = 4.0  # calibrated magnitudes are multiplied by this before planning
 _INPUT_MARGIN = 2.0  # inputs may reach twice the largest calibration input
 _FORMAT = "veil-he-program/1"
-
-
-@dataclass(frozen=True)
-class Affine:
-    """``y = weight @ x + bias``."""
-
-    weight: FloatArray
-    bias: FloatArray
-
-
-@dataclass(frozen=True)
-class Square:
-    """``y = x * x``, elementwise."""
-
-
-Step = Affine | Square
 
 
 @dataclass(frozen=True)
@@ -147,8 +132,6 @@ class HEProgram:
                 got="no recorded magnitudes",
                 fix="pass --calibrate DATA to `veil he compile`, or call .calibrate(x)",
             )
-        from veil.crypto._ckks import vector_rotations  # noqa: PLC0415 - avoids a cycle
-
         largest = _SAFETY * max(*self.magnitudes, self.input_bound, 1.0)
         # a sign bit and a bit of headroom: the first prime holds 2x the largest value,
         # so an overflow lands outside the accepted range instead of wrapping into it
@@ -156,7 +139,7 @@ class HEProgram:
         needed = 1
         steps: tuple[int, ...] = ()
         if "vector" in layouts:
-            steps, needed = vector_rotations(self)
+            steps, needed = vector_rotations(self.steps, self.input_dim)
         return plan_parameters(
             self.depth,
             integer_bits=integer_bits,
@@ -264,7 +247,7 @@ def poly_activation(coefficients: tuple[float, float, float] = (0.0, 0.0, 1.0)) 
     program evaluates it at the cost of one CKKS level.
     """
     _torch()  # a clear error when torch is missing
-    from veil.crypto._layers import PolyActivation  # noqa: PLC0415 - needs torch
+    from veil.he._layers import PolyActivation  # noqa: PLC0415 - needs torch
 
     return PolyActivation(coefficients)
 
@@ -283,16 +266,16 @@ def _torch() -> Any:
 
 
 _REFUSED = {
-    "ReLU": "ReLU is not a polynomial: train with veil.crypto.poly_activation() (x^2) instead",
-    "ReLU6": "ReLU6 is not a polynomial: train with veil.crypto.poly_activation() instead",
-    "LeakyReLU": "LeakyReLU is not a polynomial: train with veil.crypto.poly_activation()",
-    "GELU": "GELU is not a polynomial: train with veil.crypto.poly_activation()",
-    "SiLU": "SiLU is not a polynomial: train with veil.crypto.poly_activation()",
-    "ELU": "ELU is not a polynomial: train with veil.crypto.poly_activation()",
-    "Tanh": "tanh is not a polynomial: train with veil.crypto.poly_activation(), or a degree-2 "
+    "ReLU": "ReLU is not a polynomial: train with veil.he.poly_activation() (x^2) instead",
+    "ReLU6": "ReLU6 is not a polynomial: train with veil.he.poly_activation() instead",
+    "LeakyReLU": "LeakyReLU is not a polynomial: train with veil.he.poly_activation()",
+    "GELU": "GELU is not a polynomial: train with veil.he.poly_activation()",
+    "SiLU": "SiLU is not a polynomial: train with veil.he.poly_activation()",
+    "ELU": "ELU is not a polynomial: train with veil.he.poly_activation()",
+    "Tanh": "tanh is not a polynomial: train with veil.he.poly_activation(), or a degree-2 "
     "fit such as (0, 0.5, 0) + (0,0,-0.02) on a bounded range",
     "Sigmoid": "a sigmoid inside the network is not a polynomial: use "
-    "veil.crypto.poly_activation((0.5, 0.197, 0)) (its linear fit) or x^2; a final sigmoid is "
+    "veil.he.poly_activation((0.5, 0.197, 0)) (its linear fit) or x^2; a final sigmoid is "
     "fine (the client applies it after decryption)",
     "Softmax": "a softmax inside the network cannot be evaluated; only a final one is allowed",
     "LogSoftmax": "a log-softmax inside the network cannot be evaluated; only a final one is "
@@ -371,7 +354,7 @@ def _compile_torch(model: Any, input_shape: tuple[int, ...] | None) -> tuple[lis
             continue
         reason = _REFUSED.get(name) or (
             f"{name} is not supported: the compiler handles Linear, Conv1d/2d, AvgPool1d/2d, "
-            "BatchNorm (eval), Flatten, Dropout (eval) and veil.crypto.poly_activation"
+            "BatchNorm (eval), Flatten, Dropout (eval) and veil.he.poly_activation"
         )
         raise InvalidInputError(
             f"layer {position} ({name}) cannot be evaluated under homomorphic encryption",
@@ -401,7 +384,7 @@ def _compile_sklearn(model: Any) -> tuple[list[Any], str]:
                 "homomorphic encryption",
                 expected="activation='identity' (scikit-learn has no polynomial activation)",
                 got=repr(model.activation),
-                fix="train the network in PyTorch with veil.crypto.poly_activation()",
+                fix="train the network in PyTorch with veil.he.poly_activation()",
             )
         raw = [
             ("affine", Affine(np.asarray(w, dtype=np.float64).T, np.asarray(b, dtype=np.float64)))
@@ -673,6 +656,28 @@ def _from_coefficients(path: Path) -> HEProgram:
     )
 
 
+# A model pickled whole names the module of every class it holds. Models trained with
+# poly_activation() before encrypted inference moved from veil.crypto to veil.he name
+# veil.crypto._layers.PolyActivation: the unpickler finds that class at its new home, so that
+# such files keep loading (there is no veil.crypto package left to find it in).
+_MOVED_MODULES = {"veil.crypto._layers": "veil.he._layers"}
+
+
+class _MovedClassesUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(_MOVED_MODULES.get(module, module), name)
+
+
+def _moved_load(file: Any, **kwargs: Any) -> Any:
+    return _MovedClassesUnpickler(file, **kwargs).load()
+
+
+# torch.load's pickle_module: anything with an Unpickler and a load
+_moved_pickle = types.SimpleNamespace(
+    __name__="veil.he.pickle", Unpickler=_MovedClassesUnpickler, load=_moved_load
+)
+
+
 def load_model_file(
     path: Path,
     *,
@@ -730,7 +735,9 @@ def load_model_file(
     if suffix in (".pt", ".pth"):
         # reviewed: unpickling runs the file's code; reached only with --trust-pickle, after the
         # warning above (tests/cli/test_he_pickles.py: a booby-trapped pickle never runs without it)
-        model = _torch().load(path, weights_only=False, map_location="cpu")
+        model = _torch().load(
+            path, weights_only=False, map_location="cpu", pickle_module=_moved_pickle
+        )
     else:
         import joblib  # noqa: PLC0415 - scikit-learn's own dependency
 

@@ -1,13 +1,13 @@
-"""One MPC node as its own OS process: ``python -m veil.crypto._party``.
+"""One MPC node as its own OS process: ``python -m veil.mpc._party``.
 
-The runner (:mod:`veil.crypto._mpc`) starts one such process per party, plus a
+The runner (:mod:`veil.mpc._mpc`) starts one such process per party, plus a
 dealer process for multiplications, and speaks to each over its stdin/stdout:
 
 1. it writes the node's job as one JSON line (its id, the protocol, the path of
    **its own** input and nothing of anybody else's, the run's token);
 2. the node binds a port on 127.0.0.1 and answers ``PORT <n>``;
 3. the runner writes the map of every node's port; the nodes build a TCP mesh
-   (:class:`~veil.crypto._net.Mesh`) and run the protocol among themselves;
+   (:class:`~veil.mpc._net.Mesh`) and run the protocol among themselves;
 4. each party answers ``RESULT <json>`` (or ``ERROR <json>``), says ``bye`` to
    its peers (so that its leaving is not taken for a dropout) and exits.
 
@@ -49,8 +49,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from veil.crypto._net import MAX_PENDING, Mesh, PeerDropped
-from veil.crypto._sharing import (
+from veil.errors import InvalidInputError, NotFoundError, VeilError
+from veil.mpc._net import MAX_PENDING, Mesh, PeerDropped
+from veil.mpc._sharing import (
     Domain,
     FixedPoint,
     additive_share,
@@ -63,7 +64,6 @@ from veil.crypto._sharing import (
     shamir_reconstruct,
     shamir_share,
 )
-from veil.errors import InvalidInputError, NotFoundError, VeilError
 
 __all__ = ["frame_limits", "main", "read_column"]
 

@@ -1,4 +1,4 @@
-"""veil.crypto's vault: round trips, wrong keys, every tamper case, rotation and its crash safety."""
+"""veil.vault: round trips, wrong keys, every tamper case, rotation and its crash safety."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from veil.crypto import MasterKey, SealedObject, Vault, VaultStatus
-from veil.crypto._vault import HEADER_BYTES, TAG_BYTES
 from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.progress import ProgressEvent
+from veil.vault import MasterKey, SealedObject, Vault, VaultStatus
+from veil.vault._vault import HEADER_BYTES, TAG_BYTES
 from veil.workspace import Workspace
 
 CHEAP_N = 2**4  # scrypt cost for tests only; the default is 2**17
@@ -464,7 +464,7 @@ def test_a_failed_manifest_replace_leaves_the_old_key_in_force(
 CRASH = """
 import os, sys
 from pathlib import Path
-from veil.crypto import MasterKey, Vault
+from veil.vault import MasterKey, Vault
 from veil.workspace import Workspace
 
 real = Path.replace

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from veil.crypto import (
+from veil.errors import InvalidInputError
+from veil.mpc import (
     FixedPoint,
     PartyDroppedError,
     additive_reconstruct,
@@ -25,7 +26,7 @@ from veil.crypto import (
     shamir_reconstruct,
     shamir_share,
 )
-from veil.crypto._sharing import (
+from veil.mpc._sharing import (
     PRIME,
     beaver_finish,
     beaver_open_masks,
@@ -34,7 +35,6 @@ from veil.crypto._sharing import (
     mulmod,
     random_field,
 )
-from veil.errors import InvalidInputError
 
 ALPHA = 1e-6
 

@@ -1,0 +1,36 @@
+"""Encrypted inference: CKKS for models, Paillier for linear scores and sums.
+
+:func:`compile_model` lowers a trained PyTorch or scikit-learn model
+(polynomial activations, see :func:`poly_activation`) to an
+:class:`HEProgram` of :class:`Affine` steps and :class:`Square` steps;
+:func:`load_model_file` reads a model file without unpickling it.
+:meth:`HEProgram.plan` chooses CKKS parameters (:class:`HEPlan`,
+:func:`plan_parameters`); the client (:class:`HEClient`) makes keys, encrypts
+and decrypts, the server (:class:`HEServer`) evaluates with only a public
+context, and :func:`error_bound` bounds the error of its answer (see
+``docs/he.md``). :class:`PaillierClient`, :func:`paillier_linear` and
+:func:`paillier_sum` do additive work with Paillier.
+"""
+
+from veil.he._ckks import HEClient, HEServer, error_bound
+from veil.he._compile import HEProgram, compile_model, load_model_file, poly_activation
+from veil.he._paillier import PaillierClient, paillier_linear, paillier_sum
+from veil.he._plan import HEPlan, plan_parameters
+from veil.he._steps import Affine, Square
+
+__all__ = [
+    "Affine",
+    "HEClient",
+    "HEPlan",
+    "HEProgram",
+    "HEServer",
+    "PaillierClient",
+    "Square",
+    "compile_model",
+    "error_bound",
+    "load_model_file",
+    "paillier_linear",
+    "paillier_sum",
+    "plan_parameters",
+    "poly_activation",
+]
