@@ -12,7 +12,7 @@ import pytest
 from veil.cli._app import main
 
 ROOT = Path(__file__).resolve().parents[2]
-HIERARCHIES = ROOT / "src/veil/anonymize/hierarchies/adult.yaml"
+HIERARCHIES = ROOT / "src/veil/anonymize/tabular/hierarchies/adult.yaml"
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

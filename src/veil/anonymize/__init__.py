@@ -29,22 +29,6 @@ table. The heavy dependencies load on first use (the ``text`` extra).
 (1, True)
 """
 
-from veil.anonymize._anonymize import (
-    ALGORITHMS,
-    OPERATORS,
-    AnonymizationResult,
-    ColumnOperation,
-    anonymize,
-)
-from veil.anonymize._hierarchy import HierarchySpec, build_domains, load_hierarchies
-from veil.anonymize._operators import (
-    add_noise,
-    mask,
-    microaggregate,
-    pseudonymize,
-    rank_swap,
-    shift_dates,
-)
 from veil.anonymize._pii_corpus import (
     PiiEvaluation,
     PiiRecord,
@@ -53,26 +37,6 @@ from veil.anonymize._pii_corpus import (
     evaluate_pii,
     load_corpus,
     score_spans,
-)
-from veil.anonymize._recoding import Recoding, Utility
-from veil.anonymize._risk import (
-    ClassStats,
-    LDiversity,
-    PopulationUniqueness,
-    RiskReport,
-    class_ids,
-    delta_presence,
-    l_diversity,
-    population_uniqueness,
-    reidentification_risk,
-    t_closeness,
-)
-from veil.anonymize._scan import (
-    LinkageResult,
-    ScanReport,
-    classifier_accuracy,
-    linkage_attack,
-    scan_table,
 )
 from veil.anonymize._text import (
     DEFAULT_THRESHOLD,
@@ -94,6 +58,39 @@ from veil.anonymize._text import (
     redact_file,
     redact_lines,
     redact_text,
+)
+from veil.anonymize.tabular import (
+    ALGORITHMS,
+    OPERATORS,
+    AnonymizationResult,
+    ClassStats,
+    ColumnOperation,
+    HierarchySpec,
+    LDiversity,
+    LinkageResult,
+    PopulationUniqueness,
+    Recoding,
+    RiskReport,
+    ScanReport,
+    Utility,
+    add_noise,
+    anonymize,
+    build_domains,
+    class_ids,
+    classifier_accuracy,
+    delta_presence,
+    l_diversity,
+    linkage_attack,
+    load_hierarchies,
+    mask,
+    microaggregate,
+    population_uniqueness,
+    pseudonymize,
+    rank_swap,
+    reidentification_risk,
+    scan_table,
+    shift_dates,
+    t_closeness,
 )
 
 __all__ = [

@@ -3,7 +3,7 @@
 Tables: the 30,162 complete rows of ``adult.data`` with the eight usual
 quasi-identifiers (age, workclass, education, marital-status, occupation,
 race, sex, native-country) and the hierarchies shipped in
-``veil/anonymize/hierarchies/adult.yaml``. For k = 5 and 10, each algorithm
+``veil/anonymize/tabular/hierarchies/adult.yaml``. For k = 5 and 10, each algorithm
 (strict Mondrian, relaxed Mondrian, optimal full-domain with 5%
 suppression) is timed over ``repeats`` runs (encoding the columns plus the
 algorithm; the median is reported), and its output is measured: classes,
@@ -30,12 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from veil.anonymize import build_domains, classifier_accuracy, load_hierarchies
-from veil.anonymize._constraints import Constraints
-from veil.anonymize._flash import full_domain
-from veil.anonymize._mondrian import mondrian
-from veil.anonymize._recoding import Recoding
-from veil.anonymize._risk import ClassStats
+from veil.anonymize.tabular import (
+    BUNDLED_HIERARCHIES,
+    ClassStats,
+    Constraints,
+    Recoding,
+    build_domains,
+    classifier_accuracy,
+    full_domain,
+    load_hierarchies,
+    mondrian,
+)
 from veil.bench._common import machine
 from veil.data import load_table
 from veil.errors import NotFoundError
@@ -53,7 +58,7 @@ ADULT_QUASI_IDENTIFIERS = (
     "sex",
     "native_country",
 )
-HIERARCHIES = Path(__file__).resolve().parents[1] / "anonymize" / "hierarchies" / "adult.yaml"
+HIERARCHIES = BUNDLED_HIERARCHIES / "adult.yaml"
 GOALS = {
     ("mondrian-strict", 5): 0.093,
     ("mondrian-strict", 10): 0.166,

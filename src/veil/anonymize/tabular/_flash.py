@@ -44,9 +44,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from veil.anonymize._constraints import Constraints
-from veil.anonymize._hierarchy import Domain
-from veil.anonymize._recoding import Recoding
+from veil.anonymize.tabular._constraints import Constraints
+from veil.anonymize.tabular._hierarchy import Domain
+from veil.anonymize.tabular._recoding import Recoding
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, ProgressEvent
 

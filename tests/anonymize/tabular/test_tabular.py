@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,9 +31,8 @@ from veil.anonymize import (
     shift_dates,
     t_closeness,
 )
-from veil.anonymize._constraints import Constraints
-from veil.anonymize._flash import _Table, full_domain
-from veil.anonymize._recoding import Recoding
+from veil.anonymize.tabular import BUNDLED_HIERARCHIES, Constraints, Recoding, full_domain
+from veil.anonymize.tabular._flash import _Table
 from veil.data import load_table
 from veil.errors import InvalidInputError, NotFoundError, SchemaError
 from veil.workspace import Workspace
@@ -49,7 +47,7 @@ ADULT_QI = [
     "sex",
     "native_country",
 ]
-HIERARCHIES = Path(__file__).resolve().parents[2] / "src/veil/anonymize/hierarchies/adult.yaml"
+HIERARCHIES = BUNDLED_HIERARCHIES / "adult.yaml"
 
 
 @pytest.fixture(scope="module")

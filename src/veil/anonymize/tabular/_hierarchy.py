@@ -41,6 +41,7 @@ import pandas as pd
 from veil.errors import InvalidInputError, NotFoundError
 
 __all__ = [
+    "BUNDLED_HIERARCHIES",
     "Domain",
     "HierarchySpec",
     "IntervalDomain",
@@ -119,7 +120,8 @@ def _bad_spec(column: str, expected: str, got: str) -> InvalidInputError:
     )
 
 
-BUNDLED = Path(__file__).resolve().parent / "hierarchies"
+BUNDLED_HIERARCHIES = Path(__file__).resolve().parent / "hierarchies"
+"""The hierarchies shipped with Veil (``adult.yaml``), package data of the wheel."""
 
 
 def load_hierarchies(path: str | Path) -> dict[str, HierarchySpec]:
@@ -129,10 +131,10 @@ def load_hierarchies(path: str | Path) -> dict[str, HierarchySpec]:
     hierarchies (``adult``: the UCI Adult quasi-identifiers).
     """
     path = Path(path)
-    if not path.is_file() and (BUNDLED / f"{path}.yaml").is_file():
-        path = BUNDLED / f"{path}.yaml"
+    if not path.is_file() and (BUNDLED_HIERARCHIES / f"{path}.yaml").is_file():
+        path = BUNDLED_HIERARCHIES / f"{path}.yaml"
     if not path.is_file():
-        bundled = ", ".join(sorted(p.stem for p in BUNDLED.glob("*.yaml")))
+        bundled = ", ".join(sorted(p.stem for p in BUNDLED_HIERARCHIES.glob("*.yaml")))
         raise NotFoundError(
             "hierarchies file not found",
             expected=f"a YAML or JSON file, or a bundled name ({bundled})",

@@ -26,9 +26,15 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from veil.anonymize._hierarchy import SUPPRESSED, Domain, HierarchySpec, TreeDomain, build_domains
-from veil.anonymize._recoding import Recoding, Utility
-from veil.anonymize._risk import (
+from veil.anonymize.tabular._hierarchy import (
+    SUPPRESSED,
+    Domain,
+    HierarchySpec,
+    TreeDomain,
+    build_domains,
+)
+from veil.anonymize.tabular._recoding import Recoding, Utility
+from veil.anonymize.tabular._risk import (
     ClassStats,
     LDiversity,
     PopulationUniqueness,

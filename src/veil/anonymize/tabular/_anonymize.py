@@ -22,11 +22,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from veil.anonymize._constraints import Constraints
-from veil.anonymize._flash import full_domain
-from veil.anonymize._hierarchy import HierarchySpec, build_domains
-from veil.anonymize._mondrian import mondrian
-from veil.anonymize._operators import (
+from veil.anonymize.tabular._constraints import Constraints
+from veil.anonymize.tabular._flash import full_domain
+from veil.anonymize.tabular._hierarchy import HierarchySpec, build_domains
+from veil.anonymize.tabular._mondrian import mondrian
+from veil.anonymize.tabular._operators import (
     add_noise,
     mask,
     microaggregate,
@@ -34,9 +34,9 @@ from veil.anonymize._operators import (
     rank_swap,
     shift_dates,
 )
-from veil.anonymize._recoding import Recoding
-from veil.anonymize._risk import class_ids
-from veil.anonymize._scan import ScanReport, _assess, _check_table
+from veil.anonymize.tabular._recoding import Recoding
+from veil.anonymize.tabular._risk import class_ids
+from veil.anonymize.tabular._scan import ScanReport, _assess, _check_table
 from veil.data import check_columns_exist
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback

@@ -30,9 +30,9 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-from veil.anonymize._constraints import Constraints
-from veil.anonymize._hierarchy import Domain, TreeDomain
-from veil.anonymize._recoding import Recoding
+from veil.anonymize.tabular._constraints import Constraints
+from veil.anonymize.tabular._hierarchy import Domain, TreeDomain
+from veil.anonymize.tabular._recoding import Recoding
 from veil.progress import ProgressCallback, ProgressEvent
 
 __all__ = ["mondrian"]
