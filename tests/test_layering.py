@@ -1,9 +1,9 @@
 """The house rules of DESIGN.md, checked on every import in src/veil.
 
-1. **The dependency order.** errors, workspace, store, data -> ledger -> dp, anonymize,
-   crypto -> train, federated -> audit -> governance, serve -> cli, bench. A package may
-   import only from its own level or below; within the bottom level the order
-   errors < workspace < store < data holds too.
+1. **The dependency order.** errors, workspace, store, vault, data -> ledger -> dp,
+   anonymize, he, mpc -> train, federated -> audit -> governance, serve -> cli, bench. A
+   package may import only from its own level or below; within the bottom level the order
+   errors < workspace < store < vault < data holds too.
 2. **Public surfaces.** A module whose name starts with an underscore is private to the
    package that holds it: ``veil.train._engine`` may be imported from ``veil.train`` and
    nowhere else, and ``from veil.train import _engine`` or a private name such as
@@ -37,18 +37,20 @@ RANK = {
     "_random": 0,
     "workspace": 1,
     "store": 2,
-    "data": 3,
-    "ledger": 4,
-    "dp": 5,
-    "anonymize": 5,
-    "crypto": 5,
-    "train": 6,
-    "federated": 6,
-    "audit": 7,
-    "governance": 8,
-    "serve": 8,
-    "cli": 9,
-    "bench": 9,
+    "vault": 3,
+    "data": 4,
+    "ledger": 5,
+    "dp": 6,
+    "anonymize": 6,
+    "he": 6,
+    "mpc": 6,
+    "train": 7,
+    "federated": 7,
+    "audit": 8,
+    "governance": 9,
+    "serve": 9,
+    "cli": 10,
+    "bench": 10,
 }
 
 
