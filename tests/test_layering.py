@@ -35,6 +35,8 @@ RANK = {
     "progress": 0,
     "_childenv": 0,
     "_random": 0,
+    "_io": 0,
+    "_validate": 0,
     "workspace": 1,
     "store": 2,
     "vault": 3,
