@@ -232,7 +232,7 @@ def test_budget_verify_recomposes_and_reports_a_tampered_event(capsys, adult):
     from sqlalchemy import update
 
     from veil.ledger import Ledger
-    from veil.store._tables import PrivacyEventRow
+    from veil.store.tables import PrivacyEventRow
 
     assert run(capsys, "budget", "set", adult, "--epsilon", "2", "--delta", "1e-6")[0] == 0
     for sql in ("SELECT COUNT(*) FROM t", "SELECT AVG(age) FROM t"):
@@ -274,6 +274,6 @@ def test_budget_verify_recomposes_and_reports_a_tampered_event(capsys, adult):
 def select_mechanisms():  # type: ignore[no-untyped-def]
     from sqlalchemy import select
 
-    from veil.store._tables import PrivacyEventRow
+    from veil.store.tables import PrivacyEventRow
 
     return select(PrivacyEventRow.mechanisms).where(PrivacyEventRow.seq == 1)

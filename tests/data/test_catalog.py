@@ -265,7 +265,7 @@ def test_the_same_bytes_under_a_second_name_never_get_a_second_budget(
 
 def _register_behind_the_catalog(catalog: Catalog, like: str, name: str) -> None:
     """A second row of the same bytes, as a workspace registered before issue 20 may hold."""
-    from veil.store import DatasetRow
+    from veil.store.tables import DatasetRow
 
     info = catalog.get(like)
     with catalog.store.session() as session:

@@ -31,8 +31,8 @@ from veil.ledger import (
     recompose,
 )
 from veil.ledger._accountants import PLD_MAX_POINTS
-from veil.store._chain import GENESIS, link
-from veil.store._tables import DatasetRow, PrivacyBudgetRow, PrivacyEventRow, utcnow
+from veil.store.chain import GENESIS, link
+from veil.store.tables import DatasetRow, PrivacyBudgetRow, PrivacyEventRow, utcnow
 from veil.workspace import Settings
 
 DATASET = "diab"  # sklearn's diabetes: 442 rows, one person each

@@ -2,7 +2,7 @@
 
 A checkpoint row holds a dataset's composed history, sealed (HMAC-SHA256
 under the workspace's ``ledger`` key); every event links to the one before
-(:mod:`veil.store._chain`). Each test edits the database the way someone
+(:mod:`veil.store.chain`). Each test edits the database the way someone
 with write access to it could, then checks what the ledger does: a forged or
 broken checkpoint is ignored, reported and rewritten from the events; an
 edited or deleted event after it stops the next charge; no tampering lowers
@@ -39,9 +39,9 @@ from veil.ledger import (
     recompose,
 )
 from veil.ledger._composition import FORMAT, check_seal, seal
-from veil.store import DatasetRow, Store
-from veil.store._chain import GENESIS, link
-from veil.store._tables import LedgerCheckpointRow, PrivacyEventRow
+from veil.store import Store
+from veil.store.chain import GENESIS, link
+from veil.store.tables import DatasetRow, LedgerCheckpointRow, PrivacyEventRow
 from veil.workspace import Settings
 
 DATASET = "diab"

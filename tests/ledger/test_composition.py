@@ -30,7 +30,8 @@ from veil.ledger import (
     validate_event,
 )
 from veil.ledger._events import flatten
-from veil.store import DatasetRow, Store
+from veil.store import Store
+from veil.store.tables import DatasetRow
 
 # On the same grid the two differ only numerically: the batch accountant self-composes identical
 # events (FFT powers) where the fold convolves them one release at a time (directly when small),

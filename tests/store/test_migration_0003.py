@@ -1,7 +1,7 @@
 """Migration 0003 (issue 20): a ledger written at revision 0002 gets its event chain.
 
 The upgrade links every existing event, per dataset and in ``seq`` order,
-with the same :func:`veil.store._chain.link` a charge uses, so that
+with the same :func:`veil.store.chain.link` a charge uses, so that
 ``Ledger.verify`` accepts the old history and charging goes on from it.
 """
 
@@ -15,8 +15,8 @@ from veil.data import Catalog
 from veil.ledger import Budget, Ledger, Mechanism, PrivacyEvent, recompose
 from veil.store import Store, head_revision
 from veil.store import _store as store_module
-from veil.store._chain import GENESIS, link
-from veil.store._tables import utcnow
+from veil.store.chain import GENESIS, link
+from veil.store.tables import utcnow
 from veil.workspace import Settings
 
 DELTA = 1e-6

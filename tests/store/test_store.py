@@ -15,8 +15,9 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from veil.errors import InvalidInputError, StoreError, StoreVersionError
-from veil.store import Base, DatasetRow, Store, head_revision
+from veil.store import Store, head_revision
 from veil.store import _store as store_module
+from veil.store.tables import Base, DatasetRow
 
 
 def _row(name: str = "d", **overrides) -> DatasetRow:

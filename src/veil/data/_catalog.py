@@ -43,8 +43,8 @@ from veil.data._readers import ImageArrays, MnistReader, Reader, check_fits_in_m
 from veil.data._schema import ColumnSpec, PrivacySchema, check_columns_exist
 from veil.errors import ConflictError, InvalidInputError, NotFoundError, SchemaError
 from veil.progress import ProgressCallback, ProgressEvent
-from veil.store import DatasetRow, Store
-from veil.store._tables import BudgetChangeRow, PrivacyBudgetRow, PrivacyEventRow
+from veil.store import Store
+from veil.store.tables import BudgetChangeRow, DatasetRow, PrivacyBudgetRow, PrivacyEventRow
 from veil.workspace import Settings, Workspace
 
 __all__ = ["Catalog", "DatasetInfo", "same_data_names"]

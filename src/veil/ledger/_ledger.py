@@ -15,7 +15,7 @@ kept, not recomposed: in this process's memory (valid while the dataset's last
 event is the one it was composed up to) and in a sealed checkpoint row
 (``ledger_checkpoints``), written every :data:`CHECKPOINT_EVERY` events. A
 charge composes only the events it has not seen, each linked to the one before
-by the event chain (:mod:`veil.store._chain`). A checkpoint that fails its seal
+by the event chain (:mod:`veil.store.chain`). A checkpoint that fails its seal
 or does not match the chain is ignored and rebuilt from the events
 (``status().checkpoint`` says so); ``verify`` recomposes everything from
 scratch and compares.
@@ -58,8 +58,8 @@ from veil.ledger._events import Mechanism, PrivacyEvent, validate_event
 from veil.ledger._params import check_budget_delta
 from veil.progress import ProgressCallback, ProgressEvent
 from veil.store import Store
-from veil.store._chain import GENESIS, link
-from veil.store._tables import (
+from veil.store.chain import GENESIS, link
+from veil.store.tables import (
     BudgetChangeRow,
     DatasetRow,
     LedgerCheckpointRow,

@@ -2,6 +2,8 @@
 
 SQLite by default (a WAL-mode file in the workspace), PostgreSQL through
 ``VEIL_DATABASE_URL``. Every schema change ships as an Alembic migration.
+The tables themselves (:mod:`veil.store.tables`) and the ledger's event chain
+(:mod:`veil.store.chain`) are public submodules for Veil's own packages.
 
 >>> from veil.store import Store
 >>> store = Store.open("sqlite://", upgrade=True)   # in-memory, for a quick look
@@ -10,6 +12,5 @@ True
 """
 
 from veil.store._store import Store, head_revision
-from veil.store._tables import Base, DatasetRow
 
-__all__ = ["Base", "DatasetRow", "Store", "head_revision"]
+__all__ = ["Store", "head_revision"]

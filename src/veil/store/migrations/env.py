@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from veil.store._tables import Base
+from veil.store.tables import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import veil.store._tables
+import veil.store.tables
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -32,7 +32,7 @@ def upgrade() -> None:
         sa.Column("privacy_schema", sa.JSON(), nullable=False),
         sa.Column("load_options", sa.JSON(), nullable=False),
         sa.Column("registration_report", sa.JSON(), nullable=False),
-        sa.Column("created_at", veil.store._tables.UTCDateTime(), nullable=False),
+        sa.Column("created_at", veil.store.tables.UTCDateTime(), nullable=False),
         sa.Column("created_by", sa.String(length=256), nullable=False),
         sa.Column("veil_version", sa.String(length=32), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_datasets")),

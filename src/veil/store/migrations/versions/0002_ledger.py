@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import veil.store._tables
+import veil.store.tables
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column("epsilon", sa.Float(), nullable=True),
         sa.Column("delta", sa.Float(), nullable=True),
         sa.Column("rho", sa.Float(), nullable=True),
-        sa.Column("updated_at", veil.store._tables.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", veil.store.tables.UTCDateTime(), nullable=False),
         sa.Column("updated_by", sa.String(length=256), nullable=False),
         sa.ForeignKeyConstraint(
             ["dataset_id"],
@@ -39,7 +39,7 @@ def upgrade() -> None:
         "budget_changes",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("dataset_id", sa.Integer(), nullable=False),
-        sa.Column("changed_at", veil.store._tables.UTCDateTime(), nullable=False),
+        sa.Column("changed_at", veil.store.tables.UTCDateTime(), nullable=False),
         sa.Column("actor", sa.String(length=256), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("epsilon", sa.Float(), nullable=True),
@@ -61,7 +61,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("dataset_id", sa.Integer(), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
-        sa.Column("created_at", veil.store._tables.UTCDateTime(), nullable=False),
+        sa.Column("created_at", veil.store.tables.UTCDateTime(), nullable=False),
         sa.Column("actor", sa.String(length=256), nullable=False),
         sa.Column("purpose", sa.Text(), nullable=False),
         sa.Column("operation", sa.String(length=32), nullable=False),

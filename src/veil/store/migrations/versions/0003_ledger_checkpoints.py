@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import veil.store._tables
+import veil.store.tables
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -23,7 +23,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    from veil.store._chain import GENESIS, link  # noqa: PLC0415 - the one definition of a link
+    from veil.store.chain import GENESIS, link  # noqa: PLC0415 - the one definition of a link
 
     with op.batch_alter_table("privacy_events") as batch:
         batch.add_column(sa.Column("chain", sa.String(length=64), nullable=True))
@@ -57,7 +57,7 @@ def upgrade() -> None:
         sa.Column("format", sa.Integer(), nullable=False),
         sa.Column("state", sa.LargeBinary(), nullable=False),
         sa.Column("seal", sa.String(length=96), nullable=False),
-        sa.Column("updated_at", veil.store._tables.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", veil.store.tables.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["dataset_id"],
             ["datasets.id"],

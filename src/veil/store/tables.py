@@ -1,5 +1,9 @@
 """The workspace database's tables (SQLAlchemy 2 declarative models).
 
+A public submodule for Veil's own packages (the catalogue, the ledger and the
+migrations read and write these rows), not a user API: users go through
+:class:`veil.store.Store`, :class:`veil.data.Catalog` and :class:`veil.ledger.Ledger`.
+
 Every change to these classes needs a migration in ``migrations/versions``;
 ``tests/store/test_migrations.py`` fails when the two drift apart.
 """

@@ -8,6 +8,10 @@ if each links on, so a checkpoint cannot be paired with a history it was not
 built from, and an edited, inserted or deleted event after it is detected.
 (Editing events *before* a valid checkpoint cannot lower the spend: the
 checkpoint already holds them; ``veil budget verify`` walks the whole chain.)
+
+A public submodule for Veil's own packages (the ledger and the migrations), not a
+user API. It lives in the store, below the ledger, because a migration links the
+rows it writes.
 """
 
 from __future__ import annotations
