@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 
-from veil.bench import run_anonymize_benchmark
+from veil.bench import AnonymizeResult, run_anonymize_benchmark
 from veil.cli._app import main
 
 
 def test_tiny_anonymize_benchmark_reports_every_algorithm(shared_data):
-    report = run_anonymize_benchmark(shared_data, ks=(5,), repeats=1, rows=1500, text=False)
+    result = run_anonymize_benchmark(shared_data, ks=(5,), repeats=1, rows=1500, text=False)
+    assert isinstance(result, AnonymizeResult)
+    report = result.to_dict()
+    assert json.loads(json.dumps(report)) == report
+    assert "text" not in report
     rows = {r["algorithm"]: r for r in report["results"]}
     assert set(rows) == {"mondrian-strict", "mondrian-relaxed", "full-domain"}
     for r in rows.values():
@@ -26,7 +30,9 @@ def test_bench_command_writes_json_with_the_text_part(shared_data, tmp_path, cap
     code = main(
         ["bench", "anonymize", "--data", str(shared_data), "--tiny", "--k", "5", "-o", str(output)]
     )
-    assert code == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "PII in text" in captured.out and "mondrian-relaxed" in captured.out
     report = json.loads(output.read_text(encoding="utf-8"))
     assert len(report["results"]) == 3
     text = report["text"]

@@ -8,20 +8,25 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from veil.bench import _query
+from veil.bench import QueryResult, _query, run_query_benchmark
 from veil.bench._query import LIBRARIES, build_query_table, group_labels
 from veil.cli._app import main
-from veil.cli.bench import render_query_report
+from veil.cli.bench import render
 from veil.errors import InvalidInputError
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One tiny run of every library through the CLI, shared by the checks below."""
-    path = tmp_path_factory.mktemp("bench") / "report.json"
-    args = ["--rows", "20000", "--groups", "10", "--repeats", "1", "--output", str(path)]
-    assert main(["bench", "query", *args, "--json"]) == 0
-    return json.loads(path.read_text(encoding="utf-8"))
+def result() -> QueryResult:
+    """One tiny run of every library, shared by the checks below."""
+    return run_query_benchmark(rows=20_000, groups=10, repeats=1)
+
+
+@pytest.fixture(scope="module")
+def report(result: QueryResult) -> dict:
+    """The JSON report of that run, as ``veil bench query`` writes it."""
+    report = result.to_dict()
+    assert json.loads(json.dumps(report)) == report
+    return report
 
 
 def test_every_library_has_a_row_with_times_or_a_reason(report):
@@ -76,8 +81,8 @@ def test_veil_answers_are_noisy_and_close(report):
     assert "one distinct person" in report["table"]["note"]
 
 
-def test_the_table_names_every_library_and_the_goals(report, capsys):
-    render_query_report(report)
+def test_the_table_names_every_library_and_the_goals(result, capsys):
+    render(result)
     printed = capsys.readouterr().out
     for name in LIBRARIES:
         assert name in printed

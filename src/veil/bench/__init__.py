@@ -18,12 +18,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from veil.bench._anonymize import run_anonymize_benchmark
+    from veil.bench._anonymize import AnonymizeResult, AnonymizeRow, run_anonymize_benchmark
     from veil.bench._audit import run_audit_benchmark
     from veil.bench._dpsgd import run_dpsgd_benchmark, run_mnist_benchmark
+    from veil.bench._federated import ROWS as FEDERATED_ROWS
+    from veil.bench._federated import FederatedResult, FederatedRow, run_federated_benchmark
     from veil.bench._ledger import LedgerResult, LedgerRow, run_ledger_benchmark
     from veil.bench._mpc import MpcResult, MpcRow, run_mpc_benchmark
-    from veil.bench._query import run_query_benchmark
+    from veil.bench._query import QueryResult, QueryRow, run_query_benchmark
     from veil.bench._result import BenchResult, Column, Note, Table
 
 _WHERE = {
@@ -31,31 +33,49 @@ _WHERE = {
     "Column": "_result",
     "Note": "_result",
     "Table": "_result",
+    "FEDERATED_ROWS": "_federated",
+    "FederatedResult": "_federated",
+    "FederatedRow": "_federated",
+    "run_federated_benchmark": "_federated",
     "LedgerResult": "_ledger",
     "LedgerRow": "_ledger",
     "run_ledger_benchmark": "_ledger",
     "MpcResult": "_mpc",
     "MpcRow": "_mpc",
     "run_mpc_benchmark": "_mpc",
+    "AnonymizeResult": "_anonymize",
+    "AnonymizeRow": "_anonymize",
     "run_anonymize_benchmark": "_anonymize",
     "run_audit_benchmark": "_audit",
     "run_dpsgd_benchmark": "_dpsgd",
     "run_mnist_benchmark": "_dpsgd",
+    "QueryResult": "_query",
+    "QueryRow": "_query",
     "run_query_benchmark": "_query",
 }
 
+_ALIASES = {"FEDERATED_ROWS": "ROWS"}
+
 __all__ = [
+    "FEDERATED_ROWS",
+    "AnonymizeResult",
+    "AnonymizeRow",
     "BenchResult",
     "Column",
+    "FederatedResult",
+    "FederatedRow",
     "LedgerResult",
     "LedgerRow",
     "MpcResult",
     "MpcRow",
     "Note",
+    "QueryResult",
+    "QueryRow",
     "Table",
     "run_anonymize_benchmark",
     "run_audit_benchmark",
     "run_dpsgd_benchmark",
+    "run_federated_benchmark",
     "run_ledger_benchmark",
     "run_mnist_benchmark",
     "run_mpc_benchmark",
@@ -67,7 +87,8 @@ def __getattr__(name: str) -> Any:
     """Import the benchmark module that defines ``name`` on first use."""
     if name not in _WHERE:
         raise AttributeError(f"module 'veil.bench' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"veil.bench.{_WHERE[name]}"), name)
+    module = importlib.import_module(f"veil.bench.{_WHERE[name]}")
+    value = getattr(module, _ALIASES.get(name, name))
     globals()[name] = value
     return value
 

@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,12 +59,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from veil.bench._result import BenchResult, Column, Note, Table, View, fixed, ratio, verdict
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, ProgressEvent
 
 __all__ = [
     "LIBRARIES",
     "QUERY_SQL",
+    "QueryResult",
+    "QueryRow",
     "build_query_table",
     "group_labels",
     "run_query_benchmark",
@@ -84,6 +87,91 @@ _DPL_FIX = "pip install 'veil[bench]'"
 
 
 # ---------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueryRow:
+    """One library: its times, ratios to raw Polars, peak memory, answers and notes."""
+
+    library: str
+    summary: str
+    private: bool
+    status: str
+    median_s: float | None
+    min_s: float | None
+    times_s: tuple[float, ...]
+    phases_s: tuple[Mapping[str, float], ...]
+    memory: Mapping[str, Any]
+    noise_scales: Mapping[str, float]
+    max_abs_error: float | None
+    answers: tuple[Mapping[str, Any], ...] | None
+    result: Mapping[str, Any] | None = field(default=None, metadata={"omit_none": True})
+    notes: tuple[str, ...]
+    ratio_to_raw: float | None
+    min_ratio_to_raw: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueryResult(BenchResult):
+    """``veil bench query``: one row per library, the set-up, and the goals for Veil."""
+
+    benchmark: str = "query"
+    query: str
+    date: str
+    parameters: Mapping[str, Any]
+    table: Mapping[str, Any]
+    machine: Mapping[str, Any]
+    versions: Mapping[str, str | None]
+    method: tuple[str, ...]
+    results: tuple[QueryRow, ...]
+    goals: Mapping[str, Any]
+
+    def view(self) -> View:
+        """The libraries side by side, their notes, the machine, and the goals."""
+        params, machine, goals = self.parameters, self.machine, self.goals
+        table = Table(
+            title=(
+                f"{self.query}: {params['rows']:,} rows, {params['groups']} groups, "
+                f"epsilon={params['epsilon']:g}, {params['repeats']} repeat(s)"
+            ),
+            columns=(
+                Column("library", no_wrap=True, justify="left"),
+                Column("median s", fixed(".3f")),
+                Column("min s", fixed(".3f")),
+                Column("x raw", ratio),
+                Column("peak RSS MB", fixed(",.0f")),
+                Column("memory x raw", ratio),
+                Column("notes", justify="left"),
+            ),
+            rows=tuple(
+                (
+                    r.library,
+                    r.median_s,
+                    r.min_s,
+                    r.ratio_to_raw,
+                    r.memory.get("peak_rss_mb"),
+                    r.memory.get("peak_ratio_to_raw"),
+                    r.summary,
+                )
+                for r in self.results
+            ),
+        )
+        notes = tuple(Note(f"· {r.library}: {note}") for r in self.results for note in r.notes)
+        return (
+            table,
+            *notes,
+            Note(
+                f"· {self.table['note']}; machine: {machine['cpus']} CPUs, "
+                f"{machine['memory_gb']} GB, Python {machine['python']}"
+            ),
+            Note("· times and memory are noisy on a shared machine: compare the ratios"),
+            Note(
+                "· goals for veil: time within 1.5x raw "
+                f"{verdict(goals['time_within_1_5x_raw'])}; faster than every other DP library "
+                f"{verdict(goals['faster_than_other_dp'])}; peak memory within 2x raw "
+                f"{verdict(goals['memory_within_2x_raw'])}"
+            ),
+        )
 
 
 def group_labels(groups: int) -> list[str]:
@@ -663,7 +751,7 @@ def run_query_benchmark(
     *,
     progress: ProgressCallback | None = None,
     time_cap_s: float = TIME_CAP_S,
-) -> dict[str, Any]:
+) -> QueryResult:
     """Time COUNT, SUM and AVG per group with each library; peak memory of each.
 
     Args:
@@ -676,8 +764,8 @@ def run_query_benchmark(
         time_cap_s: Stop repeating a library once its timed runs add up to this.
 
     Returns:
-        A JSON-ready report: parameters, machine, versions, and per library the
-        times, ratios to raw Polars, peak memory, answers and notes.
+        The result (``to_dict()`` is the JSON report): parameters, machine, versions,
+        and per library the times, ratios to raw Polars, peak memory, answers and notes.
     """
     chosen = _check(rows, groups, repeats, libraries)
     started = datetime.now(UTC)
@@ -688,7 +776,7 @@ def run_query_benchmark(
     memory = _measure_memory(job, chosen, progress)
 
     timed = timing.get("libraries", {})
-    results: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
     for lib in chosen:
         record: dict[str, Any] = dict(timed.get(lib, {}))
         notes: list[str] = _library_notes(lib, record, rows) + list(record.pop("notes", []))
@@ -702,47 +790,62 @@ def run_query_benchmark(
         if "error" in mem:
             notes.append(f"memory process failed: {mem['error']}")
         status = record.get("status", "failed")
-        results.append(
+        records.append(
             {
                 "library": lib,
-                "summary": _summary(lib, status, record, notes),
-                "private": _PRIVATE[lib],
+                "record": record,
+                "notes": notes,
                 "status": status,
+                "times": times,
                 "median_s": _median(times),
                 "min_s": min(times) if times else None,
-                "times_s": times,
-                "phases_s": record.get("phases_s") or [],
                 "memory": {k: v for k, v in mem.items() if k != "status"},
-                "noise_scales": record.get("noise_scales") or {},
-                "max_abs_error": record.get("max_abs_error"),
-                "answers": record.get("answers"),
-                **({"result": record["result"]} if "result" in record else {}),
-                "notes": notes,
             }
         )
-    base = next((r for r in results if r["library"] == "raw" and r["status"] == "ok"), None)
-    for r in results:
-        r["ratio_to_raw"] = _ratio(r["median_s"], base["median_s"] if base else None)
-        r["min_ratio_to_raw"] = _ratio(r["min_s"], base["min_s"] if base else None)
-        raw_mem = base["memory"] if base else {}
-        r["memory"]["peak_ratio_to_raw"] = _ratio(
-            r["memory"].get("peak_rss_mb"), raw_mem.get("peak_rss_mb")
+    base = next((r for r in records if r["library"] == "raw" and r["status"] == "ok"), None)
+    raw_mem = base["memory"] if base else {}
+    results: list[QueryRow] = []
+    for r in records:
+        lib, record, notes = r["library"], r["record"], r["notes"]
+        mem = {
+            **r["memory"],
+            "peak_ratio_to_raw": _ratio(r["memory"].get("peak_rss_mb"), raw_mem.get("peak_rss_mb")),
+            "increment_ratio_to_raw": _ratio(
+                r["memory"].get("query_increment_mb"), raw_mem.get("query_increment_mb")
+            ),
+        }
+        answers = record.get("answers")
+        results.append(
+            QueryRow(
+                library=lib,
+                summary=_summary(lib, r["status"], record, notes),
+                private=_PRIVATE[lib],
+                status=r["status"],
+                median_s=r["median_s"],
+                min_s=r["min_s"],
+                times_s=tuple(r["times"]),
+                phases_s=tuple(record.get("phases_s") or []),
+                memory=mem,
+                noise_scales=record.get("noise_scales") or {},
+                max_abs_error=record.get("max_abs_error"),
+                answers=None if answers is None else tuple(answers),
+                result=record.get("result"),
+                notes=tuple(notes),
+                ratio_to_raw=_ratio(r["median_s"], base["median_s"] if base else None),
+                min_ratio_to_raw=_ratio(r["min_s"], base["min_s"] if base else None),
+            )
         )
-        r["memory"]["increment_ratio_to_raw"] = _ratio(
-            r["memory"].get("query_increment_mb"), raw_mem.get("query_increment_mb")
-        )
-    return {
-        "benchmark": "query",
-        "query": QUERY_SQL,
-        "date": started.isoformat(timespec="seconds"),
-        "parameters": {
+    return QueryResult(
+        query=QUERY_SQL,
+        date=started.isoformat(timespec="seconds"),
+        parameters={
             **job,
             "libraries": chosen,
             "epsilon": EPSILON,
             "bounds": list(BOUNDS),
             "time_cap_s": time_cap_s,
         },
-        "table": {
+        table={
             "columns": {
                 "person_id": "unique integer: one row per person",
                 "g": f"{groups} labels, declared as categories (known keys)",
@@ -751,11 +854,11 @@ def run_query_benchmark(
             "privacy_unit": None,
             "note": "privacy_unit=None: each row is one distinct person (person_id is unique)",
         },
-        "machine": _machine(),
-        "versions": {
+        machine=_machine(),
+        versions={
             p: _version(p) for p in ("veil", "polars", "opendp", "diffprivlib", "numpy", "pandas")
         },
-        "method": [
+        method=(
             (
                 "times: one fresh process; every library warmed up on a "
                 f"{WARMUP_ROWS:,}-row slice, then run round-robin (order rotated each repeat); "
@@ -774,30 +877,30 @@ def run_query_benchmark(
                 "(memory): compare ratios, not seconds across machines"
             ),
             "max_abs_error: largest absolute difference from the exact answer over the groups",
-        ],
-        "results": results,
-        "goals": _goals(results),
-    }
+        ),
+        results=tuple(results),
+        goals=_goals(results),
+    )
 
 
-def _goals(results: list[dict[str, Any]]) -> dict[str, Any]:
-    veil = next((r for r in results if r["library"] == "veil" and r["status"] == "ok"), None)
-    others = [r for r in results if r["private"] and r["library"] != "veil" and r["status"] == "ok"]
+def _goals(results: list[QueryRow]) -> dict[str, Any]:
+    veil = next((r for r in results if r.library == "veil" and r.status == "ok"), None)
+    others = [r for r in results if r.private and r.library != "veil" and r.status == "ok"]
     if veil is None:
         return {
             "time_within_1_5x_raw": None,
             "faster_than_other_dp": None,
             "memory_within_2x_raw": None,
         }
-    ratio = veil["ratio_to_raw"]
-    mem_ratio = veil["memory"].get("peak_ratio_to_raw")
+    time_ratio = veil.ratio_to_raw
+    mem_ratio = veil.memory.get("peak_ratio_to_raw")
     return {
-        "time_within_1_5x_raw": None if ratio is None else ratio <= 1.5,  # noqa: PLR2004
-        "time_ratio": ratio,
+        "time_within_1_5x_raw": None if time_ratio is None else time_ratio <= 1.5,  # noqa: PLR2004
+        "time_ratio": time_ratio,
         "faster_than_other_dp": (
-            all(veil["median_s"] < o["median_s"] for o in others) if others else None
+            all(veil.median_s < o.median_s for o in others) if others else None  # type: ignore[operator]
         ),
-        "compared_with": [o["library"] for o in others],
+        "compared_with": [o.library for o in others],
         "memory_within_2x_raw": None if mem_ratio is None else mem_ratio <= 2.0,  # noqa: PLR2004
         "memory_ratio": mem_ratio,
     }

@@ -76,52 +76,6 @@ def _mb(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def render_query_report(report: dict[str, Any]) -> None:
-    """The benchmark as a table, then its set-up and whether the goals are met."""
-    params = report["parameters"]
-    table = Table(
-        title=(
-            f"{report['query']}: {params['rows']:,} rows, {params['groups']} groups, "
-            f"epsilon={params['epsilon']:g}, {params['repeats']} repeat(s)"
-        ),
-    )
-    table.add_column("library", no_wrap=True)
-    for header in ("median s", "min s", "x raw", "peak RSS MB", "memory x raw"):
-        table.add_column(header, justify="right")
-    table.add_column("notes")
-    for r in report["results"]:
-        mem = r["memory"]
-        table.add_row(
-            r["library"],
-            _seconds(r["median_s"]),
-            _seconds(r["min_s"]),
-            _times(r["ratio_to_raw"]),
-            _mb(mem.get("peak_rss_mb")),
-            _times(mem.get("peak_ratio_to_raw")),
-            r["summary"],
-        )
-    out.print(table)
-    for r in report["results"]:
-        for note in r["notes"]:
-            out.print(f"· {r['library']}: {note}", markup=False)
-    machine = report["machine"]
-    out.print(
-        f"· {report['table']['note']}; machine: {machine['cpus']} CPUs, "
-        f"{machine['memory_gb']} GB, Python {machine['python']}"
-    )
-    out.print("· times and memory are noisy on a shared machine: compare the ratios")
-    goals = report["goals"]
-
-    def verdict(flag: bool | None) -> str:
-        return "n/a" if flag is None else ("met" if flag else "NOT met")
-
-    out.print(
-        f"· goals for veil: time within 1.5x raw {verdict(goals['time_within_1_5x_raw'])}; "
-        f"faster than every other DP library {verdict(goals['faster_than_other_dp'])}; "
-        f"peak memory within 2x raw {verdict(goals['memory_within_2x_raw'])}"
-    )
-
-
 @app.command()
 def query(
     rows: Annotated[int, typer.Option("--rows", help="Rows (people) in the table.")] = 10_000_000,
@@ -150,7 +104,7 @@ def query(
     from veil.bench import run_query_benchmark  # noqa: PLC0415
 
     with progress_bar() as progress:
-        report = run_query_benchmark(
+        result = run_query_benchmark(
             rows=rows,
             groups=groups,
             repeats=repeats,
@@ -158,12 +112,7 @@ def query(
             libraries=libraries.split(","),
             progress=progress,
         )
-    _write_json(output, report)
-    if as_json:
-        print_json(report)
-        return
-    render_query_report(report)
-    out.print(f"Report written to {output}")
+    _finish(result, output, as_json=as_json)
 
 
 DataOption = Annotated[
@@ -481,87 +430,6 @@ def audit(
     out.print(f"Report written to {output}")
 
 
-def render_anonymize_report(report: dict[str, Any]) -> None:
-    """One row per (algorithm, k) on Adult, then the text part."""
-    info = report["table"]
-    table = Table(
-        title=f"Anonymising UCI Adult: {info['rows']:,} rows, 8 quasi-identifiers "
-        f"({info['unique_share']:.1%} unique); income accuracy on the original "
-        f"{info['original_accuracy']:.1%}"
-    )
-    for header in (
-        "algorithm",
-        "k",
-        "s",
-        "classes",
-        "avg class",
-        "GCP",
-        "goal",
-        "discernibility",
-        "suppressed",
-        "max risk",
-        "accuracy",
-    ):
-        table.add_column(header, justify="left" if header == "algorithm" else "right")
-    for r in report["results"]:
-        goal = "-" if r["goal_gcp"] is None else f"<= {r['goal_gcp']:.3f}"
-        mark = "[green]met[/]" if r["goal_met"] else "[red]not met[/]"
-        table.add_row(
-            r["algorithm"],
-            str(r["k"]),
-            f"{r['seconds']:.2f}",
-            f"{r['classes']:,}",
-            f"{r['average_class_size']:.1f}",
-            f"{r['gcp']:.3f}",
-            f"{goal} {mark}",
-            f"{r['discernibility']:.3g}",
-            f"{r['suppression']:.1%}",
-            f"{r['max_prosecutor_risk']:.3f}",
-            f"{r['accuracy']:.1%}",
-        )
-    out.print(table)
-    out.print(f"· GCP: {report['gcp_definition']}; goal: at most the reference, in under 1 s.")
-    text = report.get("text")
-    if text:
-        render_text_report(text)
-
-
-def render_text_report(text: dict[str, Any]) -> None:
-    """Precision, recall and F2 per entity type on the held-out corpus, and throughput."""
-    quality = text["quality"]
-    table = Table(
-        title=f"PII in text: held-out part of the corpus ({quality['documents']} sentences), "
-        f"span level, threshold {quality['threshold']:g}"
-    )
-    for header in ("entity", "gold", "precision", "recall", "F2", "strict P", "strict R"):
-        table.add_column(header, justify="left" if header == "entity" else "right")
-    overlap, strict = quality["overlap"], quality["strict"]
-    for name in [*sorted(n for n in overlap if n != "overall"), "overall"]:
-        m, x = overlap[name], strict[name]
-        table.add_row(
-            f"[bold]{name}[/]" if name == "overall" else name,
-            str(m["gold"]),
-            f"{m['precision']:.3f}",
-            f"{m['recall']:.3f}",
-            f"{m['f2']:.3f}",
-            f"{x['precision']:.3f}",
-            f"{x['recall']:.3f}",
-        )
-    out.print(table)
-    goal = text["goal"]
-    out.print(
-        f"· goal precision and recall >= {goal['precision']:g} (overlap): "
-        + ("[green]met[/]" if goal["met"] else "[red]not met[/]")
-    )
-    throughput = text["throughput"]
-    for run in throughput["runs"]:
-        out.print(
-            f"· redact_file ({throughput['operator']}): {throughput['file_bytes'] / 1e6:.1f} MB, "
-            f"{throughput['file_lines']:,} lines, {run['workers']} worker(s): {run['seconds']:.1f} s "
-            f"({run['mb_per_s']:.3f} MB/s); engine load {text['engine_load_seconds']:.1f} s"
-        )
-
-
 @app.command("anonymize")
 def anonymize(
     data: DataOption = DEFAULT_DATA,
@@ -585,7 +453,7 @@ def anonymize(
     from veil.bench import run_anonymize_benchmark  # noqa: PLC0415
 
     with progress_bar() as progress:
-        report = run_anonymize_benchmark(
+        result = run_anonymize_benchmark(
             data,
             ks=tuple(int(k) for k in ks.split(",") if k.strip()),
             repeats=1 if tiny else repeats,
@@ -594,12 +462,7 @@ def anonymize(
             text_size="tiny" if tiny else "full",
             progress=progress,
         )
-    _write_json(output, report)
-    if as_json:
-        print_json(report)
-        return
-    render_anonymize_report(report)
-    out.print(f"Report written to {output}")
+    _finish(result, output, as_json=as_json)
 
 
 @app.command("mpc")
@@ -814,28 +677,6 @@ def he(
     out.print(f"Report written to {output}")
 
 
-def render_federated_report(report: dict[str, Any]) -> None:
-    """One line per row: what it measured against its goal."""
-    params = report["parameters"]
-    table = Table(
-        title="Federated learning on MNIST (Flower, in-process runner)"
-        + (", quick smoke run" if params["quick"] else "")
-    )
-    for header in ("row", "measured", "goal", "met"):
-        table.add_column(header, no_wrap=header in ("row", "met"))
-    for row in report["rows"]:
-        table.add_row(row["name"], row["summary"], row["goal_text"], _verdict(row["met"]))
-    out.print(table)
-    for note in report["notes"]:
-        out.print(f"· {note}", markup=False)
-    machine = report["machine"]
-    out.print(
-        f"· machine: {machine['cpus']} CPUs, Python {machine['python']}, torch {machine['torch']}, "
-        f"flwr {machine['flwr']}; {report['seconds']:.0f} s in all",
-        markup=False,
-    )
-
-
 @app.command("federated")
 def federated(
     data: DataOption = DEFAULT_DATA,
@@ -860,16 +701,13 @@ def federated(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Federated learning: accuracy, SecAgg+ overhead, DP-FedAvg, robustness to poisoning."""
-    from veil.bench.federated import ROWS, run_federated_benchmark  # noqa: PLC0415
+    from veil.bench import FEDERATED_ROWS, run_federated_benchmark  # noqa: PLC0415
 
-    chosen = ROWS if rows is None else tuple(r.strip() for r in rows.split(",") if r.strip())
+    chosen = (
+        FEDERATED_ROWS if rows is None else tuple(r.strip() for r in rows.split(",") if r.strip())
+    )
     with progress_bar() as progress:
-        report = run_federated_benchmark(
+        result = run_federated_benchmark(
             data, rows=chosen, quick=quick, max_rounds=max_rounds, progress=progress
         )
-    _write_json(output, report)
-    if as_json:
-        print_json(report)
-        return
-    render_federated_report(report)
-    out.print(f"Report written to {output}")
+    _finish(result, output, as_json=as_json)

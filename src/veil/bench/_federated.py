@@ -34,17 +34,24 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from veil import __version__
+from veil.bench._result import BenchResult, Column, Note, Table, View, verdict
 from veil.errors import InvalidInputError
 from veil.federated import FederatedConfig, federate
 from veil.progress import ProgressCallback, ProgressEvent
 
-__all__ = ["DEFAULT_MAX_ROUNDS", "ROWS", "run_federated_benchmark"]
+__all__ = [
+    "DEFAULT_MAX_ROUNDS",
+    "ROWS",
+    "FederatedResult",
+    "FederatedRow",
+    "run_federated_benchmark",
+]
 
 ROWS = ("mlp-iid", "secagg-overhead", "cnn-iid", "pathological", "dp-fedavg", "poisoning")
 DEFAULT_MAX_ROUNDS = 300
@@ -64,6 +71,55 @@ class _Run:
     label: str
     config: FederatedConfig
     stop_at: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FederatedRow:
+    """One row of the benchmark: its runs' configurations and figures, against its goal."""
+
+    name: str
+    config: Any  # one configuration, a list, or plain and SecAgg+ lists
+    results: Any  # figures, per run or per attack and rule
+    goal: Mapping[str, float]
+    met: bool
+    summary: str
+    goal_text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FederatedResult(BenchResult):
+    """``veil bench federated``: the chosen rows, each against the literature's goal."""
+
+    benchmark: str = "federated"
+    veil: str
+    parameters: Mapping[str, Any]
+    rows: tuple[FederatedRow, ...]
+    notes: tuple[str, ...]
+    machine: Mapping[str, Any]
+    seconds: float
+
+    def view(self) -> View:
+        """One line per row: what it measured against its goal."""
+        machine = self.machine
+        table = Table(
+            title="Federated learning on MNIST (Flower, in-process runner)"
+            + (", quick smoke run" if self.parameters["quick"] else ""),
+            columns=(
+                Column("row", justify="left", no_wrap=True),
+                Column("measured", justify="left"),
+                Column("goal", justify="left"),
+                Column("met", justify="left", no_wrap=True),
+            ),
+            rows=tuple((r.name, r.summary, r.goal_text, verdict(r.met)) for r in self.rows),
+        )
+        return (
+            table,
+            *(Note(f"· {note}") for note in self.notes),
+            Note(
+                f"· machine: {machine['cpus']} CPUs, Python {machine['python']}, torch "
+                f"{machine['torch']}, flwr {machine['flwr']}; {self.seconds:.0f} s in all"
+            ),
+        )
 
 
 class _Reached(Exception):  # noqa: N818 - a signal, not an error
@@ -407,8 +463,8 @@ def run_federated_benchmark(
     quick: bool = False,
     max_rounds: int = DEFAULT_MAX_ROUNDS,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
-    """Run the chosen rows (module docstring) and return the JSON-ready report."""
+) -> FederatedResult:
+    """Run the chosen rows (module docstring); ``to_dict()`` of the result is the JSON report."""
     unknown = [r for r in rows if r not in ROWS]
     if not rows or unknown:
         raise InvalidInputError(
@@ -429,7 +485,7 @@ def run_federated_benchmark(
         outcomes.append(_execute(run, progress))
     if progress is not None:
         progress(ProgressEvent("federated benchmark", len(plan), len(plan), "runs"))
-    report_rows = []
+    report_rows: list[FederatedRow] = []
     for row in rows:
         chosen = [i for i, run in enumerate(plan) if run.row == row]
         runs, results = [plan[i] for i in chosen], [outcomes[i] for i in chosen]
@@ -437,33 +493,32 @@ def run_federated_benchmark(
             summary = _row_target(runs, results, target=0.99, within=max_rounds)
         else:
             summary = _SUMMARIES[row](runs, results)
-        report_rows.append({"name": row, **summary})
+        report_rows.append(FederatedRow(name=row, **summary))
     import flwr  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
-    return {
-        "benchmark": "federated",
-        "veil": __version__,
-        "parameters": {
+    return FederatedResult(
+        veil=__version__,
+        parameters={
             "data": str(data),
             "rows": list(rows),
             "quick": quick,
             "max_rounds": max_rounds,
             "runner": "simulate (Veil's in-process Grid)",
         },
-        "rows": report_rows,
-        "notes": [
+        rows=tuple(report_rows),
+        notes=(
             (
                 "seconds per round: wall time of the round's training and aggregation (evaluation "
                 "excluded); overhead: that less the clients' own training time"
             ),
             "quick runs are smoke runs: their goals are stated, not expected to be met",
-        ],
-        "machine": {
+        ),
+        machine={
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "torch": torch.__version__,
             "flwr": getattr(flwr, "__version__", "unknown"),
         },
-        "seconds": time.perf_counter() - started,
-    }
+        seconds=time.perf_counter() - started,
+    )
