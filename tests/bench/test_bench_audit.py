@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from veil.bench import run_audit_benchmark
+from veil.bench import AuditResult, run_audit_benchmark
 from veil.cli._app import main
 from veil.errors import InvalidInputError
 
 
 @pytest.mark.slow
 def test_tiny_audit_benchmark_reports_every_attack_and_the_goals(shared_data):
-    report = run_audit_benchmark(
+    result = run_audit_benchmark(
         shared_data,
         datasets=("adult",),
         recipes=("overfit", "dp_eps1"),
@@ -23,6 +23,10 @@ def test_tiny_audit_benchmark_reports_every_attack_and_the_goals(shared_data):
         canaries=40,
         tiny=True,
     )
+    assert isinstance(result, AuditResult)
+    report = result.to_dict()
+    assert json.loads(json.dumps(report)) == report
+    assert report["rows"][0]["best_attack_at_0.1%"] == result.rows[0].best_attack
     rows = {r["recipe"]: r for r in report["rows"]}
     assert set(rows) == {"overfit", "dp_eps1"}
     assert rows["overfit"]["claimed_epsilon"] is None

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from veil.bench._anonymize import AnonymizeResult, AnonymizeRow, run_anonymize_benchmark
-    from veil.bench._audit import run_audit_benchmark
+    from veil.bench._audit import AuditResult, AuditRow, run_audit_benchmark
     from veil.bench._dpsgd import run_dpsgd_benchmark, run_mnist_benchmark
     from veil.bench._federated import ROWS as FEDERATED_ROWS
     from veil.bench._federated import FederatedResult, FederatedRow, run_federated_benchmark
@@ -46,6 +46,8 @@ _WHERE = {
     "AnonymizeResult": "_anonymize",
     "AnonymizeRow": "_anonymize",
     "run_anonymize_benchmark": "_anonymize",
+    "AuditResult": "_audit",
+    "AuditRow": "_audit",
     "run_audit_benchmark": "_audit",
     "run_dpsgd_benchmark": "_dpsgd",
     "run_mnist_benchmark": "_dpsgd",
@@ -60,6 +62,8 @@ __all__ = [
     "FEDERATED_ROWS",
     "AnonymizeResult",
     "AnonymizeRow",
+    "AuditResult",
+    "AuditRow",
     "BenchResult",
     "Column",
     "FederatedResult",

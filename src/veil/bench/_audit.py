@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ import torch
 from veil.audit import as_classifier, canary_audit, membership_inference
 from veil.audit._targets import Classifier
 from veil.bench._common import ADULT_NUMERIC_BOUNDS, machine, mnist_tensors
+from veil.bench._result import BenchResult, Column, Note, Table, View, fixed, verdict
 from veil.data import load_table
 from veil.data._adult import ADULT_CATEGORIES
 from veil.errors import InvalidInputError, NotFoundError
@@ -40,7 +43,7 @@ from veil.progress import ProgressCallback, ProgressEvent
 from veil.train import DPConfig, FeatureEncoder, build_model, calibrate_noise, train
 from veil.train._engine import TrainingPlan
 
-__all__ = ["RECIPES", "run_audit_benchmark"]
+__all__ = ["RECIPES", "AuditResult", "AuditRow", "run_audit_benchmark"]
 
 DELTA = 1e-5
 FPR = 0.001
@@ -73,6 +76,113 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 TINY = {"epochs": 2}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditRow:
+    """One (dataset, recipe): the target, every attack, and the canary audit."""
+
+    dataset: str
+    recipe: str
+    hidden: Any
+    config: Mapping[str, Any]
+    claimed_epsilon: float | None  # None: nothing claimed (a non-private model)
+    noise_multiplier: float | None
+    pool: int
+    members: int
+    non_members: int
+    train_accuracy: float
+    test_accuracy: float
+    target_seconds: float
+    references: int
+    reference_seconds: float
+    attacks: tuple[Mapping[str, Any], ...]  # keys such as "tpr_at_0.1%_fpr"
+    best_attack: str = field(metadata={"key": "best_attack_at_0.1%"})
+    best_tpr: float | None = field(metadata={"key": "best_tpr_at_0.1%"})
+    max_epsilon_lower_bound: float
+    at_chance_auc: bool
+    at_chance_low_fpr: bool
+    dp_audit: Mapping[str, Any] | None
+
+
+def _attack_cell(row: AuditRow, attack: str, key: str) -> str | None:
+    value = next((a.get(key) for a in row.attacks if a["attack"] == attack), None)
+    if value is None:
+        return None
+    return f"{value:.3f}" if key == "auc" else f"{value:.2%}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditResult(BenchResult):
+    """``veil bench audit``: one row per (dataset, recipe), and the goals per dataset."""
+
+    benchmark: str = "audit"
+    parameters: Mapping[str, Any]
+    rows: tuple[AuditRow, ...]
+    goals: Mapping[str, Mapping[str, bool | None]]
+    reference: Mapping[str, str]
+    machine: Mapping[str, Any]
+    seconds: float
+
+    def view(self) -> View:
+        """The strongest attacks and the bounds against the claim, then the goals."""
+        params = self.parameters
+        tpr = "tpr_at_0.1%_fpr"
+        table = Table(
+            title=f"Membership inference: pool {params['pool']:,}, {params['references']} "
+            f"reference models, delta {params['delta']:g}",
+            columns=(
+                Column("dataset"),
+                Column("model"),
+                Column("train/test acc"),
+                Column("claimed eps", fixed(".3g")),
+                Column("LiRA on AUC"),
+                Column("LiRA on TPR@0.1%"),
+                Column("LiRA off TPR@0.1%"),
+                Column("RMIA on AUC"),
+                Column("RMIA on TPR@0.1%"),
+                Column("RMIA off TPR@0.1%"),
+                Column("eps >= (MIA)", fixed(".2f")),
+                Column("eps >= (canaries)", fixed(".2f")),
+                Column("s", fixed(".0f")),
+            ),
+            rows=tuple(
+                (
+                    r.dataset,
+                    r.recipe,
+                    f"{r.train_accuracy:.3f}/{r.test_accuracy:.3f}",
+                    "inf" if r.claimed_epsilon is None else r.claimed_epsilon,
+                    _attack_cell(r, "lira-online", "auc"),
+                    _attack_cell(r, "lira-online", tpr),
+                    _attack_cell(r, "lira-offline", tpr),
+                    _attack_cell(r, "rmia-online", "auc"),
+                    _attack_cell(r, "rmia-online", tpr),
+                    _attack_cell(r, "rmia-offline", tpr),
+                    r.max_epsilon_lower_bound,
+                    None if r.dp_audit is None else r.dp_audit["epsilon_lower_bound"] or 0,
+                    r.target_seconds + r.reference_seconds,
+                )
+                for r in self.rows
+            ),
+        )
+        notes = []
+        for dataset, goals in self.goals.items():
+            timing = goals["adult_16_references_under_10_min"]
+            notes.append(
+                Note(
+                    f"· {dataset}: overfit TPR@0.1% >= 10x FPR: "
+                    f"{verdict(goals['overfit_tpr_at_0.1%_at_least_10x'])}; DP eps 1 at chance "
+                    f"at 0.1% FPR: {verdict(goals['dp_eps1_at_chance_low_fpr'])} (by AUC: "
+                    f"{verdict(goals['dp_eps1_at_chance_auc'])}); no bound above the claim: "
+                    f"{verdict(goals['no_bound_above_claim'])}"
+                    + ("" if timing is None else f"; 16 references under 10 min: {verdict(timing)}")
+                )
+            )
+        return (
+            table,
+            *notes,
+            Note(f"· total {self.seconds:.0f} s; reference: {self.reference['carlini_2022']}"),
+        )
 
 
 def _adult(data: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
@@ -194,7 +304,7 @@ def _one(
     tiny: bool,
     seed: int,
     progress: ProgressCallback | None,
-) -> dict[str, Any]:
+) -> AuditRow:
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB3]))  # a stream of its own
     inside = rng.random(len(y)) < 0.5  # noqa: PLR2004
     n_classes = int(y.max()) + 1
@@ -264,34 +374,34 @@ def _one(
         dp_audit = audit.to_dict()
     best = max(results, key=lambda r: r.tpr_at_fpr.get(f"{FPR * 100:g}%") or 0.0)
     k = len(results)
-    return {
-        "dataset": dataset,
-        "recipe": recipe_name,
-        "hidden": recipe.hidden,
-        "config": recipe.config.to_dict(),
-        "claimed_epsilon": None if math.isinf(claimed) else claimed,
-        "noise_multiplier": recipe.sigma,
-        "pool": len(y),
-        "members": int(inside.sum()),
-        "non_members": int((~inside).sum()),
-        "train_accuracy": _accuracy(target, x[inside], y[inside]),
-        "test_accuracy": _accuracy(target, x[~inside], y[~inside]),
-        "target_seconds": target_seconds,
-        "references": references,
-        "reference_seconds": refs.seconds if refs is not None else 0.0,
-        "attacks": rows,
-        "best_attack_at_0.1%": best.attack,
-        "best_tpr_at_0.1%": best.tpr_at_fpr.get(f"{FPR * 100:g}%"),
-        "max_epsilon_lower_bound": max(r["epsilon_lower_bound"] for r in rows),
+    return AuditRow(
+        dataset=dataset,
+        recipe=recipe_name,
+        hidden=recipe.hidden,
+        config=recipe.config.to_dict(),
+        claimed_epsilon=None if math.isinf(claimed) else claimed,
+        noise_multiplier=recipe.sigma,
+        pool=len(y),
+        members=int(inside.sum()),
+        non_members=int((~inside).sum()),
+        train_accuracy=_accuracy(target, x[inside], y[inside]),
+        test_accuracy=_accuracy(target, x[~inside], y[~inside]),
+        target_seconds=target_seconds,
+        references=references,
+        reference_seconds=refs.seconds if refs is not None else 0.0,
+        attacks=tuple(rows),
+        best_attack=best.attack,
+        best_tpr=best.tpr_at_fpr.get(f"{FPR * 100:g}%"),
+        max_epsilon_lower_bound=max(r["epsilon_lower_bound"] for r in rows),
         # Chance at the AUC level: every attack's AUC consistent with 0.5 (Bonferroni).
-        "at_chance_auc": all(r.auc_p_value >= ALPHA / k for r in results),
+        at_chance_auc=all(r.auc_p_value >= ALPHA / k for r in results),
         # Chance at a low FPR: no attack's TPR at 0.1% FPR beats a blind attack's (exact
         # negative-hypergeometric p-value, threshold choice included; Bonferroni over attacks).
-        "at_chance_low_fpr": all(
+        at_chance_low_fpr=all(
             (r.tpr_at_fpr_p_value.get(f"{FPR * 100:g}%") or 1.0) >= ALPHA / k for r in results
         ),
-        "dp_audit": dp_audit,
-    }
+        dp_audit=dp_audit,
+    )
 
 
 def run_audit_benchmark(
@@ -305,8 +415,8 @@ def run_audit_benchmark(
     tiny: bool = False,
     seed: int = 0,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
-    """Run every recipe on every dataset; see the module docstring."""
+) -> AuditResult:
+    """Run every recipe on every dataset (module docstring); ``to_dict()`` is the JSON report."""
     bad = [r for r in recipes if r not in RECIPES] + [
         d for d in datasets if d not in ("adult", "mnist")
     ]
@@ -316,7 +426,7 @@ def run_audit_benchmark(
             expected=f"recipes {list(RECIPES)}, datasets adult, mnist",
             got=", ".join(bad),
         )
-    rows = []
+    rows: list[AuditRow] = []
     started = time.perf_counter()
     total = len(datasets) * len(recipes)
     for d_index, dataset in enumerate(datasets):
@@ -348,41 +458,40 @@ def run_audit_benchmark(
                     progress=progress,
                 )
             )
-    by = {(r["dataset"], r["recipe"]): r for r in rows}
+    by = {(r.dataset, r.recipe): r for r in rows}
     goals: dict[str, Any] = {}
     for dataset in datasets:
         overfit = by.get((dataset, "overfit"))
         dp1 = by.get((dataset, "dp_eps1"))
         goals[dataset] = {
             "overfit_tpr_at_0.1%_at_least_10x": None
-            if overfit is None or overfit["best_tpr_at_0.1%"] is None
-            else overfit["best_tpr_at_0.1%"] >= 10 * FPR,
-            "dp_eps1_at_chance_low_fpr": None if dp1 is None else dp1["at_chance_low_fpr"],
-            "dp_eps1_at_chance_auc": None if dp1 is None else dp1["at_chance_auc"],
+            if overfit is None or overfit.best_tpr is None
+            else overfit.best_tpr >= 10 * FPR,
+            "dp_eps1_at_chance_low_fpr": None if dp1 is None else dp1.at_chance_low_fpr,
+            "dp_eps1_at_chance_auc": None if dp1 is None else dp1.at_chance_auc,
             "no_bound_above_claim": all(
-                r["claimed_epsilon"] is None
+                r.claimed_epsilon is None
                 or (
-                    r["max_epsilon_lower_bound"] <= r["claimed_epsilon"]
-                    and (r["dp_audit"] is None or r["dp_audit"]["consistent_with_claim"])
+                    r.max_epsilon_lower_bound <= r.claimed_epsilon
+                    and (r.dp_audit is None or r.dp_audit["consistent_with_claim"])
                 )
                 for r in rows
-                if r["dataset"] == dataset
+                if r.dataset == dataset
             ),
             "adult_16_references_under_10_min": None,
         }
         if dataset == "adult":
             goals[dataset]["adult_16_references_under_10_min"] = (
                 all(
-                    r["target_seconds"] + r["reference_seconds"] < GOAL_SECONDS
+                    r.target_seconds + r.reference_seconds < GOAL_SECONDS
                     for r in rows
-                    if r["dataset"] == "adult"
+                    if r.dataset == "adult"
                 )
                 if references == GOAL_REFERENCES
                 else None
             )
-    return {
-        "benchmark": "audit",
-        "parameters": {
+    return AuditResult(
+        parameters={
             "pool": pool,
             "references": references,
             "canaries": canaries,
@@ -392,13 +501,13 @@ def run_audit_benchmark(
             "tiny": tiny,
             "seed": seed,
         },
-        "rows": rows,
-        "goals": goals,
-        "reference": {
+        rows=tuple(rows),
+        goals=goals,
+        reference={
             "carlini_2022": "LiRA, 16 shadow models, CIFAR-10: AUC 0.67-0.69, TPR 1.7-5.9% at "
             "0.1% FPR (global threshold: 0.09%)",
             "zarifzadeh_2024": "RMIA gets most of its power from its first reference model",
         },
-        "machine": machine(),
-        "seconds": time.perf_counter() - started,
-    }
+        machine=machine(),
+        seconds=time.perf_counter() - started,
+    )

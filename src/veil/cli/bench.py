@@ -316,73 +316,6 @@ def mnist(
     out.print(f"Report written to {output}")
 
 
-def render_audit_report(report: dict[str, Any]) -> None:
-    """One row per (dataset, recipe): the strongest attacks and the bounds against the claim."""
-    params = report["parameters"]
-    table = Table(
-        title=f"Membership inference: pool {params['pool']:,}, {params['references']} reference "
-        f"models, delta {params['delta']:g}"
-    )
-    for header in (
-        "dataset",
-        "model",
-        "train/test acc",
-        "claimed eps",
-        "LiRA on AUC",
-        "LiRA on TPR@0.1%",
-        "LiRA off TPR@0.1%",
-        "RMIA on AUC",
-        "RMIA on TPR@0.1%",
-        "RMIA off TPR@0.1%",
-        "eps >= (MIA)",
-        "eps >= (canaries)",
-        "s",
-    ):
-        table.add_column(header, justify="right")
-    for row in report["rows"]:
-        attacks = {a["attack"]: a for a in row["attacks"]}
-
-        def cell(name: str, key: str, attacks: dict[str, Any] = attacks) -> str:
-            value = attacks.get(name, {}).get(key)
-            if value is None:
-                return "-"
-            return f"{value:.3f}" if key == "auc" else f"{value:.2%}"
-
-        canary = row["dp_audit"]
-        table.add_row(
-            row["dataset"],
-            row["recipe"],
-            f"{row['train_accuracy']:.3f}/{row['test_accuracy']:.3f}",
-            "inf" if row["claimed_epsilon"] is None else f"{row['claimed_epsilon']:.3g}",
-            cell("lira-online", "auc"),
-            cell("lira-online", "tpr_at_0.1%_fpr"),
-            cell("lira-offline", "tpr_at_0.1%_fpr"),
-            cell("rmia-online", "auc"),
-            cell("rmia-online", "tpr_at_0.1%_fpr"),
-            cell("rmia-offline", "tpr_at_0.1%_fpr"),
-            f"{row['max_epsilon_lower_bound']:.2f}",
-            "-" if canary is None else f"{canary['epsilon_lower_bound'] or 0:.2f}",
-            f"{row['target_seconds'] + row['reference_seconds']:.0f}",
-        )
-    out.print(table)
-    for dataset, goals in report["goals"].items():
-        out.print(
-            f"· {dataset}: overfit TPR@0.1% >= 10x FPR: "
-            f"{_verdict(goals['overfit_tpr_at_0.1%_at_least_10x'])}; DP eps 1 at chance at 0.1% "
-            f"FPR: {_verdict(goals['dp_eps1_at_chance_low_fpr'])} (by AUC: "
-            f"{_verdict(goals['dp_eps1_at_chance_auc'])}); no bound above the claim: "
-            f"{_verdict(goals['no_bound_above_claim'])}"
-            + (
-                ""
-                if goals["adult_16_references_under_10_min"] is None
-                else f"; 16 references under 10 min: {_verdict(goals['adult_16_references_under_10_min'])}"
-            )
-        )
-    out.print(
-        f"· total {report['seconds']:.0f} s; reference: {report['reference']['carlini_2022']}"
-    )
-
-
 @app.command()
 def audit(
     data: DataOption = DEFAULT_DATA,
@@ -412,7 +345,7 @@ def audit(
     from veil.bench import run_audit_benchmark  # noqa: PLC0415
 
     with progress_bar() as progress:
-        report = run_audit_benchmark(
+        result = run_audit_benchmark(
             data,
             datasets=tuple(d.strip() for d in datasets.split(",") if d.strip()),
             recipes=tuple(r.strip() for r in recipes.split(",") if r.strip()),
@@ -422,12 +355,7 @@ def audit(
             tiny=tiny,
             progress=progress,
         )
-    _write_json(output, report)
-    if as_json:
-        print_json(report)
-        return
-    render_audit_report(report)
-    out.print(f"Report written to {output}")
+    _finish(result, output, as_json=as_json)
 
 
 @app.command("anonymize")
