@@ -290,16 +290,20 @@ def _register_behind_the_catalog(catalog: Catalog, like: str, name: str) -> None
 def test_same_data_names_finds_the_registrations_an_older_workspace_shares(
     catalog: Catalog, patients: Path
 ):
-    """The helper the ledger asks before giving a budget (issue 20)."""
-    from veil.data._catalog import same_data_names
+    """The query the ledger runs before giving a budget."""
     from veil.ledger import Budget, Ledger
+    from veil.store.tables import same_data_names
+
+    def names(digest: str, exclude: str | None = None) -> list[str]:
+        with catalog.store.session() as session:
+            return same_data_names(session, digest, exclude=exclude)
 
     digest = catalog.add(patients, name="visits").content_sha256
-    assert same_data_names(catalog.store, digest) == ["visits"]
-    assert same_data_names(catalog.store, digest, exclude="visits") == []
-    assert same_data_names(catalog.store, "0" * 64) == []
+    assert names(digest) == ["visits"]
+    assert names(digest, exclude="visits") == []
+    assert names("0" * 64) == []
     _register_behind_the_catalog(catalog, "visits", "visits-old-copy")
-    assert same_data_names(catalog.store, digest) == ["visits", "visits-old-copy"]
+    assert names(digest) == ["visits", "visits-old-copy"]
     with catalog.store.session() as session:  # inside the caller's transaction too
         assert same_data_names(session, digest, exclude="visits") == ["visits-old-copy"]
 
@@ -314,13 +318,13 @@ def test_same_data_names_finds_the_registrations_an_older_workspace_shares(
     # archived registrations are not counted, and the same bytes stay refused while one is active
     _register_behind_the_catalog(catalog, "visits", "visits-old-copy")
     assert catalog.remove("visits")["archived"] is True
-    assert same_data_names(catalog.store, digest) == ["visits-old-copy"]
+    assert names(digest) == ["visits-old-copy"]
     with pytest.raises(ConflictError, match="already registered as 'visits-old-copy'"):
         catalog.add(patients, name="visits")  # not a rejoin beside an active copy
     assert catalog.remove("visits-old-copy")["archived"] is False  # no history: forgotten
-    assert same_data_names(catalog.store, digest) == []
+    assert names(digest) == []
     assert catalog.add(patients, name="visits").report["rejoined"]["name"] == "visits"
-    assert same_data_names(catalog.store, digest) == ["visits"]
+    assert names(digest) == ["visits"]
 
 
 def test_concurrent_registrations_of_the_same_bytes_leave_one(

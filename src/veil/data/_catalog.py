@@ -18,7 +18,7 @@ name: a dataset with ledger history (a budget or a release) is archived, not
 deleted, so its charges stay; registering the same bytes again (same SHA-256)
 brings that history back (a *rejoin*), and registering them under a second
 name while a first registration is active is refused, whether or not it has a
-budget yet (:func:`same_data_names` lets the ledger refuse a budget to a
+budget yet (:func:`veil.store.tables.same_data_names` lets the ledger refuse a budget to a
 registration whose bytes another one shares, left by workspaces registered
 before this rule). The limitation: only identical bytes are recognised (a
 re-export, a reordered or a subsampled copy is other data to the catalogue).
@@ -47,7 +47,7 @@ from veil.store import Store
 from veil.store.tables import BudgetChangeRow, DatasetRow, PrivacyBudgetRow, PrivacyEventRow
 from veil.workspace import Settings, Workspace
 
-__all__ = ["Catalog", "DatasetInfo", "same_data_names"]
+__all__ = ["Catalog", "DatasetInfo"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MAX_SHOWN = 5
@@ -552,35 +552,6 @@ class Catalog:
             got=repr(name),
             fix=f"choose another --name, or inspect it with `veil datasets show {name}`",
         )
-
-
-def same_data_names(
-    source: Session | Store, digest: str, *, exclude: str | None = None
-) -> list[str]:
-    """The active (not archived) registrations of the bytes whose SHA-256 is ``digest``.
-
-    One name at most in a workspace registered under the current rule; two or
-    more only in a workspace registered before that rule. The ledger calls it
-    before giving a dataset a budget: a budget shared out among two names of
-    the same data would be spent twice.
-
-    Args:
-        source: An open session (the caller's transaction) or the store.
-        digest: The content SHA-256 (``DatasetRow.content_sha256``).
-        exclude: A name to leave out (the dataset being given a budget).
-
-    Returns:
-        Their names, oldest registration first.
-    """
-    if isinstance(source, Store):
-        with source.session() as session:
-            return same_data_names(session, digest, exclude=exclude)
-    rows = source.execute(
-        select(DatasetRow.name, DatasetRow.registration_report)
-        .where(DatasetRow.content_sha256 == digest)
-        .order_by(DatasetRow.id)
-    ).all()
-    return [n for n, report in rows if "archived" not in report and n != exclude]
 
 
 def _validate(  # noqa: C901, PLR0912, PLR0915 - one pass, one place: every check a registration makes

@@ -65,6 +65,7 @@ from veil.store.tables import (
     LedgerCheckpointRow,
     PrivacyBudgetRow,
     PrivacyEventRow,
+    same_data_names,
     utcnow,
 )
 from veil.workspace import Settings, Workspace
@@ -797,8 +798,6 @@ def _dp_event(mechanisms: Sequence[dict[str, Any]]) -> Any:
 
 def _refuse_shared_data(session: Session, ds: DatasetRow) -> None:
     """A budget follows the data: none for a registration whose bytes another one holds."""
-    from veil.data._catalog import same_data_names  # noqa: PLC0415 - loads pandas
-
     others = same_data_names(session, ds.content_sha256, exclude=ds.name)
     if others:
         raise ConflictError(

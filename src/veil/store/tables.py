@@ -26,9 +26,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    select,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 __all__ = [
     "Base",
@@ -38,6 +39,7 @@ __all__ = [
     "PrivacyBudgetRow",
     "PrivacyEventRow",
     "UTCDateTime",
+    "same_data_names",
 ]
 
 # Deterministic constraint names, so migrations can refer to them on every backend.
@@ -105,6 +107,30 @@ class DatasetRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(256), nullable=False)
     veil_version: Mapped[str] = mapped_column(String(32), nullable=False)
+
+
+def same_data_names(session: Session, digest: str, *, exclude: str | None = None) -> list[str]:
+    """The active (not archived) registrations of the bytes whose SHA-256 is ``digest``.
+
+    One name at most in a workspace registered under the catalogue's current rule;
+    two or more only in a workspace registered before that rule. The ledger calls it
+    before giving a dataset a budget: a budget shared out among two names of the
+    same data would be spent twice.
+
+    Args:
+        session: An open session (the caller's transaction).
+        digest: The content SHA-256 (``DatasetRow.content_sha256``).
+        exclude: A name to leave out (the dataset being given a budget).
+
+    Returns:
+        Their names, oldest registration first.
+    """
+    rows = session.execute(
+        select(DatasetRow.name, DatasetRow.registration_report)
+        .where(DatasetRow.content_sha256 == digest)
+        .order_by(DatasetRow.id)
+    ).all()
+    return [n for n, report in rows if "archived" not in report and n != exclude]
 
 
 class PrivacyBudgetRow(Base):
