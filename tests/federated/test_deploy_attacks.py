@@ -32,7 +32,7 @@ from veil.federated.deploy import (
     submit_run,
     write_flower_app,
 )
-from veil.federated.deploy._pki import _flwr_home, _run_flwr
+from veil.federated.deploy._flwr import flwr_home, run_flwr
 
 pytestmark = pytest.mark.slow
 
@@ -129,8 +129,8 @@ def outsider(tmp_path_factory: pytest.TempPathFactory, link: SuperLinkProcess) -
 
 
 def _runs(address: str, ca: Path) -> tuple[int, str]:
-    with _flwr_home(address, ca, insecure=False) as home:
-        done = _run_flwr(["list", "veil", "--format", "json"], home, timeout=60)
+    with flwr_home(address, ca, insecure=False) as home:
+        done = run_flwr(["list", "veil", "--format", "json"], home, timeout=60)
     return done.returncode, done.stdout.decode("utf-8", errors="replace")
 
 
@@ -157,8 +157,8 @@ def test_an_outsider_cannot_submit_list_or_read_logs_at_the_data_holders_address
     listed = json.loads(text[text.find("{") :])
     assert "runs" not in listed and (code != 0 or listed["success"] is False), text[-2000:]
     assert "serves only the Fleet API" in listed["error-message"]
-    with _flwr_home(link.address, ca, insecure=False) as home:
-        logs = _run_flwr(["log", "1", "veil", "--show"], home, timeout=60)
+    with flwr_home(link.address, ca, insecure=False) as home:
+        logs = run_flwr(["log", "1", "veil", "--show"], home, timeout=60)
     assert logs.returncode != 0, logs.stdout[-2000:]
     # Every non-Fleet route answers 404 on that address, even the API description.
     context = ssl.create_default_context(cafile=str(ca))

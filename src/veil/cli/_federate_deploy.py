@@ -18,7 +18,6 @@ import json
 import logging
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +30,7 @@ from veil.cli._output import err, out
 from veil.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
-    from veil.federated.deploy import DeployCredentials, SuperLinkProcess
+    from veil.federated.deploy import SuperLinkProcess
 
 __all__ = ["join", "register", "serve"]
 
@@ -102,70 +101,6 @@ def _library_warnings_on_stderr() -> Iterator[None]:
     finally:
         library.removeHandler(handler)
         library.propagate = propagate
-
-
-def _credentials(
-    directory: Path, hostnames: list[str], nodes: int, *, force: bool
-) -> tuple[DeployCredentials, bool]:
-    """Reuse the credentials in ``directory``, or create them there; True when created."""
-    from veil.federated.deploy import (  # noqa: PLC0415
-        CA_CERTIFICATE,
-        DeployCredentials,
-        create_credentials,
-    )
-
-    if (directory / CA_CERTIFICATE).is_file() and not force:
-        credentials = DeployCredentials.load(directory)
-        credentials.require_server()
-        missing = [name for name in hostnames if name not in credentials.hostnames]
-        if missing:
-            raise InvalidInputError(
-                "the existing SuperLink certificate does not name every --hostname",
-                expected="hostnames among: " + ", ".join(credentials.hostnames),
-                got=", ".join(missing),
-                fix="pass --force to issue new credentials for these hostnames (every "
-                "SuperNode then needs the new ca.pem and a newly authorised key), or drop "
-                "the --hostname",
-            )
-        return credentials, False
-    return create_credentials(directory, hostnames=hostnames, nodes=nodes, force=force), True
-
-
-def _public_keys(paths: list[Path]) -> list[Path]:
-    keys: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found = sorted(path.glob("*.pub"))
-            if not found:
-                raise NotFoundError(
-                    f"no public keys in {path}",
-                    expected="SuperNode public keys (*.pub) in the --authorize directory",
-                    got="none",
-                )
-            keys += found
-        elif path.is_file():
-            keys.append(path)
-        else:
-            raise NotFoundError(
-                "a key to authorise was not found",
-                expected=f"a .pub file or a directory of them at {path}",
-                got="nothing there",
-            )
-    return keys
-
-
-def _write_flwr_config(link: SuperLinkProcess, directory: Path) -> Path:
-    """A Flower CLI home pointing at this SuperLink, so ``flwr ... veil`` works as well."""
-    directory.mkdir(parents=True, exist_ok=True)
-    lines = ["[superlink]", 'default = "veil"', "", "[superlink.veil]"]
-    lines.append(f"address = {json.dumps(link.control_address)}")  # loopback: the operator's
-    if link.credentials is None:
-        lines.append("insecure = true")
-    else:
-        root = json.dumps(str(link.credentials.ca_certificate.resolve()))
-        lines.append(f"root-certificates = {root}")
-    (directory / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return directory
 
 
 def serve(
@@ -259,7 +194,11 @@ def serve(
 
         veil federate join --superlink 127.0.0.1:9093 --credentials federation/credentials --partition-id 0 --num-partitions 2
     """
-    from veil.federated.deploy import start_superlink  # noqa: PLC0415
+    from veil.federated.deploy import (  # noqa: PLC0415
+        open_credentials,
+        public_keys,
+        start_superlink,
+    )
 
     credentials = None
     created = False
@@ -274,10 +213,10 @@ def serve(
                 fix="drop --insecure (authentication needs TLS), or drop --authorize",
             )
     else:
-        credentials, created = _credentials(
-            credentials_dir, list(hostnames or []), nodes, force=force
+        credentials, created = open_credentials(
+            credentials_dir, hostnames=list(hostnames or []), nodes=nodes, force=force
         )
-    keys = _public_keys(list(authorize or []))
+    keys = public_keys(list(authorize or []))
     with _signals_as_interrupt(), _library_warnings_on_stderr():
         try:
             with start_superlink(
@@ -291,12 +230,9 @@ def serve(
                 registered = [
                     {"public_key": str(key), "node_id": link.register(key)} for key in keys
                 ]
-                flwr_home = _write_flwr_config(link, state / "flwr-cli")
+                flwr_home = link.write_flwr_config(state / "flwr-cli")
                 _announce_link(link, registered, flwr_home, created=created, as_json=as_json)
-                while link.alive:
-                    time.sleep(0.5)
-                link.fail(
-                    "the SuperLink stopped unexpectedly",
+                link.run_until_stopped(
                     fix="read its log above; restart `veil federate serve` (registrations "
                     "are kept in --state)",
                 )
@@ -365,25 +301,6 @@ def _announce_link(
     lines.append(f"Flower CLI: FLWR_HOME={flwr_home} flwr list veil. Log: {link.log_path}.")
     lines.append("Press Ctrl-C to stop.")
     out.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
-
-
-def _node_config(partition_id: int, num_partitions: int, data: Path | None) -> dict[str, Any]:
-    if partition_id >= num_partitions:
-        raise InvalidInputError(
-            "--partition-id must be below --num-partitions",
-            expected=f"0 <= partition-id < {num_partitions}",
-            got=str(partition_id),
-        )
-    config: dict[str, Any] = {"partition-id": partition_id, "num-partitions": num_partitions}
-    if data is not None:
-        if not data.is_dir():
-            raise NotFoundError(
-                "the --data directory does not exist",
-                expected=f"a directory at {data}",
-                got="nothing there",
-            )
-        config["data"] = str(data.resolve())
-    return config
 
 
 def _node_credentials(
@@ -493,7 +410,7 @@ def join(
         typer.Option(
             "--approve-app",
             help="SHA-256 of a Flower App bundle this node may run (as "
-            "veil.federated.app_hash prints it). Repeatable. Default: only Veil's published "
+            "veil.federated.deploy.app_hash prints it). Repeatable. Default: only Veil's published "
             "app of this Veil version. Runs of any other app are refused and their code is "
             "never run.",
         ),
@@ -513,9 +430,9 @@ def join(
 
     Example: veil federate join --superlink 127.0.0.1:9093 --credentials federation/credentials --partition-id 0 --num-partitions 2
     """
-    from veil.federated.deploy import start_supernode  # noqa: PLC0415
+    from veil.federated.deploy import partition_node_config, start_supernode  # noqa: PLC0415
 
-    config = _node_config(partition_id, num_partitions, data)
+    config = partition_node_config(partition_id, num_partitions, data)
     ca, node_key = _node_credentials(credentials_dir, root_cert, key, partition_id, insecure)
     with _signals_as_interrupt(), _library_warnings_on_stderr():
         try:
@@ -552,10 +469,7 @@ def join(
                         highlight=False,
                         soft_wrap=True,
                     )
-                while node.alive:
-                    time.sleep(0.5)
-                node.fail(
-                    "the SuperNode stopped unexpectedly",
+                node.run_until_stopped(
                     fix="read its log above; run `veil federate join` again",
                 )
         except KeyboardInterrupt:

@@ -43,7 +43,6 @@ from flwr.serverapp import Grid, ServerApp
 
 from veil.errors import InvalidInputError, VeilError
 from veil.federated._config import FederatedConfig
-from veil.federated.deploy._pki import RUN_CONFIG_KEY
 from veil.federated._privacy import GaussianNoise, LocalGaussianDP, clip_update
 from veil.federated._task import (
     Task,
@@ -55,6 +54,7 @@ from veil.federated._task import (
     training_data_sha256,
     unflatten,
 )
+from veil.federated.deploy._app import RUN_CONFIG_KEY
 
 __all__ = ["DEFAULT_RUN_CONFIG", "client_app", "malicious_clients", "server_app"]
 
