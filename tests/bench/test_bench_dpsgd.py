@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from veil.bench import run_dpsgd_benchmark, run_mnist_benchmark
+from veil.bench import DpsgdResult, MnistResult, run_dpsgd_benchmark, run_mnist_benchmark
 from veil.cli._app import main
 
 
 def test_dpsgd_benchmark_on_a_tiny_size(shared_data):
-    report = run_dpsgd_benchmark(
+    result = run_dpsgd_benchmark(
         shared_data,
         models=["mlp"],
         train_size=1024,
@@ -18,6 +18,10 @@ def test_dpsgd_benchmark_on_a_tiny_size(shared_data):
         accuracy_models=["scatternet"],
         adult_epochs=1,
     )
+    assert isinstance(result, DpsgdResult)
+    report = result.to_dict()
+    assert json.loads(json.dumps(report)) == report
+    assert "label" not in report["mnist_eps3"][0]  # only the MNIST comparison labels its rows
     (row,) = report["timing"]
     assert row["model"] == "mlp"
     assert row["veil_ratio"] == row["veil_dp_s_per_epoch"] / row["non_private_s_per_epoch"]
@@ -31,9 +35,12 @@ def test_dpsgd_benchmark_on_a_tiny_size(shared_data):
 
 
 def test_mnist_benchmark_on_a_tiny_size(shared_data):
-    report = run_mnist_benchmark(
+    result = run_mnist_benchmark(
         shared_data, epsilons=(3.0,), epochs=1, model="logreg", train_size=1024, encrypted=False
     )
+    assert isinstance(result, MnistResult)
+    report = result.to_dict()
+    assert json.loads(json.dumps(report)) == report
     labels = [r["label"] for r in report["rows"]]
     assert labels == ["non-private", "DP-SGD eps=3"]
     assert report["rows"][0]["time_ratio"] == 1.0

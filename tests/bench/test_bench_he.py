@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from veil.bench._he import run_he_benchmark
+import json
+
+from veil.bench import HeResult, run_he_benchmark
+from veil.cli.bench import render
 
 
-def test_tiny_he_benchmark_reports_both_layouts(shared_data):
-    report = run_he_benchmark(
+def test_tiny_he_benchmark_reports_both_layouts(shared_data, capsys):
+    result = run_he_benchmark(
         shared_data,
         models=("linear",),
         epochs={"linear": 1},
@@ -15,6 +18,11 @@ def test_tiny_he_benchmark_reports_both_layouts(shared_data):
         train_images=1000,
         workers=1,
     )
+    assert isinstance(result, HeResult)
+    report = result.to_dict()
+    assert json.loads(json.dumps(report)) == report
+    render(result)
+    assert "rotation keys" in capsys.readouterr().out
     (row,) = report["rows"]
     assert row["plan"]["total_coeff_bits"] <= row["plan"]["max_coeff_bits"]
     assert row["single"]["images"] == 2

@@ -20,9 +20,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from veil.bench._anonymize import AnonymizeResult, AnonymizeRow, run_anonymize_benchmark
     from veil.bench._audit import AuditResult, AuditRow, run_audit_benchmark
-    from veil.bench._dpsgd import run_dpsgd_benchmark, run_mnist_benchmark
+    from veil.bench._dpsgd import (
+        DpsgdResult,
+        MnistResult,
+        MnistRun,
+        TimingRow,
+        run_dpsgd_benchmark,
+        run_mnist_benchmark,
+    )
     from veil.bench._federated import ROWS as FEDERATED_ROWS
     from veil.bench._federated import FederatedResult, FederatedRow, run_federated_benchmark
+    from veil.bench._he import HeResult, HeRow, run_he_benchmark
     from veil.bench._ledger import LedgerResult, LedgerRow, run_ledger_benchmark
     from veil.bench._mpc import MpcResult, MpcRow, run_mpc_benchmark
     from veil.bench._query import QueryResult, QueryRow, run_query_benchmark
@@ -37,6 +45,9 @@ _WHERE = {
     "FederatedResult": "_federated",
     "FederatedRow": "_federated",
     "run_federated_benchmark": "_federated",
+    "HeResult": "_he",
+    "HeRow": "_he",
+    "run_he_benchmark": "_he",
     "LedgerResult": "_ledger",
     "LedgerRow": "_ledger",
     "run_ledger_benchmark": "_ledger",
@@ -49,6 +60,10 @@ _WHERE = {
     "AuditResult": "_audit",
     "AuditRow": "_audit",
     "run_audit_benchmark": "_audit",
+    "DpsgdResult": "_dpsgd",
+    "MnistResult": "_dpsgd",
+    "MnistRun": "_dpsgd",
+    "TimingRow": "_dpsgd",
     "run_dpsgd_benchmark": "_dpsgd",
     "run_mnist_benchmark": "_dpsgd",
     "QueryResult": "_query",
@@ -66,20 +81,27 @@ __all__ = [
     "AuditRow",
     "BenchResult",
     "Column",
+    "DpsgdResult",
     "FederatedResult",
     "FederatedRow",
+    "HeResult",
+    "HeRow",
     "LedgerResult",
     "LedgerRow",
+    "MnistResult",
+    "MnistRun",
     "MpcResult",
     "MpcRow",
     "Note",
     "QueryResult",
     "QueryRow",
     "Table",
+    "TimingRow",
     "run_anonymize_benchmark",
     "run_audit_benchmark",
     "run_dpsgd_benchmark",
     "run_federated_benchmark",
+    "run_he_benchmark",
     "run_ledger_benchmark",
     "run_mnist_benchmark",
     "run_mpc_benchmark",

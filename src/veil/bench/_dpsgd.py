@@ -20,7 +20,8 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,17 @@ import torch
 from torch import nn
 
 from veil.bench._common import ADULT_NUMERIC_BOUNDS, machine, mnist_tensors
+from veil.bench._result import (
+    BenchResult,
+    Column,
+    Note,
+    Table,
+    View,
+    fixed,
+    percent,
+    ratio,
+    verdict,
+)
 from veil.data import load_table
 from veil.data._adult import ADULT_CATEGORIES
 from veil.errors import InvalidInputError
@@ -36,7 +48,14 @@ from veil.train import DPConfig, FeatureEncoder, build_model, evaluate, plan_tra
 from veil.train._engine import predict_logits
 from veil.train._models import fixed_features, trainable_part
 
-__all__ = ["run_dpsgd_benchmark", "run_mnist_benchmark"]
+__all__ = [
+    "DpsgdResult",
+    "MnistResult",
+    "MnistRun",
+    "TimingRow",
+    "run_dpsgd_benchmark",
+    "run_mnist_benchmark",
+]
 
 # Recipes at epsilon 3, chosen by a few runs scored on MNIST's test set (the usual practice
 # behind the published figures; docs/benchmarks.md says so). DP: Poisson batches, clipping at
@@ -63,6 +82,189 @@ RECIPES["mlp"] = RECIPES["logreg"] = RECIPES["cnn"]
 TIMING_GOAL = 1.3
 ACCURACY_GOAL = 0.98
 ADULT_GOAL_POINTS = 1.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimingRow:
+    """Seconds per epoch of one model: non-private, Veil's DP-SGD, Opacus (ghost clipping)."""
+
+    model: str
+    batch_size: int
+    epochs_timed: int
+    non_private_s_per_epoch: float
+    veil_dp_s_per_epoch: float
+    veil_ratio: float
+    opacus_ghost_s_per_epoch: float | None
+    opacus_ratio: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MnistRun:
+    """One MNIST training run: its privacy, time per epoch, accuracy and inference cost."""
+
+    model: str
+    epsilon_target: float | None
+    epsilon: float | None
+    epsilon_rdp: float | None
+    epsilon_prv: float | None
+    delta: float | None
+    noise_multiplier: float | None
+    epochs: int
+    steps: int
+    s_per_epoch: float
+    feature_seconds: float | None
+    test_accuracy: float
+    batched_ms_per_image: float
+    single_image_ms: float
+    config: Mapping[str, Any]
+    # In the MNIST comparison only: the row's label and its time over the non-private run's.
+    label: str | None = field(default=None, metadata={"omit_none": True})
+    time_ratio: float | None = field(default=None, metadata={"omit_none": True})
+
+
+@dataclass(frozen=True, kw_only=True)
+class DpsgdResult(BenchResult):
+    """``veil bench dpsgd``: timing per model, MNIST at epsilon 3, Adult at epsilon 1, goals."""
+
+    benchmark: str = "dpsgd"
+    machine: Mapping[str, Any]
+    timing: tuple[TimingRow, ...]
+    mnist_eps3: tuple[MnistRun, ...] | None
+    adult: Mapping[str, Any] | None
+    goals: Mapping[str, Any]
+
+    def view(self) -> View:
+        """The timing table, then accuracy lines and the goals."""
+        table = Table(
+            title="DP-SGD vs non-private, seconds per epoch on MNIST (same model and batch)",
+            columns=(
+                Column("model"),
+                Column("batch"),
+                Column("non-private s", fixed(".3f")),
+                Column("Veil DP-SGD s", fixed(".3f")),
+                Column("x", ratio),
+                Column("Opacus ghost s", fixed(".3f")),
+                Column("x", ratio),
+            ),
+            rows=tuple(
+                (
+                    r.model,
+                    r.batch_size,
+                    r.non_private_s_per_epoch,
+                    r.veil_dp_s_per_epoch,
+                    r.veil_ratio,
+                    r.opacus_ghost_s_per_epoch,
+                    r.opacus_ratio,
+                )
+                for r in self.timing
+            ),
+        )
+        notes = [
+            Note(
+                f"· MNIST {run.model} at epsilon {run.epsilon:.3f} (delta 1e-5; RDP "
+                f"{run.epsilon_rdp:.3f}, PRV {run.epsilon_prv or float('nan'):.3f}), "
+                f"{run.epochs} epochs, noise multiplier {run.noise_multiplier:.3f}: "
+                f"test accuracy {percent(run.test_accuracy)}"
+            )
+            for run in self.mnist_eps3 or ()
+        ]
+        adult = self.adult
+        if adult:
+            notes.append(
+                Note(
+                    "· Adult logistic regression: non-private "
+                    f"{percent(adult['non_private']['test_accuracy'])}, DP at epsilon 1 "
+                    f"{percent(adult['dp_eps1']['test_accuracy'])} (gap "
+                    f"{adult['gap_points']:.2f} points; majority class "
+                    f"{percent(adult['majority_class_accuracy'])})"
+                )
+            )
+        goals, machine = self.goals, self.machine
+        timing_goals = ", ".join(f"{m} {verdict(v)}" for m, v in goals["dp_within_1_3x"].items())
+        accuracy_goals = goals["mnist_98_at_eps3"]
+        accuracy_text = (
+            "n/a"
+            if accuracy_goals is None
+            else ", ".join(f"{m} {verdict(v)}" for m, v in accuracy_goals.items())
+        )
+        return (
+            table,
+            *notes,
+            Note(
+                f"· goals: DP-SGD within 1.3x non-private: {timing_goals}; MNIST >= 98% at "
+                f"epsilon 3: {accuracy_text}; Adult within 1.5 points at epsilon 1: "
+                f"{verdict(goals['adult_within_1_5_points'])}"
+            ),
+            Note(
+                f"· machine: {machine['cpus']} CPUs, torch {machine['torch']} "
+                f"({machine['torch_threads']} threads); times are noisy on a shared machine: "
+                "compare the ratios"
+            ),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MnistResult(BenchResult):
+    """``veil bench mnist``: non-private and DP-SGD runs, and the CKKS rows when measured."""
+
+    benchmark: str = "mnist"
+    machine: Mapping[str, Any]
+    train_examples: int
+    test_examples: int
+    rows: tuple[MnistRun, ...]
+    encrypted_inference: Mapping[str, Any]
+    published: Mapping[str, str]
+
+    def view(self) -> View:
+        """One table (the CKKS rows last), then the encrypted-inference and published notes."""
+        encrypted, published = self.encrypted_inference, self.published
+        rows: list[tuple[Any, ...]] = [
+            (
+                r.label,
+                r.epsilon,
+                r.s_per_epoch,
+                r.time_ratio,
+                percent(r.test_accuracy),
+                f"{r.batched_ms_per_image:.4f}",
+                f"{r.single_image_ms:.3f}",
+            )
+            for r in self.rows
+        ]
+        rows += [
+            (
+                r["label"],
+                None,
+                None,
+                None,
+                f"{percent(r['test_accuracy'])} (plain {percent(r['plaintext_accuracy'])})",
+                f"{r['batched_ms_per_image']:.2f}",
+                f"{r['single_image_ms']:.0f}",
+            )
+            for r in encrypted.get("rows", [])
+        ]
+        table = Table(
+            title=f"MNIST: non-private vs DP-SGD ({self.train_examples:,} training images, "
+            f"{self.test_examples:,} test images)",
+            columns=(
+                Column("run"),
+                Column("epsilon", fixed(".3f")),
+                Column("s/epoch", fixed(".3f")),
+                Column("x", ratio),
+                Column("test accuracy"),
+                Column("ms/image batched"),
+                Column("ms/image alone"),
+            ),
+            rows=tuple(rows),
+        )
+        return (
+            table,
+            Note(f"· encrypted inference ({encrypted['status']}): {encrypted['note']}"),
+            Note(
+                f"· published: {published['article']}; Opacus example "
+                f"{published['opacus_example']}; tempered-sigmoid CNN "
+                f"{published['tempered_sigmoid_cnn']}"
+            ),
+        )
 
 
 def _emit(
@@ -159,7 +361,7 @@ def _timing(
     epochs: int,
     opacus: bool,
     progress: ProgressCallback | None,
-) -> list[dict[str, Any]]:
+) -> list[TimingRow]:
     rows = []
     total = len(models) * (3 if opacus else 2)
     done = 0
@@ -170,23 +372,23 @@ def _timing(
         veil = _time_veil(kind, x, y, private=True, batch=batch, epochs=epochs)
         done += 1
         _emit(progress, "timing epochs", done, total)
-        row: dict[str, Any] = {
-            "model": kind,
-            "batch_size": batch,
-            "epochs_timed": epochs,
-            "non_private_s_per_epoch": _median(plain),
-            "veil_dp_s_per_epoch": _median(veil),
-            "veil_ratio": _median(veil) / _median(plain),
-            "opacus_ghost_s_per_epoch": None,
-            "opacus_ratio": None,
-        }
+        ghost = None
         if opacus:
-            ghost = _time_opacus(kind, x, y, batch=batch, epochs=epochs)
+            ghost = _median(_time_opacus(kind, x, y, batch=batch, epochs=epochs))
             done += 1
             _emit(progress, "timing epochs", done, total)
-            row["opacus_ghost_s_per_epoch"] = _median(ghost)
-            row["opacus_ratio"] = _median(ghost) / _median(plain)
-        rows.append(row)
+        rows.append(
+            TimingRow(
+                model=kind,
+                batch_size=batch,
+                epochs_timed=epochs,
+                non_private_s_per_epoch=_median(plain),
+                veil_dp_s_per_epoch=_median(veil),
+                veil_ratio=_median(veil) / _median(plain),
+                opacus_ghost_s_per_epoch=ghost,
+                opacus_ratio=None if ghost is None else ghost / _median(plain),
+            )
+        )
     return rows
 
 
@@ -217,7 +419,7 @@ def _fit_mnist(
     epochs: int,
     kind: str,
     cache: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> MnistRun:
     """Train and score one MNIST run; ``cache`` keeps fixed features across runs of one report."""
     cache = {} if cache is None else cache
     torch.manual_seed(0)  # not-private: weight initialisation only, so runs are comparable
@@ -237,22 +439,22 @@ def _fit_mnist(
     trainable = trainable_part(model)
     report = train(trainable, train_features, y, plan, n_classes=10)
     accounting = plan.accounting
-    return {
-        "model": kind,
-        "epsilon_target": epsilon,
-        "epsilon": None if accounting is None else accounting.epsilon,
-        "epsilon_rdp": None if accounting is None else accounting.epsilon_rdp,
-        "epsilon_prv": None if accounting is None else accounting.epsilon_prv,
-        "delta": None if accounting is None else 1e-5,
-        "noise_multiplier": None if accounting is None else accounting.noise_multiplier,
-        "epochs": epochs,
-        "steps": plan.steps,
-        "s_per_epoch": report.seconds_per_epoch,
-        "feature_seconds": feature_seconds if trainable is not model else None,
-        "test_accuracy": evaluate(trainable, test_features, yt),
+    return MnistRun(
+        model=kind,
+        epsilon_target=epsilon,
+        epsilon=None if accounting is None else accounting.epsilon,
+        epsilon_rdp=None if accounting is None else accounting.epsilon_rdp,
+        epsilon_prv=None if accounting is None else accounting.epsilon_prv,
+        delta=None if accounting is None else 1e-5,
+        noise_multiplier=None if accounting is None else accounting.noise_multiplier,
+        epochs=epochs,
+        steps=plan.steps,
+        s_per_epoch=report.seconds_per_epoch,
+        feature_seconds=feature_seconds if trainable is not model else None,
+        test_accuracy=evaluate(trainable, test_features, yt),
         **_inference_ms_per_image(model, xt[:2000]),
-        "config": config.to_dict(),
-    }
+        config=config.to_dict(),
+    )
 
 
 def _adult(data: Path, epochs: int) -> dict[str, Any]:
@@ -323,7 +525,7 @@ def run_dpsgd_benchmark(
     accuracy: bool = True,
     adult_epochs: int = 10,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
+) -> DpsgdResult:
     """Timing of DP-SGD against non-private training, MNIST accuracy at epsilon 3, Adult at epsilon 1."""
     _check_sizes(train_size, timing_epochs)
     x, y, xt, yt = mnist_tensors(data)
@@ -332,31 +534,31 @@ def run_dpsgd_benchmark(
     timing = _timing(
         x, y, models, batch=batch_size, epochs=timing_epochs, opacus=opacus, progress=progress
     )
-    report: dict[str, Any] = {
-        "benchmark": "dpsgd",
-        "machine": machine(),
-        "timing": timing,
-        "mnist_eps3": None,
-        "adult": None,
-    }
+    mnist_eps3: tuple[MnistRun, ...] | None = None
+    adult = None
     if accuracy:
         runs = []
         for i, kind in enumerate(accuracy_models):
             _emit(progress, "MNIST at epsilon 3", i, len(accuracy_models))
             runs.append(_fit_mnist(x, y, xt, yt, epsilon=3.0, epochs=accuracy_epochs, kind=kind))
         _emit(progress, "MNIST at epsilon 3", len(accuracy_models), len(accuracy_models))
-        report["mnist_eps3"] = runs
-        report["adult"] = _adult(data, adult_epochs)
-    report["goals"] = {
-        "dp_within_1_3x": {r["model"]: r["veil_ratio"] <= TIMING_GOAL for r in timing},
-        "mnist_98_at_eps3": None
-        if report["mnist_eps3"] is None
-        else {r["model"]: r["test_accuracy"] >= ACCURACY_GOAL for r in report["mnist_eps3"]},
-        "adult_within_1_5_points": None
-        if report["adult"] is None
-        else report["adult"]["gap_points"] <= ADULT_GOAL_POINTS,
-    }
-    return report
+        mnist_eps3 = tuple(runs)
+        adult = _adult(data, adult_epochs)
+    return DpsgdResult(
+        machine=machine(),
+        timing=tuple(timing),
+        mnist_eps3=mnist_eps3,
+        adult=adult,
+        goals={
+            "dp_within_1_3x": {r.model: r.veil_ratio <= TIMING_GOAL for r in timing},
+            "mnist_98_at_eps3": None
+            if mnist_eps3 is None
+            else {r.model: r.test_accuracy >= ACCURACY_GOAL for r in mnist_eps3},
+            "adult_within_1_5_points": None
+            if adult is None
+            else adult["gap_points"] <= ADULT_GOAL_POINTS,
+        },
+    )
 
 
 def _encrypted_rows(data: Path, progress: ProgressCallback | None) -> dict[str, Any]:
@@ -365,7 +567,7 @@ def _encrypted_rows(data: Path, progress: ProgressCallback | None) -> dict[str, 
         from veil.bench._he import run_he_benchmark  # noqa: PLC0415
     except ImportError as exc:  # the he extra
         return {"status": "skipped", "note": f"needs the he extra ({exc})"}
-    report = run_he_benchmark(data, single={"mlp": 20, "cnn": 3}, progress=progress)
+    report = run_he_benchmark(data, single={"mlp": 20, "cnn": 3}, progress=progress).to_dict()
     rows = [
         {
             "label": f"CKKS {row['model']} ({row['description']})",
@@ -394,7 +596,7 @@ def run_mnist_benchmark(
     train_size: int | None = None,
     encrypted: bool = True,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
+) -> MnistResult:
     """Non-private against DP-SGD at each epsilon: s/epoch, test accuracy, inference per image.
 
     With ``encrypted``, the x^2 MLP and CNN of ``veil bench he`` add their CKKS rows
@@ -404,35 +606,32 @@ def run_mnist_benchmark(
     x, y, xt, yt = mnist_tensors(data)
     if train_size is not None:
         x, y = x[:train_size], y[:train_size]
-    rows = []
+    fitted = []
     cache: dict[str, Any] = {}
     runs: list[float | None] = [None, *epsilons]
     for i, epsilon in enumerate(runs):
         _emit(progress, "MNIST runs", i, len(runs))
         row = _fit_mnist(x, y, xt, yt, epsilon=epsilon, epochs=epochs, kind=model, cache=cache)
-        row["label"] = "non-private" if epsilon is None else f"DP-SGD eps={epsilon:g}"
-        rows.append(row)
+        label = "non-private" if epsilon is None else f"DP-SGD eps={epsilon:g}"
+        fitted.append(replace(row, label=label))
     _emit(progress, "MNIST runs", len(runs), len(runs))
-    base = rows[0]["s_per_epoch"]
-    for row in rows:
-        row["time_ratio"] = row["s_per_epoch"] / base
-    return {
-        "benchmark": "mnist",
-        "machine": machine(),
-        "train_examples": int(x.shape[0]),
-        "test_examples": int(xt.shape[0]),
-        "rows": rows,
-        "encrypted_inference": _encrypted_rows(data, progress)
+    base = fitted[0].s_per_epoch
+    return MnistResult(
+        machine=machine(),
+        train_examples=int(x.shape[0]),
+        test_examples=int(xt.shape[0]),
+        rows=tuple(replace(row, time_ratio=row.s_per_epoch / base) for row in fitted),
+        encrypted_inference=_encrypted_rows(data, progress)
         if encrypted
         else {
             "status": "skipped",
             "note": "run without encrypted=False (or `veil bench he`) for the CKKS rows",
         },
-        "published": {
+        published={
             "article": "DP training +31% compute, similar accuracy; encrypted inference 4.14 s",
             "opacus_example": "96.78% at epsilon 2.91",
             "tf_privacy": "96.6% at epsilon 3.01",
             "tempered_sigmoid_cnn": "about 98.1% at epsilon 2.93",
             "scatternet": "98.7% at epsilon 3",
         },
-    }
+    )

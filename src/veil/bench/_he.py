@@ -32,17 +32,20 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from veil.bench._common import machine
-from veil.he import HEClient, HEProgram, HEServer, compile_model, error_bound, poly_activation
+from veil.bench._result import BenchResult, Column, Note, Table, View, percent, verdict
 from veil.data import load_mnist
+from veil.he import HEClient, HEProgram, HEServer, compile_model, error_bound, poly_activation
 from veil.progress import ProgressCallback, ProgressEvent
 
-__all__ = ["GOALS", "run_he_benchmark", "train_he_model"]
+__all__ = ["GOALS", "HeResult", "HeRow", "run_he_benchmark", "train_he_model"]
 
 GOALS = {
     "encrypted_accuracy": 0.975,
@@ -57,6 +60,115 @@ REFERENCES = {
     "plain_tenseal_here": "0.86 s per image (391 KB request, N=8192); 7.3 ms per image with "
     "4,096 images packed, 97.0%",
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeRow:
+    """One model: how it was compiled, then single-image and batched encrypted inference."""
+
+    model: str
+    description: str
+    epochs: int
+    train_s: float
+    steps: tuple[str, ...]
+    plan: Mapping[str, Any]
+    keygen_s: float
+    public_context_bytes: int
+    public_context_batch_only_bytes: int
+    galois_keys: int
+    plaintext_accuracy_full: float
+    single: Mapping[str, Any]
+    batched: Mapping[str, Any]
+
+    def line(self) -> str:
+        """The row's set-up and costs in one line (the table has the headline figures)."""
+        single, batched, plan = self.single, self.batched, self.plan
+        median = single["median"]
+        return (
+            f"· {self.model} ({self.description}, {self.epochs} epochs): "
+            f"steps {' -> '.join(self.steps)}; N={plan['poly_modulus_degree']}, "
+            f"{self.galois_keys} rotation keys, primes {plan['coeff_mod_bit_sizes']} "
+            f"({plan['total_coeff_bits']}/{plan['max_coeff_bits']} bits), scale "
+            f"2^{plan['scale_bits']}; keys {self.keygen_s:.2f} s; single: encrypt "
+            f"{median['encrypt_s'] * 1e3:.0f} ms, infer {median['infer_s'] * 1e3:.0f} ms, decrypt "
+            f"{median['decrypt_s'] * 1e3:.0f} ms (p95 total {single['p95_total_s'] * 1e3:.0f} ms), "
+            f"response {single['response_bytes'] / 1e3:.0f} KB; batched client encrypt "
+            f"{batched['client_encrypt_ms_per_image']:.2f} ms/image, {batched['groups']} groups on "
+            f"{batched['workers']} processes, agreement {percent(batched['agreement'])}; max error "
+            f"{max(single['max_error'], batched['max_error']):.1e} (bounds "
+            f"{single['error_bound']:.1e} / {batched['error_bound']:.1e})"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeResult(BenchResult):
+    """``veil bench he``: encrypted against plaintext MNIST inference, per model and layout."""
+
+    benchmark: str = "he"
+    machine: Mapping[str, Any]
+    cpus: int
+    test_images: int
+    rows: tuple[HeRow, ...]
+    goals: Mapping[str, Any]
+    references: Mapping[str, str]
+
+    def view(self) -> View:
+        """Two table rows per model (single, batched), a line per model, goals, references."""
+        cells: list[tuple[Any, ...]] = []
+        for row in self.rows:
+            single, batched = row.single, row.batched
+            cells.append(
+                (
+                    row.model,
+                    "single",
+                    f"{single['images']:,}",
+                    percent(single["plaintext_accuracy"]),
+                    percent(single["encrypted_accuracy"]),
+                    f"{single['median_total_s'] * 1e3:.0f} ms",
+                    f"{single['request_bytes'] / 1e3:.0f} KB",
+                    f"{row.public_context_bytes / 1e6:.1f} MB",
+                )
+            )
+            cells.append(
+                (
+                    "",
+                    f"batched x{row.plan['slots']}",
+                    f"{batched['images']:,}",
+                    percent(batched["plaintext_accuracy"]),
+                    percent(batched["encrypted_accuracy"]),
+                    f"{batched['server_ms_per_image']:.2f} ms",
+                    f"{batched['request_bytes_per_image'] / 1e3:.0f} KB",
+                    f"{row.public_context_batch_only_bytes / 1e6:.1f} MB",
+                )
+            )
+        table = Table(
+            title=f"Encrypted MNIST inference (CKKS, 128-bit), {self.test_images:,} test images, "
+            f"{self.cpus} CPUs",
+            columns=(
+                Column("model", justify="left"),
+                Column("layout", justify="left"),
+                *(
+                    Column(h)
+                    for h in ("images", "plain", "encrypted", "per image", "request", "context")
+                ),
+            ),
+            rows=tuple(cells),
+        )
+        goals = self.goals
+        targets = goals["targets"]
+        return (
+            table,
+            *(Note(row.line()) for row in self.rows),
+            Note(
+                f"· goals: >= {targets['encrypted_accuracy']:.1%} encrypted within "
+                f"{targets['within_points']} points {verdict(goals['accuracy_met'])} "
+                f"({goals['accuracy_model']}); single < {targets['single_s']} s "
+                f"{verdict(goals['single_met'])}; batched < {targets['batched_ms']} ms/image "
+                f"{verdict(goals['batched_met'])}; request < {targets['request_mb']} MB "
+                f"{verdict(goals['request_met'])}"
+            ),
+            *(Note(f"· reference ({name}): {text}") for name, text in self.references.items()),
+        )
 
 
 def _emit(progress: ProgressCallback | None, task: str, done: int, total: int, unit: str) -> None:
@@ -206,8 +318,8 @@ def run_he_benchmark(
     train_images: int | None = None,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
-    """Train, compile and run each model encrypted; see the module docstring."""
+) -> HeResult:
+    """Train, compile and run each model encrypted (module docstring); ``to_dict()`` is the JSON."""
     train = load_mnist(Path(data) / "mnist", "train")
     test = load_mnist(Path(data) / "mnist", "test")
     x_train, y_train = train.images, train.labels.astype(np.int64)
@@ -219,7 +331,7 @@ def run_he_benchmark(
         x_test, y_test = x_test[:batch_images], y_test[:batch_images]
     epochs = {"linear": 5, "mlp": 15, "cnn": 10, **(epochs or {})}
     single = {"linear": 500, "mlp": 500, "cnn": 20, **(single or {})}
-    rows = []
+    rows: list[HeRow] = []
     for kind in models:
         started = time.perf_counter()
         model = train_he_model(kind, x_train, y_train, epochs=epochs[kind], progress=progress)
@@ -235,51 +347,46 @@ def run_he_benchmark(
         server = HEServer(program, context, workers=workers)
         count = min(single[kind], len(y_test))
         rows.append(
-            {
-                "model": kind,
-                "description": {
+            HeRow(
+                model=kind,
+                description={
                     "linear": "softmax regression 784-10",
                     "mlp": "784-64-10, x^2",
                     "cnn": "conv 5x5/2 x5 channels, x^2, 720-10",
                 }[kind],
-                "epochs": epochs[kind],
-                "train_s": train_s,
-                "steps": [type(step).__name__ for step in program.steps],
-                "plan": plan.to_dict(),
-                "keygen_s": keygen_s,
-                "public_context_bytes": len(context),
-                "public_context_batch_only_bytes": len(batch_context),
-                "galois_keys": len(plan.galois_steps),
-                "plaintext_accuracy_full": float(
-                    np.mean(program.forward(x_test).argmax(1) == y_test)
-                ),
-                "single": _single(
-                    program, client, server, x_test[:count], y_test[:count], progress
-                ),
-                "batched": _batched(program, client, server, x_test, y_test, progress),
-            }
+                epochs=epochs[kind],
+                train_s=train_s,
+                steps=tuple(type(step).__name__ for step in program.steps),
+                plan=plan.to_dict(),
+                keygen_s=keygen_s,
+                public_context_bytes=len(context),
+                public_context_batch_only_bytes=len(batch_context),
+                galois_keys=len(plan.galois_steps),
+                plaintext_accuracy_full=float(np.mean(program.forward(x_test).argmax(1) == y_test)),
+                single=_single(program, client, server, x_test[:count], y_test[:count], progress),
+                batched=_batched(program, client, server, x_test, y_test, progress),
+            )
         )
-    return {
-        "benchmark": "he",
-        "machine": machine(),
-        "cpus": len(os.sched_getaffinity(0)),
-        "test_images": len(y_test),
-        "rows": rows,
-        "goals": _goals(rows),
-        "references": REFERENCES,
-    }
+    return HeResult(
+        machine=machine(),
+        cpus=len(os.sched_getaffinity(0)),
+        test_images=len(y_test),
+        rows=tuple(rows),
+        goals=_goals(rows),
+        references=REFERENCES,
+    )
 
 
-def _goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    best = max(rows, key=lambda r: r["batched"]["encrypted_accuracy"])
-    batched = best["batched"]
+def _goals(rows: list[HeRow]) -> dict[str, Any]:
+    best = max(rows, key=lambda r: r.batched["encrypted_accuracy"])
+    batched = best.batched
     return {
         "targets": GOALS,
         "accuracy_met": batched["encrypted_accuracy"] >= GOALS["encrypted_accuracy"]
         and (batched["plaintext_accuracy"] - batched["encrypted_accuracy"]) * 100
         <= GOALS["within_points"],
-        "accuracy_model": best["model"],
-        "single_met": any(r["single"]["median_total_s"] < GOALS["single_s"] for r in rows),
-        "batched_met": any(r["batched"]["server_ms_per_image"] < GOALS["batched_ms"] for r in rows),
-        "request_met": any(r["single"]["request_bytes"] < GOALS["request_mb"] * 1e6 for r in rows),
+        "accuracy_model": best.model,
+        "single_met": any(r.single["median_total_s"] < GOALS["single_s"] for r in rows),
+        "batched_met": any(r.batched["server_ms_per_image"] < GOALS["batched_ms"] for r in rows),
+        "request_met": any(r.single["request_bytes"] < GOALS["request_mb"] * 1e6 for r in rows),
     }

@@ -1,19 +1,24 @@
-"""``veil bench``: benchmarks that write JSON and a readable table."""
+"""``veil bench``: benchmarks that write JSON and a readable table.
+
+Each command parses its options, calls ``veil.bench.run_*_benchmark``, writes
+the result's ``to_dict()`` and draws the result with :func:`render`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+# The names below load only veil.bench's result types; each benchmark (PyTorch, Polars,
+# Flower, TenSEAL) loads inside its command.
+from veil.bench import BenchResult
+from veil.bench import Table as TableView
 from veil.cli._output import out, print_json, progress_bar
 from veil.cli._output import write_json_atomic as _write_json
 from veil.errors import InvalidInputError
-
-if TYPE_CHECKING:
-    from veil.bench import BenchResult
 
 __all__ = [
     "anonymize",
@@ -26,19 +31,16 @@ __all__ = [
     "mnist",
     "mpc",
     "query",
-    "render_he_report",
+    "render",
 ]
 
 app = typer.Typer(help="Benchmarks: JSON plus a readable table.", no_args_is_help=True)
 
-# veil.bench (Polars, NumPy; OpenDP and diffprivlib in its subprocesses) loads inside the command.
 DEFAULT_OUTPUT = "bench-query.json"
 
 
 def render(result: BenchResult) -> None:
     """Print any benchmark result: its tables and notes, in the order its view gives them."""
-    from veil.bench import Table as TableView  # noqa: PLC0415
-
     for block in result.view():
         if isinstance(block, TableView):
             table = Table(title=block.title)
@@ -62,18 +64,6 @@ def _finish(result: BenchResult, output: Path, *, as_json: bool) -> None:
         return
     render(result)
     out.print(f"Report written to {output}")
-
-
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _times(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
-def _mb(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
 
 
 @app.command()
@@ -122,64 +112,6 @@ DataOption = Annotated[
 DEFAULT_DATA = Path("../shared/data")
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2%}"
-
-
-def _verdict(flag: bool | None) -> str:
-    return "n/a" if flag is None else ("met" if flag else "NOT met")
-
-
-def render_dpsgd_report(report: dict[str, Any]) -> None:
-    """Timing, accuracy and the goals of ``veil bench dpsgd``."""
-    table = Table(title="DP-SGD vs non-private, seconds per epoch on MNIST (same model and batch)")
-    for header in ("model", "batch", "non-private s", "Veil DP-SGD s", "x", "Opacus ghost s", "x"):
-        table.add_column(header, justify="right")
-    for r in report["timing"]:
-        table.add_row(
-            r["model"],
-            str(r["batch_size"]),
-            _seconds(r["non_private_s_per_epoch"]),
-            _seconds(r["veil_dp_s_per_epoch"]),
-            _times(r["veil_ratio"]),
-            _seconds(r["opacus_ghost_s_per_epoch"]),
-            _times(r["opacus_ratio"]),
-        )
-    out.print(table)
-    for run in report.get("mnist_eps3") or []:
-        out.print(
-            f"· MNIST {run['model']} at epsilon {run['epsilon']:.3f} (delta 1e-5; RDP "
-            f"{run['epsilon_rdp']:.3f}, PRV {run['epsilon_prv'] or float('nan'):.3f}), "
-            f"{run['epochs']} epochs, noise multiplier {run['noise_multiplier']:.3f}: "
-            f"test accuracy {_pct(run['test_accuracy'])}"
-        )
-    adult = report.get("adult")
-    if adult:
-        out.print(
-            f"· Adult logistic regression: non-private {_pct(adult['non_private']['test_accuracy'])}, "
-            f"DP at epsilon 1 {_pct(adult['dp_eps1']['test_accuracy'])} "
-            f"(gap {adult['gap_points']:.2f} points; majority class {_pct(adult['majority_class_accuracy'])})"
-        )
-    goals = report["goals"]
-    timing_goals = ", ".join(f"{m} {_verdict(v)}" for m, v in goals["dp_within_1_3x"].items())
-    accuracy_goals = goals["mnist_98_at_eps3"]
-    accuracy_text = (
-        "n/a"
-        if accuracy_goals is None
-        else ", ".join(f"{m} {_verdict(v)}" for m, v in accuracy_goals.items())
-    )
-    out.print(
-        f"· goals: DP-SGD within 1.3x non-private: {timing_goals}; MNIST >= 98% at epsilon 3: "
-        f"{accuracy_text}; Adult within 1.5 points at epsilon 1: "
-        f"{_verdict(goals['adult_within_1_5_points'])}"
-    )
-    machine = report["machine"]
-    out.print(
-        f"· machine: {machine['cpus']} CPUs, torch {machine['torch']} ({machine['torch_threads']} "
-        "threads); times are noisy on a shared machine: compare the ratios"
-    )
-
-
 @app.command()
 def dpsgd(
     data: DataOption = DEFAULT_DATA,
@@ -212,7 +144,7 @@ def dpsgd(
     from veil.bench import run_dpsgd_benchmark  # noqa: PLC0415
 
     with progress_bar() as progress:
-        report = run_dpsgd_benchmark(
+        result = run_dpsgd_benchmark(
             data,
             models=[m.strip() for m in models.split(",") if m.strip()],
             batch_size=batch_size,
@@ -224,58 +156,7 @@ def dpsgd(
             accuracy=not no_accuracy,
             progress=progress,
         )
-    _write_json(output, report)
-    if as_json:
-        print_json(report)
-        return
-    render_dpsgd_report(report)
-    out.print(f"Report written to {output}")
-
-
-def render_mnist_report(report: dict[str, Any]) -> None:
-    """The MNIST comparison as one table."""
-    table = Table(
-        title=f"MNIST: non-private vs DP-SGD ({report['train_examples']:,} training images, "
-        f"{report['test_examples']:,} test images)"
-    )
-    for header in (
-        "run",
-        "epsilon",
-        "s/epoch",
-        "x",
-        "test accuracy",
-        "ms/image batched",
-        "ms/image alone",
-    ):
-        table.add_column(header, justify="right")
-    for r in report["rows"]:
-        table.add_row(
-            r["label"],
-            "-" if r["epsilon"] is None else f"{r['epsilon']:.3f}",
-            _seconds(r["s_per_epoch"]),
-            _times(r["time_ratio"]),
-            _pct(r["test_accuracy"]),
-            f"{r['batched_ms_per_image']:.4f}",
-            f"{r['single_image_ms']:.3f}",
-        )
-    encrypted = report["encrypted_inference"]
-    for r in encrypted.get("rows", []):
-        table.add_row(
-            r["label"],
-            "-",
-            "-",
-            "-",
-            f"{_pct(r['test_accuracy'])} (plain {_pct(r['plaintext_accuracy'])})",
-            f"{r['batched_ms_per_image']:.2f}",
-            f"{r['single_image_ms']:.0f}",
-        )
-    out.print(table)
-    out.print(f"· encrypted inference ({encrypted['status']}): {encrypted['note']}")
-    published = report["published"]
-    out.print(
-        f"· published: {published['article']}; Opacus example {published['opacus_example']}; "
-        f"tempered-sigmoid CNN {published['tempered_sigmoid_cnn']}"
-    )
+    _finish(result, output, as_json=as_json)
 
 
 @app.command()
@@ -300,7 +181,7 @@ def mnist(
     from veil.bench import run_mnist_benchmark  # noqa: PLC0415
 
     with progress_bar() as progress:
-        report = run_mnist_benchmark(
+        result = run_mnist_benchmark(
             data,
             epochs=epochs,
             model=model,
@@ -308,12 +189,7 @@ def mnist(
             encrypted=encrypted,
             progress=progress,
         )
-    _write_json(output, report)
-    if as_json:
-        print_json(report)
-        return
-    render_mnist_report(report)
-    out.print(f"Report written to {output}")
+    _finish(result, output, as_json=as_json)
 
 
 @app.command()
@@ -483,80 +359,6 @@ def ledger(
     _finish(result, output, as_json=as_json)
 
 
-def render_he_report(report: dict[str, Any]) -> None:
-    """Encrypted against plaintext MNIST inference, per model and layout."""
-    table = Table(
-        title=f"Encrypted MNIST inference (CKKS, 128-bit), {report['test_images']:,} test images, "
-        f"{report['cpus']} CPUs"
-    )
-    for header in (
-        "model",
-        "layout",
-        "images",
-        "plain",
-        "encrypted",
-        "per image",
-        "request",
-        "context",
-    ):
-        table.add_column(header, justify="left" if header in ("model", "layout") else "right")
-    for row in report["rows"]:
-        plan = row["plan"]
-        single, batched = row["single"], row["batched"]
-        table.add_row(
-            row["model"],
-            "single",
-            f"{single['images']:,}",
-            _pct(single["plaintext_accuracy"]),
-            _pct(single["encrypted_accuracy"]),
-            f"{single['median_total_s'] * 1e3:.0f} ms",
-            f"{single['request_bytes'] / 1e3:.0f} KB",
-            f"{row['public_context_bytes'] / 1e6:.1f} MB",
-        )
-        table.add_row(
-            "",
-            f"batched x{plan['slots']}",
-            f"{batched['images']:,}",
-            _pct(batched["plaintext_accuracy"]),
-            _pct(batched["encrypted_accuracy"]),
-            f"{batched['server_ms_per_image']:.2f} ms",
-            f"{batched['request_bytes_per_image'] / 1e3:.0f} KB",
-            f"{row['public_context_batch_only_bytes'] / 1e6:.1f} MB",
-        )
-    out.print(table)
-    for row in report["rows"]:
-        single, batched, plan = row["single"], row["batched"], row["plan"]
-        median = single["median"]
-        out.print(
-            f"· {row['model']} ({row['description']}, {row['epochs']} epochs): "
-            f"steps {' -> '.join(row['steps'])}; N={plan['poly_modulus_degree']}, "
-            f"{row['galois_keys']} rotation keys, primes {plan['coeff_mod_bit_sizes']} "
-            f"({plan['total_coeff_bits']}/{plan['max_coeff_bits']} bits), scale 2^{plan['scale_bits']}; "
-            f"keys {row['keygen_s']:.2f} s; single: encrypt {median['encrypt_s'] * 1e3:.0f} ms, "
-            f"infer {median['infer_s'] * 1e3:.0f} ms, decrypt {median['decrypt_s'] * 1e3:.0f} ms "
-            f"(p95 total {single['p95_total_s'] * 1e3:.0f} ms), response "
-            f"{single['response_bytes'] / 1e3:.0f} KB; batched client encrypt "
-            f"{batched['client_encrypt_ms_per_image']:.2f} ms/image, {batched['groups']} groups on "
-            f"{batched['workers']} processes, agreement {_pct(batched['agreement'])}; max error "
-            f"{max(single['max_error'], batched['max_error']):.1e} (bounds "
-            f"{single['error_bound']:.1e} / {batched['error_bound']:.1e})",
-            markup=False,
-        )
-    goals = report["goals"]
-    targets = goals["targets"]
-    out.print(
-        f"· goals: >= {targets['encrypted_accuracy']:.1%} encrypted within "
-        f"{targets['within_points']} points {_verdict(goals['accuracy_met'])} "
-        f"({goals['accuracy_model']}); single < {targets['single_s']} s "
-        f"{_verdict(goals['single_met'])}; batched < {targets['batched_ms']} ms/image "
-        f"{_verdict(goals['batched_met'])}; request < {targets['request_mb']} MB "
-        f"{_verdict(goals['request_met'])}",
-        markup=False,
-    )
-    for name, text in report["references"].items():
-        out.print(f"· reference ({name}): {text}", markup=False)
-
-
 @app.command("he")
 def he(
     data: DataOption = DEFAULT_DATA,
@@ -579,7 +381,7 @@ def he(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Encrypted MNIST inference (CKKS): accuracy, latency, sizes, against plaintext."""
-    from veil.bench._he import run_he_benchmark  # noqa: PLC0415
+    from veil.bench import run_he_benchmark  # noqa: PLC0415
 
     chosen = tuple(m.strip() for m in models.split(",") if m.strip())
     if not chosen or any(m not in ("linear", "mlp", "cnn") for m in chosen):
@@ -588,7 +390,7 @@ def he(
         )
     counts = dict.fromkeys(chosen, single) if single is not None else {}
     with progress_bar() as progress:
-        report = run_he_benchmark(
+        result = run_he_benchmark(
             data,
             models=chosen,
             epochs=dict.fromkeys(("linear", "mlp", "cnn"), 1) if tiny else None,
@@ -597,12 +399,7 @@ def he(
             train_images=2000 if tiny else None,
             progress=progress,
         )
-    _write_json(output, report)
-    if as_json:
-        print_json(report)
-        return
-    render_he_report(report)
-    out.print(f"Report written to {output}")
+    _finish(result, output, as_json=as_json)
 
 
 @app.command("federated")
