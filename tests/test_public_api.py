@@ -25,7 +25,7 @@ PUBLIC = {
         "VeilError",
         "require",
     ],
-    "veil.workspace": ["KeyStore", "Settings", "Workspace"],
+    "veil.workspace": ["Settings", "Workspace"],
     "veil.progress": ["ProgressCallback", "ProgressEvent", "emit", "json_line_reporter"],
     "veil.store": ["Store", "head_revision"],
     "veil.data": [
@@ -339,7 +339,14 @@ PUBLIC = {
         "shamir_reconstruct",
         "shamir_share",
     ],
-    "veil.vault": ["MasterKey", "SealedObject", "Vault", "VaultStatus", "decode_raw_key"],
+    "veil.vault": [
+        "KeyStore",
+        "MasterKey",
+        "SealedObject",
+        "Vault",
+        "VaultStatus",
+        "decode_raw_key",
+    ],
     "veil.audit": [
         "AUDIT_ATTACKS",
         "MIA_ATTACKS",

@@ -9,7 +9,15 @@ import pytest
 from flwr.app import ArrayRecord, Message
 
 from veil.errors import BudgetExceededError, InvalidInputError, PrivacyLeakWarning
-from veil.federated import FederatedConfig, InProcessGrid, federate, load_config, run_federation
+from veil.federated import (
+    FederatedConfig,
+    FederatedResult,
+    InProcessGrid,
+    Mode,
+    federate,
+    load_config,
+    run_federation,
+)
 from veil.federated._apps import _train
 from veil.federated._task import load_task
 
@@ -35,7 +43,36 @@ def test_fedavg_learns_and_reports_rounds():
     assert result.history[-1]["accuracy"] > result.history[0]["accuracy"] - 0.02
     assert result.accuracy > 0.5  # logreg on digits after 3 rounds
     assert result.history[0]["bytes_sent"] > 0 and result.history[0]["bytes_received"] > 0
-    json.dumps(result.to_dict())
+    payload = json.loads(json.dumps(result.to_dict()))
+    assert FederatedResult.from_dict(payload).to_dict() == payload  # a deployed run's way back
+
+
+def test_modes_are_an_enum_that_takes_the_plain_strings_too():
+    assert Mode.parse("simulate") is Mode.SIMULATE
+    assert Mode.parse(Mode.DEPLOY) is Mode.DEPLOY
+    assert [str(mode) for mode in Mode] == ["simulate", "deploy"]
+    with pytest.raises(InvalidInputError, match="unknown mode") as caught:
+        Mode.parse("cluster")
+    assert "simulate | deploy" in caught.value.expected
+
+
+def test_ray_is_refused_before_anything_runs(monkeypatch):
+    def no_work(*_args, **_kwargs):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr("veil.federated._run.load_task", no_work)
+    monkeypatch.setattr("veil.federated._run.bind_to_ledger", no_work)
+    with pytest.raises(InvalidInputError, match="Ray simulation is not a mode") as caught:
+        federate(_config(), mode="ray")
+    assert "simulate" in caught.value.fix
+    assert "deploy" in caught.value.fix
+
+
+def test_a_deployed_run_needs_its_superlink_and_takes_no_round_hooks():
+    with pytest.raises(InvalidInputError, match="needs its SuperLink"):
+        federate(_config(), mode=Mode.DEPLOY)
+    with pytest.raises(InvalidInputError, match="no per-round hooks"):
+        federate(_config(), mode="deploy", superlink="127.0.0.1:9095", on_round=print)
 
 
 def test_secagg_equals_plain_fedavg_within_one_quantisation_step():

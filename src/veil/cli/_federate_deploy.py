@@ -113,7 +113,7 @@ def serve(
             "name they use with --hostname).",
         ),
     ] = "127.0.0.1:9093",  # reviewed: 0.0.0.0 only when asked, and it serves the Fleet API alone
-    # (tests/federated/test_deploy_attacks.py plays the outsider at that address)
+    # (tests/federated/deploy/test_deploy_attacks.py plays the outsider at that address)
     control_address: Annotated[
         str,
         typer.Option(

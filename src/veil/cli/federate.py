@@ -1,6 +1,7 @@
-"""``veil federate``: federated training on Flower (simulation, Ray or a real deployment).
+"""``veil federate``: federated training on Flower (in one process or on a real deployment).
 
-``veil federate --config run.toml`` (or flags) runs a federated training;
+``veil federate --config run.toml`` (or flags) runs a federated training, simulated in
+one process (the default) or submitted to a deployment (``--deploy``);
 ``veil federate serve`` and ``veil federate join`` start a SuperLink and
 SuperNodes for ``--deploy``. Every setting of
 :class:`veil.federated.FederatedConfig` is a config key; the common ones are
@@ -181,7 +182,11 @@ def federate(
     ] = False,
     ray: Annotated[
         bool,
-        typer.Option("--ray", help="Flower's Ray simulation (pip install 'flwr[simulation]')."),
+        typer.Option(
+            "--ray",
+            hidden=True,
+            help="Refused with the reason: Flower's Ray simulation is not a mode of a Veil run.",
+        ),
     ] = False,
     deploy: Annotated[
         bool,
@@ -207,7 +212,7 @@ def federate(
     """Run a federated training from a config file and/or flags."""
     if ctx.invoked_subcommand is not None:
         return
-    from veil.federated import FederatedConfig, federate, load_config  # noqa: PLC0415 - heavy
+    from veil.federated import FederatedConfig, Mode, federate, load_config  # noqa: PLC0415 - heavy
 
     local = dict(locals())
     values = _settings({k: local[k] for k in _FLAGS}, set_ or [])
@@ -216,24 +221,28 @@ def federate(
         if config
         else FederatedConfig.from_mapping(values, source="flags")
     )
-    if sum([simulate, ray, deploy]) > 1:
+    chosen = [name for name, on in (("simulate", simulate), ("ray", ray), ("deploy", deploy)) if on]
+    if len(chosen) > 1:
         raise InvalidInputError(
             "choose one mode", expected="--simulate, --ray or --deploy", got="several"
         )
+    mode = Mode.parse(chosen[0] if chosen else Mode.SIMULATE)  # --ray is refused here
     # The workspace's ledger is the run's budget gate; the run is bound to the data it charges.
     guard = _workspace_ledger() if run_config.ledger_dataset is not None else None
-    if deploy:
-        from veil.federated import federate_deployed  # noqa: PLC0415
-        from veil.federated.deploy import DeployCredentials  # noqa: PLC0415
+    if mode is Mode.DEPLOY:
+        from veil.federated.deploy import DeployCredentials  # noqa: PLC0415 - deployment only
 
-        payload = federate_deployed(
-            run_config, superlink, DeployCredentials.load(credentials), guard=guard
+        result = federate(
+            run_config,
+            mode=mode,
+            guard=guard,
+            superlink=superlink,
+            credentials=DeployCredentials.load(credentials),
         )
     else:
-        mode = "ray" if ray else "simulate"
         with progress_bar() as progress:
             result = federate(run_config, mode=mode, progress=progress, guard=guard)
-        payload = result.to_dict()
+    payload = result.to_dict()
     if output is not None:
         write_json_atomic(output, payload)
     if as_json:

@@ -4,8 +4,9 @@ Flower is the engine (messages, SecAgg+, SuperLink/SuperNode deployment);
 Veil adds what a hospital network needs on top:
 
 * :func:`federate` runs a :class:`FederatedConfig` in Veil's in-process
-  runner (:class:`InProcessGrid`, Flower's public ``Grid`` without Ray),
-  under Flower's Ray simulation, or across a real deployment.
+  runner (:class:`InProcessGrid`, Flower's public ``Grid`` without Ray) or
+  across a real deployment (:class:`Mode`; :mod:`veil.federated.deploy`
+  starts the SuperLink and SuperNodes).
 * Strategies: FedAvg, FedProx, FedAdam and the robust rules (Krum,
   Multi-Krum, Bulyan, coordinate median, trimmed mean, norm bounding).
 * Secure aggregation with Flower's SecAgg+ (dropout-tolerant), with the
@@ -39,6 +40,7 @@ from veil.federated._config import (
     ROBUST_STRATEGIES,
     STRATEGIES,
     FederatedConfig,
+    Mode,
     load_config,
 )
 from veil.federated._partition import SCHEMES, describe_partition, partition
@@ -89,6 +91,7 @@ __all__ = [
     "FederatedResult",
     "InProcessGrid",
     "LocalGaussianDP",
+    "Mode",
     "UserDPPlan",
     "bulyan",
     "calibrate_user_noise",

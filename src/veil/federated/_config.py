@@ -8,12 +8,13 @@ round than the secure-aggregation threshold, and so on.
 
 Flower's run config is a flat table of scalars with dashed keys;
 :meth:`FederatedConfig.to_run_config` / :meth:`FederatedConfig.from_run_config`
-translate, so one config drives the in-process runner, Ray and a deployment.
+translate, so one config drives the in-process runner and a deployment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import re
 import tomllib
@@ -34,6 +35,7 @@ __all__ = [
     "ROBUST_STRATEGIES",
     "STRATEGIES",
     "FederatedConfig",
+    "Mode",
     "load_config",
 ]
 
@@ -54,6 +56,40 @@ ROBUST_STRATEGIES = ("krum", "multikrum", "bulyan", "median", "trimmed-mean")
 DP_MODES = ("none", "central", "local")
 ATTACK_KINDS = ("none", "label-flip", "sign-flip", "backdoor", "free-ride")
 DATASETS = ("mnist", "digits")
+
+
+class Mode(enum.StrEnum):
+    """Where a federated run executes (:func:`veil.federated.federate`'s ``mode``).
+
+    The plain strings are accepted too (``mode="deploy"``). Flower's Ray simulation is not
+    a mode: Flower 1.42's ``run_simulation`` takes no run config, returns no result and
+    could not be charged through the budget gate, so ``"ray"`` is refused before anything
+    runs (:meth:`parse`).
+    """
+
+    SIMULATE = "simulate"  # Veil's in-process runner, one process, no Ray
+    DEPLOY = "deploy"  # a running SuperLink and its SuperNodes (veil.federated.deploy)
+
+    @classmethod
+    def parse(cls, value: str) -> Mode:
+        """``value`` as a :class:`Mode`; an unknown mode, or ``"ray"``, is refused."""
+        try:
+            return cls(value)
+        except ValueError:
+            pass
+        if str(value).lower() == "ray":
+            raise InvalidInputError(
+                "Flower's Ray simulation is not a mode of a Veil run",
+                expected="mode " + " | ".join(cls),
+                got="'ray'",
+                fix="use 'simulate' (--simulate, the default: the same ServerApp and ClientApp "
+                "in one process, with the budget gate), or 'deploy' (--deploy) against a "
+                "SuperLink; Flower 1.42's Ray runner cannot carry the run's config, return "
+                "its result or charge its budget",
+            )
+        raise InvalidInputError("unknown mode", expected=" | ".join(cls), got=repr(value))
+
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 

@@ -1,14 +1,14 @@
-"""``federate``: one entry point for the three modes of a federated run.
+"""``federate``: one entry point for the two modes of a federated run (:class:`Mode`).
 
 * ``simulate`` (default): Veil's :class:`InProcessGrid`, no Ray, one process.
-* ``ray``: Flower's own simulation engine (the optional ``flwr[simulation]``).
-* ``deploy``: a real SuperLink and SuperNodes (:mod:`veil.federated.deploy`),
-  submitted by :func:`federate_deployed`.
+* ``deploy``: a running SuperLink and its SuperNodes (:mod:`veil.federated.deploy`),
+  submitted as Veil's published app by :func:`federate_deployed`.
+
+Flower's Ray simulation is refused before anything runs (see :class:`Mode`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import tempfile
 from collections.abc import Callable
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from flwr.app import Message
 
-from veil.errors import InvalidInputError, MissingDependencyError
-from veil.federated._apps import client_app, server_app
-from veil.federated._config import FederatedConfig
+from veil.errors import DeploymentError, InvalidInputError
+from veil.federated._apps import client_app
+from veil.federated._config import FederatedConfig, Mode
 from veil.federated._runner import InProcessGrid
 from veil.federated._server import (
     FederatedResult,
@@ -30,14 +30,15 @@ from veil.federated._server import (
     run_federation,
 )
 from veil.federated._task import load_task
-from veil.progress import ProgressCallback
+from veil.progress import ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:
+    from veil.federated.deploy import DeployCredentials
     from veil.ledger import BudgetGuard
 
-__all__ = ["MODES", "dropout_rule", "federate", "federate_deployed"]
+__all__ = ["MODES", "Mode", "dropout_rule", "federate", "federate_deployed"]
 
-MODES = ("simulate", "ray")
+MODES = tuple(Mode)
 
 
 def dropout_rule(probability: float, seed: int) -> Callable[[Message], bool]:
@@ -65,40 +66,64 @@ def dropout_rule(probability: float, seed: int) -> Callable[[Message], bool]:
 def federate(
     config: FederatedConfig,
     *,
-    mode: str = "simulate",
+    mode: Mode | str = Mode.SIMULATE,
     progress: ProgressCallback | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     drop: Callable[[Message], bool] | None = None,
     guard: BudgetGuard | None = None,
+    superlink: str | None = None,
+    credentials: DeployCredentials | Path | None = None,
+    timeout: float = 3600.0,
 ) -> FederatedResult:
     """Run ``config`` and return its :class:`FederatedResult`.
 
-    ``drop`` overrides the disconnect rule (default: ``config.dropout``). ``guard`` is the
-    budget gate a DP run with ``ledger_dataset`` is charged to: required for such a run
-    (nothing opens the workspace's ledger behind the caller's back). With a workspace
+    ``mode`` is a :class:`Mode` or its string. ``guard`` is the budget gate a DP run with
+    ``ledger_dataset`` is charged to: required for such a run (nothing opens the
+    workspace's ledger behind the caller's back). With a workspace
     :class:`~veil.ledger.Ledger` the run is bound to the registration of
     ``ledger_dataset``: a run whose server or clients load other data is refused before
     round 1, with nothing charged.
-    """
-    if mode == "ray":
-        if importlib.util.find_spec("ray") is None:
-            raise MissingDependencyError(
-                "Flower's Ray simulation is not installed",
-                expected="the ray package",
-                got="no module named ray",
-                fix='pip install "flwr[simulation]" (about 2 GB of memory at run time), or use '
-                "--simulate, Veil's in-process runner",
-            )
-        from flwr.simulation import run_simulation  # noqa: PLC0415
 
-        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=config.clients)
-        raise InvalidInputError(
-            "the Ray run finished but returns no result object",
-            expected="--output PATH to receive the run's JSON",
-            got=str(config.output),
-        )
-    if mode != "simulate":
-        raise InvalidInputError("unknown mode", expected=" | ".join(MODES), got=repr(mode))
+    ``simulate``: ``drop`` overrides the disconnect rule (default: ``config.dropout``);
+    ``progress`` gets one event per round and ``on_round`` each round's record.
+
+    ``deploy``: the run is submitted to the SuperLink whose Control API is ``superlink``
+    (``HOST:PORT`` on the coordinator's loopback), trusting the CA of ``credentials``
+    (:class:`~veil.federated.deploy.DeployCredentials`, its directory or ``ca.pem``), and
+    charged by the submitter (:func:`federate_deployed`). The rounds run elsewhere:
+    ``progress`` gets one event when the run ends, the result has no weights, and
+    ``on_round`` and ``drop`` are refused.
+
+    Raises:
+        InvalidInputError: On an unknown mode or ``"ray"`` (before anything runs), or
+            settings the mode cannot honour.
+        DeploymentError: When a deployed run fails or its result cannot be read.
+    """
+    mode = Mode.parse(mode)
+    if mode is Mode.DEPLOY:
+        if superlink is None or on_round is not None or drop is not None:
+            raise InvalidInputError(
+                "a deployed run needs its SuperLink and takes no per-round hooks",
+                expected="superlink='HOST:PORT' (the Control API), no on_round, no drop",
+                got=f"superlink={superlink!r}, on_round={on_round is not None}, "
+                f"drop={drop is not None}",
+                fix="pass the address `veil federate serve` prints as the Control API; "
+                "simulate a run to watch its rounds or to drop clients",
+            )
+        payload = federate_deployed(config, superlink, credentials, guard=guard, timeout=timeout)
+        if "history" not in payload:
+            raise DeploymentError(
+                "the deployed run finished but its result was not found",
+                expected="the ServerApp's result JSON on this machine",
+                got=f"keys {sorted(payload)}",
+                fix="submit on the coordinator's host (the Control API is on its loopback; "
+                "the ServerApp writes the result there), or read the SuperLink's log",
+            )
+        result = FederatedResult.from_dict(payload)
+        if progress is not None:
+            rounds = result.config.rounds
+            progress(ProgressEvent("federated rounds", rounds, rounds, "round", "deployed"))
+        return result
     config = bind_to_ledger(config, guard)  # the clients check their data against it too
     task = load_task(config)
     if drop is None and config.dropout > 0:
@@ -129,14 +154,16 @@ _CAP_SLACK = 1e-9
 def federate_deployed(
     config: FederatedConfig,
     superlink: str,
-    credentials: Any,
+    credentials: DeployCredentials | Path | None,
     *,
     guard: BudgetGuard | None = None,
     timeout: float = 3600.0,
 ) -> dict[str, Any]:
     """Submit ``config`` to a running SuperLink as Veil's published app; return the run's JSON.
 
-    ``credentials`` is a :class:`~veil.federated.DeployCredentials` (its ``ca.pem``).
+    ``credentials`` is a :class:`~veil.federated.deploy.DeployCredentials`, its
+    directory or its ``ca.pem``. :func:`federate` with ``mode="deploy"`` returns the
+    same run as a :class:`FederatedResult`.
     The ServerApp runs in the coordinator's Flower process, without the workspace, so
     a DP run with ``ledger_dataset`` is charged here, by the submitter, through
     ``guard``, and only after every SuperNode proved which data it holds:

@@ -34,10 +34,11 @@ protect against: docs/federated.md, "Which data a run spends".
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -99,9 +100,13 @@ _QUANTISATION = 2**22
 DATA_CHECK = "data-sha256"  # the query a client answers with its training data's fingerprint
 
 
-@dataclass
+@dataclass(frozen=True)
 class FederatedResult:
-    """What a run produced: per-round metrics, the final model's scores and its privacy."""
+    """What a run produced: per-round metrics, the final model's scores and its privacy.
+
+    Frozen: the round loop fills ``history`` and ``rejected`` as it goes, and the finished
+    result is what it returns.
+    """
 
     config: FederatedConfig
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -126,7 +131,20 @@ class FederatedResult:
                 return int(row["round"])
         return None
 
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> FederatedResult:
+        """A result from its :meth:`to_dict` (a deployed run's JSON); it has no weights."""
+        return cls(
+            config=FederatedConfig.from_mapping(payload["config"], source="run result"),
+            history=list(payload.get("history") or []),
+            rejected=list(payload.get("rejected") or []),
+            privacy=payload.get("privacy"),
+            data=payload.get("data"),
+            seconds=float(payload.get("seconds") or 0.0),
+        )
+
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values (the weights are left out)."""
         return {
             "config": self.config.to_dict(),
             "rounds_completed": self.rounds_completed,
@@ -660,6 +678,4 @@ def run_federation(  # noqa: C901, PLR0912, PLR0915 - the round loop, in order
                     f"accuracy {accuracy:.3f}",
                 )
             )
-    result.weights = weights
-    result.seconds = time.perf_counter() - started_run
-    return result
+    return dataclasses.replace(result, weights=weights, seconds=time.perf_counter() - started_run)

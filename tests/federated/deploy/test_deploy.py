@@ -48,7 +48,7 @@ from veil.federated.deploy import (
 
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE / "_standin_app.py"
-ROOT = HERE.parents[1]
+ROOT = HERE.parents[2]
 MNIST = Path(os.environ.get("VEIL_TEST_DATA", ROOT.parent / "shared" / "data")) / "mnist"
 
 
