@@ -8,7 +8,7 @@ SuperLink through Veil's gate (:mod:`veil.federated._gates`): all APIs on loopba
 Fleet-only filter on the address the data holders reach.
 
 Threat model: docs/federated.md#deployment (indexed in docs/security.md); the outsider at
-the data holders' address is played by tests/federated/test_deploy_attacks.py.
+the data holders' address is played by tests/federated/deploy/test_deploy_attacks.py.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def start_superlink(
     Args:
         address: ``HOST:PORT`` of the Fleet API, where SuperNodes connect (``0.0.0.0:9093``
             to accept other machines; reviewed: only the Fleet API answers there, see
-            tests/federated/test_deploy_attacks.py).
+            tests/federated/deploy/test_deploy_attacks.py).
         credentials: A :class:`DeployCredentials` or its directory; ``None`` only with
             ``insecure=True``.
         state_dir: Directory for the database, the log and Flower's private home.

@@ -6,7 +6,7 @@ gate (:mod:`veil.federated._gates`), which starts a ClientApp only for a run who
 hash the data holder approved; any other run is refused and its code never loaded.
 
 Threat model: docs/federated.md#deployment (indexed in docs/security.md); the unapproved
-app and the leaked secrets are tried by tests/federated/test_deploy_attacks.py.
+app and the leaked secrets are tried by tests/federated/deploy/test_deploy_attacks.py.
 """
 
 from __future__ import annotations
