@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from veil.cli._app import main
+from veil.cli._demo import Tour, summary_html
 
 
 def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: PLR0915
@@ -127,3 +129,34 @@ def test_demo_refuses_a_directory_it_did_not_make(capsys, tmp_path: Path):
     assert main(["demo", "--out", str(tmp_path / "mine")]) == 3
     assert "already holds other files" in capsys.readouterr().err
     assert (tmp_path / "mine" / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+def test_the_summary_escapes_what_the_tour_recorded(tmp_path: Path):
+    # The template autoescapes: names, notes and messages cannot inject markup into the page.
+    column = SimpleNamespace(name="<b>age</b>", kind="numeric", bounds=(0.0, 1.0), categories=None)
+    schema = SimpleNamespace(
+        columns=[column], privacy_unit=None, quasi_identifiers=["<b>age</b>"], sensitive=[]
+    )
+    info = SimpleNamespace(
+        name="patients",
+        n_rows=3,
+        source="memory",
+        content_sha256="0" * 64,
+        schema=schema,
+        report={"columns": {}},
+    )
+    tour = Tour(tmp_path)
+    tour.step(
+        "Redact a clinical note",
+        0.1,
+        note="<script>alert(1)</script>",
+        tagged="<PERSON> called",
+        surrogate="Ann called",
+        counts={"PERSON": 1},
+        reversible=True,
+    )
+    page = summary_html(tour, info, references=4, k=5, linked=100)  # type: ignore[arg-type]
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;b&gt;age&lt;/b&gt;" in page and "&lt;PERSON&gt; called" in page
+    assert "quasi-identifier" in page and "0 .. 1" in page
+    assert "found: 1 PERSON." in page
