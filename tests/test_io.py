@@ -44,11 +44,22 @@ def test_owner_only_by_default_and_mode_on_request(tmp_path: Path) -> None:
     assert _mode(tmp_path / "public.pem") == 0o644
 
 
+def test_mode_none_is_what_open_would_give(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        write_text_atomic(tmp_path / "shared.txt", "x", mode=None)
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "shared.txt") == 0o640
+
+
 def test_the_mode_is_set_before_anything_is_written(tmp_path: Path) -> None:
     with open_atomic_text(tmp_path / "key") as stream:
         temporary = Path(stream.name)
         assert _mode(temporary) == 0o600
-        assert temporary.parent == tmp_path  # same directory: the rename stays on one disk
+        assert (
+            temporary.parent == tmp_path
+        )  # same directory: the rename stays on one disk
         stream.write("secret")
 
 
@@ -70,7 +81,9 @@ def test_a_crash_before_the_rename_leaves_the_old_file(
     with pytest.raises(OSError, match="disk pulled out"):
         write_text_atomic(target, "new")
     assert target.read_text(encoding="utf-8") == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "report.json"
+    ]  # no temporary left
 
 
 def test_an_error_while_writing_leaves_the_old_file(tmp_path: Path) -> None:
@@ -138,7 +151,9 @@ def test_the_directory_fsync_is_skipped_where_directories_cannot_be_opened(
     ("value", "written"),
     [(math.inf, '"inf"'), (-math.inf, '"-inf"'), (math.nan, '"nan"'), (1.5, "1.5")],
 )
-def test_infinity_and_nan_are_written_one_way_and_read_back(value: float, written: str) -> None:
+def test_infinity_and_nan_are_written_one_way_and_read_back(
+    value: float, written: str
+) -> None:
     text = dumps({"epsilon": value})
     assert text == '{"epsilon": ' + written + "}"
     back = float_from_json(json.loads(text)["epsilon"])

@@ -12,7 +12,8 @@ The temporary file is created by :func:`tempfile.mkstemp` (``O_EXCL``, owner
 only) and set to ``mode`` *before* any byte is written, so a private file is
 never readable by others, not even for a moment. ``mode`` defaults to
 ``0o600``, which is what every writer in Veil produced before; pass ``0o644``
-for a file meant to be shared (a public key, a certificate).
+for a file meant to be shared (a public key, a certificate), or ``None`` for
+what a plain ``open()`` would create (``0o666`` less the process's umask).
 
 JSON. Veil writes infinities and NaN one way, as the strings ``"inf"``,
 ``"-inf"`` and ``"nan"`` (the spelling ``float()`` reads back, and the one
@@ -76,6 +77,19 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def _umask_mode() -> int:
+    """``0o666`` less the umask: the mode ``open()`` gives a new file."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # no /proc: read the umask by setting it (restored at once)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDWR)
     try:
@@ -86,7 +100,10 @@ def _fsync_file(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(
-    path: str | os.PathLike[str], *, mode: int = OWNER_ONLY, make_parents: bool = True
+    path: str | os.PathLike[str],
+    *,
+    mode: int | None = OWNER_ONLY,
+    make_parents: bool = True,
 ) -> Iterator[Path]:
     """A temporary file beside ``path`` for the body to fill; moved over ``path`` on success.
 
@@ -97,7 +114,8 @@ def atomic_path(
 
     Args:
         path: The file to create or replace.
-        mode: Permission bits of the new file, set before anything is written.
+        mode: Permission bits of the new file, set before anything is written
+            (``None``: what ``open()`` would give it).
         make_parents: Create missing parent directories first.
     """
     target = Path(path)
@@ -107,7 +125,7 @@ def atomic_path(
     temporary = Path(name)
     try:
         try:
-            os.fchmod(handle, mode)
+            os.fchmod(handle, _umask_mode() if mode is None else mode)
         finally:
             os.close(handle)
         yield temporary
@@ -121,7 +139,10 @@ def atomic_path(
 
 @contextlib.contextmanager
 def open_atomic_bytes(
-    path: str | os.PathLike[str], *, mode: int = OWNER_ONLY, make_parents: bool = True
+    path: str | os.PathLike[str],
+    *,
+    mode: int | None = OWNER_ONLY,
+    make_parents: bool = True,
 ) -> Iterator[IO[bytes]]:
     """A binary stream whose bytes replace ``path`` whole when the block ends without error."""
     with (
@@ -135,7 +156,7 @@ def open_atomic_bytes(
 def open_atomic_text(
     path: str | os.PathLike[str],
     *,
-    mode: int = OWNER_ONLY,
+    mode: int | None = OWNER_ONLY,
     encoding: str = "utf-8",
     newline: str | None = None,
     make_parents: bool = True,
@@ -149,7 +170,11 @@ def open_atomic_text(
 
 
 def write_bytes_atomic(
-    path: str | os.PathLike[str], data: bytes, *, mode: int = OWNER_ONLY, make_parents: bool = True
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    mode: int | None = OWNER_ONLY,
+    make_parents: bool = True,
 ) -> None:
     """Write ``data`` to ``path``: the whole new file, or the old one untouched."""
     with open_atomic_bytes(path, mode=mode, make_parents=make_parents) as stream:
@@ -160,7 +185,7 @@ def write_text_atomic(
     path: str | os.PathLike[str],
     text: str,
     *,
-    mode: int = OWNER_ONLY,
+    mode: int | None = OWNER_ONLY,
     encoding: str = "utf-8",
     make_parents: bool = True,
 ) -> None:
@@ -173,7 +198,7 @@ def write_json_atomic(
     path: str | os.PathLike[str],
     obj: Any,
     *,
-    mode: int = OWNER_ONLY,
+    mode: int | None = OWNER_ONLY,
     indent: int | None = 2,
     make_parents: bool = True,
 ) -> None:

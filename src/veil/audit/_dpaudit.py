@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from veil._io import to_jsonable
+from veil._validate import whole_number
 from veil.audit._stats import EpsilonBound, epsilon_from_scores, one_run_epsilon
 from veil.audit._targets import Classifier
 from veil.errors import InvalidInputError
@@ -52,10 +54,13 @@ def audit_mechanism(
     seed: int = 0,
 ) -> EpsilonBound:
     """Black-box epsilon lower bound from ``trials`` runs on each of two neighbouring inputs."""
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 10:  # noqa: PLR2004
-        raise InvalidInputError(
-            "too few trials", expected=">= 10 (thousands for a useful bound)", got=repr(trials)
-        )
+    whole_number(
+        trials,
+        "trials",
+        minimum=10,
+        message="too few trials",
+        expected=">= 10 (thousands for a useful bound)",
+    )
     out0 = np.array([score(mechanism(d0)) for _ in range(trials)], dtype=np.float64)
     out1 = np.array([score(mechanism(d1)) for _ in range(trials)], dtype=np.float64)
     bound = epsilon_from_scores(
@@ -98,13 +103,10 @@ class CanaryAudit:
         return self.best.epsilon_lower <= min(self.claimed_epsilon, self.audit_run_epsilon)
 
     def to_dict(self) -> dict[str, Any]:
-        def num(v: float) -> float | str:
-            return v if math.isfinite(v) else "inf"
-
         return {
             "method": "mislabelled canaries, each inserted by a fair coin, one training run",
-            "claimed_epsilon": num(self.claimed_epsilon),
-            "audit_run_epsilon": num(self.audit_run_epsilon),
+            "claimed_epsilon": to_jsonable(self.claimed_epsilon),
+            "audit_run_epsilon": to_jsonable(self.audit_run_epsilon),
             "delta": self.delta,
             "canaries": self.canaries,
             "inserted": self.inserted,

@@ -41,6 +41,7 @@ import numpy.typing as npt
 from scipy import stats
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from veil._validate import whole_number
 from veil.audit._metrics import AttackResult, score_attack
 from veil.audit._targets import Classifier, Trainer, true_class_log_proba
 from veil.errors import InvalidInputError
@@ -99,12 +100,14 @@ def train_references(
     progress: ProgressCallback | None = None,
 ) -> ReferenceModels:
     """Train ``count`` (even, >= 2) models, each on a random half, every point in exactly half."""
-    if isinstance(count, bool) or not isinstance(count, int) or count < 2 or count % 2:  # noqa: PLR2004
+    problem = {
+        "message": "the number of reference models must be even and >= 2",
+        "expected": "--references 2, 4, 8, 16, 64 ...",
+        "fix": "each point must be 'in' for exactly half of the reference models",
+    }
+    if whole_number(count, "references", minimum=2, **problem) % 2:
         raise InvalidInputError(
-            "the number of reference models must be even and >= 2",
-            expected="--references 2, 4, 8, 16, 64 ...",
-            got=repr(count),
-            fix="each point must be 'in' for exactly half of the reference models",
+            problem["message"], expected=problem["expected"], got=repr(count), fix=problem["fix"]
         )
     # A stream of its own: inclusion must be independent of anything else drawn from ``seed``
     # (a target's membership drawn from the same seed would correlate with it).

@@ -5,10 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from veil import __version__
+from veil._io import dumps, write_text_atomic
 from veil.errors import require
 
 if TYPE_CHECKING:
     from veil.audit._fairness import FairnessResult
-    from veil.audit._run import AuditReport
+    from veil.audit._findings import AuditReport
 
 __all__ = ["render_html", "write_report"]
 
@@ -270,26 +268,11 @@ people are. It holds no record values.</p>
 """
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(
     report: AuditReport, html_path: Path | None = None, json_path: Path | None = None
 ) -> None:
     """Write the HTML and/or JSON report, each whole or not at all."""
     if html_path is not None:
-        _atomic_write(html_path, render_html(report))
+        write_text_atomic(html_path, render_html(report))
     if json_path is not None:
-        _atomic_write(
-            json_path,
-            json.dumps(report.to_dict(per_example=True), indent=1, allow_nan=False, default=str),
-        )
+        write_text_atomic(json_path, dumps(report.to_dict(per_example=True), indent=1))

@@ -1,4 +1,4 @@
-"""``audit_model``: every attack against one of the workspace's models, and the verdicts.
+"""``audit_model``: every attack against one of the workspace's models.
 
 The audit reads the model's privacy card and spec from the registry, the
 training set (members) and a held-out set (non-members) from the catalog,
@@ -17,23 +17,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from veil.audit._attribute import AttributeResult, attribute_inference
-from veil.audit._dpaudit import CanaryAudit, canary_audit
-from veil.audit._extraction import ExtractionResult, extraction_curve
-from veil.audit._fairness import FairnessResult, fairness_metrics
-from veil.audit._inversion import InversionResult, invert_classes
+from veil.audit._attribute import attribute_inference
+from veil.audit._dpaudit import canary_audit
+from veil.audit._extraction import extraction_curve
+from veil.audit._fairness import fairness_metrics
+from veil.audit._findings import AuditReport
+from veil.audit._inversion import invert_classes
 from veil.audit._membership import MIA_ATTACKS, membership_inference
-from veil.audit._metrics import AttackResult
-from veil.audit._stats import clopper_pearson, json_safe
+from veil.audit._stats import clopper_pearson
 from veil.audit._targets import Classifier, Trainer, as_classifier
-from veil.audit._verdicts import Verdict, verdicts
 from veil.data import Catalog
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback
@@ -44,67 +43,6 @@ AUDIT_ATTACKS = ("mia", "attribute", "inversion", "extraction", "dp", "fairness"
 _MIN_POINTS = 10
 _BINARY = 2
 _IMAGE_DIMS = 3
-
-
-@dataclass
-class AuditReport:
-    """Everything an audit measured, with the claim it measured against."""
-
-    model: str
-    card: dict[str, Any]
-    train: str
-    test: str
-    settings: dict[str, Any]
-    membership: list[AttackResult] = field(default_factory=list)
-    attribute: AttributeResult | None = None
-    inversion: InversionResult | None = None
-    extraction: ExtractionResult | None = None
-    dp: CanaryAudit | None = None
-    fairness: FairnessResult | None = None
-    utility: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    image_shape: tuple[int, ...] | None = None
-
-    @property
-    def claimed_epsilon(self) -> float:
-        eps = self.card.get("epsilon", math.inf)
-        return math.inf if eps in ("inf", None) else float(eps)
-
-    @property
-    def claimed_delta(self) -> float:
-        return float(self.card.get("delta") or 0.0)
-
-    def verdicts(self) -> list[Verdict]:
-        return verdicts(self)
-
-    def to_dict(self, *, per_example: bool = False) -> dict[str, Any]:
-        eps = self.claimed_epsilon
-        out: dict[str, Any] = json_safe(
-            {
-                "model": self.model,
-                "claimed": {
-                    "epsilon": eps if math.isfinite(eps) else "inf",
-                    "delta": self.claimed_delta,
-                    "private": bool(self.card.get("private")),
-                    "accountant": self.card.get("accountant"),
-                },
-                "train": self.train,
-                "test": self.test,
-                "settings": self.settings,
-                "verdicts": [v.to_dict() for v in self.verdicts()],
-                "membership": [r.to_dict(per_example=per_example) for r in self.membership],
-                "attribute": None if self.attribute is None else self.attribute.to_dict(),
-                "inversion": None if self.inversion is None else self.inversion.to_dict(),
-                "extraction": None if self.extraction is None else self.extraction.to_dict(),
-                "dp_audit": None if self.dp is None else self.dp.to_dict(),
-                "fairness": None if self.fairness is None else self.fairness.to_dict(),
-                "utility": self.utility,
-                "notes": self.notes,
-                "seconds": self.seconds,
-            }
-        )
-        return out
 
 
 def veil_trainer(meta: dict[str, Any], card: dict[str, Any]) -> Trainer:

@@ -37,24 +37,12 @@ __all__ = [
     "clopper_pearson",
     "epsilon_from_scores",
     "epsilon_lower_bound",
-    "json_safe",
     "one_run_epsilon",
     "one_run_p_value",
 ]
 
 
 _MIN_POINTS = 4  # two per half, at the very least
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by ``None`` (JSON has neither)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def _check_alpha(alpha: float) -> None:

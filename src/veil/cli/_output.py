@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +19,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from veil import _io
 from veil.errors import VeilError
 from veil.progress import ProgressCallback, ProgressEvent
 
@@ -32,8 +30,12 @@ err = Console(stderr=True, highlight=False)
 
 
 def print_json(payload: Any) -> None:
-    """Write ``payload`` as indented JSON on stdout (no markup, no wrapping)."""
-    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    """Write ``payload`` as indented JSON on stdout (no markup, no wrapping).
+
+    Infinities are written ``"inf"`` and values JSON lacks (paths, dates) as
+    strings: :func:`veil._io.dumps`, like every JSON file Veil writes.
+    """
+    sys.stdout.write(_io.dumps(payload, indent=2) + "\n")
     sys.stdout.flush()
 
 
@@ -74,17 +76,9 @@ def progress_bar() -> Iterator[ProgressCallback]:
         yield update
 
 
-def write_json_atomic(path: Path, payload: Any, *, owner_only: bool = False) -> None:
-    """Write ``payload`` as JSON atomically: a complete file or none at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, default=str)
-            stream.write("\n")
-        if owner_only:
-            Path(temporary).chmod(0o600)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def write_json_atomic(path: Path, payload: Any, *, owner_only: bool = True) -> None:
+    """Write ``payload`` as JSON atomically: a complete file or none at all.
+
+    The file is readable by its owner only unless ``owner_only=False`` (then 0644).
+    """
+    _io.write_json_atomic(path, payload, mode=0o600 if owner_only else 0o644)

@@ -12,18 +12,25 @@ model without its card.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from veil._io import (
+    atomic_path,
+    dumps,
+    float_from_json,
+    fsync_directory,
+    to_jsonable,
+    write_text_atomic,
+)
 from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.workspace import Workspace
 
@@ -71,16 +78,16 @@ class PrivacyCard:
     test_no_utility: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if math.isinf(self.epsilon):
-            out["epsilon"] = "inf"
+        """The card as JSON-ready values (an infinite epsilon as ``"inf"``)."""
+        out: dict[str, Any] = to_jsonable(asdict(self))
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PrivacyCard:
         values = dict(data)
-        if values.get("epsilon") == "inf":
-            values["epsilon"] = math.inf
+        for name in _FLOAT_FIELDS:
+            if isinstance(values.get(name), str):
+                values[name] = float_from_json(values[name])
         return cls(**{k: values.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
 
     def lines(self) -> list[tuple[str, str]]:
@@ -112,8 +119,14 @@ class PrivacyCard:
             )
         if self.private:
             rows += [
-                ("epsilon", f"{self.epsilon:.4g} at delta {self.delta:g} ({self.accountant})"),
-                ("cross-checks", f"RDP {fmt(self.epsilon_rdp)}, PRV {fmt(self.epsilon_prv)}"),
+                (
+                    "epsilon",
+                    f"{self.epsilon:.4g} at delta {self.delta:g} ({self.accountant})",
+                ),
+                (
+                    "cross-checks",
+                    f"RDP {fmt(self.epsilon_rdp)}, PRV {fmt(self.epsilon_prv)}",
+                ),
                 ("guarantee", f"{self.neighbouring}"),
                 (
                     "sampling",
@@ -166,6 +179,9 @@ class PrivacyCard:
         return rows
 
 
+_FLOAT_FIELDS = tuple(f.name for f in fields(PrivacyCard) if "float" in str(f.type))
+
+
 @dataclass(frozen=True)
 class SavedModel:
     """A model read back from the registry."""
@@ -215,11 +231,15 @@ class ModelRegistry:
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
         try:
-            torch.save(model.state_dict(), staging / WEIGHTS_FILE)
-            (staging / META_FILE).write_text(json.dumps(dict(meta), indent=2), encoding="utf-8")
-            (staging / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2), encoding="utf-8")
+            # Each file is fsynced before the folder's rename, and the rename before returning.
+            with atomic_path(staging / WEIGHTS_FILE, mode=None) as weights:
+                torch.save(model.state_dict(), weights)
+            # model.json keeps json.dumps's spelling: a bound stored as Infinity reads back as inf.
+            write_text_atomic(staging / META_FILE, json.dumps(dict(meta), indent=2), mode=None)
+            write_text_atomic(staging / CARD_FILE, dumps(card.to_dict(), indent=2), mode=None)
             target = self.root / name
             staging.replace(target)  # one rename: the model appears whole or not at all
+            fsync_directory(self.root)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

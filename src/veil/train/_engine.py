@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 
+from veil._validate import whole_number
 from veil.errors import InvalidInputError
 from veil.ledger import (
     Mechanism,
@@ -37,7 +38,7 @@ from veil.ledger import (
     check_positive,
     check_release_epsilon,
 )
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 from veil.train._accounting import (
     MIN_NOISE_MULTIPLIER,
     PrivacyAccounting,
@@ -91,10 +92,7 @@ class DPConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_physical_batch_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(
-                    f"{name} must be a whole number >= 1", expected=">= 1", got=repr(value)
-                )
+            whole_number(value, name)
         check_positive(self.max_grad_norm, "max_grad_norm")
         check_positive(self.learning_rate, "learning_rate")
         if not 0 <= self.momentum < 1:
@@ -396,7 +394,7 @@ def train(
     return report
 
 
-def _emit(
+def _epoch_progress(
     progress: ProgressCallback | None,
     plan: TrainingPlan,
     epoch: int,
@@ -408,14 +406,13 @@ def _emit(
     detail = f"loss {stats['loss']:.3f}  acc {stats['accuracy']:.1%}"
     if "epsilon" in stats:
         detail += f"  eps {stats['epsilon']:.2f}"
-    progress(
-        ProgressEvent(
-            task=f"epoch {epoch}/{plan.config.epochs}",
-            completed=step,
-            total=plan.steps_per_epoch,
-            unit="steps",
-            detail=detail,
-        )
+    emit(
+        progress,
+        f"epoch {epoch}/{plan.config.epochs}",
+        step,
+        plan.steps_per_epoch,
+        unit="steps",
+        detail=detail,
     )
 
 
@@ -462,7 +459,7 @@ def _private_epochs(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if step % 10 == 0 or step == plan.steps_per_epoch:
-                _emit(
+                _epoch_progress(
                     progress,
                     plan,
                     epoch,
@@ -481,7 +478,7 @@ def _private_epochs(
             "seconds": seconds,
         }
         report.history.append(stats)
-        _emit(progress, plan, epoch, plan.steps_per_epoch, stats)
+        _epoch_progress(progress, plan, epoch, plan.steps_per_epoch, stats)
 
 
 def _plain_epochs(
@@ -511,7 +508,7 @@ def _plain_epochs(
             correct += float((output.detach().argmax(1) == targets[index]).sum())
             seen += index.numel()
             if step % 10 == 0:
-                _emit(
+                _epoch_progress(
                     progress,
                     plan,
                     epoch,
@@ -525,7 +522,7 @@ def _plain_epochs(
             "seconds": time.perf_counter() - epoch_start,
         }
         report.history.append(stats)
-        _emit(progress, plan, epoch, plan.steps_per_epoch, stats)
+        _epoch_progress(progress, plan, epoch, plan.steps_per_epoch, stats)
 
 
 @torch.no_grad()
