@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from veil.anonymize import evaluate_pii
-from veil.anonymize._text import luhn_valid
+from veil.anonymize.text._entities import luhn_valid
 from veil.errors import InvalidInputError
 
 

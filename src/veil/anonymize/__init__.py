@@ -17,9 +17,14 @@ Text (``veil redact``): Presidio with spaCy's small English model and
 checksum-validated recognisers finds names, places, organisations, dates,
 e-mail addresses, phone numbers, card numbers, IBANs, US SSNs, IP addresses,
 URLs and national IDs; six operators replace them (:func:`redact_text`,
-:func:`redact_file`), and :func:`evaluate_pii` scores the detection on
-Veil's labelled corpus. :func:`find_pii_columns` finds the PII columns of a
-table. The heavy dependencies load on first use (the ``text`` extra).
+:func:`redact_file`), and :func:`evaluate_pii` scores the detection on a
+labelled corpus (Veil's own lives in the repository, ``benchmarks/pii``).
+:func:`find_pii_columns` finds the PII columns of a table. The heavy
+dependencies load on first use (the ``text`` extra).
+
+The two sub-packages, :mod:`veil.anonymize.tabular` and
+:mod:`veil.anonymize.text`, hold the implementation and export the building
+blocks that the command line and the benchmarks use.
 
 >>> from veil.anonymize import anonymize
 >>> from veil.data import load_table
@@ -29,36 +34,6 @@ table. The heavy dependencies load on first use (the ``text`` extra).
 (1, True)
 """
 
-from veil.anonymize._pii_corpus import (
-    PiiEvaluation,
-    PiiRecord,
-    PiiSpan,
-    SpanScores,
-    evaluate_pii,
-    load_corpus,
-    score_spans,
-)
-from veil.anonymize._text import (
-    DEFAULT_THRESHOLD,
-    NER_ENTITIES,
-    PATTERN_ENTITIES,
-    PII_ENTITIES,
-    REDACT_OPERATORS,
-    PiiColumn,
-    PiiEntity,
-    RedactedText,
-    RedactionReport,
-    analyze_texts,
-    bsn_valid,
-    decrypt_file,
-    decrypt_text,
-    find_pii_columns,
-    luhn_valid,
-    nhs_valid,
-    redact_file,
-    redact_lines,
-    redact_text,
-)
 from veil.anonymize.tabular import (
     ALGORITHMS,
     OPERATORS,
@@ -92,6 +67,31 @@ from veil.anonymize.tabular import (
     shift_dates,
     t_closeness,
 )
+from veil.anonymize.text import (
+    DEFAULT_THRESHOLD,
+    NER_ENTITIES,
+    PATTERN_ENTITIES,
+    PII_ENTITIES,
+    REDACT_OPERATORS,
+    PiiColumn,
+    PiiEntity,
+    PiiEvaluation,
+    PiiRecord,
+    PiiSpan,
+    RedactedText,
+    RedactionReport,
+    SpanScores,
+    analyze_texts,
+    decrypt_file,
+    decrypt_text,
+    evaluate_pii,
+    find_pii_columns,
+    load_corpus,
+    redact_file,
+    redact_lines,
+    redact_text,
+    score_spans,
+)
 
 __all__ = [
     "ALGORITHMS",
@@ -123,7 +123,6 @@ __all__ = [
     "add_noise",
     "analyze_texts",
     "anonymize",
-    "bsn_valid",
     "build_domains",
     "class_ids",
     "classifier_accuracy",
@@ -136,10 +135,8 @@ __all__ = [
     "linkage_attack",
     "load_corpus",
     "load_hierarchies",
-    "luhn_valid",
     "mask",
     "microaggregate",
-    "nhs_valid",
     "population_uniqueness",
     "pseudonymize",
     "rank_swap",

@@ -1,13 +1,16 @@
 """``veil bench anonymize`` (text part): redaction quality on the held-out corpus, and throughput.
 
 Quality: span-level precision, recall and F2 per entity type and overall on
-the ``test`` part of :mod:`veil.anonymize._pii_corpus` (templates never used
-for tuning), with both matching rules (overlap and strict).
+the ``test`` part of Veil's labelled corpus (templates never used for
+tuning), with both matching rules (overlap and strict). The corpus and its
+generator are benchmark data kept in the repository (``benchmarks/pii``), not
+in the wheel: this benchmark runs from a checkout, or with ``VEIL_BENCH_DATA``
+naming a copy of the ``benchmarks`` folder.
 
 Throughput: a file of clinical and financial notes (about 7 MB at ``full``
 size), each line a note of four sentences drawn from the corpus templates
 with fresh values (another seed than the corpus, so no line repeats the
-evaluation data), redacted by :func:`veil.anonymize._text.redact_file` with
+evaluation data), redacted by :func:`veil.anonymize.redact_file` with
 the ``tag`` operator, once in this process and once with one worker process
 per CPU (``full`` size only). The engine is loaded before the clock starts; worker processes load
 theirs inside the timed run (that start-up is part of their cost).
@@ -15,18 +18,28 @@ theirs inside the timed run (that start-up is part of their cost).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
+import sys
 import tempfile
 import time
 import zlib
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+from veil.anonymize.text import (
+    DEFAULT_THRESHOLD,
+    evaluate_pii,
+    load_engine,
+    pii_benchmark_folder,
+    redact_file,
+)
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, ProgressEvent
 
-__all__ = ["TEXT_BENCH_SIZES", "run_text_bench"]
+__all__ = ["TEXT_BENCH_SIZES", "load_corpus_generator", "run_text_bench"]
 
 # size -> (target bytes of the notes file, held-out sentences scored (None: all))
 TEXT_BENCH_SIZES: dict[str, tuple[int, int | None]] = {
@@ -43,13 +56,45 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
+def load_corpus_generator() -> ModuleType:
+    """The corpus generator, ``benchmarks/pii/corpus.py``, loaded from the repository.
+
+    It is benchmark code kept beside the corpus, outside the package; the
+    folder is found by :func:`veil.anonymize.text.pii_benchmark_folder`.
+
+    Raises:
+        NotFoundError: No checkout of Veil's repository (or ``VEIL_BENCH_DATA``) to load it from.
+    """
+    name = "veil_benchmarks_pii_corpus"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = pii_benchmark_folder() / "corpus.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise InvalidInputError(
+            "the corpus generator cannot be loaded",
+            expected=f"a Python module at {path}",
+            got="no loader for it",
+            fix="restore benchmarks/pii/corpus.py from the repository",
+        )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
 def write_notes(path: Path, target_bytes: int, seed: int = _NOTES_SEED) -> tuple[int, int]:
     """Write notes of four corpus sentences per line until ``target_bytes``; (bytes, lines)."""
-    from veil.anonymize._pii_corpus import TEMPLATES, generate_corpus  # noqa: PLC0415
+    generator = load_corpus_generator()
+    templates, generate_corpus = generator.TEMPLATES, generator.generate_corpus
 
     # Sentences average about 95 bytes; drawing for 80 overshoots, and the loop stops at
     # the target.
-    per_template = max(2, target_bytes // (80 * len(TEMPLATES)) + 2)
+    per_template = max(2, target_bytes // (80 * len(templates)) + 2)
     records = generate_corpus(seed=seed, per_template=per_template)
     # Interleave the templates, so that each note mixes clinical and financial sentences.
     order = sorted(
@@ -87,8 +132,6 @@ def run_text_bench(size: str = "full", progress: ProgressCallback | None = None)
             got=repr(size),
             fix="use --size full for the reported numbers, tiny for a smoke test",
         )
-    from veil.anonymize._pii_corpus import evaluate_pii  # noqa: PLC0415
-    from veil.anonymize._text import DEFAULT_THRESHOLD, _engine, redact_file  # noqa: PLC0415
 
     target, limit = TEXT_BENCH_SIZES[size]
 
@@ -98,7 +141,7 @@ def run_text_bench(size: str = "full", progress: ProgressCallback | None = None)
 
     step("loading the engine", 0, 4)
     started = time.perf_counter()
-    _engine(with_ner=True)
+    load_engine(with_ner=True)
     load_seconds = time.perf_counter() - started
     step("scoring the held-out corpus", 1, 4)
     quality = evaluate_pii("test", limit=limit).to_dict()

@@ -156,7 +156,7 @@ def redact(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Find names, places, organisations, dates, contact details and IDs in text and replace them."""
-    from veil.anonymize._text import load_text_libraries  # noqa: PLC0415
+    from veil.anonymize.text import load_text_libraries  # noqa: PLC0415
 
     load_text_libraries()  # the text extra, checked up front (and loaded without torch)
     from veil.anonymize import (  # noqa: PLC0415
@@ -165,7 +165,7 @@ def redact(
         evaluate_pii,
         redact_file,
     )
-    from veil.anonymize._text import KEYED_OPERATORS  # noqa: PLC0415
+    from veil.anonymize.text import KEYED_OPERATORS  # noqa: PLC0415
 
     cut = DEFAULT_THRESHOLD if threshold is None else threshold
 

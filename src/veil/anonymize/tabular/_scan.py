@@ -382,7 +382,7 @@ def scan_table(
         external_truth=external_truth,
     )
     if find_pii:
-        from veil.anonymize._text import find_pii_columns  # noqa: PLC0415 - needs the text extra
+        from veil.anonymize.text import find_pii_columns  # noqa: PLC0415 - needs the text extra
 
         report.pii_columns = [c.to_dict() for c in find_pii_columns(frame)]
     return report

@@ -9,32 +9,27 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from veil.anonymize._pii_corpus import (
-    PARTS,
-    PiiSpan,
-    evaluate_pii,
-    generate_corpus,
-    load_corpus,
-    score_spans,
-)
-from veil.anonymize._text import (
-    BATCH_LINES,
-    MAX_PIECE_CHARS,
+from veil.anonymize.text import (
     PII_ENTITIES,
-    _engine,
-    _suffix_extractor,
-    _Surrogates,
+    PiiSpan,
     analyze_texts,
-    bsn_valid,
     decrypt_file,
     decrypt_text,
+    evaluate_pii,
     find_pii_columns,
-    luhn_valid,
-    nhs_valid,
+    load_corpus,
     redact_file,
     redact_lines,
     redact_text,
+    score_spans,
 )
+from veil.anonymize.text._analyze import BATCH_LINES, MAX_PIECE_CHARS
+from veil.anonymize.text._corpus import PARTS
+from veil.anonymize.text._engine import get_engine
+from veil.anonymize.text._entities import bsn_valid, luhn_valid, nhs_valid
+from veil.anonymize.text._keyed import Surrogates
+from veil.anonymize.text._recognizers import suffix_extractor
+from veil.bench._text import load_corpus_generator
 from veil.errors import InvalidInputError, NotFoundError
 
 KEY = bytes(range(32))
@@ -49,7 +44,7 @@ NOTE = (
 @pytest.fixture(scope="module", autouse=True)
 def engine():
     """The engine is built once per process (functools.cache); build it before any timing."""
-    return _engine(with_ner=True)
+    return get_engine(with_ner=True)
 
 
 def _found(text: str, **kwargs) -> list[tuple[str, str]]:
@@ -76,10 +71,11 @@ def test_the_kept_corpus_has_exact_spans_and_matches_its_generator():
         for span in record.spans:
             assert 0 <= span.start < span.end <= len(record.text)
             assert record.text[span.start : span.end].strip() == record.text[span.start : span.end]
+    generate_corpus = load_corpus_generator().generate_corpus
     again = generate_corpus()
     assert [(r.id, r.template, r.part, [s.entity_type for s in r.spans]) for r in again] == [
         (r.id, r.template, r.part, [s.entity_type for s in r.spans]) for r in kept
-    ], "templates changed: regenerate with python -m veil.anonymize._pii_corpus"
+    ], "templates changed: regenerate with python benchmarks/pii/corpus.py"
     assert [r.text for r in generate_corpus()[:40]] == [r.text for r in again[:40]]
 
 
@@ -188,7 +184,7 @@ def test_no_network_and_no_warning_when_checking_e_mail_domains(monkeypatch):
     handler.emit = records.append  # type: ignore[method-assign]
     logging.getLogger().addHandler(handler)
     try:
-        extractor = _suffix_extractor()  # a fresh one: nothing cached in this process
+        extractor = suffix_extractor()  # a fresh one: nothing cached in this process
         assert extractor("mail.example.co.uk").fqdn == "mail.example.co.uk"
         assert _found("write to ann.lee@nhs.net") == [("EMAIL_ADDRESS", "ann.lee@nhs.net")]
     finally:
@@ -244,14 +240,14 @@ def test_surrogates_are_consistent_within_a_document_and_across_runs():
     first = redact_text(text, operator="surrogate", key=KEY)
     assert first.counts == {"PERSON": 4}
     assert "John" not in first.text and "Smith" not in first.text and "Berg" not in first.text
-    fake = _Surrogates(KEY)("PERSON", "John Smith")
+    fake = Surrogates(KEY)("PERSON", "John Smith")
     assert first.text.count(fake) == 2  # the same name, the same fake, in one document
-    assert first.text.count(_Surrogates(KEY)("PERSON", "Anna Berg")) == 2
+    assert first.text.count(Surrogates(KEY)("PERSON", "Anna Berg")) == 2
     assert redact_text(text, operator="surrogate", key=KEY).text == first.text  # across runs
     assert redact_text(text, operator="surrogate", key=OTHER_KEY).text != first.text
     # Word by word: a surname alone becomes the surname of the full name's fake.
-    assert _Surrogates(KEY)("PERSON", "Smith") == fake.split()[-1]
-    assert _Surrogates(KEY)("PERSON", "Dr John Smith") == "Dr " + fake
+    assert Surrogates(KEY)("PERSON", "Smith") == fake.split()[-1]
+    assert Surrogates(KEY)("PERSON", "Dr John Smith") == "Dr " + fake
 
 
 def test_surrogate_identifiers_keep_their_layout_and_checksum():
@@ -380,16 +376,3 @@ def test_pii_columns_of_a_table():
 
 
 # ---------------------------------------------------------------- benchmark
-
-
-def test_tiny_text_benchmark_reports_quality_and_throughput():
-    from veil.bench._text import run_text_bench
-
-    report = run_text_bench("tiny")
-    assert report["quality"]["part"] == "test" and report["quality"]["documents"] == 60
-    assert set(report["quality"]["overlap"]["overall"]) >= {"precision", "recall", "f2"}
-    run = report["throughput"]["runs"][0]
-    assert run["workers"] == 1 and run["mb_per_s"] > 0 and run["entities"] > 0
-    assert report["throughput"]["file_bytes"] >= 40_000
-    with pytest.raises(InvalidInputError, match="unknown benchmark size"):
-        run_text_bench("huge")

@@ -1,11 +1,14 @@
-"""A labelled corpus of clinical and financial notes, and the span-level evaluation of redaction.
+"""Veil's labelled corpus of clinical and financial notes: the sentence templates and the generator.
 
-The corpus is generated, not collected: sentence templates written for Veil
-are filled with synthetic values whose character spans are known. It is built
+Benchmark and test data, kept in the repository and not in the wheel. The
+corpus is generated, not collected: sentence templates written for Veil are
+filled with synthetic values whose character spans are known. It is built
 once by :func:`generate_corpus` (a fixed seed, so the same Faker release gives
-the same file) and kept in the repository as ``pii_corpus.jsonl``; the
+the same file) and kept beside this file as ``pii_corpus.jsonl``; the
 evaluation always reads the kept file, so a new Faker release cannot move the
-numbers. Regenerate it with ``python -m veil.anonymize._pii_corpus``.
+numbers. Regenerate it with ``python benchmarks/pii/corpus.py``. Veil finds
+this folder with :func:`veil.anonymize.text.pii_benchmark_folder`; ``veil
+bench`` loads this module from there (it is not an importable package).
 
 **The split is by template.** A template belongs to the ``test`` part when the
 first byte of the SHA-256 of its identifier is divisible by 3, otherwise to
@@ -18,17 +21,11 @@ regions, countries), organisations (hospitals, banks, employers), calendar
 dates and clock times, and the pattern entities. Durations ("for 3 days"),
 frequencies, ages, bare years, amounts, doses, laboratory values, invoice and
 order numbers also appear and are *not* PII here: a detector that reports them
-loses precision.
+loses precision. The record format and the scoring are Veil's
+(:func:`veil.anonymize.load_corpus`, :func:`veil.anonymize.evaluate_pii`).
 
-**Matching.** A prediction and a gold span match when they have the same
-entity type and their character ranges overlap (``overlap``), or when type,
-start and end are all equal (``strict``). Precision is the share of predicted
-spans that match a gold span; recall the share of gold spans matched by a
-prediction; F2 weighs recall twice as much as precision (a missed name is
-worse than a redacted word): ``F2 = 5PR / (4P + R)``.
-
-The harness is written by hand: Presidio's own evaluator (presidio-evaluator)
-scores tokens, not spans, and is not a maintained package on PyPI.
+The module is longer than Veil's 500-line guide because it is mostly data:
+the 98 templates and the lists of values they are filled with.
 """
 
 from __future__ import annotations
@@ -44,25 +41,12 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from veil.errors import InvalidInputError, NotFoundError, require
-from veil.progress import ProgressCallback
+from veil.anonymize import PiiRecord, PiiSpan
+from veil.errors import require
 
-__all__ = [
-    "CORPUS_PATH",
-    "PARTS",
-    "PiiEvaluation",
-    "PiiRecord",
-    "PiiSpan",
-    "SpanScores",
-    "evaluate_pii",
-    "generate_corpus",
-    "load_corpus",
-    "score_spans",
-    "write_corpus",
-]
+__all__ = ["CORPUS_PATH", "PER_TEMPLATE", "SEED", "TEMPLATES", "generate_corpus", "write_corpus"]
 
 CORPUS_PATH = Path(__file__).with_name("pii_corpus.jsonl")
-PARTS = ("tune", "test")
 SEED = 20_240_505
 PER_TEMPLATE = 12
 
@@ -884,46 +868,6 @@ _DRAW: dict[str, Callable[[_Values], str]] = {
 }
 
 
-@dataclass(frozen=True)
-class PiiSpan:
-    """A labelled (or predicted) span: ``text[start:end]`` is an entity of ``entity_type``."""
-
-    start: int
-    end: int
-    entity_type: str
-
-
-@dataclass(frozen=True)
-class PiiRecord:
-    """One sentence of the corpus with its gold spans."""
-
-    id: str
-    template: str
-    domain: str
-    part: str
-    text: str
-    spans: tuple[PiiSpan, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record as one line of ``pii_corpus.jsonl``."""
-        return {
-            "id": self.id,
-            "template": self.template,
-            "domain": self.domain,
-            "part": self.part,
-            "text": self.text,
-            "spans": [
-                {
-                    "start": s.start,
-                    "end": s.end,
-                    "type": s.entity_type,
-                    "value": self.text[s.start : s.end],
-                }
-                for s in self.spans
-            ],
-        }
-
-
 def _fill(template: str, values: _Values) -> tuple[str, tuple[PiiSpan, ...]]:
     pieces: list[str] = []
     spans: list[PiiSpan] = []
@@ -977,285 +921,6 @@ def write_corpus(path: Path = CORPUS_PATH, records: Iterable[PiiRecord] | None =
     text = "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in chosen)
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def load_corpus(part: str | None = None, path: Path = CORPUS_PATH) -> list[PiiRecord]:
-    """The records of a labelled corpus, all of them or those of one part (``tune``/``test``).
-
-    The file holds one JSON object a line (blank lines are skipped), with the
-    sentence under ``"text"`` and its labelled spans under ``"spans"``, each
-    either ``[start, end, "TYPE"]`` or ``{"start": ..., "end": ..., "type": ...}``
-    (character offsets, ``end`` excluded; ``TYPE`` one of
-    :data:`~veil.anonymize.PII_ENTITIES`). ``"id"``, ``"template"``,
-    ``"domain"`` and ``"part"`` are optional: a record without a part belongs
-    to ``test`` (Veil was never tuned on it).
-
-    Raises:
-        NotFoundError: ``path`` does not exist.
-        InvalidInputError: An unknown part, or a line that is not such a record
-            (the error names the line and what is wrong with it).
-    """
-    if part is not None and part not in PARTS:
-        raise InvalidInputError(
-            "unknown corpus part",
-            expected=f"one of {', '.join(PARTS)} (or None for both)",
-            got=repr(part),
-            fix="evaluate on 'test'; tune on 'tune'",
-        )
-    path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(
-            "the corpus file does not exist",
-            expected="a JSON-lines file of labelled sentences",
-            got=str(path),
-            fix="check the path (see 'Your own corpus' in docs/redact.md for the format)",
-        )
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            record = _parse_record(line, number, path)
-            if part is None or record.part == part:
-                records.append(record)
-    return records
-
-
-_RECORD_FORMAT = (
-    'one JSON object a line: {"text": "...", "spans": [[start, end, "TYPE"], ...]} '
-    '(or spans as {"start", "end", "type"} objects)'
-)
-
-
-def _corpus_error(path: Path, number: int, problem: str) -> InvalidInputError:
-    from veil.anonymize._text import PII_ENTITIES  # noqa: PLC0415 - the list of types only
-
-    return InvalidInputError(
-        f"{path.name} is not a labelled corpus Veil can read",
-        expected=f"{_RECORD_FORMAT}; TYPE one of {', '.join(PII_ENTITIES)}",
-        got=f"line {number}: {problem}",
-        fix="see 'Your own corpus' in docs/redact.md; map your labels to Veil's types first",
-    )
-
-
-def _parse_span(raw: Any, text: str, fail: Callable[[str], InvalidInputError]) -> PiiSpan:
-    from veil.anonymize._text import PII_ENTITIES  # noqa: PLC0415 - the list of types only
-
-    if isinstance(raw, dict) and {"start", "end"} <= raw.keys():
-        triple = [raw["start"], raw["end"], raw.get("type", raw.get("entity_type"))]
-    elif isinstance(raw, list) and len(raw) == 3:  # noqa: PLR2004
-        triple = raw
-    else:
-        raise fail(f"span {raw!r} is not [start, end, TYPE]")
-    start, end, kind = triple
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
-        raise fail(f"span {raw!r} has offsets that are not whole numbers")
-    if not 0 <= start < end <= len(text):
-        raise fail(f"span {raw!r} lies outside the text ({len(text)} characters)")
-    if kind not in PII_ENTITIES:
-        raise fail(f"span type {kind!r} is not one of Veil's entity types")
-    return PiiSpan(start, end, kind)
-
-
-def _parse_record(line: str, number: int, path: Path) -> PiiRecord:
-    def fail(problem: str) -> InvalidInputError:
-        return _corpus_error(path, number, problem)
-
-    try:
-        raw = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise fail(f"not JSON ({exc.msg})") from None
-    if not isinstance(raw, dict):
-        raise fail(f"a JSON {type(raw).__name__}, not an object")
-    if not isinstance(raw.get("text"), str):
-        raise fail(f"no 'text' string (keys: {', '.join(sorted(raw)) or 'none'})")
-    if not isinstance(raw.get("spans"), list):
-        raise fail(f"no 'spans' list (keys: {', '.join(sorted(raw)) or 'none'})")
-    text = raw["text"]
-    spans = tuple(_parse_span(s, text, fail) for s in raw["spans"])
-    part = raw.get("part", "test")
-    if part not in PARTS:
-        raise fail(f"part {part!r} is neither 'tune' nor 'test'")
-    ident = str(raw.get("id", f"line-{number}"))
-    return PiiRecord(
-        ident, str(raw.get("template", ident)), str(raw.get("domain", "")), part, text, spans
-    )
-
-
-# ---------------------------------------------------------------- scoring
-
-
-@dataclass(frozen=True)
-class SpanScores:
-    """Counts and rates of one entity type (or of all of them) under one matching rule."""
-
-    predicted: int
-    gold: int
-    correct_predicted: int
-    found_gold: int
-
-    @property
-    def precision(self) -> float:
-        """Share of predicted spans that match a gold span (1.0 when nothing was predicted)."""
-        return self.correct_predicted / self.predicted if self.predicted else 1.0
-
-    @property
-    def recall(self) -> float:
-        """Share of gold spans matched by a prediction (1.0 when there is no gold span)."""
-        return self.found_gold / self.gold if self.gold else 1.0
-
-    @property
-    def f2(self) -> float:
-        """F-beta with beta = 2: recall counts twice as much as precision."""
-        p, r = self.precision, self.recall
-        return 5 * p * r / (4 * p + r) if p + r else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Counts and rounded rates, JSON-ready."""
-        return {
-            "precision": round(self.precision, 4),
-            "recall": round(self.recall, 4),
-            "f2": round(self.f2, 4),
-            "predicted": self.predicted,
-            "gold": self.gold,
-            "correct_predicted": self.correct_predicted,
-            "found_gold": self.found_gold,
-        }
-
-
-def _matches(a: PiiSpan, b: PiiSpan, *, strict: bool) -> bool:
-    if a.entity_type != b.entity_type:
-        return False
-    if strict:
-        return a.start == b.start and a.end == b.end
-    return a.start < b.end and b.start < a.end
-
-
-def score_spans(
-    gold: Sequence[Sequence[PiiSpan]], predicted: Sequence[Sequence[PiiSpan]], *, strict: bool
-) -> dict[str, SpanScores]:
-    """Precision, recall and F2 per entity type and ``"overall"``, document by document.
-
-    Args:
-        gold: The gold spans of each document.
-        predicted: The predicted spans of the same documents, in the same order.
-        strict: Exact boundaries (``True``) or any overlap (``False``); the
-            entity type must match either way.
-    """
-    if len(gold) != len(predicted):
-        raise InvalidInputError(
-            "gold and predicted spans must describe the same documents",
-            expected=f"{len(gold)} lists of predicted spans",
-            got=str(len(predicted)),
-        )
-    counts: dict[str, list[int]] = {}
-    for gold_spans, predicted_spans in zip(gold, predicted, strict=True):
-        for p in predicted_spans:
-            row = counts.setdefault(p.entity_type, [0, 0, 0, 0])
-            row[0] += 1
-            row[2] += any(_matches(p, g, strict=strict) for g in gold_spans)
-        for g in gold_spans:
-            row = counts.setdefault(g.entity_type, [0, 0, 0, 0])
-            row[1] += 1
-            row[3] += any(_matches(g, p, strict=strict) for p in predicted_spans)
-    scores = {kind: SpanScores(*row) for kind, row in sorted(counts.items())}
-    total = [sum(column) for column in zip(*counts.values(), strict=True)] if counts else [0] * 4
-    scores["overall"] = SpanScores(*total)
-    return scores
-
-
-@dataclass(frozen=True)
-class PiiEvaluation:
-    """Span-level scores of the redaction engine on one part of the corpus.
-
-    Attributes:
-        part: ``"test"`` (held out) or ``"tune"``.
-        documents: Sentences scored.
-        threshold: The score threshold the engine ran with.
-        overlap: Scores per entity type and ``"overall"`` when overlapping spans match.
-        strict: The same when only exact boundaries match.
-        seconds: Time spent analysing the sentences.
-        corpus: ``"built-in"`` (Veil's corpus) or the path of the file scored.
-    """
-
-    part: str
-    documents: int
-    threshold: float
-    overlap: dict[str, SpanScores]
-    strict: dict[str, SpanScores]
-    seconds: float
-    corpus: str = "built-in"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready scores and the matching rules' definitions."""
-        return {
-            "corpus": self.corpus,
-            "part": self.part,
-            "documents": self.documents,
-            "threshold": self.threshold,
-            "matching": {
-                "overlap": "same entity type and overlapping character ranges",
-                "strict": "same entity type, start and end",
-            },
-            "overlap": {k: v.to_dict() for k, v in self.overlap.items()},
-            "strict": {k: v.to_dict() for k, v in self.strict.items()},
-            "seconds": round(self.seconds, 3),
-        }
-
-
-def evaluate_pii(
-    part: str = "test",
-    *,
-    threshold: float | None = None,
-    limit: int | None = None,
-    path: Path = CORPUS_PATH,
-    progress: ProgressCallback | None = None,
-) -> PiiEvaluation:
-    """Run the redaction engine on one part of the corpus and score its spans.
-
-    Args:
-        part: ``"test"`` (the held-out templates, the reported numbers) or
-            ``"tune"`` (the only part to tune on).
-        threshold: Score threshold (default: the engine's tuned default).
-        limit: Score only the first ``limit`` sentences (quick checks).
-        path: The corpus file (default: the one kept in the package), in the
-            format :func:`load_corpus` reads: ``{"text": ..., "spans":
-            [[start, end, "TYPE"], ...]}`` a line; records without a part are
-            scored as ``test``.
-        progress: Receives one event per batch of sentences.
-
-    Raises:
-        NotFoundError: ``path`` does not exist.
-        InvalidInputError: An unknown part, a line that is not a labelled
-            record, or no record of ``part`` in the file.
-    """
-    import time  # noqa: PLC0415 - only the evaluation needs a clock
-
-    from veil.anonymize._text import DEFAULT_THRESHOLD, analyze_texts  # noqa: PLC0415
-
-    records = load_corpus(part, path)[:limit]
-    if not records:
-        raise InvalidInputError(
-            f"no labelled sentence of the {part!r} part to score",
-            expected=f"at least one record of part {part!r} in {path}",
-            got="0 records",
-            fix="records without a 'part' are 'test': evaluate the 'test' part, or label some",
-        )
-    chosen = DEFAULT_THRESHOLD if threshold is None else threshold
-    started = time.perf_counter()
-    found = analyze_texts([r.text for r in records], threshold=chosen, progress=progress)
-    seconds = time.perf_counter() - started
-    predicted = [[PiiSpan(e.start, e.end, e.entity_type) for e in entities] for entities in found]
-    gold = [r.spans for r in records]
-    return PiiEvaluation(
-        part=part,
-        documents=len(records),
-        threshold=chosen,
-        overlap=score_spans(gold, predicted, strict=False),
-        strict=score_spans(gold, predicted, strict=True),
-        seconds=seconds,
-        corpus="built-in" if Path(path) == CORPUS_PATH else str(path),
-    )
 
 
 if __name__ == "__main__":
