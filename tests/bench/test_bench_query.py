@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from veil.bench import QueryResult, _query, run_query_benchmark
-from veil.bench._query import LIBRARIES, build_query_table, group_labels
+from veil.bench import QueryResult, _query_child, run_query_benchmark
+from veil.bench._query_child import LIBRARIES, build_query_table, group_labels
 from veil.cli._app import main
 from veil.cli.bench import render
 from veil.errors import InvalidInputError
@@ -113,13 +113,13 @@ def test_bad_input_is_refused_before_anything_runs(capsys, tmp_path: Path):
 
 
 def test_a_missing_diffprivlib_is_reported_with_the_install_command(monkeypatch):
-    real = _query.importlib.util.find_spec
+    real = _query_child.importlib.util.find_spec
     monkeypatch.setattr(
-        _query.importlib.util,
+        _query_child.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "diffprivlib" else real(name, *a),
     )
-    loaded, notes = _query._load_diffprivlib()
+    loaded, notes = _query_child._load_diffprivlib()
     assert loaded is None
     assert notes == ["not installed: it is only in the benchmark extra (pip install 'veil[bench]')"]
 
