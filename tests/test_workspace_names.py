@@ -13,6 +13,7 @@ from veil.data import Catalog
 from veil.errors import InvalidInputError
 from veil.store import Store
 from veil.train import ModelRegistry
+from veil.vault import KeyStore
 from veil.workspace import Workspace
 
 SNEAKY = ["mnist\n", "mnist\r\n", "\nmnist", "mnist\n\n", "mnist/../x", "", "-mnist"]
@@ -50,7 +51,7 @@ def test_a_dataset_name_with_a_trailing_newline_is_refused(name: str, tmp_path):
 
 @pytest.mark.parametrize("name", ["pseudonyms\n", "pseudonyms\r\n", "\npseudonyms"])
 def test_a_key_name_with_a_trailing_newline_is_refused(name: str, tmp_path):
-    keys = Workspace.create(tmp_path / ".veil").keys
+    keys = KeyStore.for_workspace(Workspace.create(tmp_path / ".veil"))
     with pytest.raises(InvalidInputError, match="invalid key name"):
         keys.get(name)
     assert keys.names() == []

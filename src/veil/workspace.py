@@ -19,14 +19,10 @@ memory limit for data  ``VEIL_MAX_LOAD_BYTES``     ``[data] max_load_bytes``
 acting user            ``VEIL_ACTOR``              (login name)
 =====================  ==========================  ==========================
 
-Secret keys (the HMAC key of pseudonymisation, the key of reversible
-redaction) live in the workspace's key store, ``keys/`` inside the workspace,
-one file per key, readable by its owner only, and never beside the data they
-protect. ``VEIL_KEY_<NAME>`` (64 hex digits) supplies a key from the
-environment instead, for deployments whose keys come from a secrets manager.
-
 This module only knows paths and settings; opening the database is
-``veil.store``'s job, which sits above it in the dependency order.
+``veil.store``'s job, and keys (the vault's master key, and the named keys
+in ``keys/`` that the ledger, redaction and pseudonymisation use) are
+``veil.vault``'s: both sit above it in the dependency order.
 """
 
 from __future__ import annotations
@@ -36,7 +32,6 @@ import getpass
 import logging
 import os
 import re
-import secrets
 import stat
 import tomllib
 from dataclasses import dataclass
@@ -45,14 +40,11 @@ from typing import Any
 
 from veil.errors import InvalidInputError, NotFoundError
 
-__all__ = ["KeyStore", "Settings", "Workspace"]
+__all__ = ["Settings", "Workspace"]
 
 WORKSPACE_DIRNAME = ".veil"
 CONFIG_FILENAME = "config.toml"
 SQLITE_FILENAME = "veil.db"
-KEYS_DIRNAME = "keys"
-KEY_BYTES = 32
-_KEY_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 _log = logging.getLogger(__name__)
 
@@ -133,11 +125,6 @@ class Workspace:
     def sqlite_path(self) -> Path:
         """The default SQLite database file."""
         return self.home / SQLITE_FILENAME
-
-    @property
-    def keys(self) -> KeyStore:
-        """The workspace's key store (see the module docstring)."""
-        return KeyStore(self.home / KEYS_DIRNAME)
 
     @classmethod
     def default_home(cls, cwd: Path | None = None) -> Path:
@@ -292,97 +279,6 @@ class Workspace:
             max_load_bytes=_parse_bytes(raw_limit) if raw_limit not in (None, "") else None,
             actor=os.environ.get("VEIL_ACTOR") or _login_name(),
         )
-
-
-@dataclass(frozen=True)
-class KeyStore:
-    """Named 256-bit secret keys, one owner-only file each.
-
-    A key is created from the operating system's secure random source the
-    first time it is asked for, and read back unchanged after that.
-    ``VEIL_KEY_<NAME>`` (the name upper-cased, ``-`` as ``_``; 64 hex digits)
-    overrides the file.
-
-    Attributes:
-        root: The directory holding the key files.
-    """
-
-    root: Path
-
-    @staticmethod
-    def _check(name: str) -> str:
-        if not _KEY_NAME.fullmatch(name):
-            raise InvalidInputError(
-                "invalid key name",
-                expected="a lower-case name of letters, digits, '-' or '_', starting with a letter (at most 64)",
-                got=repr(name),
-                fix="for example --key pseudonyms",
-            )
-        return name
-
-    @staticmethod
-    def _env_name(name: str) -> str:
-        return "VEIL_KEY_" + name.upper().replace("-", "_")
-
-    def path(self, name: str) -> Path:
-        """The file that holds (or will hold) key ``name``."""
-        return self.root / f"{self._check(name)}.key"
-
-    def exists(self, name: str) -> bool:
-        """Whether key ``name`` is set, in the environment or on disk."""
-        return bool(os.environ.get(self._env_name(name))) or self.path(name).is_file()
-
-    def names(self) -> list[str]:
-        """The names of the keys stored on disk."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.stem for p in self.root.glob("*.key"))
-
-    def get(self, name: str, *, create: bool = True) -> bytes:
-        """Key ``name`` (32 bytes), created on first use unless ``create`` is false.
-
-        Raises:
-            NotFoundError: The key does not exist and ``create`` is false.
-            InvalidInputError: The environment or the key file holds something
-                that is not a 256-bit key.
-        """
-        env = os.environ.get(self._env_name(name))
-        if env:
-            return self._decode(env, source=self._env_name(name))
-        path = self.path(name)
-        if not path.is_file():
-            if not create:
-                raise NotFoundError(
-                    f"no key named {name!r} in the key store",
-                    expected=f"{path} or {self._env_name(name)} to exist",
-                    got="neither",
-                    fix=f"use the workspace that created it, or set {self._env_name(name)}",
-                )
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            try:
-                # O_EXCL: two processes asking at once agree on one key.
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "w", encoding="ascii") as handle:
-                    handle.write(secrets.token_hex(KEY_BYTES) + "\n")
-        return self._decode(path.read_text(encoding="ascii"), source=str(path))
-
-    @staticmethod
-    def _decode(raw: str, *, source: str) -> bytes:
-        try:
-            key = bytes.fromhex(raw.strip())
-        except ValueError:
-            key = b""
-        if len(key) != KEY_BYTES:
-            raise InvalidInputError(
-                "a key is not a 256-bit key",
-                expected=f"{source} to hold {2 * KEY_BYTES} hex digits",
-                got=f"{len(raw.strip())} characters",
-                fix="restore the key from its backup; a lost key cannot be recomputed",
-            )
-        return key
 
 
 def _parse_bytes(raw: object) -> int:

@@ -16,7 +16,7 @@ import pytest
 from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.progress import ProgressEvent
 from veil.vault import MasterKey, SealedObject, Vault, VaultStatus
-from veil.vault._vault import HEADER_BYTES, TAG_BYTES
+from veil.vault._format import HEADER_BYTES, TAG_BYTES
 from veil.workspace import Workspace
 
 CHEAP_N = 2**4  # scrypt cost for tests only; the default is 2**17

@@ -422,7 +422,9 @@ def anonymize(
     )
     key = None
     if any(o.operator in {"pseudonymize", "shift-dates"} for o in operations):
-        key = Workspace.locate().keys.get(key_name)
+        from veil.vault import KeyStore  # noqa: PLC0415
+
+        key = KeyStore.for_workspace(Workspace.locate()).get(key_name)
     ext, truth = _external(external, external_id, frame, delimiter)
     with progress_bar() as progress:
         result = run(

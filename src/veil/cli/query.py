@@ -75,13 +75,16 @@ def query(
     """Answer a SQL query with differential privacy; the ledger is charged before it runs."""
     from veil.dp import query_dataset  # noqa: PLC0415
     from veil.ledger import Ledger  # noqa: PLC0415
+    from veil.vault import KeyStore  # noqa: PLC0415
 
     workspace = Workspace.locate()
     from veil.data import Catalog  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
 
     catalog = Catalog.open(workspace)
     # The one budget gate: the workspace ledger, the only guard this command charges.
-    ledger = Ledger(catalog.store, workspace.settings, key=workspace.keys.get("ledger"))
+    ledger = Ledger(
+        catalog.store, workspace.settings, key=KeyStore.for_workspace(workspace).get("ledger")
+    )
     try:
         result = query_dataset(
             catalog,

@@ -189,8 +189,14 @@ def redact(
             fix="for example: veil redact notes.txt -o notes.redacted.txt (or --evaluate)",
         )
     needs_key = decrypt or operator in KEYED_OPERATORS
+    from veil.vault import KeyStore  # noqa: PLC0415
+
     # --decrypt never creates a key: a new key could not open anything.
-    secret = Workspace.locate().keys.get(key, create=not decrypt) if needs_key else None
+    secret = (
+        KeyStore.for_workspace(Workspace.locate()).get(key, create=not decrypt)
+        if needs_key
+        else None
+    )
     with progress_bar() as progress:
         if decrypt:
             assert secret is not None  # noqa: S101 - needs_key above

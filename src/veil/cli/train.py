@@ -116,6 +116,7 @@ def train(
     require("torch", extra="train", purpose="veil train")
     from veil.ledger import Ledger  # noqa: PLC0415
     from veil.train import DPConfig, ModelRegistry, fit_private  # noqa: PLC0415
+    from veil.vault import KeyStore  # noqa: PLC0415
 
     config = DPConfig(
         epochs=epochs,
@@ -145,7 +146,9 @@ def train(
 
     catalog = Catalog.open(workspace)
     # The workspace ledger is the budget gate; its key seals its checkpoints (as `veil budget`'s).
-    ledger = Ledger(catalog.store, workspace.settings, key=workspace.keys.get("ledger"))
+    ledger = Ledger(
+        catalog.store, workspace.settings, key=KeyStore.for_workspace(workspace).get("ledger")
+    )
     registry = ModelRegistry.for_workspace(workspace)
     model_name = name or (
         f"{dataset}-{model}-nonprivate" if non_private else f"{dataset}-{model}-eps{epsilon:g}"

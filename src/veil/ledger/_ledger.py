@@ -68,6 +68,7 @@ from veil.store.tables import (
     same_data_names,
     utcnow,
 )
+from veil.vault import KeyStore
 from veil.workspace import Settings, Workspace
 
 __all__ = ["CHECKPOINT_EVERY", "Ledger", "LedgerEntry", "LedgerIntegrityError"]
@@ -195,7 +196,9 @@ class Ledger:
     def open(cls, workspace: Workspace | None = None) -> Ledger:
         workspace = workspace or Workspace.locate()
         return cls(
-            Store.for_workspace(workspace), workspace.settings, key=workspace.keys.get("ledger")
+            Store.for_workspace(workspace),
+            workspace.settings,
+            key=KeyStore.for_workspace(workspace).get("ledger"),
         )
 
     def _actor(self, actor: str | None) -> str:

@@ -35,6 +35,7 @@ from veil.anonymize.tabular import BUNDLED_HIERARCHIES, Constraints, Recoding, f
 from veil.anonymize.tabular._flash import _Table
 from veil.data import load_table
 from veil.errors import InvalidInputError, NotFoundError, SchemaError
+from veil.vault import KeyStore
 from veil.workspace import Workspace
 
 ADULT_QI = [
@@ -364,8 +365,7 @@ def test_date_shift_keeps_intervals_per_person():
 
 
 def test_operations_through_anonymize(tmp_path, adult, specs):
-    keys = Workspace.create(tmp_path / ".veil").keys
-    key = keys.get("pseudonyms")
+    key = KeyStore.for_workspace(Workspace.create(tmp_path / ".veil")).get("pseudonyms")
     frame = adult.iloc[:500].reset_index(drop=True).assign(person=[f"id{i}" for i in range(500)])
     result = anonymize(
         frame,
@@ -387,23 +387,6 @@ def test_operations_through_anonymize(tmp_path, adult, specs):
         anonymize(frame, ["age"], k=5, operations=[ColumnOperation.parse("age:mask")])
     with pytest.raises(InvalidInputError, match="column operation"):
         ColumnOperation.parse("age:explode")
-
-
-def test_key_store(tmp_path, monkeypatch):
-    keys = Workspace.create(tmp_path / ".veil").keys
-    first = keys.get("pseudonyms")
-    assert len(first) == 32 and keys.get("pseudonyms") == first
-    assert (keys.path("pseudonyms").stat().st_mode & 0o777) == 0o600
-    assert keys.names() == ["pseudonyms"]
-    with pytest.raises(NotFoundError):
-        keys.get("other", create=False)
-    monkeypatch.setenv("VEIL_KEY_OTHER", "ab" * 32)
-    assert keys.get("other") == bytes.fromhex("ab" * 32)
-    monkeypatch.setenv("VEIL_KEY_OTHER", "not hex")
-    with pytest.raises(InvalidInputError, match="256-bit"):
-        keys.get("other")
-    with pytest.raises(InvalidInputError, match="invalid key name"):
-        keys.get("../escape")
 
 
 def test_linkage_on_an_exact_release_matches_a_join(adult):

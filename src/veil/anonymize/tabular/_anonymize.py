@@ -206,7 +206,8 @@ def _need_key(key: bytes | None, op: ColumnOperation) -> bytes:
             f"{op.operator} needs a key",
             expected="a key from the workspace key store",
             got="none",
-            fix="run inside a workspace (veil init), or pass key= from Workspace.keys.get(NAME)",
+            fix="run inside a workspace (veil init), or pass "
+            "key=veil.vault.KeyStore.for_workspace().get(NAME)",
         )
     return key
 

@@ -199,7 +199,7 @@ def _mac(key: bytes, purpose: str, value: str) -> bytes:
             "the key is too short",
             expected="a key of at least 16 bytes (the workspace key store makes 32)",
             got=f"{len(key)} bytes",
-            fix="use Workspace.keys.get(NAME)",
+            fix="use veil.vault.KeyStore.for_workspace().get(NAME)",
         )
     return hmac.new(key, f"{purpose}\x00{value}".encode(), hashlib.sha256).digest()
 
