@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -11,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from veil._io import write_text_atomic
 from veil.cli._output import err, out, print_json, progress_bar
 from veil.errors import NotFoundError
 from veil.workspace import Workspace
@@ -416,7 +415,7 @@ def suggest_categories_(
         {c: list(v) for c, v in codebook.items()}, allow_unicode=True, sort_keys=False
     )
     if output is not None:
-        _write_text_atomic(output, text)
+        _write_codebook(output, text)
     if as_json:
         print_json(
             {
@@ -442,7 +441,7 @@ def suggest_categories_(
         out.print(text, markup=False, highlight=False)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def _write_codebook(path: Path, text: str) -> None:
     path = path.expanduser()
     if not path.parent.is_dir():
         raise NotFoundError(
@@ -451,14 +450,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
             got=str(path.parent),
             fix="create it first, or write the codebook elsewhere",
         )
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text, make_parents=False)
 
 
 def _summary(info: DatasetInfo) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from veil._validate import whole_number
 from veil.errors import InvalidInputError, PrivacyLeakWarning, SchemaError
 
 __all__ = [
@@ -167,14 +168,12 @@ class PrivacySchema:
 
     def _check_contribution(self) -> None:
         for bound in ("max_groups", "max_rows"):
-            value = getattr(self, bound)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SchemaError(
-                    f"{bound} must be a whole number >= 1",
-                    expected=">= 1",
-                    got=repr(value),
-                    fix=f"pass --{bound.replace('_', '-')} with the most a person contributes",
-                )
+            value = whole_number(
+                getattr(self, bound),
+                bound,
+                error=SchemaError,
+                fix=f"pass --{bound.replace('_', '-')} with the most a person contributes",
+            )
             if value != 1 and self.privacy_unit is None:
                 raise SchemaError(
                     f"{bound} needs a privacy-unit column",

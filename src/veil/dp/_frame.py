@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from veil._validate import whole_number
 from veil.data import Catalog, ColumnSpec, PrivacySchema
 from veil.dp._query import (
     Aggregate,
@@ -267,8 +268,7 @@ class PrivateFrame:
                 got=f"kind {spec.kind!r}, bounds {spec.bounds}, categories {spec.categories}",
                 fix=f"declare --bounds {column}=LOW:HIGH or --categories {column}=a,b,c",
             )
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-            raise InvalidInputError("bins must be a whole number >= 1", got=repr(bins))
+        whole_number(bins, "bins", expected=None)
         lo, hi = spec.bounds
         edges = np.linspace(lo, hi, bins + 1)
         labels = tuple(

@@ -46,6 +46,7 @@ import pandas as pd
 import polars as pl
 from scipy import stats
 
+from veil._validate import whole_number
 from veil.data import PrivacySchema
 from veil.dp._mechanisms import gaussian_sigma, laplace_half_width
 from veil.dp._noise import gaussian_noise, laplace_noise, noisy_max
@@ -121,14 +122,11 @@ class Contribution:
 
     def __post_init__(self) -> None:
         for name in ("max_groups", "max_rows"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(
-                    f"{name} must be a whole number >= 1",
-                    expected=">= 1",
-                    got=repr(value),
-                    fix=f"declare --{name.replace('_', '-')} 1 (or the true bound per person)",
-                )
+            whole_number(
+                getattr(self, name),
+                name,
+                fix=f"declare --{name.replace('_', '-')} 1 (or the true bound per person)",
+            )
 
 
 @dataclass(frozen=True)
