@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from veil.he import compile_model, load_model_file, poly_activation  # noqa: E402
-from veil.he._compile import PickleTrustWarning  # noqa: E402
+from veil.he._model_files import PickleTrustWarning  # noqa: E402
 
 
 def _renamed(path: Path, old: bytes, new: bytes) -> None:

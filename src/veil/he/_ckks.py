@@ -67,9 +67,9 @@ import numpy as np
 import numpy.typing as npt
 
 from veil.errors import InvalidInputError
-from veil.he._compile import HEProgram
 from veil.he._layout import LayerShape, layer_shapes, next_pow2, vector_rotations
 from veil.he._plan import HEPlan
+from veil.he._program import HEProgram
 from veil.he._seal import galois_element, load_object, save_object, seal
 from veil.he._steps import Affine, Square
 

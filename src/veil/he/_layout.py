@@ -7,7 +7,7 @@ power of two) in baby-step/giant-step form, then folded up to the period
 shapes and the rotations they need, from the steps alone: the planner
 (:meth:`HEProgram.plan <veil.he.HEProgram.plan>`, which must ask for the
 Galois keys) and the evaluator (which uses them) both read it, so the
-compiler does not have to import the evaluator.
+program (:mod:`veil.he._program`) does not have to import the evaluator.
 """
 
 from __future__ import annotations

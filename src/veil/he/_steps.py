@@ -2,9 +2,9 @@
 
 CKKS adds and multiplies, nothing else, so :class:`~veil.he.HEProgram` is a
 sequence of these two steps. They sit in their own module because the
-compiler (which builds them) and the vector layout (which the compiler's
-planner and the CKKS evaluator both read) need them, and neither should
-import the other to get them.
+program, the compiler that builds it, the vector layout (which the program's
+planner and the CKKS evaluator both read) and the evaluator all need them,
+and none of these should import another just to get them.
 """
 
 from __future__ import annotations
