@@ -20,18 +20,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from veil.bench._anonymize import AnonymizeResult, AnonymizeRow, run_anonymize_benchmark
     from veil.bench._audit import AuditResult, AuditRow, run_audit_benchmark
-    from veil.bench._dpsgd import (
-        DpsgdResult,
-        MnistResult,
-        MnistRun,
-        TimingRow,
-        run_dpsgd_benchmark,
-        run_mnist_benchmark,
-    )
+    from veil.bench._dpsgd import DpsgdResult, TimingRow, run_dpsgd_benchmark
     from veil.bench._federated import ROWS as FEDERATED_ROWS
     from veil.bench._federated import FederatedResult, FederatedRow, run_federated_benchmark
     from veil.bench._he import HeResult, HeRow, run_he_benchmark
     from veil.bench._ledger import LedgerResult, LedgerRow, run_ledger_benchmark
+    from veil.bench._mnist import MnistResult, MnistRun, run_mnist_benchmark
     from veil.bench._mpc import MpcResult, MpcRow, run_mpc_benchmark
     from veil.bench._query import QueryResult, QueryRow, run_query_benchmark
     from veil.bench._result import BenchResult, Column, Note, Table
@@ -61,11 +55,11 @@ _WHERE = {
     "AuditRow": "_audit",
     "run_audit_benchmark": "_audit",
     "DpsgdResult": "_dpsgd",
-    "MnistResult": "_dpsgd",
-    "MnistRun": "_dpsgd",
+    "MnistResult": "_mnist",
+    "MnistRun": "_mnist",
     "TimingRow": "_dpsgd",
     "run_dpsgd_benchmark": "_dpsgd",
-    "run_mnist_benchmark": "_dpsgd",
+    "run_mnist_benchmark": "_mnist",
     "QueryResult": "_query",
     "QueryRow": "_query",
     "run_query_benchmark": "_query",
