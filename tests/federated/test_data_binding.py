@@ -31,7 +31,7 @@ DP = {
     "dp": "central",
     "noise_multiplier": 1.0,
     "delta": 1e-4,
-    "fraction": 0.8,
+    "sample_rate": 0.8,
 }
 
 

@@ -117,7 +117,7 @@ def test_incompatible_and_unsafe_configs_are_refused_before_the_run():
     with pytest.raises(InvalidInputError, match="cannot run under secure aggregation"):
         _config(secagg=True, strategy="krum")
     with pytest.raises(InvalidInputError, match="threshold"):
-        _config(clients=3, fraction=0.3, secagg=True)
+        _config(clients=3, sample_rate=0.3, secagg=True)
     with pytest.raises(InvalidInputError, match="delta"):
         _config(dp="central", noise_multiplier=1.0)
     with pytest.raises(InvalidInputError, match="a DP run needs a budget"):
@@ -140,6 +140,16 @@ def test_config_files_toml_and_yaml(tmp_path):
     with pytest.raises(InvalidInputError, match="unknown setting 'clinets'"):
         load_config(tmp_path / "bad.toml")
     assert FederatedConfig.from_run_config(config.to_run_config()) == config
+
+
+def test_the_old_name_of_sample_rate_is_still_read(tmp_path):
+    old = tmp_path / "old.toml"
+    old.write_text('dataset = "digits"\nclients = 4\nfraction = 0.5\n')
+    assert load_config(old).sample_rate == 0.5
+    assert load_config(old, sample_rate=0.75).sample_rate == 0.75  # the flag wins
+    stored = {**_config().to_dict(), "fraction": 0.25}  # a result written before the rename
+    del stored["sample_rate"]
+    assert FederatedConfig.from_mapping(stored).sample_rate == 0.25
 
 
 def _corrupting_app(bad_partition: int, kind: str):
@@ -199,7 +209,7 @@ def test_central_dp_run_is_charged_to_the_ledger_once(workspace):
         dp="central",
         noise_multiplier=1.0,
         delta=1e-4,
-        fraction=0.8,
+        sample_rate=0.8,
         ledger_dataset="digits-fl",
         secure_rng=True,
     )
@@ -253,7 +263,7 @@ def test_adaptive_clipping_moves_the_clip():
         delta=1e-4,
         adaptive_clip=True,
         clip=0.01,
-        fraction=1.0,
+        sample_rate=1.0,
         max_epsilon=1e3,
         rounds=3,
         clients=12,

@@ -134,7 +134,7 @@ def _base(data: Path, *, quick: bool) -> FederatedConfig:
         hidden=128,
         clients=10,
         partition="iid",
-        fraction=1.0,
+        sample_rate=1.0,
         rounds=10,
         local_epochs=1,
         batch_size=32,
@@ -173,20 +173,20 @@ def _plan(  # noqa: C901, PLR0912 - one block per row
                 clients=100,
                 partition="pathological",
                 classes_per_client=2,
-                fraction=0.1,
+                sample_rate=0.1,
                 local_epochs=5,
                 batch_size=10,
                 lr=0.05,
                 rounds=max_rounds,
             )
             if quick:
-                config = config.replace(clients=10, fraction=0.5, local_epochs=1, **shrink)
+                config = config.replace(clients=10, sample_rate=0.5, local_epochs=1, **shrink)
             runs.append(_Run(row, "pathological", config, stop_at=0.99))
         elif row == "dp-fedavg":
             for epsilon in EPSILONS:
                 config = base.replace(
                     clients=1000,
-                    fraction=0.1,
+                    sample_rate=0.1,
                     dp="central",
                     target_epsilon=epsilon,
                     delta=1e-5,
@@ -197,7 +197,7 @@ def _plan(  # noqa: C901, PLR0912 - one block per row
                     server_lr=1.0,
                 )
                 if quick:
-                    config = config.replace(clients=20, fraction=0.5, **shrink)
+                    config = config.replace(clients=20, sample_rate=0.5, **shrink)
                 runs.append(_Run(row, f"eps {epsilon:g}", config))
         elif row == "poisoning":
             clean = base.replace(clients=20, rounds=5)

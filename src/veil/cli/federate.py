@@ -37,7 +37,7 @@ _FLAGS = (
     "clients",
     "partition",
     "alpha",
-    "fraction",
+    "sample_rate",
     "rounds",
     "local_epochs",
     "batch_size",
@@ -137,8 +137,12 @@ def federate(
     alpha: Annotated[
         float | None, typer.Option(help="Dirichlet / quantity skew concentration.")
     ] = None,
+    sample_rate: Annotated[
+        float | None,
+        typer.Option(help="Share of clients sampled per round (DP: the Poisson rate)."),
+    ] = None,
     fraction: Annotated[
-        float | None, typer.Option(help="Clients per round (DP: the Poisson rate).")
+        float | None, typer.Option(hidden=True, help="The old name of --sample-rate.")
     ] = None,
     rounds: Annotated[int | None, typer.Option(help="Federated rounds.")] = None,
     local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
@@ -214,6 +218,8 @@ def federate(
         return
     from veil.federated import FederatedConfig, Mode, federate, load_config  # noqa: PLC0415 - heavy
 
+    if sample_rate is None:
+        sample_rate = fraction
     local = dict(locals())
     values = _settings({k: local[k] for k in _FLAGS}, set_ or [])
     run_config = (

@@ -56,6 +56,7 @@ ROBUST_STRATEGIES = ("krum", "multikrum", "bulyan", "median", "trimmed-mean")
 DP_MODES = ("none", "central", "local")
 ATTACK_KINDS = ("none", "label-flip", "sign-flip", "backdoor", "free-ride")
 DATASETS = ("mnist", "digits")
+_RENAMED = {"fraction": "sample_rate"}  # old key -> setting, for configs and results on disk
 
 
 class Mode(enum.StrEnum):
@@ -123,10 +124,18 @@ class FederatedConfig:
     dropout tolerance; updates are L2-bounded by ``norm_bound`` (or the DP
     clip) on the client, which also sets the quantisation range.
 
+    Rounds: ``sample_rate`` is the share of clients sampled per round (training's
+    word; ``fraction`` in configs and results written before, still read), exactly
+    ``round(sample_rate * clients)`` of them, or under central DP each with that
+    probability. ``rounds`` are federated rounds, not optimiser steps: in each
+    round a client takes ``local_epochs`` of local steps, so the name stays.
+
     Central DP (``dp = "central"``, DP-FedAvg): clients are Poisson-sampled
-    with rate ``fraction``, their updates clipped to ``clip`` (adaptively when
+    with rate ``sample_rate``, their updates clipped to ``clip`` (adaptively when
     ``adaptive_clip``), Gaussian noise ``noise_multiplier`` (or calibrated to
-    ``target_epsilon``) is added by the server; ``delta`` is required.
+    ``target_epsilon``) is added by the server; ``delta`` is required. ``clip``
+    bounds a client's whole update (user-level DP), not one example's gradient,
+    so it is not training's ``max_grad_norm``; that one is ``client_max_grad_norm``.
     Local DP (``dp = "local"``): each client clips and noises its own update.
     Record-level DP-SGD at each client: ``client_noise_multiplier`` and
     ``client_max_grad_norm``.
@@ -144,7 +153,7 @@ class FederatedConfig:
     partition: str = "iid"
     alpha: float = 0.5
     classes_per_client: int = 2
-    fraction: float = 1.0
+    sample_rate: float = 1.0
     rounds: int = 10
     local_epochs: int = 1
     batch_size: int = 32
@@ -208,8 +217,10 @@ class FederatedConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise _fail(name, "a finite number >= 0", value)
-        if not 0 < self.fraction <= 1:
-            raise _fail("fraction", "0 < fraction <= 1 (clients sampled per round)", self.fraction)
+        if not 0 < self.sample_rate <= 1:
+            raise _fail(
+                "sample_rate", "0 < sample_rate <= 1 (clients sampled per round)", self.sample_rate
+            )
         if not 0 <= self.malicious < 1:
             raise _fail("malicious", "0 <= fraction of malicious clients < 1", self.malicious)
         if not 0 <= self.dropout < 1:
@@ -274,8 +285,8 @@ class FederatedConfig:
                 expected=f"at least {max(threshold, 3)} clients per round (the threshold of "
                 "shares needed to unmask; SecAgg+ needs 3 or more)",
                 got=f"{per_round:g} expected clients per round "
-                f"({self.clients} clients x fraction {self.fraction})",
-                fix="raise --clients or --fraction, or lower --secagg-threshold",
+                f"({self.clients} clients x sample rate {self.sample_rate})",
+                fix="raise --clients or --sample-rate, or lower --secagg-threshold",
             )
         if self.shares < 3 or threshold >= self.shares:  # noqa: PLR2004
             raise _fail(
@@ -323,10 +334,10 @@ class FederatedConfig:
     # ------------------------------------------------------------ derived
     @property
     def expected_clients(self) -> float:
-        """Clients per round: exactly ``round(fraction * clients)`` or, under DP, in expectation."""
+        """Clients per round: exactly ``round(sample_rate * clients)`` or, under DP, in expectation."""
         if self.dp == "central":
-            return self.fraction * self.clients
-        return float(max(1, round(self.fraction * self.clients)))
+            return self.sample_rate * self.clients
+        return float(max(1, round(self.sample_rate * self.clients)))
 
     @property
     def shares(self) -> int:
@@ -372,11 +383,15 @@ class FederatedConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, source: str = "config") -> FederatedConfig:
-        """From a mapping with dashed or underscored keys; unknown keys are refused."""
+        """From a mapping with dashed or underscored keys; unknown keys are refused.
+
+        Keys written before a setting was renamed (``fraction``) are read as the new one.
+        """
         known = {f.name: f for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             name = str(key).replace("-", "_")
+            name = _RENAMED.get(name, name)  # as with dashes and underscores, the last wins
             if name not in known:
                 raise InvalidInputError(
                     f"unknown setting '{key}' in the {source}",

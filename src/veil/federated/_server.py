@@ -2,10 +2,10 @@
 
 Each round the server
 
-1. samples clients: Poisson sampling with rate ``fraction`` from the
+1. samples clients: Poisson sampling with rate ``sample_rate`` from the
    AES-CTR stream under central DP (the amplification the accounting assumes
    needs sampling nobody can predict), a seeded choice of exactly
-   ``round(fraction * clients)`` otherwise;
+   ``round(sample_rate * clients)`` otherwise;
 2. sends them the global model and collects their updates, either as plain
    Message-API messages or, with ``secagg``, through Flower's
    ``SecAggPlusWorkflow`` (the server then sees only the weighted mean);
@@ -170,11 +170,11 @@ def plan_privacy(config: FederatedConfig) -> tuple[UserDPPlan | None, dict[str, 
     delta = float(config.delta or 0)
     if config.dp == "central":
         z = config.noise_multiplier or calibrate_user_noise(
-            float(config.target_epsilon or 0), delta, config.fraction, config.rounds
+            float(config.target_epsilon or 0), delta, config.sample_rate, config.rounds
         )
         plan = plan_user_dp(
             population=config.clients,
-            sampling_rate=config.fraction,
+            sampling_rate=config.sample_rate,
             rounds=config.rounds,
             noise_multiplier=z,
             delta=delta,
@@ -310,7 +310,7 @@ def _check_budget(
             "the planned rounds exceed the run's budget",
             expected=f"epsilon <= {max_epsilon}",
             got=f"epsilon {epsilon:.3f} for {config.rounds} rounds",
-            fix="fewer rounds, a lower --fraction, or more noise",
+            fix="fewer rounds, a lower --sample-rate, or more noise",
         )
 
 
@@ -453,9 +453,9 @@ def _sample(
     config: FederatedConfig, nodes: list[int], server_round: int, noise: GaussianNoise | None
 ) -> list[int]:
     if noise is not None:  # Poisson sampling, secret
-        coins = noise.random.bernoulli(len(nodes), config.fraction)
+        coins = noise.random.bernoulli(len(nodes), config.sample_rate)
         return [n for n, c in zip(nodes, coins.tolist(), strict=True) if c]
-    count = max(1, round(config.fraction * len(nodes)))
+    count = max(1, round(config.sample_rate * len(nodes)))
     if count >= len(nodes):
         return list(nodes)
     rng = np.random.default_rng([config.seed, server_round])  # who trains, not privacy noise

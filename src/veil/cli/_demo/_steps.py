@@ -381,7 +381,7 @@ def _federated(tour: Tour, catalog: Catalog, store: Store) -> None:
         model="logreg",
         clients=10,
         rounds=5,
-        fraction=0.8,
+        sample_rate=0.8,
         lr=0.5,
         batch_size=16,
         secagg=True,
