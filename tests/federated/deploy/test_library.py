@@ -3,7 +3,9 @@ creating credentials, the keys to authorise, the Flower CLI config, a node's par
 
 from __future__ import annotations
 
+import json
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ pytest.importorskip("flwr")
 
 from veil.errors import InvalidInputError, NotFoundError
 from veil.federated.deploy import (
+    DeployedRun,
     open_credentials,
     partition_node_config,
     public_keys,
@@ -92,3 +95,15 @@ def test_partition_node_config(tmp_path):
         partition_node_config(2, 2)
     with pytest.raises(NotFoundError, match="--data directory does not exist"):
         partition_node_config(0, 2, tmp_path / "absent")
+
+
+def test_a_deployed_run_is_a_frozen_result_with_to_dict():
+    run = DeployedRun(
+        run_id=7, status="finished:completed", seconds=1.5, log="ok", output=Path("r.json")
+    )
+    with pytest.raises(AttributeError):
+        run.status = "running"  # type: ignore[misc]
+    payload = json.loads(json.dumps(run.to_dict()))
+    assert payload["run_id"] == 7
+    assert payload["output"] == "r.json"
+    assert payload["result"] is None
