@@ -2,8 +2,9 @@
 
 The modules, one concern each:
 
-- ``_hierarchy``: generalisation hierarchies (the file format, the bundled
-  ``hierarchies/`` folder) and the ordered code space of each quasi-identifier;
+- ``_hierarchy``: generalisation hierarchies as declared (the file format,
+  the bundled ``hierarchies/`` folder);
+- ``_domain``: the ordered code space of each quasi-identifier, built from them;
 - ``_risk``: equivalence classes, re-identification risk, l-diversity,
   t-closeness, delta-presence, population uniqueness;
 - ``_constraints``: the k / l / t test that the algorithms search under;
@@ -28,11 +29,11 @@ from veil.anonymize.tabular._anonymize import (
     anonymize,
 )
 from veil.anonymize.tabular._constraints import Constraints
+from veil.anonymize.tabular._domain import build_domains
 from veil.anonymize.tabular._flash import full_domain
 from veil.anonymize.tabular._hierarchy import (
     BUNDLED_HIERARCHIES,
     HierarchySpec,
-    build_domains,
     load_hierarchies,
 )
 from veil.anonymize.tabular._mondrian import mondrian

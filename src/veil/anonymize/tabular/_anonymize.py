@@ -23,8 +23,9 @@ import numpy.typing as npt
 import pandas as pd
 
 from veil.anonymize.tabular._constraints import Constraints
+from veil.anonymize.tabular._domain import build_domains
 from veil.anonymize.tabular._flash import full_domain
-from veil.anonymize.tabular._hierarchy import HierarchySpec, build_domains
+from veil.anonymize.tabular._hierarchy import HierarchySpec
 from veil.anonymize.tabular._mondrian import mondrian
 from veil.anonymize.tabular._operators import (
     add_noise,

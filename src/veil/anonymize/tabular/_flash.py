@@ -45,7 +45,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from veil.anonymize.tabular._constraints import Constraints
-from veil.anonymize.tabular._hierarchy import Domain
+from veil.anonymize.tabular._domain import Domain
 from veil.anonymize.tabular._recoding import Recoding
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, ProgressEvent

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from veil.anonymize.tabular._constraints import Constraints
-from veil.anonymize.tabular._hierarchy import Domain, TreeDomain
+from veil.anonymize.tabular._domain import Domain, TreeDomain
 from veil.anonymize.tabular._recoding import Recoding
 from veil.progress import ProgressCallback, ProgressEvent
 

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from veil.anonymize.tabular._hierarchy import SUPPRESSED, Domain
+from veil.anonymize.tabular._domain import SUPPRESSED, Domain
 
 __all__ = ["Recoding", "Utility"]
 

@@ -26,13 +26,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from veil.anonymize.tabular._hierarchy import (
-    SUPPRESSED,
-    Domain,
-    HierarchySpec,
-    TreeDomain,
-    build_domains,
-)
+from veil.anonymize.tabular._domain import SUPPRESSED, Domain, TreeDomain, build_domains
+from veil.anonymize.tabular._hierarchy import HierarchySpec
 from veil.anonymize.tabular._recoding import Recoding, Utility
 from veil.anonymize.tabular._risk import (
     ClassStats,
