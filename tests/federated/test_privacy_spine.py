@@ -8,8 +8,8 @@ import pytest
 
 from veil.errors import InvalidInputError
 from veil.federated import calibrate_user_noise, plan_user_dp
-from veil.ledger._calibrate import SubsampledGaussianAccounting, account_subsampled_gaussian
-from veil.ledger._calibrate import calibrate_noise as ledger_calibrate
+from veil.ledger.calibrate import SubsampledGaussianAccounting, account_subsampled_gaussian
+from veil.ledger.calibrate import calibrate_noise as ledger_calibrate
 
 DELTA = 1e-5
 

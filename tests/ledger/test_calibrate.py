@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from veil.errors import InvalidInputError
-from veil.ledger._calibrate import (
+from veil.ledger.calibrate import (
     CALIBRATION_TOLERANCE,
     MAX_NOISE_MULTIPLIER,
     MIN_NOISE_MULTIPLIER,

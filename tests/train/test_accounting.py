@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from veil.errors import InvalidInputError
-from veil.ledger._calibrate import SubsampledGaussianAccounting, account_subsampled_gaussian
-from veil.ledger._calibrate import calibrate_noise as ledger_calibrate
+from veil.ledger.calibrate import SubsampledGaussianAccounting, account_subsampled_gaussian
+from veil.ledger.calibrate import calibrate_noise as ledger_calibrate
 from veil.train import account, calibrate_noise
 from veil.train._accounting import MAX_NOISE_MULTIPLIER
 

@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-import veil.ledger._calibrate as calibrate_module
+import veil.ledger.calibrate as calibrate_module
 import veil.train._engine as engine_module
 from veil.cli._app import main
 from veil.errors import InvalidInputError

@@ -93,8 +93,8 @@ from veil.ledger import (
     check_positive,
     check_probability,
 )
-from veil.ledger._calibrate import MAX_NOISE_MULTIPLIER as _MAX_NOISE_MULTIPLIER
-from veil.ledger._calibrate import (
+from veil.ledger.calibrate import MAX_NOISE_MULTIPLIER as _MAX_NOISE_MULTIPLIER
+from veil.ledger.calibrate import (
     SubsampledGaussianAccounting,
     account_subsampled_gaussian,
     calibrate_noise,
@@ -248,7 +248,7 @@ def _flower_epsilon(
 class UserDPPlan:
     """What a DP-FedAvg run costs each client, by three accountants.
 
-    The epsilon figures are one :class:`~veil.ledger._calibrate.SubsampledGaussianAccounting`
+    The epsilon figures are one :class:`~veil.ledger.calibrate.SubsampledGaussianAccounting`
     (the report DP-SGD's runs have too): PLD charged, RDP and Flower's
     accountant (``cross_checks["flower"]``) as cross-checks. The properties
     read it in federated words.
@@ -444,7 +444,7 @@ def calibrate_user_noise(
 ) -> float:
     """The smallest noise multiplier (to 0.1 %) whose client-level PLD epsilon is at most the target.
 
-    :func:`veil.ledger._calibrate.calibrate_noise` (the one search, shared with
+    :func:`veil.ledger.calibrate.calibrate_noise` (the one search, shared with
     DP-SGD: a round is a step), with the knobs of an unreachable target named
     in federated words. The answer ``z`` satisfies ``epsilon(z) <= target_epsilon``
     and ``epsilon(z / 1.001) > target_epsilon`` (or ``z`` is the floor 0.05).

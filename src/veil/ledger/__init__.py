@@ -9,6 +9,9 @@ cross-checked by Rényi DP (:class:`RDPAccountant`). :meth:`Ledger.charge`
 refuses, atomically and before anything is computed, a release that would
 exceed the budget.
 
+The noise calibration that DP-SGD and DP-FedAvg share is the public submodule
+:mod:`veil.ledger.calibrate`.
+
 >>> from veil.ledger import Mechanism, PLDAccountant
 >>> gaussian = Mechanism.gaussian(sigma=5.0, sensitivity=1.0).dp_event
 >>> round(PLDAccountant().epsilon([gaussian] * 100, delta=1e-5), 2)
@@ -23,11 +26,6 @@ from veil.ledger._accountants import (
     zcdp_rho,
 )
 from veil.ledger._budget import Budget, BudgetStatus, Receipt, Spent
-from veil.ledger._calibrate import (
-    SubsampledGaussianAccounting,
-    account_subsampled_gaussian,
-    calibrate_noise,
-)
 from veil.ledger._composition import Composition, recompose
 from veil.ledger._events import (
     DiscreteGaussianDpEvent,
@@ -71,9 +69,6 @@ __all__ = [
     "RDPAccountant",
     "Receipt",
     "Spent",
-    "SubsampledGaussianAccounting",
-    "account_subsampled_gaussian",
-    "calibrate_noise",
     "check_budget_delta",
     "check_delta",
     "check_epsilon",

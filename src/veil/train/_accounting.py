@@ -3,7 +3,7 @@
 A DP-SGD run with Poisson sampling rate ``q``, noise multiplier ``sigma`` and
 ``steps`` steps is one ledger event, ``steps`` self-compositions of a
 Poisson-subsampled Gaussian: the mechanism DP-FedAvg runs over its rounds. The
-search and the report are the ledger's (:mod:`veil.ledger._calibrate`), shared
+search and the report are the ledger's (:mod:`veil.ledger.calibrate`), shared
 with :mod:`veil.federated`; its epsilon is computed by
 
 * **PLD** (Google ``dp_accounting``, the ledger's own accountant, pessimistic
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import warnings
 
-from veil.ledger._calibrate import (
+from veil.ledger.calibrate import (
     MAX_NOISE_MULTIPLIER,
     MIN_NOISE_MULTIPLIER,
     SubsampledGaussianAccounting,
     pld_epsilon,
 )
-from veil.ledger._calibrate import calibrate_noise as _calibrate
+from veil.ledger.calibrate import calibrate_noise as _calibrate
 
 __all__ = [
     "MAX_NOISE_MULTIPLIER",
@@ -59,7 +59,7 @@ def prv_epsilon(sample_rate: float, noise_multiplier: float, steps: int, delta: 
 class PrivacyAccounting(SubsampledGaussianAccounting):
     """What a DP-SGD run costs: the shared report, read in DP-SGD's words.
 
-    The fields and :meth:`to_dict` are :class:`~veil.ledger._calibrate.SubsampledGaussianAccounting`'s
+    The fields and :meth:`to_dict` are :class:`~veil.ledger.calibrate.SubsampledGaussianAccounting`'s
     (``sampling_rate``, ``steps``, ``epsilon`` by PLD, ``epsilon_rdp``,
     ``epsilon_prv`` from ``cross_checks``).
     """
@@ -100,7 +100,7 @@ def calibrate_noise(
 ) -> float:
     """The smallest noise multiplier (to 0.1 %) whose PLD epsilon is at most ``target_epsilon``.
 
-    :func:`veil.ledger._calibrate.calibrate_noise` (the one search, shared with
+    :func:`veil.ledger.calibrate.calibrate_noise` (the one search, shared with
     federated averaging), with the knobs of an unreachable target named as
     ``veil train``'s options. The answer is at least 0.05; targets above
     epsilon 100 are refused before any accounting runs; at most 55 PLD evaluations.

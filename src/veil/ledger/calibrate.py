@@ -15,6 +15,9 @@ calibrated by one search, :func:`calibrate_noise`, and reported in one shape,
   (Opacus's PRV for DP-SGD, Flower's RDP for federated averaging), reported,
   never charged.
 
+A public submodule: :mod:`veil.train` and :mod:`veil.federated` calibrate through it,
+and a user may call it to size the noise of either before a run.
+
 >>> z = calibrate_noise(3.0, 1e-5, 256 / 60000, 2340)
 >>> report = account_subsampled_gaussian(256 / 60000, z, 2340, 1e-5)
 >>> report.epsilon <= 3.0 < account_subsampled_gaussian(256 / 60000, z / 1.001, 2340, 1e-5).epsilon
@@ -30,6 +33,7 @@ from typing import Self
 
 from dp_accounting import dp_event
 
+from veil._validate import whole_number
 from veil.errors import InvalidInputError
 from veil.ledger._accountants import PLDAccountant, RDPAccountant
 from veil.ledger._events import Mechanism
@@ -85,13 +89,7 @@ def check_sampling_rate(value: object, *, fix: str = _SAMPLING_FIX) -> float:
 
 
 def _steps(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(
-            "steps must be a whole number >= 1",
-            expected="an int >= 1 (DP-SGD steps, or federated rounds)",
-            got=repr(value),
-        )
-    return value
+    return whole_number(value, "steps", expected="an int >= 1 (DP-SGD steps, or federated rounds)")
 
 
 def _event(sampling_rate: float, noise_multiplier: float, steps: int) -> dp_event.DpEvent:
