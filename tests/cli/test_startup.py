@@ -64,7 +64,7 @@ def test_help_imports_no_data_frame_and_no_database(tmp_path: Path):
 
 def test_the_format_help_lists_the_readers_formats():
     from veil.cli.datasets import FORMATS_HELP
-    from veil.data._readers import FORMATS
+    from veil.data.readers import FORMATS
 
     assert FORMATS_HELP.split(", ") == list(FORMATS)
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from veil.data import SKLEARN_DATASETS, load_mnist, load_table, read_idx
+from veil.data import load_mnist, load_table, read_idx
 from veil.data._adult import ADULT_CATEGORIES, ADULT_COLUMNS
-from veil.data._readers import guess_format, open_reader
+from veil.data.readers import SKLEARN_DATASETS, guess_format, open_reader
 from veil.errors import DataTooLargeError, InvalidInputError, NotFoundError
 
 

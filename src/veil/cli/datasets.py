@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from veil.data import DatasetInfo
 
 # veil.data (pandas, SQLAlchemy, Alembic) loads inside the commands: `veil --help` stays fast.
-# The formats of veil.data._readers.FORMATS, as text (a test keeps the two equal).
+# The formats of veil.data.readers.FORMATS, as text (a test keeps the two equal).
 FORMATS_HELP = "csv, parquet, adult, mnist, sklearn"
 
 __all__ = ["app", "render_schema"]
@@ -47,8 +47,7 @@ CategoriesFromOption = Annotated[
 
 def _categories(items: list[str] | None, codebook: str | None) -> dict[str, tuple[str, ...]]:
     """The codebook's categories, then --categories (which win, column by column)."""
-    from veil.data import parse_categories  # noqa: PLC0415 - loads pandas and SQLAlchemy
-    from veil.data._schema import read_codebook  # noqa: PLC0415
+    from veil.data import parse_categories, read_codebook  # noqa: PLC0415 - loads pandas
 
     merged = read_codebook(codebook) if codebook else {}
     return merged | parse_categories(items or [])
@@ -389,8 +388,7 @@ def suggest_categories_(
     """
     import yaml  # noqa: PLC0415 - only this command writes YAML
 
-    from veil.data import load_table  # noqa: PLC0415 - loads pandas and SQLAlchemy
-    from veil.data._schema import suggest_categories  # noqa: PLC0415
+    from veil.data import load_table, suggest_categories  # noqa: PLC0415 - loads pandas
 
     try:
         limit = Workspace.locate().settings.max_load_bytes

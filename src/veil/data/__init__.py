@@ -3,7 +3,8 @@
 Load data in the formats its users already have (CSV, Parquet, the UCI Adult
 files, MNIST IDX, scikit-learn's bundled sets), declare who the rows belong to
 and what each column may hold (:class:`PrivacySchema`), and register it in the
-workspace (:class:`Catalog`).
+workspace (:class:`Catalog`). The format readers behind them are the public
+submodule :mod:`veil.data.readers`.
 
 >>> from veil.data import load_table
 >>> frame = load_table("sklearn:diabetes")
@@ -14,29 +15,29 @@ workspace (:class:`Catalog`).
 from veil.data._catalog import Catalog, DatasetInfo
 from veil.data._idx import read_idx
 from veil.data._loaders import load_mnist, load_table
-from veil.data._readers import FORMATS, SKLEARN_DATASETS, ImageArrays
 from veil.data._schema import (
     ColumnSpec,
     PrivacySchema,
     check_columns_exist,
     parse_bounds,
     parse_categories,
+    read_codebook,
     suggest_bounds,
+    suggest_categories,
 )
 
 __all__ = [
-    "FORMATS",
-    "SKLEARN_DATASETS",
     "Catalog",
     "ColumnSpec",
     "DatasetInfo",
-    "ImageArrays",
     "PrivacySchema",
     "check_columns_exist",
     "load_mnist",
     "load_table",
     "parse_bounds",
     "parse_categories",
+    "read_codebook",
     "read_idx",
     "suggest_bounds",
+    "suggest_categories",
 ]

@@ -39,8 +39,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from veil.data._readers import ImageArrays, MnistReader, Reader, check_fits_in_memory, open_reader
 from veil.data._schema import ColumnSpec, PrivacySchema, check_columns_exist
+from veil.data.readers import ImageArrays, MnistReader, Reader, check_fits_in_memory, open_reader
 from veil.errors import ConflictError, InvalidInputError, NotFoundError, SchemaError
 from veil.progress import ProgressCallback, ProgressEvent
 from veil.store import Store

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from veil.data._readers import ImageArrays, MnistReader, check_fits_in_memory, open_reader
+from veil.data.readers import ImageArrays, MnistReader, check_fits_in_memory, open_reader
 
 __all__ = ["load_mnist", "load_table"]
 

@@ -77,7 +77,7 @@ class Task:
 
 def _mnist_reader(directory: str) -> Any:
     # The catalogue's reader, so that the fingerprint is the one a registration records.
-    from veil.data._readers import open_reader  # noqa: PLC0415 - veil.data exports no reader
+    from veil.data.readers import open_reader  # noqa: PLC0415 - loads pandas
 
     path = Path(directory)
     if not path.is_dir():
@@ -91,7 +91,7 @@ def _mnist_reader(directory: str) -> Any:
 
 
 def _digits_reader(split: str) -> Any:
-    from veil.data._readers import open_reader  # noqa: PLC0415 - veil.data exports no reader
+    from veil.data.readers import open_reader  # noqa: PLC0415 - loads pandas
 
     return open_reader("sklearn:digits", "sklearn", split=split)
 

@@ -73,10 +73,10 @@ def _default_label(info: DatasetInfo) -> str | None:
     if info.format in _DEFAULT_LABELS:
         return _DEFAULT_LABELS[info.format]
     if info.format == "sklearn":
-        from veil.data._readers import _SKLEARN_TARGETS  # noqa: PLC0415 - the format's table
+        from veil.data.readers import SKLEARN_TARGETS  # noqa: PLC0415 - the format's table
 
         name = info.source.split(":", 1)[1]
-        target = _SKLEARN_TARGETS.get(name)
+        target = SKLEARN_TARGETS.get(name)
         return str(target) if target else None
     return None
 

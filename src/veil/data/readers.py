@@ -5,6 +5,12 @@ facts its *format* declares (the Adult codebook's categories, MNIST's pixel
 range), a stream of chunks (so a file larger than memory can still be
 validated at registration), and a whole-table read for analysis, which is
 refused up front when the estimated size would not fit in memory.
+
+A public submodule for Veil's own packages (training and federated learning
+read a registered dataset through the catalogue's reader, so that the
+fingerprint is the one the registration recorded; the benchmarks use the
+Adult codebook), and for users who add a format. Users who only load data
+call :func:`veil.data.load_table` and :class:`veil.data.Catalog`.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from veil.errors import DataTooLargeError, InvalidInputError, NotFoundError
 from veil.progress import ProgressCallback, ProgressEvent
 
 __all__ = [
+    "ADULT_CATEGORIES",
     "FORMATS",
     "SKLEARN_DATASETS",
+    "SKLEARN_TARGETS",
     "Declaration",
     "ImageArrays",
     "Reader",
@@ -429,7 +437,7 @@ class ParquetReader(Reader):
 
 
 # ----------------------------------------------------------------- sklearn
-_SKLEARN_TARGETS = {
+SKLEARN_TARGETS = {
     "breast_cancer": "diagnosis",
     "diabetes": "progression",
     "digits": "digit",
@@ -501,7 +509,7 @@ class SklearnReader(Reader):
                 else loader(as_frame=True)
             )
             frame = bunch.frame.copy()
-            target = _SKLEARN_TARGETS[self.name]
+            target = SKLEARN_TARGETS[self.name]
             frame = frame.rename(columns={"target": target})
             if self.name == "digits":
                 frame[target] = frame[target].astype(str)
@@ -519,7 +527,7 @@ class SklearnReader(Reader):
         return [str(c) for c in self._load().columns]
 
     def declarations(self) -> dict[str, Declaration]:
-        target = _SKLEARN_TARGETS[self.name]
+        target = SKLEARN_TARGETS[self.name]
         declared: dict[str, Declaration] = {}
         if self.name == "digits":
             # By construction: 8x8 images of counts of set pixels in 4x4 blocks, so 0..16.
