@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from veil.audit import attribute_inference, fairness_metrics
-from veil.audit._run import AuditReport, _utility_figures
+from veil.audit import AuditReport, attribute_inference, fairness_metrics
+from veil.audit._run import _utility_figures
 from veil.audit._targets import as_classifier
 
 

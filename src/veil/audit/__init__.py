@@ -20,6 +20,7 @@ from veil.audit._attribute import AttributeResult, attribute_inference
 from veil.audit._dpaudit import CanaryAudit, audit_mechanism, canary_audit
 from veil.audit._extraction import ExtractionResult, extraction_curve
 from veil.audit._fairness import FairnessResult, fairness_metrics
+from veil.audit._findings import AuditReport
 from veil.audit._inversion import InversionResult, invert_classes
 from veil.audit._membership import (
     MIA_ATTACKS,
@@ -29,7 +30,7 @@ from veil.audit._membership import (
 )
 from veil.audit._metrics import AttackResult, score_attack
 from veil.audit._report import render_html, write_report
-from veil.audit._run import AUDIT_ATTACKS, AuditReport, audit_model, veil_trainer
+from veil.audit._run import AUDIT_ATTACKS, audit_model, veil_trainer
 from veil.audit._stats import (
     EpsilonBound,
     clopper_pearson,

@@ -10,16 +10,37 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from veil.audit._fairness import MIN_GROUP
 from veil.audit._metrics import FPR_LEVELS
 
 if TYPE_CHECKING:
+    from veil.audit._attribute import AttributeResult
+    from veil.audit._dpaudit import CanaryAudit
+    from veil.audit._extraction import ExtractionResult
+    from veil.audit._fairness import FairnessResult
+    from veil.audit._inversion import InversionResult
     from veil.audit._metrics import AttackResult
-    from veil.audit._run import AuditReport
 
-__all__ = ["Verdict", "verdicts"]
+__all__ = ["Findings", "Verdict", "verdicts"]
+
+
+class Findings(Protocol):
+    """What the verdicts read of an :class:`~veil.audit.AuditReport` (which holds it)."""
+
+    settings: dict[str, Any]
+    membership: list[AttackResult]
+    attribute: AttributeResult | None
+    inversion: InversionResult | None
+    extraction: ExtractionResult | None
+    dp: CanaryAudit | None
+    fairness: FairnessResult | None
+    utility: dict[str, Any] | None
+
+    @property
+    def claimed_epsilon(self) -> float: ...
+
 
 _STRONG = 10.0  # TPR at a low FPR this many times the FPR: an attack that works
 _FAIRNESS_GAP = 0.1  # a common rule of thumb for parity gaps
@@ -44,7 +65,7 @@ def _label(result: AttackResult) -> str:
     return f"{result.attack} ({s.get('mode')})"
 
 
-def _membership(report: AuditReport) -> Verdict | None:
+def _membership(report: Findings) -> Verdict | None:
     results = report.membership
     if not results:
         return None
@@ -126,7 +147,7 @@ def _membership(report: AuditReport) -> Verdict | None:
     )
 
 
-def _dp(report: AuditReport) -> Verdict | None:
+def _dp(report: Findings) -> Verdict | None:
     audit = report.dp
     if audit is None:
         return None
@@ -163,7 +184,7 @@ def _dp(report: AuditReport) -> Verdict | None:
     )
 
 
-def _attribute(report: AuditReport) -> Verdict | None:
+def _attribute(report: Findings) -> Verdict | None:
     result = report.attribute
     if result is None:
         return None
@@ -191,7 +212,7 @@ def _attribute(report: AuditReport) -> Verdict | None:
     )
 
 
-def _inversion(report: AuditReport) -> Verdict | None:
+def _inversion(report: Findings) -> Verdict | None:
     result = report.inversion
     if result is None:
         return None
@@ -210,7 +231,7 @@ def _inversion(report: AuditReport) -> Verdict | None:
     )
 
 
-def _extraction(report: AuditReport) -> Verdict | None:
+def _extraction(report: Findings) -> Verdict | None:
     result = report.extraction
     if result is None:
         return None
@@ -230,7 +251,7 @@ def _extraction(report: AuditReport) -> Verdict | None:
     )
 
 
-def _fairness(report: AuditReport) -> Verdict | None:
+def _fairness(report: Findings) -> Verdict | None:
     result = report.fairness
     if result is None:
         return None
@@ -266,7 +287,7 @@ def _fairness(report: AuditReport) -> Verdict | None:
     )
 
 
-def _utility(report: AuditReport) -> Verdict | None:
+def _utility(report: Findings) -> Verdict | None:
     u = report.utility
     if u is None:
         return None
@@ -293,7 +314,7 @@ def _utility(report: AuditReport) -> Verdict | None:
     )
 
 
-def verdicts(report: AuditReport) -> list[Verdict]:
+def verdicts(report: Findings) -> list[Verdict]:
     checks = (_utility, _membership, _dp, _attribute, _inversion, _extraction, _fairness)
     found = [f(report) for f in checks]
     return [v for v in found if v is not None]
