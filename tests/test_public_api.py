@@ -246,9 +246,11 @@ PUBLIC = {
         "dataset_tensors",
         "evaluate",
         "fit_private",
-        "naive_per_sample_gradients",
+        "fixed_features",
         "plan_training",
+        "predict_logits",
         "train",
+        "trainable_part",
         "validate_model",
     ],
     "veil.federated": [

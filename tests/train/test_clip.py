@@ -8,7 +8,8 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 
 from veil.errors import InvalidInputError
-from veil.train import PerSampleClipper, naive_per_sample_gradients
+from veil.train import PerSampleClipper
+from veil.train._clip import naive_per_sample_gradients
 
 TOL = 1e-4  # float32 round-off on sums of a few hundred terms (relative)
 

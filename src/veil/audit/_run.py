@@ -55,10 +55,14 @@ def veil_trainer(meta: dict[str, Any], card: dict[str, Any]) -> Trainer:
     """
     import torch  # noqa: PLC0415 - optional extra
 
-    from veil.train import DPConfig, build_model, train  # noqa: PLC0415
-    from veil.train._accounting import account  # noqa: PLC0415
-    from veil.train._engine import TrainingPlan  # noqa: PLC0415
-    from veil.train._models import trainable_part  # noqa: PLC0415
+    from veil.train import (  # noqa: PLC0415 - loads torch
+        DPConfig,
+        TrainingPlan,
+        account,
+        build_model,
+        train,
+        trainable_part,
+    )
 
     spec = meta["spec"]
     config = DPConfig.from_dict(meta["training"]["config"])
@@ -102,7 +106,7 @@ def veil_trainer(meta: dict[str, Any], card: dict[str, Any]) -> Trainer:
 def _run_epsilon(meta: dict[str, Any], card: dict[str, Any], n: int) -> float:
     if not card.get("private"):
         return math.inf
-    from veil.train._accounting import account  # noqa: PLC0415
+    from veil.train import account  # noqa: PLC0415
 
     rate = float(card["sample_rate"])
     batch = max(1, round(rate * n))
@@ -192,8 +196,7 @@ def _prepare(
 ) -> _Context:
     import torch  # noqa: PLC0415 - optional extra
 
-    from veil.train import FeatureEncoder, dataset_tensors  # noqa: PLC0415
-    from veil.train._models import fixed_features  # noqa: PLC0415
+    from veil.train import FeatureEncoder, dataset_tensors, fixed_features  # noqa: PLC0415
 
     card = saved.card.to_dict()
     meta = saved.meta
@@ -336,7 +339,7 @@ def _canaries(
     report: AuditReport, ctx: _Context, canaries: int, progress: ProgressCallback | None
 ) -> None:
     """The one-run canary audit: the card's training run again, on all members plus canaries."""
-    from veil.train._models import fixed_features  # noqa: PLC0415
+    from veil.train import fixed_features  # noqa: PLC0415
 
     t0 = time.perf_counter()
     _, full_x = fixed_features(ctx.net, ctx.members_data.inputs, progress)

@@ -19,13 +19,14 @@ True
 
 from veil.train._accounting import PrivacyAccounting, account, calibrate_noise
 from veil.train._artifact import ModelRegistry, PrivacyCard, SavedModel
-from veil.train._clip import PerSampleClipper, naive_per_sample_gradients, validate_model
+from veil.train._clip import PerSampleClipper, validate_model
 from veil.train._engine import (
     DPConfig,
     TrainingPlan,
     TrainingReport,
     evaluate,
     plan_training,
+    predict_logits,
     train,
 )
 from veil.train._models import (
@@ -34,6 +35,8 @@ from veil.train._models import (
     DPMLPClassifier,
     FeatureEncoder,
     build_model,
+    fixed_features,
+    trainable_part,
 )
 from veil.train._pipeline import DatasetTensors, TrainedModel, dataset_tensors, fit_private
 from veil.train._random import SecureRandom
@@ -60,8 +63,10 @@ __all__ = [
     "dataset_tensors",
     "evaluate",
     "fit_private",
-    "naive_per_sample_gradients",
+    "fixed_features",
     "plan_training",
+    "predict_logits",
     "train",
+    "trainable_part",
     "validate_model",
 ]

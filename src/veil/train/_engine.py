@@ -49,7 +49,15 @@ from veil.train._accounting import (
 from veil.train._clip import PerSampleClipper, validate_model
 from veil.train._random import SecureRandom
 
-__all__ = ["DPConfig", "TrainingPlan", "TrainingReport", "evaluate", "plan_training", "train"]
+__all__ = [
+    "DPConfig",
+    "TrainingPlan",
+    "TrainingReport",
+    "evaluate",
+    "plan_training",
+    "predict_logits",
+    "train",
+]
 
 
 @dataclass(frozen=True)
@@ -527,6 +535,7 @@ def _plain_epochs(
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """The model's logits on ``inputs``, in eval mode, ``batch_size`` rows at a time."""
     model.eval()
     return (
         torch.cat([model(chunk) for chunk in inputs.split(batch_size)])
