@@ -39,7 +39,6 @@ __all__ = [
 
 BENCH_DATA_VARIABLE = "VEIL_BENCH_DATA"
 CORPUS_FILE = "pii_corpus.jsonl"
-GENERATOR_FILE = "corpus.py"
 PARTS = ("tune", "test")
 
 
