@@ -32,16 +32,21 @@ import numpy.typing as npt
 import pandas as pd
 import torch
 
-from veil.audit import as_classifier, canary_audit, membership_inference
-from veil.audit._targets import Classifier
+from veil.audit import Classifier, as_classifier, canary_audit, membership_inference
 from veil.bench._common import ADULT_NUMERIC_BOUNDS, machine, mnist_tensors
 from veil.bench._result import BenchResult, Column, Note, Table, View, fixed, verdict
 from veil.data import load_table
-from veil.data._adult import ADULT_CATEGORIES
+from veil.data.readers import ADULT_CATEGORIES
 from veil.errors import InvalidInputError, NotFoundError
 from veil.progress import ProgressCallback, ProgressEvent
-from veil.train import DPConfig, FeatureEncoder, build_model, calibrate_noise, train
-from veil.train._engine import TrainingPlan
+from veil.train import (
+    DPConfig,
+    FeatureEncoder,
+    TrainingPlan,
+    build_model,
+    calibrate_noise,
+    train,
+)
 
 __all__ = ["RECIPES", "AuditResult", "AuditRow", "run_audit_benchmark"]
 
