@@ -38,7 +38,7 @@ from veil.bench._result import (
     verdict,
 )
 from veil.data import load_table
-from veil.data._adult import ADULT_CATEGORIES
+from veil.data.readers import ADULT_CATEGORIES
 from veil.progress import ProgressCallback, ProgressEvent
 from veil.train import DPConfig, FeatureEncoder, build_model, evaluate, plan_training, train
 

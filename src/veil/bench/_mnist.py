@@ -34,9 +34,16 @@ from veil.bench._result import (
 )
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, ProgressEvent
-from veil.train import DPConfig, build_model, evaluate, plan_training, train
-from veil.train._engine import predict_logits
-from veil.train._models import fixed_features, trainable_part
+from veil.train import (
+    DPConfig,
+    build_model,
+    evaluate,
+    fixed_features,
+    plan_training,
+    predict_logits,
+    train,
+    trainable_part,
+)
 
 __all__ = [
     "RECIPES",
