@@ -267,14 +267,14 @@ def test_tampered_ciphertexts_fail_cleanly(small) -> None:
         server.infer(bytes(request[:-10]))
     response = server.infer(client.encrypt(inputs[0]))
     # tamper and recompute the checksum, as a deliberate attacker would
-    from veil.he._ckks import _pack, _unpack
+    from veil.he._ckks import pack, unpack
 
-    meta, sections = _unpack(response, "response")
+    meta, sections = unpack(response, "response")
     body = bytearray(sections[0])
     body[len(body) // 2] ^= 0x55
     header = {k: v for k, v in meta.items() if k not in ("kind", "sizes", "sha256")}
     with pytest.raises(InvalidInputError, match=r"could not be read|planned range|copies"):
-        client.decrypt(_pack("response", header, [bytes(body)]))
+        client.decrypt(pack("response", header, [bytes(body)]))
     with pytest.raises(InvalidInputError, match="not a Veil HE file"):
         client.decrypt(b"garbage")
 
@@ -348,14 +348,14 @@ def test_predict_applies_the_output_transform_and_dead_units_fold_away(seed: int
 
 
 def test_a_response_of_the_wrong_shape_is_refused(small) -> None:
-    from veil.he._ckks import _pack, _unpack
+    from veil.he._ckks import pack, unpack
 
     _, client, server, inputs = small
-    meta, sections = _unpack(server.infer(client.encrypt(inputs, layout="batch")), "response")
+    meta, sections = unpack(server.infer(client.encrypt(inputs, layout="batch")), "response")
     header = {k: v for k, v in meta.items() if k not in ("kind", "sizes", "sha256")}
     with pytest.raises(InvalidInputError, match="shape"):
-        client.decrypt(_pack("response", header, sections[:-1]))
-    meta, sections = _unpack(server.infer(client.encrypt(inputs[0])), "response")
+        client.decrypt(pack("response", header, sections[:-1]))
+    meta, sections = unpack(server.infer(client.encrypt(inputs[0])), "response")
     header = {k: v for k, v in meta.items() if k not in ("kind", "sizes", "sha256")}
     with pytest.raises(InvalidInputError, match="shape"):
-        client.decrypt(_pack("response", dict(header, period=2), sections))
+        client.decrypt(pack("response", dict(header, period=2), sections))

@@ -31,7 +31,7 @@ from veil.he import (  # noqa: E402 - after the skips
     error_bound,
     poly_activation,
 )
-from veil.he._ckks import _pack, _unpack  # noqa: E402 - to forge the attacker's files
+from veil.he._ckks import pack, unpack  # noqa: E402 - to forge the attacker's files
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,9 @@ def program() -> HEProgram:
 
 
 def _with_header(blob: bytes, kind: str, **changes: object) -> bytes:
-    meta, sections = _unpack(blob, kind)
+    meta, sections = unpack(blob, kind)
     header = {k: v for k, v in meta.items() if k not in ("kind", "sizes", "sha256")}
-    return _pack(kind, {**header, **changes}, sections)
+    return pack(kind, {**header, **changes}, sections)
 
 
 # ----------------------------------------------------------------------------- Galois keys
@@ -158,7 +158,7 @@ def test_a_batched_request_is_evaluated_on_every_slot_whatever_count_it_declares
     x = np.random.default_rng(2).uniform(-1, 1, size=(slots, 6))
     request = _with_header(client.encrypt(x, layout="batch"), "request", count=1)
     response = server.infer(request)
-    _, sections = _unpack(response, "response")
+    _, sections = unpack(response, "response")
     stolen = np.stack([client._decrypt_slots(s) for s in sections], axis=1)
     assert stolen.shape == (slots, 3)
     np.testing.assert_allclose(

@@ -25,7 +25,7 @@ from veil.he import (  # noqa: E402 - after the skips
     error_bound,
     poly_activation,
 )
-from veil.he._ckks import _pack, _unpack  # noqa: E402 - to read and forge envelopes
+from veil.he._ckks import pack, unpack  # noqa: E402 - to read and forge envelopes
 from veil.he._seal import load_object  # noqa: E402
 
 ALPHA = 1e-6  # per statistical assertion
@@ -48,10 +48,10 @@ def client(program: HEProgram) -> HEClient:
 
 def _old_context(client: HEClient) -> bytes:
     """A public context as earlier versions wrote it: no public key section."""
-    meta, sections = _unpack(client.public_context(), "context")
+    meta, sections = unpack(client.public_context(), "context")
     assert meta["public_key"] is True
     header = {k: v for k, v in meta.items() if k not in ("kind", "sizes", "sha256", "public_key")}
-    return _pack("context", header, sections[:-1])
+    return pack("context", header, sections[:-1])
 
 
 def _spread_bounds(n: int, bias: float) -> tuple[float, float]:
@@ -97,7 +97,7 @@ def _slots(client: HEClient, response: bytes) -> np.ndarray:
     """Every complex slot of every response ciphertext, as the secret key holder sees them."""
     ctx = client._ctx
     rows = []
-    for section in _unpack(response, "response")[1]:
+    for section in unpack(response, "response")[1]:
         plain = ctx.api.Plaintext()
         client._decryptor.decrypt(load_object("Ciphertext", ctx.context, section), plain)
         rows.append(np.asarray(ctx.encoder.decode_complex(plain)))
@@ -192,9 +192,9 @@ def test_a_response_declaring_more_noise_than_the_plan_allows_is_refused(
 ) -> None:
     # the declared sigma widens the client's check of the copies: it is bounded, not trusted
     server = HEServer(program, client.public_context(), workers=1, flood_sigma=SIGMA)
-    meta, sections = _unpack(server.infer(client.encrypt(np.full(6, 0.25))), "response")
+    meta, sections = unpack(server.infer(client.encrypt(np.full(6, 0.25))), "response")
     header = {k: v for k, v in meta.items() if k not in ("kind", "sizes", "sha256")}
     for claim in (client.plan.magnitude, -1.0, "0.01"):
-        forged = _pack("response", {**header, "flood_sigma": claim}, sections)
+        forged = pack("response", {**header, "flood_sigma": claim}, sections)
         with pytest.raises(InvalidInputError, match="flooding noise"):
             client.decrypt(forged)

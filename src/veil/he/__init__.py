@@ -12,12 +12,14 @@ context, and :func:`error_bound` bounds the error of its answer (see
 :func:`paillier_sum` do additive work with Paillier.
 """
 
-from veil.he._ckks import HEClient, HEServer, error_bound
+from veil.he._ckks import error_bound
+from veil.he._client import HEClient
 from veil.he._compile import compile_model, poly_activation
 from veil.he._model_files import load_model_file
 from veil.he._paillier import PaillierClient, paillier_linear, paillier_sum
 from veil.he._plan import HEPlan, plan_parameters
 from veil.he._program import HEProgram
+from veil.he._server import HEServer
 from veil.he._steps import Affine, Square
 
 __all__ = [
