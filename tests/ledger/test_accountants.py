@@ -26,12 +26,11 @@ from veil.ledger import (
     check_delta,
     check_epsilon,
     check_rho,
-    event_from_dict,
-    event_to_dict,
     gaussian_epsilon,
     pure_epsilon,
     zcdp_rho,
 )
+from veil.ledger._events import event_from_dict, event_to_dict
 
 PLD = PLDAccountant()
 RDP = RDPAccountant()

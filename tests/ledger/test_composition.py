@@ -27,9 +27,8 @@ from veil.ledger import (
     PLDAccountant,
     PrivacyEvent,
     recompose,
-    validate_event,
 )
-from veil.ledger._events import flatten
+from veil.ledger._events import flatten, validate_event
 from veil.store import Store
 from veil.store.tables import DatasetRow
 

@@ -32,12 +32,9 @@ from veil.ledger._events import (
     EpsilonDeltaDpEvent,
     Mechanism,
     PrivacyEvent,
-    event_from_dict,
-    event_to_dict,
-    validate_event,
 )
 from veil.ledger._guard import BudgetGuard, Charge, LocalBudget
-from veil.ledger._ledger import CHECKPOINT_EVERY, Ledger, LedgerEntry, LedgerIntegrityError
+from veil.ledger._ledger import Ledger, LedgerEntry, LedgerIntegrityError
 from veil.ledger._params import (
     MAX_RELEASE_EPSILON,
     check_budget_delta,
@@ -50,7 +47,6 @@ from veil.ledger._params import (
 )
 
 __all__ = [
-    "CHECKPOINT_EVERY",
     "MAX_RELEASE_EPSILON",
     "Budget",
     "BudgetGuard",
@@ -76,11 +72,8 @@ __all__ = [
     "check_probability",
     "check_release_epsilon",
     "check_rho",
-    "event_from_dict",
-    "event_to_dict",
     "gaussian_epsilon",
     "pure_epsilon",
     "recompose",
-    "validate_event",
     "zcdp_rho",
 ]
