@@ -175,6 +175,7 @@ def _emit(
 
 
 def model_spec(kind: str) -> dict[str, Any]:
+    """The model spec of an MNIST model kind (``build_model`` input)."""
     spec: dict[str, Any] = {"kind": kind, "input_shape": [1, 28, 28], "n_classes": 10}
     if kind == "mlp":
         spec["hidden"] = [128]
@@ -228,6 +229,8 @@ def fit_mnist(
     trainable = trainable_part(model)
     report = train(trainable, train_features, y, plan, n_classes=10)
     accounting = plan.accounting
+    test_accuracy = evaluate(trainable, test_features, yt)
+    inference = _inference_ms_per_image(model, xt[:2000])
     return MnistRun(
         model=kind,
         epsilon_target=epsilon,
@@ -240,13 +243,15 @@ def fit_mnist(
         steps=plan.steps,
         s_per_epoch=report.seconds_per_epoch,
         feature_seconds=feature_seconds if trainable is not model else None,
-        test_accuracy=evaluate(trainable, test_features, yt),
-        **_inference_ms_per_image(model, xt[:2000]),
+        test_accuracy=test_accuracy,
+        batched_ms_per_image=inference["batched_ms_per_image"],
+        single_image_ms=inference["single_image_ms"],
         config=config.to_dict(),
     )
 
 
 def check_sizes(train_size: int | None, epochs: int) -> None:
+    """Refuse a training subset under 1,024 images or fewer than one epoch."""
     if train_size is not None and train_size < 1024:  # noqa: PLR2004
         raise InvalidInputError("--train-size too small", expected=">= 1024", got=str(train_size))
     if epochs < 1:

@@ -8,6 +8,7 @@ column name, a note or an error message cannot inject markup.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +61,7 @@ def _columns(info: DatasetInfo) -> list[dict[str, Any]]:
 
 def _risk_rows(step: dict[str, Any], linked: int) -> list[tuple[str, str, str]]:
     """The anonymisation step's before/after figures, as (label, before, after) text."""
-    getters = (
+    getters: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
         ("equivalence classes", lambda r: f"{r['classes']['classes']:,}"),
         ("k (smallest class)", lambda r: str(r["classes"]["k"])),
         ("unique records", lambda r: f"{r['classes']['unique_share']:.1%}"),
