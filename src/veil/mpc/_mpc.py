@@ -38,26 +38,31 @@ reading MPyC's source; it was not installed in this environment.)
 
 from __future__ import annotations
 
-import contextlib
 import json
-import queue
 import secrets
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from veil._childenv import child_environment
-from veil.errors import InvalidInputError, NotFoundError, PartyDroppedError, VeilError
-from veil.mpc._sharing import FixedPoint, check_threshold, product_limit
+from veil.errors import InvalidInputError, NotFoundError, PartyDroppedError
+from veil.mpc._checks import (
+    OPERATIONS,
+    PROTOCOLS,
+    InputLike,
+    Operation,
+    Protocol,
+    as_array,
+    check_ranges,
+    validate,
+)
+from veil.mpc._processes import finish, launch, raise_from
+from veil.mpc._sharing import FixedPoint
 from veil.progress import ProgressCallback, ProgressEvent
 
 __all__ = [
@@ -71,12 +76,6 @@ __all__ = [
     "secure_multiply",
     "secure_sum",
 ]
-
-Protocol = Literal["additive", "shamir"]
-Operation = Literal["sum", "mean", "dot", "mul"]
-PROTOCOLS = ("additive", "shamir")
-OPERATIONS = ("sum", "mean", "dot", "mul")
-InputLike = npt.ArrayLike | Path | None
 
 
 @dataclass(frozen=True)
@@ -147,208 +146,6 @@ class MpcResult:
             "refused": self.refused,
             "peak_memory": self.peak_memory,
         }
-
-
-# ---------------------------------------------------------------- validation
-
-
-def _validate(
-    operation: str, parties: int, protocol: str, threshold: int | None, timeout: float
-) -> int:
-    if operation not in OPERATIONS:
-        raise InvalidInputError(
-            "unknown secure operation",
-            expected=f"one of {', '.join(OPERATIONS)}",
-            got=repr(operation),
-            fix="use sum, mean, dot or mul",
-        )
-    if protocol not in PROTOCOLS:
-        raise InvalidInputError(
-            "unknown MPC protocol",
-            expected="'additive' (n-of-n) or 'shamir' (t-of-n)",
-            got=repr(protocol),
-            fix="pass --protocol additive or --protocol shamir",
-        )
-    if parties < 2:  # noqa: PLR2004 - a secret needs two holders
-        raise InvalidInputError(
-            "a secure computation needs at least 2 parties",
-            expected="2 or more parties (one input each)",
-            got=f"{parties} part{'y' if parties == 1 else 'ies'}",
-            fix="give one input per party, at least two",
-        )
-    if not timeout > 0:
-        raise InvalidInputError(
-            "timeout must be positive",
-            expected="seconds > 0",
-            got=str(timeout),
-            fix="pass a timeout such as 30",
-        )
-    if protocol == "additive":
-        if threshold not in (None, parties):
-            raise InvalidInputError(
-                "additive sharing has no threshold below the number of parties",
-                expected=f"no threshold, or {parties} (every party is needed)",
-                got=f"threshold {threshold}",
-                fix="drop --threshold, or use --protocol shamir for t-of-n",
-            )
-        return parties
-    chosen = parties // 2 + 1 if threshold is None else threshold
-    check_threshold(chosen, parties)
-    return chosen
-
-
-def _as_array(value: npt.ArrayLike, what: str) -> npt.NDArray[np.float64]:
-    try:
-        array = np.asarray(value, dtype=np.float64).ravel()
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(
-            f"{what} are not numbers",
-            expected="an array of real numbers",
-            got=f"{type(value).__name__} ({exc})",
-            fix="pass a list or NumPy array of numbers",
-        ) from None
-    if not np.isfinite(array).all():
-        raise InvalidInputError(
-            f"{what} contain NaN or infinite numbers",
-            expected="finite real numbers",
-            got=f"{int((~np.isfinite(array)).sum())} non-finite value(s)",
-            fix="drop or impute the missing values before the secure computation",
-        )
-    return array
-
-
-def _check_ranges(
-    operation: str,
-    arrays: list[npt.NDArray[np.float64] | None],
-    seconds: list[npt.NDArray[np.float64] | None],
-    fixed: FixedPoint,
-    *,
-    elementwise: bool,
-) -> None:
-    """The parties' own range checks, run here first when the runner holds the arrays."""
-    n = len(arrays)
-    for i, (x, y) in enumerate(zip(arrays, seconds, strict=True)):
-        if x is None:
-            continue
-        what = f"party {i}'s values"
-        if operation in ("dot", "mul"):
-            limit = product_limit(fixed.domain, n, x.size if operation == "dot" else 1)
-            for name, v in (("x", x), ("y", y)):
-                if v is not None and np.abs(np.rint(v * fixed.scale)).max(initial=0) > limit:
-                    raise InvalidInputError(
-                        f"party {i}'s {name} is out of the fixed-point range",
-                        expected=f"|{name}| <= {limit / fixed.scale:.6g} for a product of "
-                        f"{fixed.frac_bits}-bit fixed-point values over {n} parties",
-                        got=f"|{name}| up to {float(np.abs(v).max()):.6g}",
-                        fix="rescale the values or pass fewer fractional bits (frac_bits)",
-                    )
-        elif elementwise:
-            fixed.to_integers(x, terms=n, what=what)
-        else:
-            terms = n * max(1, x.size)
-            fixed.to_integers(x if y is None else x * y, terms=terms, what=what)
-
-
-# ---------------------------------------------------------------- processes
-
-
-@dataclass
-class _Node:
-    name: str
-    process: subprocess.Popen[str]
-    lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
-    reader: threading.Thread | None = None
-    last: str = ""
-
-    def start_reading(self) -> None:
-        def pump() -> None:
-            assert self.process.stdout is not None  # noqa: S101 - opened with PIPE
-            for line in self.process.stdout:
-                self.lines.put(line.rstrip("\n"))
-            self.lines.put(None)
-
-        self.reader = threading.Thread(target=pump, daemon=True)
-        self.reader.start()
-
-    def write(self, line: str) -> None:
-        assert self.process.stdin is not None  # noqa: S101 - opened with PIPE
-        with contextlib.suppress(OSError):
-            self.process.stdin.write(line + "\n")
-            self.process.stdin.flush()
-
-    def next_line(self, deadline: float) -> str | None:
-        try:
-            return self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-        except queue.Empty:
-            return None
-
-
-def _launch(name: str) -> _Node:
-    # only the allow-listed environment: no VEIL_* secret and no database URL reaches a party
-    env = child_environment({"PYTHONUNBUFFERED": "1"})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "veil.mpc._party"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    node = _Node(name, process)
-    node.start_reading()
-    return node
-
-
-def _finish(nodes: list[_Node], deadline: float) -> dict[str, str]:
-    """Wait for every node (killing any that outlive ``deadline``); their last stdout line."""
-    last: dict[str, str] = {}
-    for node in nodes:
-        line: str | None = ""
-        while line is not None:
-            line = node.next_line(deadline)
-            if line is None:
-                break
-            node.last = line
-        try:
-            node.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            node.process.kill()
-            node.process.wait()
-        if node.reader is not None:
-            node.reader.join(timeout=5)
-        stderr = node.process.stderr.read() if node.process.stderr else ""
-        for stream in (node.process.stdin, node.process.stdout, node.process.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        last[node.name] = node.last or (f"CRASH {stderr.strip()[-800:]}" if stderr.strip() else "")
-    return last
-
-
-_ERRORS: dict[str, type[VeilError]] = {
-    "InvalidInputError": InvalidInputError,
-    "NotFoundError": NotFoundError,
-    "DropoutError": PartyDroppedError,
-}
-
-
-def _raise_from(body: dict[str, Any], refused: dict[str, list[str]] | None = None) -> None:
-    cls = _ERRORS.get(str(body.get("class")), VeilError)
-    message = str(body.get("message", "a party failed"))
-    details = dict(body.get("details") or {})
-    if refused:  # outsiders that were turned away: the error names them, not only the parties
-        details["refused"] = refused
-        first = next(iter(refused.items()))
-        message += f" (connections refused meanwhile, by node {first[0]}: {first[1][0]}"
-        count = sum(len(v) for v in refused.values())
-        message += f", and {count - 1} more)" if count > 1 else ")"
-    raise cls(
-        message,
-        expected=body.get("expected"),
-        got=body.get("got"),
-        fix=body.get("fix"),
-        details=details,
-    )
 
 
 def _spec(
@@ -426,7 +223,7 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
         PartyDroppedError: Too few parties left (any dropout for additive).
     """
     n = len(inputs)
-    t = _validate(operation, n, protocol, threshold, timeout)
+    t = validate(operation, n, protocol, threshold, timeout)
     fixed = FixedPoint(frac_bits, "field" if protocol == "shamir" else "ring")
     pairs = operation in ("dot", "mul") or (operation == "mean" and second is not None)
     if operation in ("dot", "mul") and second is None:
@@ -445,11 +242,11 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
             fix="pass as many weights / y entries as inputs",
         )
     arrays = [
-        None if isinstance(v, Path) or v is None else _as_array(v, f"party {i}'s values")
+        None if isinstance(v, Path) or v is None else as_array(v, f"party {i}'s values")
         for i, v in enumerate(inputs)
     ]
     others = [
-        None if isinstance(v, Path) or v is None else _as_array(v, f"party {i}'s second operand")
+        None if isinstance(v, Path) or v is None else as_array(v, f"party {i}'s second operand")
         for i, v in enumerate(seconds_in)
     ]
     sizes = {a.size for a in [*arrays, *others] if a is not None}
@@ -475,9 +272,7 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
             f"{[i for i, v in enumerate(inputs) if v is None]}",
             fix="give every party its vector, or use secure_sum",
         )
-    _check_ranges(
-        operation, arrays, others if pairs else [None] * n, fixed, elementwise=elementwise
-    )
+    check_ranges(operation, arrays, others if pairs else [None] * n, fixed, elementwise=elementwise)
     length = next(iter(sizes)) if sizes else 0
     dealer = n if operation in ("dot", "mul") else None
     token = secrets.token_hex(16)
@@ -524,7 +319,7 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
             progress(
                 ProgressEvent(f"mpc {operation}", 0, 3, "steps", f"starting {len(names)} processes")
             )
-        nodes = [_launch(name) for name in names]
+        nodes = [launch(name) for name in names]
         try:
             for node, job in zip(nodes, jobs, strict=True):
                 node.write(json.dumps(job))
@@ -542,7 +337,7 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
             for node in nodes:
                 node.write(json.dumps(ports))
         finally:
-            last = _finish(nodes, time.monotonic() + 4 * timeout + 30)
+            last = finish(nodes, time.monotonic() + 4 * timeout + 30)
         seconds = time.perf_counter() - started
         reports: dict[int, dict[str, Any]] = {}
         errors: dict[int, dict[str, Any]] = {}
@@ -570,13 +365,13 @@ def run_parties(  # noqa: C901, PLR0912, PLR0915 - one linear pipeline: check, l
                 )
         input_errors = [e for e in errors.values() if e.get("class") != "DropoutError"]
         if input_errors:
-            _raise_from(input_errors[0], refused)
+            raise_from(input_errors[0], refused)
         if not reports:
             if errors:
                 body = errors[min(errors)]
                 details = body.setdefault("details", {})
                 details["dropped"] = sorted(set(details.get("dropped", [])) | set(dropped))
-                _raise_from(body, refused)
+                raise_from(body, refused)
             raise PartyDroppedError(
                 "every party dropped out",
                 expected=f"at least {t} of {n} parties finishing",
