@@ -1,5 +1,5 @@
-# The two set-up commands of the README: `make demo` and `make test`.
-# Both create .venv when it is missing and install what they need; a stamp
+# The set-up commands of the README: `make demo`, `make test` and `make test-fast`.
+# All create .venv when it is missing and install what they need; a stamp
 # file makes the install step a no-op until pyproject.toml changes.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -7,13 +7,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test check lint typecheck install clean
+# pytest-xdist workers: one per core by default (`make test WORKERS=4` to try more).
+WORKERS ?= auto
+PYTEST  := $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
+
+.PHONY: demo test test-fast check lint typecheck install clean
 
 demo: $(STAMP)
 	$(BIN)/veil demo
 
+# The whole suite, slow tests included (what CI runs), with the 25 slowest tests listed.
 test: check $(STAMP)
-	$(BIN)/python -m pytest
+	$(PYTEST) --durations=25
+
+# The fast tier while working: everything not marked slow, no lint or type check.
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow"
 
 check: lint typecheck
 
