@@ -24,6 +24,10 @@ from veil.bench._audit import _adult, _mnist_pool
 from veil.errors import InvalidInputError
 from veil.train import DPConfig, build_model, plan_training, train
 
+pytestmark = (
+    pytest.mark.slow
+)  # real models trained and attacked; statistical (make test-fast skips it)
+
 ALPHA = 1e-6
 
 

@@ -22,6 +22,8 @@ from veil.audit import (
 from veil.bench._audit import _adult
 from veil.errors import InvalidInputError
 
+pytestmark = pytest.mark.slow  # reference models trained per attack; statistical
+
 ALPHA = 1e-6
 FAST = ("threshold", "shadow", "lira-online", "lira-offline", "rmia-online", "rmia-offline")
 

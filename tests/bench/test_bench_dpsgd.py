@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from veil.bench import DpsgdResult, MnistResult, run_dpsgd_benchmark, run_mnist_benchmark
 from veil.cli._app import main
+
+pytestmark = pytest.mark.slow  # trains DP-SGD and MNIST models, even at the tiny size
 
 
 def test_dpsgd_benchmark_on_a_tiny_size(shared_data):

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from veil.cli._app import main
+
+pytestmark = pytest.mark.slow  # federated rounds with Flower
 
 
 def test_quick_federated_benchmark_writes_json_and_a_table(
     shared_data, tmp_path, capsys, monkeypatch
 ):
+
     monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
     output = tmp_path / "bench-federated.json"
     rows = ["mlp-iid", "secagg-overhead"]  # dp-fedavg and poisoning: more runs than the time allows

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from veil.bench import HeResult, run_he_benchmark
 from veil.cli.bench import render
+
+pytestmark = pytest.mark.slow  # CKKS keys and encrypted inference
 
 
 def test_tiny_he_benchmark_reports_both_layouts(shared_data, capsys):

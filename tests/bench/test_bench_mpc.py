@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from veil.cli._app import main
+
+pytestmark = pytest.mark.slow  # parties in separate processes
 
 
 def test_bench_command_writes_json_and_a_table(tmp_path, capsys):

@@ -13,6 +13,7 @@ from veil.cli._app import main
 from veil.cli._demo import Tour, summary_html
 
 
+@pytest.mark.slow  # the whole tour, twice
 def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: PLR0915
     # A developer's settings must not leak into the demo: it always uses its own SQLite file.
     monkeypatch.setenv("VEIL_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")

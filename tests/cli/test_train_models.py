@@ -37,6 +37,8 @@ TRAIN = (
     "100",
 )
 
+pytestmark = pytest.mark.slow  # each test trains a model through the CLI
+
 
 def test_train_prints_the_card_and_models_show_it_again(capsys, digits):
     code, out, err = run(capsys, *TRAIN, "--epsilon", "1", "--name", "d1")

@@ -152,6 +152,7 @@ def zero_release(name: str) -> np.ndarray:
     return NOISE[name].release(np.zeros(N_NOISE))
 
 
+@pytest.mark.slow  # statistical (a declared false-failure rate), many draws
 @pytest.mark.parametrize("name", NOISE)
 def test_noise_follows_its_exact_distribution(name):
     noise = zero_release(name)
@@ -181,6 +182,7 @@ def test_std_property_is_the_noise_std(name):
     assert NOISE[name].std == pytest.approx(std, rel=1e-6)
 
 
+@pytest.mark.slow  # statistical (a declared false-failure rate), many draws
 @pytest.mark.parametrize("name", NOISE)
 def test_confidence_intervals_reach_nominal_coverage(name):
     mech, level = NOISE[name], 0.95
@@ -463,6 +465,7 @@ AUDITS = [
 ]
 
 
+@pytest.mark.slow  # statistical (a declared false-failure rate), many draws
 @pytest.mark.parametrize("audit", AUDITS)
 def test_empirical_epsilon_stays_below_the_charged_epsilon(audit):
     run = audit()
@@ -513,6 +516,7 @@ def _exact_count_variance(oracle: FrequencyOracle, n: int, members: int) -> tupl
     return members * p * (1 - p) + (n - members) * q * (1 - q), p - q
 
 
+@pytest.mark.slow  # statistical (a declared false-failure rate), many draws
 @pytest.mark.parametrize("method", ["grr", "unary"])
 def test_frequency_estimates_are_unbiased(method):
     oracle = FrequencyOracle(1.0, tuple(POPULATION), method=method)

@@ -25,6 +25,7 @@ def quiet():
         yield
 
 
+@pytest.mark.slow  # statistical (a declared false-failure rate), many draws
 def test_noise_has_the_calibrated_scale_when_the_signal_is_zero():
     """Zero every per-example gradient: one SGD step (lr 1) then moves the weights by noise alone."""
     n, batch, sigma, clip = 2000, 100, 1.7, 0.5
@@ -67,6 +68,7 @@ def test_virtual_steps_give_the_same_model_as_one_physical_batch(quiet):
     assert torch.allclose(weights[0], weights[1], atol=1e-5)
 
 
+@pytest.mark.slow  # trains to an accuracy floor
 def test_a_private_run_learns_digits(seed):
     digits = load_digits()
     x = torch.tensor(digits.data / 16.0 * 2 - 1, dtype=torch.float32)
