@@ -37,7 +37,7 @@ from veil._validate import whole_number
 from veil.audit._stats import EpsilonBound, epsilon_from_scores, one_run_epsilon
 from veil.audit._targets import Classifier
 from veil.errors import InvalidInputError
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 
 __all__ = ["CanaryAudit", "audit_mechanism", "canary_audit"]
 
@@ -154,19 +154,14 @@ def canary_audit(
     wrong = (np.asarray(canary_y) + rng.integers(1, n_classes, size=m)) % n_classes
     inserted = rng.random(m) < 0.5  # noqa: PLR2004
     start = time.perf_counter()
-    if progress is not None:
-        progress(
-            ProgressEvent(
-                "canary audit", 0, 1, "runs", f"training with {int(inserted.sum())} canaries"
-            )
-        )
+    detail = f"training with {int(inserted.sum())} canaries"
+    emit(progress, "canary audit", 0, 1, unit="runs", detail=detail)
     model = train_with(
         np.concatenate([np.asarray(x), np.asarray(canary_x)[inserted]]),
         np.concatenate([np.asarray(y), wrong[inserted]]).astype(np.int64),
     )
     scores = model.log_proba(np.asarray(canary_x))[np.arange(m), wrong]
-    if progress is not None:
-        progress(ProgressEvent("canary audit", 1, 1, "runs", "done"))
+    emit(progress, "canary audit", 1, 1, unit="runs", detail="done")
     return CanaryAudit(
         claimed_epsilon=claimed_epsilon,
         audit_run_epsilon=claimed_epsilon if audit_run_epsilon is None else audit_run_epsilon,

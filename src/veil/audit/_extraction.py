@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from veil.audit._targets import Classifier
 from veil.errors import InvalidInputError
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 
 __all__ = ["DEFENCES", "ExtractionResult", "extraction_curve"]
 
@@ -145,12 +145,8 @@ def extraction_curve(
             fid.append(float((guess == victim).mean()))
             acc.append(float((guess == eval_y).mean()))
             done += 1
-            if progress is not None:
-                progress(
-                    ProgressEvent(
-                        "model extraction", done, total, "surrogates", f"{defence} {budget}"
-                    )
-                )
+            detail = f"{defence} {budget}"
+            emit(progress, "model extraction", done, total, unit="surrogates", detail=detail)
         result.fidelity[defence] = fid
         result.accuracy[defence] = acc
     return result

@@ -45,7 +45,7 @@ from veil._validate import whole_number
 from veil.audit._metrics import AttackResult, score_attack
 from veil.audit._targets import Classifier, Trainer, true_class_log_proba
 from veil.errors import InvalidInputError
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 
 __all__ = [
     "MIA_ATTACKS",
@@ -117,14 +117,12 @@ def train_references(
     outputs = []
     start = time.perf_counter()
     for r in range(count):
-        if progress is not None:
-            progress(
-                ProgressEvent("reference models", r, count, "models", f"training model {r + 1}")
-            )
+        emit(
+            progress, "reference models", r, count, unit="models", detail=f"training model {r + 1}"
+        )
         model = trainer(x[inclusion[r]], y[inclusion[r]], int(rng.integers(2**31)))
         outputs.append(model.log_proba(x).astype(np.float32))
-    if progress is not None:
-        progress(ProgressEvent("reference models", count, count, "models", "done"))
+    emit(progress, "reference models", count, count, unit="models", detail="done")
     return ReferenceModels(inclusion, np.stack(outputs), time.perf_counter() - start)
 
 

@@ -56,7 +56,7 @@ from veil.ledger._composition import (
 )
 from veil.ledger._events import Mechanism, PrivacyEvent, validate_event
 from veil.ledger._params import check_budget_delta
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 from veil.store import Store
 from veil.store.chain import GENESIS, link
 from veil.store.tables import (
@@ -547,8 +547,8 @@ class Ledger:
                     problems.append(f"event {seq} does not link to the one before")
                     chain = stored
                 state = state.add(_dp_event(mechanisms))  # built from the mechanisms, not stored
-                if progress is not None and (seq % 500 == 0 or seq == len(rows)):
-                    progress(ProgressEvent(f"recompose {ds.name}", seq, len(rows), "events"))
+                if seq % 500 == 0 or seq == len(rows):
+                    emit(progress, f"recompose {ds.name}", seq, len(rows), unit="events")
             checkpoint = self._read_checkpoint(session, ds)
             checkpoint_note = "none"
             if checkpoint is not None:
