@@ -33,7 +33,7 @@ from veil.errors import InvalidInputError
 __all__ = ["AttributeResult", "attribute_inference"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class AttributeResult:
     """Accuracy of guessing one sensitive attribute, with and without the model."""
 

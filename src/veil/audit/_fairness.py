@@ -44,7 +44,7 @@ MIN_OUTCOME = 10
 _ALPHA = 0.05
 
 
-@dataclass
+@dataclass(frozen=True)
 class FairnessResult:
     """fairlearn's group metrics for one sensitive attribute."""
 

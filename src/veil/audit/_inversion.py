@@ -28,7 +28,7 @@ from veil.errors import InvalidInputError
 __all__ = ["InversionResult", "invert_classes"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class InversionResult:
     """Reconstructions (one per class) and how close they are to the real classes."""
 

@@ -31,7 +31,7 @@ MIN_FALSE_POSITIVES = 5
 _ROC_POINTS = 400
 
 
-@dataclass
+@dataclass(frozen=True)
 class AttackResult:
     """One attack's outcome on one membership game."""
 
