@@ -10,15 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from veil import __version__
 
 if TYPE_CHECKING:
-    from veil.cli._demo._steps import Tour
     from veil.data import DatasetInfo
 
 __all__ = ["summary_html"]
+
+
+class Tour(Protocol):
+    """What the summary reads of a tour (``veil.cli._demo._steps.Tour``, which imports this)."""
+
+    directory: Path
+    steps: list[dict[str, Any]]
 
 
 def _step(tour: Tour, prefix: str) -> dict[str, Any] | None:
