@@ -73,21 +73,22 @@ def whole_number(
         error: The class raised: :class:`InvalidInputError` or a subclass.
         numpy: Accept NumPy integers too (any :class:`numbers.Integral`).
     """
-    accepted: type | tuple[type, ...] = numbers.Integral if numpy else int
     in_range = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, accepted)
-        or value < minimum  # type: ignore[operator]
-        or (maximum is not None and value > maximum)  # type: ignore[operator]
-    ):
+    number: int | None = None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif numpy and isinstance(value, numbers.Integral):
+        number = int(value)
+    if number is None or number < minimum or (maximum is not None and number > maximum):
         raise error(
             message if message is not None else f"{name} must be a whole number {in_range}",
             expected=_part(expected, in_range),
             got=repr(value),
             fix=fix,
         )
-    return int(value)  # type: ignore[call-overload]
+    return number
 
 
 def finite_number(

@@ -100,15 +100,12 @@ def train_references(
     progress: ProgressCallback | None = None,
 ) -> ReferenceModels:
     """Train ``count`` (even, >= 2) models, each on a random half, every point in exactly half."""
-    problem = {
-        "message": "the number of reference models must be even and >= 2",
-        "expected": "--references 2, 4, 8, 16, 64 ...",
-        "fix": "each point must be 'in' for exactly half of the reference models",
-    }
-    if whole_number(count, "references", minimum=2, **problem) % 2:
-        raise InvalidInputError(
-            problem["message"], expected=problem["expected"], got=repr(count), fix=problem["fix"]
-        )
+    message = "the number of reference models must be even and >= 2"
+    expected = "--references 2, 4, 8, 16, 64 ..."
+    fix = "each point must be 'in' for exactly half of the reference models"
+    count = whole_number(count, "count", minimum=2, message=message, expected=expected, fix=fix)
+    if count % 2:
+        raise InvalidInputError(message, expected=expected, got=repr(count), fix=fix)
     # A stream of its own: inclusion must be independent of anything else drawn from ``seed``
     # (a target's membership drawn from the same seed would correlate with it).
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EF]))
