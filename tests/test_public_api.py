@@ -83,6 +83,7 @@ PUBLIC = {
         "FrequencyOracle",
         "GaussianMechanism",
         "LaplaceMechanism",
+        "NoiseMechanism",
         "PrivateFrame",
         "QueryPlan",
         "QueryResult",

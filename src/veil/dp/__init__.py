@@ -23,6 +23,7 @@ from veil.dp._mechanisms import (
 from veil.dp._query import (
     Aggregate,
     Contribution,
+    NoiseMechanism,
     QueryPlan,
     QueryResult,
     QuerySpec,
@@ -39,6 +40,7 @@ __all__ = [
     "FrequencyOracle",
     "GaussianMechanism",
     "LaplaceMechanism",
+    "NoiseMechanism",
     "PrivateFrame",
     "QueryPlan",
     "QueryResult",

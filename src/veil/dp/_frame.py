@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ from veil.data import Catalog, ColumnSpec, PrivacySchema
 from veil.dp._query import (
     Aggregate,
     Contribution,
+    NoiseMechanism,
     QueryPlan,
     QueryResult,
     QuerySpec,
@@ -143,7 +144,7 @@ class PrivateFrame:
         epsilon: float,
         delta: float = 0.0,
         confidence: float = 0.95,
-        mechanism: Literal["auto", "laplace", "gaussian"] = "auto",
+        mechanism: NoiseMechanism | str = NoiseMechanism.AUTO,
         contribution: Contribution | None = None,
     ) -> QueryPlan:
         """The plan of ``query``: components, scales and what it will charge (nothing is charged)."""
@@ -165,7 +166,7 @@ class PrivateFrame:
         epsilon: float,
         delta: float = 0.0,
         confidence: float = 0.95,
-        mechanism: Literal["auto", "laplace", "gaussian"] = "auto",
+        mechanism: NoiseMechanism | str = NoiseMechanism.AUTO,
         contribution: Contribution | None = None,
         purpose: str | None = None,
     ) -> QueryResult:
@@ -349,7 +350,7 @@ def query_dataset(
     delta: float = 0.0,
     purpose: str,
     confidence: float = 0.95,
-    mechanism: Literal["auto", "laplace", "gaussian"] = "auto",
+    mechanism: NoiseMechanism | str = NoiseMechanism.AUTO,
 ) -> QueryResult:
     """Answer ``sql`` on a registered dataset, charging ``guard`` (the workspace ledger) first.
 

@@ -39,6 +39,7 @@ import sys
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 import numpy as np
@@ -65,11 +66,24 @@ from veil.ledger import (
 __all__ = [
     "Aggregate",
     "Contribution",
+    "NoiseMechanism",
     "QueryPlan",
     "QueryResult",
     "QuerySpec",
     "plan_query",
 ]
+
+
+class NoiseMechanism(StrEnum):
+    """The noise of a query's sums and counts; ``AUTO`` picks the smaller error for the budget.
+
+    A plain string (``"laplace"``) is accepted wherever a member is.
+    """
+
+    AUTO = "auto"
+    LAPLACE = "laplace"
+    GAUSSIAN = "gaussian"
+
 
 AggregateKind = Literal["count", "sum", "mean", "variance", "quantile"]
 AGGREGATES: tuple[AggregateKind, ...] = ("count", "sum", "mean", "variance", "quantile")
@@ -263,16 +277,17 @@ def plan_query(  # noqa: C901, PLR0912, PLR0915 - one place derives every scale
     delta: float = 0.0,
     contribution: Contribution | None = None,
     confidence: float = 0.95,
-    mechanism: Literal["auto", "laplace", "gaussian"] = "auto",
+    mechanism: NoiseMechanism | str = NoiseMechanism.AUTO,
 ) -> QueryPlan:
     """Derive every noise scale of ``spec`` from declared facts (no data is read)."""
     epsilon = check_release_epsilon(epsilon)  # at most MAX_RELEASE_EPSILON (veil.ledger)
     delta = check_delta(delta)
     check_probability(confidence, "confidence level")
-    if mechanism not in {"auto", "laplace", "gaussian"}:
+    if mechanism not in set(NoiseMechanism):
         raise InvalidInputError(
             "unknown mechanism", expected="auto, laplace or gaussian", got=repr(mechanism)
         )
+    mechanism = NoiseMechanism(mechanism)
     contribution = contribution or Contribution()
     if schema.privacy_unit is None and (contribution.max_groups, contribution.max_rows) != (1, 1):
         raise InvalidInputError(
