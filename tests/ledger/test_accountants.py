@@ -23,14 +23,12 @@ from veil.ledger import (
     PLDAccountant,
     PrivacyEvent,
     RDPAccountant,
-    check_delta,
-    check_epsilon,
-    check_rho,
     gaussian_epsilon,
     pure_epsilon,
     zcdp_rho,
 )
 from veil.ledger._events import event_from_dict, event_to_dict
+from veil.ledger.params import check_delta, check_epsilon, check_rho
 
 PLD = PLDAccountant()
 RDP = RDPAccountant()

@@ -27,10 +27,10 @@ from veil.ledger import (
     Mechanism,
     PLDAccountant,
     PrivacyEvent,
-    check_budget_delta,
     recompose,
 )
 from veil.ledger._accountants import PLD_MAX_POINTS
+from veil.ledger.params import check_budget_delta
 from veil.store.chain import GENESIS, link
 from veil.store.tables import DatasetRow, PrivacyBudgetRow, PrivacyEventRow, utcnow
 from veil.workspace import Settings

@@ -34,7 +34,7 @@ def _check_privacy_choice(epsilon: float | None, *, non_private: bool) -> None:
             fix="for example --epsilon 3 --delta 1e-5",
         )
     if epsilon is not None:
-        from veil.ledger import check_release_epsilon  # noqa: PLC0415 - keeps --help fast
+        from veil.ledger.params import check_release_epsilon  # noqa: PLC0415 - keeps --help fast
 
         # Before torch loads or any data is read (a huge target once grew to 24 GB calibrating).
         check_release_epsilon(epsilon)

@@ -38,12 +38,9 @@ from veil.errors import InvalidInputError
 from veil.ledger import (
     Mechanism,
     PLDAccountant,
-    check_delta,
-    check_epsilon,
-    check_positive,
-    check_probability,
     gaussian_epsilon,
 )
+from veil.ledger.params import check_delta, check_epsilon, check_positive, check_probability
 
 __all__ = [
     "AboveThreshold",

@@ -56,10 +56,8 @@ from veil.errors import InvalidInputError, SchemaError
 from veil.ledger import (
     Mechanism,
     PrivacyEvent,
-    check_delta,
-    check_probability,
-    check_release_epsilon,
 )
+from veil.ledger.params import check_delta, check_probability, check_release_epsilon
 
 # run_plan is not exported: it releases noisy values and charges nothing, so only
 # PrivateFrame.query (which charges first) calls it.

@@ -89,9 +89,6 @@ from veil.ledger import (
     Mechanism,
     PLDAccountant,
     PrivacyEvent,
-    check_delta,
-    check_positive,
-    check_probability,
 )
 from veil.ledger.calibrate import MAX_NOISE_MULTIPLIER as _MAX_NOISE_MULTIPLIER
 from veil.ledger.calibrate import (
@@ -100,6 +97,7 @@ from veil.ledger.calibrate import (
     calibrate_noise,
     check_sampling_rate,
 )
+from veil.ledger.params import check_delta, check_positive, check_probability
 
 __all__ = [
     "DPFedAvgAggregator",

@@ -10,7 +10,8 @@ refuses, atomically and before anything is computed, a release that would
 exceed the budget.
 
 The noise calibration that DP-SGD and DP-FedAvg share is the public submodule
-:mod:`veil.ledger.calibrate`.
+:mod:`veil.ledger.calibrate`; the checks every release makes of its privacy
+parameters are :mod:`veil.ledger.params`.
 
 >>> from veil.ledger import Mechanism, PLDAccountant
 >>> gaussian = Mechanism.gaussian(sigma=5.0, sensitivity=1.0).dp_event
@@ -35,16 +36,7 @@ from veil.ledger._events import (
 )
 from veil.ledger._guard import BudgetGuard, Charge, LocalBudget
 from veil.ledger._ledger import Ledger, LedgerEntry, LedgerIntegrityError
-from veil.ledger._params import (
-    MAX_RELEASE_EPSILON,
-    check_budget_delta,
-    check_delta,
-    check_epsilon,
-    check_positive,
-    check_probability,
-    check_release_epsilon,
-    check_rho,
-)
+from veil.ledger.params import MAX_RELEASE_EPSILON
 
 __all__ = [
     "MAX_RELEASE_EPSILON",
@@ -65,13 +57,6 @@ __all__ = [
     "RDPAccountant",
     "Receipt",
     "Spent",
-    "check_budget_delta",
-    "check_delta",
-    "check_epsilon",
-    "check_positive",
-    "check_probability",
-    "check_release_epsilon",
-    "check_rho",
     "gaussian_epsilon",
     "pure_epsilon",
     "recompose",

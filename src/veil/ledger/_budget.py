@@ -20,7 +20,7 @@ from dp_accounting import dp_event
 from veil.errors import BudgetExceededError, InvalidInputError
 from veil.ledger._composition import Composition, encode_leaves
 from veil.ledger._events import Mechanism, PrivacyEvent, validate_event
-from veil.ledger._params import (
+from veil.ledger.params import (
     MAX_RELEASE_EPSILON,
     check_budget_delta,
     check_delta,

@@ -55,7 +55,7 @@ from veil.ledger._composition import (
     warm,
 )
 from veil.ledger._events import Mechanism, PrivacyEvent, validate_event
-from veil.ledger._params import check_budget_delta
+from veil.ledger.params import check_budget_delta
 from veil.progress import ProgressCallback, emit
 from veil.store import Store
 from veil.store.chain import GENESIS, link

@@ -37,7 +37,7 @@ from veil._validate import whole_number
 from veil.errors import InvalidInputError
 from veil.ledger._accountants import PLDAccountant, RDPAccountant
 from veil.ledger._events import Mechanism
-from veil.ledger._params import check_delta, check_positive, check_release_epsilon
+from veil.ledger.params import check_delta, check_positive, check_release_epsilon
 
 __all__ = [
     "CALIBRATION_TOLERANCE",

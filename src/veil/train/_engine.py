@@ -34,10 +34,8 @@ from veil.errors import InvalidInputError
 from veil.ledger import (
     Mechanism,
     PrivacyEvent,
-    check_delta,
-    check_positive,
-    check_release_epsilon,
 )
+from veil.ledger.params import check_delta, check_positive, check_release_epsilon
 from veil.progress import ProgressCallback, emit
 from veil.train._accounting import (
     MIN_NOISE_MULTIPLIER,

@@ -4,6 +4,10 @@ Each check refuses NaN, infinities and out-of-range values with a message that
 says what was expected, what arrived, and how to fix it. The general checks
 (a positive number, a probability) are :mod:`veil._validate`'s, exported here
 under the names the ledger has always used.
+
+A public submodule for Veil's own packages (every mechanism, query and training
+run checks its parameters here before it is charged), not a user API: users pass
+their parameters to those, which refuse bad ones.
 """
 
 from __future__ import annotations
