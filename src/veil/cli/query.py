@@ -95,7 +95,7 @@ def query(
             delta=delta,
             purpose=purpose,
             confidence=confidence,
-            mechanism=mechanism,  # type: ignore[arg-type]
+            mechanism=mechanism,
         )
         status = ledger.status(dataset)
     finally:
