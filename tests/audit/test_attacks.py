@@ -20,7 +20,6 @@ from veil.audit import (
     fairness_metrics,
     invert_classes,
 )
-from veil.bench._audit import _adult, _mnist_pool
 from veil.errors import InvalidInputError
 from veil.train import DPConfig, build_model, plan_training, train
 
@@ -29,30 +28,6 @@ pytestmark = (
 )  # real models trained and attacked; statistical (make test-fast skips it)
 
 ALPHA = 1e-6
-
-
-@pytest.fixture(scope="module")
-def mnist(shared_data):
-    x, y = _mnist_pool(shared_data)
-    return x[:4000], y[:4000]
-
-
-@pytest.fixture(scope="module")
-def mnist_logreg(mnist):
-    x, y = mnist
-    torch.manual_seed(0)  # weight initialisation of a test model
-    net = build_model({"kind": "logreg", "input_shape": [784], "n_classes": 10})
-    config = DPConfig(
-        epochs=10, batch_size=64, private=False, sampling="shuffle", learning_rate=0.05
-    )
-    train(
-        net,
-        torch.from_numpy(x[:2000]),
-        torch.from_numpy(y[:2000]),
-        plan_training(config, 2000),
-        n_classes=10,
-    )
-    return net
 
 
 def _frame(n, seed):
@@ -147,8 +122,8 @@ def test_fairness_matches_a_hand_computation():
         fairness_metrics([0, 2], [0, 1], ["a", "b"], attribute="g")
 
 
-def test_canary_audit_catches_a_memorising_model_and_respects_a_dp_one(shared_data, seed):
-    x, y = _adult(shared_data)
+def test_canary_audit_catches_a_memorising_model_and_respects_a_dp_one(adult_xy, seed):
+    x, y = adult_xy
     rng = np.random.default_rng(seed)
     take = rng.choice(len(y), size=3000, replace=False)
     x, y = x[take], y[take]

@@ -19,7 +19,6 @@ from veil.audit import (
     score_attack,
     train_references,
 )
-from veil.bench._audit import _adult
 from veil.errors import InvalidInputError
 
 pytestmark = pytest.mark.slow  # reference models trained per attack; statistical
@@ -29,8 +28,8 @@ FAST = ("threshold", "shadow", "lira-online", "lira-offline", "rmia-online", "rm
 
 
 @pytest.fixture(scope="module")
-def adult(shared_data):
-    x, y = _adult(shared_data)
+def adult(adult_xy):
+    x, y = adult_xy
     rng = np.random.default_rng(7)
     take = rng.choice(len(y), size=4000, replace=False)
     return x[take], y[take]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from veil.cli._app import main
+
+pytestmark = pytest.mark.slow  # a DP model trained, then audited with references and canaries
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -16,34 +20,30 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+@pytest.fixture(scope="module")
+def trained_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace with digits registered and one DP model trained, built once for the module."""
+    root = tmp_path_factory.mktemp("audit-workspace")
+    with pytest.MonkeyPatch.context() as patch:  # the isolation of the autouse fixture, for once
+        for key in [k for k in os.environ if k.startswith("VEIL_") and k != "VEIL_TEST_DATA"]:
+            patch.delenv(key)
+        patch.setenv("VEIL_ACTOR", "pytest")
+        patch.chdir(root)
+        assert main(["init"]) == 0
+        for name, split in (("digits", "train"), ("digits-test", "test")):
+            assert (
+                main(["datasets", "add", "sklearn:digits", "--name", name, "--split", split]) == 0
+            )
+        assert main(["budget", "set", "digits", "--epsilon", "3", "--delta", "1e-4"]) == 0
+        train = "train --dataset digits --model logreg --epsilon 2 --delta 1e-4 --epochs 4"
+        assert main([*train.split(), "--batch-size", "64", "--name", "dl"]) == 0
+    return root / ".veil"
+
+
 @pytest.fixture
-def trained(capsys) -> str:
-    assert run(capsys, "init")[0] == 0
-    for name, split in (("digits", "train"), ("digits-test", "test")):
-        code, _, err = run(
-            capsys, "datasets", "add", "sklearn:digits", "--name", name, "--split", split
-        )
-        assert code == 0, err
-    assert run(capsys, "budget", "set", "digits", "--epsilon", "3", "--delta", "1e-4")[0] == 0
-    code, _, err = run(
-        capsys,
-        "train",
-        "--dataset",
-        "digits",
-        "--model",
-        "logreg",
-        "--epsilon",
-        "2",
-        "--delta",
-        "1e-4",
-        "--epochs",
-        "4",
-        "--batch-size",
-        "64",
-        "--name",
-        "dl",
-    )
-    assert code == 0, err
+def trained(trained_workspace: Path, tmp_path: Path) -> str:
+    """A copy of the trained workspace in the test's own directory (each test may write to it)."""
+    shutil.copytree(trained_workspace, tmp_path / ".veil")
     return "dl"
 
 

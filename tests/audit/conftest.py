@@ -1,0 +1,47 @@
+"""Data and trained models shared by the audit tests: loaded or trained once per test process.
+
+Every test in the process sees the same arrays and model: a test that needs to change them
+takes its own copy (``x.copy()``, ``copy.deepcopy(model)``). (The arrays are not made
+read-only: torch warns on a non-writable array, and warnings are errors here.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from veil.bench._audit import _adult, _mnist_pool
+from veil.train import DPConfig, build_model, plan_training, train
+
+
+@pytest.fixture(scope="session")
+def adult_xy(shared_data) -> tuple[np.ndarray, np.ndarray]:
+    """UCI Adult (train and test files), encoded as the audit benchmark encodes it."""
+    return _adult(shared_data)
+
+
+@pytest.fixture(scope="session")
+def mnist(shared_data) -> tuple[np.ndarray, np.ndarray]:
+    """The first 4,000 images of the MNIST pool and their labels."""
+    x, y = _mnist_pool(shared_data)
+    return x[:4000], y[:4000]
+
+
+@pytest.fixture(scope="session")
+def mnist_logreg(mnist) -> torch.nn.Module:
+    """A non-private logistic regression on 2,000 MNIST images (the attacks' target)."""
+    x, y = mnist
+    torch.manual_seed(0)  # weight initialisation of a test model
+    net = build_model({"kind": "logreg", "input_shape": [784], "n_classes": 10})
+    config = DPConfig(
+        epochs=10, batch_size=64, private=False, sampling="shuffle", learning_rate=0.05
+    )
+    train(
+        net,
+        torch.from_numpy(x[:2000]),
+        torch.from_numpy(y[:2000]),
+        plan_training(config, 2000),
+        n_classes=10,
+    )
+    return net
