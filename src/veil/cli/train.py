@@ -125,9 +125,9 @@ def train(
         epsilon=None if non_private else epsilon,
         delta=delta,
         learning_rate=learning_rate,
-        optimizer=optimizer,  # type: ignore[arg-type]
+        optimizer=optimizer,
         momentum=momentum,
-        schedule=schedule,  # type: ignore[arg-type]
+        schedule=schedule,
         max_physical_batch_size=max_physical_batch,
         sampling="shuffle" if non_private else "poisson",
         private=not non_private,

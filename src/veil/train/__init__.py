@@ -22,6 +22,9 @@ from veil.train._artifact import ModelRegistry, PrivacyCard, SavedModel
 from veil.train._clip import PerSampleClipper, validate_model
 from veil.train._engine import (
     DPConfig,
+    Optimizer,
+    Sampling,
+    Schedule,
     TrainingPlan,
     TrainingReport,
     evaluate,
@@ -49,10 +52,13 @@ __all__ = [
     "DatasetTensors",
     "FeatureEncoder",
     "ModelRegistry",
+    "Optimizer",
     "PerSampleClipper",
     "PrivacyAccounting",
     "PrivacyCard",
+    "Sampling",
     "SavedModel",
+    "Schedule",
     "SecureRandom",
     "TrainedModel",
     "TrainingPlan",

@@ -23,7 +23,8 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
@@ -49,6 +50,9 @@ from veil.train._random import SecureRandom
 
 __all__ = [
     "DPConfig",
+    "Optimizer",
+    "Sampling",
+    "Schedule",
     "TrainingPlan",
     "TrainingReport",
     "evaluate",
@@ -56,6 +60,27 @@ __all__ = [
     "predict_logits",
     "train",
 ]
+
+
+class Optimizer(StrEnum):
+    """The optimiser DP-SGD steps with."""
+
+    SGD = "sgd"
+    ADAM = "adam"
+
+
+class Schedule(StrEnum):
+    """The learning-rate schedule: constant, or cosine decay to 0 over the run."""
+
+    CONSTANT = "constant"
+    COSINE = "cosine"
+
+
+class Sampling(StrEnum):
+    """How batches are drawn: Poisson (the only private choice) or a shuffle."""
+
+    POISSON = "poisson"
+    SHUFFLE = "shuffle"
 
 
 @dataclass(frozen=True)
@@ -87,11 +112,11 @@ class DPConfig:
     delta: float = 1e-5
     noise_multiplier: float | None = None
     learning_rate: float = 0.5
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Optimizer | str = Optimizer.SGD
     momentum: float = 0.0
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Schedule | str = Schedule.CONSTANT
     max_physical_batch_size: int = 1024
-    sampling: Literal["poisson", "shuffle"] = "poisson"
+    sampling: Sampling | str = Sampling.POISSON
     private: bool = True
     seed: int | None = None
 
@@ -117,6 +142,10 @@ class DPConfig:
             raise InvalidInputError(
                 "unknown sampling", expected="poisson or shuffle", got=repr(self.sampling)
             )
+        # Plain strings are accepted; the fields hold the members (equal to the strings).
+        object.__setattr__(self, "optimizer", Optimizer(self.optimizer))
+        object.__setattr__(self, "schedule", Schedule(self.schedule))
+        object.__setattr__(self, "sampling", Sampling(self.sampling))
         if self.private:
             self._check_private()
 

@@ -252,7 +252,7 @@ class _DPClassifier:
             delta=self.delta,
             noise_multiplier=self.noise_multiplier if self.private else None,
             learning_rate=self.learning_rate,
-            optimizer=self.optimizer,  # type: ignore[arg-type]
+            optimizer=self.optimizer,
             momentum=self.momentum,
             private=self.private,
             sampling="poisson" if self.private else "shuffle",
