@@ -196,6 +196,7 @@ def test_scan_reports_adult_uniqueness_and_a_linkage_attack(adult):
 # ------------------------------------------------------------------ algorithms, checked by pycanon
 
 
+@pytest.mark.slow  # anonymises Adult three ways, pycanon checks each
 @pytest.mark.parametrize("algorithm", ["mondrian", "mondrian-relaxed", "full-domain"])
 def test_k_l_t_hold_and_pycanon_agrees(adult, specs, algorithm):
     frame = adult.iloc[:800].reset_index(drop=True)
@@ -237,6 +238,7 @@ def test_categorical_sensitive_t_closeness_agrees_with_pycanon(adult, specs):
     assert result.after.t_closeness["occupation"] <= 0.4 + 1e-9
 
 
+@pytest.mark.slow  # full Adult
 def test_mondrian_meets_the_issue_information_loss_on_full_adult(adult, specs):
     for k, goal in ((5, 0.093), (10, 0.166)):
         result = anonymize(adult, ADULT_QI, k=k, hierarchies=specs)
@@ -261,6 +263,7 @@ def test_full_domain_is_optimal_by_brute_force(adult, specs):
     assert found.details["nodes_evaluated"] < found.details["lattice_nodes"]
 
 
+@pytest.mark.slow  # a lattice search on Adult
 def test_full_domain_beats_the_issue_reference_at_k5(adult, specs):
     result = anonymize(adult, ADULT_QI, k=5, algorithm="full-domain", hierarchies=specs)
     assert result.after.utility is not None and result.after.utility.gcp <= 0.30
@@ -268,6 +271,7 @@ def test_full_domain_beats_the_issue_reference_at_k5(adult, specs):
     assert result.after.classes.k >= 5
 
 
+@pytest.mark.slow  # full Adult, anonymised then attacked
 def test_anonymisation_defeats_the_linkage_attack(adult, specs):
     rng = np.random.default_rng(5)
     chosen = rng.choice(len(adult), 400, replace=False).astype(np.int64)

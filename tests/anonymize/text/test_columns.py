@@ -69,6 +69,7 @@ NOT_PII = {"id", "screened_at", "c_charge_degree", "r_charge_degree", "c_charge_
            "score_text", "race", "age_cat", "purpose"}  # fmt: skip
 
 
+@pytest.mark.slow  # scans real tables with Presidio
 def test_veil_scan_finds_names_by_name_and_values_and_not_timestamps_or_codes(
     tmp_path: Path, seed: int
 ):
@@ -99,6 +100,7 @@ def test_veil_scan_finds_names_by_name_and_values_and_not_timestamps_or_codes(
     assert "a minority: only" in line and shown_share in line, line
 
 
+@pytest.mark.slow  # Presidio over many sampled values
 def test_the_column_name_alone_never_makes_a_column_pii():
     frame = pd.DataFrame(
         {

@@ -65,6 +65,7 @@ def test_the_split_is_by_template_and_no_template_is_in_both_parts():
     assert len(load_corpus("test")) + len(load_corpus("tune")) == len(records) == 1176
 
 
+@pytest.mark.slow  # regenerates the whole corpus
 def test_the_kept_corpus_has_exact_spans_and_matches_its_generator():
     kept = load_corpus()
     for record in kept:
@@ -92,6 +93,7 @@ def test_span_scores_follow_the_matching_rules():
     assert score_spans(gold, predicted, strict=True)["PERSON"].found_gold == 0
 
 
+@pytest.mark.slow  # Presidio over the held-out corpus
 def test_held_out_precision_and_recall_reach_the_goal():
     result = evaluate_pii("test")
     overall = result.overlap["overall"]
