@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
+from veil._io import atomic_path
 from veil.cli._output import out, print_json, progress_bar, write_json_atomic
 from veil.errors import InvalidInputError, NotFoundError
 from veil.workspace import Workspace
@@ -153,31 +151,11 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
             got=path.name,
             fix="name the output file with one of these suffixes",
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         if suffix == ".csv":
             frame.to_csv(temporary, index=False)
         else:
             frame.to_parquet(temporary, index=False)
-        Path(temporary).chmod(0o600)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _jsonable(value: Any) -> Any:
-    import numpy as np  # noqa: PLC0415
-
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(type(value).__name__)
-
-
-def _clean(payload: Any) -> Any:
-    return json.loads(json.dumps(payload, default=_jsonable))
 
 
 def _external(
@@ -340,7 +318,7 @@ def scan(
     ).to_dict()
     report["dropped_missing"] = dropped
     if as_json:
-        print_json(_clean(report))
+        print_json(report)
         return
     render_scan(report, f"scan of {source}")
     if dropped:
@@ -450,7 +428,7 @@ def anonymize(
         # the identity column was needed to score the attack; it must not be released
         result.table = result.table.drop(columns=[external_id])
     write_table(result.table, output)
-    report = _clean({**result.to_dict(), "output": str(output), "dropped_missing": dropped})
+    report = {**result.to_dict(), "output": str(output), "dropped_missing": dropped}
     if report_path is not None:
         write_json_atomic(report_path, report, owner_only=True)
     if as_json:

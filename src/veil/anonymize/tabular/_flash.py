@@ -48,7 +48,7 @@ from veil.anonymize.tabular._constraints import Constraints
 from veil.anonymize.tabular._domain import Domain
 from veil.anonymize.tabular._recoding import Recoding
 from veil.errors import InvalidInputError
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 
 __all__ = ["full_domain"]
 
@@ -253,10 +253,9 @@ def full_domain(  # noqa: C901, PLR0912 - the three steps of the module docstrin
             continue
         if not consider(tuple(int(x) for x in node)).ok:
             failed = np.vstack([failed, node[None, :]])
-        if progress is not None and rank % 64 == 0:
-            progress(ProgressEvent("full-domain search", rank, len(nodes), "nodes"))
-    if progress is not None:
-        progress(ProgressEvent("full-domain search", len(nodes), len(nodes), "nodes"))
+        if rank % 64 == 0:
+            emit(progress, "full-domain search", rank, len(nodes), unit="nodes")
+    emit(progress, "full-domain search", len(nodes), len(nodes), unit="nodes")
     if best is None:
         raise InvalidInputError(
             "no generalisation meets the constraints within the suppression limit",

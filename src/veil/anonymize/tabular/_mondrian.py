@@ -33,7 +33,7 @@ import numpy.typing as npt
 from veil.anonymize.tabular._constraints import Constraints
 from veil.anonymize.tabular._domain import Domain, TreeDomain
 from veil.anonymize.tabular._recoding import Recoding
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 
 __all__ = ["mondrian"]
 
@@ -158,10 +158,9 @@ def mondrian(  # noqa: C901, PLR0912 - the recursion, unrolled into one loop
                 lo[idx, j], hi[idx, j] = a, b
         placed += idx.size
         partitions += 1
-        if progress is not None and partitions % 256 == 0:
-            progress(ProgressEvent("mondrian", placed, n, "records"))
-    if progress is not None:
-        progress(ProgressEvent("mondrian", n, n, "records", f"{partitions} classes"))
+        if partitions % 256 == 0:
+            emit(progress, "mondrian", placed, n, unit="records")
+    emit(progress, "mondrian", n, n, unit="records", detail=f"{partitions} classes")
     return Recoding(
         domains,
         lo,

@@ -13,7 +13,7 @@ from veil.anonymize.text._entities import (
     check_threshold,
 )
 from veil.anonymize.text._refine import refine
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 
 __all__ = ["BATCH_LINES", "MAX_PIECE_CHARS", "analyze", "analyze_texts"]
 
@@ -85,6 +85,5 @@ def analyze_texts(
     found: list[list[PiiEntity]] = []
     for start in range(0, len(texts), BATCH_LINES * 4):
         found.extend(analyze(texts[start : start + BATCH_LINES * 4], chosen, cut))
-        if progress is not None:
-            progress(ProgressEvent("analyse texts", len(found), len(texts), "texts"))
+        emit(progress, "analyse texts", len(found), len(texts), unit="texts")
     return found

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from veil._validate import whole_number
 from veil.anonymize.text._analyze import BATCH_LINES
 from veil.anonymize.text._engine import get_engine
 from veil.anonymize.text._entities import (
@@ -17,7 +18,7 @@ from veil.anonymize.text._entities import (
 )
 from veil.anonymize.text._refine import refine
 from veil.errors import InvalidInputError
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -120,12 +121,9 @@ def find_pii_columns(
     """
     chosen = check_entities(entities)
     cut = check_threshold(threshold)
-    if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1:
-        raise InvalidInputError(
-            "sample_size must be a whole number >= 1",
-            expected="how many values to analyse per column, e.g. 200",
-            got=repr(sample_size),
-        )
+    sample_size = whole_number(
+        sample_size, "sample_size", expected="how many values to analyse per column, e.g. 200"
+    )
     if not 0.0 < min_share <= 1.0:
         raise InvalidInputError(
             "min_share must lie in (0, 1]",
@@ -155,8 +153,7 @@ def find_pii_columns(
             hit = _column_hit(name, values, results, cut, min_share, chosen)
             if hit is not None:
                 found.append(hit)
-        if progress is not None:
-            progress(ProgressEvent("find PII columns", index + 1, len(columns), "columns"))
+        emit(progress, "find PII columns", index + 1, len(columns), unit="columns")
     return found
 
 

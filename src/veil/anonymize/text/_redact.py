@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from veil._validate import whole_number
 from veil.anonymize.text._analyze import BATCH_LINES, analyze
 from veil.anonymize.text._engine import get_engine, load_text_libraries
 from veil.anonymize.text._entities import (
@@ -95,12 +96,12 @@ class Policy:
         mask_keep: int,
     ) -> Policy:
         chosen = _check_operator(operator)
-        if isinstance(mask_keep, bool) or not isinstance(mask_keep, int) or mask_keep < 0:
-            raise InvalidInputError(
-                "mask_keep must be a whole number >= 0",
-                expected="the count of trailing characters left visible, e.g. 4",
-                got=repr(mask_keep),
-            )
+        mask_keep = whole_number(
+            mask_keep,
+            "mask_keep",
+            minimum=0,
+            expected="the count of trailing characters left visible, e.g. 4",
+        )
         return cls(
             chosen,
             check_key(chosen, key),

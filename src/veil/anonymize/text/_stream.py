@@ -3,14 +3,13 @@
 Files are read line by line (UTF-8, line endings kept) and analysed in
 batches through ``nlp.pipe``; with ``workers > 1`` the batches go to worker
 processes (``spawn``), each with its own engine, and come back in order with
-a bounded number in flight. The output is written through a temporary file
-beside it and renamed at the end: complete, or not there at all.
+a bounded number in flight. The output is written through
+:func:`veil._io.open_atomic_text` (a temporary file beside it, fsynced and
+renamed at the end, owner-only as before): complete, or not there at all.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -19,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from veil._io import open_atomic_text
+from veil._validate import whole_number
 from veil.anonymize.text._analyze import BATCH_LINES
 from veil.anonymize.text._entities import DEFAULT_THRESHOLD
 from veil.anonymize.text._keyed import decrypter
 from veil.anonymize.text._redact import Policy, Replacer, redact_batch
 from veil.errors import InvalidInputError, NotFoundError
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 
 __all__ = ["RedactionReport", "decrypt_file", "redact_file"]
 
@@ -181,16 +182,9 @@ def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
 
 
 def _write_atomically(dst: Path, produce: Callable[[Callable[[str], object]], None]) -> None:
-    """Write through a temporary file beside ``dst``; rename only when all went well."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            produce(stream.write)
-        Path(temporary).replace(dst)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``dst`` whole (line endings as produced, owner-only), or leave it as it was."""
+    with open_atomic_text(dst, newline="") as stream:
+        produce(stream.write)
 
 
 def redact_file(
@@ -231,12 +225,7 @@ def redact_file(
             or a bad argument (see :func:`redact_text`).
     """
     policy = Policy.make(operator, key, entities, threshold, mask_keep)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InvalidInputError(
-            "workers must be a whole number >= 1",
-            expected="1 (this process) or more worker processes",
-            got=repr(workers),
-        )
+    workers = whole_number(workers, "workers", expected="1 (this process) or more worker processes")
     source, output = _check_paths(Path(src), Path(dst))
     _check_output_folder(output)
     total = source.stat().st_size
@@ -249,8 +238,7 @@ def redact_file(
         state["lines"] += 1
 
     def report(done: int) -> None:
-        if progress is not None:
-            progress(ProgressEvent(task, done, total, "bytes"))
+        emit(progress, task, done, total, unit="bytes")
 
     started = time.perf_counter()
 
@@ -351,8 +339,7 @@ def decrypt_file(
             text, found = run("".join(chunk))
             counts.update(found)
             write(text)
-            if progress is not None:
-                progress(ProgressEvent(f"decrypt {source.name}", state["bytes"], total, "bytes"))
+            emit(progress, f"decrypt {source.name}", state["bytes"], total, unit="bytes")
 
     _write_atomically(output, produce)
     return RedactionReport(
