@@ -12,7 +12,10 @@
 Each uses its own subkey, derived from the caller's key with HMAC-SHA256 and
 a label (``veil/redact/<purpose>/v1``). The derivation, the token format and
 the associated data are part of stored outputs: a file encrypted by an
-earlier release must still decrypt, so none of them may change.
+earlier release must still decrypt, so none of them may change. They call
+``cryptography``'s AES-GCM and :mod:`hmac` directly because :mod:`veil.vault`
+exposes no bare AEAD or HMAC primitive, only its own envelopes, whose format
+(wrapped data keys, a manifest) would change every token and subkey.
 
 Key material: library functions take the key as bytes (at least 16; the
 vault's named keys are 32, see :class:`veil.vault.KeyStore`); the CLI
