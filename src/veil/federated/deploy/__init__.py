@@ -22,6 +22,8 @@ module:
   :func:`write_flwr_config` writes the Flower CLI's ``config.toml``.
 * the Flower App (``_app``): :func:`write_flower_app`, :func:`app_hash` and Veil's
   published app, the one data holders approve by default.
+* the gates (``_gates``, run as ``python -m veil.federated.deploy._gates``): the Fleet-only
+  filter at the data holders' address, and the SuperNode's check of approved app hashes.
 
 Threat model: docs/federated.md#deployment (indexed in docs/security.md).
 """

@@ -4,7 +4,7 @@ else (Control, Runtime) on a loopback address.
 
 Flower 1.42 serves its Fleet, Control and Runtime APIs from one address and its open-source
 distribution does not authenticate Control, so :func:`start_superlink` runs Flower's
-SuperLink through Veil's gate (:mod:`veil.federated._gates`): all APIs on loopback, and a
+SuperLink through Veil's gate (:mod:`veil.federated.deploy._gates`): all APIs on loopback, and a
 Fleet-only filter on the address the data holders reach.
 
 Threat model: docs/federated.md#deployment (indexed in docs/security.md); the outsider at
@@ -139,7 +139,7 @@ def start_superlink(
 
     Flower 1.42 serves its Fleet, Control and Runtime APIs from one address, and its
     open-source distribution does not authenticate Control. Veil therefore runs Flower's
-    SuperLink (its own app, arguments and state; see :mod:`veil.federated._gates`) with all
+    SuperLink (its own app, arguments and state; see :mod:`veil.federated.deploy._gates`) with all
     APIs on ``control_address``, a loopback address, and only Fleet API calls answered on
     ``address``, where the data holders connect: every other request gets a 404. Only
     someone with a shell on this host can register a node or submit, list, stop or read
@@ -180,7 +180,7 @@ def start_superlink(
     command = [
         sys.executable,
         "-m",
-        "veil.federated._gates",
+        "veil.federated.deploy._gates",
         "superlink",
         "--veil-fleet-address",
         format_address(host, port),

@@ -2,7 +2,7 @@
 trusts only the deployment's CA, and starts ClientApps of approved app bundles only.
 
 :func:`start_supernode` runs ``flower-supernode`` with ``--isolation process`` and Veil's
-gate (:mod:`veil.federated._gates`), which starts a ClientApp only for a run whose bundle
+gate (:mod:`veil.federated.deploy._gates`), which starts a ClientApp only for a run whose bundle
 hash the data holder approved; any other run is refused and its code never loaded.
 
 Threat model: docs/federated.md#deployment (indexed in docs/security.md); the unapproved
@@ -49,7 +49,7 @@ __all__ = ["SuperNodeProcess", "partition_node_config", "start_supernode"]
 @dataclass
 class SuperNodeProcess(FlowerProcess):
     """A running ``flower-supernode`` connected (and, with auth, activated) at a SuperLink,
-    with the gate that starts ClientApps of approved apps only (:mod:`veil.federated._gates`)."""
+    with the gate that starts ClientApps of approved apps only (:mod:`veil.federated.deploy._gates`)."""
 
     role: ClassVar[str] = "SuperNode"
 
@@ -135,7 +135,7 @@ def start_supernode(  # noqa: C901 - the start-up checks, each with its own mess
     """Start ``flower-supernode`` against ``superlink`` and wait until the link admits it.
 
     The data holder decides which code runs next to its data: the SuperNode runs with
-    ``--isolation process`` and Veil's gate (:mod:`veil.federated._gates`) starts a
+    ``--isolation process`` and Veil's gate (:mod:`veil.federated.deploy._gates`) starts a
     ClientApp only for a run whose app bundle (FAB) hashes to one of ``approved_apps``
     (by default only Veil's published app, :func:`published_app_hash`). Any other run gets
     a Flower error reply that names the hash that arrived and the approved ones, its code
@@ -223,7 +223,7 @@ def start_supernode(  # noqa: C901 - the start-up checks, each with its own mess
         gate_command = [
             sys.executable,
             "-m",
-            "veil.federated._gates",
+            "veil.federated.deploy._gates",
             "node",
             "--runtime-api-address",
             runtime,

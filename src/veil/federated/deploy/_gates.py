@@ -1,4 +1,4 @@
-"""The two gates of a Veil deployment on Flower 1.42, run as ``python -m veil.federated._gates``.
+"""The two gates of a Veil deployment on Flower 1.42, run as ``python -m veil.federated.deploy._gates``.
 
 Flower 1.42 serves a SuperLink's Fleet API (what data holders use), Control API
 (registering nodes, submitting, listing and stopping runs, reading logs) and Runtime API
@@ -26,6 +26,8 @@ offers no option to serve these APIs apart, so Veil does it with Flower's own ob
 
 The SuperNode checks that a FAB's content hashes to the hash it is stored under, so the
 hash this gate checks is the hash of the code that would run.
+
+Threat model: docs/federated.md#deployment (indexed in docs/security.md).
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ def _node(argv: list[str]) -> None:
     from flwr.supercore.retry import make_simple_http_retry_invoker  # noqa: PLC0415
     from flwr.supercore.runtime import RuntimeHttpClient  # noqa: PLC0415
 
-    parser = argparse.ArgumentParser(prog="python -m veil.federated._gates node")
+    parser = argparse.ArgumentParser(prog="python -m veil.federated.deploy._gates node")
     parser.add_argument("--runtime-api-address", required=True)
     parser.add_argument("--approve", action="append", default=[], required=True)
     parser.add_argument("--superexec-auth-secret-file", required=True)
@@ -277,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``superlink ARGS...`` or ``node ARGS...`` (see the module docstring)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if not arguments or arguments[0] not in ("superlink", "node"):
-        sys.exit("usage: python -m veil.federated._gates {superlink|node} ARGS...")
+        sys.exit("usage: python -m veil.federated.deploy._gates {superlink|node} ARGS...")
     if arguments[0] == "superlink":
         _superlink(arguments[1:])
     else:
