@@ -34,7 +34,6 @@ a party starts in a fraction of a second.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -49,8 +48,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from veil.errors import InvalidInputError, NotFoundError, VeilError
+from veil.errors import InvalidInputError, VeilError
 from veil.mpc._net import MAX_PENDING, Mesh, PeerDropped
+from veil.mpc._party_input import load_input
 from veil.mpc._sharing import (
     Domain,
     FixedPoint,
@@ -65,7 +65,7 @@ from veil.mpc._sharing import (
     shamir_share,
 )
 
-__all__ = ["frame_limits", "main", "read_column"]
+__all__ = ["frame_limits", "main"]
 
 U64 = npt.NDArray[np.uint64]
 CRASH_PHASES = ("start", "input", "agree")
@@ -75,67 +75,6 @@ class DropoutError(VeilError):
     """Raised inside a party when too few peers are left; the runner re-raises it publicly."""
 
     code = "party_dropped"
-
-
-def read_column(path: Path, column: str | None) -> npt.NDArray[np.float64]:
-    """The numbers of one CSV column (a header row is required), refusing gaps and text."""
-    if not path.is_file():
-        raise NotFoundError(
-            f"input file {path} does not exist",
-            expected="a CSV file with a header row",
-            got=f"no file at {path}",
-            fix="check the path of this party's input",
-        )
-    with path.open(newline="", encoding="utf-8") as stream:
-        rows = csv.reader(stream)
-        header = next(rows, None)
-        if not header:
-            raise InvalidInputError(
-                f"{path.name} is empty",
-                expected="a header row and one row per value",
-                got="an empty file",
-                fix="write the values with a header, for example 'cost'",
-            )
-        if column is None:
-            if len(header) != 1:
-                raise InvalidInputError(
-                    f"{path.name} has several columns and none was chosen",
-                    expected="--column NAME",
-                    got=f"columns {header}",
-                    fix=f"pass --column with one of {header}",
-                )
-            index = 0
-        elif column in header:
-            index = header.index(column)
-        else:
-            raise InvalidInputError(
-                f"{path.name} has no column {column!r}",
-                expected=f"one of {header}",
-                got=repr(column),
-                fix="pass --column with a column of every input file",
-            )
-        values = []
-        for line, row in enumerate(rows, start=2):
-            cell = row[index].strip() if index < len(row) else ""
-            try:
-                values.append(float(cell) if cell else math.nan)
-            except ValueError:
-                raise InvalidInputError(
-                    f"{path.name} line {line}: {header[index]!r} is not a number",
-                    expected="a number in every row",
-                    got=repr(cell),
-                    fix="clean the column, or choose a numeric one with --column",
-                ) from None
-    array = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(array).all():
-        first = int(np.flatnonzero(~np.isfinite(array))[0]) + 2
-        raise InvalidInputError(
-            f"{path.name}: {header[index]!r} has missing or non-finite values",
-            expected="a finite number in every row",
-            got=f"an empty, NaN or infinite value at line {first}",
-            fix="drop or impute the missing values before the secure computation",
-        )
-    return array
 
 
 def frame_limits(job: dict[str, Any]) -> dict[str, int]:
@@ -177,18 +116,6 @@ def _peak_memory() -> int:
     except (ImportError, OSError):
         return 0
     return peak if sys.platform == "darwin" else peak * 1024
-
-
-def _load(spec: dict[str, Any] | None, party: int) -> npt.NDArray[np.float64] | None:
-    if spec is None:
-        return None
-    if "demo" in spec:  # demo values, drawn in this party's process (documented as not private)
-        rng = np.random.default_rng([int(spec["seed"]), party])
-        return rng.uniform(0.0, 100.0, size=int(spec["demo"])).round(2)
-    path = Path(spec["path"])
-    if path.suffix == ".npy":
-        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64).ravel()
-    return read_column(path, spec.get("column"))
 
 
 class Party:
@@ -462,8 +389,8 @@ def _serve(job: dict[str, Any], stdin: Any, after: dict[str, Any]) -> dict[str, 
         )
     values = second = None
     if not dealer:  # read and check this party's own input before anything is sent
-        values = _load(job.get("input"), me)
-        second = _load(job.get("second"), me)
+        values = load_input(job.get("input"), me)
+        second = load_input(job.get("second"), me)
     # a backlog wide enough that a flood of outsiders is accepted (and cut off) by the mesh,
     # rather than left in the kernel's queue in front of an honest party's dial
     listener = socket.create_server(("127.0.0.1", 0), backlog=max(n + 1, MAX_PENDING))
