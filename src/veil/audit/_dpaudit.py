@@ -80,7 +80,7 @@ def audit_mechanism(
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class CanaryAudit:
     """The outcome of a one-run canary audit of a training procedure."""
 

@@ -35,7 +35,7 @@ __all__ = ["DEFENCES", "ExtractionResult", "extraction_curve"]
 DEFENCES = ("none", "top1", "round1", "noise")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExtractionResult:
     """Fidelity and accuracy of surrogates, per defence and query budget."""
 
