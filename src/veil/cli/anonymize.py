@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -426,7 +427,7 @@ def anonymize(
         )
     if external_id is not None and external_id in result.table.columns:
         # the identity column was needed to score the attack; it must not be released
-        result.table = result.table.drop(columns=[external_id])
+        result = replace(result, table=result.table.drop(columns=[external_id]))
     write_table(result.table, output)
     report = {**result.to_dict(), "output": str(output), "dropped_missing": dropped}
     if report_path is not None:

@@ -24,6 +24,7 @@ exported here for the benchmarks.
 from veil.anonymize.tabular._anonymize import (
     ALGORITHMS,
     OPERATORS,
+    AnonymizationAlgorithm,
     AnonymizationResult,
     ColumnOperation,
     anonymize,
@@ -70,6 +71,7 @@ __all__ = [
     "ALGORITHMS",
     "BUNDLED_HIERARCHIES",
     "OPERATORS",
+    "AnonymizationAlgorithm",
     "AnonymizationResult",
     "ClassStats",
     "ColumnOperation",

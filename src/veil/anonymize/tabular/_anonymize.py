@@ -16,6 +16,7 @@ import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -42,9 +43,30 @@ from veil.data import check_columns_exist
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback
 
-__all__ = ["ALGORITHMS", "OPERATORS", "AnonymizationResult", "ColumnOperation", "anonymize"]
+__all__ = [
+    "ALGORITHMS",
+    "OPERATORS",
+    "AnonymizationAlgorithm",
+    "AnonymizationResult",
+    "ColumnOperation",
+    "anonymize",
+]
 
-ALGORITHMS = ("mondrian", "mondrian-relaxed", "full-domain")
+
+class AnonymizationAlgorithm(StrEnum):
+    """How :func:`anonymize` generalises the quasi-identifiers.
+
+    ``MONDRIAN`` (strict) and ``MONDRIAN_RELAXED`` recode locally;
+    ``FULL_DOMAIN`` finds the optimal global recoding under a suppression
+    limit. A plain string (``"full-domain"``) is accepted wherever a member is.
+    """
+
+    MONDRIAN = "mondrian"
+    MONDRIAN_RELAXED = "mondrian-relaxed"
+    FULL_DOMAIN = "full-domain"
+
+
+ALGORITHMS = tuple(member.value for member in AnonymizationAlgorithm)
 OPERATORS = ("drop", "mask", "pseudonymize", "swap", "noise", "microaggregate", "shift-dates")
 _KEYED = {"pseudonymize", "shift-dates"}
 
@@ -101,7 +123,7 @@ def _number(value: str) -> Any:
     return value
 
 
-@dataclass
+@dataclass(frozen=True)
 class AnonymizationResult:
     """The anonymised table and what it cost.
 
@@ -262,7 +284,7 @@ def anonymize(
     sensitive: Sequence[str] = (),
     l: int | None = None,  # noqa: E741 - the name of the model
     t: float | None = None,
-    algorithm: str = "mondrian",
+    algorithm: AnonymizationAlgorithm | str = AnonymizationAlgorithm.MONDRIAN,
     hierarchies: Mapping[str, HierarchySpec] | None = None,
     max_suppression: float = 0.05,
     operations: Sequence[ColumnOperation] = (),
@@ -284,7 +306,8 @@ def anonymize(
         sensitive: Sensitive columns (l and t apply to the first; all are reported).
         l: Distinct l-diversity to enforce.
         t: t-closeness to enforce.
-        algorithm: ``mondrian`` (strict), ``mondrian-relaxed`` or ``full-domain``.
+        algorithm: An :class:`AnonymizationAlgorithm` or its value: ``mondrian``
+            (strict), ``mondrian-relaxed`` or ``full-domain``.
         hierarchies: Declared hierarchies by column (others get defaults).
         max_suppression: For ``full-domain``: largest share of records suppressed.
         operations: Column operators for the other columns.
@@ -307,6 +330,7 @@ def anonymize(
             got=repr(algorithm),
             fix="for example --algorithm mondrian",
         )
+    algorithm = AnonymizationAlgorithm(algorithm)
     _check_table(frame, quasi_identifiers, sensitive, target)
     if (l is not None or t is not None) and not sensitive:
         raise InvalidInputError(
@@ -325,11 +349,14 @@ def anonymize(
         k, len(frame), l=l, t=t, sensitive=frame[sensitive[0]] if sensitive else None
     )
     started = time.perf_counter()
-    if algorithm == "full-domain":
+    if algorithm is AnonymizationAlgorithm.FULL_DOMAIN:
         recoding = full_domain(domains, check, max_suppression=max_suppression, progress=progress)
     else:
         recoding = mondrian(
-            domains, check, relaxed=algorithm == "mondrian-relaxed", progress=progress
+            domains,
+            check,
+            relaxed=algorithm is AnonymizationAlgorithm.MONDRIAN_RELAXED,
+            progress=progress,
         )
     seconds = time.perf_counter() - started
     released = recoding.apply(frame)
@@ -352,7 +379,7 @@ def anonymize(
         after=after,
         algorithm=recoding.algorithm,
         constraints={**check.describe(), "max_suppression": max_suppression}
-        if algorithm == "full-domain"
+        if algorithm is AnonymizationAlgorithm.FULL_DOMAIN
         else check.describe(),
         seconds=seconds,
         operations=list(operations),

@@ -96,6 +96,16 @@ class ClassStats:
             sizes=sizes.astype(np.int64),
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, without the per-record ``sizes``."""
+        return {
+            "records": self.records,
+            "classes": self.classes,
+            "k": self.k,
+            "unique_share": self.unique_share,
+            "average_class_size": self.average_class_size,
+        }
+
 
 @dataclass(frozen=True)
 class RiskReport:
@@ -198,6 +208,10 @@ class LDiversity:
     recursive_c: float
     recursive_l: int
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
 
 def l_diversity(ids: IntArray, sensitive: pd.Series, *, c: float = 2.0) -> LDiversity:
     """Distinct, entropy and recursive (c, l)-diversity (Machanavajjhala et al., 2007).
@@ -291,6 +305,10 @@ class PopulationUniqueness:
     pitman: float | None
     pitman_theta: float | None
     pitman_alpha: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
 
 
 def _pitman(class_sizes: IntArray, population: int) -> tuple[float, float, float] | None:

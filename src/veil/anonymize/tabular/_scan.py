@@ -19,7 +19,7 @@ external person and is the only record of its class. Generalised cells
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -193,7 +193,7 @@ def classifier_accuracy(
     return {"accuracy": accuracy, "majority_class": majority}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScanReport:
     """Everything :func:`scan_table` measured (module docstring)."""
 
@@ -213,8 +213,7 @@ class ScanReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        classes = asdict(self.classes)
-        classes.pop("sizes")
+        classes = self.classes.to_dict()
         return {
             "records": self.records,
             "quasi_identifiers": self.quasi_identifiers,
@@ -222,12 +221,12 @@ class ScanReport:
             "classes": classes,
             "k_anonymity": self.classes.k,
             "risk": self.risk.to_dict(),
-            "l_diversity": {k: asdict(v) for k, v in self.l_diversity.items()},
+            "l_diversity": {k: v.to_dict() for k, v in self.l_diversity.items()},
             "t_closeness": self.t_closeness,
             "delta_presence": None
             if self.delta_presence is None
             else {"min": self.delta_presence[0], "max": self.delta_presence[1]},
-            "population_uniqueness": None if self.population is None else asdict(self.population),
+            "population_uniqueness": None if self.population is None else self.population.to_dict(),
             "classifier": self.classifier,
             "linkage": None if self.linkage is None else self.linkage.to_dict(),
             "utility": None if self.utility is None else self.utility.to_dict(),
@@ -266,32 +265,43 @@ def _assess(
     risk = reidentification_risk(
         stats.sizes, population_sizes=population_sizes, threshold=threshold
     )
-    report = ScanReport(
+    diversity: dict[str, LDiversity] = {}
+    closeness: dict[str, float] = {}
+    for column in sensitive:
+        values = released.loc[kept, column]
+        diversity[column] = l_diversity(ids[kept], values)
+        closeness[column] = t_closeness(ids[kept], values)
+    uniqueness = None
+    if population_size is not None:
+        uniqueness = population_uniqueness(ids, population_size)
+    classifier = None
+    if target is not None:
+        classifier = {
+            "target": target,
+            **classifier_accuracy(released, quasi_identifiers, target),
+        }
+    linkage = None
+    if external is not None:
+        if recoding is None:
+            recoding = _identity(released, external, quasi_identifiers)
+        linkage = linkage_attack(recoding, external, truth=external_truth)
+    utility = None
+    if recoding is not None and recoding.algorithm != "none":
+        utility = recoding.utility(utility_k)
+    return ScanReport(
         records=len(released),
         quasi_identifiers=list(quasi_identifiers),
         suppressed=int((~kept).sum()),
         classes=stats,
         risk=risk,
+        l_diversity=diversity,
+        t_closeness=closeness,
         delta_presence=presence,
+        population=uniqueness,
+        classifier=classifier,
+        linkage=linkage,
+        utility=utility,
     )
-    for column in sensitive:
-        values = released.loc[kept, column]
-        report.l_diversity[column] = l_diversity(ids[kept], values)
-        report.t_closeness[column] = t_closeness(ids[kept], values)
-    if population_size is not None:
-        report.population = population_uniqueness(ids, population_size)
-    if target is not None:
-        report.classifier = {
-            "target": target,
-            **classifier_accuracy(released, quasi_identifiers, target),
-        }
-    if external is not None:
-        if recoding is None:
-            recoding = _identity(released, external, quasi_identifiers)
-        report.linkage = linkage_attack(recoding, external, truth=external_truth)
-    if recoding is not None and recoding.algorithm != "none":
-        report.utility = recoding.utility(utility_k)
-    return report
 
 
 def _identity(
@@ -379,7 +389,7 @@ def scan_table(
     if find_pii:
         from veil.anonymize.text import find_pii_columns  # noqa: PLC0415 - needs the text extra
 
-        report.pii_columns = [c.to_dict() for c in find_pii_columns(frame)]
+        report = replace(report, pii_columns=[c.to_dict() for c in find_pii_columns(frame)])
     return report
 
 

@@ -40,6 +40,7 @@ from veil.anonymize.text._keyed import KEYED_OPERATORS
 from veil.anonymize.text._redact import (
     REDACT_OPERATORS,
     RedactedText,
+    RedactOperator,
     decrypt_text,
     redact_lines,
     redact_text,
@@ -60,6 +61,7 @@ __all__ = [
     "PiiEvaluation",
     "PiiRecord",
     "PiiSpan",
+    "RedactOperator",
     "RedactedText",
     "RedactionReport",
     "SpanScores",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from veil._validate import whole_number
@@ -36,6 +37,7 @@ from veil.errors import InvalidInputError
 __all__ = [
     "REDACT_OPERATORS",
     "Policy",
+    "RedactOperator",
     "RedactedText",
     "Replacer",
     "decrypt_text",
@@ -44,7 +46,19 @@ __all__ = [
     "redact_text",
 ]
 
-REDACT_OPERATORS = ("tag", "redact", "mask", "hash", "encrypt", "surrogate")
+
+class RedactOperator(StrEnum):
+    """What replaces each value found (module docstring); a plain string (``"tag"``) works too."""
+
+    TAG = "tag"
+    REDACT = "redact"
+    MASK = "mask"
+    HASH = "hash"
+    ENCRYPT = "encrypt"
+    SURROGATE = "surrogate"
+
+
+REDACT_OPERATORS = tuple(member.value for member in RedactOperator)
 
 
 @dataclass(frozen=True)
@@ -64,8 +78,16 @@ class RedactedText:
         """How many entities of each type were replaced."""
         return dict(sorted(Counter(e.entity_type for e in self.entities).items()))
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the redacted text, the entities' positions (never their values), the counts."""
+        return {
+            "text": self.text,
+            "entities": [e.to_dict() for e in self.entities],
+            "counts": self.counts,
+        }
 
-def _check_operator(operator: str) -> str:
+
+def _check_operator(operator: RedactOperator | str) -> RedactOperator:
     if operator not in REDACT_OPERATORS:
         raise InvalidInputError(
             "unknown redaction operator",
@@ -73,14 +95,14 @@ def _check_operator(operator: str) -> str:
             got=repr(operator),
             fix="for example --operator tag (replace each value with <TYPE>)",
         )
-    return operator
+    return RedactOperator(operator)
 
 
 @dataclass(frozen=True)
 class Policy:
     """Validated redaction settings; picklable, so worker processes get the same policy."""
 
-    operator: str
+    operator: RedactOperator
     key: bytes | None
     entities: tuple[str, ...]
     threshold: float
@@ -89,7 +111,7 @@ class Policy:
     @classmethod
     def make(
         cls,
-        operator: str,
+        operator: RedactOperator | str,
         key: bytes | None,
         entities: Iterable[str] | None,
         threshold: float,
@@ -104,7 +126,7 @@ class Policy:
         )
         return cls(
             chosen,
-            check_key(chosen, key),
+            check_key(chosen.value, key),
             check_entities(entities),
             check_threshold(threshold),
             mask_keep,
@@ -173,7 +195,7 @@ class Replacer:
 def redact_lines(
     lines: Iterable[str],
     *,
-    operator: str = "tag",
+    operator: RedactOperator | str = RedactOperator.TAG,
     key: bytes | None = None,
     entities: Iterable[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
@@ -208,7 +230,7 @@ def redact_batch(replacer: Replacer, texts: list[str]) -> list[RedactedText]:
 def redact_text(
     text: str,
     *,
-    operator: str = "tag",
+    operator: RedactOperator | str = RedactOperator.TAG,
     key: bytes | None = None,
     entities: Iterable[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,

@@ -23,7 +23,7 @@ from veil._validate import whole_number
 from veil.anonymize.text._analyze import BATCH_LINES
 from veil.anonymize.text._entities import DEFAULT_THRESHOLD
 from veil.anonymize.text._keyed import decrypter
-from veil.anonymize.text._redact import Policy, Replacer, redact_batch
+from veil.anonymize.text._redact import Policy, RedactOperator, Replacer, redact_batch
 from veil.errors import InvalidInputError, NotFoundError
 from veil.progress import ProgressCallback, emit
 
@@ -191,7 +191,7 @@ def redact_file(
     src: Path | str,
     dst: Path | str,
     *,
-    operator: str = "tag",
+    operator: RedactOperator | str = RedactOperator.TAG,
     key: bytes | None = None,
     entities: Iterable[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
@@ -258,7 +258,7 @@ def redact_file(
     return RedactionReport(
         source=source,
         output=output,
-        operator=policy.operator,
+        operator=policy.operator.value,
         lines=state["lines"],
         bytes=state["bytes"],
         seconds=time.perf_counter() - started,
