@@ -15,10 +15,11 @@
 3. **No import circles.** The graph of modules, built from every import (at module level
    *and* inside functions: a lazy import that dodges a circle is still a circle), has no
    cycle. Imports under ``if TYPE_CHECKING:`` count too: they never run, but two modules
-   that each need the other to be read are one tangle (the report type living in the
-   orchestrator that its renderer imports is the case in point).
+   that each need the other to be read are one tangle (the audit's report type, once
+   defined in the orchestrator and typed by the verdicts it called, was the case in point).
 
-Relative imports are resolved to absolute names and obey the same rules. Each test
+Relative imports are resolved to absolute names and obey the same rules. The rules cover
+src/veil; tests may import the private modules of the package they test. Each test
 reports every violation it finds, so a failure is a to-do list.
 """
 
