@@ -13,7 +13,10 @@ from veil.ledger import Budget, Ledger
 from veil.store import Store
 from veil.train import DPConfig, ModelRegistry, fit_private
 
-pytestmark = pytest.mark.slow  # a DP model trained on Adult, then audited
+pytestmark = [
+    pytest.mark.slow,  # a DP model trained on Adult, then audited
+    pytest.mark.xdist_group("audit-run"),  # one worker builds the module's fixture, once
+]
 
 BOUNDS = {"age": (17.0, 90.0), "hours_per_week": (1.0, 99.0), "education_num": (1.0, 16.0)}
 

@@ -22,6 +22,7 @@ def _encode(frame):
     )
 
 
+@pytest.mark.slow  # an attribute-inference attack fitted on 2,000 rows
 def test_attribute_baseline_is_never_below_guessing_the_most_common_value(seed):
     # 'group' is independent of everything and 90/10: a classifier fitted on noise falls below
     # always guessing 'a', and a baseline that weak credits the model with leakage it lacks.

@@ -11,7 +11,10 @@ import pytest
 
 from veil.cli._app import main
 
-pytestmark = pytest.mark.slow  # a DP model trained, then audited with references and canaries
+pytestmark = [
+    pytest.mark.slow,  # a DP model trained, then audited with references and canaries
+    pytest.mark.xdist_group("cli-audit"),  # one worker builds the module's fixture, once
+]
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

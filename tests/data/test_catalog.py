@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from veil.data import Catalog
-from veil.data import _readers as readers_module
+from veil.data import readers as readers_module
 from veil.errors import (
     ConflictError,
     DataTooLargeError,
