@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from dp_accounting import dp_event
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from veil.errors import InvalidInputError
+from veil.ledger import PLDAccountant
 from veil.ledger.calibrate import SubsampledGaussianAccounting, account_subsampled_gaussian
 from veil.ledger.calibrate import calibrate_noise as ledger_calibrate
 from veil.train import account, calibrate_noise
@@ -30,11 +32,19 @@ def test_pinned_epsilon_of_a_known_run_by_three_accountants():
     sigma=st.floats(0.6, 5.0),
     steps=st.integers(10, 2000),
 )
+@example(sample_rate=0.001, sigma=4.5, steps=468)  # PLD's grid shows: the finer one decides
 def test_accountants_agree_and_rdp_is_never_tighter(sample_rate, sigma, steps):
     run = account(sample_rate, sigma, steps, DELTA)
     # RDP is an upper bound of the same guarantee, looser than PLD except within PLD's
-    # pessimistic discretisation (interval 1e-3), which shows at tiny epsilons.
-    assert run.epsilon <= run.epsilon_rdp + 2e-3
+    # pessimistic discretisation (interval 1e-3), which shows at tiny epsilons: there
+    # (q=0.001, sigma=4.5, 468 steps gives PLD 0.0246 against RDP 0.0226) the same PLD on a
+    # ten times finer grid must come under RDP, or the excess is not discretisation.
+    if run.epsilon > run.epsilon_rdp + 2e-3:
+        event = dp_event.SelfComposedDpEvent(
+            dp_event.PoissonSampledDpEvent(sample_rate, dp_event.GaussianDpEvent(sigma)), steps
+        )
+        finer = PLDAccountant(discretization=1e-4).epsilon([event], DELTA)
+        assert finer <= run.epsilon_rdp + 2e-4, (run.epsilon, finer, run.epsilon_rdp)
     # PLD and PRV are both near-exact: they agree within PRV's error bound (Opacus's default
     # eps_error 0.01) plus a few percent for PLD's pessimistic discretisation.
     if run.epsilon_prv is not None:
