@@ -14,7 +14,6 @@ holder approved (Veil's published app by default).
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from veil._io import dumps
 from veil.cli._output import err, out
 from veil.errors import InvalidInputError, NotFoundError
 
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _json_line(payload: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(payload, default=str) + "\n")
+    sys.stdout.write(dumps(payload) + "\n")
     sys.stdout.flush()
 
 

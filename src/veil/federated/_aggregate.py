@@ -57,9 +57,11 @@ on random inputs: ``weighted_mean``, ``krum``, ``multikrum``, ``bulyan``,
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
+from veil._validate import whole_number
 from veil.errors import InvalidInputError
 
 __all__ = [
@@ -82,21 +84,20 @@ _BLOCK_ENTRIES = 1 << 22
 
 
 def check_whole(value: object, name: str, *, minimum: int = 0) -> int:
-    """``value`` as an int, refused unless it is a whole number >= ``minimum``."""
-    fix = f"pass a whole number >= {minimum} for {name}"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidInputError(
-            f"{name} must be a whole number",
-            expected=f"an integer >= {minimum}",
-            got=repr(value),
-            fix=fix,
-        )
-    number = int(value)
-    if number < minimum:
-        raise InvalidInputError(
-            f"{name} out of range", expected=f"{name} >= {minimum}", got=repr(value), fix=fix
-        )
-    return number
+    """``value`` as an int, refused unless it is a whole number >= ``minimum``.
+
+    A value of the wrong type and an integer below ``minimum`` keep their two messages.
+    """
+    integer = not isinstance(value, bool) and isinstance(value, numbers.Integral)
+    return whole_number(
+        value,
+        name,
+        minimum=minimum,
+        message=f"{name} out of range" if integer else f"{name} must be a whole number",
+        expected=f"{name} >= {minimum}" if integer else f"an integer >= {minimum}",
+        fix=f"pass a whole number >= {minimum} for {name}",
+        numpy=True,
+    )
 
 
 def _positive(value: object, name: str) -> float:

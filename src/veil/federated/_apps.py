@@ -41,6 +41,7 @@ from flwr.compat.common.parameter import ndarrays_to_parameters, parameters_to_n
 from flwr.compat.common.typing import Code, FitRes, Status
 from flwr.serverapp import Grid, ServerApp
 
+from veil._io import write_json_atomic
 from veil.errors import InvalidInputError, VeilError
 from veil.federated._config import FederatedConfig
 from veil.federated._privacy import GaussianNoise, LocalGaussianDP, clip_update
@@ -221,8 +222,4 @@ def _server_main(grid: Grid, context: Context) -> None:
     # after a data_check run; it then submits the run with max_epsilon at the charged epsilon.
     result = run_federation(grid, config)
     if config.output:
-        path = Path(config.output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str), encoding="utf-8")
-        tmp.replace(path)
+        write_json_atomic(Path(config.output), result.to_dict(), mode=None)

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from veil._validate import whole_number
 from veil.errors import InvalidInputError
 
 __all__ = [
@@ -204,9 +205,12 @@ class FederatedConfig:
             if getattr(self, name) not in allowed:
                 raise _fail(name, " | ".join(allowed), getattr(self, name))
         for name in ("clients", "rounds", "local_epochs", "batch_size", "hidden"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise _fail(name, "a whole number >= 1", value)
+            whole_number(
+                getattr(self, name),
+                name,
+                message=f"invalid federated run setting '{name.replace('_', '-')}'",
+                expected="a whole number >= 1",
+            )
         if self.clients < 2:  # noqa: PLR2004
             raise _fail("clients", "at least 2 clients", self.clients)
         for name in ("lr", "server_lr", "clip", "alpha", "client_max_grad_norm"):

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from veil._io import write_bytes_atomic
 from veil.errors import InvalidInputError, NotFoundError
 
 __all__ = [
@@ -135,19 +134,7 @@ class DeployCredentials:
 
 def write_secret(path: Path, data: bytes, *, private: bool) -> None:
     """Write ``data`` atomically; private files are created 0600 and never widened."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    temporary = Path(name)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            os.fchmod(stream.fileno(), 0o600 if private else 0o644)
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data, mode=0o600 if private else 0o644)
 
 
 def check_node_private_key(path: Path) -> None:
