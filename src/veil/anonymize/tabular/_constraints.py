@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from veil._validate import whole_number
 from veil.errors import InvalidInputError
 
 __all__ = ["Constraints"]
@@ -40,10 +41,14 @@ class Constraints:
         t: float | None = None,
         sensitive: pd.Series | None = None,
     ) -> None:
-        if k < 1:
-            raise InvalidInputError(
-                "k must be at least 1", expected="k >= 1", got=str(k), fix="use --k 5 or more"
-            )
+        k = whole_number(
+            k,
+            "k",
+            message="k must be at least 1",
+            expected="k >= 1",
+            fix="use --k 5 or more",
+            numpy=True,
+        )
         if k > records:
             raise InvalidInputError(
                 "k is larger than the table",

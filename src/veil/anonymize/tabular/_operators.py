@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from veil._validate import whole_number
 from veil.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -240,13 +241,13 @@ def shift_dates(
     Intervals between one person's events are kept exactly (what clinical
     analyses need); the calendar dates, which link to outside records, are not.
     """
-    if max_days < 1:
-        raise InvalidInputError(
-            "the largest shift must be at least one day",
-            expected="max_days >= 1",
-            got=str(max_days),
-            fix="for example max_days=180",
-        )
+    max_days = whole_number(
+        max_days,
+        "max_days",
+        message="the largest shift must be at least one day",
+        expected="max_days >= 1",
+        fix="for example max_days=180",
+    )
     parsed = pd.to_datetime(dates, errors="coerce")
     bad = parsed.isna() & dates.notna()
     if bad.any():
