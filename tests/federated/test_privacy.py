@@ -20,17 +20,10 @@ from scipy import stats
 from tests._dpstats import ks_critical_value, ks_statistic
 
 from veil.errors import InvalidInputError, PrivacyLeakWarning
-from veil.federated._privacy import (
-    DPFedAvgAggregator,
-    GaussianNoise,
-    LocalGaussianDP,
-    adaptive_update_noise,
-    calibrate_user_noise,
-    clip_update,
-    distributed_noise_std,
-    local_dp_epsilon,
-    plan_user_dp,
-)
+from veil.federated._dpfedavg import DPFedAvgAggregator
+from veil.federated._local_dp import LocalGaussianDP, distributed_noise_std, local_dp_epsilon
+from veil.federated._noise import GaussianNoise, clip_update
+from veil.federated._user_dp import adaptive_update_noise, calibrate_user_noise, plan_user_dp
 from veil.ledger import Mechanism, PLDAccountant, RDPAccountant, gaussian_epsilon
 
 ALPHA = 1e-6

@@ -1,6 +1,6 @@
 """DP-FedAvg's noise and client sampling need NumPy and cryptography, not torch (issue 20).
 
-A fresh interpreter imports ``veil.federated._privacy``, draws noise and
+A fresh interpreter imports ``veil.federated._noise``, draws noise and
 Poisson coins from :class:`GaussianNoise` and reports which modules it loaded.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 _PROBE = """
 import json, sys
-from veil.federated._privacy import GaussianNoise
+from veil.federated._noise import GaussianNoise
 noise = GaussianNoise()
 values = noise.sample((30, 20), 2.0)
 coins = noise.random.bernoulli(1000, 0.1)

@@ -43,14 +43,10 @@ from veil.federated._config import (
     Mode,
     load_config,
 )
+from veil.federated._dpfedavg import DPFedAvgAggregator
+from veil.federated._local_dp import LocalGaussianDP
 from veil.federated._partition import SCHEMES, describe_partition, partition
-from veil.federated._privacy import (
-    DPFedAvgAggregator,
-    LocalGaussianDP,
-    UserDPPlan,
-    calibrate_user_noise,
-    plan_user_dp,
-)
+from veil.federated._user_dp import UserDPPlan, calibrate_user_noise, plan_user_dp
 
 if TYPE_CHECKING:
     from veil.federated._run import dropout_rule, federate, federate_deployed
@@ -58,7 +54,7 @@ if TYPE_CHECKING:
     from veil.federated._server import FederatedResult, plan_privacy, run_federation
 
 # The runner and the server load Flower and torch (seconds): they load on first use, so that
-# `import veil.federated._privacy` (DP-FedAvg's accounting and noise) needs neither.
+# DP-FedAvg's accounting and noise (`_user_dp`, `_dpfedavg`, `_local_dp`, `_noise`) need neither.
 _LAZY = {
     "dropout_rule": "veil.federated._run",
     "federate": "veil.federated._run",

@@ -44,7 +44,8 @@ from flwr.serverapp import Grid, ServerApp
 from veil._io import write_json_atomic
 from veil.errors import InvalidInputError, VeilError
 from veil.federated._config import FederatedConfig
-from veil.federated._privacy import GaussianNoise, LocalGaussianDP, clip_update
+from veil.federated._local_dp import LocalGaussianDP
+from veil.federated._noise import GaussianNoise, clip_update
 from veil.federated._task import (
     Task,
     build_model,

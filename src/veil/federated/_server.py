@@ -60,14 +60,9 @@ from flwr.serverapp import Grid
 from veil.errors import BudgetExceededError, InvalidInputError
 from veil.federated import _aggregate as rules
 from veil.federated._config import FederatedConfig
-from veil.federated._privacy import (
-    DPFedAvgAggregator,
-    GaussianNoise,
-    LocalGaussianDP,
-    UserDPPlan,
-    calibrate_user_noise,
-    plan_user_dp,
-)
+from veil.federated._dpfedavg import DPFedAvgAggregator
+from veil.federated._local_dp import LocalGaussianDP
+from veil.federated._noise import GaussianNoise
 from veil.federated._runner import InProcessGrid, message_bytes
 from veil.federated._task import (
     Task,
@@ -81,6 +76,7 @@ from veil.federated._task import (
     set_weights,
     unflatten,
 )
+from veil.federated._user_dp import UserDPPlan, calibrate_user_noise, plan_user_dp
 from veil.progress import ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:
