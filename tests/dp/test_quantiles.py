@@ -42,7 +42,7 @@ def _is_covered(values: np.ndarray, answer: float, levels: list[float]) -> bool:
 
 
 def test_the_grid_holds_every_integer_of_integer_bounds():
-    from veil.dp._query import quantile_grid
+    from veil.dp._plan import quantile_grid
 
     grid, step = quantile_grid(17, 90)
     assert step == pytest.approx(0.1)

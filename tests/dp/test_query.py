@@ -25,7 +25,7 @@ from veil.dp import (
     parse_sql,
     plan_query,
 )
-from veil.dp._query import run_plan  # charges nothing: the tests' own calibration runs
+from veil.dp._execute import run_plan  # charges nothing: the tests' own calibration runs
 from veil.errors import BudgetExceededError, InvalidInputError, SchemaError
 from veil.ledger import Budget, PLDAccountant
 

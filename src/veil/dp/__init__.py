@@ -20,14 +20,13 @@ from veil.dp._mechanisms import (
     gaussian_sigma,
     laplace_half_width,
 )
-from veil.dp._query import (
+from veil.dp._plan import QueryPlan, plan_query
+from veil.dp._spec import (
     Aggregate,
     Contribution,
     NoiseMechanism,
-    QueryPlan,
     QueryResult,
     QuerySpec,
-    plan_query,
 )
 from veil.dp._sql import SUPPORTED_SQL, parse_sql
 

@@ -21,18 +21,9 @@ import polars as pl
 
 from veil._validate import whole_number
 from veil.data import Catalog, ColumnSpec, PrivacySchema
-from veil.dp._query import (
-    Aggregate,
-    Contribution,
-    NoiseMechanism,
-    QueryPlan,
-    QueryResult,
-    QuerySpec,
-    as_polars,
-    is_issued,
-    plan_query,
-    run_plan,
-)
+from veil.dp._execute import as_polars, run_plan
+from veil.dp._plan import QueryPlan, is_issued, plan_query
+from veil.dp._spec import Aggregate, Contribution, NoiseMechanism, QueryResult, QuerySpec
 from veil.dp._sql import parse_sql
 from veil.dp._where import compile_where
 from veil.errors import InvalidInputError

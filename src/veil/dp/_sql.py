@@ -25,7 +25,7 @@ import re
 import sqlglot
 from sqlglot import exp
 
-from veil.dp._query import Aggregate, QuerySpec
+from veil.dp._spec import Aggregate, QuerySpec
 from veil.dp._where import SUPPORTED_SQL, column_of, compile_where, unsupported
 from veil.errors import InvalidInputError
 
