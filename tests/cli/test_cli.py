@@ -192,7 +192,7 @@ def test_interrupt_exits_130_and_writes_nothing(capsys, workspace, tmp_path: Pat
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("veil.data._catalog._validate", interrupted)
+    monkeypatch.setattr("veil.data._catalog.scan_source", interrupted)
     code, _, err = run(capsys, "datasets", "add", str(tmp_path / "good.csv"), "--name", "good")
     assert code == 130
     assert "nothing was changed" in err

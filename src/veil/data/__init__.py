@@ -12,7 +12,8 @@ submodule :mod:`veil.data.readers`.
 (442, 11)
 """
 
-from veil.data._catalog import Catalog, DatasetInfo
+from veil.data._catalog import Catalog
+from veil.data._dataset_info import DatasetInfo
 from veil.data._idx import read_idx
 from veil.data._loaders import load_mnist, load_table
 from veil.data._schema import (
