@@ -10,6 +10,7 @@ import pytest
 
 from veil.data import Catalog
 from veil.data import readers as readers_module
+from veil.data.readers import _csv as csv_reader
 from veil.errors import (
     ConflictError,
     DataTooLargeError,
@@ -121,7 +122,9 @@ def test_refused_registrations_write_nothing(
 def test_text_in_a_bounded_column_names_the_row_across_chunks(
     catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(readers_module, "CHUNK_ROWS", 7)  # force many chunks
+    monkeypatch.setattr(
+        csv_reader, "CHUNK_ROWS", 7
+    )  # force many chunks (CSV reads CHUNK_ROWS rows a time)
     path = tmp_path / "ages.csv"
     ages = [str(20 + i) for i in range(30)]
     ages[22] = "unknown"
