@@ -14,18 +14,11 @@ submodule :mod:`veil.data.readers`.
 
 from veil.data._catalog import Catalog
 from veil.data._dataset_info import DatasetInfo
+from veil.data._declare import parse_bounds, parse_categories, read_codebook
 from veil.data._idx import read_idx
 from veil.data._loaders import load_mnist, load_table
-from veil.data._schema import (
-    ColumnSpec,
-    PrivacySchema,
-    check_columns_exist,
-    parse_bounds,
-    parse_categories,
-    read_codebook,
-    suggest_bounds,
-    suggest_categories,
-)
+from veil.data._schema import ColumnSpec, PrivacySchema, check_columns_exist
+from veil.data._suggest import suggest_bounds, suggest_categories
 
 __all__ = [
     "Catalog",

@@ -6,36 +6,34 @@ of categories for every categorical one, because the sensitivity of a query is
 derived from them. Reading these from the data would itself leak the extreme
 records, so Veil never does it silently: :func:`suggest_bounds` exists for
 exploration and warns loudly with :class:`~veil.errors.PrivacyLeakWarning`.
+
+This module holds the schema itself; reading declarations from the command
+line and codebooks is :mod:`veil.data._declare`, and suggesting them from the
+data is :mod:`veil.data._suggest`.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
-
 from veil._validate import whole_number
-from veil.errors import InvalidInputError, PrivacyLeakWarning, SchemaError
+from veil.errors import SchemaError
 
 __all__ = [
+    "COLUMN_KINDS",
+    "SCHEMA_VERSION",
+    "ColumnKind",
     "ColumnSpec",
+    "DeclaredBy",
     "PrivacySchema",
-    "parse_bounds",
-    "parse_categories",
-    "read_codebook",
-    "suggest_bounds",
-    "suggest_categories",
+    "check_bounds",
+    "check_columns_exist",
 ]
 
-_MAX_LISTED = 5
-_NUMERIC_CODES = 10  # a numeric column with at most this many values may be a code
-_NEARLY_UNIQUE = 0.9  # share of distinct values beyond which a column names people or is prose
 
 SCHEMA_VERSION = 1
 ColumnKind = Literal["numeric", "categorical", "identifier", "array"]
@@ -84,7 +82,7 @@ class ColumnSpec:
                     got=f"bounds {self.bounds}",
                     fix=f"declare categories for '{self.name}' instead, or drop its bounds",
                 )
-            _check_bounds(self.name, *self.bounds)
+            check_bounds(self.name, *self.bounds)
         if self.categories is not None:
             if self.kind != "categorical":
                 raise SchemaError(
@@ -306,7 +304,8 @@ def check_columns_exist(wanted: Iterable[str], available: Sequence[str], *, role
     )
 
 
-def _check_bounds(column: str, lower: float, upper: float) -> None:
+def check_bounds(column: str, lower: float, upper: float) -> None:
+    """Refuse bounds that are not finite, reversed or empty, naming the column."""
     if not (math.isfinite(lower) and math.isfinite(upper)):
         raise SchemaError(
             f"bounds of '{column}' are not finite",
@@ -323,225 +322,3 @@ def _check_bounds(column: str, lower: float, upper: float) -> None:
             if lower != upper
             else f"widen the interval, for example --bounds {column}={lower:g}:{lower + 1:g}",
         )
-
-
-def parse_bounds(items: Iterable[str]) -> dict[str, tuple[float, float]]:
-    """Parse ``col=lo:hi`` strings (as given to ``--bounds``).
-
-    Several may share one string, separated by commas: ``age=17:90,hours=1:99``.
-    """
-    result: dict[str, tuple[float, float]] = {}
-    for item in _split_items(items):
-        column, sep, interval = item.partition("=")
-        lo_text, colon, hi_text = interval.partition(":")
-        try:
-            lower, upper = float(lo_text), float(hi_text)
-        except ValueError:
-            sep = ""
-        if not (sep and colon and column.strip()):
-            raise InvalidInputError(
-                "a bound is not of the form column=lo:hi",
-                expected="for example --bounds age=17:90",
-                got=repr(item),
-                fix="give the column name, '=', the lower bound, ':' and the upper bound",
-            )
-        name = column.strip()
-        if name in result:
-            raise InvalidInputError(
-                f"bounds for '{name}' are given twice",
-                expected="one interval per column",
-                got=f"{result[name]} and {(lower, upper)}",
-            )
-        _check_bounds(name, lower, upper)
-        result[name] = (lower, upper)
-    return result
-
-
-def parse_categories(items: Iterable[str]) -> dict[str, tuple[str, ...]]:
-    """Parse ``col=a|b|c`` strings (as given to ``--categories``)."""
-    result: dict[str, tuple[str, ...]] = {}
-    for item in items:
-        column, sep, values = item.partition("=")
-        if not (sep and column.strip() and values):
-            raise InvalidInputError(
-                "a category list is not of the form column=a|b|c",
-                expected="for example --categories sex=Female|Male",
-                got=repr(item),
-                fix="give the column name, '=', then the categories separated by '|'",
-            )
-        result[column.strip()] = tuple(v.strip() for v in values.split("|"))
-    return result
-
-
-def _category_string(column: str, value: Any) -> str:
-    if isinstance(value, str):
-        return value  # exactly as written: a trailing space is part of the category
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInputError(
-            f"a category of {column!r} in the codebook is not a string or a number",
-            expected="strings (quoted when they end in a space) or numbers",
-            got=f"{value!r} ({type(value).__name__})",
-            fix="quote the value in the codebook",
-        )
-    return format(value, "g") if isinstance(value, float) else str(value)
-
-
-def read_codebook(path: str | Path) -> dict[str, tuple[str, ...]]:
-    """Read a codebook (``--categories-from``): YAML or JSON mapping each column to its categories.
-
-    Strings are kept exactly (a trailing space included); numbers are written
-    the way registration compares them (``1`` and ``1.0`` become ``"1"``).
-
-    Raises:
-        NotFoundError: No such file.
-        InvalidInputError: Not a mapping of columns to non-empty lists of
-            distinct strings or numbers.
-    """
-    import json  # noqa: PLC0415 - only --categories-from reads codebooks
-
-    import yaml  # noqa: PLC0415
-
-    from veil.errors import NotFoundError  # noqa: PLC0415
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise NotFoundError(
-            "codebook not found",
-            expected="a YAML or JSON file mapping each column to its list of categories",
-            got=str(path),
-            fix="check the path given to --categories-from",
-        )
-    shape = "a mapping of each column to its list of categories, e.g. sex: [Female, Male]"
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        raise InvalidInputError(
-            f"{path.name} cannot be read as a codebook",
-            expected=f"UTF-8 {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {shape}",
-            got=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-            fix="fix the line named above",
-        ) from exc
-    if not isinstance(raw, Mapping) or not raw:
-        raise InvalidInputError(
-            f"{path.name} is not a codebook",
-            expected=shape,
-            got=type(raw).__name__ if raw else "an empty file",
-            fix="write one 'column: [a, b, c]' entry per categorical column",
-        )
-    result: dict[str, tuple[str, ...]] = {}
-    for column, values in raw.items():
-        name = str(column)
-        if not isinstance(values, list) or not values:
-            raise InvalidInputError(
-                f"the codebook entry of column {name!r} is not a list of categories",
-                expected=shape,
-                got=repr(values)[:80],
-                fix=f"write {name}: [a, b, c]",
-            )
-        categories = tuple(_category_string(name, v) for v in values)
-        repeated = sorted({c for c in categories if categories.count(c) > 1})
-        if repeated:
-            raise InvalidInputError(
-                f"the codebook lists a category of column {name!r} twice",
-                expected="each category once",
-                got=repr(repeated[:_MAX_LISTED]),
-                fix="remove the repeated entries",
-            )
-        result[name] = categories
-    return result
-
-
-def suggest_categories(
-    frame: pd.DataFrame, columns: Sequence[str] | None = None, *, max_categories: int = 50
-) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
-    """Read the distinct values of categorical-looking columns from the data, **leaking them**.
-
-    For exploration only, like :func:`suggest_bounds`: a category that occurs
-    once names the one person who has it, and declaring categories read from
-    the data makes that visible in every release. Prefer the data's published
-    codebook. Always warns with :class:`~veil.errors.PrivacyLeakWarning`.
-
-    A column is left out (with the reason in the second dict) when it holds
-    more than ``max_categories`` values, when it has a different value in
-    (nearly) every row (an identifier or free text), or when it is numeric
-    with more than ten values (declare bounds instead).
-
-    Returns:
-        ``(codebook, left_out)``: sorted categories by column (strings as
-        registration compares them), and why each other column was left out.
-    """
-    chosen = list(columns) if columns is not None else [str(c) for c in frame.columns]
-    check_columns_exist(chosen, [str(c) for c in frame.columns], role="requested")
-    warnings.warn(
-        "suggest_categories reads the distinct values from the data: a rare category reveals "
-        "the few people who have it, and declaring it makes that visible in every release. "
-        "Declare categories from the data's published codebook instead.",
-        PrivacyLeakWarning,
-        stacklevel=2,
-    )
-    codebook: dict[str, tuple[str, ...]] = {}
-    left_out: dict[str, str] = {}
-    for column in chosen:
-        present = frame[column].dropna()
-        if present.empty:
-            left_out[column] = "no values"
-            continue
-        numeric = pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present)
-        strings = (
-            present.map(lambda v: format(v, "g"))
-            if pd.api.types.is_float_dtype(present)
-            else present.astype(str)
-        )
-        distinct = strings.nunique()
-        if numeric and distinct > _NUMERIC_CODES:
-            left_out[column] = f"numeric with {distinct:,} values: declare bounds (suggest-bounds)"
-        elif distinct > _NUMERIC_CODES and distinct >= _NEARLY_UNIQUE * len(present):
-            left_out[column] = "a different value in nearly every row: an identifier or free text"
-        elif distinct > max_categories:
-            left_out[column] = f"{distinct:,} values, more than {max_categories}"
-        else:
-            codebook[column] = tuple(sorted(strings.unique()))
-    return codebook, left_out
-
-
-def _split_items(items: Iterable[str]) -> list[str]:
-    return [part.strip() for item in items for part in item.split(",") if part.strip()]
-
-
-def suggest_bounds(
-    frame: pd.DataFrame, columns: Sequence[str] | None = None
-) -> dict[str, tuple[float, float]]:
-    """Read min/max of numeric columns from the data, **leaking them**.
-
-    For exploration only: the returned bounds are the most extreme values
-    present, so they reveal facts about the most unusual individuals, and any
-    DP guarantee computed with them is void. Prefer bounds from domain
-    knowledge or a public codebook. Always warns with
-    :class:`~veil.errors.PrivacyLeakWarning`.
-    """
-    chosen = (
-        list(columns)
-        if columns is not None
-        else [
-            c
-            for c in frame.columns
-            if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
-        ]
-    )
-    check_columns_exist(chosen, [str(c) for c in frame.columns], role="requested")
-    warnings.warn(
-        "suggest_bounds reads the minimum and maximum from the data: these bounds reveal "
-        "the most extreme records and void any differential-privacy guarantee that uses them. "
-        "Declare bounds from domain knowledge instead.",
-        PrivacyLeakWarning,
-        stacklevel=2,
-    )
-    result: dict[str, tuple[float, float]] = {}
-    for column in chosen:
-        values = pd.to_numeric(frame[column], errors="coerce").dropna()
-        if values.empty:
-            continue
-        lower, upper = float(values.min()), float(values.max())
-        result[column] = (lower, upper if upper > lower else lower + 1.0)
-    return result
