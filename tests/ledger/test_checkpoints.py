@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, event, select, update
 
-import veil.ledger._ledger as ledger_module
+import veil.ledger._history as history_module
 from veil.data import Catalog
 from veil.ledger import (
     Budget,
@@ -52,7 +52,7 @@ EVERY = 4
 
 @pytest.fixture(autouse=True)
 def _small_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger_module, "CHECKPOINT_EVERY", EVERY)
+    monkeypatch.setattr(history_module, "CHECKPOINT_EVERY", EVERY)
 
 
 @pytest.fixture
@@ -505,12 +505,12 @@ def test_a_status_read_while_another_process_charges_is_consistent(
 CONTENDER = """
 import json
 from pathlib import Path
-import veil.ledger._ledger as ledger_module
+import veil.ledger._history as history_module
 from veil.errors import BudgetExceededError
 from veil.ledger import Ledger, Mechanism, PrivacyEvent
 from veil.store import Store
 
-ledger_module.CHECKPOINT_EVERY = EVERY
+history_module.CHECKPOINT_EVERY = EVERY
 ledger = Ledger(Store.open(URL), key=KEY)
 events = [
     PrivacyEvent("count(*)", (Mechanism.laplace(scale=4.0, sensitivity=1.0),)),
@@ -529,11 +529,11 @@ Path(RESULT).write_text(json.dumps({"accepted": accepted, "refused": refused}))
 """
 
 VICTIM = """
-import veil.ledger._ledger as ledger_module
+import veil.ledger._history as history_module
 from veil.ledger import Ledger, Mechanism, PrivacyEvent
 from veil.store import Store
 
-ledger_module.CHECKPOINT_EVERY = EVERY
+history_module.CHECKPOINT_EVERY = EVERY
 ledger = Ledger(Store.open(URL), key=KEY)
 events = [
     PrivacyEvent("count(*)", (Mechanism.laplace(scale=50.0, sensitivity=1.0),)),

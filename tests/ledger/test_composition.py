@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import veil.ledger._ledger as ledger_module
+import veil.ledger._history as history_module
 from veil.ledger import (
     Budget,
     Composition,
@@ -171,7 +171,7 @@ def test_a_ledger_charges_exactly_the_recomposed_spend(
     every: int,
 ) -> None:
     # Checkpoints every few events, so that a fresh ledger starts from a stored state.
-    monkeypatch.setattr(ledger_module, "CHECKPOINT_EVERY", every)
+    monkeypatch.setattr(history_module, "CHECKPOINT_EVERY", every)
     name = _new_dataset(store)
     ledger = Ledger(store, key=b"property-test-key")
     ledger.set_budget(name, Budget(epsilon=1e6, delta=delta), reason="property")

@@ -28,6 +28,7 @@ from veil.ledger._accountants import (
 )
 from veil.ledger._budget import Budget, BudgetStatus, Receipt, Spent
 from veil.ledger._composition import Composition, recompose
+from veil.ledger._entry import LedgerEntry
 from veil.ledger._events import (
     DiscreteGaussianDpEvent,
     EpsilonDeltaDpEvent,
@@ -35,7 +36,8 @@ from veil.ledger._events import (
     PrivacyEvent,
 )
 from veil.ledger._guard import BudgetGuard, Charge, LocalBudget
-from veil.ledger._ledger import Ledger, LedgerEntry, LedgerIntegrityError
+from veil.ledger._history import LedgerIntegrityError
+from veil.ledger._ledger import Ledger
 from veil.ledger.params import MAX_RELEASE_EPSILON
 
 __all__ = [

@@ -11,30 +11,26 @@ released) or an event whose release may never have been shown: the ledger can
 over-count, never under-count.
 
 **Why a charge does not slow down with history.** The composed history is
-kept, not recomposed: in this process's memory (valid while the dataset's last
-event is the one it was composed up to) and in a sealed checkpoint row
-(``ledger_checkpoints``), written every :data:`CHECKPOINT_EVERY` events. A
-charge composes only the events it has not seen, each linked to the one before
-by the event chain (:mod:`veil.store.chain`). A checkpoint that fails its seal
-or does not match the chain is ignored and rebuilt from the events
-(``status().checkpoint`` says so); ``verify`` recomposes everything from
-scratch and compares.
+kept, not recomposed (:mod:`veil.ledger._history`): a charge composes only
+the events this process has not seen, from memory or from a sealed
+checkpoint; ``verify`` recomposes everything from scratch and compares.
+
+The module runs to about 530 lines because :class:`Ledger` is one protocol:
+budgets, charges, non-private records and verification share the same locked
+transaction and the same held histories, and read best side by side.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from veil.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
+from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.ledger._accountants import PLD_DISCRETIZATION, RDPAccountant
 from veil.ledger._budget import (
     Budget,
@@ -46,23 +42,18 @@ from veil.ledger._budget import (
     status_of,
 )
 from veil.ledger._composition import (
-    FORMAT,
-    Composition,
-    LeafKey,
-    check_seal,
-    decode_leaves,
-    seal,
     warm,
 )
+from veil.ledger._entry import LedgerEntry, merged_history
 from veil.ledger._events import Mechanism, PrivacyEvent, validate_event
+from veil.ledger._history import Histories, Known, LedgerIntegrityError
 from veil.ledger.params import check_budget_delta
-from veil.progress import ProgressCallback, emit
+from veil.progress import ProgressCallback
 from veil.store import Store
-from veil.store.chain import GENESIS, link
+from veil.store.chain import link
 from veil.store.tables import (
     BudgetChangeRow,
     DatasetRow,
-    LedgerCheckpointRow,
     PrivacyBudgetRow,
     PrivacyEventRow,
     same_data_names,
@@ -71,97 +62,13 @@ from veil.store.tables import (
 from veil.vault import KeyStore
 from veil.workspace import Settings, Workspace
 
-__all__ = ["CHECKPOINT_EVERY", "Ledger", "LedgerEntry", "LedgerIntegrityError"]
+__all__ = ["Ledger"]
 
 log = logging.getLogger(__name__)
 
-# A checkpoint row is rewritten every this many events (writing it costs more than composing
-# one event: ~100 KB at 100,000 events); the events after it are composed when a process
-# without them in memory charges.
-CHECKPOINT_EVERY = 256
 # The status's RDP cross-check recomposes the history from scratch; beyond this many events
 # it is left to `veil budget verify` (it costs milliseconds per event).
 CROSS_CHECK_MAX_EVENTS = 2_000
-
-
-class LedgerIntegrityError(StoreError):
-    """The ledger's events do not link up: one was edited, inserted or deleted."""
-
-
-@dataclass(frozen=True)
-class _Known:
-    """A composed history held in memory: valid while event ``seq`` still has link ``chain``."""
-
-    seq: int
-    chain: str
-    state: Composition
-    checkpoint_seq: int
-    repaired: str | None = None
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One recorded release, as ``veil budget history`` shows it."""
-
-    id: int
-    seq: int
-    dataset: str
-    created_at: datetime
-    actor: str
-    purpose: str
-    operation: str
-    what: str
-    mechanisms: tuple[Mechanism, ...]
-    details: dict[str, Any]
-    accountant: str
-    epsilon: float | None
-    rho: float | None
-    spent_epsilon: float | None
-    spent_delta: float | None
-    spent_rho: float | None
-
-    @classmethod
-    def from_row(cls, row: PrivacyEventRow, dataset: str) -> LedgerEntry:
-        return cls(
-            id=row.id,
-            seq=row.seq,
-            dataset=dataset,
-            created_at=row.created_at,
-            actor=row.actor,
-            purpose=row.purpose,
-            operation=row.operation,
-            what=row.what,
-            mechanisms=tuple(Mechanism.from_dict(m) for m in row.mechanisms),
-            details=dict(row.details),
-            accountant=row.accountant,
-            epsilon=row.epsilon,
-            rho=row.rho,
-            spent_epsilon=row.spent_epsilon,
-            spent_delta=row.spent_delta,
-            spent_rho=row.spent_rho,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": "release",
-            "id": self.id,
-            "seq": self.seq,
-            "dataset": self.dataset,
-            "at": self.created_at.isoformat(),
-            "actor": self.actor,
-            "purpose": self.purpose,
-            "operation": self.operation,
-            "what": self.what,
-            "mechanisms": [m.to_dict() for m in self.mechanisms],
-            "details": self.details,
-            "accountant": self.accountant,
-            "charged": {"epsilon": self.epsilon, "rho": self.rho},
-            "spent_after": {
-                "epsilon": self.spent_epsilon,
-                "delta": self.spent_delta,
-                "rho": self.spent_rho,
-            },
-        }
 
 
 class Ledger:
@@ -186,11 +93,9 @@ class Ledger:
         self.store = store
         self.settings = settings
         self.cross_check = RDPAccountant()
-        self._key = key
-        self._known: dict[int, _Known] = {}
+        self._histories = Histories(key)
         # Per dataset name: whether this process's state was current when it last took the lock.
         self._fresh: dict[str, bool] = {}
-        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, workspace: Workspace | None = None) -> Ledger:
@@ -219,7 +124,7 @@ class Ledger:
                 check_budget_delta(budget.delta, _privacy_units(ds))
             _refuse_shared_data(session, ds)
             row = self._budget_row(session, ds.id, lock=True)
-            known = self._composed(session, ds)
+            known = self._histories.composed(session, ds)
             if budget.rho is not None and not math.isfinite(known.state.zcdp_rho()):
                 raise InvalidInputError(
                     f"the history of '{ds.name}' holds a mechanism with no zero-concentrated DP "
@@ -258,7 +163,7 @@ class Ledger:
         with self.store.session() as session:
             ds = self._dataset(session, dataset)
             row = self._budget_row(session, ds.id)
-            known = self._composed(session, ds)
+            known = self._histories.composed(session, ds)
             budget = None if row is None else _budget_of(row)
             check: dict[str, Any] = {}
             if cross_check and budget is not None and budget.rho is None and known.state.events:
@@ -306,27 +211,7 @@ class Ledger:
                 .where(BudgetChangeRow.dataset_id == ds.id)
                 .order_by(BudgetChangeRow.id)
             ).all()
-            items: list[tuple[datetime, int, dict[str, Any]]] = [
-                (e.created_at, 1, LedgerEntry.from_row(e, ds.name).to_dict()) for e in events
-            ]
-            items += [
-                (
-                    c.changed_at,
-                    0,
-                    {
-                        "type": "budget",
-                        "id": c.id,
-                        "dataset": ds.name,
-                        "at": c.changed_at.isoformat(),
-                        "actor": c.actor,
-                        "reason": c.reason,
-                        "budget": Budget(epsilon=c.epsilon, delta=c.delta, rho=c.rho).to_dict(),
-                    },
-                )
-                for c in changes
-            ]
-            items.sort(key=lambda item: (item[0], item[1]))
-            return [item[2] for item in items]
+            return merged_history(ds.name, events, changes)
 
     def entries(self, dataset: str) -> list[LedgerEntry]:
         """The recorded releases of ``dataset``, oldest first."""
@@ -393,9 +278,7 @@ class Ledger:
         self._catch_up([n for n in names if not self._fresh.get(n, False)])
         for _, event in charges:
             validate_event(event.dp_event)  # before anything is built from it
-            with self._lock:
-                grids = {k.state.interval for k in self._known.values()}
-            for interval in grids or {PLD_DISCRETIZATION}:
+            for interval in self._histories.intervals() or {PLD_DISCRETIZATION}:
                 warm(event.dp_event, interval)
         with self.store.session(lock=True) as session:
             checked, datasets, known = self._check(session, charges, lock=True)
@@ -444,13 +327,12 @@ class Ledger:
                 ds = datasets[name]
                 before = known[ds.id]
                 checkpoint_seq = before.checkpoint_seq
-                if seqs[ds.id] - checkpoint_seq >= CHECKPOINT_EVERY or before.repaired:
-                    self._write_checkpoint(session, ds, seqs[ds.id], chains[ds.id], state)
+                if self._histories.checkpoint_due(before, seqs[ds.id]):
+                    self._histories.write_checkpoint(session, ds, seqs[ds.id], chains[ds.id], state)
                     checkpoint_seq = seqs[ds.id]
-                updates[ds.id] = _Known(seqs[ds.id], chains[ds.id], state, checkpoint_seq)
+                updates[ds.id] = Known(seqs[ds.id], chains[ds.id], state, checkpoint_seq)
         # Committed: only now may this process trust the new states.
-        with self._lock:
-            self._known.update(updates)
+        self._histories.remember(updates)
         return receipts
 
     def record_non_private(
@@ -477,7 +359,7 @@ class Ledger:
         with self.store.session(lock=True) as session:
             ds = self._dataset(session, dataset)
             budget_row = self._budget_row(session, ds.id, lock=True)
-            known = self._composed(session, ds)
+            known = self._histories.composed(session, ds)
             budget = None if budget_row is None else _budget_of(budget_row)
             status = status_of(ds.name, budget, known.state, events=known.seq)
             seq = known.seq + 1
@@ -505,18 +387,15 @@ class Ledger:
             session.flush()
             # The no-op event composes to nothing; the state's event count moves on.
             state = known.state.add(mechanism.dp_event)
-            update = _Known(seq, chain, state, known.checkpoint_seq)
+            update = Known(seq, chain, state, known.checkpoint_seq)
             receipt = Receipt(
                 event_id=row.id, seq=seq, dataset=ds.name, epsilon=None, rho=None, status=status
             )
-        with self._lock:
-            self._known[ds.id] = update
+        self._histories.remember({ds.id: update})
         return receipt
 
     # ------------------------------------------------------------ verification
-    def verify(  # noqa: C901 - one pass over the history, then the comparisons
-        self, dataset: str, *, progress: ProgressCallback | None = None
-    ) -> dict[str, Any]:
+    def verify(self, dataset: str, *, progress: ProgressCallback | None = None) -> dict[str, Any]:
         """Recompose ``dataset``'s whole history from scratch and compare (the auditor's check).
 
         Walks the event chain from the first event, recomposes every event, and
@@ -527,29 +406,8 @@ class Ledger:
         with self.store.session(lock=True) as session:
             ds = self._dataset(session, dataset, lock=self.store.backend != "sqlite")
             budget_row = self._budget_row(session, ds.id, lock=True)
-            rows = session.execute(
-                select(
-                    PrivacyEventRow.seq,
-                    PrivacyEventRow.mechanisms,
-                    PrivacyEventRow.chain,
-                    PrivacyEventRow.leaves,
-                )
-                .where(PrivacyEventRow.dataset_id == ds.id)
-                .order_by(PrivacyEventRow.seq)
-            ).all()
-            problems: list[str] = []
-            state, chain = Composition(), GENESIS
-            for expected_seq, (seq, mechanisms, stored, leaves) in enumerate(rows, start=1):
-                if seq != expected_seq:
-                    problems.append(f"event {expected_seq} is missing (found {seq})")
-                chain = link(chain, seq, mechanisms, leaves)
-                if stored != chain:
-                    problems.append(f"event {seq} does not link to the one before")
-                    chain = stored
-                state = state.add(_dp_event(mechanisms))  # built from the mechanisms, not stored
-                if seq % 500 == 0 or seq == len(rows):
-                    emit(progress, f"recompose {ds.name}", seq, len(rows), unit="events")
-            checkpoint = self._read_checkpoint(session, ds)
+            events, chain, state, problems = self._histories.recompose(session, ds, progress)
+            checkpoint = self._histories.read_checkpoint(session, ds)
             checkpoint_note = "none"
             if checkpoint is not None:
                 checkpoint_note = "valid"
@@ -557,9 +415,9 @@ class Ledger:
                     problems.append(f"checkpoint: {checkpoint}")
                     checkpoint_note = "invalid"
             budget = None if budget_row is None else _budget_of(budget_row)
-            scratch = status_of(ds.name, budget, state, events=len(rows))
+            scratch = status_of(ds.name, budget, state, events=events)
             try:
-                incremental = self._composed(session, ds)
+                incremental = self._histories.composed(session, ds)
             except LedgerIntegrityError as exc:
                 problems.append(f"the incremental path refuses to charge: {exc.message}")
                 current = None
@@ -571,12 +429,11 @@ class Ledger:
                     f"{scratch.spent.to_dict()}"
                 )
             if not problems or all(p.startswith("checkpoint") for p in problems):
-                self._write_checkpoint(session, ds, len(rows), chain, state)
-                with self._lock:
-                    self._known[ds.id] = _Known(len(rows), chain, state, len(rows))
+                self._histories.write_checkpoint(session, ds, events, chain, state)
+                self._histories.remember({ds.id: Known(events, chain, state, events)})
             return {
                 "dataset": ds.name,
-                "events": len(rows),
+                "events": events,
                 "chain": "intact"
                 if not any("link" in p or "missing" in p for p in problems)
                 else "broken",
@@ -597,27 +454,26 @@ class Ledger:
                 for name in names:
                     ds = session.scalar(select(DatasetRow).where(DatasetRow.name == name))
                     if ds is not None:
-                        self._composed(session, ds)
+                        self._histories.composed(session, ds)
         except LedgerIntegrityError:
             pass  # the locked path reports it, and refuses the charge
 
     def _check(
         self, session: Session, charges: Sequence[tuple[str, PrivacyEvent]], *, lock: bool
-    ) -> tuple[list[Any], dict[str, DatasetRow], dict[int, _Known]]:
+    ) -> tuple[list[Any], dict[str, DatasetRow], dict[int, Known]]:
         if not charges:
             raise InvalidInputError("nothing to charge", expected="at least one charge", got="none")
         datasets: dict[str, DatasetRow] = {}
         budgets: dict[str, Budget | None] = {}
-        known: dict[int, _Known] = {}
+        known: dict[int, Known] = {}
         # Lock in a fixed order (by name), so two multi-dataset charges cannot deadlock.
         for name in sorted({name for name, _ in charges}):
             ds = self._dataset(session, name)
             row = self._budget_row(session, ds.id, lock=lock)
             datasets[name] = ds
             budgets[name] = None if row is None else _budget_of(row)
-            with self._lock:
-                held = self._known.get(ds.id)
-            known[ds.id] = self._composed(session, ds)
+            held = self._histories.held(ds.id)
+            known[ds.id] = self._histories.composed(session, ds)
             self._fresh[name] = known[ds.id] is held
         checked = check_charges(
             charges,
@@ -627,148 +483,6 @@ class Ledger:
             event_counts={name: known[ds.id].seq for name, ds in datasets.items()},
         )
         return checked, datasets, known
-
-    def _composed(self, session: Session, ds: DatasetRow) -> _Known:
-        """The dataset's composed history up to its last event (call inside the lock to charge)."""
-        last = session.execute(
-            select(PrivacyEventRow.seq, PrivacyEventRow.chain)
-            .where(PrivacyEventRow.dataset_id == ds.id)
-            .order_by(PrivacyEventRow.seq.desc())
-            .limit(1)
-        ).first()
-        last_seq, last_chain = (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
-        with self._lock:
-            cached = self._known.get(ds.id)
-        if cached is not None and cached.seq == last_seq and cached.chain == last_chain:
-            return cached
-        base, repaired = self._base(session, ds, cached, last_seq)
-        known = self._compose_tail(session, ds, base, last_seq, last_chain)
-        if repaired:
-            log.warning("ledger checkpoint of '%s' %s; rebuilt from the events", ds.name, repaired)
-            known = _Known(known.seq, known.chain, known.state, known.checkpoint_seq, repaired)
-        with self._lock:
-            self._known[ds.id] = known
-        return known
-
-    def _base(
-        self, session: Session, ds: DatasetRow, cached: _Known | None, last_seq: int
-    ) -> tuple[_Known, str | None]:
-        """The latest trustworthy composed prefix: memory, else the checkpoint, else nothing."""
-        if (
-            cached is not None
-            and cached.seq <= last_seq
-            and self._chain_at(session, ds.id, cached.seq) == cached.chain
-        ):
-            return cached, None
-        checkpoint = self._read_checkpoint(session, ds)
-        if isinstance(checkpoint, _Known):
-            if (
-                checkpoint.seq <= last_seq
-                and self._chain_at(session, ds.id, checkpoint.seq) == checkpoint.chain
-            ):
-                return checkpoint, None
-            if self._key:
-                # Sealed under the key, so it is genuine: the events were rewritten or deleted
-                # under it. Rebuilding from them would lower the spend.
-                raise LedgerIntegrityError(
-                    f"the ledger of '{ds.name}' is damaged: its sealed checkpoint (event "
-                    f"{checkpoint.seq}) does not match the events (the last is {last_seq}); "
-                    "nothing was charged",
-                    expected=f"event {checkpoint.seq} with chain {checkpoint.chain[:16]}...",
-                    got="events edited, deleted or renumbered under the checkpoint",
-                    fix=f"run `veil budget verify {ds.name}` and restore the workspace database "
-                    "from a backup; report it to the data owner",
-                )
-            checkpoint = "does not match the events' chain"
-        empty = _Known(0, GENESIS, Composition(), 0)
-        if checkpoint is None:
-            # Before CHECKPOINT_EVERY events there is none yet; after, one should be there.
-            return empty, "is missing" if last_seq >= CHECKPOINT_EVERY else None
-        return empty, checkpoint
-
-    def _chain_at(self, session: Session, dataset_id: int, seq: int) -> str | None:
-        if seq == 0:
-            return GENESIS
-        return session.scalar(
-            select(PrivacyEventRow.chain).where(
-                PrivacyEventRow.dataset_id == dataset_id, PrivacyEventRow.seq == seq
-            )
-        )
-
-    def _compose_tail(
-        self, session: Session, ds: DatasetRow, base: _Known, last_seq: int, last_chain: str
-    ) -> _Known:
-        rows = session.execute(
-            select(
-                PrivacyEventRow.seq,
-                PrivacyEventRow.mechanisms,
-                PrivacyEventRow.chain,
-                PrivacyEventRow.leaves,
-            )
-            .where(
-                PrivacyEventRow.dataset_id == ds.id,
-                PrivacyEventRow.seq > base.seq,
-                # READ COMMITTED (PostgreSQL) sees charges committed since the first read.
-                PrivacyEventRow.seq <= last_seq,
-            )
-            .order_by(PrivacyEventRow.seq)
-        ).all()
-        state, chain, seq = base.state, base.chain, base.seq
-        for row_seq, mechanisms, stored, leaves in rows:
-            expected = link(chain, row_seq, mechanisms, leaves)
-            if row_seq != seq + 1 or stored != expected:
-                raise LedgerIntegrityError(
-                    f"the ledger of '{ds.name}' is damaged: event {row_seq} does not link to the "
-                    "one before (an event was edited, inserted or deleted); nothing was charged",
-                    expected=f"event {seq + 1} with chain {expected[:16]}...",
-                    got=f"event {row_seq} with chain {str(stored)[:16]}...",
-                    fix=f"run `veil budget verify {ds.name}` and restore the workspace database "
-                    "from a backup; report it to the data owner",
-                )
-            event = _dp_event(mechanisms)
-            built: dict[LeafKey, Any] | None = None
-            if leaves:
-                try:  # covered by the link just checked: composed as stored, not built again
-                    built = decode_leaves(leaves, event)
-                except (ValueError, KeyError, IndexError, TypeError):
-                    built = None  # unreadable: build them from the mechanisms
-            state = state.add(event, stored=built)
-            chain, seq = stored, row_seq
-        if seq != last_seq or chain != last_chain:
-            raise LedgerIntegrityError(
-                f"the ledger of '{ds.name}' is damaged: its last event does not link to the rest",
-                expected=f"event {last_seq} at the end of the chain",
-                got=f"the chain ends at event {seq}",
-                fix=f"run `veil budget verify {ds.name}`",
-            )
-        return _Known(seq, chain, state, base.checkpoint_seq)
-
-    def _read_checkpoint(self, session: Session, ds: DatasetRow) -> _Known | str | None:
-        """The stored checkpoint, a reason it cannot be trusted, or ``None`` when there is none."""
-        row = session.get(LedgerCheckpointRow, ds.id)
-        if row is None:
-            return None
-        if row.format != FORMAT:
-            return f"has format {row.format} (this version writes {FORMAT})"
-        if not check_seal(row.state, self._key, row.seal, str(ds.id), str(row.seq), row.chain):
-            return "fails its seal (edited, or sealed under another key)"
-        try:
-            state = Composition.from_bytes(row.state)
-        except (ValueError, KeyError, TypeError) as exc:
-            return f"cannot be read ({exc})"
-        return _Known(row.seq, row.chain, state, row.seq)
-
-    def _write_checkpoint(
-        self, session: Session, ds: DatasetRow, seq: int, chain: str, state: Composition
-    ) -> None:
-        data = state.to_bytes()
-        row = session.get(LedgerCheckpointRow, ds.id)
-        if row is None:
-            row = LedgerCheckpointRow(dataset_id=ds.id)
-            session.add(row)
-        row.seq, row.chain, row.format, row.state = seq, chain, FORMAT, data
-        row.seal = seal(data, self._key, str(ds.id), str(seq), chain)
-        row.updated_at = utcnow()
 
     @staticmethod
     def _dataset(session: Session, name: str, *, lock: bool = False) -> DatasetRow:
@@ -791,12 +505,6 @@ class Ledger:
         if lock and self.store.backend != "sqlite":
             query = query.with_for_update()  # SQLite holds the database write lock already
         return session.scalar(query)
-
-
-def _dp_event(mechanisms: Sequence[dict[str, Any]]) -> Any:
-    return PrivacyEvent(
-        what="", mechanisms=tuple(Mechanism.from_dict(m) for m in mechanisms)
-    ).dp_event
 
 
 def _refuse_shared_data(session: Session, ds: DatasetRow) -> None:
