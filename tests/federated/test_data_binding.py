@@ -17,7 +17,7 @@ from flwr.common import MessageType
 from veil.errors import InvalidInputError
 from veil.federated import FederatedConfig, InProcessGrid, federate, run_federation
 from veil.federated._apps import _query, _train, client_app
-from veil.federated._server import DATA_CHECK
+from veil.federated._charging import DATA_CHECK
 from veil.federated._task import build_model, get_weights, load_task, training_data_sha256
 from veil.ledger import Budget, LocalBudget
 

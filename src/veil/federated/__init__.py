@@ -49,9 +49,10 @@ from veil.federated._partition import SCHEMES, describe_partition, partition
 from veil.federated._user_dp import UserDPPlan, calibrate_user_noise, plan_user_dp
 
 if TYPE_CHECKING:
+    from veil.federated._charging import plan_privacy
     from veil.federated._run import dropout_rule, federate, federate_deployed
     from veil.federated._runner import InProcessGrid
-    from veil.federated._server import FederatedResult, plan_privacy, run_federation
+    from veil.federated._server import FederatedResult, run_federation
 
 # The runner and the server load Flower and torch (seconds): they load on first use, so that
 # DP-FedAvg's accounting and noise (`_user_dp`, `_dpfedavg`, `_local_dp`, `_noise`) need neither.
@@ -61,7 +62,7 @@ _LAZY = {
     "federate_deployed": "veil.federated._run",
     "InProcessGrid": "veil.federated._runner",
     "FederatedResult": "veil.federated._server",
-    "plan_privacy": "veil.federated._server",
+    "plan_privacy": "veil.federated._charging",
     "run_federation": "veil.federated._server",
 }
 

@@ -43,6 +43,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from veil._io import write_json_atomic
 from veil.errors import InvalidInputError, VeilError
+from veil.federated._charging import DATA_CHECK
 from veil.federated._config import FederatedConfig
 from veil.federated._local_dp import LocalGaussianDP
 from veil.federated._noise import GaussianNoise, clip_update
@@ -192,8 +193,6 @@ def _train(message: Message, context: Context) -> Message:
 @client_app.query()
 def _query(message: Message, context: Context) -> Message:
     """The server's data check: the SHA-256 of the training data this node loads, or why not."""
-    from veil.federated._server import DATA_CHECK  # noqa: PLC0415 - import cycle
-
     asked = message.content.config_records.get("config")
     if asked is None or asked.get("ask") != DATA_CHECK:
         raise InvalidInputError(

@@ -19,16 +19,10 @@ from flwr.app import Message
 
 from veil.errors import DeploymentError, InvalidInputError
 from veil.federated._apps import client_app
+from veil.federated._charging import bind_to_ledger, charge, check_budget, plan_privacy
 from veil.federated._config import FederatedConfig, Mode
 from veil.federated._runner import InProcessGrid
-from veil.federated._server import (
-    FederatedResult,
-    _charge,
-    _check_budget,
-    bind_to_ledger,
-    plan_privacy,
-    run_federation,
-)
+from veil.federated._server import FederatedResult, run_federation
 from veil.federated._task import load_task
 from veil.progress import ProgressCallback, ProgressEvent
 
@@ -202,11 +196,11 @@ def federate_deployed(
             return dict(done.result or {})
 
     if summary is not None and event is not None:
-        _check_budget(config, summary, event, guard)
+        check_budget(config, summary, event, guard)
     if summary is None or event is None or config.ledger_dataset is None:
         return submit(config)
     checked = submit(config.replace(data_check=True))
-    _charge(config, summary, event, guard)
+    charge(config, summary, event, guard)
     payload = submit(
         config.replace(
             ledger_dataset=None, max_epsilon=float(summary["epsilon"]) * (1 + _CAP_SLACK)
