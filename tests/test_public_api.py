@@ -71,6 +71,7 @@ PUBLIC = {
     "veil.dp": [
         "AboveThreshold",
         "Aggregate",
+        "AggregateKind",
         "Contribution",
         "FrequencyEstimate",
         "FrequencyOracle",

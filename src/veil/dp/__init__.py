@@ -23,6 +23,7 @@ from veil.dp._mechanisms import (
 from veil.dp._plan import QueryPlan, plan_query
 from veil.dp._spec import (
     Aggregate,
+    AggregateKind,
     Contribution,
     NoiseMechanism,
     QueryResult,
@@ -34,6 +35,7 @@ __all__ = [
     "SUPPORTED_SQL",
     "AboveThreshold",
     "Aggregate",
+    "AggregateKind",
     "Contribution",
     "FrequencyEstimate",
     "FrequencyOracle",

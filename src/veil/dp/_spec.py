@@ -41,15 +41,27 @@ class NoiseMechanism(StrEnum):
     GAUSSIAN = "gaussian"
 
 
-AggregateKind = Literal["count", "sum", "mean", "variance", "quantile"]
-AGGREGATES: tuple[AggregateKind, ...] = ("count", "sum", "mean", "variance", "quantile")
+class AggregateKind(StrEnum):
+    """What an aggregate computes. A plain string (``"mean"``) is accepted wherever a member is."""
+
+    COUNT = "count"
+    SUM = "sum"
+    MEAN = "mean"
+    VARIANCE = "variance"
+    QUANTILE = "quantile"
+
+
+AGGREGATES: tuple[str, ...] = tuple(k.value for k in AggregateKind)
 
 
 @dataclass(frozen=True)
 class Aggregate:
-    """One output column: ``kind`` of ``column`` (``None`` for COUNT(*))."""
+    """One output column: ``kind`` of ``column`` (``None`` for COUNT(*)).
 
-    kind: AggregateKind
+    ``kind`` is an :class:`AggregateKind` once built (a plain string is converted).
+    """
+
+    kind: AggregateKind | str
     column: str | None = None
     q: float | None = None
     alias: str | None = None
@@ -59,6 +71,7 @@ class Aggregate:
             raise InvalidInputError(
                 "unsupported aggregate", expected=f"one of {list(AGGREGATES)}", got=repr(self.kind)
             )
+        object.__setattr__(self, "kind", AggregateKind(self.kind))
         if self.kind != "count" and self.column is None:
             raise InvalidInputError(f"{self.kind} needs a column", got="no column")
         if self.kind == "quantile":
