@@ -15,6 +15,10 @@ SHARED_DATA = Path(os.environ.get("VEIL_TEST_DATA", ROOT.parent / "shared" / "da
 POSTGRES_ADMIN_URL = os.environ.get(
     "VEIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+# Rich reads COLUMNS when a console is made, and the CLI makes its consoles at import. Set it
+# before any test module imports the CLI, so that a pytest-xdist worker (no terminal on any of
+# its standard streams) wraps messages exactly as a run from a terminal does.
+os.environ["COLUMNS"] = "120"
 
 
 @pytest.fixture(autouse=True)
