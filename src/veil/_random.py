@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from veil._validate import whole_number
 from veil.errors import InvalidInputError, PrivacyLeakWarning
 
 __all__ = ["SecureRandom"]
@@ -53,11 +54,7 @@ _SEED_LABEL = "veil-dpsgd-seed"
 
 
 def _count(value: object, name: str = "count") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise InvalidInputError(
-            f"{name} must be a whole number >= 0", expected="an int >= 0", got=repr(value)
-        )
-    return int(value)
+    return whole_number(value, name, minimum=0, expected="an int >= 0", numpy=True)
 
 
 class SecureRandom:

@@ -1,10 +1,14 @@
-"""Files on disk: atomic, owner-only output, and the checks before a file is sealed or opened.
+"""Files on disk: the two-step sealed output, and the checks before a file is sealed or opened.
 
-Every file the vault writes (a sealed file, a decrypted file, the manifest)
-goes to a temporary file (mode 0600) beside its destination, is fsynced, and
-is moved into place with ``os.replace`` followed by an fsync of the
-directory: a reader sees the old file or the new one, never half of either.
-A decrypted file is moved into place only once its last tag has verified.
+Whole files (the manifest, a named key) are written through :mod:`veil._io`.
+A sealed or decrypted file takes two steps instead, which ``veil._io``'s
+writers do not offer: :func:`atomic_output` fills and fsyncs a temporary file
+(mode 0600) beside the destination, and :func:`move_into_place` renames it
+over the destination and fsyncs the directory, so that the vault can
+register the file's data key, under its lock, between the two (a crash leaves
+an unused key, never a sealed file without one). A reader sees the old file
+or the new one, never half of either; a decrypted file is moved into place
+only once its last tag has verified.
 
 Paths are compared lexically (:func:`absolute`), not through
 ``Path.resolve()``, so that a symbolic link cannot pass one sealed file off
@@ -16,33 +20,19 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from veil._io import fsync_directory
 from veil.errors import ConflictError, InvalidInputError, NotFoundError
-from veil.progress import ProgressCallback, ProgressEvent
 
 __all__ = [
     "absolute",
     "atomic_output",
-    "byte_progress",
     "check_paths",
-    "fsync_dir",
     "move_into_place",
-    "write_atomic",
 ]
-
-
-def fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # a platform without directory handles
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -66,13 +56,7 @@ def move_into_place(temporary: Path, path: Path) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    with atomic_output(path) as (stream, temporary):
-        stream.write(data)
-    move_into_place(temporary, path)
+    fsync_directory(path.parent)
 
 
 def absolute(path: str | os.PathLike[str]) -> str:
@@ -128,15 +112,3 @@ def check_paths(source: Path, output: Path, *, overwrite: bool) -> None:
             got="no such directory",
             fix="create it first",
         )
-
-
-def byte_progress(
-    progress: ProgressCallback | None, task: str, total: int
-) -> Callable[[int], None] | None:
-    if progress is None:
-        return None
-
-    def report(done: int) -> None:
-        progress(ProgressEvent(task, completed=done, total=total, unit="bytes"))
-
-    return report

@@ -47,6 +47,7 @@ from typing import IO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from veil._validate import whole_number
 from veil.errors import InvalidInputError
 
 __all__ = [
@@ -99,18 +100,15 @@ def check_name(name: object) -> str:
 
 
 def check_chunk_size(chunk_size: object) -> int:
-    if (
-        not isinstance(chunk_size, int)
-        or isinstance(chunk_size, bool)
-        or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE
-    ):
-        raise InvalidInputError(
-            "invalid chunk size",
-            expected=f"a whole number of bytes in [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]",
-            got=repr(chunk_size),
-            fix=f"leave the default ({CHUNK_SIZE} bytes)",
-        )
-    return chunk_size
+    return whole_number(
+        chunk_size,
+        "chunk_size",
+        minimum=MIN_CHUNK_SIZE,
+        maximum=MAX_CHUNK_SIZE,
+        message="invalid chunk size",
+        expected=f"a whole number of bytes in [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]",
+        fix=f"leave the default ({CHUNK_SIZE} bytes)",
+    )
 
 
 @dataclass(frozen=True)

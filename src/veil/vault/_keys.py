@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from veil._validate import whole_number
 from veil.errors import InvalidInputError, NotFoundError
 from veil.vault._format import tampered
 
@@ -85,18 +86,17 @@ BINDING = 2  # the "binding" of a manifest entry whose DEK is bound to its path
 
 
 def _scrypt_params(n: object, r: object, p: object, *, source: str) -> tuple[int, int, int]:
-    if (
-        isinstance(n, int)
-        and isinstance(r, int)
-        and isinstance(p, int)
-        and not any(isinstance(v, bool) for v in (n, r, p))
-        and _MIN_SCRYPT_N <= n <= _MAX_SCRYPT_N
-        and n & (n - 1) == 0
-        and 1 <= r <= _MAX_SCRYPT_R
-        and 1 <= p <= _MAX_SCRYPT_P
-        and 128 * n * r <= _MAX_SCRYPT_BYTES
-    ):
-        return n, r, p
+    # The three are checked together (128*n*r bounds the memory), so a bad one is reported
+    # in one message that shows all three, not in whole_number's message for that one.
+    try:
+        cost = whole_number(n, "n", minimum=_MIN_SCRYPT_N, maximum=_MAX_SCRYPT_N)
+        block = whole_number(r, "r", maximum=_MAX_SCRYPT_R)
+        lanes = whole_number(p, "p", maximum=_MAX_SCRYPT_P)
+    except InvalidInputError:
+        pass
+    else:
+        if cost & (cost - 1) == 0 and 128 * cost * block <= _MAX_SCRYPT_BYTES:
+            return cost, block, lanes
     raise InvalidInputError(
         "invalid scrypt parameters",
         expected=f"n a power of two in [2, 2**22], r in [1, {_MAX_SCRYPT_R}], p in [1, {_MAX_SCRYPT_P}], 128*n*r at most 1 GiB ({source})",

@@ -41,8 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from veil._io import write_json_atomic
 from veil.errors import InvalidInputError
-from veil.vault._files import write_atomic
 from veil.vault._format import tampered
 
 __all__ = [
@@ -190,8 +190,7 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    data = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
-    write_atomic(manifest_path(directory), data)
+    write_json_atomic(manifest_path(directory), manifest, make_parents=False)
 
 
 @contextlib.contextmanager

@@ -28,8 +28,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from veil._io import fsync_directory
 from veil.errors import InvalidInputError, NotFoundError
-from veil.vault._files import fsync_dir
 from veil.vault._keys import KEY_BYTES
 from veil.workspace import Workspace
 
@@ -121,14 +121,15 @@ class KeyStore:
                 stream.write(text)
                 stream.flush()
                 os.fsync(stream.fileno())
-            # link, not replace: the first key published wins, and is never overwritten
+            # link, not replace (so not veil._io's writers): the first key published wins, and
+            # is never overwritten
             try:
                 os.link(temporary, path)
             except FileExistsError:
                 return  # another process published first: its key is the key
             except OSError:  # a filesystem without hard links: exclusive creation instead
                 self._create_exclusive(path, text)
-            fsync_dir(self.root)
+            fsync_directory(self.root)
         finally:
             Path(temporary).unlink(missing_ok=True)
 

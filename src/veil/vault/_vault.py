@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import os
 import secrets
@@ -48,14 +49,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from veil.errors import InvalidInputError, NotFoundError
-from veil.progress import ProgressCallback
-from veil.vault._files import (
-    absolute,
-    atomic_output,
-    byte_progress,
-    check_paths,
-    move_into_place,
-)
+from veil.progress import ProgressCallback, emit
+from veil.vault._files import absolute, atomic_output, check_paths, move_into_place
 from veil.vault._format import (
     CHUNK_SIZE,
     PREFIX_BYTES,
@@ -379,7 +374,9 @@ class Vault:
         )
         dek = AESGCM.generate_key(bit_length=256)
         total = src.stat().st_size
-        on_chunk = byte_progress(progress, f"encrypt {src.name}", total)
+        on_chunk = functools.partial(
+            emit, progress, f"encrypt {src.name}", total=total, unit="bytes"
+        )
         with src.open("rb") as reader, atomic_output(dst) as (sink, temporary):
             size = encrypt_stream(reader, sink, header, dek, on_chunk=on_chunk)
         try:
@@ -446,7 +443,9 @@ class Vault:
         with src.open("rb") as reader:
             header, aad = Header.read(reader, what=what)
             dek, record = self._dek_for(header, what=what, expected_name=check_name(name), at=at)
-            on_chunk = byte_progress(progress, f"decrypt {src.name}", src.stat().st_size)
+            on_chunk = functools.partial(
+                emit, progress, f"decrypt {src.name}", total=src.stat().st_size, unit="bytes"
+            )
             with atomic_output(dst) as (sink, temporary):
                 decrypt_stream(reader, sink, header, aad, dek, what=what, on_chunk=on_chunk)
         move_into_place(temporary, dst)
