@@ -2,7 +2,8 @@
 
 See :mod:`veil.he._ckks` for the two layouts it evaluates and for its threat
 model (an honest-but-curious server; re-randomisation and noise flooding
-against a client that deviates from the protocol are opt-in).
+against a client that deviates from the protocol are opt-in, and live in
+:mod:`veil.he._harden`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from veil.errors import InvalidInputError
-from veil.he._ckks import TAIL, Context, check_layout, pack, unpack
+from veil.he._ckks import Context, check_layout, pack, unpack
+from veil.he._harden import ResponseHardener
 from veil.he._layout import LayerShape, layer_shapes, vector_rotations
 from veil.he._plan import HEPlan
 from veil.he._program import HEProgram
@@ -29,22 +31,6 @@ from veil.he._steps import Affine, Square
 __all__ = ["HEServer"]
 
 FloatArray = npt.NDArray[np.float64]
-
-
-def _secure_gaussian(count: int, sigma: float) -> FloatArray:
-    """``count`` draws from ``N(0, sigma^2)``: Box-Muller on 53-bit uniforms from ``os.urandom``.
-
-    No seedable or global generator is involved. Floating-point Box-Muller is
-    not exact in the far tails; the draws are rounded to integers at the
-    ciphertext's scale when encoded, far below the noise itself.
-    """
-    pairs = (count + 1) // 2
-    words = np.frombuffer(os.urandom(16 * pairs), dtype=np.uint64) >> np.uint64(11)
-    uniform = words.astype(np.float64) * 2.0**-53
-    radius = np.sqrt(-2.0 * np.log1p(-uniform[:pairs]))  # 1 - u lies in (0, 1]
-    angle = 2.0 * math.pi * uniform[pairs:]
-    draws = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count]
-    return np.asarray(sigma * draws, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- server
@@ -120,65 +106,17 @@ class HEServer:
         )
         self.flood_sigma = flood_sigma
         self.rerandomize = rerandomize or flood_sigma is not None
-        self._encryptor: Any = None
+        self._hardener: ResponseHardener | None = None
         if self.rerandomize:
-            self._encryptor = self._public_encryptor(sections[-1] if has_public else None)
+            self._hardener = ResponseHardener(
+                self._ctx, self.plan, sections[-1] if has_public else None, flood_sigma
+            )
         if "vector" in self.plan.layouts:
             self._check_rotation_keys()
         self.context_bytes = len(public_context)
         self.workers = workers or max(1, min(len(os.sched_getaffinity(0)), 8))
         self._vector_plain: list[Any] | None = None
         self.timings: dict[str, float] = {}
-
-    def _public_encryptor(self, section: bytes | None) -> Any:
-        """An encryptor under the client's public key, for re-randomising responses."""
-        if section is None:
-            raise InvalidInputError(
-                "the public context holds no public key, so responses cannot be "
-                "re-randomised or noise-flooded",
-                expected="a public context with a public key (made by this version of Veil)",
-                got="relinearisation and Galois keys only (a context from an earlier version)",
-                fix="have the client export its context again: "
-                "HEClient.from_bytes(secret).public_context(), or `veil he keygen` anew",
-            )
-        # the first prime holds twice the planned magnitude: leave the honest outputs room
-        sigma, limit = self.flood_sigma, self.plan.magnitude
-        if sigma is not None and limit > 0 and TAIL * sigma > limit:
-            raise InvalidInputError(
-                "flood_sigma is too large for the plan's range",
-                expected=f"at most {limit / TAIL:.4g} "
-                f"(the planned output magnitude {limit:.4g} / {TAIL:g})",
-                got=f"{sigma:.4g}",
-                fix="choose a smaller sigma, or recompile with a larger safety factor",
-            )
-        public = load_object("PublicKey", self._ctx.context, section)
-        return self._ctx.api.Encryptor(self._ctx.context, public)
-
-    def _harden(self, section: bytes, noise: npt.NDArray[np.complex128] | None) -> bytes:
-        """Flood (``noise`` added to the message), then re-randomise one response ciphertext."""
-        ctx = self._ctx
-        ciphertext = load_object("Ciphertext", ctx.context, section)
-        parms = ciphertext.parms_id()
-        if noise is not None:
-            level = ctx.levels.index(parms)
-            ctx.evaluator.add_plain_inplace(ciphertext, ctx.encode(noise, level, ciphertext.scale))
-        zero = ctx.ciphertext()
-        self._encryptor.encrypt_zero(parms, zero)
-        zero.scale = ciphertext.scale
-        ctx.evaluator.add_inplace(ciphertext, zero)
-        return save_object(ciphertext)
-
-    def _harden_all(self, sections: list[bytes]) -> list[bytes]:
-        slots = self._ctx.slots
-        hardened = []
-        for section in sections:
-            noise = None
-            if self.flood_sigma is not None:
-                # complex: the slots' imaginary parts hold half of the error's dimensions
-                draws = _secure_gaussian(2 * slots, self.flood_sigma)
-                noise = draws[:slots] + 1j * draws[slots:]
-            hardened.append(self._harden(section, noise))
-        return hardened
 
     def _check_rotation_keys(self) -> None:
         """Every rotation the vector layout needs must have its key: checked, not trusted."""
@@ -496,8 +434,8 @@ class HEServer:
                 )
             chunks = [sections[g * width : (g + 1) * width] for g in range(groups)]
             out_sections = self._run_groups(chunks, progress)
-        if self.rerandomize:
-            out_sections = self._harden_all(out_sections)
+        if self._hardener is not None:
+            out_sections = self._hardener.harden_all(out_sections)
             if self.flood_sigma is not None:
                 extra["flood_sigma"] = self.flood_sigma
         self.timings["infer_s"] = time.perf_counter() - started
