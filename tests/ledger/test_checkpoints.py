@@ -38,7 +38,7 @@ from veil.ledger import (
     PrivacyEvent,
     recompose,
 )
-from veil.ledger._composition import FORMAT, check_seal, seal
+from veil.ledger._codec import FORMAT, check_seal, seal
 from veil.store import Store
 from veil.store.chain import GENESIS, link
 from veil.store.tables import DatasetRow, LedgerCheckpointRow, PrivacyEventRow

@@ -18,7 +18,8 @@ from typing import Any
 from dp_accounting import dp_event
 
 from veil.errors import BudgetExceededError, InvalidInputError
-from veil.ledger._composition import Composition, encode_leaves
+from veil.ledger._codec import encode_leaves
+from veil.ledger._composition import Composition
 from veil.ledger._events import Mechanism, PrivacyEvent, validate_event
 from veil.ledger.params import (
     MAX_RELEASE_EPSILON,

@@ -25,19 +25,19 @@ What the state holds, and why each part is exact or an upper bound:
 
 :func:`recompose` is the from-scratch computation: the same fold from an
 empty state. Because the fold is deterministic and the state is stored
-bit-exactly (:meth:`Composition.to_bytes`), the incremental answer equals the
+bit-exactly (:meth:`Composition.to_bytes`, :mod:`veil.ledger._codec`), the incremental answer equals the
 from-scratch one exactly; a checkpoint that disagrees was tampered with or is
 stale, and is rebuilt from the events.
+
+The module runs to about 540 lines because the fold is one algorithm and
+reads best whole: the state, the leaf cache it draws on, and the
+convolutions and coarsening it applies, in the order a charge uses them.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
-import json
 import math
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -59,9 +59,19 @@ from veil.ledger._accountants import (
     _VeilPLD,
     pure_epsilon,
 )
+from veil.ledger._codec import (
+    FORMAT,
+    STATE_MAGIC,
+    LeafKey,
+    dense,
+    pack,
+    pld_from_parts,
+    pmf_parts,
+    unpack,
+)
 from veil.ledger._events import EpsilonDeltaDpEvent, flatten
 
-__all__ = ["Composition", "LeafKey", "decode_leaves", "encode_leaves", "recompose"]
+__all__ = ["Composition", "recompose", "warm"]
 
 # The state's grid: PLD_DISCRETIZATION, doubled as often as needed so that one event spans at
 # most this many points and the composed state at most _MAX_STATE_POINTS.
@@ -76,15 +86,6 @@ BLOCK = 32
 _TAIL_TRUNCATION = 1e-15
 _DIRECT_CONVOLUTION_TERMS = 250_000
 _DIRECT_SHORT = 16
-# Stored-state format (bump when the layout changes: an old checkpoint is then rebuilt).
-FORMAT = 2
-_MAGIC = b"VEILPLD1"
-_LEAVES_MAGIC = b"VEILLEAF"
-_LEAVES_FORMAT = 1
-
-
-def _dense(pmf: pld_pmf.PLDPmf) -> pld_pmf.DensePLDPmf:
-    return pmf.to_dense_pmf()
 
 
 @functools.lru_cache(maxsize=512)
@@ -99,14 +100,10 @@ def _leaf_pld(
     accountant = _VeilPLD(value_discretization_interval=interval)
     accountant.compose(event, count)
     pld = accountant._pld  # noqa: SLF001 - the composed distribution itself
-    remove = _dense(pld._pmf_remove)  # noqa: SLF001
+    remove = dense(pld._pmf_remove)  # noqa: SLF001
     if pld._symmetric:  # noqa: SLF001
         return pld_lib.PrivacyLossDistribution(remove)
-    return pld_lib.PrivacyLossDistribution(remove, _dense(pld._pmf_add))  # noqa: SLF001
-
-
-LeafKey = tuple[dp_event.DpEvent, int, float]
-"""A leaf event, how many times it runs, and the grid interval of its distribution."""
+    return pld_lib.PrivacyLossDistribution(remove, dense(pld._pmf_add))  # noqa: SLF001
 
 
 class _Leaves:
@@ -134,99 +131,6 @@ class _Leaves:
             self.record.append((self.index, key, pld))
 
 
-def _pmf_parts(pld: pld_lib.PrivacyLossDistribution) -> tuple[list[dict[str, Any]], list[bytes]]:
-    parts = [("remove", _dense(pld._pmf_remove))]  # noqa: SLF001
-    if not pld._symmetric:  # noqa: SLF001
-        parts.append(("add", _dense(pld._pmf_add)))  # noqa: SLF001
-    heads, arrays = [], []
-    for side, pmf in parts:
-        probs = np.ascontiguousarray(pmf._probs, dtype="<f8")  # noqa: SLF001
-        heads.append(
-            {
-                "side": side,
-                "lower": int(pmf._lower_loss),  # noqa: SLF001
-                "infinity": float(pmf._infinity_mass),  # noqa: SLF001
-                "n": int(probs.size),
-            }
-        )
-        arrays.append(probs.tobytes())
-    return heads, arrays
-
-
-def _pld_from_parts(
-    data: bytes, offset: int, heads: list[dict[str, Any]], interval: float
-) -> tuple[pld_lib.PrivacyLossDistribution, int]:
-    pmfs = {}
-    for part in heads:
-        n = int(part["n"])
-        if n < 1 or offset + 8 * n > len(data):
-            msg = "a stored distribution is truncated"
-            raise ValueError(msg)
-        probs = np.frombuffer(data, dtype="<f8", count=n, offset=offset).astype(np.float64)
-        offset += 8 * n
-        pmfs[part["side"]] = pld_pmf.DensePLDPmf(
-            interval,
-            int(part["lower"]),
-            probs,
-            float(part["infinity"]),
-            True,  # noqa: FBT003
-        )
-    return pld_lib.PrivacyLossDistribution(pmfs["remove"], pmfs.get("add")), offset
-
-
-def _pack(header: dict[str, Any], arrays: list[bytes], magic: bytes) -> bytes:
-    # repr() of a float round-trips exactly through json.
-    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    return magic + struct.pack("<I", len(head)) + head + b"".join(arrays)
-
-
-def _unpack(data: bytes, magic: bytes) -> tuple[dict[str, Any], int]:
-    if not data.startswith(magic) or len(data) < len(magic) + 4:
-        msg = "not a Veil composition record"
-        raise ValueError(msg)
-    (size,) = struct.unpack_from("<I", data, len(magic))
-    start = len(magic) + 4
-    header = json.loads(data[start : start + size])
-    if not isinstance(header, dict):
-        msg = "malformed header"
-        raise ValueError(msg)  # noqa: TRY004 - malformed bytes, as every other case here
-    return header, start + size
-
-
-def encode_leaves(record: Sequence[tuple[int, LeafKey, pld_lib.PrivacyLossDistribution]]) -> bytes:
-    """The leaf distributions one event composed, for its ledger row (see :meth:`Composition.add`)."""
-    entries, arrays = [], []
-    for index, (_, count, interval), pld in record:
-        heads, parts = _pmf_parts(pld)
-        entries.append({"leaf": index, "count": count, "interval": interval, "pmfs": heads})
-        arrays += parts
-    return _pack({"format": _LEAVES_FORMAT, "leaves": entries}, arrays, _LEAVES_MAGIC)
-
-
-def decode_leaves(
-    data: bytes, event: dp_event.DpEvent
-) -> dict[LeafKey, pld_lib.PrivacyLossDistribution]:
-    """Inverse of :func:`encode_leaves`, keyed by ``event``'s own leaves (ValueError if malformed)."""
-    header, offset = _unpack(data, _LEAVES_MAGIC)
-    if header.get("format") != _LEAVES_FORMAT:
-        msg = f"stored leaves format {header.get('format')!r}, expected {_LEAVES_FORMAT}"
-        raise ValueError(msg)
-    leaves = flatten([event])
-    found: dict[LeafKey, pld_lib.PrivacyLossDistribution] = {}
-    for entry in header["leaves"]:
-        leaf, count = leaves[int(entry["leaf"])]
-        if int(entry["count"]) != count:
-            msg = "a stored distribution is for another count"
-            raise ValueError(msg)
-        interval = float(entry["interval"])
-        pld, offset = _pld_from_parts(data, offset, entry["pmfs"], interval)
-        found[(leaf, count, interval)] = pld
-    if offset != len(data):
-        msg = "stored leaves have trailing bytes"
-        raise ValueError(msg)
-    return found
-
-
 def _coarsen_pmf(pmf: pld_pmf.DensePLDPmf, factor: int) -> pld_pmf.DensePLDPmf:
     """The same distribution on a grid ``factor`` times coarser, every loss rounded *up*.
 
@@ -249,27 +153,27 @@ def _coarsen_pmf(pmf: pld_pmf.DensePLDPmf, factor: int) -> pld_pmf.DensePLDPmf:
 
 
 def _coarsen(pld: pld_lib.PrivacyLossDistribution, factor: int) -> pld_lib.PrivacyLossDistribution:
-    remove = _coarsen_pmf(_dense(pld._pmf_remove), factor)  # noqa: SLF001
+    remove = _coarsen_pmf(dense(pld._pmf_remove), factor)  # noqa: SLF001
     if pld._symmetric:  # noqa: SLF001
         return pld_lib.PrivacyLossDistribution(remove)
-    return pld_lib.PrivacyLossDistribution(remove, _coarsen_pmf(_dense(pld._pmf_add), factor))  # noqa: SLF001
+    return pld_lib.PrivacyLossDistribution(remove, _coarsen_pmf(dense(pld._pmf_add), factor))  # noqa: SLF001
 
 
 def _points(pld: pld_lib.PrivacyLossDistribution | None) -> int:
     if pld is None:
         return 0
-    remove = int(_dense(pld._pmf_remove).size)  # noqa: SLF001
+    remove = int(dense(pld._pmf_remove).size)  # noqa: SLF001
     if pld._symmetric:  # noqa: SLF001
         return remove
-    return max(remove, int(_dense(pld._pmf_add).size))  # noqa: SLF001
+    return max(remove, int(dense(pld._pmf_add).size))  # noqa: SLF001
 
 
 def _epsilon_of(pld: pld_lib.PrivacyLossDistribution, delta: float) -> float:
     """The smallest epsilon whose hockey-stick divergence is at most ``delta`` (add and remove)."""
-    remove = _pmf_epsilon(_dense(pld._pmf_remove), delta)  # noqa: SLF001
+    remove = _pmf_epsilon(dense(pld._pmf_remove), delta)  # noqa: SLF001
     if pld._symmetric:  # noqa: SLF001
         return remove
-    return max(remove, _pmf_epsilon(_dense(pld._pmf_add), delta))  # noqa: SLF001
+    return max(remove, _pmf_epsilon(dense(pld._pmf_add), delta))  # noqa: SLF001
 
 
 def _pmf_epsilon(pmf: pld_pmf.DensePLDPmf, delta: float) -> float:
@@ -530,14 +434,14 @@ class Composition:
         for name in ("base_pld", "base_rest", "part_pld", "part_rest"):
             pld = getattr(self, name)
             if pld is not None:
-                header["plds"][name], parts = _pmf_parts(pld)
+                header["plds"][name], parts = pmf_parts(pld)
                 arrays += parts
-        return _pack(header, arrays, _MAGIC)
+        return pack(header, arrays, STATE_MAGIC)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Composition:
         """Inverse of :meth:`to_bytes` (raises ValueError on anything malformed)."""
-        header, offset = _unpack(data, _MAGIC)
+        header, offset = unpack(data, STATE_MAGIC)
         if header.get("format") != FORMAT:
             msg = f"composition state format {header.get('format')!r}, expected {FORMAT}"
             raise ValueError(msg)
@@ -545,7 +449,7 @@ class Composition:
         interval = float(scalars["interval"])
         plds: dict[str, pld_lib.PrivacyLossDistribution] = {}
         for name, heads in header["plds"].items():
-            plds[name], offset = _pld_from_parts(data, offset, heads, interval)
+            plds[name], offset = pld_from_parts(data, offset, heads, interval)
         if offset != len(data):
             msg = "composition state has trailing or missing bytes"
             raise ValueError(msg)
@@ -583,10 +487,10 @@ def _compose(
     """
     if state is None:
         return leaf
-    remove = _compose_pmf(_dense(state._pmf_remove), _dense(leaf._pmf_remove))  # noqa: SLF001
+    remove = _compose_pmf(dense(state._pmf_remove), dense(leaf._pmf_remove))  # noqa: SLF001
     if state._symmetric and leaf._symmetric:  # noqa: SLF001
         return pld_lib.PrivacyLossDistribution(remove)
-    add = _compose_pmf(_dense(state._pmf_add), _dense(leaf._pmf_add))  # noqa: SLF001
+    add = _compose_pmf(dense(state._pmf_add), dense(leaf._pmf_add))  # noqa: SLF001
     return pld_lib.PrivacyLossDistribution(remove, add)
 
 
@@ -636,15 +540,3 @@ def _join(
 def recompose(events: Sequence[dp_event.DpEvent]) -> Composition:
     """The from-scratch composition of a history: the same fold from an empty state."""
     return Composition().add_all(events)
-
-
-def seal(state: bytes, key: bytes | None, *context: str) -> str:
-    """A digest of a stored state bound to its context: HMAC-SHA256 with a key, else SHA-256."""
-    message = "\x1f".join(context).encode() + b"\x1e" + state
-    if key:
-        return "hmac-sha256:" + hmac.new(key, message, hashlib.sha256).hexdigest()
-    return "sha256:" + hashlib.sha256(message).hexdigest()
-
-
-def check_seal(state: bytes, key: bytes | None, seal_value: str, *context: str) -> bool:
-    return hmac.compare_digest(seal(state, key, *context), seal_value)

@@ -25,14 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from veil.errors import StoreError
-from veil.ledger._composition import (
-    FORMAT,
-    Composition,
-    LeafKey,
-    check_seal,
-    decode_leaves,
-    seal,
-)
+from veil.ledger._codec import FORMAT, LeafKey, check_seal, decode_leaves, seal
+from veil.ledger._composition import Composition
 from veil.ledger._events import Mechanism, PrivacyEvent
 from veil.progress import ProgressCallback, emit
 from veil.store.chain import GENESIS, link

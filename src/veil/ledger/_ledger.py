@@ -41,9 +41,7 @@ from veil.ledger._budget import (
     non_private_mechanism,
     status_of,
 )
-from veil.ledger._composition import (
-    warm,
-)
+from veil.ledger._composition import warm
 from veil.ledger._entry import LedgerEntry, merged_history
 from veil.ledger._events import Mechanism, PrivacyEvent, validate_event
 from veil.ledger._history import Histories, Known, LedgerIntegrityError
