@@ -10,7 +10,6 @@ reconstructions) and :class:`FixedPoint` work on arrays in this process (see
 """
 
 from veil.mpc._mpc import (
-    MpcResult,
     PartyDroppedError,
     run_parties,
     secure_dot,
@@ -18,6 +17,7 @@ from veil.mpc._mpc import (
     secure_multiply,
     secure_sum,
 )
+from veil.mpc._result import MpcResult
 from veil.mpc._sharing import (
     FixedPoint,
     additive_reconstruct,
