@@ -4,13 +4,16 @@ Server side: ``veil he compile`` (a trained model to a program and its public
 plan) and ``veil he infer`` (a request to a response, with the public context
 only). Client side: ``veil he keygen`` (keys for a plan), ``veil he encrypt`` and
 ``veil he decrypt``. ``veil he demo`` runs the whole round trip on bundled data.
+
+The work is in :mod:`veil.he` (:func:`~veil.he.load_inputs`,
+:func:`~veil.he.respond`, :func:`~veil.he.round_trip`...); this module parses,
+checks output paths, reads and writes files and prints. It runs to about 500
+lines because six commands declare their options here.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -20,6 +23,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
+from veil._io import write_bytes_atomic
 from veil.cli._output import err, out, print_json, progress_bar, write_json_atomic
 from veil.errors import InvalidInputError, NotFoundError
 from veil.progress import ProgressEvent
@@ -27,7 +31,7 @@ from veil.progress import ProgressEvent
 if TYPE_CHECKING:
     from veil.he import HEClient, HEProgram, PaillierClient
 
-__all__ = ["app", "round_trip"]
+__all__ = ["app", "render_round_trip"]
 
 # veil.he (and TenSEAL, torch) load inside each command, so `veil --help` stays fast.
 app = typer.Typer(
@@ -51,25 +55,7 @@ def _write(path: Path, data: bytes, *, force: bool, owner_only: bool = False) ->
             got="an existing file",
             fix="choose another path, or pass --force",
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # O_EXCL, 0600
-    temporary = Path(name)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            if not owner_only:
-                os.fchmod(stream.fileno(), 0o644)
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        temporary.replace(path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data, mode=0o600 if owner_only else 0o644)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -79,27 +65,9 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _load_inputs(path: Path, scale: float) -> np.ndarray:
-    """Rows of features from ``.npy`` or ``.csv`` (no header), divided by ``scale``."""
-    if not path.is_file():
-        raise NotFoundError("input not found", expected=f"a file at {path}", got="nothing there")
-    try:
-        if path.suffix == ".npy":
-            values = np.load(path, allow_pickle=False)
-        elif path.suffix in (".csv", ".txt"):
-            values = np.loadtxt(path, delimiter=",", ndmin=2)
-        else:
-            raise InvalidInputError(
-                "unknown input format",
-                expected="a .npy array or a .csv of numbers (one input per row, no header)",
-                got=path.suffix or "no suffix",
-            )
-    except ValueError as exc:
-        raise InvalidInputError(
-            "the input is not a numeric array",
-            expected="numbers only, one input per row",
-            got=str(exc),
-        ) from exc
-    return np.asarray(values, dtype=np.float64) / scale
+    from veil.he import load_inputs  # noqa: PLC0415
+
+    return load_inputs(path, scale)
 
 
 def _load_model(
@@ -243,7 +211,7 @@ def _sealed_name(keys: Path) -> str:
 
 
 def _load_client(keys: Path, passphrase_env: str | None) -> HEClient | PaillierClient:
-    from veil.he import HEClient, PaillierClient  # noqa: PLC0415
+    from veil.he import client_from_bytes  # noqa: PLC0415
 
     plain, sealed = _keys_dir(keys)
     if sealed.is_file():
@@ -251,9 +219,7 @@ def _load_client(keys: Path, passphrase_env: str | None) -> HEClient | PaillierC
         data = vault.unseal(sealed.read_bytes(), name=_sealed_name(keys))
     else:
         data = _read(plain, "secret key (`veil he keygen` writes it)")
-    if data.startswith(b"{"):
-        return PaillierClient.from_bytes(data)
-    return HEClient.from_bytes(data)
+    return client_from_bytes(data)
 
 
 @app.command()
@@ -406,44 +372,26 @@ def infer(
     as_json: JsonOption = False,
 ) -> None:
     """Server: evaluate the model on ciphertexts, with no secret key."""
-    from veil.he import (  # noqa: PLC0415
-        Affine,
-        HEProgram,
-        HEServer,
-        paillier_linear,
-    )
+    from veil.he import HEProgram, respond  # noqa: PLC0415
 
     program = HEProgram.from_bytes(_read(model, "compiled program"))
     public = _read(context, "public context")
     request_bytes = _read(request, "request")
     started = time.perf_counter()
-    if public.startswith(b"{") and (rerandomize or flood_sigma is not None):
-        raise InvalidInputError(
-            "--rerandomize and --flood-sigma apply to CKKS responses",
-            expected="a CKKS public context",
-            got="a Paillier public key",
-            fix="drop the options (Paillier scores have their own opt-in mask)",
-        )
-    if public.startswith(b"{"):  # a Paillier public key: affine programs only
-        if program.depth != 1 or not isinstance(program.steps[0], Affine):
-            raise InvalidInputError(
-                "Paillier evaluates linear models only",
-                expected="a program of one affine step (a linear or logistic model)",
-                got=f"depth {program.depth}",
-                fix="use CKKS keys (`veil he keygen --plan ...`) for this model",
-            )
-        step = program.steps[0]
-        response = paillier_linear(public, request_bytes, step.weight, step.bias)
-    else:
-        server = HEServer(
-            program, public, workers=workers, rerandomize=rerandomize, flood_sigma=flood_sigma
-        )
-        with progress_bar() as report:
+    with progress_bar() as report:
 
-            def tick(done: int, total: int) -> None:
-                report(ProgressEvent("encrypted inference", done, total, "groups"))
+        def tick(done: int, total: int) -> None:
+            report(ProgressEvent("encrypted inference", done, total, "groups"))
 
-            response = server.infer(request_bytes, progress=tick)
+        response = respond(
+            program,
+            public,
+            request_bytes,
+            workers=workers,
+            rerandomize=rerandomize,
+            flood_sigma=flood_sigma,
+            progress=tick,
+        )
     seconds = time.perf_counter() - started
     _write(output, response, force=force)
     result = {"response": str(output), "bytes": len(response), "seconds": round(seconds, 3)}
@@ -504,99 +452,11 @@ def decrypt(
 # ----------------------------------------------------------------------------- the demo
 
 
-def round_trip(*, seed: int = 0, batch: bool = True) -> dict[str, Any]:
-    """The doctor's round trip on scikit-learn's digits (not private: seeded).
-
-    A hospital-external company trains a small x^2 network and compiles it;
-    the doctor makes keys for its plan, encrypts one scan, the company infers
-    on the ciphertext with only the public context, and the doctor decrypts.
-    """
-    import torch  # noqa: PLC0415
-    from sklearn.datasets import load_digits  # noqa: PLC0415
-
-    from veil.he import (  # noqa: PLC0415
-        HEClient,
-        HEServer,
-        PaillierClient,
-        compile_model,
-        error_bound,
-        paillier_linear,
-        poly_activation,
-    )
-
-    digits = load_digits()
-    x = digits.data / 16.0
-    y = digits.target
-    order = np.random.default_rng(seed).permutation(len(y))  # not-private: a demo split
-    train, test = order[:1200], order[1200:]
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), poly_activation(), torch.nn.Linear(32, 10))
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    features = torch.tensor(x[train], dtype=torch.float32)
-    labels = torch.tensor(y[train]).long()
-    for _ in range(60):
-        optimiser.zero_grad()
-        torch.nn.functional.cross_entropy(model(features), labels).backward()  # type: ignore[no-untyped-call]
-        optimiser.step()
-    program = compile_model(model, calibration=x[train])
-    plan = program.plan(layouts=("vector", "batch") if batch else ("vector",))
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    doctor = HEClient.generate(plan)
-    context = doctor.public_context()
-    timings["keygen_s"] = time.perf_counter() - started
-    company = HEServer(program, context, workers=1)
-    scan = x[test[0]]
-    started = time.perf_counter()
-    request = doctor.encrypt(scan)
-    timings["encrypt_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    response = company.infer(request)
-    timings["infer_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    logits = doctor.decrypt(response)[0]
-    timings["decrypt_s"] = time.perf_counter() - started
-    plain = program.forward(scan)[0]
-    result: dict[str, Any] = {
-        "model": "64-32-10 MLP with x^2, trained on 1,200 digits",
-        "plan": plan.to_dict(),
-        "public_context_bytes": len(context),
-        "request_bytes": len(request),
-        "response_bytes": len(response),
-        "timings": {k: round(v, 4) for k, v in timings.items()},
-        "encrypted_prediction": int(logits.argmax()),
-        "plaintext_prediction": int(plain.argmax()),
-        "true_label": int(y[test[0]]),
-        "max_error": float(np.max(np.abs(logits - plain))),
-        "error_bound": error_bound(program, plan),
-        "secret_key_in_context": doctor.to_bytes()[-2000:] in context,
-    }
-    if batch:
-        images = x[test]
-        batched = doctor.decrypt(company.infer(doctor.encrypt(images, layout="batch")))
-        result["batch"] = {
-            "images": len(test),
-            "encrypted_accuracy": float(np.mean(batched.argmax(1) == y[test])),
-            "plaintext_accuracy": float(np.mean(program.forward(images).argmax(1) == y[test])),
-            "agreement": float(np.mean(batched.argmax(1) == program.forward(images).argmax(1))),
-        }
-    # Paillier: an encrypted linear risk score of one patient (the weights stay with the server)
-    patient = PaillierClient.generate(2048)
-    weights = np.linspace(-1, 1, 8)
-    record = x[test[0]][:8]
-    score = patient.decrypt(
-        paillier_linear(patient.public_bytes(), patient.encrypt(record), weights, 0.5)
-    )
-    result["paillier"] = {
-        "score": float(score[0]),
-        "plaintext_score": float(weights @ record + 0.5),
-    }
-    return result
-
-
 @app.command()
 def demo(as_json: JsonOption = False) -> None:
     """The doctor's round trip on bundled data: keys, encrypt, infer, decrypt (seeded)."""
+    from veil.he import round_trip  # noqa: PLC0415
+
     result = round_trip()
     if as_json:
         print_json(result)

@@ -9,12 +9,17 @@
 and decrypts, the server (:class:`HEServer`) evaluates with only a public
 context, and :func:`error_bound` bounds the error of its answer (see
 ``docs/he.md``). :class:`PaillierClient`, :func:`paillier_linear` and
-:func:`paillier_sum` do additive work with Paillier.
+:func:`paillier_sum` do additive work with Paillier. :func:`load_inputs`,
+:func:`client_from_bytes` and :func:`respond` are the steps of an exchange
+through files (``veil he``), and :func:`round_trip` runs one end to end on
+bundled data (seeded: a demonstration, not private).
 """
 
 from veil.he._ckks import error_bound
 from veil.he._client import HEClient
 from veil.he._compile import compile_model, poly_activation
+from veil.he._demo import round_trip
+from veil.he._exchange import client_from_bytes, load_inputs, respond
 from veil.he._model_files import load_model_file
 from veil.he._paillier import PaillierClient, paillier_linear, paillier_sum
 from veil.he._plan import HEPlan, plan_parameters
@@ -30,11 +35,15 @@ __all__ = [
     "HEServer",
     "PaillierClient",
     "Square",
+    "client_from_bytes",
     "compile_model",
     "error_bound",
+    "load_inputs",
     "load_model_file",
     "paillier_linear",
     "paillier_sum",
     "plan_parameters",
     "poly_activation",
+    "respond",
+    "round_trip",
 ]

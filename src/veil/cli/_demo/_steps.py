@@ -335,7 +335,7 @@ def _encrypted_inference(tour: Tour) -> None:
     if importlib.util.find_spec("tenseal") is None or importlib.util.find_spec("torch") is None:
         tour.step(title, 0.0, skipped="needs the he and train extras: pip install 'veil[he,train]'")
         return
-    from veil.cli.he import round_trip  # noqa: PLC0415
+    from veil.he import round_trip  # noqa: PLC0415
 
     started = time.perf_counter()
     result = round_trip()
