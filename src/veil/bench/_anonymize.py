@@ -47,7 +47,7 @@ from veil.bench._common import machine
 from veil.bench._result import BenchResult, Column, Note, Table, View, fixed
 from veil.data import load_table
 from veil.errors import NotFoundError
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 
 __all__ = ["ADULT_QUASI_IDENTIFIERS", "AnonymizeResult", "AnonymizeRow", "run_anonymize_benchmark"]
 
@@ -250,8 +250,7 @@ def run_anonymize_benchmark(
     results: list[AnonymizeRow] = []
     total = len(algorithms) * len(ks)
     for i, (k, algorithm) in enumerate((k, a) for k in ks for a in algorithms):
-        if progress is not None:
-            progress(ProgressEvent("anonymize Adult", i, total, "runs", f"{algorithm} k={k}"))
+        emit(progress, "anonymize Adult", i, total, unit="runs", detail=f"{algorithm} k={k}")
         name = "full-domain" if algorithm == "full-domain" else algorithm.replace("-strict", "")
         times = []
         recoding = None
@@ -288,8 +287,7 @@ def run_anonymize_benchmark(
                 and stats.k >= k,
             )
         )
-    if progress is not None:
-        progress(ProgressEvent("anonymize Adult", total, total, "runs"))
+    emit(progress, "anonymize Adult", total, total, unit="runs")
     text_report = None
     if text:
         from veil.bench._text import run_text_bench  # noqa: PLC0415 - needs the text extra

@@ -39,7 +39,7 @@ from veil.bench._result import (
 )
 from veil.data import load_table
 from veil.data.readers import ADULT_CATEGORIES
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 from veil.train import DPConfig, FeatureEncoder, build_model, evaluate, plan_training, train
 
 __all__ = ["DpsgdResult", "TimingRow", "run_dpsgd_benchmark"]
@@ -144,13 +144,6 @@ class DpsgdResult(BenchResult):
         )
 
 
-def _emit(
-    progress: ProgressCallback | None, task: str, done: float, total: float, unit: str = "runs"
-) -> None:
-    if progress is not None:
-        progress(ProgressEvent(task=task, completed=done, total=total, unit=unit))
-
-
 def _time_veil(
     kind: str, x: torch.Tensor, y: torch.Tensor, *, private: bool, batch: int, epochs: int
 ) -> list[float]:
@@ -238,15 +231,15 @@ def _timing(
     for kind in models:
         plain = _time_veil(kind, x, y, private=False, batch=batch, epochs=epochs)
         done += 1
-        _emit(progress, "timing epochs", done, total)
+        emit(progress, "timing epochs", done, total, unit="runs")
         veil = _time_veil(kind, x, y, private=True, batch=batch, epochs=epochs)
         done += 1
-        _emit(progress, "timing epochs", done, total)
+        emit(progress, "timing epochs", done, total, unit="runs")
         ghost = None
         if opacus:
             ghost = _median(_time_opacus(kind, x, y, batch=batch, epochs=epochs))
             done += 1
-            _emit(progress, "timing epochs", done, total)
+            emit(progress, "timing epochs", done, total, unit="runs")
         rows.append(
             TimingRow(
                 model=kind,
@@ -337,9 +330,11 @@ def run_dpsgd_benchmark(
     if accuracy:
         runs = []
         for i, kind in enumerate(accuracy_models):
-            _emit(progress, "MNIST at epsilon 3", i, len(accuracy_models))
+            emit(progress, "MNIST at epsilon 3", i, len(accuracy_models), unit="runs")
             runs.append(fit_mnist(x, y, xt, yt, epsilon=3.0, epochs=accuracy_epochs, kind=kind))
-        _emit(progress, "MNIST at epsilon 3", len(accuracy_models), len(accuracy_models))
+        emit(
+            progress, "MNIST at epsilon 3", len(accuracy_models), len(accuracy_models), unit="runs"
+        )
         mnist_eps3 = tuple(runs)
         adult = _adult(data, adult_epochs)
     return DpsgdResult(

@@ -43,7 +43,7 @@ from veil.bench._common import machine
 from veil.bench._result import BenchResult, Column, Note, Table, View, percent, verdict
 from veil.data import load_mnist
 from veil.he import HEClient, HEProgram, HEServer, compile_model, error_bound, poly_activation
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 
 __all__ = ["GOALS", "HeResult", "HeRow", "run_he_benchmark", "train_he_model"]
 
@@ -171,11 +171,6 @@ class HeResult(BenchResult):
         )
 
 
-def _emit(progress: ProgressCallback | None, task: str, done: int, total: int, unit: str) -> None:
-    if progress is not None:
-        progress(ProgressEvent(task, done, total, unit))
-
-
 def train_he_model(
     kind: str,
     images: np.ndarray,
@@ -212,7 +207,7 @@ def train_he_model(
     )
     generator = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):
-        _emit(progress, f"training {kind}", epoch, epochs, "epochs")
+        emit(progress, f"training {kind}", epoch, epochs, unit="epochs")
         order = torch.randperm(len(y), generator=generator)
         for start in range(0, len(y), batch):
             chosen = order[start : start + batch]
@@ -220,7 +215,7 @@ def train_he_model(
             torch.nn.functional.cross_entropy(model(x[chosen]), y[chosen]).backward()
             optimiser.step()
             schedule.step()
-    _emit(progress, f"training {kind}", epochs, epochs, "epochs")
+    emit(progress, f"training {kind}", epochs, epochs, unit="epochs")
     return model.eval()
 
 
@@ -237,7 +232,7 @@ def _single(  # noqa: PLR0917 - the run's parts, passed once
     request_bytes = response_bytes = 0
     server.infer(client.encrypt(images[0]))  # the server encodes its diagonals once
     for index, image in enumerate(images):
-        _emit(progress, "single-image inference", index, len(images), "images")
+        emit(progress, "single-image inference", index, len(images), unit="images")
         started = time.perf_counter()
         request = client.encrypt(image)
         encrypted = time.perf_counter()
@@ -251,7 +246,7 @@ def _single(  # noqa: PLR0917 - the run's parts, passed once
         predictions.append(int(logits.argmax()))
         worst = max(worst, float(np.max(np.abs(logits - program.forward(image)[0]))))
         request_bytes, response_bytes = len(request), len(response)
-    _emit(progress, "single-image inference", len(images), len(images), "images")
+    emit(progress, "single-image inference", len(images), len(images), unit="images")
     plain = program.forward(images).argmax(axis=1)
     medians = {key: float(np.median(values)) for key, values in timings.items()}
     return {
@@ -282,7 +277,7 @@ def _batched(  # noqa: PLR0917 - the run's parts, passed once
     encrypted = time.perf_counter()
 
     def tick(done: int, total: int) -> None:
-        _emit(progress, "batched inference", done, total, "groups")
+        emit(progress, "batched inference", done, total, unit="groups")
 
     response = server.infer(request, progress=tick)
     inferred = time.perf_counter()

@@ -37,7 +37,7 @@ import sqlalchemy as sa
 
 from veil.bench._result import BenchResult, Column, Note, Table, View, fixed
 from veil.ledger import Budget, Ledger, Mechanism, PLDAccountant, PrivacyEvent, recompose
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 from veil.store import Store
 from veil.store.chain import GENESIS, link
 from veil.store.tables import PrivacyEventRow, utcnow
@@ -287,7 +287,7 @@ def _concurrent(url: str, processes: int, per_process: int) -> dict[str, Any]:
     }
 
 
-def run_ledger_benchmark(  # noqa: C901, PLR0912, PLR0915 - one benchmark, in order
+def run_ledger_benchmark(  # noqa: C901, PLR0915 - one benchmark, in order
     *,
     sizes: Sequence[int] = (10, 1_000, 100_000),
     backends: Sequence[str] = ("sqlite", "postgresql"),
@@ -309,8 +309,7 @@ def run_ledger_benchmark(  # noqa: C901, PLR0912, PLR0915 - one benchmark, in or
         rng = np.random.default_rng(seed + size)
         history = [heterogeneous_event(i, rng) for i in range(size)]
         more = [heterogeneous_event(size + i, rng) for i in range(warmup + charges)]
-        if progress:
-            progress(ProgressEvent(f"recompose {size:,} events", 0, size, "events"))
+        emit(progress, f"recompose {size:,} events", 0, size, unit="events")
         began = time.perf_counter()
         scratch = recompose([e.dp_event for e in history])
         recompose_s = time.perf_counter() - began
@@ -328,8 +327,7 @@ def run_ledger_benchmark(  # noqa: C901, PLR0912, PLR0915 - one benchmark, in or
                 "fold_vs_batch": (history_epsilon - batch_eps) / batch_eps if batch_eps else 0.0,
             }
         for backend in backends:
-            if progress:
-                progress(ProgressEvent(f"{backend}: {size:,} events", 0, charges, "charges"))
+            emit(progress, f"{backend}: {size:,} events", 0, charges, unit="charges")
             with tempfile.TemporaryDirectory(prefix="veil-bench-ledger-") as tmp:
                 drop: Callable[[], None] | None = None
                 if backend == "sqlite":
@@ -357,18 +355,12 @@ def run_ledger_benchmark(  # noqa: C901, PLR0912, PLR0915 - one benchmark, in or
                         excess.append((charged - reference) / reference)
                         if i >= warmup:
                             latencies.append(elapsed)
-                            if progress:
-                                progress(
-                                    ProgressEvent(
-                                        f"{backend}: {size:,} events", i + 1 - warmup, charges
-                                    )
-                                )
+                            emit(progress, f"{backend}: {size:,} events", i + 1 - warmup, charges)
                     runs: list[dict[str, Any]] = []
                     widest: dict[str, Any] | None = None
                     if backend == "postgresql":
                         for count in [p for p in processes if p > 0]:
-                            if progress:
-                                progress(ProgressEvent(f"{count} processes", 0, None, "runs"))
+                            emit(progress, f"{count} processes", 0, None, unit="runs")
                             run = _concurrent(url, count, per_process)
                             runs.append(run)
                             if count == max(processes):

@@ -33,7 +33,7 @@ from veil.bench._result import (
     ratio,
 )
 from veil.errors import InvalidInputError
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 from veil.train import (
     DPConfig,
     build_model,
@@ -165,13 +165,6 @@ class MnistResult(BenchResult):
                 f"{published['tempered_sigmoid_cnn']}"
             ),
         )
-
-
-def _emit(
-    progress: ProgressCallback | None, task: str, done: float, total: float, unit: str = "runs"
-) -> None:
-    if progress is not None:
-        progress(ProgressEvent(task=task, completed=done, total=total, unit=unit))
 
 
 def model_spec(kind: str) -> dict[str, Any]:
@@ -307,11 +300,11 @@ def run_mnist_benchmark(
     cache: dict[str, Any] = {}
     runs: list[float | None] = [None, *epsilons]
     for i, epsilon in enumerate(runs):
-        _emit(progress, "MNIST runs", i, len(runs))
+        emit(progress, "MNIST runs", i, len(runs), unit="runs")
         row = fit_mnist(x, y, xt, yt, epsilon=epsilon, epochs=epochs, kind=model, cache=cache)
         label = "non-private" if epsilon is None else f"DP-SGD eps={epsilon:g}"
         fitted.append(replace(row, label=label))
-    _emit(progress, "MNIST runs", len(runs), len(runs))
+    emit(progress, "MNIST runs", len(runs), len(runs), unit="runs")
     base = fitted[0].s_per_epoch
     return MnistResult(
         machine=machine(),

@@ -28,7 +28,7 @@ import numpy as np
 from veil import __version__
 from veil.bench._result import BenchResult, Column, Note, Table, View, fixed, ratio, verdict
 from veil.mpc import secure_sum
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 
 __all__ = ["MpcResult", "MpcRow", "run_mpc_benchmark"]
 
@@ -143,8 +143,7 @@ def run_mpc_benchmark(
     for protocol, threshold in setups:
         runs = []
         for _ in range(max(1, repeats)):
-            if progress is not None:
-                progress(ProgressEvent("bench mpc", done, total, "runs", protocol))
+            emit(progress, "bench mpc", done, total, unit="runs", detail=protocol)
             runs.append(
                 secure_sum(
                     vectors,
@@ -174,8 +173,7 @@ def run_mpc_benchmark(
                 within_resolution=error <= tolerance + 1e-9,  # + float rounding of NumPy
             )
         )
-    if progress is not None:
-        progress(ProgressEvent("bench mpc", total, total, "runs"))
+    emit(progress, "bench mpc", total, total, unit="runs")
     return MpcResult(
         parameters={
             "parties": PARTIES,

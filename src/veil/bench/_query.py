@@ -50,6 +50,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+from veil._validate import whole_number
 from veil.bench._query_child import (
     _MARK,
     BOUNDS,
@@ -60,7 +61,7 @@ from veil.bench._query_child import (
 )
 from veil.bench._result import BenchResult, Column, Note, Table, View, fixed, ratio, verdict
 from veil.errors import InvalidInputError
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, ProgressEvent, emit
 
 __all__ = ["QueryResult", "QueryRow", "run_query_benchmark"]
 
@@ -175,7 +176,7 @@ def _run_child(job: dict[str, Any], progress: ProgressCallback | None) -> dict[s
                     continue
                 message = json.loads(line[len(_MARK) :])
                 if "progress" in message and progress is not None:
-                    progress(ProgressEvent(**message["progress"]))
+                    progress(ProgressEvent.from_dict(message["progress"]))
                 elif "result" in message:
                     result = message["result"]
                 elif "error" in message:
@@ -199,11 +200,8 @@ def _run_child(job: dict[str, Any], progress: ProgressCallback | None) -> dict[s
 
 
 def _check(rows: int, groups: int, repeats: int, libraries: Sequence[str]) -> list[str]:
-    for name, value, least in (("rows", rows, 1), ("groups", groups, 1), ("repeats", repeats, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise InvalidInputError(
-                f"{name} must be a whole number >= {least}", expected=f">= {least}", got=repr(value)
-            )
+    for name, value in (("rows", rows), ("groups", groups), ("repeats", repeats)):
+        whole_number(value, name)
     chosen = list(dict.fromkeys(lib.strip().lower() for lib in libraries if lib.strip()))
     unknown = [lib for lib in chosen if lib not in LIBRARIES]
     if unknown or not chosen:
@@ -303,8 +301,7 @@ def _measure_memory(
 ) -> dict[str, dict[str, Any]]:
     """A fresh process per library, several at once (only their own peaks are read)."""
     task = "peak memory (a process per library)"
-    if progress is not None:
-        progress(ProgressEvent(task, 0, len(libraries), "libraries"))
+    emit(progress, task, 0, len(libraries), unit="libraries")
     memory: dict[str, dict[str, Any]] = {}
     workers = max(1, min(len(libraries), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -314,8 +311,7 @@ def _measure_memory(
         }
         for future in as_completed(futures):
             memory[futures[future]] = future.result()
-            if progress is not None:
-                progress(ProgressEvent(task, len(memory), len(libraries), "libraries"))
+            emit(progress, task, len(memory), len(libraries), unit="libraries")
     return memory
 
 

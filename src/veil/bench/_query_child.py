@@ -4,6 +4,11 @@
 processes (one for the timings, one per library for peak memory) and reads
 the JSON lines it prints; it then assembles the result. Keeping the measuring
 code apart keeps what the child imports, and so what it measures, small.
+
+Each line the parent reads starts with ``_MARK``: progress events as
+:func:`veil.progress.json_line_reporter` writes them (``{"progress": {...}}``),
+then one ``{"result": ...}`` or ``{"error": ...}``, written by
+:func:`veil._io.dumps`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
+from veil._io import dumps
+from veil.progress import emit, json_line_reporter
 
 __all__ = [
     "BOUNDS",
@@ -299,13 +307,21 @@ def _errors(answers: list[dict[str, Any]], exact: list[dict[str, Any]]) -> dict[
 # ---------------------------------------------------------------------------- subprocesses
 
 
-def _emit(payload: dict[str, Any]) -> None:
-    sys.stdout.write(_MARK + json.dumps(payload, default=str) + "\n")
+def _write(line: str) -> None:
+    sys.stdout.write(line)
     sys.stdout.flush()
 
 
+def _send(payload: dict[str, Any]) -> None:
+    """One marked JSON line to the parent: ``{"result": ...}`` or ``{"error": ...}``."""
+    _write(_MARK + dumps(payload) + "\n")
+
+
+_report = json_line_reporter(_write, prefix=_MARK)
+
+
 def _progress(task: str, completed: float, total: float | None, unit: str) -> None:
-    _emit({"progress": {"task": task, "completed": completed, "total": total, "unit": unit}})
+    emit(_report, task, completed, total, unit=unit)
 
 
 def _rss_now_kb() -> int | None:
@@ -444,6 +460,6 @@ def _child_main() -> None:
     try:
         result = _time_all(job) if job["mode"] == "time" else _memory_one(job)
     except BaseException as exc:
-        _emit({"error": f"{type(exc).__name__}: {exc}"})
+        _send({"error": f"{type(exc).__name__}: {exc}"})
         raise
-    _emit({"result": result})
+    _send({"result": result})

@@ -37,7 +37,7 @@ from veil.anonymize.text import (
     redact_file,
 )
 from veil.errors import InvalidInputError
-from veil.progress import ProgressCallback, ProgressEvent
+from veil.progress import ProgressCallback, emit
 
 __all__ = ["TEXT_BENCH_SIZES", "load_corpus_generator", "run_text_bench"]
 
@@ -136,8 +136,7 @@ def run_text_bench(size: str = "full", progress: ProgressCallback | None = None)
     target, limit = TEXT_BENCH_SIZES[size]
 
     def step(name: str, done: int, total: int) -> None:
-        if progress is not None:
-            progress(ProgressEvent("bench text", done, total, "steps", name))
+        emit(progress, "bench text", done, total, unit="steps", detail=name)
 
     step("loading the engine", 0, 4)
     started = time.perf_counter()
