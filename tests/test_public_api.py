@@ -409,6 +409,7 @@ PUBLIC = {
         "QueryRow",
         "Table",
         "TimingRow",
+        "audit_pool",
         "run_anonymize_benchmark",
         "run_audit_benchmark",
         "run_dpsgd_benchmark",

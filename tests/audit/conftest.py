@@ -11,20 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-from veil.bench._audit import _adult, _mnist_pool
+from veil.bench import audit_pool
 from veil.train import DPConfig, build_model, plan_training, train
 
 
 @pytest.fixture(scope="session")
 def adult_xy(shared_data) -> tuple[np.ndarray, np.ndarray]:
     """UCI Adult (train and test files), encoded as the audit benchmark encodes it."""
-    return _adult(shared_data)
+    return audit_pool(shared_data, "adult")
 
 
 @pytest.fixture(scope="session")
 def mnist(shared_data) -> tuple[np.ndarray, np.ndarray]:
     """The first 4,000 images of the MNIST pool and their labels."""
-    x, y = _mnist_pool(shared_data)
+    x, y = audit_pool(shared_data, "mnist")
     return x[:4000], y[:4000]
 
 

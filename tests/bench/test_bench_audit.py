@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def test_tiny_audit_benchmark_reports_every_attack_and_the_goals(shared_data):
     assert report["rows"][0]["best_attack_at_0.1%"] == result.rows[0].best_attack
     rows = {r["recipe"]: r for r in report["rows"]}
     assert set(rows) == {"overfit", "dp_eps1"}
-    assert rows["overfit"]["claimed_epsilon"] is None
+    assert math.isinf(rows["overfit"]["claimed_epsilon"])  # written "inf" (veil._io)
     assert rows["overfit"]["dp_audit"]["consistent_with_claim"] is True  # nothing claimed
     dp = rows["dp_eps1"]
     assert dp["claimed_epsilon"] <= 1.0 and dp["noise_multiplier"] > 0
@@ -71,7 +72,9 @@ def test_the_cli_writes_json_and_refuses_unknown_recipes(shared_data, tmp_path, 
         ]
     )
     assert code == 0, capsys.readouterr().err
-    assert json.loads(Path(out).read_text())["rows"][0]["dataset"] == "mnist"
+    written = json.loads(Path(out).read_text())["rows"][0]
+    assert written["dataset"] == "mnist"
+    assert written["claimed_epsilon"] == "inf"  # a non-private model claims nothing
     assert "Membership inference" in capsys.readouterr().out
     with pytest.raises(InvalidInputError, match="unknown recipe"):
         run_audit_benchmark(shared_data, recipes=("magic",))

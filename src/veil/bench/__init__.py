@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from veil.bench._anonymize import AnonymizeResult, AnonymizeRow, run_anonymize_benchmark
     from veil.bench._audit import AuditResult, AuditRow, run_audit_benchmark
+    from veil.bench._audit_targets import audit_pool
     from veil.bench._dpsgd import DpsgdResult, TimingRow, run_dpsgd_benchmark
     from veil.bench._federated import ROWS as FEDERATED_ROWS
     from veil.bench._federated import FederatedResult, FederatedRow, run_federated_benchmark
@@ -54,6 +55,7 @@ _WHERE = {
     "AuditResult": "_audit",
     "AuditRow": "_audit",
     "run_audit_benchmark": "_audit",
+    "audit_pool": "_audit_targets",
     "DpsgdResult": "_dpsgd",
     "MnistResult": "_mnist",
     "MnistRun": "_mnist",
@@ -91,6 +93,7 @@ __all__ = [
     "QueryRow",
     "Table",
     "TimingRow",
+    "audit_pool",
     "run_anonymize_benchmark",
     "run_audit_benchmark",
     "run_dpsgd_benchmark",

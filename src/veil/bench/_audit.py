@@ -15,7 +15,10 @@ Every membership attack runs on each target (threshold, shadow, LiRA online
 and offline, RMIA online and offline, label-only); the report gives AUC, TPR
 at 0.1% FPR with its 95% interval, the epsilon lower bound (Clopper-Pearson)
 against the claimed epsilon, a one-run canary audit of the DP recipes, and
-the runtime. The goals of the issue are checked at the end.
+the runtime. The report checks its goals at the end.
+
+The pools and the recipes live in :mod:`veil.bench._audit_targets`; this
+module attacks the targets and reports.
 """
 
 from __future__ import annotations
@@ -29,58 +32,20 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
-import torch
 
-from veil.audit import Classifier, as_classifier, canary_audit, membership_inference
-from veil.bench._common import ADULT_NUMERIC_BOUNDS, machine, mnist_tensors
+from veil.audit import Classifier, canary_audit, membership_inference
+from veil.bench._audit_targets import DATASETS, DELTA, RECIPES, Recipe, audit_pool
+from veil.bench._common import machine
 from veil.bench._result import BenchResult, Column, Note, Table, View, fixed, verdict
-from veil.data import load_table
-from veil.data.readers import ADULT_CATEGORIES
-from veil.errors import InvalidInputError, NotFoundError
-from veil.progress import ProgressCallback, ProgressEvent
-from veil.train import (
-    DPConfig,
-    FeatureEncoder,
-    TrainingPlan,
-    build_model,
-    calibrate_noise,
-    train,
-)
+from veil.errors import InvalidInputError
+from veil.progress import ProgressCallback, emit
 
 __all__ = ["RECIPES", "AuditResult", "AuditRow", "run_audit_benchmark"]
 
-DELTA = 1e-5
 FPR = 0.001
 ALPHA = 0.05
 GOAL_REFERENCES = 16
 GOAL_SECONDS = 600
-
-# name -> hidden layers, DPConfig fields, target epsilon (None: not private), per-dataset overrides
-RECIPES: dict[str, dict[str, Any]] = {
-    "overfit": {
-        "hidden": [512, 512],
-        "config": {"epochs": 100, "batch_size": 128, "optimizer": "adam", "learning_rate": 3e-3},
-        "epsilon": None,
-        "mnist": {"epochs": 30},  # MNIST is memorised sooner; 100 epochs would only cost time
-    },
-    "regularised": {
-        "hidden": [64],
-        "config": {"epochs": 5, "batch_size": 128, "optimizer": "adam", "learning_rate": 1e-3},
-        "epsilon": None,
-    },
-    "dp_eps1": {
-        "hidden": [64],
-        "config": {"epochs": 10, "batch_size": 256, "learning_rate": 0.5, "max_grad_norm": 1.0},
-        "epsilon": 1.0,
-    },
-    "dp_eps8": {
-        "hidden": [64],
-        "config": {"epochs": 10, "batch_size": 256, "learning_rate": 0.5, "max_grad_norm": 1.0},
-        "epsilon": 8.0,
-    },
-}
-TINY = {"epochs": 2}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,7 +56,7 @@ class AuditRow:
     recipe: str
     hidden: Any
     config: Mapping[str, Any]
-    claimed_epsilon: float | None  # None: nothing claimed (a non-private model)
+    claimed_epsilon: float  # inf: nothing claimed (a non-private model); JSON "inf"
     noise_multiplier: float | None
     pool: int
     members: int
@@ -156,7 +121,7 @@ class AuditResult(BenchResult):
                     r.dataset,
                     r.recipe,
                     f"{r.train_accuracy:.3f}/{r.test_accuracy:.3f}",
-                    "inf" if r.claimed_epsilon is None else r.claimed_epsilon,
+                    r.claimed_epsilon,
                     _attack_cell(r, "lira-online", "auc"),
                     _attack_cell(r, "lira-online", tpr),
                     _attack_cell(r, "lira-offline", tpr),
@@ -190,110 +155,6 @@ class AuditResult(BenchResult):
         )
 
 
-def _adult(data: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    folder = data / "adult"
-    if not (folder / "adult.data").is_file():
-        raise NotFoundError(
-            "the UCI Adult files are missing",
-            expected=f"adult.data and adult.test in {folder}",
-            got="no such files",
-            fix="pass --data DIR holding mnist/ and adult/ (the project's shared data)",
-        )
-    frame = pd.concat(
-        [
-            load_table(folder / "adult.data", format="adult"),
-            load_table(folder / "adult.test", format="adult"),
-        ],
-        ignore_index=True,
-    )
-    categorical = {k: v for k, v in ADULT_CATEGORIES.items() if k != "income"}
-    encoder = FeatureEncoder(
-        ADULT_NUMERIC_BOUNDS, categorical, (*ADULT_NUMERIC_BOUNDS, *categorical)
-    )
-    classes = list(ADULT_CATEGORIES["income"])
-    y = np.array([classes.index(v) for v in frame["income"]], dtype=np.int64)
-    return encoder.encode(frame).numpy(), y
-
-
-def _mnist_pool(data: Path) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    x, y, xt, yt = mnist_tensors(data)
-    return (
-        torch.cat([x, xt]).reshape(-1, 28 * 28).numpy(),
-        torch.cat([y, yt]).numpy().astype(np.int64),
-    )
-
-
-class _Recipe:
-    """Trains one recipe on any data, with the noise fixed by the target's size."""
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        dataset: str,
-        n_features: int,
-        n_classes: int,
-        target_size: int,
-        tiny: bool,
-    ) -> None:
-        recipe = RECIPES[name]
-        fields = dict(recipe["config"]) | recipe.get(dataset, {}) | (TINY if tiny else {})
-        self.hidden = recipe["hidden"] if not tiny else [16]
-        self.n_features, self.n_classes = n_features, n_classes
-        self.epsilon: float | None = recipe["epsilon"]
-        self.private = self.epsilon is not None
-        self.sigma: float | None = None
-        if self.private:
-            assert self.epsilon is not None  # noqa: S101 - private recipes name an epsilon
-            batch = fields["batch_size"]
-            self.rate = min(1.0, batch / target_size)
-            steps = max(1, round(target_size / batch)) * fields["epochs"]
-            self.sigma = calibrate_noise(self.epsilon, DELTA, self.rate, steps)
-            self.config = DPConfig(**fields, noise_multiplier=self.sigma, delta=DELTA)
-        else:
-            self.config = DPConfig(**fields, private=False, sampling="shuffle")
-
-    def epsilon_for(self, n: int) -> float:
-        """The epsilon of a run on ``n`` records (same rate and epochs as the target)."""
-        if not self.private or self.sigma is None:
-            return math.inf
-        from veil.train import account  # noqa: PLC0415
-
-        batch = max(1, round(self.rate * n))
-        steps = max(1, round(n / batch)) * self.config.epochs
-        return account(min(1.0, batch / n), self.sigma, steps, DELTA, prv=False).epsilon
-
-    def __call__(self, x: npt.NDArray[Any], y: npt.NDArray[np.int64], seed: int) -> Classifier:
-        n = len(y)
-        config = self.config
-        accounting = None
-        if self.private:
-            from veil.train import account  # noqa: PLC0415
-
-            batch = max(1, round(self.rate * n))
-            config = DPConfig(**{**config.to_dict(), "batch_size": batch})
-            steps_per_epoch = max(1, round(n / batch))
-            assert self.sigma is not None  # noqa: S101
-            accounting = account(
-                batch / n, self.sigma, steps_per_epoch * config.epochs, DELTA, prv=False
-            )
-        else:
-            steps_per_epoch = max(1, round(n / config.batch_size))
-        plan = TrainingPlan(config, n, steps_per_epoch, accounting)
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)  # not private: weight initialisation of the attacker's models
-            net = build_model(
-                {
-                    "kind": "mlp",
-                    "input_shape": [self.n_features],
-                    "n_classes": self.n_classes,
-                    "hidden": self.hidden,
-                }
-            )
-        train(net, torch.as_tensor(x), torch.as_tensor(y), plan, n_classes=self.n_classes)
-        return as_classifier(net)
-
-
 def _accuracy(model: Classifier, x: npt.NDArray[Any], y: npt.NDArray[np.int64]) -> float:
     return float((model.log_proba(x).argmax(axis=1) == y).mean()) if len(y) else math.nan
 
@@ -313,7 +174,7 @@ def _one(
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB3]))  # a stream of its own
     inside = rng.random(len(y)) < 0.5  # noqa: PLR2004
     n_classes = int(y.max()) + 1
-    recipe = _Recipe(
+    recipe = Recipe(
         recipe_name,
         dataset=dataset,
         n_features=x.shape[1],
@@ -384,7 +245,7 @@ def _one(
         recipe=recipe_name,
         hidden=recipe.hidden,
         config=recipe.config.to_dict(),
-        claimed_epsilon=None if math.isinf(claimed) else claimed,
+        claimed_epsilon=claimed,
         noise_multiplier=recipe.sigma,
         pool=len(y),
         members=int(inside.sum()),
@@ -422,9 +283,7 @@ def run_audit_benchmark(
     progress: ProgressCallback | None = None,
 ) -> AuditResult:
     """Run every recipe on every dataset (module docstring); ``to_dict()`` is the JSON report."""
-    bad = [r for r in recipes if r not in RECIPES] + [
-        d for d in datasets if d not in ("adult", "mnist")
-    ]
+    bad = [r for r in recipes if r not in RECIPES] + [d for d in datasets if d not in DATASETS]
     if bad:
         raise InvalidInputError(
             "unknown recipe or dataset",
@@ -435,21 +294,19 @@ def run_audit_benchmark(
     started = time.perf_counter()
     total = len(datasets) * len(recipes)
     for d_index, dataset in enumerate(datasets):
-        x_all, y_all = _adult(data) if dataset == "adult" else _mnist_pool(data)
+        x_all, y_all = audit_pool(data, dataset)
         rng = np.random.default_rng(seed)
         take = rng.choice(len(y_all), size=min(pool, len(y_all)), replace=False)
         x, y = x_all[take], y_all[take]
         for r_index, recipe in enumerate(recipes):
-            if progress is not None:
-                progress(
-                    ProgressEvent(
-                        "audit benchmark",
-                        d_index * len(recipes) + r_index,
-                        total,
-                        "targets",
-                        f"{dataset} {recipe}",
-                    )
-                )
+            emit(
+                progress,
+                "audit benchmark",
+                d_index * len(recipes) + r_index,
+                total,
+                unit="targets",
+                detail=f"{dataset} {recipe}",
+            )
             rows.append(
                 _one(
                     dataset,
@@ -475,7 +332,7 @@ def run_audit_benchmark(
             "dp_eps1_at_chance_low_fpr": None if dp1 is None else dp1.at_chance_low_fpr,
             "dp_eps1_at_chance_auc": None if dp1 is None else dp1.at_chance_auc,
             "no_bound_above_claim": all(
-                r.claimed_epsilon is None
+                math.isinf(r.claimed_epsilon)
                 or (
                     r.max_epsilon_lower_bound <= r.claimed_epsilon
                     and (r.dp_audit is None or r.dp_audit["consistent_with_claim"])
