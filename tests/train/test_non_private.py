@@ -13,7 +13,7 @@ import math
 import pytest
 
 import veil.ledger.calibrate as calibrate_module
-import veil.train._engine as engine_module
+import veil.train._plan as plan_module
 from veil.cli._app import main
 from veil.errors import InvalidInputError
 from veil.ledger import Ledger
@@ -45,8 +45,8 @@ def no_calibration(monkeypatch):
         calls.append("calibration")
         raise AssertionError("the calibration ran")
 
-    monkeypatch.setattr(engine_module, "calibrate_noise", forbidden)
-    monkeypatch.setattr(engine_module, "account", forbidden)
+    monkeypatch.setattr(plan_module, "calibrate_noise", forbidden)
+    monkeypatch.setattr(plan_module, "account", forbidden)
     monkeypatch.setattr(calibrate_module, "pld_epsilon", forbidden)
     return calls
 

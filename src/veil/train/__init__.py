@@ -20,18 +20,7 @@ True
 from veil.train._accounting import PrivacyAccounting, account, calibrate_noise
 from veil.train._artifact import ModelRegistry, PrivacyCard, SavedModel
 from veil.train._clip import PerSampleClipper, validate_model
-from veil.train._engine import (
-    DPConfig,
-    Optimizer,
-    Sampling,
-    Schedule,
-    TrainingPlan,
-    TrainingReport,
-    evaluate,
-    plan_training,
-    predict_logits,
-    train,
-)
+from veil.train._engine import TrainingReport, evaluate, predict_logits, train
 from veil.train._models import (
     MODEL_KINDS,
     DPLogisticRegression,
@@ -42,6 +31,14 @@ from veil.train._models import (
     trainable_part,
 )
 from veil.train._pipeline import DatasetTensors, TrainedModel, dataset_tensors, fit_private
+from veil.train._plan import (
+    DPConfig,
+    Optimizer,
+    Sampling,
+    Schedule,
+    TrainingPlan,
+    plan_training,
+)
 from veil.train._random import SecureRandom
 
 __all__ = [

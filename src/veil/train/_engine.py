@@ -22,243 +22,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from torch import nn
 
-from veil._validate import whole_number
 from veil.errors import InvalidInputError
-from veil.ledger import (
-    Mechanism,
-    PrivacyEvent,
-)
-from veil.ledger.params import check_delta, check_positive, check_release_epsilon
 from veil.progress import ProgressCallback, emit
 from veil.train._accounting import (
-    MIN_NOISE_MULTIPLIER,
-    PrivacyAccounting,
-    account,
-    calibrate_noise,
     pld_epsilon,
 )
 from veil.train._clip import PerSampleClipper, validate_model
+from veil.train._plan import DPConfig, TrainingPlan
 from veil.train._random import SecureRandom
 
-__all__ = [
-    "DPConfig",
-    "Optimizer",
-    "Sampling",
-    "Schedule",
-    "TrainingPlan",
-    "TrainingReport",
-    "evaluate",
-    "plan_training",
-    "predict_logits",
-    "train",
-]
-
-
-class Optimizer(StrEnum):
-    """The optimiser DP-SGD steps with."""
-
-    SGD = "sgd"
-    ADAM = "adam"
-
-
-class Schedule(StrEnum):
-    """The learning-rate schedule: constant, or cosine decay to 0 over the run."""
-
-    CONSTANT = "constant"
-    COSINE = "cosine"
-
-
-class Sampling(StrEnum):
-    """How batches are drawn: Poisson (the only private choice) or a shuffle."""
-
-    POISSON = "poisson"
-    SHUFFLE = "shuffle"
-
-
-@dataclass(frozen=True)
-class DPConfig:
-    """How to train.
-
-    Attributes:
-        epochs: Passes over the data (``steps = epochs * round(n / batch_size)``).
-        batch_size: The *expected* batch size ``q n`` of Poisson sampling.
-        max_grad_norm: The clipping bound ``C`` on each example's gradient.
-        epsilon: Target epsilon; the noise multiplier is calibrated to it.
-        delta: Target delta (default 1e-5; keep it below 1/n).
-        noise_multiplier: Give ``sigma`` directly instead of ``epsilon``.
-        learning_rate, optimizer, momentum: The optimiser (``sgd`` or ``adam``).
-        schedule: ``constant`` or ``cosine`` (the learning rate decays to 0 over the
-            run's steps; post-processing of the noisy gradients, so free of privacy cost).
-        max_physical_batch_size: The most examples in memory at once.
-        sampling: ``poisson`` (the only private choice) or ``shuffle``
-            (fixed-size batches: refused when ``private``).
-        private: ``False`` trains the same model without clipping or noise
-            (the baseline), spending no budget.
-        seed: Reproducible randomness: the run is then **not private**.
-    """
-
-    epochs: int = 1
-    batch_size: int = 256
-    max_grad_norm: float = 1.0
-    epsilon: float | None = None
-    delta: float = 1e-5
-    noise_multiplier: float | None = None
-    learning_rate: float = 0.5
-    optimizer: Optimizer | str = Optimizer.SGD
-    momentum: float = 0.0
-    schedule: Schedule | str = Schedule.CONSTANT
-    max_physical_batch_size: int = 1024
-    sampling: Sampling | str = Sampling.POISSON
-    private: bool = True
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_physical_batch_size"):
-            value = getattr(self, name)
-            whole_number(value, name)
-        check_positive(self.max_grad_norm, "max_grad_norm")
-        check_positive(self.learning_rate, "learning_rate")
-        if not 0 <= self.momentum < 1:
-            raise InvalidInputError(
-                "momentum out of range", expected="0 <= momentum < 1", got=repr(self.momentum)
-            )
-        if self.optimizer not in ("sgd", "adam"):
-            raise InvalidInputError(
-                "unknown optimizer", expected="sgd or adam", got=repr(self.optimizer)
-            )
-        if self.schedule not in ("constant", "cosine"):
-            raise InvalidInputError(
-                "unknown schedule", expected="constant or cosine", got=repr(self.schedule)
-            )
-        if self.sampling not in ("poisson", "shuffle"):
-            raise InvalidInputError(
-                "unknown sampling", expected="poisson or shuffle", got=repr(self.sampling)
-            )
-        # Plain strings are accepted; the fields hold the members (equal to the strings).
-        object.__setattr__(self, "optimizer", Optimizer(self.optimizer))
-        object.__setattr__(self, "schedule", Schedule(self.schedule))
-        object.__setattr__(self, "sampling", Sampling(self.sampling))
-        if self.private:
-            self._check_private()
-
-    def _check_private(self) -> None:
-        if self.sampling != "poisson":
-            raise InvalidInputError(
-                "DP-SGD with shuffled fixed-size batches is refused",
-                expected="sampling='poisson' (each record joins each batch independently)",
-                got="sampling='shuffle'",
-                fix="keep the default Poisson sampling: the epsilon of shuffled batches is not "
-                "the Poisson epsilon (it can be several times larger) and Veil will not report it",
-            )
-        check_delta(self.delta, allow_zero=False)
-        if (self.epsilon is None) == (self.noise_multiplier is None):
-            raise InvalidInputError(
-                "give a target epsilon or a noise multiplier, not both or neither",
-                expected="epsilon=E (calibrated) or noise_multiplier=S",
-                got=f"epsilon={self.epsilon}, noise_multiplier={self.noise_multiplier}",
-                fix="for example --epsilon 3 --delta 1e-5",
-            )
-        if self.epsilon is not None:
-            # Refused here, before any calibration: epsilon 1e4 once grew to 24 GB calibrating.
-            check_release_epsilon(self.epsilon)
-        if self.noise_multiplier is not None:
-            check_positive(self.noise_multiplier, "noise_multiplier")
-            if self.noise_multiplier < MIN_NOISE_MULTIPLIER:
-                raise InvalidInputError(
-                    f"noise multiplier {self.noise_multiplier:g} is below the floor "
-                    f"{MIN_NOISE_MULTIPLIER:g}",
-                    expected=f"noise_multiplier >= {MIN_NOISE_MULTIPLIER:g}",
-                    got=repr(self.noise_multiplier),
-                    fix="add more noise; for a baseline without privacy, train with "
-                    "private=False (veil train --non-private)",
-                )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DPConfig:
-        """The config a saved model was trained with (unknown keys are ignored)."""
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class TrainingPlan:
-    """What a run will do and cost, fixed before it starts (and before the ledger is charged)."""
-
-    config: DPConfig
-    n_examples: int
-    steps_per_epoch: int
-    accounting: PrivacyAccounting | None
-
-    @property
-    def steps(self) -> int:
-        return self.steps_per_epoch * self.config.epochs
-
-    @property
-    def sample_rate(self) -> float:
-        return min(1.0, self.config.batch_size / self.n_examples)
-
-    def mechanism(self) -> Mechanism:
-        """The ledger's description of the run: one Poisson-subsampled Gaussian event."""
-        if self.accounting is None:
-            raise InvalidInputError(
-                "a non-private run has no privacy mechanism",
-                expected="private=True",
-                got="private=False",
-            )
-        return Mechanism.subsampled_gaussian(
-            self.accounting.sample_rate,
-            self.accounting.noise_multiplier,
-            self.accounting.steps,
-            max_grad_norm=self.config.max_grad_norm,
-            expected_batch_size=self.config.batch_size,
-            dataset_size=self.n_examples,
-            sampling="poisson",
-        )
-
-    def event(self, what: str, details: dict[str, Any] | None = None) -> PrivacyEvent:
-        return PrivacyEvent(
-            what=what, mechanisms=(self.mechanism(),), operation="training", details=details or {}
-        )
-
-
-def plan_training(config: DPConfig, n_examples: int) -> TrainingPlan:
-    """Fix the steps and the noise of a run over ``n_examples`` records (refuses unreachable targets)."""
-    if n_examples < 1:
-        raise InvalidInputError("no training examples", expected=">= 1 example", got="0")
-    if config.private and config.batch_size > n_examples:
-        raise InvalidInputError(
-            "the batch size exceeds the number of examples",
-            expected=f"--batch-size <= {n_examples}",
-            got=str(config.batch_size),
-        )
-    if config.private and config.delta >= 1.0 / n_examples:
-        raise InvalidInputError(
-            "delta is too large for this dataset",
-            expected=f"delta < 1/n = {1.0 / n_examples:.3g} (well below it, e.g. 1/n^1.1)",
-            got=f"delta={config.delta:g} for {n_examples} examples",
-            fix="pass a smaller --delta: a mechanism that publishes one random record in full "
-            "is already (0, 1/n)-DP",
-        )
-    steps_per_epoch = max(1, round(n_examples / config.batch_size))
-    if not config.private:
-        return TrainingPlan(config, n_examples, steps_per_epoch, None)
-    q = min(1.0, config.batch_size / n_examples)
-    steps = steps_per_epoch * config.epochs
-    sigma = config.noise_multiplier
-    if sigma is None:
-        assert config.epsilon is not None  # noqa: S101 - DPConfig guarantees one of the two
-        sigma = calibrate_noise(config.epsilon, config.delta, q, steps)
-    return TrainingPlan(config, n_examples, steps_per_epoch, account(q, sigma, steps, config.delta))
+__all__ = ["TrainingReport", "check_training_data", "evaluate", "predict_logits", "train"]
 
 
 DIAGNOSTICS_NOTE = (
@@ -267,9 +47,10 @@ DIAGNOSTICS_NOTE = (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainingReport:
-    """What happened: per-epoch loss, accuracy and epsilon spent, and the timing."""
+    """What happened: per-epoch loss, accuracy and epsilon spent, and the timing (built once
+    the run ends)."""
 
     plan: TrainingPlan
     history: list[dict[str, float]] = field(default_factory=list)
@@ -390,7 +171,7 @@ def train(
         )
     rng = SecureRandom(config.seed)
     optimizer = _Schedule(_optimizer(model, config), plan)
-    report = TrainingReport(plan=plan, secure_rng=rng.secure)
+    history: list[dict[str, float]] = []
     model.train()
     start = time.perf_counter()
     if config.private:
@@ -407,7 +188,7 @@ def train(
                 optimizer=optimizer,
                 rng=rng,
                 loss_fn=loss_fn,
-                report=report,
+                history=history,
                 progress=progress,
             )
         finally:
@@ -421,12 +202,12 @@ def train(
             optimizer=optimizer,
             rng=rng,
             loss_fn=loss_fn,
-            report=report,
+            history=history,
             progress=progress,
         )
-    report.seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     model.eval()
-    return report
+    return TrainingReport(plan=plan, history=history, seconds=seconds, secure_rng=rng.secure)
 
 
 def _epoch_progress(
@@ -460,7 +241,7 @@ def _private_epochs(
     optimizer: _Schedule,
     rng: SecureRandom,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    report: TrainingReport,
+    history: list[dict[str, float]],
     progress: ProgressCallback | None,
 ) -> None:
     config, accounting = plan.config, plan.accounting
@@ -512,7 +293,7 @@ def _private_epochs(
             "epsilon": spent,
             "seconds": seconds,
         }
-        report.history.append(stats)
+        history.append(stats)
         _epoch_progress(progress, plan, epoch, plan.steps_per_epoch, stats)
 
 
@@ -525,7 +306,7 @@ def _plain_epochs(
     optimizer: _Schedule,
     rng: SecureRandom,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    report: TrainingReport,
+    history: list[dict[str, float]],
     progress: ProgressCallback | None,
 ) -> None:
     config = plan.config
@@ -556,7 +337,7 @@ def _plain_epochs(
             "accuracy": correct / max(seen, 1),
             "seconds": time.perf_counter() - epoch_start,
         }
-        report.history.append(stats)
+        history.append(stats)
         _epoch_progress(progress, plan, epoch, plan.steps_per_epoch, stats)
 
 

@@ -27,7 +27,8 @@ from torch import nn
 
 from veil.errors import InvalidInputError, require
 from veil.progress import ProgressCallback, ProgressEvent
-from veil.train._engine import DPConfig, TrainingReport, plan_training, predict_logits, train
+from veil.train._engine import TrainingReport, predict_logits, train
+from veil.train._plan import DPConfig, plan_training
 
 __all__ = [
     "MODEL_KINDS",

@@ -35,20 +35,14 @@ from veil.ledger import BudgetGuard, Charge, PrivacyEvent, Receipt
 from veil.progress import ProgressCallback
 from veil.train._artifact import ModelRegistry, PrivacyCard
 from veil.train._clip import PerSampleClipper
-from veil.train._engine import (
-    DPConfig,
-    TrainingReport,
-    check_training_data,
-    plan_training,
-    predict_logits,
-    train,
-)
+from veil.train._engine import TrainingReport, check_training_data, predict_logits, train
 from veil.train._models import (
     FeatureEncoder,
     build_model,
     fixed_features,
     trainable_part,
 )
+from veil.train._plan import DPConfig, plan_training
 
 __all__ = ["DatasetTensors", "TrainedModel", "dataset_tensors", "fit_private"]
 
