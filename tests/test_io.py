@@ -57,9 +57,7 @@ def test_the_mode_is_set_before_anything_is_written(tmp_path: Path) -> None:
     with open_atomic_text(tmp_path / "key") as stream:
         temporary = Path(stream.name)
         assert _mode(temporary) == 0o600
-        assert (
-            temporary.parent == tmp_path
-        )  # same directory: the rename stays on one disk
+        assert temporary.parent == tmp_path  # same directory: the rename stays on one disk
         stream.write("secret")
 
 
@@ -81,9 +79,7 @@ def test_a_crash_before_the_rename_leaves_the_old_file(
     with pytest.raises(OSError, match="disk pulled out"):
         write_text_atomic(target, "new")
     assert target.read_text(encoding="utf-8") == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "report.json"
-    ]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]  # no temporary left
 
 
 def test_an_error_while_writing_leaves_the_old_file(tmp_path: Path) -> None:
@@ -151,9 +147,7 @@ def test_the_directory_fsync_is_skipped_where_directories_cannot_be_opened(
     ("value", "written"),
     [(math.inf, '"inf"'), (-math.inf, '"-inf"'), (math.nan, '"nan"'), (1.5, "1.5")],
 )
-def test_infinity_and_nan_are_written_one_way_and_read_back(
-    value: float, written: str
-) -> None:
+def test_infinity_and_nan_are_written_one_way_and_read_back(value: float, written: str) -> None:
     text = dumps({"epsilon": value})
     assert text == '{"epsilon": ' + written + "}"
     back = float_from_json(json.loads(text)["epsilon"])
