@@ -91,7 +91,7 @@ PUBLIC = {
         "plan_query",
         "query_dataset",
     ],
-    # Filled by later issues; empty until then.
+    # Reserved for roles and the trail, and the service: empty until built.
     "veil.anonymize": [
         "ALGORITHMS",
         "DEFAULT_THRESHOLD",

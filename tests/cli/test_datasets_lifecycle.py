@@ -1,4 +1,4 @@
-"""`veil datasets update / remove / suggest-categories` and `--categories-from` (issue 19).
+"""`veil datasets update / remove / suggest-categories` and `--categories-from`.
 
 A user who forgot `--bounds` on a 0/1 column had to register the data again
 under a new name. These tests fix registrations in place, remove them, and

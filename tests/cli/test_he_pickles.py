@@ -1,4 +1,4 @@
-"""`veil he compile` attacked with booby-trapped model files (issue 17): a pickle runs its code
+"""`veil he compile` attacked with booby-trapped model files: a pickle runs its code
 only behind --trust-pickle, which warns; the safe formats compile the same program."""
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def test_sum_and_weighted_mean_over_three_hospitals(capsys, hospitals):
 
 
 @pytest.mark.slow
-def test_the_issue_command_never_reports_a_dropped_party(capsys):
+def test_the_documented_command_never_reports_a_dropped_party(capsys):
     """Issue 17: `veil mpc sum --demo 100 --parties 3 --json` once printed the right value and
     a dropped party (a teardown race: a party that finished first looked dropped to a slower one).
     """

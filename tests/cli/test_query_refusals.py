@@ -1,4 +1,4 @@
-"""`veil query` (issue 18): every refusal comes before the charge, nothing after it depends on the data.
+"""`veil query`: every refusal comes before the charge, nothing after it depends on the data.
 
 Each test runs the real CLI in-process on a real workspace and checks the
 exit code documented in docs/errors.md *and* the ledger: a refused query

@@ -1,4 +1,4 @@
-"""A DP model that learned nothing is said to have no utility (issue 19: silent before)."""
+"""A DP model that learned nothing is said to have no utility."""
 
 from __future__ import annotations
 

@@ -186,7 +186,7 @@ def test_rotate_keeps_the_data_bytes_and_retires_the_old_passphrase(
 
 
 def test_a_payroll_copied_over_next_years_is_refused(project: Path, capsys, monkeypatch):
-    """The attack of issue 17: 2025/payroll.csv.veil copied over 2026/payroll.csv.veil."""
+    """An attack found from outside: 2025/payroll.csv.veil copied over 2026/payroll.csv.veil."""
     monkeypatch.setenv("VEIL_VAULT_KEY", RAW)
     for year in ("2025", "2026"):
         (project / year).mkdir()

@@ -42,7 +42,7 @@ def patients(tmp_path: Path) -> Path:
     return path
 
 
-def test_register_adult_as_in_the_issue(catalog: Catalog, shared_data: Path):
+def test_register_adult_with_declared_bounds(catalog: Catalog, shared_data: Path):
     info = catalog.add(
         shared_data / "adult" / "adult.data",
         format="adult",
@@ -267,7 +267,7 @@ def test_the_same_bytes_under_a_second_name_never_get_a_second_budget(
 
 
 def _register_behind_the_catalog(catalog: Catalog, like: str, name: str) -> None:
-    """A second row of the same bytes, as a workspace registered before issue 20 may hold."""
+    """A second row of the same bytes, as a workspace registered before the one-name rule may hold."""
     from veil.store.tables import DatasetRow
 
     info = catalog.get(like)
@@ -284,7 +284,7 @@ def _register_behind_the_catalog(catalog: Catalog, like: str, name: str) -> None
                 privacy_schema=info.schema.to_dict(),
                 load_options=info.load_options,
                 registration_report=info.report,
-                created_by="before issue 20",
+                created_by="before the one-name rule",
                 veil_version="0",
             )
         )

@@ -1,4 +1,4 @@
-"""DP queries go through the one budget gate (issue 20).
+"""DP queries go through the one budget gate.
 
 ``PrivateFrame`` charges a :class:`~veil.ledger.BudgetGuard` (its own
 ``LocalBudget`` or the workspace ``Ledger``), and ``query_dataset`` plans a

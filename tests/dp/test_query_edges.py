@@ -1,4 +1,4 @@
-"""PrivateFrame (issue 18): refusals before the charge, nothing data-dependent after it.
+"""PrivateFrame: refusals before the charge, nothing data-dependent after it.
 
 A refused query must leave the frame's budget whole: each refusal is followed
 by a query that spends the *entire* budget, which succeeds only if nothing
@@ -88,7 +88,7 @@ def test_neighbouring_frames_at_numeric_edges_behave_alike(bounds, rows, extra):
         assert first == second, f"{sql} with bounds {bounds}: {first} vs {second}"
 
 
-def test_the_issues_wide_bounds_are_refused_before_any_charge():
+def test_wide_bounds_are_refused_before_any_charge():
     pf = private([1e308] * 3, (0.0, 1e308))
     with pytest.raises(InvalidInputError, match="too wide for float64"):
         pf.query("SELECT AVG(x) FROM t", epsilon=BUDGET)

@@ -1,4 +1,4 @@
-"""A federated run spends the budget of the data it trains on (issue 20).
+"""A federated run spends the budget of the data it trains on.
 
 A run charged to a registered dataset is bound to its SHA-256: the server and
 every client fingerprint the training data they loaded, and a run where any of

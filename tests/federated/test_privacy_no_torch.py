@@ -1,4 +1,4 @@
-"""DP-FedAvg's noise and client sampling need NumPy and cryptography, not torch (issue 20).
+"""DP-FedAvg's noise and client sampling need NumPy and cryptography, not torch.
 
 A fresh interpreter imports ``veil.federated._noise``, draws noise and
 Poisson coins from :class:`GaussianNoise` and reports which modules it loaded.

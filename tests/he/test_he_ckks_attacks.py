@@ -1,4 +1,4 @@
-"""CKKS inference attacked from outside (issue 17): contexts without the rotation keys they
+"""CKKS inference attacked from outside: contexts without the rotation keys they
 claim, the secret key on disk under kill -9, and what a malicious client gets from a response.
 
 Real TenSEAL keys, real child processes, real signals.

@@ -1,4 +1,4 @@
-"""Re-randomised and noise-flooded CKKS responses (issue 17): the server-side mitigation
+"""Re-randomised and noise-flooded CKKS responses: the server-side mitigation
 against a client that reads the weights from a response's components and error.
 
 Real TenSEAL keys. The flooding noise comes from ``os.urandom`` (it cannot be seeded), so

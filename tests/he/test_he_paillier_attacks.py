@@ -1,4 +1,4 @@
-"""Paillier scoring attacked by a malicious client (issue 17): huge or malformed keys, oversized
+"""Paillier scoring attacked by a malicious client: huge or malformed keys, oversized
 requests, and the packing query that reads every weight out of one score.
 
 Each test performs the attack with real python-paillier keys and ciphertexts.

@@ -1,4 +1,4 @@
-"""The ledger's checkpoints and event chain under attack, on SQLite and PostgreSQL (issue 20).
+"""The ledger's checkpoints and event chain under attack, on SQLite and PostgreSQL.
 
 A checkpoint row holds a dataset's composed history, sealed (HMAC-SHA256
 under the workspace's ``ledger`` key); every event links to the one before

@@ -1,4 +1,4 @@
-"""The incremental composition (issue 20) against the from-scratch one and the batch accountant.
+"""The incremental composition against the from-scratch one and the batch accountant.
 
 Over random histories of every mechanism the ledger records, composing one
 event at a time (:meth:`Composition.add`, and a real :class:`Ledger`'s

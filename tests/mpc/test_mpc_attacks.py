@@ -1,4 +1,4 @@
-"""Attacks on the MPC mesh from outside a run, and the teardown race (issue 17).
+"""Attacks on the MPC mesh from outside a run, and the teardown race.
 
 An outsider is a local process that knows a party's port but not the run's
 token. Each test performs the attack on real sockets on 127.0.0.1: against a

@@ -1,4 +1,4 @@
-"""Migration 0003 (issue 20): a ledger written at revision 0002 gets its event chain.
+"""Migration 0003: a ledger written at revision 0002 gets its event chain.
 
 The upgrade links every existing event, per dataset and in ``seq`` order,
 with the same :func:`veil.store.chain.link` a charge uses, so that

@@ -73,7 +73,7 @@ def test_an_unreachable_database_is_reported_without_its_password(url: str, logs
 
 @pytest.mark.parametrize("url", [*UNPARSEABLE, *UNREACHABLE])
 def test_redact_url_hides_the_password_whether_or_not_it_parses(url: str):
-    from veil.workspace import redact_url  # imported here: new in issue 17
+    from veil.workspace import redact_url
 
     shown = redact_url(url)
     assert SECRET not in shown and "***" in shown

@@ -1,4 +1,4 @@
-"""A model and its DP test accuracy are one release through the budget gate (issue 20).
+"""A model and its DP test accuracy are one release through the budget gate.
 
 ``fit_private`` previews both charges before the slow part and records them in
 one transaction: a test set that cannot pay refuses the whole run, and neither

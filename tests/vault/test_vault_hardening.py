@@ -1,4 +1,4 @@
-"""Attacks on the vault from issue 17: each test performs one and expects a refusal.
+"""Attacks on the vault from outside: each test performs one and expects a refusal.
 
 * scrypt below the OWASP floor: a new vault must record n >= 2**17; a vault
   written by Veil with n = 2**15 (a real manifest and sealed file from that
@@ -64,7 +64,7 @@ def test_a_new_vault_records_scrypt_n_of_at_least_2_17(ws: Workspace):
     Vault.open(MasterKey.from_passphrase(PASSPHRASE), ws)  # and it opens again
 
 
-# A vault written by Veil before issue 17 (scrypt n = 2**15, data keys not bound to
+# A vault written by Veil before its hardening (scrypt n = 2**15, data keys not bound to
 # the recorded path): its manifest, one sealed file and one sealed blob, verbatim.
 OLD_PASSPHRASE = "an old passphrase from 2025"  # noqa: S105 - a test passphrase
 OLD_MANIFEST = json.loads(

@@ -239,7 +239,7 @@ def test_categorical_sensitive_t_closeness_agrees_with_pycanon(adult, specs):
 
 
 @pytest.mark.slow  # full Adult
-def test_mondrian_meets_the_issue_information_loss_on_full_adult(adult, specs):
+def test_mondrian_meets_the_information_loss_goal_on_full_adult(adult, specs):
     for k, goal in ((5, 0.093), (10, 0.166)):
         result = anonymize(adult, ADULT_QI, k=k, hierarchies=specs)
         assert result.after.classes.k >= k
@@ -264,7 +264,7 @@ def test_full_domain_is_optimal_by_brute_force(adult, specs):
 
 
 @pytest.mark.slow  # a lattice search on Adult
-def test_full_domain_beats_the_issue_reference_at_k5(adult, specs):
+def test_full_domain_beats_the_reference_at_k5(adult, specs):
     result = anonymize(adult, ADULT_QI, k=5, algorithm="full-domain", hierarchies=specs)
     assert result.after.utility is not None and result.after.utility.gcp <= 0.30
     assert result.after.utility.suppression <= 0.05

@@ -1,4 +1,4 @@
-"""Attacks on a real deployment (issue 17): what an outsider holding only ``ca.pem`` can do
+"""Attacks on a real deployment: what an outsider holding only ``ca.pem`` can do
 at the data holders' address, what a coordinator's unapproved app can do at a data holder,
 and which secrets the app code can read. Real SuperLink, SuperNodes and ``flwr`` CLI on
 127.0.0.1; every process is stopped by a finaliser.

@@ -1,4 +1,4 @@
-"""Issue 19, run the way a new user ran it: `veil redact` on fresh files, default flags.
+"""Run the way a new user runs it: `veil redact` on fresh files, default flags.
 
 Phone numbers with extensions and a parenthesised area code, Mastercard's
 2-series cards, an output folder outside the current tree, and a labelled
