@@ -75,6 +75,7 @@ def test_shown_output_is_compared_like_a_doctest():
     assert not _matches("wrote 3 rows", "wrote 3 rows\nand more\n")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_console_examples_run_and_print_what_they_show(page: Path, docs_dir: Path):
     """Each `$ veil` line runs; where the page shows its output, the output is that (`...` for
@@ -100,6 +101,7 @@ def test_console_examples_run_and_print_what_they_show(page: Path, docs_dir: Pat
                 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_python_examples_run(page: Path, docs_dir: Path, capsys: pytest.CaptureFixture[str]):
     namespace: dict[str, object] = {"__name__": "__docs__"}
@@ -108,6 +110,7 @@ def test_python_examples_run(page: Path, docs_dir: Path, capsys: pytest.CaptureF
     capsys.readouterr()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
 def test_example_scripts_run(script: Path, docs_dir: Path):
     for _ in range(2):  # examples must be re-runnable

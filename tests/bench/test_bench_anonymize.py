@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from veil.bench import AnonymizeResult, run_anonymize_benchmark
 from veil.cli._app import main
 
@@ -25,6 +27,7 @@ def test_tiny_anonymize_benchmark_reports_every_algorithm(shared_data):
     assert report["table"]["rows"] == 1500
 
 
+@pytest.mark.slow
 def test_bench_command_writes_json_with_the_text_part(shared_data, tmp_path, capsys):
     output = tmp_path / "bench.json"
     code = main(

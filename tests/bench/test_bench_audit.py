@@ -48,6 +48,7 @@ def test_tiny_audit_benchmark_reports_every_attack_and_the_goals(shared_data):
     }
 
 
+@pytest.mark.slow
 def test_the_cli_writes_json_and_refuses_unknown_recipes(shared_data, tmp_path, capsys):
     out = tmp_path / "b.json"
     code = main(

@@ -9,6 +9,7 @@ import pytest
 from veil.cli._app import main
 
 
+@pytest.mark.slow
 def test_bench_ledger_writes_json_and_a_table(tmp_path, capsys, postgres_admin_url):
     output = tmp_path / "bench.json"
     code = main(

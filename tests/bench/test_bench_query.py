@@ -29,6 +29,7 @@ def report(result: QueryResult) -> dict:
     return report
 
 
+@pytest.mark.slow
 def test_every_library_has_a_row_with_times_or_a_reason(report):
     rows = {r["library"]: r for r in report["results"]}
     assert list(rows) == list(LIBRARIES)
@@ -81,6 +82,7 @@ def test_veil_answers_are_noisy_and_close(report):
     assert "one distinct person" in report["table"]["note"]
 
 
+@pytest.mark.slow
 def test_the_table_names_every_library_and_the_goals(result, capsys):
     render(result)
     printed = capsys.readouterr().out

@@ -184,6 +184,7 @@ def test_rho_budget(capsys, adult):
     assert json.loads(out)["budget"]["spent"]["rho"] == pytest.approx(0.125)
 
 
+@pytest.mark.slow
 def test_the_documented_command_through_the_real_executable(tmp_path, shared_data):
     veil = Path(sys.executable).with_name("veil")
 

@@ -27,6 +27,7 @@ def _datasets(capsys) -> list[str]:
     return [d["name"] for d in json.loads(out)]
 
 
+@pytest.mark.slow
 def test_the_documented_command_through_the_real_executable(tmp_path: Path, shared_data: Path):
     veil = Path(sys.executable).with_name("veil")
     env = os.environ | {"COLUMNS": "120"}

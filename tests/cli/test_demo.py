@@ -113,6 +113,7 @@ def _check_crypto_steps(result: dict, html: str) -> None:
     assert "Secure average over three hospitals" in html
 
 
+@pytest.mark.slow
 def test_demo_prints_the_schema(capsys, tmp_path: Path):
     assert main(["demo", "--out", str(tmp_path / "t")]) == 0
     out = capsys.readouterr().out

@@ -54,6 +54,7 @@ def server_files(tmp_path: Path, seed: int) -> tuple[Path, Path, np.ndarray]:
     return tmp_path / "model.pt", tmp_path / "calibration.npy", expected
 
 
+@pytest.mark.slow
 def test_the_round_trip_through_the_executable(server_files, tmp_path: Path) -> None:
     model, calibration, expected = server_files
     executable = Path(sys.executable).with_name("veil")

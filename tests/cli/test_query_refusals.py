@@ -163,6 +163,7 @@ def outcome(capsys: pytest.CaptureFixture[str], dataset: str, sql: str) -> int:
     return code
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("bounds", "rows", "extra"),
     [
@@ -249,6 +250,7 @@ def queries(draw: st.DrawFn) -> str:
     return f"SELECT {select} FROM t{where}{group}"
 
 
+@pytest.mark.slow
 @settings(
     max_examples=100,
     deadline=None,

@@ -42,6 +42,7 @@ def _main(capsys, *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_redact_tags_every_value_and_reports_json(veil, tmp_path: Path):
     (tmp_path / "notes.txt").write_text(NOTES, encoding="utf-8")
     done = veil("redact", "notes.txt", "-o", "notes.red.txt", "--json")
@@ -56,6 +57,7 @@ def test_redact_tags_every_value_and_reports_json(veil, tmp_path: Path):
     )
 
 
+@pytest.mark.slow
 def test_encrypt_with_the_key_store_then_decrypt(veil, capsys, tmp_path: Path):
     assert _main(capsys, "init")[0] == 0
     (tmp_path / "notes.txt").write_text(NOTES, encoding="utf-8")
@@ -78,6 +80,7 @@ def test_encrypt_with_the_key_store_then_decrypt(veil, capsys, tmp_path: Path):
     assert not (tmp_path / "x.txt").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_exits_non_zero_and_leaves_no_file(veil, capsys, tmp_path: Path):
     (tmp_path / "latin1.txt").write_bytes("Ren\u00e9e M\u00fcller\n".encode("latin-1"))
     (tmp_path / "empty.txt").write_bytes(b"")
@@ -112,6 +115,7 @@ def test_bad_options_are_refused_before_anything_is_written(capsys, tmp_path, ar
     assert code == 3 and "needs an input file and -o OUTPUT" in err
 
 
+@pytest.mark.slow
 def test_evaluate_reports_the_held_out_scores(capsys):
     code, out, err = _main(capsys, "redact", "--evaluate", "--json")
     assert code == 0, err

@@ -40,6 +40,7 @@ def _mastercard_2_series(rng: random.Random) -> str:
     return payload + check
 
 
+@pytest.mark.slow
 def test_phones_with_extensions_and_2_series_cards_are_redacted(tmp_path: Path, seed: int):
     rng = random.Random(seed)  # noqa: S311 - test data, not protection
     cards = [_mastercard_2_series(rng) for _ in range(3)]
@@ -68,6 +69,7 @@ def test_phones_with_extensions_and_2_series_cards_are_redacted(tmp_path: Path, 
     assert bad in text and "INV-20931" in text
 
 
+@pytest.mark.slow
 def test_an_output_outside_the_current_tree_needs_an_existing_folder(tmp_path: Path):
     work = tmp_path / "work"
     work.mkdir()
@@ -101,6 +103,7 @@ def _user_corpus(path: Path) -> list[dict[str, object]]:
     return records
 
 
+@pytest.mark.slow
 def test_evaluate_reads_a_corpus_of_text_and_span_lists(tmp_path: Path):
     _user_corpus(tmp_path / "mine.jsonl")
     done = _veil(tmp_path, "redact", "--evaluate", "--corpus", "mine.jsonl", "--json")
@@ -115,6 +118,7 @@ def test_evaluate_reads_a_corpus_of_text_and_span_lists(tmp_path: Path):
     assert done.returncode == 0 and "mine.jsonl" in done.stdout, done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("line", "got"),
     [

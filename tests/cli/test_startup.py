@@ -69,6 +69,7 @@ def test_the_format_help_lists_the_readers_formats():
     assert FORMATS_HELP.split(", ") == list(FORMATS)
 
 
+@pytest.mark.slow
 def test_redact_loads_neither_torch_nor_opendp(tmp_path: Path):
     # Presidio imported torch to pick a device for transformer models (seconds), and
     # veil.anonymize imported OpenDP and scikit-learn for one column operator.
@@ -94,6 +95,7 @@ def test_each_subcommand_help_imports_no_heavy_library(tmp_path: Path, command):
     assert not modules & HEAVY, sorted(modules & HEAVY)
 
 
+@pytest.mark.slow
 def test_budget_show_imports_only_what_the_ledger_needs(tmp_path: Path):
     (tmp_path / "people.csv").write_text(
         "age,income\n" + "".join(f"{20 + i % 50},{1000 + i}\n" for i in range(30)),

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from veil.cli._app import main
 
@@ -31,6 +32,7 @@ def _table(rows: int, seed: int) -> pd.DataFrame:
     )
 
 
+@pytest.mark.slow
 def test_a_model_that_learned_nothing_is_flagged(capsys, tmp_path, seed):
     train, test = tmp_path / "credit.csv", tmp_path / "credit-test.csv"
     _table(667, seed).to_csv(train, index=False)

@@ -144,6 +144,7 @@ def test_existing_outputs_are_refused_with_exit_7_unless_force(project: Path, ca
     assert _main(capsys, "vault", "decrypt", "notes.csv.veil", "--force")[0] == 0
 
 
+@pytest.mark.slow
 def test_rotate_keeps_the_data_bytes_and_retires_the_old_passphrase(
     project: Path, capsys, monkeypatch
 ):

@@ -131,6 +131,7 @@ def test_cli_median_of_constant_and_tied_data(capsys, tmp_path: Path):
     assert _is_covered(values, cell["value"], cell["ci_quantile_level"])
 
 
+@pytest.mark.slow
 def test_cli_adult_median_age_is_covered(capsys, shared_data: Path):
     """The issue's case: Adult MEDIAN(age) at epsilon 1 stated [0.4994, 0.5006] for 37 (levels 0.486-0.512)."""
     ages = pl.read_csv(shared_data / "adult" / "adult.data", has_header=False)[:, 0].drop_nulls()

@@ -223,6 +223,7 @@ def test_central_dp_run_is_charged_to_the_ledger_once(workspace):
     assert len(ledger.entries("digits-fl")) == 1
 
 
+@pytest.mark.slow
 def test_local_dp_and_client_dpsgd_runs_report_their_epsilon():
     local = federate(
         _config(dp="local", noise_multiplier=2.0, clip=1.0, delta=1e-5, max_epsilon=100.0, rounds=1)

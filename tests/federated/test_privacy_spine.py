@@ -31,6 +31,7 @@ PLAN_KEYS = {
 }
 
 
+@pytest.mark.slow
 def test_federated_calibration_is_the_ledgers_one_search():
     z = calibrate_user_noise(3.0, DELTA, 0.05, 200)
     assert z == ledger_calibrate(3.0, DELTA, 0.05, 200)

@@ -296,6 +296,7 @@ def test_a_context_for_another_model_is_refused(small) -> None:
         HEServer(other, client.public_context())
 
 
+@pytest.mark.slow
 def test_encrypted_mnist_predictions_equal_plaintext(shared_data, seed: int) -> None:
     from veil.data import load_mnist
 

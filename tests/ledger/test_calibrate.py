@@ -87,6 +87,7 @@ def test_accounting_refuses_bad_parameters(rate, sigma, steps, delta):
         account_subsampled_gaussian(rate, sigma, steps, delta)
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     target=st.floats(0.2, 10.0),
@@ -107,12 +108,14 @@ def test_calibrated_noise_meets_the_target_and_is_the_smallest(target, delta, sa
         assert pld_epsilon(sample_rate, z / (1 + CALIBRATION_TOLERANCE), steps, delta) > target
 
 
+@pytest.mark.slow
 def test_calibration_is_monotone_in_the_target_and_keeps_its_floor():
     sigmas = [calibrate_noise(e, DELTA, Q, STEPS) for e in (0.5, 2.0, 8.0, 100.0)]
     assert sigmas == sorted(sigmas, reverse=True)
     assert sigmas[-1] >= MIN_NOISE_MULTIPLIER
 
 
+@pytest.mark.slow
 def test_a_smaller_ceiling_is_honoured():
     z = calibrate_noise(2.0, DELTA, Q, STEPS)
     with pytest.raises(InvalidInputError, match="out of reach"):

@@ -207,6 +207,7 @@ def test_dot_product_and_multiplication_with_beaver_triples(seed):
     assert np.abs(product.value - 2 * rounded_x[:50] * rounded_y[:50]).max() < 1e-6
 
 
+@pytest.mark.slow
 def test_shamir_recovers_from_a_killed_party():
     parts = [[1.0, 2.0], [10.0], [100.0]]
     # killed after sending its shares: the other two reconstruct everything, its input included

@@ -26,6 +26,7 @@ def test_pinned_epsilon_of_a_known_run_by_three_accountants():
     assert run.epsilon_prv == pytest.approx(0.515, abs=1e-2)
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     sample_rate=st.floats(1e-3, 0.1),
@@ -51,6 +52,7 @@ def test_accountants_agree_and_rdp_is_never_tighter(sample_rate, sigma, steps):
         assert run.epsilon_prv == pytest.approx(run.epsilon, rel=0.05, abs=0.02)
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     target=st.floats(0.2, 10.0),
@@ -71,6 +73,7 @@ def test_calibrated_noise_never_overshoots_the_target(target, delta, sample_rate
         assert account(sample_rate, sigma / 1.002, steps, delta, prv=False).epsilon > target
 
 
+@pytest.mark.slow
 def test_calibration_is_monotone_in_the_target():
     sigmas = [calibrate_noise(e, DELTA, Q, STEPS) for e in (0.5, 2.0, 8.0)]
     assert sigmas == sorted(sigmas, reverse=True)
@@ -102,6 +105,7 @@ def test_bad_parameters_are_refused(target, delta, rate):
 # ----------------------------------------------------------------------------- one privacy spine
 
 
+@pytest.mark.slow
 def test_train_calibration_is_the_ledgers_one_search():
     assert calibrate_noise(2.0, DELTA, Q, STEPS) == ledger_calibrate(2.0, DELTA, Q, STEPS)
     # keyword names of DP-SGD still work

@@ -72,6 +72,7 @@ def test_python_refuses_epsilon_10000_before_calibration(no_calibration):
     assert no_calibration == []
 
 
+@pytest.mark.slow
 def test_calibration_refuses_huge_targets_and_keeps_its_floor():
     with pytest.raises(InvalidInputError, match="largest epsilon"):
         calibrate_noise(1e4, 1e-5, sample_rate=256 / 60000, steps=2340)
@@ -126,6 +127,7 @@ def test_cli_non_private_baseline_is_labelled_and_recorded(capsys, digits):
     assert not math.isfinite(PrivacyCard.from_dict(card).epsilon)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("target", "rate", "steps"), [(100.0, 0.01, 10), (0.5, 0.01, 100)])
 def test_calibration_work_is_bounded(monkeypatch, target, rate, steps):
     """docs/train.md: at most 55 PLD evaluations, whatever the target."""

@@ -86,6 +86,7 @@ def test_train_charges_one_event_and_saves_the_card(setup):
         assert key in on_disk
 
 
+@pytest.mark.slow
 def test_over_budget_is_refused_before_training_and_saves_nothing(setup):
     catalog, ledger, registry = setup
     with pytest.raises(BudgetExceededError):

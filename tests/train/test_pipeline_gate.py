@@ -130,6 +130,7 @@ def _another_analyst(store: Store) -> tuple[list[int], Callable[[ProgressEvent],
     return spent, callback
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("private", [True, False], ids=["private", "non-private"])
 def test_a_test_set_that_cannot_pay_refuses_the_whole_run(store, tmp_path, seed, private):
     # Each alone fits (the preview passes): the model on its budget, the accuracy's 0.1 on the
@@ -199,6 +200,7 @@ def test_a_test_set_already_short_is_refused_before_scattering(store, tmp_path, 
     assert ledger.entries("images") == ledger.entries("images-test") == []
 
 
+@pytest.mark.slow
 def test_a_local_budget_is_a_gate_too(digits, tmp_path):
     # The pipeline reads registered data (a catalog), but any BudgetGuard pays for it: here an
     # in-memory LocalBudget with one account per dataset, refused and charged like the ledger.
