@@ -1,4 +1,8 @@
-"""``veil datasets``: register data with its privacy schema; list, show, update and remove it."""
+"""``veil datasets``: register data with its privacy schema; list, show, update and remove it.
+
+It runs to about 520 lines because seven commands declare their options here (each option's
+help text is user documentation); the work itself is in :mod:`veil.data`.
+"""
 
 from __future__ import annotations
 
