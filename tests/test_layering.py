@@ -29,6 +29,8 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "veil"
 
 RANK = {
@@ -127,6 +129,7 @@ def test_every_module_is_placed_in_the_order():
     assert units <= set(RANK), f"place these in DESIGN.md's order: {sorted(units - set(RANK))}"
 
 
+@pytest.mark.slow
 def test_no_package_imports_from_above_its_level():
     violations = []
     for module, path in MODULES.items():
@@ -157,6 +160,7 @@ def _private_reach(imp: Import) -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_no_package_imports_another_packages_private_modules():
     violations = set()
     for path in MODULES.values():

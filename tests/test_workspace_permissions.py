@@ -100,6 +100,7 @@ def test_a_workspace_of_another_user_is_left_alone_with_a_warning(tmp_path: Path
     assert any("owned by another user" in r.getMessage() for r in logs.records)
 
 
+@pytest.mark.slow
 def test_the_veil_command_tightens_and_says_so(tmp_path: Path):
     home = tmp_path / ".veil"
     _loose_workspace(home)

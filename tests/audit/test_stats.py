@@ -93,6 +93,7 @@ def test_scores_independent_of_membership_show_nothing(seed):
     assert bound.shown == 0.0
 
 
+@pytest.mark.slow
 def test_black_box_audit_of_veils_randomized_response():
     epsilon = 1.0
     rr = RandomizedResponse(epsilon, ("0", "1"))

@@ -10,6 +10,7 @@ from veil.bench import AnonymizeResult, run_anonymize_benchmark
 from veil.cli._app import main
 
 
+@pytest.mark.slow
 def test_tiny_anonymize_benchmark_reports_every_algorithm(shared_data):
     result = run_anonymize_benchmark(shared_data, ks=(5,), repeats=1, rows=1500, text=False)
     assert isinstance(result, AnonymizeResult)

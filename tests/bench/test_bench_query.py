@@ -62,6 +62,7 @@ def test_every_library_has_a_row_with_times_or_a_reason(report):
     assert report["versions"]["polars"]
 
 
+@pytest.mark.slow
 def test_veil_answers_are_noisy_and_close(report):
     rows = {r["library"]: r for r in report["results"]}
     exact = {a["g"]: a for a in rows["raw"]["answers"]}
@@ -93,6 +94,7 @@ def test_the_table_names_every_library_and_the_goals(result, capsys):
     assert "one distinct person" in printed
 
 
+@pytest.mark.slow
 def test_default_output_is_in_the_working_directory(capsys, tmp_path: Path):
     args = ["--rows", "2000", "--groups", "3", "--repeats", "1", "--libraries", "raw"]
     code = main(["bench", "query", *args])

@@ -14,6 +14,7 @@ from veil.errors import InvalidInputError, NotFoundError
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_tiny_text_benchmark_reports_quality_and_throughput():
     report = run_text_bench("tiny")
     assert report["quality"]["part"] == "test" and report["quality"]["documents"] == 60

@@ -53,6 +53,7 @@ def test_scan_json(capsys):
     assert report["population_uniqueness"]["sample_uniques"] == 442
 
 
+@pytest.mark.slow
 def test_anonymize_writes_the_release_and_the_report(capsys, adult_csv, tmp_path):
     assert run(capsys, "init")[0] == 0
     released, report_path = tmp_path / "out" / "released.csv", tmp_path / "report.json"
@@ -209,6 +210,7 @@ def test_a_semicolon_file_is_named_as_such_and_read_with_delimiter(capsys, tmp_p
         assert list(pd.read_csv(released).columns) == ["patient_id", "age", "sex", "diagnosis"]
 
 
+@pytest.mark.slow
 def test_anonymize_bins_a_registered_dataset_within_its_declared_bounds(capsys, tmp_path):
     """Issue 19: bins like [15, 34] for a column declared 18..100 ignored the registration."""
     path = tmp_path / "patients.csv"

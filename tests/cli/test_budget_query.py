@@ -47,6 +47,7 @@ def test_nothing_is_released_before_a_budget_is_set(capsys, adult):
     assert "veil budget set adult" in err
 
 
+@pytest.mark.slow
 def test_budget_set_query_show_and_history(capsys, adult):
     code, out, _ = run(
         capsys,
@@ -115,6 +116,7 @@ def test_budget_set_query_show_and_history(capsys, adult):
     assert "pay-gap report" in out
 
 
+@pytest.mark.slow
 def test_a_query_over_budget_is_refused_and_charges_nothing(capsys, adult):
     run(capsys, "budget", "set", adult, "--epsilon", "1")
     code, _, err = run(capsys, "query", adult, "--sql", "SELECT COUNT(*) FROM t", "--epsilon", "5")
@@ -124,6 +126,7 @@ def test_a_query_over_budget_is_refused_and_charges_nothing(capsys, adult):
     assert json.loads(out)["events"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -228,6 +231,7 @@ def test_the_documented_command_through_the_real_executable(tmp_path, shared_dat
     assert "epsilon=0.5" in done.stdout
 
 
+@pytest.mark.slow
 def test_budget_verify_recomposes_and_reports_a_tampered_event(capsys, adult):
     """`veil budget verify` recomposes from scratch; an edited event makes it exit 11."""
     from sqlalchemy import update

@@ -60,6 +60,7 @@ def workspace(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "init")[0] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("workspace")
 def test_update_redeclares_bounds_categories_and_roles_in_place(capsys, tmp_path):
     path = credit(tmp_path / "credit.csv")
@@ -101,6 +102,7 @@ def test_update_redeclares_bounds_categories_and_roles_in_place(capsys, tmp_path
     assert kept["age"]["bounds"] == [18, 100] and kept["amount"]["bounds"] == [0, 20000]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("workspace")
 def test_an_update_the_data_contradicts_changes_nothing(capsys, tmp_path):
     path = credit(tmp_path / "credit.csv")
@@ -123,6 +125,7 @@ def test_an_update_the_data_contradicts_changes_nothing(capsys, tmp_path):
     assert code == 6, err
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("workspace")
 def test_remove_without_charges_forgets_the_registration(capsys, tmp_path):
     path = credit(tmp_path / "credit.csv")
@@ -138,6 +141,7 @@ def test_remove_without_charges_forgets_the_registration(capsys, tmp_path):
     assert code == 6, err
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("workspace")
 def test_remove_with_charges_archives_and_the_same_data_rejoins_its_spent_budget(capsys, tmp_path):
     path = credit(tmp_path / "credit.csv")
@@ -271,6 +275,7 @@ def test_update_switches_a_declaration_and_drops_the_privacy_unit(capsys, tmp_pa
     assert default["bounds"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("workspace")
 def test_the_same_bytes_twice_before_any_budget_are_refused(capsys, tmp_path):
     """Issue 20: a copy registered before any budget was a second, fresh budget; now refused."""

@@ -110,6 +110,7 @@ def test_the_round_trip_through_the_executable(server_files, tmp_path: Path) -> 
     )
 
 
+@pytest.mark.slow
 def test_a_batch_round_trip(server_files, capsys, tmp_path: Path) -> None:
     model, calibration, expected = server_files
     assert (
@@ -155,6 +156,7 @@ def test_a_batch_round_trip(server_files, capsys, tmp_path: Path) -> None:
     assert "--force" in err
 
 
+@pytest.mark.slow
 def test_a_flooded_round_trip(server_files, capsys, tmp_path: Path) -> None:
     model, calibration, expected = server_files
     argv = ["he", "compile", str(model), "--arch", "arch.json", "--calibrate", str(calibration)]
@@ -177,6 +179,7 @@ def test_a_flooded_round_trip(server_files, capsys, tmp_path: Path) -> None:
     assert "flood_sigma" in err
 
 
+@pytest.mark.slow
 def test_paillier_scores_a_linear_model(capsys, tmp_path: Path, seed: int) -> None:
     from sklearn.linear_model import LogisticRegression
 
@@ -219,6 +222,7 @@ def test_paillier_scores_a_linear_model(capsys, tmp_path: Path, seed: int) -> No
     assert score == pytest.approx(float(model.decision_function(x[:1])[0]), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_secret_keys_can_live_in_the_vault(
     server_files, capsys, tmp_path: Path, monkeypatch
 ) -> None:
@@ -267,6 +271,7 @@ def test_secret_keys_can_live_in_the_vault(
     assert code == 3, err
 
 
+@pytest.mark.slow
 def test_bad_input_exits_3_and_writes_nothing(server_files, capsys, tmp_path: Path) -> None:
     model, calibration, _ = server_files
     torch.save(

@@ -27,6 +27,7 @@ def hospitals(tmp_path: Path) -> list[str]:
     return names
 
 
+@pytest.mark.slow
 def test_sum_and_weighted_mean_over_three_hospitals(capsys, hospitals):
     code, out, err = _main(capsys, "mpc", "sum", *hospitals, "-c", "cost", "--json")
     assert code == 0, err
@@ -87,6 +88,7 @@ def test_refused_connections_are_shown_to_people(capsys):
     assert "refused by node 0: 127.0.0.1:5555: wrong run token" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_demo_mean_matches_its_plaintext_check(capsys):
     code, out, err = _main(capsys, "mpc", "sum", "--demo", "200", "--mean", "--json")
     assert code == 0, err
@@ -95,6 +97,7 @@ def test_demo_mean_matches_its_plaintext_check(capsys):
     assert result["value"] == pytest.approx(result["plaintext"], abs=result["resolution"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -110,6 +113,7 @@ def test_bad_options_exit_with_a_clear_error(capsys, hospitals, args, code, mess
     assert message in json.loads(out)["error"]["message"]
 
 
+@pytest.mark.slow
 def test_missing_and_non_numeric_inputs(capsys, hospitals, tmp_path: Path):
     (tmp_path / "gap.csv").write_text("cost\n1.0\n\n2.0\n,\n", encoding="utf-8")
     (tmp_path / "text.csv").write_text("cost\n1.0\nlots\n", encoding="utf-8")

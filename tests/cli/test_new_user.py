@@ -148,6 +148,7 @@ def test_every_subcommand_with_default_flags_on_a_fresh_csv(
     assert not failed, "\n\n".join(failed)
 
 
+@pytest.mark.slow
 def test_a_refusal_that_asks_a_question_does_not_end_in_question_mark_full_stop(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, seed: int
 ) -> None:

@@ -81,6 +81,7 @@ def refused_without_charge(
 # ---------------------------------------------------------------- charged, then crashed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sql", "extra", "code", "message"),
     [

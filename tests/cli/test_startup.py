@@ -88,6 +88,7 @@ SUBCOMMANDS = (
 )  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_each_subcommand_help_imports_no_heavy_library(tmp_path: Path, command):
     code, modules = _imported(tmp_path, command, "--help")

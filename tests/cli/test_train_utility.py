@@ -61,6 +61,7 @@ def test_a_model_that_learned_nothing_is_flagged(capsys, tmp_path, seed):
     assert json.loads(out)["spent"]["epsilon"] <= 0.1 + 1e-3
 
 
+@pytest.mark.slow
 def test_a_budget_without_delta_says_that_dp_sgd_needs_one(capsys):
     """A new user's `budget set D --epsilon 3` then `veil train` got 'epsilon=inf' and no hint."""
     assert run(capsys, "init")[0] == 0

@@ -52,6 +52,7 @@ def project(tmp_path: Path, capsys) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_encrypt_status_decrypt_through_the_executable(veil, project: Path, capsys, monkeypatch):
     done = veil("vault", "encrypt", "notes.csv", "--json", VEIL_VAULT_PASSPHRASE=OLD)
     assert done.returncode == 0, done.stderr
@@ -82,6 +83,7 @@ def test_encrypt_status_decrypt_through_the_executable(veil, project: Path, caps
     assert OLD not in done.stdout + done.stderr + opened + err + shown + table
 
 
+@pytest.mark.slow
 def test_wrong_passphrase_exits_3_and_writes_nothing(project: Path, capsys, monkeypatch):
     monkeypatch.setenv("VAULT_PW", OLD)
     assert _main(capsys, "vault", "encrypt", "notes.csv", "--passphrase-env", "VAULT_PW")[0] == 0
@@ -107,6 +109,7 @@ def test_a_tampered_file_exits_3_and_writes_nothing(project: Path, capsys, monke
     assert not (project / "out.csv").exists()
 
 
+@pytest.mark.slow
 def test_swapped_files_are_refused_unless_their_sealed_path_is_given(
     project: Path, capsys, monkeypatch
 ):
@@ -203,6 +206,7 @@ def test_a_payroll_copied_over_next_years_is_refused(project: Path, capsys, monk
     assert not (project / "2026" / "payroll.csv").exists()
 
 
+@pytest.mark.slow
 def test_rotate_to_the_same_passphrase_exits_3_and_changes_nothing(
     project: Path, capsys, monkeypatch
 ):
@@ -219,6 +223,7 @@ def test_rotate_to_the_same_passphrase_exits_3_and_changes_nothing(
     assert manifest.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_refusals_and_their_exit_codes(project: Path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no terminal to prompt on
     code, _, err = _main(capsys, "vault", "encrypt", "notes.csv")

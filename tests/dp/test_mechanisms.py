@@ -101,6 +101,7 @@ def test_unary_encoding_matches_opendp_privacy_map():
     assert _noise._bitvector(6, oracle.flip).map(1) == pytest.approx(1.7, rel=1e-9)
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=12)  # gaussian_sigma bisects: about 0.1 s a call
 @given(
     st.floats(min_value=0.05, max_value=10.0),

@@ -55,6 +55,7 @@ def test_the_grid_holds_every_integer_of_integer_bounds():
     assert quantile_grid(-1e308, 1e308)[0].size == 1001
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("q", [0.5, 0.25, 0.9])
 def test_stated_level_interval_covers_on_tied_integer_data(q):
     """Today's code (a grid between the integers) covered 0 of 100 Adult medians."""

@@ -561,6 +561,7 @@ def test_sql_variance_and_percentile_semantics():
     assert parse_sql("SELECT VAR_POP(x) FROM t").aggregates[0].kind == "variance"
 
 
+@pytest.mark.slow
 def test_intervals_are_never_inverted():
     data = pl.DataFrame({"x": [1.0, 9.0, 5.0]})
     schema = PrivacySchema(columns=(ColumnSpec("x", "numeric", bounds=(0.0, 10.0)),))

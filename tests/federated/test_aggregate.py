@@ -306,6 +306,7 @@ def test_krum_is_exact_far_from_the_origin():
 # ----------------------------------------------------------------------------- speed and errors
 
 
+@pytest.mark.slow
 def test_a_hundred_clients_by_a_hundred_thousand_coordinates():
     rng = np.random.default_rng(0)
     updates = rng.random((100, 100_000))

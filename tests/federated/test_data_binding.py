@@ -70,6 +70,7 @@ def test_a_run_charged_to_other_data_is_refused_before_any_round_and_nothing_is_
     assert ledger.status("digits-test").spent.epsilon == 0
 
 
+@pytest.mark.slow
 def test_a_run_on_its_ledger_dataset_charges_once_and_says_which_data(registered):
     catalog, ledger = registered
     result = federate(FederatedConfig(**DP, ledger_dataset="digits"), guard=ledger)
@@ -129,6 +130,7 @@ def _mnist_config(shared_data, **changes):
     return config.replace(data_sha256=training_data_sha256(config))
 
 
+@pytest.mark.slow
 def test_a_node_holding_other_data_is_refused_before_the_charge(shared_data, other_mnist):
     """Each node reads its own data (node config 'data', as under flower-supernode --node-config)."""
     config = _mnist_config(shared_data)
@@ -158,6 +160,7 @@ def _context(data, config):
     )
 
 
+@pytest.mark.slow
 def test_the_client_answers_its_fingerprint_and_refuses_to_train_on_other_data(
     shared_data, other_mnist
 ):

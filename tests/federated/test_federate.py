@@ -35,6 +35,7 @@ def _config(**changes):
     return FederatedConfig(**{**BASE, **changes})
 
 
+@pytest.mark.slow
 def test_fedavg_learns_and_reports_rounds():
     result = federate(_config(rounds=3))
     assert [row["round"] for row in result.history] == [1, 2, 3]
@@ -75,6 +76,7 @@ def test_a_deployed_run_needs_its_superlink_and_takes_no_round_hooks():
         federate(_config(), mode="deploy", superlink="127.0.0.1:9095", on_round=print)
 
 
+@pytest.mark.slow
 def test_secagg_equals_plain_fedavg_within_one_quantisation_step():
     bound = 2.0
     plain = federate(_config(rounds=1, norm_bound=bound))
@@ -87,6 +89,7 @@ def test_secagg_equals_plain_fedavg_within_one_quantisation_step():
     assert secure.history[0]["participants"] == 6
 
 
+@pytest.mark.slow
 def test_secagg_survives_a_client_dropping_mid_round():
     def drop_node(message: Message) -> bool:
         configs = message.content.config_records.get("secaggplus_configs")
@@ -185,6 +188,7 @@ def test_malformed_updates_are_rejected_and_logged(kind):
     assert all(np.all(np.isfinite(w)) for w in result.weights)
 
 
+@pytest.mark.slow
 def test_robust_rule_resists_sign_flipping():
     attacked = {
         "attack": "sign-flip",
@@ -198,6 +202,7 @@ def test_robust_rule_resists_sign_flipping():
     assert median.accuracy > fedavg.accuracy + 0.1, (median.accuracy, fedavg.accuracy)
 
 
+@pytest.mark.slow
 def test_central_dp_run_is_charged_to_the_ledger_once(workspace):
     from veil.data import Catalog
     from veil.ledger import Budget, Ledger
@@ -234,6 +239,7 @@ def test_local_dp_and_client_dpsgd_runs_report_their_epsilon():
     assert record.privacy["level"].startswith("record") and record.rounds_completed == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "changes",
     [
@@ -257,6 +263,7 @@ def test_every_strategy_runs_a_round_and_improves_on_chance(changes):
         assert result.history[0]["norm_bounded"] > 0
 
 
+@pytest.mark.slow
 def test_adaptive_clipping_moves_the_clip():
     config = _config(
         dp="central",

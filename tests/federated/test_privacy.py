@@ -169,6 +169,7 @@ def test_too_little_count_noise_is_refused():
 # ----------------------------------------------------------------------------- calibration
 
 
+@pytest.mark.slow
 def test_calibrated_noise_round_trips():
     rate, rounds, z0 = 0.02, 100, 1.0
     target = plan_user_dp(

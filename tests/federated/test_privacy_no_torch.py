@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 _PROBE = """
 import json, sys
 from veil.federated._noise import GaussianNoise
@@ -27,6 +29,7 @@ with open(sys.argv[1], "w") as f:
 """
 
 
+@pytest.mark.slow
 def test_drawing_federated_noise_imports_no_torch(tmp_path: Path):
     report = tmp_path / "modules.json"
     done = subprocess.run(

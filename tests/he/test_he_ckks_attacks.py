@@ -112,6 +112,7 @@ def _scratch_files(pid: int) -> list[Path]:
     return found
 
 
+@pytest.mark.slow
 def test_the_secret_key_never_lands_in_a_file_even_under_kill_9(tmp_path: Path) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD],

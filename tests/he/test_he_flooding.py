@@ -67,6 +67,7 @@ def _mean_bound(n: int, bias: float) -> float:
     return float(stats.norm.isf(ALPHA / 2)) * SIGMA / math.sqrt(n) + bias
 
 
+@pytest.mark.slow
 def test_rerandomised_responses_differ_yet_decrypt_to_the_model_output(
     program: HEProgram, client: HEClient, seed: int
 ) -> None:

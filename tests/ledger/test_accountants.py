@@ -293,6 +293,7 @@ multipliers = st.floats(min_value=1.0, max_value=8.0)
 deltas = st.floats(min_value=1e-9, max_value=1e-3)
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=15)
 @given(multipliers, multipliers, st.integers(min_value=1, max_value=20), deltas)
 def test_pld_epsilon_does_not_increase_with_more_noise(s1, s2, k, delta):
@@ -301,6 +302,7 @@ def test_pld_epsilon_does_not_increase_with_more_noise(s1, s2, k, delta):
     assert gaussian_epsilon(high, delta, k) <= gaussian_epsilon(low, delta, k) + 1e-9
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=15)
 @given(multipliers, st.integers(1, 20), st.integers(1, 20), deltas)
 def test_pld_epsilon_does_not_decrease_with_more_compositions(s, k1, k2, delta):
@@ -308,6 +310,7 @@ def test_pld_epsilon_does_not_decrease_with_more_compositions(s, k1, k2, delta):
     assert PLD.epsilon(gaussians(s, low), delta) <= PLD.epsilon(gaussians(s, high), delta)
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=15)
 @given(multipliers, st.integers(1, 20), deltas)
 def test_pld_is_an_upper_bound_close_to_the_truth_and_below_rdp(s, k, delta):

@@ -318,6 +318,7 @@ def test_a_forged_checkpoint_is_rewritten_from_the_events(ledger: Ledger, via: s
     assert fresh(ledger).verify(DATASET)["ok"] is True
 
 
+@pytest.mark.slow
 def test_a_deleted_checkpoint_is_rebuilt(ledger: Ledger) -> None:
     charge(ledger, EVERY + 1)
     honest = spent(ledger)

@@ -89,6 +89,7 @@ def _check_against_batch(history: list, delta: float, incremental: float) -> Non
         assert incremental >= batch * (1 - _FLOAT_NOISE), (incremental, batch)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(history=HISTORIES, delta=DELTAS, extra=RELEASES)
 def test_adding_one_event_at_a_time_equals_recomposing(

@@ -153,6 +153,7 @@ def test_beaver_multiplication_on_shares(domain, seed):
 # ---------------------------------------------------------------- protocols, real processes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["additive", "shamir"])
 def test_secure_sum_and_mean_equal_the_plaintext(protocol, seed):
     rng = np.random.default_rng(seed)
@@ -173,6 +174,7 @@ def test_secure_sum_and_mean_equal_the_plaintext(protocol, seed):
         assert abs(mean.value - np.concatenate(parts).mean()) <= result.resolution / 2
 
 
+@pytest.mark.slow
 def test_a_party_without_values_counts_no_values():
     """Regression: a party with no input once counted the others' number of values."""
     assert secure_mean([[1.0, 2.0, 3.0], None]).value == pytest.approx(2.0, abs=1e-4)
@@ -181,6 +183,7 @@ def test_a_party_without_values_counts_no_values():
         run_parties("mean", [[1.0, 2.0], None], elementwise=True)
 
 
+@pytest.mark.slow
 def test_elementwise_sum_and_weighted_mean():
     vectors = [np.arange(5.0), np.full(5, 0.25), -np.arange(5.0) / 2]
     result = secure_sum(vectors, elementwise=True, protocol="shamir", threshold=3)
@@ -191,6 +194,7 @@ def test_elementwise_sum_and_weighted_mean():
     assert weighted.value == pytest.approx((flat_v * flat_w).sum() / flat_w.sum(), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_dot_product_and_multiplication_with_beaver_triples(seed):
     rng = np.random.default_rng(seed)
     x, y = rng.uniform(-20, 20, 200), rng.uniform(-20, 20, 200)
@@ -227,6 +231,7 @@ def test_shamir_recovers_from_a_killed_party():
     assert dot.value == 11.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", ["start", "input"])
 def test_additive_dropout_is_a_clear_error_naming_the_party(phase):
     with pytest.raises(PartyDroppedError, match="party 1") as caught:
@@ -237,6 +242,7 @@ def test_additive_dropout_is_a_clear_error_naming_the_party(phase):
     assert caught.value.details["reasons"]["1"].startswith(("link closed", "connection failed"))
 
 
+@pytest.mark.slow
 def test_shamir_below_threshold_is_an_error():
     with pytest.raises(PartyDroppedError, match="Shamir 3-of-3 needs 3"):
         run_parties(

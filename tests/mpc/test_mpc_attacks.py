@@ -253,6 +253,7 @@ def _attacker(
     return hook
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_an_honest_run_completes_correctly_despite_an_outsider(attack, outsiders):
     addresses: list[str] = []
@@ -274,6 +275,7 @@ def test_an_honest_run_completes_correctly_despite_an_outsider(attack, outsiders
     assert set(result.refused) == {"0"}  # only the party attacked reports it, nobody else
 
 
+@pytest.mark.slow
 def test_a_failed_run_names_the_refused_outsider_beside_the_party_that_dropped(outsiders):
     addresses: list[str] = []
     with pytest.raises(PartyDroppedError, match="party 1") as caught:
@@ -315,6 +317,7 @@ def test_party_processes_do_not_see_veil_secrets(monkeypatch):
 # ---------------------------------------------------------------- the teardown race
 
 
+@pytest.mark.slow
 def test_a_party_that_loses_the_race_does_not_report_the_finished_ones_as_dropped():
     """Party 1 gathers the opened shares only after parties 0 and 2 have finished and left."""
     result = run_parties("sum", [[1.0, 2.0], [10.0], [100.0]], _linger={1: "open"}, timeout=10.0)
@@ -346,6 +349,7 @@ def test_struct_header_is_unchanged():
     assert HEADER.format == "!IQ" and struct.calcsize(HEADER.format) == 12
 
 
+@pytest.mark.slow
 def test_a_party_reports_its_own_peak_memory_not_its_parents():
     # Under a large parent (the CI's pytest process held 3 GB) ru_maxrss reported the parent's
     # size for every party; the attack tests above then failed on honest runs.

@@ -107,6 +107,7 @@ def test_dataset_names_are_unique_in_the_database(store: Store):
         assert len(session.scalars(select(DatasetRow)).all()) == 1
 
 
+@pytest.mark.slow
 def test_timestamps_round_trip_as_utc(store: Store):
     local = datetime(2026, 11, 22, 9, 30, tzinfo=timezone(timedelta(hours=2)))
     with store.session() as session:

@@ -86,6 +86,7 @@ def test_settings_do_not_show_the_database_password(tmp_path: Path, monkeypatch)
     assert SECRET not in repr(settings) and SECRET not in str(settings)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url", [UNPARSEABLE[0], UNPARSEABLE[4], *UNREACHABLE])
 @pytest.mark.parametrize("debug", [False, True])
 def test_the_veil_command_never_prints_the_password(url: str, debug: bool, tmp_path: Path):

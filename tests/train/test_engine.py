@@ -53,6 +53,7 @@ def test_noise_has_the_calibrated_scale_when_the_signal_is_zero():
     assert abs(float(moved.mean())) < 6 * expected_std / np.sqrt(k)
 
 
+@pytest.mark.slow
 def test_virtual_steps_give_the_same_model_as_one_physical_batch(quiet):
     torch.manual_seed(0)
     inputs, targets = torch.randn(600, 5), torch.randint(0, 3, (600,))
@@ -92,6 +93,7 @@ def test_a_private_run_learns_digits(seed):
     assert evaluate(model, x[test_idx], y[test_idx]) > 0.75  # chance is 0.10
 
 
+@pytest.mark.slow
 def test_progress_reports_loss_accuracy_and_epsilon():
     events = []
     model = nn.Linear(3, 2)
@@ -121,6 +123,7 @@ def test_the_baseline_spends_nothing_and_uses_plain_batches():
     assert report.to_dict()["accounting"] is None
 
 
+@pytest.mark.slow
 def test_the_ledger_event_is_one_poisson_subsampled_gaussian():
     plan = plan_training(DPConfig(epochs=3, batch_size=256, epsilon=3.0), 60000)
     mechanism = plan.mechanism()
@@ -157,6 +160,7 @@ def test_bad_configurations_are_refused(kwargs):
         DPConfig(**kwargs)
 
 
+@pytest.mark.slow
 def test_bad_data_is_refused_before_training():
     model = nn.Linear(3, 2)
     plan = plan_training(DPConfig(epochs=1, batch_size=10, epsilon=1.0, delta=1e-3), 100)

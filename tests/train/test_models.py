@@ -23,6 +23,7 @@ def cancer():
     return data.data, y, bounds, names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", [DPLogisticRegression, DPMLPClassifier])
 def test_fit_predict_and_probabilities(cls, cancer):
     x, y, bounds, names = cancer
@@ -116,6 +117,7 @@ def test_model_zoo_shapes():
         build_model({"kind": "forest", "input_shape": [5], "n_classes": 2})
 
 
+@pytest.mark.slow
 def test_scatternet_front_end_is_fixed_and_per_example():
     from veil.train._models import fixed_features
 

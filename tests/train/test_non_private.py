@@ -54,6 +54,7 @@ def no_calibration(monkeypatch):
 TRAIN = ("train", "--dataset", "digits", "--model", "logreg", "--delta", "1e-4")
 
 
+@pytest.mark.slow
 def test_cli_epsilon_10000_is_refused_before_calibration(capsys, digits, no_calibration):
     code, out, err = run(capsys, *TRAIN, "--epsilon", "10000", "--json")
     assert code == 3, err

@@ -49,6 +49,7 @@ def setup(request, tmp_path):
 CONFIG = DPConfig(epochs=3, batch_size=100, epsilon=2.0, delta=1e-4, learning_rate=2.0)
 
 
+@pytest.mark.slow
 def test_train_charges_one_event_and_saves_the_card(setup):
     catalog, ledger, registry = setup
     trained = fit_private(
@@ -113,6 +114,7 @@ def test_over_budget_is_refused_before_training_and_saves_nothing(setup):
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -140,6 +142,7 @@ def test_refusals_charge_nothing(setup, kwargs, error, match):
     assert registry.list() == []
 
 
+@pytest.mark.slow
 def test_a_taken_name_is_refused_before_the_charge(setup):
     catalog, ledger, registry = setup
     fit_private(catalog, ledger, registry, "digits", CONFIG, name="once", model="logreg")
@@ -148,6 +151,7 @@ def test_a_taken_name_is_refused_before_the_charge(setup):
     assert len(ledger.entries("digits")) == 1
 
 
+@pytest.mark.slow
 def test_undeclared_columns_are_left_out_and_said(setup):
     catalog, _, _ = setup
     data = dataset_tensors(catalog, "iris")

@@ -72,6 +72,7 @@ def test_fit_private_takes_the_gate_not_a_ledger_default():
     assert guard.annotation in (BudgetGuard, "BudgetGuard")
 
 
+@pytest.mark.slow
 def test_a_run_records_the_model_and_its_test_accuracy_together(digits, tmp_path):
     catalog, ledger = digits
     trained = fit_private(
@@ -175,6 +176,7 @@ def test_a_test_set_that_cannot_pay_refuses_the_whole_run(store, tmp_path, seed,
     assert registry.list() == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("private", [True, False], ids=["private", "non-private"])
 def test_a_test_set_already_short_is_refused_before_scattering(store, tmp_path, seed, private):
     # The preview refuses the charges before the slow part: nothing is scattered, and a

@@ -54,6 +54,7 @@ def _write_manifest(ws: Workspace, manifest: dict) -> None:
 # ------------------------------------------------------------------ scrypt cost
 
 
+@pytest.mark.slow
 def test_a_new_vault_records_scrypt_n_of_at_least_2_17(ws: Workspace):
     key = MasterKey.from_passphrase(PASSPHRASE)  # the default cost, as the CLI uses it
     Vault.open(key, ws, create=True)

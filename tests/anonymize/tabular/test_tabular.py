@@ -176,6 +176,7 @@ def test_pitman_estimate_near_the_true_population_uniqueness(adult):
         population_uniqueness(ids, 10)
 
 
+@pytest.mark.slow
 def test_scan_reports_adult_uniqueness_and_a_linkage_attack(adult):
     rng = np.random.default_rng(3)
     chosen = rng.choice(len(adult), 500, replace=False).astype(np.int64)

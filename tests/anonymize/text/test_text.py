@@ -54,6 +54,7 @@ def _found(text: str, **kwargs) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- corpus and evaluation
 
 
+@pytest.mark.slow
 def test_the_split_is_by_template_and_no_template_is_in_both_parts():
     records = load_corpus()
     by_part = {part: {r.template for r in records if r.part == part} for part in PARTS}
@@ -111,6 +112,7 @@ def test_held_out_precision_and_recall_reach_the_goal():
     )
 
 
+@pytest.mark.slow
 def test_unknown_corpus_part_is_refused():
     with pytest.raises(InvalidInputError, match="unknown corpus part"):
         evaluate_pii("train")
