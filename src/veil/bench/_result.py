@@ -17,6 +17,7 @@ result, so no renderer indexes a report by hand.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-class BenchResult:
+class BenchResult(abc.ABC):
     """What every benchmark result offers: its JSON report and its printed view."""
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +125,6 @@ class BenchResult:
         assert isinstance(plain, dict)  # noqa: S101 - results are dataclasses
         return plain
 
+    @abc.abstractmethod
     def view(self) -> View:
         """Tables and notes, in print order."""
-        raise NotImplementedError
