@@ -32,12 +32,18 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 __all__ = [
+    "AccessStateRow",
     "Base",
     "BudgetChangeRow",
     "DatasetRow",
+    "GrantRow",
     "LedgerCheckpointRow",
     "PrivacyBudgetRow",
     "PrivacyEventRow",
+    "ServiceKeyRow",
+    "TrailEntryRow",
+    "TrailHeadRow",
+    "TrailStateRow",
     "UTCDateTime",
     "same_data_names",
 ]
@@ -222,3 +228,94 @@ class LedgerCheckpointRow(Base):
     state: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     seal: Mapped[str] = mapped_column(String(96), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class GrantRow(Base):
+    """A role held by a principal, on the whole workspace (scope ``*``) or on one dataset."""
+
+    __tablename__ = "access_grants"
+    __table_args__ = (UniqueConstraint("principal", "role", "scope"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    principal: Mapped[str] = mapped_column(String(256), nullable=False, index=True)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    # "*" for the workspace, else a dataset name (not NULL: NULLs never collide in a unique key).
+    scope: Mapped[str] = mapped_column(String(128), nullable=False)
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    granted_by: Mapped[str] = mapped_column(String(256), nullable=False)
+
+
+class ServiceKeyRow(Base):
+    """A service key: its public id, its principal, and a slow hash of its secret (never the secret)."""
+
+    __tablename__ = "access_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(256), nullable=False, index=True)
+    secret_hash: Mapped[str] = mapped_column(String(256), nullable=False)
+    # The (role, scope) pairs the key may exercise: a subset of its principal's grants.
+    scopes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(256), nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+
+
+class AccessStateRow(Base):
+    """One row: the generation of the grants and keys, bumped by every change.
+
+    A process that keeps grants in memory (the service) re-reads them when the
+    generation moved, so a revocation takes effect at the next request.
+    """
+
+    __tablename__ = "access_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class TrailEntryRow(Base):
+    """One entry of the trail: ``body`` (canonical JSON) is what the Merkle leaf covers.
+
+    ``at``, ``actor``, ``action``, ``dataset`` and ``outcome`` repeat fields of
+    the body so that ``veil trail show`` can filter with an index; ``veil trail
+    verify`` checks that they agree with it. ``leaf`` is the RFC 6962 leaf hash
+    of the body and ``chain`` SHA-256 over the previous entry's chain and this
+    leaf, so a single edit is named by the first entry whose values disagree.
+    """
+
+    __tablename__ = "trail_entries"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+    actor: Mapped[str] = mapped_column(String(256), nullable=False, index=True)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    dataset: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    leaf: Mapped[str] = mapped_column(String(64), nullable=False)
+    chain: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class TrailStateRow(Base):
+    """One row: the trail's size, last chain value and Merkle frontier; appenders lock it."""
+
+    __tablename__ = "trail_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    chain: Mapped[str] = mapped_column(String(64), nullable=False)
+    frontier: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+
+
+class TrailHeadRow(Base):
+    """A signed tree head: the Merkle root of the first ``size`` entries, signed with Ed25519."""
+
+    __tablename__ = "trail_heads"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[str] = mapped_column(String(64), nullable=False)
+    timestamp: Mapped[str] = mapped_column(String(40), nullable=False)
+    public_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    signature: Mapped[str] = mapped_column(String(128), nullable=False)

@@ -1,0 +1,487 @@
+"""The trail: an append-only log of every access and change, as an RFC 6962 Merkle tree.
+
+Each entry is a canonical JSON **body** (who, when, what, on which dataset,
+why, the outcome, and links to ledger events, models and dataset versions).
+Three layers of evidence cover it:
+
+1. **A hash chain** (``chain = SHA-256(previous chain || leaf)``) stored with
+   every row, so that ``verify`` names the first entry that was edited,
+   inserted, deleted or moved by someone who did not recompute the rest.
+2. **A Merkle tree** over the leaf hashes (RFC 6962 §2.1), kept as its
+   frontier in ``trail_state``: the root of any prefix is a *tree head*; an
+   inclusion proof for entry one million of a million is 20 hashes, and a
+   consistency proof shows that a later tree extends an earlier one.
+3. **Signed tree heads** (Ed25519 under the workspace's ``trail`` key, written
+   every :data:`HEAD_EVERY` entries and at each ``veil trail checkpoint``).
+   Someone who rewrites the whole trail self-consistently must sign new heads,
+   which needs the key; the head the owner exported and keeps elsewhere
+   detects even that, and truncation.
+
+**The ledger joins the chain.** Every privacy charge and budget change is
+appended in the ledger's own transaction, with the event's id and ledger chain
+value as links; ``verify`` matches them both ways, so a deleted or edited
+charge, or a budget raised in the database, is found. The first entry
+(``trail.start``) pins the ledger as it stood when the trail began (a
+workspace upgraded from before the trail keeps its older charges covered by
+the ledger's own chain up to that pin).
+
+**Concurrency.** An append locks the single ``trail_state`` row (``SELECT ...
+FOR UPDATE`` on PostgreSQL; SQLite's write lock, so appends must run in a
+``store.session(lock=True)``), and commits with the action it records: an
+action that commits has its entry, one that rolls back has none. The trail
+lock is always the last one a transaction takes, so it cannot deadlock with
+the ledger's per-dataset budget locks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from veil.access._entries import (
+    PROOF_FORMAT,
+    Outcome,
+    TrailEntry,
+    TreeHead,
+    canonical,
+    chain_link,
+    head_of,
+    timestamp,
+)
+from veil.access._merkle import Frontier, consistency_proof, inclusion_proof
+from veil.access._verify import (
+    VERIFY_BATCH,
+    TrailProblem,
+    TrailReport,
+    Walk,
+    check_head,
+    check_ledger,
+)
+from veil.access.verifier import head_message, leaf_hash, verify_consistency
+from veil.errors import InvalidInputError, NotFoundError
+from veil.progress import ProgressCallback
+from veil.store import Store
+from veil.store.chain import GENESIS
+from veil.store.tables import (
+    BudgetChangeRow,
+    PrivacyBudgetRow,
+    PrivacyEventRow,
+    TrailEntryRow,
+    TrailHeadRow,
+    TrailStateRow,
+)
+
+__all__ = [
+    "HEAD_EVERY",
+    "Outcome",
+    "Trail",
+    "TrailEntry",
+    "TrailProblem",
+    "TrailReport",
+    "TreeHead",
+]
+
+BODY_VERSION = 1
+HEAD_EVERY = 1024  # a signed head every this many entries (when the trail has its key)
+
+
+class Trail:
+    """The workspace's trail.
+
+    Args:
+        store: The workspace database.
+        signing_key: 32-byte Ed25519 seed (the workspace's ``trail`` key).
+            Without it no head is signed: the chain and the tree still detect
+            naive edits, but not a self-consistent rewrite.
+    """
+
+    def __init__(self, store: Store, *, signing_key: bytes | None = None) -> None:
+        self.store = store
+        self._signer = None
+        self.public_key: str | None = None
+        if signing_key is not None:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+                Ed25519PrivateKey,
+            )
+            from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
+                Encoding,
+                PublicFormat,
+            )
+
+            self._signer = Ed25519PrivateKey.from_private_bytes(signing_key)
+            self.public_key = (
+                self._signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+            )
+
+    # ------------------------------------------------------------------ writing
+    def _locked_state(self, session: Session) -> TrailStateRow:
+        if self.store.backend == "sqlite":
+            mode = session.connection().get_execution_options().get("veil_sqlite_begin")
+            if mode != "IMMEDIATE":
+                msg = "a trail append needs the write lock: use store.session(lock=True)"
+                raise RuntimeError(msg)
+        return session.execute(
+            select(TrailStateRow).where(TrailStateRow.id == 1).with_for_update()
+        ).scalar_one()
+
+    def append(
+        self,
+        session: Session,
+        *,
+        actor: str,
+        action: str,
+        outcome: Outcome = Outcome.ALLOWED,
+        purpose: str = "",
+        dataset: str | None = None,
+        links: Mapping[str, Any] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> TrailEntry:
+        """Append an entry in ``session`` (a locked transaction: it commits with the action)."""
+        state = self._locked_state(session)
+        if state.size == 0 and action != "trail.start":
+            self._append(
+                session,
+                state,
+                "trail.start",
+                actor,
+                Outcome.ALLOWED,
+                "",
+                None,
+                {},
+                {"ledger": _ledger_pin(session)},
+            )
+        return self._append(
+            session, state, action, actor, outcome, purpose, dataset, links or {}, details or {}
+        )
+
+    def _append(  # noqa: PLR0917 - the entry's fields, in the body's order
+        self,
+        session: Session,
+        state: TrailStateRow,
+        action: str,
+        actor: str,
+        outcome: Outcome,
+        purpose: str,
+        dataset: str | None,
+        links: Mapping[str, Any],
+        details: Mapping[str, Any],
+    ) -> TrailEntry:
+        seq = state.size + 1
+        now = datetime.now(UTC)
+        at = timestamp(now)
+        body = canonical(
+            {
+                "v": BODY_VERSION,
+                "seq": seq,
+                "at": at,
+                "actor": actor,
+                "action": action,
+                "outcome": str(Outcome(outcome)),
+                "purpose": purpose,
+                "dataset": dataset,
+                "links": dict(links),
+                "details": dict(details),
+            }
+        )
+        leaf = leaf_hash(body.encode("ascii"))
+        chain = chain_link(state.chain, leaf)
+        frontier = Frontier.from_json(state.size, state.frontier)
+        frontier.append(leaf)
+        session.execute(
+            insert(TrailEntryRow).values(
+                seq=seq,
+                at=now,
+                actor=actor,
+                action=action,
+                dataset=dataset,
+                outcome=str(outcome),
+                body=body,
+                leaf=leaf.hex(),
+                chain=chain,
+            )
+        )
+        state.size, state.chain, state.frontier = seq, chain, frontier.to_json()
+        session.flush()
+        if self._signer is not None and seq % HEAD_EVERY == 0:
+            self._store_head(session, self._sign(seq, frontier.root()))
+        return TrailEntry.from_body(body, leaf.hex())
+
+    def record(self, **entry: Any) -> TrailEntry:
+        """Append an entry in a transaction of its own (for reads and refusals)."""
+        with self.store.session(lock=True) as session:
+            return self.append(session, **entry)
+
+    def _sign(self, size: int, root: bytes) -> TreeHead:
+        assert self._signer is not None  # noqa: S101 - callers check
+        timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        signature = self._signer.sign(head_message(size, root, timestamp))
+        return TreeHead(size, root.hex(), timestamp, self.public_key, signature.hex())
+
+    @staticmethod
+    def _store_head(session: Session, head: TreeHead) -> None:
+        exists = session.get(TrailHeadRow, head.size)
+        if exists is None:
+            session.add(
+                TrailHeadRow(
+                    size=head.size,
+                    root=head.root,
+                    timestamp=head.timestamp,
+                    public_key=head.public_key or "",
+                    signature=head.signature or "",
+                )
+            )
+            session.flush()
+
+    def checkpoint(self) -> TreeHead:
+        """Sign the current head and keep it in the database; export it to keep it elsewhere."""
+        if self._signer is None:
+            raise InvalidInputError(
+                "this trail has no signing key",
+                expected="a trail opened from a workspace (it has a 'trail' key)",
+                got="a Trail built on a bare store",
+                fix="use Trail.open(workspace) or `veil trail checkpoint`",
+            )
+        with self.store.session(lock=True) as session:
+            state = self._locked_state(session)
+            frontier = Frontier.from_json(state.size, state.frontier)
+            head = self._sign(state.size, frontier.root())
+            self._store_head(session, head)
+            stored = session.get(TrailHeadRow, head.size)
+            assert stored is not None  # noqa: S101 - just written or already there
+            return head_of(stored)
+
+    # ------------------------------------------------------------------ reading
+    def head(self) -> TreeHead:
+        """The current (unsigned) head: size and Merkle root."""
+        with self.store.session() as session:
+            state = session.get(TrailStateRow, 1)
+            assert state is not None  # noqa: S101 - created by the migration
+            frontier = Frontier.from_json(state.size, state.frontier)
+            return TreeHead(state.size, frontier.root().hex(), timestamp(datetime.now(UTC)))
+
+    def heads(self) -> list[TreeHead]:
+        """The signed heads kept in the database, smallest first."""
+        with self.store.session() as session:
+            rows = session.scalars(select(TrailHeadRow).order_by(TrailHeadRow.size)).all()
+            return [head_of(r) for r in rows]
+
+    def entries(
+        self,
+        *,
+        dataset: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+    ) -> list[TrailEntry]:
+        """Entries matching every filter given, oldest first (the last ``limit`` if given)."""
+        query = select(TrailEntryRow.body, TrailEntryRow.leaf)
+        if dataset is not None:
+            query = query.where(TrailEntryRow.dataset == dataset)
+        if actor is not None:
+            query = query.where(TrailEntryRow.actor == actor)
+        if since is not None:
+            query = query.where(TrailEntryRow.at >= since)
+        if action is not None:
+            query = query.where(TrailEntryRow.action == action)
+        if limit is not None:
+            query = query.order_by(TrailEntryRow.seq.desc()).limit(limit)
+        else:
+            query = query.order_by(TrailEntryRow.seq)
+        with self.store.session() as session:
+            rows = session.execute(query).all()
+        entries = [TrailEntry.from_body(body, leaf) for body, leaf in rows]
+        return sorted(entries, key=lambda e: e.seq)
+
+    def entry(self, seq: int) -> TrailEntry:
+        with self.store.session() as session:
+            row = session.get(TrailEntryRow, seq)
+            if row is None:
+                raise _no_entry(seq, self._size(session))
+            return TrailEntry.from_body(row.body, row.leaf)
+
+    @staticmethod
+    def _size(session: Session) -> int:
+        state = session.get(TrailStateRow, 1)
+        return 0 if state is None else state.size
+
+    def _leaves(self, session: Session, size: int) -> list[bytes]:
+        rows = session.execute(
+            select(TrailEntryRow.leaf).where(TrailEntryRow.seq <= size).order_by(TrailEntryRow.seq)
+        ).scalars()
+        return [bytes.fromhex(h) for h in rows]
+
+    def prove(self, seq: int, *, head: TreeHead | None = None) -> dict[str, Any]:
+        """An inclusion proof document for entry ``seq`` (``veil-trail-proof/v1``).
+
+        Against ``head`` if given, else the smallest signed head that covers the
+        entry (one is signed now when none does and the trail has its key).
+        :func:`veil.access.verifier.verify_inclusion_proof` checks it without Veil.
+        """
+        with self.store.session() as session:
+            size = self._size(session)
+            row = session.get(TrailEntryRow, seq)
+            if row is None:
+                raise _no_entry(seq, size)
+            if head is None:
+                stored = session.scalars(
+                    select(TrailHeadRow).where(TrailHeadRow.size >= seq).order_by(TrailHeadRow.size)
+                ).first()
+                head = None if stored is None else head_of(stored)
+            body = row.body
+        if head is None:
+            head = self.checkpoint() if self._signer is not None else self.head()
+        if head.size < seq:
+            raise InvalidInputError(
+                f"trail entry {seq} is not covered by the head",
+                expected=f"a head of size {seq} or more",
+                got=f"a head of size {head.size}",
+                fix="checkpoint the trail again (`veil trail checkpoint`) and prove against it",
+            )
+        with self.store.session() as session:
+            leaves = self._leaves(session, head.size)
+        path = inclusion_proof(leaves, seq - 1, head.size)
+        return {
+            "format": PROOF_FORMAT,
+            "entry": {"index": seq - 1, "body": body},
+            "proof": [h.hex() for h in path],
+            "head": head.to_dict(),
+        }
+
+    def consistency(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """An RFC 6962 consistency proof between the first ``old_size`` and ``new_size`` entries."""
+        with self.store.session() as session:
+            size = self._size(session)
+            new_size = size if new_size is None else new_size
+            if not 0 <= old_size <= new_size <= size:
+                raise InvalidInputError(
+                    "no such pair of trail sizes",
+                    expected=f"0 <= old size <= new size <= {size}",
+                    got=f"old size {old_size}, new size {new_size}",
+                    fix="use sizes from heads of this trail",
+                )
+            leaves = self._leaves(session, new_size)
+        return consistency_proof(leaves, old_size, new_size)
+
+    # ------------------------------------------------------------- verification
+    def verify(
+        self,
+        *,
+        head: TreeHead | Mapping[str, Any] | None = None,
+        public_key: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> TrailReport:
+        """Check every entry, every signed head, the exported ``head``, and the ledger.
+
+        Args:
+            head: A head exported earlier (``veil trail checkpoint -o``): the trail
+                must still contain it (same root at its size), which detects
+                truncation and a wholesale rewrite.
+            public_key: The key the heads must be signed with (hex); defaults to
+                this trail's key, else each head's own.
+            progress: Receives progress events.
+        """
+        started = time.perf_counter()
+        exported = (
+            None
+            if head is None
+            else (head if isinstance(head, TreeHead) else TreeHead.from_dict(head))
+        )
+        trusted = public_key or self.public_key
+        problems: list[TrailProblem] = []
+        with self.store.session() as session:
+            state = session.get(TrailStateRow, 1)
+            assert state is not None  # noqa: S101 - created by the migration
+            stored_heads = [
+                head_of(r)
+                for r in session.scalars(select(TrailHeadRow).order_by(TrailHeadRow.size)).all()
+            ]
+            sizes = {h.size for h in stored_heads}
+            if exported is not None:
+                sizes.add(exported.size)
+            walk = Walk(problems)
+            roots = walk.run(self._rows(session), sorted(s for s in sizes if s > 0), progress)
+            size = walk.size
+            frontier_root = walk.frontier.root()
+            if state.size != size or state.chain != walk.chain:
+                problems.append(
+                    TrailProblem(
+                        "truncated" if state.size > size else "state",
+                        f"the trail's state says {state.size} entries ending in chain "
+                        f"{state.chain[:12]}..., the rows hold {size} ending in {walk.chain[:12]}...",
+                        seq=min(state.size, size) + 1,
+                    )
+                )
+            stored_frontier = Frontier.from_json(state.size, state.frontier).root()
+            if state.size == size and stored_frontier != frontier_root:
+                problems.append(TrailProblem("state", "the stored Merkle frontier disagrees"))
+            for signed in stored_heads:
+                problems.extend(check_head(signed, roots, size, trusted, "signed head"))
+            ledger_events, budgets = check_ledger(session, walk.ledger_links, walk, problems)
+        proof: list[bytes] = []
+        if exported is not None:
+            problems.extend(check_head(exported, roots, size, trusted, "exported head"))
+            if 0 < exported.size <= size and exported.root == roots.get(exported.size, b"").hex():
+                proof = self.consistency(exported.size, size)
+                if not verify_consistency(
+                    exported.size, size, bytes.fromhex(exported.root), frontier_root, proof
+                ):
+                    problems.append(
+                        TrailProblem("consistency", "the consistency proof does not verify")
+                    )
+        problems.sort(key=lambda p: (p.seq is None, p.seq or 0))
+        return TrailReport(
+            size=size,
+            root=frontier_root.hex(),
+            problems=tuple(problems),
+            heads_checked=len(stored_heads) + (exported is not None),
+            ledger_events_checked=ledger_events,
+            budgets_checked=budgets,
+            seconds=time.perf_counter() - started,
+            exported_head=None if exported is None else exported.to_dict(),
+            consistency_proof=tuple(h.hex() for h in proof),
+        )
+
+    def _rows(self, session: Session) -> Iterator[Sequence[Any]]:
+        connection = session.connection().execution_options(
+            stream_results=True, yield_per=VERIFY_BATCH
+        )
+        result = connection.exec_driver_sql(
+            "SELECT seq, body, leaf, chain, actor, action, dataset, outcome "
+            "FROM trail_entries ORDER BY seq"
+        )
+        while batch := result.fetchmany(VERIFY_BATCH):
+            yield from batch
+
+
+def _ledger_pin(session: Session) -> dict[str, Any]:
+    """The ledger as it stands: per dataset id, the last event's seq and chain, and the budget."""
+    pin: dict[str, Any] = {}
+    events = session.execute(
+        select(PrivacyEventRow.dataset_id, PrivacyEventRow.seq, PrivacyEventRow.chain).order_by(
+            PrivacyEventRow.dataset_id, PrivacyEventRow.seq
+        )
+    ).all()
+    for dataset_id, seq, chain in events:
+        pin[str(dataset_id)] = {"seq": seq, "chain": chain}
+    for row in session.scalars(select(PrivacyBudgetRow)).all():
+        entry = pin.setdefault(str(row.dataset_id), {"seq": 0, "chain": GENESIS})
+        entry["budget"] = {"epsilon": row.epsilon, "delta": row.delta, "rho": row.rho}
+    last_change = session.execute(
+        select(BudgetChangeRow.id).order_by(BudgetChangeRow.id.desc()).limit(1)
+    ).scalar()
+    return {"datasets": pin, "last_budget_change": last_change or 0}
+
+
+def _no_entry(seq: int, size: int) -> NotFoundError:
+    return NotFoundError(
+        f"no trail entry {seq}",
+        expected=f"an entry number from 1 to {size}" if size else "a trail with entries",
+        got=str(seq),
+        fix="list entries with `veil trail show`",
+    )
