@@ -27,7 +27,6 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     for key in list(os.environ):
         if key.startswith("VEIL_") and key not in ("VEIL_TEST_POSTGRES_URL", "VEIL_TEST_DATA"):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("VEIL_ACTOR", "pytest")
     monkeypatch.setenv("COLUMNS", "120")  # rich tables wide enough to read in assertions
     monkeypatch.chdir(tmp_path)
 

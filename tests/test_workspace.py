@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from veil.errors import InvalidInputError, NotFoundError
-from veil.workspace import Workspace
+from veil.workspace import Workspace, login_name
 
 
 def test_create_is_idempotent_and_private(tmp_path: Path):
@@ -59,7 +59,7 @@ def test_settings_environment_beats_config_beats_default(monkeypatch: pytest.Mon
     monkeypatch.setenv("VEIL_MAX_LOAD_BYTES", "2_000")
     assert workspace.settings.database_url == "postgresql://u@h/db"
     assert workspace.settings.max_load_bytes == 2000
-    assert workspace.settings.actor == "pytest"
+    assert workspace.settings.actor == login_name()
 
 
 @pytest.mark.parametrize("bad", ["-5", "0", "lots", "1.5"])

@@ -16,8 +16,14 @@ setting                environment                 config.toml
 =====================  ==========================  ==========================
 database URL           ``VEIL_DATABASE_URL``       ``[store] url``
 memory limit for data  ``VEIL_MAX_LOAD_BYTES``     ``[data] max_load_bytes``
-acting user            ``VEIL_ACTOR``              (login name)
+service key            ``VEIL_KEY``                (none)
 =====================  ==========================  ==========================
+
+Who acts is not a setting: it is the operating-system account running Veil
+(read from the account database, not from ``$USER``), or the service that
+``VEIL_KEY`` authenticates (:mod:`veil.access` checks the key). ``VEIL_ACTOR``
+used to name the actor freely, so anyone could act as anyone; it is now
+refused unless it names the account itself.
 
 This module only knows paths and settings; opening the database is
 ``veil.store``'s job, and keys (the vault's master key, and the named keys
@@ -28,19 +34,19 @@ in ``keys/`` that the ledger, redaction and pseudonymisation use) are
 from __future__ import annotations
 
 import contextlib
-import getpass
 import logging
 import os
+import pwd
 import re
 import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from veil.errors import InvalidInputError, NotFoundError
 
-__all__ = ["Settings", "Workspace"]
+__all__ = ["Settings", "Workspace", "login_name"]
 
 WORKSPACE_DIRNAME = ".veil"
 CONFIG_FILENAME = "config.toml"
@@ -92,17 +98,21 @@ class Settings:
         database_url: SQLAlchemy URL of the store.
         max_load_bytes: Largest estimated in-memory size of data Veil will load,
             or ``None`` to use half of the memory available at load time.
-        actor: Who is acting, recorded with every change.
+        actor: The operating-system account running Veil (a person principal).
+        service_key: A service key (``VEIL_KEY``) to act as its service instead;
+            never shown by ``repr``.
     """
 
     database_url: str
     max_load_bytes: int | None
     actor: str
+    service_key: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return (
             f"Settings(database_url={redact_url(self.database_url)!r}, "
-            f"max_load_bytes={self.max_load_bytes!r}, actor={self.actor!r})"
+            f"max_load_bytes={self.max_load_bytes!r}, actor={self.actor!r}, "
+            f"service_key={'***' if self.service_key else None!r})"
         )
 
 
@@ -277,7 +287,8 @@ class Workspace:
         return Settings(
             database_url=str(url),
             max_load_bytes=_parse_bytes(raw_limit) if raw_limit not in (None, "") else None,
-            actor=os.environ.get("VEIL_ACTOR") or _login_name(),
+            actor=_acting_account(),
+            service_key=os.environ.get("VEIL_KEY") or None,
         )
 
 
@@ -297,8 +308,27 @@ def _parse_bytes(raw: object) -> int:
     return value
 
 
-def _login_name() -> str:
+def login_name() -> str:
+    """The operating-system account running this process (from the account database).
+
+    Not :func:`getpass.getuser`: that reads ``$LOGNAME`` and ``$USER`` first,
+    which anyone can set.
+    """
     try:
-        return getpass.getuser()
+        return pwd.getpwuid(os.geteuid()).pw_name
     except (KeyError, OSError):  # no passwd entry, e.g. in some containers
-        return f"uid:{os.getuid()}"
+        return f"uid:{os.geteuid()}"
+
+
+def _acting_account() -> str:
+    account = login_name()
+    claimed = os.environ.get("VEIL_ACTOR")
+    if claimed and claimed != account:
+        raise InvalidInputError(
+            "VEIL_ACTOR no longer chooses who acts",
+            expected=f"VEIL_ACTOR unset (or equal to this account, {account!r})",
+            got=f"VEIL_ACTOR={claimed!r}",
+            fix="unset VEIL_ACTOR: Veil records the account running it; to act as a service, "
+            "set VEIL_KEY to a key from `veil keys create`",
+        )
+    return account

@@ -30,7 +30,6 @@ def trained_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:  # the isolation of the autouse fixture, for once
         for key in [k for k in os.environ if k.startswith("VEIL_") and k != "VEIL_TEST_DATA"]:
             patch.delenv(key)
-        patch.setenv("VEIL_ACTOR", "pytest")
         patch.chdir(root)
         assert main(["init"]) == 0
         for name, split in (("digits", "train"), ("digits-test", "test")):

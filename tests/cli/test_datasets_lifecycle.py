@@ -18,6 +18,7 @@ import yaml
 
 from veil.cli._app import main
 from veil.data import Catalog
+from veil.workspace import login_name
 
 SAVINGS = ["little", "moderate", "0 <= ... < 200 DM ", "no checking account"]
 
@@ -95,7 +96,7 @@ def test_update_redeclares_bounds_categories_and_roles_in_place(capsys, tmp_path
     assert after["content_sha256"] == before["content_sha256"]
     assert after["created_at"] == before["created_at"]
     history = after["registration_report"]["updates"]
-    assert len(history) == 1 and history[0]["by"] == "pytest"
+    assert len(history) == 1 and history[0]["by"] == login_name()
     # declarations not named in an update are kept
     assert run(capsys, "datasets", "update", "credit", "--bounds", "amount=0:20000")[0] == 0
     kept = {c["name"]: c for c in show(capsys, "credit")["schema"]["columns"]}
