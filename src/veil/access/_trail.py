@@ -142,74 +142,55 @@ class Trail:
         details: Mapping[str, Any] | None = None,
     ) -> TrailEntry:
         """Append an entry in ``session`` (a locked transaction: it commits with the action)."""
-        state = self._locked_state(session)
-        if state.size == 0 and action != "trail.start":
-            self._append(
-                session,
-                state,
-                "trail.start",
-                actor,
-                Outcome.ALLOWED,
-                "",
-                None,
-                {},
-                {"ledger": _ledger_pin(session)},
-            )
-        return self._append(
-            session, state, action, actor, outcome, purpose, dataset, links or {}, details or {}
-        )
+        entry = {
+            "actor": actor,
+            "action": action,
+            "outcome": outcome,
+            "purpose": purpose,
+            "dataset": dataset,
+            "links": links or {},
+            "details": details or {},
+        }
+        return self.append_many(session, [entry])[-1]
 
-    def _append(  # noqa: PLR0917 - the entry's fields, in the body's order
-        self,
-        session: Session,
-        state: TrailStateRow,
-        action: str,
-        actor: str,
-        outcome: Outcome,
-        purpose: str,
-        dataset: str | None,
-        links: Mapping[str, Any],
-        details: Mapping[str, Any],
-    ) -> TrailEntry:
-        seq = state.size + 1
-        now = datetime.now(UTC)
-        at = timestamp(now)
-        body = canonical(
-            {
-                "v": BODY_VERSION,
-                "seq": seq,
-                "at": at,
-                "actor": actor,
-                "action": action,
-                "outcome": str(Outcome(outcome)),
-                "purpose": purpose,
-                "dataset": dataset,
-                "links": dict(links),
-                "details": dict(details),
+    def append_many(
+        self, session: Session, entries: Sequence[Mapping[str, Any]]
+    ) -> list[TrailEntry]:
+        """Append several entries in order, in ``session``, with one insert.
+
+        Each mapping has the keyword arguments of :meth:`append` (``actor`` and
+        ``action`` required). For batch imports and benchmarks; an action
+        records itself with :meth:`append`.
+        """
+        state = self._locked_state(session)
+        cursor = _Cursor(state.size, state.chain, Frontier.from_json(state.size, state.frontier))
+        rows: list[dict[str, Any]] = []
+        made: list[TrailEntry] = []
+        heads: list[TreeHead] = []
+        if state.size == 0 and (not entries or entries[0].get("action") != "trail.start"):
+            start = {
+                "actor": entries[0]["actor"] if entries else "veil",
+                "action": "trail.start",
+                "details": {"ledger": _ledger_pin(session)},
             }
+            entries = [start, *entries]
+        for fields in entries:
+            row, entry = cursor.add(fields)
+            rows.append(row)
+            made.append(entry)
+            if self._signer is not None and cursor.size % HEAD_EVERY == 0:
+                heads.append(self._sign(cursor.size, cursor.frontier.root()))
+        if rows:
+            session.execute(insert(TrailEntryRow), rows)
+        state.size, state.chain, state.frontier = (
+            cursor.size,
+            cursor.chain,
+            cursor.frontier.to_json(),
         )
-        leaf = leaf_hash(body.encode("ascii"))
-        chain = chain_link(state.chain, leaf)
-        frontier = Frontier.from_json(state.size, state.frontier)
-        frontier.append(leaf)
-        session.execute(
-            insert(TrailEntryRow).values(
-                seq=seq,
-                at=now,
-                actor=actor,
-                action=action,
-                dataset=dataset,
-                outcome=str(outcome),
-                body=body,
-                leaf=leaf.hex(),
-                chain=chain,
-            )
-        )
-        state.size, state.chain, state.frontier = seq, chain, frontier.to_json()
         session.flush()
-        if self._signer is not None and seq % HEAD_EVERY == 0:
-            self._store_head(session, self._sign(seq, frontier.root()))
-        return TrailEntry.from_body(body, leaf.hex())
+        for head in heads:
+            self._store_head(session, head)
+        return made
 
     def record(self, **entry: Any) -> TrailEntry:
         """Append an entry in a transaction of its own (for reads and refusals)."""
@@ -457,6 +438,51 @@ class Trail:
         )
         while batch := result.fetchmany(VERIFY_BATCH):
             yield from batch
+
+
+class _Cursor:
+    """The trail's end while entries are being appended: size, chain and frontier."""
+
+    def __init__(self, size: int, chain: str, frontier: Frontier) -> None:
+        self.size, self.chain, self.frontier = size, chain, frontier
+
+    def add(self, fields: Mapping[str, Any]) -> tuple[dict[str, Any], TrailEntry]:
+        """The row for the next entry made of ``fields``, and the entry; moves the end on."""
+        seq = self.size + 1
+        now = datetime.now(UTC)
+        outcome = str(Outcome(fields.get("outcome", Outcome.ALLOWED)))
+        actor, action = str(fields["actor"]), str(fields["action"])
+        dataset = fields.get("dataset")
+        body = canonical(
+            {
+                "v": BODY_VERSION,
+                "seq": seq,
+                "at": timestamp(now),
+                "actor": actor,
+                "action": action,
+                "outcome": outcome,
+                "purpose": str(fields.get("purpose", "")),
+                "dataset": dataset,
+                "links": dict(fields.get("links") or {}),
+                "details": dict(fields.get("details") or {}),
+            }
+        )
+        leaf = leaf_hash(body.encode("ascii"))
+        self.chain = chain_link(self.chain, leaf)
+        self.frontier.append(leaf)
+        self.size = seq
+        row = {
+            "seq": seq,
+            "at": now,
+            "actor": actor,
+            "action": action,
+            "dataset": dataset,
+            "outcome": outcome,
+            "body": body,
+            "leaf": leaf.hex(),
+            "chain": self.chain,
+        }
+        return row, TrailEntry.from_body(body, leaf.hex())
 
 
 def _ledger_pin(session: Session) -> dict[str, Any]:
