@@ -19,7 +19,7 @@ from veil.errors import (
     SchemaError,
 )
 from veil.progress import ProgressEvent
-from veil.workspace import Settings, login_name
+from veil.workspace import Settings
 
 
 def _names(catalog: Catalog) -> list[str]:
@@ -62,7 +62,7 @@ def test_register_adult_with_declared_bounds(catalog: Catalog, shared_data: Path
     again = catalog.get("adult")
     assert again.schema == info.schema
     assert again.to_dict()["schema"] == info.schema.to_dict()
-    assert again.created_by == login_name()
+    assert again.created_by == catalog.access.principal.name == "pytest"  # the fixture's actor
 
 
 def test_privacy_unit_bounds_and_report(catalog: Catalog, patients: Path):

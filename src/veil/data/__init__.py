@@ -12,7 +12,7 @@ submodule :mod:`veil.data.readers`.
 (442, 11)
 """
 
-from veil.data._catalog import Catalog
+from veil.data._catalog import Catalog, DataUse
 from veil.data._dataset_info import DatasetInfo
 from veil.data._declare import parse_bounds, parse_categories, read_codebook
 from veil.data._idx import read_idx
@@ -23,6 +23,7 @@ from veil.data._suggest import suggest_bounds, suggest_categories
 __all__ = [
     "Catalog",
     "ColumnSpec",
+    "DataUse",
     "DatasetInfo",
     "PrivacySchema",
     "check_columns_exist",

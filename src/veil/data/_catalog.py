@@ -23,6 +23,17 @@ registration whose bytes another one shares, left by workspaces registered
 before this rule). The limitation: only identical bytes are recognised (a
 re-export, a reordered or a subsampled copy is other data to the catalogue).
 
+**Who may do what.** Every method checks the acting principal's role first
+(:class:`veil.access.Access`): registering, updating and removing need
+``dataset.register`` (owners), and each is recorded on the trail in the
+transaction that writes it, so the entry commits with the change. Reading a
+registration's metadata needs ``dataset.read_metadata`` and is not recorded.
+Loading rows is recorded (``dataset.read``) before a byte is read, and needs
+what the rows are for (:class:`DataUse`): ``raw`` rows for the caller
+(``dataset.read_rows``, owners only), or ``mechanism``, rows a DP mechanism or
+an audit reads on the caller's behalf and never hands back
+(``dataset.use``).
+
 The streaming checks are :func:`veil.data._scan.scan_source`; the stored record
 is :class:`~veil.data.DatasetInfo` (:mod:`veil.data._dataset_info`).
 """
@@ -32,6 +43,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +52,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from veil.access import Access, Permission
 from veil.data._dataset_info import DatasetInfo
 from veil.data._scan import scan_source
 from veil.data._schema import check_columns_exist
@@ -48,12 +61,24 @@ from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.progress import ProgressCallback
 from veil.store import Store
 from veil.store.tables import BudgetChangeRow, DatasetRow, PrivacyBudgetRow, PrivacyEventRow
-from veil.workspace import Settings, Workspace
+from veil.workspace import Settings, Workspace, login_name
 
-__all__ = ["Catalog"]
+__all__ = ["Catalog", "DataUse"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ARCHIVED = "~archived-"  # a name no user can choose (``~`` is outside _NAME)
+
+
+class DataUse(StrEnum):
+    """What loaded rows are for; it decides the permission a load needs."""
+
+    RAW = "raw"  # the rows go to the caller: dataset.read_rows (owners)
+    MECHANISM = "mechanism"  # a DP mechanism or an audit reads them, returns none: dataset.use
+
+    @property
+    def permission(self) -> Permission:
+        """The permission a load for this use needs."""
+        return Permission.DATASET_READ_ROWS if self is DataUse.RAW else Permission.DATASET_USE
 
 
 class Catalog:
@@ -61,35 +86,60 @@ class Catalog:
 
     Args:
         store: The workspace database.
-        settings: Workspace settings (actor, memory limit); defaults apply if omitted.
+        settings: Workspace settings (memory limit; the acting account when
+            ``access`` is omitted); defaults apply if omitted.
+        access: Who acts, their roles and the trail every change and load is
+            recorded on. Omitted: the principal ``settings`` name (else the
+            operating-system account), with an unsigned trail.
     """
 
-    def __init__(self, store: Store, settings: Settings | None = None) -> None:
+    def __init__(
+        self, store: Store, settings: Settings | None = None, *, access: Access | None = None
+    ) -> None:
         self.store = store
         self.settings = settings or Settings(
-            database_url=store.display_url, max_load_bytes=None, actor="library"
+            database_url=store.display_url, max_load_bytes=None, actor=login_name()
         )
+        self.access = access or Access(store, settings=settings)
 
     @classmethod
     def open(cls, workspace: Workspace | None = None) -> Catalog:
         """The catalogue of ``workspace`` (located from the current directory if omitted)."""
         workspace = workspace or Workspace.locate()
-        return cls(Store.for_workspace(workspace), workspace.settings)
+        store = Store.for_workspace(workspace)
+        return cls(store, workspace.settings, access=Access.open(workspace, store=store))
 
     # ---------------------------------------------------------------- reading
     def list(self, *, archived: bool = False) -> list[DatasetInfo]:
-        """Every registered dataset, by name (``archived=True``: the removed ones kept for their ledger)."""
+        """The datasets whose metadata the acting principal may read, by name.
+
+        ``archived=True``: the removed ones kept for their ledger. Datasets the
+        principal may not see are left out, without a refusal.
+        """
         with self.store.session() as session:
             rows = session.scalars(select(DatasetRow).order_by(DatasetRow.name)).all()
             infos = [DatasetInfo.from_row(row) for row in rows]
-        return [info for info in infos if (info.archived is not None) == archived]
+        allows = self.access.allows
+        return [
+            info
+            for info in infos
+            if (info.archived is not None) == archived
+            and allows(Permission.DATASET_READ_METADATA, _registered_name(info))
+        ]
 
     def get(self, name: str) -> DatasetInfo:
-        """The dataset called ``name``.
+        """The dataset called ``name`` (needs ``dataset.read_metadata`` on it).
 
         Raises:
+            PermissionDeniedError: The acting principal may not read its
+                metadata (recorded on the trail).
             NotFoundError: No such dataset (the message names the closest one).
         """
+        self.access.require(Permission.DATASET_READ_METADATA, name, action="dataset.metadata")
+        return self._get(name)
+
+    def _get(self, name: str) -> DatasetInfo:
+        """The dataset called ``name``, with no role check (callers check first)."""
         with self.store.session() as session:
             row = session.scalars(select(DatasetRow).where(DatasetRow.name == name)).one_or_none()
             if row is not None and "archived" not in row.registration_report:
@@ -121,34 +171,87 @@ class Catalog:
                 fix="restore the registered file, or register the new data under a new name",
             )
 
+    def _check_use(self, name: str, use: DataUse | str, purpose: str) -> DataUse:
+        """Refuse (and record) a load the acting principal may not make, before anything else."""
+        try:
+            chosen = DataUse(use)
+        except ValueError:
+            raise InvalidInputError(
+                "unknown data use",
+                expected=f"one of {', '.join(u.value for u in DataUse)}",
+                got=repr(use),
+                fix="pass DataUse.RAW for rows you keep, DataUse.MECHANISM for a DP "
+                "mechanism or an audit",
+            ) from None
+        self.access.require(chosen.permission, name, action="dataset.read", purpose=purpose)
+        return chosen
+
+    def _record_read(
+        self, info: DatasetInfo, use: DataUse, columns: Sequence[str] | None, purpose: str
+    ) -> None:
+        """Put the load on the trail, before any of its bytes are read."""
+        self.access.record(
+            "dataset.read",
+            dataset=info.name,
+            purpose=purpose,
+            links={"dataset_id": info.dataset_id, "content_sha256": info.content_sha256},
+            details={
+                "use": str(use),
+                "columns": None if columns is None else list(columns),
+                "n_rows": info.n_rows,
+            },
+        )
+
     def load_frame(
-        self, name: str, columns: Sequence[str] | None = None, *, verify: bool = True
+        self,
+        name: str,
+        columns: Sequence[str] | None = None,
+        *,
+        use: DataUse | str = DataUse.RAW,
+        purpose: str = "",
+        verify: bool = True,
     ) -> pd.DataFrame:
-        """Load a registered table into memory.
+        """Load a registered table into memory (recorded on the trail first).
 
         Args:
             name: Dataset name.
             columns: Only these columns (less memory).
+            use: What the rows are for: :attr:`DataUse.RAW` (the caller gets
+                them; owners only) or :attr:`DataUse.MECHANISM` (a DP mechanism
+                or an audit reads them on the caller's behalf and returns none).
+            purpose: Why (recorded on the trail).
             verify: Check the SHA-256 fingerprint against the registered one.
 
         Raises:
+            PermissionDeniedError: The acting principal may not load the rows
+                for ``use`` (the refusal is recorded; nothing was read).
             DataTooLargeError: The estimated size exceeds the memory limit;
                 nothing was read.
             InvalidInputError: The data changed since registration.
         """
-        info = self.get(name)
+        chosen = self._check_use(name, use, purpose)
+        info = self._get(name)
         if columns is not None:
             check_columns_exist(columns, info.schema.column_names, role="requested")
         reader = self._reader(info)
         estimate = reader.estimate_memory(info.n_rows, len(info.schema.columns), columns)
         check_fits_in_memory(estimate, self.settings.max_load_bytes, f"dataset '{name}'")
+        self._record_read(info, chosen, columns, purpose)
         if verify:
             self._verify(info, reader)
         return reader.read(columns)
 
-    def load_images(self, name: str, *, verify: bool = True) -> ImageArrays:
-        """Load a registered image dataset (MNIST) as arrays."""
-        info = self.get(name)
+    def load_images(
+        self,
+        name: str,
+        *,
+        use: DataUse | str = DataUse.RAW,
+        purpose: str = "",
+        verify: bool = True,
+    ) -> ImageArrays:
+        """Load a registered image dataset (MNIST) as arrays; ``use`` as in :meth:`load_frame`."""
+        chosen = self._check_use(name, use, purpose)
+        info = self._get(name)
         reader = self._reader(info)
         if not isinstance(reader, MnistReader):
             raise InvalidInputError(
@@ -159,6 +262,7 @@ class Catalog:
             )
         estimate = reader.estimate_memory(info.n_rows, 2, None)
         check_fits_in_memory(estimate, self.settings.max_load_bytes, f"dataset '{name}'")
+        self._record_read(info, chosen, None, purpose)
         if verify:
             self._verify(info, reader)
         return reader.arrays()
@@ -210,11 +314,17 @@ class Catalog:
         that history (its budget and releases; ``report["rejoined"]`` says from
         which registration).
 
+        The registration needs ``dataset.register`` and is recorded on the
+        trail (``dataset.register``) in the transaction that writes it.
+
         Raises:
+            PermissionDeniedError: The acting principal may not register data
+                (only the refusal is recorded).
             InvalidInputError, SchemaError, NotFoundError, ConflictError: nothing
                 is written in any of these cases (ConflictError also when the same
                 bytes are registered, active, under another name).
         """
+        self.access.require(Permission.DATASET_REGISTER, name, action="dataset.register")
         if not _NAME.fullmatch(name):
             raise InvalidInputError(
                 "invalid dataset name",
@@ -251,7 +361,7 @@ class Catalog:
             "n_columns": len(schema.columns),
             "privacy_schema": schema.to_dict(),
             "load_options": reader.load_options(),
-            "created_by": self.settings.actor,
+            "created_by": self.access.principal.name,
             "veil_version": __version__,
         }
         try:
@@ -259,13 +369,34 @@ class Catalog:
                 self._lock_digest(session, digest)
                 archived = self._same_data(session, digest)
                 if archived is not None:
-                    return self._rejoin(session, archived, fields, report)
-                row = DatasetRow(**fields, registration_report=report)
-                session.add(row)
-                session.flush()
-                return DatasetInfo.from_row(row)
+                    info = self._rejoin(session, archived, fields, report)
+                else:
+                    row = DatasetRow(**fields, registration_report=report)
+                    session.add(row)
+                    session.flush()
+                    info = DatasetInfo.from_row(row)
+                self._append(
+                    session,
+                    "dataset.register",
+                    info,
+                    source=info.source,
+                    format=info.format,
+                    n_rows=info.n_rows,
+                    rejoined=report.get("rejoined"),
+                )
+                return info
         except IntegrityError as exc:  # registered by someone else meanwhile
             raise self._conflict(name) from exc
+
+    def _append(self, session: Session, action: str, info: DatasetInfo, **details: Any) -> None:
+        """Record a change of ``info`` in ``session``: the entry commits with the change."""
+        self.access.append(
+            session,
+            action,
+            dataset=_registered_name(info),
+            links={"dataset_id": info.dataset_id, "content_sha256": info.content_sha256},
+            details=details,
+        )
 
     def _history(self, session: Any, dataset_id: int) -> tuple[int, bool]:
         """Releases charged to a dataset, and whether it has any ledger history at all."""
@@ -339,32 +470,57 @@ class Catalog:
         free again), hidden from :meth:`list`, refused by :meth:`get`, its budget
         and releases kept; registering the same bytes again rejoins them.
 
+        Needs ``dataset.register``; recorded on the trail (``dataset.remove``)
+        in the transaction that removes it.
+
         Returns:
             ``{"name", "archived", "releases", "archived_as"}``.
 
         Raises:
+            PermissionDeniedError: The acting principal may not remove data.
             NotFoundError: No such dataset.
         """
-        info = self.get(name)
-        with self.store.session() as session:
+        self.access.require(Permission.DATASET_REGISTER, name, action="dataset.remove")
+        info = self._get(name)
+        with self.store.session(lock=True) as session:
             row = session.scalars(
                 select(DatasetRow).where(DatasetRow.name == name).with_for_update()
-            ).one()
+            ).one_or_none()
+            if row is None or row.content_sha256 != info.content_sha256:
+                raise self._changed(name)
             releases, has_history = self._history(session, row.id)
+            result: dict[str, Any] = {
+                "name": name,
+                "archived": has_history,
+                "releases": releases,
+                "archived_as": None,
+            }
             if not has_history:
                 session.delete(row)
-                return {"name": name, "archived": False, "releases": 0, "archived_as": None}
-            row.name = f"{name[:100]}{_ARCHIVED}{row.id}"
-            row.registration_report = {
-                **info.report,
-                "archived": {
-                    "name": name,
-                    "at": datetime.now(UTC).isoformat(),
-                    "by": self.settings.actor,
-                    "releases": releases,
-                },
-            }
-            return {"name": name, "archived": True, "releases": releases, "archived_as": row.name}
+            else:
+                row.name = f"{name[:100]}{_ARCHIVED}{row.id}"
+                row.registration_report = {
+                    **info.report,
+                    "archived": {
+                        "name": name,
+                        "at": datetime.now(UTC).isoformat(),
+                        "by": self.access.principal.name,
+                        "releases": releases,
+                    },
+                }
+                result["archived_as"] = row.name
+            self._append(
+                session,
+                "dataset.remove",
+                info,
+                source=info.source,
+                format=info.format,
+                n_rows=info.n_rows,
+                archived=has_history,
+                releases=releases,
+                archived_as=result["archived_as"],
+            )
+            return result
 
     def update(
         self,
@@ -389,10 +545,16 @@ class Catalog:
         change is recorded in ``report["updates"]``. The dataset keeps its name,
         budget and releases.
 
+        Needs ``dataset.register``; recorded on the trail (``dataset.update``)
+        in the transaction that writes the change.
+
         Raises:
+            PermissionDeniedError: The acting principal may not change the
+                registration (only the refusal is recorded).
             NotFoundError, InvalidInputError, SchemaError: nothing is written.
         """
-        info = self.get(name)
+        self.access.require(Permission.DATASET_REGISTER, name, action="dataset.update")
+        info = self._get(name)
         schema = info.schema
         declared = {c.name: c for c in schema.columns if c.declared_by == "user"}
         new_bounds = {c: s.bounds for c, s in declared.items() if s.bounds is not None}
@@ -438,28 +600,42 @@ class Catalog:
                 *info.report.get("updates", []),
                 {
                     "at": datetime.now(UTC).isoformat(),
-                    "by": self.settings.actor,
+                    "by": self.access.principal.name,
                     "changed": {k: v for k, v in changed.items() if v is not None},
                     "schema_before": schema.to_dict(),
                 },
             ],
         }
-        with self.store.session() as session:
+        with self.store.session(lock=True) as session:
             row = session.scalars(
                 select(DatasetRow).where(DatasetRow.name == name).with_for_update()
             ).one_or_none()
             if row is None or row.content_sha256 != info.content_sha256 or row.n_rows != n_rows:
-                raise ConflictError(
-                    f"'{name}' changed while it was being updated",
-                    expected="one update at a time",
-                    got="another update, removal or registration meanwhile",
-                    fix=f"see `veil datasets show {name}` and run the update again",
-                )
+                raise self._changed(name)
             row.privacy_schema = new_schema.to_dict()
             row.n_columns = len(new_schema.columns)
             row.registration_report = report
             session.flush()
-            return DatasetInfo.from_row(row)
+            updated = DatasetInfo.from_row(row)
+            self._append(
+                session,
+                "dataset.update",
+                updated,
+                source=updated.source,
+                format=updated.format,
+                n_rows=updated.n_rows,
+                changed=report["updates"][-1]["changed"],
+            )
+            return updated
+
+    @staticmethod
+    def _changed(name: str) -> ConflictError:
+        return ConflictError(
+            f"'{name}' changed while it was being updated",
+            expected="one update at a time",
+            got="another update, removal or registration meanwhile",
+            fix=f"see `veil datasets show {name}` and run the update again",
+        )
 
     def _refuse_existing(self, name: str) -> None:
         with self.store.session() as session:
@@ -475,3 +651,10 @@ class Catalog:
             got=repr(name),
             fix=f"choose another --name, or inspect it with `veil datasets show {name}`",
         )
+
+
+def _registered_name(info: DatasetInfo) -> str:
+    """The name ``info`` was registered under (an archived row's original name)."""
+    if info.archived is not None and info.archived.get("name"):
+        return str(info.archived["name"])
+    return info.name

@@ -29,6 +29,7 @@ class DatasetInfo:
     created_by: str
     veil_version: str
     archived: dict[str, Any] | None = None
+    dataset_id: int | None = None  # the row's id: what trail entries link to
 
     @classmethod
     def from_row(cls, row: DatasetRow) -> DatasetInfo:
@@ -46,6 +47,7 @@ class DatasetInfo:
             created_by=row.created_by,
             veil_version=row.veil_version,
             archived=row.registration_report.get("archived"),
+            dataset_id=row.id,
         )
 
     def to_dict(self) -> dict[str, Any]:
