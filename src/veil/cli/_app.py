@@ -17,6 +17,7 @@ import typer
 
 from veil import __version__
 from veil.cli import (
+    access,
     anonymize,
     audit,
     bench,
@@ -27,10 +28,12 @@ from veil.cli import (
     federate,
     he,
     init,
+    keys,
     models,
     mpc,
     query,
     redact,
+    trail,
     train,
     vault,
 )
@@ -95,6 +98,9 @@ app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 app.add_typer(vault.app, name="vault")
 app.add_typer(mpc.app, name="mpc")
+app.add_typer(trail.app, name="trail")
+app.add_typer(access.app, name="access")
+app.add_typer(keys.app, name="keys")
 
 
 def main(argv: list[str] | None = None) -> int:
