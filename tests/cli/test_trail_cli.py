@@ -141,6 +141,7 @@ def test_prove_writes_a_proof_the_standalone_verifier_accepts(capsys, ws, tmp_pa
     code, out, err = run(capsys, "trail", "prove", "3", "-o", "proof.json")
     assert code == 0, err
     document = json.loads((tmp_path / "proof.json").read_text(encoding="utf-8"))
+    assert (tmp_path / "proof.json").stat().st_mode & 0o777 == 0o600  # a body names who did what
     code, checkpointed, _ = run(capsys, "trail", "checkpoint", "-o", "head.json", "--json")
     public_key = json.loads(checkpointed)["head"]["public_key"]
     assert f"--public-key {public_key}" in out
@@ -170,6 +171,7 @@ def test_checkpoint_writes_the_signed_head(capsys, ws, tmp_path):
     code, out, err = run(capsys, "trail", "checkpoint", "-o", "heads/head.json")
     assert code == 0, err
     head = json.loads((tmp_path / "heads" / "head.json").read_text(encoding="utf-8"))
+    assert (tmp_path / "heads" / "head.json").stat().st_mode & 0o777 == 0o644  # no secret in it
     assert head["format"] == "veil-trail-head/v1" and head["size"] == 5
     assert head["root"] in out and head["public_key"] in out
     assert "Keep a copy" in out

@@ -294,7 +294,7 @@ def prove(
         public_key = access.trail.public_key
     text = _io.dumps(document, indent=2) + "\n"
     if output is not None:
-        write_json_atomic(output, document, owner_only=False)
+        write_json_atomic(output, document)  # owner-only: a body names who did what
     hints = _check_hint(str(output) if output else "proof.json", public_key)
     if as_json:
         print_json(
