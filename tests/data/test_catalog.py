@@ -62,7 +62,7 @@ def test_register_adult_with_declared_bounds(catalog: Catalog, shared_data: Path
     again = catalog.get("adult")
     assert again.schema == info.schema
     assert again.to_dict()["schema"] == info.schema.to_dict()
-    assert again.created_by == catalog.access.principal.name == "pytest"  # the fixture's actor
+    assert again.created_by == catalog.access.principal.name  # who acts, never "library"
 
 
 def test_privacy_unit_bounds_and_report(catalog: Catalog, patients: Path):

@@ -11,6 +11,17 @@ The audit is an internal review by the data's custodian: it reads the raw
 training data and spends no privacy budget, and its output (per-example
 scores identify members) is as sensitive as the data. The report keeps
 row positions, never record values.
+
+An audit needs ``audit.run`` on the model's training set (owners and
+auditors) and ``dataset.use`` on the held-out set, both checked before the
+model or a row is read. It reads rows for the mechanism
+(:attr:`~veil.data.DataUse.MECHANISM`: none come back), and the trail records
+the model's load (``model.load``), each dataset read, and the audit itself
+(``audit.run``: its outcome and summary numbers, never per-example data;
+:mod:`veil.audit._records`).
+
+The module runs past 500 lines because the audit's steps share one context
+(:class:`_Context`) and read best in the order they run.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from veil.access import Outcome, Permission
 from veil.audit._attribute import attribute_inference
 from veil.audit._dpaudit import canary_audit
 from veil.audit._extraction import extraction_curve
@@ -31,9 +43,10 @@ from veil.audit._fairness import fairness_metrics
 from veil.audit._findings import AuditReport
 from veil.audit._inversion import invert_classes
 from veil.audit._membership import MIA_ATTACKS, membership_inference
+from veil.audit._records import record_audit, record_load, summary_of
 from veil.audit._stats import clopper_pearson
 from veil.audit._targets import Classifier, Trainer, as_classifier
-from veil.data import Catalog
+from veil.data import Catalog, DataUse
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback
 
@@ -168,6 +181,7 @@ class _Context:
     rng: np.random.Generator
     delta: float
     front_end: bool  # a fixed feature front end (scattering) sits before the trained head
+    purpose: str = ""  # recorded with each read on the trail
 
 
 def _check_request(attacks: tuple[str, ...], max_points: int | None) -> None:
@@ -193,6 +207,7 @@ def _prepare(
     max_points: int | None,
     seed: int,
     progress: ProgressCallback | None,
+    purpose: str,
 ) -> _Context:
     import torch  # noqa: PLC0415 - optional extra
 
@@ -216,8 +231,17 @@ def _prepare(
             got=repr(test),
         )
     encoder = FeatureEncoder.from_dict(meta["encoder"]) if meta.get("encoder") else None
-    members_data = dataset_tensors(catalog, train, label=meta["label"], encoder=encoder)
-    others_data = dataset_tensors(catalog, test, label=meta["label"], encoder=encoder)
+    members_data, others_data = (
+        dataset_tensors(
+            catalog,
+            name,
+            label=meta["label"],
+            encoder=encoder,
+            use=DataUse.MECHANISM,
+            purpose=purpose,
+        )
+        for name in (train, test)
+    )
     if (
         others_data.classes != tuple(meta["classes"])
         or others_data.input_shape != members_data.input_shape
@@ -253,6 +277,7 @@ def _prepare(
         rng=rng,
         delta=float(card.get("delta") or 0.0) if card.get("private") else 0.0,
         front_end=head is not net,
+        purpose=purpose,
     )
 
 
@@ -305,8 +330,11 @@ def _tabular(
         report.notes.append(note)
     if chosen is None:
         return
-    frame_train = ctx.catalog.load_frame(report.train).iloc[ctx.mem_idx]
-    frame_test = ctx.catalog.load_frame(report.test).iloc[ctx.non_idx].reset_index(drop=True)
+    use, purpose = DataUse.MECHANISM, ctx.purpose
+    frame_train = ctx.catalog.load_frame(report.train, use=use, purpose=purpose)
+    frame_train = frame_train.iloc[ctx.mem_idx]
+    frame_test = ctx.catalog.load_frame(report.test, use=use, purpose=purpose)
+    frame_test = frame_test.iloc[ctx.non_idx].reset_index(drop=True)
     if "attribute" in attacks:
         t0 = time.perf_counter()
         encoder = ctx.encoder
@@ -384,6 +412,7 @@ def audit_model(
     alpha: float = 0.05,
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    report_path: str | None = None,
 ) -> AuditReport:
     """Attack ``model`` (a registry name) with the chosen attacks; see :class:`AuditReport`.
 
@@ -391,14 +420,87 @@ def audit_model(
     ``test`` a held-out set from the same population. ``max_points`` caps the
     members and the non-members each (sampled with ``seed``). ``seed`` fixes
     the audit's own choices (samples, canaries, reference weights); no privacy
-    guarantee depends on it.
+    guarantee depends on it. ``report_path``: where the caller writes the
+    report, recorded on the trail with the audit's summary.
+
+    Raises:
+        PermissionDeniedError: The acting principal (``catalog.access``) holds
+            no ``audit.run`` on the model's training set, or no
+            ``dataset.use`` on ``test`` (recorded; nothing was read).
     """
     _check_request(attacks, max_points)
+    access = catalog.access
+    card = registry.card(model)  # the card says which data the model was trained on
+    purpose = f"audit of model '{model}'"
+    access.require(Permission.AUDIT_RUN, card.dataset, action="audit.run", purpose=purpose)
+    access.require(Permission.DATASET_USE, test, action="dataset.read", purpose=purpose)
     started = time.perf_counter()
     saved = registry.load(model)
+    record_load(access, saved.card, purpose)
     train = train or saved.card.dataset
+    summary: dict[str, Any] = {
+        "model": model,
+        "train": train,
+        "test": test,
+        "attacks": list(attacks),
+        "report": report_path,
+    }
+    try:
+        report = _audit(
+            catalog,
+            saved,
+            train=train,
+            test=test,
+            attacks=attacks,
+            mia_attacks=mia_attacks,
+            references=references,
+            max_points=max_points,
+            attribute=attribute,
+            canaries=canaries,
+            extraction_budgets=extraction_budgets,
+            alpha=alpha,
+            seed=seed,
+            progress=progress,
+            purpose=purpose,
+        )
+    except Exception as exc:
+        summary["error"] = type(exc).__name__
+        record_audit(access, saved.card, purpose, Outcome.FAILED, summary)
+        raise
+    report.seconds["total"] = time.perf_counter() - started
+    record_audit(access, saved.card, purpose, Outcome.ALLOWED, {**summary, **summary_of(report)})
+    return report
+
+
+def _audit(
+    catalog: Catalog,
+    saved: Any,
+    *,
+    train: str,
+    test: str,
+    attacks: tuple[str, ...],
+    mia_attacks: tuple[str, ...],
+    references: int,
+    max_points: int | None,
+    attribute: str | None,
+    canaries: int,
+    extraction_budgets: tuple[int, ...],
+    alpha: float,
+    seed: int,
+    progress: ProgressCallback | None,
+    purpose: str,
+) -> AuditReport:
+    """The audit proper, once the roles were checked and the model loaded."""
+    model = saved.name
     ctx = _prepare(
-        catalog, saved, train=train, test=test, max_points=max_points, seed=seed, progress=progress
+        catalog,
+        saved,
+        train=train,
+        test=test,
+        max_points=max_points,
+        seed=seed,
+        progress=progress,
+        purpose=purpose,
     )
     report = AuditReport(
         model=model,
@@ -469,5 +571,4 @@ def audit_model(
         report.seconds["extraction"] = time.perf_counter() - t0
     if "dp" in attacks:
         _canaries(report, ctx, canaries, progress)
-    report.seconds["total"] = time.perf_counter() - started
     return report

@@ -20,7 +20,8 @@ import pandas as pd
 import polars as pl
 
 from veil._validate import whole_number
-from veil.data import Catalog, ColumnSpec, PrivacySchema
+from veil.access import Permission
+from veil.data import Catalog, ColumnSpec, DataUse, PrivacySchema
 from veil.dp._execute import as_polars, run_plan
 from veil.dp._plan import QueryPlan, is_issued, plan_query
 from veil.dp._spec import Aggregate, Contribution, NoiseMechanism, QueryResult, QuerySpec
@@ -350,7 +351,20 @@ def query_dataset(
     data is read); only the columns the plan reads are loaded and verified
     against the dataset's fingerprint; their types are checked; and only then
     is the same plan charged and computed. A query that cannot run costs nothing.
+
+    The acting principal (``catalog.access``) must hold ``budget.spend`` on
+    ``dataset``: that is checked before anything else, so an auditor or a
+    consumer is refused (and the refusal recorded) before the catalogue or the
+    rows are touched. The rows are loaded for the mechanism
+    (:attr:`~veil.data.DataUse.MECHANISM`), recorded on the trail with
+    ``purpose``.
+
+    Raises:
+        PermissionDeniedError: The acting principal may not spend ``dataset``'s budget.
     """
+    catalog.access.require(
+        Permission.BUDGET_SPEND, dataset, action="privacy.charge", purpose=purpose
+    )
     info = catalog.get(dataset)
     spec = parse_sql(sql, table_names=("t", dataset))
     plan = plan_query(
@@ -364,6 +378,8 @@ def query_dataset(
     )
     guard.preview(dataset, plan.event)  # refuse early (and cheaply) when the budget is short
     wanted = _wanted_columns(plan)
-    frame = catalog.load_frame(dataset, columns=sorted(wanted) or None)
+    frame = catalog.load_frame(
+        dataset, columns=sorted(wanted) or None, use=DataUse.MECHANISM, purpose=purpose
+    )
     private = PrivateFrame(frame, info.schema, guard=guard, dataset=dataset, purpose=purpose)
     return private.run(plan, purpose=purpose)

@@ -14,6 +14,14 @@ budget changes. A non-private baseline spends nothing, so only its test
 accuracy is charged: it is previewed first, the baseline is recorded, then
 the accuracy is charged; a refused accuracy (another release spent the test
 budget in between) leaves only the baseline's record, which spends nothing.
+
+Roles come first of all: :func:`fit_private` refuses a principal without
+``budget.spend`` (``dataset.non_private`` for a baseline) on the training set,
+or without ``budget.spend`` on the test set, before any row is read. Its
+loads are for the mechanism (:attr:`~veil.data.DataUse.MECHANISM`); a
+direct call of :func:`dataset_tensors` hands the rows to its caller, so its
+default is :attr:`~veil.data.DataUse.RAW` (owners only). A saved model is
+recorded on the trail (``model.save``) with its ledger event.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ import torch
 from torch import nn
 
 from veil import __version__
-from veil.data import Catalog, DatasetInfo
+from veil.access import Access, Permission
+from veil.data import Catalog, DatasetInfo, DataUse
 from veil.dp import LaplaceMechanism
 from veil.errors import InvalidInputError, SchemaError
 from veil.ledger import BudgetGuard, Charge, PrivacyEvent, Receipt
@@ -118,8 +127,23 @@ def dataset_tensors(
     label: str | None = None,
     features: list[str] | None = None,
     encoder: FeatureEncoder | None = None,
+    use: DataUse | str = DataUse.RAW,
+    purpose: str = "",
 ) -> DatasetTensors:
-    """Load ``name`` as tensors, scaled by its *declared* bounds and categories only."""
+    """Load ``name`` as tensors, scaled by its *declared* bounds and categories only.
+
+    The tensors are the rows, so the default ``use`` is
+    :attr:`~veil.data.DataUse.RAW` (``dataset.read_rows``, owners only); a DP
+    mechanism or an audit that returns no rows passes
+    :attr:`~veil.data.DataUse.MECHANISM`. The load is recorded on the trail
+    with ``purpose``.
+
+    Raises:
+        PermissionDeniedError: The acting principal (``catalog.access``) may
+            not load ``name`` for ``use`` (checked before anything else).
+    """
+    use = DataUse(use)
+    catalog.access.require(use.permission, name, action="dataset.read", purpose=purpose)
     info = catalog.get(name)
     label = label or _default_label(info)
     if label is None:
@@ -130,7 +154,7 @@ def dataset_tensors(
         )
     classes = _classes(info, label)
     if info.format == "mnist":
-        arrays = catalog.load_images(name)
+        arrays = catalog.load_images(name, use=use, purpose=purpose)
         lo, hi = info.schema.column("image").bounds or (0.0, 255.0)
         images = torch.from_numpy(arrays.images).float().clamp_(lo, hi)
         inputs = ((images - lo) / (hi - lo) * 2.0 - 1.0).unsqueeze(1)
@@ -141,7 +165,7 @@ def dataset_tensors(
             label,
             (1, *arrays.images.shape[1:]),
         )
-    frame = catalog.load_frame(name)
+    frame = catalog.load_frame(name, use=use, purpose=purpose)
     notes: list[str] = []
     if encoder is None:
         encoder, notes = _encoder(info, label, features)
@@ -245,10 +269,18 @@ def fit_private(
     model (charged to ``dataset``) and its DP test accuracy (charged to
     ``test``) are one release: one transaction, recorded whole or not at all.
 
+    The acting principal (``catalog.access``) needs ``budget.spend`` on
+    ``dataset`` (``dataset.non_private`` for a non-private baseline) and on
+    ``test``; both are checked before anything else. The saved model is
+    recorded on the trail (``model.save``, linked to its ledger event).
+
     Raises:
+        PermissionDeniedError: A missing grant (recorded; nothing is read,
+            charged, trained or saved).
         BudgetExceededError: ``dataset`` or ``test`` cannot pay (nothing is
             charged, nothing is trained or saved).
     """
+    _require_training(catalog.access, dataset, test, private=config.private, purpose=purpose)
     registry.check_name(name)
     registry.refuse_existing(name)
     info = catalog.get(dataset)
@@ -260,7 +292,9 @@ def fit_private(
             got=f"max {rows_per_person} rows per {info.schema.privacy_unit}",
             fix="aggregate to one row per person, or keep one row each, and register that table",
         )
-    data = dataset_tensors(catalog, dataset, label=label, features=features)
+    data = dataset_tensors(
+        catalog, dataset, label=label, features=features, use=DataUse.MECHANISM, purpose=purpose
+    )
     spec: dict[str, Any] = {
         "kind": model,
         "input_shape": list(data.input_shape),
@@ -286,7 +320,14 @@ def fit_private(
         # true labels (the majority-class rate a useless model matches); both have L1
         # sensitivity 1 under adding or removing one test record.
         accuracy_query = LaplaceMechanism(test_epsilon / 2, 1, integer=True)
-        testing = dataset_tensors(catalog, test, label=data.label, encoder=data.encoder)
+        testing = dataset_tensors(
+            catalog,
+            test,
+            label=data.label,
+            encoder=data.encoder,
+            use=DataUse.MECHANISM,
+            purpose=purpose,
+        )
         if testing.classes != data.classes or testing.input_shape != data.input_shape:
             raise InvalidInputError(
                 f"'{test}' does not match '{dataset}'",
@@ -377,7 +418,45 @@ def fit_private(
         "training": report.to_dict(diagnostics=False),
     }
     registry.save(name, net, meta, card)
+    _record_save(catalog.access, card, info, purpose=purpose)
     return TrainedModel(name=name, model=net, card=card, report=report, notes=data.notes)
+
+
+def _require_training(
+    access: Access, dataset: str, test: str | None, *, private: bool, purpose: str
+) -> None:
+    """Refuse (and record) a run the acting principal may not make, before any row is read."""
+    if private:
+        access.require(Permission.BUDGET_SPEND, dataset, action="privacy.charge", purpose=purpose)
+    else:
+        access.require(
+            Permission.NON_PRIVATE_USE, dataset, action="privacy.non_private", purpose=purpose
+        )
+    if test is not None:  # the DP test accuracy is charged to the test set
+        access.require(Permission.BUDGET_SPEND, test, action="privacy.charge", purpose=purpose)
+
+
+def _record_save(access: Access, card: PrivacyCard, info: DatasetInfo, *, purpose: str) -> None:
+    """Put the saved model on the trail, linked to its ledger events and its data's version."""
+    access.record(
+        "model.save",
+        dataset=card.dataset,
+        purpose=purpose,
+        links={
+            "model": card.model,
+            "ledger_event": card.ledger_event_id,
+            "test_ledger_event": card.test_ledger_event_id,
+            "dataset_id": info.dataset_id,
+            "content_sha256": info.content_sha256,
+        },
+        details={
+            "private": card.private,
+            "epsilon": card.epsilon,
+            "delta": card.delta,
+            "architecture": card.architecture,
+            "test_dataset": card.test_dataset,
+        },
+    )
 
 
 def _charge(
