@@ -99,7 +99,7 @@ def test_cli_non_private_baseline_is_labelled_and_recorded(capsys, digits):
     assert code == 0, err
     assert "WARNING: NOT PRIVATE" in err
     said = " ".join(err.split())
-    assert "Until roles exist" in said and "keep it to the data's owner" in said
+    assert "Only the data's owner may ask for it (dataset.non_private)" in said
     payload = json.loads(out)
     card = payload.get("card", payload)
     assert card["private"] is False

@@ -133,6 +133,7 @@ def audit(
                 canaries=canaries,
                 seed=seed,
                 progress=progress,
+                report_path=str(output),
             )
     finally:
         catalog.store.dispose()

@@ -1,7 +1,14 @@
-"""``veil models``: trained models and their privacy cards."""
+"""``veil models``: trained models and their privacy cards.
+
+Reading a card needs ``model.read`` on the model's training set (or on the
+workspace): ``show`` refuses without it (exit code 9, recorded on the trail),
+``list`` leaves out the models the acting principal may not read.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -12,7 +19,8 @@ from veil.errors import require
 from veil.workspace import Workspace
 
 if TYPE_CHECKING:
-    from veil.train import PrivacyCard
+    from veil.access import Access
+    from veil.train import ModelRegistry, PrivacyCard
 
 __all__ = ["app", "render_card"]
 
@@ -28,21 +36,31 @@ def render_card(card: PrivacyCard) -> None:
     out.print(table)
 
 
-def _registry() -> object:
+@contextmanager
+def _opened() -> Iterator[tuple[ModelRegistry, Access]]:
+    """The workspace's model registry and who acts on it (the store closed afterwards)."""
     require("torch", extra="train", purpose="reading trained models")
+    from veil.access import Access  # noqa: PLC0415
+    from veil.store import Store  # noqa: PLC0415
     from veil.train import ModelRegistry  # noqa: PLC0415
 
-    return ModelRegistry.for_workspace(Workspace.locate())
+    workspace = Workspace.locate()
+    store = Store.for_workspace(workspace)
+    try:
+        yield ModelRegistry.for_workspace(workspace), Access.open(workspace, store=store)
+    finally:
+        store.dispose()
 
 
 @app.command("list")
 def list_(as_json: JsonOption = False) -> None:
-    """Every trained model of the workspace, with its epsilon."""
-    from veil.train import ModelRegistry  # noqa: PLC0415
+    """The workspace's trained models you may read, with their epsilon."""
+    from veil.access import Permission  # noqa: PLC0415
 
-    registry = _registry()
-    assert isinstance(registry, ModelRegistry)  # noqa: S101 - built above
-    cards = registry.list()
+    with _opened() as (registry, access):
+        cards = [
+            c for c in registry.list() if access.allows(Permission.MODEL_READ, c.dataset or None)
+        ]
     if as_json:
         print_json([c.to_dict() for c in cards])
         return
@@ -67,11 +85,11 @@ def show(
     name: Annotated[str, typer.Argument(help="Model name.")], as_json: JsonOption = False
 ) -> None:
     """Print a model's privacy card."""
-    from veil.train import ModelRegistry  # noqa: PLC0415
+    from veil.access import Permission  # noqa: PLC0415
 
-    registry = _registry()
-    assert isinstance(registry, ModelRegistry)  # noqa: S101 - built above
-    card = registry.card(name)
+    with _opened() as (registry, access):
+        card = registry.card(name)
+        access.require(Permission.MODEL_READ, card.dataset or None, action="model.read")
     if as_json:
         print_json(card.to_dict())
         return

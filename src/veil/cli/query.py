@@ -73,17 +73,25 @@ def query(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Answer a SQL query with differential privacy; the ledger is charged before it runs."""
+    from veil.access import Access  # noqa: PLC0415
     from veil.dp import query_dataset  # noqa: PLC0415
     from veil.ledger import Ledger  # noqa: PLC0415
+    from veil.store import Store  # noqa: PLC0415
     from veil.vault import KeyStore  # noqa: PLC0415
 
     workspace = Workspace.locate()
     from veil.data import Catalog  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
 
-    catalog = Catalog.open(workspace)
+    store = Store.for_workspace(workspace)
+    # One acting principal for the catalogue and the ledger: one set of checks, one trail.
+    access = Access.open(workspace, store=store)
+    catalog = Catalog(store, workspace.settings, access=access)
     # The one budget gate: the workspace ledger, the only guard this command charges.
     ledger = Ledger(
-        catalog.store, workspace.settings, key=KeyStore.for_workspace(workspace).get("ledger")
+        store,
+        workspace.settings,
+        key=KeyStore.for_workspace(workspace).get("ledger"),
+        access=access,
     )
     try:
         result = query_dataset(

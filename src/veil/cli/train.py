@@ -114,7 +114,9 @@ def train(
     """Train with DP-SGD; the budget is charged (the model and its --test accuracy together) first."""
     _check_privacy_choice(epsilon, non_private=non_private)
     require("torch", extra="train", purpose="veil train")
+    from veil.access import Access  # noqa: PLC0415
     from veil.ledger import Ledger  # noqa: PLC0415
+    from veil.store import Store  # noqa: PLC0415
     from veil.train import DPConfig, ModelRegistry, fit_private  # noqa: PLC0415
     from veil.vault import KeyStore  # noqa: PLC0415
 
@@ -138,16 +140,22 @@ def train(
             "[bold red]WARNING: NOT PRIVATE.[/] --non-private trains without clipping or noise: "
             "the model can reveal its training records. It is a baseline for comparison only; "
             "do not release or serve it. The run is recorded in the ledger's history "
-            "(no budget is spent) and its card says NOT PRIVATE. Until roles exist, "
-            "anyone with access to the workspace can ask for this: keep it to the data's owner."
+            "(no budget is spent) and its card says NOT PRIVATE. Only the data's owner may ask "
+            "for it (dataset.non_private)."
         )
     workspace = Workspace.locate()
     from veil.data import Catalog  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
 
-    catalog = Catalog.open(workspace)
+    store = Store.for_workspace(workspace)
+    # One acting principal for the catalogue and the ledger: one set of checks, one trail.
+    access = Access.open(workspace, store=store)
+    catalog = Catalog(store, workspace.settings, access=access)
     # The workspace ledger is the budget gate; its key seals its checkpoints (as `veil budget`'s).
     ledger = Ledger(
-        catalog.store, workspace.settings, key=KeyStore.for_workspace(workspace).get("ledger")
+        store,
+        workspace.settings,
+        key=KeyStore.for_workspace(workspace).get("ledger"),
+        access=access,
     )
     registry = ModelRegistry.for_workspace(workspace)
     model_name = name or (
