@@ -98,9 +98,9 @@ def store(store_url: str):
 @pytest.fixture
 def catalog(store):
     from veil.data import Catalog
-    from veil.workspace import Settings
+    from veil.workspace import Settings, login_name
 
-    return Catalog(store, Settings(store.display_url, None, "pytest"))
+    return Catalog(store, Settings(store.display_url, None, login_name()))
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from veil.data import ColumnSpec, PrivacySchema
 from veil.dp import PrivateFrame, QueryPlan, query_dataset
 from veil.errors import BudgetExceededError, InvalidInputError, SchemaError
 from veil.ledger import Budget, BudgetGuard, Ledger, LocalBudget, Mechanism, PrivacyEvent
-from veil.workspace import Settings
+from veil.workspace import Settings, login_name
 
 DATASET = "diab"
 SCHEMA = PrivacySchema(
@@ -33,7 +33,7 @@ SCHEMA = PrivacySchema(
 @pytest.fixture
 def ledger(store, catalog) -> Ledger:
     catalog.add("sklearn:diabetes", name=DATASET, bounds={"bmi": (-0.1, 0.2)})
-    return Ledger(store, Settings(store.display_url, None, "owner"))
+    return Ledger(store, Settings(store.display_url, None, login_name()))
 
 
 def data(n: int = 400) -> pl.DataFrame:

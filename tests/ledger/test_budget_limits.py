@@ -33,7 +33,7 @@ from veil.ledger._accountants import PLD_MAX_POINTS
 from veil.ledger.params import check_budget_delta
 from veil.store.chain import GENESIS, link
 from veil.store.tables import DatasetRow, PrivacyBudgetRow, PrivacyEventRow, utcnow
-from veil.workspace import Settings
+from veil.workspace import Settings, login_name
 
 DATASET = "diab"  # sklearn's diabetes: 442 rows, one person each
 UNITS = 442
@@ -42,7 +42,7 @@ UNITS = 442
 @pytest.fixture
 def ledger(store, catalog) -> Ledger:
     catalog.add("sklearn:diabetes", name=DATASET)
-    return Ledger(store, Settings(store.display_url, None, "owner"))
+    return Ledger(store, Settings(store.display_url, None, login_name()))
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -42,7 +42,7 @@ from veil.ledger._codec import FORMAT, check_seal, seal
 from veil.store import Store
 from veil.store.chain import GENESIS, link
 from veil.store.tables import DatasetRow, LedgerCheckpointRow, PrivacyEventRow
-from veil.workspace import Settings
+from veil.workspace import Settings, login_name
 
 DATASET = "diab"
 KEY = b"the workspace ledger key, 32 b.!"
@@ -58,7 +58,7 @@ def _small_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def ledger(store: Store, catalog: Catalog) -> Ledger:
     catalog.add("sklearn:diabetes", name=DATASET)
-    ledger = Ledger(store, Settings(store.display_url, None, "owner"), key=KEY)
+    ledger = Ledger(store, Settings(store.display_url, None, login_name()), key=KEY)
     ledger.set_budget(DATASET, Budget(epsilon=50.0, delta=DELTA), reason="checkpoint tests")
     return ledger
 

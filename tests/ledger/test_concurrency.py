@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from veil.access import Access
 from veil.data import Catalog
 from veil.ledger import Budget, Ledger, Mechanism, PrivacyEvent
 from veil.store import Store
-from veil.workspace import Settings
+from veil.workspace import Settings, login_name
 
 pytestmark = pytest.mark.slow
 
@@ -54,9 +55,7 @@ START.wait(timeout=120)
 accepted, refused = [], 0
 for number in range(CHARGES):
     try:
-        receipt = ledger.charge(
-            DATASET, event, purpose=f"release {number}", actor=f"worker-{WORKER}"
-        )
+        receipt = ledger.charge(DATASET, event, purpose=f"worker {WORKER} release {number}")
     except BudgetExceededError:
         refused += 1
     else:
@@ -75,7 +74,7 @@ event = PrivacyEvent("count(*)", (Mechanism.laplace(scale=1.0, sensitivity=1.0),
 with open(RELEASED, "a", encoding="utf-8") as released:
     READY.set()
     while True:
-        receipt = ledger.charge(DATASET, event, purpose="until killed", actor="victim")
+        receipt = ledger.charge(DATASET, event, purpose="until killed")
         released.write(f"{receipt.event_id}\\n")
         released.flush()
         os.fsync(released.fileno())
@@ -106,7 +105,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
         url = request.getfixturevalue("postgres_url")
     store = Store.open(url, upgrade=True)
     try:
-        Catalog(store, Settings(store.display_url, None, "pytest")).add(
+        Catalog(store, Settings(store.display_url, None, login_name())).add(
             "sklearn:diabetes", name=DATASET
         )
         Ledger(store).set_budget(DATASET, Budget(epsilon=BUDGET_EPSILON), reason="contention")
@@ -216,8 +215,14 @@ def test_concurrent_charges_never_exceed_the_budget(
     try:
         entries = _check_consistent(store, expected_events=BUDGET_EPSILON)
         assert {(e.id, e.seq) for e in entries} == {(i, s) for i, s, _ in accepted}
-        assert len({e.actor for e in entries}) > 1, "the workers should have interleaved"
+        workers = {e.purpose.split()[1] for e in entries}
+        assert len(workers) > 1, "the workers should have interleaved"
         status = Ledger(store).status(DATASET)
+        # The trail took every charge and every refusal in one chain: no fork, no gap.
+        report = Access(store).trail.verify()
+        assert report.ok, report.problems
+        actions = [e.action for e in Access(store).trail.entries(action="privacy.charge")]
+        assert len(actions) == WORKERS * CHARGES_PER_WORKER  # accepted and refused alike
         assert status.spent.epsilon <= status.budget.epsilon
         assert status.remaining == 0.0
     finally:

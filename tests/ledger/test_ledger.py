@@ -15,6 +15,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from veil.access import Access, Principal
 from veil.errors import BudgetExceededError, InvalidInputError, NotFoundError
 from veil.ledger import (
     Budget,
@@ -25,7 +26,7 @@ from veil.ledger import (
     RDPAccountant,
     recompose,
 )
-from veil.workspace import Settings
+from veil.workspace import Settings, login_name
 
 DATASET = "diab"
 
@@ -33,7 +34,7 @@ DATASET = "diab"
 @pytest.fixture
 def ledger(store, catalog) -> Ledger:
     catalog.add("sklearn:diabetes", name=DATASET)
-    return Ledger(store, Settings(store.display_url, None, "owner"))
+    return Ledger(store, Settings(store.display_url, None, login_name()))
 
 
 def laplace(epsilon: float, what: str = "count(*)") -> PrivacyEvent:
@@ -216,14 +217,16 @@ def test_a_mechanism_without_a_pure_guarantee_is_refused_under_a_pure_budget(led
 def test_lowering_the_budget_below_the_spend_blocks_further_releases(ledger: Ledger):
     ledger.set_budget(DATASET, Budget(epsilon=2), reason="generous")
     ledger.charge(DATASET, laplace(1.5), purpose="big query")
-    status = ledger.set_budget(DATASET, Budget(epsilon=1), reason="policy change", actor="dpo")
+    ledger.access.grant("dpo", "owner", DATASET, reason="the DPO owns the dataset's budget")
+    dpo = Ledger(ledger.store, access=Access(ledger.store, Principal("dpo")))
+    status = dpo.set_budget(DATASET, Budget(epsilon=1), reason="policy change")
     assert status.spent.epsilon == pytest.approx(1.5)
     assert status.remaining == 0.0
     with pytest.raises(BudgetExceededError):
         ledger.charge(DATASET, laplace(0.01), purpose="anything")
     budget_changes = [h for h in ledger.history(DATASET) if h["type"] == "budget"]
     assert [(h["reason"], h["actor"], h["budget"]["epsilon"]) for h in budget_changes] == [
-        ("generous", "owner", 2.0),
+        ("generous", login_name(), 2.0),
         ("policy change", "dpo", 1.0),
     ]
 
@@ -250,8 +253,12 @@ def test_history_records_who_when_what_why_and_how(ledger: Ledger):  # noqa: PLR
     )
     second = PrivacyEvent("everything at once", tuple(mechanisms[1:]), operation="mechanism")
     r1 = ledger.charge(DATASET, first, purpose="  monthly cohort report  ")
-    r2 = ledger.charge(DATASET, second, purpose="model audit", actor="alice")
-    ledger.set_budget(DATASET, Budget(epsilon=60, delta=1e-6), reason="extension", actor="bob")
+    ledger.access.grant("alice", "analyst", DATASET)
+    ledger.access.grant("bob", "owner", DATASET)
+    alice = Ledger(ledger.store, access=Access(ledger.store, Principal("alice")))
+    bob = Ledger(ledger.store, access=Access(ledger.store, Principal("bob")))
+    r2 = alice.charge(DATASET, second, purpose="model audit")
+    bob.set_budget(DATASET, Budget(epsilon=60, delta=1e-6), reason="extension")
     finished = datetime.now(UTC)
 
     history = ledger.history(DATASET)
@@ -265,7 +272,7 @@ def test_history_records_who_when_what_why_and_how(ledger: Ledger):  # noqa: PLR
     assert started <= times[0] and times[-1] <= finished
 
     grant, release1, release2, extension = history
-    assert grant["actor"] == "owner"
+    assert grant["actor"] == login_name()
     assert grant["reason"] == "approved by the board"
     assert grant["budget"] == {"kind": "approx_dp", "epsilon": 50.0, "delta": 1e-6}
     assert (extension["actor"], extension["reason"]) == ("bob", "extension")
@@ -273,7 +280,7 @@ def test_history_records_who_when_what_why_and_how(ledger: Ledger):  # noqa: PLR
 
     assert release1["id"] == r1.event_id and release1["seq"] == 1
     assert release1["dataset"] == DATASET
-    assert release1["actor"] == "owner"  # from the ledger's settings
+    assert release1["actor"] == login_name()  # the account running the process
     assert release1["purpose"] == "monthly cohort report"
     assert release1["what"] == "SELECT avg(age) FROM diab"
     assert release1["operation"] == "query"

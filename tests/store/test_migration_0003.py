@@ -17,7 +17,7 @@ from veil.store import Store, head_revision
 from veil.store import _store as store_module
 from veil.store.chain import GENESIS, link
 from veil.store.tables import utcnow
-from veil.workspace import Settings
+from veil.workspace import Settings, login_name
 
 DELTA = 1e-6
 
@@ -97,7 +97,7 @@ def test_a_ledger_taken_down_to_0002_and_up_again_keeps_its_chain(
 ) -> None:
     catalog.add("sklearn:diabetes", name="diab")
     catalog.add("sklearn:iris", name="iris")
-    ledger = Ledger(store, Settings(store.display_url, None, "owner"), key=b"k" * 32)
+    ledger = Ledger(store, Settings(store.display_url, None, login_name()), key=b"k" * 32)
     for name in ("diab", "iris"):
         ledger.set_budget(name, Budget(epsilon=50.0, delta=DELTA), reason="migration")
     releases = [
@@ -197,7 +197,7 @@ def catalog_at_0002(store_url: str) -> None:
     """A database at revision 0002 holding datasets 'a' and 'b' with budgets, no events."""
     store = Store.open(store_url, upgrade=True)
     try:
-        catalog = Catalog(store, Settings(store.display_url, None, "pytest"))
+        catalog = Catalog(store, Settings(store.display_url, None, login_name()))
         catalog.add("sklearn:diabetes", name="a")
         catalog.add("sklearn:iris", name="b")
         ledger = Ledger(store)

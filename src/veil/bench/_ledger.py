@@ -193,10 +193,10 @@ def _postgres_database(admin_url: str) -> tuple[str, Callable[[], None]]:
 
 def _setup(url: str, history: Sequence[PrivacyEvent]) -> Ledger:
     from veil.data import Catalog  # noqa: PLC0415 - pandas only when the benchmark runs
-    from veil.workspace import Settings  # noqa: PLC0415
+    from veil.workspace import Settings, login_name  # noqa: PLC0415
 
     store = Store.open(url, upgrade=True)
-    settings = Settings(store.display_url, None, "bench")
+    settings = Settings(store.display_url, None, login_name())
     Catalog(store, settings).add("sklearn:diabetes", name=DATASET)
     ledger = Ledger(store, settings, key=_KEY)
     ledger.set_budget(DATASET, BUDGET, reason="benchmark")
@@ -246,7 +246,7 @@ def _charge_worker(url: str, start: Any, count: int, seed: int, results: Any) ->
     try:
         for event in events:
             began = time.perf_counter()
-            ledger.charge(DATASET, event, purpose="benchmark", actor=f"worker-{seed}")
+            ledger.charge(DATASET, event, purpose=f"benchmark worker {seed}")
             latencies.append(time.perf_counter() - began)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
         results.put(f"{type(exc).__name__}: {exc}")

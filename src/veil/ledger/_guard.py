@@ -64,15 +64,11 @@ class BudgetGuard(Protocol):
         """The statuses after all ``charges`` (in order), without charging."""
         ...
 
-    def charge(
-        self, dataset: str, event: PrivacyEvent, *, purpose: str, actor: str | None = None
-    ) -> Receipt:
+    def charge(self, dataset: str, event: PrivacyEvent, *, purpose: str) -> Receipt:
         """Record ``event`` against ``dataset``'s budget, or refuse it (nothing recorded)."""
         ...
 
-    def charge_many(
-        self, charges: Sequence[Charge], *, purpose: str, actor: str | None = None
-    ) -> list[Receipt]:
+    def charge_many(self, charges: Sequence[Charge], *, purpose: str) -> list[Receipt]:
         """Record every charge in one transaction, or none of them."""
         ...
 
@@ -82,7 +78,6 @@ class BudgetGuard(Protocol):
         what: str,
         *,
         purpose: str,
-        actor: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> Receipt:
         """Record a use without DP (a baseline): shown in the history, not composed."""

@@ -15,7 +15,16 @@ kept, not recomposed (:mod:`veil.ledger._history`): a charge composes only
 the events this process has not seen, from memory or from a sealed
 checkpoint; ``verify`` recomposes everything from scratch and compares.
 
-The module runs to about 530 lines because :class:`Ledger` is one protocol:
+**Who may.** Every method checks the acting principal's role first
+(:class:`veil.access.Access`: ``budget.set`` to set a budget, ``budget.spend``
+to charge, ``dataset.non_private`` for a baseline, ``ledger.read`` to read),
+and every budget change and charge is appended to the trail in the same
+transaction, with the event's id and chain value, so that ``veil trail
+verify`` finds an event deleted, edited or inserted in the database. The
+actor recorded is the principal: there is no ``actor=`` argument to claim
+another.
+
+The module runs to about 600 lines because :class:`Ledger` is one protocol:
 budgets, charges, non-private records and verification share the same locked
 transaction and the same held histories, and read best side by side.
 """
@@ -30,7 +39,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from veil.errors import ConflictError, InvalidInputError, NotFoundError
+from veil.access import Access, Outcome, Permission
+from veil.errors import BudgetExceededError, ConflictError, InvalidInputError, NotFoundError
 from veil.ledger._accountants import PLD_DISCRETIZATION, RDPAccountant
 from veil.ledger._budget import (
     Budget,
@@ -74,10 +84,13 @@ class Ledger:
 
     Args:
         store: The workspace database.
-        settings: Who is acting (recorded with every change).
+        settings: The workspace's settings (who acts, when ``access`` is omitted).
         key: Seals the checkpoints (HMAC-SHA256); ``Ledger.open`` takes the
             workspace's ``ledger`` key. Without one the seal is a plain SHA-256:
             it catches corruption, not a forger with write access.
+        access: The acting principal's role checks and trail
+            (``Access(store, settings=settings)`` if omitted; ``Ledger.open``
+            uses the workspace's, whose trail heads are signed).
 
     >>> from veil.store import Store
     >>> ledger = Ledger(Store.open("sqlite://", upgrade=True))
@@ -86,10 +99,16 @@ class Ledger:
     """
 
     def __init__(
-        self, store: Store, settings: Settings | None = None, *, key: bytes | None = None
+        self,
+        store: Store,
+        settings: Settings | None = None,
+        *,
+        key: bytes | None = None,
+        access: Access | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.access = access or Access(store, settings=settings)
         self.cross_check = RDPAccountant()
         self._histories = Histories(key)
         # Per dataset name: whether this process's state was current when it last took the lock.
@@ -98,23 +117,29 @@ class Ledger:
     @classmethod
     def open(cls, workspace: Workspace | None = None) -> Ledger:
         workspace = workspace or Workspace.locate()
+        store = Store.for_workspace(workspace)
         return cls(
-            Store.for_workspace(workspace),
+            store,
             workspace.settings,
             key=KeyStore.for_workspace(workspace).get("ledger"),
+            access=Access.open(workspace, store=store),
         )
 
-    def _actor(self, actor: str | None) -> str:
-        if actor:
-            return actor
-        return self.settings.actor if self.settings is not None else "unknown"
-
     # ------------------------------------------------------------ budgets
-    def set_budget(
-        self, dataset: str, budget: Budget, *, reason: str = "", actor: str | None = None
-    ) -> BudgetStatus:
-        """Give ``dataset`` a budget (or change it). The change is kept in the history."""
-        who = self._actor(actor)
+    def set_budget(self, dataset: str, budget: Budget, *, reason: str = "") -> BudgetStatus:
+        """Give ``dataset`` a budget (or change it). The change is kept in the history.
+
+        Needs ``budget.set`` on the dataset (owners). A first budget may go
+        without a reason; changing one needs a reason, kept with the change.
+
+        Raises:
+            PermissionDeniedError: The acting principal is not an owner of the dataset.
+            InvalidInputError: A change without a reason, or a budget the
+                history cannot be stated in.
+        """
+        who = self.access.require(
+            Permission.BUDGET_SET, dataset, action="budget.set", purpose=reason
+        ).name
         with self.store.session(lock=True) as session:
             # Lock the dataset row: on PostgreSQL a first budget has no budget row to lock yet.
             ds = self._dataset(session, dataset, lock=self.store.backend != "sqlite")
@@ -132,24 +157,47 @@ class Ledger:
                     "zCDP bound (subsampled or (epsilon, delta) mechanisms)",
                     fix="keep an (epsilon, delta) budget for this dataset",
                 )
+            first = row is None
             if row is None:
                 row = PrivacyBudgetRow(dataset_id=ds.id, updated_by=who)
                 session.add(row)
+            elif not reason.strip():
+                raise InvalidInputError(
+                    f"changing the budget of '{ds.name}' needs a reason",
+                    expected="a reason, kept with the change for the auditor",
+                    got="none",
+                    fix='give one, e.g. --reason "approved by the DPO, ticket 123"',
+                )
+            previous = {"epsilon": row.epsilon, "delta": row.delta, "rho": row.rho}
             row.epsilon, row.delta, row.rho = budget.epsilon, budget.delta, budget.rho
             row.updated_by = who
             row.updated_at = utcnow()
-            session.add(
-                BudgetChangeRow(
-                    dataset_id=ds.id,
-                    actor=who,
-                    reason=reason or "budget set",
-                    epsilon=budget.epsilon,
-                    delta=budget.delta,
-                    rho=budget.rho,
-                    changed_at=utcnow(),
-                )
+            change = BudgetChangeRow(
+                dataset_id=ds.id,
+                actor=who,
+                reason=reason or "budget set",
+                epsilon=budget.epsilon,
+                delta=budget.delta,
+                rho=budget.rho,
+                changed_at=utcnow(),
             )
+            session.add(change)
             session.flush()
+            self.access.append(
+                session,
+                "budget.set",
+                dataset=ds.name,
+                purpose=reason or "budget set",
+                links={
+                    "dataset_id": ds.id,
+                    "budget_change": change.id,
+                    "content_sha256": ds.content_sha256,
+                },
+                details={
+                    "budget": {"epsilon": row.epsilon, "delta": row.delta, "rho": row.rho},
+                    "previous": None if first else previous,
+                },
+            )
             return status_of(ds.name, budget, known.state, events=known.seq)
 
     def status(self, dataset: str, *, cross_check: bool = True) -> BudgetStatus:
@@ -158,6 +206,7 @@ class Ledger:
         ``cross_check`` adds the RDP accountant's figure for histories of up to
         :data:`CROSS_CHECK_MAX_EVENTS` events (it recomposes from scratch).
         """
+        self.access.require(Permission.LEDGER_READ, dataset, action="ledger.read")
         with self.store.session() as session:
             ds = self._dataset(session, dataset)
             row = self._budget_row(session, ds.id)
@@ -197,6 +246,7 @@ class Ledger:
 
     def history(self, dataset: str) -> list[dict[str, Any]]:
         """Every release and budget change of ``dataset``, oldest first (the auditor's record)."""
+        self.access.require(Permission.LEDGER_READ, dataset, action="ledger.read")
         with self.store.session() as session:
             ds = self._dataset(session, dataset)
             events = session.scalars(
@@ -213,6 +263,7 @@ class Ledger:
 
     def entries(self, dataset: str) -> list[LedgerEntry]:
         """The recorded releases of ``dataset``, oldest first."""
+        self.access.require(Permission.LEDGER_READ, dataset, action="ledger.read")
         with self.store.session() as session:
             ds = self._dataset(session, dataset)
             rows = session.scalars(
@@ -229,6 +280,8 @@ class Ledger:
 
     def preview_many(self, charges: Sequence[tuple[str, PrivacyEvent]]) -> list[BudgetStatus]:
         """The statuses after all ``charges`` in order, without charging (refuses like charge)."""
+        for name in sorted({name for name, _ in charges}):
+            self.access.require(Permission.BUDGET_SPEND, name, action="privacy.preview")
         with self.store.session() as session:
             return [c.status for c in self._check(session, charges, lock=False)[0]]
 
@@ -238,7 +291,6 @@ class Ledger:
         event: PrivacyEvent,
         *,
         purpose: str,
-        actor: str | None = None,
     ) -> Receipt:
         """Record ``event`` against ``dataset``'s budget, or refuse it (nothing recorded).
 
@@ -251,33 +303,59 @@ class Ledger:
             InvalidInputError: A malformed event (negative scale, probability
                 out of range, ...) or an empty purpose.
             NotFoundError: No dataset of that name.
+            PermissionDeniedError: The acting principal may not spend this
+                dataset's budget (analysts and owners may).
         """
-        return self.charge_many([(dataset, event)], purpose=purpose, actor=actor)[0]
+        return self.charge_many([(dataset, event)], purpose=purpose)[0]
 
     def charge_many(
         self,
         charges: Sequence[tuple[str, PrivacyEvent]],
         *,
         purpose: str,
-        actor: str | None = None,
     ) -> list[Receipt]:
         """Record several charges in one transaction, or none of them.
 
         A release made of several charges (a DP-SGD model and its DP test
         accuracy, possibly on two datasets) is recorded whole or not at all.
+        Each charge is appended to the trail in the same transaction; a charge
+        refused for want of budget is recorded as refused.
         """
         purpose = check_purpose(purpose)
-        who = self._actor(actor)
+        names = sorted({name for name, _ in charges})
+        for name in names:
+            self.access.require(
+                Permission.BUDGET_SPEND, name, action="privacy.charge", purpose=purpose
+            )
+        who = self.access.principal.name
         # Outside the lock: compose the events other processes charged since this one last
         # looked (the lock then only covers the few charged meanwhile), and build each new
         # event's distributions on the grid of the state (cached: under the lock it only convolves).
         # (Only where this process found its state stale at its last charge: alone, it never is.)
-        names = sorted({name for name, _ in charges})
         self._catch_up([n for n in names if not self._fresh.get(n, False)])
         for _, event in charges:
             validate_event(event.dp_event)  # before anything is built from it
             for interval in self._histories.intervals() or {PLD_DISCRETIZATION}:
                 warm(event.dp_event, interval)
+        try:
+            receipts, updates = self._charge_locked(charges, purpose, who)
+        except BudgetExceededError as exc:
+            for name in names:
+                self.access.record(
+                    "privacy.charge",
+                    dataset=name,
+                    purpose=purpose,
+                    outcome=Outcome.REFUSED,
+                    details={"reason": exc.code, "message": exc.message},
+                )
+            raise
+        # Committed: only now may this process trust the new states.
+        self._histories.remember(updates)
+        return receipts
+
+    def _charge_locked(
+        self, charges: Sequence[tuple[str, PrivacyEvent]], purpose: str, who: str
+    ) -> tuple[list[Receipt], dict[int, Known]]:
         with self.store.session(lock=True) as session:
             checked, datasets, known = self._check(session, charges, lock=True)
             receipts = []
@@ -309,6 +387,21 @@ class Ledger:
                 )
                 session.add(row)
                 session.flush()
+                self.access.append(
+                    session,
+                    "privacy.charge",
+                    dataset=ds.name,
+                    purpose=purpose,
+                    links=_event_links(ds, row),
+                    details={
+                        "operation": row.operation,
+                        "what": row.what,
+                        "epsilon": row.epsilon,
+                        "rho": row.rho,
+                        "spent_epsilon": row.spent_epsilon,
+                        "details": row.details,
+                    },
+                )
                 receipts.append(
                     Receipt(
                         event_id=row.id,
@@ -329,9 +422,7 @@ class Ledger:
                     self._histories.write_checkpoint(session, ds, seqs[ds.id], chains[ds.id], state)
                     checkpoint_seq = seqs[ds.id]
                 updates[ds.id] = Known(seqs[ds.id], chains[ds.id], state, checkpoint_seq)
-        # Committed: only now may this process trust the new states.
-        self._histories.remember(updates)
-        return receipts
+        return receipts, updates
 
     def record_non_private(
         self,
@@ -339,7 +430,6 @@ class Ledger:
         what: str,
         *,
         purpose: str,
-        actor: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> Receipt:
         """Record a use of ``dataset`` *without* differential privacy (a baseline model).
@@ -352,7 +442,9 @@ class Ledger:
         used. Record it *before* the data is touched, like a charge.
         """
         purpose = check_purpose(purpose, non_private=True)
-        who = self._actor(actor)
+        who = self.access.require(
+            Permission.NON_PRIVATE_USE, dataset, action="privacy.non_private", purpose=purpose
+        ).name
         mechanism = non_private_mechanism()
         with self.store.session(lock=True) as session:
             ds = self._dataset(session, dataset)
@@ -383,6 +475,14 @@ class Ledger:
             )
             session.add(row)
             session.flush()
+            self.access.append(
+                session,
+                "privacy.non_private",
+                dataset=ds.name,
+                purpose=purpose,
+                links=_event_links(ds, row),
+                details={"what": what, "details": row.details},
+            )
             # The no-op event composes to nothing; the state's event count moves on.
             state = known.state.add(mechanism.dp_event)
             update = Known(seq, chain, state, known.checkpoint_seq)
@@ -401,6 +501,7 @@ class Ledger:
         path computes now. A broken chain or a checkpoint that disagrees is
         reported (and the checkpoint rewritten from the events).
         """
+        self.access.require(Permission.LEDGER_READ, dataset, action="ledger.verify")
         with self.store.session(lock=True) as session:
             ds = self._dataset(session, dataset, lock=self.store.backend != "sqlite")
             budget_row = self._budget_row(session, ds.id, lock=True)
@@ -518,6 +619,17 @@ def _refuse_shared_data(session: Session, ds: DatasetRow) -> None:
             f"the budget on '{ds.name}'",
             details={"dataset": ds.name, "same_data": others},
         )
+
+
+def _event_links(ds: DatasetRow, row: PrivacyEventRow) -> dict[str, Any]:
+    """What a trail entry links for a privacy event: enough to find it edited or deleted."""
+    return {
+        "dataset_id": ds.id,
+        "content_sha256": ds.content_sha256,
+        "ledger_event": row.id,
+        "ledger_seq": row.seq,
+        "ledger_chain": row.chain,
+    }
 
 
 def _privacy_units(ds: DatasetRow) -> int:
