@@ -433,7 +433,7 @@ class Trail:
             stream_results=True, yield_per=VERIFY_BATCH
         )
         result = connection.exec_driver_sql(
-            "SELECT seq, body, leaf, chain, actor, action, dataset, outcome "
+            "SELECT seq, body, leaf, chain, at, actor, action, dataset, outcome "
             "FROM trail_entries ORDER BY seq"
         )
         while batch := result.fetchmany(VERIFY_BATCH):
