@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from veil.bench._mpc import MpcResult, MpcRow, run_mpc_benchmark
     from veil.bench._query import QueryResult, QueryRow, run_query_benchmark
     from veil.bench._result import BenchResult, Column, Note, Table
+    from veil.bench._trail import TrailResult, run_trail_benchmark
 
 _WHERE = {
     "BenchResult": "_result",
@@ -65,6 +66,8 @@ _WHERE = {
     "QueryResult": "_query",
     "QueryRow": "_query",
     "run_query_benchmark": "_query",
+    "TrailResult": "_trail",
+    "run_trail_benchmark": "_trail",
 }
 
 _ALIASES = {"FEDERATED_ROWS": "ROWS"}
@@ -93,6 +96,7 @@ __all__ = [
     "QueryRow",
     "Table",
     "TimingRow",
+    "TrailResult",
     "audit_pool",
     "run_anonymize_benchmark",
     "run_audit_benchmark",
@@ -103,6 +107,7 @@ __all__ = [
     "run_mnist_benchmark",
     "run_mpc_benchmark",
     "run_query_benchmark",
+    "run_trail_benchmark",
 ]
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "mpc",
     "query",
     "render",
+    "trail",
 ]
 
 app = typer.Typer(help="Benchmarks: JSON plus a readable table.", no_args_is_help=True)
@@ -353,6 +354,52 @@ def ledger(
             charges=charges,
             processes=process_list,
             per_process=per_process,
+            postgres_url=postgres_url,
+            progress=progress,
+        )
+    _finish(result, output, as_json=as_json)
+
+
+@app.command()
+def trail(
+    entries: Annotated[
+        int, typer.Option("--entries", help="Entries of the trail that is verified and proved.")
+    ] = 1_000_000,
+    actions: Annotated[
+        int, typer.Option("--actions", help="Timed actions with recording off, and as many on.")
+    ] = 1_000,
+    workers: Annotated[int, typer.Option("--workers", help="Concurrent recording processes.")] = 8,
+    per_worker: Annotated[
+        int, typer.Option("--per-worker", help="Actions recorded by each process.")
+    ] = 500,
+    grants: Annotated[
+        int, typer.Option("--grants", help="Grants in force during the role checks.")
+    ] = 10_000,
+    checks: Annotated[int, typer.Option("--checks", help="Timed role checks.")] = 100_000,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres-url",
+            help="Also run on this PostgreSQL server (a scratch database is created and "
+            "dropped), e.g. postgresql://postgres@127.0.0.1:5432/postgres.",
+        ),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON report.")] = Path(
+        "bench-trail.json"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """The trail's goals: recording overhead, verify speed, proofs, concurrency, role checks."""
+    from veil.bench import run_trail_benchmark  # noqa: PLC0415
+
+    with progress_bar() as progress:
+        result = run_trail_benchmark(
+            entries=entries,
+            actions=actions,
+            workers=workers,
+            per_worker=per_worker,
+            grants=grants,
+            checks=checks,
             postgres_url=postgres_url,
             progress=progress,
         )
