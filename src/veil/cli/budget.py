@@ -1,4 +1,10 @@
-"""``veil budget``: set, show and audit a dataset's privacy budget."""
+"""``veil budget``: set, show and audit a dataset's privacy budget.
+
+The ledger checks the acting principal's role (:meth:`veil.ledger.Ledger.open`
+takes the workspace's access): ``budget.set`` to set or change a budget
+(owners), ``ledger.read`` to show, list or verify (owners, analysts, auditors).
+A refusal exits 9 and is recorded on the trail.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import typer
 from rich.table import Table
 
 from veil.cli._output import out, print_json, progress_bar
+from veil.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from veil.ledger import BudgetStatus
@@ -19,6 +26,11 @@ __all__ = ["app", "render_status"]
 app = typer.Typer(help="Set, show and audit a dataset's privacy budget.", no_args_is_help=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 DatasetArg = Annotated[str, typer.Argument(help="Registered dataset name.")]
+
+
+def _budget_flags(epsilon: float | None, delta: float | None, rho: float | None) -> str:
+    flags = {"--epsilon": epsilon, "--delta": delta, "--rho": rho}
+    return " ".join(f"{flag} {value:g}" for flag, value in flags.items() if value is not None)
 
 
 def render_status(status: BudgetStatus) -> None:
@@ -62,16 +74,32 @@ def set_(
     epsilon: Annotated[float | None, typer.Option("--epsilon", help="Total epsilon.")] = None,
     delta: Annotated[float | None, typer.Option("--delta", help="Total delta (default 0).")] = None,
     rho: Annotated[float | None, typer.Option("--rho", help="A zCDP budget instead.")] = None,
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the history).")] = "",
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason",
+            help="Why (kept in the history and on the trail); required to change a budget.",
+        ),
+    ] = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Give a dataset a privacy budget, or change it (the change is recorded)."""
+    """Give a dataset a privacy budget, or change it with --reason (owners; the change is recorded)."""
     from veil.ledger import Budget, Ledger  # noqa: PLC0415
 
     budget = Budget(epsilon=epsilon, delta=delta, rho=rho)
     ledger = Ledger.open()
     try:
         status = ledger.set_budget(dataset, budget, reason=reason)
+    except InvalidInputError as why:
+        if reason.strip() or "needs a reason" not in why.message:
+            raise
+        raise InvalidInputError(
+            f"'{dataset}' already has a budget: changing it needs --reason",
+            expected="a reason, kept with the change in the history and on the trail",
+            got="no --reason",
+            fix=f'veil budget set {dataset} {_budget_flags(epsilon, delta, rho)} --reason "why, '
+            'e.g. approved by the DPO, ticket 123"',
+        ) from why
     finally:
         ledger.store.dispose()
     if as_json:

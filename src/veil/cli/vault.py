@@ -1,4 +1,11 @@
-"""``veil vault``: encrypt files at rest, decrypt them, rotate the master key, show the vault."""
+"""``veil vault``: encrypt files at rest, decrypt them, rotate the master key, show the vault.
+
+Encrypting, decrypting and rotating need ``keys.use`` on the workspace (owners),
+checked before the secret is asked for; each is recorded on the trail
+(``vault.encrypt`` / ``vault.decrypt`` / ``vault.rotate``: the object's id and
+name, the paths, the vault key's id, never key material), and a failure after
+the check (a wrong passphrase, a tampered file) is recorded as failed.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +19,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from veil.cli._acting import failure_recorded, workspace_access
 from veil.cli._output import out, print_json, progress_bar
 from veil.errors import InvalidInputError
 from veil.workspace import Workspace
 
 if TYPE_CHECKING:
+    from veil.access import Access
     from veil.vault import MasterKey
 
 __all__ = ["app"]
@@ -112,6 +121,22 @@ def _report(
     }
 
 
+def _record(access: Access, action: str, payload: dict[str, Any]) -> None:
+    """Put an encryption or decryption on the trail: ids, name, paths and size, no key material."""
+    sealed = payload["object"]
+    access.record(
+        action,
+        links={"object_id": sealed["object_id"], "key_id": payload["key_id"]},
+        details={
+            "name": sealed["name"],
+            "kind": sealed["kind"],
+            "source": str(Path(payload["source"]).absolute()),
+            "output": payload["output"],
+            "size": sealed["size"],
+        },
+    )
+
+
 def _say(payload: dict[str, Any], verb: str) -> None:
     size = payload["object"]["size"]
     out.print(
@@ -135,18 +160,26 @@ def encrypt(
     as_json: JsonOption = False,
 ) -> None:
     """Encrypt a file under a fresh data key; the first use creates the workspace's vault."""
+    from veil.access import Permission  # noqa: PLC0415
     from veil.vault import Vault  # noqa: PLC0415
 
     workspace = Workspace.locate()
     target = output or source.with_name(source.name + _SUFFIX)
-    master = _master(passphrase_env, confirm=not Vault.inspect(workspace).exists)
-    vault = Vault.open(master, workspace, create=True)
-    started = time.perf_counter()
-    with progress_bar() as progress:
-        record = vault.encrypt_file(source, target, name=name, overwrite=force, progress=progress)
-    payload = _report(
-        "encrypt", source, target, record.to_dict(), vault.key_id, time.perf_counter() - started
-    )
+    paths = {"source": str(source.absolute()), "output": str(target.absolute())}
+    with workspace_access(workspace) as access:
+        access.require(Permission.KEYS_USE, action="vault.encrypt")
+        with failure_recorded(access, "vault.encrypt", details=paths):
+            master = _master(passphrase_env, confirm=not Vault.inspect(workspace).exists)
+            vault = Vault.open(master, workspace, create=True)
+            started = time.perf_counter()
+            with progress_bar() as progress:
+                record = vault.encrypt_file(
+                    source, target, name=name, overwrite=force, progress=progress
+                )
+        payload = _report(
+            "encrypt", source, target, record.to_dict(), vault.key_id, time.perf_counter() - started
+        )
+        _record(access, "vault.encrypt", payload)
     if as_json:
         print_json(payload)
     else:
@@ -182,6 +215,7 @@ def decrypt(
     as_json: JsonOption = False,
 ) -> None:
     """Decrypt a sealed file; the output appears only once every chunk has verified."""
+    from veil.access import Permission  # noqa: PLC0415
     from veil.vault import Vault  # noqa: PLC0415
 
     if output is None:
@@ -194,15 +228,25 @@ def decrypt(
             )
         output = source.with_name(source.name.removesuffix(_SUFFIX))
     workspace = Workspace.locate()
-    vault = Vault.open(_master(passphrase_env, confirm=False), workspace)
-    started = time.perf_counter()
-    with progress_bar() as progress:
-        record = vault.decrypt_file(
-            source, output, name=name, sealed_path=sealed_path, overwrite=force, progress=progress
+    paths = {"source": str(source.absolute()), "output": str(output.absolute())}
+    with workspace_access(workspace) as access:
+        access.require(Permission.KEYS_USE, action="vault.decrypt")
+        with failure_recorded(access, "vault.decrypt", details=paths):
+            vault = Vault.open(_master(passphrase_env, confirm=False), workspace)
+            started = time.perf_counter()
+            with progress_bar() as progress:
+                record = vault.decrypt_file(
+                    source,
+                    output,
+                    name=name,
+                    sealed_path=sealed_path,
+                    overwrite=force,
+                    progress=progress,
+                )
+        payload = _report(
+            "decrypt", source, output, record.to_dict(), vault.key_id, time.perf_counter() - started
         )
-    payload = _report(
-        "decrypt", source, output, record.to_dict(), vault.key_id, time.perf_counter() - started
-    )
+        _record(access, "vault.decrypt", payload)
     if as_json:
         print_json(payload)
     else:
@@ -229,23 +273,32 @@ def rotate(
     as_json: JsonOption = False,
 ) -> None:
     """Re-wrap every data key under a new master key; no file is re-encrypted."""
+    from veil.access import Permission  # noqa: PLC0415
     from veil.vault import Vault  # noqa: PLC0415
 
     workspace = Workspace.locate()
-    vault = Vault.open(_master(passphrase_env, confirm=False), workspace)
-    new = _new_master(new_passphrase_env, new_key_env)
-    old_key = vault.key_id
-    started = time.perf_counter()
-    status = vault.rotate(new)
-    payload = {
-        "action": "rotate",
-        "old_key_id": old_key,
-        "key_id": status.key_id,
-        "kdf": status.kdf,
-        "objects": len(status.objects),
-        "rotated": status.rotated,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    with workspace_access(workspace) as access:
+        access.require(Permission.KEYS_USE, action="vault.rotate")
+        with failure_recorded(access, "vault.rotate"):
+            vault = Vault.open(_master(passphrase_env, confirm=False), workspace)
+            new = _new_master(new_passphrase_env, new_key_env)
+            old_key = vault.key_id
+            started = time.perf_counter()
+            status = vault.rotate(new)
+        payload = {
+            "action": "rotate",
+            "old_key_id": old_key,
+            "key_id": status.key_id,
+            "kdf": status.kdf,
+            "objects": len(status.objects),
+            "rotated": status.rotated,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        access.record(
+            "vault.rotate",
+            links={"key_id": status.key_id, "old_key_id": old_key},
+            details={"objects": len(status.objects), "kdf": _kdf_text(status.kdf)},
+        )
     if as_json:
         print_json(payload)
         return
@@ -269,9 +322,16 @@ def _kdf_text(kdf: dict[str, Any] | None) -> str:
 @app.command()
 def status(as_json: JsonOption = False) -> None:
     """Show the vault: key id, key derivation, created and rotated times, sealed objects."""
+    from veil.access import Permission  # noqa: PLC0415
     from veil.vault import Vault  # noqa: PLC0415
 
-    payload = Vault.inspect(Workspace.locate()).to_dict()
+    workspace = Workspace.locate()
+    with workspace_access(workspace) as access:
+        # access.read, not keys.use: the status lists key ids, the key derivation and sealed
+        # objects' names and paths, never a key, like `veil keys list`; auditors (who review
+        # what is kept and by which key) hold it, and using a key is what keys.use guards.
+        access.require(Permission.ACCESS_READ, action="vault.status")
+    payload = Vault.inspect(workspace).to_dict()
     if as_json:
         print_json(payload)
         return

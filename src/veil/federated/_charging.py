@@ -95,7 +95,14 @@ def bind_to_ledger(config: FederatedConfig, guard: BudgetGuard | None) -> Federa
     other guard (a :class:`~veil.ledger.LocalBudget`) names a budget, not
     data, and leaves ``data_sha256`` as the caller set it.
 
+    Who may: the run reads the dataset's rows for a mechanism and spends its
+    budget, so the acting principal of the ledger (``guard.access``) needs
+    ``dataset.use`` and ``budget.spend`` on it (owners and analysts), checked
+    here, before any data loads or any client is asked; a refusal is recorded
+    on the trail.
+
     Raises:
+        PermissionDeniedError: The acting principal lacks one of the two grants.
         NotFoundError: ``ledger_dataset`` is not registered in the ledger's workspace.
         InvalidInputError: ``data_sha256`` was set to another dataset's SHA-256.
     """
@@ -105,9 +112,15 @@ def bind_to_ledger(config: FederatedConfig, guard: BudgetGuard | None) -> Federa
 
     if not isinstance(guard, Ledger):
         return config
+    from veil.access import Permission  # noqa: PLC0415
     from veil.data import Catalog  # noqa: PLC0415
 
-    info = Catalog(guard.store, guard.settings).get(config.ledger_dataset)
+    purpose = f"federated training ({config.strategy})"
+    for permission in (Permission.DATASET_USE, Permission.BUDGET_SPEND):
+        guard.access.require(
+            permission, config.ledger_dataset, action="federated.run", purpose=purpose
+        )
+    info = Catalog(guard.store, guard.settings, access=guard.access).get(config.ledger_dataset)
     if config.data_sha256 not in (None, info.content_sha256):
         raise InvalidInputError(
             f"data_sha256 is not the SHA-256 of '{info.name}', the dataset the run is charged to",
