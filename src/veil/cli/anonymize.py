@@ -1,7 +1,21 @@
-"""``veil scan`` and ``veil anonymize``: re-identification risk of a table, and a safer release of it."""
+"""``veil scan`` and ``veil anonymize``: re-identification risk of a table, and a safer release of it.
+
+**Who may.** A registered dataset (named, or given by its file's path) is read
+only through the catalogue, which checks ``dataset.read_rows`` and records the
+load (``dataset.read``); ``anonymize`` also needs ``dataset.release_rows`` on
+it (its output is row-level), checked first, and records the release
+(``data.anonymise``: dataset, output, k / l / t, rows in and out). A
+registered file that changed since its registration is refused, never read
+around the catalogue. A file that is not registered needs no role beyond being
+able to read it (Veil cannot guard a file the account can open anyway); inside
+a workspace its release is still recorded, by path. Outside a workspace both
+commands work on plain files, with nothing to check and nowhere to record.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -10,14 +24,19 @@ import typer
 from rich.table import Table
 
 from veil._io import atomic_path
+from veil.cli._acting import find_workspace, workspace_access
 from veil.cli._output import out, print_json, progress_bar, write_json_atomic
-from veil.errors import InvalidInputError, NotFoundError
+from veil.errors import DataTooLargeError, InvalidInputError, NotFoundError
 from veil.workspace import Workspace
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from veil.access import Access
     from veil.data import Catalog, DatasetInfo
+    from veil.store import Store
+
+    Acting = tuple[Access, Catalog]
 
 # pandas, NumPy and veil.data (SQLAlchemy) load inside the commands: `veil --help` stays fast.
 
@@ -78,61 +97,92 @@ def _read(source: str | None, delimiter: str | None) -> pd.DataFrame | None:
     return load_table(source, max_load_bytes=_limit(), **_options(delimiter))
 
 
-def _registered(source: str, *, by_path: bool) -> tuple[Catalog, DatasetInfo] | None:
-    """The registered dataset that ``source`` names, or (``by_path``) whose file it is."""
-    try:
-        workspace = Workspace.locate()
-    except NotFoundError:
-        return None
+@contextmanager
+def _acting() -> Iterator[Acting | None]:
+    """Who acts and the catalogue they read through, in a workspace; ``None`` outside one."""
+    workspace = find_workspace()
+    if workspace is None:
+        yield None
+        return
     from veil.data import Catalog  # noqa: PLC0415
 
-    catalog = Catalog.open(workspace)
+    with workspace_access(workspace) as access:
+        yield access, Catalog(access.store, workspace.settings, access=access)
+
+
+def _registration(store: Store, source: str) -> DatasetInfo | None:
+    """The active registration that ``source`` names, or whose file it is.
+
+    Looked up whoever acts: ``Catalog.list`` leaves out the datasets the
+    principal may not see, and a registered file must still go through the
+    catalogue's checks rather than be read around them as a plain file.
+    """
+    from sqlalchemy import select  # noqa: PLC0415
+
+    from veil.data import DatasetInfo  # noqa: PLC0415
+    from veil.store.tables import DatasetRow  # noqa: PLC0415
+
     path = Path(source).expanduser()
-    if not path.exists() and not source.startswith("sklearn:"):
-        try:
-            return catalog, catalog.get(source)
-        except NotFoundError:
-            catalog.store.dispose()
-            return None
-    resolved = str(path.resolve())
-    matches = [info for info in catalog.list() if by_path and info.source == resolved]
-    if matches:
-        return catalog, matches[0]
-    catalog.store.dispose()
-    return None
+    if path.exists():
+        where = DatasetRow.source == str(path.resolve())
+    elif source.startswith("sklearn:"):
+        return None
+    else:
+        where = DatasetRow.name == source
+    with store.session() as session:
+        found = [
+            DatasetInfo.from_row(row) for row in session.scalars(select(DatasetRow).where(where))
+        ]
+    active = sorted((info for info in found if info.archived is None), key=lambda i: i.name)
+    return active[0] if active else None
 
 
 def _load_source(
-    source: str, delimiter: str | None, *, by_path: bool
+    source: str, delimiter: str | None, acting: Acting | None, *, release: bool
 ) -> tuple[pd.DataFrame, DatasetInfo | None]:
-    """The input table, and its registration when it is a registered dataset."""
-    found = _registered(source, by_path=by_path)
-    if found is None:
+    """The input table, and its registration when it is a registered dataset.
+
+    ``release``: the rows leave as a row-level output (``dataset.release_rows``,
+    checked before the load).
+    """
+    info = None if acting is None else _registration(acting[0].store, source)
+    if acting is None or info is None:
         return load_table(source, max_load_bytes=_limit(), **_options(delimiter)), None
-    catalog, info = found
-    try:
-        return catalog.load_frame(info.name), info
-    except InvalidInputError as why:
-        if not Path(source).exists():
-            raise
-        out.print(
-            f"[yellow]{source} was registered as '{info.name}', but its declarations are not "
-            f"used:[/yellow] {why.message}.",
+    from veil.access import Permission  # noqa: PLC0415
+    from veil.data import DataUse  # noqa: PLC0415
+
+    access, catalog = acting
+    purpose = "anonymise" if release else "re-identification risk scan"
+    if release:
+        access.require(
+            Permission.DATASET_RELEASE_ROWS, info.name, action="data.anonymise", purpose=purpose
         )
-        return load_table(source, max_load_bytes=_limit(), **_options(delimiter)), None
-    finally:
-        catalog.store.dispose()
+    try:
+        return catalog.load_frame(info.name, use=DataUse.RAW, purpose=purpose), info
+    except DataTooLargeError:
+        raise
+    except InvalidInputError as why:
+        if source == info.name:
+            raise
+        raise InvalidInputError(
+            f"{source} is registered as '{info.name}', and is read only through the "
+            f"catalogue, which refused it: {why.message}",
+            expected=why.expected,
+            got=why.got,
+            fix=why.fix,
+        ) from why
 
 
 def _load(
     source: str,
     needed: list[str],
+    acting: Acting | None,
     *,
     drop_missing: bool,
     delimiter: str | None = None,
-    by_path: bool = False,
+    release: bool = False,
 ) -> tuple[pd.DataFrame, int, DatasetInfo | None]:
-    frame, info = _load_source(source, delimiter, by_path=by_path)
+    frame, info = _load_source(source, delimiter, acting, release=release)
     dropped = 0
     present = [c for c in needed if c in frame.columns]
     if drop_missing and present:
@@ -302,7 +352,10 @@ def scan(
     from veil.anonymize import scan_table  # noqa: PLC0415 - keeps `veil --help` fast
 
     keys, sens = _columns(qi), _columns(sensitive)
-    frame, dropped, _ = _load(source, keys + sens, drop_missing=drop_missing, delimiter=delimiter)
+    with _acting() as acting:
+        frame, dropped, _ = _load(
+            source, keys + sens, acting, drop_missing=drop_missing, delimiter=delimiter
+        )
     pop = _read(population, delimiter)
     ext, truth = _external(external, external_id, frame, delimiter)
     report = scan_table(
@@ -396,39 +449,68 @@ def anonymize(
     keys, sens = _columns(qi), _columns(sensitive)
     operations = [ColumnOperation.parse(text) for text in op or []]
     specs = load_hierarchies(hierarchies) if hierarchies else None
-    frame, dropped, info = _load(
-        source, keys + sens, drop_missing=drop_missing, delimiter=delimiter, by_path=True
-    )
-    key = None
-    if any(o.operator in {"pseudonymize", "shift-dates"} for o in operations):
-        from veil.vault import KeyStore  # noqa: PLC0415
-
-        key = KeyStore.for_workspace(Workspace.locate()).get(key_name)
-    ext, truth = _external(external, external_id, frame, delimiter)
-    with progress_bar() as progress:
-        result = run(
-            frame,
-            keys,
-            k=k,
-            sensitive=sens,
-            l=l_value,
-            t=t_value,
-            algorithm=algorithm,
-            hierarchies=specs,
-            max_suppression=max_suppression,
-            operations=operations,
-            key=key,
-            target=target,
-            external=ext,
-            external_truth=truth,
-            population_size=population_size,
-            declared_bounds=info.schema.bounds if info is not None else None,
-            progress=progress,
+    with _acting() as acting:
+        frame, dropped, info = _load(
+            source,
+            keys + sens,
+            acting,
+            drop_missing=drop_missing,
+            delimiter=delimiter,
+            release=True,
         )
-    if external_id is not None and external_id in result.table.columns:
-        # the identity column was needed to score the attack; it must not be released
-        result = replace(result, table=result.table.drop(columns=[external_id]))
-    write_table(result.table, output)
+        key = None
+        keyed = any(o.operator in {"pseudonymize", "shift-dates"} for o in operations)
+        if keyed:
+            from veil.vault import KeyStore  # noqa: PLC0415
+
+            key = KeyStore.for_workspace(Workspace.locate()).get(key_name)
+        ext, truth = _external(external, external_id, frame, delimiter)
+        with progress_bar() as progress:
+            result = run(
+                frame,
+                keys,
+                k=k,
+                sensitive=sens,
+                l=l_value,
+                t=t_value,
+                algorithm=algorithm,
+                hierarchies=specs,
+                max_suppression=max_suppression,
+                operations=operations,
+                key=key,
+                target=target,
+                external=ext,
+                external_truth=truth,
+                population_size=population_size,
+                declared_bounds=info.schema.bounds if info is not None else None,
+                progress=progress,
+            )
+        if external_id is not None and external_id in result.table.columns:
+            # the identity column was needed to score the attack; it must not be released
+            result = replace(result, table=result.table.drop(columns=[external_id]))
+        write_table(result.table, output)
+        if acting is not None:
+            acting[0].record(
+                "data.anonymise",
+                dataset=None if info is None else info.name,
+                purpose="anonymise",
+                links={}
+                if info is None
+                else {"dataset_id": info.dataset_id, "content_sha256": info.content_sha256},
+                details={
+                    "source": source if info is not None else str(Path(source).absolute()),
+                    "output": str(output.absolute()),
+                    "k": k,
+                    "l": l_value,
+                    "t": t_value,
+                    "algorithm": result.algorithm,
+                    "rows_in": len(frame) + dropped,
+                    "rows_out": len(result.table),
+                    "dropped_missing": dropped,
+                    "key": key_name if keyed else None,
+                    "satisfied": dict(result.satisfied),
+                },
+            )
     report = {**result.to_dict(), "output": str(output), "dropped_missing": dropped}
     if report_path is not None:
         write_json_atomic(report_path, report, owner_only=True)
