@@ -1,14 +1,25 @@
-"""``veil redact``: find and replace PII in a text file, decrypt it back, or score the detector."""
+"""``veil redact``: find and replace PII in a text file, decrypt it back, or score the detector.
+
+Outside a workspace it works on plain files, as it always did (a keyed
+operator needs the workspace's key store, so a workspace). Inside one, each
+redaction is recorded on the trail (``text.redact``) and each decryption
+(``text.decrypt``): the input and output paths, the operator, the ``--key``
+name (never the key) and the counts per entity type. ``--decrypt`` restores
+the PII, so it needs ``keys.use`` on the workspace (owners), checked before
+the key is read; a failure after the check is recorded as failed.
+"""
 
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from veil.cli._acting import failure_recorded, find_workspace, workspace_access
 from veil.cli._output import out, print_json, progress_bar
 from veil.errors import InvalidInputError
 from veil.workspace import Workspace
@@ -191,29 +202,54 @@ def redact(
     needs_key = decrypt or operator in KEYED_OPERATORS
     from veil.vault import KeyStore  # noqa: PLC0415
 
-    # --decrypt never creates a key: a new key could not open anything.
-    secret = (
-        KeyStore.for_workspace(Workspace.locate()).get(key, create=not decrypt)
-        if needs_key
-        else None
-    )
-    with progress_bar() as progress:
-        if decrypt:
-            assert secret is not None  # noqa: S101 - needs_key above
-            report = decrypt_file(source, output, secret, progress=progress)
-        else:
-            report = redact_file(
-                source,
-                output,
-                operator=operator,
-                key=secret,
-                entities=_entities(entities),
-                threshold=cut,
-                mask_keep=mask_keep,
-                workers=workers or _auto_workers(source),
-                progress=progress,
+    action = "text.decrypt" if decrypt else "text.redact"
+    entry = {
+        "source": str(source.absolute()),
+        "output": str(output.absolute()),
+        "operator": "decrypt" if decrypt else operator,
+        "key": key if needs_key else None,  # the name only, never the key
+    }
+    workspace = find_workspace()
+    with ExitStack() as stack:
+        access = None if workspace is None else stack.enter_context(workspace_access(workspace))
+        if decrypt and access is not None:
+            from veil.access import Permission  # noqa: PLC0415
+
+            access.require(Permission.KEYS_USE, action=action)
+        with failure_recorded(access, action, details=entry):
+            # --decrypt never creates a key: a new key could not open anything.
+            secret = (
+                KeyStore.for_workspace(Workspace.locate()).get(key, create=not decrypt)
+                if needs_key
+                else None
             )
-    payload = report.to_dict()
+            with progress_bar() as progress:
+                if decrypt:
+                    assert secret is not None  # noqa: S101 - needs_key above
+                    report = decrypt_file(source, output, secret, progress=progress)
+                else:
+                    report = redact_file(
+                        source,
+                        output,
+                        operator=operator,
+                        key=secret,
+                        entities=_entities(entities),
+                        threshold=cut,
+                        mask_keep=mask_keep,
+                        workers=workers or _auto_workers(source),
+                        progress=progress,
+                    )
+        payload = report.to_dict()
+        if access is not None:
+            access.record(
+                action,
+                details={
+                    **entry,
+                    "lines": payload["lines"],
+                    "entities": payload["entities"],
+                    "total_entities": payload["total_entities"],
+                },
+            )
     if as_json:
         print_json(payload)
         return
