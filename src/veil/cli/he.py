@@ -5,6 +5,12 @@ plan) and ``veil he infer`` (a request to a response, with the public context
 only). Client side: ``veil he keygen`` (keys for a plan), ``veil he encrypt`` and
 ``veil he decrypt``. ``veil he demo`` runs the whole round trip on bundled data.
 
+A model compiled from the workspace's registry (a file under
+``.veil/models/NAME/``) needs ``model.read`` on its training set (or the
+workspace), checked before it is read, and its load is recorded on the trail
+(``model.load``); files elsewhere, and every other command, work on plain files
+with nothing to check.
+
 The work is in :mod:`veil.he` (:func:`~veil.he.load_inputs`,
 :func:`~veil.he.respond`, :func:`~veil.he.round_trip`...); this module parses,
 checks output paths, reads and writes files and prints. It runs to about 500
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,12 +31,17 @@ import typer
 from rich.table import Table
 
 from veil._io import write_bytes_atomic
+from veil.cli._acting import failure_recorded, find_workspace, workspace_access
 from veil.cli._output import err, out, print_json, progress_bar, write_json_atomic
-from veil.errors import InvalidInputError, NotFoundError
+from veil.errors import InvalidInputError, NotFoundError, require
 from veil.progress import ProgressEvent
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from veil.access import Access
     from veil.he import HEClient, HEProgram, PaillierClient
+    from veil.train import PrivacyCard
 
 __all__ = ["app", "render_round_trip"]
 
@@ -111,6 +123,56 @@ def _load_model(
                 err.print(f"warning: {warning.message}", style="bold yellow", markup=False)
 
 
+@contextmanager
+def _registry_model(path: Path) -> Iterator[tuple[Access, PrivacyCard] | None]:
+    """Who acts and the card of the registry model ``path`` belongs to; ``None`` for other files.
+
+    The acting principal needs ``model.read`` on the model's training set,
+    checked here, before the model is read (a refusal is on the trail).
+    """
+    workspace = find_workspace()
+    if workspace is None or not path.resolve().is_relative_to(workspace.home.resolve()):
+        yield None
+        return
+    require("torch", extra="train", purpose="compiling a model of the workspace's registry")
+    from veil.access import Permission  # noqa: PLC0415
+    from veil.train import ModelRegistry  # noqa: PLC0415
+
+    registry = ModelRegistry.for_workspace(workspace)
+    try:
+        relative = path.resolve().relative_to(registry.root.resolve())
+    except ValueError:
+        relative = None
+    name = relative.parts[0] if relative is not None and relative.parts else None
+    if name is None or name.startswith(".") or not registry.exists(name):
+        yield None
+        return
+    card = registry.card(name)
+    with workspace_access(workspace) as access:
+        access.require(
+            Permission.MODEL_READ, card.dataset or None, action="model.load", purpose=_PURPOSE
+        )
+        yield access, card
+
+
+_PURPOSE = "compile for encrypted inference (veil he compile)"
+
+
+def _record_load(access: Access, card: PrivacyCard, program: Path) -> None:
+    """Put the registry model's load on the trail, linked to its ledger event and data version."""
+    access.record(
+        "model.load",
+        dataset=card.dataset or None,
+        purpose=_PURPOSE,
+        links={
+            "model": card.model,
+            "ledger_event": card.ledger_event_id,
+            "content_sha256": card.dataset_sha256,
+        },
+        details={"private": card.private, "epsilon": card.epsilon, "program": str(program)},
+    )
+
+
 @app.command("compile")
 def compile_(
     model: Annotated[
@@ -153,13 +215,18 @@ def compile_(
         raise InvalidInputError(
             "bad --layouts", expected="'vector', 'batch' or 'vector,batch'", got=layouts
         )
-    program = _load_model(
-        model,
-        input_shape,
-        _load_inputs(calibrate, scale),
-        architecture=arch,
-        trust_pickle=trust_pickle,
-    )
+    with _registry_model(model) as registered:
+        access = None if registered is None else registered[0]
+        with failure_recorded(access, "model.load", purpose=_PURPOSE):
+            program = _load_model(
+                model,
+                input_shape,
+                _load_inputs(calibrate, scale),
+                architecture=arch,
+                trust_pickle=trust_pickle,
+            )
+        if registered is not None:
+            _record_load(*registered, output.absolute())
     plan = program.plan(layouts=chosen)
     _write(output, program.to_bytes(), force=force, owner_only=True)
     target = plan_out or output.with_suffix(".plan.json")
