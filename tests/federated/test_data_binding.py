@@ -70,6 +70,33 @@ def test_a_run_charged_to_other_data_is_refused_before_any_round_and_nothing_is_
     assert ledger.status("digits-test").spent.epsilon == 0
 
 
+def test_a_run_needs_dataset_use_and_budget_spend_before_anything_loads(registered, monkeypatch):
+    from veil.access import Access, Principal
+    from veil.errors import PermissionDeniedError
+    from veil.federated import _run
+    from veil.ledger import Ledger
+
+    _, owner = registered
+    Access.open(store=owner.store).grant("bob", "auditor", "digits", reason="reads, no spending")
+    bob = Ledger(owner.store, access=Access(owner.store, Principal("bob")))
+    loads: list[object] = []
+    monkeypatch.setattr(_run, "load_task", lambda *a, **k: loads.append(a))
+    with pytest.raises(PermissionDeniedError, match=r"budget\.spend"):
+        federate(FederatedConfig(**DP, ledger_dataset="digits"), guard=bob)
+    assert loads == []  # refused before any data loads
+    assert owner.entries("digits") == []
+    (entry,) = owner.access.trail.entries(actor="bob")
+    assert (entry.action, str(entry.outcome), entry.details["missing"]) == (
+        "federated.run",
+        "refused",
+        "budget.spend",
+    )
+    nobody = Ledger(owner.store, access=Access(owner.store, Principal("carol")))
+    with pytest.raises(PermissionDeniedError, match=r"dataset\.use"):
+        federate(FederatedConfig(**DP, ledger_dataset="digits"), guard=nobody)
+    assert loads == [] and owner.entries("digits") == []
+
+
 @pytest.mark.slow
 def test_a_run_on_its_ledger_dataset_charges_once_and_says_which_data(registered):
     catalog, ledger = registered
