@@ -341,3 +341,52 @@ def test_bad_input_exits_3_and_writes_nothing(server_files, capsys, tmp_path: Pa
     assert code == 3
     code, _, _ = _main(capsys, "he", "decrypt", "missing.resp", "--keys", "a")
     assert code == 6
+
+
+@pytest.mark.slow
+def test_compiling_a_registry_model_needs_model_read_and_is_recorded(
+    server_files, capsys, tmp_path: Path, monkeypatch
+) -> None:
+    import shutil
+
+    from veil.access import Access
+    from veil.workspace import login_name
+
+    model, calibration, _ = server_files
+    assert _main(capsys, "init")[0] == 0
+    stored = tmp_path / ".veil" / "models" / "m1"
+    stored.mkdir(parents=True)
+    shutil.copy(model, stored / "model.pt")
+    card = {"model": "m1", "dataset": "people", "dataset_sha256": "ab" * 32, "private": True}
+    (stored / "privacy_card.json").write_text(json.dumps(card | {"epsilon": 3.0}))
+    argv = ["he", "compile", "--arch", "arch.json", "--calibrate", str(calibration)]
+
+    code, _, err = _main(capsys, *argv[:2], str(stored / "model.pt"), *argv[2:], "-o", "a.veilhe")
+    assert code == 0, err
+    access = Access.open()
+    try:
+        _, token = access.create_key("client", "consumer", reason="test")
+        (loaded,) = access.trail.entries(action="model.load")
+    finally:
+        access.store.dispose()
+    assert (loaded.actor, loaded.dataset, loaded.links["model"]) == (login_name(), "people", "m1")
+    assert loaded.details["program"] == str(tmp_path / "a.veilhe")
+
+    monkeypatch.setenv("VEIL_KEY", token)  # a consumer may call a model, not read it
+    code, _, err = _main(capsys, *argv[:2], str(stored / "model.pt"), *argv[2:], "-o", "b.veilhe")
+    assert code == 9, err
+    assert "model.read" in err
+    assert not (tmp_path / "b.veilhe").exists()
+    # a model file outside the registry is a plain file: nothing to check
+    code, _, err = _main(capsys, *argv[:2], str(model), *argv[2:], "-o", "c.veilhe")
+    assert code == 0, err
+    monkeypatch.delenv("VEIL_KEY")
+    access = Access.open()
+    try:
+        refused = access.trail.entries(actor="svc:client")
+        assert len(access.trail.entries(action="model.load")) == 2
+    finally:
+        access.store.dispose()
+    assert [(e.action, str(e.outcome), e.details["missing"]) for e in refused] == [
+        ("model.load", "refused", "model.read")
+    ]
