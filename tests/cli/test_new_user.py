@@ -112,8 +112,26 @@ def test_every_subcommand_with_default_flags_on_a_fresh_csv(
         ),
         (("train", "--dataset", "visits", "--epsilon", "1", "--label", "readmitted"), False),
         # refused: DP-SGD needs a delta, and the budget has none
-        (("budget", "set", "visits", "--epsilon", "3", "--delta", "1e-5"), True),
-        (("budget", "set", "visits-test", "--epsilon", "3", "--delta", "1e-5"), True),
+        # refused: changing a budget needs a reason, kept for the auditor
+        (("budget", "set", "visits", "--epsilon", "3", "--delta", "1e-5"), False),
+        (
+            ("budget", "set", "visits", "--epsilon", "3", "--delta", "1e-5", "--reason", "DP-SGD"),
+            True,
+        ),
+        (
+            (
+                "budget",
+                "set",
+                "visits-test",
+                "--epsilon",
+                "3",
+                "--delta",
+                "1e-5",
+                "--reason",
+                "DP-SGD",
+            ),
+            True,
+        ),
         (("train", "--dataset", "visits", "--epsilon", "1", "--label", "readmitted"), True),
         (("models", "list"), True),
         (("models", "show", "visits-mlp-eps1"), True),
