@@ -55,7 +55,7 @@ import sqlalchemy as sa
 from veil import __version__
 from veil.access import WORKSPACE, Access, Permission, Principal, Role, Trail
 from veil.access.verifier import leaf_hash, verify_inclusion, verify_inclusion_proof
-from veil.bench._result import BenchResult, Column, Note, Table, View, fixed, verdict
+from veil.bench._result import BenchResult, Column, Note, Table, View, fixed, ratio, verdict
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, emit
 from veil.store import Store
@@ -100,6 +100,8 @@ class OverheadRow:
     on_p99_ms: float
     added_p50_ms: float
     added_p99_ms: float
+    ratio_p50: float
+    ratio_p99: float
     goal_added_p99_ms: float
     met: bool
 
@@ -225,6 +227,8 @@ class TrailResult(BenchResult):
                 Column("on p99", fixed(".2f")),
                 Column("added p50", fixed("+.2f")),
                 Column("added p99", fixed("+.2f")),
+                Column("on/off p50", ratio),
+                Column("on/off p99", ratio),
                 Column("goal (p99)"),
             ),
             rows=tuple(
@@ -236,6 +240,8 @@ class TrailResult(BenchResult):
                     r.overhead.on_p99_ms,
                     r.overhead.added_p50_ms,
                     r.overhead.added_p99_ms,
+                    r.overhead.ratio_p50,
+                    r.overhead.ratio_p99,
                     f"<= {r.overhead.goal_added_p99_ms:g} ms {verdict(r.overhead.met)}",
                 )
                 for r in rows
@@ -529,6 +535,8 @@ def _overhead(
         on_p99_ms=_quantile(on, 0.99),
         added_p50_ms=statistics.median(on) - statistics.median(off),
         added_p99_ms=added_p99,
+        ratio_p50=statistics.median(on) / statistics.median(off),
+        ratio_p99=_quantile(on, 0.99) / _quantile(off, 0.99),
         goal_added_p99_ms=goal,
         met=added_p99 <= goal,
     )
