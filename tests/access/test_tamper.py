@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,9 @@ from tests.access._scenario import CHARGE_SEQS, DATASET, SIZE, World, laplace, p
 
 from veil.access import Trail, TrailReport
 from veil.access.verifier import leaf_hash
-from veil.errors import InvalidInputError
 from veil.ledger import Ledger
 from veil.store.chain import GENESIS, link
-from veil.store.tables import PrivacyEventRow, TrailHeadRow, TrailStateRow
+from veil.store.tables import PrivacyEventRow, TrailEntryRow, TrailHeadRow, TrailStateRow
 
 
 @pytest.fixture(
@@ -172,17 +172,29 @@ def test_a_row_forged_past_the_end_disagrees_with_the_trails_state(world: World)
     assert "state says 9 entries" in report.problems[0].message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidInputError,
-    reason="product bug (reported): with an exported head, Trail.verify asks Trail.consistency "
-    "for a proof up to the rows' size, which refuses a size past trail_state's, so verify "
-    "raises 'no such pair of trail sizes' instead of reporting the extra row",
-)
 def test_a_row_forged_past_the_end_is_reported_with_an_exported_head(world: World):
     _append_forged_row(world)
     report = world.verify()
     named(report, "state", 10, "state says 9 entries")
+
+
+def test_a_backdated_entry_is_named(world: World):
+    # `veil trail show --since` filters on the indexed time: moving an entry out of a window.
+    with world.store.session() as session:
+        row = session.get(TrailEntryRow, 6)
+        assert row is not None
+        row.at -= timedelta(days=30)
+    report = world.verify()
+    assert kinds(report) == [("columns", 6)]
+
+
+@pytest.mark.parametrize("at", [0, 2.5, "yesterday", ""])
+def test_a_time_column_holding_no_time_is_named_not_a_crash(world: World, at: object):
+    if world.store.backend != "sqlite":
+        pytest.skip("PostgreSQL's timestamp column holds only timestamps")
+    assert world.execute("UPDATE trail_entries SET at = :at WHERE seq = 6", at=at) == 1
+    report = world.verify()
+    assert kinds(report) == [("columns", 6)]
 
 
 def test_a_clean_truncation_is_caught_by_the_exported_head_only(world: World):

@@ -389,7 +389,8 @@ class Trail:
             roots = walk.run(self._rows(session), sorted(s for s in sizes if s > 0), progress)
             size = walk.size
             frontier_root = walk.frontier.root()
-            if state.size != size or state.chain != walk.chain:
+            state_agrees = state.size == size and state.chain == walk.chain
+            if not state_agrees:
                 problems.append(
                     TrailProblem(
                         "truncated" if state.size > size else "state",
@@ -407,7 +408,9 @@ class Trail:
         proof: list[bytes] = []
         if exported is not None:
             problems.extend(check_head(exported, roots, size, trusted, "exported head"))
-            if 0 < exported.size <= size and exported.root == roots.get(exported.size, b"").hex():
+            # (Rows past the trail's state are reported above; a proof is made only up to it.)
+            contained = exported.root == roots.get(exported.size, b"").hex()
+            if state_agrees and 0 < exported.size <= size and contained:
                 proof = self.consistency(exported.size, size)
                 if not verify_consistency(
                     exported.size, size, bytes.fromhex(exported.root), frontier_root, proof

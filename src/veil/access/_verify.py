@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -125,7 +126,7 @@ def _agrees(  # noqa: PLR0917 - the row's columns, in order
     if isinstance(at, str):  # SQLite: "2026-01-01 00:00:00.000000"
         if at[:10] != stamp[:10] or at[11:26] != stamp[11:26]:
             return False
-    elif timestamp(at) != stamp:
+    elif not isinstance(at, datetime) or timestamp(at) != stamp:  # SQLite holds anything
         return False
     named = "null" if dataset is None else _quoted(dataset)
     if not body.startswith('","dataset":' + named + ',"details":', start + _AT_LENGTH):
@@ -154,9 +155,10 @@ class Walk:
         self.size = 0
         self.chain = GENESIS
         self.frontier = Frontier()
+        # ledger event id / budget change id -> (trail seq, the entry's body)
         self.ledger_links: dict[int, tuple[int, Mapping[str, Any]]] = {}
         self.budget_sets: dict[int, tuple[int, Mapping[str, Any]]] = {}
-        self.budget_change_links: dict[int, int] = {}
+        self.budget_change_links: dict[int, tuple[int, Mapping[str, Any]]] = {}
         self.pin: Mapping[str, Any] | None = None
 
     def run(  # noqa: C901 - one loop with its steps inlined, for speed
@@ -237,11 +239,11 @@ class Walk:
         if action == "trail.start" and seq == 1:
             self.pin = data.get("details", {}).get("ledger", {})
         elif action in ("privacy.charge", "privacy.non_private") and "ledger_event" in links:
-            self.ledger_links[int(links["ledger_event"])] = (seq, links)
+            self.ledger_links[int(links["ledger_event"])] = (seq, data)
         elif action == "budget.set" and data.get("outcome") == "allowed" and "dataset_id" in links:
             self.budget_sets[int(links["dataset_id"])] = (seq, data.get("details", {}))
             if "budget_change" in links:
-                self.budget_change_links[int(links["budget_change"])] = seq
+                self.budget_change_links[int(links["budget_change"])] = (seq, data)
 
 
 def check_head(
@@ -315,9 +317,12 @@ def _check_events(
             PrivacyEventRow.mechanisms,
             PrivacyEventRow.leaves,
             PrivacyEventRow.chain,
+            PrivacyEventRow.actor,
+            PrivacyEventRow.purpose,
+            PrivacyEventRow.what,
         ).order_by(PrivacyEventRow.dataset_id, PrivacyEventRow.seq)
     ).all()
-    for event_id, dataset_id, seq, mechanisms, leaves, chain in rows:
+    for event_id, dataset_id, seq, mechanisms, leaves, chain, actor, purpose, what in rows:
         checked += 1
         name = names.get(dataset_id, f"#{dataset_id}")
         previous = chains.get(dataset_id, GENESIS)
@@ -344,18 +349,26 @@ def _check_events(
                 )
             )
             continue
-        trail_seq, link = entry
+        trail_seq, body = entry
+        link = body.get("links") or {}
         seen.add(event_id)
+        recorded = (body.get("actor"), body.get("purpose"), (body.get("details") or {}).get("what"))
         if (
             link.get("ledger_chain") != chain
             or chains[dataset_id] != chain
             or int(link.get("ledger_seq", -1)) != seq
+            or recorded != (actor, purpose, what)
         ):
             problems.append(
                 TrailProblem(
                     "ledger",
                     f"privacy event {event_id} of '{name}' (ledger seq {seq}) was changed after "
-                    f"trail entry {trail_seq} recorded it",
+                    f"trail entry {trail_seq} recorded it"
+                    + (
+                        f" (its who/why/what: {recorded} recorded, {(actor, purpose, what)} now)"
+                        if recorded != (actor, purpose, what)
+                        else " (its mechanisms or order)"
+                    ),
                     seq=trail_seq,
                 )
             )
@@ -412,14 +425,49 @@ def _check_budgets(
                 )
             )
     last_pinned_change = int(pin.get("last_budget_change", 0))
-    for (change_id,) in session.execute(
-        select(BudgetChangeRow.id).where(BudgetChangeRow.id > last_pinned_change)
-    ).all():
-        if change_id not in walk.budget_change_links:
+    changes = session.execute(
+        select(
+            BudgetChangeRow.id,
+            BudgetChangeRow.actor,
+            BudgetChangeRow.reason,
+            BudgetChangeRow.epsilon,
+            BudgetChangeRow.delta,
+            BudgetChangeRow.rho,
+        ).where(BudgetChangeRow.id > last_pinned_change)
+    ).all()
+    present = set()
+    for change_id, actor, reason, epsilon, delta, rho in changes:
+        present.add(change_id)
+        entry = walk.budget_change_links.get(change_id)
+        if entry is None:
             problems.append(
                 TrailProblem(
                     "budget",
                     f"budget change {change_id} has no trail entry: it was written outside Veil",
+                )
+            )
+            continue
+        trail_seq, body = entry
+        budget = (body.get("details") or {}).get("budget")
+        now = {"epsilon": epsilon, "delta": delta, "rho": rho}
+        if (body.get("actor"), body.get("purpose"), budget) != (actor, reason, now):
+            problems.append(
+                TrailProblem(
+                    "budget",
+                    f"budget change {change_id} was changed after trail entry {trail_seq} "
+                    f"recorded it: {body.get('actor')!r} / {body.get('purpose')!r} / {budget} "
+                    f"recorded, {actor!r} / {reason!r} / {now} now",
+                    seq=trail_seq,
+                )
+            )
+    for change_id, (trail_seq, _body) in walk.budget_change_links.items():
+        if change_id not in present:
+            problems.append(
+                TrailProblem(
+                    "budget",
+                    f"budget change {change_id}, recorded by trail entry {trail_seq}, is gone "
+                    "(deleted)",
+                    seq=trail_seq,
                 )
             )
     return budgets
