@@ -42,7 +42,15 @@ from veil.access._principal import (
     ServiceKeyInfo,
     check_principal_name,
 )
-from veil.access._roles import WORKSPACE, Grant, Permission, Policy, Role, roles_with
+from veil.access._roles import (
+    WORKSPACE,
+    WORKSPACE_ONLY,
+    Grant,
+    Permission,
+    Policy,
+    Role,
+    roles_with,
+)
 from veil.access._trail import Outcome, Trail, TrailEntry
 from veil.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
 from veil.store import Store
@@ -254,10 +262,11 @@ class Access:
             },
         )
         roles = [str(r) for r in roles_with(permission)]
-        where = "the workspace" if dataset is None else f"dataset '{dataset}' or the workspace"
+        workspace_only = dataset is None or permission in WORKSPACE_ONLY
+        where = "the workspace" if workspace_only else f"dataset '{dataset}' or the workspace"
         held = ", ".join(policy.roles_on(dataset)) or "no role"
         suggestion = roles[0]
-        grant_dataset = "" if dataset is None else f" --dataset {dataset}"
+        grant_dataset = "" if workspace_only else f" --dataset {dataset}"
         raise PermissionDeniedError(
             f"{principal.name} may not {permission.value} "
             f"({'on ' + repr(dataset) if dataset else 'on this workspace'})",

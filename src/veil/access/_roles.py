@@ -79,10 +79,10 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
     Role.CONSUMER: frozenset({_P.MODEL_PREDICT}),
 }
 
-# Permissions that only make sense on the whole workspace (no dataset to scope them to).
-WORKSPACE_ONLY = frozenset(
-    {_P.ACCESS_MANAGE, _P.KEYS_USE, _P.TRAIL_CHECKPOINT, _P.DATASET_REGISTER}
-)
+# Permissions held only through a grant on the whole workspace: a dataset's owner manages
+# that dataset (its budget, its grants and keys), not the workspace's keys, its trail's
+# checkpoints or the registration of other data.
+WORKSPACE_ONLY = frozenset({_P.KEYS_USE, _P.TRAIL_CHECKPOINT, _P.DATASET_REGISTER})
 
 
 @dataclass(frozen=True, order=True)
