@@ -25,7 +25,7 @@ from tests.access._scenario import CHARGE_SEQS, DATASET, SIZE, World, laplace, p
 
 from veil.access import Trail, TrailReport
 from veil.access.verifier import leaf_hash
-from veil.ledger import Ledger
+from veil.ledger import Budget, Ledger
 from veil.store.chain import GENESIS, link
 from veil.store.tables import PrivacyEventRow, TrailEntryRow, TrailHeadRow, TrailStateRow
 
@@ -336,21 +336,22 @@ def test_a_budget_raised_in_the_database_is_named(world: World):
     assert any("has no trail entry" in p.message for p in report.problems if p.kind == "budget")
 
 
-def test_a_sequence_number_reused_after_a_deletion_is_named(
-    world: World, request: pytest.FixtureRequest
-):
-    if world.store.backend == "sqlite":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="product gap (reported): SQLite reuses the deleted event's row id, the "
-                "new charge's entry links that id, and verify keeps only the last entry per "
-                "event id, so the entry that recorded the deleted event is never checked",
-            )
-        )
+def test_a_sequence_number_reused_after_a_deletion_is_named(world: World):
     assert world.execute("DELETE FROM privacy_events WHERE seq = 3") == 1
     receipt = _fresh_ledger(world).charge(DATASET, laplace(), purpose="after the deletion")
     assert receipt.seq == 3  # the number is reused: the ledger alone shows no gap
     report = world.access().trail.verify()
     named(report, "ledger", CHARGE_SEQS[2], "privacy event 3,", "deleted")
+    if world.store.backend == "sqlite":  # SQLite also reused the row id: the entries say so
+        assert receipt.event_id == 3
+        named(report, "ledger", CHARGE_SEQS[2], "recorded again by entry 10", "id reused")
     assert report.first_bad == CHARGE_SEQS[2]
+
+
+def test_a_deleted_budget_change_is_named_even_when_its_id_is_reused(world: World):
+    # Hide who raised the budget and why: delete the change, then set the budget again.
+    assert world.execute("DELETE FROM budget_changes") == 1
+    _fresh_ledger(world).set_budget(DATASET, Budget(epsilon=10), reason="as before")
+    report = world.access().trail.verify()
+    named(report, "budget", 4, "budget change 1,")
+    assert report.first_bad == 4

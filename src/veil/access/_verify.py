@@ -239,11 +239,37 @@ class Walk:
         if action == "trail.start" and seq == 1:
             self.pin = data.get("details", {}).get("ledger", {})
         elif action in ("privacy.charge", "privacy.non_private") and "ledger_event" in links:
-            self.ledger_links[int(links["ledger_event"])] = (seq, data)
+            self._link(self.ledger_links, "privacy event", int(links["ledger_event"]), seq, data)
         elif action == "budget.set" and data.get("outcome") == "allowed" and "dataset_id" in links:
             self.budget_sets[int(links["dataset_id"])] = (seq, data.get("details", {}))
             if "budget_change" in links:
-                self.budget_change_links[int(links["budget_change"])] = (seq, data)
+                change = int(links["budget_change"])
+                self._link(self.budget_change_links, "budget change", change, seq, data)
+
+    def _link(
+        self,
+        links: dict[int, tuple[int, Mapping[str, Any]]],
+        what: str,
+        row_id: int,
+        seq: int,
+        data: Mapping[str, Any],
+    ) -> None:
+        """Note that entry ``seq`` recorded row ``row_id``; a row recorded twice is reported.
+
+        Ids are never reused unless a row was deleted: SQLite hands the id of a
+        deleted last row to the next one, and its entry would hide the first.
+        """
+        earlier = links.get(row_id)
+        if earlier is not None:
+            self.problems.append(
+                TrailProblem(
+                    "ledger" if what == "privacy event" else "budget",
+                    f"{what} {row_id}, recorded by trail entry {earlier[0]}, was recorded again "
+                    f"by entry {seq}: the first was deleted and its id reused",
+                    seq=earlier[0],
+                )
+            )
+        links[row_id] = (seq, data)
 
 
 def check_head(
