@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from veil.access._entries import (
@@ -119,15 +119,21 @@ class Trail:
             )
 
     # ------------------------------------------------------------------ writing
-    def _locked_state(self, session: Session) -> TrailStateRow:
+    def _locked_state(self, session: Session) -> Any:
+        """The trail's end (size, chain, frontier), its row locked until the transaction ends.
+
+        Core statements, not the ORM: an append is on the path of every action.
+        """
         if self.store.backend == "sqlite":
             mode = session.connection().get_execution_options().get("veil_sqlite_begin")
             if mode != "IMMEDIATE":
                 msg = "a trail append needs the write lock: use store.session(lock=True)"
                 raise RuntimeError(msg)
         return session.execute(
-            select(TrailStateRow).where(TrailStateRow.id == 1).with_for_update()
-        ).scalar_one()
+            select(TrailStateRow.size, TrailStateRow.chain, TrailStateRow.frontier)
+            .where(TrailStateRow.id == 1)
+            .with_for_update()
+        ).one()
 
     def append(
         self,
@@ -182,12 +188,11 @@ class Trail:
                 heads.append(self._sign(cursor.size, cursor.frontier.root()))
         if rows:
             session.execute(insert(TrailEntryRow), rows)
-        state.size, state.chain, state.frontier = (
-            cursor.size,
-            cursor.chain,
-            cursor.frontier.to_json(),
+        session.execute(
+            update(TrailStateRow)
+            .where(TrailStateRow.id == 1)
+            .values(size=cursor.size, chain=cursor.chain, frontier=cursor.frontier.to_json())
         )
-        session.flush()
         for head in heads:
             self._store_head(session, head)
         return made
