@@ -401,7 +401,7 @@ def _run(tmp_path: Path, document: object, *args: str) -> subprocess.CompletedPr
 def test_the_copied_verifier_accepts_a_good_proof(tmp_path, key):
     result = _run(tmp_path, _document(key), "--public-key", _public(key).hex())
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith("OK: entry 4 is in the trail of 11 entries")
+    assert result.stdout.startswith("OK: entry 5 (leaf index 4) is in the trail of 11 entries")
     # The plain command of the module docstring works the same.
     plain = subprocess.run(
         [sys.executable, "-I", "verifier.py", "proof.json"],

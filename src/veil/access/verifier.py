@@ -500,7 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     head = document["head"]
     signer = "the given key" if key is not None else "its own key (integrity only)"
     sys.stdout.write(
-        f"OK: entry {document['entry']['index']} is in the trail of {head['size']} entries "
+        f"OK: entry {document['entry']['index'] + 1} (leaf index {document['entry']['index']}) "
+        f"is in the trail of {head['size']} entries "
         f"with root {head['root']}, signed at {head['timestamp']} by {signer}\n"
     )
     return 0
