@@ -33,8 +33,20 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JS
 _OUTCOME_STYLE = {"allowed": "green", "refused": "bold red", "failed": "yellow"}
 
 
+def _short(value: object) -> object:
+    """Long hex digests (content, chain) cut to 12 digits: the table is for reading."""
+    text = str(value)
+    if len(text) >= 40 and all(c in "0123456789abcdef" for c in text):  # noqa: PLR2004
+        return text[:12] + "…"
+    return value
+
+
 def _details(entry: TrailEntry) -> str:
-    parts = [f"{k}={v}" for k, v in {**entry.links, **entry.details}.items() if v not in (None, "")]
+    # What happened first (the details), then what it links to.
+    fields = {**entry.details, **entry.links}
+    flat = [(k, v) for k, v in fields.items() if not isinstance(v, dict | list)]
+    nested = [(k, v) for k, v in fields.items() if isinstance(v, dict | list)]
+    parts = [f"{k}={_short(v)}" for k, v in flat + nested if v not in (None, "", {}, [])]
     text = ", ".join(parts)
     return text if len(text) <= _DETAIL_WIDTH else text[: _DETAIL_WIDTH - 3] + "..."
 
