@@ -108,6 +108,13 @@ def test_a_run_on_its_ledger_dataset_charges_once_and_says_which_data(registered
     assert result.data["sha256"] == registered_sha
     assert list(result.data["nodes"].values()) == [registered_sha] * DP["clients"]
     assert ledger.entries("digits-test") == []
+    # The clients' read of the rows and the charge are both on the trail, in that order.
+    trail = [e for e in ledger.access.trail.entries(dataset="digits") if e.seq > 0]
+    actions = [e.action for e in trail if e.action in ("dataset.read", "privacy.charge")]
+    assert actions[-2:] == ["dataset.read", "privacy.charge"]
+    read = next(e for e in reversed(trail) if e.action == "dataset.read")
+    assert read.details["by"] == "federated clients"
+    assert read.links["content_sha256"] == registered_sha
 
 
 def test_a_data_sha256_other_than_the_registrations_is_refused(registered):

@@ -128,6 +128,14 @@ def bind_to_ledger(config: FederatedConfig, guard: BudgetGuard | None) -> Federa
             got=str(config.data_sha256),
             fix="drop data_sha256, or charge the run to the dataset registered with it",
         )
+    # The clients read the rows themselves (not through the catalogue): record the use here.
+    guard.access.record(
+        "dataset.read",
+        dataset=info.name,
+        purpose=purpose,
+        links={"dataset_id": info.dataset_id, "content_sha256": info.content_sha256},
+        details={"use": "mechanism", "by": "federated clients", "strategy": str(config.strategy)},
+    )
     return config.replace(data_sha256=info.content_sha256)
 
 
