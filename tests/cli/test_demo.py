@@ -6,11 +6,14 @@ import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from veil.access.verifier import verify_inclusion_proof
 from veil.cli._app import main
 from veil.cli._demo import Tour, summary_html
+from veil.workspace import login_name
 
 
 @pytest.mark.slow  # the whole tour, twice
@@ -25,6 +28,7 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
         "Register a dataset with its privacy schema",
         "Answer a SQL query with differential privacy (charged to the ledger first)",
         "Refuse a query that would exceed the budget (nothing computed or charged)",
+        "An analyst's budget change refused, the trail verified, one inclusion proof checked",
         "Train a DP-SGD model on bundled data and write its privacy card",
         "Audit the model: membership, inversion, extraction and a canary DP audit",
         "Scan the patients table, anonymise it to k = 5 (Mondrian), scan it again",
@@ -33,13 +37,14 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
         "A secure average over three hospitals (Shamir 2-of-3, one process each, over TCP)",
         "Federated training over ten clinics: SecAgg+ and DP-FedAvg, epsilon in the ledger",
     ]
-    federated = result["steps"][10]
+    steps = {s["title"].split(" ")[0]: s for s in result["steps"]}
+    federated = steps["Federated"]
     assert federated["privacy"]["charged"] is True
     # The clinics hold the digits' people: one budget for both models, composed by the ledger.
     assert federated["budget"]["events"] == 2
     assert federated["budget"]["spent"]["epsilon"] >= federated["privacy"]["epsilon"]
     assert federated["budget"]["spent"]["epsilon"] <= (
-        federated["privacy"]["epsilon"] + result["steps"][4]["card"]["epsilon"] + 1e-6
+        federated["privacy"]["epsilon"] + steps["Train"]["card"]["epsilon"] + 1e-6
     )
     assert federated["rounds"] >= 4
     register = result["steps"][1]
@@ -52,13 +57,13 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     assert refusal["error"]["code"] == "budget_exceeded"
     assert refusal["budget_after"]["events"] == 1  # the refused query was not charged
     assert [h["type"] for h in refusal["history"]] == ["budget", "release"]
-    card = result["steps"][4]["card"]
+    card = steps["Train"]["card"]
     assert card["dataset"] == "digits" and card["private"] is True
     assert card["test_dataset"] == "digits-test" and card["examples"] == 1198
     assert card["epsilon"] <= 1.0 and card["sampling"] == "poisson"
     assert card["ledger_event_id"] is not None
     assert "train_accuracy" not in card  # exact accuracy on private batches is never published
-    assert result["steps"][4]["budget"]["spent"]["epsilon"] == pytest.approx(card["epsilon"])
+    assert steps["Train"]["budget"]["spent"]["epsilon"] == pytest.approx(card["epsilon"])
     html = (tmp_path / "tour" / "summary.html").read_text(encoding="utf-8")
     assert "privacy card" in html
     assert "A differentially private query" in html
@@ -66,7 +71,7 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     assert "<h1>Veil demo summary</h1>" in html
     assert "progression" in html
     assert "The model's privacy audit" in html
-    audit = result["steps"][5]
+    audit = steps["Audit"]
     assert {v["attack"] for v in audit["verdicts"]} == {
         "membership",
         "dp",
@@ -81,23 +86,64 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), (
         "the summary must be self-contained"
     )
-    anonymised = result["steps"][6]
+    anonymised = steps["Scan"]
     assert anonymised["before"]["k_anonymity"] == 1
     assert anonymised["after"]["k_anonymity"] >= 5
     assert anonymised["before"]["linkage"]["correct"] > 50
     assert anonymised["after"]["linkage"]["correct"] == 0
     assert (tmp_path / "tour" / "diabetes-anonymised.csv").is_file()
     assert "before and after anonymisation" in html
-    note = result["steps"][7]
+    note = steps["Redact"]
     assert note["reversible"] is True
     assert {"PERSON", "UK_NHS", "CREDIT_CARD", "EMAIL_ADDRESS"} <= set(note["counts"])
     assert "Margaret Okafor" not in note["tagged"] and "<PERSON>" in note["tagged"]
     assert "Margaret Okafor" not in note["surrogate"]
-    _check_crypto_steps(result, html)
+    _check_crypto_steps(steps, html)
+    _check_trail_step(result, steps["An"], html, tmp_path / "tour")
 
 
-def _check_crypto_steps(result: dict, html: str) -> None:
-    encrypted = result["steps"][8]
+def _check_trail_step(result: dict[str, Any], step: dict[str, Any], html: str, tour: Path) -> None:
+    """The analyst's key is refused a budget raise; the trail verifies; the proof checks out."""
+    account = login_name()
+    assert step["key"]["principal"] == "svc:demo-analyst"
+    assert step["key"]["scopes"] == [{"role": "analyst", "scope": "diabetes"}]
+    assert step["key"]["created_by"] == account  # the account running the demo owns its workspace
+    assert step["refused"] is True
+    assert step["error"]["code"] == "permission_denied"
+    assert step["error"]["details"]["missing"] == "budget.set"
+    entry = step["entry"]
+    assert (entry["actor"], entry["action"], entry["outcome"]) == (
+        "svc:demo-analyst",
+        "budget.set",
+        "refused",
+    )
+    assert entry["dataset"] == "diabetes" and entry["details"]["key_id"] == step["key"]["key_id"]
+    # The refusal changed nothing: the budget is still the one the owner set.
+    refusal = next(s for s in result["steps"] if s["title"].startswith("Refuse"))
+    assert refusal["budget_after"]["budget"]["epsilon"] == 3.0
+    report = step["verify"]
+    assert report["ok"] is True and report["problems"] == []
+    assert report["size"] >= entry["seq"] and report["budgets_checked"] >= 1
+    assert report["ledger_events_checked"] >= 1  # the query's charge, matched with its entry
+    assert report["heads_checked"] >= 1  # the head the proof is under, signed by the trail's key
+    proof = step["proof"]
+    assert proof["seq"] == entry["seq"] and proof["head_size"] >= entry["seq"]
+    assert proof["verified"] is True and proof["tampered_verified"] is False
+    # The file is what an auditor checks without Veil, with the key the owner hands over.
+    document = json.loads((tour / "trail-proof.json").read_text(encoding="utf-8"))
+    assert verify_inclusion_proof(document, bytes.fromhex(proof["public_key"]))
+    assert not verify_inclusion_proof(document, bytes(32))
+    assert (tour / "trail-proof.json").stat().st_mode & 0o077 == 0
+    # The tour acts as the account running it, never as a made-up actor.
+    assert {h["actor"] for h in refusal["history"]} == {account}
+    # The key's secret is shown nowhere: not in the tour's record, the page or the proof.
+    assert "veil_sk_" not in json.dumps(result) and "veil_sk_" not in html
+    assert "veil_sk_" not in json.dumps(document)
+    assert "Roles and the trail" in html and "Refused: svc:demo-analyst may not budget.set" in html
+
+
+def _check_crypto_steps(steps: dict[str, Any], html: str) -> None:
+    encrypted = steps["Encrypted"]
     assert encrypted["encrypted_prediction"] == encrypted["plaintext_prediction"]
     assert encrypted["max_error"] <= encrypted["error_bound"]
     assert encrypted["secret_key_in_context"] is False
@@ -106,7 +152,7 @@ def _check_crypto_steps(result: dict, html: str) -> None:
     assert encrypted["paillier"]["score"] == pytest.approx(
         encrypted["paillier"]["plaintext_score"], abs=1e-5
     )
-    average = result["steps"][9]
+    average = steps["A"]
     assert average["patients"] == [148, 147, 147]
     assert abs(average["secure_mean"] - average["plaintext_mean"]) <= 3 * average["resolution"]
     assert "Encrypted inference" in html
@@ -122,6 +168,8 @@ def test_demo_prints_the_schema(capsys, tmp_path: Path):
     assert "Summary written to" in out
     assert "95% intervals" in out
     assert "was refused" in out
+    assert "Roles and the trail" in out and "may not budget.set" in out
+    assert "the standalone verifier accepts" in out
     assert "noise multiplier" in out  # the model's privacy card
 
 

@@ -4,7 +4,9 @@ The tour runs in its own directory (``./veil-demo`` by default) with its own
 embedded SQLite workspace, whatever ``VEIL_HOME`` or ``VEIL_DATABASE_URL`` say,
 so it never touches a real workspace. It registers scikit-learn's bundled
 diabetes data with a declared privacy schema, answers a DP query charged to a
-budget and refuses one over it, trains a DP-SGD model on the bundled digits
+budget and refuses one over it, shows an analyst's service key refused a
+budget raise with the trail verified and one inclusion proof checked by the
+standalone verifier, trains a DP-SGD model on the bundled digits
 with its privacy card, and audits that model (membership, inversion,
 extraction, and a canary DP audit against its claimed epsilon). It then scans
 and anonymises the patients, redacts a clinical note, runs the doctor's
@@ -58,6 +60,33 @@ def _print_release_steps(tour: Tour) -> None:
         out.print(f"Redaction skipped: {redact_step['skipped']}")
 
 
+def _print_trail_step(tour: Tour) -> None:
+    """The roles-and-trail step, for people."""
+    step = next((s for s in tour.steps if s["title"].startswith("An analyst")), None)
+    if step is None:
+        return
+    key, report, proof = step["key"], step["verify"], step["proof"]
+    out.print(
+        f"\n[bold]Roles and the trail[/bold]: an analyst key ({key['key_id']}, "
+        f"{key['principal']}, analyst on 'diabetes') asked to raise the budget.",
+    )
+    if step.get("refused"):
+        out.print(f"Refused: {step['error']['message']}", markup=False, soft_wrap=True)
+    else:
+        out.print("[red]It was not refused.[/red]")
+    rate = report["entries_per_second"] or 0.0
+    out.print(
+        f"Trail {'intact' if report['ok'] else 'NOT intact'}: {report['size']} entries verified "
+        f"({rate:,.0f} entries/s); the refusal is entry {proof['seq']}, whose inclusion proof "
+        f"({proof['hashes']} hash(es), {proof['bytes']:,} bytes) the standalone verifier "
+        f"{'accepts' if proof['verified'] else 'REJECTS'} with the trail's public key "
+        f"(and {'accepts' if proof['tampered_verified'] else 'rejects'} once the entry is "
+        f"changed): {proof['file']}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 def _print_crypto_steps(tour: Tour) -> None:
     """The encrypted-inference and MPC steps, for people."""
     he_step = next((s for s in tour.steps if s["title"].startswith("Encrypted")), None)
@@ -105,7 +134,8 @@ def demo(
     for number, step in enumerate(tour.steps, start=1):
         out.print(f"{number}. {step['title']} ({step['seconds']:.2f} s)")
     render_schema(info)
-    query_step, refusal = tour.steps[2], tour.steps[3]
+    query_step = next(s for s in tour.steps if s["title"].startswith("Answer"))
+    refusal = next(s for s in tour.steps if s["title"].startswith("Refuse"))
     from veil.cli.query import render_result  # noqa: PLC0415
     from veil.dp import QueryResult  # noqa: PLC0415
 
@@ -130,7 +160,8 @@ def demo(
     )
     if refusal.get("refused"):
         out.print(f"A query asking for epsilon 5 was refused: {refusal['error']['message']}")
-    model_step = tour.steps[4]
+    _print_trail_step(tour)
+    model_step = next(s for s in tour.steps if s["title"].startswith("Train"))
     if "card" in model_step:
         from veil.cli.models import render_card  # noqa: PLC0415
         from veil.train import PrivacyCard  # noqa: PLC0415

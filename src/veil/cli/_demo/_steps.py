@@ -14,14 +14,16 @@ import importlib.util
 import shutil
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from veil.cli._demo._summary import summary_html
 from veil.errors import InvalidInputError
-from veil.workspace import Settings, Workspace
+from veil.workspace import Settings, Workspace, login_name
 
 if TYPE_CHECKING:
+    from veil.access import Access
     from veil.data import Catalog, DatasetInfo
     from veil.store import Store
 
@@ -71,6 +73,7 @@ def _prepare(directory: Path) -> None:
         directory / "audit-report.html",
         directory / "audit-report.json",
         directory / "diabetes-anonymised.csv",
+        directory / "trail-proof.json",
     ):
         if leftover.is_dir():
             shutil.rmtree(leftover)
@@ -93,8 +96,10 @@ def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
     tour = Tour(directory.resolve())
     started = time.perf_counter()
     workspace = Workspace.create(tour.directory / ".veil")
-    from veil.data import Catalog  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
-    from veil.store import Store  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
+    from veil.access import Access  # noqa: PLC0415 - SQLAlchemy, pandas: keeps `veil --help` fast
+    from veil.data import Catalog  # noqa: PLC0415
+    from veil.store import Store  # noqa: PLC0415
+    from veil.vault import KeyStore  # noqa: PLC0415
 
     store = Store.open(f"sqlite:///{workspace.sqlite_path}", upgrade=True)
     tour.step(
@@ -106,7 +111,14 @@ def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
     )
     try:
         started = time.perf_counter()
-        catalog = Catalog(store, Settings(store.display_url, None, "veil-demo"))
+        # The tour acts as the account running it, which claims the new workspace (owner), and
+        # signs the trail's heads with the workspace's `trail` key. Not Access.open(): that
+        # would act as the service a VEIL_KEY in the environment names, not as the owner.
+        settings = Settings(store.display_url, None, login_name())
+        access = Access(
+            store, settings=settings, signing_key=KeyStore.for_workspace(workspace).get("trail")
+        )
+        catalog = Catalog(store, settings, access=access)
         info = catalog.add(
             "sklearn:diabetes",
             name="diabetes",
@@ -124,6 +136,7 @@ def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
             report=info.report,
         )
         _private_query(tour, catalog, store)
+        _roles_and_trail(tour, access)
         _private_model(tour, catalog, store, workspace)
         _anonymise(tour, catalog)
         _redact(tour, workspace)
@@ -143,7 +156,7 @@ def _private_query(tour: Tour, catalog: Catalog, store: Store) -> None:
     from veil.errors import BudgetExceededError  # noqa: PLC0415
     from veil.ledger import Budget, Ledger  # noqa: PLC0415
 
-    ledger = Ledger(store, catalog.settings)
+    ledger = Ledger(store, catalog.settings, access=catalog.access)
     started = time.perf_counter()
     ledger.set_budget("diabetes", Budget(**DEMO_BUDGET), reason="demo release plan")
     result = query_dataset(
@@ -172,11 +185,73 @@ def _private_query(tour: Tour, catalog: Catalog, store: Store) -> None:
     )
 
 
+DEMO_ANALYST = "demo-analyst"
+
+
+def _roles_and_trail(tour: Tour, owner: Access) -> None:
+    """Step 5: an analyst's key is refused a budget raise; the trail verified; a proof checked."""
+    from veil import _io  # noqa: PLC0415
+    from veil.access import Access, Role  # noqa: PLC0415
+    from veil.access.verifier import verify_inclusion_proof  # noqa: PLC0415
+    from veil.errors import PermissionDeniedError  # noqa: PLC0415
+    from veil.ledger import Budget, Ledger  # noqa: PLC0415
+
+    started = time.perf_counter()
+    key, token = owner.create_key(
+        DEMO_ANALYST,
+        Role.ANALYST,
+        "diabetes",
+        expires_in=timedelta(hours=1),
+        reason="demo: an analyst's dashboard",
+    )
+    # The analyst acts with the key, as `VEIL_KEY=<token> veil ...` would.
+    settings = Settings(owner.store.display_url, None, login_name(), service_key=token)
+    analyst = Access(owner.store, settings=settings)
+    raised = Budget(epsilon=30.0, delta=DEMO_BUDGET["delta"])
+    try:
+        Ledger(owner.store, settings, access=analyst).set_budget(
+            "diabetes", raised, reason="demo: the analyst wants more"
+        )
+        refused: dict[str, Any] = {"refused": False}
+    except PermissionDeniedError as error:
+        refused = {"refused": True, "error": error.to_dict()}
+    entry = owner.trail.entries(actor=key.principal, action="budget.set")[-1]
+    head = owner.trail.checkpoint()  # a signed head for verify to check and the proof to use
+    report = owner.trail.verify()
+    proof = owner.trail.prove(entry.seq, head=head)
+    path = tour.directory / "trail-proof.json"
+    _io.write_json_atomic(path, proof, mode=0o600)  # owner-only: the entry names who did what
+    assert owner.trail.public_key is not None  # noqa: S101 - the tour's Access has the trail key
+    public_key = bytes.fromhex(owner.trail.public_key)
+    tampered = {
+        **proof,
+        "entry": {**proof["entry"], "body": entry.body.replace("refused", "allowed")},
+    }
+    tour.step(
+        "An analyst's budget change refused, the trail verified, one inclusion proof checked",
+        time.perf_counter() - started,
+        key=key.to_dict(),
+        **refused,
+        entry=entry.to_dict(),
+        verify=report.to_dict(),
+        proof={
+            "file": str(path),
+            "seq": entry.seq,
+            "hashes": len(proof["proof"]),
+            "bytes": path.stat().st_size,
+            "head_size": proof["head"]["size"],
+            "public_key": owner.trail.public_key,
+            "verified": verify_inclusion_proof(proof, public_key),
+            "tampered_verified": verify_inclusion_proof(tampered, public_key),
+        },
+    )
+
+
 DEMO_MODEL_EPSILON, DEMO_MODEL_DELTA = 1.0, 1e-4
 
 
 def _private_model(tour: Tour, catalog: Catalog, store: Store, workspace: Workspace) -> None:
-    """Step 5: a DP logistic regression on the bundled digits, charged to its ledger, with its card."""
+    """Step 6: a DP logistic regression on the bundled digits, charged to its ledger, with its card."""
     title = "Train a DP-SGD model on bundled data and write its privacy card"
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("opacus") is None:
         tour.step(title, 0.0, skipped="needs the train extra: pip install 'veil[train]'")
@@ -187,9 +262,9 @@ def _private_model(tour: Tour, catalog: Catalog, store: Store, workspace: Worksp
     started = time.perf_counter()
     catalog.add("sklearn:digits", name="digits", split="train")
     catalog.add("sklearn:digits", name="digits-test", split="test")
-    ledger = Ledger(store, catalog.settings)
+    ledger = Ledger(store, catalog.settings, access=catalog.access)
     # One budget for the digits' people, whatever trains on them: the central DP-SGD model here
-    # and the federated model of step 11 (the same data under another name would be refused).
+    # and the federated model of step 12 (the same data under another name would be refused).
     ledger.set_budget("digits", Budget(epsilon=8.0, delta=1e-4), reason="demo budget: two models")
     ledger.set_budget("digits-test", Budget(epsilon=0.5, delta=0.0), reason="demo test budget")
     config = DPConfig(
@@ -223,7 +298,7 @@ DEMO_REFERENCES = 4
 
 
 def _audit(tour: Tour, catalog: Catalog, workspace: Workspace, model: str) -> None:
-    """Step 6: attack the model just trained and write the audit report beside the summary."""
+    """Step 7: attack the model just trained and write the audit report beside the summary."""
     if importlib.util.find_spec("matplotlib") is None:
         tour.step(
             "Audit the model", 0.0, skipped="needs the audit extra: pip install 'veil[audit]'"
@@ -259,7 +334,7 @@ DEMO_LINKED = 100
 
 
 def _anonymise(tour: Tour, catalog: Catalog) -> None:
-    """Step 7: scan the patients table, anonymise it to k = 5, scan again, and attack both."""
+    """Step 8: scan the patients table, anonymise it to k = 5, scan again, and attack both."""
     import numpy as np  # noqa: PLC0415
 
     from veil.anonymize import anonymize  # noqa: PLC0415
@@ -303,7 +378,7 @@ DEMO_NOTE = (
 
 
 def _redact(tour: Tour, workspace: Workspace) -> None:
-    """Step 8: find and replace the PII in a short clinical note, three ways."""
+    """Step 9: find and replace the PII in a short clinical note, three ways."""
     if importlib.util.find_spec("presidio_analyzer") is None:
         tour.step(
             "Redact a clinical note", 0.0, skipped="needs the text extra: pip install 'veil[text]'"
@@ -330,7 +405,7 @@ def _redact(tour: Tour, workspace: Workspace) -> None:
 
 
 def _encrypted_inference(tour: Tour) -> None:
-    """Step 9: the doctor encrypts a scan, the company infers on it, the doctor decrypts."""
+    """Step 10: the doctor encrypts a scan, the company infers on it, the doctor decrypts."""
     title = "Encrypted inference: the doctor's round trip (CKKS) and a Paillier score"
     if importlib.util.find_spec("tenseal") is None or importlib.util.find_spec("torch") is None:
         tour.step(title, 0.0, skipped="needs the he and train extras: pip install 'veil[he,train]'")
@@ -343,7 +418,7 @@ def _encrypted_inference(tour: Tour) -> None:
 
 
 def _secure_average(tour: Tour, catalog: Catalog) -> None:
-    """Step 10: three hospitals average their patients' BMI without pooling the records."""
+    """Step 11: three hospitals average their patients' BMI without pooling the records."""
     from veil.mpc import secure_mean  # noqa: PLC0415
 
     frame = catalog.load_frame("diabetes", ["bmi"])
@@ -365,7 +440,7 @@ def _secure_average(tour: Tour, catalog: Catalog) -> None:
 
 
 def _federated(tour: Tour, catalog: Catalog, store: Store) -> None:
-    """Step 11: ten clinics train one model; SecAgg+ hides each update, DP-FedAvg the patients."""
+    """Step 12: ten clinics train one model; SecAgg+ hides each update, DP-FedAvg the patients."""
     title = "Federated training over ten clinics: SecAgg+ and DP-FedAvg, epsilon in the ledger"
     if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("torch") is None:
         tour.step(title, 0.0, skipped="needs the federated extra: pip install 'veil[federated]'")
@@ -374,8 +449,8 @@ def _federated(tour: Tour, catalog: Catalog, store: Store) -> None:
     from veil.ledger import Ledger  # noqa: PLC0415
 
     started = time.perf_counter()
-    # The clinics hold the digits' people: the run is charged to the same budget as step 5's model.
-    ledger = Ledger(store, catalog.settings)
+    # The clinics hold the digits' people: the run is charged to the same budget as step 6's model.
+    ledger = Ledger(store, catalog.settings, access=catalog.access)
     config = FederatedConfig(
         dataset="digits",
         model="logreg",

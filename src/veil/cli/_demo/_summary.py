@@ -128,6 +128,7 @@ def summary_html(tour: Tour, info: DatasetInfo, *, references: int, k: int, link
         query=query,
         query_rows=None if query is None else _query_rows(query["answer"]),
         refusal=_step(tour, "Refuse") or {},
+        trail=_step(tour, "An analyst"),
         model=_step(tour, "Train"),
         audit=_step(tour, "Audit"),
         anonymise=anonymise,
