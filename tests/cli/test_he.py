@@ -269,6 +269,20 @@ def test_secret_keys_can_live_in_the_vault(
     monkeypatch.setenv("VEIL_VAULT_KEY", "cd" * 32)
     code, _, err = _main(capsys, "he", "decrypt", "one.resp", "--keys", "keys")
     assert code == 3, err
+    # Sealing and each unsealing were key uses on the trail; the wrong key's attempt failed.
+    from veil.access import Access
+
+    uses = [
+        (e.action, str(e.outcome))
+        for e in Access.open().trail.entries()
+        if e.action in ("vault.seal", "vault.unseal")
+    ]
+    assert uses == [
+        ("vault.seal", "allowed"),
+        ("vault.unseal", "allowed"),
+        ("vault.unseal", "allowed"),
+        ("vault.unseal", "failed"),
+    ]
 
 
 @pytest.mark.slow

@@ -272,6 +272,28 @@ def _vault(passphrase_env: str | None, *, create: bool) -> Any:
     return Vault.open(_master(passphrase_env, confirm=new), create=create)
 
 
+def _with_vault(
+    passphrase_env: str | None, *, create: bool, action: str, name: str, work: Any
+) -> Any:
+    """``work(vault)`` on the workspace vault, as its acting principal may (keys.use), recorded.
+
+    The vault holds the HE secret key sealed: sealing and unsealing it are key
+    uses like ``veil vault encrypt|decrypt``, checked and recorded the same way
+    (by the sealed object's name, never the key).
+    """
+    from veil.access import Permission  # noqa: PLC0415
+
+    workspace = find_workspace()
+    if workspace is None:  # Vault.open says that a vault needs a workspace
+        return work(_vault(passphrase_env, create=create))
+    with workspace_access(workspace) as access:
+        access.require(Permission.KEYS_USE, action=action)
+        with failure_recorded(access, action, details={"name": name}):
+            result = work(_vault(passphrase_env, create=create))
+        access.record(action, details={"name": name})
+    return result
+
+
 def _sealed_name(keys: Path) -> str:
     """The name the secret key is sealed under: stable if the directory moves."""
     return f"he-secret-key:{keys.resolve().name}"
@@ -282,8 +304,15 @@ def _load_client(keys: Path, passphrase_env: str | None) -> HEClient | PaillierC
 
     plain, sealed = _keys_dir(keys)
     if sealed.is_file():
-        vault = _vault(passphrase_env, create=False)
-        data = vault.unseal(sealed.read_bytes(), name=_sealed_name(keys))
+        name = _sealed_name(keys)
+        blob = sealed.read_bytes()
+        data = _with_vault(
+            passphrase_env,
+            create=False,
+            action="vault.unseal",
+            name=name,
+            work=lambda vault: vault.unseal(blob, name=name),
+        )
     else:
         data = _read(plain, "secret key (`veil he keygen` writes it)")
     return client_from_bytes(data)
@@ -342,7 +371,14 @@ def keygen(
             )
     output.mkdir(parents=True, exist_ok=True)
     if vault:
-        blob = _vault(passphrase_env, create=True).seal(secret, name=_sealed_name(output))
+        name = _sealed_name(output)
+        blob = _with_vault(
+            passphrase_env,
+            create=True,
+            action="vault.seal",
+            name=name,
+            work=lambda vault: vault.seal(secret, name=name),
+        )
         _write(sealed, blob, force=True, owner_only=True)
         plain.unlink(missing_ok=True)
     else:
