@@ -26,6 +26,7 @@ from tests.access._scenario import CHARGE_SEQS, DATASET, SIZE, World, laplace, p
 from veil.access import Trail, TrailReport
 from veil.access.verifier import leaf_hash
 from veil.ledger import Budget, Ledger
+from veil.store import Store
 from veil.store.chain import GENESIS, link
 from veil.store.tables import PrivacyEventRow, TrailEntryRow, TrailHeadRow, TrailStateRow
 
@@ -189,11 +190,15 @@ def test_a_backdated_entry_is_named(world: World):
 
 
 @pytest.mark.parametrize("at", [0, 2.5, "yesterday", ""])
-def test_a_time_column_holding_no_time_is_named_not_a_crash(world: World, at: object):
-    if world.store.backend != "sqlite":
-        pytest.skip("PostgreSQL's timestamp column holds only timestamps")
-    assert world.execute("UPDATE trail_entries SET at = :at WHERE seq = 6", at=at) == 1
-    report = world.verify()
+def test_a_time_column_holding_no_time_is_named_not_a_crash(tmp_path: Path, at: object):
+    # SQLite only: PostgreSQL's timestamp column holds nothing but timestamps.
+    store = Store.open(f"sqlite:///{tmp_path / 'veil.db'}", upgrade=True)
+    try:
+        world = populate(store, tmp_path)
+        assert world.execute("UPDATE trail_entries SET at = :at WHERE seq = 6", at=at) == 1
+        report = world.verify()
+    finally:
+        store.dispose()
     assert kinds(report) == [("columns", 6)]
 
 
