@@ -463,6 +463,10 @@ def anonymize(
         if keyed:
             from veil.vault import KeyStore  # noqa: PLC0415
 
+            if acting is not None:  # a workspace key makes linkable pseudonyms: owners only
+                from veil.access import Permission  # noqa: PLC0415
+
+                acting[0].require(Permission.KEYS_USE, action="data.anonymise")
             key = KeyStore.for_workspace(Workspace.locate()).get(key_name)
         ext, truth = _external(external, external_id, frame, delimiter)
         with progress_bar() as progress:

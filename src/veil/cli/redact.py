@@ -212,7 +212,9 @@ def redact(
     workspace = find_workspace()
     with ExitStack() as stack:
         access = None if workspace is None else stack.enter_context(workspace_access(workspace))
-        if decrypt and access is not None:
+        if needs_key and access is not None:
+            # --decrypt restores PII; a keyed hash or cipher makes linkable pseudonyms under
+            # a workspace key: both are uses of the workspace's keys, owners only.
             from veil.access import Permission  # noqa: PLC0415
 
             access.require(Permission.KEYS_USE, action=action)
