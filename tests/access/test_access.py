@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -205,12 +206,6 @@ def test_a_revoked_key_is_refused_and_the_refusal_is_recorded(world: World):
     assert world.verify().ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product gap (reported): revoke_key leaves the service's grants in force and an "
-    "Access keeps the principal it authenticated, so a process that authenticated the key "
-    "before the revocation goes on acting with it",
-)
 def test_a_revoked_key_stops_working_in_a_process_that_already_used_it(world: World):
     info, token = world.owner.create_key("etl", Role.ANALYST, DATASET, reason="nightly job")
     service = act_with(world, token)
@@ -219,6 +214,22 @@ def test_a_revoked_key_stops_working_in_a_process_that_already_used_it(world: Wo
     world.owner.revoke_key(info.key_id, reason="leaked")
     with pytest.raises(PermissionDeniedError):
         Ledger(world.store, access=service).charge(DATASET, laplace(), purpose="after")
+
+
+@pytest.mark.slow
+def test_a_key_that_expires_while_in_use_stops_working(world: World):
+    info, token = world.owner.create_key(
+        "etl", Role.ANALYST, DATASET, expires_in=timedelta(seconds=2), reason="one run"
+    )
+    service = act_with(world, token)
+    Ledger(world.store, access=service).charge(DATASET, laplace(), purpose="in time")
+    time.sleep(2.1)  # the same process, past the key's expiry, no grant changed meanwhile
+    with pytest.raises(PermissionDeniedError) as refused:
+        Ledger(world.store, access=service).charge(DATASET, laplace(), purpose="too late")
+    assert "expired" in (refused.value.got or "")
+    entry = last_entry(world, f"key:{info.key_id}")
+    assert (entry.action, entry.outcome) == ("key.use", Outcome.REFUSED)
+    assert [e.purpose for e in world.owner.trail.entries(action="privacy.charge")][-1] == "in time"
 
 
 def test_an_expired_key_is_refused_and_the_refusal_is_recorded(world: World):

@@ -108,6 +108,7 @@ class Access:
         self._settings = settings
         self.max_age = max_age
         self._policy: Policy | None = None
+        self._key_expires: datetime | None = None
         self._generation = -1
         self._loaded_at = 0.0
 
@@ -175,11 +176,22 @@ class Access:
 
     # ------------------------------------------------------------ checks
     def policy(self, *, refresh: bool = False) -> Policy:
-        """The acting principal's grants (read again when stale and changed)."""
+        """The acting principal's grants (read again when stale and changed).
+
+        A service key is checked again whenever the grants are: a key revoked or
+        expired while this process runs is refused from then on, not only in
+        new processes.
+
+        Raises:
+            PermissionDeniedError: The acting service key was revoked or expired.
+        """
         now = time.monotonic()
+        principal = self.principal
+        if self._key_expires is not None and datetime.now(UTC) >= self._key_expires:
+            self._policy = None
+            raise self._bad_key(principal.key_id, "the key expired while in use")
         if self._policy is not None and not refresh and now - self._loaded_at < self.max_age:
             return self._policy
-        principal = self.principal
         with self.store.session() as session:
             generation = _generation(session)
             if self._policy is not None and generation == self._generation:
@@ -187,6 +199,12 @@ class Access:
                 return self._policy
             grants = self._grants_of(session, principal.name)
             owned = _has_owner(session)
+            key = None if principal.key_id is None else session.get(ServiceKeyRow, principal.key_id)
+            status = None if key is None else ServiceKeyInfo.from_row(key).status
+            self._key_expires = None if key is None else key.expires_at
+        if principal.key_id is not None and status != "active":
+            self._policy = None
+            raise self._bad_key(principal.key_id, f"the key is {status or 'gone'}")
         if not owned and principal.kind is PrincipalKind.PERSON:
             self._claim(principal)
             return self.policy(refresh=True)
