@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -61,6 +61,28 @@ def _grant_rows(grants: list[Grant]) -> Table:
     return table
 
 
+def _change_grant(
+    change: Literal["granted", "revoked"],
+    principal: str,
+    role: str,
+    dataset: str | None,
+    reason: str,
+    as_json: bool,
+) -> None:
+    """Grant or revoke (``change`` says which) and print the grant changed, as JSON or a line."""
+    with open_access() as access:
+        apply = access.grant if change == "granted" else access.revoke
+        changed = apply(principal, role, dataset, reason=reason)
+    if as_json:
+        print_json({change: changed.to_dict()})
+        return
+    to_or_from = "to" if change == "granted" else "from"
+    scope = describe_scope(changed.scope)
+    out.print(
+        Text(f"{change.capitalize()} {changed.role} on {scope} {to_or_from} {changed.principal}.")
+    )
+
+
 @app.command()
 def grant(
     principal: PrincipalArg,
@@ -70,12 +92,7 @@ def grant(
     as_json: JsonOption = False,
 ) -> None:
     """Give PRINCIPAL a ROLE on the workspace or one dataset (owners only; recorded)."""
-    with open_access() as access:
-        given = access.grant(principal, role, dataset, reason=reason)
-    if as_json:
-        print_json({"granted": given.to_dict()})
-        return
-    out.print(Text(f"Granted {given.role} on {describe_scope(given.scope)} to {given.principal}."))
+    _change_grant("granted", principal, role, dataset, reason, as_json)
 
 
 @app.command()
@@ -87,14 +104,7 @@ def revoke(
     as_json: JsonOption = False,
 ) -> None:
     """Take a ROLE on the workspace or one dataset from PRINCIPAL (owners only; recorded)."""
-    with open_access() as access:
-        taken = access.revoke(principal, role, dataset, reason=reason)
-    if as_json:
-        print_json({"revoked": taken.to_dict()})
-        return
-    out.print(
-        Text(f"Revoked {taken.role} on {describe_scope(taken.scope)} from {taken.principal}.")
-    )
+    _change_grant("revoked", principal, role, dataset, reason, as_json)
 
 
 @app.command("list")
