@@ -350,23 +350,8 @@ class Access:
         self.require(Permission.ACCESS_MANAGE, dataset, action="access.grant", purpose=reason)
         with self.store.session(lock=True) as session:
             _lock_generation(session)
-            exists = session.execute(
-                select(GrantRow.id).where(
-                    GrantRow.principal == principal,
-                    GrantRow.role == str(role),
-                    GrantRow.scope == scope,
-                )
-            ).first()
-            if exists is None:
-                session.add(
-                    GrantRow(
-                        principal=principal,
-                        role=str(role),
-                        scope=scope,
-                        granted_at=datetime.now(UTC),
-                        granted_by=self.principal.name,
-                    )
-                )
+            added = self._add_grant(session, principal, role, scope)
+            if added:
                 _bump(session)
             self.append(
                 session,
@@ -377,11 +362,33 @@ class Access:
                     "principal": principal,
                     "role": str(role),
                     "scope": scope,
-                    "already_held": exists is not None,
+                    "already_held": not added,
                 },
             )
         self._policy = None
         return Grant(principal, role, scope)
+
+    def _add_grant(self, session: Session, principal: str, role: Role, scope: str) -> bool:
+        """Add the grant unless it is held already; whether it was added."""
+        held = session.execute(
+            select(GrantRow.id).where(
+                GrantRow.principal == principal,
+                GrantRow.role == str(role),
+                GrantRow.scope == scope,
+            )
+        ).first()
+        if held is not None:
+            return False
+        session.add(
+            GrantRow(
+                principal=principal,
+                role=str(role),
+                scope=scope,
+                granted_at=datetime.now(UTC),
+                granted_by=self.principal.name,
+            )
+        )
+        return True
 
     def revoke(
         self, principal: str, role: Role | str, dataset: str | None = None, *, reason: str = ""
@@ -476,23 +483,7 @@ class Access:
         )
         with self.store.session(lock=True) as session:
             _lock_generation(session)
-            held = session.execute(
-                select(GrantRow.id).where(
-                    GrantRow.principal == principal,
-                    GrantRow.role == str(role),
-                    GrantRow.scope == scope,
-                )
-            ).first()
-            if held is None:
-                session.add(
-                    GrantRow(
-                        principal=principal,
-                        role=str(role),
-                        scope=scope,
-                        granted_at=now,
-                        granted_by=self.principal.name,
-                    )
-                )
+            granted = self._add_grant(session, principal, role, scope)
             session.add(row)
             _bump(session)
             self.append(
@@ -506,7 +497,7 @@ class Access:
                     "role": str(role),
                     "scope": scope,
                     "expires_at": row.expires_at,
-                    "granted": held is None,
+                    "granted": granted,
                 },
             )
             info = ServiceKeyInfo.from_row(row)
