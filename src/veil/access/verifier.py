@@ -5,7 +5,7 @@ recorded in a Veil trail (and that the trail was not rewritten since) should not
 trust, install or even read the rest of Veil: whoever keeps the trail could change Veil's
 code as easily as its data. So this file imports nothing from ``veil``, only the standard
 library and the ``cryptography`` package (for Ed25519), and it can be copied out on its
-own and run::
+own and run (which is also why it is one file of about 500 lines, not a package)::
 
     pip install cryptography
     python verifier.py proof.json --public-key 3b6a27bc...  # the key the auditor trusts
