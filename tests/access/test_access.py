@@ -30,16 +30,6 @@ from veil.workspace import Settings, login_name
 ANALYST = "bob"
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])]
-)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """As tests/conftest.py's, with PostgreSQL marked slow (a fresh database: over a second)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store' / 'veil.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
 @pytest.fixture
 def world(store, tmp_path: Path) -> World:
     """The scenario's workspace, with bob granted analyst on its dataset."""

@@ -31,16 +31,6 @@ from veil.store.chain import GENESIS, link
 from veil.store.tables import PrivacyEventRow, TrailEntryRow, TrailHeadRow, TrailStateRow
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])]
-)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """As tests/conftest.py's, with PostgreSQL marked slow (a fresh database: over a second)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store' / 'veil.db'}"
-    return str(request.getfixturevalue("postgres_url"))
-
-
 @pytest.fixture
 def world(store, tmp_path: Path) -> World:
     return populate(store, tmp_path)
