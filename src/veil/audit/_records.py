@@ -14,17 +14,22 @@ from veil.audit._findings import AuditReport
 __all__ = ["record_audit", "record_load", "summary_of"]
 
 
+def _model_links(card: Any) -> dict[str, Any]:
+    """What ties an audit's trail entries to the model: its name, ledger event and data version."""
+    return {
+        "model": card.model,
+        "ledger_event": card.ledger_event_id,
+        "content_sha256": card.dataset_sha256,
+    }
+
+
 def record_load(access: Access, card: Any, purpose: str) -> None:
     """Put the model's load on the trail, linked to its ledger event and its data's version."""
     access.record(
         "model.load",
         dataset=card.dataset,
         purpose=purpose,
-        links={
-            "model": card.model,
-            "ledger_event": card.ledger_event_id,
-            "content_sha256": card.dataset_sha256,
-        },
+        links=_model_links(card),
         details={"private": card.private, "epsilon": card.epsilon},
     )
 
@@ -38,11 +43,7 @@ def record_audit(
         dataset=card.dataset,
         purpose=purpose,
         outcome=outcome,
-        links={
-            "model": card.model,
-            "ledger_event": card.ledger_event_id,
-            "content_sha256": card.dataset_sha256,
-        },
+        links=_model_links(card),
         details=details,
     )
 
