@@ -14,14 +14,12 @@ not fit in memory before reading any of it.
 A registration can be fixed (:meth:`Catalog.update` re-declares bounds,
 categories and roles after checking every row again) and removed
 (:meth:`Catalog.remove`). The privacy budget belongs to the data, not to the
-name: a dataset with ledger history (a budget or a release) is archived, not
-deleted, so its charges stay; registering the same bytes again (same SHA-256)
-brings that history back (a *rejoin*), and registering them under a second
-name while a first registration is active is refused, whether or not it has a
-budget yet (:func:`veil.store.tables.same_data_names` lets the ledger refuse a budget to a
+name: a dataset with ledger history is archived, not deleted; the same bytes
+registered again rejoin that history, and under a second name while a first
+registration is active they are refused (:mod:`veil.data._archive`;
+:func:`veil.store.tables.same_data_names` lets the ledger refuse a budget to a
 registration whose bytes another one shares, left by workspaces registered
-before this rule). The limitation: only identical bytes are recognised (a
-re-export, a reordered or a subsampled copy is other data to the catalogue).
+before this rule).
 
 **Who may do what.** Every method checks the acting principal's role first
 (:class:`veil.access.Access`): registering, updating and removing need
@@ -35,7 +33,8 @@ an audit reads on the caller's behalf and never hands back
 (``dataset.use``).
 
 The streaming checks are :func:`veil.data._scan.scan_source`; the stored record
-is :class:`~veil.data.DatasetInfo` (:mod:`veil.data._dataset_info`).
+is :class:`~veil.data.DatasetInfo` (:mod:`veil.data._dataset_info`); archiving
+and rejoining are :mod:`veil.data._archive`.
 """
 
 from __future__ import annotations
@@ -43,16 +42,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from veil.access import Access, Permission
+from veil.data._archive import (
+    ARCHIVED,
+    archive,
+    ledger_history,
+    lock_digest,
+    registered_name,
+    rejoin,
+    same_data,
+)
+from veil.data._catalog_trail import DataUse, check_use, record_change, record_read
 from veil.data._dataset_info import DatasetInfo
 from veil.data._scan import scan_source
 from veil.data._schema import check_columns_exist
@@ -60,25 +67,12 @@ from veil.data.readers import ImageArrays, MnistReader, Reader, check_fits_in_me
 from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.progress import ProgressCallback
 from veil.store import Store
-from veil.store.tables import BudgetChangeRow, DatasetRow, PrivacyBudgetRow, PrivacyEventRow
+from veil.store.tables import DatasetRow
 from veil.workspace import Settings, Workspace, login_name
 
 __all__ = ["Catalog", "DataUse"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ARCHIVED = "~archived-"  # a name no user can choose (``~`` is outside _NAME)
-
-
-class DataUse(StrEnum):
-    """What loaded rows are for; it decides the permission a load needs."""
-
-    RAW = "raw"  # the rows go to the caller: dataset.read_rows (owners)
-    MECHANISM = "mechanism"  # a DP mechanism or an audit reads them, returns none: dataset.use
-
-    @property
-    def permission(self) -> Permission:
-        """The permission a load for this use needs."""
-        return Permission.DATASET_READ_ROWS if self is DataUse.RAW else Permission.DATASET_USE
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # never holds ARCHIVED's ``~``
 
 
 class Catalog:
@@ -124,7 +118,7 @@ class Catalog:
             info
             for info in infos
             if (info.archived is not None) == archived
-            and allows(Permission.DATASET_READ_METADATA, _registered_name(info))
+            and allows(Permission.DATASET_READ_METADATA, registered_name(info))
         ]
 
     def get(self, name: str) -> DatasetInfo:
@@ -144,9 +138,7 @@ class Catalog:
             row = session.scalars(select(DatasetRow).where(DatasetRow.name == name)).one_or_none()
             if row is not None and "archived" not in row.registration_report:
                 return DatasetInfo.from_row(row)
-            names = [
-                n for n in session.scalars(select(DatasetRow.name)).all() if _ARCHIVED not in n
-            ]
+            names = [n for n in session.scalars(select(DatasetRow.name)).all() if ARCHIVED not in n]
         import difflib  # noqa: PLC0415 - only on the error path
 
         close = difflib.get_close_matches(name, names, n=1)
@@ -170,37 +162,6 @@ class Catalog:
                 got=f"SHA-256 {digest[:16]}... ({size} bytes)",
                 fix="restore the registered file, or register the new data under a new name",
             )
-
-    def _check_use(self, name: str, use: DataUse | str, purpose: str) -> DataUse:
-        """Refuse (and record) a load the acting principal may not make, before anything else."""
-        try:
-            chosen = DataUse(use)
-        except ValueError:
-            raise InvalidInputError(
-                "unknown data use",
-                expected=f"one of {', '.join(u.value for u in DataUse)}",
-                got=repr(use),
-                fix="pass DataUse.RAW for rows you keep, DataUse.MECHANISM for a DP "
-                "mechanism or an audit",
-            ) from None
-        self.access.require(chosen.permission, name, action="dataset.read", purpose=purpose)
-        return chosen
-
-    def _record_read(
-        self, info: DatasetInfo, use: DataUse, columns: Sequence[str] | None, purpose: str
-    ) -> None:
-        """Put the load on the trail, before any of its bytes are read."""
-        self.access.record(
-            "dataset.read",
-            dataset=info.name,
-            purpose=purpose,
-            links={"dataset_id": info.dataset_id, "content_sha256": info.content_sha256},
-            details={
-                "use": str(use),
-                "columns": None if columns is None else list(columns),
-                "n_rows": info.n_rows,
-            },
-        )
 
     def load_frame(
         self,
@@ -229,14 +190,14 @@ class Catalog:
                 nothing was read.
             InvalidInputError: The data changed since registration.
         """
-        chosen = self._check_use(name, use, purpose)
+        chosen = check_use(self.access, name, use, purpose)
         info = self._get(name)
         if columns is not None:
             check_columns_exist(columns, info.schema.column_names, role="requested")
         reader = self._reader(info)
         estimate = reader.estimate_memory(info.n_rows, len(info.schema.columns), columns)
         check_fits_in_memory(estimate, self.settings.max_load_bytes, f"dataset '{name}'")
-        self._record_read(info, chosen, columns, purpose)
+        record_read(self.access, info, chosen, columns, purpose)
         if verify:
             self._verify(info, reader)
         return reader.read(columns)
@@ -250,7 +211,7 @@ class Catalog:
         verify: bool = True,
     ) -> ImageArrays:
         """Load a registered image dataset (MNIST) as arrays; ``use`` as in :meth:`load_frame`."""
-        chosen = self._check_use(name, use, purpose)
+        chosen = check_use(self.access, name, use, purpose)
         info = self._get(name)
         reader = self._reader(info)
         if not isinstance(reader, MnistReader):
@@ -262,7 +223,7 @@ class Catalog:
             )
         estimate = reader.estimate_memory(info.n_rows, 2, None)
         check_fits_in_memory(estimate, self.settings.max_load_bytes, f"dataset '{name}'")
-        self._record_read(info, chosen, None, purpose)
+        record_read(self.access, info, chosen, None, purpose)
         if verify:
             self._verify(info, reader)
         return reader.arrays()
@@ -366,101 +327,21 @@ class Catalog:
         }
         try:
             with self.store.session(lock=True) as session:
-                self._lock_digest(session, digest)
-                archived = self._same_data(session, digest)
+                lock_digest(session, self.store.backend, digest)
+                archived = same_data(session, digest)
                 if archived is not None:
-                    info = self._rejoin(session, archived, fields, report)
+                    info = rejoin(session, archived, fields, report)
                 else:
                     row = DatasetRow(**fields, registration_report=report)
                     session.add(row)
                     session.flush()
                     info = DatasetInfo.from_row(row)
-                self._append(
-                    session,
-                    "dataset.register",
-                    info,
-                    source=info.source,
-                    format=info.format,
-                    n_rows=info.n_rows,
-                    rejoined=report.get("rejoined"),
+                record_change(
+                    self.access, session, "dataset.register", info, rejoined=report.get("rejoined")
                 )
                 return info
         except IntegrityError as exc:  # registered by someone else meanwhile
             raise self._conflict(name) from exc
-
-    def _append(self, session: Session, action: str, info: DatasetInfo, **details: Any) -> None:
-        """Record a change of ``info`` in ``session``: the entry commits with the change."""
-        self.access.append(
-            session,
-            action,
-            dataset=_registered_name(info),
-            links={"dataset_id": info.dataset_id, "content_sha256": info.content_sha256},
-            details=details,
-        )
-
-    def _history(self, session: Any, dataset_id: int) -> tuple[int, bool]:
-        """Releases charged to a dataset, and whether it has any ledger history at all."""
-        events = session.scalar(
-            select(func.count())
-            .select_from(PrivacyEventRow)
-            .where(PrivacyEventRow.dataset_id == dataset_id)
-        )
-        changes = session.scalar(
-            select(func.count())
-            .select_from(BudgetChangeRow)
-            .where(BudgetChangeRow.dataset_id == dataset_id)
-        )
-        budget = session.get(PrivacyBudgetRow, dataset_id)
-        return int(events or 0), bool(events or changes or budget is not None)
-
-    def _lock_digest(self, session: Session, digest: str) -> None:
-        """Serialise registrations of the same bytes (SQLite: the write lock is held already)."""
-        if self.store.backend != "sqlite":
-            session.execute(select(func.pg_advisory_xact_lock(int(digest[:15], 16))))
-
-    @staticmethod
-    def _same_data(session: Session, digest: str) -> DatasetRow | None:
-        """The archived registration of the same bytes, to rejoin (``None``: new data).
-
-        Raises:
-            ConflictError: The same bytes are registered (not archived) already,
-                with or without ledger history: a second name would be a second,
-                fresh budget.
-        """
-        rows = session.scalars(
-            select(DatasetRow).where(DatasetRow.content_sha256 == digest).order_by(DatasetRow.id)
-        ).all()
-        active = [r for r in rows if "archived" not in r.registration_report]
-        if active:
-            info = DatasetInfo.from_row(active[0])
-            raise ConflictError(
-                f"the same data is already registered as '{info.name}'; a second name "
-                "would give it a second, fresh privacy budget",
-                expected="data not registered yet (a budget belongs to the data, not to the name)",
-                got=f"SHA-256 {digest[:16]}... ({info.n_rows:,} rows), registered as '{info.name}'",
-                fix=f"use the name '{info.name}', or change its declarations with "
-                f"`veil datasets update {info.name} ...` (--bounds, --categories, "
-                "--categories-from, --id, --qi, --sensitive)",
-                details={"dataset": info.name, "same_data": [r.name for r in active]},
-            )
-        return rows[0] if rows else None
-
-    def _rejoin(
-        self, session: Session, row: DatasetRow, fields: dict[str, Any], report: dict[str, Any]
-    ) -> DatasetInfo:
-        """Register the data again on its archived row: its ledger carries over."""
-        archived = row.registration_report["archived"]
-        report["rejoined"] = {
-            "name": archived.get("name"),
-            "archived_at": archived.get("at"),
-            "releases": archived.get("releases", 0),
-        }
-        report["history"] = [*row.registration_report.get("history", []), archived]
-        for key, value in fields.items():
-            setattr(row, key, value)
-        row.registration_report = report
-        session.flush()
-        return DatasetInfo.from_row(row)
 
     def remove(self, name: str) -> dict[str, Any]:
         """Remove a registration; the data file is never touched.
@@ -488,7 +369,7 @@ class Catalog:
             ).one_or_none()
             if row is None or row.content_sha256 != info.content_sha256:
                 raise self._changed(name)
-            releases, has_history = self._history(session, row.id)
+            releases, has_history = ledger_history(session, row.id)
             result: dict[str, Any] = {
                 "name": name,
                 "archived": has_history,
@@ -498,24 +379,13 @@ class Catalog:
             if not has_history:
                 session.delete(row)
             else:
-                row.name = f"{name[:100]}{_ARCHIVED}{row.id}"
-                row.registration_report = {
-                    **info.report,
-                    "archived": {
-                        "name": name,
-                        "at": datetime.now(UTC).isoformat(),
-                        "by": self.access.principal.name,
-                        "releases": releases,
-                    },
-                }
-                result["archived_as"] = row.name
-            self._append(
+                by = self.access.principal.name
+                result["archived_as"] = archive(row, info, by=by, releases=releases)
+            record_change(
+                self.access,
                 session,
                 "dataset.remove",
                 info,
-                source=info.source,
-                format=info.format,
-                n_rows=info.n_rows,
                 archived=has_history,
                 releases=releases,
                 archived_as=result["archived_as"],
@@ -617,15 +487,8 @@ class Catalog:
             row.registration_report = report
             session.flush()
             updated = DatasetInfo.from_row(row)
-            self._append(
-                session,
-                "dataset.update",
-                updated,
-                source=updated.source,
-                format=updated.format,
-                n_rows=updated.n_rows,
-                changed=report["updates"][-1]["changed"],
-            )
+            recorded = report["updates"][-1]["changed"]
+            record_change(self.access, session, "dataset.update", updated, changed=recorded)
             return updated
 
     @staticmethod
@@ -651,10 +514,3 @@ class Catalog:
             got=repr(name),
             fix=f"choose another --name, or inspect it with `veil datasets show {name}`",
         )
-
-
-def _registered_name(info: DatasetInfo) -> str:
-    """The name ``info`` was registered under (an archived row's original name)."""
-    if info.archived is not None and info.archived.get("name"):
-        return str(info.archived["name"])
-    return info.name
