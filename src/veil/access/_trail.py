@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from veil.access._entries import (
@@ -90,6 +90,21 @@ BODY_VERSION = 1
 HEAD_EVERY = 1024  # a signed head every this many entries (when the trail has its key)
 
 
+# Built once: an append runs them with every action (SQLAlchemy's statement building
+# and cache keys cost more than SQLite's work).
+_READ_END = (
+    select(TrailStateRow.size, TrailStateRow.chain, TrailStateRow.frontier)
+    .where(TrailStateRow.id == 1)
+    .with_for_update()
+)
+_INSERT_ENTRY = insert(TrailEntryRow)
+_MOVE_END = (
+    update(TrailStateRow)
+    .where(TrailStateRow.id == 1)
+    .values(size=bindparam("size"), chain=bindparam("chain"), frontier=bindparam("frontier"))
+)
+
+
 class Trail:
     """The workspace's trail.
 
@@ -122,18 +137,18 @@ class Trail:
     def _locked_state(self, session: Session) -> Any:
         """The trail's end (size, chain, frontier), its row locked until the transaction ends.
 
-        Core statements, not the ORM: an append is on the path of every action.
+        Core statements on the session's connection, not the ORM's execute: an append
+        is on the path of every action (the ORM's layers cost more than SQLite's work).
         """
+        if session.new or session.dirty or session.deleted:
+            session.flush()  # the action's own rows first, as an ORM execute would
+        connection = session.connection()
         if self.store.backend == "sqlite":
-            mode = session.connection().get_execution_options().get("veil_sqlite_begin")
+            mode = connection.get_execution_options().get("veil_sqlite_begin")
             if mode != "IMMEDIATE":
                 msg = "a trail append needs the write lock: use store.session(lock=True)"
                 raise RuntimeError(msg)
-        return session.execute(
-            select(TrailStateRow.size, TrailStateRow.chain, TrailStateRow.frontier)
-            .where(TrailStateRow.id == 1)
-            .with_for_update()
-        ).one()
+        return connection.execute(_READ_END).one()
 
     def append(
         self,
@@ -186,12 +201,14 @@ class Trail:
             made.append(entry)
             if self._signer is not None and cursor.size % HEAD_EVERY == 0:
                 heads.append(self._sign(cursor.size, cursor.frontier.root()))
-        if rows:
-            session.execute(insert(TrailEntryRow), rows)
-        session.execute(
-            update(TrailStateRow)
-            .where(TrailStateRow.id == 1)
-            .values(size=cursor.size, chain=cursor.chain, frontier=cursor.frontier.to_json())
+        connection = session.connection()
+        if len(rows) == 1:
+            connection.execute(_INSERT_ENTRY, rows[0])
+        elif rows:
+            connection.execute(_INSERT_ENTRY, rows)
+        connection.execute(
+            _MOVE_END,
+            {"size": cursor.size, "chain": cursor.chain, "frontier": cursor.frontier.to_json()},
         )
         for head in heads:
             self._store_head(session, head)
