@@ -270,7 +270,7 @@ def test_the_commands_on_postgresql(capsys, tmp_path, monkeypatch, postgres_url)
         ("keys.create", "allowed"),
         ("access.grant", "refused"),
     ]
-    assert token.rsplit("_", 1)[1] not in json.dumps(shown)
+    assert token.split("_", 3)[3] not in json.dumps(shown)  # the secret (it may hold "_")
     assert run(capsys, "trail", "checkpoint", "-o", "head.json")[0] == 0
     code, out, _ = run(capsys, "trail", "prove", "4", "--json")
     proof = json.loads(out)
