@@ -40,6 +40,7 @@ RANK = {
     "_random": 0,
     "_io": 0,
     "_validate": 0,
+    "_trailscan": 0,
     "workspace": 1,
     "store": 2,
     "vault": 3,

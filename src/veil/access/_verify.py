@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from veil.access._entries import TreeHead, timestamp
+from veil._trailscan import HASH_SIZE, Chunk
+from veil.access._entries import TreeHead
 from veil.access._merkle import Frontier
 from veil.access.verifier import verify_head
 from veil.progress import ProgressCallback, emit
@@ -88,55 +87,6 @@ class TrailReport:
         }
 
 
-_LINKED = frozenset({"trail.start", "privacy.charge", "privacy.non_private", "budget.set"})
-_PLAIN = re.compile(r"[A-Za-z0-9 _.:@/+*~-]*")
-_AT_LENGTH = len("2026-01-01T00:00:00.000000Z")
-
-
-_QUOTED: dict[str, str] = {}
-_QUOTED_MAX = 100_000
-
-
-def _quoted(text: str) -> str:
-    """``text`` as canonical JSON writes it (actors, actions and datasets repeat: cached)."""
-    quoted = _QUOTED.get(text)
-    if quoted is None:
-        quoted = f'"{text}"' if _PLAIN.fullmatch(text) else json.dumps(text, ensure_ascii=True)
-        if len(_QUOTED) < _QUOTED_MAX:
-            _QUOTED[text] = quoted
-    return quoted
-
-
-def _agrees(  # noqa: PLR0917 - the row's columns, in order
-    body: str, seq: int, at: Any, actor: str, action: str, dataset: str | None, outcome: str
-) -> bool:
-    """Whether the indexed columns say what the canonical body says (no JSON parse).
-
-    The body's keys are sorted: ``action``, ``actor``, ``at``, ``dataset``,
-    ``details``, ``links``, ``outcome``, ``purpose``, ``seq``, ``v``. The
-    ``outcome`` compared is the last one in the text: any nested one sits in
-    ``details`` or ``links``, before it, and the ``purpose`` after it is a
-    string, in which a quote is always escaped.
-    """
-    prefix = '{"action":' + _quoted(action) + ',"actor":' + _quoted(actor) + ',"at":"'
-    if not body.startswith(prefix):
-        return False
-    start = len(prefix)
-    stamp = body[start : start + _AT_LENGTH]
-    if isinstance(at, str):  # SQLite: "2026-01-01 00:00:00.000000"
-        if at[:10] != stamp[:10] or at[11:26] != stamp[11:26]:
-            return False
-    elif not isinstance(at, datetime) or timestamp(at) != stamp:  # SQLite holds anything
-        return False
-    named = "null" if dataset is None else _quoted(dataset)
-    if not body.startswith('","dataset":' + named + ',"details":', start + _AT_LENGTH):
-        return False
-    last = body.rfind(',"outcome":"')
-    if last < 0 or not body.startswith(outcome + '","purpose":', last + len(',"outcome":"')):
-        return False
-    return body.endswith(f',"seq":{seq},"v":1}}')
-
-
 def _fold(nodes: Sequence[bytes]) -> bytes:
     """The root of a frontier's subtree roots (largest first); see Frontier.root."""
     if not nodes:
@@ -150,8 +100,10 @@ def _fold(nodes: Sequence[bytes]) -> bytes:
 class Walk:
     """One pass over the rows: chain, leaves, columns against bodies, roots at given sizes."""
 
-    def __init__(self, problems: list[TrailProblem]) -> None:
+    def __init__(self, problems: list[TrailProblem], *, keep_leaves: bool = False) -> None:
         self.problems = problems
+        self.keep_leaves = keep_leaves
+        self.leaves: list[bytes] = []
         self.size = 0
         self.chain = GENESIS
         self.frontier = Frontier()
@@ -161,73 +113,66 @@ class Walk:
         self.budget_change_links: dict[int, tuple[int, Mapping[str, Any]]] = {}
         self.pin: Mapping[str, Any] | None = None
 
-    def run(  # noqa: C901 - one loop with its steps inlined, for speed
-        self, rows: Iterator[Sequence[Any]], sizes: list[int], progress: ProgressCallback | None
+    def run(
+        self, chunks: Iterable[Chunk], sizes: list[int], progress: ProgressCallback | None
     ) -> dict[int, bytes]:
-        """Walk ``rows`` in order; return the Merkle root at each of ``sizes`` (leaf counts).
+        """Join the checked ranges in order; return the Merkle root at each of ``sizes``.
 
-        The loop is written for speed (``veil trail verify`` checks 200,000
-        entries a second or more): hashing and the frontier's carries are
-        inlined, and a body is parsed as JSON only when its action carries
-        ledger links; the columns are compared with the canonical text instead.
+        Each :class:`~veil._trailscan.Chunk` holds one range's leaf hashes and
+        problems (checked in this process, or in a worker for a long trail);
+        here the ranges are joined (a row missing between two is reported), the
+        Merkle frontier is built over every leaf (the frontier's carries are
+        inlined, for speed), and the bodies with ledger links are read.
         """
         roots: dict[int, bytes] = {}
         wanted = iter(sizes)
         next_size = next(wanted, None)
-        expected_seq = 1
+        expected = 1
         chain = bytes.fromhex(self.chain)
         nodes: list[bytes] = []
         leaves = 0
         sha256 = hashlib.sha256
-        problems = self.problems
-        for seq, body, leaf_hex, chain_hex, at, actor, action, dataset, outcome in rows:
-            if seq != expected_seq:
-                problems.append(
+        for chunk in chunks:
+            self.problems.extend(TrailProblem(k, m, seq=q) for k, m, q in chunk.problems)
+            if chunk.first_seq is None:
+                continue
+            if chunk.first_seq != expected:
+                self.problems.append(
                     TrailProblem(
-                        "gap" if seq > expected_seq else "order",
-                        f"entry {expected_seq} is missing: the next row is {seq}",
-                        seq=expected_seq,
+                        "gap",
+                        f"entry {expected} is missing: the next row is {chunk.first_seq}",
+                        seq=expected,
                     )
                 )
-            leaf = sha256(b"\x00" + body.encode("utf-8")).digest()
-            if leaf.hex() != leaf_hex:
-                problems.append(
-                    TrailProblem("edited", f"entry {seq}'s body does not hash to its leaf", seq=seq)
-                )
-            chain = sha256(chain + leaf).digest()
-            if chain.hex() != chain_hex:
-                problems.append(
-                    TrailProblem(
-                        "chain", f"entry {seq} does not link to the entries before it", seq=seq
-                    )
-                )
-                chain = bytes.fromhex(chain_hex)  # report each break once, not every row
-            if not _agrees(body, seq, at, actor, action, dataset, outcome):
-                problems.append(
-                    TrailProblem(
-                        "columns", f"entry {seq}'s columns disagree with its body", seq=seq
-                    )
-                )
-            if action in _LINKED:
+            for seq, body in chunk.linked:
                 self._note(seq, body)
-            nodes.append(leaf)  # the frontier's append, inlined (see Frontier.append)
-            carry = leaves
-            while carry & 1:
-                right = nodes.pop()
-                nodes[-1] = sha256(b"\x01" + nodes[-1] + right).digest()
-                carry >>= 1
-            leaves += 1
-            expected_seq = seq + 1
-            while next_size is not None and next_size <= leaves:
-                if next_size == leaves:
-                    roots[next_size] = _fold(nodes)
-                next_size = next(wanted, None)
-            if progress is not None and not leaves % VERIFY_BATCH:
-                emit(progress, "verify trail", leaves, unit="entries")
+            data = chunk.leaves
+            if self.keep_leaves:
+                self.leaves.append(data)
+            for offset in range(0, len(data), HASH_SIZE):
+                nodes.append(data[offset : offset + HASH_SIZE])  # Frontier.append, inlined
+                carry = leaves
+                while carry & 1:
+                    right = nodes.pop()
+                    nodes[-1] = sha256(b"\x01" + nodes[-1] + right).digest()
+                    carry >>= 1
+                leaves += 1
+                while next_size is not None and next_size <= leaves:
+                    if next_size == leaves:
+                        roots[next_size] = _fold(nodes)
+                    next_size = next(wanted, None)
+            expected = chunk.last_seq + 1
+            chain = chunk.chain
+            emit(progress, "verify trail", leaves, unit="entries")
         self.frontier = Frontier.from_json(leaves, [n.hex() for n in nodes])
         self.size = leaves
         self.chain = chain.hex()
         return roots
+
+    def leaf_hashes(self) -> list[bytes]:
+        """Every leaf hash walked (with ``keep_leaves``), for a consistency proof."""
+        data = b"".join(self.leaves)
+        return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
 
     def _note(self, seq: int, body: str) -> None:
         try:
