@@ -9,9 +9,9 @@ of rows itself, in a worker process.
 Why a floor-0 module and not part of :mod:`veil.access`: a long trail is
 verified by several processes, each taking a range of rows (the checks cost
 microseconds a row in Python, and a million rows is the size the trail is
-built for). A worker started fresh imports only this module and the database
-driver, in about a tenth of a second; importing :mod:`veil.access` (SQLAlchemy,
-the vault's cryptography) would cost most of what the second process saves.
+built for). The workers are forked, and a worker needs only what this module
+and the database driver give it: it opens its own connection and touches no
+object of Veil's it inherited, so it cannot disturb the parent's connections.
 The Merkle tree, the signed heads and the ledger's cross-check stay in
 :mod:`veil.access`, in the parent.
 """

@@ -475,7 +475,8 @@ class Trail:
         target = self._scan_target()
         if workers is None:
             workers = (os.cpu_count() or 1) if last >= PARALLEL_FROM else 1
-        if workers <= 1 or target is None or last == 0:
+        forkable = "fork" in multiprocessing.get_all_start_methods()
+        if workers <= 1 or target is None or last == 0 or not forkable:
             yield scan(self._rows(session), bytes.fromhex(GENESIS))
             return
         # Ranges of at most _RANGE rows, several per worker, so the parent joins the first
@@ -483,7 +484,11 @@ class Trail:
         size = max(1, min(_RANGE, -(-last // (workers * 2))))
         starts = list(range(1, last + 1, size))
         ends = [min(lo + size - 1, last) for lo in starts]
-        context = multiprocessing.get_context("spawn")  # no inherited connections or threads
+        # fork, not spawn: spawn re-runs the caller's main script in each worker (a script
+        # without the `if __name__ == "__main__"` guard would start over), and imports Veil
+        # again. A forked worker opens its own connection, uses none it inherited, and
+        # leaves through os._exit (multiprocessing's), so the parent's stay untouched.
+        context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             yield from pool.map(
                 scan_range,
