@@ -27,12 +27,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["LINKED", "Chunk", "scan", "scan_range"]
+__all__ = ["LINKED", "Chunk", "scan", "scan_range", "select_rows"]
 
 # Entries whose bodies the parent reads in full (their links join the ledger to the trail).
 LINKED = frozenset({"trail.start", "privacy.charge", "privacy.non_private", "budget.set"})
 HASH_SIZE = 32
-_COLUMNS = "seq, body, leaf, chain, at, actor, action, dataset, outcome"
+# PostgreSQL hands ``at`` over as text in SQLite's layout: building a datetime per row
+# and formatting it back would cost more than the rest of the row's checks.
+_AT = {
+    "sqlite": "at",
+    "postgresql": "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+}
+
+
+def select_rows(backend: str) -> str:
+    """The SELECT of the columns :func:`scan` takes, in its order (no WHERE, no ORDER)."""
+    return (
+        f"SELECT seq, body, leaf, chain, {_AT[backend]}, actor, action, dataset, outcome "
+        "FROM trail_entries"
+    )
+
+
 _BATCH = 20_000
 _PLAIN = re.compile(r"[A-Za-z0-9 _.:@/+*~-]*")
 _AT_LENGTH = len("2026-01-01T00:00:00.000000Z")
@@ -186,8 +201,7 @@ def scan_range(target: tuple[str, str], lo: int, hi: int, genesis: bytes) -> Chu
         before = cursor.fetchone()
         chain = bytes.fromhex(before[0]) if before else genesis
         cursor.execute(
-            f"SELECT {_COLUMNS} FROM trail_entries WHERE seq BETWEEN {mark} AND {mark} "
-            "ORDER BY seq",
+            f"{select_rows(backend)} WHERE seq BETWEEN {mark} AND {mark} ORDER BY seq",
             (lo, hi),
         )
 

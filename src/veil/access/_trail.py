@@ -47,7 +47,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from veil._trailscan import Chunk, scan, scan_range
+from veil._trailscan import Chunk, scan, scan_range, select_rows
 from veil.access._entries import (
     PROOF_FORMAT,
     Outcome,
@@ -510,10 +510,7 @@ class Trail:
         return "postgresql", url.set(drivername="postgresql").render_as_string(hide_password=False)
 
     def _rows(self, session: Session) -> Iterator[Sequence[Any]]:
-        query = (
-            "SELECT seq, body, leaf, chain, at, actor, action, dataset, outcome "
-            "FROM trail_entries ORDER BY seq"
-        )
+        query = select_rows(self.store.backend) + " ORDER BY seq"
         connection = session.connection()
         if self.store.backend == "sqlite":
             # The driver's own cursor: plain tuples, no result-row objects (verify's speed).
