@@ -102,3 +102,32 @@ def test_a_ledger_older_than_the_trail_is_pinned_and_an_edit_of_it_is_caught(tmp
     assert any(
         p.kind == "ledger" and "before the trail began" in p.message for p in report.problems
     )
+
+
+def test_deleted_signed_heads_are_a_warning_and_the_exported_head_still_catches_a_rewrite(
+    tmp_path,
+):
+    store = Store.open(f"sqlite:///{tmp_path / 'veil.db'}", upgrade=True)
+    trail = Trail(store, signing_key=KEY)
+    with store.session(lock=True) as session:
+        trail.append_many(session, _entries(HEAD_EVERY + 10))
+    exported = trail.checkpoint()
+    assert trail.verify().warnings == ()
+    # A database-only attacker deletes every signed head, then rewrites an actor everywhere
+    # and rebuilds the trail consistently with the product's own hashing.
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM trail_heads"))
+        connection.execute(sa.text("DELETE FROM trail_entries"))
+        connection.execute(
+            sa.text("UPDATE trail_state SET size = 0, chain = :g, frontier = '[]'"), {"g": GENESIS}
+        )
+    forger = Trail(store)  # no key: it cannot sign
+    forged = [{"actor": "mallory", "action": "dataset.read", "dataset": "d"}] * (HEAD_EVERY + 10)
+    with store.session(lock=True) as session:
+        forger.append_many(session, forged)
+    report = trail.verify()
+    assert report.ok  # self-consistent: the chain and the tree hold, no head contradicts them
+    assert len(report.warnings) == 1 and "missing" in report.warnings[0]
+    against_head = trail.verify(head=exported)
+    assert not against_head.ok
+    assert {p.kind for p in against_head.problems} >= {"rewritten"}

@@ -457,6 +457,20 @@ class Trail:
                         TrailProblem("consistency", "the consistency proof does not verify")
                     )
         problems.sort(key=lambda p: (p.seq is None, p.seq or 0))
+        warnings = []
+        if self._signer is not None:
+            # Every process with the key signs at each multiple of HEAD_EVERY; one without it
+            # (a Python caller's keyless Access) does not, so a gap is a warning, not proof.
+            have = {h.size for h in stored_heads}
+            missing = [n for n in range(HEAD_EVERY, size + 1, HEAD_EVERY) if n not in have]
+            if missing:
+                sample = ", ".join(f"{n:,}" for n in missing[:3])
+                warnings.append(
+                    f"{len(missing):,} signed head(s) that a keyed writer would have made are "
+                    f"missing (sizes {sample}{', ...' if missing[3:] else ''}): deleted, or "
+                    "those entries were written without the trail's key; verify against an "
+                    "exported head (--head) to be sure"
+                )
         return TrailReport(
             size=size,
             root=frontier_root.hex(),
@@ -467,6 +481,7 @@ class Trail:
             seconds=time.perf_counter() - started,
             exported_head=None if exported is None else exported.to_dict(),
             consistency_proof=tuple(h.hex() for h in proof),
+            warnings=tuple(warnings),
         )
 
     def _chunks(self, session: Session, workers: int | None) -> Iterator[Chunk]:

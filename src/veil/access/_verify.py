@@ -59,6 +59,7 @@ class TrailReport:
     seconds: float
     exported_head: Mapping[str, Any] | None = None
     consistency_proof: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())
 
     @property
     def ok(self) -> bool:
@@ -84,6 +85,7 @@ class TrailReport:
             "entries_per_second": self.size / self.seconds if self.seconds > 0 else None,
             "exported_head": dict(self.exported_head) if self.exported_head else None,
             "consistency_proof": list(self.consistency_proof),
+            "warnings": list(self.warnings),
         }
 
 

@@ -262,6 +262,8 @@ def verify(
             else "not verified",
         )
     out.print(table)
+    for warning in report.warnings:
+        out.print(Text(f"warning: {warning}", style="yellow"))
     for problem in report.problems:
         where = "" if problem.seq is None else f"entry {problem.seq}: "
         out.print(Text(f"problem [{problem.kind}] {where}{problem.message}", style="red"))
