@@ -8,12 +8,14 @@ a short note, and the traceback only with ``--debug``.
 
 from __future__ import annotations
 
+import functools
 import sys
 import traceback
 from typing import Annotated
 
 import click
 import typer
+import typer.main
 
 from veil import __version__
 from veil.cli import (
@@ -103,13 +105,24 @@ app.add_typer(access.app, name="access")
 app.add_typer(keys.app, name="keys")
 
 
+@functools.cache
+def _command() -> click.Command:
+    """The click command Typer builds from ``app``: built once a process, not once a call.
+
+    ``app(...)`` rebuilds the whole command tree (every group, command and
+    option) on every call, about 0.1 s; a process that runs the CLI many times
+    (the test suite, an embedding program) pays it once.
+    """
+    return typer.main.get_command(app)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the ``veil`` entry point)."""
     args = list(sys.argv[1:] if argv is None else argv)
     _state["debug"] = "--debug" in args
     as_json = "--json" in args
     try:
-        result = app(args=args, prog_name="veil", standalone_mode=False)
+        result = _command().main(args=args, prog_name="veil", standalone_mode=False)
     except VeilError as error:
         if _state["debug"]:
             traceback.print_exc()
