@@ -442,7 +442,7 @@ class Trail:
                 problems.append(TrailProblem("state", "the stored Merkle frontier disagrees"))
             for signed in stored_heads:
                 problems.extend(check_head(signed, roots, size, trusted, "signed head"))
-            ledger_events, budgets = check_ledger(session, walk.ledger_links, walk, problems)
+            ledger_events, budgets = check_ledger(session, walk)
         proof: list[bytes] = []
         if exported is not None:
             problems.extend(check_head(exported, roots, size, trusted, "exported head"))

@@ -253,13 +253,10 @@ def check_head(
     return problems
 
 
-def check_ledger(
-    session: Session,
-    links: Mapping[int, tuple[int, Mapping[str, Any]]],
-    walk: Walk,
-    problems: list[TrailProblem],
-) -> tuple[int, int]:
-    """Match the ledger's events and budgets with the trail, both ways.
+def check_ledger(session: Session, walk: Walk) -> tuple[int, int]:
+    """Match the ledger's events and budgets with the trail ``walk`` read, both ways.
+
+    Problems go to ``walk.problems``.
 
     Returns:
         How many privacy events and budgets were checked.
@@ -268,7 +265,8 @@ def check_ledger(
         return 0, 0
     pin = walk.pin if walk.pin is not None else {}
     names = dict(session.execute(select(DatasetRow.id, DatasetRow.name)).all())
-    checked = _check_events(session, links, pin.get("datasets", {}), names, problems)
+    problems = walk.problems
+    checked = _check_events(session, walk.ledger_links, pin.get("datasets", {}), names, problems)
     return checked, _check_budgets(session, walk, pin, names, problems)
 
 
