@@ -49,6 +49,9 @@ class Permission(StrEnum):
     ACCESS_MANAGE = "access.manage"  # grant and revoke roles, create and revoke keys
     ACCESS_READ = "access.read"  # list grants and keys
     KEYS_USE = "keys.use"  # vault: encrypt, decrypt, rotate; named keys
+    DATASET_ERASE = "dataset.erase"  # erase a person, set and run retention (managed data)
+    CONSENT_MANAGE = "consent.manage"  # record consent, declare purposes, enable filtering
+    CONSENT_READ = "consent.read"  # consent state, erasures and retention records
 
 
 _P = Permission
@@ -74,6 +77,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
             _P.MODEL_PREDICT,
             _P.TRAIL_READ,
             _P.ACCESS_READ,
+            _P.CONSENT_READ,
         }
     ),
     Role.CONSUMER: frozenset({_P.MODEL_PREDICT}),

@@ -35,11 +35,18 @@ __all__ = [
     "AccessStateRow",
     "Base",
     "BudgetChangeRow",
+    "ConsentPurposeRow",
+    "ConsentRecordRow",
+    "DatasetConsentRow",
     "DatasetRow",
+    "DatasetVersionRow",
+    "DerivedArtifactRow",
+    "ErasureRow",
     "GrantRow",
     "LedgerCheckpointRow",
     "PrivacyBudgetRow",
     "PrivacyEventRow",
+    "RetentionPolicyRow",
     "ServiceKeyRow",
     "TrailEntryRow",
     "TrailHeadRow",
@@ -319,3 +326,145 @@ class TrailHeadRow(Base):
     timestamp: Mapped[str] = mapped_column(String(40), nullable=False)
     public_key: Mapped[str] = mapped_column(String(64), nullable=False)
     signature: Mapped[str] = mapped_column(String(128), nullable=False)
+
+
+# ------------------------------------------------------------------ governance (issue 23)
+class DatasetVersionRow(Base):
+    """One version of a managed dataset: a columnar file sealed under its own data key.
+
+    ``path`` is relative to the workspace home; ``object_id`` names the
+    version's data key in the vault, so destroying that key (crypto-shredding)
+    makes every copy of the file unreadable. ``sha256`` is the digest of the
+    plaintext Parquet bytes, checked on every load. ``state`` is ``current``
+    (exactly one per dataset), ``superseded`` (a newer version is current; the
+    key is destroyed next), or ``shredded`` (key destroyed, file deleted).
+    """
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("dataset_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("datasets.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    path: Mapped[str] = mapped_column(String(1024), nullable=False)
+    object_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    n_rows: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(256), nullable=False)
+    shredded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ConsentPurposeRow(Base):
+    """A purpose of the workspace's consent vocabulary (``statistics``, ``model-training``, ...)."""
+
+    __tablename__ = "consent_purposes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(256), nullable=False)
+
+
+class DatasetConsentRow(Base):
+    """A dataset under consent management, and what holds for a person with no record."""
+
+    __tablename__ = "dataset_consent"
+
+    dataset_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("datasets.id", ondelete="RESTRICT"), primary_key=True
+    )
+    default: Mapped[str] = mapped_column(String(16), nullable=False)  # granted | withdrawn
+    enabled_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    enabled_by: Mapped[str] = mapped_column(String(256), nullable=False)
+
+
+class ConsentRecordRow(Base):
+    """One consent event: a person (by keyed token) granted or withdrew one purpose.
+
+    ``at`` is when the person decided (from the source); ``recorded_at`` when
+    Veil learnt it. Records are only appended: the state for a person and a
+    purpose at a moment is the latest record at or before it.
+    """
+
+    __tablename__ = "consent_records"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("datasets.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    person: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    purpose: Mapped[str] = mapped_column(String(64), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # granted | withdrawn
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    source: Mapped[str] = mapped_column(String(256), nullable=False)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    recorded_by: Mapped[str] = mapped_column(String(256), nullable=False)
+
+
+class RetentionPolicyRow(Base):
+    """A dataset's retention policy: rows older than ``days`` by ``date_column``, or all after ``expire_on``."""
+
+    __tablename__ = "retention_policies"
+
+    dataset_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("datasets.id", ondelete="RESTRICT"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # max_age | expire_on
+    days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    date_column: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    expire_on: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(256), nullable=False)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class ErasureRow(Base):
+    """Rows removed from a managed dataset: one person's erasure, or a retention run.
+
+    ``person`` is the keyed token of the erased person (never the identifier
+    itself); ``None`` for retention. ``from_version`` is the version the rows
+    were removed from, ``to_version`` the version written without them.
+    """
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("datasets.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # erase | retention
+    person: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    from_version: Mapped[int] = mapped_column(Integer, nullable=False)
+    to_version: Mapped[int] = mapped_column(Integer, nullable=False)
+    rows_removed: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(256), nullable=False)
+
+
+class DerivedArtifactRow(Base):
+    """Something made from a version of a dataset: a model, a synthetic release, an anonymised file.
+
+    Erasure marks what was derived from the versions it supersedes: ``veil
+    models show`` and ``veil erase`` report what still carries erased people.
+    """
+
+    __tablename__ = "derived_artifacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # model | synthetic | anonymized
+    name: Mapped[str] = mapped_column(String(1024), nullable=False)
+    dataset_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("datasets.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: a reference dataset
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(256), nullable=False)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
