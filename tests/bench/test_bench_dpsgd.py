@@ -17,6 +17,7 @@ def test_dpsgd_benchmark_on_a_tiny_size(shared_data):
         shared_data,
         models=["mlp"],
         train_size=1024,
+        test_size=500,
         timing_epochs=1,
         accuracy_epochs=1,
         accuracy_models=["scatternet"],
@@ -34,7 +35,8 @@ def test_dpsgd_benchmark_on_a_tiny_size(shared_data):
     assert run["model"] == "scatternet" and run["epsilon"] <= 3.0
     assert 0.0 <= run["test_accuracy"] <= 1.0 and run["feature_seconds"] > 0
     adult = report["adult"]
-    assert adult["dp_eps1"]["epsilon"] <= 1.0 and adult["test_rows"] == 16281
+    assert adult["dp_eps1"]["epsilon"] <= 1.0 and adult["test_rows"] == 500
+    assert adult["train_rows"] == 1024
     assert set(report["goals"]) == {"dp_within_1_3x", "mnist_98_at_eps3", "adult_within_1_5_points"}
 
 

@@ -39,6 +39,7 @@ from veil.bench._result import (
 )
 from veil.data import load_table
 from veil.data.readers import ADULT_CATEGORIES
+from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, emit
 from veil.train import DPConfig, FeatureEncoder, build_model, evaluate, plan_training, train
 
@@ -255,10 +256,12 @@ def _timing(
     return rows
 
 
-def _adult(data: Path, epochs: int) -> dict[str, Any]:
+def _adult(
+    data: Path, epochs: int, *, train_size: int | None = None, test_size: int | None = None
+) -> dict[str, Any]:
     folder = data / "adult"
-    train_frame = load_table(folder / "adult.data", format="adult")
-    test_frame = load_table(folder / "adult.test", format="adult")
+    train_frame = load_table(folder / "adult.data", format="adult").iloc[:train_size]
+    test_frame = load_table(folder / "adult.test", format="adult").iloc[:test_size]
     categorical = {k: v for k, v in ADULT_CATEGORIES.items() if k != "income"}
     encoder = FeatureEncoder(
         ADULT_NUMERIC_BOUNDS, categorical, (*ADULT_NUMERIC_BOUNDS, *categorical)
@@ -310,6 +313,7 @@ def run_dpsgd_benchmark(
     batch_size: int = 256,
     timing_epochs: int = 2,
     train_size: int | None = None,
+    test_size: int | None = None,
     accuracy_epochs: int = 30,
     accuracy_models: Sequence[str] = ("scatternet", "cnn"),
     opacus: bool = True,
@@ -317,11 +321,19 @@ def run_dpsgd_benchmark(
     adult_epochs: int = 10,
     progress: ProgressCallback | None = None,
 ) -> DpsgdResult:
-    """Timing of DP-SGD against non-private training, MNIST accuracy at epsilon 3, Adult at epsilon 1."""
+    """Timing of DP-SGD against non-private training, MNIST accuracy at epsilon 3, Adult at epsilon 1.
+
+    ``train_size`` and ``test_size`` cut the MNIST and Adult splits to their first rows (a
+    quick run; the goals are measured on the full splits).
+    """
     check_sizes(train_size, timing_epochs)
+    if test_size is not None and test_size < 100:  # noqa: PLR2004 - an accuracy needs some rows
+        raise InvalidInputError("--test-size too small", expected=">= 100", got=str(test_size))
     x, y, xt, yt = mnist_tensors(data)
     if train_size is not None:
         x, y = x[:train_size], y[:train_size]
+    if test_size is not None:
+        xt, yt = xt[:test_size], yt[:test_size]
     timing = _timing(
         x, y, models, batch=batch_size, epochs=timing_epochs, opacus=opacus, progress=progress
     )
@@ -336,7 +348,7 @@ def run_dpsgd_benchmark(
             progress, "MNIST at epsilon 3", len(accuracy_models), len(accuracy_models), unit="runs"
         )
         mnist_eps3 = tuple(runs)
-        adult = _adult(data, adult_epochs)
+        adult = _adult(data, adult_epochs, train_size=train_size, test_size=test_size)
     return DpsgdResult(
         machine=machine(),
         timing=tuple(timing),

@@ -126,6 +126,10 @@ def dpsgd(
     train_size: Annotated[
         int | None, typer.Option("--train-size", help="Use only the first N training images.")
     ] = None,
+    test_size: Annotated[
+        int | None,
+        typer.Option("--test-size", help="Use only the first N test images (and Adult test rows)."),
+    ] = None,
     accuracy_epochs: Annotated[
         int, typer.Option("--accuracy-epochs", help="Epochs of the epsilon-3 runs.")
     ] = 30,
@@ -151,6 +155,7 @@ def dpsgd(
             batch_size=batch_size,
             timing_epochs=timing_epochs,
             train_size=train_size,
+            test_size=test_size,
             accuracy_epochs=accuracy_epochs,
             accuracy_models=[m.strip() for m in accuracy_models.split(",") if m.strip()],
             opacus=not no_opacus,
