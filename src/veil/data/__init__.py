@@ -17,6 +17,7 @@ from veil.data._dataset_info import DatasetInfo
 from veil.data._declare import parse_bounds, parse_categories, read_codebook
 from veil.data._idx import read_idx
 from veil.data._loaders import load_mnist, load_table
+from veil.data._persons import canonical_person, person_key, person_token, person_tokens
 from veil.data._schema import ColumnSpec, PrivacySchema, check_columns_exist
 from veil.data._suggest import suggest_bounds, suggest_categories
 
@@ -26,11 +27,15 @@ __all__ = [
     "DataUse",
     "DatasetInfo",
     "PrivacySchema",
+    "canonical_person",
     "check_columns_exist",
     "load_mnist",
     "load_table",
     "parse_bounds",
     "parse_categories",
+    "person_key",
+    "person_token",
+    "person_tokens",
     "read_codebook",
     "read_idx",
     "suggest_bounds",
