@@ -395,6 +395,7 @@ PUBLIC = {
         "extraction_curve",
         "fairness_metrics",
         "invert_classes",
+        "lira_scores",
         "membership_inference",
         "one_run_epsilon",
         "render_html",

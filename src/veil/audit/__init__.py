@@ -25,6 +25,7 @@ from veil.audit._inversion import InversionResult, invert_classes
 from veil.audit._membership import (
     MIA_ATTACKS,
     ReferenceModels,
+    lira_scores,
     membership_inference,
     train_references,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "extraction_curve",
     "fairness_metrics",
     "invert_classes",
+    "lira_scores",
     "membership_inference",
     "one_run_epsilon",
     "render_html",

@@ -42,6 +42,8 @@ class AuditReport:
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     image_shape: tuple[int, ...] | None = None
+    # Membership tests of erased people after unlearning (veil.governance), newest last.
+    unlearning: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def claimed_epsilon(self) -> float:
@@ -80,4 +82,6 @@ class AuditReport:
                 "seconds": self.seconds,
             }
         )
+        if self.unlearning:
+            out["unlearning"] = to_jsonable(self.unlearning)
         return out

@@ -141,6 +141,45 @@ def _fairness_section(f: FairnessResult) -> str:
     )
 
 
+def _unlearning_section(runs: list[dict[str, Any]]) -> str:
+    """One row per unlearning run: the erased people's membership scores before and after."""
+    e = html.escape
+    rows = []
+    notes: set[str] = set()
+    for run in runs:
+        check = run.get("verification") or {}
+        if not check.get("run"):
+            cells = [e(str(run.get("at"))), str(run.get("erased_people")), "-", "-", "-", "-"]
+            verdict = f"not run: {e(str(check.get('why')))}"
+        else:
+            before, after = check["before"], check["after"]
+            cells = [
+                e(str(run.get("at"))),
+                str(check["erased_people"]),
+                _fmt(before["auc"]),
+                _fmt(after["auc"]),
+                f"{_fmt(before['percentile'], '.1f')} / {_fmt(after['percentile'], '.1f')}",
+                str(check["non_members"]),
+            ]
+            verdict = e(check["verdict"])
+            notes.update(check.get("notes", []))
+        rows.append(
+            "<tr>"
+            + "".join(f"<td class='num'>{c}</td>" for c in cells)
+            + f"<td>{verdict}</td></tr>"
+        )
+    return (
+        "<h2>Unlearning</h2><p>Erased people's rows scored by a per-example membership attack "
+        "against the model before and after unlearning, beside rows the model never saw. "
+        "AUC 0.5 and percentile 50 mean 'scored like a non-member'.</p>"
+        "<table><tr><th>at</th><th>erased people</th><th>AUC before</th><th>AUC after</th>"
+        "<th>percentile before / after</th><th>non-members</th><th>verdict</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        + "".join(f"<p class='muted'>{e(n)}</p>" for n in sorted(notes))
+    )
+
+
 def render_html(report: AuditReport) -> str:
     """The report as one HTML page with every plot embedded."""
     e = html.escape
@@ -248,6 +287,8 @@ def render_html(report: AuditReport) -> str:
         )
     if report.fairness is not None:
         sections.append(_fairness_section(report.fairness))
+    if report.unlearning:
+        sections.append(_unlearning_section(report.unlearning))
     if report.notes:
         sections.append(
             "<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in report.notes) + "</ul>"
