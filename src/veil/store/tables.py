@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -393,8 +394,11 @@ class ConsentRecordRow(Base):
     """
 
     __tablename__ = "consent_records"
+    # A load's filter asks for the latest record per person of one dataset and purpose.
+    __table_args__ = (Index("ix_consent_records_lookup", "dataset_id", "purpose", "person", "at"),)
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # Integer: SQLite assigns ids only to an INTEGER PRIMARY KEY (a BIGINT one stays NULL).
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     dataset_id: Mapped[int] = mapped_column(
         Integer, ForeignKey("datasets.id", ondelete="RESTRICT"), nullable=False, index=True
     )

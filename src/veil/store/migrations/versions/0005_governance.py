@@ -87,7 +87,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "consent_records",
-        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("dataset_id", sa.Integer(), nullable=False),
         sa.Column("person", sa.String(length=64), nullable=False),
         sa.Column("purpose", sa.String(length=64), nullable=False),
@@ -103,6 +103,12 @@ def upgrade() -> None:
         op.f("ix_consent_records_dataset_id"), "consent_records", ["dataset_id"], unique=False
     )
     op.create_index(op.f("ix_consent_records_person"), "consent_records", ["person"], unique=False)
+    op.create_index(
+        "ix_consent_records_lookup",
+        "consent_records",
+        ["dataset_id", "purpose", "person", "at"],
+        unique=False,
+    )
     op.create_table(
         "retention_policies",
         sa.Column("dataset_id", sa.Integer(), nullable=False),
@@ -174,6 +180,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_erasures_dataset_id"), table_name="erasures")
     op.drop_table("erasures")
     op.drop_table("retention_policies")
+    op.drop_index("ix_consent_records_lookup", table_name="consent_records")
     op.drop_index(op.f("ix_consent_records_person"), table_name="consent_records")
     op.drop_index(op.f("ix_consent_records_dataset_id"), table_name="consent_records")
     op.drop_table("consent_records")
