@@ -13,6 +13,8 @@ submodule :mod:`veil.data.readers`.
 """
 
 from veil.data._catalog import Catalog, DataUse
+from veil.data._consent import Consent, ConsentState, ImportReport, Purpose
+from veil.data._consent_rule import ConsentSnapshot
 from veil.data._dataset_info import DatasetInfo
 from veil.data._declare import parse_bounds, parse_categories, read_codebook
 from veil.data._idx import read_idx
@@ -24,9 +26,14 @@ from veil.data._suggest import suggest_bounds, suggest_categories
 __all__ = [
     "Catalog",
     "ColumnSpec",
+    "Consent",
+    "ConsentSnapshot",
+    "ConsentState",
     "DataUse",
     "DatasetInfo",
+    "ImportReport",
     "PrivacySchema",
+    "Purpose",
     "canonical_person",
     "check_columns_exist",
     "load_mnist",

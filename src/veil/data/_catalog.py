@@ -60,6 +60,7 @@ from veil.data._archive import (
     same_data,
 )
 from veil.data._catalog_trail import DataUse, check_use, record_change, record_read
+from veil.data._consent_rule import catalog_person_key, consent_rule
 from veil.data._dataset_info import DatasetInfo
 from veil.data._scan import scan_source
 from veil.data._schema import check_columns_exist
@@ -194,13 +195,19 @@ class Catalog:
         info = self._get(name)
         if columns is not None:
             check_columns_exist(columns, info.schema.column_names, role="requested")
+        consent = consent_rule(self, info, purpose)  # None: not under consent management
         reader = self._reader(info)
         estimate = reader.estimate_memory(info.n_rows, len(info.schema.columns), columns)
         check_fits_in_memory(estimate, self.settings.max_load_bytes, f"dataset '{name}'")
-        record_read(self.access, info, chosen, columns, purpose)
+        snapshot = None if consent is None else consent.snapshot.to_dict()
+        record_read(self.access, info, chosen, columns, purpose, consent=snapshot)
         if verify:
             self._verify(info, reader)
-        return reader.read(columns)
+        if consent is None:
+            return reader.read(columns)
+        wanted = None if columns is None else [*columns, consent.unit]  # the filter needs it
+        frame = reader.read(None if wanted is None else list(dict.fromkeys(wanted)))
+        return consent.apply(frame, catalog_person_key(self), columns)
 
     def load_images(
         self,

@@ -53,19 +53,32 @@ def check_use(access: Access, name: str, use: DataUse | str, purpose: str) -> Da
 
 
 def record_read(
-    access: Access, info: DatasetInfo, use: DataUse, columns: Sequence[str] | None, purpose: str
+    access: Access,
+    info: DatasetInfo,
+    use: DataUse,
+    columns: Sequence[str] | None,
+    purpose: str,
+    *,
+    consent: dict[str, Any] | None = None,
 ) -> None:
-    """Put the load on the trail, before any of its bytes are read."""
+    """Put the load on the trail, before any of its bytes are read.
+
+    ``consent``: the consent snapshot the load applies (purpose term, last
+    record, moment, default), on a dataset under consent management.
+    """
+    details: dict[str, Any] = {
+        "use": str(use),
+        "columns": None if columns is None else list(columns),
+        "n_rows": info.n_rows,
+    }
+    if consent is not None:
+        details["consent"] = consent
     access.record(
         "dataset.read",
         dataset=info.name,
         purpose=purpose,
         links={"dataset_id": info.dataset_id, "content_sha256": info.content_sha256},
-        details={
-            "use": str(use),
-            "columns": None if columns is None else list(columns),
-            "n_rows": info.n_rows,
-        },
+        details=details,
     )
 
 

@@ -122,6 +122,10 @@ class PrivateFrame:
                 )
             self.guard = chosen
         self.dataset: str = dataset
+        # A catalogue load of a consent-managed dataset names the consent state it applied;
+        # every charge made from this frame records it (Polars frames carry no attrs).
+        attrs = frame.attrs if isinstance(frame, pd.DataFrame) else {}
+        self.consent: dict[str, Any] | None = attrs.get("veil.consent")
         self._frame = as_polars(frame)
         self.schema = schema
         self.purpose = purpose
@@ -196,7 +200,10 @@ class PrivateFrame:
                 fix="make the plan with this frame's plan(...)",
             )
         self._check_columns(plan)
-        receipt = self.guard.charge(self.dataset, plan.event, purpose=purpose or self.purpose or "")
+        event = plan.event
+        if self.consent is not None:
+            event = replace(event, details={**event.details, "consent": self.consent})
+        receipt = self.guard.charge(self.dataset, event, purpose=purpose or self.purpose or "")
         result = run_plan(plan, self._frame)
         return replace(result, charged=receipt.to_dict())
 
