@@ -53,6 +53,7 @@ from veil.errors import InvalidInputError
 __all__ = [
     "CHUNK_SIZE",
     "HEADER_BYTES",
+    "MAX_NAME_BYTES",
     "PREFIX_BYTES",
     "TAG_BYTES",
     "Header",

@@ -13,7 +13,12 @@ serialises writers::
      "objects": {"<object id, 32 hex>": {"name": "adult.csv.veil", "kind": "file",
                  "path": "/abs/adult.csv.veil", "size": 3974305,
                  "sealed": "...", "binding": 2,
-                 "dek": "<base64 of nonce || wrapped DEK || tag>"}}}
+                 "dek": "<base64 of nonce || wrapped DEK || tag>"}},
+     "destroyed": {"<object id>": {"at": "...", "name": "...", "reason": "..."}}}
+
+``destroyed`` (absent until :meth:`Vault.destroy` first runs) holds tombstones of
+crypto-shredded objects: no key material, only when and why, so that opening such
+an object says so. Rotation re-wraps ``objects`` only, so tombstones pass through.
 
 ``kdf`` is ``{"name": "raw"}`` for a vault opened by a raw key. ``check`` is an
 HMAC-SHA256 under a subkey of the master key: a wrong passphrase is refused
@@ -42,7 +47,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from veil._io import write_json_atomic
-from veil.errors import InvalidInputError
+from veil.errors import InvalidInputError, NotFoundError
 from veil.vault._format import tampered
 
 __all__ = [
@@ -57,6 +62,7 @@ __all__ = [
     "now",
     "read_manifest",
     "record_of",
+    "refuse_destroyed",
     "status_of",
     "unhex",
     "write_manifest",
@@ -212,6 +218,21 @@ def unhex(value: object, size: int, *, what: str) -> bytes:
     if len(raw) != size:
         raise tampered("the vault manifest", f"a malformed {what}")
     return raw
+
+
+def refuse_destroyed(manifest: Mapping[str, Any], object_id: str, what: str) -> None:
+    """Raise if ``object_id``'s data key was destroyed (crypto-shredded); else return."""
+    tombstone = (manifest.get("destroyed") or {}).get(object_id)
+    if not isinstance(tombstone, dict):
+        return
+    raise NotFoundError(
+        f"data key {object_id} was destroyed (crypto-shredded) at {tombstone.get('at')}",
+        expected=f"{what} sealed under a data key the vault still holds",
+        got=f"object {object_id} ({tombstone.get('name')!r}), whose key was destroyed"
+        + (f": {tombstone['reason']}" if tombstone.get("reason") else ""),
+        fix="nothing can open it any more, by design; use a newer version of the data",
+        details={"object_id": object_id, "destroyed_at": tombstone.get("at")},
+    )
 
 
 def record_of(object_id: str, entry: Mapping[str, Any]) -> SealedObject:

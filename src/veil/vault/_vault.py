@@ -53,6 +53,8 @@ from veil.progress import ProgressCallback, emit
 from veil.vault._files import absolute, atomic_output, check_paths, move_into_place
 from veil.vault._format import (
     CHUNK_SIZE,
+    HEADER_BYTES,
+    MAX_NAME_BYTES,
     PREFIX_BYTES,
     Header,
     check_chunk_size,
@@ -74,6 +76,7 @@ from veil.vault._manifest import (
     now,
     read_manifest,
     record_of,
+    refuse_destroyed,
     status_of,
     unhex,
     write_manifest,
@@ -246,7 +249,10 @@ class Vault:
                 got=f"an object named {header.name!r}",
                 fix=f"if it was renamed on purpose, pass name={header.name!r} (--name)",
             )
-        entry = self._current()["objects"].get(header.object_id.hex())
+        manifest = self._current()
+        entry = manifest["objects"].get(header.object_id.hex())
+        if entry is None:
+            refuse_destroyed(manifest, header.object_id.hex(), what)
         if not isinstance(entry, dict):
             raise tampered(
                 what,
@@ -336,6 +342,54 @@ class Vault:
         sink = BytesIO()
         decrypt_stream(stream, sink, header, aad, dek, what=what)
         return sink.getvalue()
+
+    @staticmethod
+    def object_id(blob: bytes) -> str:
+        """The object id (32 hex digits) of a blob from :meth:`seal`: what :meth:`destroy` takes.
+
+        Read from the blob's header, without any key. Callers that must be able to
+        crypto-shred a blob later record it beside the blob.
+        """
+        header, _ = Header.read(
+            BytesIO(bytes(blob[: HEADER_BYTES + MAX_NAME_BYTES])), what="a blob"
+        )
+        return header.object_id.hex()
+
+    def destroy(self, object_id: str, *, reason: str = "") -> bool:
+        """Crypto-shred an object: remove its wrapped data key from the manifest for good.
+
+        Every copy of the object (the file, a backup of it, a blob stored
+        elsewhere) then stays ciphertext for ever: the data key existed only
+        wrapped in the manifest. The manifest is rewritten atomically and
+        fsynced under its lock, and keeps a tombstone (when, which name, why)
+        so that a later attempt to open the object says it was destroyed
+        rather than that it was tampered with. Copies of the manifest itself
+        (backups made before this call) still hold the key: a backup policy
+        must expire them.
+
+        Returns:
+            ``True`` if the key was destroyed now, ``False`` if it already was
+            (so a shredding interrupted by a crash can simply be run again).
+
+        Raises:
+            NotFoundError: The vault never held a data key with this id.
+        """
+        with locked(self._dir):
+            manifest = self._current()
+            destroyed = manifest.setdefault("destroyed", {})
+            if object_id in destroyed:
+                return False
+            entry = manifest["objects"].pop(object_id, None)
+            if entry is None:
+                raise NotFoundError(
+                    f"the vault holds no data key {object_id}",
+                    expected="the object id of a sealed object (Vault.object_id(blob))",
+                    got=repr(object_id),
+                    fix="see `veil vault status` for the objects the vault holds",
+                )
+            destroyed[object_id] = {"at": now(), "name": entry.get("name"), "reason": reason}
+            write_manifest(self._dir, manifest)
+        return True
 
     # -------------------------------------------------------------- files
 
