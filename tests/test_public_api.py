@@ -405,7 +405,13 @@ PUBLIC = {
         "write_report",
     ],
     "veil.serve": [],
-    "veil.governance": [],
+    "veil.governance": [
+        "CarriedReport",
+        "DerivedArtifact",
+        "carried_erasures",
+        "derived_artifacts",
+        "record_artifact",
+    ],
     "veil.bench": [
         "FEDERATED_ROWS",
         "AnonymizeResult",

@@ -3,6 +3,10 @@
 Reading a card needs ``model.read`` on the model's training set (or on the
 workspace): ``show`` refuses without it (exit code 9, recorded on the trail),
 ``list`` leaves out the models the acting principal may not read.
+
+Both say how many people erased from the model's dataset it still carries
+(:func:`veil.governance.carried_erasures`: its membership list against the
+erasure records) and what to do about them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from veil.workspace import Workspace
 
 if TYPE_CHECKING:
     from veil.access import Access
+    from veil.data import Catalog
+    from veil.governance import CarriedReport
     from veil.train import ModelRegistry, PrivacyCard
 
 __all__ = ["app", "render_card"]
@@ -37,19 +43,33 @@ def render_card(card: PrivacyCard) -> None:
 
 
 @contextmanager
-def _opened() -> Iterator[tuple[ModelRegistry, Access]]:
-    """The workspace's model registry and who acts on it (the store closed afterwards)."""
+def _opened() -> Iterator[tuple[ModelRegistry, Access, Catalog]]:
+    """The workspace's model registry, who acts on it and its catalogue (store closed after)."""
     require("torch", extra="train", purpose="reading trained models")
     from veil.access import Access  # noqa: PLC0415
+    from veil.data import Catalog  # noqa: PLC0415
     from veil.store import Store  # noqa: PLC0415
     from veil.train import ModelRegistry  # noqa: PLC0415
 
     workspace = Workspace.locate()
     store = Store.for_workspace(workspace)
     try:
-        yield ModelRegistry.for_workspace(workspace), Access.open(workspace, store=store)
+        access = Access.open(workspace, store=store)
+        catalog = Catalog(store, workspace.settings, access=access)
+        yield ModelRegistry.for_workspace(workspace), access, catalog
     finally:
         store.dispose()
+
+
+def _carried(catalog: Catalog, registry: ModelRegistry, name: str) -> CarriedReport | None:
+    """What ``name`` carries of erased people; ``None`` when its dataset is gone (no lineage)."""
+    from veil.errors import NotFoundError  # noqa: PLC0415
+    from veil.governance import carried_erasures  # noqa: PLC0415
+
+    try:
+        return carried_erasures(catalog, registry, name)
+    except NotFoundError:
+        return None
 
 
 @app.command("list")
@@ -57,17 +77,26 @@ def list_(as_json: JsonOption = False) -> None:
     """The workspace's trained models you may read, with their epsilon."""
     from veil.access import Permission  # noqa: PLC0415
 
-    with _opened() as (registry, access):
+    with _opened() as (registry, access, catalog):
         cards = [
             c for c in registry.list() if access.allows(Permission.MODEL_READ, c.dataset or None)
         ]
+        carried = {c.model: _carried(catalog, registry, c.model) for c in cards}
     if as_json:
-        print_json([c.to_dict() for c in cards])
+        print_json([c.to_dict() | _lineage_fields(carried[c.model]) for c in cards])
         return
     table = Table(
-        "model", "dataset", "architecture", "epsilon", "delta", "test accuracy", "created"
+        "model",
+        "dataset",
+        "architecture",
+        "epsilon",
+        "delta",
+        "test accuracy",
+        "erased people",
+        "created",
     )
     for c in cards:
+        report = carried[c.model]
         table.add_row(
             c.model,
             c.dataset,
@@ -75,9 +104,23 @@ def list_(as_json: JsonOption = False) -> None:
             f"{c.epsilon:.4g}" if c.private else "not private",
             f"{c.delta:g}",
             "-" if c.test_accuracy is None else f"{c.test_accuracy:.2%}",
+            _erased_cell(report),
             c.created_at,
         )
     out.print(table)
+
+
+def _erased_cell(report: CarriedReport | None) -> str:
+    if report is None:
+        return "-"
+    return f"{'' if report.members_known else '<= '}{report.erased_people}"
+
+
+def _lineage_fields(report: CarriedReport | None) -> dict[str, object]:
+    """The --json fields: ``erased_people`` and ``lineage`` (the whole carried report)."""
+    if report is None:
+        return {"erased_people": None, "lineage": None}
+    return {"erased_people": report.erased_people, "lineage": report.to_dict()}
 
 
 @app.command("show")
@@ -87,10 +130,18 @@ def show(
     """Print a model's privacy card."""
     from veil.access import Permission  # noqa: PLC0415
 
-    with _opened() as (registry, access):
+    with _opened() as (registry, access, catalog):
         card = registry.card(name)
         access.require(Permission.MODEL_READ, card.dataset or None, action="model.read")
+        carried = _carried(catalog, registry, name)
     if as_json:
-        print_json(card.to_dict())
+        print_json(card.to_dict() | _lineage_fields(carried))
         return
     render_card(card)
+    if carried is not None:
+        style = (
+            "bold yellow"
+            if carried.erased_people or carried.rows_removed_by_retention_since
+            else ""
+        )
+        out.print(carried.summary(), style=style, markup=False)

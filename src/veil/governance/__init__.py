@@ -1,7 +1,29 @@
-"""The hash-chained access trail, consent, retention and erasure requests.
+"""Erasure, retention and lineage: what Veil forgets, and what still remembers.
 
-Empty until the issue that builds it lands; the package exists so the layout of
-DESIGN.md holds from the first commit.
+* :func:`erase` removes one person from a managed dataset: a new version
+  without their rows, the SISA models that carry them unlearned and verified,
+  then the old version's data key destroyed (crypto-shredding).
+* :func:`set_policy`, :func:`policies` and :func:`run_retention` keep a
+  dataset's rows only as long as its retention policy allows; a run applies
+  what is due and nothing else, so cron may run it as often as it likes.
+* :func:`derived_artifacts` and :func:`carried_erasures` say what was made
+  from a dataset and how many erased people a model still carries.
+
+Budgets are never refunded: a dataset keeps its ledger across versions.
 """
 
-__all__: list[str] = []
+from veil.governance._lineage import (
+    CarriedReport,
+    DerivedArtifact,
+    carried_erasures,
+    derived_artifacts,
+    record_artifact,
+)
+
+__all__ = [
+    "CarriedReport",
+    "DerivedArtifact",
+    "carried_erasures",
+    "derived_artifacts",
+    "record_artifact",
+]

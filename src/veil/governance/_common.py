@@ -1,0 +1,64 @@
+"""What erasure and retention share: the managed-data check and the reference-dataset refusal."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from veil.errors import ConflictError, InvalidInputError
+
+if TYPE_CHECKING:
+    from veil.data import DatasetInfo
+
+__all__ = ["BUDGET_NOTE", "crash_point", "require_managed", "require_reason"]
+
+CRASH_VARIABLE = "VEIL_TEST_CRASH_AT"
+
+BUDGET_NOTE = (
+    "budgets are never refunded: the dataset keeps its budget and ledger across versions, "
+    "and releases made before stay counted"
+)
+
+
+def require_managed(info: DatasetInfo, *, doing: str) -> None:
+    """Refuse ``doing`` on a reference dataset: Veil does not own its file.
+
+    Raises:
+        ConflictError: ``info`` is a reference dataset (decision 1 of issue 23).
+    """
+    if getattr(info, "managed", False):
+        return
+    raise ConflictError(
+        f"'{info.name}' is a reference dataset: Veil does not own its file, so it cannot "
+        f"remove a person from every copy ({doing} refused)",
+        expected="a managed dataset (registered with --managed: Veil keeps an encrypted, "
+        "versioned copy)",
+        got=f"a reference to {info.source}",
+        fix=f"register it again with --managed (veil datasets add FILE --managed --name "
+        f"{info.name}2), then delete the original file yourself",
+    )
+
+
+def require_reason(reason: str) -> str:
+    """A non-empty reason: every erasure and policy is on the trail with why."""
+    text = (reason or "").strip()
+    if not text:
+        raise InvalidInputError(
+            "a reason is required",
+            expected="a short reason (recorded on the trail and in the erasure record)",
+            got=repr(reason),
+            fix='for example --reason "GDPR art. 17 request #1234"',
+        )
+    return text
+
+
+def crash_point(step: str) -> None:
+    """Die here as kill -9 would when ``VEIL_TEST_CRASH_AT`` is ``governance.<step>``.
+
+    For the crash tests only: they run ``veil erase`` and ``veil retention
+    run`` in a child process and check that the old or the new version is
+    current afterwards, never neither. ``os._exit`` skips every cleanup (no
+    rollback, no ``finally``), as a killed process would.
+    """
+    if os.environ.get(CRASH_VARIABLE) == f"governance.{step}":
+        os._exit(137)
