@@ -5,6 +5,8 @@
   charges the dataset's ledger *before* training (one Poisson-subsampled
   Gaussian event), trains with DP-SGD and saves the model with its
   :class:`PrivacyCard`.
+* :func:`fit_sisa` trains a SISA ensemble (shards x slices, checkpointed) and
+  :func:`unlearn_sisa` retrains only the shards that held erased persons.
 * :func:`train` and :class:`DPConfig` are the engine for any PyTorch model
   made of layers whose per-example gradients Veil can clip in one backward pass.
 * :class:`DPLogisticRegression` and :class:`DPMLPClassifier` have the
@@ -40,6 +42,15 @@ from veil.train._plan import (
     plan_training,
 )
 from veil.train._random import SecureRandom
+from veil.train._sisa import (
+    SisaEnsemble,
+    SisaSchedule,
+    assign_persons,
+    shard_checkpoint,
+    shard_members,
+)
+from veil.train._sisa_train import fit_sisa
+from veil.train._unlearn import UnlearnResult, unlearn_sisa
 
 __all__ = [
     "MODEL_KINDS",
@@ -57,19 +68,27 @@ __all__ = [
     "SavedModel",
     "Schedule",
     "SecureRandom",
+    "SisaEnsemble",
+    "SisaSchedule",
     "TrainedModel",
     "TrainingPlan",
     "TrainingReport",
+    "UnlearnResult",
     "account",
+    "assign_persons",
     "build_model",
     "calibrate_noise",
     "dataset_tensors",
     "evaluate",
     "fit_private",
+    "fit_sisa",
     "fixed_features",
     "plan_training",
     "predict_logits",
+    "shard_checkpoint",
+    "shard_members",
     "train",
     "trainable_part",
+    "unlearn_sisa",
     "validate_model",
 ]

@@ -7,15 +7,22 @@ and how: epsilon, delta, accountant, sampling, clipping norm, noise
 multiplier, steps, dataset and ledger event). The three files are written to a
 temporary folder and moved into place in one rename, so a crash never leaves a
 model without its card.
+
+A model trained on a dataset with a privacy unit also holds ``members.tokens``:
+the sorted person tokens (:func:`veil.data.person_token`) of its training rows,
+one per line, so that erasure can say which models still carry an erased person
+without reading the data. A SISA ensemble (:mod:`veil.train._sisa`) keeps its
+shards' checkpoints under ``shards/`` instead of ``model.pt``.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -40,6 +47,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: `$` lets "
 CARD_FILE = "privacy_card.json"
 META_FILE = "model.json"
 WEIGHTS_FILE = "model.pt"
+MEMBERS_FILE = "members.tokens"
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,9 @@ class PrivacyCard:
     veil_version: str
     test_majority_rate: float | None = None
     test_no_utility: bool | None = None
+    dataset_version: int | None = None
+    membership: str | None = None
+    sisa: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The card as JSON-ready values (an infinite epsilon as ``"inf"``)."""
@@ -175,6 +186,23 @@ class PrivacyCard:
                     ),
                 )
             )
+        if self.dataset_version is not None:
+            rows.append(("dataset version", str(self.dataset_version)))
+        if self.membership:
+            rows.append(("membership", self.membership))
+        if self.sisa:
+            rows.append(
+                (
+                    "SISA ensemble",
+                    (
+                        f"{self.sisa.get('shards')} shards x {self.sisa.get('slices')} slices, "
+                        f"{self.sisa.get('epochs_per_slice')} epochs per slice "
+                        "(unlearning retrains only the shards that held an erased person)"
+                    ),
+                )
+            )
+            if self.private and self.sisa.get("composition"):
+                rows.append(("composition", str(self.sisa["composition"])))
         rows.append(("created", self.created_at))
         return rows
 
@@ -226,14 +254,42 @@ class ModelRegistry:
                 fix="pick another --name (models are never overwritten: their cards are audit records)",
             )
 
-    def save(self, name: str, model: nn.Module, meta: Mapping[str, Any], card: PrivacyCard) -> Path:
+    def person_key(self) -> bytes:
+        """The workspace's person-token key (the registry's folder sits in the workspace home)."""
+        from veil.data import person_key  # noqa: PLC0415 - pandas; only when tokens are made
+
+        return person_key(Workspace(self.root.parent))
+
+    def save(
+        self,
+        name: str,
+        model: nn.Module,
+        meta: Mapping[str, Any],
+        card: PrivacyCard,
+        *,
+        members: list[str] | None = None,
+        extra: Callable[[Path], None] | None = None,
+    ) -> Path:
+        """Write the model whole or not at all.
+
+        ``members``: the sorted person tokens of its training rows (``members.tokens``);
+        ``extra(staging)`` writes further files into the folder before the rename
+        (a SISA ensemble's shards, which then replace ``model.pt``).
+        """
         self.refuse_existing(name)
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
         try:
             # Each file is fsynced before the folder's rename, and the rename before returning.
-            with atomic_path(staging / WEIGHTS_FILE, mode=None) as weights:
-                torch.save(model.state_dict(), weights)
+            if extra is None:
+                with atomic_path(staging / WEIGHTS_FILE, mode=None) as weights:
+                    torch.save(model.state_dict(), weights)
+            else:
+                extra(staging)
+            if members is not None:
+                write_text_atomic(
+                    staging / MEMBERS_FILE, "".join(f"{t}\n" for t in members), mode=None
+                )
             # model.json keeps json.dumps's spelling: a bound stored as Infinity reads back as inf.
             write_text_atomic(staging / META_FILE, json.dumps(dict(meta), indent=2), mode=None)
             write_text_atomic(staging / CARD_FILE, dumps(card.to_dict(), indent=2), mode=None)
@@ -263,10 +319,34 @@ class ModelRegistry:
 
         path = self._path(name)
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-        model = build_model(meta["spec"])
-        model.load_state_dict(torch.load(path / WEIGHTS_FILE, weights_only=True))
+        model: nn.Module
+        if meta.get("sisa"):
+            from veil.train._ensemble import load_ensemble  # noqa: PLC0415 - avoids an import cycle
+
+            model = load_ensemble(path, meta)
+        else:
+            model = build_model(meta["spec"])
+            model.load_state_dict(torch.load(path / WEIGHTS_FILE, weights_only=True))
         model.eval()
         return SavedModel(name=name, model=model, meta=meta, card=self.card(name), path=path)
+
+    def meta(self, name: str) -> dict[str, Any]:
+        """``model.json``: how to rebuild the model (spec, encoder, classes, training, SISA)."""
+        meta: dict[str, Any] = json.loads(
+            (self._path(name) / META_FILE).read_text(encoding="utf-8")
+        )
+        return meta
+
+    def members(self, name: str) -> builtins.list[str] | None:
+        """The sorted person tokens a model was trained on; ``None`` when not tracked."""
+        path = self._path(name) / MEMBERS_FILE
+        if not path.is_file():
+            return None
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+    def path(self, name: str) -> Path:
+        """The folder of model ``name`` (it must exist)."""
+        return self._path(name)
 
     def _path(self, name: str) -> Path:
         path = self.root / self.check_name(name)

@@ -22,6 +22,13 @@ loads are for the mechanism (:attr:`~veil.data.DataUse.MECHANISM`); a
 direct call of :func:`dataset_tensors` hands the rows to its caller, so its
 default is :attr:`~veil.data.DataUse.RAW` (owners only). A saved model is
 recorded on the trail (``model.save``) with its ledger event.
+
+Lineage: the ``model.save`` entry's transaction also inserts the model's
+:class:`~veil.store.tables.DerivedArtifactRow` (dataset id and the version
+trained on), and the model folder holds ``members.tokens``, the person tokens
+of its training rows, so that an erasure can name the models that still carry
+the erased person. A dataset without a privacy unit has no persons to name:
+its models' cards say "membership not tracked: no privacy unit".
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from veil.progress import ProgressCallback
 from veil.train._artifact import ModelRegistry, PrivacyCard
 from veil.train._clip import PerSampleClipper
 from veil.train._engine import TrainingReport, check_training_data, predict_logits, train
+from veil.train._lineage import members_of, record_save
 from veil.train._models import (
     FeatureEncoder,
     build_model,
@@ -70,6 +78,12 @@ class DatasetTensors:
     input_shape: tuple[int, ...]
     encoder: FeatureEncoder | None = None
     notes: list[str] = field(default_factory=list)
+    # The privacy-unit value of each row (None: the dataset declares no unit), and the
+    # managed version the rows came from (None: a reference dataset).
+    persons: list[Any] | None = None
+    version: int | None = None
+    # The consent state the rows were filtered by (a dataset under consent management).
+    consent: dict[str, Any] | None = None
 
 
 def _default_label(info: DatasetInfo) -> str | None:
@@ -166,10 +180,25 @@ def dataset_tensors(
             (1, *arrays.images.shape[1:]),
         )
     frame = catalog.load_frame(name, use=use, purpose=purpose)
+    return frame_tensors(info, frame, label=label, features=features, encoder=encoder)
+
+
+def frame_tensors(
+    info: DatasetInfo,
+    frame: Any,
+    *,
+    label: str,
+    features: list[str] | None = None,
+    encoder: FeatureEncoder | None = None,
+) -> DatasetTensors:
+    """Rows of ``info`` already loaded (checked by the caller) as tensors, with their persons."""
+    classes = _classes(info, label)
     notes: list[str] = []
     if encoder is None:
         encoder, notes = _encoder(info, label, features)
     inputs = encoder.encode(frame)
+    unit = info.schema.privacy_unit
+    version = frame.attrs.get("veil.version") if hasattr(frame, "attrs") else None
     return DatasetTensors(
         inputs,
         _targets(frame[label].tolist(), classes, label),
@@ -178,6 +207,9 @@ def dataset_tensors(
         (inputs.shape[1],),
         encoder,
         notes,
+        persons=frame[unit].tolist() if unit and unit in frame.columns else None,
+        version=None if version is None else int(version),
+        consent=frame.attrs.get("veil.consent") if hasattr(frame, "attrs") else None,
     )
 
 
@@ -342,7 +374,8 @@ def fit_private(
                 dataset,
                 plan.event(
                     f"DP-SGD model '{name}' ({model}) on '{dataset}'",
-                    details={"model": name, "architecture": model, "label": data.label},
+                    details={"model": name, "architecture": model, "label": data.label}
+                    | _consent(data),
                 ),
             )
         )
@@ -353,7 +386,7 @@ def fit_private(
             "histogram, discrete Laplace)",
             mechanisms=(accuracy_query.mechanism, accuracy_query.mechanism),
             operation="query",
-            details={"model": name, "training_dataset": dataset},
+            details={"model": name, "training_dataset": dataset} | _consent(testing),
         )
         charges.append((test, test_event))
     if charges:
@@ -366,8 +399,9 @@ def fit_private(
         baseline = (
             dataset,
             f"NOT PRIVATE baseline model '{name}' ({model}) on '{dataset}'",
-            {"model": name, "architecture": model, "label": data.label},
+            {"model": name, "architecture": model, "label": data.label} | _consent(data),
         )
+    tokens, membership = members_of(registry, info, data.persons)
     receipt, test_receipt = _charge(guard, charges, baseline=baseline, purpose=purpose)
     report = train(
         trainable, inputs, data.targets, plan, n_classes=len(data.classes), progress=progress
@@ -407,6 +441,8 @@ def fit_private(
         test_dataset=test,
         test_ledger_event_id=test_receipt.event_id if test_receipt else None,
         veil_version=__version__,
+        dataset_version=data.version,
+        membership=membership,
     )
     meta = {
         "spec": spec,
@@ -417,9 +453,14 @@ def fit_private(
         # trainer (progress bar, the returned report) and are not saved beside the model.
         "training": report.to_dict(diagnostics=False),
     }
-    registry.save(name, net, meta, card)
-    _record_save(catalog.access, card, info, purpose=purpose)
+    registry.save(name, net, meta, card, members=None if tokens is None else sorted(set(tokens)))
+    record_save(catalog.access, card, info, purpose=purpose)
     return TrainedModel(name=name, model=net, card=card, report=report, notes=data.notes)
+
+
+def _consent(data: DatasetTensors | None) -> dict[str, Any]:
+    """The consent state a release's rows were filtered by, for its ledger event's details."""
+    return {} if data is None or data.consent is None else {"consent": data.consent}
 
 
 def _require_training(
@@ -434,29 +475,6 @@ def _require_training(
         )
     if test is not None:  # the DP test accuracy is charged to the test set
         access.require(Permission.BUDGET_SPEND, test, action="privacy.charge", purpose=purpose)
-
-
-def _record_save(access: Access, card: PrivacyCard, info: DatasetInfo, *, purpose: str) -> None:
-    """Put the saved model on the trail, linked to its ledger events and its data's version."""
-    access.record(
-        "model.save",
-        dataset=card.dataset,
-        purpose=purpose,
-        links={
-            "model": card.model,
-            "ledger_event": card.ledger_event_id,
-            "test_ledger_event": card.test_ledger_event_id,
-            "dataset_id": info.dataset_id,
-            "content_sha256": info.content_sha256,
-        },
-        details={
-            "private": card.private,
-            "epsilon": card.epsilon,
-            "delta": card.delta,
-            "architecture": card.architecture,
-            "test_dataset": card.test_dataset,
-        },
-    )
 
 
 def _charge(

@@ -1,0 +1,375 @@
+"""Unlearn persons from a SISA ensemble: retrain only the shards and stages that held them.
+
+For each shard holding an erased person, training restarts from the
+checkpoint before the earliest slice that held one, and re-runs the later
+stages on the dataset's *current* rows (or the ``frame`` given) without the
+erased persons, with the schedule the ensemble was trained with. Every other
+shard, and every earlier stage, is kept as it is: the result is the model
+SISA would have trained without those persons (up to the randomness of the
+re-run stages).
+
+Crash safety: the new checkpoints go into a new generation folder (unchanged
+files hard-linked), the ``shards`` link is swapped in one rename, then
+``members.tokens`` is rewritten; a crash leaves the old ensemble or the new
+one. A crash between the swap and the members file leaves a members list that
+still names the erased persons: the next run finds nothing to retrain and
+rewrites the list (so ``veil models show`` errs on the side of "still carries").
+
+A DP ensemble's retrained stages are a new release on the remaining persons:
+charged *before* training as one event (the shards are disjoint: parallel
+composition, so the longest retraining is charged). Budgets are never refunded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from veil.data import Catalog, DataUse
+from veil.errors import InvalidInputError
+from veil.ledger import BudgetGuard, Receipt
+from veil.progress import ProgressCallback
+from veil.store.tables import ErasureRow
+from veil.train._artifact import ModelRegistry
+from veil.train._lineage import record_unlearn
+from veil.train._models import FeatureEncoder, fixed_features
+from veil.train._pipeline import (
+    _require_training,
+    dataset_tensors,
+    frame_tensors,
+)
+from veil.train._plan import DPConfig
+from veil.train._sisa import (
+    SHARDS_DIR,
+    ShardRun,
+    SisaSchedule,
+    assign_persons,
+    drop_generation,
+    point_shards,
+    progress_stage,
+    read_state,
+    row_tokens,
+    shard_members,
+    shard_model,
+    train_shard,
+    write_generation,
+    write_members,
+)
+from veil.train._sisa_train import shard_event
+
+__all__ = ["UnlearnResult", "unlearn_sisa"]
+
+
+@dataclass(frozen=True)
+class UnlearnResult:
+    """What an unlearning run did.
+
+    Attributes:
+        model: The ensemble's name.
+        shards_retrained: The shards retrained (0-based), in order.
+        slices_retrained: For each of them, the stages re-run (1-based slices).
+        persons_removed: Erased persons that were members and are no longer.
+        seconds: Wall time of the retraining (loading and writing included).
+        receipt: The ledger charge of a DP ensemble's retraining (``None``:
+            nothing retrained, or non-private: see ``history_event``).
+        dataset_version: The dataset version the retrained stages read
+            (``None``: a reference dataset, or nothing retrained).
+        history_event: The ledger's history entry of a non-private retraining.
+        generation: The ensemble's generation after the run.
+    """
+
+    model: str
+    shards_retrained: tuple[int, ...]
+    slices_retrained: tuple[tuple[int, ...], ...]
+    persons_removed: int
+    seconds: float
+    receipt: Receipt | None
+    dataset_version: int | None
+    history_event: int | None = None
+    generation: int = 1
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "shards_retrained": list(self.shards_retrained),
+            "slices_retrained": [list(s) for s in self.slices_retrained],
+            "stages_retrained": sum(len(s) for s in self.slices_retrained),
+            "persons_removed": self.persons_removed,
+            "seconds": self.seconds,
+            "charge": None if self.receipt is None else self.receipt.to_dict(),
+            "history_event": self.history_event,
+            "dataset_version": self.dataset_version,
+            "generation": self.generation,
+            "notes": list(self.notes),
+        }
+
+
+def erased_tokens_of(catalog: Catalog, dataset_id: int) -> set[str]:
+    """The tokens of every person erased from the dataset (``ErasureRow`` of kind ``erase``)."""
+    with catalog.store.session() as session:
+        rows = session.scalars(
+            select(ErasureRow.person).where(
+                ErasureRow.dataset_id == dataset_id,
+                ErasureRow.kind == "erase",
+                ErasureRow.person.is_not(None),
+            )
+        ).all()
+    return {str(r) for r in rows}
+
+
+def unlearn_sisa(
+    catalog: Catalog,
+    guard: BudgetGuard,
+    registry: ModelRegistry,
+    name: str,
+    erased_tokens: set[str] | list[str] | None = None,
+    *,
+    frame: Any = None,
+    purpose: str = "model-training: unlearning",
+    progress: ProgressCallback | None = None,
+) -> UnlearnResult:
+    """Remove ``erased_tokens`` (default: every erased person of the dataset) from ensemble ``name``.
+
+    Needs what training needed (``budget.spend`` on the dataset, or
+    ``dataset.non_private`` for a non-private ensemble). Data: the dataset's
+    current version, loaded for the mechanism, or ``frame`` (its columns as
+    registered). Tokens that are not members are ignored. Nothing to remove:
+    nothing is charged, trained or recorded (``members.tokens`` is rewritten
+    from the shards if a crash left it stale).
+
+    Raises:
+        InvalidInputError: ``name`` is not a SISA ensemble, or the dataset it
+            was trained on was replaced by other data.
+        PermissionDeniedError, BudgetExceededError: As for training (nothing retrained).
+    """
+    started = time.perf_counter()
+    saved_card = registry.card(name)
+    path = registry.path(name)
+    meta = registry.meta(name)
+    if not meta.get("sisa"):
+        raise InvalidInputError(
+            f"'{name}' is not a SISA ensemble",
+            expected="a model trained with --shards/--slices",
+            got="a single model",
+            fix="a single model can only be retrained without the person: train a new one "
+            "(with --shards S --slices R to make later erasures cheap)",
+        )
+    dataset = saved_card.dataset
+    _require_training(catalog.access, dataset, None, private=saved_card.private, purpose=purpose)
+    info = catalog.get(dataset)
+    if info.content_sha256 != saved_card.dataset_sha256 or info.dataset_id is None:
+        raise InvalidInputError(
+            f"'{dataset}' is not the dataset model '{name}' was trained on",
+            expected=f"registration sha256 {saved_card.dataset_sha256[:12]}…",
+            got=f"{info.content_sha256[:12]}…",
+        )
+    schedule = SisaSchedule.from_dict(meta["sisa"])
+    config = DPConfig.from_dict(meta["training"]["config"])
+    members = {s: shard_members(path, s, schedule.slices) for s in range(schedule.shards)}
+    everyone = {t for slices in members.values() for tokens in slices for t in tokens}
+    wanted = (
+        erased_tokens_of(catalog, info.dataset_id) if erased_tokens is None else set(erased_tokens)
+    )
+    erased = wanted & everyone
+    state = read_state(path)
+    if not erased:
+        write_members(path, sorted(everyone))  # heals a list a crash left stale
+        return UnlearnResult(
+            name,
+            (),
+            (),
+            0,
+            time.perf_counter() - started,
+            None,
+            None,
+            generation=int(state["generation"]),
+        )
+    starts = {
+        s: min(j for j, tokens in enumerate(slices, 1) if erased.intersection(tokens))
+        for s, slices in members.items()
+        if any(erased.intersection(tokens) for tokens in slices)
+    }
+    encoder = FeatureEncoder.from_dict(meta["encoder"]) if meta.get("encoder") else None
+    if frame is None:
+        data = dataset_tensors(
+            catalog,
+            dataset,
+            label=meta["label"],
+            encoder=encoder,
+            use=DataUse.MECHANISM,
+            purpose=purpose,
+        )
+    else:
+        data = frame_tensors(info, frame, label=meta["label"], encoder=encoder)
+    tokens = row_tokens(registry, info, data.persons, int(data.inputs.shape[0]), data.version)
+    runs, new_members = _runs(tokens, erased, starts, members, schedule)
+    receipt, history_event = _charge(
+        guard,
+        name,
+        dataset,
+        schedule=schedule,
+        config=config,
+        starts=starts,
+        data=data,
+        purpose=purpose,
+    )
+    spec = meta["spec"]
+    _, inputs = fixed_features(shard_model(path, meta, 0, 0), data.inputs, progress)
+    report = progress_stage(progress, sum(schedule.slices - s + 1 for s in starts.values()))
+    checkpoints: dict[int, dict[int, bytes]] = {}
+    for run in runs:
+
+        def on_stage(stage: int, rows: int, seconds: float, shard: int = run.shard) -> None:
+            report(shard, stage, rows, seconds)
+
+        net = shard_model(path, meta, run.shard, run.start - 1)
+        checkpoints[run.shard] = train_shard(
+            net,
+            run,
+            inputs,
+            data.targets,
+            config,
+            schedule,
+            n_classes=int(spec["n_classes"]),
+            on_stage=on_stage,
+        )
+    generation = int(state["generation"]) + 1
+    retrained = tuple(tuple(range(s, schedule.slices + 1)) for _, s in sorted(starts.items()))
+    entry = {
+        "generation": generation,
+        "shards": sorted(starts),
+        "slices": [list(r) for r in retrained],
+        "persons_removed": len(erased),
+        "dataset_version": data.version,
+        "ledger_event": receipt.event_id if receipt else history_event,
+    }
+    _swap(
+        path,
+        checkpoints=checkpoints,
+        members=new_members,
+        state=state,
+        entry=entry,
+        schedule=schedule,
+    )
+    write_members(path, sorted(everyone - erased))
+    record_unlearn(
+        catalog.access,
+        saved_card,
+        info,
+        purpose=purpose,
+        version=data.version,
+        details={**entry, "tokens": sorted(erased)},
+    )
+    return UnlearnResult(
+        name,
+        tuple(sorted(starts)),
+        retrained,
+        len(erased),
+        time.perf_counter() - started,
+        receipt,
+        data.version,
+        history_event=history_event,
+        generation=generation,
+    )
+
+
+def _charge(
+    guard: BudgetGuard,
+    name: str,
+    dataset: str,
+    *,
+    schedule: SisaSchedule,
+    config: DPConfig,
+    starts: dict[int, int],
+    data: Any,
+    purpose: str,
+) -> tuple[Receipt | None, int | None]:
+    """Charge (DP) or record (non-private) the retraining, before it runs."""
+    details = {
+        "model": name,
+        "unlearning": True,
+        "shards": sorted(starts),
+        "first_slices": [starts[s] for s in sorted(starts)],
+    }
+    what = f"unlearning: retrained {len(starts)} shard(s) of SISA ensemble '{name}' on '{dataset}'"
+    if not config.private:
+        record = guard.record_non_private(
+            dataset, f"NOT PRIVATE {what}", purpose=purpose, details=details
+        )
+        return None, record.event_id
+    # Disjoint shards: the charge is the longest retraining (parallel composition).
+    stages = max(schedule.slices - s + 1 for s in starts.values())
+    event = shard_event(
+        schedule,
+        config,
+        steps=stages * schedule.stage_steps,
+        n_rows=int(data.inputs.shape[0]),
+        what=f"DP-SGD {what}",
+        details=details,
+    )
+    guard.preview_many([(dataset, event)])
+    (receipt,) = guard.charge_many([(dataset, event)], purpose=purpose)
+    return receipt, None
+
+
+def _runs(
+    tokens: list[str],
+    erased: set[str],
+    starts: dict[int, int],
+    members: dict[int, list[list[str]]],
+    schedule: SisaSchedule,
+) -> tuple[list[ShardRun], dict[int, list[list[str]]]]:
+    """The stages to re-run per affected shard (rows without the erased), and their new members."""
+    shard_of, slice_of = assign_persons(tokens, schedule.shards, schedule.slices)
+    token_array = np.asarray(tokens)
+    keep = ~np.isin(token_array, sorted(erased))
+    runs: list[ShardRun] = []
+    new_members: dict[int, list[list[str]]] = {}
+    for shard, start in sorted(starts.items()):
+        rows = [
+            np.flatnonzero((shard_of == shard) & (slice_of == j) & keep)
+            for j in range(schedule.slices)
+        ]
+        runs.append(ShardRun(shard, start, rows))
+        # Stages before `start` keep what they were trained on; later ones hold the rows now read.
+        new_members[shard] = [
+            members[shard][j] if j + 1 < start else sorted(set(token_array[rows[j]].tolist()))
+            for j in range(schedule.slices)
+        ]
+    return runs, new_members
+
+
+def _swap(
+    path: Path,
+    *,
+    checkpoints: dict[int, dict[int, bytes]],
+    members: dict[int, list[list[str]]],
+    state: dict[str, Any],
+    entry: dict[str, Any],
+    schedule: SisaSchedule,
+) -> None:
+    """Write the next generation beside the current one, then point ``shards`` at it."""
+    old = (path / SHARDS_DIR).resolve().name
+    generation = int(entry["generation"])
+    staging = path / f".{SHARDS_DIR}.g{generation}.tmp"
+    drop_generation(path, staging.name)  # a crashed run's leftovers
+    write_generation(
+        staging,
+        checkpoints=checkpoints,
+        members=members,
+        state={"generation": generation, "history": [*state.get("history", []), entry]},
+        keep_from=path / SHARDS_DIR,
+        shards=schedule.shards,
+        slices=schedule.slices,
+    )
+    target = f"{SHARDS_DIR}.g{generation}"
+    drop_generation(path, target)  # a crashed run's renamed but unpointed generation
+    staging.replace(path / target)
+    point_shards(path, target)
+    drop_generation(path, old)
