@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from veil.bench._query import QueryResult, QueryRow, run_query_benchmark
     from veil.bench._result import BenchResult, Column, Note, Table
     from veil.bench._trail import TrailResult, run_trail_benchmark
+    from veil.bench._unlearning import UnlearningResult, run_unlearning_benchmark
 
 _WHERE = {
     "BenchResult": "_result",
@@ -68,6 +69,8 @@ _WHERE = {
     "run_query_benchmark": "_query",
     "TrailResult": "_trail",
     "run_trail_benchmark": "_trail",
+    "UnlearningResult": "_unlearning",
+    "run_unlearning_benchmark": "_unlearning",
 }
 
 _ALIASES = {"FEDERATED_ROWS": "ROWS"}
@@ -97,6 +100,7 @@ __all__ = [
     "Table",
     "TimingRow",
     "TrailResult",
+    "UnlearningResult",
     "audit_pool",
     "run_anonymize_benchmark",
     "run_audit_benchmark",
@@ -108,6 +112,7 @@ __all__ = [
     "run_mpc_benchmark",
     "run_query_benchmark",
     "run_trail_benchmark",
+    "run_unlearning_benchmark",
 ]
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "query",
     "render",
     "trail",
+    "unlearning",
 ]
 
 app = typer.Typer(help="Benchmarks: JSON plus a readable table.", no_args_is_help=True)
@@ -486,5 +487,62 @@ def federated(
     with progress_bar() as progress:
         result = run_federated_benchmark(
             data, rows=chosen, quick=quick, max_rounds=max_rounds, progress=progress
+        )
+    _finish(result, output, as_json=as_json)
+
+
+@app.command("unlearning")
+def unlearning(
+    data: DataOption = DEFAULT_DATA,
+    dataset: Annotated[str, typer.Option("--dataset", help="adult, mnist or both.")] = "both",
+    shards: Annotated[
+        int | None, typer.Option("--shards", help="SISA shards (default 20; tiny 4).")
+    ] = None,
+    slices: Annotated[
+        int | None, typer.Option("--slices", help="Slices per shard (default 5; tiny 2).")
+    ] = None,
+    erase: Annotated[
+        int | None,
+        typer.Option("--erase", help="Persons unlearned for the LiRA test (default 100; tiny 20)."),
+    ] = None,
+    erase_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--erase-rows",
+            help="Rows of the managed table erased from (default 1,000,000; 0: skip).",
+        ),
+    ] = None,
+    references: Annotated[
+        int | None, typer.Option("--references", help="Reference ensembles of LiRA (default 8).")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Epochs of a single model (default 10).")
+    ] = None,
+    tiny: Annotated[
+        bool, typer.Option("--tiny", help="A smoke run: 1,200 rows, 4 x 2 shards, seconds.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="The benchmark's own choices.")] = 0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON report.")] = Path(
+        "bench-unlearning.json"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """SISA unlearning vs retraining, accuracy, LiRA before/after/retrained, and erase time."""
+    from veil.bench import run_unlearning_benchmark  # noqa: PLC0415
+
+    chosen = ("adult", "mnist") if dataset == "both" else (dataset,)
+    with progress_bar() as progress:
+        result = run_unlearning_benchmark(
+            data=data,
+            datasets=chosen,
+            shards=shards,
+            slices=slices,
+            erase=erase,
+            erase_rows=erase_rows,
+            references=references,
+            epochs=epochs,
+            tiny=tiny,
+            seed=seed,
+            progress=progress,
         )
     _finish(result, output, as_json=as_json)
