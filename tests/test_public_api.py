@@ -437,6 +437,7 @@ PUBLIC = {
         "Table",
         "TimingRow",
         "TrailResult",
+        "UnlearningResult",
         "audit_pool",
         "run_anonymize_benchmark",
         "run_audit_benchmark",
@@ -448,6 +449,7 @@ PUBLIC = {
         "run_mpc_benchmark",
         "run_query_benchmark",
         "run_trail_benchmark",
+        "run_unlearning_benchmark",
     ],
 }
 
