@@ -12,6 +12,8 @@ from veil.access import Access, Outcome, Principal
 from veil.data import Catalog, Consent, DataUse, person_key, person_token
 from veil.dp import query_dataset
 from veil.errors import InvalidInputError, PermissionDeniedError
+from veil.federated._charging import bind_to_ledger
+from veil.federated._config import FederatedConfig
 from veil.ledger import Budget, Ledger
 from veil.store.tables import ConsentRecordRow
 
@@ -255,3 +257,12 @@ def test_a_raw_load_goes_through_the_same_filter(owner: Catalog, consent: Consen
     raw = owner.load_frame(DATASET, use=DataUse.RAW, purpose="research: cohort 12")
     assert list(raw["pid"]) == ["P006"]
     assert raw.attrs["veil.consent"]["purpose"] == "research"
+
+
+def test_a_federated_run_on_a_consent_managed_dataset_is_refused(owner: Catalog, consent):
+    config = FederatedConfig(dataset="digits", ledger_dataset=DATASET)
+    ledger = _ledger(owner)
+    assert bind_to_ledger(config, ledger).data_sha256 == owner.get(DATASET).content_sha256
+    consent.enable(DATASET)
+    with pytest.raises(InvalidInputError, match="clients read their own copies"):
+        bind_to_ledger(config, ledger)

@@ -457,6 +457,17 @@ class Consent:
             "purposes": purposes,
         }
 
+    def default(self, dataset: str) -> str | None:
+        """``dataset``'s default (``granted``/``withdrawn``), or ``None`` when not under management.
+
+        Needs ``dataset.read_metadata`` only: whether rows are filtered is part
+        of what a release on the dataset must know, not a person's state.
+        """
+        info = self._dataset(dataset, Permission.DATASET_READ_METADATA, "dataset.metadata")
+        with self.store.session() as session:
+            row = session.get(DatasetConsentRow, _id(info))
+            return None if row is None else row.default
+
     def snapshot(self, dataset: str, purpose: str) -> ConsentSnapshot | None:
         """The state a load of ``dataset`` for ``purpose`` would apply now (before reading rows).
 

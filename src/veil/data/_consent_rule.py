@@ -26,23 +26,29 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from veil.access import Outcome
+from veil.access import Access, Outcome
 from veil.data._dataset_info import DatasetInfo
 from veil.data._persons import PERSONS_KEY, person_key, person_tokens
 from veil.errors import InvalidInputError, NotFoundError
+from veil.store import Store
 from veil.store.tables import ConsentPurposeRow, ConsentRecordRow, DatasetConsentRow
 from veil.vault import KeyStore
 from veil.workspace import Workspace
 
-if TYPE_CHECKING:
-    from veil.data._catalog import Catalog
+
+class CatalogLike(Protocol):
+    """What the filter needs of a :class:`~veil.data.Catalog` (which imports this module)."""
+
+    store: Store
+    access: Access
+
 
 __all__ = [
     "GRANTED",
@@ -182,7 +188,7 @@ def _example(vocabulary: list[str]) -> str:
 
 
 def consent_rule(
-    catalog: Catalog, info: DatasetInfo, purpose: str, *, now: datetime | None = None
+    catalog: CatalogLike, info: DatasetInfo, purpose: str, *, now: datetime | None = None
 ) -> ConsentRule | None:
     """The filter a load of ``info`` for ``purpose`` applies; ``None`` when consent is not managed.
 
@@ -246,7 +252,7 @@ def consent_rule(
     return ConsentRule(snapshot=snapshot, unit=unit, dataset_id=dataset_id, listed=listed)
 
 
-def catalog_person_key(catalog: Catalog) -> bytes:
+def catalog_person_key(catalog: CatalogLike) -> bytes:
     """The persons key of the catalogue's workspace.
 
     From the catalogue's ``workspace`` when it has one, else the workspace of

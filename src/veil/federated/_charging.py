@@ -104,7 +104,9 @@ def bind_to_ledger(config: FederatedConfig, guard: BudgetGuard | None) -> Federa
     Raises:
         PermissionDeniedError: The acting principal lacks one of the two grants.
         NotFoundError: ``ledger_dataset`` is not registered in the ledger's workspace.
-        InvalidInputError: ``data_sha256`` was set to another dataset's SHA-256.
+        InvalidInputError: ``data_sha256`` was set to another dataset's SHA-256,
+            or the dataset is under consent management (the clients' own copies
+            cannot be filtered by consent).
     """
     if config.ledger_dataset is None or guard is None:
         return config
@@ -113,20 +115,31 @@ def bind_to_ledger(config: FederatedConfig, guard: BudgetGuard | None) -> Federa
     if not isinstance(guard, Ledger):
         return config
     from veil.access import Permission  # noqa: PLC0415
-    from veil.data import Catalog  # noqa: PLC0415
+    from veil.data import Catalog, Consent  # noqa: PLC0415
 
     purpose = f"federated training ({config.strategy})"
     for permission in (Permission.DATASET_USE, Permission.BUDGET_SPEND):
         guard.access.require(
             permission, config.ledger_dataset, action="federated.run", purpose=purpose
         )
-    info = Catalog(guard.store, guard.settings, access=guard.access).get(config.ledger_dataset)
+    catalog = Catalog(guard.store, guard.settings, access=guard.access)
+    info = catalog.get(config.ledger_dataset)
     if config.data_sha256 not in (None, info.content_sha256):
         raise InvalidInputError(
             f"data_sha256 is not the SHA-256 of '{info.name}', the dataset the run is charged to",
             expected=f"{info.content_sha256} (or unset: it is read from the registration)",
             got=str(config.data_sha256),
             fix="drop data_sha256, or charge the run to the dataset registered with it",
+        )
+    if Consent(catalog).default(info.name) is not None:
+        # The clients read their own copies, which no catalogue load filters.
+        raise InvalidInputError(
+            f"'{info.name}' is under consent management, and a federated run's clients read "
+            "their own copies of the data, which Veil cannot filter by consent",
+            expected="a dataset whose every person may be used, or a filtered copy at each site",
+            got=f"a run charged to '{info.name}'",
+            fix="have each site keep only the persons who consent to 'federated-learning', "
+            "register that copy, and charge the run to it",
         )
     # The clients read the rows themselves (not through the catalogue): record the use here.
     guard.access.record(
