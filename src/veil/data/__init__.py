@@ -19,6 +19,7 @@ from veil.data._dataset_info import DatasetInfo
 from veil.data._declare import parse_bounds, parse_categories, read_codebook
 from veil.data._idx import read_idx
 from veil.data._loaders import load_mnist, load_table
+from veil.data._managed import DatasetVersion, VersionChange
 from veil.data._persons import canonical_person, person_key, person_token, person_tokens
 from veil.data._schema import ColumnSpec, PrivacySchema, check_columns_exist
 from veil.data._suggest import suggest_bounds, suggest_categories
@@ -31,9 +32,11 @@ __all__ = [
     "ConsentState",
     "DataUse",
     "DatasetInfo",
+    "DatasetVersion",
     "ImportReport",
     "PrivacySchema",
     "Purpose",
+    "VersionChange",
     "canonical_person",
     "check_columns_exist",
     "load_mnist",

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,13 +64,15 @@ from veil.data._archive import (
 from veil.data._catalog_trail import DataUse, check_use, record_change, record_read
 from veil.data._consent_rule import catalog_person_key, consent_rule
 from veil.data._dataset_info import DatasetInfo
+from veil.data._managed import ManagedFiles, WrittenVersion, frame_dtypes
 from veil.data._scan import scan_source
 from veil.data._schema import check_columns_exist
+from veil.data._versions import ManagedVersions, VersionReader
 from veil.data.readers import ImageArrays, MnistReader, Reader, check_fits_in_memory, open_reader
 from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.progress import ProgressCallback
 from veil.store import Store
-from veil.store.tables import DatasetRow
+from veil.store.tables import DatasetRow, DatasetVersionRow
 from veil.workspace import Settings, Workspace, login_name
 
 __all__ = ["Catalog", "DataUse"]
@@ -76,7 +80,7 @@ __all__ = ["Catalog", "DataUse"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # never holds ARCHIVED's ``~``
 
 
-class Catalog:
+class Catalog(ManagedVersions):
     """Datasets registered in a workspace.
 
     Args:
@@ -86,23 +90,38 @@ class Catalog:
         access: Who acts, their roles and the trail every change and load is
             recorded on. Omitted: the principal ``settings`` name (else the
             operating-system account), with an unsigned trail.
+        workspace: Where managed datasets keep their sealed versions and the
+            vault (:mod:`veil.data._managed`); located from the current
+            directory when a managed dataset needs it and none was given.
+
+    The version operations of managed datasets (``versions``,
+    ``current_version``, ``replace_version``, ``shred``, ``finish_shredding``,
+    ``destroy_versions``) are :class:`veil.data._versions.ManagedVersions`.
     """
 
     def __init__(
-        self, store: Store, settings: Settings | None = None, *, access: Access | None = None
+        self,
+        store: Store,
+        settings: Settings | None = None,
+        *,
+        access: Access | None = None,
+        workspace: Workspace | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or Settings(
             database_url=store.display_url, max_load_bytes=None, actor=login_name()
         )
         self.access = access or Access(store, settings=settings)
+        self.workspace = workspace
+        self._managed_files: ManagedFiles | None = None
 
     @classmethod
     def open(cls, workspace: Workspace | None = None) -> Catalog:
         """The catalogue of ``workspace`` (located from the current directory if omitted)."""
         workspace = workspace or Workspace.locate()
         store = Store.for_workspace(workspace)
-        return cls(store, workspace.settings, access=Access.open(workspace, store=store))
+        access = Access.open(workspace, store=store)
+        return cls(store, workspace.settings, access=access, workspace=workspace)
 
     # ---------------------------------------------------------------- reading
     def list(self, *, archived: bool = False) -> list[DatasetInfo]:
@@ -113,7 +132,10 @@ class Catalog:
         """
         with self.store.session() as session:
             rows = session.scalars(select(DatasetRow).order_by(DatasetRow.name)).all()
-            infos = [DatasetInfo.from_row(row) for row in rows]
+            live = select(DatasetVersionRow.dataset_id, DatasetVersionRow.version)
+            pairs = session.execute(live.where(DatasetVersionRow.state == "current")).all()
+            current = {int(d): int(v) for d, v in pairs}
+            infos = [DatasetInfo.from_row(row, version=current.get(row.id)) for row in rows]
         allows = self.access.allows
         return [
             info
@@ -138,7 +160,13 @@ class Catalog:
         with self.store.session() as session:
             row = session.scalars(select(DatasetRow).where(DatasetRow.name == name)).one_or_none()
             if row is not None and "archived" not in row.registration_report:
-                return DatasetInfo.from_row(row)
+                version = session.scalar(
+                    select(DatasetVersionRow.version).where(
+                        DatasetVersionRow.dataset_id == row.id,
+                        DatasetVersionRow.state == "current",
+                    )
+                )
+                return DatasetInfo.from_row(row, version=version)
             names = [n for n in session.scalars(select(DatasetRow.name)).all() if ARCHIVED not in n]
         import difflib  # noqa: PLC0415 - only on the error path
 
@@ -151,7 +179,17 @@ class Catalog:
             fix="see `veil datasets list`, or register it with `veil datasets add`",
         )
 
-    def _reader(self, info: DatasetInfo) -> Reader:
+    def _reader(self, info: DatasetInfo, version: int | None = None) -> Reader:
+        """The source's reader; for a managed dataset, its current (or given) sealed version."""
+        if info.managed:
+            return VersionReader(self, info, self._files(), version)
+        if version is not None:
+            raise InvalidInputError(
+                f"'{info.name}' is a reference dataset: it has no versions",
+                expected="version=None",
+                got=f"version={version}",
+                fix="leave version out",
+            )
         return open_reader(info.source, info.format, **info.load_options)
 
     def _verify(self, info: DatasetInfo, reader: Reader) -> None:
@@ -172,8 +210,14 @@ class Catalog:
         use: DataUse | str = DataUse.RAW,
         purpose: str = "",
         verify: bool = True,
+        version: int | None = None,
     ) -> pd.DataFrame:
         """Load a registered table into memory (recorded on the trail first).
+
+        A managed dataset is read from its current sealed version, whose
+        SHA-256 is checked (``frame.attrs["veil.version"]`` says which); if an
+        erasure shreds it meanwhile, the load reads the new current version
+        instead, so a load sees one whole version.
 
         Args:
             name: Dataset name.
@@ -183,20 +227,27 @@ class Catalog:
                 or an audit reads them on the caller's behalf and returns none).
             purpose: Why (recorded on the trail).
             verify: Check the SHA-256 fingerprint against the registered one.
+            version: A managed dataset's version other than the current one,
+                if not yet shredded (needs ``dataset.erase``: an erasure checks
+                its unlearning on the old rows).
 
         Raises:
             PermissionDeniedError: The acting principal may not load the rows
                 for ``use`` (the refusal is recorded; nothing was read).
             DataTooLargeError: The estimated size exceeds the memory limit;
                 nothing was read.
-            InvalidInputError: The data changed since registration.
+            InvalidInputError: The data changed since registration (for a
+                managed dataset: the version's file or digest was tampered with).
+            NotFoundError: ``version`` is shredded, or a managed dataset has no data left.
         """
         chosen = check_use(self.access, name, use, purpose)
+        if version is not None:
+            self.access.require(Permission.DATASET_ERASE, name, action="dataset.read")
         info = self._get(name)
         if columns is not None:
             check_columns_exist(columns, info.schema.column_names, role="requested")
         consent = consent_rule(self, info, purpose)  # None: not under consent management
-        reader = self._reader(info)
+        reader = self._reader(info, version)
         estimate = reader.estimate_memory(info.n_rows, len(info.schema.columns), columns)
         check_fits_in_memory(estimate, self.settings.max_load_bytes, f"dataset '{name}'")
         snapshot = None if consent is None else consent.snapshot.to_dict()
@@ -253,6 +304,7 @@ class Catalog:
         encoding: str = "utf-8",
         split: str | None = None,
         progress: ProgressCallback | None = None,
+        managed: bool = False,
     ) -> DatasetInfo:
         """Validate ``source`` against its declared schema and register it as ``name``.
 
@@ -275,6 +327,12 @@ class Catalog:
                 ``train`` or ``test`` for a bundled scikit-learn set (a fixed
                 two-thirds / one-third partition).
             progress: Receives progress events.
+            managed: Copy the table into the workspace as sealed version 1
+                (:mod:`veil.data._managed`; needs ``VEIL_VAULT_KEY`` or
+                ``VEIL_VAULT_PASSPHRASE``), so that erasure and retention can
+                rewrite it and crypto-shred old versions. Tables only: MNIST
+                image sets stay reference datasets. The source file is not
+                touched; deleting it afterwards is the owner's choice.
 
         The budget belongs to the data: bytes (the same SHA-256) registered
         under another name that is still active are refused, with or without a
@@ -305,6 +363,9 @@ class Catalog:
         if delimiter is not None:
             options["delimiter"] = delimiter
         reader = open_reader(str(source), format, **options)
+        if managed:
+            _refuse_images(reader, name)
+            self._files().vault()  # no master key: refuse before any work
         schema, n_rows, report = scan_source(
             reader,
             privacy_unit=privacy_unit,
@@ -317,6 +378,12 @@ class Catalog:
             max_rows=max_rows,
         )
         digest, size = reader.fingerprint(progress)
+        frame = None
+        if managed:
+            estimate = reader.estimate_memory(n_rows, len(schema.columns), None)
+            check_fits_in_memory(estimate, self.settings.max_load_bytes, f"dataset '{name}'")
+            frame = reader.read()
+            report["managed"] = {"dtypes": frame_dtypes(frame)}
         from veil import __version__  # noqa: PLC0415 - avoids an import cycle
 
         fields = {
@@ -332,8 +399,9 @@ class Catalog:
             "created_by": self.access.principal.name,
             "veil_version": __version__,
         }
+        written: list[WrittenVersion] = []
         try:
-            with self.store.session(lock=True) as session:
+            with ExitStack() as stack, self.store.session(lock=True) as session:
                 lock_digest(session, self.store.backend, digest)
                 archived = same_data(session, digest)
                 if archived is not None:
@@ -343,15 +411,33 @@ class Catalog:
                     session.add(row)
                     session.flush()
                     info = DatasetInfo.from_row(row)
+                if frame is not None:  # the sealed file first, then its row, one transaction
+                    first = self._register_version(session, stack, info, frame, written)
+                    info = replace(info, version=first.version)
                 record_change(
-                    self.access, session, "dataset.register", info, rejoined=report.get("rejoined")
+                    self.access,
+                    session,
+                    "dataset.register",
+                    info,
+                    rejoined=report.get("rejoined"),
+                    managed=info.managed,
                 )
                 return info
-        except IntegrityError as exc:  # registered by someone else meanwhile
-            raise self._conflict(name) from exc
+        except BaseException as exc:
+            for done in written:
+                self._undo_write(done, reason="the registration failed")
+            if isinstance(exc, IntegrityError):  # registered by someone else meanwhile
+                raise self._conflict(name) from exc
+            raise
 
     def remove(self, name: str) -> dict[str, Any]:
-        """Remove a registration; the data file is never touched.
+        """Remove a registration; a reference dataset's file is never touched.
+
+        A **managed** dataset's sealed versions are destroyed: every version's
+        data key, then its file, after the removal commits (``dataset.shred``
+        entries for an archived one; a crash in between is completed by
+        :meth:`finish_shredding`). Its ledger history is archived as for any
+        dataset.
 
         A dataset without ledger history (no budget, no release) is forgotten.
         One with history is **archived**: renamed out of the way (its name is
@@ -383,6 +469,11 @@ class Catalog:
                 "releases": releases,
                 "archived_as": None,
             }
+            live = (
+                self._supersede_for_removal(session, row.id, delete=not has_history)
+                if info.managed
+                else []
+            )
             if not has_history:
                 session.delete(row)
             else:
@@ -396,8 +487,11 @@ class Catalog:
                 archived=has_history,
                 releases=releases,
                 archived_as=result["archived_as"],
+                **({"destroyed_versions": [v.version for v in live]} if info.managed else {}),
             )
-            return result
+        if live:
+            self._destroy_removed(info, live, deleted=not has_history)
+        return result
 
     def update(
         self,
@@ -520,4 +614,16 @@ class Catalog:
             expected="a new name",
             got=repr(name),
             fix=f"choose another --name, or inspect it with `veil datasets show {name}`",
+        )
+
+
+def _refuse_images(reader: Reader, name: str) -> None:
+    """Managed datasets are tables; an image set stays a reference dataset."""
+    if reader.kind != "table":
+        raise InvalidInputError(
+            f"'{name}' is an image set: only tables can be managed",
+            expected="a CSV, Parquet, Adult or scikit-learn table with --managed",
+            got=f"format {reader.format}",
+            fix="register MNIST without --managed (it stays a reference dataset; erasure "
+            "and retention do not apply to it)",
         )

@@ -14,7 +14,14 @@ __all__ = ["DatasetInfo"]
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A registered dataset, as recorded in the workspace."""
+    """A registered dataset, as recorded in the workspace.
+
+    ``managed``: Veil keeps the data as sealed versions in the workspace
+    (``veil datasets add --managed``); ``version`` is the current one (``None``
+    for a reference dataset, or a managed one whose versions were all destroyed).
+    ``n_rows`` is the current version's row count; ``content_sha256`` stays the
+    registered bytes' digest across versions.
+    """
 
     name: str
     format: str
@@ -30,9 +37,12 @@ class DatasetInfo:
     veil_version: str
     archived: dict[str, Any] | None = None
     dataset_id: int | None = None  # the row's id: what trail entries link to
+    managed: bool = False
+    version: int | None = None
 
     @classmethod
-    def from_row(cls, row: DatasetRow) -> DatasetInfo:
+    def from_row(cls, row: DatasetRow, *, version: int | None = None) -> DatasetInfo:
+        """The record of ``row``; ``version``: its current version (the caller looks it up)."""
         return cls(
             name=row.name,
             format=row.format,
@@ -48,6 +58,8 @@ class DatasetInfo:
             veil_version=row.veil_version,
             archived=row.registration_report.get("archived"),
             dataset_id=row.id,
+            managed="managed" in row.registration_report,
+            version=version,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,4 +79,6 @@ class DatasetInfo:
             "created_by": self.created_by,
             "veil_version": self.veil_version,
             "archived": self.archived,
+            "managed": self.managed,
+            "version": self.version,
         }
