@@ -85,7 +85,7 @@ def time_erase(
                 settings=settings,
                 signing_key=KeyStore.for_workspace(workspace).get("trail"),
             )
-            catalog = Catalog(store, settings, access=access)
+            catalog = Catalog(store, settings, access=access, workspace=workspace)
             emit(progress, "erase", 1, 3, unit="steps", detail="registering (managed)")
             start = time.perf_counter()
             catalog.add(
