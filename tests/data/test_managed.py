@@ -210,6 +210,18 @@ def test_a_superseded_version_stays_readable_until_shredded(managed_owner: Catal
     assert [v.state for v in managed_owner.versions("patients")] == ["shredded", "current"]
 
 
+def test_a_load_whose_version_is_shredded_meanwhile_reads_the_new_one(
+    managed_owner: Catalog, patients: Path
+):
+    _register(managed_owner, patients)
+    reader = managed_owner._reader(managed_owner.get("patients"))  # the row is read here
+    kept = _without_first_person(managed_owner)
+    managed_owner.replace_version("patients", kept, reason="r", action="dataset.erase")
+    frame = reader.read()  # version 1 is shredded by now: the load moves to version 2
+    assert frame.attrs["veil.version"] == 2
+    pd.testing.assert_frame_equal(frame, kept)
+
+
 def test_a_new_version_with_other_columns_is_refused_and_changes_nothing(
     managed_owner: Catalog, patients: Path
 ):
