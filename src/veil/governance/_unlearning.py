@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from veil.access import Outcome, Permission
-from veil.errors import ConflictError
+from veil.errors import ConflictError, PermissionDeniedError, VeilError
 from veil.governance._forgetting import ForgettingCheck, check_forgetting
 from veil.governance._lineage import erased_tokens, model_kind, read_members
 from veil.governance._references import sisa_trainer
@@ -204,6 +204,48 @@ def _rows(
     return _Rows(ex, ey, len(set(tokens[gone])), nx, ny, px, py), None
 
 
+def _readable(  # noqa: PLR0917 - a private step of unlearn_and_verify
+    catalog: Catalog,
+    registry: ModelRegistry,
+    info: DatasetInfo,
+    meta: dict[str, Any],
+    card: Any,
+    erased_frame: pd.DataFrame | None,
+    carried: set[str],
+    members: frozenset[str],
+    purpose: str,
+    seed: int,
+) -> tuple[_Rows | None, str | None]:
+    """The rows to score, read before unlearning; or why there are none.
+
+    A refusal to read (a consent rule on the test set, a version shredded
+    meanwhile) is reported, not raised: the unlearning itself must still run.
+    A missing permission is raised (and was recorded).
+    """
+    try:
+        old = erased_frame
+        if old is None:
+            old, why = _old_rows(catalog, info, purpose)
+            if old is None:
+                return None, why
+        return _rows(
+            catalog,
+            registry,
+            info,
+            meta,
+            card,
+            old=old,
+            erased=carried,
+            members=members,
+            purpose=purpose,
+            seed=seed,
+        )
+    except PermissionDeniedError:
+        raise
+    except VeilError as error:
+        return None, f"the rows to score could not be read ({error.code}: {error.message})"
+
+
 def _write_report(registry: ModelRegistry, model: str, card: Any, entry: dict[str, Any]) -> Path:
     """Add ``entry`` to the model's audit report (JSON and HTML), keeping earlier runs."""
     from veil._io import dumps, write_text_atomic  # noqa: PLC0415
@@ -290,23 +332,9 @@ def unlearn_and_verify(
             seconds=time.perf_counter() - started,
         )
     saved = registry.load(model_name)
-    old, why = (
-        (erased_frame, None) if erased_frame is not None else _old_rows(catalog, info, purpose)
+    rows, why = _readable(
+        catalog, registry, info, saved.meta, card, erased_frame, carried, members, purpose, seed
     )
-    rows = None
-    if old is not None:
-        rows, why = _rows(
-            catalog,
-            registry,
-            info,
-            saved.meta,
-            card,
-            old=old,
-            erased=carried,
-            members=members,
-            purpose=purpose,
-            seed=seed,
-        )
     before = _classifier(saved)
     unlearned = _unlearn(catalog, ledger, registry, model_name, carried, purpose, progress)
     check = None
