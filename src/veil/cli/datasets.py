@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from veil._io import write_text_atomic
+from veil.cli._dataset_versions import versions
 from veil.cli._output import err, out, print_json, progress_bar
 from veil.errors import NotFoundError
 from veil.workspace import Workspace
@@ -110,11 +111,21 @@ def add(
             "(a fixed 2/3 : 1/3 partition).",
         ),
     ] = None,
+    managed: Annotated[
+        bool,
+        typer.Option(
+            "--managed",
+            help="Keep an encrypted, versioned copy in the workspace (needs VEIL_VAULT_KEY or "
+            "VEIL_VAULT_PASSPHRASE), so that erasure and retention can apply. Tables only.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Validate a dataset against its declared privacy schema and register it.
 
-    Every row is checked; nothing is written unless all checks pass.
+    Every row is checked; nothing is written unless all checks pass. With
+    --managed the table is sealed into the workspace as version 1; the file
+    you registered is left as it is.
     """
     from veil.data import Catalog, parse_bounds  # noqa: PLC0415 - loads pandas and SQLAlchemy
 
@@ -138,6 +149,7 @@ def add(
                 encoding=encoding,
                 split=split,
                 progress=progress,
+                managed=managed,
             )
     finally:
         catalog.store.dispose()
@@ -241,6 +253,11 @@ def remove(
     if as_json:
         print_json(result)
         return
+    if "destroyed_versions" in result:
+        out.print(
+            f"Destroyed the sealed version(s) {result['destroyed_versions']} of '{name}': their "
+            "data keys are gone, so no copy of them opens again."
+        )
     if not result["archived"]:
         out.print(f"Removed '{name}' (it had no budget and no release). The file is untouched.")
         return
@@ -466,6 +483,8 @@ def _summary(info: DatasetInfo) -> dict[str, Any]:
         "quasi_identifiers": list(schema.quasi_identifiers),
         "sensitive": list(schema.sensitive),
         "created_at": info.created_at.isoformat(),
+        "managed": info.managed,
+        "version": info.version,
     } | ({"archived": info.archived} if info.archived is not None else {})
 
 
@@ -485,6 +504,11 @@ def render_schema(info: DatasetInfo) -> None:
     schema = info.schema
     unit = schema.privacy_unit or "one row = one person"
     out.print(f"[bold]{info.name}[/bold]  {info.format}  {info.source}")
+    if info.managed:
+        held = f"version {info.version}" if info.version is not None else "no data left"
+        out.print(
+            f"managed: sealed in the workspace, {held} (`veil datasets versions {info.name}`)"
+        )
     out.print(
         f"{info.n_rows:,} rows · privacy unit: {unit} · {info.report.get('privacy_units', '?'):,} people"
         f" · sha256 {info.content_sha256[:16]}…"
@@ -524,3 +548,6 @@ def render_schema(info: DatasetInfo) -> None:
             + ", ".join(info.report["unbounded_numeric"])
             + ". DP queries need bounds on the numeric columns they use (--bounds col=lo:hi)."
         )
+
+
+app.command("versions")(versions)

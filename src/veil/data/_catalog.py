@@ -246,7 +246,8 @@ class Catalog(ManagedVersions):
         info = self._get(name)
         if columns is not None:
             check_columns_exist(columns, info.schema.column_names, role="requested")
-        consent = consent_rule(self, info, purpose)  # None: not under consent management
+        # None: not under consent management, or a maintenance read (it releases nothing)
+        consent = None if chosen is DataUse.MAINTENANCE else consent_rule(self, info, purpose)
         reader = self._reader(info, version)
         estimate = reader.estimate_memory(info.n_rows, len(info.schema.columns), columns)
         check_fits_in_memory(estimate, self.settings.max_load_bytes, f"dataset '{name}'")
@@ -448,7 +449,8 @@ class Catalog(ManagedVersions):
         in the transaction that removes it.
 
         Returns:
-            ``{"name", "archived", "releases", "archived_as"}``.
+            ``{"name", "archived", "releases", "archived_as"}``, and
+            ``"destroyed_versions"`` for a managed dataset.
 
         Raises:
             PermissionDeniedError: The acting principal may not remove data.
@@ -491,6 +493,8 @@ class Catalog(ManagedVersions):
             )
         if live:
             self._destroy_removed(info, live, deleted=not has_history)
+        if info.managed:
+            result["destroyed_versions"] = [v.version for v in live]
         return result
 
     def update(
