@@ -10,7 +10,7 @@ from veil.access import Access, Principal
 from veil.data import Catalog, Consent
 from veil.errors import InvalidInputError
 from veil.ledger import Budget, Ledger
-from veil.train import DPConfig, ModelRegistry, fit_private
+from veil.train import DPConfig, ModelRegistry, fit_private, fit_sisa
 
 N = 40
 CONFIG = DPConfig(epochs=1, batch_size=10, epsilon=2.0, delta=1e-3, learning_rate=0.5)
@@ -64,3 +64,14 @@ def test_training_for_an_undeclared_purpose_is_refused_before_the_charge(setup):
         )  # fmt: skip
     assert ledger.entries("patients") == []
     assert registry.list() == []
+
+
+def test_a_sisa_ensemble_records_the_consent_snapshot(setup):
+    catalog, ledger, registry = setup
+    fit_sisa(
+        catalog, ledger, registry, "patients", CONFIG, name="s", shards=2, slices=1,
+        model="logreg", label="sick", purpose="model-training",
+    )  # fmt: skip
+    [entry] = ledger.entries("patients")
+    assert entry.details["consent"]["persons_excluded"] == 11
+    assert entry.details["sisa"]["shards"] == 2

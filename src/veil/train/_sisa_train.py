@@ -271,7 +271,9 @@ def fit_sisa(
     testing, accuracy_query = _testing(
         catalog, data, dataset, test, test_epsilon=test_epsilon, purpose=purpose
     )
-    details = {"model": name, "architecture": model, "label": data.label}
+    details: dict[str, Any] = {"model": name, "architecture": model, "label": data.label} | (
+        {} if data.consent is None else {"consent": data.consent}  # the rows' consent filter
+    )
     what = f"SISA ensemble '{name}' ({shards} shards x {slices} slices, {model}) on '{dataset}'"
     charges = _charges(
         schedule,

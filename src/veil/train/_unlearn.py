@@ -297,6 +297,8 @@ def _charge(
         "shards": sorted(starts),
         "first_slices": [starts[s] for s in sorted(starts)],
     }
+    if getattr(data, "consent", None) is not None:  # the consent state the rows were filtered by
+        details["consent"] = data.consent
     what = f"unlearning: retrained {len(starts)} shard(s) of SISA ensemble '{name}' on '{dataset}'"
     if not config.private:
         record = guard.record_non_private(
