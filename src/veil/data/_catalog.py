@@ -64,10 +64,11 @@ from veil.data._archive import (
 from veil.data._catalog_trail import DataUse, check_use, record_change, record_read
 from veil.data._consent_rule import catalog_person_key, consent_rule
 from veil.data._dataset_info import DatasetInfo
-from veil.data._managed import ManagedFiles, WrittenVersion, frame_dtypes
+from veil.data._managed import ManagedFiles, WrittenVersion, frame_dtypes, refuse_images
 from veil.data._scan import scan_source
 from veil.data._schema import check_columns_exist
-from veil.data._versions import ManagedVersions, VersionReader
+from veil.data._version_reader import VersionReader
+from veil.data._version_removal import VersionRemoval
 from veil.data.readers import ImageArrays, MnistReader, Reader, check_fits_in_memory, open_reader
 from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.progress import ProgressCallback
@@ -80,7 +81,7 @@ __all__ = ["Catalog", "DataUse"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # never holds ARCHIVED's ``~``
 
 
-class Catalog(ManagedVersions):
+class Catalog(VersionRemoval):
     """Datasets registered in a workspace.
 
     Args:
@@ -365,7 +366,7 @@ class Catalog(ManagedVersions):
             options["delimiter"] = delimiter
         reader = open_reader(str(source), format, **options)
         if managed:
-            _refuse_images(reader, name)
+            refuse_images(reader, name)
             self._files().vault()  # no master key: refuse before any work
         schema, n_rows, report = scan_source(
             reader,
@@ -618,16 +619,4 @@ class Catalog(ManagedVersions):
             expected="a new name",
             got=repr(name),
             fix=f"choose another --name, or inspect it with `veil datasets show {name}`",
-        )
-
-
-def _refuse_images(reader: Reader, name: str) -> None:
-    """Managed datasets are tables; an image set stays a reference dataset."""
-    if reader.kind != "table":
-        raise InvalidInputError(
-            f"'{name}' is an image set: only tables can be managed",
-            expected="a CSV, Parquet, Adult or scikit-learn table with --managed",
-            got=f"format {reader.format}",
-            fix="register MNIST without --managed (it stays a reference dataset; erasure "
-            "and retention do not apply to it)",
         )

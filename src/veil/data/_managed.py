@@ -50,6 +50,7 @@ from typing import Any
 import pandas as pd
 
 from veil._io import fsync_directory, write_bytes_atomic
+from veil.data.readers import Reader
 from veil.errors import InvalidInputError, NotFoundError
 from veil.store.tables import DatasetVersionRow
 from veil.vault import MasterKey, Vault
@@ -66,6 +67,7 @@ __all__ = [
     "WrittenVersion",
     "crash_point",
     "frame_dtypes",
+    "refuse_images",
 ]
 
 CRASH_VARIABLE = "VEIL_TEST_CRASH_AT"
@@ -336,3 +338,15 @@ class ManagedFiles:
                 self.vault().destroy(Vault.object_id(head), reason="unrecorded version (crash)")
         path.unlink(missing_ok=True)
         fsync_directory(path.parent)
+
+
+def refuse_images(reader: Reader, name: str) -> None:
+    """Managed datasets are tables; an image set stays a reference dataset."""
+    if reader.kind != "table":
+        raise InvalidInputError(
+            f"'{name}' is an image set: only tables can be managed",
+            expected="a CSV, Parquet, Adult or scikit-learn table with --managed",
+            got=f"format {reader.format}",
+            fix="register MNIST without --managed (it stays a reference dataset; erasure "
+            "and retention do not apply to it)",
+        )

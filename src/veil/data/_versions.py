@@ -33,7 +33,7 @@ error caused by the race.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -57,10 +57,7 @@ from veil.data._managed import (
     crash_point,
     frame_dtypes,
 )
-from veil.data.readers import Reader
-from veil.data.readers._base import CHUNK_ROWS
 from veil.errors import ConflictError, InvalidInputError, NotFoundError
-from veil.progress import ProgressCallback
 from veil.store import Store
 from veil.store.tables import DatasetRow, DatasetVersionRow
 from veil.workspace import Workspace
@@ -68,10 +65,9 @@ from veil.workspace import Workspace
 if TYPE_CHECKING:
     from veil.workspace import Settings
 
-__all__ = ["ManagedVersions", "VersionReader", "reference_refusal"]
+__all__ = ["ManagedVersions", "OnCommit", "reference_refusal"]
 
 OnCommit = Callable[[Session, VersionChange | None], None]
-_LOAD_TRIES = 8  # a load outlives this many erasures committed while it reads, then gives up
 
 
 def reference_refusal(info: DatasetInfo, doing: str) -> ConflictError:
@@ -89,72 +85,6 @@ def reference_refusal(info: DatasetInfo, doing: str) -> ConflictError:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-class VersionReader(Reader):
-    """A managed dataset's current (or a chosen) version, read as the catalogue reads a file.
-
-    ``fingerprint`` returns the registration's digest (it stays the original
-    bytes' digest across versions); the version's own SHA-256 is checked on
-    every :meth:`read`, which is where tampering is caught.
-    """
-
-    format = "parquet"
-
-    def __init__(
-        self,
-        versions: ManagedVersions,
-        info: DatasetInfo,
-        files: ManagedFiles,
-        version: int | None = None,
-    ) -> None:
-        self._versions = versions
-        self._info = info
-        self._files = files
-        self._pinned = version
-        self.version = versions._version_row(info, version)  # noqa: SLF001 - its own mixin
-
-    @property
-    def source(self) -> str:
-        return self._info.source
-
-    def columns(self) -> list[str]:
-        return list(self._info.schema.column_names)
-
-    def chunks(self) -> Iterator[pd.DataFrame]:
-        frame = self.read()
-        for start in range(0, len(frame), CHUNK_ROWS):
-            yield frame.iloc[start : start + CHUNK_ROWS]
-
-    def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """The version's rows; a version shredded meanwhile is replaced by the new current one."""
-        for _ in range(_LOAD_TRIES):
-            try:
-                frame = self._files.read(self._info.name, self.version, columns)
-            except (FileNotFoundError, NotFoundError):
-                if self._pinned is not None:
-                    raise self._versions._gone(self._info, self.version.version) from None  # noqa: SLF001
-                latest = self._versions._version_row(self._info, None)  # noqa: SLF001
-                if latest.version == self.version.version:
-                    raise
-                self.version = latest
-                continue
-            frame.attrs["veil.version"] = self.version.version
-            return frame
-        raise ConflictError(
-            f"'{self._info.name}' changed {_LOAD_TRIES} times while it was being read",
-            expected="a version that stays current while it is read",
-            got=f"{_LOAD_TRIES} new versions in a row",
-            fix="run the load again once the erasures or retention runs have finished",
-        )
-
-    def fingerprint(self, progress: ProgressCallback | None = None) -> tuple[str, int]:
-        del progress
-        return self._info.content_sha256, self._info.size_bytes
-
-    def estimate_memory(self, n_rows: int, n_columns: int, columns: Sequence[str] | None) -> int:
-        del n_rows  # the version's own count
-        return self._files.estimate_memory(self.version, n_columns, columns)
 
 
 class ManagedVersions:
@@ -548,86 +478,6 @@ class ManagedVersions:
             )
         for path in files.orphans(dataset_id, recorded):
             files.remove_orphan(path)
-
-    def destroy_versions(
-        self,
-        name: str,
-        *,
-        reason: str,
-        action: str,
-        on_commit: OnCommit | None = None,
-    ) -> list[DatasetVersion]:
-        """Destroy every version of ``name`` (an expiry): the registration and ledger stay.
-
-        One transaction supersedes every live version (``on_commit(session,
-        None)`` and the trail entry in it); then each is shredded. Loads refuse
-        the dataset afterwards (no data left). Needs ``dataset.erase``.
-        """
-        self.access.require(Permission.DATASET_ERASE, name, action=action, purpose=reason)
-        info = self._managed_info(name, action)
-        dataset_id = int(info.dataset_id or 0)
-        with self._files().lock(dataset_id):
-            with self.store.session(lock=True) as session:
-                rows = session.scalars(
-                    select(DatasetVersionRow)
-                    .where(
-                        DatasetVersionRow.dataset_id == dataset_id,
-                        DatasetVersionRow.state != SHREDDED,
-                    )
-                    .with_for_update()
-                ).all()
-                for row in rows:
-                    row.state = SUPERSEDED
-                dataset = session.get(DatasetRow, dataset_id)
-                if dataset is not None:
-                    dataset.n_rows = 0
-                session.flush()
-                live = [DatasetVersion.from_row(r) for r in rows]
-                if on_commit is not None:
-                    on_commit(session, None)
-                record_change(
-                    self.access,
-                    session,
-                    action,
-                    info,
-                    reason=reason,
-                    destroyed_versions=[v.version for v in live],
-                )
-            crash_point("committed")
-            return [self._shred_locked(info, v, reason) for v in live]
-
-    def _supersede_for_removal(
-        self, session: Session, dataset_id: int, *, delete: bool
-    ) -> list[DatasetVersion]:
-        """Inside a removal's transaction: its live versions, superseded (or their rows deleted)."""
-        rows = session.scalars(
-            select(DatasetVersionRow)
-            .where(DatasetVersionRow.dataset_id == dataset_id)
-            .with_for_update()
-        ).all()
-        live = [DatasetVersion.from_row(r) for r in rows if r.state != SHREDDED]
-        for row in rows:
-            if delete:
-                session.delete(row)
-            elif row.state != SHREDDED:
-                row.state = SUPERSEDED
-        session.flush()
-        return live
-
-    def _destroy_removed(
-        self, info: DatasetInfo, live: list[DatasetVersion], *, deleted: bool
-    ) -> None:
-        """After a removal committed: destroy its versions' keys and files."""
-        files = self._files()
-        dataset_id = int(info.dataset_id or 0)
-        with files.lock(dataset_id):
-            for version in live:
-                if deleted:
-                    files.shred(version, reason=f"'{info.name}' removed")
-                else:
-                    self._shred_locked(info, version, "the dataset was removed")
-            if deleted:
-                self._clean_orphans(dataset_id)
 
 
 def _check_columns(info: DatasetInfo, frame: pd.DataFrame) -> None:
