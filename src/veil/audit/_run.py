@@ -431,7 +431,9 @@ def audit_model(
     _check_request(attacks, max_points)
     access = catalog.access
     card = registry.card(model)  # the card says which data the model was trained on
-    purpose = f"audit of model '{model}'"
+    # A term of the consent vocabulary: an audit reads the rows the model was trained from, so
+    # on a dataset under consent management it sees the persons who consent to model training.
+    purpose = f"model-training: audit of model '{model}'"
     access.require(Permission.AUDIT_RUN, card.dataset, action="audit.run", purpose=purpose)
     access.require(Permission.DATASET_USE, test, action="dataset.read", purpose=purpose)
     started = time.perf_counter()
