@@ -24,9 +24,11 @@ from veil.cli import (
     audit,
     bench,
     budget,
+    consent,
     datasets,
     db,
     demo,
+    erase,
     federate,
     he,
     init,
@@ -35,6 +37,7 @@ from veil.cli import (
     mpc,
     query,
     redact,
+    retention,
     trail,
     train,
     vault,
@@ -103,6 +106,9 @@ app.add_typer(mpc.app, name="mpc")
 app.add_typer(trail.app, name="trail")
 app.add_typer(access.app, name="access")
 app.add_typer(keys.app, name="keys")
+app.add_typer(consent.app, name="consent")
+app.command("erase")(erase.erase)
+app.add_typer(retention.app, name="retention")
 
 
 @functools.cache

@@ -192,6 +192,22 @@ def _load(
     return frame, dropped, info
 
 
+def _record_lineage(access: Access, dataset_id: int, version: Any, output: Path, k: int) -> None:
+    """Record the output as derived from the dataset, so an erasure lists it (issue 23)."""
+    from veil.governance import record_artifact  # noqa: PLC0415
+
+    with access.store.session(lock=True) as session:
+        record_artifact(
+            access,
+            session,
+            kind="anonymized",
+            name=str(output.absolute()),
+            dataset_id=dataset_id,
+            version=None if version is None else int(version),
+            details={"k": k},
+        )
+
+
 def write_table(frame: pd.DataFrame, path: Path) -> None:
     """Write CSV or Parquet (by suffix) atomically, readable by the owner only."""
     suffix = path.suffix.lower()
@@ -458,6 +474,7 @@ def anonymize(
             delimiter=delimiter,
             release=True,
         )
+        version = frame.attrs.get("veil.version")  # the managed version read (None: reference)
         key = None
         keyed = any(o.operator in {"pseudonymize", "shift-dates"} for o in operations)
         if keyed:
@@ -515,6 +532,8 @@ def anonymize(
                     "satisfied": dict(result.satisfied),
                 },
             )
+            if info is not None and info.dataset_id is not None:
+                _record_lineage(acting[0], info.dataset_id, version, output, k)
     report = {**result.to_dict(), "output": str(output), "dropped_missing": dropped}
     if report_path is not None:
         write_json_atomic(report_path, report, owner_only=True)

@@ -592,7 +592,7 @@ class Catalog(VersionRemoval):
             row.n_columns = len(new_schema.columns)
             row.registration_report = report
             session.flush()
-            updated = DatasetInfo.from_row(row)
+            updated = DatasetInfo.from_row(row, version=info.version)
             recorded = report["updates"][-1]["changed"]
             record_change(self.access, session, "dataset.update", updated, changed=recorded)
             return updated

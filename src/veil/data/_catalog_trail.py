@@ -29,10 +29,16 @@ class DataUse(StrEnum):
 
     RAW = "raw"  # the rows go to the caller: dataset.read_rows (owners)
     MECHANISM = "mechanism"  # a DP mechanism or an audit reads them, returns none: dataset.use
+    # Rows read to write the dataset's next version (an erasure, a retention run):
+    # dataset.erase (owners). Nothing is released, so no consent filter applies: the new
+    # version must keep the people who consented to nothing (yet) as well.
+    MAINTENANCE = "maintenance"
 
     @property
     def permission(self) -> Permission:
         """The permission a load for this use needs."""
+        if self is DataUse.MAINTENANCE:
+            return Permission.DATASET_ERASE
         return Permission.DATASET_READ_ROWS if self is DataUse.RAW else Permission.DATASET_USE
 
 

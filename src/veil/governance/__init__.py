@@ -12,6 +12,7 @@
 Budgets are never refunded: a dataset keeps its ledger across versions.
 """
 
+from veil.governance._erasure import AffectedArtifact, ErasureReport, erase
 from veil.governance._lineage import (
     CarriedReport,
     DerivedArtifact,
@@ -19,11 +20,28 @@ from veil.governance._lineage import (
     derived_artifacts,
     record_artifact,
 )
+from veil.governance._retention import (
+    RetentionAction,
+    RetentionPolicy,
+    RetentionReport,
+    policies,
+    set_policy,
+)
+from veil.governance._retention import run as run_retention
 
 __all__ = [
+    "AffectedArtifact",
     "CarriedReport",
     "DerivedArtifact",
+    "ErasureReport",
+    "RetentionAction",
+    "RetentionPolicy",
+    "RetentionReport",
     "carried_erasures",
     "derived_artifacts",
+    "erase",
+    "policies",
     "record_artifact",
+    "run_retention",
+    "set_policy",
 ]

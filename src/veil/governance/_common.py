@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import TYPE_CHECKING
 
 from veil.errors import ConflictError, InvalidInputError
@@ -53,12 +54,12 @@ def require_reason(reason: str) -> str:
 
 
 def crash_point(step: str) -> None:
-    """Die here as kill -9 would when ``VEIL_TEST_CRASH_AT`` is ``governance.<step>``.
+    """SIGKILL this process when ``VEIL_TEST_CRASH_AT`` is ``governance.<step>`` (tests only).
 
-    For the crash tests only: they run ``veil erase`` and ``veil retention
-    run`` in a child process and check that the old or the new version is
-    current afterwards, never neither. ``os._exit`` skips every cleanup (no
-    rollback, no ``finally``), as a killed process would.
+    The crash tests run ``veil erase`` and ``veil retention run`` in a child
+    process and check that the old or the new version is current afterwards,
+    never neither. A real kill -9: no rollback, no ``finally``, no flush (the
+    same variable as the catalogue's ``managed.<step>`` points).
     """
     if os.environ.get(CRASH_VARIABLE) == f"governance.{step}":
-        os._exit(137)
+        os.kill(os.getpid(), signal.SIGKILL)
