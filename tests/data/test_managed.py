@@ -295,3 +295,54 @@ def test_destroy_versions_leaves_the_registration_without_data(
     assert managed_owner.current_version("patients") is None
     with pytest.raises(NotFoundError, match="no data left"):
         managed_owner.load_frame("patients")
+
+
+def test_a_consent_filtered_load_of_a_managed_dataset_keeps_its_version(
+    managed_owner: Catalog, patients: Path
+):
+    from veil.data import Consent
+
+    _register(managed_owner, patients)
+    consent = Consent(managed_owner)
+    consent.enable("patients", default="granted")
+    consent.record("patients", "p3", "statistics", "withdrawn")
+    frame = managed_owner.load_frame("patients", ["age"], purpose="statistics")
+    assert len(frame) == 58 and list(frame.columns) == ["age"]
+    assert frame.attrs["veil.version"] == 1
+    assert frame.attrs["veil.consent"]["rows_excluded"] == 2
+
+
+def test_update_re_declares_a_managed_dataset_from_its_current_version(
+    managed_owner: Catalog, patients: Path
+):
+    _register(managed_owner, patients)
+    managed_owner.replace_version(
+        "patients", _without_first_person(managed_owner), reason="r", action="dataset.erase"
+    )
+    patients.unlink()  # the registered file is not needed: the sealed version is checked
+    info = managed_owner.update("patients", bounds={"age": (0, 120)})
+    assert info.n_rows == 58 and info.managed and info.version == 2
+    assert info.schema.column("age").bounds == (0.0, 120.0)
+
+
+def test_an_archived_managed_dataset_is_shredded_and_rejoins_with_a_new_version(
+    managed_owner: Catalog, patients: Path
+):
+    from veil.ledger import Budget, Ledger
+
+    _register(managed_owner, patients)
+    Ledger(managed_owner.store, access=managed_owner.access).set_budget(
+        "patients", Budget(epsilon=1.0)
+    )
+    result = managed_owner.remove("patients")
+    assert result["archived"] is True and result["destroyed_versions"] == [1]
+    assert managed_owner.workspace is not None
+    assert list((managed_owner.workspace.home / "datasets").rglob("*.veil")) == []
+    [shred] = managed_owner.access.trail.entries(action="dataset.shred")
+    assert shred.details["version"] == 1
+    # The same bytes registered again rejoin the ledger, as version 2 of the same dataset.
+    info = _register(managed_owner, patients)
+    assert info.report["rejoined"]["name"] == "patients"
+    assert info.version == 2
+    assert [v.state for v in managed_owner.versions("patients")] == ["shredded", "current"]
+    assert len(managed_owner.load_frame("patients")) == 60
