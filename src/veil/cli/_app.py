@@ -40,6 +40,7 @@ from veil.cli import (
     retention,
     trail,
     train,
+    unlearn,
     vault,
 )
 from veil.cli._output import err, print_error
@@ -109,6 +110,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(consent.app, name="consent")
 app.command("erase")(erase.erase)
 app.add_typer(retention.app, name="retention")
+app.command("unlearn")(unlearn.unlearn)
 
 
 @functools.cache

@@ -8,11 +8,16 @@
   what is due and nothing else, so cron may run it as often as it likes.
 * :func:`derived_artifacts` and :func:`carried_erasures` say what was made
   from a dataset and how many erased people a model still carries.
+* :func:`unlearn_and_verify` retrains a SISA model without the erased people
+  it carries and tests that it forgot them (:func:`check_forgetting`: offline
+  LiRA with reference ensembles from :func:`sisa_trainer`), into the model's
+  audit report; ``veil unlearn`` and :func:`erase` call it.
 
 Budgets are never refunded: a dataset keeps its ledger across versions.
 """
 
 from veil.governance._erasure import AffectedArtifact, ErasureReport, erase
+from veil.governance._forgetting import ForgettingCheck, check_forgetting
 from veil.governance._lineage import (
     CarriedReport,
     DerivedArtifact,
@@ -20,6 +25,7 @@ from veil.governance._lineage import (
     derived_artifacts,
     record_artifact,
 )
+from veil.governance._references import sisa_trainer
 from veil.governance._retention import (
     RetentionAction,
     RetentionPolicy,
@@ -28,20 +34,26 @@ from veil.governance._retention import (
     set_policy,
 )
 from veil.governance._retention import run as run_retention
+from veil.governance._unlearning import UnlearningReport, unlearn_and_verify
 
 __all__ = [
     "AffectedArtifact",
     "CarriedReport",
     "DerivedArtifact",
     "ErasureReport",
+    "ForgettingCheck",
     "RetentionAction",
     "RetentionPolicy",
     "RetentionReport",
+    "UnlearningReport",
     "carried_erasures",
+    "check_forgetting",
     "derived_artifacts",
     "erase",
     "policies",
     "record_artifact",
     "run_retention",
     "set_policy",
+    "sisa_trainer",
+    "unlearn_and_verify",
 ]
