@@ -6,6 +6,11 @@ and what each column may hold (:class:`PrivacySchema`), and register it in the
 workspace (:class:`Catalog`). The format readers behind them are the public
 submodule :mod:`veil.data.readers`.
 
+A dataset is a *reference* to a file Veil does not own, or, registered with
+``managed=True``, a *managed* one: an encrypted copy in the workspace kept as
+versions (:class:`DatasetVersion`), which erasure and retention replace
+(:class:`VersionChange`) and whose superseded keys are destroyed.
+
 >>> from veil.data import load_table
 >>> frame = load_table("sklearn:diabetes")
 >>> frame.shape
