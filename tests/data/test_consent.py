@@ -266,3 +266,25 @@ def test_a_federated_run_on_a_consent_managed_dataset_is_refused(owner: Catalog,
     consent.enable(DATASET)
     with pytest.raises(InvalidInputError, match="clients read their own copies"):
         bind_to_ledger(config, ledger)
+
+
+def test_a_file_that_is_not_utf8_csv_is_refused(owner: Catalog, consent: Consent, tmp_path: Path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("person,purpose,status\nJos\xe9,statistics,granted\n".encode("latin-1"))
+    with pytest.raises(InvalidInputError, match="not a readable CSV file"):
+        consent.import_csv(DATASET, path)
+    path.write_text("who,purpose,status\nP001,statistics,granted\n", encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="unexpected columns"):
+        consent.import_csv(DATASET, path)
+
+
+def test_reading_one_persons_state_is_on_the_trail(owner: Catalog, consent: Consent):
+    consent.record(DATASET, "P001", "research", "granted", source="form")
+    state = consent.state(DATASET, "P001")
+    assert state["research"].status == "granted" and state["research"].source == "form"
+    assert state["statistics"] == ("granted", None, "not managed")
+    [read] = owner.access.trail.entries(action="consent.read")
+    assert (
+        read.details["person"]
+        == owner.access.trail.entries(action="consent.record")[0].details["person"]
+    )

@@ -28,7 +28,6 @@ names no person.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from sqlalchemy import func, select
 
 from veil.access import Permission
 from veil.data._archive import registered_name
+from veil.data._consent_lines import Line, check_line, check_status, read_csv
 from veil.data._consent_rule import (
     GRANTED,
     STATUSES,
@@ -50,7 +50,7 @@ from veil.data._consent_rule import (
     latest_states,
 )
 from veil.data._dataset_info import DatasetInfo
-from veil.data._persons import canonical_person, person_tokens
+from veil.data._persons import person_tokens
 from veil.errors import ConflictError, InvalidInputError
 from veil.store.tables import ConsentPurposeRow, ConsentRecordRow, DatasetConsentRow
 
@@ -60,9 +60,6 @@ if TYPE_CHECKING:
 __all__ = ["Consent", "ConsentState", "ImportReport", "Purpose"]
 
 _PURPOSE = re.compile(r"[a-z][a-z0-9-]{1,63}")
-_SOURCE_CHARS = 256
-_COLUMNS = ("person", "purpose", "status")
-_OPTIONAL = ("at", "source")
 
 
 @dataclass(frozen=True)
@@ -111,14 +108,6 @@ class ImportReport:
             "first_record": self.first_record,
             "last_record": self.last_record,
         }
-
-
-class _Line(NamedTuple):
-    person: str
-    purpose: str
-    status: str
-    at: datetime
-    source: str
 
 
 class Consent:
@@ -211,7 +200,7 @@ class Consent:
                 privacy-unit column (consent is per person).
         """
         info = self._dataset(dataset, Permission.CONSENT_MANAGE, "consent.enable")
-        _check_status(default, what="default")
+        check_status(default, what="default")
         if info.schema.privacy_unit is None:
             raise InvalidInputError(
                 f"'{dataset}' declares no privacy-unit column, so its rows name no person",
@@ -270,7 +259,7 @@ class Consent:
         """
         info = self._dataset(dataset, Permission.CONSENT_MANAGE, "consent.record")
         vocabulary = {p.name for p in self.purposes()}
-        line = _check_line(
+        line = check_line(
             person, purpose, status, at=at, source=source, vocabulary=vocabulary, where=""
         )
         ids = self._write(info, [line], action="consent.record", details={})
@@ -289,50 +278,7 @@ class Consent:
         info = self._dataset(dataset, Permission.CONSENT_MANAGE, "consent.import")
         path = Path(path)
         vocabulary = {p.name for p in self.purposes()}
-        fallback = source or f"file:{path.name}"
-        now = datetime.now(UTC)
-        lines: list[_Line] = []
-        try:
-            handle = path.open(newline="", encoding="utf-8-sig")
-        except OSError as exc:
-            raise InvalidInputError(
-                f"cannot read {path}",
-                expected="a readable CSV file",
-                got=exc.strerror or type(exc).__name__,
-                fix="check the path",
-            ) from None
-        with handle:
-            reader = csv.DictReader(handle)
-            header = [h.strip() for h in reader.fieldnames or []]
-            missing = [c for c in _COLUMNS if c not in header]
-            extra = [c for c in header if c not in _COLUMNS + _OPTIONAL]
-            if missing or extra:
-                raise InvalidInputError(
-                    f"{path.name}: unexpected columns",
-                    expected=f"columns {', '.join(_COLUMNS)} [, at][, source]",
-                    got=", ".join(header) or "no header",
-                    fix="name the header line person,purpose,status,at,source",
-                )
-            reader.fieldnames = header
-            for number, raw in enumerate(reader, start=2):
-                if None in raw:
-                    raise InvalidInputError(
-                        f"{path.name} line {number}: more fields than columns",
-                        expected=f"{len(header)} fields",
-                        got=f"{len(header) + len(raw[None])} fields",
-                        fix="quote fields that hold commas",
-                    )
-                lines.append(
-                    _check_line(
-                        raw.get("person"),
-                        (raw.get("purpose") or "").strip(),
-                        (raw.get("status") or "").strip(),
-                        at=(raw.get("at") or "").strip() or now,
-                        source=(raw.get("source") or "").strip() or fallback,
-                        vocabulary=vocabulary,
-                        where=f"{path.name} line {number}: ",
-                    )
-                )
+        lines = read_csv(path, vocabulary, fallback=source or f"file:{path.name}")
         if not lines:
             raise InvalidInputError(
                 f"{path.name} holds no record",
@@ -355,7 +301,7 @@ class Consent:
         )
 
     def _write(
-        self, info: DatasetInfo, lines: list[_Line], *, action: str, details: dict[str, Any]
+        self, info: DatasetInfo, lines: list[Line], *, action: str, details: dict[str, Any]
     ) -> list[int]:
         """Tokenise and append ``lines`` with their trail entry, in one transaction; the ids."""
         tokens = person_tokens(self.key, _id(info), [x.person for x in lines])
@@ -415,6 +361,13 @@ class Consent:
                     )
                 )
             }
+        # One person's decisions are about that person: who looked is on the trail.
+        self.access.record(
+            "consent.read",
+            dataset=registered_name(info),
+            links={"dataset_id": _id(info)},
+            details={"person": token},
+        )
         default = ConsentState(
             managed.default if managed else GRANTED, None, "default" if managed else "not managed"
         )
@@ -486,70 +439,3 @@ def _id(info: DatasetInfo) -> int:
     """A registered dataset's id (always set once it is in the store)."""
     assert info.dataset_id is not None  # noqa: S101 - read back from its row
     return info.dataset_id
-
-
-def _check_status(status: str, *, what: str = "status") -> str:
-    if status not in STATUSES:
-        raise InvalidInputError(
-            f"unknown consent {what}",
-            expected=f"{GRANTED} or {WITHDRAWN}",
-            got=repr(status),
-            fix=f"use --{GRANTED} or --{WITHDRAWN}"
-            if what == "status"
-            else f"--default {WITHDRAWN}",
-        )
-    return status
-
-
-def _check_time(value: datetime | str | None, where: str) -> datetime:
-    if value is None:
-        return datetime.now(UTC)
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise InvalidInputError(
-                f"{where}not a time",
-                expected="an ISO 8601 time such as 2026-03-01 or 2026-03-01T09:30:00+01:00",
-                got=repr(value),
-                fix="write the time the person decided, in ISO 8601",
-            ) from None
-    if not isinstance(value, datetime):
-        raise InvalidInputError(
-            f"{where}not a time", expected="a datetime or ISO 8601 text", got=repr(value)
-        )
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _check_line(
-    person: Any,
-    purpose: str,
-    status: str,
-    *,
-    at: datetime | str | None,
-    source: str,
-    vocabulary: set[str],
-    where: str,
-) -> _Line:
-    """One record, checked: every refusal names ``where`` (the file line) and changes nothing."""
-    try:
-        canonical = canonical_person(person)
-        _check_status(status)
-    except InvalidInputError as exc:
-        raise InvalidInputError(
-            f"{where}{exc.message}", expected=exc.expected, got=exc.got, fix=exc.fix
-        ) from None
-    if purpose not in vocabulary:
-        raise InvalidInputError(
-            f"{where}undeclared consent purpose",
-            expected=f"one of {', '.join(sorted(vocabulary))}",
-            got=repr(purpose),
-            fix="declare it first: veil consent purposes add NAME --description TEXT",
-        )
-    if not source or len(source) > _SOURCE_CHARS:
-        raise InvalidInputError(
-            f"{where}a consent record needs a source",
-            expected=f"1-{_SOURCE_CHARS} characters (a form, a system, a file)",
-            got=f"{len(source)} characters",
-        )
-    return _Line(canonical, purpose, status, _check_time(at, where), source)
