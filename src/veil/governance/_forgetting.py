@@ -30,14 +30,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from veil.audit import Classifier, ReferenceModels, lira_scores, score_attack
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, emit
+
+if TYPE_CHECKING:  # veil.audit loads scikit-learn and SciPy: only when a check runs
+    from veil.audit import Classifier, ReferenceModels
 
 __all__ = ["ATTACK", "ForgettingCheck", "check_forgetting", "percentile_among"]
 
@@ -124,6 +126,8 @@ def _references(  # noqa: PLR0917 - a private helper, called once
     progress: ProgressCallback | None,
 ) -> ReferenceModels:
     """``count`` models on random halves of the population, answering on the scored rows."""
+    from veil.audit import ReferenceModels  # noqa: PLC0415
+
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF06]))
     n = len(population_y)
     outputs = []
@@ -141,6 +145,8 @@ def _references(  # noqa: PLR0917 - a private helper, called once
 def _side(
     scores: npt.NDArray[np.float64], is_erased: npt.NDArray[np.bool_], people: int, alpha: float
 ) -> Side:
+    from veil.audit import score_attack  # noqa: PLC0415
+
     percentile = float(percentile_among(scores[is_erased], scores[~is_erased]).mean())
     if people < 2:  # noqa: PLR2004 - an AUC needs two erased people
         flagged = percentile > 100.0 * (1.0 - alpha)
@@ -182,6 +188,8 @@ def check_forgetting(
     non-member. ``refs`` (from an earlier call on the same scored rows) skips
     that training. Returns the check and the reference models.
     """
+    from veil.audit import lira_scores  # noqa: PLC0415
+
     erased_y = np.asarray(erased_y, dtype=np.int64)
     non_y = np.asarray(non_y, dtype=np.int64)
     population_y = np.asarray(population_y, dtype=np.int64)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from veil.audit import Classifier, as_classifier
+if TYPE_CHECKING:
+    from veil.audit import Classifier
 
 __all__ = ["sisa_trainer"]
 
@@ -32,6 +33,7 @@ def sisa_trainer(meta: dict[str, Any]) -> Any:
     """A ``(x, y, seed) -> Classifier`` that trains an ensemble like the model of ``meta``."""
     import torch  # noqa: PLC0415 - optional extra
 
+    from veil.audit import as_classifier  # noqa: PLC0415 - scikit-learn, SciPy
     from veil.train import (  # noqa: PLC0415 - loads torch
         DPConfig,
         PrivacyAccounting,
