@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -33,3 +34,25 @@ def write_csv(path: Path, rows: list[dict[str, object]]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def add_managed_datasets(tmp_path: Path, cli: Callable[..., tuple[int, str, str]]) -> None:
+    """``veil init`` here, then the managed ``visits`` and the reference ``ref``."""
+    from veil.data import Catalog
+
+    source = write_csv(tmp_path / "visits.csv", visits_rows())
+    reference = write_csv(tmp_path / "ref.csv", visits_rows(5))
+    assert cli("init")[0] == 0
+    catalog = Catalog.open()
+    try:
+        catalog.add(
+            source,
+            name="visits",
+            managed=True,
+            privacy_unit="pid",
+            bounds={"age": (0, 120)},
+            categories={"outcome": ["no", "yes"]},
+        )
+        catalog.add(reference, name="ref", privacy_unit="pid")
+    finally:
+        catalog.store.dispose()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.governance._data import VAULT_KEY, visits_rows, write_csv
+from tests.governance._data import VAULT_KEY, add_managed_datasets
 
 
 @pytest.fixture
@@ -31,24 +31,7 @@ def vault_key(monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def managed(tmp_path: Path, cli, vault_key) -> str:
     """A workspace (./.veil, SQLite) with the managed dataset ``visits`` and the reference ``ref``."""
-    from veil.data import Catalog
-
-    source = write_csv(tmp_path / "visits.csv", visits_rows())
-    reference = write_csv(tmp_path / "ref.csv", visits_rows(5))
-    assert cli("init")[0] == 0
-    catalog = Catalog.open()
-    try:
-        catalog.add(
-            source,
-            name="visits",
-            managed=True,
-            privacy_unit="pid",
-            bounds={"age": (0, 120)},
-            categories={"outcome": ["no", "yes"]},
-        )
-        catalog.add(reference, name="ref", privacy_unit="pid")
-    finally:
-        catalog.store.dispose()
+    add_managed_datasets(tmp_path, cli)
     return "visits"
 
 

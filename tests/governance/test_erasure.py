@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from tests.governance._data import visits_rows, write_csv
 
 from veil.data import person_key, person_token
 from veil.errors import ConflictError, InvalidInputError, NotFoundError, PermissionDeniedError
@@ -155,3 +156,25 @@ def test_erasure_keeps_every_other_person_of_a_consent_managed_dataset(cli, cata
     (action,) = run_retention(catalog, now=datetime(2026, 6, 2, tzinfo=UTC)).actions
     assert action.rows_kept + action.rows_removed == 58
     assert action.rows_kept > 0
+
+
+def test_an_anonymised_output_is_listed_by_the_erasure(tmp_path, cli, managed):
+    released = tmp_path / "released.csv"
+    code, _, err = cli("anonymize", "visits", "--qi", "age", "--k", "2", "-o", str(released))
+    assert code == 0, err
+    code, out, err = cli("erase", "visits", "--person", "P-0003", "--reason", "request", "--json")
+    assert code == 0, err
+    affected = json.loads(out)["affected"]
+    assert [(a["kind"], a["name"], a["version"]) for a in affected] == [
+        ("anonymized", str(released.absolute()), 1)
+    ]
+    assert "write it again" in affected[0]["action"]
+
+
+def test_a_dataset_without_a_privacy_unit_names_no_person(tmp_path, catalog_of):
+    catalog = catalog_of()
+    source = write_csv(tmp_path / "rows.csv", visits_rows(3))
+    catalog.add(source, name="rows", managed=True)
+    with pytest.raises(InvalidInputError, match="no privacy-unit column"):
+        erase(catalog, "rows", "P-0001", reason="request")
+    assert [v.state for v in catalog.versions("rows")] == ["current"]

@@ -27,7 +27,7 @@ def require_managed(info: DatasetInfo, *, doing: str) -> None:
     Raises:
         ConflictError: ``info`` is a reference dataset (decision 1 of issue 23).
     """
-    if getattr(info, "managed", False):
+    if info.managed:
         return
     raise ConflictError(
         f"'{info.name}' is a reference dataset: Veil does not own its file, so it cannot "
