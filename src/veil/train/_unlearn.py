@@ -22,7 +22,10 @@ composition, so the longest retraining is charged). Budgets are never refunded.
 
 from __future__ import annotations
 
+import fcntl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +126,17 @@ def erased_tokens_of(catalog: Catalog, dataset_id: int) -> set[str]:
     return {str(r) for r in rows}
 
 
+@contextmanager
+def _model_lock(path: Path) -> Iterator[None]:
+    """One unlearning run per model at a time (another process waits): generations are linear."""
+    with (path / ".unlearn.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def unlearn_sisa(
     catalog: Catalog,
     guard: BudgetGuard,
@@ -148,6 +162,37 @@ def unlearn_sisa(
             was trained on was replaced by other data.
         PermissionDeniedError, BudgetExceededError: As for training (nothing retrained).
     """
+    if isinstance(erased_tokens, str):
+        raise InvalidInputError(
+            "erased_tokens is one string",
+            expected="a collection of person tokens",
+            got=repr(erased_tokens[:40]),
+            fix="pass [token]",
+        )
+    with _model_lock(registry.path(name)):
+        return _unlearn(
+            catalog,
+            guard,
+            registry,
+            name,
+            erased_tokens,
+            frame=frame,
+            purpose=purpose,
+            progress=progress,
+        )
+
+
+def _unlearn(
+    catalog: Catalog,
+    guard: BudgetGuard,
+    registry: ModelRegistry,
+    name: str,
+    erased_tokens: set[str] | list[str] | None,
+    *,
+    frame: Any,
+    purpose: str,
+    progress: ProgressCallback | None,
+) -> UnlearnResult:
     started = time.perf_counter()
     saved_card = registry.card(name)
     path = registry.path(name)
