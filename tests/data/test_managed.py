@@ -257,6 +257,8 @@ def test_an_analyst_cannot_replace_a_version_and_the_refusal_is_recorded(
         bob.replace_version("patients", kept, reason="r", action="dataset.erase")
     with pytest.raises(PermissionDeniedError):
         bob.finish_shredding("patients")
+    with pytest.raises(PermissionDeniedError):
+        bob.load_frame("patients", use="mechanism", version=1)  # old versions: owners only
     [refused] = managed_owner.access.trail.entries(action="dataset.erase")
     assert refused.outcome is Outcome.REFUSED and refused.actor == "bob"
     assert [v.version for v in managed_owner.versions("patients")] == [1]

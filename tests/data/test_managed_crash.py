@@ -114,6 +114,69 @@ def test_kill_9_at_each_step_leaves_exactly_one_current_version(
     assert len(managed_owner.load_frame("patients")) == len(kept) == change.new.n_rows
 
 
+ADD_OR_REMOVE = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from veil.access import Access, Principal
+    from veil.data import Catalog
+    from veil.store import Store
+    from veil.workspace import Workspace
+
+    store = Store.open(sys.argv[1])
+    catalog = Catalog(store, access=Access(store, Principal("alice")),
+                      workspace=Workspace(Path(sys.argv[2])))
+    if sys.argv[3] == "add":
+        catalog.add(sys.argv[4], name="patients", privacy_unit="patient_id", max_rows=2,
+                    managed=True)
+    else:
+        catalog.remove("patients")
+    print("finished")
+    """
+)
+
+
+def _killed(catalog: Catalog, store_url: str, step: str, *args: str) -> None:
+    assert catalog.workspace is not None
+    child = subprocess.run(
+        [sys.executable, "-c", ADD_OR_REMOVE, store_url, str(catalog.workspace.home), *args],
+        env=os.environ | {"VEIL_TEST_CRASH_AT": f"managed.{step}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_registration_killed_before_its_commit_leaves_nothing_after_finish_shredding(
+    managed_owner: Catalog, patients: Path, store_url: str
+):
+    managed_owner.access.trail.head()  # alice claims the workspace before the child acts
+    managed_owner.list()
+    _killed(managed_owner, store_url, "registration-written", "add", str(patients))
+    assert managed_owner.list() == []
+    assert len(_sealed_files(managed_owner)) == 1 and len(_vault_objects(managed_owner)) == 1
+    managed_owner.finish_shredding()
+    assert _sealed_files(managed_owner) == [] and _vault_objects(managed_owner) == set()
+    _register(managed_owner, patients)  # and the registration then succeeds
+    assert len(managed_owner.load_frame("patients")) == 60
+    assert len(_vault_objects(managed_owner)) == 1
+
+
+@pytest.mark.slow
+def test_a_removal_killed_before_shredding_is_completed_by_finish_shredding(
+    managed_owner: Catalog, patients: Path, store_url: str
+):
+    _register(managed_owner, patients)
+    _killed(managed_owner, store_url, "removal-committed", "remove")
+    assert managed_owner.list() == []
+    assert len(_sealed_files(managed_owner)) == 1  # the key and the file outlived the crash
+    managed_owner.finish_shredding()
+    assert _sealed_files(managed_owner) == [] and _vault_objects(managed_owner) == set()
+
+
 @pytest.mark.slow
 def test_concurrent_erasures_and_loads_each_see_one_whole_version(
     managed_owner: Catalog, patients: Path

@@ -64,7 +64,13 @@ from veil.data._archive import (
 from veil.data._catalog_trail import DataUse, check_use, record_change, record_read
 from veil.data._consent_rule import catalog_person_key, consent_rule
 from veil.data._dataset_info import DatasetInfo
-from veil.data._managed import ManagedFiles, WrittenVersion, frame_dtypes, refuse_images
+from veil.data._managed import (
+    ManagedFiles,
+    WrittenVersion,
+    crash_point,
+    frame_dtypes,
+    refuse_images,
+)
 from veil.data._scan import scan_source
 from veil.data._schema import check_columns_exist
 from veil.data._version_reader import VersionReader
@@ -493,6 +499,7 @@ class Catalog(VersionRemoval):
                 **({"destroyed_versions": [v.version for v in live]} if info.managed else {}),
             )
         if live:
+            crash_point("removal-committed")
             self._destroy_removed(info, live, deleted=not has_history)
         if info.managed:
             result["destroyed_versions"] = [v.version for v in live]

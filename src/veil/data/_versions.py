@@ -196,6 +196,7 @@ class ManagedVersions:
         files = self._files()
         dataset_id = int(info.dataset_id or 0)
         stack.enter_context(files.lock(dataset_id))  # held until the transaction ends
+        self._clean_orphans(dataset_id, session)  # a registration killed before its commit
         last = session.scalar(
             select(func.max(DatasetVersionRow.version)).where(
                 DatasetVersionRow.dataset_id == dataset_id
@@ -204,6 +205,7 @@ class ManagedVersions:
         number = int(last or 0) + 1
         done = files.write(dataset_id, number, frame)
         written.append(done)
+        crash_point("registration-written")
         row = self._version_row_of(done, dataset_id, number, "registration")
         session.add(row)
         session.flush()
@@ -438,6 +440,8 @@ class ManagedVersions:
 
         ``name=None``: every managed dataset (archived ones included) on which
         the acting principal holds ``dataset.erase``; the others are skipped.
+        With ``dataset.erase`` on the whole workspace, the folders of datasets
+        removed by a run that died before destroying them are cleared too.
         Safe to run at any time, as often as wanted.
 
         Returns:
@@ -465,19 +469,45 @@ class ManagedVersions:
                     for version in self._all_versions(info)
                     if version.state == SUPERSEDED
                 )
+        if name is None and self.access.allows(Permission.DATASET_ERASE, None):
+            self._sweep_unregistered()
         return done
 
-    def _clean_orphans(self, dataset_id: int) -> None:
-        """Remove sealed files no row records (a crash before a commit); the lock is held."""
+    def _clean_orphans(self, dataset_id: int, session: Session | None = None) -> None:
+        """Remove sealed files no row records (a crash before a commit); the lock is held.
+
+        ``session``: read the rows in this (open) transaction instead of a new one.
+        """
         files = self._files()
-        with self.store.session() as session:
-            recorded = set(
-                session.scalars(
-                    select(DatasetVersionRow.path).where(DatasetVersionRow.dataset_id == dataset_id)
-                ).all()
-            )
+        query = select(DatasetVersionRow.path).where(DatasetVersionRow.dataset_id == dataset_id)
+        if session is not None:
+            recorded = set(session.scalars(query).all())
+        else:
+            with self.store.session() as own:
+                recorded = set(own.scalars(query).all())
         for path in files.orphans(dataset_id, recorded):
             files.remove_orphan(path)
+
+    def _sweep_unregistered(self) -> None:
+        """Destroy the keys and files of dataset folders no registration owns any more.
+
+        Left by a crash between a removal's commit and its shredding, or by a
+        registration killed before its commit. Each folder is re-checked under
+        its lock: a registration holds that lock until it commits.
+        """
+        files = self._files()
+        base = files.home / "datasets"
+        if not base.is_dir():
+            return
+        folders = [p for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+        for folder in folders:
+            dataset_id = int(folder.name)
+            with files.lock(dataset_id):
+                with self.store.session() as session:
+                    if session.get(DatasetRow, dataset_id) is not None:
+                        continue
+                for path in files.orphans(dataset_id, set()):
+                    files.remove_orphan(path)
 
 
 def _check_columns(info: DatasetInfo, frame: pd.DataFrame) -> None:
