@@ -201,7 +201,7 @@ def erase(
                 expected=f"a {unit} value with rows in the current version",
                 got="no row with that value (compared by keyed token)",
                 fix="check the identifier; a person erased before has no rows left "
-                "(see `veil trail list --action dataset.erase`)",
+                "(see `veil trail show --action dataset.erase`)",
                 details={"person": token},
             )
         kept = frame.loc[~mask].reset_index(drop=True)

@@ -58,7 +58,7 @@ def _busy(name: str, timeout: float) -> ConflictError:
         f"another erasure or retention run is changing '{name}'",
         expected="one writer of a dataset's versions at a time",
         got=f"the lock still held after {timeout:g} s",
-        fix="wait for it to finish (see `veil trail list`), then run this again",
+        fix=f"wait for it to finish (see `veil trail show --dataset {name}`), then run this again",
     )
 
 
