@@ -31,12 +31,14 @@ Shards hold disjoint persons, so by parallel composition the ensemble is as
 private as one shard: the ledger is charged *one* event of ``T`` steps.
 
 **On disk** (inside the model's folder, beside ``model.json`` and the card):
-``shards`` is a symbolic link to the current generation ``shards.g<k>``, which
-holds ``s<i>/slice<j>.pt`` (weights after stage ``j``) and
-``s<i>/slice<j>.tokens`` (the persons of slice ``j``, sorted), and
-``state.json`` (the generation's history). Unlearning writes a new generation
-(unchanged files hard-linked), then swaps the link with one rename: a crash
-leaves either the old ensemble or the new one, never a mixture.
+``shards/s<i>/slice<j>.pt`` (shard ``i``'s weights after stage ``j``) and
+``shards/s<i>/slice<j>.tokens`` (the persons of its slice ``j``, sorted), and
+``shards/state.json`` (the ensemble's generation and unlearning history).
+``s<i>`` is a symbolic link to the shard's current folder ``s<i>.g<k>``.
+Unlearning writes a new folder for each retrained shard only (its kept stages
+hard-linked), then swaps that shard's link with one rename: a crash leaves
+every shard either as it was or retrained, never half-written. A shard already
+retrained holds no erased person, so running the unlearning again completes it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -86,6 +89,8 @@ __all__ = [
 ]
 
 STATE_FILE = "state.json"
+TOKEN_HEX = 32  # veil.data person tokens: 128 bits in hex
+_GENERATION = re.compile(r"\.?s\d+\.g(\d+)(\.tmp)?")
 COMPOSITION = (
     "parallel composition over {shards} disjoint shards: each person is in one shard, so the "
     "ensemble's (epsilon, delta) is one shard's (every shard runs the same q, sigma and steps)"
@@ -96,18 +101,27 @@ def assign_persons(
     tokens: Iterable[str], shards: int, slices: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """The shard (``int(token, 16) % S``) and slice (a second hash) of each token, 0-based."""
-    cache: dict[str, tuple[int, int]] = {}
-    shard_of: list[int] = []
-    slice_of: list[int] = []
-    for token in tokens:
-        pair = cache.get(token)
-        if pair is None:
-            second = int.from_bytes(hashlib.sha256(token.encode()).digest()[:8], "big")
-            pair = (int(token, 16) % shards, second % slices)
-            cache[token] = pair
-        shard_of.append(pair[0])
-        slice_of.append(pair[1])
-    return np.asarray(shard_of, dtype=np.int64), np.asarray(slice_of, dtype=np.int64)
+    array = np.asarray(list(tokens), dtype=str)
+    if array.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    unique, inverse = np.unique(array, return_inverse=True)
+    lengths = np.char.str_len(unique)
+    if lengths.min() == lengths.max() == TOKEN_HEX and shards < 1 << 31:
+        # 128-bit tokens as two 64-bit halves: (hi 2^64 + lo) mod S without Python integers.
+        halves = np.frombuffer(bytes.fromhex("".join(unique.tolist())), dtype=">u8").reshape(-1, 2)
+        hi, lo = halves[:, 0].astype(np.uint64), halves[:, 1].astype(np.uint64)
+        s = np.uint64(shards)
+        shard = ((hi % s) * np.uint64((1 << 64) % shards) % s + lo % s) % s
+    else:  # not veil.data tokens: the definition, one Python integer each
+        shard = np.asarray([int(t, 16) % shards for t in unique.tolist()], dtype=np.uint64)
+    second = np.asarray(
+        [
+            int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "big") % slices
+            for t in unique.tolist()
+        ],
+        dtype=np.int64,
+    )
+    return shard.astype(np.int64)[inverse], second[inverse]
 
 
 def row_tokens(
@@ -263,54 +277,60 @@ def read_state(model_path: Path) -> dict[str, Any]:
     return state
 
 
-def write_generation(
-    folder: Path,
+def next_generation(shards_dir: Path) -> int:
+    """One more than any generation on disk (a crashed run's leftovers included) or in the state."""
+    numbers = [
+        int(m.group(1)) for p in shards_dir.iterdir() if (m := _GENERATION.fullmatch(p.name))
+    ]
+    state = shards_dir / STATE_FILE
+    if state.is_file():
+        numbers.append(int(json.loads(state.read_text(encoding="utf-8"))["generation"]))
+    return max(numbers, default=0) + 1
+
+
+def write_shard(
+    shards_dir: Path,
+    shard: int,
+    generation: int,
     *,
-    checkpoints: Mapping[int, Mapping[int, bytes]],
-    members: Mapping[int, Sequence[Sequence[str]]],
-    state: Mapping[str, Any],
-    keep_from: Path | None = None,
-    shards: int,
+    checkpoints: Mapping[int, bytes],
+    members: Sequence[Sequence[str]],
     slices: int,
 ) -> None:
-    """Write generation ``folder``: new checkpoints and memberships, the rest hard-linked.
+    """Write shard ``shard``'s generation ``generation`` and point ``s<shard>`` at it.
 
-    ``checkpoints[i][j]`` and ``members[i]`` (all slices of shard ``i``) replace
-    what ``keep_from`` (the current generation) holds; every other file is
-    linked from it. Each file is fsynced; the caller renames the folder into place.
+    ``checkpoints`` (stage -> weights) replace the current shard's; the other
+    stages are hard-linked from it. Every file is fsynced, the folder renamed
+    into place, then the link swapped in one rename; the old folder goes last.
     """
-    folder.mkdir(parents=True)
-    for shard in range(shards):
-        target = folder / f"s{shard}"
-        target.mkdir()
-        new = checkpoints.get(shard, {})
-        for stage in range(slices + 1):
-            name = f"slice{stage}.pt"
-            if stage in new:
-                write_bytes_atomic(target / name, new[stage], mode=None)
-            else:
-                assert keep_from is not None  # noqa: S101 - a first generation writes all
-                os.link(keep_from / f"s{shard}" / name, target / name)
-        for stage in range(1, slices + 1):
-            name = f"slice{stage}.tokens"
-            if shard in members:
-                tokens = members[shard][stage - 1]
-                write_text_atomic(target / name, "".join(f"{t}\n" for t in tokens), mode=None)
-            else:
-                assert keep_from is not None  # noqa: S101
-                os.link(keep_from / f"s{shard}" / name, target / name)
-        fsync_directory(target)
-    write_text_atomic(folder / STATE_FILE, json.dumps(dict(state), indent=2), mode=None)
-    fsync_directory(folder)
-
-
-def point_shards(model_path: Path, generation: str) -> None:
-    """Make ``shards`` name ``generation`` with one rename (atomic on POSIX)."""
-    link = model_path / f".{SHARDS_DIR}.link"
+    final = shards_dir / f"s{shard}.g{generation}"
+    staging = shards_dir / f".s{shard}.g{generation}.tmp"
+    current = shards_dir / f"s{shard}"
+    shutil.rmtree(staging, ignore_errors=True)  # a crashed run's leftovers
+    staging.mkdir(parents=True)
+    for stage in range(slices + 1):
+        name = f"slice{stage}.pt"
+        if stage in checkpoints:
+            write_bytes_atomic(staging / name, checkpoints[stage], mode=None)
+        else:
+            os.link(current / name, staging / name)
+    for stage in range(1, slices + 1):
+        text = "".join(f"{t}\n" for t in members[stage - 1])
+        write_text_atomic(staging / f"slice{stage}.tokens", text, mode=None)
+    fsync_directory(staging)
+    old = current.resolve() if current.is_symlink() else None
+    staging.replace(final)
+    link = shards_dir / f".s{shard}.link"
     link.unlink(missing_ok=True)
-    link.symlink_to(generation)
-    link.replace(model_path / SHARDS_DIR)
-    fsync_directory(model_path)
+    link.symlink_to(final.name)
+    link.replace(current)
+    fsync_directory(shards_dir)
+    if old is not None and old != final.resolve():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_state(shards_dir: Path, state: Mapping[str, Any]) -> None:
+    write_text_atomic(shards_dir / STATE_FILE, json.dumps(dict(state), indent=2), mode=None)
 
 
 def all_members(model_path: Path, shards: int, slices: int) -> list[str]:
@@ -324,10 +344,6 @@ def all_members(model_path: Path, shards: int, slices: int) -> list[str]:
 
 def write_members(model_path: Path, tokens: Sequence[str]) -> None:
     write_text_atomic(model_path / MEMBERS_FILE, "".join(f"{t}\n" for t in tokens), mode=None)
-
-
-def drop_generation(model_path: Path, generation: str) -> None:
-    shutil.rmtree(model_path / generation, ignore_errors=True)
 
 
 def shard_model(model_path: Path, meta: Mapping[str, Any], shard: int, stage: int) -> nn.Module:

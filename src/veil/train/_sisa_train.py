@@ -54,12 +54,12 @@ from veil.train._sisa import (
     assign_persons,
     default_epochs,
     initial_model,
-    point_shards,
     progress_stage,
     row_tokens,
     state_bytes,
     train_shard,
-    write_generation,
+    write_shard,
+    write_state,
 )
 
 __all__ = ["fit_sisa"]
@@ -344,16 +344,17 @@ def fit_sisa(
     }
 
     def write_shards(staging: Path) -> None:
-        generation = f"{SHARDS_DIR}.g1"
-        write_generation(
-            staging / generation,
-            checkpoints=checkpoints,
-            members=members,
-            state={"generation": 1, "history": []},
-            shards=shards,
-            slices=slices,
-        )
-        point_shards(staging, generation)
+        folder = staging / SHARDS_DIR
+        for shard in range(shards):
+            write_shard(
+                folder,
+                shard,
+                1,
+                checkpoints=checkpoints[shard],
+                members=members[shard],
+                slices=slices,
+            )
+        write_state(folder, {"generation": 1, "history": []})
 
     registry.save(name, ensemble, meta, card, members=sorted(set(tokens)), extra=write_shards)
     record_save(catalog.access, card, info, purpose=purpose, details={"sisa": card.sisa})

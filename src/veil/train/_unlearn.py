@@ -8,12 +8,12 @@ shard, and every earlier stage, is kept as it is: the result is the model
 SISA would have trained without those persons (up to the randomness of the
 re-run stages).
 
-Crash safety: the new checkpoints go into a new generation folder (unchanged
-files hard-linked), the ``shards`` link is swapped in one rename, then
-``members.tokens`` is rewritten; a crash leaves the old ensemble or the new
-one. A crash between the swap and the members file leaves a members list that
-still names the erased persons: the next run finds nothing to retrain and
-rewrites the list (so ``veil models show`` errs on the side of "still carries").
+Crash safety: each retrained shard is written to a new folder (its kept
+stages hard-linked) and swapped in with one rename, then the ensemble's state,
+then ``members.tokens``. A crash leaves each shard old or new, never mixed; a
+retrained shard holds no erased person, so the next run retrains only the
+shards still holding one, and a members list a crash left stale (still naming
+the erased) is rewritten (so ``veil models show`` errs on "still carries").
 
 A DP ensemble's retrained stages are a new release on the remaining persons:
 charged *before* training as one event (the shards are disjoint: parallel
@@ -52,16 +52,16 @@ from veil.train._sisa import (
     ShardRun,
     SisaSchedule,
     assign_persons,
-    drop_generation,
-    point_shards,
+    next_generation,
     progress_stage,
     read_state,
     row_tokens,
     shard_members,
     shard_model,
     train_shard,
-    write_generation,
     write_members,
+    write_shard,
+    write_state,
 )
 from veil.train._sisa_train import shard_event
 
@@ -284,7 +284,7 @@ def _unlearn(
             n_classes=int(spec["n_classes"]),
             on_stage=on_stage,
         )
-    generation = int(state["generation"]) + 1
+    generation = next_generation(path / SHARDS_DIR)
     retrained = tuple(tuple(range(s, schedule.slices + 1)) for _, s in sorted(starts.items()))
     entry = {
         "generation": generation,
@@ -401,22 +401,16 @@ def _swap(
     entry: dict[str, Any],
     schedule: SisaSchedule,
 ) -> None:
-    """Write the next generation beside the current one, then point ``shards`` at it."""
-    old = (path / SHARDS_DIR).resolve().name
+    """Replace each retrained shard (one rename each), then the ensemble's state."""
+    folder = path / SHARDS_DIR
     generation = int(entry["generation"])
-    staging = path / f".{SHARDS_DIR}.g{generation}.tmp"
-    drop_generation(path, staging.name)  # a crashed run's leftovers
-    write_generation(
-        staging,
-        checkpoints=checkpoints,
-        members=members,
-        state={"generation": generation, "history": [*state.get("history", []), entry]},
-        keep_from=path / SHARDS_DIR,
-        shards=schedule.shards,
-        slices=schedule.slices,
-    )
-    target = f"{SHARDS_DIR}.g{generation}"
-    drop_generation(path, target)  # a crashed run's renamed but unpointed generation
-    staging.replace(path / target)
-    point_shards(path, target)
-    drop_generation(path, old)
+    for shard in sorted(checkpoints):
+        write_shard(
+            folder,
+            shard,
+            generation,
+            checkpoints=checkpoints[shard],
+            members=members[shard],
+            slices=schedule.slices,
+        )
+    write_state(folder, {"generation": generation, "history": [*state.get("history", []), entry]})
