@@ -40,7 +40,7 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from veil.access import Permission
-from veil.data import DataUse, canonical_person, person_key, person_token, person_tokens
+from veil.data import DataUse, canonical_person, person_key, person_token
 from veil.errors import InvalidInputError, NotFoundError, VeilError
 from veil.governance._common import BUDGET_NOTE, crash_point, require_managed, require_reason
 from veil.governance._lineage import (
@@ -52,6 +52,7 @@ from veil.governance._lineage import (
     read_members,
 )
 from veil.governance._lock import dataset_lock
+from veil.governance._match import rows_of_person
 from veil.progress import ProgressCallback, emit
 from veil.store.tables import ErasureRow
 from veil.vault import KeyStore
@@ -133,16 +134,6 @@ def person_key_of(catalog: Catalog) -> bytes:
     )
 
 
-def _matching(frame: pd.DataFrame, unit: str, key: bytes, dataset_id: int, token: str) -> Any:
-    """A boolean mask of the person's rows, compared by token (one HMAC per distinct value)."""
-    values = frame[unit]
-    uniques = pd.unique(values)
-    present = [u for u in uniques.tolist() if not pd.isna(u)]
-    tokens = person_tokens(key, dataset_id, present)
-    hits = [value for value, t in zip(present, tokens, strict=True) if t == token]
-    return values.isin(hits).to_numpy(dtype=bool)
-
-
 def erase(
     catalog: Catalog,
     dataset: str,
@@ -193,7 +184,7 @@ def erase(
     with dataset_lock(catalog.store, dataset_id, dataset):
         emit(progress, TASK, 1, STEPS, unit="steps", detail="reading the current version")
         frame = _load_current(catalog, dataset)
-        mask = _matching(frame, unit, key, dataset_id, token)
+        mask = rows_of_person(frame[unit], person, key=key, dataset_id=dataset_id, token=token)
         removed = int(mask.sum())
         if removed == 0:
             raise NotFoundError(

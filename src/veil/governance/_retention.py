@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -40,6 +39,7 @@ from veil.access import Permission
 from veil.data import DataUse
 from veil.errors import InvalidInputError, NotFoundError
 from veil.governance._common import BUDGET_NOTE, crash_point, require_managed
+from veil.governance._dates import as_utc, parse_dates
 from veil.governance._lock import dataset_lock
 from veil.progress import ProgressCallback, emit
 from veil.store.tables import DatasetRow, ErasureRow, RetentionPolicyRow
@@ -128,55 +128,6 @@ class RetentionReport:
         }
 
 
-# ------------------------------------------------------------------ dates
-def parse_dates(values: pd.Series, column: str) -> pd.Series:
-    """``values`` as UTC timestamps without a zone (missing values stay ``NaT``).
-
-    Raises:
-        InvalidInputError: The column holds numbers, or a value that is not a date.
-    """
-    if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = values
-    else:
-        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-            raise InvalidInputError(
-                f"'{column}' holds numbers, not dates",
-                expected="a column of dates or timestamps (2024-05-01, 2024-05-01T09:30:00Z)",
-                got=f"{values.dtype} values",
-                fix="name the column that records when each row was collected",
-            )
-        present = values.notna()
-        parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
-        bad = present & parsed.isna()
-        if bad.any():
-            example = str(values[bad].iloc[0])[:40]
-            raise InvalidInputError(
-                f"'{column}' has values that are not dates",
-                expected="every present value a date or timestamp (ISO 8601 such as 2024-05-01)",
-                got=f"{int(bad.sum()):,} values that do not parse, the first {example!r}",
-                fix="clean the column (or name another one) and set the policy again",
-            )
-    if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    return parsed
-
-
-def _as_utc(value: datetime | date | str) -> datetime:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidInputError(
-                "the expiry date is not a date",
-                expected="an ISO date such as 2027-01-01",
-                got=repr(value),
-                fix="for example --expire-on 2027-01-01",
-            ) from None
-    if not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 # ------------------------------------------------------------------ policies
 def set_policy(
     catalog: Catalog,
@@ -250,7 +201,7 @@ def set_policy(
             "kind": EXPIRE_ON,
             "days": None,
             "date_column": None,
-            "expire_on": _as_utc(expire_on),
+            "expire_on": as_utc(expire_on),
         }
     with catalog.store.session(lock=True) as session:
         row = session.get(RetentionPolicyRow, info.dataset_id, with_for_update=True)
@@ -324,7 +275,7 @@ def run(
             policies (recorded; nothing is done).
     """
     access = catalog.access
-    at = datetime.now(UTC) if now is None else _as_utc(now)
+    at = datetime.now(UTC) if now is None else as_utc(now)
     found = _active_policies(catalog)
     for policy in found:
         access.require(Permission.DATASET_ERASE, policy.dataset, action="retention.run")
