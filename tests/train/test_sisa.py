@@ -186,6 +186,12 @@ def test_unlearning_retrains_only_the_shard_that_held_the_person(setup):
     assert again.shards_retrained == () and _digests(path, 4, 3) == after
     assert len(ledger.entries("adult")) == len(history)
     registry.load("sisa")  # still loads
+    # A crash after the shard swap but before members.tokens: the list still names the person.
+    # The next run has nothing to retrain (no shard holds them) and rewrites the list.
+    stale = sorted([*registry.members("sisa"), target])
+    (path / "members.tokens").write_text("".join(f"{t}\n" for t in stale))
+    healed = unlearn_sisa(catalog, ledger, registry, "sisa", [target])
+    assert healed.shards_retrained == () and target not in registry.members("sisa")
 
 
 def test_unlearning_defaults_to_the_erased_persons_of_the_dataset(setup):
