@@ -178,3 +178,19 @@ def test_a_dataset_without_a_privacy_unit_names_no_person(tmp_path, catalog_of):
     with pytest.raises(InvalidInputError, match="no privacy-unit column"):
         erase(catalog, "rows", "P-0001", reason="request")
     assert [v.state for v in catalog.versions("rows")] == ["current"]
+
+
+def test_the_old_version_is_shredded_even_when_the_model_step_fails(catalog_of, monkeypatch):
+    import veil.governance._erasure as module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the model step")
+
+    monkeypatch.setattr(module, "derived_artifacts", broken)
+    catalog = catalog_of()
+    with pytest.raises(RuntimeError, match="model step"):
+        erase(catalog, "visits", PERSON, reason="request")
+    assert [(v.version, v.state) for v in catalog.versions("visits")] == [
+        (1, "shredded"),
+        (2, "current"),
+    ]

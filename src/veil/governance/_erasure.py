@@ -224,25 +224,28 @@ def erase(
         )
     crash_point("erase.after_commit")
     old, new = change.old.version, change.new.version
-    emit(progress, TASK, 3, STEPS, unit="steps", detail="unlearning models that carry the person")
-    artifacts = derived_artifacts(catalog, dataset)
-    unlearned: list[dict[str, Any]] = []
-    if unlearn and registry is not None:
-        names = _carrying_sisa(registry, artifacts, token)
-        unlearned = _unlearn(
-            catalog,
-            registry,
-            ledger,
-            names,
-            token=token,
-            old_rows=frame,
-            reason=reason,
-            progress=progress,
-        )
     rows_left = len(kept)
-    del frame, kept  # the old rows go with the old key
-    emit(progress, TASK, 4, STEPS, unit="steps", detail="destroying the old version's key")
-    catalog.shred(dataset, old)
+    del kept
+    emit(progress, TASK, 3, STEPS, unit="steps", detail="unlearning models that carry the person")
+    unlearned: list[dict[str, Any]] = []
+    try:
+        artifacts = derived_artifacts(catalog, dataset)
+        if unlearn and registry is not None:
+            names = _carrying_sisa(registry, artifacts, token)
+            unlearned = _unlearn(
+                catalog,
+                registry,
+                ledger,
+                names,
+                token=token,
+                old_rows=frame,
+                reason=reason,
+                progress=progress,
+            )
+    finally:  # whatever happened to the models, the person's old rows go now
+        del frame
+        emit(progress, TASK, 4, STEPS, unit="steps", detail="destroying the old version's key")
+        catalog.shred(dataset, old)
     emit(progress, TASK, STEPS, STEPS, unit="steps", detail="done")
     affected = _affected(
         catalog, registry, artifacts, token=token, old_version=old, unlearned=unlearned
@@ -268,7 +271,7 @@ def _unit(info: DatasetInfo) -> str:
             f"'{info.name}' declares no privacy-unit column, so no row names a person",
             expected="a dataset with a privacy-unit column (the column that identifies a person)",
             got="one row per person, unnamed",
-            fix=f"declare it: veil datasets update {info.name} --privacy-unit COLUMN",
+            fix=f"declare it: veil datasets update {info.name} --id COLUMN",
         )
     return unit
 
