@@ -149,3 +149,16 @@ def test_an_age_that_is_not_days_is_refused(cli, managed, text):
         "retention", "set", "visits", "--older-than", text, "--date-column", "visit_date"
     )
     assert code == 3 and "365d" in err
+
+
+def test_policies_are_shown_to_auditors_not_to_analysts(catalog_of):
+    from veil.access import Access, Principal
+    from veil.data import Catalog
+
+    owner = catalog_of()
+    set_policy(owner, "visits", expire_on="2030-01-01")
+    owner.access.grant("ann", "analyst", "visits")
+    owner.access.grant("aud", "auditor", "visits")
+    for who, seen in (("ann", []), ("aud", ["visits"])):
+        acting = Catalog(owner.store, owner.settings, access=Access(owner.store, Principal(who)))
+        assert [p.dataset for p in policies(acting)] == seen

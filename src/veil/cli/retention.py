@@ -1,7 +1,7 @@
 """``veil retention``: how long a managed dataset's rows are kept, and the run that enforces it.
 
 ``set`` and ``run`` need ``dataset.erase`` (owners); ``show`` lists the
-policies on datasets you may read. ``run`` is made for cron: it applies only
+policies you may read (``consent.read``: owners and auditors). ``run`` is made for cron: it applies only
 what is due (a second run writes nothing), two runs at once never both write a
 version of the same dataset, and ``--dry-run`` reports without writing.
 """
@@ -115,7 +115,7 @@ def set_(
 
 @app.command("show")
 def show(as_json: JsonOption = False) -> None:
-    """The retention policies of the datasets you may read."""
+    """The retention policies you may read (owners and auditors)."""
     from veil.governance import policies  # noqa: PLC0415
 
     with _catalog() as catalog:

@@ -242,7 +242,12 @@ def _policy(row: RetentionPolicyRow, name: str) -> RetentionPolicy:
 
 
 def policies(catalog: Catalog) -> list[RetentionPolicy]:
-    """Every retention policy on a dataset whose metadata the acting principal may read."""
+    """The retention policies the acting principal may read (``consent.read``: owners, auditors).
+
+    Retention records are consent records in the roles table: what is kept,
+    and for how long. Datasets the principal may not read them on are left
+    out, without a refusal.
+    """
     with catalog.store.session() as session:
         rows = session.execute(
             select(RetentionPolicyRow, DatasetRow.name)
@@ -251,7 +256,7 @@ def policies(catalog: Catalog) -> list[RetentionPolicy]:
         ).all()
         found = [_policy(row, name) for row, name in rows]
     allows = catalog.access.allows
-    return [p for p in found if allows(Permission.DATASET_READ_METADATA, p.dataset)]
+    return [p for p in found if allows(Permission.CONSENT_READ, p.dataset)]
 
 
 # ------------------------------------------------------------------ running
