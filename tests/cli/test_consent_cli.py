@@ -114,3 +114,30 @@ def test_set_needs_exactly_one_status(capsys, ws):
     code, _, err = run(capsys, "consent", "set", "visits", "--person", "p1",
                        "--purpose", "statistics")  # fmt: skip
     assert code != 0 and "--granted" in err
+
+
+def test_an_analyst_key_may_not_set_or_read_consent(capsys, ws, monkeypatch):
+    code, out, err = run(capsys, "keys", "create", "reporter", "--role", "analyst", "--json")
+    assert code == 0, err
+    monkeypatch.setenv("VEIL_KEY", json.loads(out)["token"])
+    for args in (
+        ("consent", "set", "visits", "--person", "p1", "--purpose", "statistics", "--granted"),
+        ("consent", "enable", "visits", "--default", "granted"),
+        ("consent", "show", "visits", "--person", "p1"),
+        ("consent", "purposes", "add", "ads", "--description", "advertising"),
+    ):
+        code, _, err = run(capsys, *args)
+        assert code == 9, (args, err)
+    code, out, _ = run(capsys, "consent", "purposes", "--json")  # the vocabulary is for everyone
+    assert code == 0 and "ads" not in out
+    monkeypatch.delenv("VEIL_KEY")
+    code, out, _ = run(capsys, "trail", "show", "--who", "svc:reporter", "--json")
+    refused = [(e["action"], e["outcome"]) for e in json.loads(out)["entries"]]
+    assert refused == [
+        ("consent.record", "refused"),
+        ("consent.enable", "refused"),
+        ("consent.read", "refused"),
+        ("consent.purpose", "refused"),
+    ]
+    code, out, _ = run(capsys, "consent", "show", "visits", "--json")
+    assert json.loads(out)["through_record"] == 0 and json.loads(out)["default"] == "withdrawn"
