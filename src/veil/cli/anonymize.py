@@ -138,12 +138,18 @@ def _registration(store: Store, source: str) -> DatasetInfo | None:
 
 
 def _load_source(
-    source: str, delimiter: str | None, acting: Acting | None, *, release: bool
+    source: str,
+    delimiter: str | None,
+    acting: Acting | None,
+    *,
+    release: bool,
+    purpose: str | None = None,
 ) -> tuple[pd.DataFrame, DatasetInfo | None]:
     """The input table, and its registration when it is a registered dataset.
 
     ``release``: the rows leave as a row-level output (``dataset.release_rows``,
-    checked before the load).
+    checked before the load). ``purpose``: why (a consent term on a dataset under
+    consent management); a default that names the operation otherwise.
     """
     info = None if acting is None else _registration(acting[0].store, source)
     if acting is None or info is None:
@@ -152,7 +158,7 @@ def _load_source(
     from veil.data import DataUse  # noqa: PLC0415
 
     access, catalog = acting
-    purpose = "anonymise" if release else "re-identification risk scan"
+    purpose = purpose or ("anonymise" if release else "re-identification risk scan")
     if release:
         access.require(
             Permission.DATASET_RELEASE_ROWS, info.name, action="data.anonymise", purpose=purpose
@@ -181,8 +187,9 @@ def _load(
     drop_missing: bool,
     delimiter: str | None = None,
     release: bool = False,
+    purpose: str | None = None,
 ) -> tuple[pd.DataFrame, int, DatasetInfo | None]:
-    frame, info = _load_source(source, delimiter, acting, release=release)
+    frame, info = _load_source(source, delimiter, acting, release=release, purpose=purpose)
     dropped = 0
     present = [c for c in needed if c in frame.columns]
     if drop_missing and present:
@@ -333,6 +340,14 @@ def scan(
     ],
     qi: QiOption,
     sensitive: SensitiveOption = None,
+    purpose: Annotated[
+        str | None,
+        typer.Option(
+            "--purpose",
+            help="Why (recorded); on a dataset under consent management a consent term, "
+            'e.g. "research: cohort study".',
+        ),
+    ] = None,
     population: Annotated[
         str | None,
         typer.Option(
@@ -370,7 +385,12 @@ def scan(
     keys, sens = _columns(qi), _columns(sensitive)
     with _acting() as acting:
         frame, dropped, _ = _load(
-            source, keys + sens, acting, drop_missing=drop_missing, delimiter=delimiter
+            source,
+            keys + sens,
+            acting,
+            drop_missing=drop_missing,
+            delimiter=delimiter,
+            purpose=purpose,
         )
     pop = _read(population, delimiter)
     ext, truth = _external(external, external_id, frame, delimiter)
@@ -410,6 +430,14 @@ def anonymize(
         Path, typer.Option("-o", "--output", help="The released table (.csv or .parquet).")
     ],
     sensitive: SensitiveOption = None,
+    purpose: Annotated[
+        str | None,
+        typer.Option(
+            "--purpose",
+            help="Why (recorded); on a dataset under consent management a consent term, "
+            'e.g. "research: cohort study".',
+        ),
+    ] = None,
     l_value: Annotated[
         int | None, typer.Option("--l", help="Distinct l-diversity of the first sensitive column.")
     ] = None,
@@ -473,6 +501,7 @@ def anonymize(
             drop_missing=drop_missing,
             delimiter=delimiter,
             release=True,
+            purpose=purpose,
         )
         version = frame.attrs.get("veil.version")  # the managed version read (None: reference)
         key = None
@@ -514,7 +543,7 @@ def anonymize(
             acting[0].record(
                 "data.anonymise",
                 dataset=None if info is None else info.name,
-                purpose="anonymise",
+                purpose=purpose or "anonymise",
                 links={}
                 if info is None
                 else {"dataset_id": info.dataset_id, "content_sha256": info.content_sha256},

@@ -62,7 +62,7 @@ def query(
     delta: Annotated[float, typer.Option("--delta", help="Delta this query may spend.")] = 0.0,
     purpose: Annotated[
         str, typer.Option("--purpose", help="Why (recorded in the ledger).")
-    ] = "ad-hoc analysis",
+    ] = "statistics: ad-hoc analysis",
     confidence: Annotated[
         float, typer.Option("--confidence", help="Confidence level of the intervals.")
     ] = 0.95,

@@ -113,7 +113,7 @@ def train(
     ] = None,
     purpose: Annotated[
         str, typer.Option("--purpose", help="Why (recorded in the ledger).")
-    ] = "model training",
+    ] = "model-training",
     seed: Annotated[
         int | None,
         typer.Option("--seed", help="Reproducible noise and sampling: NOT private (tests, demos)."),

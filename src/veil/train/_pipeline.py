@@ -290,7 +290,7 @@ def fit_private(
     label: str | None = None,
     features: list[str] | None = None,
     test: str | None = None,
-    purpose: str = "model training",
+    purpose: str = "model-training",
     test_epsilon: float = 0.1,
     progress: ProgressCallback | None = None,
 ) -> TrainedModel:
