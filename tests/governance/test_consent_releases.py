@@ -21,7 +21,7 @@ def test_scan_and_anonymize_take_a_consent_purpose(managed, cli, tmp_path):
     code, _, err = cli("scan", managed, "--qi", "age")
     assert code != 0 and "--purpose" in err
     assert cli("scan", managed, "--qi", "age", "--purpose", "research: risk review")[0] == 0
-    code, out, err = cli(
+    code, _, err = cli(
         "anonymize", managed, "--qi", "outcome", "--k", "2", "-o", "out.csv",
         "--purpose", "research: cohort file",
     )  # fmt: skip
