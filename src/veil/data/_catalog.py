@@ -80,6 +80,7 @@ from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.progress import ProgressCallback
 from veil.store import Store
 from veil.store.tables import DatasetRow, DatasetVersionRow
+from veil.vault import MasterKey
 from veil.workspace import Settings, Workspace, login_name
 
 __all__ = ["Catalog", "DataUse"]
@@ -100,6 +101,9 @@ class Catalog(VersionRemoval):
         workspace: Where managed datasets keep their sealed versions and the
             vault (:mod:`veil.data._managed`); located from the current
             directory when a managed dataset needs it and none was given.
+        master_key: The vault's master key for managed datasets; omitted, it
+            is read from ``VEIL_VAULT_KEY`` / ``VEIL_VAULT_PASSPHRASE`` when
+            first needed (:meth:`veil.vault.MasterKey.from_env`).
 
     The version operations of managed datasets (``versions``,
     ``current_version``, ``replace_version``, ``shred``, ``finish_shredding``,
@@ -113,6 +117,7 @@ class Catalog(VersionRemoval):
         *,
         access: Access | None = None,
         workspace: Workspace | None = None,
+        master_key: MasterKey | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or Settings(
@@ -120,6 +125,7 @@ class Catalog(VersionRemoval):
         )
         self.access = access or Access(store, settings=settings)
         self.workspace = workspace
+        self.master_key = master_key
         self._managed_files: ManagedFiles | None = None
 
     @classmethod

@@ -170,13 +170,14 @@ class WrittenVersion:
 class ManagedFiles:
     """The sealed version files of a workspace, and the vault that seals them.
 
-    The vault is opened on first use with ``MasterKey.from_env()`` (created if
-    the workspace has none yet) and kept for this object's life: a passphrase
-    costs an scrypt derivation per opening.
+    The vault is opened on first use with ``master`` if given, else
+    ``MasterKey.from_env()`` (created if the workspace has none yet), and kept
+    for this object's life: a passphrase costs an scrypt derivation per opening.
     """
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, master: MasterKey | None = None) -> None:
         self.workspace = workspace
+        self._master = master
         self._vault: Vault | None = None
 
     @property
@@ -185,6 +186,8 @@ class ManagedFiles:
 
     def vault(self) -> Vault:
         """The workspace's vault, opened with the master key from the environment."""
+        if self._vault is None and self._master is not None:
+            self._vault = Vault.open(self._master, self.workspace, create=True)
         if self._vault is None:
             try:
                 master = MasterKey.from_env()

@@ -60,6 +60,7 @@ from veil.data._managed import (
 from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.store import Store
 from veil.store.tables import DatasetRow, DatasetVersionRow
+from veil.vault import MasterKey
 from veil.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class ManagedVersions:
     access: Access
     settings: Settings
     workspace: Workspace | None
+    master_key: MasterKey | None
     _managed_files: ManagedFiles | None
 
     def _get(self, name: str) -> DatasetInfo:  # the catalogue's
@@ -114,7 +116,7 @@ class ManagedVersions:
                         got=exc.got or "no workspace found",
                         fix="use Catalog.open(workspace), or Catalog(store, workspace=...)",
                     ) from None
-            self._managed_files = ManagedFiles(workspace)
+            self._managed_files = ManagedFiles(workspace, self.master_key)
         return self._managed_files
 
     def _version_row(self, info: DatasetInfo, version: int | None) -> DatasetVersion:
