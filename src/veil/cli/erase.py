@@ -45,7 +45,8 @@ def render_erasure(report: ErasureReport) -> None:
         out.print("no model or output derived from this dataset carries the person.")
     for result in report.unlearning:
         if result.get("ok"):
-            out.print(f"unlearned: {result['model']}")
+            verdict = result.get("verdict")
+            out.print(f"unlearned: {result['model']}" + (f" ({verdict})" if verdict else ""))
         else:
             out.print(
                 f"NOT unlearned: {result['model']} ({result.get('error')}): run "

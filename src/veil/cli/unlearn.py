@@ -84,7 +84,7 @@ def unlearn(
             access=access,
         )
         registry = ModelRegistry.for_workspace(workspace)
-        purpose = f"unlearning of model '{model}'"
+        purpose = f"model-training: unlearning of model '{model}'"
         with (
             failure_recorded(access, "model.unlearn", purpose=purpose),
             progress_bar() as progress,

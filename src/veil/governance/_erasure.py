@@ -346,7 +346,7 @@ def _unlearn(
                 name,
                 erased_frame=old_rows,
                 erased_tokens={token},
-                purpose=f"erasure: {reason}",
+                purpose=f"model-training: unlearning after erasure ({reason})",
                 progress=progress,
             )
         except VeilError as error:
@@ -406,7 +406,8 @@ def _affected(
         action = carried.advice
         result = done.get(artifact.name)
         if result is not None and result.get("ok") and not carries:
-            action = "unlearned" + (" and verified" if result.get("verification") else "")
+            verified = (result.get("verification") or {}).get("run")
+            action = "unlearned" + (" and verified" if verified else " (not verified)")
         out.append(
             AffectedArtifact(
                 kind="model",
