@@ -96,6 +96,7 @@ def test_an_expired_dataset_loses_every_version_and_keeps_its_history(catalog_of
         ({"older_than_days": 30}, InvalidInputError, "date column"),
         ({}, InvalidInputError, "maximum age or an expiry date"),
         ({"older_than_days": 0, "date_column": "visit_date"}, InvalidInputError, ">= 1"),
+        ({"older_than_days": 10**11, "date_column": "visit_date"}, InvalidInputError, "1000 years"),
         ({"expire_on": "someday"}, InvalidInputError, "not a date"),
     ],
 )
@@ -104,6 +105,18 @@ def test_a_bad_policy_is_refused_and_nothing_is_written(catalog_of, kwargs, erro
     with pytest.raises(error, match=words):
         set_policy(catalog, "visits", **kwargs)
     assert policies(catalog) == []
+
+
+def test_an_age_stored_beyond_the_limit_removes_nothing_and_does_not_stop_the_run(catalog_of):
+    # `veil retention set --older-than 99999999y` once crashed every later run (OverflowError).
+    catalog = catalog_of()
+    set_policy(catalog, "visits", older_than_days=30, date_column="visit_date")
+    with catalog.store.session() as session:  # a policy written before the limit existed
+        session.get(RetentionPolicyRow, catalog.get("visits").dataset_id).days = 10**11
+    before = _counts(catalog)
+    (action,) = run_retention(catalog, now=NOW).actions
+    assert (action.due, action.applied, action.rows_removed) == (False, False, 0)
+    assert _counts(catalog) == before
 
 
 def test_a_policy_on_a_reference_dataset_is_refused(catalog_of):

@@ -51,6 +51,9 @@ __all__ = ["RetentionAction", "RetentionPolicy", "RetentionReport", "policies", 
 
 MAX_AGE = "max_age"
 EXPIRE_ON = "expire_on"
+# Longer ages name a cut-off before any date a column can hold (and past what a
+# datetime can subtract): refused when set, so a typo cannot stop every later run.
+MAX_AGE_DAYS = 1000 * 365
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,13 @@ def set_policy(
         )
     if older_than_days is not None:
         days = whole_number(older_than_days, "the maximum age in days")
+        if days > MAX_AGE_DAYS:
+            raise InvalidInputError(
+                "the maximum age is longer than any date can be old",
+                expected=f"at most {MAX_AGE_DAYS} days (1000 years)",
+                got=f"{days} days",
+                fix="for example --older-than 30y; to destroy the data on a date, --expire-on DATE",
+            )
         if not date_column:
             raise InvalidInputError(
                 "a maximum age needs the column that dates each row",
@@ -324,8 +334,11 @@ def _max_age(
 ) -> RetentionAction:
     """Remove the rows older than the policy's age (a new version; the old one shredded)."""
     days, column = int(policy.days or 0), str(policy.date_column)
-    cutoff = (at - timedelta(days=days)).replace(tzinfo=None)
-    day = f"{cutoff:%Y-%m-%d}"
+    try:
+        cutoff = (at - timedelta(days=days)).replace(tzinfo=None)
+    except OverflowError:  # a policy stored before MAX_AGE_DAYS: no date is that old
+        cutoff = datetime(1, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+    day = cutoff.date().isoformat()
     with dataset_lock(catalog.store, int(info.dataset_id or 0), info.name):
         current = catalog.current_version(info.name)
         if current is None:  # destroyed by an expiry: nothing left to age out
