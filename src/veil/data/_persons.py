@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -84,21 +84,80 @@ def person_token(key: bytes, dataset_id: int, value: Any) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:TOKEN_CHARS]
 
 
+def _canonical_fast(value: Any) -> str:
+    """:func:`canonical_person` with shortcuts for the common cases (the same text, faster).
+
+    A plain ``int`` is its decimal text. A ``str`` is only tried as a number
+    when it could be one: ``float`` parses a finite number only from text that
+    starts with a sign, a digit or a point (``"inf"``, ``"nan"`` are never
+    integral), so ``"#row7"`` or ``"alice"`` skip the costly failed parse.
+    Anything else goes through :func:`canonical_person` itself.
+    """
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is str:
+        text = value.strip()
+        if text:
+            first = text[0]
+            if first in "+-":
+                first = text[1:2]
+            if not (first == "." or first.isdecimal()):
+                return text
+    return canonical_person(value)
+
+
+def _hmac_sha256(key: bytes) -> Callable[[bytes], str]:
+    """HMAC-SHA256 under ``key`` as a function of the message (hex), the key schedule done once.
+
+    RFC 2104: ``H((K ^ opad) || H((K ^ ipad) || m))`` with ``K`` the key padded
+    to SHA-256's 64-byte block (hashed first when longer). The two padded-key
+    states are hashed here once; each message then costs two copies of them,
+    about twice as fast as ``hmac.digest`` (which redoes the key schedule per
+    call). The tests check it against :mod:`hmac` for short, block-sized and
+    long keys.
+    """
+    block = 64
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def mac(message: bytes) -> str:
+        first = inner.copy()
+        first.update(message)
+        second = outer.copy()
+        second.update(first.digest())
+        return second.hexdigest()
+
+    return mac
+
+
 def person_tokens(key: bytes, dataset_id: int, values: Iterable[Any] | pd.Series) -> list[str]:
-    """The tokens of many identifiers, in order (one HMAC each; about 1 s per million)."""
-    prefix = f"{dataset_id}\x1f".encode()
-    base = hmac.new(key, prefix, hashlib.sha256)
+    """The tokens of many identifiers, in order: :func:`person_token` of each, byte for byte.
+
+    Why not just call :func:`person_token`: unlearning and training token every
+    row of a table, so this is on their fixed cost. The key schedule is done
+    once (:func:`_hmac_sha256`), plain ``int`` and ``str`` identifiers skip
+    the general canonicalisation where it cannot change them, and each
+    distinct identifier is hashed once: about 1.5 microseconds a row.
+    """
+    prefix = f"{dataset_id}\x1f"
+    mac = _hmac_sha256(key)
     if isinstance(values, pd.Series):
         values = values.tolist()
     cache: dict[Any, str] = {}
     out: list[str] = []
+    append = out.append
     for value in values:
-        token = cache.get(value) if type(value) in (str, int) else None
-        if token is None:
-            mac = base.copy()
-            mac.update(canonical_person(value).encode())
-            token = mac.hexdigest()[:TOKEN_CHARS]
-            if type(value) in (str, int):  # not bool: True == 1 would share a slot
+        kind = type(value)
+        if kind is str or kind is int:  # not bool: True == 1 would share a slot
+            token = cache.get(value)
+            if token is None:
+                token = mac((prefix + _canonical_fast(value)).encode())[:TOKEN_CHARS]
                 cache[value] = token
-        out.append(token)
+        else:
+            token = mac((prefix + canonical_person(value)).encode())[:TOKEN_CHARS]
+        append(token)
     return out
