@@ -97,7 +97,7 @@ def _canonical_fast(value: Any) -> str:
     if kind is int:
         return str(value)
     if kind is str:
-        text = value.strip()
+        text: str = value.strip()
         if text:
             first = text[0]
             if first in "+-":
