@@ -247,8 +247,10 @@ def test_enabling_needs_a_privacy_unit(store, workspace):
     del workspace
     catalog = Catalog(store, access=Access(store, Principal("alice")))
     catalog.add("sklearn:diabetes", name="diab", bounds={"bmi": (-0.1, 0.2)})
-    with pytest.raises(InvalidInputError, match="privacy-unit"):
+    with pytest.raises(InvalidInputError, match="privacy-unit") as refused:
         Consent(catalog).enable("diab")
+    # The fix names an option `veil datasets update` has (it once said --privacy-unit).
+    assert "veil datasets update diab --id COLUMN" in refused.value.fix
 
 
 def test_a_raw_load_goes_through_the_same_filter(owner: Catalog, consent: Consent):

@@ -45,3 +45,17 @@ def test_zero_shards_or_slices_are_refused_before_anything_runs(capsys, digits, 
     assert code != 0
     assert f"{option} must be at least 1" in err
     assert run(capsys, "models", "list", "--json")[1].strip() == "[]"
+
+
+def test_a_managed_table_without_a_privacy_unit_is_refused_with_a_fix_that_exists(
+    capsys, monkeypatch
+):
+    monkeypatch.setenv("VEIL_VAULT_KEY", "ab" * 32)
+    assert run(capsys, "init")[0] == 0
+    add = ("datasets", "add", "sklearn:digits", "--name", "digits", "--managed")
+    assert run(capsys, *add)[0] == 0
+    code, _, err = run(capsys, *TRAIN, "--shards", "2", "--slices", "2")
+    assert code == 3
+    # The fix names an option `veil datasets update` has (it once said --privacy-unit).
+    assert "veil datasets update digits --id COLUMN" in " ".join(err.split())
+    assert run(capsys, "models", "list", "--json")[1].strip() == "[]"

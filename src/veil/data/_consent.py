@@ -206,7 +206,7 @@ class Consent:
                 f"'{dataset}' declares no privacy-unit column, so its rows name no person",
                 expected="a dataset with a privacy-unit column (e.g. patient_id)",
                 got="one row per person, unnamed",
-                fix=f"declare it: veil datasets update {dataset} --privacy-unit COLUMN",
+                fix=f"declare it: veil datasets update {dataset} --id COLUMN",
             )
         with self.store.session(lock=True) as session:
             row = session.get(DatasetConsentRow, _id(info), with_for_update=True)

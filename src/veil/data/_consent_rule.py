@@ -240,7 +240,7 @@ def consent_rule(
             f"'{info.name}' is under consent management but declares no privacy-unit column",
             expected="a privacy-unit column naming each row's person",
             got="one row per person, unnamed",
-            fix=f"declare it: veil datasets update {info.name} --privacy-unit COLUMN",
+            fix=f"declare it: veil datasets update {info.name} --id COLUMN",
         )
     snapshot = ConsentSnapshot(
         dataset=info.name,

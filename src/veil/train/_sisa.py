@@ -149,7 +149,7 @@ def row_tokens(
             f"'{info.name}' has no privacy-unit column, so its persons cannot be named",
             expected="a privacy unit (the column that identifies a person) for SISA",
             got="no privacy unit",
-            fix="register the table with --privacy-unit COLUMN",
+            fix=f"declare it: veil datasets update {info.name} --id COLUMN",
         )
     return person_tokens(
         registry.person_key(), info.dataset_id, [f"#row{i}" for i in range(n_rows)]
