@@ -80,6 +80,23 @@ def test_a_reference_dataset_is_refused_with_how_to_convert_it(catalog_of):
     assert "--managed" in caught.value.fix
 
 
+def test_the_fix_for_a_reference_dataset_works_as_written(tmp_path, cli, catalog_of):
+    # It once said `veil datasets add FILE --managed --name ref2`, which the catalogue refuses
+    # (the same bytes under a second name would be a second budget).
+    code, _, err = cli("erase", "ref", "--person", "P-0001", "--reason", "request")
+    assert code == 7 and "veil datasets remove ref" in " ".join(err.split())
+    assert cli("budget", "set", "ref", "--epsilon", "1")[0] == 0
+    assert cli("datasets", "remove", "ref")[0] == 0
+    source = str(tmp_path / "ref.csv")
+    code, _, err = cli("datasets", "add", source, "--name", "ref", "--managed", "--id", "pid")
+    assert code == 0, err
+    code, _, err = cli("erase", "ref", "--person", "P-0001", "--reason", "request")
+    assert code == 0, err
+    assert catalog_of().get("ref").managed
+    code, out, _ = cli("budget", "show", "ref", "--json")
+    assert code == 0 and '"epsilon": 1.0' in out  # the history rejoined: same budget
+
+
 def test_an_empty_reason_is_refused(catalog_of):
     with pytest.raises(InvalidInputError, match="reason"):
         erase(catalog_of(), "visits", PERSON, reason="  ")

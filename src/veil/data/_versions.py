@@ -79,8 +79,10 @@ def reference_refusal(info: DatasetInfo, doing: str) -> ConflictError:
         expected="a managed dataset (registered with --managed: Veil keeps an encrypted, "
         "versioned copy)",
         got=f"a reference to {info.source}",
-        fix=f"register it again with --managed (veil datasets add FILE --managed --name "
-        f"{info.name}2), then delete the original file yourself",
+        fix=f"remove it (veil datasets remove {info.name}: its budget and ledger are kept), "
+        "register the same file again under the same name with --managed (veil datasets add "
+        f"FILE --name {info.name} --managed, with its declarations): it rejoins its history; "
+        "then delete the original file yourself",
     )
 
 
