@@ -30,6 +30,7 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     assert "Roles and the trail" in out and "may not budget.set" in out
     assert "the standalone verifier accepts" in out
     assert "noise multiplier" in out  # the model's privacy card
+    assert "asks to be erased" in out and "no longer opens" in out
     assert main(["demo", "--out", "tour", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert [s["title"] for s in result["steps"]] == [
@@ -45,8 +46,18 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
         "Encrypted inference: the doctor's round trip (CKKS) and a Paillier score",
         "A secure average over three hospitals (Shamir 2-of-3, one process each, over TCP)",
         "Federated training over ten clinics: SecAgg+ and DP-FedAvg, epsilon in the ledger",
+        "Forget a patient: consent withdrawn, erased, the model unlearned and tested",
     ]
     steps = {s["title"].split(" ")[0]: s for s in result["steps"]}
+    forget = result["steps"][-1]
+    erasure, unlearning = forget["erasure"], forget["unlearning"]
+    assert (erasure["from_version"], erasure["to_version"], erasure["rows_removed"]) == (1, 2, 1)
+    assert erasure["shredded"] is True and "P1017" not in json.dumps(erasure)  # a token only
+    assert unlearning["ok"] and len(unlearning["unlearning"]["shards_retrained"]) == 1
+    assert unlearning["verification"]["run"] is True
+    assert forget["carried"]["erased_people"] == 0
+    assert "was destroyed (crypto-shredded)" in forget["backup_after_erasure"]
+    assert [v["state"] for v in forget["versions"]] == ["shredded", "current"]
     federated = steps["Federated"]
     assert federated["privacy"]["charged"] is True
     # The clinics hold the digits' people: one budget for both models, composed by the ledger.
@@ -74,6 +85,7 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     assert "train_accuracy" not in card  # exact accuracy on private batches is never published
     assert steps["Train"]["budget"]["spent"]["epsilon"] == pytest.approx(card["epsilon"])
     html = (tmp_path / "tour" / "summary.html").read_text(encoding="utf-8")
+    assert "Consent, erasure and unlearning" in html and "crypto-shredded" in html
     assert "privacy card" in html
     assert "A differentially private query" in html
     assert "Refused:" in html

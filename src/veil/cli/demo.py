@@ -116,6 +116,39 @@ def _print_crypto_steps(tour: Tour) -> None:
         )
 
 
+def _print_forget_step(tour: Tour) -> None:
+    """The consent-and-erasure step, for people."""
+    step = next((s for s in tour.steps if s["title"].startswith("Forget")), None)
+    if step is None:
+        return
+    if "skipped" in step:
+        out.print(f"Erasure and unlearning skipped: {step['skipped']}")
+        return
+    erasure, unlearning = step["erasure"], step["unlearning"]
+    check, sisa = unlearning["verification"], step["model"]["sisa"]
+    out.print(
+        f"\n[bold]Patient {step['patient']} withdraws consent and asks to be erased[/bold]: "
+        f"'patients' version {erasure['from_version']} -> {erasure['to_version']} "
+        f"({erasure['rows_removed']} row removed) in {step['erase_seconds']:.2f} s; the SISA "
+        f"model ({sisa['shards']} shards x {sisa['slices']} slices) retrained shard(s) "
+        f"{unlearning['unlearning']['shards_retrained']} only.",
+        soft_wrap=True,
+    )
+    if check.get("run"):
+        out.print(
+            f"Membership test (offline LiRA, {check['reference_models']} reference ensembles): "
+            f"the patient's score sat at the {check['before']['percentile']:.0f}th percentile of "
+            f"{check['non_members']} never-seen patients before, "
+            f"{check['after']['percentile']:.0f}th after: {unlearning['verdict']}.",
+            soft_wrap=True,
+        )
+    out.print(
+        f"A backup of the old version no longer opens: {step['backup_after_erasure']}.",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 def demo(
     out_dir: Annotated[
         Path, typer.Option("--out", help="Directory for the demo workspace and summary.")
@@ -183,4 +216,5 @@ def demo(
         out.print(f"Audit skipped: {audit_step['skipped']}")
     _print_release_steps(tour)
     _print_crypto_steps(tour)
+    _print_forget_step(tour)
     out.print(f"Summary written to {summary}")

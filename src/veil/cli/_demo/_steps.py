@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from veil.cli._demo._forget import FORGET_FILES, forget_a_patient
 from veil.cli._demo._summary import summary_html
 from veil.errors import InvalidInputError
 from veil.workspace import Settings, Workspace, login_name
@@ -74,6 +75,7 @@ def _prepare(directory: Path) -> None:
         directory / "audit-report.json",
         directory / "diabetes-anonymised.csv",
         directory / "trail-proof.json",
+        *(directory / name for name in FORGET_FILES),
     ):
         if leftover.is_dir():
             shutil.rmtree(leftover)
@@ -143,6 +145,7 @@ def run_demo(directory: Path) -> tuple[Tour, DatasetInfo]:
         _encrypted_inference(tour)
         _secure_average(tour, catalog)
         _federated(tour, catalog, store)
+        forget_a_patient(tour, access, store, workspace)
     finally:
         store.dispose()
     html = summary_html(tour, info, references=DEMO_REFERENCES, k=DEMO_K, linked=DEMO_LINKED)

@@ -136,6 +136,7 @@ def summary_html(tour: Tour, info: DatasetInfo, *, references: int, k: int, link
         redact=_step(tour, "Redact"),
         he=_step(tour, "Encrypted"),
         mpc=_step(tour, "A secure average"),
+        forget=_step(tour, "Forget"),
         references=references,
         k=k,
         linked=linked,
