@@ -60,7 +60,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from veil._io import fsync_directory, write_bytes_atomic, write_text_atomic
+from veil._io import fsync_directory, write_text_atomic
 from veil.data import DatasetInfo, person_tokens
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, emit
@@ -98,9 +98,15 @@ COMPOSITION = (
 
 
 def assign_persons(
-    tokens: Iterable[str], shards: int, slices: int
+    tokens: Iterable[str], shards: int, slices: int, *, only: Iterable[int] | None = None
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """The shard (``int(token, 16) % S``) and slice (a second hash) of each token, 0-based."""
+    """The shard (``int(token, 16) % S``) and slice (a second hash) of each token, 0-based.
+
+    ``only``: the slice is computed for the persons of these shards alone (the
+    others get slice ``-1``). Unlearning retrains a few shards and needs the
+    slices of their persons only; the second hash is one SHA-256 per person
+    in Python, most of this function's time.
+    """
     array = np.asarray(list(tokens), dtype=str)
     if array.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -114,14 +120,18 @@ def assign_persons(
         shard = ((hi % s) * np.uint64((1 << 64) % shards) % s + lo % s) % s
     else:  # not veil.data tokens: the definition, one Python integer each
         shard = np.asarray([int(t, 16) % shards for t in unique.tolist()], dtype=np.uint64)
-    second = np.asarray(
-        [
-            int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "big") % slices
-            for t in unique.tolist()
-        ],
-        dtype=np.int64,
+    shard_index: npt.NDArray[np.int64] = shard.astype(np.int64)
+    wanted = (
+        np.arange(unique.size)
+        if only is None
+        else np.flatnonzero(np.isin(shard_index, np.fromiter(only, dtype=np.int64)))
     )
-    return shard.astype(np.int64)[inverse], second[inverse]
+    second = np.full(unique.size, -1, dtype=np.int64)
+    second[wanted] = [
+        int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "big") % slices
+        for t in unique[wanted].tolist()
+    ]
+    return shard_index[inverse], second[inverse]
 
 
 def row_tokens(
@@ -308,15 +318,17 @@ def write_shard(
     current = shards_dir / f"s{shard}"
     shutil.rmtree(staging, ignore_errors=True)  # a crashed run's leftovers
     staging.mkdir(parents=True)
+    # The staging folder is private to this run until its rename: a file there needs its
+    # bytes fsynced, not a rename of its own (one fsync per file, the folder's once).
     for stage in range(slices + 1):
         name = f"slice{stage}.pt"
         if stage in checkpoints:
-            write_bytes_atomic(staging / name, checkpoints[stage], mode=None)
+            _write_durable(staging / name, checkpoints[stage])
         else:
             os.link(current / name, staging / name)
     for stage in range(1, slices + 1):
         text = "".join(f"{t}\n" for t in members[stage - 1])
-        write_text_atomic(staging / f"slice{stage}.tokens", text, mode=None)
+        _write_durable(staging / f"slice{stage}.tokens", text.encode("utf-8"))
     fsync_directory(staging)
     old = current.resolve() if current.is_symlink() else None
     staging.replace(final)
@@ -327,6 +339,14 @@ def write_shard(
     fsync_directory(shards_dir)
     if old is not None and old != final.resolve():
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    """Create ``path`` (a new file in a staging folder) with ``data``, fsynced."""
+    with path.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def write_state(shards_dir: Path, state: Mapping[str, Any]) -> None:

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import torch
 from sqlalchemy import select
 
 from veil.data import Catalog, DataUse
@@ -265,7 +267,12 @@ def _unlearn(
         purpose=purpose,
     )
     spec = meta["spec"]
-    _, inputs = fixed_features(shard_model(path, meta, 0, 0), data.inputs, progress)
+    # Only the retrained stages' rows are read: the fixed front end (ScatterNet's
+    # scattering of every image, most of an MNIST run's cost) is applied to them alone.
+    runs, needed = _compact(runs)
+    index = torch.from_numpy(needed)
+    _, inputs = fixed_features(shard_model(path, meta, 0, 0), data.inputs[index], progress)
+    targets = data.targets[index]
     report = progress_stage(progress, sum(schedule.slices - s + 1 for s in starts.values()))
     checkpoints: dict[int, dict[int, bytes]] = {}
     for run in runs:
@@ -278,7 +285,7 @@ def _unlearn(
             net,
             run,
             inputs,
-            data.targets,
+            targets,
             config,
             schedule,
             n_classes=int(spec["n_classes"]),
@@ -373,7 +380,7 @@ def _runs(
     schedule: SisaSchedule,
 ) -> tuple[list[ShardRun], dict[int, list[list[str]]]]:
     """The stages to re-run per affected shard (rows without the erased), and their new members."""
-    shard_of, slice_of = assign_persons(tokens, schedule.shards, schedule.slices)
+    shard_of, slice_of = assign_persons(tokens, schedule.shards, schedule.slices, only=starts)
     token_array = np.asarray(tokens)
     keep = ~np.isin(token_array, sorted(erased))
     runs: list[ShardRun] = []
@@ -390,6 +397,25 @@ def _runs(
             for j in range(schedule.slices)
         ]
     return runs, new_members
+
+
+def _compact(runs: list[ShardRun]) -> tuple[list[ShardRun], npt.NDArray[np.int64]]:
+    """The runs over only the rows they read: ``(runs renumbered, those rows' indices)``.
+
+    The renumbering keeps the order of rows (a stage reads its rows sorted), so
+    each stage trains on the same tensors, in the same order, as before.
+    """
+    parts = [rows for run in runs for rows in run.slice_rows]  # stage r reads slices 1..r
+    needed = np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+    compact = [
+        ShardRun(
+            run.shard,
+            run.start,
+            [np.searchsorted(needed, rows).astype(np.int64) for rows in run.slice_rows],
+        )
+        for run in runs
+    ]
+    return compact, needed
 
 
 def _swap(
