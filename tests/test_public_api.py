@@ -287,6 +287,7 @@ PUBLIC = {
         "shard_members",
         "train",
         "trainable_part",
+        "stage_plan",
         "unlearn_sisa",
         "validate_model",
     ],

@@ -16,7 +16,6 @@ previous stage's weights, with a fresh optimiser.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +35,11 @@ def sisa_trainer(meta: dict[str, Any]) -> Any:
     from veil.audit import as_classifier  # noqa: PLC0415 - scikit-learn, SciPy
     from veil.train import (  # noqa: PLC0415 - loads torch
         DPConfig,
-        PrivacyAccounting,
         SisaEnsemble,
         SisaSchedule,
-        TrainingPlan,
         build_model,
         fixed_features,
-        plan_training,
+        stage_plan,
         train,
         trainable_part,
     )
@@ -53,28 +50,7 @@ def sisa_trainer(meta: dict[str, Any]) -> Any:
     n_classes = int(spec["n_classes"])
 
     def stage(n_rows: int) -> Any:
-        if not schedule.private:
-            return plan_training(replace(config, epochs=schedule.epochs_per_slice), n_rows)
-        q, sigma = schedule.sample_rate, schedule.noise_multiplier
-        assert q is not None  # noqa: S101 - a private schedule has all three
-        assert sigma is not None  # noqa: S101
-        assert schedule.steps_per_epoch  # noqa: S101
-        cfg = replace(
-            config,
-            epochs=schedule.epochs_per_slice,
-            batch_size=max(1, round(q * n_rows)),
-            epsilon=None,
-            noise_multiplier=sigma,
-        )
-        accounting = PrivacyAccounting(
-            sampling_rate=q,
-            noise_multiplier=sigma,
-            steps=schedule.stage_steps,
-            delta=config.delta,
-            epsilon=math.nan,
-            epsilon_rdp=math.nan,
-        )
-        return TrainingPlan(cfg, n_rows, schedule.steps_per_epoch, accounting)
+        return stage_plan(config, schedule, n_rows, None)  # the plan fit_sisa's stages follow
 
     def fit(x: npt.NDArray[Any], y: npt.NDArray[np.int64], seed: int) -> Classifier:
         rng = np.random.default_rng(seed)

@@ -48,6 +48,7 @@ from veil.train._sisa import (
     assign_persons,
     shard_checkpoint,
     shard_members,
+    stage_plan,
 )
 from veil.train._sisa_train import fit_sisa
 from veil.train._unlearn import UnlearnResult, unlearn_sisa
@@ -87,6 +88,7 @@ __all__ = [
     "predict_logits",
     "shard_checkpoint",
     "shard_members",
+    "stage_plan",
     "train",
     "trainable_part",
     "unlearn_sisa",
