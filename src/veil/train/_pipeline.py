@@ -51,6 +51,7 @@ from veil.ledger import BudgetGuard, Charge, PrivacyEvent, Receipt
 from veil.progress import ProgressCallback
 from veil.train._artifact import ModelRegistry, PrivacyCard
 from veil.train._clip import PerSampleClipper
+from veil.train._consented import require_consented_rows
 from veil.train._engine import TrainingReport, check_training_data, predict_logits, train
 from veil.train._lineage import members_of, record_save
 from veil.train._models import (
@@ -180,6 +181,7 @@ def dataset_tensors(
             (1, *arrays.images.shape[1:]),
         )
     frame = catalog.load_frame(name, use=use, purpose=purpose)
+    require_consented_rows(name, frame)
     return frame_tensors(info, frame, label=label, features=features, encoder=encoder)
 
 
