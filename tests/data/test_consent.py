@@ -280,6 +280,18 @@ def test_a_file_that_is_not_utf8_csv_is_refused(owner: Catalog, consent: Consent
         consent.import_csv(DATASET, path)
 
 
+def test_a_line_over_the_csv_field_limit_is_refused_saying_why(
+    owner: Catalog, consent: Consent, tmp_path: Path
+):
+    # The refusal once said only "Got Error." (the name of csv's exception class).
+    path = tmp_path / "huge.csv"
+    path.write_text("person,purpose,status\n" + "x" * 200_000 + ",research,granted\n")
+    with pytest.raises(InvalidInputError, match="not a readable CSV file") as refused:
+        consent.import_csv(DATASET, path)
+    assert "field larger than field limit" in refused.value.got
+    assert consent.summary(DATASET)["through_record"] == 0  # nothing written
+
+
 def test_reading_one_persons_state_is_on_the_trail(owner: Catalog, consent: Consent):
     consent.record(DATASET, "P001", "research", "granted", source="form")
     state = consent.state(DATASET, "P001")

@@ -120,7 +120,7 @@ def read_csv(path: Path, vocabulary: set[str], *, fallback: str) -> list[Line]:
         raise InvalidInputError(
             f"{path.name} is not a readable CSV file",
             expected="UTF-8 text, comma-separated, with a header line",
-            got=type(exc).__name__,
+            got=str(exc)[:200] or type(exc).__name__,  # e.g. a field over csv's size limit
             fix="save the file as CSV (UTF-8)",
         ) from None
 
