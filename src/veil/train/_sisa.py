@@ -310,8 +310,9 @@ def write_shard(
     """Write shard ``shard``'s generation ``generation`` and point ``s<shard>`` at it.
 
     ``checkpoints`` (stage -> weights) replace the current shard's; the other
-    stages are hard-linked from it. Every file is fsynced, the folder renamed
-    into place, then the link swapped in one rename; the old folder goes last.
+    stages are hard-linked from it (their persons' files too, when unchanged).
+    Every new file is fsynced, the folder renamed into place, then the link
+    swapped in one rename; the old folder goes last.
     """
     final = shards_dir / f"s{shard}.g{generation}"
     staging = shards_dir / f".s{shard}.g{generation}.tmp"
@@ -327,8 +328,13 @@ def write_shard(
         else:
             os.link(current / name, staging / name)
     for stage in range(1, slices + 1):
-        text = "".join(f"{t}\n" for t in members[stage - 1])
-        _write_durable(staging / f"slice{stage}.tokens", text.encode("utf-8"))
+        name = f"slice{stage}.tokens"
+        data = "".join(f"{t}\n" for t in members[stage - 1]).encode("utf-8")
+        kept = current / name
+        if stage not in checkpoints and kept.is_file() and kept.read_bytes() == data:
+            os.link(kept, staging / name)  # a kept stage's persons: already durable
+        else:
+            _write_durable(staging / name, data)
     fsync_directory(staging)
     old = current.resolve() if current.is_symlink() else None
     staging.replace(final)

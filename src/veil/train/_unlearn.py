@@ -32,10 +32,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from sqlalchemy import select
 
-from veil.data import Catalog, DataUse
+from veil.data import Catalog
 from veil.errors import InvalidInputError
 from veil.ledger import BudgetGuard, Receipt
 from veil.progress import ProgressCallback
@@ -45,8 +44,6 @@ from veil.train._lineage import record_unlearn
 from veil.train._models import FeatureEncoder, fixed_features
 from veil.train._pipeline import (
     _require_training,
-    dataset_tensors,
-    frame_tensors,
 )
 from veil.train._plan import DPConfig
 from veil.train._sisa import (
@@ -66,6 +63,7 @@ from veil.train._sisa import (
     write_state,
 )
 from veil.train._sisa_train import shard_event
+from veil.train._unlearn_rows import UnlearnRows, unlearn_rows
 
 __all__ = ["UnlearnResult", "unlearn_sisa"]
 
@@ -243,18 +241,10 @@ def _unlearn(
         if any(erased.intersection(tokens) for tokens in slices)
     }
     encoder = FeatureEncoder.from_dict(meta["encoder"]) if meta.get("encoder") else None
-    if frame is None:
-        data = dataset_tensors(
-            catalog,
-            dataset,
-            label=meta["label"],
-            encoder=encoder,
-            use=DataUse.MECHANISM,
-            purpose=purpose,
-        )
-    else:
-        data = frame_tensors(info, frame, label=meta["label"], encoder=encoder)
-    tokens = row_tokens(registry, info, data.persons, int(data.inputs.shape[0]), data.version)
+    data = unlearn_rows(
+        catalog, info, dataset, label=meta["label"], encoder=encoder, frame=frame, purpose=purpose
+    )
+    tokens = row_tokens(registry, info, data.persons, data.n_rows, data.version)
     runs, new_members = _runs(tokens, erased, starts, members, schedule)
     receipt, history_event = _charge(
         guard,
@@ -270,9 +260,8 @@ def _unlearn(
     # Only the retrained stages' rows are read: the fixed front end (ScatterNet's
     # scattering of every image, most of an MNIST run's cost) is applied to them alone.
     runs, needed = _compact(runs)
-    index = torch.from_numpy(needed)
-    _, inputs = fixed_features(shard_model(path, meta, 0, 0), data.inputs[index], progress)
-    targets = data.targets[index]
+    inputs, targets = data.select(needed)
+    _, inputs = fixed_features(shard_model(path, meta, 0, 0), inputs, progress)
     report = progress_stage(progress, sum(schedule.slices - s + 1 for s in starts.values()))
     checkpoints: dict[int, dict[int, bytes]] = {}
     for run in runs:
@@ -339,7 +328,7 @@ def _charge(
     schedule: SisaSchedule,
     config: DPConfig,
     starts: dict[int, int],
-    data: Any,
+    data: UnlearnRows,
     purpose: str,
 ) -> tuple[Receipt | None, int | None]:
     """Charge (DP) or record (non-private) the retraining, before it runs."""
@@ -349,7 +338,7 @@ def _charge(
         "shards": sorted(starts),
         "first_slices": [starts[s] for s in sorted(starts)],
     }
-    if getattr(data, "consent", None) is not None:  # the consent state the rows were filtered by
+    if data.consent is not None:  # the consent state the rows were filtered by
         details["consent"] = data.consent
     what = f"unlearning: retrained {len(starts)} shard(s) of SISA ensemble '{name}' on '{dataset}'"
     if not config.private:
@@ -363,7 +352,7 @@ def _charge(
         schedule,
         config,
         steps=stages * schedule.stage_steps,
-        n_rows=int(data.inputs.shape[0]),
+        n_rows=data.n_rows,
         what=f"DP-SGD {what}",
         details=details,
     )
