@@ -110,3 +110,6 @@ def test_assign_persons_only_some_shards_gives_the_same_slices_there():
     assert inside.any() and (~inside).any()
     assert (some_slice[inside] == slice_[inside]).all()
     assert (some_slice[~inside] == -1).all()
+    # A person's rows (a token repeated) all go to the person's shard and slice.
+    again_shard, again_slice = assign_persons([*tokens, *tokens[:50]], 5, 4)
+    assert (again_shard[-50:] == shard[:50]).all() and (again_slice[-50:] == slice_[:50]).all()

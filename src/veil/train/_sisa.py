@@ -107,31 +107,40 @@ def assign_persons(
     slices of their persons only; the second hash is one SHA-256 per person
     in Python, most of this function's time.
     """
-    array = np.asarray(list(tokens), dtype=str)
-    if array.size == 0:
+    listed = list(tokens)
+    n = len(listed)
+    if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    unique, inverse = np.unique(array, return_inverse=True)
-    lengths = np.char.str_len(unique)
-    if lengths.min() == lengths.max() == TOKEN_HEX and shards < 1 << 31:
+    raw = b""
+    if shards < 1 << 31 and all(len(t) == TOKEN_HEX for t in listed):
+        try:
+            raw = bytes.fromhex("".join(listed))
+        except ValueError:
+            raw = b""
+    if len(raw) == n * TOKEN_HEX // 2:
         # 128-bit tokens as two 64-bit halves: (hi 2^64 + lo) mod S without Python integers.
-        halves = np.frombuffer(bytes.fromhex("".join(unique.tolist())), dtype=">u8").reshape(-1, 2)
+        halves = np.frombuffer(raw, dtype=">u8").reshape(-1, 2)
         hi, lo = halves[:, 0].astype(np.uint64), halves[:, 1].astype(np.uint64)
         s = np.uint64(shards)
         shard = ((hi % s) * np.uint64((1 << 64) % shards) % s + lo % s) % s
     else:  # not veil.data tokens: the definition, one Python integer each
-        shard = np.asarray([int(t, 16) % shards for t in unique.tolist()], dtype=np.uint64)
+        shard = np.asarray([int(t, 16) % shards for t in listed], dtype=np.uint64)
     shard_index: npt.NDArray[np.int64] = shard.astype(np.int64)
     wanted = (
-        np.arange(unique.size)
+        range(n)
         if only is None
-        else np.flatnonzero(np.isin(shard_index, np.fromiter(only, dtype=np.int64)))
+        else np.flatnonzero(np.isin(shard_index, np.fromiter(only, dtype=np.int64))).tolist()
     )
-    second = np.full(unique.size, -1, dtype=np.int64)
-    second[wanted] = [
-        int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "big") % slices
-        for t in unique[wanted].tolist()
-    ]
-    return shard_index[inverse], second[inverse]
+    second = np.full(n, -1, dtype=np.int64)
+    seen: dict[str, int] = {}  # a person's rows share one hash
+    for i in wanted:
+        token = listed[i]
+        value = seen.get(token)
+        if value is None:
+            digest = hashlib.sha256(token.encode()).digest()
+            value = seen[token] = int.from_bytes(digest[:8], "big") % slices
+        second[i] = value
+    return shard_index, second
 
 
 def row_tokens(

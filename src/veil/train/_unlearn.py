@@ -371,7 +371,7 @@ def _runs(
     """The stages to re-run per affected shard (rows without the erased), and their new members."""
     shard_of, slice_of = assign_persons(tokens, schedule.shards, schedule.slices, only=starts)
     token_array = np.asarray(tokens)
-    keep = ~np.isin(token_array, sorted(erased))
+    keep = np.fromiter((t not in erased for t in tokens), dtype=bool, count=len(tokens))
     runs: list[ShardRun] = []
     new_members: dict[int, list[list[str]]] = {}
     for shard, start in sorted(starts.items()):
