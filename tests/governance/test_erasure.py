@@ -211,3 +211,19 @@ def test_the_old_version_is_shredded_even_when_the_model_step_fails(catalog_of, 
         (1, "shredded"),
         (2, "current"),
     ]
+
+
+def test_a_dataset_with_erasure_or_consent_records_is_archived_when_removed(catalog_of):
+    # `veil datasets remove` of a dataset with no budget but an erasure record once failed
+    # with an IntegrityError (the erasure record points at the dataset's row).
+    from veil.data import Consent
+
+    catalog = catalog_of()
+    erase(catalog, "visits", PERSON, reason="request")
+    Consent(catalog).enable("ref")  # a reference dataset under consent management, no budget
+    for name in ("visits", "ref"):
+        removed = catalog.remove(name)
+        assert removed["archived"] and removed["archived_as"], removed
+    with catalog.store.session() as session:  # the erasure record is kept, as documented
+        assert len(session.scalars(select(ErasureRow)).all()) == 1
+    assert list((catalog.workspace.home / "datasets").rglob("*.veil")) == []

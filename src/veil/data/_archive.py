@@ -23,11 +23,23 @@ from sqlalchemy.orm import Session
 
 from veil.data._dataset_info import DatasetInfo
 from veil.errors import ConflictError
-from veil.store.tables import BudgetChangeRow, DatasetRow, PrivacyBudgetRow, PrivacyEventRow
+from veil.store.tables import (
+    BudgetChangeRow,
+    ConsentRecordRow,
+    DatasetConsentRow,
+    DatasetRow,
+    DerivedArtifactRow,
+    ErasureRow,
+    LedgerCheckpointRow,
+    PrivacyBudgetRow,
+    PrivacyEventRow,
+    RetentionPolicyRow,
+)
 
 __all__ = [
     "ARCHIVED",
     "archive",
+    "governance_history",
     "ledger_history",
     "lock_digest",
     "registered_name",
@@ -59,6 +71,29 @@ def ledger_history(session: Session, dataset_id: int) -> tuple[int, bool]:
     )
     budget = session.get(PrivacyBudgetRow, dataset_id)
     return int(events or 0), bool(events or changes or budget is not None)
+
+
+def governance_history(session: Session, dataset_id: int) -> bool:
+    """Whether records that must outlive the registration name the dataset.
+
+    Erasure and consent records are kept after a removal (docs/erasure.md), and
+    models and retention policies point at the dataset: deleting its row would
+    orphan them (the database refuses it), so such a dataset is archived, as one
+    with ledger history is.
+    """
+    tables = (
+        ErasureRow,
+        ConsentRecordRow,
+        DatasetConsentRow,
+        RetentionPolicyRow,
+        DerivedArtifactRow,
+        LedgerCheckpointRow,
+    )
+    return any(
+        session.scalar(select(table.dataset_id).where(table.dataset_id == dataset_id).limit(1))
+        is not None
+        for table in tables
+    )
 
 
 def lock_digest(session: Session, backend: str, digest: str) -> None:

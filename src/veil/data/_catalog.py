@@ -55,6 +55,7 @@ from veil.access import Access, Permission
 from veil.data._archive import (
     ARCHIVED,
     archive,
+    governance_history,
     ledger_history,
     lock_digest,
     registered_name,
@@ -478,6 +479,7 @@ class Catalog(VersionRemoval):
             if row is None or row.content_sha256 != info.content_sha256:
                 raise self._changed(name)
             releases, has_history = ledger_history(session, row.id)
+            has_history = has_history or governance_history(session, row.id)
             result: dict[str, Any] = {
                 "name": name,
                 "archived": has_history,
