@@ -93,6 +93,15 @@ def test_the_ciphertext_holds_no_plaintext_and_no_plaintext_file_is_written(
     assert Vault.object_id(blob) == version.object_id
 
 
+def test_the_version_folders_are_private_to_the_owner(managed_owner: Catalog, patients: Path):
+    # datasets/ was once made by mkdir(parents=True), which leaves parents 0o755 (the ids listable).
+    _register(managed_owner, patients)
+    [version] = managed_owner.versions("patients")
+    folder = _file(managed_owner, version).parent
+    for path in (folder, folder.parent):
+        assert path.stat().st_mode & 0o777 == 0o700, path
+
+
 def test_a_flipped_byte_in_the_file_is_refused(managed_owner: Catalog, patients: Path):
     _register(managed_owner, patients)
     [version] = managed_owner.versions("patients")

@@ -215,7 +215,8 @@ class ManagedFiles:
         writer is about to record. The kernel drops it when a process dies.
         """
         directory = self.directory(dataset_id)
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # not left 0o755
+        directory.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
