@@ -91,14 +91,20 @@ def test_import_set_and_show_then_a_query_sees_only_consenting_people(capsys, ws
     assert code == 0, err + out
 
 
-def test_a_query_without_a_declared_purpose_is_refused(capsys, ws):
+def test_a_query_whose_purpose_names_no_consent_term_is_refused(capsys, ws):
     code, out, err = run(
         capsys, "query", "visits", "--sql", "SELECT COUNT(*) FROM t", "--epsilon", "1",
+        "--purpose", "ad-hoc analysis",
     )  # fmt: skip
     assert code != 0
     assert "under consent management" in err and "statistics: " in err
     code, out, _ = run(capsys, "budget", "history", "visits", "--json")
     assert "through_record" not in out  # nothing was charged
+    # The default purpose names a term ("statistics: ad-hoc analysis"): it runs.
+    code, out, err = run(
+        capsys, "query", "visits", "--sql", "SELECT COUNT(*) FROM t", "--epsilon", "1",
+    )  # fmt: skip
+    assert code == 0, err
 
 
 def test_a_bad_csv_writes_nothing(capsys, ws: Path):

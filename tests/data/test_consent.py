@@ -302,3 +302,23 @@ def test_reading_one_persons_state_is_on_the_trail(owner: Catalog, consent: Cons
         read.details["person"]
         == owner.access.trail.entries(action="consent.record")[0].details["person"]
     )
+
+
+def test_the_ledger_shows_consent_counts_only_to_those_who_may_read_consent(
+    owner: Catalog, consent: Consent
+):
+    """An analyst reads the ledger, not consent: how many rows one withdrawn person held is hidden."""
+    consent.enable(DATASET, default="granted")
+    consent.record(DATASET, "P000", "statistics", "withdrawn")  # P000 has two rows
+    _dp_count(owner)
+    owner.access.grant("bob", "analyst", DATASET)
+    analyst = Ledger(owner.store, access=Access(owner.store, Principal("bob")))
+    (seen,) = analyst.entries(DATASET)
+    assert seen.details["consent"]["rows_excluded"] is None
+    assert seen.details["consent"]["persons_excluded"] is None
+    assert seen.details["consent"]["through_record"] == 1  # which consent state: still there
+    released = [h for h in analyst.history(DATASET) if h.get("details", {}).get("consent")]
+    assert released and released[0]["details"]["consent"]["rows_excluded"] is None
+    # The owner (consent.read) sees them.
+    (full,) = _ledger(owner).entries(DATASET)
+    assert full.details["consent"]["rows_excluded"] == 2

@@ -186,15 +186,19 @@ def _rows(
     gone = np.isin(tokens, sorted(erased))
     if not gone.any():
         return None, "the rows given hold none of the erased people"
-    kept = np.isin(tokens, sorted(members - erased))
-    if card.test_dataset:
-        test = catalog.load_frame(card.test_dataset, use=DataUse.MECHANISM, purpose=purpose)
-    else:  # rows of the data the model never saw (consent-filtered people, a held-out split)
-        test = old[~gone & ~kept]
+    # Non-members are the registered held-out set only. The dataset's other non-members are the
+    # people who withheld consent for this use: scoring their rows would use them anyway.
+    if not card.test_dataset:
+        return None, "no held-out rows to compare with (train the model with --test DATASET)"
+    test = catalog.load_frame(card.test_dataset, use=DataUse.MECHANISM, purpose=purpose)
     if len(test) < 2:  # noqa: PLR2004
         return None, "no held-out rows to compare with (train the model with --test DATASET)"
     test = test.iloc[_sample(len(test), MAX_SCORED, rng)]
-    population = old[kept]
+    # The reference models train on the members still here *and* still consenting now: the
+    # current version read through the consent filter, as the retraining reads it.
+    current = catalog.load_frame(info.name, use=DataUse.MECHANISM, purpose=purpose)
+    kept = np.isin(np.asarray(_tokens_of(registry, info, current)), sorted(members - erased))
+    population = current[kept]
     population = population.iloc[_sample(len(population), MAX_POPULATION, rng)]
     erased_frame = old[gone]
     erased_frame = erased_frame.iloc[_sample(len(erased_frame), MAX_SCORED, rng)]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select
@@ -259,7 +260,15 @@ class Ledger:
                 .where(BudgetChangeRow.dataset_id == ds.id)
                 .order_by(BudgetChangeRow.id)
             ).all()
-            return merged_history(ds.name, events, changes)
+            history = merged_history(ds.name, events, changes)
+        if self.access.allows(Permission.CONSENT_READ, dataset):
+            return history
+        return [
+            {**item, "details": _consent_counts_hidden(item["details"])}
+            if isinstance(item.get("details"), dict)
+            else item
+            for item in history
+        ]
 
     def entries(self, dataset: str) -> list[LedgerEntry]:
         """The recorded releases of ``dataset``, oldest first."""
@@ -271,7 +280,10 @@ class Ledger:
                 .where(PrivacyEventRow.dataset_id == ds.id)
                 .order_by(PrivacyEventRow.seq)
             ).all()
-            return [LedgerEntry.from_row(r, ds.name) for r in rows]
+            entries = [LedgerEntry.from_row(r, ds.name) for r in rows]
+        if self.access.allows(Permission.CONSENT_READ, dataset):
+            return entries
+        return [replace(e, details=_consent_counts_hidden(e.details)) for e in entries]
 
     # ------------------------------------------------------------ charging
     def preview(self, dataset: str, event: PrivacyEvent) -> BudgetStatus:
@@ -644,3 +656,20 @@ def _budget_of(row: PrivacyBudgetRow) -> Budget:
 
 def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else value
+
+
+def _consent_counts_hidden(details: dict[str, Any]) -> dict[str, Any]:
+    """``details`` without the consent filter's exact counts (they need ``consent.read``).
+
+    How many persons and rows a release left out is consent state: an analyst who
+    may read the ledger but not consent would learn, from the counts, how many rows
+    one person who withdrew held. The snapshot's other fields (purpose, the last
+    record applied, the time) stay: they say which consent state was used.
+    """
+    consent = details.get("consent")
+    if not isinstance(consent, dict):
+        return details
+    hidden = {k: None for k in ("persons_excluded", "rows_excluded") if k in consent}
+    if not hidden:
+        return details
+    return {**details, "consent": {**consent, **hidden, "counts": "hidden: needs consent.read"}}
