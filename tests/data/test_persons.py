@@ -90,3 +90,11 @@ def test_series_repeats_and_dataset_binding() -> None:
 def test_missing_identifiers_are_refused(bad: object) -> None:
     with pytest.raises(InvalidInputError):
         person_tokens(b"k" * 32, 1, ["ok", bad])
+
+
+def test_text_identifiers_are_not_read_as_numbers():
+    """'007', '7' and '7.0' in a column of strings are three people (a real clinic's numbering)."""
+    from veil.data import canonical_person
+
+    assert [canonical_person(v) for v in ("007", "7", "7.0", " 7 ")] == ["007", "7", "7.0", "7"]
+    assert canonical_person(7) == canonical_person(7.0) == canonical_person("7") == "7"

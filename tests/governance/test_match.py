@@ -77,7 +77,10 @@ def test_float_columns(values, person):
     [
         (pd.Series(["P-1", " P-1 ", "P-2", None]), "P-1", [True, True, False, False]),
         (pd.Series([7, 8, 7]), "7", [True, False, True]),
-        (pd.Series(["7.0", "7", "07"]), 7, [True, True, True]),
+        # Text is not read as a number: "007"-style identifiers are distinct people.
+        (pd.Series(["7.0", "7", "07"]), 7, [False, True, False]),
+        (pd.Series(["007", "7", "7.0"]), "007", [True, False, False]),
+        (pd.Series([7, "7", 7.0], dtype=object), 7, [True, True, True]),
         (
             pd.Series(pd.to_datetime(["2024-01-01", "2024-01-02"])),
             "2024-01-01 00:00:00",

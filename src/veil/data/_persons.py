@@ -12,7 +12,9 @@ patient numbers) gives two tokens.
 An identifier is canonicalised before hashing so that the same person read
 back from CSV, Parquet or a consent file gives the same token: integers and
 integral floats as decimal integers (``7``, ``7.0`` and ``"7"`` agree), other
-values as their ``str`` with surrounding whitespace removed.
+values as their ``str`` with surrounding whitespace removed. Text is never
+read as a number: ``"007"``, ``"7"`` and ``"7.0"`` in a column of strings are
+three people.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def person_key(workspace: Workspace) -> bytes:
 
 
 def canonical_person(value: Any) -> str:
-    """The identifier as hashed: ``7``, ``7.0``, ``np.int64(7)`` and ``" 7 "`` are all ``"7"``.
+    """The identifier as hashed: ``7``, ``7.0``, ``np.int64(7)`` and ``" 7 "`` are all ``"7"``; ``"007"`` stays ``"007"``.
 
     Raises:
         InvalidInputError: A missing identifier (None, NaN) or an empty one.
@@ -60,14 +62,10 @@ def canonical_person(value: Any) -> str:
     ):
         text = str(int(value))
     else:
+        # Text stays text: "007", "7" and "7.0" in a column of strings are three people (a
+        # hospital's "007" is not its "7"). An integer typed at the command line ("7") still
+        # names the number 7 of a numeric column: both read "7".
         text = str(value).strip()
-        try:  # "7.0" in a consent file names the same person as 7 in the data
-            number = float(text)
-        except ValueError:
-            pass
-        else:
-            if number.is_integer() and abs(number) < 2**63:
-                text = str(int(number))
     if not text:
         raise InvalidInputError(
             "a person identifier is empty",

@@ -13,10 +13,9 @@ The candidate test is a superset by construction, per column type:
 
 * numbers: a number's canonical form is its integer (``7``, ``7.0``) or its
   ``str``; both equal the person's form only if the numbers are equal;
-* text and other objects in an object column: the form is ``str(value)``
-  stripped, or, when that reads as a whole number (``"7.0"``, ``"1e3"``, a
-  Python ``7``), that integer; so the stripped text equals the person's form,
-  or reads as the same number;
+* text in an object column: the form is ``str(value)`` stripped, never read
+  as a number (``"007"`` is not ``"7"``), so the stripped text equals the
+  person's form; a Python number in an object column: as in a numeric column;
 * any other type (dates, categories, booleans, mixed objects the rules above
   do not cover): every distinct value is hashed, as before.
 """
@@ -70,9 +69,12 @@ def _candidates(values: pd.Series, form: str) -> npt.NDArray[np.bool_] | None:
         return (values == number).to_numpy(dtype=bool, na_value=False) & present
     if not (pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)):
         return None
+    # Text is hashed as its stripped str; a Python number held in an object column as its
+    # integer or str (the same form a numeric column gives it).
     stripped = values.astype(str).str.strip()
     found = (stripped == form).to_numpy(dtype=bool)
     if number is not None:
+        is_text = values.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
         numeric = pd.to_numeric(stripped, errors="coerce")
-        found = found | (numeric == number).to_numpy(dtype=bool, na_value=False)
+        found = found | ((numeric == number).to_numpy(dtype=bool, na_value=False) & ~is_text)
     return found & present
