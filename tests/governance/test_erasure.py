@@ -227,3 +227,26 @@ def test_a_dataset_with_erasure_or_consent_records_is_archived_when_removed(cata
     with catalog.store.session() as session:  # the erasure record is kept, as documented
         assert len(session.scalars(select(ErasureRow)).all()) == 1
     assert list((catalog.workspace.home / "datasets").rglob("*.veil")) == []
+
+
+def test_registering_the_same_file_again_does_not_bring_erased_people_back(
+    tmp_path, cli, catalog_of
+):
+    """A backup of the original file, registered again, rejoins the history without them."""
+    code, _, err = cli("erase", "visits", "--person", "P-0003", "--reason", "request")
+    assert code == 0, err
+    assert cli("datasets", "remove", "visits")[0] == 0
+    source = str(tmp_path / "visits.csv")  # the original file, P-0003's rows included
+    # By reference Veil could not leave them out: refused, nothing registered.
+    code, _, err = cli("datasets", "add", source, "--name", "visits", "--id", "pid")
+    assert code != 0 and "erased" in err
+    code, _, err = cli(
+        "datasets", "add", source, "--name", "visits", "--managed", "--id", "pid",
+        "--bounds", "age=0:120", "--categories", "outcome=no|yes", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    catalog = catalog_of()
+    info = catalog.get("visits")
+    assert info.report["erased_left_out"] == {"persons": 1, "rows": 2}
+    frame = catalog.load_frame("visits")
+    assert "P-0003" not in set(frame["pid"]) and len(frame) == info.n_rows == 58

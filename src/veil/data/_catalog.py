@@ -47,9 +47,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from veil.access import Access, Permission
 from veil.data._archive import (
@@ -72,6 +75,7 @@ from veil.data._managed import (
     frame_dtypes,
     refuse_images,
 )
+from veil.data._persons import person_tokens
 from veil.data._scan import scan_source
 from veil.data._schema import check_columns_exist
 from veil.data._version_reader import VersionReader
@@ -80,7 +84,7 @@ from veil.data.readers import ImageArrays, MnistReader, Reader, check_fits_in_me
 from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.progress import ProgressCallback
 from veil.store import Store
-from veil.store.tables import DatasetRow, DatasetVersionRow
+from veil.store.tables import DatasetRow, DatasetVersionRow, ErasureRow
 from veil.vault import MasterKey
 from veil.workspace import Settings, Workspace, login_name
 
@@ -421,6 +425,7 @@ class Catalog(VersionRemoval):
                 archived = same_data(session, digest)
                 if archived is not None:
                     info = rejoin(session, archived, fields, report)
+                    frame, info = self._without_erased(session, info, reader, frame, report)
                 else:
                     row = DatasetRow(**fields, registration_report=report)
                     session.add(row)
@@ -444,6 +449,56 @@ class Catalog(VersionRemoval):
             if isinstance(exc, IntegrityError):  # registered by someone else meanwhile
                 raise self._conflict(name) from exc
             raise
+
+    def _without_erased(
+        self,
+        session: Session,
+        info: DatasetInfo,
+        reader: Reader,
+        frame: pd.DataFrame | None,
+        report: dict[str, Any],
+    ) -> tuple[pd.DataFrame | None, DatasetInfo]:
+        """A rejoined history must not bring back the people erased from it.
+
+        The bytes registered again (a backup of the original file, say) may hold
+        people erased since. A managed registration leaves their rows out of its
+        first version (``report["erased_left_out"]`` counts them); a reference
+        registration, whose file Veil cannot change, is refused.
+        """
+        unit = info.schema.privacy_unit
+        erased = set(
+            session.scalars(
+                select(ErasureRow.person).where(
+                    ErasureRow.dataset_id == info.dataset_id,
+                    ErasureRow.kind == "erase",
+                    ErasureRow.person.is_not(None),
+                )
+            )
+        )
+        if not erased or unit is None or info.dataset_id is None:
+            return frame, info
+        values = (frame if frame is not None else reader.read([unit]))[unit]
+        tokens = np.asarray(person_tokens(catalog_person_key(self), info.dataset_id, values))
+        back = np.isin(tokens, sorted(erased))
+        if not back.any():
+            return frame, info
+        people = len(set(tokens[back].tolist()))
+        if frame is None:
+            raise ConflictError(
+                f"this file holds {people} people erased from '{info.name}' before",
+                expected="data without the people an erasure removed from this dataset's history",
+                got=f"{int(back.sum())} rows of {people} erased people",
+                fix="register it with --managed (their rows are then left out), or remove "
+                "their rows from the file first",
+            )
+        report["erased_left_out"] = {"persons": people, "rows": int(back.sum())}
+        kept = frame.loc[~back].reset_index(drop=True)
+        row = session.get(DatasetRow, info.dataset_id)
+        if row is not None:  # the row rejoin just wrote: its count follows the current version
+            row.n_rows = len(kept)
+            row.registration_report = dict(report)
+            flag_modified(row, "registration_report")  # rejoin flushed this very dict before
+        return kept, replace(info, n_rows=len(kept))
 
     def remove(self, name: str) -> dict[str, Any]:
         """Remove a registration; a reference dataset's file is never touched.
