@@ -130,22 +130,19 @@ def _print_forget_step(tour: Tour) -> None:
         f"\n[bold]Patient {step['patient']} withdraws consent and asks to be erased[/bold]: "
         f"'patients' version {erasure['from_version']} -> {erasure['to_version']} "
         f"({erasure['rows_removed']} row removed) in {step['erase_seconds']:.2f} s; the SISA "
-        f"model ({sisa['shards']} shards x {sisa['slices']} slices) retrained shard(s) "
-        f"{unlearning['unlearning']['shards_retrained']} only.",
-        soft_wrap=True,
+        f"model ({sisa['shards']} shards x {sisa['slices']} slices) retrained shard "
+        f"{', '.join(map(str, unlearning['unlearning']['shards_retrained']))} only."
     )
     if check.get("run"):
         out.print(
             f"Membership test (offline LiRA, {check['reference_models']} reference ensembles): "
             f"the patient's score sat at the {check['before']['percentile']:.0f}th percentile of "
             f"{check['non_members']} never-seen patients before, "
-            f"{check['after']['percentile']:.0f}th after: {unlearning['verdict']}.",
-            soft_wrap=True,
+            f"{check['after']['percentile']:.0f}th after: {unlearning['verdict']}."
         )
     out.print(
         f"A backup of the old version no longer opens: {step['backup_after_erasure']}.",
         markup=False,
-        soft_wrap=True,
     )
 
 
