@@ -20,7 +20,7 @@ from __future__ import annotations
 import gzip
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ class Recipe:
     epochs: int
     batch_size: int
     learning_rate: float
+    optimizer: str = "adam"
 
     def config(self) -> Any:
         from veil.train import DPConfig  # noqa: PLC0415 - torch
@@ -50,7 +51,7 @@ class Recipe:
             epochs=self.epochs,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
-            optimizer="adam",
+            optimizer=self.optimizer,
             sampling="shuffle",
             private=False,
         )
@@ -58,7 +59,10 @@ class Recipe:
 
 RECIPES = {
     "adult": Recipe("mlp", (64,), epochs=10, batch_size=64, learning_rate=1e-3),
-    "mnist": Recipe("mlp", (256,), epochs=10, batch_size=64, learning_rate=1e-3),
+    # Scattering features (fixed, no weights) and a linear head: each shard sees 3,000 images,
+    # which an MLP on pixels learns from 3.7 points worse than from all 60,000; the scattering
+    # head loses 0.3 (a quick comparison on this machine, before this recipe was chosen).
+    "mnist": Recipe("scatternet", (), epochs=10, batch_size=64, learning_rate=0.5, optimizer="sgd"),
 }
 
 
@@ -149,9 +153,7 @@ def run_dataset(  # noqa: PLR0915 - one measurement, read in the order it runs
     torch.manual_seed(seed)  # not-private: the benchmark's models are non-private baselines
     recipe = RECIPES[dataset]
     if epochs is not None:
-        recipe = Recipe(
-            recipe.model, recipe.hidden, epochs, recipe.batch_size, recipe.learning_rate
-        )
+        recipe = replace(recipe, epochs=epochs)
     folder = scratch / dataset
     (folder / "files").mkdir(parents=True)
     workspace = Workspace.create(folder / ".veil")
@@ -292,7 +294,8 @@ def run_dataset(  # noqa: PLR0915 - one measurement, read in the order it runs
             "dataset": dataset,
             "rows": len(y),
             "test_rows": len(ty),
-            "model": f"{recipe.model} {list(recipe.hidden)}, {recipe.epochs} epochs",
+            "model": f"{recipe.model}{f' {list(recipe.hidden)}' if recipe.hidden else ''}, "
+            f"{recipe.epochs} epochs",
             "shards": shards,
             "slices": slices,
             "full_training_seconds": full_seconds,
