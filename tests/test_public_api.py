@@ -71,6 +71,7 @@ PUBLIC = {
         "person_tokens",
         "read_codebook",
         "read_idx",
+        "reference_refusal",
         "suggest_bounds",
         "suggest_categories",
     ],

@@ -28,6 +28,7 @@ from veil.data._managed import DatasetVersion, VersionChange
 from veil.data._persons import canonical_person, person_key, person_token, person_tokens
 from veil.data._schema import ColumnSpec, PrivacySchema, check_columns_exist
 from veil.data._suggest import suggest_bounds, suggest_categories
+from veil.data._versions import reference_refusal
 
 __all__ = [
     "Catalog",
@@ -53,6 +54,7 @@ __all__ = [
     "person_tokens",
     "read_codebook",
     "read_idx",
+    "reference_refusal",
     "suggest_bounds",
     "suggest_categories",
 ]

@@ -100,8 +100,7 @@ class ManagedVersions:
     master_key: MasterKey | None
     _managed_files: ManagedFiles | None
 
-    def _get(self, name: str) -> DatasetInfo:  # the catalogue's
-        raise NotImplementedError
+    _get: Callable[[str], DatasetInfo]  # the catalogue's lookup without a role check
 
     # ---------------------------------------------------------------- plumbing
     def _files(self) -> ManagedFiles:

@@ -6,7 +6,7 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
-from veil.errors import ConflictError, InvalidInputError
+from veil.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from veil.data import DatasetInfo
@@ -27,19 +27,10 @@ def require_managed(info: DatasetInfo, *, doing: str) -> None:
     Raises:
         ConflictError: ``info`` is a reference dataset (decision 1 of issue 23).
     """
-    if info.managed:
-        return
-    raise ConflictError(
-        f"'{info.name}' is a reference dataset: Veil does not own its file, so it cannot "
-        f"remove a person from every copy ({doing} refused)",
-        expected="a managed dataset (registered with --managed: Veil keeps an encrypted, "
-        "versioned copy)",
-        got=f"a reference to {info.source}",
-        fix=f"remove it (veil datasets remove {info.name}: its budget and ledger are kept), "
-        "register the same file again under the same name with --managed (veil datasets add "
-        f"FILE --name {info.name} --managed, with its declarations): it rejoins its history; "
-        "then delete the original file yourself",
-    )
+    if not info.managed:
+        from veil.data import reference_refusal  # noqa: PLC0415 - pandas; keeps --help light
+
+        raise reference_refusal(info, doing)
 
 
 def require_reason(reason: str) -> str:
