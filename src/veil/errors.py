@@ -22,7 +22,11 @@ builtin a caller would naturally catch, so ``except ValueError`` still works::
           │    └── StoreVersionError             store_version    12
           ├── PartyDroppedError (ConnectionError)
           │                                      party_dropped    13
-          └── DeploymentError (RuntimeError)     deployment_failed 14
+          ├── DeploymentError (RuntimeError)     deployment_failed 14
+          ├── UnauthenticatedError (PermissionError)
+          │                                      unauthenticated  15
+          ├── RateLimitedError                   rate_limited     16
+          └── UnavailableError (ConnectionError) unavailable      17
 
 Exit code 1 is reserved for an unexpected error (a bug), 2 for a malformed
 command line (Click's usage errors) and 130 for an interrupt.
@@ -54,9 +58,12 @@ __all__ = [
     "PartyDroppedError",
     "PermissionDeniedError",
     "PrivacyLeakWarning",
+    "RateLimitedError",
     "SchemaError",
     "StoreError",
     "StoreVersionError",
+    "UnauthenticatedError",
+    "UnavailableError",
     "VeilError",
     "require",
 ]
@@ -209,6 +216,35 @@ class DeploymentError(VeilError, RuntimeError):
 
     code = "deployment_failed"
     exit_code = 14
+
+
+class UnauthenticatedError(VeilError, PermissionError):
+    """A request to the service carried no service key, or one that is malformed, unknown,
+    revoked or expired (HTTP 401). A known key without the role an action needs is a
+    :class:`PermissionDeniedError` (HTTP 403)."""
+
+    code = "unauthenticated"
+    exit_code = 15
+
+
+class RateLimitedError(VeilError):
+    """A service key sent more requests than its rate limit allows (HTTP 429).
+
+    ``details["retry_after"]`` is the number of seconds until the next request
+    may succeed.
+    """
+
+    code = "rate_limited"
+    exit_code = 16
+
+
+class UnavailableError(VeilError, ConnectionError):
+    """Something the service needs to answer safely is down: the database that holds the
+    ledger and the trail, or the Redis server that holds shared limits (HTTP 503). The
+    service refuses rather than answer without accounting or limits."""
+
+    code = "unavailable"
+    exit_code = 17
 
 
 class PrivacyLeakWarning(UserWarning):

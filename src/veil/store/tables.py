@@ -48,6 +48,8 @@ __all__ = [
     "PrivacyBudgetRow",
     "PrivacyEventRow",
     "RetentionPolicyRow",
+    "ServeSpoolRow",
+    "ServeUsageRow",
     "ServiceKeyRow",
     "TrailEntryRow",
     "TrailHeadRow",
@@ -472,3 +474,34 @@ class DerivedArtifactRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(256), nullable=False)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+
+
+class ServeSpoolRow(Base):
+    """How far the trail holds a ``veil serve`` worker's spool file (bytes flushed).
+
+    A worker writes each request's trail entry to its spool file before it
+    answers, and moves the entries to the trail in batches; the offset moves in
+    the same transaction as the entries, so a spool replayed after a crash adds
+    each entry exactly once.
+    """
+
+    __tablename__ = "serve_spools"
+
+    spool_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    flushed: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class ServeUsageRow(Base):
+    """Records a service key has had answered by a served model (its count budget, durable).
+
+    Incremented with the trail entries of the answers (the spool's flush), so the
+    count survives a restart of the service and of Redis.
+    """
+
+    __tablename__ = "serve_usage"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    answered: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
