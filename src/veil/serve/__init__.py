@@ -1,7 +1,12 @@
-"""The FastAPI gateway for protected and encrypted inference and DP queries.
+"""The privacy gateway: DP analytics, protected and encrypted inference over HTTP.
 
-Empty until the issue that builds it lands; the package exists so the layout of
-DESIGN.md holds from the first commit.
+:func:`create_app` builds the FastAPI application of one worker for a
+:class:`ServeConfig`; ``veil serve`` runs it under uvicorn. ``docs/serve.md``
+has the endpoints, the policy file, a curl walk-through, a Python client and
+the threat model.
 """
 
-__all__: list[str] = []
+from veil.serve._app import create_app
+from veil.serve._config import ServeConfig
+
+__all__ = ["ServeConfig", "create_app"]

@@ -1,0 +1,384 @@
+"""The application: :func:`create_app` builds the FastAPI gateway of one worker.
+
+What every request goes through, outermost first (:class:`_Gateway`, a plain
+ASGI middleware: Starlette's ``BaseHTTPMiddleware`` costs about a millisecond
+a request, a third of the gateway's budget):
+
+1. a request id (``X-Request-Id`` on the answer, ``request_id`` in the trail
+   entry, the log line and any error body);
+2. the body read whole up to its limit (``max_body_bytes``; encrypted-inference
+   uploads ``max_he_bytes``) and refused with 413 past it, before any route
+   code runs, whether or not the client declared a length;
+3. the route: its ``needs(...)`` dependency authenticates and checks the
+   permission (``veil.serve._auth``), then the handler calls the library
+   through the same role checks and budget gate as the CLI;
+4. before the first byte of the answer leaves, one ``serve.request`` trail
+   entry through the spool (``veil.serve._spool``): if it cannot be written,
+   the answer is replaced by a 503, so nothing is answered unrecorded;
+5. one JSON log line.
+
+``/healthz`` and ``/readyz`` skip steps 4-5 (see ``veil.serve._ops``).
+
+Start-up (the lifespan) opens the workspace's store without upgrading it,
+the operator's :class:`~veil.access.Access` (the account that started the
+service: system records such as alerts), the spool, the limits, the policy,
+the models and the monitor. Shutdown marks the worker not ready, lets uvicorn
+drain in-flight requests (``--shutdown-grace``), then flushes the spool into
+the trail and closes the store: a graceful stop loses no entry and no charge
+(charges commit inside their request).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from veil import __version__
+from veil.access import Access
+from veil.errors import DataTooLargeError
+from veil.serve._config import ServeConfig
+from veil.serve._errors import install_handlers
+from veil.serve._ops import UNTRACED
+from veil.serve._state import ServeState
+
+__all__ = ["configure_logging", "create_app", "create_app_from_env"]
+
+log = logging.getLogger("veil.serve")
+_HE_PREFIX = "/v1/he/"
+
+
+def configure_logging(level: str = "info") -> None:
+    """JSON lines on standard error for the ``veil.serve`` logger (once per process)."""
+    if any(getattr(h, "veil_json", False) for h in log.handlers):
+        return
+    from pythonjsonlogger.json import JsonFormatter  # noqa: PLC0415 - veil[serve]
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(
+            "{asctime}{levelname}{name}{message}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    )
+    handler.veil_json = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+    log.setLevel(level.upper())
+    log.propagate = False
+
+
+# ------------------------------------------------------------------ the middleware
+def _outcome(status: int) -> str:
+    if status < HTTPStatus.BAD_REQUEST:
+        return "allowed"
+    return "refused" if status < HTTPStatus.INTERNAL_SERVER_ERROR else "failed"
+
+
+class _Gateway:
+    """Request id, body limit, the trail entry before the answer, the log line (see module)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state: ServeState = scope["app"].state.veil
+        path: str = scope["path"]
+        request_id = secrets.token_hex(8)
+        scope_state = scope.setdefault("state", {})
+        scope_state["request_id"] = request_id
+        traced = path not in UNTRACED
+        config = state.config
+        limit = config.max_he_bytes if path.startswith(_HE_PREFIX) else config.max_body_bytes
+        body, too_large = await _read_body(scope, receive, limit)
+        replaced = False
+
+        async def replay() -> Message:
+            nonlocal body
+            chunk, body = body, b""
+            return {"type": "http.request", "body": chunk, "more_body": False}
+
+        async def traced_send(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+                if traced:
+                    try:
+                        _record(state, scope, status, started)
+                    except Exception:  # the answer must not leave unrecorded
+                        log.exception("trail spool write failed", extra={"request_id": request_id})
+                        replaced = True
+                        await _send_json(send, 503, _unrecorded(request_id), request_id)
+                        return
+                    _log(state, scope, status, started)
+            await send(message)
+
+        if too_large:
+            await _refuse_too_large(scope, traced_send, request_id, limit)
+            return
+        await self.app(scope, replay, traced_send)
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The whole body, or (b"", True) as soon as it passes ``limit`` (declared or counted)."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                if int(value) > limit:
+                    return b"", True
+            except ValueError:
+                return b"", True
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", True
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), False
+
+
+async def _refuse_too_large(scope: Scope, send: Send, request_id: str, limit: int) -> None:
+    scope["state"]["error_code"] = DataTooLargeError.code
+    error = {
+        "error": {
+            "code": DataTooLargeError.code,
+            "message": "the request body is too large",
+            "expected": f"at most {limit:,} bytes",
+            "got": "more",
+            "fix": "send fewer records per request (or smaller encrypted batches)",
+            "details": {"limit": limit},
+            "request_id": request_id,
+        }
+    }
+    await _send_json(send, 413, error, request_id)
+
+
+def _unrecorded(request_id: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": "unavailable",
+            "message": "the request could not be recorded on the trail, so it was not answered",
+            "expected": "a writable trail spool",
+            "got": "a failed write",
+            "fix": "retry later; the operator's log names the cause",
+            "details": {},
+            "request_id": request_id,
+        }
+    }
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
+    raw = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(raw)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": raw, "more_body": False})
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    return str(getattr(route, "path", "")) or "(no route)"
+
+
+def _record(state: ServeState, scope: Scope, status: int, started: float) -> None:
+    noted = scope["state"]
+    key_id = noted.get("key_id")
+    details: dict[str, Any] = {
+        "method": scope["method"],
+        "route": _route(scope),
+        "status": status,
+        "code": noted.get("error_code"),
+        "request_id": noted["request_id"],
+        "key_id": key_id,
+        "ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+    details.update(noted.get("trail_details") or {})
+    entry = {
+        "actor": noted.get("actor") or "anonymous",
+        "action": "serve.request",
+        "outcome": _outcome(status),
+        "purpose": noted.get("trail_purpose") or "",
+        "dataset": noted.get("trail_dataset"),
+        "details": details,
+    }
+    usage = noted.get("usage")
+    counted = None
+    if usage is not None and status < HTTPStatus.BAD_REQUEST and key_id:
+        counted = (str(key_id), str(usage[0]), int(usage[1]))
+    state.spool.record(entry, usage=counted)
+
+
+def _log(state: ServeState, scope: Scope, status: int, started: float) -> None:
+    if not state.log.isEnabledFor(logging.INFO):
+        return
+    noted = scope["state"]
+    client = scope.get("client")
+    state.log.info(
+        "request",
+        extra={
+            "request_id": noted["request_id"],
+            "method": scope["method"],
+            "route": _route(scope),
+            "status": status,
+            "code": noted.get("error_code"),
+            "actor": noted.get("actor"),
+            "key_id": noted.get("key_id"),
+            "client": client[0] if client else None,
+            "ms": round((time.perf_counter() - started) * 1000, 3),
+        },
+    )
+
+
+# ------------------------------------------------------------------ building
+def _build_state(config: ServeConfig) -> ServeState:
+    """Open everything a worker needs (the lifespan's start)."""
+    from veil.serve._alerts import AlertSink  # noqa: PLC0415 - the parts, in the order they need
+    from veil.serve._limits import Limits  # noqa: PLC0415
+    from veil.serve._monitor import Monitor  # noqa: PLC0415
+    from veil.serve._policy import ServePolicy  # noqa: PLC0415
+    from veil.serve._served import ModelCache  # noqa: PLC0415
+    from veil.serve._spool import TrailSpool  # noqa: PLC0415
+    from veil.store import Store  # noqa: PLC0415
+    from veil.vault import KeyStore  # noqa: PLC0415
+    from veil.workspace import Workspace  # noqa: PLC0415
+
+    workspace = Workspace(config.home)
+    config.check(workspace.settings)
+    policy = ServePolicy.load(config.policy_path())
+    store = Store.for_workspace(workspace)
+    keys = KeyStore.for_workspace(workspace)
+    signing_key = keys.get("trail")
+    operator = Access(store, settings=workspace.settings, signing_key=signing_key)
+    spool = TrailSpool(
+        store,
+        operator.trail,
+        workspace.home / "serve" / "spool",
+        flush_interval=config.flush_interval,
+    )
+    limits = Limits.open(config.redis_url, store, ip_rate=config.ip_rate)
+    alerts = AlertSink(operator, log, limits, getattr(policy, "webhook", None))
+    state = ServeState(
+        config=config,
+        workspace=workspace,
+        store=store,
+        signing_key=signing_key,
+        ledger_key=keys.get("ledger"),
+        operator=operator,
+        spool=spool,
+        limits=limits,
+        policy=policy,
+        models=ModelCache(workspace, operator),
+        monitor=Monitor(alerts),
+        log=log,
+    )
+    spool.start()
+    return state
+
+
+def _close_state(state: ServeState) -> None:
+    state.ready = False
+    for part in (state.monitor, state.spool, state.limits):
+        close = getattr(part, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.exception("closing %s failed", type(part).__name__)
+    state.store.dispose()
+
+
+def _declare_permissions(app: FastAPI) -> None:
+    """Put each route's permission into its OpenAPI operation (``x-veil-permission``)."""
+    from veil.access import ROLE_PERMISSIONS  # noqa: PLC0415
+
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        for dependency in route.dependant.dependencies:
+            permission = getattr(dependency.call, "veil_permission", None)
+            if permission is not None:
+                roles = sorted(str(r) for r, held in ROLE_PERMISSIONS.items() if permission in held)
+                extra = dict(route.openapi_extra or {})
+                extra.update({"x-veil-permission": permission.value, "x-veil-roles": roles})
+                route.openapi_extra = extra
+
+
+def create_app(config: ServeConfig, *, state: ServeState | None = None) -> FastAPI:
+    """The gateway for ``config`` (its parts open when the app starts, in each worker).
+
+    ``state``: parts already open (tests that build their own); the app then
+    neither opens nor closes them.
+    """
+    from veil.serve import _he_routes, _model_routes, _ops, _query_routes  # noqa: PLC0415
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = state is None
+        app.state.veil = _build_state(config) if state is None else state
+        app.state.veil_tokens = {}
+        app.state.veil.log.info("started", extra={"version": __version__, "port": config.port})
+        try:
+            yield
+        finally:
+            app.state.veil.log.info("stopping")
+            if owned:
+                _close_state(app.state.veil)
+
+    app = FastAPI(
+        title="Veil gateway",
+        version=__version__,
+        description=(
+            "DP analytics, protected and encrypted inference for Veil workspaces. Every "
+            "/v1 operation needs a bearer service key (`veil keys create`) whose role holds "
+            "the operation's `x-veil-permission`; every request is on the workspace's trail."
+        ),
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_handlers(app)
+    for module in (_ops, _query_routes, _model_routes, _he_routes):
+        app.include_router(module.router)
+    _declare_permissions(app)
+    app.add_middleware(_Gateway)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn's factory in each worker process: the configuration from ``VEIL_SERVE_CONFIG``."""
+    config = ServeConfig.from_env()
+    configure_logging(config.extra.get("log_level", "info"))
+    return create_app(config)

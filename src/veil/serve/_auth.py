@@ -1,0 +1,155 @@
+"""Who is calling and what they may do: bearer service keys and per-endpoint permissions.
+
+Every ``/v1`` route takes ``caller: Caller = needs(Permission.X)``. The
+dependency, in this order:
+
+1. applies the per-address limit that comes before any database work (a flood
+   of made-up keys cannot make the trail or the key table do work at will);
+2. reads ``Authorization: Bearer veil_sk_<id>_<secret>`` and authenticates it
+   through :meth:`veil.access.Access.authenticate` (a malformed, unknown,
+   revoked or expired key is a 401 ``unauthenticated``, and ``key.use
+   refused`` is on the trail);
+3. checks ``permission`` with the key's :class:`~veil.access.Access` on the
+   dataset named by the route's ``dataset_param`` (else on the workspace): a
+   403 ``permission_denied``, recorded by ``Access.require``.
+
+The permission a route needs is also in its OpenAPI operation
+(``x-veil-permission``) and on the dependency (``veil_permission``), where a
+test checks that no ``/v1`` route lacks one. A verified token is kept per
+process by its SHA-256 (the slow hash runs once per key and process); a
+revocation reaches every worker within ``Access.max_age`` (one second), since
+each request asks the key's Access for its grants, which re-reads them when
+the workspace's access generation moved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from veil.access import Access, Permission, Principal
+from veil.errors import PermissionDeniedError, UnauthenticatedError
+from veil.serve._state import ServeState, get_state
+
+__all__ = ["Caller", "annotate", "needs", "permission_extra"]
+
+_PREFIX = "bearer "
+_MAX_TOKEN = 256
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated principal of a request, with its :class:`Access`."""
+
+    principal: Principal
+    access: Access
+    key_id: str
+
+
+def annotate(
+    request: Request,
+    *,
+    dataset: str | None = None,
+    purpose: str | None = None,
+    usage: tuple[str, int] | None = None,
+    **details: Any,
+) -> None:
+    """Add to this request's ``serve.request`` trail entry.
+
+    ``details`` must be JSON values that name things (ids, counts, parameters),
+    never values from the data or secrets. ``usage=(model, records)`` counts the
+    records answered toward the key's count budget when the entry is flushed.
+    """
+    state = request.state
+    if dataset is not None:
+        state.trail_dataset = dataset
+    if purpose is not None:
+        state.trail_purpose = purpose
+    if usage is not None:
+        state.usage = usage
+    if details:
+        noted: dict[str, Any] = getattr(state, "trail_details", None) or {}
+        noted.update(details)
+        state.trail_details = noted
+
+
+def _token(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise UnauthenticatedError(
+            "this endpoint needs a service key",
+            expected="an Authorization: Bearer veil_sk_<id>_<secret> header",
+            got="no Authorization header",
+            fix="ask an owner for a key (`veil keys create NAME ROLE`) and send it as a bearer token",
+        )
+    if len(header) > _MAX_TOKEN + len(_PREFIX) or not header.lower().startswith(_PREFIX):
+        raise UnauthenticatedError(
+            "the Authorization header is not a bearer service key",
+            expected="Authorization: Bearer veil_sk_<id>_<secret>",
+            got=f"a header of {len(header)} characters starting {header[:7]!r}",
+            fix="send the key from `veil keys create` as a bearer token",
+        )
+    return header[len(_PREFIX) :].strip()
+
+
+def _unauthenticated(error: PermissionDeniedError) -> UnauthenticatedError:
+    return UnauthenticatedError(
+        error.message, expected=error.expected, got=error.got, fix=error.fix, details=error.details
+    )
+
+
+def authenticate(request: Request, state: ServeState) -> Caller:
+    """The request's :class:`Caller` (cached on the request), or a 401."""
+    known: Caller | None = getattr(request.state, "caller", None)
+    if known is not None:
+        return known
+    client = request.client.host if request.client else "unknown"
+    state.limits.hit_ip(client)
+    token = _token(request)
+    fingerprint = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+    cache: dict[str, Principal] = request.app.state.veil_tokens
+    principal = cache.get(fingerprint)
+    if principal is None:
+        try:
+            principal = state.operator.authenticate(token)
+        except PermissionDeniedError as exc:
+            request.state.actor = f"key:{exc.details.get('key_id') or 'unknown'}"
+            raise _unauthenticated(exc) from None
+        cache[fingerprint] = principal
+    access = state.access(principal)
+    request.state.actor = principal.name
+    request.state.key_id = principal.key_id
+    try:
+        access.policy()  # a key revoked or expired since it was cached is refused here
+    except PermissionDeniedError as exc:
+        cache.pop(fingerprint, None)
+        state.forget(principal)
+        raise _unauthenticated(exc) from None
+    caller = Caller(principal=principal, access=access, key_id=principal.key_id or "")
+    request.state.caller = caller
+    return caller
+
+
+def needs(permission: Permission, *, dataset_param: str | None = None) -> Any:
+    """A dependency that authenticates the caller and checks ``permission`` (see the module)."""
+
+    def dependency(request: Request, state: Annotated[ServeState, Depends(get_state)]) -> Caller:
+        caller = authenticate(request, state)
+        dataset = None if dataset_param is None else request.path_params.get(dataset_param)
+        caller.access.require(permission, dataset, action=f"serve:{permission.value}")
+        return caller
+
+    dependency.veil_permission = permission  # type: ignore[attr-defined]
+    dependency.veil_dataset_param = dataset_param  # type: ignore[attr-defined]
+    return Depends(dependency)
+
+
+def permission_extra(permission: Permission) -> dict[str, Any]:
+    """``openapi_extra`` naming the permission a route needs (and the roles that hold it)."""
+    from veil.access import ROLE_PERMISSIONS  # noqa: PLC0415
+
+    roles = sorted(str(r) for r, held in ROLE_PERMISSIONS.items() if permission in held)
+    return {"x-veil-permission": permission.value, "x-veil-roles": roles}
