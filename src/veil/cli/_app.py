@@ -38,6 +38,7 @@ from veil.cli import (
     query,
     redact,
     retention,
+    serve,
     trail,
     train,
     unlearn,
@@ -111,6 +112,7 @@ app.add_typer(consent.app, name="consent")
 app.command("erase")(erase.erase)
 app.add_typer(retention.app, name="retention")
 app.command("unlearn")(unlearn.unlearn)
+app.command("serve")(serve.serve)
 
 
 @functools.cache

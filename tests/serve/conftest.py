@@ -1,0 +1,294 @@
+"""Fixtures for the service: a served workspace, the gateway over real HTTP, a multi-worker server.
+
+``serve_template`` builds one workspace per test session through the CLI (the
+sklearn digits dataset with a budget, a small DP logistic regression
+``digits-lr``, a service key for each role); ``serve_home`` copies it for one
+test, so tests never share budgets, usage or trail. ``gateway`` serves a copy
+with uvicorn on a free 127.0.0.1 port in a thread of the test process (real
+HTTP and the real lifespan); ``start_gateway`` does the same with a policy of
+the test's choosing. ``serve_process`` runs ``veil serve`` as a subprocess
+(several workers on PostgreSQL and Redis).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+
+ROLES = ("owner", "analyst", "auditor", "consumer")
+REDIS_URL = os.environ.get("VEIL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+MODEL = "digits-lr"
+DATASET = "digits"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _env(values: Mapping[str, str | None]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def veil(*args: str) -> str:
+    """Run the CLI in-process; its standard output (fails the test on a non-zero exit)."""
+    from veil.cli._app import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(list(args))
+    if code != 0:
+        pytest.fail(f"veil {' '.join(args)} exited {code}: {stderr.getvalue()}{stdout.getvalue()}")
+    return stdout.getvalue()
+
+
+def build_workspace(home: Path, database_url: str | None = None) -> dict[str, str]:
+    """A workspace at ``home`` with digits, its budget, ``digits-lr`` and a key per role."""
+    env = {"VEIL_HOME": str(home), "VEIL_DATABASE_URL": database_url, "VEIL_KEY": None}
+    with _env(env):
+        veil("init")
+        veil("datasets", "add", "sklearn:digits", "--name", DATASET)
+        veil("budget", "set", DATASET, "--epsilon", "10", "--delta", "1e-4")
+        veil(
+            "train", "--dataset", DATASET, "--model", "logreg", "--epsilon", "2",
+            "--delta", "1e-4", "--epochs", "2", "--batch-size", "100", "--name", MODEL,
+        )  # fmt: skip
+        keys = {}
+        for role in ROLES:
+            made = json.loads(veil("keys", "create", f"test-{role}", "--role", role, "--json"))
+            keys[role] = made["token"]
+    return keys
+
+
+@dataclass
+class Served:
+    """A workspace copy ready to serve, with its keys."""
+
+    home: Path
+    keys: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def serve_template(tmp_path_factory: pytest.TempPathFactory) -> Served:
+    home = tmp_path_factory.mktemp("serve-template") / ".veil"
+    keys = build_workspace(home)
+    return Served(home, keys)
+
+
+@pytest.fixture
+def serve_home(serve_template: Served, tmp_path: Path) -> Served:
+    home = tmp_path / "ws" / ".veil"
+    shutil.copytree(serve_template.home, home)
+    return Served(home, dict(serve_template.keys))
+
+
+@dataclass
+class Gateway:
+    """A running gateway: its URL, keys and workspace."""
+
+    url: str
+    keys: dict[str, str]
+    home: Path
+    app: Any
+    server: Any = None
+    thread: threading.Thread | None = None
+    clients: list[Any] = field(default_factory=list)
+
+    def client(self, role: str | None = None, *, token: str | None = None) -> Any:
+        """An httpx client with ``role``'s key (or ``token``; neither: no key)."""
+        token = token or (self.keys[role] if role else None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        made = httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        self.clients.append(made)
+        return made
+
+    @property
+    def state(self) -> Any:
+        return self.app.state.veil
+
+    def stop(self) -> None:
+        for made in self.clients:
+            made.close()
+        if self.server is not None:
+            self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+
+
+def _serve_in_thread(served: Served, policy: Path | None, **options: Any) -> Gateway:
+    from veil.serve import ServeConfig, create_app
+
+    port = free_port()
+    config = ServeConfig(home=served.home, port=port, policy=policy, **options)
+    app = create_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the gateway did not start (see the captured log)")
+        time.sleep(0.02)
+    return Gateway(f"http://127.0.0.1:{port}", served.keys, served.home, app, server, thread)
+
+
+@pytest.fixture
+def start_gateway(serve_home: Served) -> Iterator[Callable[..., Gateway]]:
+    """Start the gateway on this test's workspace, with a policy (YAML text) if given."""
+    started: list[Gateway] = []
+
+    def start(policy: str | None = None, **options: Any) -> Gateway:
+        path = None
+        if policy is not None:
+            path = serve_home.home.parent / f"policy-{len(started)}.yaml"
+            path.write_text(policy, encoding="utf-8")
+        gateway = _serve_in_thread(serve_home, path, **options)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def gateway(start_gateway: Callable[..., Gateway]) -> Gateway:
+    """The gateway with the built-in default policy."""
+    return start_gateway()
+
+
+# ---------------------------------------------------------------- subprocess servers
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The local Redis (db 15), or a skip that says so."""
+    redis = pytest.importorskip("redis")
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+        client.ping()
+        client.close()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis tests SKIPPED: no server answers at {REDIS_URL} ({exc})")
+    return REDIS_URL
+
+
+@dataclass
+class ServeProcess:
+    url: str
+    keys: dict[str, str]
+    home: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str]
+
+    def client(self, role: str) -> Any:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.keys[role]}"}, timeout=60
+        )
+
+    def worker_pids(self) -> list[int]:
+        """The uvicorn worker processes (children of the supervisor)."""
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(p) for p in out.split()]
+
+
+def start_process(
+    home: Path,
+    keys: dict[str, str],
+    *,
+    workers: int,
+    env: Mapping[str, str],
+    args: tuple[str, ...] = (),
+) -> ServeProcess:
+    port = free_port()
+    full = {**os.environ, **env, "VEIL_HOME": str(home)}
+    full.pop("VEIL_KEY", None)
+    log = home.parent / f"serve-{port}.log"
+    command = [
+        str(Path(sys.executable).parent / "veil"), "serve", "--port", str(port),
+        "--workers", str(workers), "--log-level", "warning", *args,
+    ]  # fmt: skip
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env=full, stdout=sink, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"veil serve exited {process.returncode}: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"veil serve did not become ready: {log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    return ServeProcess(url, keys, home, process, log, dict(env))
+
+
+def stop_process(served: ServeProcess) -> None:
+    if served.process.poll() is None:
+        served.process.send_signal(signal.SIGTERM)
+        try:
+            served.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            served.process.kill()
+            served.process.wait()
+
+
+@pytest.fixture
+def gateway_pg(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[ServeProcess]:
+    """``veil serve --workers 4`` on a fresh PostgreSQL database and the local Redis."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    home = tmp_path / "pg" / ".veil"
+    keys = build_workspace(home, postgres_url)
+    served = start_process(
+        home,
+        keys,
+        workers=4,
+        env={"VEIL_DATABASE_URL": postgres_url, "VEIL_REDIS_URL": redis_url},
+    )
+    yield served
+    stop_process(served)
