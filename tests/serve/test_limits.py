@@ -309,6 +309,17 @@ def test_an_unreachable_redis_is_unavailable_at_open_without_echoing_its_passwor
     assert "s3cret-pass" not in json.dumps(error.to_dict())
 
 
+def test_a_redis_that_accepts_but_never_answers_times_out_as_unavailable(sqlite_store: Store):
+    with socket.socket() as silent:  # a hung server: connects, never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        with pytest.raises(UnavailableError) as refused:
+            Limits.open(url, sqlite_store)
+    assert "Timeout" in (refused.value.got or "")
+    assert refused.value.details == {"backend": "redis", "url": url}
+
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     """Starts a throwaway redis-server on one free port (again after a stop), no persistence."""
