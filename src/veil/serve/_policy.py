@@ -45,7 +45,6 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Literal
 
 import limits
@@ -53,6 +52,8 @@ import yaml
 
 from veil.errors import InvalidInputError, NotFoundError
 from veil.ledger import MAX_RELEASE_EPSILON
+from veil.serve._monitor import MonitorPolicy
+from veil.train import ModelRegistry
 
 __all__ = ["OUTPUTS", "ModelPolicy", "Noise", "ServePolicy"]
 
@@ -102,7 +103,9 @@ class ModelPolicy:
     queries_per_key: int | None = 500
     rate: str = "20/second"
     max_batch: int = 100
-    monitor: Mapping[str, Any] = field(default_factory=lambda: _monitor(_DEFAULT_MONITOR))
+    monitor: MonitorPolicy = field(
+        default_factory=lambda: MonitorPolicy.from_mapping(_DEFAULT_MONITOR)
+    )
 
     @property
     def shapes_probabilities(self) -> bool:
@@ -128,11 +131,6 @@ class ModelPolicy:
             "max_batch": self.max_batch,
         }
         return out
-
-
-def _monitor(settings: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The monitor's settings as the monitor reads them (its ``MonitorPolicy`` once it lands)."""
-    return MappingProxyType(dict(settings))
 
 
 # ------------------------------------------------------------------ YAML with line numbers
@@ -386,10 +384,7 @@ class ServePolicy:
 
         defaults = _layer(top.get("defaults"), spot("defaults", top, "defaults"))
         models_node = _names(top.get("models"), spot("models", top, "models"), "models")
-        models = {
-            name: _layer(value, spot(f"models.{name}", models_node, name))
-            for name, value in models_node.items()
-        }
+        models = _per_model(models_node, "models", path)
         keys: dict[str, dict[str, dict[str, Any]]] = {}
         keys_node = _names(top.get("keys"), spot("keys", top, "keys"), "key ids")
         for key_id, entry in keys_node.items():
@@ -406,10 +401,7 @@ class ServePolicy:
                 spot(f"keys.{key_id}.models", entry_node, "models"),
                 "models",
             )
-            keys[key_id] = {
-                name: _layer(value, spot(f"keys.{key_id}.models.{name}", per_model, name))
-                for name, value in per_model.items()
-            }
+            keys[key_id] = _per_model(per_model, f"keys.{key_id}.models", path)
         policy = cls(defaults, models, keys, source=path)
         # Every combination the file names is resolved now: a policy that cannot hold (a
         # private_label without epsilon, a monitor setting the monitor refuses) stops the start.
@@ -447,7 +439,7 @@ class ServePolicy:
                 got="no epsilon",
                 fix="add, for example, epsilon: 0.5 (each answer is charged on the training set's ledger)",
             )
-        merged["monitor"] = _monitor(merged["monitor"])
+        merged["monitor"] = MonitorPolicy.from_mapping(merged["monitor"])
         policy = ModelPolicy(**merged)
         with self._lock:
             self._cache[(model, key_id)] = policy
@@ -462,6 +454,21 @@ class ServePolicy:
             if self.for_model(m, None).output == "private_label"
             or any(self.for_model(m, k).output == "private_label" for k in self._keys)
         )
+
+
+def _per_model(node: _Lines, where: str, path: str) -> dict[str, dict[str, Any]]:
+    """The layers of a ``{MODEL: {...}}`` mapping, each model name checked as the registry does."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in node.items():
+        spot = _Spot(path, node.lines[name], f"{where}.{name}")
+        try:
+            ModelRegistry.check_name(name)
+        except InvalidInputError as exc:
+            raise spot.bad(
+                repr(name), exc.expected or "a model name", "use the model's name"
+            ) from None
+        out[name] = _layer(value, spot)
+    return out
 
 
 def _line_of(top: _Lines, where: tuple[str, ...]) -> int:

@@ -1,0 +1,340 @@
+"""Models as the gateway serves them: loaded once, checked inputs, probabilities and shard votes.
+
+:class:`ModelCache` loads a model from the workspace's
+:class:`~veil.train.ModelRegistry` the first time it is asked for (one load per
+model even when many requests ask at once) and keeps it. Each ``get`` compares
+a stamp of the model's folder (its inode and modification time, and those of
+a SISA ensemble's ``shards/`` folder, where unlearning swaps retrained shards
+and rewrites ``state.json``): a model retrained after an erasure is served
+from the next request on, and a removed model is a 404, never a stale answer.
+
+:class:`ServedModel` turns requests into the model's inputs:
+
+* ``records`` (``[{column: value}]``) for tabular models, encoded exactly as
+  training encoded rows (:class:`~veil.train.FeatureEncoder`: declared bounds
+  and categories only). Every encoded column must be present and no other
+  (an identifier or the label sent along is refused, not silently dropped);
+  a numeric value must be a finite number, and is clamped to its declared
+  bounds as in training; a category must be one of the declared categories
+  (training encoded an undeclared one as all zeros; here a typo is an error);
+  ``null`` is a missing value, encoded as training encoded one (the midpoint,
+  or no category). Errors name the record and the column, never the value.
+* ``inputs`` (``[[float]]``): vectors already in the model's input space
+  (width ``model.width``, each feature in [-1, 1] as the encoder makes them),
+  clamped to [-1, 1] as the encoder clamps: an attacker gains nothing from
+  points the model never saw the like of.
+
+``proba`` runs the network under :func:`torch.inference_mode`;
+``shard_votes`` gives a SISA ensemble's per-shard labels for private answers.
+``reference(n)`` is a sample of encoded training rows for the monitor, read
+through the operator's catalogue as a mechanism's data use (recorded on the
+trail with the purpose ``serve: monitor reference``) and kept.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from veil._random import SecureRandom
+from veil.access import Access
+from veil.data import Catalog, DataUse
+from veil.errors import ConflictError, InvalidInputError
+from veil.train import FeatureEncoder, ModelRegistry, PrivacyCard, SisaEnsemble, dataset_tensors
+from veil.workspace import Workspace
+
+__all__ = ["REFERENCE_PURPOSE", "ModelCache", "ServedModel"]
+
+REFERENCE_PURPOSE = "serve: monitor reference"
+_SHARDS = "shards"  # a SISA ensemble's shard folder (the registry's documented layout)
+_SHOWN = 10  # names quoted in one message
+
+Float32 = npt.NDArray[np.float32]
+
+
+def _names(names: Sequence[str]) -> str:
+    shown = [repr(str(n)[:64]) for n in names[:_SHOWN]]
+    more = len(names) - _SHOWN
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+@dataclass
+class ServedModel:
+    """One loaded model: its card, classes, input encoding and network."""
+
+    name: str
+    card: PrivacyCard
+    meta: Mapping[str, Any]
+    net: torch.nn.Module
+    catalog: Catalog | None = None
+    monitor_fitted: bool | None = None  # the monitor has this model's reference (None: not tried)
+    _reference: Float32 | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.classes: tuple[str, ...] = tuple(str(c) for c in self.meta["classes"])
+        raw = self.meta.get("encoder")
+        self.encoder: FeatureEncoder | None = FeatureEncoder.from_dict(raw) if raw else None
+        self.input_shape: tuple[int, ...] = tuple(int(s) for s in self.meta["spec"]["input_shape"])
+        self.width = math.prod(self.input_shape)
+        self.sisa = bool(self.meta.get("sisa"))
+        if self.encoder is not None:
+            self._lookups = {
+                c: {v: i for i, v in enumerate(cs)} for c, cs in self.encoder.categorical.items()
+            }
+
+    @property
+    def dataset(self) -> str:
+        """The dataset the model was trained on (its scope for keys limited to one dataset)."""
+        return self.card.dataset
+
+    def describe(self) -> dict[str, Any]:
+        """What a client needs to call the model: classes and the inputs it accepts."""
+        inputs: dict[str, Any] = {"width": self.width, "shape": list(self.input_shape)}
+        if self.encoder is not None:
+            enc = self.encoder
+            inputs["columns"] = [
+                {"name": c, "kind": "numeric", "bounds": list(enc.numeric[c])}
+                if c in enc.numeric
+                else {"name": c, "kind": "categorical", "categories": list(enc.categorical[c])}
+                for c in enc.order
+            ]
+        return {"classes": list(self.classes), "inputs": inputs, "sisa": self.sisa}
+
+    # ------------------------------------------------------------ inputs
+    def encode(self, records: Sequence[Mapping[str, Any]]) -> Float32:
+        """``records`` as model inputs, encoded as training encoded rows (see the module)."""
+        enc = self.encoder
+        if enc is None:
+            raise InvalidInputError(
+                f"model '{self.name}' takes no records",
+                expected=f'"inputs": vectors of {self.width} values in [-1, 1]',
+                got='"records"',
+                fix=f"send the {'x'.join(map(str, self.input_shape))} inputs scaled to [-1, 1] as inputs",
+            )
+        order = set(enc.order)
+        out = np.zeros((len(records), enc.width), dtype=np.float32)
+        for row, record in enumerate(records):
+            missing = [c for c in enc.order if c not in record]
+            extra = [c for c in record if c not in order]
+            if missing or extra:
+                raise InvalidInputError(
+                    f"record {row} does not have the model's columns",
+                    expected=f"exactly the {len(enc.order)} columns of GET /v1/models/{self.name}",
+                    got=(f"no {_names(missing)}" if missing else "")
+                    + ("; " if missing and extra else "")
+                    + (f"unknown {_names(extra)}" if extra else ""),
+                    fix="send each encoded column once, and no identifier or label",
+                    details={"record": row},
+                )
+            start = 0
+            for column in enc.order:
+                start = self._put(out[row], start, column, record[column], row)
+        return out
+
+    def _put(self, dest: Float32, start: int, column: str, value: Any, row: int) -> int:
+        enc = self.encoder
+        assert enc is not None  # noqa: S101 - encode() checked it
+        if column in enc.numeric:
+            if value is not None:
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not math.isfinite(value)
+                ):
+                    raise self._bad(row, column, "a finite number or null", type(value).__name__)
+                lo, hi = enc.numeric[column]
+                dest[start] = 2.0 * (min(max(float(value), lo), hi) - lo) / (hi - lo) - 1.0
+            return start + 1
+        lookup = self._lookups[column]
+        if value is not None:
+            index = lookup.get(value) if isinstance(value, str) else None
+            if index is None and isinstance(value, int) and not isinstance(value, bool):
+                index = lookup.get(str(value))
+            if index is None:
+                got = (
+                    "a value outside them" if isinstance(value, str | int) else type(value).__name__
+                )
+                raise self._bad(
+                    row, column, f"one of {_names(enc.categorical[column])} or null", got
+                )
+            dest[start + index] = 1.0
+        return start + len(lookup)
+
+    @staticmethod
+    def _bad(row: int, column: str, expected: str, got: str) -> InvalidInputError:
+        return InvalidInputError(
+            f"record {row}, column '{column}' has a value the model cannot take",
+            expected=expected,
+            got=got,
+            fix="see the column's bounds or categories in GET /v1/models/NAME",
+            details={"record": row, "column": column},
+        )
+
+    def inputs(self, rows: Sequence[Sequence[float]]) -> Float32:
+        """Raw input vectors of width :attr:`width`, checked finite and clamped to [-1, 1]."""
+        try:
+            arr = np.asarray(rows, dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = np.zeros((0, 0))
+            ragged = True
+        else:
+            ragged = False
+        if ragged or arr.ndim != 2 or arr.shape[1] != self.width:  # noqa: PLR2004
+            raise InvalidInputError(
+                f"model '{self.name}' takes vectors of {self.width} values",
+                expected=f"inputs: a list of lists of {self.width} numbers",
+                got="rows of different lengths" if ragged else f"an array of shape {arr.shape}",
+                fix="send records instead" if self.encoder else "flatten each input",
+            )
+        if not np.all(np.isfinite(arr)):
+            raise InvalidInputError(
+                "inputs must be finite", expected="numbers in [-1, 1]", got="NaN or infinity"
+            )
+        return np.clip(arr, -1.0, 1.0).astype(np.float32)
+
+    # ------------------------------------------------------------ outputs
+    def _tensor(self, x: Float32) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(
+            len(x), *self.input_shape
+        )
+
+    def proba(self, x: Float32) -> npt.NDArray[np.float64]:
+        """Class probabilities of encoded inputs (a SISA ensemble: the mean of its shards')."""
+        with torch.inference_mode():
+            out = torch.softmax(self.net(self._tensor(x)), dim=1).double().numpy()
+        result: npt.NDArray[np.float64] = out
+        return result
+
+    def require_sisa(self) -> None:
+        """Nothing for a SISA ensemble; else the refusal of a ``private_label`` answer.
+
+        Raises:
+            ConflictError: The model is not a SISA ensemble (it has no shard votes).
+        """
+        if not isinstance(self.net, SisaEnsemble):
+            raise ConflictError(
+                f"model '{self.name}' is not a SISA ensemble",
+                expected="a model trained with `veil train --shards` for private_label answers",
+                got=self.card.architecture,
+                fix="serve it with output label, top_k or probabilities, or train a SISA ensemble",
+            )
+
+    def shard_votes(self, x: Float32) -> npt.NDArray[np.int64]:
+        """Each shard's label for each input, shape (shards, records): the private answer's votes."""
+        self.require_sisa()
+        assert isinstance(self.net, SisaEnsemble)  # noqa: S101 - require_sisa checked it
+        members = self.net.members
+        tensor = self._tensor(x)
+        with torch.inference_mode():
+            votes = torch.stack([m(tensor).argmax(dim=1) for m in members])
+        result: npt.NDArray[np.int64] = votes.numpy().astype(np.int64)
+        return result
+
+    def reference(self, n: int = 2000) -> Float32:
+        """Up to ``n`` encoded training rows for the monitor (read once, recorded, kept)."""
+        with self._lock:
+            if self._reference is None or len(self._reference) < n:
+                self._reference = self._read_reference(n)
+            return self._reference[:n]
+
+    def _read_reference(self, n: int) -> Float32:
+        if self.catalog is None:
+            raise ConflictError(
+                "no catalogue to read the monitor's reference rows through",
+                expected="a ModelCache built with the operator's Access",
+                got="none",
+            )
+        data = dataset_tensors(
+            self.catalog,
+            self.dataset,
+            label=self.meta.get("label"),
+            encoder=self.encoder,
+            use=DataUse.MECHANISM,
+            purpose=REFERENCE_PURPOSE,
+        )
+        rows = data.inputs.reshape(len(data.inputs), -1).numpy()
+        pick = SecureRandom().permutation(len(rows))[:n]
+        sample: Float32 = rows[np.sort(pick)].astype(np.float32)
+        return sample
+
+
+class ModelCache:
+    """The workspace's models, each loaded once and reloaded when its folder changes.
+
+    Args:
+        workspace: Where the models live (``<home>/models``).
+        operator: The service's own :class:`~veil.access.Access`, through whose
+            catalogue the monitor's reference rows are read (``None``: no reference).
+    """
+
+    def __init__(self, workspace: Workspace, operator: Access | None = None) -> None:
+        self.registry = ModelRegistry.for_workspace(workspace)
+        self._catalog = (
+            None
+            if operator is None
+            else Catalog(operator.store, workspace.settings, access=operator, workspace=workspace)
+        )
+        self._models: dict[str, tuple[tuple[int, ...], ServedModel]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def _stamp(self, name: str) -> tuple[int, ...]:
+        path = self.registry.path(name)  # NotFoundError for an unknown or removed model
+        stamp: list[int] = []
+        for folder in (path, path / _SHARDS):
+            try:
+                info = folder.stat()
+            except FileNotFoundError:
+                continue
+            stamp += [info.st_ino, info.st_mtime_ns]
+        return tuple(stamp)
+
+    def get(self, name: str) -> ServedModel:
+        """The model ``name``, loaded on first use and whenever it changed on disk.
+
+        Raises:
+            NotFoundError: No model of that name (or an invalid name).
+        """
+        stamp = self._stamp(name)
+        known = self._models.get(name)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        with self._lock:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            known = self._models.get(name)
+            if known is not None and known[0] == stamp:
+                return known[1]
+            saved = self.registry.load(name)
+            model = ServedModel(
+                name=name, card=saved.card, meta=saved.meta, net=saved.model, catalog=self._catalog
+            )
+            self._models[name] = (stamp, model)
+            return model
+
+    def cards(self) -> list[PrivacyCard]:
+        """Every model's privacy card (read from disk: the list is always current)."""
+        return self.registry.list()
+
+    def check_private(self, names: Sequence[str]) -> None:
+        """Refuse to start when a policy serves ``private_label`` from a model that is not SISA.
+
+        Models not yet trained are skipped (the request refuses them as unknown).
+        """
+        for name in names:
+            if self.registry.exists(name) and not self.registry.meta(name).get("sisa"):
+                raise ConflictError(
+                    f"the serving policy asks private_label answers of '{name}', which is not a "
+                    "SISA ensemble",
+                    expected="private_label only for models trained with --shards",
+                    got=self.registry.card(name).architecture,
+                    fix="serve it with output label, top_k or probabilities in the policy file",
+                )
