@@ -197,7 +197,9 @@ def test_refund_gives_back_only_what_was_taken(
 def test_a_new_counter_is_seeded_from_serve_usage(open_limits: Callable[..., Limits], store: Store):
     _set_usage(store, "k1", "digits-lr", 8)
     limits = open_limits(store)
+    assert limits.used("k1", "digits-lr") == 8
     assert limits.spend("k1", "digits-lr", 1, 10) == 1
+    assert limits.used("k1", "digits-lr") == 9
     with pytest.raises(BudgetExceededError) as refused:
         limits.spend("k1", "digits-lr", 2, 10)
     assert refused.value.details["used"] == 9

@@ -461,6 +461,16 @@ class Limits:
             )
         return cap - used
 
+    def used(self, key_id: str, model: str) -> int:
+        """Records ``key_id`` has had answered (or has taken) from ``model``; takes nothing.
+
+        Raises:
+            UnavailableError: Redis does not answer.
+            StoreError: The database cannot be read to seed a new counter.
+        """
+        counter = _counter(key_id, model)
+        return self._backend.spend(counter, 0, None, lambda: self._answered(key_id, model))[0]
+
     def refund(self, key_id: str, model: str, n: int) -> None:
         """Give back ``n`` records that :meth:`spend` took but the model never answered.
 
