@@ -33,7 +33,7 @@ FLOODED, EXACT = "digits-he", "digits-he-exact"
 POLICY = f"""
 models:
   {FLOODED}: {{queries_per_key: 5000}}
-  {EXACT}: {{queries_per_key: 5000, rate: 3/minute}}
+  {EXACT}: {{queries_per_key: 5000}}
 """
 
 
@@ -103,6 +103,7 @@ def test_the_listing_publishes_a_plan_clients_make_matching_keys_from(he_gateway
     assert models[FLOODED]["records_per_request"] == {"vector": 2048 // 64, "batch_group": 2048}
 
 
+@pytest.mark.slow
 def test_encrypted_answers_equal_plaintext_within_the_published_bounds(he_gateway, digits, client):
     program, x = digits
     http = he_gateway.client("consumer")
@@ -224,6 +225,40 @@ def test_only_the_key_that_uploaded_a_context_may_use_it(he_gateway, digits, cli
     # unknown programs, malformed ids
     _error(_infer(owner, "no-such-program", context, request), 404, "not_found")
     _error(_infer(owner, EXACT, "not-hex", request), 422, "invalid_input")
+
+
+def test_expired_contexts_are_gone_and_a_recompiled_program_refuses_old_ones(
+    he_gateway, digits, client
+):
+    program, x = digits
+    http = he_gateway.client("consumer")
+    folder = he_gateway.home / "serve" / "he-contexts" / EXACT
+    context = _upload(http, EXACT, client.public_context())
+    record = json.loads((folder / f"{context}.json").read_text())
+    assert record["key_id"] == he_gateway.keys["consumer"].split("_")[2]
+    assert oct((folder / f"{context}.ctx").stat().st_mode & 0o777) == "0o600"
+    (folder / f"{context}.json").write_text(json.dumps({**record, "expires": record["created"]}))
+    _error(_infer(http, EXACT, context, client.encrypt(x[0])), 404, "not_found")
+    assert list(folder.iterdir()) == [folder / ".lock"]  # the expired context was removed
+
+    context = _upload(http, EXACT, client.public_context())
+    install_program(he_gateway.home, EXACT, program, layouts=("batch",), flood_sigma=None)
+    stale = _error(_infer(http, EXACT, context, client.encrypt(x[0])), 409, "conflict")
+    assert "recompiled" in stale["message"]
+    # a folder whose plan is not its program's is left out of the listing, not served
+    plan = he_gateway.home / "he" / FLOODED / "program.plan.json"
+    plan.write_text(json.dumps({**json.loads(plan.read_text()), "scale_bits": 20}))
+    listed = http.get("/v1/he/models").json()["models"]
+    assert [m["name"] for m in listed] == [EXACT]
+    assert listed[0]["plan"]["layouts"] == ["batch"]
+    assert (
+        "not its program"
+        in _error(
+            http.post(f"/v1/he/{FLOODED}/contexts", content=b"x", headers=OCTETS),
+            400,
+            "invalid_input",
+        )["message"]
+    )
 
 
 def test_a_key_keeps_at_most_four_contexts_per_program(he_gateway, client):

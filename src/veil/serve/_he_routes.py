@@ -41,6 +41,7 @@ the event loop.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Annotated, Any
 
@@ -49,9 +50,16 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from veil.access import Permission
-from veil.errors import BudgetExceededError, DataTooLargeError, InvalidInputError, NotFoundError
+from veil.errors import (
+    BudgetExceededError,
+    DataTooLargeError,
+    InvalidInputError,
+    NotFoundError,
+    VeilError,
+)
+from veil.he._ckks import check_layout, unpack
 from veil.serve._auth import Caller, annotate, needs
-from veil.serve._errors import ERROR_RESPONSES
+from veil.serve._errors import ERROR_RESPONSES, ErrorBody
 from veil.serve._he_store import (
     CONTEXT_ID,
     NAME,
@@ -59,7 +67,6 @@ from veil.serve._he_store import (
     ProgramShelf,
     ServedProgram,
     check_context,
-    request_records,
 )
 from veil.serve._state import ServeState, get_state
 
@@ -219,6 +226,48 @@ def _rate(state: ServeState, name: str, key_id: str) -> None:
     state.limits.hit(f"predict:{key_id}", state.limits.effective_rate(key_id, policy.rate))
 
 
+def request_records(served: ServedProgram, he_key_id: str, data: bytes) -> tuple[int, int, str]:
+    """``(declared, charged, layout)`` of an encrypted request, checked before any work.
+
+    The shape is checked as :class:`HEServer` will (key id, layout, count,
+    ciphertexts), so that a malformed request is refused before it is charged.
+
+    Raises:
+        InvalidInputError: Not a request, for other keys, or of the wrong shape.
+    """
+    meta, sections = unpack(data, "request")
+    if meta.get("key_id") != he_key_id:
+        raise InvalidInputError(
+            "the request was encrypted for other keys than this context's",
+            expected=f"key id {he_key_id[:12]}...",
+            got=f"key id {str(meta.get('key_id'))[:12]}...",
+            fix="encrypt with the secret key whose public context you uploaded",
+        )
+    layout = str(meta.get("layout"))
+    check_layout(layout, served.plan)
+    count = meta.get("count")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InvalidInputError(
+            "the request holds no inputs", expected="a count of at least 1", got=repr(count)
+        )
+    width, slots = served.plan.input_dim, served.plan.slots
+    if layout == "vector":
+        groups, expected = 1, 1
+        if count != 1:
+            raise InvalidInputError("a vector request holds one input", got=f"count {count}")
+    else:
+        groups = math.ceil(count / slots)
+        expected = groups * width
+    if len(sections) != expected:
+        raise InvalidInputError(
+            "the request has the wrong number of ciphertexts",
+            expected=f"{expected} for {count} input(s) in the {layout} layout",
+            got=str(len(sections)),
+        )
+    charged = count if served.charge == "declared" else groups * served.capacity(layout)
+    return count, charged, layout
+
+
 # ----------------------------------------------------------------------------- routes
 
 
@@ -230,7 +279,12 @@ def list_models(
 ) -> HEModels:
     """Every program a client can make keys for, with its plan, error bounds and charges."""
     he = _he(request, state)
-    models = [he.describe(he.programs.get(name)) for name in he.programs.names()]
+    models = []
+    for name in he.programs.names():
+        try:
+            models.append(he.describe(he.programs.get(name)))
+        except VeilError as exc:  # one broken folder must not hide the others
+            state.log.warning("HE program %s is not served: %s", name, exc)
     annotate(request, purpose=_PURPOSE, models=len(models))
     return HEModels(models=models)
 
@@ -322,7 +376,10 @@ def _owned(
     summary="Evaluate the program on an encrypted request",
     response_class=Response,
     openapi_extra={"requestBody": {"required": True, "content": {_OCTETS: _BINARY}}},
-    responses={200: {"content": {_OCTETS: _BINARY}, "description": "The encrypted response."}},
+    responses={
+        200: {"content": {_OCTETS: _BINARY}, "description": "The encrypted response."},
+        409: {"model": ErrorBody, "description": "The program changed since the upload (conflict)"},
+    },
 )
 async def infer(
     name: ProgramName,
@@ -363,8 +420,8 @@ def _infer(
     served = he.programs.get(name)
     annotate(request, purpose=_PURPOSE, model=name, context=context, bytes=len(data))
     record = _owned(request, he, served, context, caller)
-    declared, charged, layout = request_records(served, str(record["he_key_id"]), data)
     server = he.contexts.server(served, record)
+    declared, charged, layout = request_records(served, str(record["he_key_id"]), data)
     policy = state.policy.for_model(name, caller.key_id)
     try:
         left = state.limits.spend(caller.key_id, name, charged, policy.queries_per_key)

@@ -52,7 +52,7 @@ from typing import Any
 from veil._io import write_bytes_atomic, write_json_atomic
 from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.he import HEPlan, HEProgram, HEServer, error_bound
-from veil.he._ckks import MAGIC, TAIL, check_layout, unpack
+from veil.he._ckks import MAGIC, TAIL, unpack
 from veil.he._layout import next_pow2
 from veil.he._seal import load_object
 
@@ -64,7 +64,6 @@ __all__ = [
     "ServedProgram",
     "check_context",
     "install_program",
-    "request_records",
 ]
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -345,48 +344,6 @@ def _kind(data: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None
     return kind if isinstance(kind, str) else None
-
-
-def request_records(served: ServedProgram, he_key_id: str, data: bytes) -> tuple[int, int, str]:
-    """``(declared, charged, layout)`` of an encrypted request, checked before any work.
-
-    The shape is checked as :class:`HEServer` will (key id, layout, count,
-    ciphertexts), so that a malformed request is refused before it is charged.
-
-    Raises:
-        InvalidInputError: Not a request, for other keys, or of the wrong shape.
-    """
-    meta, sections = unpack(data, "request")
-    if meta.get("key_id") != he_key_id:
-        raise InvalidInputError(
-            "the request was encrypted for other keys than this context's",
-            expected=f"key id {he_key_id[:12]}...",
-            got=f"key id {str(meta.get('key_id'))[:12]}...",
-            fix="encrypt with the secret key whose public context you uploaded",
-        )
-    layout = str(meta.get("layout"))
-    check_layout(layout, served.plan)
-    count = meta.get("count")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise InvalidInputError(
-            "the request holds no inputs", expected="a count of at least 1", got=repr(count)
-        )
-    width, slots = served.plan.input_dim, served.plan.slots
-    if layout == "vector":
-        groups, expected = 1, 1
-        if count != 1:
-            raise InvalidInputError("a vector request holds one input", got=f"count {count}")
-    else:
-        groups = math.ceil(count / slots)
-        expected = groups * width
-    if len(sections) != expected:
-        raise InvalidInputError(
-            "the request has the wrong number of ciphertexts",
-            expected=f"{expected} for {count} input(s) in the {layout} layout",
-            got=str(len(sections)),
-        )
-    charged = count if served.charge == "declared" else groups * served.capacity(layout)
-    return count, charged, layout
 
 
 class ContextStore:
