@@ -6,6 +6,7 @@ both); a real ``kill -9`` of a subprocess for the crash tests.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -172,6 +173,46 @@ def test_a_corrupt_line_is_put_on_the_trail_not_dropped(store, trail, directory)
     assert corrupt[0].details["reason"].startswith("not JSON")
     assert corrupt[1].details["reason"].startswith("invalid or unknown fields ['outcome']")
     assert usage(store) == {("k1", "m"): 9}  # a corrupt line adds no usage
+    assert trail.verify().ok
+
+
+@pytest.mark.parametrize("truncate_fails", [False, True])
+def test_a_failed_write_refuses_and_leaves_no_glued_line(
+    store, trail, directory, monkeypatch, truncate_fails
+):
+    """A full disk mid-write: the request is refused, and the next line is not glued to half
+    of this one (the file is cut back, or else the fragment ends as a corrupt line)."""
+    real_write = os.write
+    calls: list[int] = []
+
+    def short_then_full(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:  # the kernel writes what fits and says how much
+            return real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def cannot_truncate(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with quiet(store, trail, directory) as spool:
+        spool.record(request(0))
+        size = spool.path.stat().st_size
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "write", short_then_full)
+            if truncate_fails:
+                patch.setattr(os, "ftruncate", cannot_truncate)
+            with pytest.raises(UnavailableError, match="cannot write the trail spool"):
+                spool.record(request(1))
+        assert len(calls) == 2
+        assert (spool.path.stat().st_size > size) is truncate_fails
+        assert spool.pending == 1
+        spool.record(request(2))
+        spool.flush()
+    assert served(trail) == [0, 2]
+    corrupt = trail.entries(action=CORRUPT_ACTION)
+    assert len(corrupt) == (1 if truncate_fails else 0)
+    if truncate_fails:
+        assert corrupt[0].details["offset"] == size
     assert trail.verify().ok
 
 

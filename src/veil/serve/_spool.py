@@ -320,7 +320,7 @@ class TrailSpool:
                     "the backlog moves",
                     details={"pending": len(self._marks)},
                 )
-            self._write(b"\n" + data if self._torn else data)
+            self._write(data)
             self._marks.append((self._size, now))
             waiting = len(self._marks)
         if waiting >= self.batch:
@@ -343,7 +343,8 @@ class TrailSpool:
             try:
                 os.ftruncate(self._fd, start)
             except OSError:
-                self._size, self._torn = start + written, self._torn or written > 0
+                self._size = os.fstat(self._fd).st_size
+                self._torn = self._torn or self._size > start
             raise self._unwritable(exc) from None
         self._size = start + written
 
