@@ -1,0 +1,356 @@
+"""DP analytics over HTTP: datasets, their schemas, DP queries, budgets and the ledger's history.
+
+Each route is a thin shell over the library, exactly as ``veil query`` and
+``veil budget`` are: :func:`veil.dp.query_dataset` is the one budget gate (it
+checks ``budget.spend``, previews the charge, loads only the columns the plan
+reads, and charges the ledger, with its trail entry, in one transaction before
+any answer is computed). The route adds nothing to the accounting; it only
+parses the body, names what the request did on its trail entry, and shapes the
+JSON.
+
+What the request's trail entry carries: the dataset, the stated purpose, the
+epsilon and delta asked for, the ledger event the charge made, and the SQL's
+SHA-256, never its text: a ``WHERE`` clause can quote values from the data
+(``name = 'Alice'``), and the trail is read by auditors who may not see rows.
+The digest still ties the request to the SQL a client kept.
+
+What a caller sees of a dataset is its declared metadata (schema, roles,
+bounds, categories, size, fingerprint), never the server's file path or
+registration report: those describe the operator's machine, not the data's
+contract, and ``dataset.read_metadata`` is granted to analysts and auditors.
+
+The ledger's history is paged by release sequence number (``?after=<seq>``):
+releases are appended with increasing ``seq`` under the ledger's lock, so a
+client that passes the last ``seq`` it saw gets every later release once. Budget
+changes carry no ``seq``; they are few (an owner sets a budget), so each page
+returns all of them, apart from the releases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from veil.access import Permission
+from veil.errors import BudgetExceededError
+from veil.ledger import MAX_RELEASE_EPSILON
+from veil.serve._auth import Caller, annotate, needs
+from veil.serve._errors import ERROR_RESPONSES
+from veil.serve._state import ServeState, get_state
+
+__all__ = [
+    "BudgetStatusModel",
+    "DatasetDetail",
+    "DatasetList",
+    "HistoryPage",
+    "QueryBody",
+    "QueryResponse",
+    "router",
+]
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERROR_RESPONSES)
+
+# veil.dp refuses longer SQL (MAX_SQL_CHARS); the same bound here puts it in the OpenAPI schema.
+MAX_SQL_CHARS = 10_000
+MAX_PURPOSE_CHARS = 500
+MAX_HISTORY_PAGE = 1000
+DEFAULT_PURPOSE = "statistics: ad-hoc analysis"
+SQL_DESCRIPTION = (
+    "SELECT [g,] COUNT(*) | SUM(x) | AVG(x) | VARIANCE(x) | MEDIAN(x) | QUANTILE(x, q) "
+    "[AS name] FROM t [WHERE ...] [GROUP BY g]; the table is `t` or the dataset's name"
+)
+
+State = Annotated[ServeState, Depends(get_state)]
+DatasetName = Annotated[
+    str, Path(min_length=1, max_length=200, description="A registered dataset's name.")
+]
+
+
+# ---------------------------------------------------------------- models
+class BudgetStatusModel(BaseModel):
+    """A dataset's budget, what its releases spent, and what remains (``veil budget show``)."""
+
+    dataset: str
+    budget: dict[str, Any] | None = Field(
+        description="{kind: approx_dp, epsilon, delta} or {kind: zcdp, rho}; null: none set "
+        "(nothing may be released)."
+    )
+    spent: dict[str, float | None]
+    remaining: float | None = Field(description="Epsilon (at the budget's delta) or rho left.")
+    events: int = Field(description="Releases charged so far.")
+    accountant: str
+    cross_check: dict[str, Any] = Field(default_factory=dict)
+
+
+class BudgetSummary(BaseModel):
+    budget: dict[str, Any] | None
+    spent: dict[str, float | None]
+    remaining: float | None
+    events: int
+
+
+class DatasetSummary(BaseModel):
+    name: str
+    privacy_unit: str | None = Field(description="The column that identifies a person.")
+    one_row_per_person: bool
+    rows: int
+    columns: int
+    managed: bool
+    budget: BudgetSummary | None = Field(
+        description="Null when the key may not read this dataset's ledger (ledger.read)."
+    )
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetSummary]
+
+
+class DatasetDetail(BaseModel):
+    """A dataset's declared contract: what a query may ask of it."""
+
+    name: str
+    format: str
+    rows: int
+    columns: int
+    content_sha256: str = Field(description="The registered bytes' fingerprint.")
+    managed: bool
+    version: int | None
+    created_at: str
+    privacy_schema: dict[str, Any] = Field(
+        description="Privacy unit, quasi-identifiers, sensitive columns, contribution bounds, "
+        "and each column's kind, bounds and categories."
+    )
+
+
+class QueryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS, description=SQL_DESCRIPTION)
+    epsilon: float = Field(
+        gt=0, le=MAX_RELEASE_EPSILON, allow_inf_nan=False, description="Epsilon to spend."
+    )
+    delta: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False, description="Delta to spend.")
+    purpose: str = Field(
+        DEFAULT_PURPOSE,
+        min_length=1,
+        max_length=MAX_PURPOSE_CHARS,
+        description="Why (recorded in the ledger and on the trail).",
+    )
+    confidence: float = Field(
+        0.95, gt=0, lt=1, allow_inf_nan=False, description="Level of the noise intervals."
+    )
+    mechanism: Literal["auto", "laplace", "gaussian"] = Field(
+        "auto", description="auto picks the smaller error; gaussian needs delta > 0."
+    )
+
+
+class Charge(BaseModel):
+    """The ledger's receipt: the event this answer was charged as."""
+
+    event_id: int
+    seq: int
+    dataset: str
+    charged: dict[str, float | None]
+    budget: BudgetStatusModel
+
+
+class QueryResponse(BaseModel):
+    columns: list[str]
+    rows: list[dict[str, Any]] = Field(
+        description="One per group; a measured cell is {value, scale, ci, ...}."
+    )
+    epsilon: float
+    delta: float
+    mechanism: str
+    ci_level: float
+    ci_note: str
+    notes: list[str]
+    charged: Charge
+    budget: BudgetStatusModel = Field(description="The dataset's budget right after this charge.")
+
+
+class HistoryPage(BaseModel):
+    dataset: str
+    releases: list[dict[str, Any]] = Field(
+        description="Charged releases with seq > after, oldest first (as `veil budget history`)."
+    )
+    budget_changes: list[dict[str, Any]] = Field(description="Every budget change, oldest first.")
+    next_after: int | None = Field(
+        description="Pass as ?after= for the next page; null when this page reaches the newest."
+    )
+
+
+# ---------------------------------------------------------------- routes
+@router.get(
+    "",
+    response_model=DatasetList,
+    summary="Datasets this key may see",
+)
+def list_datasets(
+    *,
+    caller: Caller = needs(Permission.DATASET_READ_METADATA),
+    state: State,
+) -> dict[str, Any]:
+    """Registered datasets whose metadata the key may read, with a budget summary for each
+    whose ledger it may read."""
+    access = caller.access
+    catalog = state.catalog(access)
+    ledger = state.ledger(access)
+    items = []
+    for info in catalog.list():
+        budget = None
+        if access.allows(Permission.LEDGER_READ, info.name):
+            status = ledger.status(info.name, cross_check=False)
+            budget = {
+                "budget": None if status.budget is None else status.budget.to_dict(),
+                "spent": status.spent.to_dict(),
+                "remaining": status.remaining,
+                "events": status.events,
+            }
+        items.append(
+            {
+                "name": info.name,
+                "privacy_unit": info.schema.privacy_unit,
+                "one_row_per_person": info.schema.privacy_unit is None,
+                "rows": info.n_rows,
+                "columns": len(info.schema.columns),
+                "managed": info.managed,
+                "budget": budget,
+            }
+        )
+    return {"datasets": items}
+
+
+@router.get(
+    "/{name}",
+    response_model=DatasetDetail,
+    summary="A dataset's declared schema",
+)
+def get_dataset(
+    *,
+    name: DatasetName,
+    request: Request,
+    caller: Caller = needs(Permission.DATASET_READ_METADATA, dataset_param="name"),
+    state: State,
+) -> dict[str, Any]:
+    """The declared privacy schema (roles, bounds, categories), size and fingerprint."""
+    annotate(request, dataset=name)
+    info = state.catalog(caller.access).get(name)
+    return {
+        "name": info.name,
+        "format": info.format,
+        "rows": info.n_rows,
+        "columns": len(info.schema.columns),
+        "content_sha256": info.content_sha256,
+        "managed": info.managed,
+        "version": info.version,
+        "created_at": info.created_at.isoformat(),
+        "privacy_schema": info.schema.to_dict(),
+    }
+
+
+@router.post(
+    "/{name}/query",
+    response_model=QueryResponse,
+    summary="A DP SQL query",
+)
+def query(
+    *,
+    name: DatasetName,
+    body: QueryBody,
+    request: Request,
+    caller: Caller = needs(Permission.BUDGET_SPEND, dataset_param="name"),
+    state: State,
+) -> dict[str, Any]:
+    """Answer ``sql`` with differential privacy; the ledger is charged before it runs.
+
+    A query that cannot run (malformed SQL, a column the schema lacks) costs
+    nothing; one the budget cannot pay is refused (403 ``budget_exceeded``,
+    with what remains in ``details``) before any row is read.
+    """
+    from veil.dp import query_dataset  # noqa: PLC0415 - OpenDP and Polars load on first query
+
+    annotate(
+        request,
+        dataset=name,
+        purpose=body.purpose,
+        epsilon=body.epsilon,
+        delta=body.delta,
+        mechanism=body.mechanism,
+        sql_sha256=hashlib.sha256(body.sql.encode("utf-8")).hexdigest(),
+    )
+    ledger = state.ledger(caller.access)
+    try:
+        result = query_dataset(
+            state.catalog(caller.access),
+            guard=ledger,
+            dataset=name,
+            sql=body.sql,
+            epsilon=body.epsilon,
+            delta=body.delta,
+            purpose=body.purpose,
+            confidence=body.confidence,
+            mechanism=body.mechanism,
+        )
+    except BudgetExceededError as exc:
+        # The gate's refusal names what is left when a budget exists; without one, say so too.
+        exc.details.setdefault("remaining", None)
+        exc.details.setdefault("budget", None)
+        raise
+    receipt = result.charged
+    annotate(request, ledger_event=receipt["event_id"], ledger_seq=receipt["seq"])
+    return {**result.to_dict(), "budget": receipt["budget"]}
+
+
+@router.get(
+    "/{name}/budget",
+    response_model=BudgetStatusModel,
+    summary="A dataset's budget",
+)
+def budget(
+    *,
+    name: DatasetName,
+    request: Request,
+    caller: Caller = needs(Permission.LEDGER_READ, dataset_param="name"),
+    state: State,
+) -> dict[str, Any]:
+    """The budget, what has been spent (with the RDP accountant's cross-check), what remains."""
+    annotate(request, dataset=name)
+    return state.ledger(caller.access).status(name).to_dict()
+
+
+@router.get(
+    "/{name}/history",
+    response_model=HistoryPage,
+    summary="The ledger's history",
+)
+def history(
+    *,
+    name: DatasetName,
+    request: Request,
+    caller: Caller = needs(Permission.LEDGER_READ, dataset_param="name"),
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_PAGE, description="Releases per page.")] = 100,
+    after: Annotated[
+        int, Query(ge=0, le=2**62, description="Return releases with seq above this.")
+    ] = 0,
+) -> dict[str, Any]:
+    """Releases (oldest first, paged by ``seq``) and budget changes, as ``veil budget history``."""
+    annotate(request, dataset=name, after=after, limit=limit)
+    items = state.ledger(caller.access).history(name)
+    changes = [item for item in items if item.get("type") == "budget"]
+    later = sorted(
+        (item for item in items if item.get("type") == "release" and item["seq"] > after),
+        key=lambda item: int(item["seq"]),
+    )
+    page = later[:limit]
+    more = len(later) > limit
+    return {
+        "dataset": name,
+        "releases": page,
+        "budget_changes": changes,
+        "next_after": page[-1]["seq"] if more else None,
+    }
