@@ -103,6 +103,28 @@ def test_the_listing_publishes_a_plan_clients_make_matching_keys_from(he_gateway
     assert models[FLOODED]["records_per_request"] == {"vector": 2048 // 64, "batch_group": 2048}
 
 
+def test_a_program_veil_he_compile_writes_into_the_workspace_is_served(he_gateway, tmp_path):
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    from veil.cli._app import main
+
+    x, y = load_digits(return_X_y=True)
+    model = LogisticRegression(max_iter=200).fit(x[:600] / 16.0, y[:600])
+    np.savez(tmp_path / "lr.npz", coef=model.coef_, intercept=model.intercept_, output="softmax")
+    np.save(tmp_path / "sample.npy", x[:200])
+    target = he_gateway.home / "he" / "cli-lr" / "program.veilhe"
+    args = ["he", "compile", str(tmp_path / "lr.npz"), "--calibrate", str(tmp_path / "sample.npy")]
+    assert main([*args, "--scale", "16", "--layouts", "vector", "-o", str(target), "--json"]) == 0
+    listed = {
+        m["name"]: m for m in he_gateway.client("consumer").get("/v1/he/models").json()["models"]
+    }
+    assert listed["cli-lr"]["plan"]["layouts"] == ["vector"]
+    assert listed["cli-lr"]["flood_sigma"] == pytest.approx(
+        1e-3 * listed["cli-lr"]["plan"]["magnitude"]
+    )
+
+
 @pytest.mark.slow
 def test_encrypted_answers_equal_plaintext_within_the_published_bounds(he_gateway, digits, client):
     program, x = digits
