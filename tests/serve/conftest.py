@@ -156,7 +156,9 @@ def _serve_in_thread(served: Served, policy: Path | None, **options: Any) -> Gat
     config = ServeConfig(home=served.home, port=port, policy=policy, **options)
     app = create_app(config)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, ws="none"
+        )
     )
     thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)
     thread.start()

@@ -131,4 +131,5 @@ def serve(
         log_level=log_level,
         timeout_graceful_shutdown=max(1, int(shutdown_grace)),
         server_header=False,
+        ws="none",  # no WebSocket routes; its legacy module warns on import
     )
