@@ -1,0 +1,346 @@
+"""Model serving over real HTTP: cards, policies, predictions, budgets, refusals and the trail.
+
+Each test starts the gateway on its own copy of the served workspace (``conftest.py``:
+the sklearn digits dataset with a budget, the DP logistic regression ``digits-lr`` and a
+key per role) with the serving policy it needs, and checks the answers against the
+model called in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from veil.access import Trail
+from veil.access._keys import parse_key
+from veil.serve._served import REFERENCE_PURPOSE, ModelCache
+from veil.train import FeatureEncoder, ModelRegistry
+from veil.workspace import Workspace
+
+pytestmark = [
+    pytest.mark.xdist_group("serve"),
+    pytest.mark.slow,
+    # uvicorn imports websockets.legacy when it starts (the fixture could pass ws="none")
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:websockets"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:uvicorn"),
+]
+
+MODEL = "digits-lr"
+PREDICT = f"/v1/models/{MODEL}/predict"
+
+
+def _key_id(gateway: Any, role: str) -> str:
+    parsed = parse_key(gateway.keys[role])
+    assert parsed is not None
+    return parsed[0]
+
+
+def _records(gateway: Any, n: int, start: int = 0) -> list[dict[str, Any]]:
+    """``n`` digits rows as records named as the model's columns (from GET /v1/models/NAME)."""
+    detail = gateway.client("analyst").get(f"/v1/models/{MODEL}").json()
+    names = [c["name"] for c in detail["inputs"]["columns"]]
+    pixels = load_digits().data[start : start + n]
+    return [dict(zip(names, map(float, row), strict=True)) for row in pixels]
+
+
+def _error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error = dict(response.json()["error"])
+    assert error["code"] == code, error
+    return error
+
+
+def _requests(gateway: Any) -> list[Any]:
+    gateway.state.spool.flush()
+    return Trail(gateway.state.store).entries(action="serve.request")
+
+
+def _in_process(gateway: Any, records: list[dict[str, Any]]) -> np.ndarray:
+    import pandas as pd
+    import torch
+
+    saved = ModelRegistry.for_workspace(Workspace(gateway.home)).load(MODEL)
+    encoder = FeatureEncoder.from_dict(saved.meta["encoder"])
+    with torch.no_grad():
+        logits = saved.model(encoder.encode(pd.DataFrame(records)))
+    return torch.softmax(logits, dim=1).numpy()
+
+
+# ---------------------------------------------------------------- reading models
+def test_list_and_show_models_with_the_callers_policy(gateway):
+    listed = gateway.client("analyst").get("/v1/models")
+    assert listed.status_code == 200, listed.text
+    models = {m["name"]: m for m in listed.json()["models"]}
+    assert models[MODEL]["dataset"] == "digits" and models[MODEL]["private"] is True
+    detail = gateway.client("analyst").get(f"/v1/models/{MODEL}").json()
+    assert detail["classes"] == [str(i) for i in range(10)]
+    assert detail["inputs"]["width"] == 64 and len(detail["inputs"]["columns"]) == 64
+    assert detail["card"]["dataset"] == "digits" and detail["sisa"] is False
+    assert detail["policy"] == {
+        "output": "label",
+        "queries_per_key": 500,
+        "rate": "20/second",
+        "max_batch": 100,
+    }
+    # a consumer may predict but not read cards
+    _error(gateway.client("consumer").get("/v1/models"), 403, "permission_denied")
+    _error(gateway.client("analyst").get("/v1/models/no-such-model"), 404, "not_found")
+
+
+# ---------------------------------------------------------------- predicting
+def test_default_policy_answers_labels_that_match_the_model(gateway):
+    records = _records(gateway, 20)
+    response = gateway.client("consumer").post(PREDICT, json={"records": records})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["output"] == "label" and body["records_left"] == 480
+    assert all(set(p) == {"label"} for p in body["predictions"])  # nothing but the label
+    expected = _in_process(gateway, records).argmax(axis=1)
+    assert [int(p["label"]) for p in body["predictions"]] == expected.tolist()
+    # the same rows as encoded vectors give the same answers
+    encoder = FeatureEncoder.from_dict(
+        ModelRegistry.for_workspace(Workspace(gateway.home)).meta(MODEL)["encoder"]
+    )
+    import pandas as pd
+
+    vectors = encoder.encode(pd.DataFrame(records)).tolist()
+    again = gateway.client("consumer").post(PREDICT, json={"inputs": vectors}).json()
+    assert again["predictions"] == body["predictions"] and again["records_left"] == 460
+
+
+def test_record_encoding_matches_training_encoding(serve_home):
+    cache = ModelCache(Workspace(serve_home.home))
+    model = cache.get(MODEL)
+    assert cache.get(MODEL) is model  # loaded once
+    assert model.encoder is not None
+    rng = np.random.default_rng(0)
+    import pandas as pd
+
+    names = list(model.encoder.order)
+    rows = rng.uniform(-5, 25, size=(50, len(names)))  # beyond the bounds: clamped as training
+    records = [dict(zip(names, row.tolist(), strict=True)) for row in rows]
+    records[3][names[0]] = None  # missing: the midpoint, as training
+    ours = model.encode(records)
+    theirs = model.encoder.encode(pd.DataFrame(records)).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+    # a model changed on disk (an unlearning run swaps shards; a re-save renames the folder)
+    folder = ModelRegistry.for_workspace(Workspace(serve_home.home)).path(MODEL)
+    info = folder.stat()
+    os.utime(folder, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000))
+    assert cache.get(MODEL) is not model
+
+
+def test_top_k_and_per_key_probabilities(start_gateway, serve_home):
+    from veil.access._keys import parse_key as parse
+
+    analyst = parse(serve_home.keys["analyst"])
+    assert analyst is not None
+    gateway = start_gateway(
+        f"""
+        models:
+          {MODEL}: {{output: top_k, top_k: 3, decimals: 2}}
+        keys:
+          {analyst[0]}:
+            models:
+              {MODEL}: {{output: probabilities, temperature: 2.0}}
+        """.replace("\n        ", "\n")
+    )
+    records = _records(gateway, 5)
+    proba = _in_process(gateway, records)
+    top = gateway.client("consumer").post(PREDICT, json={"records": records}).json()
+    assert top["output"] == "top_k"
+    for answer, row in zip(top["predictions"], proba, strict=True):
+        order = np.argsort(-row)[:3]
+        assert [t["label"] for t in answer["top"]] == [str(i) for i in order]
+        assert [t["probability"] for t in answer["top"]] == pytest.approx(
+            np.round(row[order], 2).tolist(), abs=1e-6
+        )
+        assert answer["label"] == str(order[0])
+    full = gateway.client("analyst").post(PREDICT, json={"records": records}).json()
+    assert full["output"] == "probabilities"
+    flattened = np.sqrt(proba) / np.sqrt(proba).sum(axis=1, keepdims=True)
+    got = np.array([list(p["probabilities"].values()) for p in full["predictions"]])
+    # the key's layer changes the output and temperature and keeps the model's decimals
+    np.testing.assert_allclose(got, np.round(flattened, 2), rtol=0, atol=1e-6)
+    shown = gateway.client("analyst").get(f"/v1/models/{MODEL}").json()["policy"]
+    assert (shown["output"], shown["temperature"], shown["decimals"]) == ("probabilities", 2.0, 2)
+
+
+# ---------------------------------------------------------------- budgets and limits
+def test_count_budget_bounds_records_and_refusals_take_nothing(start_gateway):
+    gateway = start_gateway(f"models:\n  {MODEL}: {{queries_per_key: 10, max_batch: 8}}\n")
+    client = gateway.client("consumer")
+    records = _records(gateway, 8)
+    assert client.post(PREDICT, json={"records": records}).json()["records_left"] == 2
+    error = _error(client.post(PREDICT, json={"records": records[:3]}), 403, "budget_exceeded")
+    assert error["details"]["left"] == 2
+    assert client.post(PREDICT, json={"records": records[:2]}).json()["records_left"] == 0
+    usage = client.get(f"/v1/models/{MODEL}/usage").json()
+    assert usage == {
+        "model": MODEL,
+        "key_id": _key_id(gateway, "consumer"),
+        "used": 10,
+        "cap": 10,
+        "left": 0,
+    }
+    # another key has its own budget; a batch over max_batch is too large before any spend
+    other = gateway.client("analyst")
+    _error(other.post(PREDICT, json={"records": _records(gateway, 9)}), 413, "data_too_large")
+    assert other.get(f"/v1/models/{MODEL}/usage").json()["used"] == 0
+    # the records answered reach the durable count with the trail entries
+    gateway.state.spool.flush()
+    entries = [
+        e for e in _requests(gateway) if e.details.get("route") == PREDICT.replace(MODEL, "{name}")
+    ]
+    answered = [e.details.get("records") for e in entries if e.details["status"] == 200]
+    assert answered == [8, 2]
+
+
+def test_rate_limit_per_key(start_gateway):
+    gateway = start_gateway(f"models:\n  {MODEL}: {{rate: 2/minute}}\n")
+    client = gateway.client("consumer")
+    record = _records(gateway, 1)
+    for _ in range(2):
+        assert client.post(PREDICT, json={"records": record}).status_code == 200
+    refused = client.post(PREDICT, json={"records": record})
+    _error(refused, 429, "rate_limited")
+    assert float(refused.headers["retry-after"]) > 0
+    assert gateway.client("analyst").post(PREDICT, json={"records": record}).status_code == 200
+    # refused requests take no records
+    assert client.get(f"/v1/models/{MODEL}/usage").json()["used"] == 2
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("mutate", "status", "code"),
+    [
+        (lambda r: r[0].pop(next(iter(r[0]))), 400, "invalid_input"),
+        (lambda r: r[0].update({"patient_id": 7}), 400, "invalid_input"),
+        (lambda r: r[0].update({next(iter(r[0])): "seven"}), 400, "invalid_input"),
+        (lambda r: r[0].update({next(iter(r[0])): True}), 400, "invalid_input"),
+    ],
+)
+def test_bad_records_are_400_naming_record_and_column(gateway, mutate, status, code):
+    records = _records(gateway, 2)
+    mutate(records)
+    error = _error(
+        gateway.client("consumer").post(PREDICT, json={"records": records}), status, code
+    )
+    assert error["details"]["record"] == 0
+    assert "seven" not in json.dumps(error)  # values are never quoted back
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({}, 422),
+        ({"records": [], "inputs": None}, 422),
+        ({"records": [{"a": 1}], "inputs": [[0.0]]}, 422),
+        ({"inputs": [[0.0] * 63]}, 400),
+        ({"inputs": [[0.0] * 64, [0.0] * 65]}, 400),
+        ({"inputs": [[0.0] * 64], "extra": 1}, 422),
+        ({"records": [{"x" * 300: 1.0}]}, 422),
+    ],
+)
+def test_malformed_bodies_are_clean_4xx(gateway, body, status):
+    response = gateway.client("consumer").post(PREDICT, json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == "invalid_input"
+    assert gateway.client("consumer").get(f"/v1/models/{MODEL}/usage").json()["used"] == 0
+
+
+def test_a_key_scoped_to_another_dataset_cannot_use_the_model(gateway):
+    from veil.access import Role
+
+    _veil(gateway.home, "datasets", "add", "sklearn:iris", "--name", "iris")
+    _, token = gateway.state.operator.create_key("scoped", Role.ANALYST, "iris")
+    refused = gateway.client(token=token).post(PREDICT, json={"inputs": [[0.0] * 64]})
+    _error(refused, 403, "permission_denied")
+
+
+# ---------------------------------------------------------------- the trail and the monitor
+def test_each_prediction_is_on_the_trail_and_the_monitor_reference_is_recorded(gateway):
+    client = gateway.client("consumer")
+    assert client.post(PREDICT, json={"records": _records(gateway, 3)}).status_code == 200
+    route = PREDICT.replace(MODEL, "{name}")
+    entry = next(e for e in _requests(gateway) if e.details.get("route") == route)
+    assert entry.details["status"] == 200
+    assert entry.dataset == "digits"
+    assert entry.details["model"] == MODEL and entry.details["output"] == "label"
+    assert entry.details["records"] == 3
+    reads = Trail(gateway.state.store).entries(action="dataset.read")
+    assert any(e.purpose == REFERENCE_PURPOSE and e.dataset == "digits" for e in reads)
+    assert gateway.state.monitor.reference(MODEL) is not None
+
+
+# ---------------------------------------------------------------- private labels
+def _veil(home: Any, *args: str) -> None:
+    import contextlib
+    import io
+
+    from veil.cli._app import main
+
+    saved = os.environ.get("VEIL_HOME")
+    os.environ["VEIL_HOME"] = str(home)
+    try:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = main(list(args))
+    finally:
+        if saved is None:
+            os.environ.pop("VEIL_HOME", None)
+        else:
+            os.environ["VEIL_HOME"] = saved
+    assert code == 0, out.getvalue()
+
+
+def _charges(gateway: Any) -> list[Any]:
+    return gateway.state.ledger(gateway.state.operator).entries("digits")
+
+
+def test_private_label_on_a_model_that_is_not_sisa_is_refused_before_any_charge(start_gateway):
+    gateway = start_gateway(f"models:\n  {MODEL}: {{output: private_label, epsilon: 0.5}}\n")
+    before = len(_charges(gateway))
+    refused = gateway.client("analyst").post(PREDICT, json={"inputs": [[0.0] * 64]})
+    _error(refused, 409, "conflict")
+    assert len(_charges(gateway)) == before
+    assert gateway.client("analyst").get(f"/v1/models/{MODEL}/usage").json()["used"] == 0
+
+
+def test_private_labels_from_a_sisa_ensemble_are_charged_before_they_are_answered(
+    start_gateway, serve_home
+):
+    _veil(
+        serve_home.home, "train", "--dataset", "digits", "--model", "logreg", "--shards", "5",
+        "--epsilon", "2", "--delta", "1e-4", "--epochs", "2", "--batch-size", "50",
+        "--name", "digits-sisa",
+    )  # fmt: skip
+    gateway = start_gateway("models:\n  digits-sisa: {output: private_label, epsilon: 0.5}\n")
+    url = "/v1/models/digits-sisa/predict"
+    before = len(_charges(gateway))
+    records = _records(gateway, 4)
+    answered = gateway.client("analyst").post(url, json={"records": records})
+    assert answered.status_code == 200, answered.text
+    body = answered.json()
+    assert body["output"] == "private_label" and body["epsilon_per_answer"] == 0.5
+    assert all(set(p) == {"label"} for p in body["predictions"])
+    charges = _charges(gateway)
+    assert len(charges) == before + 1
+    charge = charges[-1]
+    assert charge.id == body["ledger_event"] and charge.purpose == "prediction"
+    assert charge.epsilon == pytest.approx(4 * 0.5, rel=1e-3)  # four pure-epsilon answers
+    # a consumer holds no budget.spend: a private answer is a release it may not make
+    _error(
+        gateway.client("consumer").post(url, json={"records": records}), 403, "permission_denied"
+    )
+    # the budget bounds the answers: 100 more at 0.5 each exceed what digits has left
+    many = gateway.client("analyst").post(url, json={"inputs": [[0.0] * 64] * 100})
+    _error(many, 403, "budget_exceeded")
+    assert len(_charges(gateway)) == before + 1
+    usage = gateway.client("analyst").get("/v1/models/digits-sisa/usage").json()
+    assert usage["used"] == 4  # the refused request's records were given back
