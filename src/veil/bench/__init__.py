@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from veil.bench._mpc import MpcResult, MpcRow, run_mpc_benchmark
     from veil.bench._query import QueryResult, QueryRow, run_query_benchmark
     from veil.bench._result import BenchResult, Column, Note, Table
+    from veil.bench._serve import PARTS as SERVE_PARTS
+    from veil.bench._serve import ServeResult, run_serve_benchmark
     from veil.bench._trail import TrailResult, run_trail_benchmark
     from veil.bench._unlearning import UnlearningResult, run_unlearning_benchmark
 
@@ -67,16 +69,20 @@ _WHERE = {
     "QueryResult": "_query",
     "QueryRow": "_query",
     "run_query_benchmark": "_query",
+    "SERVE_PARTS": "_serve",
+    "ServeResult": "_serve",
+    "run_serve_benchmark": "_serve",
     "TrailResult": "_trail",
     "run_trail_benchmark": "_trail",
     "UnlearningResult": "_unlearning",
     "run_unlearning_benchmark": "_unlearning",
 }
 
-_ALIASES = {"FEDERATED_ROWS": "ROWS"}
+_ALIASES = {"FEDERATED_ROWS": "ROWS", "SERVE_PARTS": "PARTS"}
 
 __all__ = [
     "FEDERATED_ROWS",
+    "SERVE_PARTS",
     "AnonymizeResult",
     "AnonymizeRow",
     "AuditResult",
@@ -97,6 +103,7 @@ __all__ = [
     "Note",
     "QueryResult",
     "QueryRow",
+    "ServeResult",
     "Table",
     "TimingRow",
     "TrailResult",
@@ -111,6 +118,7 @@ __all__ = [
     "run_mnist_benchmark",
     "run_mpc_benchmark",
     "run_query_benchmark",
+    "run_serve_benchmark",
     "run_trail_benchmark",
     "run_unlearning_benchmark",
 ]

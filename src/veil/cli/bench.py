@@ -32,6 +32,7 @@ __all__ = [
     "mpc",
     "query",
     "render",
+    "serve",
     "trail",
     "unlearning",
 ]
@@ -542,6 +543,77 @@ def unlearning(
             references=references,
             epochs=epochs,
             tiny=tiny,
+            seed=seed,
+            progress=progress,
+        )
+    _finish(result, output, as_json=as_json)
+
+
+@app.command("serve")
+def serve(
+    data: DataOption = DEFAULT_DATA,
+    parts: Annotated[
+        str,
+        typer.Option(
+            "--parts",
+            help="Comma-separated: overhead, consistency, extraction, monitor, membership.",
+        ),
+    ] = "overhead,consistency,extraction,monitor,membership",
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A smoke run: every part at a tiny size.")
+    ] = False,
+    seconds: Annotated[
+        float | None,
+        typer.Option("--seconds", help="Measured seconds of each open-loop run (default 30)."),
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="Requests/s of the open-loop runs (default 200).")
+    ] = None,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres-url",
+            help="Server to create a scratch database on (default VEIL_BENCH_POSTGRES_URL or "
+            "postgresql://postgres@127.0.0.1:5432/postgres).",
+        ),
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            help="Redis of the multi-worker part (default VEIL_BENCH_REDIS_URL or "
+            "redis://127.0.0.1:6379/11).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="The attackers' own choices.")] = 0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON report.")] = Path(
+        "bench-serve.json"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """The gateway (veil serve): overhead, shared budgets and limits, extraction, monitor, MIA."""
+    from veil.bench import SERVE_PARTS, run_serve_benchmark  # noqa: PLC0415
+
+    chosen = tuple(x.strip() for x in parts.split(",") if x.strip())
+    if not chosen or any(x not in SERVE_PARTS for x in chosen):
+        raise InvalidInputError(
+            "bad --parts",
+            expected="a comma-separated subset of " + ", ".join(SERVE_PARTS),
+            got=parts,
+        )
+    overrides = {k: v for k, v in (("seconds", seconds), ("rate", rate)) if v is not None}
+    if any(v <= 0 for v in overrides.values()):
+        raise InvalidInputError(
+            "--seconds and --rate must be positive", expected="numbers > 0", got=str(overrides)
+        )
+    with progress_bar() as progress:
+        result = run_serve_benchmark(
+            data,
+            parts=chosen,
+            quick=quick,
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            overrides=overrides,
             seed=seed,
             progress=progress,
         )
