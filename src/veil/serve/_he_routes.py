@@ -37,6 +37,26 @@ encryption at the plan's scale. The attack monitor cannot see encrypted
 queries: only the count budget and the rate limit bound what a key learns.
 CKKS evaluation takes up to seconds, so it runs in the thread pool, never on
 the event loop.
+
+Limits beyond ``max_he_bytes`` are read from ``ServeConfig.extra``:
+``max_he_request_bytes`` (16 MiB), ``he_context_ttl`` (seconds, one day) and
+``he_contexts_per_key`` (4 per program). A client, in Python::
+
+    import httpx
+    from veil.he import HEClient, HEPlan
+
+    api = httpx.Client(base_url="http://127.0.0.1:8700", headers={"Authorization": f"Bearer {key}"})
+    served = {m["name"]: m for m in api.get("/v1/he/models").json()["models"]}
+    client = HEClient.generate(HEPlan.from_dict(served["digits"]["plan"]))  # the secret stays here
+    octets = {"Content-Type": "application/octet-stream"}
+    context = api.post("/v1/he/digits/contexts", content=client.public_context(), headers=octets)
+    answer = api.post(
+        "/v1/he/digits/infer",
+        params={"context": context.json()["context"]},
+        content=client.encrypt(x),  # one input; client.encrypt(rows, layout="batch") for many
+        headers=octets,
+    )
+    probabilities = client.predict(answer.content)
 """
 
 from __future__ import annotations
