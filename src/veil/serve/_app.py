@@ -40,7 +40,7 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,7 +52,7 @@ from veil.serve._errors import install_handlers
 from veil.serve._ops import UNTRACED
 from veil.serve._state import ServeState
 
-__all__ = ["configure_logging", "create_app", "create_app_from_env"]
+__all__ = ["configure_logging", "create_app", "create_app_from_env", "routers"]
 
 log = logging.getLogger("veil.serve")
 _HE_PREFIX = "/v1/he/"
@@ -320,11 +320,18 @@ def _close_state(state: ServeState) -> None:
     state.store.dispose()
 
 
-def _declare_permissions(app: FastAPI) -> None:
+def routers() -> list[APIRouter]:
+    """The gateway's routers, operations first."""
+    from veil.serve import _he_routes, _model_routes, _ops, _query_routes  # noqa: PLC0415
+
+    return [m.router for m in (_ops, _query_routes, _model_routes, _he_routes)]
+
+
+def _declare_permissions(router: APIRouter) -> None:
     """Put each route's permission into its OpenAPI operation (``x-veil-permission``)."""
     from veil.access import ROLE_PERMISSIONS  # noqa: PLC0415
 
-    for route in app.routes:
+    for route in router.routes:
         if not isinstance(route, APIRoute):
             continue
         for dependency in route.dependant.dependencies:
@@ -342,7 +349,6 @@ def create_app(config: ServeConfig, *, state: ServeState | None = None) -> FastA
     ``state``: parts already open (tests that build their own); the app then
     neither opens nor closes them.
     """
-    from veil.serve import _he_routes, _model_routes, _ops, _query_routes  # noqa: PLC0415
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -370,9 +376,9 @@ def create_app(config: ServeConfig, *, state: ServeState | None = None) -> FastA
         redoc_url=None,
     )
     install_handlers(app)
-    for module in (_ops, _query_routes, _model_routes, _he_routes):
-        app.include_router(module.router)
-    _declare_permissions(app)
+    for router in routers():
+        _declare_permissions(router)
+        app.include_router(router)
     app.add_middleware(_Gateway)
     return app
 
