@@ -254,13 +254,19 @@ def test_malformed_bodies_are_clean_4xx(gateway, body, status):
     assert gateway.client("consumer").get(f"/v1/models/{MODEL}/usage").json()["used"] == 0
 
 
-def test_a_key_scoped_to_another_dataset_cannot_use_the_model(gateway):
+def test_a_key_scoped_to_one_dataset_uses_that_datasets_models_only(gateway):
     from veil.access import Role
 
     _veil(gateway.home, "datasets", "add", "sklearn:iris", "--name", "iris")
-    _, token = gateway.state.operator.create_key("scoped", Role.ANALYST, "iris")
-    refused = gateway.client(token=token).post(PREDICT, json={"inputs": [[0.0] * 64]})
+    owner = gateway.state.operator
+    _, elsewhere = owner.create_key("scoped-iris", Role.CONSUMER, "iris")
+    refused = gateway.client(token=elsewhere).post(PREDICT, json={"inputs": [[0.0] * 64]})
     _error(refused, 403, "permission_denied")
+    _, digits_only = owner.create_key("scoped-digits", Role.CONSUMER, "digits")
+    allowed = gateway.client(token=digits_only).post(PREDICT, json={"inputs": [[0.0] * 64]})
+    assert allowed.status_code == 200, allowed.text
+    # no key: 401 before the model is looked up (an unknown name is not revealed as 404)
+    _error(gateway.client().post("/v1/models/nope/predict", json={}), 401, "unauthenticated")
 
 
 # ---------------------------------------------------------------- the trail and the monitor

@@ -3,9 +3,10 @@
 ``POST /v1/models/{name}/predict`` runs, in this order, each step refusing
 before the next one spends anything:
 
-1. ``model.predict`` on the workspace (the ``needs`` dependency), the model
-   loaded (404 for an unknown one) and ``model.predict`` on the dataset it was
-   trained on: a key limited to one dataset calls only that dataset's models;
+1. the key authenticated, the model loaded (404 for an unknown one) and
+   ``model.predict`` checked on the dataset it was trained on
+   (:func:`model_needs`): a key limited to one dataset calls only that
+   dataset's models;
 2. the caller's effective policy (``_policy``) and the key's request rate
    (``limits``: the policy's ``rate``, or the monitor's throttle while one lasts);
 3. the body: at most ``max_batch`` records (413), each encoded as training
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -50,7 +52,7 @@ from sqlalchemy import select
 from veil.access import Permission
 from veil.errors import BudgetExceededError, DataTooLargeError, InvalidInputError, VeilError
 from veil.ledger import PrivacyEvent
-from veil.serve._auth import Caller, annotate, needs, permission_extra
+from veil.serve._auth import Caller, annotate, authenticate, needs, permission_extra
 from veil.serve._defences import answer_mechanism, private_labels, shape, vote_histogram
 from veil.serve._errors import ERROR_RESPONSES
 from veil.serve._policy import MAX_BATCH, ModelPolicy
@@ -193,11 +195,34 @@ class UsageResponse(BaseModel):
 
 
 # ---------------------------------------------------------------- helpers
-def _model(state: ServeState, caller: Caller, name: str, permission: Permission) -> ServedModel:
-    """The model, once the caller may use it: a key scoped to one dataset sees only its models."""
-    model: ServedModel = state.models.get(name)
-    caller.access.require(permission, model.dataset, action=f"serve:{permission.value}")
-    return model
+@dataclass(frozen=True)
+class ModelCall:
+    """An authenticated caller allowed to use the path's model, and the model."""
+
+    caller: Caller
+    model: ServedModel
+
+
+def model_needs(permission: Permission) -> Any:
+    """``needs(permission)`` checked on the dataset the path's model was trained on.
+
+    :func:`~veil.serve._auth.needs` checks a permission on the workspace or on a
+    dataset named in the path; a model's scope is its training set, known only
+    once the model is read. So a key limited to one dataset may use that
+    dataset's models and no other (403, recorded by ``Access.require``), and a
+    workspace-wide key every model. An unknown model is a 404 after
+    authentication, so a caller without a key learns nothing of the names.
+    """
+
+    def dependency(request: Request, name: ModelName, state: State) -> ModelCall:
+        caller = authenticate(request, state)
+        model: ServedModel = state.models.get(name)
+        caller.access.require(permission, model.dataset, action=f"serve:{permission.value}")
+        return ModelCall(caller, model)
+
+    dependency.veil_permission = permission  # type: ignore[attr-defined]
+    dependency.veil_dataset_param = None  # type: ignore[attr-defined]
+    return Depends(dependency)
 
 
 def _policy(state: ServeState, caller: Caller, name: str) -> ModelPolicy:
@@ -267,10 +292,10 @@ def list_models(caller: Annotated[Caller, needs(Permission.MODEL_READ)], state: 
 def show_model(
     name: ModelName,
     request: Request,
-    caller: Annotated[Caller, needs(Permission.MODEL_READ)],
+    call: Annotated[ModelCall, model_needs(Permission.MODEL_READ)],
     state: State,
 ) -> ModelDetail:
-    model = _model(state, caller, name, Permission.MODEL_READ)
+    caller, model = call.caller, call.model
     annotate(request, dataset=model.dataset, model=name)
     described = model.describe()
     return ModelDetail(
@@ -294,10 +319,10 @@ def predict(
     name: ModelName,
     body: PredictBody,
     request: Request,
-    caller: Annotated[Caller, needs(Permission.MODEL_PREDICT)],
+    call: Annotated[ModelCall, model_needs(Permission.MODEL_PREDICT)],
     state: State,
 ) -> PredictResponse:
-    model = _model(state, caller, name, Permission.MODEL_PREDICT)
+    caller, model = call.caller, call.model
     policy = _policy(state, caller, name)
     annotate(request, dataset=model.dataset, model=name, output=policy.output)
     state.limits.hit(
@@ -396,10 +421,10 @@ def _observe(
 def usage(
     name: ModelName,
     request: Request,
-    caller: Annotated[Caller, needs(Permission.MODEL_PREDICT)],
+    call: Annotated[ModelCall, model_needs(Permission.MODEL_PREDICT)],
     state: State,
 ) -> UsageResponse:
-    model = _model(state, caller, name, Permission.MODEL_PREDICT)
+    caller, model = call.caller, call.model
     annotate(request, dataset=model.dataset, model=name)
     cap = _policy(state, caller, name).queries_per_key
     if cap is None:
