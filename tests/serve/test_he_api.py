@@ -289,13 +289,17 @@ def test_a_key_keeps_at_most_four_contexts_per_program(he_gateway, client):
     http = he_gateway.client("consumer")
     context = client.public_context()
     ids = [_upload(http, FLOODED, context) for _ in range(4)]
+    # what a crash mid-upload leaves: a temporary file, a context without its record
+    folder = he_gateway.home / "serve" / "he-contexts" / FLOODED
+    (folder / f".{'0' * 32}.ctx.abc.tmp").write_bytes(b"partial")
+    (folder / f"{'0' * 32}.ctx").write_bytes(b"no record")
+    other = _upload(he_gateway.client("analyst"), FLOODED, context)  # another key's: kept
     fifth = http.post(f"/v1/he/{FLOODED}/contexts", content=context, headers=OCTETS)
     assert fifth.status_code == 201
     assert fifth.json()["replaced"] == ids[:1]
-    stored = sorted(
-        p.stem for p in (he_gateway.home / "serve" / "he-contexts" / FLOODED).glob("*.ctx")
-    )
-    assert stored == sorted([*ids[1:], fifth.json()["context"]])
+    stored = sorted(path.name for path in folder.iterdir() if path.name != ".lock")
+    kept = [*ids[1:], other, fifth.json()["context"]]
+    assert stored == sorted([f"{c}.ctx" for c in kept] + [f"{c}.json" for c in kept])
 
 
 def test_oversized_mistyped_and_garbage_bodies_are_clean_4xx(he_gateway, digits, client):

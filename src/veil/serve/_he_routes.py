@@ -135,6 +135,8 @@ class HEPlanInfo(BaseModel):
 
 
 class HEModel(BaseModel):
+    """A served program: its plan (for the client's keys), precision, noise and charges."""
+
     name: str
     plan: HEPlanInfo
     error_bound: dict[str, float] = Field(description="|decrypted - plaintext| per layout.")
@@ -142,7 +144,8 @@ class HEModel(BaseModel):
     max_error: dict[str, float] = Field(description="error_bound + 6 flood_sigma per layout.")
     charge: str = Field(description="'capacity': every input a request can carry is charged.")
     records_per_request: dict[str, int] = Field(
-        description="Records charged per vector request and per batch group."
+        description="'capacity': records charged per vector request and per batch group of "
+        "N/2 inputs, whatever they hold; 'declared': per input the request declares."
     )
     max_context_bytes: int
     max_request_bytes: int
@@ -151,10 +154,14 @@ class HEModel(BaseModel):
 
 
 class HEModels(BaseModel):
+    """Every served program (``GET /v1/he/models``)."""
+
     models: list[HEModel]
 
 
 class HEContext(BaseModel):
+    """A stored public context: its id, bound to the key that uploaded it, and its expiry."""
+
     context: str = Field(description="Pass as ?context= to infer.")
     model: str
     he_key_id: str = Field(description="The CKKS key id the context belongs to.")
@@ -186,7 +193,7 @@ class _HE:
     def describe(self, served: ServedProgram) -> HEModel:
         records = {"vector": served.capacity("vector"), "batch_group": served.capacity("batch")}
         if served.charge == "declared":
-            records = {"vector": 1, "batch_group": 1}
+            records = {"vector": 1, "batch_input": 1}
         return HEModel(
             name=served.name,
             plan=HEPlanInfo(**served.plan.to_dict()),
@@ -246,7 +253,7 @@ def _rate(state: ServeState, name: str, key_id: str) -> None:
     state.limits.hit(f"predict:{key_id}", state.limits.effective_rate(key_id, policy.rate))
 
 
-def request_records(served: ServedProgram, he_key_id: str, data: bytes) -> tuple[int, int, str]:
+def _request_records(served: ServedProgram, he_key_id: str, data: bytes) -> tuple[int, int, str]:
     """``(declared, charged, layout)`` of an encrypted request, checked before any work.
 
     The shape is checked as :class:`HEServer` will (key id, layout, count,
@@ -441,11 +448,13 @@ def _infer(
     annotate(request, purpose=_PURPOSE, model=name, context=context, bytes=len(data))
     record = _owned(request, he, served, context, caller)
     server = he.contexts.server(served, record)
-    declared, charged, layout = request_records(served, str(record["he_key_id"]), data)
+    declared, charged, layout = _request_records(served, str(record["he_key_id"]), data)
     policy = state.policy.for_model(name, caller.key_id)
     try:
         left = state.limits.spend(caller.key_id, name, charged, policy.queries_per_key)
     except BudgetExceededError as exc:
+        if served.charge != "capacity":
+            raise
         raise BudgetExceededError(
             exc.message,
             expected=exc.expected,

@@ -45,6 +45,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -459,6 +460,8 @@ class ContextStore:
         for path in folder.glob("*.ctx"):
             if not (folder / f"{path.stem}.json").exists():
                 path.unlink(missing_ok=True)
+        for path in folder.glob(".*.tmp"):  # uploads write under the lock: none is in progress
+            path.unlink(missing_ok=True)
         return live
 
     def _remove(self, folder: Path, context: str) -> None:
@@ -474,7 +477,7 @@ def _plan_digest(plan: HEPlan) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Any:
+def _locked(path: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``path`` (every worker process of the service)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
