@@ -171,3 +171,16 @@ def test_requests_land_on_a_valid_trail_and_a_stop_loses_none(gateway):
     recorded = {e.details["request_id"] for e in trail.entries(action="serve.request")}
     assert set(ids) <= recorded
     assert trail.verify().ok
+
+
+def test_a_flood_before_authentication_is_counted_not_recorded_one_by_one(start_gateway):
+    gateway = start_gateway(ip_rate="5/minute")
+    anonymous = gateway.client()
+    statuses = [anonymous.get("/v1/models").status_code for _ in range(30)]
+    assert statuses.count(401) == 5 and statuses.count(429) == 25
+    assert len(_requests(gateway)) == 6  # five 401s, and the first 429 standing for itself
+    gateway.stop()
+    entries = Trail(gateway.state.store).entries(action="serve.request")
+    flood = [e.details["flood_refusals"] for e in entries if "flood_refusals" in e.details]
+    assert flood == [1, 24]  # every refused request is counted on the trail
+    assert all(e.details.get("client") == "127.0.0.1" for e in entries[5:])

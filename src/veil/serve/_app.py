@@ -34,6 +34,7 @@ import json
 import logging
 import secrets
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -213,8 +214,53 @@ def _route(scope: Scope) -> str:
     return str(getattr(route, "path", "")) or "(no route)"
 
 
+class Flood:
+    """Refusals by the per-address limit, recorded as one entry per address per ``every`` seconds.
+
+    Those requests come before any key is read, from whoever can reach the
+    port: recording each one would let an outsider grow the trail as fast as
+    it can send. The first refusal from an address is an entry of its own, as
+    is the first after each ``every`` seconds; it carries ``flood_refusals``,
+    the number of refusals from that address it stands for (itself and those
+    not recorded since the last). :meth:`drain` records what is left at
+    shutdown, so the trail counts every request.
+    """
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._last: dict[str, float] = {}
+
+    def count(self, address: str) -> int:
+        """Count one refusal; the number to record now (0: not yet, it is counted)."""
+        now = time.monotonic()
+        with self._lock:
+            total = self._counts.get(address, 0) + 1
+            if now - self._last.get(address, -self.every) < self.every:
+                self._counts[address] = total
+                return 0
+            self._counts[address] = 0
+            self._last[address] = now
+            return total
+
+    def drain(self) -> dict[str, int]:
+        """The refusals counted but not yet recorded, per address (and forget them)."""
+        with self._lock:
+            left = {a: n for a, n in self._counts.items() if n}
+            self._counts.clear()
+            return left
+
+
 def _record(state: ServeState, scope: Scope, status: int, started: float) -> None:
     noted = scope["state"]
+    if noted.get("pre_auth") and noted.get("error_code") == "rate_limited":
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        standing_for = state.flood.count(address)
+        if not standing_for:
+            return
+        noted["trail_details"] = {"flood_refusals": standing_for, "client": address}
     key_id = noted.get("key_id")
     details: dict[str, Any] = {
         "method": scope["method"],
@@ -304,12 +350,22 @@ def _build_state(config: ServeConfig) -> ServeState:
         monitor=Monitor(alerts),
         log=log,
     )
+    state.flood = Flood()
     spool.start()
     return state
 
 
 def _close_state(state: ServeState) -> None:
     state.ready = False
+    for address, refused in state.flood.drain().items():
+        state.spool.record(
+            {
+                "actor": "anonymous",
+                "action": "serve.request",
+                "outcome": "refused",
+                "details": {"code": "rate_limited", "client": address, "flood_refusals": refused},
+            }
+        )
     for part in (state.monitor, state.spool, state.limits):
         close = getattr(part, "close", None)
         if close is not None:

@@ -107,7 +107,9 @@ def authenticate(request: Request, state: ServeState) -> Caller:
     if known is not None:
         return known
     client = request.client.host if request.client else "unknown"
+    request.state.pre_auth = True  # a refusal here is a flood: see veil.serve._app._Flood
     state.limits.hit_ip(client)
+    request.state.pre_auth = False
     token = _token(request)
     fingerprint = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
     cache: dict[str, Principal] = request.app.state.veil_tokens

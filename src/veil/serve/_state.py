@@ -46,6 +46,7 @@ class ServeState:
     monitor: Any
     log: logging.Logger
     ready: bool = True
+    flood: Any = None  # veil.serve._app.Flood: refusals before authentication, counted
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _accesses: dict[str, Access] = field(default_factory=dict, repr=False)
     _catalogs: dict[str, Catalog] = field(default_factory=dict, repr=False)
