@@ -272,7 +272,8 @@ def run_serve_benchmark(  # noqa: PLR0915 - the parts, in the order they run
     progress: ProgressCallback | None = None,
 ) -> ServeResult:
     """Measure issue 24's goals; ``quick`` runs every part at a tiny size (a smoke run)."""
-    from veil.bench import _serve_attacks as attacks  # noqa: PLC0415
+    from veil.bench import _serve_runs as runs  # noqa: PLC0415
+    from veil.bench._serve_attacks import load_adult  # noqa: PLC0415
     from veil.bench._serve_checks import consistency, overhead  # noqa: PLC0415
     from veil.bench._serve_load import gateway  # noqa: PLC0415
     from veil.bench._serve_setup import (  # noqa: PLC0415
@@ -317,7 +318,7 @@ def run_serve_benchmark(  # noqa: PLR0915 - the parts, in the order they run
                 budget=p["cap"], bounds=ADULT_NUMERIC_BOUNDS,
             )  # fmt: skip
             seconds["setup"] = time.perf_counter() - start
-            adult = attacks.load_adult(built.home, MODEL, train_file, test_file)
+            adult = load_adult(built.home, MODEL, train_file, test_file)
             record = adult.records(adult.test.iloc[:1])[0]
             tokens = built.keys.tokens
             import httpx  # noqa: PLC0415
@@ -337,7 +338,7 @@ def run_serve_benchmark(  # noqa: PLR0915 - the parts, in the order they run
                 if "extraction" in parts:
                     done += 1
                     start = time.perf_counter()
-                    results["extraction"] = attacks.extraction(
+                    results["extraction"] = runs.extraction(
                         client, adult, tokens, list(POLICIES), model=MODEL,
                         budgets=p["budgets"], cap=p["cap"], batch=p["batch"], seed=seed, progress=step,
                     )  # fmt: skip
@@ -346,7 +347,7 @@ def run_serve_benchmark(  # noqa: PLR0915 - the parts, in the order they run
                     done += 1
                     step("monitor: benign and attacker keys")
                     start = time.perf_counter()
-                    plan = attacks.monitor(
+                    plan = runs.monitor(
                         client, adult, tokens, model=MODEL, benign=p["benign"],
                         attackers=p["attackers"], attack_queries=p["attack_queries"],
                         batch=p["monitor_batch"], seed=seed,
@@ -356,8 +357,8 @@ def run_serve_benchmark(  # noqa: PLR0915 - the parts, in the order they run
                     done += 1
                     step("membership: label-only attacks on the DP-SGD model")
                     start = time.perf_counter()
-                    dp = attacks.load_adult(built.home, DP_MODEL, train_file, test_file)
-                    found = attacks.membership(
+                    dp = load_adult(built.home, DP_MODEL, train_file, test_file)
+                    found = runs.membership(
                         client, dp, tokens["membership"], model=DP_MODEL,
                         members=p["members"], non_members=p["non_members"],
                         copies=p["copies"], seed=seed,
@@ -372,7 +373,7 @@ def run_serve_benchmark(  # noqa: PLR0915 - the parts, in the order they run
                     }  # fmt: skip
                     seconds["membership"] = time.perf_counter() - start
             if "monitor" in parts:
-                results["monitor"] = attacks.flagged(built.home, built.keys.ids, plan)
+                results["monitor"] = runs.flagged(built.home, built.keys.ids, plan)
         if "consistency" in parts:
             done += 1
             step(f"{p['workers']} workers on PostgreSQL and Redis: setup")
@@ -383,7 +384,7 @@ def run_serve_benchmark(  # noqa: PLR0915 - the parts, in the order they run
                     budget_epsilon=p["budget_epsilon"], rate=f"{p['limit']}/{p['window']:g} seconds",
                     bounds=ADULT_NUMERIC_BOUNDS,
                 )  # fmt: skip
-                multi_adult = attacks.load_adult(multi.home, MODEL, train_file, test_file)
+                multi_adult = load_adult(multi.home, MODEL, train_file, test_file)
                 record = multi_adult.records(multi_adult.test.iloc[:1])[0]
                 with gateway(
                     multi.home, workers=p["workers"], database_url=database, redis_url=redis_url,

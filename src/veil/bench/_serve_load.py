@@ -7,8 +7,13 @@
   process sends requests on a **fixed schedule** (request ``i`` at ``t0 + i / rate``)
   whether or not earlier answers came back, and times each answer from its *scheduled*
   send time, so time spent queueing in the client, the kernel or the server counts
-  (no coordinated omission). The same schedule drives the in-process baseline, where the
-  "request" is a call of the served model's own predict function.
+  (no coordinated omission). The same schedule drives the in-process baseline
+  (:func:`served_predictor`), where the "request" is a call of the served model's own
+  encode, probabilities and output shaping, under the same key's policy.
+* Generators spread their connections over the loopback source addresses 127.0.0.1 to
+  127.0.0.4: the gateway's limit per client address before authentication (200/s by
+  default) is meant for many users on many addresses, and would otherwise be what a
+  200 requests/s run from one address measures.
 * :func:`hammer` runs many concurrent clients for the multi-worker checks (one budget,
   one rate limit): every answer's status and error code is counted.
 
@@ -267,9 +272,27 @@ async def _http_run(spec: Mapping[str, Any]) -> Latency:
     return Latency.of(spec["label"], spec["rate"], latencies, statuses, span)
 
 
-async def _inprocess_run(spec: Mapping[str, Any]) -> Latency:
-    from veil.bench._serve_attacks import served_predictor  # noqa: PLC0415
+def served_predictor(
+    home: Path, model: str, key_id: str | None
+) -> Callable[[list[dict[str, Any]]], Any]:
+    """The in-process path of one prediction: the served model's encode, proba and shaping.
 
+    What the gateway computes for a request of ``key_id`` once authentication, limits,
+    the trail and the monitor are taken away: the baseline of the overhead measurement.
+    """
+    from veil.serve import ModelCache, ServePolicy, shape  # noqa: PLC0415
+    from veil.workspace import Workspace  # noqa: PLC0415
+
+    policy = ServePolicy.load(home / "serve.yaml").for_model(model, key_id)
+    served = ModelCache(Workspace(home)).get(model)
+
+    def predict(records: list[dict[str, Any]]) -> Any:
+        return shape(served.proba(served.encode(records)), served.classes, policy)
+
+    return predict
+
+
+async def _inprocess_run(spec: Mapping[str, Any]) -> Latency:
     predict = served_predictor(Path(spec["home"]), spec["model"], spec.get("key_id"))
     records = [spec["record"]]
 
