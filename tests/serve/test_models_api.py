@@ -18,6 +18,7 @@ from sklearn.datasets import load_digits
 
 from veil.access import Trail
 from veil.access._keys import parse_key
+from veil.errors import InvalidInputError
 from veil.serve._served import REFERENCE_PURPOSE, ModelCache
 from veil.train import FeatureEncoder, ModelRegistry
 from veil.workspace import Workspace
@@ -133,6 +134,44 @@ def test_record_encoding_matches_training_encoding(serve_home):
     info = folder.stat()
     os.utime(folder, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000))
     assert cache.get(MODEL) is not model
+
+
+def test_categorical_and_numeric_records_encode_as_training_does():
+    from veil.serve._served import ServedModel
+    from veil.train import PrivacyCard, build_model
+
+    encoder = FeatureEncoder(
+        numeric={"age": (17.0, 90.0), "hours": (1.0, 99.0)},
+        categorical={"sex": ("Female", "Male"), "grade": ("1", "2", "3")},
+        order=("age", "sex", "hours", "grade"),
+    )
+    spec = {"kind": "logreg", "input_shape": [encoder.width], "n_classes": 2}
+    card = PrivacyCard.from_dict({"model": "m", "dataset": "d"})
+    model = ServedModel(
+        "m",
+        card,
+        {"classes": ["<=50K", ">50K"], "encoder": encoder.to_dict(), "spec": spec},
+        build_model(spec),
+    )
+    records = [
+        {"age": 39, "sex": "Male", "hours": 40.5, "grade": "2"},
+        {"age": 200.0, "sex": None, "hours": -3, "grade": 3},  # clamped; missing; an int category
+        {"age": None, "sex": "Female", "hours": float("nan"), "grade": None},
+        {"age": float("inf"), "sex": "Male", "hours": 99, "grade": "1"},
+    ]
+    import pandas as pd
+
+    frame = pd.DataFrame(records).astype({"grade": "object"})
+    np.testing.assert_allclose(model.encode(records), encoder.encode(frame).numpy(), atol=1e-6)
+    with pytest.raises(InvalidInputError) as info:
+        model.encode([{**records[0], "sex": "male"}])  # a typo is refused, not all zeros
+    assert info.value.details == {"record": 0, "column": "sex"}
+    with pytest.raises(InvalidInputError) as info:
+        model.encode([records[0], {**records[0], "hours": "40"}])
+    assert info.value.details == {"record": 1, "column": "hours"}
+    with pytest.raises(InvalidInputError) as info:
+        model.encode([{**records[0], "id": 7}])
+    assert "unknown 'id'" in (info.value.got or "")
 
 
 def test_top_k_and_per_key_probabilities(start_gateway, serve_home):

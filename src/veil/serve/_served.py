@@ -14,8 +14,9 @@ from the next request on, and a removed model is a 404, never a stale answer.
   training encoded rows (:class:`~veil.train.FeatureEncoder`: declared bounds
   and categories only). Every encoded column must be present and no other
   (an identifier or the label sent along is refused, not silently dropped);
-  a numeric value must be a finite number, and is clamped to its declared
-  bounds as in training; a category must be one of the declared categories
+  a numeric value must be a number, clamped to its declared bounds as in
+  training (JSON's NaN is a missing value and an infinity is clamped, as the
+  encoder reads them); a category must be one of the declared categories
   (training encoded an undeclared one as all zeros; here a typo is an error);
   ``null`` is a missing value, encoded as training encoded one (the midpoint,
   or no category). Errors name the record and the column, never the value.
@@ -55,6 +56,7 @@ __all__ = ["REFERENCE_PURPOSE", "ModelCache", "ServedModel"]
 REFERENCE_PURPOSE = "serve: monitor reference"
 _SHARDS = "shards"  # a SISA ensemble's shard folder (the registry's documented layout)
 _SHOWN = 10  # names quoted in one message
+_NUMBER = (int, float, type(None))  # exact types: JSON's numbers and null (a bool is not a number)
 
 Float32 = npt.NDArray[np.float32]
 
@@ -85,10 +87,23 @@ class ServedModel:
         self.input_shape: tuple[int, ...] = tuple(int(s) for s in self.meta["spec"]["input_shape"])
         self.width = math.prod(self.input_shape)
         self.sisa = bool(self.meta.get("sisa"))
-        if self.encoder is not None:
+        enc = self.encoder
+        if enc is not None:
+            self._columns = set(enc.order)
             self._lookups = {
-                c: {v: i for i, v in enumerate(cs)} for c, cs in self.encoder.categorical.items()
+                c: {v: i for i, v in enumerate(cs)} for c, cs in enc.categorical.items()
             }
+            # Where each column lands in the encoded row (numeric: one slot; categorical: one-hot).
+            positions: dict[str, int] = {}
+            at = 0
+            for column in enc.order:
+                positions[column] = at
+                at += 1 if column in enc.numeric else len(enc.categorical[column])
+            self._numeric = [c for c in enc.order if c in enc.numeric]
+            self._positions = np.array([positions[c] for c in self._numeric], dtype=np.int64)
+            self._lo = np.array([enc.numeric[c][0] for c in self._numeric], dtype=np.float64)
+            self._hi = np.array([enc.numeric[c][1] for c in self._numeric], dtype=np.float64)
+            self._offsets = {c: positions[c] for c in enc.order if c in enc.categorical}
 
     @property
     def dataset(self) -> str:
@@ -119,54 +134,61 @@ class ServedModel:
                 got='"records"',
                 fix=f"send the {'x'.join(map(str, self.input_shape))} inputs scaled to [-1, 1] as inputs",
             )
-        order = set(enc.order)
         out = np.zeros((len(records), enc.width), dtype=np.float32)
         for row, record in enumerate(records):
-            missing = [c for c in enc.order if c not in record]
-            extra = [c for c in record if c not in order]
-            if missing or extra:
-                raise InvalidInputError(
-                    f"record {row} does not have the model's columns",
-                    expected=f"exactly the {len(enc.order)} columns of GET /v1/models/{self.name}",
-                    got=(f"no {_names(missing)}" if missing else "")
-                    + ("; " if missing and extra else "")
-                    + (f"unknown {_names(extra)}" if extra else ""),
-                    fix="send each encoded column once, and no identifier or label",
-                    details={"record": row},
-                )
-            start = 0
-            for column in enc.order:
-                start = self._put(out[row], start, column, record[column], row)
+            if record.keys() != self._columns:
+                self._refuse_columns(row, record)
+        if self._numeric:
+            self._encode_numeric(records, out)
+        for column, offset in self._offsets.items():
+            for row, record in enumerate(records):
+                slot = self._category(row, column, record[column])
+                if slot >= 0:
+                    out[row, offset + slot] = 1.0
         return out
 
-    def _put(self, dest: Float32, start: int, column: str, value: Any, row: int) -> int:
-        enc = self.encoder
-        assert enc is not None  # noqa: S101 - encode() checked it
-        if column in enc.numeric:
-            if value is not None:
-                if (
-                    isinstance(value, bool)
-                    or not isinstance(value, int | float)
-                    or not math.isfinite(value)
-                ):
-                    raise self._bad(row, column, "a finite number or null", type(value).__name__)
-                lo, hi = enc.numeric[column]
-                dest[start] = 2.0 * (min(max(float(value), lo), hi) - lo) / (hi - lo) - 1.0
-            return start + 1
+    def _encode_numeric(self, records: Sequence[Mapping[str, Any]], out: Float32) -> None:
+        cells = [[record[c] for c in self._numeric] for record in records]
+        if not all(type(v) in _NUMBER for values in cells for v in values):
+            for row, values in enumerate(cells):  # find the first bad cell, to name it
+                for column, value in zip(self._numeric, values, strict=True):
+                    if type(value) not in _NUMBER:
+                        raise self._bad(row, column, "a number or null", type(value).__name__)
+        # None and NaN are missing (0, the midpoint); values beyond the bounds, infinities
+        # included, are clamped: the encoder's rule for training rows.
+        raw = np.array(cells, dtype=np.float64)
+        lo, hi = self._lo, self._hi
+        scaled = 2.0 * (np.clip(raw, lo, hi) - lo) / (hi - lo) - 1.0
+        out[:, self._positions] = np.nan_to_num(scaled, nan=0.0)
+
+    def _refuse_columns(self, row: int, record: Mapping[str, Any]) -> None:
+        order = self.encoder.order if self.encoder else ()
+        missing = [c for c in order if c not in record]
+        extra = [c for c in record if c not in self._columns]
+        raise InvalidInputError(
+            f"record {row} does not have the model's columns",
+            expected=f"exactly the {len(order)} columns of GET /v1/models/{self.name}",
+            got=(f"no {_names(missing)}" if missing else "")
+            + ("; " if missing and extra else "")
+            + (f"unknown {_names(extra)}" if extra else ""),
+            fix="send each encoded column once, and no identifier or label",
+            details={"record": row},
+        )
+
+    def _category(self, row: int, column: str, value: Any) -> int:
+        """The one-hot slot of ``value`` in ``column`` (-1: missing, all zeros)."""
         lookup = self._lookups[column]
-        if value is not None:
-            index = lookup.get(value) if isinstance(value, str) else None
-            if index is None and isinstance(value, int) and not isinstance(value, bool):
-                index = lookup.get(str(value))
-            if index is None:
-                got = (
-                    "a value outside them" if isinstance(value, str | int) else type(value).__name__
-                )
-                raise self._bad(
-                    row, column, f"one of {_names(enc.categorical[column])} or null", got
-                )
-            dest[start + index] = 1.0
-        return start + len(lookup)
+        if value is None:
+            return -1
+        index = lookup.get(value) if isinstance(value, str) else None
+        if index is None and type(value) is int:
+            index = lookup.get(str(value))
+        if index is None:
+            enc = self.encoder
+            assert enc is not None  # noqa: S101 - encode() checked it
+            got = "a value outside them" if isinstance(value, str | int) else type(value).__name__
+            raise self._bad(row, column, f"one of {_names(enc.categorical[column])} or null", got)
+        return index
 
     @staticmethod
     def _bad(row: int, column: str, expected: str, got: str) -> InvalidInputError:
