@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -321,6 +322,36 @@ def test_each_prediction_is_on_the_trail_and_the_monitor_reference_is_recorded(g
     reads = Trail(gateway.state.store).entries(action="dataset.read")
     assert any(e.purpose == REFERENCE_PURPOSE and e.dataset == "digits" for e in reads)
     assert gateway.state.monitor.reference(MODEL) is not None
+
+
+def test_a_probing_key_is_alerted_and_throttled_or_suspended_as_its_policy_says(
+    start_gateway, serve_home
+):
+    consumer = parse_key(serve_home.keys["consumer"])
+    assert consumer is not None
+    gateway = start_gateway(
+        f"models:\n  {MODEL}: {{monitor: {{action: throttle, throttle_rate: 1/minute}}}}\n"
+        f"keys:\n  {consumer[0]}:\n    models:\n      {MODEL}: {{monitor: {{action: suspend}}}}\n"
+    )
+    # 30 copies of one record in one request: a membership prober's near-duplicates
+    probe = {"records": _records(gateway, 1, start=7) * 30}
+    analyst = gateway.client("analyst")
+    assert analyst.post(PREDICT, json=probe).status_code == 200
+    alerts = Trail(gateway.state.store).entries(action="serve.alert")
+    assert [(a.details["signal"], a.details["action"]) for a in alerts] == [("probing", "throttle")]
+    assert analyst.post(PREDICT, json={"records": _records(gateway, 1)}).status_code == 200
+    _error(analyst.post(PREDICT, json={"records": _records(gateway, 1)}), 429, "rate_limited")
+    # the consumer's own layer suspends: its key is revoked, and once the revocation reaches
+    # the worker (Access.max_age, one second) every request is a 401
+    consumer_client = gateway.client("consumer")
+    assert consumer_client.post(PREDICT, json=probe).status_code == 200
+    alerts = Trail(gateway.state.store).entries(action="serve.alert")
+    assert (alerts[-1].details["action"], alerts[-1].details["applied"]) == ("suspend", True)
+    deadline = time.monotonic() + 10
+    while (response := consumer_client.get(f"/v1/models/{MODEL}/usage")).status_code == 200:
+        assert time.monotonic() < deadline, "the suspended key still served after 10 s"
+        time.sleep(0.2)
+    _error(response, 401, "unauthenticated")
 
 
 # ---------------------------------------------------------------- private labels
