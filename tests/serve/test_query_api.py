@@ -212,6 +212,11 @@ def test_gaussian_without_delta_and_an_unknown_dataset_are_clean_4xx(gateway):
     assert client.get("/v1/datasets/digitz/budget").status_code == 404
     assert client.get("/v1/datasets/digitz/history").status_code == 404
     assert client.get("/v1/datasets/digitz").status_code == 404
+    # A name the catalogue could never register is refused by its shape (the trail holds the
+    # dataset's name, up to 128 characters): a 422, not a 503 from the trail.
+    for name in ("0" * 129, "-digits", "dig%20its"):
+        response = client.get(f"/v1/datasets/{name}/budget")
+        assert response.status_code == 422 and _error(response)["code"] == "invalid_input"
     assert _events(gateway) == 1
 
 

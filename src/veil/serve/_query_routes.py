@@ -64,8 +64,14 @@ SQL_DESCRIPTION = (
 )
 
 State = Annotated[ServeState, Depends(get_state)]
+# The catalogue's rule for names (veil.data): a name outside it cannot be registered, and the
+# trail's dataset column holds 128 characters.
 DatasetName = Annotated[
-    str, Path(min_length=1, max_length=200, description="A registered dataset's name.")
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="A registered dataset's name (1-128 letters, digits, '.', '_', '-').",
+    ),
 ]
 
 
