@@ -25,6 +25,7 @@ PUBLIC = {
         "StoreVersionError",
         "UnauthenticatedError",
         "UnavailableError",
+        "UnsupportedMediaTypeError",
         "VeilError",
         "require",
     ],

@@ -26,7 +26,9 @@ builtin a caller would naturally catch, so ``except ValueError`` still works::
           ├── UnauthenticatedError (PermissionError)
           │                                      unauthenticated  15
           ├── RateLimitedError                   rate_limited     16
-          └── UnavailableError (ConnectionError) unavailable      17
+          ├── UnavailableError (ConnectionError) unavailable      17
+          └── UnsupportedMediaTypeError (InvalidInputError)
+                                                 unsupported_media_type 18
 
 Exit code 1 is reserved for an unexpected error (a bug), 2 for a malformed
 command line (Click's usage errors) and 130 for an interrupt.
@@ -64,6 +66,7 @@ __all__ = [
     "StoreVersionError",
     "UnauthenticatedError",
     "UnavailableError",
+    "UnsupportedMediaTypeError",
     "VeilError",
     "require",
 ]
@@ -245,6 +248,13 @@ class UnavailableError(VeilError, ConnectionError):
 
     code = "unavailable"
     exit_code = 17
+
+
+class UnsupportedMediaTypeError(InvalidInputError):
+    """A request body in a content type the endpoint does not take (HTTP 415)."""
+
+    code = "unsupported_media_type"
+    exit_code = 18
 
 
 class PrivacyLeakWarning(UserWarning):

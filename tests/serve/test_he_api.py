@@ -55,7 +55,7 @@ def client(digits: tuple[HEProgram, np.ndarray]) -> HEClient:
 
 @pytest.fixture
 def he_gateway(start_gateway: Any, digits: tuple[HEProgram, np.ndarray]) -> Any:
-    gateway = start_gateway(POLICY, max_he_bytes=4 << 20, extra={"max_he_request_bytes": 3 << 20})
+    gateway = start_gateway(POLICY, max_he_bytes=4 << 20, max_he_request_bytes=3 << 20)
     install_program(gateway.home, FLOODED, digits[0])
     install_program(gateway.home, EXACT, digits[0], flood_sigma=None)
     return gateway

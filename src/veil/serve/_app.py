@@ -104,7 +104,7 @@ class _Gateway:
         scope_state["request_id"] = request_id
         traced = path not in UNTRACED
         config = state.config
-        limit = config.max_he_bytes if path.startswith(_HE_PREFIX) else config.max_body_bytes
+        limit = _body_limit(config, path)
         body, too_large = await _read_body(scope, receive, limit)
         replaced = False
 
@@ -136,6 +136,15 @@ class _Gateway:
             await _refuse_too_large(scope, traced_send, request_id, limit)
             return
         await self.app(scope, replay, traced_send)
+
+
+def _body_limit(config: ServeConfig, path: str) -> int:
+    """JSON bodies ``max_body_bytes``; encrypted uploads their own (requests less than contexts)."""
+    if not path.startswith(_HE_PREFIX):
+        return config.max_body_bytes
+    if path.endswith("/infer"):
+        return min(config.max_he_bytes, config.max_he_request_bytes)
+    return config.max_he_bytes
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes, bool]:

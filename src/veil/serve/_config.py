@@ -46,7 +46,10 @@ class ServeConfig:
         redis_url: Redis for shared limits and counters (``VEIL_REDIS_URL``); ``None``
             keeps them in memory (one worker only).
         max_body_bytes: Largest JSON request body.
-        max_he_bytes: Largest encrypted-inference upload (a public context or a request).
+        max_he_bytes: Largest public context a client may upload for encrypted inference.
+        max_he_request_bytes: Largest encrypted inference request.
+        he_context_ttl: Seconds an uploaded public context is kept.
+        he_contexts_per_key: Public contexts one key may keep per program (the oldest goes).
         flush_interval: Seconds between moves of the trail spool into the trail.
         ip_rate: Requests per client address allowed before authentication.
         allow_remote: Bind to a non-loopback address (put TLS in front: the service speaks
@@ -62,6 +65,9 @@ class ServeConfig:
     redis_url: str | None = None
     max_body_bytes: int = 1 << 20
     max_he_bytes: int = 64 << 20
+    max_he_request_bytes: int = 16 << 20
+    he_context_ttl: float = 86400.0
+    he_contexts_per_key: int = 4
     flush_interval: float = 0.05
     ip_rate: str = "200/second"
     allow_remote: bool = False

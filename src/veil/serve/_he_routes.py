@@ -75,6 +75,7 @@ from veil.errors import (
     DataTooLargeError,
     InvalidInputError,
     NotFoundError,
+    UnsupportedMediaTypeError,
     VeilError,
 )
 from veil.he._ckks import check_layout, unpack
@@ -90,20 +91,11 @@ from veil.serve._he_store import (
 )
 from veil.serve._state import ServeState, get_state
 
-__all__ = ["HEContext", "HEModel", "HEModels", "UnsupportedMediaTypeError", "router"]
+__all__ = ["HEContext", "HEModel", "HEModels", "router"]
 
 _OCTETS = "application/octet-stream"
-_REQUEST_BYTES = 16 << 20
-_TTL = 24 * 3600.0
-_PER_KEY = 4
 _PURPOSE = "encrypted inference"
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
-
-
-class UnsupportedMediaTypeError(InvalidInputError):
-    """A body in a content type the endpoint does not take (HTTP 415)."""
-
-    code = "unsupported_media_type"
 
 
 router = APIRouter(prefix="/v1/he", tags=["encrypted inference"], responses=ERROR_RESPONSES)
@@ -178,16 +170,13 @@ class _HE:
 
     def __init__(self, state: ServeState) -> None:
         home = state.workspace.home
-        extra = state.config.extra
         self.context_bytes = int(state.config.max_he_bytes)
-        self.request_bytes = min(
-            int(extra.get("max_he_request_bytes", _REQUEST_BYTES)), self.context_bytes
-        )
+        self.request_bytes = min(int(state.config.max_he_request_bytes), self.context_bytes)
         self.programs = ProgramShelf(home)
         self.contexts = ContextStore(
             home / "serve" / "he-contexts",
-            ttl=float(extra.get("he_context_ttl", _TTL)),
-            per_key=int(extra.get("he_contexts_per_key", _PER_KEY)),
+            ttl=float(state.config.he_context_ttl),
+            per_key=int(state.config.he_contexts_per_key),
         )
 
     def describe(self, served: ServedProgram) -> HEModel:
