@@ -22,7 +22,8 @@ from veil.serve._monitor import Monitor, MonitorPolicy
 from veil.store import Store
 
 MODEL = "m"
-QUIET = MonitorPolicy(probing=False)  # extraction signals only
+# The dependence signal alone (PRADA's default threshold is Adult's; not these Gaussians').
+DEPENDENCE = MonitorPolicy(probing=False, prada_delta=0.01)
 
 
 @pytest.fixture
@@ -98,10 +99,10 @@ def test_marginal_sampling_raises_one_dependence_alert(monitor, operator, seed):
     monitor.fit_reference(MODEL, real)
     attack = _marginal(_correlated(rng, 400), rng)
     labels = (attack[:, 0] > 0).astype(int)
-    alerts = _feed(monitor, "k1", attack, labels, QUIET)
+    alerts = _feed(monitor, "k1", attack, labels, DEPENDENCE)
     assert [a.signal for a in alerts] == ["dependence"]  # once, though it stays high
     (alert,) = alerts
-    assert alert.statistic >= alert.threshold == QUIET.dependence_threshold
+    assert alert.statistic >= alert.threshold == DEPENDENCE.dependence_threshold
     assert alert.queries <= 50
     (entry,) = operator.trail.entries(action="serve.alert")
     assert entry.details["signal"] == "dependence"
@@ -109,10 +110,10 @@ def test_marginal_sampling_raises_one_dependence_alert(monitor, operator, seed):
 
     # A reset lets the signal alert again; other keys were never affected.
     assert monitor.reset("k1", MODEL, "dependence") == 1
-    again = _feed(monitor, "k1", attack[:100], labels[:100], QUIET)
+    again = _feed(monitor, "k1", attack[:100], labels[:100], DEPENDENCE)
     assert [a.signal for a in again] == ["dependence"]
     benign = real[:300]
-    assert _feed(monitor, "k2", benign, (benign[:, 0] > 0).astype(int), QUIET) == []
+    assert _feed(monitor, "k2", benign, (benign[:, 0] > 0).astype(int), DEPENDENCE) == []
 
 
 def test_prada_flags_a_perturbation_stream(monitor, seed):
@@ -124,7 +125,8 @@ def test_prada_flags_a_perturbation_stream(monitor, seed):
         start = rng.normal(size=6) * 3
         rows += [start] + [start + 0.05 * rng.choice([-1, 1], size=6) for _ in range(9)]
     x = np.array(rows)
-    policy = MonitorPolicy(probing=False)
+    # delta is set for this test: the right one depends on the data (Adult's is 0.82).
+    policy = MonitorPolicy(probing=False, prada_delta=0.6)
     alerts = _feed(monitor, "k1", x, np.zeros(len(x), int), policy, batch=5)
     (alert,) = alerts
     assert alert.signal == "prada"
@@ -209,15 +211,27 @@ def test_the_memory_cap_holds(operator, seed):
         _feed(monitor, key, x, rng.integers(0, 3, 1000), policy, batch=37)
     stats = monitor.stats()
     assert stats["keys"] == 3  # "a" and "b" were least recently seen
-    per_key = history * (width * 4 + 8 + 8)  # float32 row, int64 label, float64 norm
+    per_key = history * (width + 2) * 8  # float64 row, int64 label, float64 norm
     assert stats["bytes"] == 3 * per_key
+    assert stats["bytes"] == sum(w.history.nbytes for w in monitor._watched.values())
     assert monitor.reset("a") == 0
     assert monitor.reset("e") == 1
+    assert monitor.stats() == {"keys": 2, "bytes": 2 * per_key}
     (watched,) = [w for (k, _), w in monitor._watched.items() if k == "d"]
     assert watched.history.seen == 1000
     assert watched.history.filled == history
     assert len(watched.history.distances) <= history
     monitor.close()
+
+    # The byte budget: room for two full histories, so a third pair drops the oldest.
+    small = Monitor(
+        AlertSink(operator, logging.getLogger("veil.serve"), None), max_bytes=2 * per_key
+    )
+    for key in ("a", "b", "c"):
+        _feed(small, key, rng.normal(size=(150, width)), np.zeros(150), policy, batch=50)
+    assert small.stats() == {"keys": 2, "bytes": 2 * per_key}
+    assert [k for k, _ in small._watched] == ["b", "c"]
+    small.close()
 
 
 def test_a_batch_larger_than_the_history_is_taken_in_order(monitor, seed):

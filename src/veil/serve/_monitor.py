@@ -26,8 +26,11 @@ its training marginal). The defaults below come from those runs:
   null (Bernoulli(0.05) indicators) a CUSUM of 20 is never reached in 20,000 simulated
   2,000-query keys, whereas marginal samplers (82% of their queries under ``tau``) reach it
   after about 10 queries.
-- ``prada_delta = 0.78`` with ``prada_min_queries = 20``: about the 0.2% quantile of the lowest W
-  that 800 benign keys reached. PRADA does *not* separate marginal sampling from real
+- ``prada_delta = 0.82`` with ``prada_min_queries = 50``: no W below 0.854 among 2,000
+  benign keys of 163 queries, and benign streams of 4,000 queries stay above 0.86 (W drifts
+  down as a key's history fills: denser queries, more skewed distances). With 20 distances
+  W is too noisy: its 0.2% benign quantile was 0.78, and that setting alerted on 2 of the
+  100 keys replaying the test file. PRADA does *not* separate marginal sampling from real
   traffic on Adult (the attackers' W is distributed as the benign one): the distances of
   independent draws from realistic marginals look natural. It is kept for synthetic,
   perturbation-driven streams (Jacobian-based augmentation, the attacks PRADA was built for).
@@ -38,9 +41,11 @@ its training marginal). The defaults below come from those runs:
   its scaled numeric columns pass 25 after about 27 queries.
 
 **Bounded state.** Each (key, model) keeps at most ``history`` encoded queries (2,000 by
-default, 0.8 MB at 104 float32 features), grown on demand; at most ``max_keys`` (key,
-model) pairs are tracked, the least recently seen dropped first. A dropped key starts
-afresh, as does every key when the worker restarts.
+default: 1.7 MB at Adult's 104 features), grown on demand. The monitor holds at most
+``max_keys`` (key, model) pairs and ``max_bytes`` of histories (256 MiB by default: some
+150 full Adult histories), dropping the least recently seen pair first. A dropped pair
+starts afresh, as does every pair when the worker restarts; an attacker who wants to be
+forgotten must keep that many other keys busier than its own.
 
 **Per worker.** With several workers each process monitors the requests it serves: a key
 whose requests are spread over ``N`` workers is seen ``1/N`` of the time by each, which slows
@@ -68,6 +73,7 @@ from veil.serve._monitor_signals import KeyHistory, Reference, cusum_steps
 __all__ = ["Monitor", "MonitorPolicy"]
 
 SIGNALS = ("prada", "dependence", "probing")
+MAX_CLASSES = 1000  # distinct predicted classes remembered per model
 # The CUSUM's alternative: half of an extraction stream's queries break the correlations
 # (marginal samplers on Adult break them 82% of the time; p1 below the truth costs a few
 # queries, above it costs false alarms).
@@ -106,8 +112,8 @@ class MonitorPolicy:
     throttle_seconds: float = 3600.0
     webhook: str | None = None
     history: int = 2000
-    prada_delta: float = 0.78
-    prada_min_queries: int = 20
+    prada_delta: float = 0.82
+    prada_min_queries: int = 50
     dependence_threshold: float = 20.0
     dependence_p0: float = 0.05
     probing_radius: float = 0.25
@@ -198,6 +204,8 @@ class _Watched:
         self.lock = threading.Lock()
         self.history = KeyHistory(policy.history, policy.probing_window)
         self.alerted: set[str] = set()
+        self.tracked = True  # still in the monitor's table
+        self.counted = 0  # bytes of this history in the monitor's total
 
 
 class Monitor:
@@ -206,20 +214,25 @@ class Monitor:
     Args:
         alerts: Where alerts go (acts, records, logs, posts).
         max_keys: (key, model) pairs tracked at once; the least recently seen is dropped.
+        max_bytes: Bytes of query histories held at once (the same rule).
 
     Thread-safe: handlers call :meth:`observe` from FastAPI's thread pool; one lock guards
     the table of keys, one lock per key its history.
     """
 
-    def __init__(self, alerts: AlertSink, *, max_keys: int = 256) -> None:
-        if max_keys < 1:
+    def __init__(
+        self, alerts: AlertSink, *, max_keys: int = 256, max_bytes: int = 256 * 2**20
+    ) -> None:
+        if max_keys < 1 or max_bytes < 1:
             raise InvalidInputError(
                 "the monitor must track at least one key",
-                expected="max_keys >= 1",
-                got=str(max_keys),
+                expected="max_keys >= 1 and max_bytes >= 1",
+                got=f"max_keys={max_keys}, max_bytes={max_bytes}",
             )
         self.alerts = alerts
         self.max_keys = max_keys
+        self.max_bytes = max_bytes
+        self._bytes = 0  # sum of the tracked histories' nbytes
         self._references: dict[str, Reference] = {}
         self._classes: dict[str, dict[Any, int]] = {}
         self._watched: OrderedDict[tuple[str, str], _Watched] = OrderedDict()
@@ -288,6 +301,8 @@ class Monitor:
                 )
             new = [f for f in found if f[0] not in watched.alerted]
             watched.alerted.update(f[0] for f in new)
+            held = watched.history.nbytes
+        self._account(watched, held)
         raised = [
             Alert(
                 signal,
@@ -317,7 +332,15 @@ class Monitor:
             return np.asarray(values.argmax(axis=1), dtype=np.int64)
         with self._lock:
             codes = self._classes.setdefault(model, {})
-            found = [codes.setdefault(v, len(codes)) for v in values.reshape(-1).tolist()]
+            found = []
+            for value in values.reshape(-1).tolist():
+                code = codes.get(value)
+                if code is None:
+                    # Capped: unbounded answers (a regressor's) share the last code.
+                    code = min(len(codes), MAX_CLASSES)
+                    if code < MAX_CLASSES:
+                        codes[value] = code
+                found.append(code)
         return np.array(found, dtype=np.int64)
 
     def _watch(self, key_id: str, model: str, policy: MonitorPolicy) -> _Watched:
@@ -326,10 +349,25 @@ class Monitor:
             if watched is None:
                 watched = self._watched[key_id, model] = _Watched(policy)
                 while len(self._watched) > self.max_keys:
-                    self._watched.popitem(last=False)
+                    self._forget(next(iter(self._watched)))
             else:
                 self._watched.move_to_end((key_id, model))
             return watched
+
+    def _account(self, watched: _Watched, held: int) -> None:
+        """Count ``watched``'s new size, then drop the least recent pairs while over budget."""
+        with self._lock:
+            if not watched.tracked:  # dropped meanwhile: its bytes were already taken off
+                return
+            self._bytes += held - watched.counted
+            watched.counted = held
+            while self._bytes > self.max_bytes and len(self._watched) > 1:
+                self._forget(next(iter(self._watched)))
+
+    def _forget(self, pair: tuple[str, str]) -> None:
+        watched = self._watched.pop(pair)  # caller holds self._lock
+        watched.tracked = False
+        self._bytes -= watched.counted
 
     # ------------------------------------------------------------ operations
     def reset(self, key_id: str, model: str | None = None, signal: str | None = None) -> int:
@@ -348,7 +386,7 @@ class Monitor:
             pairs = [p for p in self._watched if p[0] == key_id and model in (None, p[1])]
             if signal is None:
                 for pair in pairs:
-                    del self._watched[pair]
+                    self._forget(pair)
                 return len(pairs)
             targets = [self._watched[p] for p in pairs]
         for watched in targets:
@@ -364,8 +402,4 @@ class Monitor:
     def stats(self) -> dict[str, int]:
         """Pairs tracked and the bytes their query histories hold (for /readyz and tests)."""
         with self._lock:
-            watched = list(self._watched.values())
-        return {
-            "keys": len(watched),
-            "bytes": sum(w.history.nbytes for w in watched),
-        }
+            return {"keys": len(self._watched), "bytes": self._bytes}
