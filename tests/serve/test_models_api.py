@@ -305,6 +305,12 @@ def test_a_key_scoped_to_one_dataset_uses_that_datasets_models_only(gateway):
     _, digits_only = owner.create_key("scoped-digits", Role.CONSUMER, "digits")
     allowed = gateway.client(token=digits_only).post(PREDICT, json={"inputs": [[0.0] * 64]})
     assert allowed.status_code == 200, allowed.text
+    # listing: an analyst limited to iris sees no digits model; one limited to digits does
+    _, iris_reader = owner.create_key("reader-iris", Role.ANALYST, "iris")
+    _, digits_reader = owner.create_key("reader-digits", Role.ANALYST, "digits")
+    assert gateway.client(token=iris_reader).get("/v1/models").json() == {"models": []}
+    listed = gateway.client(token=digits_reader).get("/v1/models").json()["models"]
+    assert [m["name"] for m in listed] == [MODEL]
     # no key: 401 before the model is looked up (an unknown name is not revealed as 404)
     _error(gateway.client().post("/v1/models/nope/predict", json={}), 401, "unauthenticated")
 

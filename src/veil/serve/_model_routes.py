@@ -49,10 +49,10 @@ from pydantic import (
 )
 from sqlalchemy import select
 
-from veil.access import Permission
+from veil.access import ROLE_PERMISSIONS, Permission
 from veil.errors import BudgetExceededError, DataTooLargeError, InvalidInputError, VeilError
 from veil.ledger import PrivacyEvent
-from veil.serve._auth import Caller, annotate, authenticate, needs, permission_extra
+from veil.serve._auth import Caller, annotate, authenticate, permission_extra
 from veil.serve._defences import answer_mechanism, private_labels, shape, vote_histogram
 from veil.serve._errors import ERROR_RESPONSES
 from veil.serve._policy import MAX_BATCH, ModelPolicy
@@ -225,6 +225,25 @@ def model_needs(permission: Permission) -> Any:
     return Depends(dependency)
 
 
+def reads_some_models() -> Any:
+    """``model.read`` held on the workspace or on at least one dataset (the list is filtered).
+
+    A key limited to one dataset lists that dataset's models; a key whose roles
+    hold ``model.read`` nowhere is refused (403, recorded) as ``needs`` refuses.
+    """
+
+    def dependency(request: Request, state: State) -> Caller:
+        caller = authenticate(request, state)
+        held = caller.access.policy().grants
+        if not any(Permission.MODEL_READ in ROLE_PERMISSIONS[role] for role, _ in held):
+            caller.access.require(Permission.MODEL_READ, action="serve:model.read")
+        return caller
+
+    dependency.veil_permission = Permission.MODEL_READ  # type: ignore[attr-defined]
+    dependency.veil_dataset_param = None  # type: ignore[attr-defined]
+    return Depends(dependency)
+
+
 def _policy(state: ServeState, caller: Caller, name: str) -> ModelPolicy:
     policy: ModelPolicy = state.policy.for_model(name, caller.key_id)
     return policy
@@ -266,7 +285,7 @@ def _encode(model: ServedModel, body: PredictBody) -> Any:
     openapi_extra=permission_extra(Permission.MODEL_READ),
     summary="The models this key may read",
 )
-def list_models(caller: Annotated[Caller, needs(Permission.MODEL_READ)], state: State) -> ModelList:
+def list_models(caller: Annotated[Caller, reads_some_models()], state: State) -> ModelList:
     cards = state.models.cards()
     return ModelList(
         models=[
