@@ -19,7 +19,7 @@ from sklearn.datasets import load_digits
 
 from veil.access import Trail
 from veil.access._keys import parse_key
-from veil.errors import InvalidInputError
+from veil.errors import ConflictError, InvalidInputError
 from veil.serve._served import REFERENCE_PURPOSE, ModelCache
 from veil.train import FeatureEncoder, ModelRegistry
 from veil.workspace import Workspace
@@ -385,13 +385,29 @@ def _charges(gateway: Any) -> list[Any]:
     return gateway.state.ledger(gateway.state.operator).entries("digits")
 
 
-def test_private_label_on_a_model_that_is_not_sisa_is_refused_before_any_charge(start_gateway):
-    gateway = start_gateway(f"models:\n  {MODEL}: {{output: private_label, epsilon: 0.5}}\n")
+def test_private_label_on_a_model_that_is_not_sisa_is_refused_before_any_charge(
+    start_gateway, serve_home
+):
+    from veil.serve._policy import ServePolicy
+
+    # at the start: a policy whose defaults are private_label covers digits-lr, a plain model
+    path = serve_home.home.parent / "private.yaml"
+    path.write_text("defaults: {output: private_label, epsilon: 0.5}\n", encoding="utf-8")
+    with pytest.raises(ConflictError, match="digits-lr"):
+        ModelCache(Workspace(serve_home.home)).check_private(ServePolicy.load(path))
+    # per request: a model trained after the start under a private_label policy
+    gateway = start_gateway("models:\n  later: {output: private_label, epsilon: 0.5}\n")
+    _veil(
+        serve_home.home, "train", "--dataset", "digits", "--model", "logreg", "--epsilon", "1",
+        "--delta", "1e-4", "--epochs", "1", "--batch-size", "100", "--name", "later",
+    )  # fmt: skip
     before = len(_charges(gateway))
-    refused = gateway.client("analyst").post(PREDICT, json={"inputs": [[0.0] * 64]})
+    refused = gateway.client("analyst").post(
+        "/v1/models/later/predict", json={"inputs": [[0.0] * 64]}
+    )
     _error(refused, 409, "conflict")
     assert len(_charges(gateway)) == before
-    assert gateway.client("analyst").get(f"/v1/models/{MODEL}/usage").json()["used"] == 0
+    assert gateway.client("analyst").get("/v1/models/later/usage").json()["used"] == 0
 
 
 def test_private_labels_from_a_sisa_ensemble_are_charged_before_they_are_answered(

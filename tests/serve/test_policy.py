@@ -92,7 +92,7 @@ def test_noise_and_private_label_fields(tmp_path):
     assert noisy.temperature == 2.5
     assert noisy.to_dict()["noise"] == {"kind": "gaussian", "scale": 0.1}
     assert policy.for_model("sisa", None).epsilon == 0.25
-    assert policy.private_models() == ["sisa"]
+    assert policy.serves_private("sisa") and not policy.serves_private("noisy")
 
 
 def test_unknown_key_names_file_line_path_and_a_suggestion(tmp_path):

@@ -445,14 +445,10 @@ class ServePolicy:
             self._cache[(model, key_id)] = policy
         return policy
 
-    def private_models(self) -> list[str]:
-        """Models some layer serves as ``private_label`` (the start checks they are SISA ensembles)."""
-        names = set(self._models) | {m for per in self._keys.values() for m in per}
-        return sorted(
-            m
-            for m in names
-            if self.for_model(m, None).output == "private_label"
-            or any(self.for_model(m, k).output == "private_label" for k in self._keys)
+    def serves_private(self, model: str) -> bool:
+        """Whether ``model`` answers ``private_label`` to some key (or to keys without overrides)."""
+        return self.for_model(model, None).output == "private_label" or any(
+            self.for_model(model, k).output == "private_label" for k in self._keys
         )
 
 

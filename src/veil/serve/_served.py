@@ -48,6 +48,7 @@ from veil._random import SecureRandom
 from veil.access import Access
 from veil.data import Catalog, DataUse
 from veil.errors import ConflictError, InvalidInputError
+from veil.serve._policy import ServePolicy
 from veil.train import FeatureEncoder, ModelRegistry, PrivacyCard, SisaEnsemble, dataset_tensors
 from veil.workspace import Workspace
 
@@ -346,17 +347,23 @@ class ModelCache:
         """Every model's privacy card (read from disk: the list is always current)."""
         return self.registry.list()
 
-    def check_private(self, names: Sequence[str]) -> None:
-        """Refuse to start when a policy serves ``private_label`` from a model that is not SISA.
+    def check_private(self, policy: ServePolicy) -> None:
+        """Refuse to start when ``policy`` asks ``private_label`` answers of a model that is not SISA.
 
-        Models not yet trained are skipped (the request refuses them as unknown).
+        Every model in the workspace is checked against every layer (a
+        ``defaults`` of ``private_label`` covers them all); a model trained later
+        is refused per request instead (409).
+
+        Raises:
+            ConflictError: Naming the first such model.
         """
-        for name in names:
-            if self.registry.exists(name) and not self.registry.meta(name).get("sisa"):
+        for card in self.registry.list():
+            if policy.serves_private(card.model) and not self.registry.meta(card.model).get("sisa"):
                 raise ConflictError(
-                    f"the serving policy asks private_label answers of '{name}', which is not a "
-                    "SISA ensemble",
+                    f"the serving policy asks private_label answers of '{card.model}', which "
+                    "is not a SISA ensemble",
                     expected="private_label only for models trained with --shards",
-                    got=self.registry.card(name).architecture,
-                    fix="serve it with output label, top_k or probabilities in the policy file",
+                    got=card.architecture,
+                    fix=f"serve '{card.model}' with output label, top_k or probabilities "
+                    f"(models: {{{card.model}: {{output: label}}}} in {policy.source})",
                 )
