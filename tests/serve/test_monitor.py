@@ -234,6 +234,24 @@ def test_the_memory_cap_holds(operator, seed):
     small.close()
 
 
+@pytest.mark.parametrize("batch", [1, 7, 64, 150])
+def test_the_history_keeps_the_latest_queries(batch, seed):
+    from veil.serve._monitor_signals import KeyHistory
+
+    rng = np.random.default_rng(seed)
+    history = KeyHistory(capacity=100, window=10)
+    x = rng.normal(size=(250, 3))
+    for start in range(0, len(x), batch):
+        part = x[start : start + batch]
+        history.observe(
+            part, np.zeros(len(part)), radius=0.0, reference=None, cusum=None, min_queries=3
+        )
+    kept = history.rows[: history.filled]
+    assert history.filled == len(history.rows) == 100
+    assert sorted(map(tuple, kept)) == sorted(map(tuple, x[-100:]))
+    assert np.allclose(history.norms, np.einsum("ij,ij->i", kept, kept))
+
+
 def test_a_batch_larger_than_the_history_is_taken_in_order(monitor, seed):
     rng = np.random.default_rng(seed)
     row = rng.normal(size=(1, 4))
