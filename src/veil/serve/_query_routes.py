@@ -8,11 +8,14 @@ any answer is computed). The route adds nothing to the accounting; it only
 parses the body, names what the request did on its trail entry, and shapes the
 JSON.
 
-What the request's trail entry carries: the dataset, the stated purpose, the
-epsilon and delta asked for, the ledger event the charge made, and the SQL's
-SHA-256, never its text: a ``WHERE`` clause can quote values from the data
-(``name = 'Alice'``), and the trail is read by auditors who may not see rows.
-The digest still ties the request to the SQL a client kept.
+What the request's ``serve.request`` entry carries: the dataset, the stated
+purpose, the epsilon and delta asked for, the ledger event the charge made,
+and the SQL's SHA-256, not its text: a ``WHERE`` clause can quote values from
+the data (``name = 'Alice'``), and every request's entry is read by whoever
+reads the trail. The digest ties the request to the SQL a client kept (a
+guessable query can be confirmed by guessing; no answer can). The release
+itself is described by the ledger's event as for ``veil query``: its ``what``
+is the SQL, shown to those who may read the ledger (``ledger.read``).
 
 What a caller sees of a dataset is its declared metadata (schema, roles,
 bounds, categories, size, fingerprint), never the server's file path or
