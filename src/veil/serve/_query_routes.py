@@ -14,8 +14,10 @@ and the SQL's SHA-256, not its text: a ``WHERE`` clause can quote values from
 the data (``name = 'Alice'``), and every request's entry is read by whoever
 reads the trail. The digest ties the request to the SQL a client kept (a
 guessable query can be confirmed by guessing; no answer can). The release
-itself is described by the ledger's event as for ``veil query``: its ``what``
-is the SQL, shown to those who may read the ledger (``ledger.read``).
+itself is described by the library exactly as for ``veil query``: the ledger
+event and its ``privacy.charge`` trail entry name the SQL as their ``what``
+(what was released must be auditable), so the text is kept where releases
+are, not on every request's entry.
 
 What a caller sees of a dataset is its declared metadata (schema, roles,
 bounds, categories, size, fingerprint), never the server's file path or
