@@ -119,6 +119,8 @@ def serve(
                 out.print(f"{name:>10}: {value}")
         return
     os.environ[CONFIG_ENV] = config.to_env()
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")  # see veil.serve._app._one_thread_per_request
     configure_logging(log_level)
     out.print(f"veil serve: {summary['url']} ({workers} worker(s), {summary['database']})")
     uvicorn.run(
