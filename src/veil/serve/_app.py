@@ -464,7 +464,9 @@ def _one_thread_per_request() -> None:
     calibration): with several requests in flight, threads inside each one only
     fight each other.
     """
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415 - scikit-learn's dependency
+    from threadpoolctl import (  # type: ignore[import-untyped]  # noqa: PLC0415 - sklearn's
+        threadpool_limits,
+    )
 
     threadpool_limits(1)
     try:
