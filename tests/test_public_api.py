@@ -429,7 +429,14 @@ PUBLIC = {
         "veil_trainer",
         "write_report",
     ],
-    "veil.serve": [],
+    "veil.serve": [
+        "CONFIG_ENV",
+        "REDIS_ENV",
+        "ServeConfig",
+        "ServePolicy",
+        "configure_logging",
+        "create_app",
+    ],
     "veil.governance": [
         "AffectedArtifact",
         "CarriedReport",

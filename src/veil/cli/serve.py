@@ -79,9 +79,12 @@ def serve(
     """Serve DP queries and models over HTTP, with keys, roles, limits, monitors and the trail."""
     require("fastapi", extra="serve", purpose="run `veil serve`")
     uvicorn = require("uvicorn", extra="serve", purpose="run `veil serve`")
-    from veil.serve._app import configure_logging  # noqa: PLC0415 - FastAPI: keeps --help fast
-    from veil.serve._config import CONFIG_ENV, ServeConfig  # noqa: PLC0415
-    from veil.serve._policy import ServePolicy  # noqa: PLC0415
+    from veil.serve import (  # noqa: PLC0415 - FastAPI: keeps --help fast
+        CONFIG_ENV,
+        ServeConfig,
+        ServePolicy,
+        configure_logging,
+    )
     from veil.store import Store  # noqa: PLC0415
 
     workspace = Workspace.locate()

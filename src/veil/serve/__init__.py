@@ -6,7 +6,15 @@ has the endpoints, the policy file, a curl walk-through, a Python client and
 the threat model.
 """
 
-from veil.serve._app import create_app
-from veil.serve._config import ServeConfig
+from veil.serve._app import configure_logging, create_app
+from veil.serve._config import CONFIG_ENV, REDIS_ENV, ServeConfig
+from veil.serve._policy import ServePolicy
 
-__all__ = ["ServeConfig", "create_app"]
+__all__ = [
+    "CONFIG_ENV",
+    "REDIS_ENV",
+    "ServeConfig",
+    "ServePolicy",
+    "configure_logging",
+    "create_app",
+]

@@ -78,7 +78,7 @@ from veil.errors import (
     UnsupportedMediaTypeError,
     VeilError,
 )
-from veil.he._ckks import check_layout, unpack
+from veil.he.wire import check_layout, unpack
 from veil.serve._auth import Caller, annotate, needs
 from veil.serve._errors import ERROR_RESPONSES, ErrorBody
 from veil.serve._he_store import (

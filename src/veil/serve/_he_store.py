@@ -53,9 +53,7 @@ from typing import Any
 from veil._io import write_bytes_atomic, write_json_atomic
 from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.he import HEPlan, HEProgram, HEServer, error_bound
-from veil.he._ckks import MAGIC, TAIL, unpack
-from veil.he._layout import next_pow2
-from veil.he._seal import load_object
+from veil.he.wire import MAGIC, TAIL, load_object, next_pow2, unpack
 
 __all__ = [
     "CONTEXT_ID",
