@@ -139,6 +139,8 @@ def test_bench_serve_quick_end_to_end(tmp_path, capsys, shared_data, postgres_ad
     assert overhead["overhead_p50_ms"] == pytest.approx(
         overhead["runs"][2]["p50_ms"] - overhead["runs"][0]["p50_ms"]
     )
+    assert overhead["capacity_rps"] > 0
+    assert overhead["capacity_codes"].keys() == {"200"}
 
     # Exact on any machine: the shared budget and the shared rate limit.
     consistency = report["consistency"]
