@@ -35,7 +35,9 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
 ROLES = ("owner", "analyst", "auditor", "consumer")
-REDIS_URL = os.environ.get("VEIL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# One Redis database per pytest-xdist worker (15, 14, ...): the multi-worker servers flush theirs.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_URL = os.environ.get("VEIL_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{15 - _WORKER % 8}")
 MODEL = "digits-lr"
 DATASET = "digits"
 
@@ -250,7 +252,7 @@ def start_process(
     with log.open("wb") as sink:
         process = subprocess.Popen(command, env=full, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 240  # four workers importing torch on a loaded machine
     while True:
         if process.poll() is not None:
             pytest.fail(f"veil serve exited {process.returncode}: {log.read_text()[-3000:]}")

@@ -294,6 +294,10 @@ def test_a_key_scoped_to_another_dataset_is_refused_here_and_served_there(gatewa
     assert iris.status_code == 200, iris.text
     assert iris.json()["budget"]["remaining"] == pytest.approx(0.5)
     assert client.get("/v1/datasets/iris/budget").json()["events"] == 1
+    # The scoped key lists only the dataset it holds a role on.
+    mine = client.get("/v1/datasets")
+    assert mine.status_code == 200, mine.text
+    assert [d["name"] for d in mine.json()["datasets"]] == ["iris"]
     # The workspace-wide analyst sees both datasets in the listing, each with its budget.
     listed = gateway.client("analyst").get("/v1/datasets").json()["datasets"]
     assert sorted(d["name"] for d in listed) == ["digits", "iris"]

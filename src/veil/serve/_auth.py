@@ -30,7 +30,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from veil.access import Access, Permission, Principal
+from veil.access import ROLE_PERMISSIONS, Access, Permission, Principal
 from veil.errors import PermissionDeniedError, UnauthenticatedError
 from veil.serve._state import ServeState, get_state
 
@@ -135,12 +135,20 @@ def authenticate(request: Request, state: ServeState) -> Caller:
     return caller
 
 
-def needs(permission: Permission, *, dataset_param: str | None = None) -> Any:
-    """A dependency that authenticates the caller and checks ``permission`` (see the module)."""
+def needs(
+    permission: Permission, *, dataset_param: str | None = None, any_dataset: bool = False
+) -> Any:
+    """A dependency that authenticates the caller and checks ``permission`` (see the module).
+
+    ``any_dataset``: a listing route, where holding ``permission`` on one dataset
+    is enough to ask (the route shows only what each grant allows).
+    """
 
     def dependency(request: Request, state: Annotated[ServeState, Depends(get_state)]) -> Caller:
         caller = authenticate(request, state)
         dataset = None if dataset_param is None else request.path_params.get(dataset_param)
+        if any_dataset and dataset is None and _held_anywhere(caller.access, permission):
+            return caller
         caller.access.require(permission, dataset, action=f"serve:{permission.value}")
         return caller
 
@@ -149,9 +157,11 @@ def needs(permission: Permission, *, dataset_param: str | None = None) -> Any:
     return Depends(dependency)
 
 
+def _held_anywhere(access: Access, permission: Permission) -> bool:
+    return any(permission in ROLE_PERMISSIONS[role] for role, _ in access.policy().grants)
+
+
 def permission_extra(permission: Permission) -> dict[str, Any]:
     """``openapi_extra`` naming the permission a route needs (and the roles that hold it)."""
-    from veil.access import ROLE_PERMISSIONS  # noqa: PLC0415
-
     roles = sorted(str(r) for r, held in ROLE_PERMISSIONS.items() if permission in held)
     return {"x-veil-permission": permission.value, "x-veil-roles": roles}

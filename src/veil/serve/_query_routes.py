@@ -202,7 +202,7 @@ class HistoryPage(BaseModel):
 )
 def list_datasets(
     *,
-    caller: Caller = needs(Permission.DATASET_READ_METADATA),
+    caller: Caller = needs(Permission.DATASET_READ_METADATA, any_dataset=True),
     state: State,
 ) -> dict[str, Any]:
     """Registered datasets whose metadata the key may read, with a budget summary for each
