@@ -171,6 +171,11 @@ def test_categorical_and_numeric_records_encode_as_training_does():
         model.encode([records[0], {**records[0], "hours": "40"}])
     assert info.value.details == {"record": 1, "column": "hours"}
     with pytest.raises(InvalidInputError) as info:
+        model.encode([records[0], {**records[0], "age": 10**400}])  # JSON allows it; float64 not
+    assert info.value.details == {"record": 1, "column": "age"}
+    with pytest.raises(InvalidInputError):
+        model.inputs([[10**400] * encoder.width])
+    with pytest.raises(InvalidInputError) as info:
         model.encode([{**records[0], "id": 7}])
     assert "unknown 'id'" in (info.value.got or "")
 

@@ -35,6 +35,7 @@ trail with the purpose ``serve: monitor reference``) and kept.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ __all__ = ["REFERENCE_PURPOSE", "ModelCache", "ServedModel"]
 REFERENCE_PURPOSE = "serve: monitor reference"
 _SHARDS = "shards"  # a SISA ensemble's shard folder (the registry's documented layout)
 _SHOWN = 10  # names quoted in one message
+_FLOAT_MAX = sys.float_info.max  # a Python float: compared with a big int exactly
 _NUMBER = (int, float, type(None))  # exact types: JSON's numbers and null (a bool is not a number)
 
 Float32 = npt.NDArray[np.float32]
@@ -157,7 +159,16 @@ class ServedModel:
                         raise self._bad(row, column, "a number or null", type(value).__name__)
         # None and NaN are missing (0, the midpoint); values beyond the bounds, infinities
         # included, are clamped: the encoder's rule for training rows.
-        raw = np.array(cells, dtype=np.float64)
+        try:
+            raw = np.array(cells, dtype=np.float64)
+        except OverflowError:  # a JSON integer beyond float64 (1e308): name the first one
+            for row, values in enumerate(cells):
+                for column, value in zip(self._numeric, values, strict=True):
+                    if type(value) is int and abs(value) > _FLOAT_MAX:
+                        raise self._bad(
+                            row, column, "a number within float range", "a larger integer"
+                        ) from None
+            raise
         lo, hi = self._lo, self._hi
         scaled = 2.0 * (np.clip(raw, lo, hi) - lo) / (hi - lo) - 1.0
         out[:, self._positions] = np.nan_to_num(scaled, nan=0.0)
@@ -205,7 +216,7 @@ class ServedModel:
         """Raw input vectors of width :attr:`width`, checked finite and clamped to [-1, 1]."""
         try:
             arr = np.asarray(rows, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # ragged rows, or an int beyond float64
             arr = np.zeros((0, 0))
             ragged = True
         else:
@@ -214,7 +225,9 @@ class ServedModel:
             raise InvalidInputError(
                 f"model '{self.name}' takes vectors of {self.width} values",
                 expected=f"inputs: a list of lists of {self.width} numbers",
-                got="rows of different lengths" if ragged else f"an array of shape {arr.shape}",
+                got="rows of different lengths or numbers beyond float range"
+                if ragged
+                else f"an array of shape {arr.shape}",
                 fix="send records instead" if self.encoder else "flatten each input",
             )
         if not np.all(np.isfinite(arr)):
