@@ -81,6 +81,7 @@ def serve(
     uvicorn = require("uvicorn", extra="serve", purpose="run `veil serve`")
     from veil.serve import (  # noqa: PLC0415 - FastAPI: keeps --help fast
         CONFIG_ENV,
+        ModelCache,
         ServeConfig,
         ServePolicy,
         configure_logging,
@@ -105,6 +106,9 @@ def serve(
     store = Store.for_workspace(workspace)  # refuses a schema `veil db upgrade` must move first
     store.dispose()
     loaded = ServePolicy.load(config.policy_path())
+    from veil.access import Access  # noqa: PLC0415
+
+    ModelCache(workspace, Access.open(workspace), torch_threads=None).check_private(loaded)
     summary: dict[str, Any] = {
         "url": f"http://{host}:{port}",
         "workers": workers,

@@ -345,6 +345,8 @@ def _build_state(config: ServeConfig) -> ServeState:
     )
     limits = Limits.open(config.redis_url, store, ip_rate=config.ip_rate)
     alerts = AlertSink(operator, log, limits, getattr(policy, "webhook", None))
+    models = ModelCache(workspace, operator, torch_threads=None)  # workers: create_app_from_env
+    models.check_private(policy)  # a policy asking private labels of a non-SISA model: no start
     state = ServeState(
         config=config,
         workspace=workspace,
@@ -355,7 +357,7 @@ def _build_state(config: ServeConfig) -> ServeState:
         spool=spool,
         limits=limits,
         policy=policy,
-        models=ModelCache(workspace, operator),
+        models=models,
         monitor=Monitor(alerts),
         log=log,
     )

@@ -83,7 +83,7 @@ def _token(request: Request) -> str:
             "this endpoint needs a service key",
             expected="an Authorization: Bearer veil_sk_<id>_<secret> header",
             got="no Authorization header",
-            fix="ask an owner for a key (`veil keys create NAME ROLE`) and send it as a bearer token",
+            fix="ask an owner for a key (`veil keys create NAME --role ROLE`) and send it as a bearer token",
         )
     if len(header) > _MAX_TOKEN + len(_PREFIX) or not header.lower().startswith(_PREFIX):
         raise UnauthenticatedError(

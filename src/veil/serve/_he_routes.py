@@ -26,7 +26,7 @@ as a plaintext model shares that model's budget.
 
 Sizes: a body beyond ``max_he_bytes`` is refused (413) by the gateway before
 the route runs; an inference request beyond the smaller
-``max_he_request_bytes`` (``ServeConfig.extra``, 16 MiB by default) is refused
+``max_he_request_bytes`` (a :class:`ServeConfig` field, 16 MiB by default) is refused
 here from its declared length, before it is looked at. A body that is not
 ``application/octet-stream`` is a 415, bytes that are not what they claim a 400.
 
@@ -38,9 +38,9 @@ queries: only the count budget and the rate limit bound what a key learns.
 CKKS evaluation takes up to seconds, so it runs in the thread pool, never on
 the event loop.
 
-Limits beyond ``max_he_bytes`` are read from ``ServeConfig.extra``:
-``max_he_request_bytes`` (16 MiB), ``he_context_ttl`` (seconds, one day) and
-``he_contexts_per_key`` (4 per program). A client, in Python::
+The other limits are :class:`ServeConfig` fields too: ``max_he_request_bytes``
+(16 MiB), ``he_context_ttl`` (seconds, one day) and ``he_contexts_per_key`` (4
+per program). A client, in Python::
 
     import httpx
     from veil.he import HEClient, HEPlan
