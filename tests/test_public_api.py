@@ -431,6 +431,7 @@ PUBLIC = {
     ],
     "veil.serve": [
         "CONFIG_ENV",
+        "ModelCache",
         "REDIS_ENV",
         "ServeConfig",
         "ServePolicy",

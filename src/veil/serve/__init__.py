@@ -14,6 +14,7 @@ from veil.serve._served import ModelCache
 __all__ = [
     "CONFIG_ENV",
     "REDIS_ENV",
+    "ModelCache",
     "ServeConfig",
     "ServePolicy",
     "configure_logging",
