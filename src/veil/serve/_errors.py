@@ -123,11 +123,33 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# The database's own errors name its address, user and database, and quote the driver:
+# the operator's business, not any caller's (an outage reaches unauthenticated callers too).
+_INFRASTRUCTURE = frozenset({"store_error", "store_version"})
+
+
 def _veil_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, VeilError)  # noqa: S101 - registered for VeilError only
     status = status_of(exc)
     if status == HTTPStatus.INTERNAL_SERVER_ERROR:
         log.error("unmapped error code %s", exc.code, extra={"code": exc.code})
+    if exc.code in _INFRASTRUCTURE:
+        log.error(
+            "database unavailable: %s (expected %s; got %s)",
+            exc.message,
+            exc.expected,
+            exc.got,
+            extra={"request_id": _request_id(request), "code": exc.code},
+        )
+        return error_response(
+            request,
+            status,
+            exc.code,
+            exc.message,
+            expected="the service's database answering",
+            got="it did not (the operator's log has the cause, under this request id)",
+            fix="retry later",
+        )
     headers = None
     retry = exc.details.get("retry_after") if exc.details else None
     if status == HTTPStatus.TOO_MANY_REQUESTS and retry is not None:
