@@ -92,6 +92,7 @@ def test_noise_and_private_label_fields(tmp_path):
     assert noisy.temperature == 2.5
     assert noisy.to_dict()["noise"] == {"kind": "gaussian", "scale": 0.1}
     assert policy.for_model("sisa", None).epsilon == 0.25
+    assert policy.for_model("sisa", None).to_dict()["epsilon_per_key"] == 0.25 * 500
     assert policy.serves_private("sisa") and not policy.serves_private("noisy")
 
 

@@ -22,6 +22,11 @@ before the next one spends anything:
 7. the request's trail entry (``annotate``): model, dataset, output, records,
    ledger event; ``usage`` adds the records to the key's durable count.
 
+Private answers have two bounds: the training set's budget in the ledger bounds
+what every key together may learn, and the key's count budget bounds its own
+share at ``epsilon x queries_per_key`` (``epsilon_per_key`` in the policy a key
+sees at ``GET /v1/models/{name}``).
+
 A failure after step 4 gives the records back to the count budget before the
 error leaves; a privacy charge is never given back (the ledger over-counts,
 never under-counts). The monitor's reference rows (a sample of the training

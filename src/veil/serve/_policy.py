@@ -125,6 +125,13 @@ class ModelPolicy:
             }
         if self.output == "private_label":
             out["epsilon"] = self.epsilon
+            # Each record answered is one epsilon-DP answer, and the count budget caps the
+            # records: a key's own privacy spend is bounded by their product.
+            out["epsilon_per_key"] = (
+                None
+                if self.queries_per_key is None or self.epsilon is None
+                else self.epsilon * self.queries_per_key
+            )
         out |= {
             "queries_per_key": self.queries_per_key,
             "rate": self.rate,
