@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from veil.cli._output import out, print_json
+from veil.cli._output import err, out, print_json
 from veil.errors import require
 from veil.workspace import Workspace, redact_url
 
@@ -108,7 +108,9 @@ def serve(
     loaded = ServePolicy.load(config.policy_path())
     from veil.access import Access  # noqa: PLC0415
 
-    ModelCache(workspace, Access.open(workspace), torch_threads=None).check_private(loaded)
+    cache = ModelCache(workspace, Access.open(workspace), torch_threads=None)
+    cache.check_private(loaded)
+    unknown = [m for m in loaded.models if not cache.registry.exists(m)]
     summary: dict[str, Any] = {
         "url": f"http://{host}:{port}",
         "workers": workers,
@@ -116,8 +118,14 @@ def serve(
         "database": redact_url(workspace.settings.database_url),
         "limits": "redis " + redact_url(redis_url) if redis_url else "in memory (one worker)",
         "policy": str(config.policy_path() or "built-in defaults"),
-        "models": sorted(getattr(loaded, "models", {}) or {}),
+        "models": loaded.models,
+        "unknown_models": unknown,
     }
+    if unknown:
+        err.print(
+            f"warning: the policy names models this workspace lacks: {', '.join(unknown)} "
+            "(their settings apply if models of those names are trained later)"
+        )
     if check:
         if as_json:
             print_json(summary)

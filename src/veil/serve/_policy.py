@@ -332,6 +332,12 @@ class ServePolicy:
         self._cache: dict[tuple[str, str | None], ModelPolicy] = {}
         self._lock = threading.Lock()
 
+    @property
+    def models(self) -> list[str]:
+        """The models the file names (in ``models:`` or under a key), sorted."""
+        named = set(self._models) | {m for per_key in self._keys.values() for m in per_key}
+        return sorted(named)
+
     @classmethod
     def load(cls, path: Path | None) -> ServePolicy:
         """The policy in ``path`` (YAML), or the built-in defaults for ``None``.
