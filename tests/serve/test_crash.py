@@ -53,8 +53,12 @@ def served(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[Any]:
     """``veil serve --workers 2`` on a fresh PostgreSQL database and the local Redis."""
     import redis
 
-    # The serve conftest's helpers (pytest imports it under this name in importlib mode).
-    helpers = sys.modules["tests.serve.conftest"]
+    # The serve conftest's helpers (pytest imports it as tests.serve.conftest in importlib mode).
+    helpers = next(
+        module
+        for name, module in sys.modules.items()
+        if name.endswith("serve.conftest") and hasattr(module, "start_process")
+    )
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
