@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -78,7 +79,8 @@ def test_answers_become_probability_rows() -> None:
         ],
         classes,
     )
-    np.testing.assert_allclose(rows, [[0, 1], [0.62, 0.38], [0.5, 0.5], [0, 1]])
+    expected = np.array([[0, 1], [0.62, 0.38], [0.5, 0.5], [0, 1]], dtype=np.float64)
+    np.testing.assert_allclose(rows, expected)
 
 
 def test_records_are_plain_json() -> None:
@@ -102,7 +104,9 @@ def test_replay_answers_pool_rows_and_evaluation_from_their_sources() -> None:
         replay.log_proba(np.zeros((1, 3), dtype=np.float32))
 
 
-def test_bench_serve_refuses_unknown_parts(tmp_path, capsys) -> None:
+def test_bench_serve_refuses_unknown_parts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["bench", "serve", "--parts", "overhead,nope", "-o", str(tmp_path / "b.json")])
     captured = capsys.readouterr()
     assert code != 0
@@ -112,7 +116,9 @@ def test_bench_serve_refuses_unknown_parts(tmp_path, capsys) -> None:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_bench_serve_quick_end_to_end(tmp_path, capsys, shared_data, postgres_admin_url) -> None:
+def test_bench_serve_quick_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shared_data: Path, postgres_admin_url: str
+) -> None:
     redis = pytest.importorskip("redis")
     redis_url = os.environ.get("VEIL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
     try:
