@@ -140,10 +140,18 @@ class QueryBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sql: str = Field(min_length=1, max_length=MAX_SQL_CHARS, description=SQL_DESCRIPTION)
+    # Strict: a JSON number, never a bool or a string coerced into one (``"epsilon": true``
+    # would otherwise be read as epsilon 1.0 and charged). Integers stay numbers.
     epsilon: float = Field(
-        gt=0, le=MAX_RELEASE_EPSILON, allow_inf_nan=False, description="Epsilon to spend."
+        gt=0,
+        le=MAX_RELEASE_EPSILON,
+        allow_inf_nan=False,
+        strict=True,
+        description="Epsilon to spend.",
     )
-    delta: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False, description="Delta to spend.")
+    delta: float = Field(
+        0.0, ge=0, lt=1, allow_inf_nan=False, strict=True, description="Delta to spend."
+    )
     purpose: str = Field(
         DEFAULT_PURPOSE,
         min_length=1,
@@ -151,7 +159,12 @@ class QueryBody(BaseModel):
         description="Why (recorded in the ledger and on the trail).",
     )
     confidence: float = Field(
-        0.95, gt=0, lt=1, allow_inf_nan=False, description="Level of the noise intervals."
+        0.95,
+        gt=0,
+        lt=1,
+        allow_inf_nan=False,
+        strict=True,
+        description="Level of the noise intervals.",
     )
     mechanism: Literal["auto", "laplace", "gaussian"] = Field(
         "auto", description="auto picks the smaller error; gaussian needs delta > 0."

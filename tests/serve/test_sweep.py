@@ -1,0 +1,91 @@
+"""Regressions found by attacking the live gateway as an outsider and a lesser role.
+
+Each test reproduces one finding over real HTTP (``gateway`` in ``conftest.py``)
+and checks the fix: the request is refused with its code, and nothing it should
+not have spent (a ledger charge) was spent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from veil.access import Access
+from veil.ledger import Ledger
+
+pytestmark = pytest.mark.xdist_group("serve")
+
+DATASET = "digits"
+
+
+def _events(gateway: Any) -> int:
+    state = gateway.state
+    owner = Access(state.store, signing_key=state.signing_key)
+    ledger = Ledger(state.store, key=state.ledger_key, access=owner)
+    return ledger.status(DATASET, cross_check=False).events
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epsilon", True),  # lax validation read this as epsilon 1.0 and charged it
+        ("epsilon", "0.5"),
+        ("delta", True),
+        ("delta", "1e-6"),
+        ("confidence", "0.9"),
+    ],
+)
+def test_a_query_takes_its_privacy_parameters_as_json_numbers_only(gateway, field, value):
+    """A bool or a string where the epsilon to spend belongs is a 422, never a charge."""
+    before = _events(gateway)
+    body: dict[str, Any] = {"sql": "SELECT COUNT(*) AS n FROM t", "epsilon": 0.5, field: value}
+    response = gateway.client("analyst").post(f"/v1/datasets/{DATASET}/query", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input"
+    assert f"body.{field}" in error["got"]
+    assert _events(gateway) == before
+
+
+@pytest.mark.slow
+def test_an_integer_epsilon_is_still_a_number(gateway):
+    """Strict numbers keep JSON's integers: ``"epsilon": 1`` is epsilon 1.0."""
+    body = {"sql": "SELECT COUNT(*) AS n FROM t", "epsilon": 1, "delta": 0}
+    response = gateway.client("analyst").post(f"/v1/datasets/{DATASET}/query", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["epsilon"] == 1.0
+
+
+@pytest.mark.slow
+def test_first_time_key_checks_are_bounded_so_wrong_secrets_cannot_burn_the_cpu(gateway):
+    """A known key id with made-up secrets costs a slow scrypt check per request.
+
+    Measured on the live gateway: an unknown key id was refused in ~29 ms, a known
+    id with a wrong secret in ~93 ms, every time. At the per-address limit (200
+    a second) one outsider could keep about 18 cores hashing. Checks of tokens not
+    yet verified in this worker now take one of a few slots; with none free the
+    request is a 429 at once, while keys already verified are served as before.
+    """
+    analyst = gateway.client("analyst")
+    assert analyst.get("/v1/models").status_code == 200  # verified: in the token cache
+    key_id = gateway.keys["analyst"].split("_")[2]
+    forged = gateway.client(token=f"veil_sk_{key_id}_{'A' * 43}")
+    slots = gateway.state.verify_slots
+    taken = 0
+    while slots.acquire(blocking=False):  # every slot busy, as under a flood of checks
+        taken += 1
+    try:
+        assert taken >= 1
+        refused = forged.get("/v1/models")
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert int(refused.headers["retry-after"]) >= 1
+        assert analyst.get("/v1/models").status_code == 200
+    finally:
+        for _ in range(taken):
+            slots.release()
+    wrong = forged.get("/v1/models")
+    assert wrong.status_code == 401, wrong.text
+    assert wrong.json()["error"]["code"] == "unauthenticated"
