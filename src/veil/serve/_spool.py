@@ -33,9 +33,12 @@ one that does not parse or hold a valid entry, is never dropped silently: a
 spool, byte offset, length and SHA-256 of the line (not its text).
 
 **Backpressure.** Once the oldest unflushed line is ``max_lag`` seconds old (the
-database is not taking entries), ``record`` raises
+database is not taking entries), or :data:`FAILING_LAG` seconds old while the
+last flush failed (the database is down), ``record`` raises
 :class:`~veil.errors.UnavailableError`: the request is refused (503) rather than
-answered while its entry piles up on local disk.
+answered while its entry piles up on local disk. A database outage thus costs
+at most about a second of answers whose entries wait in the spool file (they
+reach the trail when it is back).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ log = logging.getLogger("veil.serve.spool")
 SUFFIX = ".spool"
 CORRUPT_ACTION = "serve.spool_corrupt"
 ADOPT_EVERY = 5.0  # seconds between looks for the files of dead workers
+FAILING_LAG = 1.0  # seconds a failing database may keep entries waiting before record refuses
 BACKOFF_MAX = 5.0  # longest wait between flush retries while the database is down
 CLOSE_TRIES = 3
 READ_CHUNK = 1 << 20
@@ -310,12 +314,14 @@ class TrailSpool:
                     fix="the service is starting or stopping: retry shortly",
                 )
             now = time.monotonic()
-            if self._marks and now - self._marks[0][1] > self.max_lag:
+            lag = now - self._marks[0][1] if self._marks else 0.0
+            # A failing database is refused after a second; a slow one after max_lag.
+            if lag > self.max_lag or (self.last_error is not None and lag > FAILING_LAG):
                 raise UnavailableError(
                     "the trail is not taking entries",
                     expected=f"the trail's database to take entries within {self.max_lag} s",
                     got=f"{len(self._marks)} entries waiting for "
-                    f"{now - self._marks[0][1]:.1f} s ({self.last_error or 'no error yet'})",
+                    f"{lag:.1f} s ({self.last_error or 'no error yet'})",
                     fix="check the database (veil db status); requests are refused until "
                     "the backlog moves",
                     details={"pending": len(self._marks)},
