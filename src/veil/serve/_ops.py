@@ -70,7 +70,11 @@ def readyz(state: Annotated[ServeState, Depends(get_state)]) -> Any:
     ok = _check("database", checks, database)
     ok = _check("limits", checks, state.limits.ping) and ok
     lag = float(getattr(state.spool, "lag_seconds", 0.0) or 0.0)
-    if lag > _MAX_LAG:
+    failing = getattr(state.spool, "last_error", None)
+    if failing:
+        checks["trail_spool"] = "failing: the trail's database does not take entries"
+        ok = False
+    elif lag > _MAX_LAG:
         checks["trail_spool"] = f"behind: oldest waiting entry {lag:.0f} s old"
         ok = False
     else:
