@@ -437,6 +437,7 @@ PUBLIC = {
         "ServePolicy",
         "configure_logging",
         "create_app",
+        "shape",
     ],
     "veil.governance": [
         "AffectedArtifact",
@@ -461,6 +462,7 @@ PUBLIC = {
     ],
     "veil.bench": [
         "FEDERATED_ROWS",
+        "SERVE_PARTS",
         "AnonymizeResult",
         "AnonymizeRow",
         "AuditResult",
@@ -481,6 +483,7 @@ PUBLIC = {
         "Note",
         "QueryResult",
         "QueryRow",
+        "ServeResult",
         "Table",
         "TimingRow",
         "TrailResult",
@@ -495,6 +498,7 @@ PUBLIC = {
         "run_mnist_benchmark",
         "run_mpc_benchmark",
         "run_query_benchmark",
+        "run_serve_benchmark",
         "run_trail_benchmark",
         "run_unlearning_benchmark",
     ],

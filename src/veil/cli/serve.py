@@ -57,6 +57,13 @@ def serve(
         int,
         typer.Option("--max-he-body", help="Largest encrypted upload (context or request), bytes."),
     ] = 64 << 20,
+    ip_rate: Annotated[
+        str,
+        typer.Option(
+            "--ip-rate",
+            help="Requests per client address allowed before its key is read (limits syntax).",
+        ),
+    ] = "200/second",
     shutdown_grace: Annotated[
         float,
         typer.Option("--shutdown-grace", help="Seconds in-flight requests get on shutdown."),
@@ -99,6 +106,7 @@ def serve(
         max_body_bytes=max_body,
         max_he_bytes=max_he_body,
         allow_remote=allow_remote,
+        ip_rate=ip_rate,
         shutdown_grace=shutdown_grace,
         extra={"log_level": log_level},
     )

@@ -8,6 +8,7 @@ the threat model.
 
 from veil.serve._app import configure_logging, create_app
 from veil.serve._config import CONFIG_ENV, REDIS_ENV, ServeConfig
+from veil.serve._defences import shape
 from veil.serve._policy import ServePolicy
 from veil.serve._served import ModelCache
 
@@ -19,4 +20,5 @@ __all__ = [
     "ServePolicy",
     "configure_logging",
     "create_app",
+    "shape",
 ]
