@@ -7,6 +7,7 @@ not have spent (a ledger charge) was spent.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -89,3 +90,32 @@ def test_first_time_key_checks_are_bounded_so_wrong_secrets_cannot_burn_the_cpu(
     wrong = forged.get("/v1/models")
     assert wrong.status_code == 401, wrong.text
     assert wrong.json()["error"]["code"] == "unauthenticated"
+
+
+@pytest.mark.slow
+def test_a_burst_of_one_new_key_waits_for_one_check_instead_of_being_refused(gateway):
+    """Fifty clients of one key starting at once (a fresh worker) share the one check."""
+    slots = gateway.state.verify_slots
+    taken = 0
+    while slots.acquire(blocking=False):
+        taken += 1
+    slots.release()  # exactly one slot left: the first request's check
+    taken -= 1
+    start = threading.Barrier(20)
+    statuses: list[int] = []
+
+    def call() -> None:
+        with gateway.client("auditor") as http:
+            start.wait(timeout=30)
+            statuses.append(http.get("/v1/models").status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(20)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        for _ in range(taken):
+            slots.release()
+    assert statuses == [200] * 20

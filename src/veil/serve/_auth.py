@@ -8,7 +8,9 @@ dependency, in this order:
 2. reads ``Authorization: Bearer veil_sk_<id>_<secret>`` and authenticates it
    through :meth:`veil.access.Access.authenticate` (a malformed, unknown,
    revoked or expired key is a 401 ``unauthenticated``, and ``key.use
-   refused`` is on the trail);
+   refused`` is on the trail); a token this worker has not verified yet is
+   checked in one of a few slots (scrypt costs a made-up secret as much as a
+   real one), a 429 when none is free;
 3. checks ``permission`` with the key's :class:`~veil.access.Access` on the
    dataset named by the route's ``dataset_param`` (else on the workspace): a
    403 ``permission_denied``, recorded by ``Access.require``.
@@ -25,19 +27,22 @@ the workspace's access generation moved.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from veil.access import ROLE_PERMISSIONS, Access, Permission, Principal
-from veil.errors import PermissionDeniedError, UnauthenticatedError
-from veil.serve._state import ServeState, get_state
+from veil.errors import PermissionDeniedError, RateLimitedError, UnauthenticatedError
+from veil.serve._state import VERIFY_SLOTS, ServeState, get_state
 
 __all__ = ["Caller", "annotate", "needs", "permission_extra"]
 
 _PREFIX = "bearer "
 _MAX_TOKEN = 256
+_FOLLOW_SECONDS = 10.0  # how long a request waits for a check of its token already running
 
 
 @dataclass(frozen=True)
@@ -115,11 +120,7 @@ def authenticate(request: Request, state: ServeState) -> Caller:
     cache: dict[str, Principal] = request.app.state.veil_tokens
     principal = cache.get(fingerprint)
     if principal is None:
-        try:
-            principal = state.operator.authenticate(token)
-        except PermissionDeniedError as exc:
-            request.state.actor = f"key:{exc.details.get('key_id') or 'unknown'}"
-            raise _unauthenticated(exc) from None
+        principal = _verify(request, state, token, fingerprint)
         cache[fingerprint] = principal
     access = state.access(principal)
     request.state.actor = principal.name
@@ -133,6 +134,64 @@ def authenticate(request: Request, state: ServeState) -> Caller:
     caller = Caller(principal=principal, access=access, key_id=principal.key_id or "")
     request.state.caller = caller
     return caller
+
+
+def _verify(request: Request, state: ServeState, token: str, fingerprint: str) -> Principal:
+    """Check a token this worker has not verified yet, in one of ``state.verify_slots``.
+
+    The check is a scrypt hash (~65 ms of CPU) that a made-up secret for a real
+    key id costs as much as a real one; unbounded, one address at the per-address
+    limit could keep many cores hashing. Requests carrying the same token while
+    it is being checked wait for that one check (a client's first burst costs one
+    hash). Otherwise, with every slot busy the request is refused at once (429),
+    without waiting: waiting would tie up the thread pool that keys already
+    verified are served from.
+    """
+    with state._lock:  # noqa: SLF001 - the state's own lock, for its own table
+        pending = state.verifying.get(fingerprint)
+        leader = pending is None
+        if pending is None:
+            pending = state.verifying[fingerprint] = Future()
+    try:
+        if not leader:
+            return pending.result(timeout=_FOLLOW_SECONDS)
+        try:
+            principal = _check(state, token)
+        except BaseException as exc:
+            pending.set_exception(exc)
+            raise
+        else:
+            pending.set_result(principal)
+            return principal
+    except PermissionDeniedError as exc:
+        request.state.actor = f"key:{exc.details.get('key_id') or 'unknown'}"
+        raise _unauthenticated(exc) from None
+    except (RateLimitedError, FutureTimeout):
+        raise _busy() from None
+    finally:
+        if leader:
+            with state._lock:  # noqa: SLF001
+                state.verifying.pop(fingerprint, None)
+
+
+def _check(state: ServeState, token: str) -> Principal:
+    if not state.verify_slots.acquire(blocking=False):
+        raise _busy()
+    try:
+        return state.operator.authenticate(token)
+    finally:
+        state.verify_slots.release()
+
+
+def _busy() -> RateLimitedError:
+    return RateLimitedError(
+        "too many first-time key checks are running in this worker",
+        expected=f"at most {VERIFY_SLOTS} at once",
+        got="every slot busy",
+        fix="retry after the Retry-After header; a key is checked once per worker, "
+        "then served from memory",
+        details={"retry_after": 1.0, "bucket": "key-checks"},
+    )
 
 
 def needs(

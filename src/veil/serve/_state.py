@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,9 @@ if TYPE_CHECKING:
     from veil.serve._config import ServeConfig
     from veil.store import Store
 
-__all__ = ["ServeState", "get_state"]
+__all__ = ["VERIFY_SLOTS", "ServeState", "get_state"]
+
+VERIFY_SLOTS = 2
 
 
 @dataclass
@@ -47,6 +50,12 @@ class ServeState:
     log: logging.Logger
     ready: bool = True
     flood: Any = None  # veil.serve._app.Flood: refusals before authentication, counted
+    # Checks of tokens this worker has not verified yet (scrypt, ~65 ms of CPU each) run at
+    # most this many at once; see veil.serve._auth.
+    verify_slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(VERIFY_SLOTS), repr=False
+    )
+    verifying: dict[str, Future[Principal]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _accesses: dict[str, Access] = field(default_factory=dict, repr=False)
     _catalogs: dict[str, Catalog] = field(default_factory=dict, repr=False)
