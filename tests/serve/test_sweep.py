@@ -119,3 +119,14 @@ def test_a_burst_of_one_new_key_waits_for_one_check_instead_of_being_refused(gat
         for _ in range(taken):
             slots.release()
     assert statuses == [200] * 20
+
+
+@pytest.mark.slow
+def test_a_refused_key_is_told_what_an_http_caller_can_do(gateway):
+    """The library's fix ("unset VEIL_KEY") is for the command line, not for a bearer token."""
+    key_id = gateway.keys["consumer"].split("_")[2]
+    for token in (f"veil_sk_{key_id}_{'B' * 43}", "veil_sk_nothex_x"):
+        error = gateway.client(token=token).get("/v1/models").json()["error"]
+        assert error["code"] == "unauthenticated"
+        assert "VEIL_KEY" not in error["fix"]
+        assert "veil keys create" in error["fix"]

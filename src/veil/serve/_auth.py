@@ -101,8 +101,14 @@ def _token(request: Request) -> str:
 
 
 def _unauthenticated(error: PermissionDeniedError) -> UnauthenticatedError:
+    # Access's fix speaks to the command line (VEIL_KEY); an HTTP caller has no such variable.
     return UnauthenticatedError(
-        error.message, expected=error.expected, got=error.got, fix=error.fix, details=error.details
+        error.message,
+        expected=error.expected,
+        got=error.got,
+        fix="ask an owner for a new key (`veil keys create NAME --role ROLE`) and send it as "
+        "a bearer token",
+        details=error.details,
     )
 
 
