@@ -106,7 +106,11 @@ class ServeState:
         return found
 
 
-def get_state(request: Request) -> ServeState:
-    """The worker's :class:`ServeState` (a FastAPI dependency)."""
+async def get_state(request: Request) -> ServeState:
+    """The worker's :class:`ServeState` (a FastAPI dependency).
+
+    ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a
+    hop that costs more than this attribute read.
+    """
     state: ServeState = request.app.state.veil
     return state
