@@ -435,6 +435,7 @@ PUBLIC = {
         "REDIS_ENV",
         "ServeConfig",
         "ServePolicy",
+        "check_rate",
         "configure_logging",
         "create_app",
         "shape",

@@ -91,6 +91,7 @@ def serve(
         ModelCache,
         ServeConfig,
         ServePolicy,
+        check_rate,
         configure_logging,
     )
     from veil.store import Store  # noqa: PLC0415
@@ -111,6 +112,7 @@ def serve(
         extra={"log_level": log_level},
     )
     config.check(workspace.settings)
+    check_rate(ip_rate)
     store = Store.for_workspace(workspace)  # refuses a schema `veil db upgrade` must move first
     store.dispose()
     loaded = ServePolicy.load(config.policy_path())

@@ -9,6 +9,7 @@ the threat model.
 from veil.serve._app import configure_logging, create_app
 from veil.serve._config import CONFIG_ENV, REDIS_ENV, ServeConfig
 from veil.serve._defences import shape
+from veil.serve._limits import check_rate
 from veil.serve._policy import ServePolicy
 from veil.serve._served import ModelCache
 
@@ -18,6 +19,7 @@ __all__ = [
     "ModelCache",
     "ServeConfig",
     "ServePolicy",
+    "check_rate",
     "configure_logging",
     "create_app",
     "shape",

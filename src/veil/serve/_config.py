@@ -108,9 +108,6 @@ class ServeConfig:
                 fix="bind to 127.0.0.1 behind a TLS-terminating proxy, or pass --allow-remote "
                 "if a proxy on another address forwards to it",
             )
-        from veil.serve._limits import check_rate  # noqa: PLC0415 - the limits library
-
-        check_rate(self.ip_rate)
         if self.workers > 1:
             missing = []
             if not settings.database_url.startswith("postgresql"):
