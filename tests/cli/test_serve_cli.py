@@ -105,3 +105,8 @@ def test_serve_starts_answers_and_stops_on_sigterm(capsys, ws, tmp_path: Path):
     request = next(line for line in lines if line.get("message") == "request")
     assert request["status"] == 401 and request["route"] == "/v1/models"
     assert not list((tmp_path / ".veil" / "serve" / "spool").glob("*.spool"))  # all flushed
+
+
+def test_a_bad_ip_rate_is_refused_before_start(capsys, ws):
+    code, _, err = run(capsys, "serve", "--check", "--ip-rate", "lots")
+    assert code == 3 and "'lots' is not a rate limit" in err
