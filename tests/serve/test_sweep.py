@@ -8,12 +8,15 @@ not have spent (a ledger charge) was spent.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from veil.access import Access
+from veil.errors import InvalidInputError
 from veil.ledger import Ledger
+from veil.serve._policy import ServePolicy
 
 pytestmark = pytest.mark.xdist_group("serve")
 
@@ -130,3 +133,15 @@ def test_a_refused_key_is_told_what_an_http_caller_can_do(gateway):
         assert error["code"] == "unauthenticated"
         assert "VEIL_KEY" not in error["fix"]
         assert "veil keys create" in error["fix"]
+
+
+@pytest.mark.parametrize("rate", ["0/second", "0 per minute"])
+def test_a_policy_rate_of_zero_is_refused_when_the_policy_loads(tmp_path: Path, rate: str):
+    """``rate: 0/second`` passed ``veil serve --check`` and then made every prediction a
+    400 blaming the caller ("not a rate limit"): the limiter refuses zero, the policy did not."""
+    path = tmp_path / "serve.yaml"
+    path.write_text(f"models:\n  digits-lr:\n    rate: {rate}\n", encoding="utf-8")
+    with pytest.raises(InvalidInputError) as caught:
+        ServePolicy.load(path)
+    assert "models.digits-lr.rate" in caught.value.message
+    assert "line 3" in caught.value.message

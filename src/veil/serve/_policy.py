@@ -230,8 +230,14 @@ def _rate(value: Any, spot: _Spot) -> str:
         items = limits.parse_many(value) if isinstance(value, str) else []
     except ValueError:
         items = []
-    if len(items) != 1:
-        raise spot.bad(repr(value), "one rate such as 20/second or 600/minute", "write COUNT/UNIT")
+    # A count of zero parses, but the limiter refuses it on every request (a 400 to the caller
+    # for the operator's mistake): refuse it here, where the file and line are known.
+    if len(items) != 1 or items[0].amount < 1:
+        raise spot.bad(
+            repr(value),
+            "one rate of at least 1, such as 20/second or 600/minute",
+            "write COUNT/UNIT",
+        )
     return str(value)
 
 
