@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from veil.access import Access
+from veil.access import Access, Trail
 from veil.errors import InvalidInputError
 from veil.ledger import Ledger
 from veil.serve._policy import ServePolicy
@@ -145,3 +145,37 @@ def test_a_policy_rate_of_zero_is_refused_when_the_policy_loads(tmp_path: Path, 
         ServePolicy.load(path)
     assert "models.digits-lr.rate" in caught.value.message
     assert "line 3" in caught.value.message
+
+
+@pytest.mark.slow
+def test_a_key_suspended_by_the_monitor_is_refused_by_its_worker_at_once(
+    start_gateway, monkeypatch
+):
+    """Found live: a probing key suspended after 26 queries had 34 more answered by the same
+    worker within its Access's one-second grant cache (at 100/s). The worker that revokes
+    the key now forgets it at once; other workers still take up to ``Access.max_age``."""
+    gateway = start_gateway(
+        "models:\n"
+        "  digits-lr:\n"
+        "    queries_per_key: 1000\n"
+        "    rate: 1000/second\n"
+        "    monitor: {action: suspend, extraction: false, probing_window: 10, probing_count: 5}\n"
+    )
+    # Grants cached for an hour: only the worker's own forgetting can refuse the key in time.
+    kwdefaults = {**(Access.__init__.__kwdefaults__ or {}), "max_age": 3600.0}
+    monkeypatch.setattr(Access.__init__, "__kwdefaults__", kwdefaults)
+    client = gateway.client("consumer")
+    codes = []
+    for i in range(30):
+        row = [0.5 + 1e-4 * i] + [0.0] * 63  # near-duplicates of one vector: probing
+        codes.append(client.post("/v1/models/digits-lr/predict", json={"inputs": [row]}))
+        if codes[-1].status_code != 200:
+            break
+    statuses = [r.status_code for r in codes]
+    gateway.state.spool.flush()
+    alerts = Trail(gateway.state.store).entries(action="serve.alert")
+    assert alerts and alerts[0].details["action"] == "suspend", alerts
+    assert 401 in statuses, statuses
+    first = statuses.index(401)
+    assert codes[first].json()["error"]["code"] == "unauthenticated"
+    assert 5 <= first <= 10, statuses  # the alert's own request is answered, the next refused

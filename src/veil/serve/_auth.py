@@ -38,7 +38,7 @@ from veil.access import ROLE_PERMISSIONS, Access, Permission, Principal
 from veil.errors import PermissionDeniedError, RateLimitedError, UnauthenticatedError
 from veil.serve._state import VERIFY_SLOTS, ServeState, get_state
 
-__all__ = ["Caller", "annotate", "needs", "permission_extra"]
+__all__ = ["Caller", "annotate", "forget_key", "needs", "permission_extra"]
 
 _PREFIX = "bearer "
 _MAX_TOKEN = 256
@@ -140,6 +140,19 @@ def authenticate(request: Request, state: ServeState) -> Caller:
     caller = Caller(principal=principal, access=access, key_id=principal.key_id or "")
     request.state.caller = caller
     return caller
+
+
+def forget_key(request: Request, state: ServeState, principal: Principal) -> None:
+    """Drop what this worker remembers of ``principal``'s key (its verified tokens, its Access).
+
+    For a key this worker has just revoked (the monitor's ``suspend``): its next request
+    is checked against the database at once, instead of after ``Access.max_age``.
+    """
+    cache: dict[str, Principal] = request.app.state.veil_tokens
+    for fingerprint, known in list(cache.items()):
+        if known.key_id == principal.key_id:
+            cache.pop(fingerprint, None)
+    state.forget(principal)
 
 
 def _verify(request: Request, state: ServeState, token: str, fingerprint: str) -> Principal:

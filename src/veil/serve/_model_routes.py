@@ -57,7 +57,7 @@ from sqlalchemy import select
 from veil.access import ROLE_PERMISSIONS, Permission
 from veil.errors import BudgetExceededError, DataTooLargeError, InvalidInputError, VeilError
 from veil.ledger import PrivacyEvent
-from veil.serve._auth import Caller, annotate, authenticate, permission_extra
+from veil.serve._auth import Caller, annotate, authenticate, forget_key, permission_extra
 from veil.serve._defences import answer_mechanism, private_labels, shape, vote_histogram
 from veil.serve._errors import ERROR_RESPONSES
 from veil.serve._policy import MAX_BATCH, ModelPolicy
@@ -404,7 +404,7 @@ def _answer(
         answers, labels = shape(model.proba(x), model.classes, policy)
         predictions = [Prediction.model_validate(a) for a in answers]
         extra = {}
-    _observe(state=state, caller=caller, model=model, policy=policy, x=x, labels=labels)
+    _observe(request, state=state, caller=caller, model=model, policy=policy, x=x, labels=labels)
     return PredictResponse(
         model=model.name,
         output=policy.output,  # type: ignore[arg-type]
@@ -415,6 +415,7 @@ def _answer(
 
 
 def _observe(
+    request: Request,
     *,
     state: ServeState,
     caller: Caller,
@@ -427,13 +428,18 @@ def _observe(
         return
     _fit_reference(state, model)
     try:
-        state.monitor.observe(
+        alerts = state.monitor.observe(
             caller.key_id, caller.principal.name, model.name, x, labels, policy.monitor
         )
     except InvalidInputError as exc:
         # The monitor refuses rows it cannot compare (a reference of another width after a
         # retraining): the answer is still given, and the gap is logged for the operator.
         log.warning("monitor skipped a request", extra={"model": model.name, "reason": exc.message})
+        return
+    if any(alert.action == "suspend" for alert in alerts):
+        # The key was just revoked here: refuse its next request in this worker at once
+        # (the other workers see the revocation within Access.max_age).
+        forget_key(request, state, caller.principal)
 
 
 @router.get(
