@@ -179,3 +179,21 @@ def test_a_key_suspended_by_the_monitor_is_refused_by_its_worker_at_once(
     first = statuses.index(401)
     assert codes[first].json()["error"]["code"] == "unauthenticated"
     assert 5 <= first <= 10, statuses  # the alert's own request is answered, the next refused
+
+
+@pytest.mark.slow
+def test_a_refused_key_is_on_the_trail_as_its_key_id(gateway):
+    """serve.md: the actor of a key that failed to authenticate is ``key:<id>``; it was
+    ``key:unknown`` (with no key id) for a wrong secret and for a revoked key alike."""
+    key_id = gateway.keys["consumer"].split("_")[2]
+    response = gateway.client(token=f"veil_sk_{key_id}_{'C' * 43}").get("/v1/models")
+    assert response.status_code == 401
+    gateway.state.spool.flush()
+    rid = response.headers["x-request-id"]
+    entry = next(
+        e
+        for e in Trail(gateway.state.store).entries(action="serve.request")
+        if e.details["request_id"] == rid
+    )
+    assert entry.actor == f"key:{key_id}"
+    assert entry.details["key_id"] == key_id

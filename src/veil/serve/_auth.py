@@ -35,6 +35,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from veil.access import ROLE_PERMISSIONS, Access, Permission, Principal
+from veil.access._keys import parse_key
 from veil.errors import PermissionDeniedError, RateLimitedError, UnauthenticatedError
 from veil.serve._state import VERIFY_SLOTS, ServeState, get_state
 
@@ -183,7 +184,9 @@ def _verify(request: Request, state: ServeState, token: str, fingerprint: str) -
             pending.set_result(principal)
             return principal
     except PermissionDeniedError as exc:
-        request.state.actor = f"key:{exc.details.get('key_id') or 'unknown'}"
+        parsed = parse_key(token)  # the id the token names (known or not); never the secret
+        request.state.actor = f"key:{parsed[0] if parsed else 'unknown'}"
+        request.state.key_id = parsed[0] if parsed else None
         raise _unauthenticated(exc) from None
     except (RateLimitedError, FutureTimeout):
         raise _busy() from None
