@@ -159,7 +159,13 @@ def _serve_in_thread(served: Served, policy: Path | None, **options: Any) -> Gat
     app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, ws="none"
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            ws="none",
+            proxy_headers=False,  # as veil serve without --forwarded-allow-ips
         )
     )
     thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)

@@ -184,3 +184,14 @@ def test_a_flood_before_authentication_is_counted_not_recorded_one_by_one(start_
     flood = [e.details["flood_refusals"] for e in entries if "flood_refusals" in e.details]
     assert flood == [1, 24]  # every refused request is counted on the trail
     assert all(e.details.get("client") == "127.0.0.1" for e in entries[5:])
+
+
+def test_a_body_too_deep_to_parse_is_422_invalid_input(gateway):
+    client = gateway.client("consumer")
+    deep = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = client.post(
+        "/v1/models/digits-lr/predict", content=deep, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    error = _error(response)
+    assert error["code"] == "invalid_input" and "well-formed JSON" in error["expected"]

@@ -64,6 +64,14 @@ def serve(
             help="Requests per client address allowed before its key is read (limits syntax).",
         ),
     ] = "200/second",
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Proxies (comma-separated addresses) whose X-Forwarded-For names the client. "
+            "Default: none; every client is its connection's address.",
+        ),
+    ] = None,
     shutdown_grace: Annotated[
         float,
         typer.Option("--shutdown-grace", help="Seconds in-flight requests get on shutdown."),
@@ -158,5 +166,9 @@ def serve(
         log_level=log_level,
         timeout_graceful_shutdown=max(1, int(shutdown_grace)),
         server_header=False,
+        # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: any local process could then
+        # pick the address it is limited as. Only the proxies named here are believed.
+        proxy_headers=forwarded_allow_ips is not None,
+        forwarded_allow_ips=forwarded_allow_ips,
         ws="none",  # no WebSocket routes; its legacy module warns on import
     )

@@ -203,13 +203,23 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+    status = exc.status_code
+    if status == HTTPStatus.BAD_REQUEST:  # FastAPI could not parse the body (e.g. nested too deep)
+        return error_response(
+            request,
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "the request body is not JSON the API can read",
+            expected="a well-formed JSON body, as the OpenAPI schema at /openapi.json describes",
+            got=str(exc.detail),
+            fix="send the body the operation's schema describes",
+        )
     code = _HTTP_CODES.get(
-        exc.status_code,
-        "invalid_input" if exc.status_code < HTTPStatus.INTERNAL_SERVER_ERROR else "internal",
+        status, "invalid_input" if status < HTTPStatus.INTERNAL_SERVER_ERROR else "internal"
     )
     return error_response(
         request,
-        exc.status_code,
+        status,
         code,
         str(exc.detail),
         expected="a route and method the OpenAPI schema at /openapi.json lists",
