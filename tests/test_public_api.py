@@ -47,6 +47,7 @@ PUBLIC = {
         "TrailProblem",
         "TrailReport",
         "TreeHead",
+        "parse_key",
         "WORKSPACE",
     ],
     "veil.progress": ["ProgressCallback", "ProgressEvent", "emit", "json_line_reporter"],

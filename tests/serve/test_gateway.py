@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from veil.access import Access, Outcome, Permission, Trail
-from veil.access._keys import parse_key
+from veil.access import Access, Outcome, Permission, Trail, parse_key
 
 pytestmark = pytest.mark.xdist_group("serve")
 

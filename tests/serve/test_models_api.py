@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from veil.access import Trail
-from veil.access._keys import parse_key
+from veil.access import Trail, parse_key
 from veil.errors import ConflictError, InvalidInputError
 from veil.serve._served import REFERENCE_PURPOSE, ModelCache
 from veil.train import FeatureEncoder, ModelRegistry
@@ -181,7 +180,7 @@ def test_categorical_and_numeric_records_encode_as_training_does():
 
 
 def test_top_k_and_per_key_probabilities(start_gateway, serve_home):
-    from veil.access._keys import parse_key as parse
+    from veil.access import parse_key as parse
 
     analyst = parse(serve_home.keys["analyst"])
     assert analyst is not None

@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from veil.access import Access, Outcome, Trail
-from veil.access._keys import parse_key
+from veil.access import Access, Outcome, Trail, parse_key
 
 pytestmark = pytest.mark.xdist_group("serve")
 

@@ -11,6 +11,7 @@ This package sits just above the store and the vault, so every layer above it
 """
 
 from veil.access._access import Access
+from veil.access._keys import parse_key
 from veil.access._principal import Principal, PrincipalKind, ServiceKeyInfo
 from veil.access._roles import ROLE_PERMISSIONS, WORKSPACE, Grant, Permission, Policy, Role
 from veil.access._trail import (
@@ -41,4 +42,5 @@ __all__ = [
     "TrailProblem",
     "TrailReport",
     "TreeHead",
+    "parse_key",
 ]

@@ -34,8 +34,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from veil.access import ROLE_PERMISSIONS, Access, Permission, Principal
-from veil.access._keys import parse_key
+from veil.access import ROLE_PERMISSIONS, Access, Permission, Principal, parse_key
 from veil.errors import PermissionDeniedError, RateLimitedError, UnauthenticatedError
 from veil.serve._state import VERIFY_SLOTS, ServeState, get_state
 
