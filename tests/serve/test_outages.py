@@ -104,7 +104,7 @@ def _events(home: Path) -> set[str]:
 
 
 def _during_the_outage(analyst: Any, consumer: Any, anonymous: Any) -> list[str]:
-    """Queries refused at once, predictions once the spool is ``max_lag`` behind; answered ids."""
+    """Queries refused at once, predictions once the spool is behind a failing database."""
     for _ in range(3):
         error = _unavailable(_query(analyst))
         # The database's address and name are the operator's business, not the caller's.
@@ -114,8 +114,8 @@ def _during_the_outage(analyst: Any, consumer: Any, anonymous: Any) -> list[str]
     assert ready.json()["ready"] is False
     assert ready.json()["checks"]["database"].startswith("down")
     # A prediction needs no database until its entry must reach the trail: answered while
-    # the entry waits in the worker's spool (durable on its disk), refused once the oldest
-    # waiting entry is older than the spool's max_lag (10 s).
+    # the entry waits in the worker's spool (durable on its disk), refused once a flush has
+    # failed and the oldest waiting entry is a second old (the spool's FAILING_LAG).
     answered = []
     deadline = time.monotonic() + 40
     while (response := _predict(consumer)).status_code == 200:

@@ -136,6 +136,25 @@ class _Gateway:
         if too_large:
             await _refuse_too_large(scope, traced_send, request_id, limit)
             return
+        refused = state.spool.refusal() if traced else None
+        if refused is not None:  # refuse before the route runs (and charges), not after
+            scope_state["error_code"] = refused.code
+            log.warning(
+                "refused: %s", refused, extra={"request_id": request_id, "code": refused.code}
+            )
+            answer = {  # the cause (a database error naming its address) is the operator's
+                "error": {
+                    "code": refused.code,
+                    "message": refused.message,
+                    "expected": refused.expected,
+                    "got": "entries waiting for the trail's database",
+                    "fix": "retry shortly; the operator's log names the cause",
+                    "details": {},
+                    "request_id": request_id,
+                }
+            }
+            await _send_json(send, 503, answer, request_id)
+            return
         await self.app(scope, replay, traced_send)
 
 

@@ -306,31 +306,46 @@ class TrailSpool:
             )
         data = text.encode() + b"\n"
         with self._lock:
-            if self._fd is None or self._closed:
-                raise UnavailableError(
-                    "the trail spool is not open",
-                    expected="a started spool",
-                    got="closed" if self._closed else "not started",
-                    fix="the service is starting or stopping: retry shortly",
-                )
             now = time.monotonic()
-            lag = now - self._marks[0][1] if self._marks else 0.0
-            # A failing database is refused after a second; a slow one after max_lag.
-            if lag > self.max_lag or (self.last_error is not None and lag > FAILING_LAG):
-                raise UnavailableError(
-                    "the trail is not taking entries",
-                    expected=f"the trail's database to take entries within {self.max_lag} s",
-                    got=f"{len(self._marks)} entries waiting for "
-                    f"{lag:.1f} s ({self.last_error or 'no error yet'})",
-                    fix="check the database (veil db status); requests are refused until "
-                    "the backlog moves",
-                    details={"pending": len(self._marks)},
-                )
+            refused = self._refusal(now)
+            if refused is not None:
+                raise refused
             self._write(data)
             self._marks.append((self._size, now))
             waiting = len(self._marks)
         if waiting >= self.batch:
             self._wake.set()
+
+    def refusal(self) -> UnavailableError | None:
+        """Why :meth:`record` would refuse an entry now; ``None`` when it would take it.
+
+        The gateway asks before a request runs, so that a request whose entry
+        could not be written is refused before it charges a budget.
+        """
+        with self._lock:
+            return self._refusal(time.monotonic())
+
+    def _refusal(self, now: float) -> UnavailableError | None:
+        if self._fd is None or self._closed:
+            return UnavailableError(
+                "the trail spool is not open",
+                expected="a started spool",
+                got="closed" if self._closed else "not started",
+                fix="the service is starting or stopping: retry shortly",
+            )
+        lag = now - self._marks[0][1] if self._marks else 0.0
+        # A failing database is refused after a second; a slow one after max_lag.
+        if lag > self.max_lag or (self.last_error is not None and lag > FAILING_LAG):
+            return UnavailableError(
+                "the trail is not taking entries",
+                expected=f"the trail's database to take entries within {self.max_lag} s",
+                got=f"{len(self._marks)} entries waiting for "
+                f"{lag:.1f} s ({self.last_error or 'no error yet'})",
+                fix="check the database (veil db status); requests are refused until "
+                "the backlog moves",
+                details={"pending": len(self._marks)},
+            )
+        return None
 
     def _write(self, data: bytes) -> None:
         if self._torn:  # a failed write left a fragment: end it, a (corrupt) line of its own
