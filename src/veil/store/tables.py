@@ -505,3 +505,20 @@ class ServeUsageRow(Base):
     model: Mapped[str] = mapped_column(String(128), primary_key=True)
     answered: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+# ------------------------------------------------------------------ the console (issue 25)
+class ConsoleSessionRow(Base):
+    """A signed-in console session: the SHA-256 of its cookie's token, never the token.
+
+    A session stands for the service key it was opened with: it ends at
+    ``expires_at``, at sign-out (the row is deleted), or as soon as the key is
+    revoked or expires (checked on every request).
+    """
+
+    __tablename__ = "console_sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
