@@ -4,7 +4,8 @@ The trail stores one leaf hash per entry (:func:`veil.access.verifier.leaf_hash`
 entry's canonical JSON) and, after each append, the tree's *frontier*: the roots of the
 perfect subtrees that make up the tree so far. From the frontier alone the next root
 follows in ``O(log n)`` hashes, so appending never rereads the trail. Proofs are built
-from the stored leaf hashes on demand.
+from the stored leaf hashes, or from the kept roots of complete subtrees
+(:mod:`veil.access._nodes`) and a few leaves.
 
 Everything here is RFC 6962 §2.1 (restated in RFC 9162 §2.1): the Merkle Tree Hash with
 domain-separated leaf (``0x00``) and node (``0x01``) hashes, the audit path PATH
@@ -109,6 +110,37 @@ class Frontier:
             nodes[-1] = node_hash(nodes[-1], right)
             carry >>= 1
         self.size += 1
+
+    def append_merged(self, leaf_hash: bytes, from_level: int) -> list[bytes]:
+        """Add one leaf, as :meth:`append`, and return the perfect subtrees it completed.
+
+        Appending the leaf that makes :attr:`size` a multiple of ``2**j`` completes one
+        aligned perfect subtree at each level ``1..j`` (the one ending at the new size);
+        those never change again in an append-only tree, so the trail keeps them
+        (:mod:`veil.access._nodes`) and builds proofs from them.
+
+        Args:
+            leaf_hash: The leaf's 32-byte hash.
+            from_level: The lowest level wanted (a subtree of ``2**from_level`` leaves).
+
+        Returns:
+            The roots of the completed subtrees at levels ``from_level..j``, lowest first
+            (empty for most appends).
+        """
+        nodes = self._nodes
+        nodes.append(_check_hash(leaf_hash, "the leaf hash"))
+        carry = self.size
+        level = 0
+        merged: list[bytes] = []
+        while carry & 1:
+            right = nodes.pop()
+            nodes[-1] = node_hash(nodes[-1], right)
+            carry >>= 1
+            level += 1
+            if level >= from_level:
+                merged.append(nodes[-1])
+        self.size += 1
+        return merged
 
     def root(self) -> bytes:
         """The RFC 6962 Merkle Tree Hash of the leaves so far (``SHA-256("")`` when empty).

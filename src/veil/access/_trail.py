@@ -58,7 +58,8 @@ from veil.access._entries import (
     head_of,
     timestamp,
 )
-from veil.access._merkle import Frontier, consistency_proof, inclusion_proof
+from veil.access._merkle import Frontier, _path_ranges, _proof_ranges, consistency_proof
+from veil.access._nodes import NODE_LEVEL, TreeReader, insert_nodes, node_rows
 from veil.access._verify import (
     VERIFY_BATCH,
     TrailProblem,
@@ -115,12 +116,17 @@ _MOVE_END = (
 class Trail:
     """The workspace's trail.
 
+    ``node_level``: kept Merkle subtrees (``trail_nodes``) hold ``2**node_level``
+    entries or more (:mod:`veil.access._nodes`; tests set a small one).
+
     Args:
         store: The workspace database.
         signing_key: 32-byte Ed25519 seed (the workspace's ``trail`` key).
             Without it no head is signed: the chain and the tree still detect
             naive edits, but not a self-consistent rewrite.
     """
+
+    node_level = NODE_LEVEL
 
     def __init__(self, store: Store, *, signing_key: bytes | None = None) -> None:
         self.store = store
@@ -191,7 +197,12 @@ class Trail:
         records itself with :meth:`append`.
         """
         state = self._locked_state(session)
-        cursor = _Cursor(state.size, state.chain, Frontier.from_json(state.size, state.frontier))
+        cursor = _Cursor(
+            state.size,
+            state.chain,
+            Frontier.from_json(state.size, state.frontier),
+            self.node_level,
+        )
         rows: list[dict[str, Any]] = []
         made: list[TrailEntry] = []
         heads: list[TreeHead] = []
@@ -217,6 +228,7 @@ class Trail:
             _MOVE_END,
             {"size": cursor.size, "chain": cursor.chain, "frontier": cursor.frontier.to_json()},
         )
+        insert_nodes(connection, cursor.nodes)
         for head in heads:
             self._store_head(session, head)
         return made
@@ -320,12 +332,6 @@ class Trail:
         state = session.get(TrailStateRow, 1)
         return 0 if state is None else state.size
 
-    def _leaves(self, session: Session, size: int) -> list[bytes]:
-        rows = session.execute(
-            select(TrailEntryRow.leaf).where(TrailEntryRow.seq <= size).order_by(TrailEntryRow.seq)
-        ).scalars()
-        return [bytes.fromhex(h) for h in rows]
-
     def prove(self, seq: int, *, head: TreeHead | None = None) -> dict[str, Any]:
         """An inclusion proof document for entry ``seq`` (``veil-trail-proof/v1``).
 
@@ -353,9 +359,7 @@ class Trail:
                 got=f"a head of size {head.size}",
                 fix="checkpoint the trail again (`veil trail checkpoint`) and prove against it",
             )
-        with self.store.session() as session:
-            leaves = self._leaves(session, head.size)
-        path = inclusion_proof(leaves, seq - 1, head.size)
+        path = self._range_hashes(_path_ranges(seq - 1, 0, head.size), head.size)
         return {
             "format": PROOF_FORMAT,
             "entry": {"index": seq - 1, "body": body},
@@ -375,8 +379,35 @@ class Trail:
                     got=f"old size {old_size}, new size {new_size}",
                     fix="use sizes from heads of this trail",
                 )
-            leaves = self._leaves(session, new_size)
-        return consistency_proof(leaves, old_size, new_size)
+        if old_size in {0, new_size}:
+            return []
+        return self._range_hashes(_proof_ranges(old_size, 0, new_size), new_size)
+
+    def _range_hashes(self, ranges: Sequence[tuple[int, int]], size: int) -> list[bytes]:
+        """MTH of each of a proof's leaf ranges in the tree of ``size`` entries.
+
+        From the kept subtree roots and at most two short runs of leaves
+        (:mod:`veil.access._nodes`); roots missing from ``trail_nodes`` (a trail
+        older than the table) are computed from the entries and kept.
+        """
+        with self.store.session() as session:
+            current = self._size(session)
+            if size > current:
+                raise InvalidInputError(
+                    "the head is larger than the trail",
+                    expected=f"a head of at most {current} entries",
+                    got=f"a head of size {size}",
+                    fix="prove against a head of this trail (`veil trail checkpoint`)",
+                )
+            computed: list[dict[str, Any]] = []
+            reader = TreeReader(
+                session.connection(), size, level=self.node_level, write=computed.extend
+            )
+            hashes = reader.hashes(ranges)
+        if computed:  # kept in a short write transaction of their own, after the read
+            with self.store.session(lock=True) as session:
+                insert_nodes(session.connection(), computed)
+        return hashes
 
     # ------------------------------------------------------------- verification
     def verify(
@@ -547,8 +578,10 @@ class Trail:
 class _Cursor:
     """The trail's end while entries are being appended: size, chain and frontier."""
 
-    def __init__(self, size: int, chain: str, frontier: Frontier) -> None:
+    def __init__(self, size: int, chain: str, frontier: Frontier, level: int) -> None:
         self.size, self.chain, self.frontier = size, chain, frontier
+        self.level = level
+        self.nodes: list[dict[str, Any]] = []  # subtrees completed (trail_nodes rows)
 
     def add(self, fields: Mapping[str, Any]) -> tuple[dict[str, Any], TrailEntry]:
         """The row for the next entry made of ``fields``, and the entry; moves the end on."""
@@ -573,7 +606,9 @@ class _Cursor:
         )
         leaf = leaf_hash(body.encode("ascii"))
         self.chain = chain_link(self.chain, leaf)
-        self.frontier.append(leaf)
+        merged = self.frontier.append_merged(leaf, self.level)
+        if merged:
+            self.nodes.extend(node_rows(merged, seq, self.level))
         self.size = seq
         row = {
             "seq": seq,

@@ -522,3 +522,27 @@ class ConsoleSessionRow(Base):
     key_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+# ------------------------------------------------------------------ trail in the console (issue 25)
+class TrailNodeRow(Base):
+    """The root of a complete, aligned perfect subtree of the trail's Merkle tree.
+
+    The ``2**level`` leaves from ``idx * 2**level`` on (0-based), kept for levels
+    of at least ``veil.access._nodes.NODE_LEVEL``: an append-only tree never
+    changes them, so an inclusion proof reads about ``log2(size)`` of them
+    instead of every leaf. Verification never trusts them (it recomputes).
+    """
+
+    __tablename__ = "trail_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+# Keyset pages of the trail filtered by one column, newest first (Trail.page).
+Index("ix_trail_entries_actor_seq", TrailEntryRow.actor, TrailEntryRow.seq)
+Index("ix_trail_entries_action_seq", TrailEntryRow.action, TrailEntryRow.seq)
+Index("ix_trail_entries_dataset_seq", TrailEntryRow.dataset, TrailEntryRow.seq)
+Index("ix_trail_entries_outcome_seq", TrailEntryRow.outcome, TrailEntryRow.seq)
