@@ -27,6 +27,7 @@ from veil.ledger._accountants import (
     zcdp_rho,
 )
 from veil.ledger._budget import Budget, BudgetStatus, Receipt, Spent
+from veil.ledger._burndown import BudgetChange, BurnDown, BurnPoint
 from veil.ledger._composition import Composition, recompose
 from veil.ledger._entry import LedgerEntry
 from veil.ledger._events import (
@@ -38,13 +39,17 @@ from veil.ledger._events import (
 from veil.ledger._guard import BudgetGuard, Charge, LocalBudget
 from veil.ledger._history import LedgerIntegrityError
 from veil.ledger._ledger import Ledger
+from veil.ledger._views import ReleaseFilters, ReleasePage
 from veil.ledger.params import MAX_RELEASE_EPSILON
 
 __all__ = [
     "MAX_RELEASE_EPSILON",
     "Budget",
+    "BudgetChange",
     "BudgetGuard",
     "BudgetStatus",
+    "BurnDown",
+    "BurnPoint",
     "Charge",
     "Composition",
     "DiscreteGaussianDpEvent",
@@ -58,6 +63,8 @@ __all__ = [
     "PrivacyEvent",
     "RDPAccountant",
     "Receipt",
+    "ReleaseFilters",
+    "ReleasePage",
     "Spent",
     "gaussian_epsilon",
     "pure_epsilon",

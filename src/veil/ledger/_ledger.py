@@ -35,6 +35,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -52,10 +53,20 @@ from veil.ledger._budget import (
     non_private_mechanism,
     status_of,
 )
+from veil.ledger._burndown import (
+    BurnDown,
+    CurveCache,
+    bucket_width,
+    burndown,
+    check_points,
+    cumulative_curves,
+    history_curve,
+)
 from veil.ledger._composition import warm
 from veil.ledger._entry import LedgerEntry, merged_history
-from veil.ledger._events import Mechanism, PrivacyEvent, validate_event
+from veil.ledger._events import PrivacyEvent, validate_event
 from veil.ledger._history import Histories, Known, LedgerIntegrityError
+from veil.ledger._views import ReleasePage, normalised_filters, release_page
 from veil.ledger.params import check_budget_delta
 from veil.progress import ProgressCallback
 from veil.store import Store
@@ -74,10 +85,6 @@ from veil.workspace import Settings, Workspace
 __all__ = ["Ledger"]
 
 log = logging.getLogger(__name__)
-
-# The status's RDP cross-check recomposes the history from scratch; beyond this many events
-# it is left to `veil budget verify` (it costs milliseconds per event).
-CROSS_CHECK_MAX_EVENTS = 2_000
 
 
 class Ledger:
@@ -114,6 +121,8 @@ class Ledger:
         self._histories = Histories(key)
         # Per dataset name: whether this process's state was current when it last took the lock.
         self._fresh: dict[str, bool] = {}
+        # RDP curves of histories (the status's cross-check, the burn-down), by last event.
+        self._curves = CurveCache()
 
     @classmethod
     def open(cls, workspace: Workspace | None = None) -> Ledger:
@@ -204,8 +213,9 @@ class Ledger:
     def status(self, dataset: str, *, cross_check: bool = True) -> BudgetStatus:
         """The dataset's budget, what has been spent, and what remains.
 
-        ``cross_check`` adds the RDP accountant's figure for histories of up to
-        :data:`CROSS_CHECK_MAX_EVENTS` events (it recomposes from scratch).
+        ``cross_check`` adds the RDP accountant's figure for the whole history
+        (RDP curves add: one grouped query, one curve per distinct mechanism
+        set, cached per process by the last event).
         """
         self.access.require(Permission.LEDGER_READ, dataset, action="ledger.read")
         with self.store.session() as session:
@@ -215,34 +225,25 @@ class Ledger:
             budget = None if row is None else _budget_of(row)
             check: dict[str, Any] = {}
             if cross_check and budget is not None and budget.rho is None and known.state.events:
-                check = self._cross_check(session, ds, budget, known.state.events)
+                check = self._cross_check(session, ds, budget, known)
             status = status_of(ds.name, budget, known.state, events=known.seq, cross_check=check)
             if known.repaired:
                 status.cross_check["checkpoint"] = known.repaired
             return status
 
     def _cross_check(
-        self, session: Session, ds: DatasetRow, budget: Budget, events: int
+        self, session: Session, ds: DatasetRow, budget: Budget, known: Known
     ) -> dict[str, Any]:
         assert budget.delta is not None  # noqa: S101 - an (epsilon, delta) budget
         if budget.delta == 0:
             return {}
-        if events > CROSS_CHECK_MAX_EVENTS:
-            return {
-                "accountant": self.cross_check.name,
-                "epsilon": None,
-                "skipped": f"{events:,} events (more than {CROSS_CHECK_MAX_EVENTS:,}): "
-                "run `veil budget verify` for the full recomposition",
-            }
-        history = [
-            PrivacyEvent(what="", mechanisms=tuple(Mechanism.from_dict(m) for m in mechs)).dp_event
-            for mechs in session.scalars(
-                select(PrivacyEventRow.mechanisms)
-                .where(PrivacyEventRow.dataset_id == ds.id)
-                .order_by(PrivacyEventRow.seq)
-            ).all()
-        ]
-        rdp = self.cross_check.epsilon(history, budget.delta)
+        # RDP curves add: one grouped query and one curve per distinct mechanism set.
+        key = (ds.id, known.seq, known.chain, 0)
+        held = self._curves.get(key)
+        if held is None:
+            held = {known.seq: history_curve(session, ds, known.seq)}
+            self._curves.put(key, held)
+        rdp = held[known.seq].epsilon(budget.delta)
         return {"accountant": self.cross_check.name, "epsilon": _finite_or_none(rdp)}
 
     def history(self, dataset: str) -> list[dict[str, Any]]:
@@ -269,6 +270,74 @@ class Ledger:
             else item
             for item in history
         ]
+
+    def releases(
+        self,
+        dataset: str,
+        *,
+        actor: str | None = None,
+        purpose: str | None = None,
+        operation: str | None = None,
+        mechanism: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> ReleasePage:
+        """One page of ``dataset``'s releases, read in the database (keyset on ``seq``).
+
+        ``after=seq``: the releases after it, oldest first; ``before=seq``: those
+        before it, newest first; neither: the newest page. Filters: ``actor`` and
+        ``operation`` exact, ``purpose`` a case-insensitive substring,
+        ``mechanism`` a mechanism's name (matched in the stored JSON),
+        ``since <= created_at < until``. Consent counts are hidden from a
+        principal without ``consent.read``, as in :meth:`entries`.
+        """
+        self.access.require(Permission.LEDGER_READ, dataset, action="ledger.read")
+        filters = normalised_filters(
+            actor=actor,
+            purpose=purpose,
+            operation=operation,
+            mechanism=mechanism,
+            since=since,
+            until=until,
+        )
+        with self.store.session() as session:
+            ds = self._dataset(session, dataset)
+            page = release_page(session, ds, filters, after=after, before=before, limit=limit)
+        if self.access.allows(Permission.CONSENT_READ, dataset):
+            return page
+        hidden = [replace(e, details=_consent_counts_hidden(e.details)) for e in page.items]
+        return replace(page, items=hidden)
+
+    def burndown(self, dataset: str, *, points: int = 200) -> BurnDown:
+        """``dataset``'s budget over time: about ``points`` releases (the first and the last
+        always), each with the PLD spend stored when it was charged and the RDP
+        cross-check's epsilon at the current budget's delta (exact at each point), and
+        every budget change."""
+        self.access.require(Permission.LEDGER_READ, dataset, action="ledger.read")
+        points = check_points(points)
+        with self.store.session() as session:
+            ds = self._dataset(session, dataset)
+            row = self._budget_row(session, ds.id)
+            budget = None if row is None else _budget_of(row)
+            last = session.execute(
+                select(PrivacyEventRow.seq, PrivacyEventRow.chain)
+                .where(PrivacyEventRow.dataset_id == ds.id)
+                .order_by(PrivacyEventRow.seq.desc())
+                .limit(1)
+            ).first()
+            last_seq, last_chain = (0, "") if last is None else (int(last[0]), str(last[1]))
+            width = bucket_width(last_seq, points)
+            key = (ds.id, last_seq, last_chain, width)
+            curves = self._curves.get(key)
+            if curves is None:
+                curves = cumulative_curves(session, ds, last_seq, width)
+                self._curves.put(key, curves)
+            return burndown(
+                session, ds, budget=budget, last_seq=last_seq, points=points, curves=curves
+            )
 
     def entries(self, dataset: str) -> list[LedgerEntry]:
         """The recorded releases of ``dataset``, oldest first."""
