@@ -60,6 +60,7 @@ from veil.access._entries import (
 )
 from veil.access._merkle import Frontier, _path_ranges, _proof_ranges, consistency_proof
 from veil.access._nodes import NODE_LEVEL, TreeReader, insert_nodes, node_rows
+from veil.access._search import Filters, newer, page
 from veil.access._verify import (
     VERIFY_BATCH,
     TrailProblem,
@@ -319,6 +320,59 @@ class Trail:
             rows = session.execute(query).all()
         entries = [TrailEntry.from_body(body, leaf) for body, leaf in rows]
         return sorted(entries, key=lambda e: e.seq)
+
+    def page(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        dataset: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> tuple[list[TrailEntry], int | None]:
+        """One page of entries matching every filter, newest first, and the next page's cursor.
+
+        Keyset paging on ``seq`` over indexes (:mod:`veil.access._search`): as
+        fast at a million entries as at a hundred. ``action`` ending in ``.`` or
+        ``*`` is a prefix (``"serve."`` matches ``serve.request``); ``since`` is
+        inclusive, ``until`` exclusive.
+
+        Returns:
+            ``(entries, next_before)``: pass ``before=next_before`` for the next
+            (older) page; ``None`` when there is none.
+        """
+        filters = Filters(
+            actor=actor, action=action, dataset=dataset, outcome=outcome, since=since, until=until
+        )
+        with self.store.session() as session:
+            return page(session.connection(), filters, before=before, limit=limit)
+
+    def newer(
+        self, *, after: int, limit: int = 50, **filters: Any
+    ) -> tuple[list[TrailEntry], bool]:
+        """The page of matching entries just after ``after`` (newest first), and whether more follow.
+
+        ``filters`` as :meth:`page`'s; for a "newer" link back from an older page.
+        """
+        checked = Filters(**filters)
+        with self.store.session() as session:
+            return newer(session.connection(), checked, after=after, limit=limit)
+
+    def signed_head(self) -> TreeHead | None:
+        """The largest signed head kept in the database (None before the first)."""
+        with self.store.session() as session:
+            row = session.scalars(
+                select(TrailHeadRow).order_by(TrailHeadRow.size.desc()).limit(1)
+            ).first()
+            return None if row is None else head_of(row)
+
+    def size(self) -> int:
+        """The number of entries (the trail's state; one row read)."""
+        with self.store.session() as session:
+            return self._size(session)
 
     def entry(self, seq: int) -> TrailEntry:
         with self.store.session() as session:
