@@ -1,6 +1,6 @@
 """``veil bench serve``: issue 24's goals for the gateway, measured against ``veil serve``.
 
-Five parts, each against the real service started as a process on 127.0.0.1
+Six parts, each against the real service started as a process on 127.0.0.1
 (:func:`veil.bench._serve_load.gateway`):
 
 1. **overhead** (single worker, SQLite): open-loop latency at 200 requests/s of
@@ -18,6 +18,8 @@ Five parts, each against the real service started as a process on 127.0.0.1
    benign keys.
 5. **membership**: label-only attacks through the gateway on a DP-SGD model (epsilon 2):
    AUC at or below 0.55.
+6. **console** (opt-in: ``--parts console``): every console page's server time with
+   100,000 ledger events and 1,000,000 trail entries (:mod:`veil.bench._serve_console`).
 
 Parts 1 and 3-5 share one single-worker gateway on one workspace: the overhead runs
 first, on a quiet gateway, and the attacks use separate keys. Everything is bounded (a
@@ -44,7 +46,9 @@ from veil.progress import ProgressCallback, emit
 
 __all__ = ["PARTS", "ServeResult", "run_serve_benchmark"]
 
-PARTS = ("overhead", "consistency", "extraction", "monitor", "membership")
+PARTS = ("overhead", "consistency", "extraction", "monitor", "membership", "console")
+# What runs unless parts are named: the console part builds a 1,000,000-entry trail first.
+DEFAULT_PARTS = PARTS[:-1]
 POLICIES: dict[str, dict[str, Any]] = {
     "probabilities": {"output": "probabilities"},
     "rounded-2dp": {"output": "probabilities", "decimals": 2},
@@ -86,6 +90,7 @@ class ServeResult(BenchResult):
     extraction: Mapping[str, Any] | None
     monitor: Mapping[str, Any] | None
     membership: Mapping[str, Any] | None
+    console: Mapping[str, Any] | None = None
     goals: Mapping[str, Any]
     machine: Mapping[str, Any]
     seconds: Mapping[str, float]
@@ -196,8 +201,12 @@ class ServeResult(BenchResult):
                     f"({b['members']} members, {b['non_members']} non-members; ± one standard error)"
                 )
             )
+        if self.console:
+            from veil.bench._serve_console import console_blocks  # noqa: PLC0415
+
+            blocks.extend(console_blocks(self.console))
         goals = Table(
-            title="Goals (issue 24)",
+            title="Goals (issues 24 and 25)" if self.console else "Goals (issue 24)",
             columns=(Column("goal", justify="left"), Column("measured", justify="left"),
                      Column("verdict", verdict)),
             rows=tuple((g["goal"], g["measured"], g["met"]) for g in self.goals.values()),
@@ -224,7 +233,7 @@ def _postgres(admin_url: str) -> Iterator[str]:
 
 def _goals(parts: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:
     goals: dict[str, Any] = {}
-    o, c, e, m, b = (parts.get(p) for p in PARTS)
+    o, c, e, m, b, console = (parts.get(p) for p in PARTS)
     if o:
         goals["overhead"] = {
             "goal": f"gateway overhead <= +3 ms p50 and +10 ms p99 at {o['goal_rate']:g} requests/s",
@@ -265,13 +274,17 @@ def _goals(parts: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:
             "measured": f"{worst:.3f}",
             "met": worst <= 0.55,  # noqa: PLR2004
         }
+    if console:
+        from veil.bench._serve_console import console_goal  # noqa: PLC0415
+
+        goals["console"] = console_goal(console)
     return goals
 
 
-def run_serve_benchmark(  # noqa: PLR0915 - the parts, in the order they run
+def run_serve_benchmark(  # noqa: C901, PLR0915 - the parts, in the order they run
     data: Path,
     *,
-    parts: Sequence[str] = PARTS,
+    parts: Sequence[str] = DEFAULT_PARTS,
     quick: bool = False,
     postgres_url: str | None = None,
     redis_url: str | None = None,
@@ -279,7 +292,12 @@ def run_serve_benchmark(  # noqa: PLR0915 - the parts, in the order they run
     seed: int = 0,
     progress: ProgressCallback | None = None,
 ) -> ServeResult:
-    """Measure issue 24's goals; ``quick`` runs every part at a tiny size (a smoke run)."""
+    """Measure issue 24's goals; ``quick`` runs every part at a tiny size (a smoke run).
+
+    ``overrides`` may also set the console part's ``ledger_events``, ``trail_entries``,
+    ``page_repeats``, ``page_warmup`` and ``console_reuse`` (a folder to build the
+    workspace in and keep, or to reuse).
+    """
     from veil.bench import _serve_runs as runs  # noqa: PLC0415
     from veil.bench._serve_attacks import load_adult  # noqa: PLC0415
     from veil.bench._serve_checks import consistency, overhead  # noqa: PLC0415
@@ -298,6 +316,10 @@ def run_serve_benchmark(  # noqa: PLR0915 - the parts, in the order they run
             "unknown benchmark parts", expected=", ".join(PARTS), got=", ".join(unknown) or "none"
         )
     p = {**(QUICK if quick else FULL), **(overrides or {})}
+    if "console" in parts:
+        from veil.bench._serve_console import check_sizes  # noqa: PLC0415
+
+        check_sizes(p, quick=quick)  # before any part runs
     # The goal's rate is always measured; --rate replaces it (and the default lower rate
     # stays only when it is below the new one).
     rates = sorted({*(r for r in p["rates"] if r < p["rate"]), p["rate"]})
@@ -316,7 +338,7 @@ def run_serve_benchmark(  # noqa: PLR0915 - the parts, in the order they run
         train_file, test_file = adult_sources(
             data, scratch / "files", p["train_rows"], p["test_rows"]
         )
-        single = [x for x in parts if x != "consistency"]
+        single = [x for x in parts if x not in ("consistency", "console")]
         if single:
             step("training Adult's models, creating keys")
             start = time.perf_counter()
@@ -409,6 +431,18 @@ def run_serve_benchmark(  # noqa: PLR0915 - the parts, in the order they run
                     )  # fmt: skip
                 results["consistency"] = {"workers": p["workers"], **found}
             seconds["consistency"] = time.perf_counter() - start
+        if "console" in parts:
+            from veil.bench._serve_console import run_console  # noqa: PLC0415
+
+            done += 1
+            step("console: building the workspace (ledger events, trail entries)")
+            start = time.perf_counter()
+            reuse = p.get("console_reuse")
+            results["console"] = run_console(
+                scratch / "console", train_file, quick=quick, overrides=p,
+                reuse=None if reuse is None else Path(reuse), progress=progress, step=step,
+            )  # fmt: skip
+            seconds["console"] = time.perf_counter() - start
         emit(progress, "serve benchmark", steps, steps, unit="parts", detail="done")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -420,6 +454,7 @@ def run_serve_benchmark(  # noqa: PLR0915 - the parts, in the order they run
         extraction=results["extraction"],
         monitor=results["monitor"],
         membership=results["membership"],
+        console=results["console"],
         goals=_goals(results),
         machine={**machine(), "loadavg_end": list(os.getloadavg())},
         seconds=seconds,

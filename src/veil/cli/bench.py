@@ -7,7 +7,7 @@ the result's ``to_dict()`` and draws the result with :func:`render`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -556,7 +556,8 @@ def serve(
         str,
         typer.Option(
             "--parts",
-            help="Comma-separated: overhead, consistency, extraction, monitor, membership.",
+            help="Comma-separated: overhead, consistency, extraction, monitor, membership, "
+            "console (opt-in: builds a 1,000,000-entry trail first).",
         ),
     ] = "overhead,consistency,extraction,monitor,membership",
     quick: Annotated[
@@ -586,6 +587,26 @@ def serve(
         ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="The attackers' own choices.")] = 0,
+    ledger_events: Annotated[
+        int | None,
+        typer.Option("--ledger-events", help="console: ledger events (default 100,000)."),
+    ] = None,
+    trail_entries: Annotated[
+        int | None,
+        typer.Option("--trail-entries", help="console: trail entries (default 1,000,000)."),
+    ] = None,
+    page_repeats: Annotated[
+        int | None,
+        typer.Option("--page-repeats", help="console: timed requests per page (default 20)."),
+    ] = None,
+    reuse: Annotated[
+        Path | None,
+        typer.Option(
+            "--reuse",
+            help="console: build the workspace in this folder and keep it, or reuse the one "
+            "an earlier run kept there.",
+        ),
+    ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="JSON report.")] = Path(
         "bench-serve.json"
     ),
@@ -601,11 +622,23 @@ def serve(
             expected="a comma-separated subset of " + ", ".join(SERVE_PARTS),
             got=parts,
         )
-    overrides = {k: v for k, v in (("seconds", seconds), ("rate", rate)) if v is not None}
+    overrides: dict[str, Any] = {
+        k: v for k, v in (("seconds", seconds), ("rate", rate)) if v is not None
+    }
     if any(v <= 0 for v in overrides.values()):
         raise InvalidInputError(
             "--seconds and --rate must be positive", expected="numbers > 0", got=str(overrides)
         )
+    sizes = {"ledger_events": ledger_events, "trail_entries": trail_entries,
+             "page_repeats": page_repeats}  # fmt: skip
+    if any(v is not None and v < 1 for v in sizes.values()):
+        raise InvalidInputError(
+            "--ledger-events, --trail-entries and --page-repeats must be positive",
+            expected="whole numbers >= 1", got=str(sizes),
+        )  # fmt: skip
+    overrides |= {k: v for k, v in sizes.items() if v is not None}
+    if reuse is not None:
+        overrides["console_reuse"] = str(reuse)
     with progress_bar() as progress:
         result = run_serve_benchmark(
             data,
