@@ -271,6 +271,18 @@ class Ledger:
             for item in history
         ]
 
+    def budget_changes(self, dataset: str) -> list[dict[str, Any]]:
+        """Every budget change of ``dataset``, oldest first (shaped as in :meth:`history`)."""
+        self.access.require(Permission.LEDGER_READ, dataset, action="ledger.read")
+        with self.store.session() as session:
+            ds = self._dataset(session, dataset)
+            changes = session.scalars(
+                select(BudgetChangeRow)
+                .where(BudgetChangeRow.dataset_id == ds.id)
+                .order_by(BudgetChangeRow.id)
+            ).all()
+            return merged_history(ds.name, [], changes)
+
     def releases(
         self,
         dataset: str,

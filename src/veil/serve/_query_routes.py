@@ -34,20 +34,23 @@ returns all of them, apart from the releases.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from veil.access import Permission
-from veil.errors import BudgetExceededError
+from veil.errors import BudgetExceededError, InvalidInputError
 from veil.ledger import MAX_RELEASE_EPSILON
 from veil.serve._auth import Caller, annotate, needs
 from veil.serve._errors import ERROR_RESPONSES
 from veil.serve._state import ServeState, get_state
 
 __all__ = [
+    "BudgetBody",
     "BudgetStatusModel",
+    "BurnDownModel",
     "DatasetDetail",
     "DatasetList",
     "HistoryPage",
@@ -62,6 +65,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERROR_RES
 MAX_SQL_CHARS = 10_000
 MAX_PURPOSE_CHARS = 500
 MAX_HISTORY_PAGE = 1000
+MAX_BURNDOWN_POINTS = 2000
 DEFAULT_PURPOSE = "statistics: ad-hoc analysis"
 SQL_DESCRIPTION = (
     "SELECT [g,] COUNT(*) | SUM(x) | AVG(x) | VARIANCE(x) | MEDIAN(x) | QUANTILE(x, q) "
@@ -199,12 +203,58 @@ class QueryResponse(BaseModel):
 class HistoryPage(BaseModel):
     dataset: str
     releases: list[dict[str, Any]] = Field(
-        description="Charged releases with seq > after, oldest first (as `veil budget history`)."
+        description="Charged releases matching the filters: seq > after, oldest first; or "
+        "seq < before, newest first (as `veil budget history`)."
     )
     budget_changes: list[dict[str, Any]] = Field(description="Every budget change, oldest first.")
     next_after: int | None = Field(
-        description="Pass as ?after= for the next page; null when this page reaches the newest."
+        description="Pass as ?after= for the releases after this page; null when none match."
     )
+    next_before: int | None = Field(
+        None, description="Pass as ?before= for the releases before this page; null when none."
+    )
+    total: int = Field(0, description="Releases matching the filters, on all pages.")
+    order: Literal["asc", "desc"] = Field("asc", description="asc: oldest first.")
+    filters: dict[str, str | None] = Field(default_factory=dict)
+
+
+class BudgetBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epsilon: float = Field(
+        gt=0, allow_inf_nan=False, strict=True, description="The dataset's total epsilon."
+    )
+    delta: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        allow_inf_nan=False,
+        strict=True,
+        description="The total delta (below 1 / the number of people in the data).",
+    )
+    reason: str = Field(
+        "",
+        max_length=MAX_PURPOSE_CHARS,
+        description="Why (needed to change a budget; kept in the history and on the trail).",
+    )
+
+
+class BurnPointModel(BaseModel):
+    seq: int
+    at: str
+    epsilon: float | None = Field(description="PLD spend after this release (as stored).")
+    delta: float | None
+    rho: float | None
+    rdp_epsilon: float | None = Field(description="RDP cross-check at the budget's delta.")
+
+
+class BurnDownModel(BaseModel):
+    dataset: str
+    budget: dict[str, Any] | None
+    events: int
+    rdp_delta: float | None
+    points: list[BurnPointModel]
+    changes: list[dict[str, Any]] = Field(description="Budget changes, oldest first.")
 
 
 # ---------------------------------------------------------------- routes
@@ -353,6 +403,34 @@ def budget(
     return state.ledger(caller.access).status(name, cross_check=cross_check).to_dict()
 
 
+@router.put(
+    "/{name}/budget",
+    response_model=BudgetStatusModel,
+    summary="Set a dataset's budget",
+)
+def set_budget(
+    *,
+    name: DatasetName,
+    body: BudgetBody,
+    request: Request,
+    caller: Caller = needs(Permission.BUDGET_SET, dataset_param="name"),
+    state: State,
+) -> dict[str, Any]:
+    """Give the dataset an (epsilon, delta) budget, or change it (``veil budget set``).
+
+    Owners only (``budget.set``). Changing a budget needs a reason, kept with the
+    change in the ledger's history and on the trail. A budget below what is already
+    spent is accepted, as on the command line: nothing remains, and every later
+    release is refused until the budget is raised.
+    """
+    from veil.ledger import Budget  # noqa: PLC0415 - the ledger loads with its first route
+
+    annotate(request, dataset=name, purpose=body.reason, epsilon=body.epsilon, delta=body.delta)
+    ledger = state.ledger(caller.access)
+    ledger.set_budget(name, Budget(epsilon=body.epsilon, delta=body.delta), reason=body.reason)
+    return ledger.status(name).to_dict()
+
+
 @router.get(
     "/{name}/history",
     response_model=HistoryPage,
@@ -366,22 +444,99 @@ def history(
     state: State,
     limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_PAGE, description="Releases per page.")] = 100,
     after: Annotated[
-        int, Query(ge=0, le=2**62, description="Return releases with seq above this.")
-    ] = 0,
+        int | None,
+        Query(
+            ge=0,
+            le=2**62,
+            description="Releases with seq above this, oldest first (the default: after=0).",
+        ),
+    ] = None,
+    before: Annotated[
+        int | None,
+        Query(ge=1, le=2**62, description="Releases with seq below this, newest first."),
+    ] = None,
+    actor: Annotated[str | None, Query(max_length=256, description="Who charged.")] = None,
+    purpose: Annotated[
+        str | None,
+        Query(max_length=MAX_PURPOSE_CHARS, description="A piece of the stated purpose."),
+    ] = None,
+    operation: Annotated[
+        str | None,
+        Query(max_length=32, description="query, training, mechanism, synthetic, ..."),
+    ] = None,
+    mechanism: Annotated[
+        str | None,
+        Query(max_length=64, description="A mechanism's name: laplace, gaussian, ..."),
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        Query(description="Charged at or after this time (ISO 8601; no zone: UTC)."),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        Query(description="Charged before this time (ISO 8601; no zone: UTC)."),
+    ] = None,
 ) -> dict[str, Any]:
-    """Releases (oldest first, paged by ``seq``) and budget changes, as ``veil budget history``."""
-    annotate(request, dataset=name, after=after, limit=limit)
-    items = state.ledger(caller.access).history(name)
-    changes = [item for item in items if item.get("type") == "budget"]
-    later = sorted(
-        (item for item in items if item.get("type") == "release" and item["seq"] > after),
-        key=lambda item: int(item["seq"]),
+    """Releases (paged by ``seq`` in the database, filtered) and every budget change.
+
+    ``after`` pages forward (oldest first), ``before`` backward (newest first);
+    without either the first page starts at the oldest release, as before filters
+    existed. Pass a page's ``next_after`` (or ``next_before``) to get the next.
+    """
+    if after is not None and before is not None:
+        raise InvalidInputError(
+            "a page is asked for after a release or before one, not both",
+            expected="?after= (forward, oldest first) or ?before= (backward, newest first)",
+            got=f"after={after}, before={before}",
+            fix="pass only the next_after or the next_before of the page you have",
+        )
+    if after is None and before is None:
+        after = 0
+    annotate(request, dataset=name, after=after, before=before, limit=limit)
+    ledger = state.ledger(caller.access)
+    page = ledger.releases(
+        name,
+        actor=actor,
+        purpose=purpose,
+        operation=operation,
+        mechanism=mechanism,
+        since=since,
+        until=until,
+        after=after,
+        before=before,
+        limit=limit,
     )
-    page = later[:limit]
-    more = len(later) > limit
+    shown = page.to_dict()
     return {
         "dataset": name,
-        "releases": page,
-        "budget_changes": changes,
-        "next_after": page[-1]["seq"] if more else None,
+        "releases": shown["items"],
+        "budget_changes": ledger.budget_changes(name),
+        "next_after": page.next_after,
+        "next_before": page.next_before,
+        "total": page.total,
+        "order": page.order,
+        "filters": shown["filters"],
     }
+
+
+@router.get(
+    "/{name}/burndown",
+    response_model=BurnDownModel,
+    summary="The budget over time",
+)
+def burndown(
+    *,
+    name: DatasetName,
+    request: Request,
+    caller: Caller = needs(Permission.LEDGER_READ, dataset_param="name"),
+    state: State,
+    points: Annotated[
+        int,
+        Query(ge=2, le=MAX_BURNDOWN_POINTS, description="About how many releases to sample."),
+    ] = 200,
+) -> dict[str, Any]:
+    """Sampled releases (the first and the last always) with the spend after each: the
+    ledger's PLD figure as stored when charged, and the RDP cross-check at the budget's
+    delta; and every budget change."""
+    annotate(request, dataset=name, points=points)
+    return state.ledger(caller.access).burndown(name, points=points).to_dict()
