@@ -63,6 +63,7 @@ from veil.serve._errors import ERROR_RESPONSES
 from veil.serve._policy import MAX_BATCH, ModelPolicy
 from veil.serve._served import ServedModel
 from veil.serve._state import ServeState, get_state
+from veil.serve._watch_routes import add_watch_routes
 from veil.store.tables import ServeUsageRow
 
 __all__ = [
@@ -474,3 +475,7 @@ def usage(
         used_now = int(exc.details.get("used", cap))
         return UsageResponse(model=name, key_id=caller.key_id, used=used_now, cap=cap, left=left)
     return UsageResponse(model=name, key_id=caller.key_id, used=cap - left, cap=cap, left=left)
+
+
+# Alerts, every key's usage and the audit report (veil.serve._watch_routes), same checks.
+add_watch_routes(router, model_needs, ModelName, State)
