@@ -58,6 +58,8 @@ __all__ = ["configure_logging", "create_app", "create_app_from_env", "routers"]
 
 log = logging.getLogger("veil.serve")
 _HE_PREFIX = "/v1/he/"
+_CONSOLE = "/console"
+_CONSOLE_STATIC = "/console/static/"
 
 
 def configure_logging(level: str = "info") -> None:
@@ -103,7 +105,8 @@ class _Gateway:
         request_id = secrets.token_hex(8)
         scope_state = scope.setdefault("state", {})
         scope_state["request_id"] = request_id
-        traced = path not in UNTRACED
+        traced = path not in UNTRACED and not path.startswith(_CONSOLE_STATIC)
+        console = path == _CONSOLE or path.startswith(_CONSOLE + "/")
         config = state.config
         limit = _body_limit(config, path)
         body, too_large = await _read_body(scope, receive, limit)
@@ -120,7 +123,7 @@ class _Gateway:
                 return
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                headers = _headers(message.get("headers", []), request_id, started, console)
                 message = {**message, "headers": headers}
                 if traced:
                     try:
@@ -156,6 +159,25 @@ class _Gateway:
             await _send_json(send, 503, answer, request_id)
             return
         await self.app(scope, replay, traced_send)
+
+
+def _headers(
+    headers: list[tuple[bytes, bytes]], request_id: str, started: float, console: bool
+) -> list[tuple[bytes, bytes]]:
+    """The answer's headers plus the request id, ``Server-Timing`` (time to the first byte)
+    and, on the console's paths, its security headers (less any the route set itself)."""
+    elapsed = (time.perf_counter() - started) * 1000
+    out = [
+        *headers,
+        (b"x-request-id", request_id.encode()),
+        (b"server-timing", f"app;dur={elapsed:.2f}".encode()),
+    ]
+    if console:
+        from veil.serve.console._render import SECURITY_HEADERS  # noqa: PLC0415
+
+        present = {name.lower() for name, _ in headers}
+        out.extend((name, value) for name, value in SECURITY_HEADERS if name not in present)
+    return out
 
 
 def _body_limit(config: ServeConfig, path: str) -> int:
@@ -427,9 +449,13 @@ def routers() -> list[APIRouter]:
         _model_routes,
         _ops,
         _query_routes,
+        _trail_routes,
     )
 
-    return [m.router for m in (_ops, _query_routes, _model_routes, _he_routes, _access_routes)]
+    return [
+        m.router
+        for m in (_ops, _query_routes, _model_routes, _he_routes, _access_routes, _trail_routes)
+    ]
 
 
 def _declare_permissions(router: APIRouter) -> None:
@@ -460,6 +486,7 @@ def create_app(config: ServeConfig, *, state: ServeState | None = None) -> FastA
         owned = state is None
         app.state.veil = _build_state(config) if state is None else state
         app.state.veil_tokens = {}
+        app.state.veil_console_keys = {}
         if owned:
             _freeze_startup_objects()
         app.state.veil.log.info("started", extra={"version": __version__, "port": config.port})
@@ -486,6 +513,9 @@ def create_app(config: ServeConfig, *, state: ServeState | None = None) -> FastA
     for router in routers():
         _declare_permissions(router)
         app.include_router(router)
+    from veil.serve import console  # noqa: PLC0415 - Jinja2 loads on the first page
+
+    console.install(app)
     app.add_middleware(_Gateway)
     return app
 

@@ -38,7 +38,14 @@ from veil.access import ROLE_PERMISSIONS, Access, Permission, Principal, parse_k
 from veil.errors import PermissionDeniedError, RateLimitedError, UnauthenticatedError
 from veil.serve._state import VERIFY_SLOTS, ServeState, get_state
 
-__all__ = ["Caller", "annotate", "forget_key", "needs", "permission_extra"]
+__all__ = [
+    "Caller",
+    "annotate",
+    "forget_key",
+    "needs",
+    "permission_extra",
+    "principal_of",
+]
 
 _PREFIX = "bearer "
 _MAX_TOKEN = 256
@@ -122,12 +129,8 @@ def authenticate(request: Request, state: ServeState) -> Caller:
     state.limits.hit_ip(client)
     request.state.pre_auth = False
     token = _token(request)
-    fingerprint = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+    principal, fingerprint = principal_of(request, state, token)
     cache: dict[str, Principal] = request.app.state.veil_tokens
-    principal = cache.get(fingerprint)
-    if principal is None:
-        principal = _verify(request, state, token, fingerprint)
-        cache[fingerprint] = principal
     access = state.access(principal)
     request.state.actor = principal.name
     request.state.key_id = principal.key_id
@@ -140,6 +143,22 @@ def authenticate(request: Request, state: ServeState) -> Caller:
     caller = Caller(principal=principal, access=access, key_id=principal.key_id or "")
     request.state.caller = caller
     return caller
+
+
+def principal_of(request: Request, state: ServeState, token: str) -> tuple[Principal, str]:
+    """The principal ``token`` stands for and the token's fingerprint (a 401 if refused).
+
+    A token this worker has verified before is served from memory; a new one is
+    checked once (scrypt, in one of the worker's verify slots). The console's
+    sign-in checks the key it is given through this same path.
+    """
+    fingerprint = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+    cache: dict[str, Principal] = request.app.state.veil_tokens
+    principal = cache.get(fingerprint)
+    if principal is None:
+        principal = _verify(request, state, token, fingerprint)
+        cache[fingerprint] = principal
+    return principal, fingerprint
 
 
 def forget_key(request: Request, state: ServeState, principal: Principal) -> None:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -95,6 +96,12 @@ def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
+# The console (``veil.serve.console``) renders refusals on its own paths as HTML pages;
+# it installs its renderer here so that one table of codes and statuses serves both.
+HtmlErrors = Callable[[Request, int, dict[str, Any], dict[str, str] | None], Response]
+html_errors: dict[str, HtmlErrors] = {}
+
+
 def error_response(
     request: Request,
     status: int,
@@ -106,7 +113,7 @@ def error_response(
     fix: str | None = None,
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
+) -> Response:
     """A refusal in the one shape, with the code noted for the request's trail entry."""
     request.state.error_code = code
     body = {
@@ -120,6 +127,9 @@ def error_response(
             "request_id": _request_id(request),
         }
     }
+    for prefix, render in html_errors.items():
+        if request.url.path == prefix or request.url.path.startswith(prefix + "/"):
+            return render(request, status, body["error"], headers)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -128,7 +138,7 @@ def error_response(
 _INFRASTRUCTURE = frozenset({"store_error", "store_version"})
 
 
-def _veil_error(request: Request, exc: Exception) -> JSONResponse:
+def _veil_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, VeilError)  # noqa: S101 - registered for VeilError only
     status = status_of(exc)
     if status == HTTPStatus.INTERNAL_SERVER_ERROR:
@@ -183,7 +193,7 @@ def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)  # noqa: S101
     problems = []
     for item in exc.errors()[:10]:
@@ -201,7 +211,7 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _http_error(request: Request, exc: Exception) -> JSONResponse:
+def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
     status = exc.status_code
     if status == HTTPStatus.BAD_REQUEST:  # FastAPI could not parse the body (e.g. nested too deep)
@@ -228,7 +238,7 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unexpected error", extra={"request_id": _request_id(request)}, exc_info=exc)
     return error_response(
         request,
