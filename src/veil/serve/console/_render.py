@@ -31,7 +31,7 @@ _SMALL = 1e-3  # below this an epsilon is shown in significant digits
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "font-src 'self'; connect-src 'self'; form-action 'self'; frame-src 'self'; "
-    "frame-ancestors 'self'; base-uri 'none'; object-src 'none'"
+    "frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 SECURITY_HEADERS = (
     (b"content-security-policy", CSP.encode()),
