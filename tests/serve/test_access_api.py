@@ -257,3 +257,19 @@ def test_a_dataset_owner_manages_that_dataset_only(gateway):
     owner_key = _key_id(gateway.keys["owner"])  # a workspace key: not this steward's to revoke
     assert steward.post(f"{KEYS}/{owner_key}/revoke").status_code == 403
     assert gateway.client("owner").get(KEYS).status_code == 200
+
+
+def test_no_route_creates_a_key(gateway):
+    owner = gateway.client("owner")
+    made = owner.post(KEYS, json={"name": "web", "role": "owner"})
+    assert made.status_code == 405
+    assert made.json()["error"]["code"] == "method_not_allowed"
+    paths = owner.get("/openapi.json").json()["paths"]
+    assert set(paths[KEYS]) == {"get"}
+    assert [p for p in paths if p.startswith("/v1/access")] == [
+        GRANTS,
+        REVOKE,
+        KEYS,
+        f"{KEYS}/{{key_id}}/revoke",
+    ]
+    assert _trail(gateway, "keys.create")[-1].details["principal"] == "svc:test-consumer"
