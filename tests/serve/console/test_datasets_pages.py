@@ -1,0 +1,267 @@
+"""The console's dataset pages over real HTTP: what each role sees, the query and budget forms.
+
+Every test signs in through the real sign-in form (``console_client``) on a
+gateway served by uvicorn (the digits workspace of ``tests/serve/conftest.py``:
+a budget of epsilon 10, delta 1e-4, one DP training release charged, a key per
+role) and checks the pages against what the ledger recorded and what the JSON
+API answers for the same key.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from typing import Any
+
+import pytest
+
+from veil.access import Access
+from veil.ledger import Ledger, Mechanism, PrivacyEvent
+
+pytestmark = [pytest.mark.xdist_group("serve"), pytest.mark.slow]
+
+DATASET = "digits"
+PAGE = f"/console/datasets/{DATASET}"
+QUERY = f"{PAGE}/query"
+COUNT = "SELECT digit, COUNT(*) AS n FROM digits GROUP BY digit"
+
+
+def _owner_ledger(gateway: Any) -> Ledger:
+    """The workspace's ledger as its owner (the local user who ran ``veil init``), in-process."""
+    owner = Access(gateway.state.store, signing_key=gateway.state.signing_key)
+    return Ledger(gateway.state.store, key=gateway.state.ledger_key, access=owner)
+
+
+def _status(gateway: Any) -> Any:
+    return _owner_ledger(gateway).status(DATASET, cross_check=False)
+
+
+def _text(page: str) -> str:
+    """The page's text with tags dropped and whitespace collapsed (what a reader sees)."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+
+
+def _release_seqs(page: str) -> list[int]:
+    table = page.split('<table class="releases">', 1)[1].split("</table>", 1)[0]
+    body = table.split("<tbody>", 1)[1]
+    return [int(s) for s in re.findall(r'<th scope="row">(\d+)</th>', body)]
+
+
+def _query(client: Any, **fields: str) -> Any:
+    data = {"sql": COUNT, "epsilon": "0.5", "delta": "0", "purpose": "console test",
+            "confidence": "0.95", "mechanism": "auto", **fields}  # fmt: skip
+    return client.submit(QUERY, data, page=QUERY)
+
+
+# ---------------------------------------------------------------- what each role sees
+def test_the_list_shows_each_visible_dataset_with_its_budget_in_words(gateway, console_client):
+    page = console_client("analyst").get("/console/datasets")
+    assert page.status_code == 200, page.text[:500]
+    status = _status(gateway)
+    text = _text(page.text)
+    assert f'href="{PAGE}"' in page.text and "1,797" in text
+    assert "one row per person" in text  # digits has no privacy-unit column
+    assert f'<meter min="0" max="10.0" value="{status.spent.epsilon}"' in page.text
+    assert "epsilon spent" in text and "(1 release)" in text
+    assert "app;dur=" in page.headers["server-timing"]
+
+
+def test_the_dataset_page_shows_schema_budget_burn_down_and_releases(gateway, console_client):
+    client = console_client("analyst")
+    page = client.get(PAGE)
+    assert page.status_code == 200, page.text[:500]
+    text = _text(page.text)
+    # The declared schema: a category list and bounds.
+    assert "pixel_0_0 - numeric [0, 16]" in text
+    assert "digit - categorical - 0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in text
+    # The budget as the JSON API states it, RDP cross-check included.
+    budget = client.get(f"/v1/datasets/{DATASET}/budget")  # the session cookie is no API key
+    assert budget.status_code == 401
+    api = gateway.client("analyst").get(f"/v1/datasets/{DATASET}/budget").json()
+    rdp = api["cross_check"]["epsilon"]
+    assert rdp is not None and api["spent"]["epsilon"] < rdp  # PLD is the tighter of the two
+    shown = re.search(r'id="spent-rdp">epsilon ([0-9.]+)<', page.text)
+    assert shown and float(shown.group(1)) == pytest.approx(rdp, rel=1e-5)
+    # The burn-down: uPlot and the chart script load from this origin, the data is JSON.
+    assert "/console/static/vendor/uplot/uPlot.iife.min.js" in page.text
+    assert "/console/static/charts.js" in page.text
+    data = json.loads(
+        page.text.split('<script type="application/json" id="burndown-data">', 1)[1].split(
+            "</script>", 1
+        )[0]
+    )
+    assert data["unit"] == "epsilon" and len(data["t"]) == 1 and data["budget"] == [10.0]
+    assert data["spent"][0] == pytest.approx(api["spent"]["epsilon"])
+    assert data["rdp"][0] == pytest.approx(rdp)
+    # The releases table: the training release, by the local owner.
+    assert _release_seqs(page.text) == [1]
+    assert "<script>" not in page.text and " style=" not in page.text
+    # No consent or retention section for a key without consent.read, and no budget form.
+    assert "Consent and retention" not in text and "Set the budget" not in text
+    assert 'action="/console/datasets/digits/query"' in page.text
+
+
+def test_a_consumer_gets_403_on_the_dataset_pages(console_client):
+    client = console_client("consumer")
+    for path in (PAGE, "/console/datasets", QUERY):
+        page = client.get(path)
+        assert page.status_code == 403, (path, page.text[:300])
+        assert "dataset.read_metadata" in page.text or "budget.spend" in page.text
+
+
+def test_an_auditor_sees_the_budget_but_no_query_form(console_client):
+    client = console_client("auditor")
+    page = client.get(PAGE)
+    assert page.status_code == 200
+    assert 'id="spent-pld"' in page.text and "Run query" not in page.text
+    assert client.get(QUERY).status_code == 403
+
+
+# ---------------------------------------------------------------- queries
+def test_an_analyst_runs_a_query_and_sees_values_with_intervals(gateway, console_client):
+    client = console_client("analyst")
+    before = _status(gateway).events
+    answer = _query(client)
+    assert answer.status_code == 200, answer.text[:800]
+    table = answer.text.split('<table class="answer">', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>", 1)[1], flags=re.S)
+    assert len(rows) == 10  # one per digit
+    for row in rows:
+        cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>([^<]*)</td>", row)]
+        digit, value, interval = cells
+        low, high = (float(x.replace(",", "")) for x in interval.strip("[]").split(", "))
+        assert digit in {str(d) for d in range(10)} and low < float(value.replace(",", "")) < high
+    after = _status(gateway)
+    assert after.events == before + 1
+    remaining = re.search(r'id="answer-remaining">epsilon ([0-9.e-]+)<', answer.text)
+    assert remaining and float(remaining.group(1)) == pytest.approx(after.remaining, rel=1e-5)
+    assert 'id="answer-asked">epsilon 0.5, delta 0<' in answer.text
+    assert "laplace" in _text(answer.text).lower()
+    # The release is on the ledger under the analyst's key, with the form's purpose and charge.
+    (entry,) = _owner_ledger(gateway).releases(DATASET, after=before).items
+    assert entry.actor == "svc:test-analyst" and entry.purpose == "console test"
+    charged = re.search(r'id="answer-charged">([0-9.e-]+)<', answer.text)
+    assert charged and float(charged.group(1)) == pytest.approx(entry.epsilon, rel=1e-5)
+
+
+def test_an_exhausted_budget_is_a_403_that_says_what_is_left(gateway, console_client):
+    client = console_client("analyst")
+    left = _status(gateway).remaining
+    events = _status(gateway).events
+    refused = _query(client, epsilon=f"{left + 0.25:.6f}")
+    assert refused.status_code == 403, refused.text[:800]
+    shown = re.search(r'id="budget-left">epsilon ([0-9.e-]+)<', refused.text)
+    assert shown and float(shown.group(1)) == pytest.approx(left, rel=1e-5)
+    text = _text(refused.text)
+    assert "Refused: the budget cannot pay for this query" in text
+    assert f"epsilon {left + 0.25:.6g}" in text  # what was asked
+    assert _status(gateway).events == events  # nothing charged
+    # The form is kept as typed, to be lowered and sent again.
+    assert COUNT in html.unescape(refused.text)
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "says"),
+    [
+        ({"sql": "SELEC COUNT(*) FROM t"}, 400, ""),
+        ({"sql": "SELECT AVG(no_such_column) FROM t"}, 400, "no_such_column"),
+        ({"epsilon": "lots"}, 422, "epsilon is not a number"),
+        ({"epsilon": "-1"}, 422, "epsilon"),
+        ({"mechanism": "magic"}, 422, "mechanism"),
+        ({"delta": "1e-5", "confidence": "2"}, 422, "confidence"),
+    ],
+)
+def test_a_bad_query_is_a_4xx_with_the_librarys_message_and_the_form_kept(
+    gateway, console_client, fields, status, says
+):
+    client = console_client("analyst")
+    events = _status(gateway).events
+    refused = _query(client, **fields)
+    assert refused.status_code == status, refused.text[:800]
+    assert 'class="notice notice-error"' in refused.text and says in html.unescape(refused.text)
+    for value in fields.values():
+        assert html.escape(value) in refused.text  # kept in the form
+    assert _status(gateway).events == events
+
+
+@pytest.mark.parametrize("token", [None, "not-the-token"])
+def test_a_query_without_the_csrf_token_is_refused_and_charges_nothing(
+    gateway, console_client, token
+):
+    client = console_client("analyst")
+    events = _status(gateway).events
+    data = {"sql": COUNT, "epsilon": "0.5"}
+    if token is not None:
+        data["csrf"] = token
+    refused = client.post(QUERY, data=data)
+    assert refused.status_code == 403, refused.text[:500]
+    assert _status(gateway).events == events
+
+
+# ---------------------------------------------------------------- budget
+def test_an_owner_sets_the_budget_and_an_analyst_cannot(gateway, console_client):
+    analyst = console_client("analyst")
+    form = {"epsilon": "12", "delta": "1e-4", "reason": "more studies approved"}
+    refused = analyst.submit(f"{PAGE}/budget", form, page=PAGE)
+    assert refused.status_code == 403 and "budget.set" in refused.text
+    assert _status(gateway).budget.epsilon == 10.0
+
+    owner = console_client("owner")
+    page = owner.get(PAGE)
+    assert "Set the budget" in page.text
+    done = owner.submit(f"{PAGE}/budget", form, page=PAGE)
+    assert done.status_code == 303 and done.headers["location"] == f"{PAGE}?done=budget"
+    assert _status(gateway).budget.epsilon == 12.0
+    shown = owner.get(done.headers["location"])
+    assert "The budget was set." in shown.text and "epsilon 12, delta 0.0001" in _text(shown.text)
+
+    # A change without a reason is the library's refusal, on the page, with the form kept.
+    again = owner.submit(f"{PAGE}/budget", {"epsilon": "11", "delta": "1e-4"}, page=PAGE)
+    assert again.status_code == 400 and "needs a reason" in again.text
+    assert 'value="11"' in again.text and _status(gateway).budget.epsilon == 12.0
+    bad = owner.submit(f"{PAGE}/budget", {"epsilon": "x", "reason": "r"}, page=PAGE)
+    assert bad.status_code == 422 and "epsilon is not a number" in bad.text
+
+
+# ---------------------------------------------------------------- releases
+def _charge(gateway: Any, n: int, *, purpose: str, operation: str = "query") -> None:
+    ledger = _owner_ledger(gateway)
+    mechanism = Mechanism.laplace(scale=1000.0, sensitivity=1.0)
+    events = [
+        (DATASET, PrivacyEvent(f"test release {i}", (mechanism,), operation=operation))
+        for i in range(n)
+    ]
+    ledger.charge_many(events, purpose=purpose)
+
+
+def test_the_releases_filter_and_keyset_pages(gateway, console_client):
+    _charge(gateway, 30, purpose="statistics: weekly report")
+    _charge(gateway, 30, purpose="research: study", operation="mechanism")
+    client = console_client("auditor")
+    page = client.get(PAGE)
+    newest = _release_seqs(page.text)
+    assert newest == list(range(61, 11, -1))  # the newest 50, newest first
+    older = re.search(r'href="([^"]+)" rel="next"', page.text)
+    assert older
+    second = client.get(html.unescape(older.group(1)))
+    assert _release_seqs(second.text) == list(range(11, 0, -1))
+    assert 'rel="next"' not in second.text and 'rel="prev"' in second.text
+
+    weekly = client.get(PAGE, params={"purpose": "WEEKLY"})
+    assert _release_seqs(weekly.text) == list(range(31, 1, -1))
+    assert "30 match the filters" in _text(weekly.text)
+    mech = client.get(PAGE, params={"operation": "mechanism", "mechanism": "laplace"})
+    assert _release_seqs(mech.text) == list(range(61, 31, -1))
+    nobody = client.get(PAGE, params={"actor": "svc:nobody"})
+    assert nobody.status_code == 200 and "No release matches." in nobody.text
+    training = client.get(PAGE, params={"mechanism": "poisson_subsampled_gaussian"})
+    assert _release_seqs(training.text) == [1]
+    later = client.get(PAGE, params={"since": "2999-01-01"})
+    assert "No release matches." in later.text
+
+    bad = client.get(PAGE, params={"since": "yesterday"})
+    assert bad.status_code == 400 and "since is not a date" in bad.text
+    assert 'value="yesterday"' in bad.text
+    empty = client.get(PAGE, params={"since": "2026-01-02", "until": "2026-01-01"})
+    assert empty.status_code == 400 and "until is not after since" in empty.text
