@@ -55,7 +55,9 @@ def _query(client: Any, **fields: str) -> Any:
 
 
 # ---------------------------------------------------------------- what each role sees
-def test_the_list_shows_each_visible_dataset_with_its_budget_in_words(gateway, console_client):
+def test_the_list_shows_each_visible_dataset_with_its_budget_in_words(
+    gateway: Any, console_client: Any
+) -> None:
     page = console_client("analyst").get("/console/datasets")
     assert page.status_code == 200, page.text[:500]
     status = _status(gateway)
@@ -67,7 +69,9 @@ def test_the_list_shows_each_visible_dataset_with_its_budget_in_words(gateway, c
     assert "app;dur=" in page.headers["server-timing"]
 
 
-def test_the_dataset_page_shows_schema_budget_burn_down_and_releases(gateway, console_client):
+def test_the_dataset_page_shows_schema_budget_burn_down_and_releases(
+    gateway: Any, console_client: Any
+) -> None:
     client = console_client("analyst")
     page = client.get(PAGE)
     assert page.status_code == 200, page.text[:500]
@@ -102,7 +106,7 @@ def test_the_dataset_page_shows_schema_budget_burn_down_and_releases(gateway, co
     assert 'action="/console/datasets/digits/query"' in page.text
 
 
-def test_a_consumer_gets_403_on_the_dataset_pages(console_client):
+def test_a_consumer_gets_403_on_the_dataset_pages(console_client: Any) -> None:
     client = console_client("consumer")
     for path in (PAGE, "/console/datasets", QUERY):
         page = client.get(path)
@@ -110,7 +114,7 @@ def test_a_consumer_gets_403_on_the_dataset_pages(console_client):
         assert "dataset.read_metadata" in page.text or "budget.spend" in page.text
 
 
-def test_an_auditor_sees_the_budget_but_no_query_form(console_client):
+def test_an_auditor_sees_the_budget_but_no_query_form(console_client: Any) -> None:
     client = console_client("auditor")
     page = client.get(PAGE)
     assert page.status_code == 200
@@ -119,13 +123,15 @@ def test_an_auditor_sees_the_budget_but_no_query_form(console_client):
 
 
 # ---------------------------------------------------------------- queries
-def test_an_analyst_runs_a_query_and_sees_values_with_intervals(gateway, console_client):
+def test_an_analyst_runs_a_query_and_sees_values_with_intervals(
+    gateway: Any, console_client: Any
+) -> None:
     client = console_client("analyst")
     before = _status(gateway).events
     answer = _query(client)
     assert answer.status_code == 200, answer.text[:800]
     table = answer.text.split('<table class="answer">', 1)[1].split("</table>", 1)[0]
-    rows = re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>", 1)[1], flags=re.S)
+    rows = re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>", 1)[1], flags=re.DOTALL)
     assert len(rows) == 10  # one per digit
     for row in rows:
         cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>([^<]*)</td>", row)]
@@ -145,7 +151,9 @@ def test_an_analyst_runs_a_query_and_sees_values_with_intervals(gateway, console
     assert charged and float(charged.group(1)) == pytest.approx(entry.epsilon, rel=1e-5)
 
 
-def test_an_exhausted_budget_is_a_403_that_says_what_is_left(gateway, console_client):
+def test_an_exhausted_budget_is_a_403_that_says_what_is_left(
+    gateway: Any, console_client: Any
+) -> None:
     client = console_client("analyst")
     left = _status(gateway).remaining
     events = _status(gateway).events
@@ -173,8 +181,8 @@ def test_an_exhausted_budget_is_a_403_that_says_what_is_left(gateway, console_cl
     ],
 )
 def test_a_bad_query_is_a_4xx_with_the_librarys_message_and_the_form_kept(
-    gateway, console_client, fields, status, says
-):
+    gateway: Any, console_client: Any, fields: dict[str, str], status: int, says: str
+) -> None:
     client = console_client("analyst")
     events = _status(gateway).events
     refused = _query(client, **fields)
@@ -187,8 +195,8 @@ def test_a_bad_query_is_a_4xx_with_the_librarys_message_and_the_form_kept(
 
 @pytest.mark.parametrize("token", [None, "not-the-token"])
 def test_a_query_without_the_csrf_token_is_refused_and_charges_nothing(
-    gateway, console_client, token
-):
+    gateway: Any, console_client: Any, token: str | None
+) -> None:
     client = console_client("analyst")
     events = _status(gateway).events
     data = {"sql": COUNT, "epsilon": "0.5"}
@@ -200,7 +208,7 @@ def test_a_query_without_the_csrf_token_is_refused_and_charges_nothing(
 
 
 # ---------------------------------------------------------------- budget
-def test_an_owner_sets_the_budget_and_an_analyst_cannot(gateway, console_client):
+def test_an_owner_sets_the_budget_and_an_analyst_cannot(gateway: Any, console_client: Any) -> None:
     analyst = console_client("analyst")
     form = {"epsilon": "12", "delta": "1e-4", "reason": "more studies approved"}
     refused = analyst.submit(f"{PAGE}/budget", form, page=PAGE)
@@ -235,7 +243,7 @@ def _charge(gateway: Any, n: int, *, purpose: str, operation: str = "query") -> 
     ledger.charge_many(events, purpose=purpose)
 
 
-def test_the_releases_filter_and_keyset_pages(gateway, console_client):
+def test_the_releases_filter_and_keyset_pages(gateway: Any, console_client: Any) -> None:
     _charge(gateway, 30, purpose="statistics: weekly report")
     _charge(gateway, 30, purpose="research: study", operation="mechanism")
     client = console_client("auditor")
