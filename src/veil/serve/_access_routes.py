@@ -19,8 +19,9 @@ memory): a larger surface than the owner's terminal, for a rare operation.
 Keys are made with ``veil keys create`` on the workspace's machine.
 
 **At once in this worker.** Revoking a key drops this worker's verified
-tokens and :class:`Access` for it (``forget_key``): its next request, bearer
-or console session, is checked against the database and refused (401).
+tokens and :class:`Access` for it (``forget_key``): its next bearer request is
+checked against the database and refused (401); its console sessions are
+deleted, so every worker signs them out at once.
 Revoking a role drops this worker's :class:`Access` of each key of that
 principal, so the role stops working at once here too. Other workers notice
 within ``Access.max_age`` (one second).
@@ -47,6 +48,7 @@ from veil.access import (
 from veil.serve._auth import Caller, annotate, forget_key, needs, permission_extra
 from veil.serve._errors import ERROR_RESPONSES
 from veil.serve._state import ServeState, get_state
+from veil.serve.console._session import close_key_sessions
 from veil.store.tables import ServiceKeyRow
 
 __all__ = [
@@ -233,6 +235,7 @@ def revoke_service_key(
     info = caller.access.revoke_key(key_id, reason=reason)
     annotate(request, dataset=_dataset_of(info.scopes[0][1]) if info.scopes else None)
     forget_key(request, state, Principal(info.principal, PrincipalKind.SERVICE, info.key_id))
+    close_key_sessions(state, info.key_id)  # its console sessions end in every worker
     return info, info.key_id == caller.key_id
 
 
