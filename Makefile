@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-dev
 WORKERS ?= auto
 PYTEST  := $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
 
-.PHONY: demo test test-fast check lint typecheck install clean
+.PHONY: demo test test-fast check lint typecheck install browser clean
 
 demo: $(STAMP)
 	$(BIN)/veil demo
@@ -34,6 +34,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 install: $(STAMP)
+
+# Debian's Chromium for the console's browser tests (apt, when it is missing and apt can; they
+# skip, saying so, without it). Playwright drives it: never `playwright install`.
+browser:
+	@.ci/install-chromium
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Veil needs Python >= 3.11; set PYTHON=/path/to/python3.11")'

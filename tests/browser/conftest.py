@@ -9,8 +9,8 @@ error is recorded, and which at the end of every test checks that no request lef
 127.0.0.1, that no Content-Security-Policy violation was reported and that no script
 failed.
 
-Without Playwright or Chromium every test here skips with one line naming what is
-missing (``.ci/run`` installs Chromium with apt where it can). ``--screenshots DIR``
+Without Playwright or Chromium one test skips with one line naming what is missing
+and the others are deselected (``.ci/run`` installs Chromium with apt where it can). ``--screenshots DIR``
 saves the screenshots the tests take at the documented steps (docs/console.md; made by
 scripts/console_screenshots.py).
 """
@@ -35,12 +35,19 @@ from tests.serve.conftest import (  # the served workspace and the gateway, reus
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
 
+__all__ = ["serve_home", "serve_template", "start_gateway"]
+
+CHROMIUM = shutil.which("chromium")
 try:
     from playwright.sync_api import sync_playwright
 except ImportError:  # pragma: no cover - the dev extra installs it
     sync_playwright = None
-
-__all__ = ["serve_home", "serve_template", "start_gateway"]
+if sync_playwright is None:  # pragma: no cover
+    MISSING = "Playwright for Python is not installed (pip install -e '.[dev]' installs it)"
+elif CHROMIUM is None:  # pragma: no cover - .ci/run installs it where apt can
+    MISSING = "no `chromium` on PATH (apt-get install -y chromium, or `make browser`)"
+else:
+    MISSING = None
 
 # Headless, and nothing that reaches out: without the background-networking flags Chromium
 # tries Google's hosts at start (a closed network refuses them, many at a time).
@@ -66,22 +73,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a browser, one test skips naming what is missing; the others are deselected."""
+    if MISSING is None:
+        return
+    needing = [item for item in items if "browser" in getattr(item, "fixturenames", ())]
+    if not needing:
+        return
+    reason = f"browser tests SKIPPED ({len(needing)} tests): {MISSING}"
+    needing[0].add_marker(pytest.mark.skip(reason=reason))
+    rest = {id(item) for item in needing[1:]}
+    config.hook.pytest_deselected(items=needing[1:])
+    items[:] = [item for item in items if id(item) not in rest]
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     """One headless Chromium per test worker (Debian's package; Playwright drives it)."""
-    if sync_playwright is None:
-        pytest.skip(
-            "browser tests SKIPPED: Playwright for Python is not installed "
-            "(pip install -e '.[dev]' installs it)"
-        )
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.skip(
-            "browser tests SKIPPED: no `chromium` on PATH "
-            "(apt-get install -y chromium; .ci/run installs it where apt is available)"
-        )
+    if sync_playwright is None or CHROMIUM is None:  # pragma: no cover - deselected above
+        pytest.skip(f"browser tests SKIPPED: {MISSING}")
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
 
