@@ -9,6 +9,7 @@ API answers for the same key.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from veil.access import Access
+from veil.access import Access, Trail
 from veil.ledger import Ledger, Mechanism, PrivacyEvent
 
 pytestmark = [pytest.mark.xdist_group("serve"), pytest.mark.slow]
@@ -149,6 +150,16 @@ def test_an_analyst_runs_a_query_and_sees_values_with_intervals(
     assert entry.actor == "svc:test-analyst" and entry.purpose == "console test"
     charged = re.search(r'id="answer-charged">([0-9.e-]+)<', answer.text)
     assert charged and float(charged.group(1)) == pytest.approx(entry.epsilon, rel=1e-5)
+    # The request's trail entry names what the /v1 route's entry names: the charge, the SQL's
+    # digest (never its text), the purpose.
+    gateway.state.spool.flush()
+    rid = answer.headers["x-request-id"]
+    requests = Trail(gateway.state.store).entries(action="serve.request")
+    (noted,) = [e for e in requests if e.details.get("request_id") == rid]
+    assert noted.dataset == DATASET and noted.purpose == "console test"
+    assert noted.details["ledger_event"] == entry.id and noted.details["epsilon"] == 0.5
+    assert noted.details["sql_sha256"] == hashlib.sha256(COUNT.encode()).hexdigest()
+    assert "GROUP BY" not in json.dumps(noted.details)
 
 
 def test_an_exhausted_budget_is_a_403_that_says_what_is_left(
@@ -273,3 +284,40 @@ def test_the_releases_filter_and_keyset_pages(gateway: Any, console_client: Any)
     assert 'value="yesterday"' in bad.text
     empty = client.get(PAGE, params={"since": "2026-01-02", "until": "2026-01-01"})
     assert empty.status_code == 400 and "until is not after since" in empty.text
+
+
+# ---------------------------------------------------------------- consent and retention
+def test_consent_and_retention_are_shown_to_roles_that_may_read_them(
+    gateway: Any, console_client: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    from veil.data import Catalog, Consent
+    from veil.governance import set_policy
+
+    monkeypatch.setenv("VEIL_VAULT_KEY", "5a" * 32)  # the vault's master key, held outside
+    state = gateway.state
+    owner = Access(state.store, signing_key=state.signing_key)
+    catalog = Catalog(
+        state.store, state.workspace.settings, access=owner, workspace=state.workspace
+    )
+    source = tmp_path / "visits.csv"
+    lines = ["pid,visit_date,age"] + [f"P-{i:03d},2026-0{1 + i % 6}-15,{20 + i}" for i in range(12)]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    catalog.add(source, name="visits", managed=True, privacy_unit="pid", bounds={"age": (0, 120)})
+    consent = Consent(catalog)
+    consent.enable("visits", "withdrawn")
+    consent.record("visits", "P-001", "statistics", "granted")
+    consent.record("visits", "P-002", "statistics", "granted")
+    consent.record("visits", "P-003", "research", "withdrawn")
+    set_policy(catalog, "visits", older_than_days=365, date_column="visit_date")
+
+    for role in ("owner", "auditor"):
+        page = console_client(role).get("/console/datasets/visits")
+        assert page.status_code == 200, page.text[:500]
+        text = _text(page.text)
+        assert "Consent and retention" in text and "count as withdrawn" in text
+        assert "statistics 2 0" in text and "research 0 1" in text
+        assert "rows older than 365 days by visit_date" in text
+        assert "managed (version 1)" in text and "No budget is set" in text
+    page = console_client("analyst").get("/console/datasets/visits")
+    assert page.status_code == 200
+    assert "Consent and retention" not in page.text and "visit_date" in page.text  # the schema
