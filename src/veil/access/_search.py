@@ -16,8 +16,9 @@ by that step; the ``at`` conditions are still applied inside it.)
 **An action prefix** (``"serve."`` or ``"serve.*"``) is expanded into the
 actions it matches, each found by one seek in the action index (the trail
 has tens of kinds of action, not thousands); each is read as an exact filter
-and the pages are merged. Past :data:`PREFIX_ACTIONS` matching actions the
-prefix is a range condition instead.
+and the pages are merged. Past :data:`PREFIX_ACTIONS` matching actions, or
+beside another exact filter (whose index then drives), the prefix is checked
+on the rows read instead.
 """
 
 from __future__ import annotations
@@ -184,7 +185,12 @@ def _read(
     actions: list[str | None] = [None]
     range_prefix = None
     if filters.prefix is not None:
-        listed = _actions(connection, filters.prefix)
+        # With another exact filter, that filter's index drives and the prefix is checked on
+        # its rows; alone, the prefix is expanded into exact actions, one index range each.
+        others = (filters.actor, filters.dataset, filters.outcome)
+        listed = (
+            None if any(v is not None for v in others) else _actions(connection, filters.prefix)
+        )
         if listed is None:
             range_prefix = filters.prefix
         elif not listed:
