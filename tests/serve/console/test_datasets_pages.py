@@ -123,6 +123,15 @@ def test_an_auditor_sees_the_budget_but_no_query_form(console_client: Any) -> No
     assert client.get(QUERY).status_code == 403
 
 
+def test_an_unknown_or_malformed_dataset_name_is_a_4xx_page(console_client: Any) -> None:
+    client = console_client("analyst")
+    missing = client.get("/console/datasets/no-such-data")
+    assert missing.status_code == 404 and "no-such-data" in missing.text
+    assert "<h1>" in missing.text  # the console's error page, not JSON
+    malformed = client.get("/console/datasets/-dash")
+    assert malformed.status_code == 422, malformed.text[:300]
+
+
 # ---------------------------------------------------------------- queries
 def test_an_analyst_runs_a_query_and_sees_values_with_intervals(
     gateway: Any, console_client: Any
@@ -269,7 +278,10 @@ def test_the_releases_filter_and_keyset_pages(gateway: Any, console_client: Any)
 
     weekly = client.get(PAGE, params={"purpose": "WEEKLY"})
     assert _release_seqs(weekly.text) == list(range(31, 1, -1))
-    assert "30 match the filters" in _text(weekly.text)
+    assert "match the filters" not in weekly.text  # a substring filter is not counted
+    queries = client.get(PAGE, params={"operation": "query"})
+    assert _release_seqs(queries.text) == list(range(31, 1, -1))
+    assert "(30 match the filters)" in _text(queries.text)
     mech = client.get(PAGE, params={"operation": "mechanism", "mechanism": "laplace"})
     assert _release_seqs(mech.text) == list(range(61, 31, -1))
     nobody = client.get(PAGE, params={"actor": "svc:nobody"})

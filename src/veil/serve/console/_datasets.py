@@ -34,7 +34,13 @@ from veil.errors import BudgetExceededError, InvalidInputError, VeilError
 from veil.ledger import ReleasePage
 from veil.serve._auth import Caller, annotate
 from veil.serve._errors import status_of
-from veil.serve._query_routes import BudgetBody, QueryBody, get_dataset, list_datasets
+from veil.serve._query_routes import (
+    BudgetBody,
+    DatasetName,
+    QueryBody,
+    get_dataset,
+    list_datasets,
+)
 from veil.serve._query_routes import query as v1_query
 from veil.serve._query_routes import set_budget as v1_set_budget
 from veil.serve._state import ServeState, get_state
@@ -89,7 +95,7 @@ def datasets_page(
 @router.get("/datasets/{name}")
 def dataset_page(
     request: Request,
-    name: str,
+    name: DatasetName,
     caller: Annotated[
         Caller, console_needs(Permission.DATASET_READ_METADATA, dataset_param="name")
     ],
@@ -103,7 +109,7 @@ def dataset_page(
 @router.get("/datasets/{name}/query")
 def query_form(
     request: Request,
-    name: str,
+    name: DatasetName,
     caller: Annotated[Caller, console_needs(Permission.BUDGET_SPEND, dataset_param="name")],
     state: State,
 ) -> HTMLResponse:
@@ -115,7 +121,7 @@ def query_form(
 @router.post("/datasets/{name}/query")
 def run_query(
     request: Request,
-    name: str,
+    name: DatasetName,
     caller: Annotated[Caller, console_needs(Permission.BUDGET_SPEND, dataset_param="name")],
     form: Annotated[Form, Depends(form_data)],
     state: State,
@@ -149,12 +155,12 @@ def run_query(
             request, caller, info, form=kept, refusal=refusal, status_code=status_of(exc)
         )
     except VeilError as exc:
-        status = status_of(exc)
-        if status >= 500:  # noqa: PLR2004 - the service's own failures render as its error page
+        if _not_the_forms(exc):  # the service's failures and refusals render as its error page
             raise
         request.state.error_code = exc.code
-        problem = _problem_of(exc)
-        return _query_page(request, caller, info, form=kept, errors=[problem], status_code=status)
+        return _query_page(
+            request, caller, info, form=kept, errors=[_problem_of(exc)], status_code=status_of(exc)
+        )
     return _query_page(
         request, caller, info, form=kept, answer=answer_table(answer), status_code=200
     )
@@ -163,7 +169,7 @@ def run_query(
 @router.post("/datasets/{name}/budget", response_model=None)
 def set_budget(
     request: Request,
-    name: str,
+    name: DatasetName,
     caller: Annotated[Caller, console_needs(Permission.BUDGET_SET, dataset_param="name")],
     form: Annotated[Form, Depends(form_data)],
     state: State,
@@ -182,13 +188,17 @@ def set_budget(
     try:
         v1_set_budget(name=name, body=body, request=request, caller=caller, state=state)
     except VeilError as exc:
-        status = status_of(exc)
-        if status >= 500 or exc.code == "permission_denied":  # noqa: PLR2004
+        if _not_the_forms(exc):
             raise
         request.state.error_code = exc.code
-        problem = _problem_of(exc)
         return _dataset_response(
-            request, name, caller, state, budget_form=kept, budget_errors=[problem], status=status
+            request,
+            name,
+            caller,
+            state,
+            budget_form=kept,
+            budget_errors=[_problem_of(exc)],
+            status=status_of(exc),
         )
     return redirect(f"/console/datasets/{name}?done=budget")
 
@@ -231,6 +241,8 @@ def _dataset_response(
         filters = ReleaseFilters.parse(request.query_params)
         annotate(request, dataset=name, **filters.trail())
         context["budget"] = budget_view(ledger.status(name, cross_check=True).to_dict())
+        if budget_form is None:
+            context["budget_form"] = _budget_now(context["budget"])
         context["chart"] = chart_view(ledger.burndown(name, points=CHART_POINTS))
         context["filters"] = filters
         page = None
@@ -259,6 +271,22 @@ def _dataset_response(
         num=fmt_number,
         **context,
     )
+
+
+def _budget_now(view: Mapping[str, Any]) -> dict[str, str]:
+    """The budget form filled with the budget in force (an owner changes what is there)."""
+    budget = view.get("budget") or {}
+    if budget.get("kind") != "approx_dp":
+        return {}
+    return {"epsilon": f"{budget['epsilon']:g}", "delta": f"{budget['delta']:g}", "reason": ""}
+
+
+def _not_the_forms(exc: VeilError) -> bool:
+    """Whether ``exc`` is not about what the form says: a refusal of the caller (401, 403) or
+    the service's own failure (5xx), rendered as the console's error page, not beside the form.
+    """
+    status = status_of(exc)
+    return status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN) or status >= 500  # noqa: PLR2004
 
 
 def _problem_of(exc: VeilError) -> dict[str, Any]:
