@@ -149,3 +149,27 @@ def test_a_history_rdp_cannot_bound_is_infinite_not_a_number(ledger):
     assert math.isinf(burn.points[-1].rdp_epsilon)
     assert burn.to_dict()["points"][-1]["rdp_epsilon"] is None
     assert math.isinf(RDPAccountant().epsilon(_history(ledger), 1e-6))
+
+
+def test_kept_buckets_stay_exact_as_the_history_grows(ledger):
+    ledger.set_budget(DATASET, Budget(epsilon=500.0, delta=DELTA))
+    rdp = RDPAccountant()
+    # Buckets complete, then are reused and extended; past 128 releases a wide bucket is a
+    # sum of kept 64-release ones.
+    for size in (9, 17, 18, 33, 140):
+        _charge(ledger, size - len(ledger.entries(DATASET)), start=size)
+        history = _history(ledger)
+        for points in (3, 4, 6):
+            burn = ledger.burndown(DATASET, points=points)
+            assert burn.points[0].seq == 1 and burn.points[-1].seq == size
+            assert len(burn.points) <= points
+            for point in burn.points:
+                expected = rdp.epsilon(history[: point.seq], DELTA)
+                assert point.rdp_epsilon == pytest.approx(expected, rel=1e-9), (size, point.seq)
+        check = ledger.status(DATASET).cross_check["epsilon"]
+        assert check == pytest.approx(rdp.epsilon(history, DELTA), rel=1e-9)
+    # Another process (nothing kept) reads the same figures.
+    fresh = Ledger(ledger.store, ledger.settings).burndown(DATASET, points=6).points
+    kept = ledger.burndown(DATASET, points=6).points
+    assert [p.seq for p in fresh] == [p.seq for p in kept]
+    assert [p.rdp_epsilon for p in fresh] == pytest.approx([p.rdp_epsilon for p in kept], rel=1e-12)

@@ -127,8 +127,9 @@ def test_every_filter_pages_forward_and_backward_across_page_boundaries(ledgers)
             assert seqs == expected, (filters, limit)
             backward = _walk(owner, forward=False, limit=limit, **filters)
             assert [e.seq for page in backward for e in page.items] == expected[::-1]
+            substring = "purpose" in filters or "mechanism" in filters
             for page in forward + backward:
-                assert page.total == len(expected)
+                assert page.total == (None if substring else len(expected))
                 assert len(page.items) <= limit
                 assert page.order == ("asc" if page in forward else "desc")
             # Each page's links point at the neighbouring pages (none past either end).

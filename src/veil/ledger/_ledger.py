@@ -53,15 +53,7 @@ from veil.ledger._budget import (
     non_private_mechanism,
     status_of,
 )
-from veil.ledger._burndown import (
-    BurnDown,
-    CurveCache,
-    bucket_width,
-    burndown,
-    check_points,
-    cumulative_curves,
-    history_curve,
-)
+from veil.ledger._burndown import BurnDown, CurveCache, burndown, check_points, history_curve
 from veil.ledger._composition import warm
 from veil.ledger._entry import LedgerEntry, merged_history
 from veil.ledger._events import PrivacyEvent, validate_event
@@ -121,7 +113,7 @@ class Ledger:
         self._histories = Histories(key)
         # Per dataset name: whether this process's state was current when it last took the lock.
         self._fresh: dict[str, bool] = {}
-        # RDP curves of histories (the status's cross-check, the burn-down), by last event.
+        # RDP curves of complete buckets of releases (the status's cross-check, the burn-down).
         self._curves = CurveCache()
 
     @classmethod
@@ -237,13 +229,8 @@ class Ledger:
         assert budget.delta is not None  # noqa: S101 - an (epsilon, delta) budget
         if budget.delta == 0:
             return {}
-        # RDP curves add: one grouped query and one curve per distinct mechanism set.
-        key = (ds.id, known.seq, known.chain, 0)
-        held = self._curves.get(key)
-        if held is None:
-            held = {known.seq: history_curve(session, ds, known.seq)}
-            self._curves.put(key, held)
-        rdp = held[known.seq].epsilon(budget.delta)
+        # RDP curves add: buckets of releases grouped by mechanism set in SQL, kept once complete.
+        rdp = history_curve(session, ds, known.seq, self._curves).epsilon(budget.delta)
         return {"accountant": self.cross_check.name, "epsilon": _finite_or_none(rdp)}
 
     def history(self, dataset: str) -> list[dict[str, Any]]:
@@ -334,21 +321,20 @@ class Ledger:
             ds = self._dataset(session, dataset)
             row = self._budget_row(session, ds.id)
             budget = None if row is None else _budget_of(row)
-            last = session.execute(
-                select(PrivacyEventRow.seq, PrivacyEventRow.chain)
+            last = session.scalar(
+                select(PrivacyEventRow.seq)
                 .where(PrivacyEventRow.dataset_id == ds.id)
                 .order_by(PrivacyEventRow.seq.desc())
                 .limit(1)
-            ).first()
-            last_seq, last_chain = (0, "") if last is None else (int(last[0]), str(last[1]))
-            width = bucket_width(last_seq, points)
-            key = (ds.id, last_seq, last_chain, width)
-            curves = self._curves.get(key)
-            if curves is None:
-                curves = cumulative_curves(session, ds, last_seq, width)
-                self._curves.put(key, curves)
+            )
+            last_seq = 0 if last is None else int(last)
             return burndown(
-                session, ds, budget=budget, last_seq=last_seq, points=points, curves=curves
+                session,
+                ds,
+                budget=budget,
+                last_seq=last_seq,
+                points=points,
+                cache=self._curves,
             )
 
     def entries(self, dataset: str) -> list[LedgerEntry]:

@@ -75,7 +75,9 @@ class ReleasePage:
             (``None``: none match after it).
         next_before: Pass as ``before=`` for the releases before this page
             (``None``: none match before it).
-        total: How many releases match the filters (all pages together).
+        total: How many releases match the filters (all pages together);
+            ``None`` with a ``purpose`` or ``mechanism`` filter (a substring is
+            not indexed: counting would read every release).
         order: ``"asc"`` (oldest first) or ``"desc"`` (newest first).
     """
 
@@ -83,7 +85,7 @@ class ReleasePage:
     items: list[LedgerEntry]
     next_after: int | None
     next_before: int | None
-    total: int
+    total: int | None
     order: str
     filters: ReleaseFilters
 
@@ -217,11 +219,20 @@ def release_page(
     else:
         keyed = [*where, table.seq < before] if before is not None else list(where)
         order = table.seq.desc()
-    rows: Sequence[PrivacyEventRow] = session.scalars(
-        select(table).where(*keyed).order_by(order).limit(limit + 1)
-    ).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    # The page's keys first (from an index where the filters allow), then its rows by key:
+    # a time range is read from (dataset_id, created_at, seq) without touching the rows.
+    keys = list(
+        session.scalars(select(table.seq).where(*keyed).order_by(order).limit(limit + 1)).all()
+    )
+    more = len(keys) > limit
+    keys = keys[:limit]
+    found = {
+        row.seq: row
+        for row in session.scalars(
+            select(table).where(table.dataset_id == ds.id, table.seq.in_(keys))
+        ).all()
+    }
+    rows: Sequence[PrivacyEventRow] = [found[seq] for seq in keys]
     items = [LedgerEntry.from_row(row, ds.name) for row in rows]
     next_after: int | None
     next_before: int | None
@@ -241,7 +252,10 @@ def release_page(
         next_before = rows[-1].seq if more else None
         later = before is not None and _exists(session, where, table.seq > rows[0].seq)
         next_after = rows[0].seq if later else None
-    total = int(session.scalar(select(func.count()).select_from(table).where(*where)) or 0)
+    total = None
+    if filters.purpose is None and filters.mechanism is None:
+        # An index range count (dataset; actor or operation; time); a substring would scan.
+        total = int(session.scalar(select(func.count()).select_from(table).where(*where)) or 0)
     return ReleasePage(
         dataset=ds.name,
         items=items,

@@ -213,7 +213,11 @@ class HistoryPage(BaseModel):
     next_before: int | None = Field(
         None, description="Pass as ?before= for the releases before this page; null when none."
     )
-    total: int = Field(0, description="Releases matching the filters, on all pages.")
+    total: int | None = Field(
+        None,
+        description="Releases matching the filters, on all pages; null with a purpose or "
+        "mechanism filter (a substring search is not counted).",
+    )
     order: Literal["asc", "desc"] = Field("asc", description="asc: oldest first.")
     filters: dict[str, str | None] = Field(default_factory=dict)
 

@@ -218,6 +218,28 @@ class PrivacyEventRow(Base):
     leaves: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
+# Pages of a dataset's releases filtered by actor or operation (keyset on seq) or by time
+# (Ledger.releases, the console's history).
+Index(
+    "ix_privacy_events_actor_seq",
+    PrivacyEventRow.dataset_id,
+    PrivacyEventRow.actor,
+    PrivacyEventRow.seq,
+)
+Index(
+    "ix_privacy_events_operation_seq",
+    PrivacyEventRow.dataset_id,
+    PrivacyEventRow.operation,
+    PrivacyEventRow.seq,
+)
+Index(
+    "ix_privacy_events_created_at",
+    PrivacyEventRow.dataset_id,
+    PrivacyEventRow.created_at,
+    PrivacyEventRow.seq,
+)
+
+
 class LedgerCheckpointRow(Base):
     """A dataset's composed privacy loss up to event ``seq``, so a charge composes one event.
 
