@@ -35,49 +35,39 @@ the ledger's per-dataset budget locks.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from veil._trailscan import Chunk, scan, scan_range, select_rows
+from veil.access._append import Cursor, ledger_pin
 from veil.access._entries import (
     PROOF_FORMAT,
     Outcome,
     TrailEntry,
     TreeHead,
-    canonical,
-    chain_link,
     head_of,
     timestamp,
 )
 from veil.access._merkle import Frontier, _path_ranges, _proof_ranges, consistency_proof
-from veil.access._nodes import NODE_LEVEL, TreeReader, insert_nodes, node_rows
+from veil.access._nodes import NODE_LEVEL, TreeReader, insert_nodes
 from veil.access._search import Filters, newer, page
+from veil.access._trailrows import checked_rows
 from veil.access._verify import (
-    VERIFY_BATCH,
     TrailProblem,
     TrailReport,
     Walk,
     check_head,
     check_ledger,
 )
-from veil.access.verifier import head_message, leaf_hash, verify_consistency
+from veil.access.verifier import head_message, verify_consistency
 from veil.errors import InvalidInputError, NotFoundError
 from veil.progress import ProgressCallback
 from veil.store import Store
-from veil.store.chain import GENESIS
 from veil.store.tables import (
-    BudgetChangeRow,
-    PrivacyBudgetRow,
-    PrivacyEventRow,
     TrailEntryRow,
     TrailHeadRow,
     TrailStateRow,
@@ -93,9 +83,6 @@ __all__ = [
     "TreeHead",
 ]
 
-BODY_VERSION = 1
-PARALLEL_FROM = 200_000  # entries from which verify checks rows in worker processes
-_RANGE = 100_000  # rows a worker checks at a time
 HEAD_EVERY = 1024  # a signed head every this many entries (when the trail has its key)
 
 
@@ -198,7 +185,7 @@ class Trail:
         records itself with :meth:`append`.
         """
         state = self._locked_state(session)
-        cursor = _Cursor(
+        cursor = Cursor(
             state.size,
             state.chain,
             Frontier.from_json(state.size, state.frontier),
@@ -211,7 +198,7 @@ class Trail:
             start = {
                 "actor": entries[0]["actor"] if entries else "veil",
                 "action": "trail.start",
-                "details": {"ledger": _ledger_pin(session)},
+                "details": {"ledger": ledger_pin(session)},
             }
             entries = [start, *entries]
         for fields in entries:
@@ -474,10 +461,10 @@ class Trail:
     ) -> TrailReport:
         """Check every entry, every signed head, the exported ``head``, and the ledger.
 
-        A trail of :data:`PARALLEL_FROM` entries or more is read and checked in
-        ranges by worker processes, one per CPU (the parent joins the ranges,
-        builds the Merkle tree and checks the heads and the ledger); a smaller
-        one in this process.
+        A trail of ``PARALLEL_FROM`` entries or more (:mod:`veil.access._trailrows`)
+        is read and checked in ranges by worker processes, one per CPU (the parent
+        joins the ranges, builds the Merkle tree and checks the heads and the
+        ledger); a smaller one in this process.
 
         Args:
             head: A head exported earlier (``veil trail checkpoint -o``): the trail
@@ -508,7 +495,7 @@ class Trail:
             if exported is not None:
                 sizes.add(exported.size)
             walk = Walk(problems, keep_leaves=exported is not None)
-            chunks = self._chunks(session, workers)
+            chunks = checked_rows(self.store, session, workers)
             roots = walk.run(chunks, sorted(s for s in sizes if s > 0), progress)
             size = walk.size
             frontier_root = walk.frontier.root()
@@ -568,133 +555,6 @@ class Trail:
             consistency_proof=tuple(h.hex() for h in proof),
             warnings=tuple(warnings),
         )
-
-    def _chunks(self, session: Session, workers: int | None) -> Iterator[Chunk]:
-        """The trail's rows, checked: in ranges by worker processes, or here in one pass."""
-        last = session.execute(select(func.max(TrailEntryRow.seq))).scalar() or 0
-        target = self._scan_target()
-        if workers is None:
-            workers = (os.cpu_count() or 1) if last >= PARALLEL_FROM else 1
-        forkable = "fork" in multiprocessing.get_all_start_methods()
-        if workers <= 1 or target is None or last == 0 or not forkable:
-            yield scan(self._rows(session), bytes.fromhex(GENESIS))
-            return
-        # Ranges of at most _RANGE rows, several per worker, so the parent joins the first
-        # while the workers check the next. Rows appended after `last` wait for the next verify.
-        size = max(1, min(_RANGE, -(-last // (workers * 2))))
-        starts = list(range(1, last + 1, size))
-        ends = [min(lo + size - 1, last) for lo in starts]
-        # fork, not spawn: spawn re-runs the caller's main script in each worker (a script
-        # without the `if __name__ == "__main__"` guard would start over), and imports Veil
-        # again. A forked worker opens its own connection, uses none it inherited, and
-        # leaves through os._exit (multiprocessing's), so the parent's stay untouched.
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            yield from pool.map(
-                scan_range,
-                [target] * len(starts),
-                starts,
-                ends,
-                [bytes.fromhex(GENESIS)] * len(starts),
-            )
-
-    def _scan_target(self) -> tuple[str, str] | None:
-        """Where a worker process finds the rows: a SQLite file or a PostgreSQL conninfo."""
-        url = self.store.engine.url
-        if self.store.backend == "sqlite":
-            database = url.database
-            if not database or database == ":memory:" or url.query.get("uri"):
-                return None
-            return "sqlite", str(Path(database).resolve())
-        # psycopg's own URL form (the password stays in memory, passed to the worker by pipe)
-        return "postgresql", url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-    def _rows(self, session: Session) -> Iterator[Sequence[Any]]:
-        query = select_rows(self.store.backend) + " ORDER BY seq"
-        connection = session.connection()
-        if self.store.backend == "sqlite":
-            # The driver's own cursor: plain tuples, no result-row objects (verify's speed).
-            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.execute(query)
-                while batch := cursor.fetchmany(VERIFY_BATCH):
-                    yield from batch
-            finally:
-                cursor.close()
-            return
-        result = connection.execution_options(
-            stream_results=True, yield_per=VERIFY_BATCH
-        ).exec_driver_sql(query)
-        while batch := result.fetchmany(VERIFY_BATCH):
-            yield from batch
-
-
-class _Cursor:
-    """The trail's end while entries are being appended: size, chain and frontier."""
-
-    def __init__(self, size: int, chain: str, frontier: Frontier, level: int) -> None:
-        self.size, self.chain, self.frontier = size, chain, frontier
-        self.level = level
-        self.nodes: list[dict[str, Any]] = []  # subtrees completed (trail_nodes rows)
-
-    def add(self, fields: Mapping[str, Any]) -> tuple[dict[str, Any], TrailEntry]:
-        """The row for the next entry made of ``fields``, and the entry; moves the end on."""
-        seq = self.size + 1
-        now = datetime.now(UTC)
-        outcome = str(Outcome(fields.get("outcome", Outcome.ALLOWED)))
-        actor, action = str(fields["actor"]), str(fields["action"])
-        dataset = fields.get("dataset")
-        body = canonical(
-            {
-                "v": BODY_VERSION,
-                "seq": seq,
-                "at": timestamp(now),
-                "actor": actor,
-                "action": action,
-                "outcome": outcome,
-                "purpose": str(fields.get("purpose", "")),
-                "dataset": dataset,
-                "links": dict(fields.get("links") or {}),
-                "details": dict(fields.get("details") or {}),
-            }
-        )
-        leaf = leaf_hash(body.encode("ascii"))
-        self.chain = chain_link(self.chain, leaf)
-        merged = self.frontier.append_merged(leaf, self.level)
-        if merged:
-            self.nodes.extend(node_rows(merged, seq, self.level))
-        self.size = seq
-        row = {
-            "seq": seq,
-            "at": now,
-            "actor": actor,
-            "action": action,
-            "dataset": dataset,
-            "outcome": outcome,
-            "body": body,
-            "leaf": leaf.hex(),
-            "chain": self.chain,
-        }
-        return row, TrailEntry.from_body(body, leaf.hex())
-
-
-def _ledger_pin(session: Session) -> dict[str, Any]:
-    """The ledger as it stands: per dataset id, the last event's seq and chain, and the budget."""
-    pin: dict[str, Any] = {}
-    events = session.execute(
-        select(PrivacyEventRow.dataset_id, PrivacyEventRow.seq, PrivacyEventRow.chain).order_by(
-            PrivacyEventRow.dataset_id, PrivacyEventRow.seq
-        )
-    ).all()
-    for dataset_id, seq, chain in events:
-        pin[str(dataset_id)] = {"seq": seq, "chain": chain}
-    for row in session.scalars(select(PrivacyBudgetRow)).all():
-        entry = pin.setdefault(str(row.dataset_id), {"seq": 0, "chain": GENESIS})
-        entry["budget"] = {"epsilon": row.epsilon, "delta": row.delta, "rho": row.rho}
-    last_change = session.execute(
-        select(BudgetChangeRow.id).order_by(BudgetChangeRow.id.desc()).limit(1)
-    ).scalar()
-    return {"datasets": pin, "last_budget_change": last_change or 0}
 
 
 def _no_entry(seq: int, size: int) -> NotFoundError:
