@@ -102,8 +102,12 @@ def _csrf(html: str) -> dict[str, str]:
 
 def _next_link(html: str, base: str) -> str | None:
     """The pager's link to the next (older) page, if the page has one."""
-    for href, words in _parse(html).links:
-        if "next" in words or "older" in words:
+    links = _parse(html).links
+    for href, words in links:  # the pager's rel="next" first, then a link saying so
+        if words.split()[:1] == ["next"]:
+            return urljoin(base, href)
+    for href, words in links:
+        if "next" in words.split() or "older" in words:
             return urljoin(base, href)
     return None
 
@@ -116,7 +120,7 @@ def server_ms(headers: Mapping[str, str]) -> float | None:
 
 def _pages(ws: ConsoleWorkspace) -> list[Page]:
     d, m = ws.dataset, ws.model
-    old, new = 2, ws.trail_entries - 1
+    old, new = 2, ws.trail_entries  # seq 1 is trail.start; the last entry the build made
     actor = ws.actors["analyst-1"]
     return [
         Page("home (owner)", "owner", "/console"),
@@ -162,7 +166,8 @@ def _measure(client: Any, page: Page, *, repeats: int, warmup: int) -> dict[str,
         first = client.get(path)
         nxt = _next_link(first.text, str(first.url)) if first.status_code == 200 else None  # noqa: PLR2004
         if nxt is None:
-            return {"status": first.status_code, "note": "no next-page link on page 1"}
+            return {"path": path, "status": first.status_code, "requests": 0,
+                    "timed_by_server": 0, "note": "no next-page link on page 1"}  # fmt: skip
         path = urlsplit(nxt).path + ("?" + urlsplit(nxt).query if urlsplit(nxt).query else "")
     server: list[float] = []
     wall: list[float] = []

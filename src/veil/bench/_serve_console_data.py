@@ -222,11 +222,13 @@ def build(  # noqa: PLR0915 - the steps, in the order they run
             on_key = Access(store, settings=as_key, signing_key=vault.get("trail"))
             chargers.append(Ledger(store, as_key, key=vault.get("ledger"), access=on_key))
         charged = ledger.status(DATASET, cross_check=False).events  # the model's training
-        before = charged
+        before, batches = charged, 0
         while charged < ledger_events:
-            n = min(charge_batch, ledger_events - charged)
+            # Small runs still give each analyst a share (and the releases page a second page).
+            n = min(charge_batch, max(10, ledger_events // 12), ledger_events - charged)
             batch = [(DATASET, _event(charged + j, pool)) for j in range(n)]
-            turn = (charged // charge_batch) % ANALYSTS
+            turn = batches % ANALYSTS
+            batches += 1
             chargers[turn].charge_many(batch, purpose=PURPOSES[turn])
             charged += n
             emit(progress, "ledger events", charged, ledger_events, unit="events")
@@ -271,4 +273,7 @@ def build(  # noqa: PLR0915 - the steps, in the order they run
 
 def folder_is_empty(folder: Path) -> bool:
     """Whether ``folder`` is missing or empty (a place to build in)."""
-    return not folder.exists() or not any(os.scandir(folder))
+    if not folder.exists():
+        return True
+    with os.scandir(folder) as entries:
+        return next(entries, None) is None
