@@ -215,8 +215,8 @@ class HistoryPage(BaseModel):
     )
     total: int | None = Field(
         None,
-        description="Releases matching the filters, on all pages; null with a purpose or "
-        "mechanism filter (a substring search is not counted).",
+        description="The dataset's releases, on all pages; null under a filter (the matches "
+        "are not counted).",
     )
     order: Literal["asc", "desc"] = Field("asc", description="asc: oldest first.")
     filters: dict[str, str | None] = Field(default_factory=dict)
