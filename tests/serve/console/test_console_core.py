@@ -35,6 +35,7 @@ def test_sign_in_form_is_served_with_a_strict_policy_and_no_inline_code(gateway:
     assert "default-src 'none'" in csp and "script-src 'self'" in csp
     assert "unsafe-inline" not in csp and "http" not in csp
     assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "same-origin"  # Chromium sends a real Origin
     assert page.headers["cache-control"] == "no-store"
     assert "app;dur=" in page.headers["server-timing"]
     html = page.text
@@ -115,6 +116,8 @@ def test_forms_need_the_csrf_token_and_the_same_origin(console_client: Any, gate
         "/console/sign-out", data={"csrf": token}, headers={"sec-fetch-site": "cross-site"}
     )
     assert site.status_code == 403
+    opaque = client.post("/console/sign-out", data={"csrf": token}, headers={"origin": "null"})
+    assert opaque.status_code == 403  # an opaque origin the browser does not vouch for
     json_body = client.post("/console/sign-out", json={"csrf": token})
     assert json_body.status_code == 400 and "URL-encoded" in json_body.text
     assert client.get("/console").status_code == 200  # still signed in after every refusal
