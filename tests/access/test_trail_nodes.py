@@ -49,8 +49,8 @@ def _nodes(store: Store) -> int:
 
 
 @pytest.fixture
-def trail(tmp_path: Path) -> Trail:
-    store = Store.open(f"sqlite:///{tmp_path / 'veil.db'}", upgrade=True)
+def trail(store: Store) -> Trail:
+    """On SQLite and PostgreSQL (tests/access/conftest.py's store_url)."""
     made = Trail(store)
     made.node_level = LEVEL
     # Several appends of odd sizes, so subtrees are completed inside and across batches.
