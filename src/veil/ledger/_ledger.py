@@ -24,7 +24,7 @@ verify`` finds an event deleted, edited or inserted in the database. The
 actor recorded is the principal: there is no ``actor=`` argument to claim
 another.
 
-The module runs to about 600 lines because :class:`Ledger` is one protocol:
+The module runs to about 750 lines because :class:`Ledger` is one protocol:
 budgets, charges, non-private records and verification share the same locked
 transaction and the same held histories, and read best side by side.
 """
