@@ -3,14 +3,19 @@
 :func:`release_page` is what :meth:`veil.ledger.Ledger.releases` runs: keyset
 pagination on ``(dataset_id, seq)`` (the unique index every ledger has), the
 filters in the ``WHERE`` clause, and ``LIMIT`` one more than the page to learn
-whether another page follows. A page costs the same at the 100th release as at
-the 100,000th: nothing before the page's key is read, and only the page's rows
-are turned into :class:`~veil.ledger.LedgerEntry` objects.
+whether another page follows. The page's keys are read first, then its rows by
+key, and only those are turned into :class:`~veil.ledger.LedgerEntry` objects.
+Unfiltered, or filtered by actor, operation or time (migration 0009's
+indexes), a page is an index range read and costs the same at the 100th
+release as at the 100,000th. A ``purpose`` or ``mechanism`` substring has no
+index: releases are checked in ``seq`` order until the page fills, so a rare
+match reads far (a page's cost grows with the releases it skips).
 
 Filters:
 
 * ``actor`` and ``operation``: exact matches.
-* ``purpose``: a case-insensitive substring of the stated purpose.
+* ``purpose``: a substring of the stated purpose, case-insensitive for ASCII
+  letters (SQLite's ``lower`` folds no others).
 * ``mechanism``: a mechanism's name (``laplace``, ``gaussian``,
   ``poisson_subsampled_gaussian``, ...), matched in SQL as the text
   ``"name": "<mechanism>"`` inside the stored mechanisms JSON (one release
