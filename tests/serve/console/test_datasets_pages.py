@@ -49,6 +49,13 @@ def _release_seqs(page: str) -> list[int]:
     return [int(s) for s in re.findall(r'<th scope="row">(\d+)</th>', body)]
 
 
+def _burndown(page: str) -> dict[str, Any]:
+    """The burn-down chart's data, as charts.js reads it."""
+    block = page.split('<script type="application/json" id="burndown-data">', 1)[1]
+    found: dict[str, Any] = json.loads(block.split("</script>", 1)[0])
+    return found
+
+
 def _query(client: Any, **fields: str) -> Any:
     data = {"sql": COUNT, "epsilon": "0.5", "delta": "0", "purpose": "console test",
             "confidence": "0.95", "mechanism": "auto", **fields}  # fmt: skip
@@ -91,14 +98,12 @@ def test_the_dataset_page_shows_schema_budget_burn_down_and_releases(
     # The burn-down: uPlot and the chart script load from this origin, the data is JSON.
     assert "/console/static/vendor/uplot/uPlot.iife.min.js" in page.text
     assert "/console/static/charts.js" in page.text
-    data = json.loads(
-        page.text.split('<script type="application/json" id="burndown-data">', 1)[1].split(
-            "</script>", 1
-        )[0]
-    )
-    assert data["unit"] == "epsilon" and len(data["t"]) == 1 and data["budget"] == [10.0]
-    assert data["spent"][0] == pytest.approx(api["spent"]["epsilon"])
-    assert data["rdp"][0] == pytest.approx(rdp)
+    data = _burndown(page.text)
+    # Two points: the budget set (nothing spent), then the training release.
+    assert data["unit"] == "epsilon" and data["budget"] == [10.0, 10.0]
+    assert data["t"][0] < data["t"][1]
+    assert data["spent"] == [0.0, pytest.approx(api["spent"]["epsilon"])]
+    assert data["rdp"] == [0.0, pytest.approx(rdp)]
     # The releases table: the training release, by the local owner.
     assert _release_seqs(page.text) == [1]
     assert "<script>" not in page.text and " style=" not in page.text
@@ -243,6 +248,10 @@ def test_an_owner_sets_the_budget_and_an_analyst_cannot(gateway: Any, console_cl
     assert _status(gateway).budget.epsilon == 12.0
     shown = owner.get(done.headers["location"])
     assert "The budget was set." in shown.text and "epsilon 12, delta 0.0001" in _text(shown.text)
+    assert 'id="b-epsilon" name="epsilon" type="text" value="12"' in shown.text  # the form, too
+    # The burn-down's budget line ends at the new budget, after the last release.
+    series = _burndown(shown.text)
+    assert series["budget"][-2:] == [10.0, 12.0] and series["spent"][-1] == series["spent"][-2]
 
     # A change without a reason is the library's refusal, on the page, with the form kept.
     again = owner.submit(f"{PAGE}/budget", {"epsilon": "11", "delta": "1e-4"}, page=PAGE)

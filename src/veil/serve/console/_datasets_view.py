@@ -199,43 +199,56 @@ def budget_view(status: Mapping[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- burn-down and releases
 def chart_view(burn: Any) -> dict[str, Any]:
-    """A :class:`~veil.ledger.BurnDown` as the chart's series (aligned on its sample points)
-    and the same figures as table rows; the budget line is the budget in force at each point.
+    """A :class:`~veil.ledger.BurnDown` as the chart's series and the same figures as rows.
+
+    One point per sampled release (the budget line: the budget in force then), one where
+    the first budget was set before any release (nothing spent yet), and one for each
+    budget change after the last release (the line ends at the budget in force now).
     """
     zcdp = burn.budget is not None and burn.budget.rho is not None
-    changes = sorted(burn.changes, key=lambda c: c.at)
-    times: list[float] = []
-    spent: list[float | None] = []
-    rdp: list[float | None] = []
-    line: list[float | None] = []
-    rows = []
-    for point in burn.points:
-        at = _aware(point.at)
+    unit = "rho" if zcdp else "epsilon"
+    changes = sorted(burn.changes, key=lambda c: _aware(c.at))
+
+    def total(budget: Any) -> float | None:
+        return None if budget is None else (budget.rho if zcdp else budget.epsilon)
+
+    rows: list[dict[str, Any]] = []
+    points = [(_aware(p.at), p) for p in burn.points]
+    if changes and points and _aware(changes[0].at) < points[0][0]:
+        first = changes[0]
+        rows.append(_row(None, _aware(first.at), 0.0, None if zcdp else 0.0, total(first.budget)))
+    for at, point in points:
         in_force = [c.budget for c in changes if _aware(c.at) <= at]
-        budget = in_force[-1] if in_force else None
-        total = None if budget is None else (budget.rho if zcdp else budget.epsilon)
-        used = _finite(point.rho if zcdp else point.epsilon)
         check = None if zcdp else _finite(point.rdp_epsilon)
-        times.append(at.timestamp())
-        spent.append(used)
-        rdp.append(check)
-        line.append(total)
-        rows.append({"seq": point.seq, "at": at, "spent": used, "rdp": check, "budget": total})
+        used = _finite(point.rho if zcdp else point.epsilon)
+        rows.append(_row(point.seq, at, used, check, total(in_force[-1] if in_force else None)))
+    if points:
+        last_at, last = points[-1]
+        for change in (c for c in changes if _aware(c.at) > last_at):
+            used = _finite(last.rho if zcdp else last.epsilon)
+            check = None if zcdp else _finite(last.rdp_epsilon)
+            rows.append(_row(None, _aware(change.at), used, check, total(change.budget)))
     return {
-        "unit": "rho" if zcdp else "epsilon",
+        "unit": unit,
         "events": burn.events,
         "sampled": len(burn.points) < burn.events,
         "rdp_delta": burn.rdp_delta,
         "rows": rows,
         # What charts.js draws (JSON only: times as Unix seconds).
         "series": {
-            "unit": "rho" if zcdp else "epsilon",
-            "t": times,
-            "spent": spent,
-            "rdp": rdp,
-            "budget": line,
+            "unit": unit,
+            "t": [row["at"].timestamp() for row in rows],
+            "spent": [row["spent"] for row in rows],
+            "rdp": [row["rdp"] for row in rows],
+            "budget": [row["budget"] for row in rows],
         },
     }
+
+
+def _row(
+    seq: int | None, at: datetime, spent: float | None, rdp: float | None, budget: float | None
+) -> dict[str, Any]:
+    return {"seq": seq, "at": at, "spent": spent, "rdp": rdp, "budget": budget}
 
 
 def _aware(when: datetime) -> datetime:
