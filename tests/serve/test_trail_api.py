@@ -14,8 +14,10 @@ import time
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from veil.access.verifier import leaf_hash, verify_inclusion_proof
+from veil.store.tables import TrailEntryRow
 
 
 def _error(response: Any, status: int) -> dict[str, Any]:
@@ -102,6 +104,34 @@ def test_a_verification_runs_in_the_background_and_is_recorded(gateway: Any) -> 
     assert entry["action"] == "trail.verify"
     # An owner may verify too.
     assert gateway.client("owner").post("/v1/trail/verify").status_code == 202
+
+
+def _verified(client: Any) -> dict[str, Any]:
+    """Start a verification and wait for it; the status at its end."""
+    assert client.post("/v1/trail/verify").status_code == 202
+    deadline = time.monotonic() + 60
+    while True:
+        status: dict[str, Any] = client.get("/v1/trail/status").json()
+        if status["running"]["state"] != "running":
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+
+
+def test_a_verification_finds_an_edited_entry(gateway: Any) -> None:
+    client = gateway.client("auditor")
+    assert _verified(client)["last_verification"]["ok"] is True
+    with gateway.state.store.session() as session:
+        edited = session.execute(
+            update(TrailEntryRow).where(TrailEntryRow.seq == 2).values(actor="someone-else")
+        )
+        assert edited.rowcount == 1
+    status = _verified(client)
+    last = status["last_verification"]
+    assert last["ok"] is False
+    assert last["problems"] >= 1
+    assert last["first_problems"][0]["seq"] == 2
+    assert last["first_problems"][0]["message"]
 
 
 @pytest.mark.parametrize("role", ["consumer", "analyst"])

@@ -273,7 +273,7 @@ def _run(job: Verification, access: Access) -> None:
             "size": report.size,
             "root": report.root,
             "problems": len(report.problems),
-            "first_problems": [str(p) for p in report.problems[:5]],
+            "first_problems": [p.to_dict() for p in report.problems[:5]],
             "heads_checked": report.heads_checked,
             "warnings": len(report.warnings),
             "seconds": round(report.seconds, 3),
