@@ -339,6 +339,16 @@ def test_consent_and_retention_are_shown_to_roles_that_may_read_them(
         assert "statistics 2 0" in text and "research 0 1" in text
         assert "rows older than 365 days by visit_date" in text
         assert "managed (version 1)" in text and "No budget is set" in text
-    page = console_client("analyst").get("/console/datasets/visits")
+    analyst = console_client("analyst")
+    page = analyst.get("/console/datasets/visits")
     assert page.status_code == 200
     assert "Consent and retention" not in page.text and "visit_date" in page.text  # the schema
+
+    # A zCDP budget is shown in rho, with a bar and no RDP cross-check (nothing to cross-check).
+    from veil.ledger import Budget
+
+    _owner_ledger(gateway).set_budget("visits", Budget(rho=0.5))
+    page = analyst.get("/console/datasets/visits")
+    text = _text(page.text)
+    assert page.status_code == 200 and "Budget rho 0.5 (zCDP)" in text and "Spent rho 0" in text
+    assert 'max="0.5"' in page.text and "RDP cross-check" not in text
