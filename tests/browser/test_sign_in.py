@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -38,6 +40,9 @@ def test_each_role_signs_in_and_sees_only_its_sections(console, open_page, shoot
             if main.get_by_role("link", name=name, exact=True).count() > 0
         }
         assert links == SECTIONS[role], role
+        nav = page.get_by_role("navigation")
+        in_nav = {n for n in ALL_SECTIONS if nav.get_by_role("link", name=n, exact=True).count()}
+        assert in_nav == SECTIONS[role], role
         assert len(session_cookies(page)) == 1
 
 
@@ -85,3 +90,17 @@ def test_sign_in_with_the_keyboard_only(console, page):
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"/console$"))
     assert len(session_cookies(page)) == 1
+
+
+def test_a_session_ends_after_eight_hours(console, page):
+    """The cookie the browser holds opens nothing once its session's 8 hours are over."""
+    console.sign_in(page, "auditor")
+    (cookie,) = session_cookies(page)
+    hours = (cookie["expires"] - time.time()) / 3600
+    assert 7.9 < hours < 8.01  # the browser is told when it ends
+    with sqlite3.connect(console.gateway.home / "veil.db") as db:
+        (stored,) = db.execute("SELECT expires_at FROM console_sessions").fetchone()
+        db.execute("UPDATE console_sessions SET expires_at = ?", ("2000-01-01 00:00:00.000000",))
+    assert stored  # the server keeps its own end, whatever the browser does with the cookie
+    page.goto("/console/trail")
+    assert urlsplit(page.url).path == "/console/sign-in"  # the server ended it, not the browser

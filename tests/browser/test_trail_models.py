@@ -34,6 +34,7 @@ def test_an_auditor_verifies_the_trail_and_an_entrys_inclusion_proof(console, pa
     # The API says the same: the run is recorded on the trail by this auditor.
     status = console.api("auditor").get("/v1/trail/status").json()
     assert status["last_verification"]["ok"] is True
+    page.evaluate("window.scrollTo(0, 0)")
     shoot(page, "trail-verified")
 
     entries = page.get_by_role("table").filter(has=page.locator("caption", has_text="entries"))
@@ -47,6 +48,7 @@ def test_an_auditor_verifies_the_trail_and_an_entrys_inclusion_proof(console, pa
     assert proof.get_by_role("alert").count() == 0
     api = console.api("auditor").get(f"/v1/trail/{seq}/proof")
     assert api.status_code == 200, api.text
+    proof.evaluate("el => el.scrollIntoView()")
     shoot(page, "trail-entry-proof")
 
 
