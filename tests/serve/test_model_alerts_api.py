@@ -197,3 +197,34 @@ def test_an_unreadable_report_is_shown_as_such_not_a_500(gateway):
     body = gateway.client("auditor").get(f"{BASE}/audit").json()
     assert body["report"]["notes"][0].startswith("audit-report.json could not be read")
     assert body["has_html"] is False
+
+
+def test_a_page_reads_a_bounded_window_of_alerts_and_says_where_to_go_on(gateway):
+    """Many alerts on other models cannot make a page slow: each reads at most ``scan``
+    alert entries, and ``next_before`` leads on through the windows to every alert."""
+    from veil.serve._model_insight import model_alerts
+
+    operator = gateway.state.operator
+    mine = []
+    for i in range(12):
+        model = MODEL if i % 4 == 0 else "other-model"
+        entry = operator.record("serve.alert", details={"model": model, "signal": "probing"})
+        if model == MODEL:
+            mine.append(entry.seq)
+    seen, before, pages = [], None, 0
+    while True:
+        page = model_alerts(gateway.state.store, MODEL, before=before, limit=2, scan=3)
+        assert len(page.alerts) <= 2
+        seen += [a.seq for a in page.alerts]
+        pages += 1
+        if page.next_before is None:
+            break
+        before = page.next_before
+    assert seen == sorted(mine, reverse=True)
+    assert pages >= 4  # 12 entries, 3 a window
+    # with a window that holds them all, two pages of two and one of one
+    whole = model_alerts(gateway.state.store, MODEL, limit=2)
+    assert [a.seq for a in whole.alerts] == sorted(mine, reverse=True)[:2]
+    assert whole.next_before == whole.alerts[-1].seq
+    last = model_alerts(gateway.state.store, MODEL, limit=2, before=mine[1])
+    assert [a.seq for a in last.alerts] == [mine[0]] and last.next_before is None

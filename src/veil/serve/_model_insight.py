@@ -6,11 +6,12 @@ read the same rows through the same checks.
 
 - **Alerts** are the ``serve.alert`` trail entries the monitor's sink writes
   (``_alerts``), newest first, paged by ``seq`` (``before``). The trail's
-  columns carry the action but not the model, so the query selects the action
-  (indexed with ``seq`` by migration 0008) and the model by its exact text in
-  the canonical body (``"model":"NAME"``: canonical JSON escapes every quote
-  inside a string, so the pattern matches the ``model`` key only), then
-  checks the parsed entry again. Nothing reads the whole trail.
+  columns carry the action but not the model, so the query walks the action's
+  entries newest first on the ``(action, seq)`` index of migration 0008, at
+  most 2,000 a page, and reads the bodies that name the model (its exact text
+  in the canonical body, ``"model":"NAME"``: canonical JSON escapes every
+  quote inside a string, so the pattern matches a ``model`` key only), then
+  checks each parsed entry again. Nothing reads the whole trail.
 - **Usage** of every key is the durable ``serve_usage`` count (written with the
   answers' trail entries by the spool's flush, so at most a flush, about 50 ms,
   behind), beside each key's effective policy (its count budget and rate).
@@ -34,7 +35,7 @@ from typing import Any
 
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import case, select
 
 from veil.access import ROLE_PERMISSIONS, Permission, Role, TrailEntry
 from veil.errors import InvalidInputError
@@ -66,6 +67,7 @@ REPORT_CSP = (
     "default-src 'none'; img-src data:; style-src 'unsafe-inline'; form-action 'none'; "
     "base-uri 'none'; frame-ancestors 'self'; sandbox"
 )
+SCAN = 2000  # alert entries (of every model) one page reads at most
 ROC_POINTS = 200  # points per curve passed on (the report keeps every threshold)
 
 
@@ -141,30 +143,45 @@ def _alert(entry: TrailEntry) -> AlertItem:
 
 
 def model_alerts(
-    store: Any, model: str, *, before: int | None = None, limit: int = 50
+    store: Any, model: str, *, before: int | None = None, limit: int = 50, scan: int = SCAN
 ) -> AlertPage:
     """The monitor's alerts on ``model``, newest first: at most ``limit``, older than ``before``.
+
+    One page reads at most ``scan`` alert entries (of every model) from the
+    ``(action, seq)`` index, and the bodies of those that name ``model`` only:
+    its time is bounded however many alerts other models have. A page may then
+    hold fewer than ``limit`` alerts while older ones exist; ``next_before``
+    says where to go on, and is None only when no alert is left.
 
     Raises:
         InvalidInputError: ``before`` < 0 or ``limit`` outside 1..200.
     """
     check_page(before, limit)
     pattern = "%" + _like(json.dumps({"model": model}, separators=(",", ":"))[1:-1]) + "%"
-    query = select(TrailEntryRow.body, TrailEntryRow.leaf).where(
-        TrailEntryRow.action == ALERT_ACTION,
-        TrailEntryRow.body.like(pattern, escape="\\"),
-    )
+    named = TrailEntryRow.body.like(pattern, escape="\\")
+    query = select(
+        TrailEntryRow.seq,
+        case((named, TrailEntryRow.body), else_=None),
+        case((named, TrailEntryRow.leaf), else_=None),
+    ).where(TrailEntryRow.action == ALERT_ACTION)
     if before is not None:
         query = query.where(TrailEntryRow.seq < before)
-    query = query.order_by(TrailEntryRow.seq.desc()).limit(limit + 1)
+    query = query.order_by(TrailEntryRow.seq.desc()).limit(scan)
     with store.session() as session:
         rows = session.execute(query).all()
-    entries = [TrailEntry.from_body(body, leaf) for body, leaf in rows]
-    more = len(entries) > limit
-    page = entries[:limit]
-    # LIKE ignores case on SQLite: the parsed entry decides.
-    alerts = [_alert(e) for e in page if e.details.get("model") == model]
-    return AlertPage(model=model, alerts=alerts, next_before=page[-1].seq if more else None)
+    alerts: list[AlertItem] = []
+    next_before = rows[-1][0] if len(rows) == scan else None  # the window was full: go on
+    for _seq, body, leaf in rows:
+        if body is None:
+            continue
+        entry = TrailEntry.from_body(body, leaf)
+        if entry.details.get("model") != model:  # LIKE ignores case on SQLite
+            continue
+        if len(alerts) == limit:  # one more exists: the next page starts after the last shown
+            next_before = alerts[-1].seq
+            break
+        alerts.append(_alert(entry))
+    return AlertPage(model=model, alerts=alerts, next_before=next_before)
 
 
 # ---------------------------------------------------------------- usage by key

@@ -34,6 +34,7 @@ from veil.access import Permission
 from veil.serve._auth import Caller, annotate
 from veil.serve._model_insight import (
     REPORT_JSON,
+    SCAN,
     AuditSummary,
     audit_summary,
     key_usage,
@@ -147,6 +148,7 @@ def model_page(
         newer=newer,
         audit=None if audit is None else _audit_view(audit),
         watcher=watcher,
+        scan=SCAN,
     )
 
 
