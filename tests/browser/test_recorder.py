@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from tests.browser._browser import Recorder, leaves_loopback
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.mark.parametrize(
     ("url", "leaves"),
@@ -26,6 +24,7 @@ def test_only_127_0_0_1_counts_as_staying_local(url, leaves):
     assert leaves_loopback(url) is leaves
 
 
+@pytest.mark.slow
 def test_the_recorder_sees_a_request_that_leaves_and_a_csp_violation(browser):
     recorder = Recorder()
     context = browser.new_context()
