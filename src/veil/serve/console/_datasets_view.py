@@ -422,19 +422,22 @@ def consent_view(catalog: Catalog, info: Mapping[str, Any]) -> dict[str, Any] | 
     ``None`` when the dataset has neither.
     """
     name = str(info["name"])
-    summary = Consent(catalog).summary(name)
+    consent = Consent(catalog)
+    # One row says whether the dataset is under consent management; only then are the
+    # records counted (a grouped read of every person's latest record).
+    summary = None if consent.default(name) is None else consent.summary(name)
     retention = [p.to_dict() for p in policies(catalog) if p.dataset == name]
-    if not summary["managed"] and not retention:
+    if summary is None and not retention:
         return None
-    purposes = [
-        {"purpose": purpose, **counts}
-        for purpose, counts in sorted(summary["purposes"].items())
-        if any(counts.values()) or summary["managed"]
-    ]
     return {
-        "managed": summary["managed"],
-        "default": summary["default"],
-        "through_record": summary["through_record"],
-        "purposes": purposes,
+        "managed": summary is not None,
+        "default": None if summary is None else summary["default"],
+        "through_record": None if summary is None else summary["through_record"],
+        "purposes": []
+        if summary is None
+        else [
+            {"purpose": purpose, **counts}
+            for purpose, counts in sorted(summary["purposes"].items())
+        ],
         "retention": retention[0] if retention else None,
     }
