@@ -129,6 +129,7 @@ def test_missing_nodes_are_computed_once_and_kept(trail: Trail) -> None:
     assert trail.prove(size // 2, head=head)["proof"] == [
         h.hex() for h in inclusion_proof(leaves, size // 2 - 1, size)
     ]
+    assert trail.verify().ok  # kept nodes missing are not a problem; wrong ones would be
 
 
 def test_a_tampered_node_gives_a_proof_the_verifier_refuses(trail: Trail) -> None:
@@ -145,7 +146,21 @@ def test_a_tampered_node_gives_a_proof_the_verifier_refuses(trail: Trail) -> Non
         assert changed.rowcount == 1
     document = trail.prove(size, head=head)
     assert not verify_inclusion_proof(document)
-    assert trail.verify().ok  # verification recomputes the tree: the nodes are not evidence
+    # Verification recomputes the tree from the entries and names the node that disagrees.
+    report = trail.verify()
+    assert [(p.kind, p.seq) for p in report.problems] == [("node", 1)]
+    assert "disagrees" in report.problems[0].message
+    assert report.root == head.root  # the tree itself is unchanged
+
+
+def test_verify_names_a_kept_node_beyond_the_entries(trail: Trail) -> None:
+    assert trail.verify().ok
+    size = len(_leaves(trail.store))
+    with trail.store.session() as session:
+        session.add(TrailNodeRow(level=LEVEL, idx=size, hash="11" * 32))
+    report = trail.verify()
+    assert [(p.kind, p.seq) for p in report.problems] == [("node", size * 8 + 1)]
+    assert "does not hold" in report.problems[0].message
 
 
 def test_a_head_beyond_the_trail_is_refused(trail: Trail) -> None:

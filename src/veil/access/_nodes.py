@@ -33,11 +33,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from veil.access._merkle import _mth
+from veil.access.verifier import HASH_SIZE as HASH
 from veil.access.verifier import node_hash
 from veil.errors import StoreError
 from veil.store.tables import TrailEntryRow, TrailNodeRow
 
-__all__ = ["CHUNK_BLOCKS", "NODE_LEVEL", "TreeReader", "insert_nodes", "node_rows"]
+__all__ = ["CHUNK_BLOCKS", "NODE_LEVEL", "NodeCheck", "TreeReader", "insert_nodes", "node_rows"]
 
 NODE_LEVEL = 10  # kept subtrees hold 2**NODE_LEVEL leaves or more
 CHUNK_BLOCKS = 64  # a backfill reads at most this many subtrees' leaves at a time
@@ -209,3 +210,75 @@ class TreeReader:
                         known[(level - 1, 2 * i)], known[(level - 1, 2 * i + 1)]
                     )
         return made
+
+
+class NodeCheck:
+    """Recompute the kept subtree roots from the rows ``verify`` streams, and compare.
+
+    Wraps ``verify``'s checked chunks (each holds its rows' leaf hashes in order):
+    every aligned run of ``2**level`` leaves from the first entry on is hashed as
+    it passes (a few kilobytes held), the levels above are built from those, and
+    :meth:`problems` names each kept node that disagrees with the entries. A gap
+    in the rows ends the check there (``verify`` reports the gap itself).
+    """
+
+    def __init__(self, level: int = NODE_LEVEL) -> None:
+        self.level = level
+        self._width = 1 << level
+        self._pending = b""  # leaf hashes of the block being filled
+        self._next = 1  # the seq the next chunk must start at
+        self._roots: list[bytes] = []  # level-`level` roots, in order
+        self.stopped = False
+
+    def wrap(self, chunks: Iterable[Any]) -> Iterable[Any]:
+        for chunk in chunks:
+            self._take(chunk)
+            yield chunk
+
+    def _take(self, chunk: Any) -> None:
+        if self.stopped or chunk.first_seq is None:
+            return
+        if chunk.first_seq != self._next:
+            self.stopped = True
+            return
+        self._next = chunk.last_seq + 1
+        data = self._pending + chunk.leaves
+        block = self._width * HASH
+        full = len(data) - len(data) % block
+        for start in range(0, full, block):
+            piece = data[start : start + block]
+            self._roots.append(_mth([piece[i : i + HASH] for i in range(0, block, HASH)]))
+        self._pending = data[full:]
+
+    def computed(self) -> dict[tuple[int, int], bytes]:
+        """Every complete aligned subtree's root at the kept levels, from the rows seen."""
+        found: dict[tuple[int, int], bytes] = {}
+        level, row = self.level, self._roots
+        while row:
+            found.update(((level, i), h) for i, h in enumerate(row))
+            row = [node_hash(row[i], row[i + 1]) for i in range(0, len(row) - 1, 2)]
+            level += 1
+        return found
+
+    def problems(self, connection: Connection) -> list[tuple[str, str, int]]:
+        """``(kind, message, first seq)`` for each kept node the entries do not give."""
+        computed = self.computed()
+        out = []
+        query = select(TrailNodeRow.level, TrailNodeRow.idx, TrailNodeRow.hash).where(
+            TrailNodeRow.level >= self.level
+        )
+        for level, idx, value in connection.execute(
+            query.order_by(TrailNodeRow.level, TrailNodeRow.idx)
+        ):
+            expected = computed.get((level, idx))
+            if expected is None:
+                if self.stopped:
+                    continue  # past a gap: not checked
+                message = "a kept Merkle node covers entries the trail does not hold"
+            elif expected.hex() == value:
+                continue
+            else:
+                message = "a kept Merkle node disagrees with the entries it covers"
+            first, last = idx << level, ((idx + 1) << level)
+            out.append(("node", f"{message} (entries {first + 1} to {last})", first + 1))
+        return out

@@ -53,7 +53,7 @@ from veil.access._entries import (
     timestamp,
 )
 from veil.access._merkle import Frontier, _path_ranges, _proof_ranges, consistency_proof
-from veil.access._nodes import NODE_LEVEL, TreeReader, insert_nodes
+from veil.access._nodes import NODE_LEVEL, NodeCheck, TreeReader, insert_nodes
 from veil.access._search import Filters, newer, page
 from veil.access._trailrows import checked_rows
 from veil.access._verify import (
@@ -461,6 +461,10 @@ class Trail:
     ) -> TrailReport:
         """Check every entry, every signed head, the exported ``head``, and the ledger.
 
+        The kept Merkle subtree roots (``trail_nodes``, which proofs are built
+        from) are recomputed from the entries and compared, never trusted: one
+        that disagrees is a ``node`` problem.
+
         A trail of ``PARALLEL_FROM`` entries or more (:mod:`veil.access._trailrows`)
         is read and checked in ranges by worker processes, one per CPU (the parent
         joins the ranges, builds the Merkle tree and checks the heads and the
@@ -495,8 +499,12 @@ class Trail:
             if exported is not None:
                 sizes.add(exported.size)
             walk = Walk(problems, keep_leaves=exported is not None)
-            chunks = checked_rows(self.store, session, workers)
+            nodes = NodeCheck(self.node_level)  # the kept subtree roots, recomputed here
+            chunks = nodes.wrap(checked_rows(self.store, session, workers))
             roots = walk.run(chunks, sorted(s for s in sizes if s > 0), progress)
+            problems.extend(
+                TrailProblem(k, m, seq=q) for k, m, q in nodes.problems(session.connection())
+            )
             size = walk.size
             frontier_root = walk.frontier.root()
             state_agrees = state.size == size and state.chain == walk.chain
