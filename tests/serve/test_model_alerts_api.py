@@ -228,3 +228,18 @@ def test_a_page_reads_a_bounded_window_of_alerts_and_says_where_to_go_on(gateway
     assert whole.next_before == whole.alerts[-1].seq
     last = model_alerts(gateway.state.store, MODEL, limit=2, before=mine[1])
     assert [a.seq for a in last.alerts] == [mine[0]] and last.next_before is None
+
+
+def test_serve_md_lists_these_routes_with_the_permission_and_roles_they_check(gateway):
+    """docs/serve.md's table says what each route needs; the OpenAPI schema says what it checks."""
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[2] / "docs" / "serve.md").read_text(encoding="utf-8")
+    operations = gateway.app.openapi()["paths"]
+    for path in ("usage/keys", "alerts", "audit", "audit/report"):
+        route = f"/v1/models/{{name}}/{path}"
+        row = next(line for line in docs.splitlines() if f"| `{route}` |" in line)
+        cells = [c.strip().strip("`") for c in row.strip("|").split("|")]
+        operation = operations[route]["get"]
+        assert cells[0] == "GET" and cells[2] == operation["x-veil-permission"], row
+        assert sorted(cells[3].split(", ")) == operation["x-veil-roles"], row
