@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -40,7 +40,6 @@ from veil.access.verifier import check_head, check_inclusion_proof
 from veil.progress import ProgressEvent
 from veil.serve._auth import Caller, annotate, needs
 from veil.serve._errors import ERROR_RESPONSES
-from veil.serve._state import ServeState, get_state
 
 __all__ = [
     "MAX_PAGE",
@@ -57,7 +56,6 @@ router = APIRouter(prefix="/v1/trail", tags=["trail"], responses=ERROR_RESPONSES
 
 MAX_PAGE = 200
 VERIFY_PERMISSION = Permission.TRAIL_READ
-State = Annotated[ServeState, Depends(get_state)]
 Seq = Annotated[int, Path(ge=1, le=2**62, description="The entry's number (1 is the first).")]
 OutcomeName = Literal["allowed", "refused", "failed"]
 
@@ -344,10 +342,9 @@ def trail_status(
 
 @router.post("/verify", status_code=202)
 def verify_trail(
-    request: Request, caller: Annotated[Caller, needs(VERIFY_PERMISSION)], state: State
+    request: Request, caller: Annotated[Caller, needs(VERIFY_PERMISSION)]
 ) -> JSONResponse:
     """Start a full verification in this worker (202), or return the one running."""
-    del state
     job, started = start_verification(request, caller)
     annotate(request, verification=job["number"], started=started)
     return JSONResponse({"verification": job, "started": started}, status_code=202)
