@@ -230,6 +230,13 @@ def test_a_query_without_the_csrf_token_is_refused_and_charges_nothing(
     refused = client.post(QUERY, data=data)
     assert refused.status_code == 403, refused.text[:500]
     assert _status(gateway).events == events
+    # The owner's budget form likewise: refused, the budget unchanged.
+    form = {"epsilon": "50", "delta": "1e-4", "reason": "forged"}
+    if token is not None:
+        form["csrf"] = token
+    forged = console_client("owner").post(f"{PAGE}/budget", data=form)
+    assert forged.status_code == 403, forged.text[:500]
+    assert _status(gateway).budget.epsilon == 10.0
 
 
 # ---------------------------------------------------------------- budget
