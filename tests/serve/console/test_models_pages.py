@@ -222,3 +222,26 @@ def test_a_bad_alert_page_is_a_422_not_a_500(console_client):
     page = console_client("auditor").get(PAGE, params={"before": "-3"})
     assert page.status_code == 422
     assert "before" in _text(page.text)
+
+
+def test_a_key_limited_to_another_dataset_sees_no_model_of_this_one(gateway):
+    from tests.serve.console.conftest import sign_in
+
+    operator = gateway.state.operator
+    _, elsewhere = operator.create_key("elsewhere", "analyst", "other-dataset")
+    _, here = operator.create_key("digits-auditor", "auditor", "digits")
+    outsider = sign_in(gateway.url, elsewhere)
+    listed = outsider.get("/console/models")
+    assert listed.status_code == 200, listed.text[:500]
+    assert MODEL not in listed.text and "No model trained on a dataset" in _text(listed.text)
+    for path in (PAGE, REPORT, f"{PAGE}/live"):
+        page = outsider.get(path)
+        assert page.status_code == 403, (path, page.status_code)
+        assert "model.read" in _text(page.text)
+    # an auditor of this dataset only is a watcher of its models
+    auditor = sign_in(gateway.url, here)
+    page = auditor.get(PAGE)
+    assert page.status_code == 200, page.text[:500]
+    assert '<table class="keys">' in page.text and "No alert." in _text(page.text)
+    outsider.close()
+    auditor.close()
