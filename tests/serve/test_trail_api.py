@@ -11,6 +11,7 @@ says what was expected.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,3 +178,44 @@ def test_bad_input_is_a_clear_4xx(gateway: Any) -> None:
         assert error["got"] and error["expected"] and error["fix"]
     dates = _error(client.get("/v1/trail", params={"since": "yesterday"}), 422)
     assert "since" in dates["got"]
+
+
+def test_serve_md_lists_the_trail_routes_with_the_permission_and_roles_they_check(
+    gateway: Any,
+) -> None:
+    """docs/serve.md's permissions table says what each trail route checks, as OpenAPI does."""
+    docs = (Path(__file__).parents[2] / "docs" / "serve.md").read_text(encoding="utf-8")
+    operations = gateway.app.openapi()["paths"]
+    for method, route in [
+        ("GET", "/v1/trail"),
+        ("GET", "/v1/trail/status"),
+        ("POST", "/v1/trail/verify"),
+        ("GET", "/v1/trail/{seq}"),
+        ("GET", "/v1/trail/{seq}/proof"),
+    ]:
+        row = next(line for line in docs.splitlines() if f"| {method} | `{route}` |" in line)
+        cells = [c.strip().strip("`") for c in row.strip("|").split("|")]
+        operation = operations[route][method.lower()]
+        assert cells[2] == operation["x-veil-permission"] == "trail.read", row
+        assert sorted(cells[3].split(", ")) == operation["x-veil-roles"], row
+
+
+def test_a_second_verification_request_gets_the_running_one(gateway: Any) -> None:
+    """One verification at a time per worker: while one runs, a request joins it."""
+    from veil.serve._trail_routes import Verification, _Verifier
+
+    verifier = _Verifier()
+    running = Verification(7, "svc:someone", "2026-12-06T00:00:00Z")
+    verifier.current = running
+    job, started = verifier.start(gateway.state.operator)
+    assert job is running
+    assert started is False
+    running.state = "done"  # once it has ended, a request starts a new one
+    job, started = verifier.start(gateway.state.operator)
+    assert started is True
+    assert job.number == 1
+    deadline = time.monotonic() + 60
+    while job.to_dict()["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job.to_dict()["result"]["ok"] is True
