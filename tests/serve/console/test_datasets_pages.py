@@ -120,6 +120,14 @@ def test_a_consumer_gets_403_on_the_dataset_pages(console_client: Any) -> None:
         assert "dataset.read_metadata" in page.text or "budget.spend" in page.text
 
 
+def test_the_query_form_says_what_the_budget_has_left(gateway: Any, console_client: Any) -> None:
+    form = console_client("analyst").get(QUERY)
+    assert form.status_code == 200
+    left = re.search(r'id="query-left">Budget left: epsilon ([0-9.]+) of 10\.', form.text)
+    assert left and float(left.group(1)) == pytest.approx(_status(gateway).remaining, rel=1e-5)
+    assert 'name="sql"' in form.text and 'for="q-sql"' in form.text
+
+
 def test_an_auditor_sees_the_budget_but_no_query_form(console_client: Any) -> None:
     client = console_client("auditor")
     page = client.get(PAGE)
@@ -294,10 +302,10 @@ def test_the_releases_filter_and_keyset_pages(gateway: Any, console_client: Any)
 
     weekly = client.get(PAGE, params={"purpose": "WEEKLY"})
     assert _release_seqs(weekly.text) == list(range(31, 1, -1))
-    assert "match the filters" not in weekly.text  # a substring filter is not counted
+    assert "Releases, newest first (61 in all)" in _text(page.text)
+    assert "match the filters" not in weekly.text  # not counted: it would read every row
     queries = client.get(PAGE, params={"operation": "query"})
     assert _release_seqs(queries.text) == list(range(31, 1, -1))
-    assert "(30 match the filters)" in _text(queries.text)
     mech = client.get(PAGE, params={"operation": "mechanism", "mechanism": "laplace"})
     assert _release_seqs(mech.text) == list(range(61, 31, -1))
     nobody = client.get(PAGE, params={"actor": "svc:nobody"})

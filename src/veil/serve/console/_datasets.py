@@ -115,7 +115,7 @@ def query_form(
 ) -> HTMLResponse:
     """The query form on its own (the dataset page carries it too)."""
     info = get_dataset(name=name, request=request, caller=caller, state=state)
-    return _query_page(request, caller, info, form=_query_defaults(), status_code=200)
+    return _query_page(request, caller, state, info, form=_query_defaults(), status_code=200)
 
 
 @router.post("/datasets/{name}/query")
@@ -139,7 +139,9 @@ def run_query(
         )
     except FormError as exc:
         request.state.error_code = "invalid_input"
-        return _query_page(request, caller, info, form=kept, errors=exc.problems, status_code=422)
+        return _query_page(
+            request, caller, state, info, form=kept, errors=exc.problems, status_code=422
+        )
     try:
         answer = v1_query(name=name, body=body, request=request, caller=caller, state=state)
     except BudgetExceededError as exc:
@@ -152,17 +154,23 @@ def run_query(
             "asked": {"epsilon": body.epsilon, "delta": body.delta},
         }
         return _query_page(
-            request, caller, info, form=kept, refusal=refusal, status_code=status_of(exc)
+            request, caller, state, info, form=kept, refusal=refusal, status_code=status_of(exc)
         )
     except VeilError as exc:
         if _not_the_forms(exc):  # the service's failures and refusals render as its error page
             raise
         request.state.error_code = exc.code
         return _query_page(
-            request, caller, info, form=kept, errors=[_problem_of(exc)], status_code=status_of(exc)
+            request,
+            caller,
+            state,
+            info,
+            form=kept,
+            errors=[_problem_of(exc)],
+            status_code=status_of(exc),
         )
     return _query_page(
-        request, caller, info, form=kept, answer=answer_table(answer), status_code=200
+        request, caller, state, info, form=kept, answer=answer_table(answer), status_code=200
     )
 
 
@@ -321,6 +329,7 @@ def _query_defaults() -> dict[str, str]:
 def _query_page(
     request: Request,
     caller: Caller,
+    state: ServeState,
     info: Mapping[str, Any],
     *,
     form: Mapping[str, str],
@@ -342,5 +351,17 @@ def _query_page(
         answer=answer,
         refusal=refusal,
         errors=errors or [],
+        left=_left(caller, state, str(info["name"]), answer),
         num=fmt_number,
     )
+
+
+def _left(
+    caller: Caller, state: ServeState, name: str, answer: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The budget as the query page shows it above the form (the answer's own, after one)."""
+    if answer is not None:
+        return dict(answer["budget"]) if answer.get("budget") else None
+    if not caller.access.allows(Permission.LEDGER_READ, name):
+        return None
+    return budget_view(state.ledger(caller.access).status(name, cross_check=False).to_dict())
