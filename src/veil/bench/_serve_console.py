@@ -34,7 +34,13 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from veil.bench._result import Column, Note, Table, fixed, verdict
-from veil.bench._serve_console_data import ConsoleWorkspace, build, folder_is_empty, load
+from veil.bench._serve_console_data import (
+    ConsoleWorkspace,
+    build,
+    folder_is_empty,
+    load,
+    sizes_now,
+)
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, emit
 
@@ -44,7 +50,7 @@ __all__ = [
 
 GOAL_MS = 300.0
 FULL: dict[str, Any] = {"ledger_events": 100_000, "trail_entries": 1_000_000,
-                        "page_repeats": 20, "page_warmup": 2}  # fmt: skip
+                        "page_repeats": 40, "page_warmup": 2}  # fmt: skip
 QUICK: dict[str, Any] = {"ledger_events": 300, "trail_entries": 3_000,
                          "page_repeats": 3, "page_warmup": 1}  # fmt: skip
 _TIMING = re.compile(r"(?:^|,)\s*app\s*;[^,]*?dur=([0-9.]+)")
@@ -281,6 +287,7 @@ def run_console(
     check_sizes(overrides, quick=quick)
     p = _sizes(overrides, quick=quick)
     ws, reused = _workspace(folder / "workspace", reuse, train_file, p, progress)
+    now = sizes_now(Path(ws.home))  # what the pages read (a reused workspace has grown)
     log = folder / "console.log"
     folder.mkdir(parents=True, exist_ok=True)
     emit(progress, "console pages", 0, 1, unit="runs", detail="starting veil serve")
@@ -295,7 +302,8 @@ def run_console(
     emit(progress, "console pages", 1, 1, unit="runs", detail="done")
     return {
         "ledger_events": ws.ledger_events, "trail_entries": ws.trail_entries,
-        "reused": reused, "workspace": str(reuse) if reuse is not None else None,
+        "at_start": now, "reused": reused,
+        "workspace": str(reuse) if reuse is not None else None,
         "build_seconds": ws.seconds, "build_rates": ws.rates,
         "repeats": p["page_repeats"], "warmup": p["page_warmup"],
         "goal_ms": GOAL_MS, "pages": rows,
@@ -310,9 +318,10 @@ def console_goal(c: Mapping[str, Any]) -> dict[str, Any]:
     measured = "-" if worst is None else f"worst p95 {worst['p95_ms']:.1f} ms ({worst['page']})"
     if bad:
         measured += f"; not met by: {', '.join(bad)}"
+    now = c.get("at_start") or c
     return {
         "goal": f"every console page < {GOAL_MS:g} ms server time with "
-        f"{c['ledger_events']:,} ledger events and {c['trail_entries']:,} trail entries",
+        f"{now['ledger_events']:,} ledger events and {now['trail_entries']:,} trail entries",
         "measured": measured,
         "met": None if worst is None else not bad,
     }
@@ -320,10 +329,11 @@ def console_goal(c: Mapping[str, Any]) -> dict[str, Any]:
 
 def console_blocks(c: Mapping[str, Any]) -> list[Table | Note]:
     """The per-page table and the build's note."""
+    now = c.get("at_start") or c
     table = Table(
         title=f"Console pages: server time (Server-Timing app) over {c['repeats']} requests "
-        f"after {c['warmup']} warm-up, {c['ledger_events']:,} ledger events, "
-        f"{c['trail_entries']:,} trail entries, one worker, SQLite",
+        f"after {c['warmup']} warm-up, {now['ledger_events']:,} ledger events, "
+        f"{now['trail_entries']:,} trail entries, one worker, SQLite",
         columns=(
             Column("page", justify="left"),
             Column("role", justify="left"),

@@ -38,7 +38,7 @@ import numpy as np
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, emit
 
-__all__ = ["DATASET", "MODEL", "ConsoleWorkspace", "build", "load"]
+__all__ = ["DATASET", "MODEL", "ConsoleWorkspace", "build", "load", "sizes_now"]
 
 DATASET = "adult"
 MODEL = "adult-dp"
@@ -267,6 +267,27 @@ def build(  # noqa: PLR0915 - the steps, in the order they run
         built.save(folder)
         emit(progress, "console workspace", 4, 4, unit="steps", detail="built")
         return built
+    finally:
+        store.dispose()
+
+
+def sizes_now(home: Path) -> dict[str, int]:
+    """The ledger events and trail entries in the workspace's database now (a reused one grows).
+
+    Opening it upgrades a workspace an earlier Veil built to the current schema (the
+    migrations, as ``veil db upgrade`` runs them): ``veil serve`` refuses an old one.
+    """
+    from sqlalchemy import func, select  # noqa: PLC0415
+
+    from veil.store import Store  # noqa: PLC0415
+    from veil.store.tables import PrivacyEventRow, TrailStateRow  # noqa: PLC0415
+
+    store = Store.open(f"sqlite:///{home / 'veil.db'}", upgrade=True)
+    try:
+        with store.session() as session:
+            events = session.scalar(select(func.count()).select_from(PrivacyEventRow))
+            size = session.scalar(select(TrailStateRow.size).where(TrailStateRow.id == 1))
+        return {"ledger_events": int(events or 0), "trail_entries": int(size or 0)}
     finally:
         store.dispose()
 

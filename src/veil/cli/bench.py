@@ -597,7 +597,7 @@ def serve(
     ] = None,
     page_repeats: Annotated[
         int | None,
-        typer.Option("--page-repeats", help="console: timed requests per page (default 20)."),
+        typer.Option("--page-repeats", help="console: timed requests per page (default 40)."),
     ] = None,
     reuse: Annotated[
         Path | None,
