@@ -131,7 +131,14 @@ def add_watch_routes(
 
     @router.get(
         "/{name}/audit/report",
-        response_class=HTMLResponse,
+        response_model=None,
+        # The report is HTML; refusals stay JSON errors, as on every route.
+        responses={
+            200: {
+                "description": "The report's HTML document.",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            }
+        },
         openapi_extra=permission_extra(Permission.MODEL_READ),
         summary="The model's latest audit report as its HTML document (a strict CSP, sandboxed)",
     )
