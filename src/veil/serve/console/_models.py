@@ -54,7 +54,7 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 State = Annotated[ServeState, Depends(get_state)]
 ALERTS_PER_PAGE = 20
 ROC_SIZE = (360, 300)  # the SVG's drawing area, in its own units
-ROC_MARGIN = (44, 12, 12, 36)  # left, top, right, bottom
+ROC_MARGIN = (54, 12, 12, 36)  # left, top, right, bottom
 ROC_TICKS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 CURVE_CLASSES = 6  # models.css colours curves roc-0 .. roc-5
 
