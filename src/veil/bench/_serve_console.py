@@ -13,7 +13,9 @@ The goal: every page of ``/console`` renders in under 300 ms of server time with
    on the request) and reports p50, p95 and max per page, and whether its p95 is under
    300 ms; the client's time (loopback HTTP included) is reported beside it.
 
-Pages: the home page, the datasets list, the dataset's page, its releases' second
+Pages: the home page, the datasets list, the dataset's page (also right after a new
+release: an analyst's query is charged before each request, so a cache keyed by the
+ledger's last event is always stale), its releases' second
 page with a filter (the "next" link of the filtered first page), the query form's
 POST (one small COUNT; the budget is 1,000 epsilon so no run exhausts it), the models
 list and the model's page, the trail search unfiltered and by actor, an old and a new
@@ -67,6 +69,7 @@ class Page:
     method: str = "GET"
     form: Mapping[str, str] | None = None
     csrf_from: str | None = None  # the page whose form carries the CSRF token
+    after_release: bool = False  # an analyst's query is charged before each request
 
 
 class _Forms(HTMLParser):
@@ -133,6 +136,8 @@ def _pages(ws: ConsoleWorkspace) -> list[Page]:
         Page("home (analyst)", "analyst", "/console"),
         Page("datasets", "analyst", "/console/datasets"),
         Page("dataset", "owner", f"/console/datasets/{d}"),
+        Page("dataset, after a new release", "owner", f"/console/datasets/{d}",
+             after_release=True),
         Page("releases, page 2, by actor", "owner", f"/console/datasets/{d}?actor={actor}"),
         Page("query (POST)", "analyst", f"/console/datasets/{d}/query", method="POST",
              form={"sql": _QUERY_SQL, "epsilon": "0.01", "purpose": "benchmark: console"},
@@ -165,7 +170,9 @@ def _quantiles(values: Sequence[float]) -> dict[str, float | None]:
     return {"p50_ms": statistics.median(ordered), "p95_ms": p95, "max_ms": ordered[-1]}
 
 
-def _measure(client: Any, page: Page, *, repeats: int, warmup: int) -> dict[str, Any]:
+def _measure(
+    client: Any, page: Page, *, repeats: int, warmup: int, prelude: Any = None
+) -> dict[str, Any]:
     """Request ``page`` warm-up + ``repeats`` times; the timed requests' figures."""
     path = page.path
     if page.label.startswith("releases, page 2"):
@@ -180,6 +187,8 @@ def _measure(client: Any, page: Page, *, repeats: int, warmup: int) -> dict[str,
     warm: list[float | None] = []
     statuses: dict[int, int] = {}
     for i in range(warmup + repeats):
+        if prelude is not None:
+            prelude()
         if page.method == "POST":
             form = dict(page.form or {})
             source = client.get(page.csrf_from or path)
@@ -225,7 +234,16 @@ def measure_pages(
         for n, page in enumerate(pages):
             if progress is not None:
                 progress(f"console page {n + 1}/{len(pages)}: {page.label}")
-            found = _measure(clients[page.role], page, repeats=repeats, warmup=warmup)
+            prelude = None
+            if page.after_release:
+                query = next(q for q in pages if q.method == "POST")
+
+                def prelude(query: Page = query) -> None:
+                    _measure(clients[query.role], query, repeats=1, warmup=0)
+
+            found = _measure(
+                clients[page.role], page, repeats=repeats, warmup=warmup, prelude=prelude
+            )
             p95 = found.get("p95_ms")
             under = None if p95 is None else found["status"] == 200 and p95 < GOAL_MS  # noqa: PLR2004
             rows.append({
