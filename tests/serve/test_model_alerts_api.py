@@ -243,3 +243,24 @@ def test_serve_md_lists_these_routes_with_the_permission_and_roles_they_check(ga
         operation = operations[route]["get"]
         assert cells[0] == "GET" and cells[2] == operation["x-veil-permission"], row
         assert sorted(cells[3].split(", ")) == operation["x-veil-roles"], row
+
+
+def test_alert_pages_read_the_same_on_sqlite_and_postgresql(store):
+    """The query (a LIKE with an escape, CASE, the (action, seq) index) on both databases;
+    an underscore in a name is a letter, not LIKE's wildcard."""
+    from veil.access import Access, Principal
+    from veil.serve._model_insight import model_alerts
+
+    operator = Access(store, Principal("operator"))
+    names = ("m_1", "mx1", "M_1", "m_1")  # the first and last are this model's
+    seqs = [
+        operator.record("serve.alert", details={"model": n, "signal": "dependence"}).seq
+        for n in names
+    ]
+    operator.record("serve.request", details={"model": "m_1"})  # not an alert
+    page = model_alerts(store, "m_1", limit=1)
+    assert [a.seq for a in page.alerts] == [seqs[3]] and page.next_before == seqs[3]
+    rest = model_alerts(store, "m_1", limit=1, before=page.next_before)
+    assert [a.seq for a in rest.alerts] == [seqs[0]] and rest.next_before is None
+    windows = model_alerts(store, "m_1", limit=5, scan=2)
+    assert [a.seq for a in windows.alerts] == [seqs[3]] and windows.next_before == seqs[2]
