@@ -154,6 +154,12 @@ def test_usage_by_key_lists_each_key_with_its_count_budget_and_policy(start_gate
     # the same count as the key's own view
     own = client.get(f"{BASE}/usage").json()
     assert (own["used"], own["left"]) == (mine["used"], mine["left"])
+    # a revoked key (as the monitor's suspend revokes one) stays listed with what it used
+    gateway.state.operator.revoke_key(consumer, reason="test")
+    after = gateway.client("auditor").get(f"{BASE}/usage/keys").json()["keys"]
+    (gone,) = [k for k in after if k["key_id"] == consumer]
+    assert gone["revoked"] is True and gone["used"] == 7
+    assert not any(k["revoked"] for k in after if k["key_id"] != consumer)
 
 
 def _key_id_of(served: Any, role: str) -> str:

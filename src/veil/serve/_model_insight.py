@@ -191,7 +191,7 @@ class KeyUsage(BaseModel):
     key_id: str
     principal: str | None = Field(description="The service the key stands for.")
     roles: list[str] = Field(description="role on scope, as the key may exercise them.")
-    revoked: bool
+    revoked: bool = Field(description="Revoked or expired: it can no longer call the model.")
     used: int = Field(description="Records answered (durable count, about 50 ms behind).")
     cap: int | None = Field(description="The key's count budget (null: no cap).")
     left: int | None
@@ -225,14 +225,18 @@ def _may_predict(scopes: list[dict[str, Any]], dataset: str) -> bool:
 def key_usage(state: Any, model: str, dataset: str) -> KeyUsageList:
     """Every key that used ``model`` or may call it, with its count, budget and policy.
 
-    Two indexed reads (``serve_usage`` by model, the keys table), at most
-    500 keys; each key's policy comes from the policy's per-pair cache.
+    Two small reads: the model's ``serve_usage`` rows (one per key that used it;
+    the table holds keys x models, its key starts with the key id, so this is a
+    scan of that table, not of the trail) and the keys table (at most 2,000
+    keys); at most 500 keys are listed, and each key's policy comes from the
+    policy's per-pair cache.
     """
     with state.store.session() as session:
         used = dict(
             session.execute(
                 select(ServeUsageRow.key_id, ServeUsageRow.answered)
                 .where(ServeUsageRow.model == model)
+                .order_by(ServeUsageRow.answered.desc())
                 .limit(MAX_KEYS)
             ).all()
         )
