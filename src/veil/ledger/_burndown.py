@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 from dp_accounting.rdp import rdp_privacy_accountant
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import String, cast, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from veil.errors import InvalidInputError
@@ -171,7 +171,12 @@ def release_curve(mechanisms_json: str) -> Curve:
     return curve
 
 
-def _text(column: Any) -> Any:
+def _text(session: Session, column: Any) -> Any:
+    """The stored JSON as text: PostgreSQL casts (json has no equality to group by); SQLite
+    stores the text already, and a CAST would copy every value (a third of a grouped scan)."""
+    bind = session.get_bind()
+    if bind.dialect.name == "sqlite":
+        return type_coerce(column, String)
     return cast(column, String)
 
 
@@ -357,20 +362,18 @@ def _own_buckets(
     ):
         held = _Complete(0, "", ())
     bucket = (PrivacyEventRow.seq - 1) // width
+    text = _text(session, PrivacyEventRow.mechanisms)
     rows = session.execute(
-        select(bucket, _text(PrivacyEventRow.mechanisms), func.count())
+        select(bucket, text, func.count())
         .where(
             PrivacyEventRow.dataset_id == ds.id,
             PrivacyEventRow.seq > held.boundary,
             PrivacyEventRow.seq <= last_seq,
         )
-        .group_by(bucket, _text(PrivacyEventRow.mechanisms))
+        .group_by(bucket, text)
     ).all()
     first = held.boundary // width
-    fresh = [_EMPTY] * (math.ceil(last_seq / width) - first)
-    for index, text, count in rows:
-        slot = int(index) - first
-        fresh[slot] = fresh[slot].plus(release_curve(str(text)).scaled(int(count)))
+    fresh = _summed(rows, first, math.ceil(last_seq / width) - first)
     curves = [*held.curves, *fresh]
     complete = last_seq // width
     if complete * width > held.boundary:
@@ -379,6 +382,35 @@ def _own_buckets(
             key, _Complete(boundary, _chain_at(session, ds, boundary), tuple(curves[:complete]))
         )
     return curves
+
+
+def _summed(rows: Sequence[Any], first: int, buckets: int) -> list[Curve]:
+    """Each bucket's curve from (bucket, mechanisms, count) rows: a counts matrix times the
+    distinct sets' curves (one matrix product, not a numpy call per row)."""
+    sets: dict[str, int] = {}
+    cells = [(int(b) - first, sets.setdefault(str(t), len(sets)), int(n)) for b, t, n in rows]
+    if not sets:
+        return [_EMPTY] * buckets
+    curves = [release_curve(t) for t in sets]
+    counts = np.zeros((buckets, len(sets)))
+    for b, j, n in cells:
+        counts[b, j] += n
+    used = counts > 0
+    # 0 x inf is nan: infinite entries (no pure epsilon, an order RDP cannot bound) are
+    # summed as 0 and put back as inf wherever a bucket holds a set that has them.
+    rdp = np.stack([c.rdp for c in curves])
+    pure = np.array([c.pure for c in curves])
+    sums = counts @ np.where(np.isinf(rdp), 0.0, rdp)
+    sums[(used @ np.isinf(rdp)) > 0] = np.inf
+    pures = counts @ np.where(np.isinf(pure), 0.0, pure)
+    pures[(used @ np.isinf(pure)) > 0] = np.inf
+    basic_eps = counts @ np.array([c.basic_epsilon for c in curves])
+    basic_delta = counts @ np.array([c.basic_delta for c in curves])
+    leaves = counts @ np.array([float(c.leaves) for c in curves])
+    return [
+        Curve(sums[b], float(basic_eps[b]), float(basic_delta[b]), float(pures[b]), int(leaves[b]))
+        for b in range(buckets)
+    ]
 
 
 def history_curve(session: Session, ds: DatasetRow, last_seq: int, cache: CurveCache) -> Curve:
@@ -409,7 +441,7 @@ def burndown(
             running = running.plus(curve)
             cumulative[min((b + 1) * width, last_seq)] = running
         first = session.scalar(
-            select(_text(PrivacyEventRow.mechanisms)).where(
+            select(_text(session, PrivacyEventRow.mechanisms)).where(
                 PrivacyEventRow.dataset_id == ds.id, PrivacyEventRow.seq == 1
             )
         )
