@@ -243,3 +243,21 @@ def test_the_burndown_ends_at_the_budgets_spend_and_its_rdp_cross_check(gateway)
     for points in (1, 2001, "many"):
         response = analyst.get(BURNDOWN, params={"points": points})
         assert response.status_code == 422 and _error(response)["code"] == "invalid_input"
+
+
+def test_serve_md_lists_the_ledger_routes_with_the_permission_and_roles_they_check(gateway):
+    """docs/serve.md's permissions table says what each ledger route checks, as OpenAPI does."""
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[2] / "docs" / "serve.md").read_text(encoding="utf-8")
+    operations = gateway.app.openapi()["paths"]
+    for method, route, permission in [
+        ("GET", "/v1/datasets/{name}/history", "ledger.read"),
+        ("GET", "/v1/datasets/{name}/burndown", "ledger.read"),
+        ("PUT", "/v1/datasets/{name}/budget", "budget.set"),
+    ]:
+        row = next(line for line in docs.splitlines() if f"| {method} | `{route}` |" in line)
+        cells = [c.strip().strip("`") for c in row.strip("|").split("|")]
+        operation = operations[route][method.lower()]
+        assert cells[2] == operation["x-veil-permission"] == permission, row
+        assert sorted(cells[3].split(", ")) == operation["x-veil-roles"], row
