@@ -157,6 +157,8 @@ def _request(client: Any, method: str, path: str) -> Any:
         path += "?context=" + "0" * 32
     if method == "post" and path.endswith("/query"):
         return client.post(path, json={"sql": "SELECT COUNT(*) AS n FROM t", "epsilon": 0.01})
+    if method == "put" and path.endswith("/budget"):
+        return client.put(path, json={"epsilon": 1.0, "delta": 1e-6, "reason": "fuzz"})
     if method == "post" and path.endswith("/predict"):
         return client.post(path, json={"inputs": [[0.5] * 64]})
     if method == "post":  # encrypted inference: bytes (the path may end in ?context=...)
