@@ -173,3 +173,31 @@ def test_kept_buckets_stay_exact_as_the_history_grows(ledger):
     kept = ledger.burndown(DATASET, points=6).points
     assert [p.seq for p in fresh] == [p.seq for p in kept]
     assert [p.rdp_epsilon for p in fresh] == pytest.approx([p.rdp_epsilon for p in kept], rel=1e-12)
+
+
+def test_the_curve_cache_is_shared_by_ledgers_and_sound_across_databases(ledger, tmp_path):
+    """One cache per process (the gateway keeps a Ledger per key); another database whose
+    dataset has the same id but another history gets its own figures, not the kept ones."""
+    from veil.data import Catalog
+    from veil.store import Store
+
+    ledger.set_budget(DATASET, Budget(epsilon=1e4, delta=DELTA))
+    _charge(ledger, 140)
+    other_store = Store.open(f"sqlite:///{tmp_path / 'other.db'}", upgrade=True)
+    try:
+        settings = Settings(other_store.display_url, None, login_name())
+        Catalog(other_store, settings).add("sklearn:diabetes", name=DATASET)
+        other = Ledger(other_store, settings)
+        assert other._curves is ledger._curves  # noqa: SLF001 - the point of the test
+        other.set_budget(DATASET, Budget(epsilon=1e4, delta=DELTA))
+        other.charge_many([(DATASET, KINDS[1])] * 140, purpose="another history")
+        rdp = RDPAccountant()
+        for _ in range(2):  # each read after the other's, so each meets the other's kept buckets
+            for which in (ledger, other):
+                expected = rdp.epsilon(_history(which), DELTA)
+                status = which.status(DATASET, cross_check=True)
+                assert status.cross_check["epsilon"] == pytest.approx(expected, rel=1e-9)
+                last = which.burndown(DATASET, points=8).points[-1]
+                assert last.rdp_epsilon == pytest.approx(expected, rel=1e-9)
+    finally:
+        other_store.dispose()

@@ -318,6 +318,14 @@ class CurveCache:
                 self._held.pop(next(iter(self._held)))
 
 
+# One per process, shared by every Ledger: the gateway keeps a Ledger per service key, and a
+# cache per instance made each key's first page recompose the whole history (over a second at
+# 100,000 releases). Sharing is sound across keys and databases alike: a kept entry is used
+# only when the chain value of its boundary release matches, and equal chains mean equal
+# accounting content, hence equal curves.
+SHARED_CURVES = CurveCache(size=256)
+
+
 def _chain_at(session: Session, ds: DatasetRow, seq: int) -> str:
     if seq == 0:
         return ""

@@ -53,7 +53,13 @@ from veil.ledger._budget import (
     non_private_mechanism,
     status_of,
 )
-from veil.ledger._burndown import BurnDown, CurveCache, burndown, check_points, history_curve
+from veil.ledger._burndown import (
+    SHARED_CURVES,
+    BurnDown,
+    burndown,
+    check_points,
+    history_curve,
+)
 from veil.ledger._composition import warm
 from veil.ledger._entry import LedgerEntry, merged_history
 from veil.ledger._events import PrivacyEvent, validate_event
@@ -114,7 +120,7 @@ class Ledger:
         # Per dataset name: whether this process's state was current when it last took the lock.
         self._fresh: dict[str, bool] = {}
         # RDP curves of complete buckets of releases (the status's cross-check, the burn-down).
-        self._curves = CurveCache()
+        self._curves = SHARED_CURVES
 
     @classmethod
     def open(cls, workspace: Workspace | None = None) -> Ledger:
