@@ -188,7 +188,7 @@ def test_the_curve_cache_is_shared_by_ledgers_and_sound_across_databases(ledger,
         settings = Settings(other_store.display_url, None, login_name())
         Catalog(other_store, settings).add("sklearn:diabetes", name=DATASET)
         other = Ledger(other_store, settings)
-        assert other._curves is ledger._curves  # noqa: SLF001 - the point of the test
+        assert other._curves is ledger._curves
         other.set_budget(DATASET, Budget(epsilon=1e4, delta=DELTA))
         other.charge_many([(DATASET, KINDS[1])] * 140, purpose="another history")
         rdp = RDPAccountant()
