@@ -154,18 +154,24 @@ def _categories(categories: list[str] | None) -> str:
 
 
 # ---------------------------------------------------------------- numbers
+_GROUPED = 1e5  # from here on a float is shown with thousands separators, never as 1.2e+05
+_NOT_FINITE = {math.inf: "∞", -math.inf: "-∞"}
+
+
 def fmt_number(value: Any) -> str:
-    """A number as a reader wants it: integers whole, floats to 6 significant digits."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if not math.isfinite(value):
-        return str(value)
-    if value == int(value) and abs(value) < 1e15:  # noqa: PLR2004 - exact in a float
+    """A number as a reader wants it: integers whole, floats to 6 significant digits.
+
+    Large floats keep their digits with thousands separators (a budget of 1e12
+    less a spend reads 999,999,999,999.5, not 1e+12); NaN is a dash, infinity ∞.
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return "-" if value is None else str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NOT_FINITE.get(value, "-")  # NaN is never a key: a dash
+    if isinstance(value, int) or (value == int(value) and abs(value) < 1e15):  # noqa: PLR2004
         return f"{int(value):,}"
+    if _GROUPED <= abs(value) < 1e15:  # noqa: PLR2004 - exact digits in a float
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
     return f"{value:.6g}"
 
 

@@ -175,13 +175,62 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=HTTPStatus.SEE_OTHER)
 
 
+# Headers of a refusal a page keeps: when to retry (429), which methods the address takes (405).
+_KEPT_HEADERS = ("retry-after", "allow")
+_PLACES = (("path.", "the address's "), ("query.", "the address's "), ("body.", "the form's "))
+
+
+def _for_people(
+    request: Request, status: int, error: dict[str, Any], headers: dict[str, str]
+) -> dict[str, Any]:
+    """The API's refusals of a malformed request, reworded for a person at a console page.
+
+    The gateway's generic refusals (no route, wrong method, a parameter off the
+    schema) point to the OpenAPI schema, which is the JSON API's contract, not
+    the console's; the page says instead what the address or form should be.
+    """
+    method = request.method
+    if status == HTTPStatus.METHOD_NOT_ALLOWED:
+        allowed = next((v for k, v in headers.items() if k.lower() == "allow"), "")
+        ways = {"GET": "GET (open it as a page)", "POST": "POST (send a form from a page)"}
+        return {
+            **error,
+            "message": f"this console address does not take {method} requests",
+            "expected": ", ".join(ways.get(m.strip(), m.strip()) for m in allowed.split(","))
+            or "another method",
+            "got": f"{method} {request.url.path}",
+            "fix": "open pages from the console's links and send forms with their buttons",
+        }
+    if status == HTTPStatus.NOT_FOUND and "OpenAPI" in str(error.get("expected", "")):
+        return {
+            **error,
+            "message": "there is no console page at this address",
+            "expected": "an address from the console's links",
+            "got": request.url.path[:200],
+            "fix": "start again from the console's home page",
+        }
+    if "OpenAPI" in str(error.get("expected", "")):
+        got = str(error.get("got", ""))
+        for prefix, place in _PLACES:
+            got = got.replace(prefix, place)
+        return {
+            **error,
+            "message": "a value in this address or form is not one the console takes",
+            "expected": "an address from the console's links, or a form filled in on its page",
+            "got": got[:400],
+            "fix": "follow the console's links, or correct the value named above",
+        }
+    return error
+
+
 def error_page(
     request: Request, status: int, error: dict[str, Any], headers: dict[str, str] | None
 ) -> Response:
     """A refusal on a console path, as a page (a GET without a session goes to sign-in)."""
     if status == HTTPStatus.UNAUTHORIZED and request.method in ("GET", "HEAD"):
         return redirect(f"/console/sign-in?next={quote(request.url.path)}")
-    kept = {k: v for k, v in (headers or {}).items() if k.lower() == "retry-after"}
+    kept = {k: v for k, v in (headers or {}).items() if k.lower() in _KEPT_HEADERS}
+    error = _for_people(request, status, error, kept)
     caller = getattr(request.state, "caller", None)
     try:
         return render(

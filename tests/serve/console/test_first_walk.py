@@ -1,0 +1,91 @@
+"""A new user's first walk through the console (issue 25): a fresh workspace, every page.
+
+``veil init``, a small clinic-visits CSV with odd column names (markup in one,
+spaces, a dollar sign), a budget far larger than anyone would set, one key;
+the gateway served by uvicorn; signed in through the form like a person;
+every page read for what a person should never see (a traceback, None, nan,
+an empty dict, a number in e-notation) and for live markup.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.serve.console.conftest import sign_in
+from tests.serve.console.test_outsider import _no_markup_from, _text
+
+pytestmark = [
+    pytest.mark.xdist_group("serve"),
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:websockets"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:uvicorn"),
+]
+
+CLINIC = """Patient ID,visit date,<b>Ward</b>,Age (yrs),cost $,Diagnosis/notes
+1,2026-01-02,A&E,34,120.5,"flu, mild"
+2,2026-01-03,Cardio,71,9999999999.99,chest pain
+3,2026-01-03,A&E,5,30,"<script>alert(1)</script>"
+4,2026-01-04,Ortho,45,,sprain
+5,2026-01-05,Cardio,88,250,
+6,2026-01-06,Ortho,19,80,fracture
+"""
+
+
+def test_a_new_workspace_reads_well_on_every_page(tmp_path: Path) -> None:
+    """``veil init``, an odd CSV, a huge budget, a key: every page, as a first user sees it."""
+    from tests.serve.conftest import Served, _env, _serve_in_thread, veil
+
+    home = tmp_path / "clinic" / ".veil"
+    data = tmp_path / "visits.csv"
+    data.write_text(CLINIC, encoding="utf-8")
+    with _env({"VEIL_HOME": str(home), "VEIL_DATABASE_URL": None, "VEIL_KEY": None}):
+        veil("init")
+        veil("datasets", "add", str(data), "--name", "clinic")
+        veil("budget", "set", "clinic", "--epsilon", "1e12", "--delta", "1e-5")
+        token = json.loads(veil("keys", "create", "nurse", "--role", "owner", "--json"))["token"]
+    served = _serve_in_thread(Served(home, {"owner": token}), None)
+    try:
+        client = sign_in(served.url, token)
+        pages = {}
+        for path in (
+            "/console",
+            "/console/datasets",
+            "/console/datasets/clinic",
+            "/console/datasets/clinic/query",
+            "/console/models",
+            "/console/trail",
+            "/console/trail/1",
+            "/console/access",
+        ):
+            page = client.get(path)
+            assert page.status_code == 200, (path, _text(page.text)[:400])
+            _no_markup_from(page, path)
+            pages[path] = _text(page.text)
+            for shown in (" None ", " nan ", " inf ", " {} ", " [] ", "Traceback", "e+1"):
+                assert shown not in f" {pages[path]} ", (path, shown)
+        assert "No model" in pages["/console/models"]
+        assert "No release" in pages["/console/datasets/clinic"]
+        answer = client.post(
+            "/console/datasets/clinic/query",
+            data={"csrf": client.csrf(), "sql": "SELECT COUNT(*) FROM clinic", "epsilon": "0.5"},
+        )
+        assert answer.status_code == 200, _text(answer.text)[:600]
+        left = _text(answer.text).split("Budget left:", 1)[1][:80]
+        assert "e+" not in left and "999,999,999,999.5" in left, left
+        grouped = client.post(
+            "/console/datasets/clinic/query",
+            data={
+                "csrf": client.csrf(),
+                "sql": 'SELECT "<b>Ward</b>", COUNT(*) FROM clinic GROUP BY "<b>Ward</b>"',
+                "epsilon": "1",
+                "delta": "1e-6",
+            },
+        )
+        assert grouped.status_code == 200, _text(grouped.text)[:600]
+        _no_markup_from(grouped, "grouped answer")
+        assert "No group is shown" in _text(grouped.text)
+        client.close()
+    finally:
+        served.stop()
