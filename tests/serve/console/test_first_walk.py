@@ -9,8 +9,11 @@ an empty dict, a number in e-notation) and for live markup.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.serve.console.conftest import sign_in
@@ -89,3 +92,13 @@ def test_a_new_workspace_reads_well_on_every_page(tmp_path: Path) -> None:
         client.close()
     finally:
         served.stop()
+
+
+def test_the_card_table_shows_values_as_stored_not_as_python(console_client: Any) -> None:
+    page = console_client("auditor").get("/console/models/digits-lr")
+    assert page.status_code == 200
+    table = page.text.split('<table class="card-fields">', 1)[1].split("</table>", 1)[0]
+    cells = [html.unescape(c) for c in re.findall(r'<td class="mono">(.*?)</td>', table, re.DOTALL)]
+    assert "true" in cells, cells  # "private" and "secure_rng", as privacy_card.json has them
+    assert not {"True", "False", "None"} & set(cells), cells
+    assert not [c for c in cells if c.startswith(("{'", "['"))], cells

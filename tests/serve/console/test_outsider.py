@@ -190,7 +190,7 @@ def test_a_hostile_audit_report_is_shown_as_text(
     report = client.get(f"/console/models/{MODEL}/report")
     assert report.status_code == 200
     policy = report.headers["content-security-policy"]
-    assert "script-src" not in policy or "script-src 'none'" in policy or "sandbox" in policy
+    assert "sandbox" in policy and "default-src 'none'" in policy and "script-src" not in policy
 
 
 def test_a_value_closing_a_script_tag_stays_inside_the_json_block() -> None:
@@ -259,6 +259,17 @@ def test_sign_in_never_redirects_off_the_console_nor_splits_headers(gateway: Any
         location = answer.headers["location"]
         assert location.startswith("/console") and not location.startswith("//"), target
         assert "\r" not in location and "\n" not in location and "a" not in answer.cookies
+    client.close()
+
+
+def test_a_key_too_long_is_refused_as_too_long_not_as_missing(gateway: Any) -> None:
+    client = httpx.Client(base_url=gateway.url, follow_redirects=False)
+    form = client.get("/console/sign-in")
+    answer = client.post("/console/sign-in", data={"csrf": csrf_of(form.text), "key": "k" * 300})
+    assert answer.status_code == 401
+    words = _text(answer.text)
+    assert "too long" in words and "no service key was given" not in words, words[-400:]
+    assert "veil_session" not in answer.cookies
     client.close()
 
 

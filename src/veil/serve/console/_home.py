@@ -83,10 +83,10 @@ def sign_in_form(request: Request, next: str | None = None) -> Response:  # noqa
 def _check_key_field(token: str) -> None:
     if not token or len(token) > _MAX_KEY:
         raise UnauthenticatedError(
-            "no service key was given",
-            expected="a key of the form veil_sk_<id>_<secret>",
+            "no service key was given" if not token else "that is too long to be a service key",
+            expected=f"a key of the form veil_sk_<id>_<secret> (at most {_MAX_KEY} characters)",
             got="an empty field" if not token else f"{len(token)} characters",
-            fix="paste the key an owner created with `veil keys create`",
+            fix="paste the key an owner created with `veil keys create`, and nothing else",
         )
 
 
