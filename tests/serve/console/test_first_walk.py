@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,18 @@ def test_a_new_workspace_reads_well_on_every_page(tmp_path: Path) -> None:
         assert grouped.status_code == 200, _text(grouped.text)[:600]
         _no_markup_from(grouped, "grouped answer")
         assert "No group is shown" in _text(grouped.text)
+        verify = client.post("/console/trail/verify", data={"csrf": client.csrf("/console/trail")})
+        assert verify.status_code == 303
+        deadline = time.monotonic() + 60
+        while client.get("/console/trail/verification").json()["running"]["state"] == "running":
+            assert time.monotonic() < deadline, "the verification did not finish"
+            time.sleep(0.2)
+        for path in ("/console/trail", "/console/trail/1"):
+            # the entry's stored body (a <pre> of its JSON) keeps its own ISO times
+            words = _text(re.sub(r"<pre.*?</pre>", "", client.get(path).text, flags=re.DOTALL))
+            assert "Last full verification passed" in words or path != "/console/trail", words
+            raw = re.findall(r"\d{4}-\d\d-\d\dT\d\d:\d\d\S*", words)
+            assert not raw, (path, raw)  # times read as elsewhere: 2026-12-06 10:00:00 UTC
         client.close()
     finally:
         served.stop()
