@@ -391,6 +391,24 @@ def test_oversized_addresses_and_forms_get_a_clean_4xx(console_client: Any) -> N
     assert crowded.status_code == 400 and "at most 64" in _text(crowded.text)
 
 
+def test_static_files_serve_nothing_outside_their_folder(gateway: Any) -> None:
+    raw = httpx.Client(base_url=gateway.url, follow_redirects=False)
+    for path in (
+        "/console/static/../_session.py",
+        "/console/static/%2e%2e/_session.py",
+        "/console/static/..%2f_session.py",
+        "/console/static/..%5c_session.py",
+        "/console/static/%2e%2e/templates/base.html",
+        "/console/static/",
+        "/console/static/vendor/",
+    ):
+        answer = raw.send(raw.build_request("GET", path))  # the path as written, not normalised
+        assert answer.status_code in (401, 404), (path, answer.status_code)
+        assert "SESSION_COOKIE" not in answer.text and "{% block" not in answer.text, path
+        assert "script-src 'self'" in answer.headers.get("content-security-policy", ""), path
+    raw.close()
+
+
 # ---------------------------------------------------------------- lesser roles
 ROLES = ("owner", "analyst", "auditor", "consumer", "elsewhere")
 
