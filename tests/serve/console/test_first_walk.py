@@ -89,6 +89,8 @@ def test_a_new_workspace_reads_well_on_every_page(tmp_path: Path) -> None:
         )
         assert grouped.status_code == 200, _text(grouped.text)[:600]
         _no_markup_from(grouped, "grouped answer")
+        for page in (grouped.text, client.get("/console/datasets/clinic").text):
+            assert "<b>Ward</b>" not in page and "&lt;b&gt;Ward&lt;/b&gt;" in page
         assert "No group is shown" in _text(grouped.text)
         verify = client.post("/console/trail/verify", data={"csrf": client.csrf("/console/trail")})
         assert verify.status_code == 303
