@@ -414,6 +414,10 @@ def test_every_page_is_under_the_policy_and_carries_no_inline_code(
     console_client: Any, gateway: Any
 ) -> None:
     anonymous = httpx.Client(base_url=gateway.url, follow_redirects=False)
+    away = anonymous.get("/console/datasets")
+    assert (
+        away.status_code == 303 and "script-src 'self'" in away.headers["content-security-policy"]
+    )
     signin = anonymous.get("/console/sign-in")
     _no_markup_from(signin, "sign-in")
     wrong = anonymous.post(
@@ -449,3 +453,8 @@ def test_every_page_is_under_the_policy_and_carries_no_inline_code(
             words = _text(page.text)
             for shown in (" None ", " nan ", " {} ", "Traceback"):
                 assert shown not in f" {words} ", (role, path, shown)
+        for path in (f"/console/models/{MODEL}/live", "/console/trail/verification",
+                     "/console/trail/1/proof.json"):  # fmt: skip
+            data = client.get(path)
+            assert "script-src 'self'" in data.headers["content-security-policy"], path
+            assert data.headers["x-content-type-options"] == "nosniff", path
