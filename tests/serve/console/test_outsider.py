@@ -273,6 +273,22 @@ def test_a_key_too_long_is_refused_as_too_long_not_as_missing(gateway: Any) -> N
     client.close()
 
 
+def test_signing_in_lands_on_the_page_asked_for_with_its_filters(gateway: Any) -> None:
+    client = httpx.Client(base_url=gateway.url, follow_redirects=False)
+    asked = "/console/trail?actor=svc:test-owner&outcome=refused"
+    away = client.get(asked)
+    assert away.status_code == 303
+    form = client.get(away.headers["location"])
+    kept = re.search(r'name="next" value="([^"]*)"', form.text)
+    assert kept and html.unescape(kept.group(1)) == asked, away.headers["location"]
+    answer = client.post(
+        "/console/sign-in",
+        data={"csrf": csrf_of(form.text), "key": gateway.keys["auditor"], "next": asked},
+    )
+    assert answer.status_code == 303 and answer.headers["location"] == asked
+    client.close()
+
+
 # ---------------------------------------------------------------- methods and sizes
 CONSOLE_ROUTES = {
     ("GET", "/console"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -12,7 +11,7 @@ from veil.access import Permission
 from veil.errors import PermissionDeniedError, UnauthenticatedError
 from veil.serve._auth import Caller, annotate, principal_of
 from veil.serve._state import ServeState, get_state
-from veil.serve.console._render import redirect, render
+from veil.serve.console._render import redirect, render, sign_in_url
 from veil.serve.console._session import (
     PRE_COOKIE,
     SESSION_COOKIE,
@@ -140,7 +139,7 @@ def sign_in_redirect(request: Request, exc: Exception) -> Response:
     """:class:`SignInRequired` on a page: to the sign-in form; on an action: a 401 page."""
     assert isinstance(exc, SignInRequired)  # noqa: S101 - registered for it only
     if request.method in ("GET", "HEAD"):
-        response: Response = redirect(f"/console/sign-in?next={quote(request.url.path)}")
+        response: Response = redirect(sign_in_url(request))
     else:
         from veil.serve.console._render import error_page  # noqa: PLC0415
 

@@ -23,7 +23,7 @@ from veil import __version__
 from veil.access import WORKSPACE, Permission
 from veil.serve._auth import Caller
 
-__all__ = ["CSP", "STATIC_PREFIX", "error_page", "redirect", "render", "static_url"]
+__all__ = ["CSP", "STATIC_PREFIX", "error_page", "redirect", "render", "sign_in_url", "static_url"]
 
 STATIC_PREFIX = "/console/static"
 _SMALL = 1e-3  # below this an epsilon is shown in significant digits
@@ -170,6 +170,18 @@ def render(
     return response
 
 
+_MAX_NEXT_QUERY = 1000  # a longer query string is dropped from ``next`` (the page is kept)
+
+
+def sign_in_url(request: Request) -> str:
+    """The sign-in form's address, with the page asked for (and its filters) as ``next``."""
+    target = request.url.path
+    query = request.url.query
+    if query and len(query) <= _MAX_NEXT_QUERY:
+        target = f"{target}?{query}"
+    return f"/console/sign-in?next={quote(target, safe='/')}"
+
+
 def redirect(url: str) -> RedirectResponse:
     """See-other to ``url`` (after a form that changed something: POST, redirect, GET)."""
     return RedirectResponse(url, status_code=HTTPStatus.SEE_OTHER)
@@ -228,7 +240,7 @@ def error_page(
 ) -> Response:
     """A refusal on a console path, as a page (a GET without a session goes to sign-in)."""
     if status == HTTPStatus.UNAUTHORIZED and request.method in ("GET", "HEAD"):
-        return redirect(f"/console/sign-in?next={quote(request.url.path)}")
+        return redirect(sign_in_url(request))
     kept = {k: v for k, v in (headers or {}).items() if k.lower() in _KEPT_HEADERS}
     error = _for_people(request, status, error, kept)
     caller = getattr(request.state, "caller", None)
