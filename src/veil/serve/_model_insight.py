@@ -315,7 +315,8 @@ class AuditSummary:
 
     @property
     def verdicts(self) -> list[dict[str, Any]]:
-        return list(self.report.get("verdicts") or [])
+        verdicts = self.report.get("verdicts")
+        return [v for v in verdicts if isinstance(v, dict)] if isinstance(verdicts, list) else []
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -345,30 +346,50 @@ def _thin(points: list[Any]) -> list[float]:
     return [float(points[round(i * step)]) for i in range(ROC_POINTS)]
 
 
+def _results(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's membership results that are objects (a hand-edited file may hold anything)."""
+    found = report.get("membership")
+    return [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
+
+
 def _strip(report: dict[str, Any]) -> dict[str, Any]:
     """The report without per-example scores (they say which rows are members)."""
     out = dict(report)
     out["membership"] = [
-        {k: v for k, v in r.items() if k not in ("per_example", "roc")}
-        for r in report.get("membership") or []
-        if isinstance(r, dict)
+        {k: v for k, v in r.items() if k not in ("per_example", "roc")} for r in _results(report)
     ]
     return out
 
 
+def _rate(value: Any) -> float | None:
+    """A point of a ROC curve: a finite number, held to [0, 1]; anything else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return min(max(number, 0.0), 1.0) if math.isfinite(number) else None
+
+
 def _curves(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each attack's ROC curve, keeping only the points whose two rates are numbers."""
     curves = []
-    for r in report.get("membership") or []:
-        roc = r.get("roc") if isinstance(r, dict) else None
-        if not isinstance(roc, dict) or not roc.get("fpr") or not roc.get("tpr"):
+    for r in _results(report):
+        roc = r.get("roc")
+        if not isinstance(roc, dict):
+            continue
+        fpr, tpr = roc.get("fpr"), roc.get("tpr")
+        if not isinstance(fpr, list) or not isinstance(tpr, list):
+            continue
+        pairs = [(_rate(f), _rate(t)) for f, t in zip(fpr, tpr, strict=False)]
+        kept = [(f, t) for f, t in pairs if f is not None and t is not None]
+        if not kept:
             continue
         auc = r.get("auc")
         curves.append(
             {
                 "attack": str(r.get("attack")),
                 "auc": auc if isinstance(auc, int | float) and math.isfinite(auc) else None,
-                "fpr": _thin(list(roc["fpr"])),
-                "tpr": _thin(list(roc["tpr"])),
+                "fpr": _thin([f for f, _ in kept]),
+                "tpr": _thin([t for _, t in kept]),
             }
         )
     return curves

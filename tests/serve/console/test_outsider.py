@@ -193,6 +193,40 @@ def test_a_hostile_audit_report_is_shown_as_text(
     assert "sandbox" in policy and "default-src 'none'" in policy and "script-src" not in policy
 
 
+@pytest.mark.parametrize(
+    "report",
+    [
+        {"membership": "not a list"},
+        {"membership": ["not an object", 3, None]},
+        {"membership": [{"attack": "t", "roc": {"fpr": ["x", None], "tpr": [0.5, "y"]}}]},
+        {"membership": [{"attack": "t", "roc": {"fpr": [0.0, float("nan"), 1.0],
+                                                 "tpr": [0.0, float("inf"), 1.0]}}]},
+        {"membership": [{"attack": "t", "roc": {"fpr": [0.0, 1.0], "tpr": [0.0]}}]},
+        {"membership": [{"attack": "t", "roc": {"fpr": 5, "tpr": "ab"}}]},
+        {"membership": [{"attack": "t", "auc_ci95": "wide", "settings": "x",
+                         "epsilon_lower_bound": [1]}]},
+        {"claimed": "x", "verdicts": {"a": 1}, "notes": "one note"},
+        {"membership": 5, "verdicts": 5, "notes": 5},
+        {"membership": [{"attack": "t", "auc": float("nan"), "advantage": float("inf")}]},
+        [1, 2, 3],
+    ],
+    ids=lambda r: json.dumps(r)[:40],
+)  # fmt: skip
+def test_a_malformed_audit_report_is_a_note_on_the_page_not_a_500(
+    console_client: Any, gateway: Any, report: Any
+) -> None:
+    folder = gateway.home / "models" / MODEL
+    (folder / "audit-report.json").write_text(json.dumps(report), encoding="utf-8")
+    page = console_client("auditor").get(f"/console/models/{MODEL}")
+    assert page.status_code == 200, _text(page.text)[:600]
+    _no_markup_from(page, "model page with a malformed report")
+    assert " nan " not in f" {_text(page.text)} " and "NaN" not in page.text
+    answer = gateway.client("auditor").get(f"/v1/models/{MODEL}/audit")
+    assert answer.status_code < 500, answer.text[:400]  # the same reader behind /v1
+    if isinstance(report, dict) and isinstance(report.get("notes"), str):
+        assert "one note" in _text(page.text)  # one note, not one per letter
+
+
 def test_a_value_closing_a_script_tag_stays_inside_the_json_block() -> None:
     from veil.serve.console._render import _environment
 

@@ -250,13 +250,16 @@ def _monitor_rows(state: ServeState, caller: Caller, name: str) -> list[tuple[st
 def _audit_view(audit: AuditSummary) -> dict[str, Any]:
     report = audit.report
     membership = []
-    for r in report.get("membership") or []:
-        bound = r.get("epsilon_lower_bound") or {}
-        ci = r.get("auc_ci95") or [None, None]
+    found = report.get("membership")
+    for r in found if isinstance(found, list) else []:
+        if not isinstance(r, dict):
+            continue
+        bound = _mapping(r.get("epsilon_lower_bound"))
+        ci = r.get("auc_ci95") if isinstance(r.get("auc_ci95"), list) else [None, None]
         membership.append(
             {
                 "attack": str(r.get("attack")),
-                "mode": (r.get("settings") or {}).get("mode"),
+                "mode": _mapping(r.get("settings")).get("mode"),
                 "auc": _float(r.get("auc")),
                 "auc_ci": [_float(ci[0]), _float(ci[-1])] if ci else None,
                 "advantage": _float(r.get("advantage")),
@@ -281,9 +284,21 @@ def _audit_view(audit: AuditSummary) -> dict[str, Any]:
         "verdicts": verdicts,
         "membership": membership,
         "roc": _roc_svg(audit.curves),
-        "notes": [str(n) for n in report.get("notes") or []],
+        "notes": _notes(report.get("notes")),
         "has_html": audit.has_html,
     }
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` if the report holds an object there, else an empty one (a hand-edited file)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _notes(value: Any) -> list[str]:
+    """The report's notes: a list of texts, or one text (never split into its letters)."""
+    if value is None or value == "":
+        return []
+    return [str(n) for n in value] if isinstance(value, list) else [str(value)]
 
 
 def _float(value: Any) -> float | None:
