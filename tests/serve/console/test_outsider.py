@@ -258,6 +258,26 @@ def test_signing_in_lands_on_the_page_asked_for_with_its_filters(gateway: Any) -
     client.close()
 
 
+def test_forms_work_behind_a_proxy_that_forwards_another_host(gateway: Any) -> None:
+    """nginx sends the upstream's address as Host by default: the browser's word decides."""
+    client = httpx.Client(base_url=gateway.url, follow_redirects=False)
+    public = {"origin": "https://veil.example.org"}
+    for headers, status in (
+        ({**public, "sec-fetch-site": "same-origin"}, 303),  # a browser on the public name
+        (public, 403),  # no browser vouches: the Origin must match the Host
+        ({**public, "sec-fetch-site": "cross-site"}, 403),
+        ({**public, "sec-fetch-site": "same-site"}, 403),
+    ):
+        form = client.get("/console/sign-in")
+        answer = client.post(
+            "/console/sign-in",
+            data={"csrf": csrf_of(form.text), "key": gateway.keys["auditor"], "next": "/console"},
+            headers=headers,
+        )
+        assert answer.status_code == status, (headers, answer.status_code)
+    client.close()
+
+
 # ---------------------------------------------------------------- methods and sizes
 CONSOLE_ROUTES = {
     ("GET", "/console"),

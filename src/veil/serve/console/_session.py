@@ -121,6 +121,10 @@ def _same_origin(request: Request) -> bool:
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         return False
+    if site == "same-origin":
+        # The browser vouches (no page can set Sec-Fetch-*), whatever Host a reverse proxy
+        # forwarded: nginx, by default, sends the upstream's address, not the browser's.
+        return True
     origin = request.headers.get("origin")
     if origin is None:  # a client that does not say; the CSRF token is still required
         return True
