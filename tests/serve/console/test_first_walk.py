@@ -92,6 +92,14 @@ def test_a_new_workspace_reads_well_on_every_page(tmp_path: Path) -> None:
         for page in (grouped.text, client.get("/console/datasets/clinic").text):
             assert "<b>Ward</b>" not in page and "&lt;b&gt;Ward&lt;/b&gt;" in page
         assert "No group is shown" in _text(grouped.text)
+        for url, form in (
+            ("/console/datasets/clinic/budget", {"epsilon": "", "reason": "first try"}),
+            ("/console/datasets/clinic/query", {"sql": "", "epsilon": ""}),
+        ):
+            empty = client.post(url, data={"csrf": client.csrf(), **form})
+            assert empty.status_code == 422, (url, empty.status_code)
+            words = _text(empty.text)
+            assert "is required" in words and "{'" not in words, words[-600:]
         verify = client.post("/console/trail/verify", data={"csrf": client.csrf("/console/trail")})
         assert verify.status_code == 303
         deadline = time.monotonic() + 60

@@ -95,16 +95,16 @@ def parse_form(
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise FormError(
-            [
-                _problem(
-                    ".".join(str(p) for p in err["loc"]) or "form",
-                    f"{'.'.join(str(p) for p in err['loc']) or 'form'}: {err['msg']}",
-                    got=None if "input" not in err else repr(str(err["input"])[:40]),
-                )
-                for err in exc.errors()
-            ]
-        ) from None
+        raise FormError([_schema_problem(err) for err in exc.errors()]) from None
+
+
+def _schema_problem(err: Any) -> dict[str, Any]:
+    """One of the model's refusals as the form shows it (a missing field: no echo of the form)."""
+    field = ".".join(str(p) for p in err["loc"]) or "form"
+    if err.get("type") == "missing":
+        return _problem(field, f"{field} is required", got="an empty field", fix=f"fill in {field}")
+    got = None if "input" not in err else repr(str(err["input"])[:40])
+    return _problem(field, f"{field}: {err['msg']}", got=got)
 
 
 # ---------------------------------------------------------------- schema
