@@ -216,6 +216,21 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes,
 
 async def _refuse_too_large(scope: Scope, send: Send, request_id: str, limit: int) -> None:
     scope["state"]["error_code"] = DataTooLargeError.code
+    path: str = scope["path"]
+    if path == _CONSOLE or path.startswith(_CONSOLE + "/"):  # a person at a form: a page
+        page = (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            "<title>413 · Veil console</title>"
+            '<link rel="stylesheet" href="/console/static/console.css"></head><body>'
+            '<main id="main"><h1>413: the form is too large</h1>'
+            '<div class="notice notice-error" role="alert"><dl class="facts">'
+            f"<dt>Expected</dt><dd>at most {limit:,} bytes</dd><dt>Got</dt><dd>more</dd>"
+            "<dt>Fix</dt><dd>shorten what you typed (the SQL, a reason) and submit again</dd>"
+            f"<dt>Request</dt><dd><code>{request_id}</code></dd></dl></div>"
+            '<p><a href="/console">Back to the console</a></p></main></body></html>'
+        ).encode()
+        await _send(send, 413, page, b"text/html; charset=utf-8", request_id)
+        return
     error = {
         "error": {
             "code": DataTooLargeError.code,
@@ -245,13 +260,16 @@ def _unrecorded(request_id: str) -> dict[str, Any]:
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
-    raw = json.dumps(body).encode()
+    await _send(send, status, json.dumps(body).encode(), b"application/json", request_id)
+
+
+async def _send(send: Send, status: int, raw: bytes, media: bytes, request_id: str) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", media),
                 (b"content-length", str(len(raw)).encode()),
                 (b"x-request-id", request_id.encode()),
             ],

@@ -196,3 +196,18 @@ def test_an_unknown_console_page_is_an_html_404(console_client: Any) -> None:
     assert "404" in page.text
     escaped = client.get("/console/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
     assert "<script>alert(1)" not in escaped.text
+
+
+def test_a_form_over_the_body_limit_is_a_413_page_not_json(gateway: Any) -> None:
+    limit = gateway.state.config.max_body_bytes
+    answer = httpx.post(
+        f"{gateway.url}/console/sign-in",
+        content=b"key=" + b"x" * (limit + 10),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 413
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "the form is too large" in answer.text and f"{limit:,} bytes" in answer.text
+    assert "default-src 'none'" in answer.headers["content-security-policy"]
+    api = httpx.post(f"{gateway.url}/v1/datasets/digits/query", content=b"x" * (limit + 10))
+    assert api.status_code == 413 and api.json()["error"]["code"] == "data_too_large"
