@@ -506,6 +506,9 @@ def create_app(config: ServeConfig, *, state: ServeState | None = None) -> FastA
         app.state.veil_tokens = {}
         app.state.veil_console_keys = {}
         if owned:
+            from veil.serve.console import warm  # noqa: PLC0415
+
+            warm(app.state.veil)
             _freeze_startup_objects()
         app.state.veil.log.info("started", extra={"version": __version__, "port": config.port})
         try:

@@ -211,3 +211,23 @@ def test_a_form_over_the_body_limit_is_a_413_page_not_json(gateway: Any) -> None
     assert "default-src 'none'" in answer.headers["content-security-policy"]
     api = httpx.post(f"{gateway.url}/v1/datasets/digits/query", content=b"x" * (limit + 10))
     assert api.status_code == 413 and api.json()["error"]["code"] == "data_too_large"
+
+
+def test_start_up_warms_the_curve_cache_and_records_nothing(gateway: Any) -> None:
+    """A worker composes each dataset's RDP curves before its first page (see console.warm)."""
+    from veil.ledger import Mechanism, PrivacyEvent
+    from veil.ledger._burndown import SHARED_CURVES
+    from veil.serve.console import warm
+
+    state = gateway.state
+    ledger = state.ledger(state.operator)
+    event = PrivacyEvent("count(*)", (Mechanism.laplace(scale=1000.0, sensitivity=1.0),))
+    ledger.charge_many([("digits", event)] * 70, purpose="warm-up test")
+    SHARED_CURVES._held.clear()
+    with _db(gateway) as db:
+        before = db.execute("SELECT count(*) FROM trail_entries").fetchone()[0]
+        digits = db.execute("SELECT id FROM datasets WHERE name = 'digits'").fetchone()[0]
+    warm(state)
+    assert any(key[0] == digits for key in SHARED_CURVES._held)
+    with _db(gateway) as db:
+        assert db.execute("SELECT count(*) FROM trail_entries").fetchone()[0] == before

@@ -85,7 +85,7 @@ def _when(value: Any) -> str:
 
 
 @lru_cache(maxsize=1)
-def _environment() -> Any:
+def environment() -> Any:
     from jinja2 import Environment, PackageLoader, StrictUndefined  # noqa: PLC0415
 
     env = Environment(
@@ -154,7 +154,7 @@ def render(
     }
     reset = _CSRF.set(page["csrf"])
     try:
-        html = _environment().get_template(template).render(page)
+        html = environment().get_template(template).render(page)
     finally:
         _CSRF.reset(reset)
     response = HTMLResponse(html, status_code=status_code, headers=headers)
