@@ -8,7 +8,7 @@ the page links (``next_after``, ``next_before``) and ``total`` consistent.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -191,6 +191,7 @@ def test_bad_pages_and_filters_are_refused_with_what_to_do(ledgers):
         ({"limit": 0}, "limit"),
         ({"limit": 1001}, "limit"),
         ({"actor": 7}, "text"),
+        ({"since": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))}, "outside the range"),
     ]
     for kwargs, words in cases:
         with pytest.raises(InvalidInputError, match=words):

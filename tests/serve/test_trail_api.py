@@ -178,6 +178,9 @@ def test_bad_input_is_a_clear_4xx(gateway: Any) -> None:
         assert error["got"] and error["expected"] and error["fix"]
     dates = _error(client.get("/v1/trail", params={"since": "yesterday"}), 422)
     assert "since" in dates["got"]
+    # A valid time that cannot be moved to UTC (found by schema fuzzing as a 500).
+    edge = _error(client.get("/v1/trail", params={"since": "0001-01-01T00:00:00+05:00"}), 400)
+    assert edge["code"] == "invalid_input" and "outside the range" in edge["message"]
 
 
 def test_serve_md_lists_the_trail_routes_with_the_permission_and_roles_they_check(

@@ -102,7 +102,15 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
             got=type(value).__name__,
             fix="pass a datetime such as 2026-12-06T10:00:00Z",
         )
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+05:00 is before the first representable UTC time
+        raise InvalidInputError(
+            f"'{name}' is outside the range of times this can compare",
+            expected="a time between 0001-01-02 and 9999-12-30 (UTC)",
+            got=value.isoformat(),
+            fix="give a time within those years",
+        ) from None
 
 
 def _check_limit(limit: int) -> int:

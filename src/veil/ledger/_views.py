@@ -114,7 +114,15 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
             expected="a datetime (ISO 8601 over HTTP, e.g. 2026-12-06T17:00:00Z)",
             got=repr(value),
         )
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+05:00 is before the first representable UTC time
+        raise InvalidInputError(
+            f"'{name}' is outside the range of times this can compare",
+            expected="a time between 0001-01-02 and 9999-12-30 (UTC)",
+            got=value.isoformat(),
+            fix="give a time within those years",
+        ) from None
 
 
 def _check_seq(value: int | None, name: str) -> int | None:

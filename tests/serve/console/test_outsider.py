@@ -163,10 +163,10 @@ def test_markup_typed_into_any_form_or_address_is_text_on_every_page(
 
 
 def test_a_value_closing_a_script_tag_stays_inside_the_json_block() -> None:
-    from veil.serve.console._render import _environment
+    from veil.serve.console._render import environment
 
     block = '<script type="application/json" id="d">{{ data|tojson }}</script>'
-    out = _environment().from_string(block).render(data={"k": "</script><script>alert(1)//"})
+    out = environment().from_string(block).render(data={"k": "</script><script>alert(1)//"})
     assert out.count("</script>") == 1 and "<script>alert" not in out
     inner = out.split('id="d">', 1)[1].rsplit("</script>", 1)[0]
     assert json.loads(inner) == {"k": "</script><script>alert(1)//"}
