@@ -49,6 +49,7 @@ __all__ = [
 
 _PREFIX = "bearer "
 _MAX_TOKEN = 256
+_MAX_DATASET = 128  # the trail's dataset column
 _FOLLOW_SECONDS = 10.0  # how long a request waits for a check of its token already running
 
 
@@ -77,7 +78,10 @@ def annotate(
     """
     state = request.state
     if dataset is not None:
-        state.trail_dataset = dataset
+        if 0 < len(dataset) <= _MAX_DATASET and "\x00" not in dataset:
+            state.trail_dataset = dataset
+        else:  # a filter as sent (empty, too long): named in the details, not as the dataset
+            details = {**details, "dataset_asked": dataset[:_MAX_DATASET].replace("\x00", "?")}
     if purpose is not None:
         state.trail_purpose = purpose
     if usage is not None:
