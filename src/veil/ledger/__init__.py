@@ -33,6 +33,7 @@ from veil.ledger._entry import LedgerEntry
 from veil.ledger._events import (
     DiscreteGaussianDpEvent,
     EpsilonDeltaDpEvent,
+    ExponentialDpEvent,
     Mechanism,
     PrivacyEvent,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "Composition",
     "DiscreteGaussianDpEvent",
     "EpsilonDeltaDpEvent",
+    "ExponentialDpEvent",
     "Ledger",
     "LedgerEntry",
     "LedgerIntegrityError",

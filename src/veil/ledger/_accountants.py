@@ -8,12 +8,16 @@
   PLD, so ``PLD <= RDP`` is checked on every charge's tests; mechanisms RDP
   cannot express exactly (pure epsilon, (epsilon, delta)) enter through
   their zCDP bound (epsilon^2 / 2) or, for delta > 0, basic composition.
+  The exponential mechanism enters through its bounded-range zCDP bound
+  (epsilon^2 / 8), while PLD composes it as a generic epsilon-DP mechanism:
+  for histories of many selections RDP is then the tighter of the two, and
+  ``PLD <= RDP`` holds only for histories without them.
 * :func:`zcdp_rho`: zero-concentrated DP, for budgets declared as rho.
 * :func:`gaussian_epsilon`: the exact epsilon of a Gaussian mechanism
   (Balle and Wang 2018, Theorem 8), a closed form to test the others against.
 
 Why a subclass of ``dp_accounting``'s PLD accountant: it composes every
-mechanism Veil runs except two it has no event for (:mod:`._events`); the
+mechanism Veil runs except three it has no event for (:mod:`._events`); the
 subclass adds them and defers everything else to the library.
 """
 
@@ -33,7 +37,12 @@ from dp_accounting.rdp import rdp_privacy_accountant
 from scipy import optimize, stats
 
 from veil.errors import InvalidInputError
-from veil.ledger._events import DiscreteGaussianDpEvent, EpsilonDeltaDpEvent, flatten
+from veil.ledger._events import (
+    DiscreteGaussianDpEvent,
+    EpsilonDeltaDpEvent,
+    ExponentialDpEvent,
+    flatten,
+)
 
 __all__ = ["PLDAccountant", "RDPAccountant", "gaussian_epsilon", "pure_epsilon", "zcdp_rho"]
 
@@ -52,12 +61,17 @@ _GAUSSIAN_TAIL_SD = 10.0
 
 
 class _VeilPLD(pld_privacy_accountant.PLDAccountant):  # type: ignore[misc]
-    """dp_accounting's PLD accountant plus Veil's two extra events."""
+    """dp_accounting's PLD accountant plus Veil's three extra events.
+
+    An :class:`ExponentialDpEvent` composes as the worst-case (epsilon, 0)-DP
+    distribution: an upper bound (its bounded range is not used here).
+    """
 
     def _maybe_compose(self, event: dp_event.DpEvent, count: int, do_compose: bool) -> object:
-        if isinstance(event, EpsilonDeltaDpEvent):
+        if isinstance(event, (EpsilonDeltaDpEvent, ExponentialDpEvent)):
             if do_compose:
-                params = pld_common.DifferentialPrivacyParameters(event.epsilon, event.delta)
+                delta = event.delta if isinstance(event, EpsilonDeltaDpEvent) else 0.0
+                params = pld_common.DifferentialPrivacyParameters(event.epsilon, delta)
                 pld = pld_lib.from_privacy_parameters(
                     params, value_discretization_interval=self._value_discretization_interval
                 )
@@ -226,6 +240,8 @@ def pure_epsilon(event: dp_event.DpEvent) -> float:
         return float(event.noise_parameter * event.sensitivity)
     if isinstance(event, EpsilonDeltaDpEvent) and event.delta == 0:
         return float(event.epsilon)
+    if isinstance(event, ExponentialDpEvent):
+        return float(event.epsilon)
     return math.inf
 
 
@@ -235,6 +251,8 @@ def _rdp_form(event: dp_event.DpEvent) -> tuple[dp_event.DpEvent | None, float, 
         if event.delta == 0:
             return dp_event.ZCDpEvent(event.epsilon**2 / 2), 0.0, 0.0
         return None, event.epsilon, event.delta
+    if isinstance(event, ExponentialDpEvent):
+        return dp_event.ZCDpEvent(_rho(event)), 0.0, 0.0
     if isinstance(event, DiscreteGaussianDpEvent):
         return dp_event.ZCDpEvent(event.sensitivity**2 / (2 * event.sigma**2)), 0.0, 0.0
     if isinstance(event, dp_event.DiscreteLaplaceDpEvent):
@@ -290,7 +308,9 @@ def zcdp_rho(events: Sequence[dp_event.DpEvent]) -> float:
     """Total rho of ``events`` under zero-concentrated DP (Bun and Steinke 2016).
 
     Gaussian: rho = 1 / (2 noise_multiplier^2); pure epsilon-DP (Laplace,
-    randomized response, exponential mechanism): rho = epsilon^2 / 2. Events
+    randomized response, report-noisy-max): rho = epsilon^2 / 2; the
+    exponential mechanism (:class:`ExponentialDpEvent`, epsilon-bounded-range):
+    rho = epsilon^2 / 8 (Cesar and Rogers 2021). Events
     with delta > 0 or subsampling have no zCDP guarantee and are refused.
     """
     total = 0.0
@@ -299,7 +319,7 @@ def zcdp_rho(events: Sequence[dp_event.DpEvent]) -> float:
     return total
 
 
-def _rho(event: dp_event.DpEvent) -> float:
+def _rho(event: dp_event.DpEvent) -> float:  # noqa: PLR0911 - one return per event type
     if isinstance(event, dp_event.GaussianDpEvent):
         return 1.0 / (2 * float(event.noise_multiplier) ** 2)
     if isinstance(event, DiscreteGaussianDpEvent):
@@ -312,6 +332,8 @@ def _rho(event: dp_event.DpEvent) -> float:
         return float((event.noise_parameter * event.sensitivity) ** 2 / 2)
     if isinstance(event, EpsilonDeltaDpEvent) and event.delta == 0:
         return float(event.epsilon**2 / 2)
+    if isinstance(event, ExponentialDpEvent):
+        return float(event.epsilon**2 / 8)
     raise InvalidInputError(
         "this mechanism has no zero-concentrated DP guarantee",
         expected="Gaussian, Laplace, randomized response or a pure-epsilon mechanism",
