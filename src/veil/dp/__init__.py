@@ -17,6 +17,7 @@ from veil.dp._mechanisms import (
     LaplaceMechanism,
     RandomizedResponse,
     exponential_mechanism,
+    exponential_selection,
     gaussian_sigma,
     laplace_half_width,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "QuerySpec",
     "RandomizedResponse",
     "exponential_mechanism",
+    "exponential_selection",
     "gaussian_sigma",
     "laplace_half_width",
     "parse_sql",

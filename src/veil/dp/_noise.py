@@ -25,6 +25,7 @@ __all__ = [
     "bitvector_response",
     "categorical_response",
     "gaussian_noise",
+    "gumbel_max",
     "laplace_noise",
     "noisy_max",
 ]
@@ -95,6 +96,29 @@ def noisy_max(
     """
     arr = _array(scores, integer=False)
     return int(_noisy_max(float(scale), monotonic)(arr.tolist()))
+
+
+@functools.lru_cache(maxsize=64)
+def _gumbel_max(scale: float) -> dp.Measurement:
+    # Under zero_concentrated_divergence OpenDP's noisy max adds Gumbel noise (the exponential
+    # mechanism's softmax exactly); under max_divergence it adds exponential noise instead.
+    return dp.m.make_noisy_max(
+        dp.vector_domain(dp.atom_domain(T=float, nan=False)),
+        dp.linf_distance(T=float),
+        dp.zero_concentrated_divergence(),
+        scale,
+    )
+
+
+def gumbel_max(scores: Sequence[float] | np.ndarray, scale: float) -> int:
+    """Index of the largest score after Gumbel noise of ``scale``: the exponential mechanism.
+
+    Index ``i`` wins with probability proportional to ``exp(scores[i] / scale)``;
+    for scores of sensitivity ``s`` (non-monotonic) this is epsilon-DP with
+    ``epsilon = 2 s / scale`` and OpenDP's map gives ``rho = epsilon^2 / 8``.
+    """
+    arr = _array(scores, integer=False)
+    return int(_gumbel_max(float(scale))(arr.tolist()))
 
 
 @functools.lru_cache(maxsize=64)
