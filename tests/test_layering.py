@@ -54,6 +54,7 @@ RANK = {
     "train": 8,
     "federated": 8,
     "audit": 9,
+    "synth": 9,
     "governance": 10,
     "serve": 10,
     "cli": 11,
