@@ -39,6 +39,7 @@ from veil.cli import (
     redact,
     retention,
     serve,
+    synth,
     trail,
     train,
     unlearn,
@@ -112,6 +113,7 @@ app.add_typer(consent.app, name="consent")
 app.command("erase")(erase.erase)
 app.add_typer(retention.app, name="retention")
 app.command("unlearn")(unlearn.unlearn)
+app.command("synth")(synth.synth)
 app.command("serve")(serve.serve)
 
 

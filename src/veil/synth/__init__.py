@@ -15,7 +15,16 @@ rows (:mod:`veil.synth._encode`).
 """
 
 from veil.synth._aim import RunTrace, candidates_of
+from veil.synth._attacks import (
+    AttributeAttack,
+    DcrDiagnostic,
+    MembershipAttack,
+    attribute_attack,
+    distance_to_closest_record,
+    membership_attack,
+)
 from veil.synth._encode import DEFAULT_BINS, ColumnCoding, Encoder
+from veil.synth._evaluate import SynthEvaluation, Utility, evaluate_release, marginal_tvd
 from veil.synth._plan import SynthPlan, plan_for
 from veil.synth._release import (
     SynthCard,
@@ -26,6 +35,7 @@ from veil.synth._release import (
     synthesize_frame,
     write_release,
 )
+from veil.synth._report import render_report, report_html
 from veil.synth._workload import (
     DEFAULT_MAX_CELLS,
     MAX_DOMAIN_CELLS,
@@ -38,17 +48,29 @@ __all__ = [
     "DEFAULT_BINS",
     "DEFAULT_MAX_CELLS",
     "MAX_DOMAIN_CELLS",
+    "AttributeAttack",
     "ColumnCoding",
+    "DcrDiagnostic",
     "Encoder",
+    "MembershipAttack",
     "RunTrace",
     "SynthCard",
+    "SynthEvaluation",
     "SynthPlan",
     "SynthResult",
     "SynthSettings",
+    "Utility",
+    "attribute_attack",
     "candidates_of",
+    "distance_to_closest_record",
+    "evaluate_release",
     "fit_nonprivate",
     "marginal",
+    "marginal_tvd",
+    "membership_attack",
     "plan_for",
+    "render_report",
+    "report_html",
     "synthesize_dataset",
     "synthesize_frame",
     "workload_cliques",
