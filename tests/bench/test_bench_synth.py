@@ -94,3 +94,12 @@ def test_bad_settings_are_refused_before_anything_runs(shared_data, tmp_path):
         run_synth_benchmark(shared_data, generators=("ctgan",))
     with pytest.raises(InvalidInputError, match="income among them"):
         run_synth_benchmark(shared_data, columns=("age", "sex", "race"))
+
+
+def test_a_generator_past_its_time_limit_is_stopped_and_reported(shared_data):
+    result = _tiny(shared_data, generators=("reference-aim",), time_limit_s=0.5)
+    (row,) = result.to_dict()["results"]
+    assert row["status"] == "timed out"
+    assert "time limit of 0.5 s" in row["notes"][0]
+    assert row["average_tvd"] is None and row["cpu_s"] is None
+    assert result.to_dict()["goals"]["tvd_within_5pct_of_reference"] is None

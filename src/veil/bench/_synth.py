@@ -49,6 +49,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -212,11 +213,34 @@ class SynthBenchResult(BenchResult):
 # ---------------------------------------------------------------------------- child processes
 
 
-def _run_child(job: dict[str, Any], progress: ProgressCallback | None) -> dict[str, Any]:
-    """Run one generator in a fresh interpreter: its result (with the process's CPU) or an error."""
-    code = "from veil.bench._synth_child import _child_main; _child_main()"
+def _read(
+    process: subprocess.Popen[str], progress: ProgressCallback | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Forward the child's progress; its result and its error, as its marked lines give them."""
     result: dict[str, Any] | None = None
     failure: str | None = None
+    assert process.stdout is not None  # noqa: S101
+    for line in process.stdout:
+        if not line.startswith(_MARK):
+            continue  # the reference prints its progress as text
+        message = json.loads(line[len(_MARK) :])
+        if "progress" in message and progress is not None:
+            progress(ProgressEvent.from_dict(message["progress"]))
+        elif "result" in message:
+            result = message["result"]
+        elif "error" in message:
+            failure = message["error"]
+    return result, failure
+
+
+def _run_child(
+    job: dict[str, Any], progress: ProgressCallback | None, time_limit_s: float | None = None
+) -> dict[str, Any]:
+    """Run one generator in a fresh interpreter: its result (with the process's CPU) or an error.
+
+    A process still running after ``time_limit_s`` seconds (wall) is killed and reported so.
+    """
+    code = "from veil.bench._synth_child import _child_main; _child_main()"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with (
         tempfile.TemporaryFile(mode="w+", encoding="utf-8") as errors,
@@ -228,20 +252,21 @@ def _run_child(job: dict[str, Any], progress: ProgressCallback | None) -> dict[s
             encoding="utf-8",
         ) as process,
     ):
+        fired = threading.Event()
+
+        def stop() -> None:
+            fired.set()
+            process.kill()
+
+        timer = None if time_limit_s is None else threading.Timer(time_limit_s, stop)
+        if timer is not None:
+            timer.start()
         try:
-            assert process.stdout is not None  # noqa: S101
-            for line in process.stdout:
-                if not line.startswith(_MARK):
-                    continue  # the reference prints its progress as text
-                message = json.loads(line[len(_MARK) :])
-                if "progress" in message and progress is not None:
-                    progress(ProgressEvent.from_dict(message["progress"]))
-                elif "result" in message:
-                    result = message["result"]
-                elif "error" in message:
-                    failure = message["error"]
+            result, failure = _read(process, progress)
             exit_code = process.wait()
         finally:
+            if timer is not None:
+                timer.cancel()
             if process.poll() is None:  # interrupted: leave no generator running
                 process.kill()
                 process.wait()
@@ -252,6 +277,9 @@ def _run_child(job: dict[str, Any], progress: ProgressCallback | None) -> dict[s
         errors.seek(0)
         tail = errors.read()[-2000:].strip()
     reason = failure or f"the generator's process exited with code {exit_code}"
+    if fired.is_set():
+        reason = f"stopped after the time limit of {time_limit_s:g} s (wall)"
+        return {"error": reason, "stderr_tail": "", "process_cpu_s": process_cpu, "timed_out": True}
     if exit_code < 0 or exit_code == 137:  # noqa: PLR2004 - SIGKILL: usually the OOM killer
         reason += " (killed: out of memory?)"
     return {"error": reason, "stderr_tail": tail, "process_cpu_s": process_cpu}
@@ -300,7 +328,8 @@ def _row(
         if outcome.get("stderr_tail"):
             notes.append("stderr: " + outcome["stderr_tail"].splitlines()[-1][:300])
         return SynthBenchRow(
-            generator=generator, epsilon=epsilon, status="failed", cpu_s=None,
+            generator=generator, epsilon=epsilon,
+            status="timed out" if outcome.get("timed_out") else "failed", cpu_s=None,
             process_cpu_s=outcome.get("process_cpu_s"), wall_s=None, peak_rss_mb=None,
             average_tvd=None, tstr_accuracy=None, trtr_accuracy=None, mia_auc=None,
             mia_epsilon_lower_bound=None, measured_cliques=None, notes=tuple(notes),
@@ -477,6 +506,7 @@ def run_synth_benchmark(
     columns: Sequence[str] | None = None,
     generators: Sequence[str] = GENERATORS,
     seed: int = 0,
+    time_limit_s: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> SynthBenchResult:
     """Run every generator at every epsilon (the non-private baseline once) and compare them.
@@ -494,6 +524,8 @@ def run_synth_benchmark(
         columns: Only these of Adult's columns (all by default; ``income`` is needed for TSTR).
         generators: Which of :data:`~veil.bench._synth_child.GENERATORS` to run.
         seed: Seeds the post-processing (sampling, splits, classifiers): not Veil's noise.
+        time_limit_s: Kill a generator's process after this many seconds (wall) and report
+            it as timed out (the reference AIM on mbi 2.0 can run for hours); none by default.
         progress: Receives an event as each generator starts and ends.
     """
     from veil.synth import Encoder, workload_cliques  # noqa: PLC0415
@@ -546,7 +578,7 @@ def run_synth_benchmark(
                 "seed": seed,
                 "out": str(out),
             }
-            outcome = _run_child(job, None)
+            outcome = _run_child(job, None, time_limit_s)
             codes = np.load(out) if out.is_file() and "error" not in outcome else None
             results.append(_row(generator, epsilon, outcome, codes, context))
             emit(progress, task, i + 1, len(plan), unit="runs", detail=f"{generator} done")
@@ -565,6 +597,7 @@ def run_synth_benchmark(
             "columns": list(encoder.columns),
             "seed": seed,
             "generators": list(generators),
+            "time_limit_s": time_limit_s,
         },
         data={
             "train": "adult.data" if rows is None else f"adult.data, first {rows:,} rows",

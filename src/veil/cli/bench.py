@@ -684,6 +684,10 @@ def synth(
         str | None, typer.Option("--columns", help="Only these Adult columns (income among them).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of sampling and evaluation.")] = 0,
+    time_limit: Annotated[
+        float | None,
+        typer.Option("--time-limit", help="Stop a generator after this many minutes (wall)."),
+    ] = None,
     tiny: Annotated[
         bool,
         typer.Option("--tiny", help="A smoke run: 4 columns, 300 rows, 5 rounds, 50 iterations."),
@@ -719,6 +723,7 @@ def synth(
             ),
             generators=tuple(g.strip() for g in generators.split(",") if g.strip()),
             seed=seed,
+            time_limit_s=None if time_limit is None else 60.0 * time_limit,
             progress=progress,
         )
     _finish(result, output, as_json=as_json)
