@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from veil.bench._result import BenchResult, Column, Note, Table
     from veil.bench._serve import PARTS as SERVE_PARTS
     from veil.bench._serve import ServeResult, run_serve_benchmark
+    from veil.bench._synth import TINY as SYNTH_TINY
+    from veil.bench._synth import TINY_COLUMNS as SYNTH_TINY_COLUMNS
+    from veil.bench._synth import SynthBenchResult, SynthBenchRow, run_synth_benchmark
     from veil.bench._trail import TrailResult, run_trail_benchmark
     from veil.bench._unlearning import UnlearningResult, run_unlearning_benchmark
 
@@ -72,17 +75,29 @@ _WHERE = {
     "SERVE_PARTS": "_serve",
     "ServeResult": "_serve",
     "run_serve_benchmark": "_serve",
+    "SYNTH_TINY": "_synth",
+    "SYNTH_TINY_COLUMNS": "_synth",
+    "SynthBenchResult": "_synth",
+    "SynthBenchRow": "_synth",
+    "run_synth_benchmark": "_synth",
     "TrailResult": "_trail",
     "run_trail_benchmark": "_trail",
     "UnlearningResult": "_unlearning",
     "run_unlearning_benchmark": "_unlearning",
 }
 
-_ALIASES = {"FEDERATED_ROWS": "ROWS", "SERVE_PARTS": "PARTS"}
+_ALIASES = {
+    "FEDERATED_ROWS": "ROWS",
+    "SERVE_PARTS": "PARTS",
+    "SYNTH_TINY": "TINY",
+    "SYNTH_TINY_COLUMNS": "TINY_COLUMNS",
+}
 
 __all__ = [
     "FEDERATED_ROWS",
     "SERVE_PARTS",
+    "SYNTH_TINY",
+    "SYNTH_TINY_COLUMNS",
     "AnonymizeResult",
     "AnonymizeRow",
     "AuditResult",
@@ -104,6 +119,8 @@ __all__ = [
     "QueryResult",
     "QueryRow",
     "ServeResult",
+    "SynthBenchResult",
+    "SynthBenchRow",
     "Table",
     "TimingRow",
     "TrailResult",
@@ -119,6 +136,7 @@ __all__ = [
     "run_mpc_benchmark",
     "run_query_benchmark",
     "run_serve_benchmark",
+    "run_synth_benchmark",
     "run_trail_benchmark",
     "run_unlearning_benchmark",
 ]

@@ -29,7 +29,7 @@ How it measures:
   **peak RSS**: the process's ``ru_maxrss``.
 * **Error**: :func:`veil.synth.workload_tvd` of the release's codes against
   the training codes, averaged over the workload.
-* **Utility and attacks**: :func:`veil.synth._evaluate.evaluate_release` with
+* **Utility and attacks**: :func:`veil.synth.evaluate_release` with
   ``adult.test`` as the real holdout: TSTR against TRTR accuracy for
   ``income`` (one gradient-boosted classifier, fixed seed), and the
   DOMIAS-style membership attack's AUC and epsilon lower bound.
@@ -69,7 +69,7 @@ from veil.bench._synth_child import (
     adult_schema,
     integer_columns,
 )
-from veil.data._adult import ADULT_COLUMNS
+from veil.data.readers import ADULT_COLUMNS
 from veil.errors import InvalidInputError, NotFoundError
 from veil.progress import ProgressCallback, ProgressEvent, emit
 
@@ -294,8 +294,10 @@ def _evaluate(
     context: dict[str, Any],
 ) -> tuple[float, dict[str, Any]]:
     """Average TVD of the release's codes, and :func:`evaluate_release` on its decoded rows."""
-    from veil.synth import workload_tvd  # noqa: PLC0415
-    from veil.synth._evaluate import evaluate_release  # noqa: PLC0415
+    from veil.synth import (
+        evaluate_release,
+        workload_tvd,
+    )
 
     encoder, columns = context["encoder"], list(context["encoder"].columns)
     synth_codes = pd.DataFrame(codes, columns=columns)
@@ -623,7 +625,7 @@ def run_synth_benchmark(
             ),
             (
                 "TVD: veil.synth.workload_tvd on the codes; TSTR, MIA: "
-                "veil.synth._evaluate.evaluate_release with adult.test as the holdout"
+                "veil.synth.evaluate_release with adult.test as the holdout"
             ),
         ),
         results=tuple(results),

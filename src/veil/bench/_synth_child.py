@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from veil._io import dumps
-from veil.data._adult import ADULT_CATEGORIES, ADULT_COLUMNS
+from veil.data.readers import ADULT_CATEGORIES, ADULT_COLUMNS
 from veil.progress import emit, json_line_reporter
 
 __all__ = ["ADULT_SYNTH_BOUNDS", "GENERATORS", "adult_frame", "adult_schema"]

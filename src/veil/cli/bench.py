@@ -698,7 +698,9 @@ def synth(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Veil's AIM and MST on UCI Adult beside private-pgm's AIM: CPU, memory, TVD, TSTR, MIA."""
-    from veil.bench._synth import TINY, TINY_COLUMNS, run_synth_benchmark  # noqa: PLC0415
+    from veil.bench import SYNTH_TINY as TINY  # noqa: PLC0415
+    from veil.bench import SYNTH_TINY_COLUMNS as TINY_COLUMNS  # noqa: PLC0415
+    from veil.bench import run_synth_benchmark  # noqa: PLC0415
 
     try:
         budgets = tuple(float(e) for e in epsilons.split(",") if e.strip())

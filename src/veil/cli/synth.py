@@ -153,8 +153,12 @@ def synth(
     from veil.data import Catalog  # noqa: PLC0415
     from veil.ledger import Ledger  # noqa: PLC0415
     from veil.store import Store  # noqa: PLC0415
-    from veil.synth import SynthSettings, synthesize_dataset, write_release  # noqa: PLC0415
-    from veil.synth._release import OUTPUT_SUFFIXES  # noqa: PLC0415
+    from veil.synth import (  # noqa: PLC0415
+        OUTPUT_SUFFIXES,
+        SynthSettings,
+        synthesize_dataset,
+        write_release,
+    )
     from veil.vault import KeyStore  # noqa: PLC0415
 
     if output.suffix.lower() not in OUTPUT_SUFFIXES:

@@ -21,6 +21,7 @@ from veil.dp._mechanisms import (
     gaussian_sigma,
     laplace_half_width,
 )
+from veil.dp._noise import gaussian_noise
 from veil.dp._plan import QueryPlan, plan_query
 from veil.dp._spec import (
     Aggregate,
@@ -50,6 +51,7 @@ __all__ = [
     "RandomizedResponse",
     "exponential_mechanism",
     "exponential_selection",
+    "gaussian_noise",
     "gaussian_sigma",
     "laplace_half_width",
     "parse_sql",

@@ -27,6 +27,7 @@ from veil.synth._encode import DEFAULT_BINS, ColumnCoding, Encoder
 from veil.synth._evaluate import SynthEvaluation, Utility, evaluate_release, marginal_tvd
 from veil.synth._plan import SynthPlan, plan_for
 from veil.synth._release import (
+    OUTPUT_SUFFIXES,
     SynthCard,
     SynthResult,
     SynthSettings,
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_BINS",
     "DEFAULT_MAX_CELLS",
     "MAX_DOMAIN_CELLS",
+    "OUTPUT_SUFFIXES",
     "AttributeAttack",
     "ColumnCoding",
     "DcrDiagnostic",

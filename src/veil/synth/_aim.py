@@ -88,8 +88,7 @@ class _Noise:
         self.plan = plan
         self.private = private
         if private:
-            from veil.dp import exponential_selection  # noqa: PLC0415
-            from veil.dp._noise import gaussian_noise  # noqa: PLC0415
+            from veil.dp import exponential_selection, gaussian_noise  # noqa: PLC0415
 
             self._gaussian = gaussian_noise
             self._select = exponential_selection

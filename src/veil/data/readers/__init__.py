@@ -17,7 +17,7 @@ One module per format (``_csv`` for CSV and Adult, ``_parquet``, ``_sklearn``,
 reader in ``_open``; this package re-exports them.
 """
 
-from veil.data._adult import ADULT_CATEGORIES
+from veil.data._adult import ADULT_CATEGORIES, ADULT_COLUMNS
 from veil.data.readers._base import (
     Declaration,
     ImageArrays,
@@ -40,6 +40,7 @@ from veil.data.readers._sklearn import sklearn_split_rows as sklearn_split_rows
 # "as" names): the catalogue, the loaders and a user adding a format reach them.
 __all__ = [
     "ADULT_CATEGORIES",
+    "ADULT_COLUMNS",
     "FORMATS",
     "SKLEARN_DATASETS",
     "SKLEARN_TARGETS",
