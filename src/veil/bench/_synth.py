@@ -294,10 +294,7 @@ def _evaluate(
     context: dict[str, Any],
 ) -> tuple[float, dict[str, Any]]:
     """Average TVD of the release's codes, and :func:`evaluate_release` on its decoded rows."""
-    from veil.synth import (
-        evaluate_release,
-        workload_tvd,
-    )
+    from veil.synth import evaluate_release, workload_tvd  # noqa: PLC0415
 
     encoder, columns = context["encoder"], list(context["encoder"].columns)
     synth_codes = pd.DataFrame(codes, columns=columns)
