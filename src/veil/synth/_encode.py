@@ -235,10 +235,22 @@ class Encoder:
 
 
 def _numeric(name: str, bounds: tuple[float, float], bins: int, integer: bool) -> ColumnCoding:
+    """Equal-width bins over the bounds; for whole numbers, bins of whole numbers.
+
+    An integer column's bins are aligned on whole numbers (edges at ``k - 0.5``),
+    each holding the same count of them (the last may hold fewer): a bin never
+    falls between two whole numbers, so a decoded value always encodes back to
+    its own cell. When the range fits in ``bins`` cells, every value is its own bin.
+    """
     low, high = float(bounds[0]), float(bounds[1])
-    whole = low.is_integer() and high.is_integer()
-    if whole and integer and high - low + 1 <= bins:
-        edges = np.arange(low, high + 2) - 0.5
-        return ColumnCoding(name, "numeric", edges=tuple(float(e) for e in edges), integer=True)
+    if integer:
+        first, last = math.ceil(low), math.floor(high)
+        if first <= last:
+            span = last - first + 1
+            width = max(1, math.ceil(span / bins))
+            count = math.ceil(span / width)
+            edges = first - 0.5 + width * np.arange(count + 1, dtype=np.float64)
+            edges[-1] = min(edges[-1], last + 0.5)
+            return ColumnCoding(name, "numeric", edges=tuple(float(e) for e in edges), integer=True)
     edges = np.linspace(low, high, bins + 1)
-    return ColumnCoding(name, "numeric", edges=tuple(float(e) for e in edges), integer=integer)
+    return ColumnCoding(name, "numeric", edges=tuple(float(e) for e in edges), integer=False)
