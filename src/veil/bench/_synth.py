@@ -497,7 +497,7 @@ def run_synth_benchmark(
     epsilons: Sequence[float] = (1.0, 10.0),
     rows: int | None = None,
     test_rows: int | None = None,
-    rounds: int = 24,
+    rounds: int = 16,
     max_model_mb: float = 1.0,
     iters: int = 100,
     bins: int = 16,

@@ -108,7 +108,7 @@ def synth(
         typer.Option("--bins", help="Equal-width bins over each numeric column's declared bounds."),
     ] = 16,
     rounds: Annotated[
-        int | None, typer.Option("--rounds", help="AIM selection rounds (default: 2 x columns).")
+        int | None, typer.Option("--rounds", help="AIM selection rounds (default: columns + 1).")
     ] = None,
     max_model_mb: Annotated[
         float, typer.Option("--max-model-mb", help="Largest graphical model AIM may grow.")

@@ -58,7 +58,8 @@ class SynthSettings:
     """How hard the generator works (none of these change the privacy guarantee).
 
     Attributes:
-        rounds: AIM's selection rounds (default: twice the number of columns).
+        rounds: AIM's selection rounds (default: one more than the number of columns;
+            on Adult, 16 rounds took 277 CPU-seconds and 30 rounds 411).
             MST always selects ``columns - 1`` edges.
         iters: Mirror-descent iterations per refit (AIM).
         final_iters: Iterations of the last fit (AIM, MST).
@@ -75,7 +76,7 @@ class SynthSettings:
     def rounds_for(self, method: str, columns: int) -> int:
         if method == "mst":
             return columns - 1
-        return self.rounds if self.rounds is not None else 2 * columns
+        return self.rounds if self.rounds is not None else columns + 1
 
     def check(self) -> None:
         for name in ("iters", "final_iters", "sample_rows"):
