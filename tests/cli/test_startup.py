@@ -17,7 +17,18 @@ import pytest
 
 # What no `--help` needs: models, NLP, encryption, federated learning, query engines.
 HEAVY = frozenset(
-    {"torch", "spacy", "presidio_analyzer", "opendp", "tenseal", "flwr", "polars", "sklearn"}
+    {
+        "torch",
+        "spacy",
+        "presidio_analyzer",
+        "opendp",
+        "tenseal",
+        "flwr",
+        "polars",
+        "sklearn",
+        "jax",
+        "mbi",
+    }
 )
 # `veil --help` and `veil --version` need no data frames and no database either (NumPy,
 # about 0.1 s, is left to cli/he, which uses it throughout).
@@ -84,7 +95,7 @@ def test_redact_loads_neither_torch_nor_opendp(tmp_path: Path):
 
 SUBCOMMANDS = (
     "init", "db", "datasets", "budget", "query", "train", "models", "audit", "scan",
-    "anonymize", "redact", "federate", "he", "bench", "demo", "vault", "mpc",
+    "anonymize", "redact", "federate", "he", "bench", "demo", "vault", "mpc", "synth",
 )  # fmt: skip
 
 
