@@ -226,7 +226,7 @@ def synth(
             "Interrupted: nothing was written. The charge stands (the mechanisms may have run).",
             markup=False,
         )
-        raise
+        raise typer.Exit(code=130) from None
     finally:
         store.dispose()
     payload = {**result.to_dict(), "written": written, "budget": status.to_dict()}

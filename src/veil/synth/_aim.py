@@ -143,7 +143,10 @@ def run_aim(
     started = time.process_time()
     columns = list(columns)
     candidates = candidates_of(workload)
-    answers = _true_marginals(codes, columns, sizes, list(candidates))
+    # Every column's one-way marginal is measured, whether or not a workload clique names it.
+    answers = _true_marginals(
+        codes, columns, sizes, list(dict.fromkeys([*candidates, *((c,) for c in columns)]))
+    )
     noise = _Noise(plan, private)
     trace = RunTrace()
     measurements: list[tuple[tuple[str, ...], np.ndarray, float]] = []
