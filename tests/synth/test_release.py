@@ -369,3 +369,18 @@ def test_an_unknown_output_suffix_is_refused_and_nothing_is_written(mst_twice, t
         write_release(result, tmp_path / "synth.xlsx")
     assert ".csv" in str(caught.value.fix)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_row_is_kept_per_privacy_unit():
+    from veil.synth._release import _one_row_per_unit
+
+    frame = pd.DataFrame({"pid": [1, 1, 1, 2, 3, 3], "x": [0, 1, 2, 3, 4, 5]})
+    kept = _one_row_per_unit(frame, "pid", np.random.default_rng(0))
+    assert sorted(kept["pid"]) == [1, 2, 3]
+    # Which row is kept is random, not always the first one seen.
+    firsts = {
+        int(_one_row_per_unit(frame, "pid", np.random.default_rng(s)).set_index("pid").loc[1, "x"])
+        for s in range(40)
+    }
+    assert firsts == {0, 1, 2}  # each of the three rows: missed with probability < 3 (2/3)^40
+    assert _one_row_per_unit(frame, None, np.random.default_rng(0)).equals(frame)
