@@ -708,7 +708,7 @@ def synth(
         raise InvalidInputError(
             "bad --epsilons", expected="comma-separated numbers, e.g. 1,10", got=epsilons
         ) from None
-    defaults = TINY if tiny else {"rounds": 24, "iters": 100, "max_model_mb": 1.0}
+    defaults = TINY if tiny else {"rounds": 16, "iters": 100, "max_model_mb": 1.0}
     with progress_bar() as progress:
         result = run_synth_benchmark(
             data,
