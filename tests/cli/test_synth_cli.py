@@ -61,6 +61,7 @@ def test_a_release_with_its_card_report_and_ledger_events(capsys, adult, tmp_pat
     assert card == payload["card"]
     assert card["method"] == "aim" and card["epsilon"] == 1.0 and card["delta"] == 1e-6
     assert card["columns"] == COLUMNS.split(",")
+    assert card["run"]["rounds"] == 2  # what ran, not the setting
     header = out_csv.read_text(encoding="utf-8").splitlines()[0]
     assert header == COLUMNS
     assert payload["charged"]["charged"]["epsilon"] <= 1.0

@@ -339,7 +339,8 @@ def _release(
         rows=n_out,
         columns=prepared.encoder.columns,
         plan=plan.to_dict() if private else {"method": plan.method, "private": False},
-        run={**trace.to_dict(), **prepared.settings.__dict__},
+        # The settings, then what the run did: its rounds, not the setting (None means the default).
+        run={**prepared.settings.__dict__, **trace.to_dict()},
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         private=private,
         domain=prepared.encoder.to_dict(),
