@@ -26,14 +26,12 @@ includes a target.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
@@ -52,34 +50,11 @@ from veil.synth._attacks import (
     distance_to_closest_record,
     membership_attack,
 )
+from veil.synth._workload import marginal_tvd
 
 __all__ = ["SynthEvaluation", "Utility", "evaluate_release", "marginal_tvd"]
 
 _MAX_HGB_CATEGORIES = 255  # HistGradientBoostingClassifier's limit for a categorical feature
-
-
-def marginal_tvd(
-    real_codes: pd.DataFrame,
-    synth_codes: pd.DataFrame,
-    cliques: Sequence[Sequence[str]],
-    sizes: Mapping[str, int],
-) -> list[float]:
-    """Total-variation distance between the normalised marginals of each clique (encoded cells)."""
-    out = []
-    for clique in cliques:
-        shape = tuple(int(sizes[c]) for c in clique)
-        cells = math.prod(shape)
-
-        def marginal(codes: pd.DataFrame, clique: Sequence[str] = clique) -> npt.NDArray[Any]:
-            idx = np.ravel_multi_index(
-                tuple(codes[c].to_numpy(dtype=np.int64) for c in clique),
-                shape,  # noqa: B023
-            )
-            counts = np.bincount(idx, minlength=cells).astype(np.float64)  # noqa: B023
-            return np.asarray(counts / max(1.0, counts.sum()))
-
-        out.append(0.5 * float(np.abs(marginal(real_codes) - marginal(synth_codes)).sum()))
-    return out
 
 
 @dataclass(frozen=True)

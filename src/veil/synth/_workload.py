@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_MAX_CELLS",
     "MAX_DOMAIN_CELLS",
     "marginal",
+    "marginal_tvd",
     "workload_cliques",
     "workload_tvd",
 ]
@@ -144,14 +145,24 @@ def workload_tvd(
             expected="non-empty real and synthetic frames",
             got=f"{len(real)} real, {len(synth)} synthetic rows",
         )
+    return sum(marginal_tvd(real, synth, cliques, sizes)) / len(cliques)
+
+
+def marginal_tvd(
+    real: pd.DataFrame,
+    synth: pd.DataFrame,
+    cliques: Sequence[Sequence[str]],
+    sizes: Mapping[str, int],
+) -> list[float]:
+    """Total-variation distance between the normalised marginals of each clique (cell codes)."""
     columns = list(sizes)
     real_codes = real[columns].to_numpy(dtype=np.int64)
     synth_codes = synth[columns].to_numpy(dtype=np.int64)
-    total = 0.0
+    out = []
     for clique in cliques:
         index = [columns.index(c) for c in clique]
         shape = [sizes[c] for c in clique]
         p = marginal(real_codes, index, shape)
         q = marginal(synth_codes, index, shape)
-        total += 0.5 * float(np.abs(p / p.sum() - q / q.sum()).sum())
-    return total / len(cliques)
+        out.append(0.5 * float(np.abs(p / max(p.sum(), 1.0) - q / max(q.sum(), 1.0)).sum()))
+    return out
