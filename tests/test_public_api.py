@@ -13,6 +13,7 @@ PUBLIC = {
         "ConflictError",
         "DataTooLargeError",
         "DeploymentError",
+        "EngineError",
         "InvalidInputError",
         "MissingDependencyError",
         "NotFoundError",

@@ -27,8 +27,9 @@ builtin a caller would naturally catch, so ``except ValueError`` still works::
           │                                      unauthenticated  15
           ├── RateLimitedError                   rate_limited     16
           ├── UnavailableError (ConnectionError) unavailable      17
-          └── UnsupportedMediaTypeError (InvalidInputError)
-                                                 unsupported_media_type 18
+          ├── UnsupportedMediaTypeError (InvalidInputError)
+          │                                      unsupported_media_type 18
+          └── EngineError (RuntimeError)         engine_failed    19
 
 Exit code 1 is reserved for an unexpected error (a bug), 2 for a malformed
 command line (Click's usage errors) and 130 for an interrupt.
@@ -54,6 +55,7 @@ __all__ = [
     "ConflictError",
     "DataTooLargeError",
     "DeploymentError",
+    "EngineError",
     "InvalidInputError",
     "MissingDependencyError",
     "NotFoundError",
@@ -255,6 +257,15 @@ class UnsupportedMediaTypeError(InvalidInputError):
 
     code = "unsupported_media_type"
     exit_code = 18
+
+
+class EngineError(VeilError, RuntimeError):
+    """A query engine other than the built-in one (Spark) could not start, or failed while
+    computing. A failure after the charge releases nothing, and the charge stands: the
+    engine may have computed on the rows."""
+
+    code = "engine_failed"
+    exit_code = 19
 
 
 class PrivacyLeakWarning(UserWarning):

@@ -1,4 +1,4 @@
-"""Running a charged query plan: bound contributions, clamp, aggregate with Polars, add noise.
+"""Running a charged query plan: the Polars engine, and the release every engine shares.
 
 :func:`run_plan` releases noisy values and charges nothing, so only
 :meth:`veil.dp.PrivateFrame.run` (which charges first) calls it. Every cell
@@ -15,15 +15,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import polars as pl
+import polars_hash  # noqa: F401 - registers the stable ``nchash`` namespace (XXH64)
 from scipy import stats
 
+from veil.dp._engine import (
+    HASH_SEED,
+    KEY_SEPARATOR,
+    LIMB_BITS,
+    NULL_TOKEN,
+    Exact,
+    check_needed_columns,
+    fixed_points,
+    measured_columns,
+    quantile_columns,
+    quantile_mids,
+)
 from veil.dp._mechanisms import laplace_half_width
 from veil.dp._noise import gaussian_noise, laplace_noise, noisy_max
 from veil.dp._plan import MAX_ROWS, Component, QueryPlan, declared_bounds, quantile_grid
+from veil.dp._spark import is_spark_frame, spark_aggregate
 from veil.dp._spec import Aggregate, QueryResult
-from veil.errors import InvalidInputError, SchemaError
+from veil.errors import InvalidInputError
 
-__all__ = ["as_polars", "run_plan"]
+__all__ = ["OPENDP", "NoiseSource", "aggregate", "as_polars", "release", "run_plan"]
 
 
 def as_polars(frame: pl.DataFrame | pl.LazyFrame | pd.DataFrame) -> pl.LazyFrame:
@@ -62,106 +76,42 @@ def _restrict_to_keys(plan: QueryPlan, lf: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _clamped_columns(plan: QueryPlan, dtypes: pl.Schema) -> dict[str, pl.Expr]:
-    """The clamped (and centred) columns the aggregation sums, by name."""
-    schema = plan.schema
-    added: dict[str, pl.Expr] = {}
-    for comp in plan.components:
-        if comp.column is None:
-            continue
-        lo, hi = declared_bounds(schema, comp.column, comp.kind)
-        mid = (lo + hi) / 2
-        dtype = dtypes[comp.column]
-        # Non-strict: a value that is not a number becomes missing; no error can depend on data.
-        x = pl.col(comp.column)
-        if dtype != pl.Float64:
-            x = x.cast(pl.Float64, strict=False)
-        if comp.kind == "quantile":
-            # As for the sums below: missing at `mid`, NaN at the upper bound.
-            added[f"__veil_x_{comp.column}"] = pl.min_horizontal(
-                pl.max_horizontal(x.fill_null(mid), lo), hi
-            )
-            continue
-        # Clamped and centred with min/max_horizontal, one cheap pass (clip keeps NaN and
-        # fill_nan costs a second pass). These map NaN, which Polars orders above every
-        # number, to the upper bound, and a missing value to the lower bound; run_plan adds
-        # each group's missing count back, so missing values count as `mid` (0 once centred).
-        centred = pl.min_horizontal(pl.max_horizontal(x, lo), hi) - mid
-        if comp.kind in {"sum", "csum"}:
-            # Centred values are summed directly (sum(x) - mid * n would carry the rounding
-            # error of a large sum into the centred sum); SUM is then sum(c) + mid * n, whose
-            # one rounding is ~1e-16 * |mid| * n, far below its sensitivity max(|lo|, |hi|).
-            added[f"__veil_c_{comp.column}"] = centred
-        else:
-            added[f"__veil_sq_{comp.column}"] = centred * centred
-    return added
+    """The integer (fixed-point) columns the aggregation sums, and the quantiles' grid index.
 
-
-def _prepare(plan: QueryPlan, frame: pl.LazyFrame) -> pl.LazyFrame:
-    """Filter, bound contributions, and add clamped copies of the measured columns.
-
-    Clamped values are materialised as columns (``__veil_x_COL``, and ``__veil_sq_COL``
-    for the centred squares) so that the aggregation is plain sums: Polars evaluates a
-    compound expression inside ``group_by().agg()`` group by group, 3-4x slower.
+    See :mod:`veil.dp._engine`: every engine computes exactly these columns
+    with the same float operations, so their sums agree to the last bit.
     """
-    schema, spec = plan.schema, plan.spec
-    lf = frame
-    if plan.where_expr is not None:
-        lf = lf.filter(plan.where_expr)
-    if plan.keys is not None and spec.group_by:
-        lf = _restrict_to_keys(plan, lf)
-    unit = schema.privacy_unit
-    if unit is not None:
-        # Rows without an identifier belong to nobody we can bound: they are dropped (the
-        # catalogue refuses them at registration; a frame passed in directly may have them).
-        lf = lf.filter(pl.col(unit).is_not_null())
-        salt = secrets.randbits(63)
-        l0, linf = plan.contribution.max_groups, plan.contribution.max_rows
-        if spec.group_by:
-            lf = lf.with_columns(
-                pl.struct([unit, *spec.group_by]).hash(salt).alias("__veil_gh"),
-            ).filter(pl.col("__veil_gh").rank("dense").over(unit) <= l0)
-            by = [unit, *spec.group_by]
-        else:
-            by = [unit]
-        # A random subset of each person's rows per group: the key hashes the person, the
-        # group and the row's position among *that person's* rows, never a global row number.
-        lf = lf.with_columns(
-            pl.struct([*by, pl.int_range(pl.len()).over(by).alias("__veil_i")])
-            .hash(salt)
-            .alias("__veil_rh")
-        ).filter(pl.col("__veil_rh").rank("ordinal").over(by) <= linf)
-    added = _clamped_columns(plan, lf.collect_schema())
-    return lf.with_columns(**added) if added else lf
-
-
-def _centred_sum(column: str | None, lo: float, hi: float) -> pl.Expr:
-    """sum(clamped x - mid), with each missing value's lo - mid contribution taken back out."""
-    return pl.col(f"__cs_{column}") + (hi - lo) / 2 * pl.col(f"__nn_{column}")
-
-
-def _component_columns(plan: QueryPlan) -> list[pl.Expr]:
-    """Each component's exact value per group, from the plain aggregates (on ~100 rows)."""
-    out = []
-    for i, comp in enumerate(plan.components):
-        if comp.kind == "count":
-            expr = pl.col("__n").cast(pl.Int64)
-        elif comp.kind == "sum":
-            lo, hi = declared_bounds(plan.schema, str(comp.column), comp.kind)
-            expr = _centred_sum(comp.column, lo, hi) + (lo + hi) / 2 * pl.col("__n").cast(
-                pl.Float64
-            )
-        elif comp.kind == "csum":
-            lo, hi = declared_bounds(plan.schema, str(comp.column), comp.kind)
-            expr = _centred_sum(comp.column, lo, hi)
-        elif comp.kind == "csumsq":
-            lo, hi = declared_bounds(plan.schema, str(comp.column), comp.kind)
-            # Each missing value was clamped to the lower bound: (lo - mid)^2 = half^2 each.
-            half_sq = ((hi - lo) / 2) ** 2
-            expr = pl.col(f"__q_{comp.column}") - half_sq * pl.col(f"__nn_{comp.column}")
-        else:
-            expr = pl.col(f"__l_{comp.column}")
-        out.append(expr.alias(f"__c{i}"))
-    return out
+    added: dict[str, pl.Expr] = {}
+    for column, fp in fixed_points(plan).items():
+        x = pl.col(column)
+        if dtypes[column] != pl.Float64:
+            # Non-strict: a value that is not a number becomes missing; no error can depend on data.
+            x = x.cast(pl.Float64, strict=False)
+        # min/max_horizontal map NaN (ordered above every number) to the upper bound and a
+        # missing value to the lower bound; the driver takes the missing values back out.
+        centred = pl.min_horizontal(pl.max_horizontal(x, fp.lo), fp.hi) - fp.mid
+        units = (centred * fp.scale).cast(pl.Int64)
+        high = units // (1 << LIMB_BITS)
+        added[f"__veil_th_{column}"] = high
+        added[f"__veil_tl_{column}"] = units - high * (1 << LIMB_BITS)
+        if any(c.kind == "csumsq" and c.column == column for c in plan.components):
+            squares = ((centred * centred) * fp.scale_sq).cast(pl.Int64)
+            high_sq = squares // (1 << LIMB_BITS)
+            added[f"__veil_sh_{column}"] = high_sq
+            added[f"__veil_sl_{column}"] = squares - high_sq * (1 << LIMB_BITS)
+    for column in quantile_columns(plan):
+        lo, hi = declared_bounds(plan.schema, column, "a quantile")
+        x = pl.col(column)
+        if dtypes[column] != pl.Float64:
+            x = x.cast(pl.Float64, strict=False)
+        # Missing at the midpoint of the bounds, NaN at the upper bound, then the candidate
+        # each value rounds to: the number of grid midpoints <= it.
+        clamped = pl.min_horizontal(pl.max_horizontal(x.fill_null((lo + hi) / 2), lo), hi)
+        mids = pl.Series(quantile_mids(plan, column), dtype=pl.Float64)
+        added[f"__veil_k_{column}"] = (
+            pl.lit(mids).search_sorted(clamped, side="right").cast(pl.Int64)
+        )
+    return added
 
 
 def _as_category_strings(column: str, dtype: pl.DataType) -> pl.Expr:
@@ -176,76 +126,241 @@ def _as_category_strings(column: str, dtype: pl.DataType) -> pl.Expr:
     return col.cast(pl.String).alias(column)
 
 
-def run_plan(plan: QueryPlan, frame: pl.DataFrame | pl.LazyFrame | pd.DataFrame) -> QueryResult:  # noqa: C901, PLR0912, PLR0915
-    """Compute the noisy answer of a plan that has *already been charged*."""
-    spec, schema = plan.spec, plan.schema
+def _portable_hash(fields: list[pl.Expr]) -> pl.Expr:
+    """XXH64 (seed 42) of the fields joined as text: Spark's ``xxhash64`` of the same string."""
+    text = pl.concat_str(
+        [f.cast(pl.String).fill_null(NULL_TOKEN) for f in fields], separator=KEY_SEPARATOR
+    )
+    hashed: pl.Expr = text.nchash.xxhash64(seed=HASH_SEED)  # type: ignore[attr-defined]
+    return hashed.reinterpret(signed=True)
+
+
+def _prepare(plan: QueryPlan, frame: pl.LazyFrame, salt: int) -> pl.LazyFrame:
+    """Filter, bound contributions, and add the columns the aggregation sums.
+
+    The summed values are materialised as columns (``__veil_th_COL`` and the
+    like) so that the aggregation is plain sums: Polars evaluates a compound
+    expression inside ``group_by().agg()`` group by group, 3-4x slower.
+    """
+    schema, spec = plan.schema, plan.spec
+    lf = frame
+    if plan.where_expr is not None:
+        lf = lf.filter(plan.where_expr)
+    if plan.keys is not None and spec.group_by:
+        lf = _restrict_to_keys(plan, lf)
+    unit = schema.privacy_unit
+    if unit is not None:
+        # Rows without an identifier belong to nobody we can bound: they are dropped (the
+        # catalogue refuses them at registration; a frame passed in directly may have them).
+        lf = lf.filter(pl.col(unit).is_not_null())
+        l0, linf = plan.contribution.max_groups, plan.contribution.max_rows
+        keyed = [pl.lit(str(salt)), pl.col(unit)]
+        if spec.group_by:
+            # A random subset of at most l0 groups per person.
+            lf = lf.with_columns(
+                _portable_hash([*keyed, *(pl.col(g) for g in spec.group_by)]).alias("__veil_gh")
+            ).filter(pl.col("__veil_gh").rank("dense").over(unit) <= l0)
+            by = [unit, *spec.group_by]
+        else:
+            by = [unit]
+        # A random subset of each person's rows per group: the key hashes the person, the
+        # group and the row's position among *that person's* rows, never a global row number.
+        position = pl.int_range(pl.len()).over(by)
+        lf = lf.with_columns(
+            _portable_hash([*keyed, *(pl.col(g) for g in spec.group_by), position]).alias(
+                "__veil_rh"
+            )
+        ).filter(pl.col("__veil_rh").rank("ordinal").over(by) <= linf)
+    added = _clamped_columns(plan, lf.collect_schema())
+    return lf.with_columns(**added) if added else lf
+
+
+def _polars_aggregate(plan: QueryPlan, frame: Any, salt: int) -> Exact:
+    """The Polars engine: the aggregates of :class:`~veil.dp._engine.Exact`, streaming."""
+    spec = plan.spec
     lf = as_polars(frame)
     available = lf.collect_schema().names()
-    needed = set(spec.group_by) | {c.column for c in plan.components if c.column}
-    if schema.privacy_unit:
-        needed.add(schema.privacy_unit)
-    missing = sorted(needed - set(available))
-    if missing:
-        raise SchemaError(
-            "the frame lacks columns the query needs",
-            expected=str(sorted(needed)),
-            got=f"missing {missing}",
-        )
-    lf = _prepare(plan, lf)
+    check_needed_columns(plan, available)
+    lf = _prepare(plan, lf, salt)
     # Plain sums of materialised columns only (see _prepare).
-    aggs: dict[str, pl.Expr] = {"__n": pl.len()}
-    for measured in sorted(
-        {c.column for c in plan.components if c.column and c.kind != "quantile"}
-    ):
-        aggs[f"__nn_{measured}"] = pl.col(measured).null_count()
-    for comp in plan.components:
-        if comp.kind in {"sum", "csum"}:
-            aggs[f"__cs_{comp.column}"] = pl.col(f"__veil_c_{comp.column}").sum()
-        elif comp.kind == "csumsq":
-            aggs[f"__q_{comp.column}"] = pl.col(f"__veil_sq_{comp.column}").sum()
-        elif comp.kind == "quantile":
-            aggs[f"__l_{comp.column}"] = pl.col(f"__veil_x_{comp.column}").sort().implode()
+    aggs: dict[str, pl.Expr] = {"__n": pl.len().cast(pl.Int64)}
+    for column in measured_columns(plan):
+        aggs[f"__nn_{column}"] = pl.col(column).null_count().cast(pl.Int64)
+        for part in ("th", "tl", "sh", "sl"):
+            if part[0] == "s" and not any(
+                c.kind == "csumsq" and c.column == column for c in plan.components
+            ):
+                continue
+            aggs[f"__{part}_{column}"] = pl.col(f"__veil_{part}_{column}").sum()
     agg_exprs = [e.alias(k) for k, e in aggs.items()]
-    if spec.group_by:
-        exact = lf.group_by(list(spec.group_by)).agg(agg_exprs).collect(engine="streaming")
-    else:
-        exact = lf.select(agg_exprs).collect(engine="streaming")
-    exact = exact.with_columns(_component_columns(plan))
+    by = list(spec.group_by)
+    queries = [lf.group_by(by).agg(agg_exprs) if by else lf.select(agg_exprs)]
+    hist_columns = quantile_columns(plan)
+    for column in hist_columns:
+        k = f"__veil_k_{column}"
+        queries.append(
+            lf.group_by([*by, k]).agg(pl.len().cast(pl.Int64).alias("__hn")).rename({k: "__k"})
+        )
+    frames = pl.collect_all(queries, engine="streaming")
+    return Exact(
+        groups=frames[0],
+        histograms=dict(zip(hist_columns, frames[1:], strict=True)),
+        engine="polars",
+    )
+
+
+def _limb_sum(groups: pl.DataFrame, high: str, low: str) -> list[int]:
+    highs = groups.get_column(high).fill_null(0).to_list()
+    lows = groups.get_column(low).fill_null(0).to_list()
+    return [(int(h) << LIMB_BITS) + int(lo) for h, lo in zip(highs, lows, strict=True)]
+
+
+def _to_float(units: int, shift: int) -> float:
+    """``units * 2**-shift``, correctly rounded (Python's int / int true division)."""
+    return units / (1 << shift) if shift >= 0 else float(units * (1 << -shift))
+
+
+def _component_values(plan: QueryPlan, exact: Exact) -> pl.DataFrame:
+    """The group columns and each component's exact value per group (``__c{i}``)."""
+    groups = exact.groups
+    by = list(plan.spec.group_by)
+    n = groups.get_column("__n").fill_null(0).cast(pl.Int64).to_list() if groups.height else []
+    fps = fixed_points(plan)
+    columns: dict[str, pl.Series] = {}
+    for i, comp in enumerate(plan.components):
+        name = f"__c{i}"
+        if comp.kind == "count":
+            columns[name] = pl.Series(name, n, dtype=pl.Int64)
+            continue
+        if comp.kind == "quantile":
+            continue
+        fp = fps[str(comp.column)]
+        nn = groups.get_column(f"__nn_{fp.column}").fill_null(0).to_list()
+        null_t, null_sq = fp.null_units()
+        if comp.kind == "csumsq":
+            units = _limb_sum(groups, f"__sh_{fp.column}", f"__sl_{fp.column}")
+            values = [
+                _to_float(u - m * null_sq, fp.shift_sq) for u, m in zip(units, nn, strict=True)
+            ]
+        else:
+            units = _limb_sum(groups, f"__th_{fp.column}", f"__tl_{fp.column}")
+            values = [_to_float(u - m * null_t, fp.shift) for u, m in zip(units, nn, strict=True)]
+            if comp.kind == "sum":
+                # A missing value counts as the midpoint: SUM = sum(c) + mid * n.
+                values = [v + fp.mid * count for v, count in zip(values, n, strict=True)]
+        columns[name] = pl.Series(name, values, dtype=pl.Float64)
+    return groups.select(by).with_columns(**columns) if by else pl.DataFrame(columns)
+
+
+def _histograms(
+    plan: QueryPlan, exact: Exact, key_rows: list[tuple[Any, ...]]
+) -> dict[str, np.ndarray]:
+    """Per quantile column, a (groups x candidates) array of counts in ``key_rows`` order."""
+    out: dict[str, np.ndarray] = {}
+    by = list(plan.spec.group_by)
+    index = {k: r for r, k in enumerate(key_rows)}
+    for column, hist in exact.histograms.items():
+        size = len(quantile_mids(plan, column)) + 1
+        counts = np.zeros((len(key_rows), size), dtype=np.int64)
+        keys = hist.select(by).iter_rows() if by else ((),) * hist.height
+        for key, k, c in zip(
+            keys, hist.get_column("__k").to_list(), hist.get_column("__hn").to_list(), strict=True
+        ):
+            r = index.get(tuple(key))
+            if r is not None:  # a group outside the declared keys is never released
+                counts[r, int(k)] += int(c)
+        out[column] = counts
+    return out
+
+
+def aggregate(plan: QueryPlan, frame: Any, *, salt: int | None = None) -> Exact:
+    """The engine's :class:`~veil.dp._engine.Exact` aggregates of ``frame`` (nothing released).
+
+    ``salt`` fixes which rows contribution bounding keeps (tests, and the
+    benchmark comparing engines); by default it is fresh from ``secrets``.
+    """
+    salt = secrets.randbits(63) if salt is None else int(salt)
+    if is_spark_frame(frame):
+        return spark_aggregate(plan, frame, salt)
+    return _polars_aggregate(plan, frame, salt)
+
+
+def run_plan(
+    plan: QueryPlan,
+    frame: Any,
+    *,
+    salt: int | None = None,
+    noise: NoiseSource | None = None,
+) -> QueryResult:
+    """Compute the noisy answer of a plan that has *already been charged*.
+
+    The engine (Polars, or Spark for a Spark DataFrame) aggregates; the release
+    (noise, partition selection, intervals) runs here on the driver for every
+    engine. ``noise`` replaces OpenDP's samplers for tests and the engine
+    comparison only; a release always uses the default.
+    """
+    return release(plan, aggregate(plan, frame, salt=salt), noise=noise)
+
+
+class NoiseSource:
+    """Where the release draws noise: OpenDP's samplers (the only source in a release)."""
+
+    def laplace(self, values: np.ndarray, scale: float, *, integer: bool) -> np.ndarray:
+        return laplace_noise(values, scale, integer=integer)
+
+    def gaussian(self, values: np.ndarray, sigma: float) -> np.ndarray:
+        return gaussian_noise(values, sigma)
+
+    def noisy_max(self, scores: np.ndarray, scale: float) -> int:
+        return noisy_max(scores, scale, monotonic=False)
+
+
+OPENDP = NoiseSource()
+
+
+def release(plan: QueryPlan, exact: Exact, *, noise: NoiseSource | None = None) -> QueryResult:  # noqa: C901, PLR0912
+    """Noise, partition selection and intervals for an engine's aggregates (on the driver)."""
+    spec = plan.spec
+    source = noise or OPENDP
+    values = _component_values(plan, exact)
     # Align with the keys: known keys in declared order (empty groups are zeros).
     if plan.keys is not None:
         if spec.group_by:
             key_frame = pl.DataFrame(
                 {c: [k[j] for k in plan.keys] for j, c in enumerate(spec.group_by)},
-                schema={c: exact.schema[c] for c in spec.group_by},
+                schema={c: values.schema[c] for c in spec.group_by},
             )
-            exact = key_frame.join(exact, on=list(spec.group_by), how="left", nulls_equal=True)
+            values = key_frame.join(values, on=list(spec.group_by), how="left", nulls_equal=True)
         key_rows = [tuple(k) for k in plan.keys]
     else:
         # Sorted, so that the order of released groups says nothing about the data.
-        exact = exact.sort(list(spec.group_by), nulls_last=True)
-        key_rows = list(exact.select(list(spec.group_by)).iter_rows())
+        values = values.sort(list(spec.group_by), nulls_last=True)
+        key_rows = list(values.select(list(spec.group_by)).iter_rows())
     n = len(key_rows)
+    hists = _histograms(plan, exact, key_rows) if exact.histograms else {}
     noisy: dict[int, np.ndarray] = {}
     for i, comp in enumerate(plan.components):
-        column = exact.get_column(f"__c{i}") if exact.height else pl.Series([], dtype=pl.Float64)
         if comp.kind == "quantile":
-            noisy[i] = _quantiles(plan, comp, column, n)
+            noisy[i] = _quantiles(plan, comp, hists[str(comp.column)], source)
             continue
-        values = column.fill_null(0).to_numpy()
+        column = values.get_column(f"__c{i}") if values.height else pl.Series([], dtype=pl.Float64)
+        exact_values = column.fill_null(0).to_numpy()
         if not comp.integer:
             # Never reached with the bounds plan_query accepts; kept so that no value can make
             # the noise step raise after the charge: non-finite sums become the data's reach.
             reach = MAX_ROWS * comp.per_row
-            values = np.clip(
-                np.nan_to_num(values.astype(float), nan=0.0, posinf=reach, neginf=-reach),
+            exact_values = np.clip(
+                np.nan_to_num(exact_values.astype(float), nan=0.0, posinf=reach, neginf=-reach),
                 -reach,
                 reach,
             )
         if comp.noise == "gaussian":
-            noisy[i] = gaussian_noise(values.astype(float), comp.scale)
+            noisy[i] = source.gaussian(exact_values.astype(float), comp.scale)
         else:
-            noisy[i] = laplace_noise(
-                values.astype(np.int64 if comp.integer else float), comp.scale, integer=comp.integer
+            noisy[i] = source.laplace(
+                exact_values.astype(np.int64 if comp.integer else float),
+                comp.scale,
+                integer=comp.integer,
             )
     # Partition selection.
     keep = np.ones(n, dtype=bool)
@@ -285,32 +400,32 @@ def _ci_parts(agg: Aggregate) -> int:
     return {"count": 1, "sum": 1, "mean": 2, "variance": 3, "quantile": 2}[agg.kind]
 
 
-def _quantiles(plan: QueryPlan, comp: Component, column: pl.Series, n: int) -> np.ndarray:
+def _quantiles(
+    plan: QueryPlan, comp: Component, counts: np.ndarray, source: NoiseSource
+) -> np.ndarray:
     """One exponential-mechanism quantile per group, over the fixed grid of the bounds.
 
     Each value is first rounded to its nearest grid point (a per-row map: the
-    sensitivity is unchanged), so a run of equal values sits *on* a candidate.
-    A candidate ``c`` scores ``-max(0, lt - q n, gt - (1 - q) n)`` where ``lt``
-    and ``gt`` count the rounded values below and above it: its distance, in
-    rows, from being a ``q``-quantile (Smith 2011's rank utility, extended to
-    ties; 0 for every exact ``q``-quantile). Changing one row moves every
-    score by at most ``max(q, 1 - q)``. Noise comes from OpenDP's report-noisy-max.
+    sensitivity is unchanged; the engine counts how many values round to each
+    candidate), so a run of equal values sits *on* a candidate. A candidate
+    ``c`` scores ``-max(0, lt - q n, gt - (1 - q) n)`` where ``lt`` and ``gt``
+    count the rounded values below and above it: its distance, in rows, from
+    being a ``q``-quantile (Smith 2011's rank utility, extended to ties; 0 for
+    every exact ``q``-quantile). Changing one row moves every score by at most
+    ``max(q, 1 - q)``. Noise comes from OpenDP's report-noisy-max.
     """
     lo, hi = declared_bounds(plan.schema, str(comp.column), "a quantile")
     grid, _ = quantile_grid(lo, hi)
-    # A value x is rounded to grid[k] when mids[k - 1] <= x < mids[k].
-    mids = grid[:-1] / 2 + grid[1:] / 2
     q = float(comp.q or 0.5)
-    out = np.empty(n)
-    lists = column.to_list() if column.len() else [None] * n
-    for r in range(n):
-        values = np.asarray(lists[r] if lists[r] is not None else [], dtype=float)
-        size = values.size
-        below_mid = np.searchsorted(values, mids, side="left")
-        lt = np.concatenate(([0], below_mid))
-        gt = size - np.concatenate((below_mid, [size]))
+    out = np.empty(counts.shape[0])
+    for r in range(counts.shape[0]):
+        row = counts[r]
+        size = int(row.sum())
+        below = np.concatenate(([0], np.cumsum(row)[:-1]))  # values rounded below candidate k
+        lt = below
+        gt = size - below - row
         dist = np.maximum(0.0, np.maximum(lt - q * size, gt - (1 - q) * size))
-        out[r] = grid[noisy_max(-dist, comp.scale, monotonic=False)]
+        out[r] = grid[source.noisy_max(-dist, comp.scale)]
     return out
 
 

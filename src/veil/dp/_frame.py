@@ -11,7 +11,7 @@ with the same accountant, so a query one refuses the other refuses too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +24,7 @@ from veil.access import Permission
 from veil.data import Catalog, ColumnSpec, DataUse, PrivacySchema
 from veil.dp._execute import as_polars, run_plan
 from veil.dp._plan import QueryPlan, is_issued, plan_query
+from veil.dp._spark import is_spark_frame
 from veil.dp._spec import Aggregate, Contribution, NoiseMechanism, QueryResult, QuerySpec
 from veil.dp._sql import parse_sql
 from veil.dp._where import compile_where
@@ -126,7 +127,8 @@ class PrivateFrame:
         # every charge made from this frame records it (Polars frames carry no attrs).
         attrs = frame.attrs if isinstance(frame, pd.DataFrame) else {}
         self.consent: dict[str, Any] | None = attrs.get("veil.consent")
-        self._frame = as_polars(frame)
+        # A Spark DataFrame stays on Spark (the Spark engine); everything else becomes Polars.
+        self._frame: Any = frame if is_spark_frame(frame) else as_polars(frame)
         self.schema = schema
         self.purpose = purpose
         self.contribution = contribution
@@ -207,10 +209,23 @@ class PrivateFrame:
         result = run_plan(plan, self._frame)
         return replace(result, charged=receipt.to_dict())
 
+    @property
+    def engine(self) -> str:
+        """``"spark"`` for a Spark DataFrame, else ``"polars"``."""
+        return "spark" if is_spark_frame(self._frame) else "polars"
+
+    def _dtypes(self) -> dict[str, pl.DataType]:
+        """The frame's column types (from its schema, never its values)."""
+        if is_spark_frame(self._frame):
+            from veil.dp._spark import spark_dtypes  # noqa: PLC0415 - pyspark is optional
+
+            return spark_dtypes(self._frame)
+        return dict(self._frame.collect_schema())
+
     def _check_columns(self, plan: QueryPlan) -> None:
         wanted = _wanted_columns(plan)
-        dtypes = self._frame.collect_schema()
-        missing = sorted(wanted - set(dtypes.names()))
+        dtypes = self._dtypes()
+        missing = sorted(wanted - set(dtypes))
         if missing:
             raise InvalidInputError(
                 "the frame lacks declared columns",
@@ -279,14 +294,19 @@ class PrivateFrame:
         index = (
             ((values.clip(lo, hi) - lo) / (hi - lo) * bins).floor().clip(0, bins - 1).cast(pl.Int64)
         )
-        binned = self._frame.with_columns(
-            pl.when(values.is_null())
-            .then(None)
-            .otherwise(
-                index.replace_strict(list(range(bins)), list(labels), return_dtype=pl.String)
+        if is_spark_frame(self._frame):
+            from veil.dp._spark import spark_bins  # noqa: PLC0415 - pyspark is optional
+
+            binned = spark_bins(self._frame, column, bin_col, lo, hi, labels)
+        else:
+            binned = self._frame.with_columns(
+                pl.when(values.is_null())
+                .then(None)
+                .otherwise(
+                    index.replace_strict(list(range(bins)), list(labels), return_dtype=pl.String)
+                )
+                .alias(bin_col)
             )
-            .alias(bin_col)
-        )
         schema = PrivacySchema(
             columns=(*self.schema.columns, ColumnSpec(bin_col, "categorical", categories=labels)),
             privacy_unit=self.schema.privacy_unit,
@@ -304,7 +324,7 @@ def _schema_contribution(schema: PrivacySchema) -> Contribution:
     return Contribution(max_groups=schema.max_groups, max_rows=schema.max_rows)
 
 
-def _check_key_types(plan: QueryPlan, dtypes: pl.Schema) -> None:
+def _check_key_types(plan: QueryPlan, dtypes: Mapping[str, pl.DataType]) -> None:
     """Refuse group keys that cannot stand for values of their column (before the charge)."""
     keys, by = plan.keys, plan.spec.group_by
     if keys is None or not by or all(isinstance(v, str) for key in keys for v in key):

@@ -19,7 +19,7 @@ from sqlglot import exp
 
 from veil.errors import InvalidInputError
 
-__all__ = ["SUPPORTED_SQL", "compile_where", "unsupported"]
+__all__ = ["SUPPORTED_SQL", "ExprBuilder", "compile_where", "parse_where", "unsupported"]
 
 SUPPORTED_SQL = (
     "SELECT [group columns,] COUNT(*) | COUNT(col) | SUM(col) | AVG(col) | VARIANCE(col) | "
@@ -45,6 +45,34 @@ def column_of(node: exp.Expression | None, func: str) -> str:
     raise unsupported(f"{func} of an expression", shown)
 
 
+class ExprBuilder:
+    """How a condition becomes an engine's expression: Polars here, Spark in ``_spark``.
+
+    Both engines compile the same parsed tree through :func:`predicate`, so a
+    condition one engine accepts the other accepts, and one refusal (the same
+    error) covers both.
+    """
+
+    def col(self, name: str) -> Any:
+        return pl.col(name)
+
+    def lit(self, value: Any) -> Any:
+        return pl.lit(value)
+
+    def is_in(self, column: Any, values: list[Any]) -> Any:
+        return column.is_in(values)
+
+    def between(self, column: Any, low: Any, high: Any) -> Any:
+        # Literals, not names: is_between reads a bare string as a column name.
+        return column.is_between(self.lit(low), self.lit(high))
+
+    def is_null(self, column: Any) -> Any:
+        return column.is_null()
+
+
+POLARS = ExprBuilder()
+
+
 def compile_where(text: str, dtypes: Mapping[str, pl.DataType] | None = None) -> pl.Expr:
     """Compile a SQL condition (the body of a WHERE clause) to a row-level Polars filter.
 
@@ -52,6 +80,12 @@ def compile_where(text: str, dtypes: Mapping[str, pl.DataType] | None = None) ->
     is also checked against the type of the column it is compared with, so a
     mismatch is refused before the query is charged rather than failing after.
     """
+    result: pl.Expr = predicate(parse_where(text), dtypes)
+    return result
+
+
+def parse_where(text: str) -> exp.Expression:
+    """The parsed condition (one parser for every engine)."""
     try:
         node = sqlglot.parse_one(text)
     except (sqlglot.errors.SqlglotError, RecursionError) as exc:
@@ -60,7 +94,7 @@ def compile_where(text: str, dtypes: Mapping[str, pl.DataType] | None = None) ->
         ) from exc
     if not isinstance(node, exp.Expression):  # pragma: no cover - sqlglot returns expressions
         raise InvalidInputError("the WHERE condition does not parse", got=text[:80])
-    return predicate(node, dtypes)
+    return node
 
 
 def _literal(node: exp.Expression) -> Any:
@@ -144,32 +178,33 @@ _COMPARISONS = {
 
 
 def predicate(  # noqa: C901, PLR0911 - one branch per SQL operator
-    node: exp.Expression, dtypes: Mapping[str, pl.DataType] | None = None
-) -> pl.Expr:
+    node: exp.Expression,
+    dtypes: Mapping[str, pl.DataType] | None = None,
+    build: ExprBuilder = POLARS,
+) -> Any:
+    """The row filter of a parsed condition, built by ``build`` (Polars by default)."""
     if isinstance(node, exp.Paren):
-        return predicate(node.this, dtypes)
+        return predicate(node.this, dtypes, build)
     if isinstance(node, exp.And):
-        return predicate(node.this, dtypes) & predicate(node.expression, dtypes)
+        return predicate(node.this, dtypes, build) & predicate(node.expression, dtypes, build)
     if isinstance(node, exp.Or):
-        return predicate(node.this, dtypes) | predicate(node.expression, dtypes)
+        return predicate(node.this, dtypes, build) | predicate(node.expression, dtypes, build)
     if isinstance(node, exp.Not):
-        return ~predicate(node.this, dtypes)
+        return ~predicate(node.this, dtypes, build)
     for cls, make in _COMPARISONS.items():
         if isinstance(node, cls):
             left, right = node.this, node.expression
             if isinstance(left, exp.Column):
                 value = _literal(right)
                 _check_types(left.name, [value], dtypes, node.sql())
-                result: pl.Expr = make(pl.col(left.name), pl.lit(value))  # type: ignore[no-untyped-call]
-                return result
+                return make(build.col(left.name), build.lit(value))  # type: ignore[no-untyped-call]
             if isinstance(right, exp.Column):
                 value = _literal(left)
                 _check_types(right.name, [value], dtypes, node.sql())
                 flipped = {exp.LT: exp.GT, exp.GT: exp.LT, exp.LTE: exp.GTE, exp.GTE: exp.LTE}
-                mirrored: pl.Expr = _COMPARISONS[flipped.get(cls, cls)](
-                    pl.col(right.name), pl.lit(value)
-                )  # type: ignore[no-untyped-call]
-                return mirrored
+                return _COMPARISONS[flipped.get(cls, cls)](  # type: ignore[no-untyped-call]
+                    build.col(right.name), build.lit(value)
+                )
             raise unsupported("a comparison without a column", node.sql()[:80])
     if isinstance(node, exp.In):
         if node.args.get("query"):
@@ -177,13 +212,12 @@ def predicate(  # noqa: C901, PLR0911 - one branch per SQL operator
         col = column_of(node.this, "IN")
         values = [_literal(v) for v in node.expressions]
         _check_types(col, values, dtypes, node.sql())
-        return pl.col(col).is_in(values)
+        return build.is_in(build.col(col), values)
     if isinstance(node, exp.Between):
         col = column_of(node.this, "BETWEEN")
         low, high = _literal(node.args["low"]), _literal(node.args["high"])
         _check_types(col, [low, high], dtypes, node.sql())
-        # Literals, not names: is_between reads a bare string as a column name.
-        return pl.col(col).is_between(pl.lit(low), pl.lit(high))
+        return build.between(build.col(col), low, high)
     if isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
-        return pl.col(column_of(node.this, "IS NULL")).is_null()
+        return build.is_null(build.col(column_of(node.this, "IS NULL")))
     raise unsupported(f"the condition {type(node).__name__.upper()}", node.sql()[:80])
