@@ -70,6 +70,18 @@ def query(
         str,
         typer.Option("--mechanism", help="auto (Laplace), laplace or gaussian (needs --delta)."),
     ] = "auto",
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="Where the rows are aggregated: polars (this machine, default) or spark "
+            "(needs the spark extra and Java 17+). Same SQL, same charge, same answers.",
+        ),
+    ] = "polars",
+    spark_master: Annotated[
+        str,
+        typer.Option("--spark-master", help="With --engine spark: local[N] or spark://host:port."),
+    ] = "local[2]",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Answer a SQL query with differential privacy; the ledger is charged before it runs."""
@@ -104,6 +116,8 @@ def query(
             purpose=purpose,
             confidence=confidence,
             mechanism=mechanism,
+            engine=engine,
+            spark_master=spark_master,
         )
         status = ledger.status(dataset)
     finally:

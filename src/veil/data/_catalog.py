@@ -279,6 +279,40 @@ class Catalog(VersionRemoval):
         frame = reader.read(None if wanted is None else list(dict.fromkeys(wanted)))
         return consent.apply(frame, catalog_person_key(self), columns)
 
+    def verified_source(
+        self,
+        name: str,
+        columns: Sequence[str] | None = None,
+        *,
+        use: DataUse | str = DataUse.RAW,
+        purpose: str = "",
+    ) -> Path | None:
+        """The registered Parquet file itself, for an engine that reads it where it lies (Spark).
+
+        The same checks and trail record as :meth:`load_frame`, and the file's
+        SHA-256 is verified, but no row is read here. ``None`` when the rows
+        must go through :meth:`load_frame` instead: a managed dataset (its
+        versions are sealed files), a format other than Parquet, or a dataset
+        under consent management (the consent filter runs in the loader);
+        nothing is recorded then.
+
+        Raises:
+            PermissionDeniedError: As :meth:`load_frame`.
+            InvalidInputError: The file changed since registration.
+        """
+        info = self._get(name)
+        if info.managed or info.format != "parquet":
+            return None
+        chosen = check_use(self.access, name, use, purpose)
+        if columns is not None:
+            check_columns_exist(columns, info.schema.column_names, role="requested")
+        if chosen is not DataUse.MAINTENANCE and consent_rule(self, info, purpose) is not None:
+            return None
+        reader = self._reader(info)
+        record_read(self.access, info, chosen, columns, purpose)
+        self._verify(info, reader)
+        return Path(info.source)
+
     def load_images(
         self,
         name: str,

@@ -35,6 +35,9 @@ __all__ = ["PrivateFrame", "query_dataset"]
 
 Frame = pl.DataFrame | pl.LazyFrame | pd.DataFrame
 
+ENGINES = ("polars", "spark")
+"""The query engines: Polars on this machine (default), Apache Spark (the ``spark`` extra)."""
+
 LOCAL_PURPOSE = "PrivateFrame query"
 """The purpose recorded by a frame's own local budget when none is given."""
 
@@ -370,6 +373,8 @@ def query_dataset(
     purpose: str,
     confidence: float = 0.95,
     mechanism: NoiseMechanism | str = NoiseMechanism.AUTO,
+    engine: str = "polars",
+    spark_master: str | None = None,
 ) -> QueryResult:
     """Answer ``sql`` on a registered dataset, charging ``guard`` (the workspace ledger) first.
 
@@ -386,9 +391,24 @@ def query_dataset(
     (:attr:`~veil.data.DataUse.MECHANISM`), recorded on the trail with
     ``purpose``.
 
+    ``engine="spark"`` computes on Spark (``spark_master``, default
+    ``local[2]``): the session starts before the charge (a session that cannot
+    start costs nothing); a Parquet dataset is read by Spark where it lies,
+    after its fingerprint is checked, so it need not fit in memory; other
+    datasets are loaded as usual and handed to Spark. The answer is the one
+    the Polars engine gives for the same rows, bounding salt and noise.
+
     Raises:
         PermissionDeniedError: The acting principal may not spend ``dataset``'s budget.
+        EngineError: Spark could not start, or its job failed (after the charge).
     """
+    if engine not in ENGINES:
+        raise InvalidInputError(
+            "unknown query engine",
+            expected=" or ".join(ENGINES),
+            got=repr(engine),
+            fix="pass --engine polars (default) or --engine spark",
+        )
     catalog.access.require(
         Permission.BUDGET_SPEND, dataset, action="privacy.charge", purpose=purpose
     )
@@ -405,8 +425,24 @@ def query_dataset(
     )
     guard.preview(dataset, plan.event)  # refuse early (and cheaply) when the budget is short
     wanted = _wanted_columns(plan)
-    frame = catalog.load_frame(
-        dataset, columns=sorted(wanted) or None, use=DataUse.MECHANISM, purpose=purpose
-    )
+    columns = sorted(wanted) or None
+    frame: Any
+    if engine == "spark":
+        from veil.dp._spark import DEFAULT_MASTER, spark_session  # noqa: PLC0415 - optional
+
+        session = spark_session(spark_master or DEFAULT_MASTER)
+        path = catalog.verified_source(
+            dataset, columns=columns, use=DataUse.MECHANISM, purpose=purpose
+        )
+        if path is not None:
+            frame = session.read.parquet(str(path))
+            frame = frame.select(*columns) if columns else frame
+        else:
+            loaded = catalog.load_frame(
+                dataset, columns=columns, use=DataUse.MECHANISM, purpose=purpose
+            )
+            frame = session.createDataFrame(loaded)
+    else:
+        frame = catalog.load_frame(dataset, columns=columns, use=DataUse.MECHANISM, purpose=purpose)
     private = PrivateFrame(frame, info.schema, guard=guard, dataset=dataset, purpose=purpose)
     return private.run(plan, purpose=purpose)

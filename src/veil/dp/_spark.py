@@ -15,8 +15,10 @@ later for local mode.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +54,12 @@ __all__ = [
 ]
 
 DEFAULT_MASTER = "local[2]"
+_MASTER = re.compile(
+    r"^(local(\[(\*|[1-9][0-9]*)(,[0-9]+)?\])?"
+    r"|spark://[A-Za-z0-9.\-]+:[0-9]+(,[A-Za-z0-9.\-]+:[0-9]+)*"
+    r"|yarn|k8s://\S+)$"
+)
+_LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 DEFAULT_DRIVER_MEMORY = "4g"
 _LOCK = threading.Lock()
 
@@ -91,8 +99,20 @@ def spark_session(
         EngineError: Java is missing, or Spark could not start or reach ``master``;
             the message names which.
     """
+    if not isinstance(master, str) or not _MASTER.match(master):
+        raise EngineError(
+            "Spark cannot start: the master URL is not one Spark accepts",
+            expected="local, local[N], local[*], spark://host:port, yarn or k8s://...",
+            got=repr(master),
+            fix="pass --spark-master local[2] (this machine) or your cluster's spark://host:7077",
+        )
     _pyspark()
     from pyspark.sql import SparkSession  # noqa: PLC0415
+
+    # PySpark warns about pandas 3 on every conversion; Veil hands it Arrow and plain frames.
+    warnings.filterwarnings(
+        "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
+    )
 
     with _LOCK:
         active = SparkSession.getActiveSession()
@@ -107,6 +127,8 @@ def spark_session(
                 )
             return active
         if master.startswith("local"):
+            # Local mode listens on this machine only (and says nothing about the hostname).
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             problem = _java_problem()
             if problem is not None:
                 raise EngineError(
@@ -125,6 +147,7 @@ def spark_session(
             .config("spark.sql.shuffle.partitions", "8")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={_LOG_CONFIG}")
         )
         try:
             session = builder.getOrCreate()
