@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-dev
 WORKERS ?= auto
 PYTEST  := $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup
 
-.PHONY: demo test test-fast check lint typecheck install browser clean
+.PHONY: demo test test-fast check lint typecheck install browser java clean
 
 demo: $(STAMP)
 	$(BIN)/veil demo
@@ -39,6 +39,10 @@ install: $(STAMP)
 # skip, saying so, without it). Playwright drives it: never `playwright install`.
 browser:
 	@.ci/install-chromium
+
+# A Java runtime for Spark's local mode (tests/dp/test_spark_*): apt, only when java is missing.
+java:
+	@.ci/install-java
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Veil needs Python >= 3.11; set PYTHON=/path/to/python3.11")'

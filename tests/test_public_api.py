@@ -136,6 +136,7 @@ PUBLIC = {
         "parse_sql",
         "plan_query",
         "query_dataset",
+        "spark_session",
     ],
     # Reserved for roles and the trail, and the service: empty until built.
     "veil.anonymize": [

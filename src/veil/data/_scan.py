@@ -100,6 +100,9 @@ def scan_source(  # noqa: C901, PLR0912, PLR0915 - one pass, one place: every ch
 
     stats = {column: _ColumnStats() for column in tabular}
     unit_counts: dict[Any, int] = {}
+    # A reader that can count rows per person itself (Parquet, streaming in Polars) does;
+    # otherwise the chunks are counted here, in a dict of every person.
+    counted_by_reader = privacy_unit is not None and hasattr(reader, "unit_stats")
     n_rows = 0
     for chunk in reader.chunks():
         if [str(c) for c in chunk.columns] != tabular:
@@ -142,7 +145,7 @@ def scan_source(  # noqa: C901, PLR0912, PLR0915 - one pass, one place: every ch
                 allowed = set(expected_categories[column])
                 observed = set(_category_strings(present).unique())
                 stat.unexpected |= observed - allowed
-            if column == privacy_unit:
+            if column == privacy_unit and not counted_by_reader:
                 for unit, count in present.value_counts().items():
                     unit_counts[unit] = unit_counts.get(unit, 0) + int(count)
         n_rows += len(chunk)
@@ -211,10 +214,16 @@ def scan_source(  # noqa: C901, PLR0912, PLR0915 - one pass, one place: every ch
         max_groups=max_groups,
         max_rows=max_rows,
     )
+    if privacy_unit is None:
+        n_units, max_per_unit = n_rows, 1
+    elif counted_by_reader:
+        n_units, max_per_unit = reader.unit_stats(privacy_unit)  # type: ignore[attr-defined]
+    else:
+        n_units, max_per_unit = len(unit_counts), max(unit_counts.values())
     report: dict[str, Any] = {
         "rows": n_rows,
-        "privacy_units": len(unit_counts) if privacy_unit is not None else n_rows,
-        "max_rows_per_unit": max(unit_counts.values()) if privacy_unit is not None else 1,
+        "privacy_units": n_units,
+        "max_rows_per_unit": max_per_unit,
         "columns": {
             column: stats[column].report(bounded=schema.column(column).bounds is not None)
             for column in tabular

@@ -1,4 +1,4 @@
-"""Differential privacy on data: mechanisms, local DP, and DP queries on frames.
+"""Differential privacy on data: mechanisms, local DP, and DP queries on frames (Polars or Spark).
 
 Noise comes only from OpenDP's samplers; every mechanism carries the
 :class:`~veil.ledger.Mechanism` the ledger charges.
@@ -31,6 +31,7 @@ from veil.dp._spec import (
     QueryResult,
     QuerySpec,
 )
+from veil.dp._spark import spark_session
 from veil.dp._sql import SUPPORTED_SQL, parse_sql
 
 __all__ = [
@@ -57,4 +58,5 @@ __all__ = [
     "parse_sql",
     "plan_query",
     "query_dataset",
+    "spark_session",
 ]

@@ -51,6 +51,26 @@ class ParquetReader(Reader):
         ).to_pandas()
         return frame
 
+    def unit_stats(self, unit: str) -> tuple[int, int]:
+        """How many people ``unit`` names and the most rows one of them has.
+
+        Streamed by Polars from the file (memory grows with the number of
+        people, not of rows), so a file larger than memory can be registered.
+        """
+        import polars as pl  # noqa: PLC0415 - keeps `veil --help` fast
+
+        counts = (
+            pl.scan_parquet(self.path)
+            .select(unit)
+            .filter(pl.col(unit).is_not_null())
+            .group_by(unit)
+            .len()
+            .select(pl.len().alias("units"), pl.col("len").max().alias("most"))
+            .collect(engine="streaming")
+        )
+        units, most = counts.row(0)
+        return int(units), int(most or 0)
+
     def fingerprint(self, progress: ProgressCallback | None = None) -> tuple[str, int]:
         return sha256_files([self.path], progress), self.size
 
