@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import threading
 import warnings
 from collections.abc import Mapping
@@ -147,6 +148,8 @@ def spark_session(
             .config("spark.sql.shuffle.partitions", "8")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.session.timeZone", "UTC")
+            # Python workers (a user's UDFs) run this interpreter, which has pyspark.
+            .config("spark.pyspark.python", os.environ.get("PYSPARK_PYTHON", sys.executable))
             .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={_LOG_CONFIG}")
         )
         try:
