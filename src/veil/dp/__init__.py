@@ -23,6 +23,7 @@ from veil.dp._mechanisms import (
 )
 from veil.dp._noise import gaussian_noise
 from veil.dp._plan import QueryPlan, plan_query
+from veil.dp._spark import spark_session
 from veil.dp._spec import (
     Aggregate,
     AggregateKind,
@@ -31,7 +32,6 @@ from veil.dp._spec import (
     QueryResult,
     QuerySpec,
 )
-from veil.dp._spark import spark_session
 from veil.dp._sql import SUPPORTED_SQL, parse_sql
 
 __all__ = [
