@@ -365,3 +365,27 @@ def test_concurrent_registrations_of_the_same_bytes_leave_one(
         thread.join()
     assert sorted(outcomes.values()) == ["refused"] * (workers - 1) + ["registered"]
     assert _names(catalog) == [n for n, o in outcomes.items() if o == "registered"]
+
+
+def test_a_parquet_registration_counts_people_as_the_csv_one_does(catalog: Catalog, tmp_path: Path):
+    """Parquet counts people in Polars' streaming engine (no dict of every person): same report."""
+    rng = np.random.default_rng(11)
+    n = 5000
+    frame = pd.DataFrame(
+        {
+            "pid": rng.integers(0, 700, n).astype(str),
+            "cost": rng.uniform(0, 60, n),
+        }
+    )
+    frame.loc[:9, "pid"] = "heavy"  # one person with at least 10 rows
+    expected_people = frame["pid"].nunique()
+    expected_most = int(frame["pid"].value_counts().max())
+    frame.to_parquet(tmp_path / "visits.parquet")
+    frame.to_csv(tmp_path / "visits.csv", index=False)
+    reports = [
+        catalog.add(tmp_path / f"visits.{ext}", name=f"v_{ext}", privacy_unit="pid").report
+        for ext in ("parquet", "csv")
+    ]
+    for report in reports:
+        assert report["privacy_units"] == expected_people
+        assert report["max_rows_per_unit"] == expected_most
