@@ -28,6 +28,7 @@ import polars as pl
 import pytest
 
 from veil.data import ColumnSpec, PrivacySchema
+from veil.data._adult import ADULT_COLUMNS
 from veil.dp import Contribution, PrivateFrame, parse_sql, plan_query
 from veil.dp._engine import Exact
 from veil.dp._execute import NoiseSource, aggregate, release
@@ -249,23 +250,6 @@ def test_bounding_drops_rows_identically(frames):
     assert not _sorted(other_p.groups, ["g"]).equals(_sorted(polars.groups, ["g"]))
 
 
-ADULT_COLUMNS = [
-    "age",
-    "workclass",
-    "fnlwgt",
-    "education",
-    "education_num",
-    "marital_status",
-    "occupation",
-    "relationship",
-    "race",
-    "sex",
-    "capital_gain",
-    "capital_loss",
-    "hours_per_week",
-    "native_country",
-    "income",
-]
 ADULT_SCHEMA = PrivacySchema(
     columns=(
         ColumnSpec("age", "numeric", bounds=(17, 90)),
@@ -302,7 +286,7 @@ def test_adult_parity(spark, shared_data: Path, sql, delta, seed):
     adult = pl.read_csv(
         shared_data / "adult" / "adult.data",
         has_header=False,
-        new_columns=ADULT_COLUMNS,
+        new_columns=list(ADULT_COLUMNS),
     ).drop_nulls("age")  # the file ends with an empty line
     adult = adult.with_columns(pl.col(pl.String).str.strip_chars().replace("?", None))
     assert adult.height == 32_561
