@@ -41,6 +41,7 @@ __all__ = [
 app = typer.Typer(help="Benchmarks: JSON plus a readable table.", no_args_is_help=True)
 
 DEFAULT_OUTPUT = "bench-query.json"
+SPARK_OUTPUT = "bench-query-spark.json"
 
 
 def render(result: BenchResult) -> None:
@@ -83,20 +84,64 @@ def query(
     ] = "raw,veil,opendp,diffprivlib",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic data.")] = 0,
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Where to write the JSON report.")
-    ] = Path(DEFAULT_OUTPUT),
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help=f"Where to write the JSON report ({DEFAULT_OUTPUT}; with --engine spark "
+            f"{SPARK_OUTPUT}).",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON instead of a table.")
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="polars: Veil against other DP libraries; spark: the Spark engine against "
+            "Polars (identity, time, a large table).",
+        ),
+    ] = "polars",
+    spark_master: Annotated[
+        str, typer.Option("--spark-master", help="Spark master URL (--engine spark).")
+    ] = "local[2]",
+    large_rows: Annotated[
+        int,
+        typer.Option(
+            "--large-rows", help="Rows of the Spark-only large table (--engine spark); 0 skips it."
+        ),
+    ] = 200_000_000,
 ) -> None:
     """Time COUNT, SUM and AVG per group: raw Polars, Veil, OpenDP and diffprivlib.
 
     A deterministic synthetic table (one row per person, declared groups, x in
     [0, 100]); every DP library at epsilon = 1. Writes the JSON report to
-    --output (bench-query.json by default) and prints a table.
+    --output (bench-query.json by default) and prints a table. With --engine
+    spark: Polars and Spark read the same Parquet file; their aggregates and
+    releases are compared, their times measured, and Spark runs a large table.
     """
     from veil.bench import run_query_benchmark  # noqa: PLC0415
 
+    if engine.strip().lower() == "spark":
+        from veil.bench._query_spark import run_spark_query_benchmark  # noqa: PLC0415
+
+        with progress_bar() as progress:
+            spark_result = run_spark_query_benchmark(
+                rows=rows,
+                groups=groups,
+                repeats=repeats,
+                seed=seed,
+                spark_master=spark_master,
+                large_rows=large_rows,
+                progress=progress,
+            )
+        _finish(spark_result, output or Path(SPARK_OUTPUT), as_json=as_json)
+        return
+    if engine.strip().lower() != "polars":
+        raise InvalidInputError(
+            "unknown --engine", expected="polars or spark", got=repr(engine), fix="--engine spark"
+        )
     with progress_bar() as progress:
         result = run_query_benchmark(
             rows=rows,
@@ -106,7 +151,7 @@ def query(
             libraries=libraries.split(","),
             progress=progress,
         )
-    _finish(result, output, as_json=as_json)
+    _finish(result, output or Path(DEFAULT_OUTPUT), as_json=as_json)
 
 
 DataOption = Annotated[
