@@ -60,6 +60,7 @@ _MASTER = re.compile(
     r"|spark://[A-Za-z0-9.\-]+:[0-9]+(,[A-Za-z0-9.\-]+:[0-9]+)*"
     r"|yarn|k8s://\S+)$"
 )
+_LOW_MASK = (1 << LIMB_BITS) - 1
 _LOG_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 DEFAULT_DRIVER_MEMORY = "4g"
 _LOCK = threading.Lock()
@@ -145,13 +146,16 @@ def spark_session(
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.driver.memory", driver_memory)
-            .config("spark.sql.shuffle.partitions", "8")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.session.timeZone", "UTC")
             # Python workers (a user's UDFs) run this interpreter, which has pyspark.
             .config("spark.pyspark.python", os.environ.get("PYSPARK_PYTHON", sys.executable))
             .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={_LOG_CONFIG}")
         )
+        cores = _local_cores(master)
+        if cores is not None:
+            # Only the aggregated groups are shuffled: one partition per core, not Spark's 200.
+            builder = builder.config("spark.sql.shuffle.partitions", str(cores))
         try:
             session = builder.getOrCreate()
         except Exception as exc:  # Py4J, PySparkRuntimeError, SparkException: all say "no session"
@@ -165,6 +169,14 @@ def spark_session(
             ) from exc
         session.sparkContext.setLogLevel("ERROR")
         return session
+
+
+def _local_cores(master: str) -> int | None:
+    """The worker threads of a ``local[N]`` master (``None`` for a cluster)."""
+    if not master.startswith("local"):
+        return None
+    inside = master[len("local[") : -1].split(",", maxsplit=1)[0] if "[" in master else "1"
+    return os.cpu_count() or 1 if inside == "*" else int(inside)
 
 
 class _SparkBuilder(ExprBuilder):
@@ -264,9 +276,36 @@ def _F() -> Any:  # noqa: N802
     return F
 
 
-def _prepare(plan: QueryPlan, df: DataFrame, salt: int) -> DataFrame:  # noqa: C901
-    from pyspark.ml.feature import Bucketizer  # noqa: PLC0415
+def _bound(plan: QueryPlan, df: DataFrame, unit: str, salt: int) -> DataFrame:
+    """Each person's random subset: at most max_groups groups, max_rows rows per group.
+
+    The same keys, hash and ranks as the Polars engine (``_execute._prepare``).
+    """
     from pyspark.sql import Window  # noqa: PLC0415
+
+    F = _F()  # noqa: N806
+    spec = plan.spec
+    df = df.filter(F.col(unit).isNotNull())
+    l0, linf = plan.contribution.max_groups, plan.contribution.max_rows
+    keyed = [F.lit(str(salt)), F.col(unit)]
+    groups = [F.col(g) for g in spec.group_by]
+    if spec.group_by:
+        df = df.withColumn("__veil_gh", _hash(F, [*keyed, *groups]))
+        df = df.withColumn(
+            "__veil_gr", F.dense_rank().over(Window.partitionBy(unit).orderBy("__veil_gh"))
+        ).filter(F.col("__veil_gr") <= l0)
+        by = [unit, *spec.group_by]
+    else:
+        by = [unit]
+    position = F.row_number().over(Window.partitionBy(*by).orderBy("__veil_row")) - 1
+    df = df.withColumn("__veil_i", position)
+    df = df.withColumn("__veil_rh", _hash(F, [*keyed, *groups, F.col("__veil_i")]))
+    rank = F.row_number().over(Window.partitionBy(*by).orderBy("__veil_rh"))
+    return df.withColumn("__veil_rr", rank).filter(F.col("__veil_rr") <= linf)
+
+
+def _prepare(plan: QueryPlan, df: DataFrame, salt: int) -> DataFrame:  # noqa: C901 - one step each
+    from pyspark.ml.feature import Bucketizer  # noqa: PLC0415
 
     F = _F()  # noqa: N806
     schema, spec = plan.schema, plan.spec
@@ -279,42 +318,30 @@ def _prepare(plan: QueryPlan, df: DataFrame, salt: int) -> DataFrame:  # noqa: C
     if spec.where is not None:
         df = df.filter(predicate(parse_where(spec.where), dtypes, _SparkBuilder()))
     if plan.keys is not None and spec.group_by:
-        df = _restrict_to_keys(plan, df, dtypes)
+        if unit is not None:
+            # As in Polars: with a privacy unit, rows outside the keys are dropped before the
+            # bounding, so that they do not use up a person's quota of groups. Without one
+            # their groups are dropped on the driver, when the groups are aligned with the keys.
+            df = _restrict_to_keys(plan, df, dtypes)
+        elif all(isinstance(v, str) for key in plan.keys for v in key):
+            df = df.withColumns({c: _category_strings(F, c, dtypes[c]) for c in spec.group_by})
     if unit is not None:
-        df = df.filter(F.col(unit).isNotNull())
-        l0, linf = plan.contribution.max_groups, plan.contribution.max_rows
-        keyed = [F.lit(str(salt)), F.col(unit)]
-        groups = [F.col(g) for g in spec.group_by]
-        if spec.group_by:
-            df = df.withColumn("__veil_gh", _hash(F, [*keyed, *groups]))
-            df = df.withColumn(
-                "__veil_gr", F.dense_rank().over(Window.partitionBy(unit).orderBy("__veil_gh"))
-            ).filter(F.col("__veil_gr") <= l0)
-            by = [unit, *spec.group_by]
-        else:
-            by = [unit]
-        position = F.row_number().over(Window.partitionBy(*by).orderBy("__veil_row")) - 1
-        df = df.withColumn("__veil_i", position)
-        df = df.withColumn("__veil_rh", _hash(F, [*keyed, *groups, F.col("__veil_i")]))
-        df = df.withColumn(
-            "__veil_rr", F.row_number().over(Window.partitionBy(*by).orderBy("__veil_rh"))
-        ).filter(F.col("__veil_rr") <= linf)
+        df = _bound(plan, df, unit, salt)
     added: dict[str, Column] = {}
-    limb = float(1 << LIMB_BITS)
     for column, fp in fixed_points(plan).items():
         x = F.col(column).cast("double")
         # greatest/least skip a missing value (so it becomes lo) and order NaN above every
         # number (so it becomes hi): as Polars' min/max_horizontal.
         centred = F.least(F.greatest(x, F.lit(fp.lo)), F.lit(fp.hi)) - F.lit(fp.mid)
         units = (centred * F.lit(fp.scale)).cast("long")
-        high = F.floor(units / F.lit(limb)).cast("long")
-        added[f"__veil_th_{column}"] = high
-        added[f"__veil_tl_{column}"] = units - high * F.lit(1 << LIMB_BITS)
+        # high = floor(units / 2**22) (an arithmetic shift), low = units - high * 2**22 (the
+        # low bits, always >= 0): what Polars computes with // and -.
+        added[f"__veil_th_{column}"] = F.shiftright(units, LIMB_BITS)
+        added[f"__veil_tl_{column}"] = units.bitwiseAND(F.lit(_LOW_MASK))
         if any(c.kind == "csumsq" and c.column == column for c in plan.components):
             squares = ((centred * centred) * F.lit(fp.scale_sq)).cast("long")
-            high_sq = F.floor(squares / F.lit(limb)).cast("long")
-            added[f"__veil_sh_{column}"] = high_sq
-            added[f"__veil_sl_{column}"] = squares - high_sq * F.lit(1 << LIMB_BITS)
+            added[f"__veil_sh_{column}"] = F.shiftright(squares, LIMB_BITS)
+            added[f"__veil_sl_{column}"] = squares.bitwiseAND(F.lit(_LOW_MASK))
     bucket_inputs = []
     for column in quantile_columns(plan):
         lo, hi = declared_bounds(plan.schema, column, "a quantile")
@@ -370,7 +397,7 @@ def spark_aggregate(plan: QueryPlan, frame: DataFrame, salt: int) -> Exact:
     df = _prepare(plan, frame, salt)
     aggs = [F.count(F.lit(1)).cast("long").alias("__n")]
     for column in measured_columns(plan):
-        aggs.append(F.sum(F.col(column).isNull().cast("long")).alias(f"__nn_{column}"))
+        aggs.append((F.count(F.lit(1)) - F.count(column)).cast("long").alias(f"__nn_{column}"))
         parts = ["th", "tl"]
         if any(c.kind == "csumsq" and c.column == column for c in plan.components):
             parts += ["sh", "sl"]
