@@ -11,7 +11,8 @@ Three measurements, each in a fresh child process (as the Polars benchmark):
   released cell (value, scale, interval...) is compared exactly.
 * **Time.** The benchmark query of ``veil bench query`` (COUNT, SUM, AVG per
   ``g``) through ``PrivateFrame(...).query`` on each engine, from the same
-  Parquet file to the released answer, round-robin, median of the repeats;
+  Parquet file to the released answer, after ``WARMUPS`` untimed runs each,
+  round-robin, median of the repeats;
   raw (non-private) Polars and Spark group-bys on the same file alongside.
   Spark's session start-up is timed apart.
 * **Large.** A ``large_rows`` table written in chunks of 10M rows to Parquet
@@ -55,6 +56,9 @@ from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback
 
 __all__ = ["BenchNoise", "SparkQueryResult", "run_spark_query_benchmark", "spark_query_table"]
+
+WARMUPS = 3
+"""Untimed runs of each engine before the timed ones."""
 
 CHUNK_ROWS = 10_000_000
 UNIT_ROWS = 4  # rows per user_id on average
@@ -302,8 +306,11 @@ def _timing(job: dict[str, Any], path: str, spark: Any) -> dict[str, Any]:
     }
     names = list(runners)
     times: dict[str, list[float]] = {n: [] for n in names}
-    for name in names:  # warm-up: one untimed run each on the same file
-        runners[name]()
+    # Warm-up: WARMUPS untimed runs each on the same file (Spark's JVM compiles its code
+    # paths over the first runs; timing the first run would measure the JIT, not the engine).
+    for _ in range(WARMUPS):
+        for name in names:
+            runners[name]()
     repeats = job["repeats"]
     task = f"time the query on both engines ({job['rows']:,} rows)"
     for r in range(repeats):
@@ -693,7 +700,7 @@ def run_spark_query_benchmark(
             ),
             (
                 "time: PrivateFrame(frame).query(SQL) from the file to the released answer; "
-                "each engine warmed up once on the same file, then round-robin; Spark's "
+                f"each engine warmed up {WARMUPS} times on the same file, then round-robin; Spark's "
                 "session start-up timed apart"
             ),
             (
