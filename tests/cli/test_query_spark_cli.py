@@ -24,6 +24,8 @@ pytest.importorskip("pyspark")
 if shutil.which("java") is None:  # CI installs a JRE (make java); skip only where none can be
     pytest.skip("no java on PATH: Spark's local mode needs Java 17+", allow_module_level=True)
 
+pytestmark = pytest.mark.slow  # a JVM per worker: the fast tier leaves Spark out
+
 ENGINE_FAILED = 19
 INVALID_INPUT = 3
 
