@@ -403,8 +403,6 @@ def spark_aggregate(plan: QueryPlan, frame: DataFrame, salt: int) -> Exact:
             parts += ["sh", "sl"]
         aggs += [F.sum(f"__veil_{p}_{column}").alias(f"__{p}_{column}") for p in parts]
     hist_columns = quantile_columns(plan)
-    if hist_columns:
-        df = df.cache()  # the prepared rows feed several aggregations
     grouped = df.groupBy(*by).agg(*aggs) if by else df.agg(*aggs)
     hists = {
         column: df.groupBy(*by, f"__veil_k_{column}")
@@ -428,9 +426,6 @@ def spark_aggregate(plan: QueryPlan, frame: DataFrame, salt: int) -> Exact:
             fix="see the Spark logs; the budget already spent is not refunded",
             details={"engine": "spark"},
         ) from exc
-    finally:
-        if hist_columns:
-            df.unpersist()
     fill = {c: 0 for c in groups.columns if c.startswith("__")}
     groups = groups.with_columns(pl.col(c).fill_null(v) for c, v in fill.items())
     return Exact(groups=groups, histograms=histograms, engine="spark")
