@@ -12,10 +12,11 @@ Two choices make the engines agree exactly, not just approximately:
 
 * **Sums in fixed point.** Each clamped, centred value ``c`` (``|c| <= half``)
   is truncated to a multiple of ``2**-k`` (``k`` from the declared bounds only,
-  so that ``|c| * 2**k < 2**43``) and summed as two 22-bit integer limbs. The
-  sums are integers, exact whatever the order of addition (a float sum depends
-  on it, and an engine that splits the rows into partitions adds in another
-  order); the driver assembles them with Python integers and rounds once. The
+  so that ``|c| * 2**k < 2**43``) and summed as integers: 128-bit on Polars;
+  on Spark, whose integers are 64-bit (and overflow raises), as two 22-bit
+  limbs that the driver joins. The sums are exact whatever the order of
+  addition (a float sum depends on it, and an engine that splits the rows into
+  partitions adds in another order); the driver rounds once. The
   truncation moves each value towards 0 by less than ``2**-k`` (a relative
   ``2**-43`` of the bound), a per-row map that keeps every value inside the
   bounds, so the sensitivity is unchanged. Limb sums over ``MAX_ROWS`` (2**40)
@@ -150,8 +151,8 @@ class Exact:
     """An engine's aggregates of the bounded, clamped rows: all the driver ever receives.
 
     ``groups`` has the group columns and, per group: ``__n`` (rows),
-    ``__nn_C`` (missing values of C), ``__th_C``/``__tl_C`` (limb sums of C's
-    fixed-point centred values), ``__sh_C``/``__sl_C`` (of their squares).
+    ``__nn_C`` (missing values of C), ``__t_C`` (the 128-bit integer sum of C's
+    fixed-point centred values), ``__s_C`` (of their squares).
     ``histograms[C]`` has the group columns, ``__k`` (the grid candidate a
     value rounds to) and ``__hn`` (how many values round to it).
     """

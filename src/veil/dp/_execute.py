@@ -21,7 +21,6 @@ from scipy import stats
 from veil.dp._engine import (
     HASH_SEED,
     KEY_SEPARATOR,
-    LIMB_BITS,
     NULL_TOKEN,
     Exact,
     check_needed_columns,
@@ -90,15 +89,11 @@ def _clamped_columns(plan: QueryPlan, dtypes: pl.Schema) -> dict[str, pl.Expr]:
         # min/max_horizontal map NaN (ordered above every number) to the upper bound and a
         # missing value to the lower bound; the driver takes the missing values back out.
         centred = pl.min_horizontal(pl.max_horizontal(x, fp.lo), fp.hi) - fp.mid
-        units = (centred * fp.scale).cast(pl.Int64)
-        high = units // (1 << LIMB_BITS)
-        added[f"__veil_th_{column}"] = high
-        added[f"__veil_tl_{column}"] = units - high * (1 << LIMB_BITS)
+        # Summed as 128-bit integers: exact for any number of rows (Spark sums two limbs).
+        added[f"__veil_t_{column}"] = (centred * fp.scale).cast(pl.Int64).cast(pl.Int128)
         if any(c.kind == "csumsq" and c.column == column for c in plan.components):
             squares = ((centred * centred) * fp.scale_sq).cast(pl.Int64)
-            high_sq = squares // (1 << LIMB_BITS)
-            added[f"__veil_sh_{column}"] = high_sq
-            added[f"__veil_sl_{column}"] = squares - high_sq * (1 << LIMB_BITS)
+            added[f"__veil_s_{column}"] = squares.cast(pl.Int128)
     for column in quantile_columns(plan):
         lo, hi = declared_bounds(plan.schema, column, "a quantile")
         x = pl.col(column)
@@ -204,7 +199,7 @@ def _bound(plan: QueryPlan, lf: pl.LazyFrame, unit: str, salt: int) -> pl.LazyFr
 def _prepare(plan: QueryPlan, frame: pl.LazyFrame, salt: int) -> pl.LazyFrame:
     """Filter, bound contributions, and add the columns the aggregation sums.
 
-    The summed values are materialised as columns (``__veil_th_COL`` and the
+    The summed values are materialised as columns (``__veil_t_COL`` and the
     like) so that the aggregation is plain sums: Polars evaluates a compound
     expression inside ``group_by().agg()`` group by group, 3-4x slower.
     """
@@ -232,8 +227,8 @@ def _polars_aggregate(plan: QueryPlan, frame: Any, salt: int) -> Exact:
     aggs: dict[str, pl.Expr] = {"__n": pl.len().cast(pl.Int64)}
     for column in measured_columns(plan):
         aggs[f"__nn_{column}"] = pl.col(column).null_count().cast(pl.Int64)
-        for part in ("th", "tl", "sh", "sl"):
-            if part[0] == "s" and not any(
+        for part in ("t", "s"):
+            if part == "s" and not any(
                 c.kind == "csumsq" and c.column == column for c in plan.components
             ):
                 continue
@@ -247,7 +242,11 @@ def _polars_aggregate(plan: QueryPlan, frame: Any, salt: int) -> Exact:
         queries.append(
             lf.group_by([*by, k]).agg(pl.len().cast(pl.Int64).alias("__hn")).rename({k: "__k"})
         )
-    frames = pl.collect_all(queries, engine="streaming")
+    frames = (
+        [queries[0].collect(engine="streaming")]
+        if len(queries) == 1
+        else pl.collect_all(queries, engine="streaming")
+    )
     return Exact(
         groups=frames[0],
         histograms=dict(zip(hist_columns, frames[1:], strict=True)),
@@ -255,10 +254,9 @@ def _polars_aggregate(plan: QueryPlan, frame: Any, salt: int) -> Exact:
     )
 
 
-def _limb_sum(groups: pl.DataFrame, high: str, low: str) -> list[int]:
-    highs = groups.get_column(high).fill_null(0).to_list()
-    lows = groups.get_column(low).fill_null(0).to_list()
-    return [(int(h) << LIMB_BITS) + int(lo) for h, lo in zip(highs, lows, strict=True)]
+def _units(groups: pl.DataFrame, column: str) -> list[int]:
+    """A 128-bit integer sum column as Python integers (a group without rows sums to 0)."""
+    return [int(v or 0) for v in groups.get_column(column).to_list()]
 
 
 def _to_float(units: int, shift: int) -> float:
@@ -284,12 +282,12 @@ def _component_values(plan: QueryPlan, exact: Exact) -> pl.DataFrame:
         nn = groups.get_column(f"__nn_{fp.column}").fill_null(0).to_list()
         null_t, null_sq = fp.null_units()
         if comp.kind == "csumsq":
-            units = _limb_sum(groups, f"__sh_{fp.column}", f"__sl_{fp.column}")
+            units = _units(groups, f"__s_{fp.column}")
             values = [
                 _to_float(u - m * null_sq, fp.shift_sq) for u, m in zip(units, nn, strict=True)
             ]
         else:
-            units = _limb_sum(groups, f"__th_{fp.column}", f"__tl_{fp.column}")
+            units = _units(groups, f"__t_{fp.column}")
             values = [_to_float(u - m * null_t, fp.shift) for u, m in zip(units, nn, strict=True)]
             if comp.kind == "sum":
                 # A missing value counts as the midpoint: SUM = sum(c) + mid * n.

@@ -428,7 +428,29 @@ def spark_aggregate(plan: QueryPlan, frame: DataFrame, salt: int) -> Exact:
         ) from exc
     fill = {c: 0 for c in groups.columns if c.startswith("__")}
     groups = groups.with_columns(pl.col(c).fill_null(v) for c, v in fill.items())
+    groups = _join_limbs(groups, plan)
     return Exact(groups=groups, histograms=histograms, engine="spark")
+
+
+def _join_limbs(groups: pl.DataFrame, plan: QueryPlan) -> pl.DataFrame:
+    """Each pair of limb sums as the one 128-bit sum the Polars engine returns (same columns)."""
+    by = list(plan.spec.group_by)
+    out = [*by, "__n"]
+    joined: dict[str, pl.Series] = {}
+    for column in measured_columns(plan):
+        out.append(f"__nn_{column}")
+        for part in ("t", "s"):
+            high, low = f"__{part}h_{column}", f"__{part}l_{column}"
+            if high not in groups.columns:
+                continue
+            name = f"__{part}_{column}"
+            values = [
+                (int(h) << LIMB_BITS) + int(lo)
+                for h, lo in zip(groups.get_column(high), groups.get_column(low), strict=True)
+            ]
+            joined[name] = pl.Series(name, values, dtype=pl.Int128)
+            out.append(name)
+    return groups.with_columns(**joined).select(out)
 
 
 def _is_spark_error(exc: BaseException) -> bool:
