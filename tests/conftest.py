@@ -21,6 +21,22 @@ POSTGRES_ADMIN_URL = os.environ.get(
 os.environ["COLUMNS"] = "120"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """absl's logging handler (dp_accounting imports absl) writes to whatever ``sys.stderr`` was
+    when absl was imported, and *closes* that stream when a logging reconfiguration clears the
+    handlers (uvicorn's ``dictConfig`` does) unless it is the current ``sys.stderr``. Imported
+    under pytest's capture, its stream is a capture file of an earlier test (or the session's),
+    and closing it crashed the worker's reporting ("I/O operation on closed file"; seen with a
+    Spark test, which first imports the ledger, followed by docs/serve.md in one worker). Bound
+    here to the real stderr, which absl never closes."""
+    del config
+    import sys
+
+    import absl.logging
+
+    absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the developer's workspace or database settings."""
