@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from veil.bench._mnist import MnistResult, MnistRun, run_mnist_benchmark
     from veil.bench._mpc import MpcResult, MpcRow, run_mpc_benchmark
     from veil.bench._query import QueryResult, QueryRow, run_query_benchmark
+    from veil.bench._query_spark import SparkQueryResult, run_spark_query_benchmark
     from veil.bench._result import BenchResult, Column, Note, Table
     from veil.bench._serve import PARTS as SERVE_PARTS
     from veil.bench._serve import ServeResult, run_serve_benchmark
@@ -72,6 +73,8 @@ _WHERE = {
     "QueryResult": "_query",
     "QueryRow": "_query",
     "run_query_benchmark": "_query",
+    "SparkQueryResult": "_query_spark",
+    "run_spark_query_benchmark": "_query_spark",
     "SERVE_PARTS": "_serve",
     "ServeResult": "_serve",
     "run_serve_benchmark": "_serve",
@@ -119,6 +122,7 @@ __all__ = [
     "QueryResult",
     "QueryRow",
     "ServeResult",
+    "SparkQueryResult",
     "SynthBenchResult",
     "SynthBenchRow",
     "Table",
@@ -136,6 +140,7 @@ __all__ = [
     "run_mpc_benchmark",
     "run_query_benchmark",
     "run_serve_benchmark",
+    "run_spark_query_benchmark",
     "run_synth_benchmark",
     "run_trail_benchmark",
     "run_unlearning_benchmark",

@@ -154,9 +154,14 @@ class QueryResult(BenchResult):
         )
 
 
-def _run_child(job: dict[str, Any], progress: ProgressCallback | None) -> dict[str, Any]:
-    """Run one job in a fresh interpreter; forward its progress; its result or an error."""
-    code = "from veil.bench._query_child import _child_main; _child_main()"
+def _run_child(
+    job: dict[str, Any],
+    progress: ProgressCallback | None,
+    module: str = "veil.bench._query_child",
+) -> dict[str, Any]:
+    """Run one job in a fresh interpreter (``module``'s ``_child_main``); forward its progress;
+    its result or an error."""
+    code = f"from {module} import _child_main; _child_main()"
     result: dict[str, Any] | None = None
     failure: str | None = None
     with (

@@ -458,17 +458,7 @@ def _child_main() -> None:
     """Entry point of the benchmark's subprocesses (one JSON job in argv, JSON lines out)."""
     job = json.loads(sys.argv[1])
     try:
-        if job["mode"].startswith("spark"):
-            from veil.bench import _query_spark  # noqa: PLC0415 - only the Spark benchmark
-
-            main = {
-                "spark": _query_spark._spark_main,  # noqa: SLF001
-                "spark-write": _query_spark._write_main,  # noqa: SLF001
-                "spark-large": _query_spark._large_main,  # noqa: SLF001
-            }[job["mode"]]
-            result = main(job)
-        else:
-            result = _time_all(job) if job["mode"] == "time" else _memory_one(job)
+        result = _time_all(job) if job["mode"] == "time" else _memory_one(job)
     except BaseException as exc:
         _send({"error": f"{type(exc).__name__}: {exc}"})
         raise

@@ -33,10 +33,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import json
 import math
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -51,11 +53,14 @@ import polars as pl
 from veil._validate import whole_number
 from veil.bench._query_child import BOUNDS, EPSILON, QUERY_SQL, group_labels
 from veil.bench._result import BenchResult, Column, Note, Table, View, fixed, ratio, verdict
-from veil.dp._execute import NoiseSource
+from veil.dp import NoiseSource
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback
 
 __all__ = ["BenchNoise", "SparkQueryResult", "run_spark_query_benchmark", "spark_query_table"]
+
+CHILD = "veil.bench._query_spark"
+"""The module whose ``_child_main`` runs this benchmark's subprocesses."""
 
 WARMUPS = 3
 """Untimed runs of each engine before the timed ones."""
@@ -231,8 +236,11 @@ def _compare_released(a: Any, b: Any, group_by: tuple[str, ...]) -> tuple[int, i
 
 
 def _identity(job: dict[str, Any], path: str, spark: Any) -> list[dict[str, Any]]:
-    from veil.dp import PrivateFrame  # noqa: PLC0415
-    from veil.dp._execute import aggregate, release  # noqa: PLC0415
+    from veil.dp import (  # noqa: PLC0415
+        PrivateFrame,
+        aggregate,
+        release,
+    )
     from veil.ledger import Budget  # noqa: PLC0415
 
     seed, groups = job["seed"], job["groups"]
@@ -331,8 +339,11 @@ def _timing(job: dict[str, Any], path: str, spark: Any) -> dict[str, Any]:
 
 
 def _phases(read: Callable[[str], Any], path: str, schema: Any) -> dict[str, float]:
-    from veil.dp import PrivateFrame  # noqa: PLC0415
-    from veil.dp._execute import aggregate, release  # noqa: PLC0415
+    from veil.dp import (  # noqa: PLC0415
+        PrivateFrame,
+        aggregate,
+        release,
+    )
     from veil.ledger import Budget  # noqa: PLC0415
 
     frame, read_s = _timed(lambda: read(path))
@@ -376,7 +387,7 @@ def _jvm_pid(spark: Any) -> int | None:
 def _spark_main(job: dict[str, Any]) -> dict[str, Any]:
     """Child: write the Parquet file, start Spark, check identity, time both engines."""
     from veil.bench._query_child import _progress  # noqa: PLC0415
-    from veil.dp._spark import spark_session  # noqa: PLC0415
+    from veil.dp import spark_session  # noqa: PLC0415
 
     folder = Path(job["folder"])
     path = str(folder / "table.parquet")
@@ -423,9 +434,12 @@ def _write_main(job: dict[str, Any]) -> dict[str, Any]:
 def _large_main(job: dict[str, Any]) -> dict[str, Any]:
     """Child: the benchmark query on Spark alone, on the files ``_write_main`` wrote."""
     from veil.bench._query_child import _progress  # noqa: PLC0415
-    from veil.dp import PrivateFrame  # noqa: PLC0415
-    from veil.dp._execute import aggregate, release  # noqa: PLC0415
-    from veil.dp._spark import spark_session  # noqa: PLC0415
+    from veil.dp import (  # noqa: PLC0415
+        PrivateFrame,
+        aggregate,
+        release,
+        spark_session,
+    )
     from veil.ledger import Budget  # noqa: PLC0415
 
     rows, groups = job["large_rows"], job["groups"]
@@ -640,7 +654,7 @@ def run_spark_query_benchmark(
     errors: list[str] = []
     large: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="veil-bench-spark-") as tmp:
-        main = _run_child({**job, "mode": "spark", "folder": tmp}, progress)
+        main = _run_child({**job, "mode": "spark", "folder": tmp}, progress, CHILD)
         if "error" in main:
             errors.append(f"identity/timing process: {main['error']} {main.get('stderr_tail', '')}")
             main = {}
@@ -654,11 +668,11 @@ def run_spark_query_benchmark(
                     f"large table skipped: ~{need / 2**30:.1f} GB needed, {free / 2**30:.1f} GB free"
                 )
             else:
-                written = _run_child({**job, "mode": "spark-write", "folder": tmp}, progress)
+                written = _run_child({**job, "mode": "spark-write", "folder": tmp}, progress, CHILD)
                 large = (
                     written
                     if "error" in written
-                    else _run_child({**job, "mode": "spark-large", "folder": tmp}, progress)
+                    else _run_child({**job, "mode": "spark-large", "folder": tmp}, progress, CHILD)
                 )
                 if "error" in large:
                     errors.append(f"large table: {large['error']} {large.get('stderr_tail', '')}")
@@ -717,3 +731,19 @@ def run_spark_query_benchmark(
         errors=tuple(errors),
         goals=_goals(identity, timing, large),
     )
+
+
+def _child_main() -> None:
+    """Entry point of this benchmark's subprocesses (one JSON job in argv, JSON lines out)."""
+    from veil.bench._query_child import _send  # noqa: PLC0415
+
+    job = json.loads(sys.argv[1])
+    try:
+        main = {"spark": _spark_main, "spark-write": _write_main, "spark-large": _large_main}[
+            job["mode"]
+        ]
+        result = main(job)
+    except BaseException as exc:
+        _send({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    _send({"result": result})

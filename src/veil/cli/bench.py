@@ -124,7 +124,7 @@ def query(
     from veil.bench import run_query_benchmark  # noqa: PLC0415
 
     if engine.strip().lower() == "spark":
-        from veil.bench._query_spark import run_spark_query_benchmark  # noqa: PLC0415
+        from veil.bench import run_spark_query_benchmark  # noqa: PLC0415
 
         with progress_bar() as progress:
             spark_result = run_spark_query_benchmark(

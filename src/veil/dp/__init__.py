@@ -8,6 +8,8 @@ Noise comes only from OpenDP's samplers; every mechanism carries the
 2.0
 """
 
+from veil.dp._engine import Exact
+from veil.dp._execute import NoiseSource, aggregate, release
 from veil.dp._frame import PrivateFrame, query_dataset
 from veil.dp._mechanisms import (
     AboveThreshold,
@@ -40,16 +42,19 @@ __all__ = [
     "Aggregate",
     "AggregateKind",
     "Contribution",
+    "Exact",
     "FrequencyEstimate",
     "FrequencyOracle",
     "GaussianMechanism",
     "LaplaceMechanism",
     "NoiseMechanism",
+    "NoiseSource",
     "PrivateFrame",
     "QueryPlan",
     "QueryResult",
     "QuerySpec",
     "RandomizedResponse",
+    "aggregate",
     "exponential_mechanism",
     "exponential_selection",
     "gaussian_noise",
@@ -58,5 +63,6 @@ __all__ = [
     "parse_sql",
     "plan_query",
     "query_dataset",
+    "release",
     "spark_session",
 ]
