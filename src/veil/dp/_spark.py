@@ -304,7 +304,15 @@ def _bound(plan: QueryPlan, df: DataFrame, unit: str, salt: int) -> DataFrame:
     return df.withColumn("__veil_rr", rank).filter(F.col("__veil_rr") <= linf)
 
 
-def _prepare(plan: QueryPlan, df: DataFrame, salt: int) -> DataFrame:  # noqa: C901 - one step each
+def _prepare(  # noqa: C901 - one step each
+    plan: QueryPlan, df: DataFrame, salt: int
+) -> tuple[DataFrame, dict[str, Column]]:
+    """The rows to aggregate, and the fixed-point terms to sum (as expressions, by name).
+
+    The summed terms stay expressions inside the aggregation rather than added
+    columns: each added column is one more analysis of the plan on the driver
+    (tens of milliseconds a query), and Spark computes them the same either way.
+    """
     from pyspark.ml.feature import Bucketizer  # noqa: PLC0415
 
     F = _F()  # noqa: N806
@@ -324,10 +332,16 @@ def _prepare(plan: QueryPlan, df: DataFrame, salt: int) -> DataFrame:  # noqa: C
             # their groups are dropped on the driver, when the groups are aligned with the keys.
             df = _restrict_to_keys(plan, df, dtypes)
         elif all(isinstance(v, str) for key in plan.keys for v in key):
-            df = df.withColumns({c: _category_strings(F, c, dtypes[c]) for c in spec.group_by})
+            as_text = {
+                c: _category_strings(F, c, dtypes[c])
+                for c in spec.group_by
+                if dtypes[c] != pl.String
+            }
+            if as_text:
+                df = df.withColumns(as_text)
     if unit is not None:
         df = _bound(plan, df, unit, salt)
-    added: dict[str, Column] = {}
+    sums: dict[str, Column] = {}
     for column, fp in fixed_points(plan).items():
         x = F.col(column).cast("double")
         # greatest/least skip a missing value (so it becomes lo) and order NaN above every
@@ -336,12 +350,13 @@ def _prepare(plan: QueryPlan, df: DataFrame, salt: int) -> DataFrame:  # noqa: C
         units = (centred * F.lit(fp.scale)).cast("long")
         # high = floor(units / 2**22) (an arithmetic shift), low = units - high * 2**22 (the
         # low bits, always >= 0): what Polars computes with // and -.
-        added[f"__veil_th_{column}"] = F.shiftright(units, LIMB_BITS)
-        added[f"__veil_tl_{column}"] = units.bitwiseAND(F.lit(_LOW_MASK))
+        sums[f"__th_{column}"] = F.shiftright(units, LIMB_BITS)
+        sums[f"__tl_{column}"] = units.bitwiseAND(F.lit(_LOW_MASK))
         if any(c.kind == "csumsq" and c.column == column for c in plan.components):
             squares = ((centred * centred) * F.lit(fp.scale_sq)).cast("long")
-            added[f"__veil_sh_{column}"] = F.shiftright(squares, LIMB_BITS)
-            added[f"__veil_sl_{column}"] = squares.bitwiseAND(F.lit(_LOW_MASK))
+            sums[f"__sh_{column}"] = F.shiftright(squares, LIMB_BITS)
+            sums[f"__sl_{column}"] = squares.bitwiseAND(F.lit(_LOW_MASK))
+    added: dict[str, Column] = {}
     bucket_inputs = []
     for column in quantile_columns(plan):
         lo, hi = declared_bounds(plan.schema, column, "a quantile")
@@ -358,7 +373,7 @@ def _prepare(plan: QueryPlan, df: DataFrame, salt: int) -> DataFrame:  # noqa: C
             splits=splits, inputCol=f"__veil_x_{column}", outputCol=f"__veil_kd_{column}"
         ).transform(df)
         df = df.withColumn(f"__veil_k_{column}", F.col(f"__veil_kd_{column}").cast("long"))
-    return df
+    return df, sums
 
 
 def spark_bins(  # noqa: PLR0917 - the Polars path's arguments, in its order
@@ -394,14 +409,15 @@ def spark_aggregate(plan: QueryPlan, frame: DataFrame, salt: int) -> Exact:
     check_needed_columns(plan, list(frame.columns))
     spec = plan.spec
     by = list(spec.group_by)
-    df = _prepare(plan, frame, salt)
+    df, sums = _prepare(plan, frame, salt)
     aggs = [F.count(F.lit(1)).cast("long").alias("__n")]
     for column in measured_columns(plan):
         aggs.append((F.count(F.lit(1)) - F.count(column)).cast("long").alias(f"__nn_{column}"))
-        parts = ["th", "tl"]
-        if any(c.kind == "csumsq" and c.column == column for c in plan.components):
-            parts += ["sh", "sl"]
-        aggs += [F.sum(f"__veil_{p}_{column}").alias(f"__{p}_{column}") for p in parts]
+        aggs += [
+            F.sum(term).alias(name)
+            for name, term in sums.items()
+            if name in {f"__{part}_{column}" for part in ("th", "tl", "sh", "sl")}
+        ]
     hist_columns = quantile_columns(plan)
     grouped = df.groupBy(*by).agg(*aggs) if by else df.agg(*aggs)
     hists = {
