@@ -14,6 +14,7 @@ Veil) asks for a newer Veil, and neither is ever changed behind the user's back.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,17 +46,28 @@ def _alembic_config() -> Config:
     return config
 
 
+@functools.cache
+def _revisions() -> tuple[str | None, frozenset[str]]:
+    """The head and every revision of the migrations shipped with this Veil.
+
+    Read once a process: finding them executes every migration script (tens of
+    milliseconds), and every opening of a store compares against the head.
+    """
+    script = ScriptDirectory.from_config(_alembic_config())
+    return script.get_current_head(), frozenset(rev.revision for rev in script.walk_revisions())
+
+
 def head_revision() -> str:
     """The schema revision this version of Veil works with."""
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    head = _revisions()[0]
     if head is None:  # pragma: no cover - the package always ships migrations
         msg = "no migrations shipped with Veil"
         raise RuntimeError(msg)
     return head
 
 
-def _known_revisions() -> set[str]:
-    return {rev.revision for rev in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+def _known_revisions() -> frozenset[str]:
+    return _revisions()[1]
 
 
 def normalise_url(raw: str) -> URL:
@@ -238,6 +250,8 @@ class Store:
     def upgrade(self, revision: str = "head") -> None:
         """Migrate the schema to ``revision`` in one transaction (PostgreSQL) or step by step."""
         current = self.current_revision()
+        if revision == "head" and current == head_revision():
+            return  # already there: nothing for alembic to do
         if current is not None and current not in _known_revisions():
             self.check_version()  # raises: a newer Veil wrote this database
         config = _alembic_config()
