@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,10 +103,68 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
-@pytest.fixture
-def store(store_url: str):
+@pytest.fixture(scope="session")
+def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite store migrated to head once per test process, for the fixtures below to copy."""
     from veil.store import Store
 
+    path = tmp_path_factory.mktemp("migrated") / "veil.db"
+    Store.open(f"sqlite:///{path}", upgrade=True).dispose()
+    assert not path.with_name("veil.db-wal").exists()  # the last close checkpointed the log
+    return path
+
+
+@pytest.fixture(scope="session")
+def _migrated_postgres(postgres_admin_url: str) -> Iterator[str]:
+    """A PostgreSQL database migrated to head once per test process (a template to copy)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from veil.store import Store
+
+    name = f"veil_template_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(postgres_admin_url).set(database=name)
+        Store.open(url.render_as_string(hide_password=False), upgrade=True).dispose()
+        yield name
+    finally:
+        with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _copy_migrated(request: pytest.FixtureRequest, url: str) -> None:
+    """Replace the empty database at ``url`` by a copy of one already at head.
+
+    Migrating an empty database costs 0.1-0.6 s a test (more under load, and most of the
+    suite's tests open a store); copying one migrated once per process costs a few
+    milliseconds. The migrations themselves are tested on empty databases
+    (``tests/store``), which use ``store_url`` and migrate it themselves.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        target = Path(str(parsed.database))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(request.getfixturevalue("_migrated_sqlite"), target)  # keeps mode 0600
+        return
+    import psycopg
+
+    admin = request.getfixturevalue("postgres_admin_url")
+    template = request.getfixturevalue("_migrated_postgres")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{parsed.database}" TEMPLATE "{template}"')
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest, store_url: str):
+    """A store at the head revision on ``store_url`` (a copy of one migrated once)."""
+    from veil.store import Store
+
+    _copy_migrated(request, store_url)
     opened = Store.open(store_url, upgrade=True)
     yield opened
     opened.dispose()
@@ -120,11 +179,12 @@ def catalog(store):
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def workspace(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """An initialised workspace in the test's directory (./.veil)."""
     from veil.store import Store
     from veil.workspace import Workspace
 
     created = Workspace.create(tmp_path / ".veil")
+    _copy_migrated(request, f"sqlite:///{created.sqlite_path}")
     Store.for_workspace(created, upgrade=True).dispose()
     return created
