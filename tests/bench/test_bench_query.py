@@ -14,6 +14,9 @@ from veil.cli._app import main
 from veil.cli.bench import render
 from veil.errors import InvalidInputError
 
+# One worker runs the module, so the tiny run is made once (`--dist loadgroup`).
+pytestmark = pytest.mark.xdist_group("bench-query")
+
 
 @pytest.fixture(scope="module")
 def result() -> QueryResult:

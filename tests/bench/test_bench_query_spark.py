@@ -6,9 +6,13 @@ asserted (zero mismatches), and the comparison itself is shown able to fail.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -16,15 +20,12 @@ import pytest
 
 from veil.bench._query_spark import (
     BenchNoise,
-    SparkQueryResult,
     _compare_released,
     _exact_equal,
     _schema,
-    run_spark_query_benchmark,
     spark_query_table,
 )
 from veil.cli._app import main
-from veil.cli.bench import render
 from veil.dp import PrivateFrame
 from veil.dp._execute import aggregate, release
 from veil.errors import InvalidInputError
@@ -37,21 +38,54 @@ needs_spark = pytest.mark.skipif(
     reason="Spark's local mode needs Java 17+",
 )
 
+# One worker runs the module, so the CLI run below is made once (`--dist loadgroup`).
+pytestmark = pytest.mark.xdist_group("bench-query-spark")
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """What one `veil bench query --engine spark` run printed and wrote."""
+
+    code: int
+    out: str
+    err: str
+    folder: Path
+    report: dict
+
 
 @pytest.fixture(scope="module")
-def result() -> SparkQueryResult:
-    """One tiny run (identity, times, a 100k-row 'large' table), shared by the checks below."""
+def run(tmp_path_factory: pytest.TempPathFactory) -> CliRun:
+    """One tiny run through the CLI (identity, times, a 100k-row 'large' table), shared below.
+
+    Each run starts two Spark JVMs (the main part and the large table's fresh process),
+    so the module makes one and checks everything on it; it runs on one worker
+    (``xdist_group``) so that the run is made once.
+    """
     pytest.importorskip("pyspark")
-    return run_spark_query_benchmark(
-        rows=ROWS, groups=GROUPS, repeats=1, seed=3, large_rows=LARGE_ROWS
-    )
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.skip("Spark's local mode needs Java 17+")
+    folder = tmp_path_factory.mktemp("bench-spark")
+    args = ["--rows", str(ROWS), "--groups", str(GROUPS), "--repeats", "1", "--seed", "3"]
+    out, err = io.StringIO(), io.StringIO()
+    here = Path.cwd()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(
+                ["bench", "query", "--engine", "spark", *args, "--large-rows", str(LARGE_ROWS)]
+            )
+    finally:
+        os.chdir(here)
+    written = folder / "bench-query-spark.json"
+    report = json.loads(written.read_text(encoding="utf-8")) if written.is_file() else {}
+    return CliRun(code, out.getvalue(), err.getvalue(), folder, report)
 
 
 @pytest.mark.slow
 @needs_spark
-def test_spark_and_polars_release_identical_cells(result):
-    report = result.to_dict()
-    assert json.loads(json.dumps(report)) == report
+def test_spark_and_polars_release_identical_cells(run: CliRun):
+    assert run.code == 0, run.err
+    report = run.report
     assert report["errors"] == []
     identity = report["identity"]
     assert len(identity) == 7  # count, sum, mean, median, known keys, unknown keys, unit
@@ -84,8 +118,9 @@ def test_spark_and_polars_release_identical_cells(result):
 
 @pytest.mark.slow
 @needs_spark
-def test_times_and_the_large_table_are_reported(result, capsys):
-    report = result.to_dict()
+def test_times_and_the_large_table_are_reported(run: CliRun):
+    assert run.code == 0, run.err
+    report = run.report
     assert set(report["timing"]) == {"veil-polars", "veil-spark", "raw-polars", "raw-spark"}
     for engine in report["timing"].values():
         assert len(engine["times_s"]) == 1
@@ -100,10 +135,17 @@ def test_times_and_the_large_table_are_reported(result, capsys):
     assert large["jvm_peak_rss_mb"] > 0
     assert large["python_peak_rss_mb"] > 0
     assert large["polars_in_memory_estimate_gb"] > 0
-    render(result)
-    printed = capsys.readouterr().out
-    assert "Identity, Polars vs Spark" in printed
-    assert "Polars not run on it" in printed
+    assert "Identity, Polars vs Spark" in run.out
+    assert "Polars not run on it" in run.out
+
+
+@pytest.mark.slow
+@needs_spark
+def test_the_cli_writes_the_spark_report_to_its_own_file(run: CliRun):
+    assert run.code == 0, run.err
+    assert "Report written to bench-query-spark.json" in run.out
+    assert run.report["benchmark"] == "query-spark"
+    assert not (run.folder / "bench-query.json").exists()
 
 
 def test_bench_noise_is_reproducible_and_the_comparisons_can_fail():
@@ -136,23 +178,6 @@ def test_bench_noise_is_reproducible_and_the_comparisons_can_fail():
     other = aggregate(plan, frame.head(1_999), salt=0)
     assert _exact_equal(exact, exact) == (True, [])
     assert _exact_equal(exact, other) == (False, ["groups differ"])
-
-
-@pytest.mark.slow
-@needs_spark
-def test_the_cli_writes_the_spark_report_to_its_own_file(capsys, tmp_path):
-    pytest.importorskip("pyspark")
-    args = ["--rows", "3000", "--groups", "3", "--repeats", "1", "--large-rows", "0"]
-    code = main(["bench", "query", "--engine", "spark", *args])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    assert "Report written to bench-query-spark.json" in captured.out
-    written = json.loads((tmp_path / "bench-query-spark.json").read_text(encoding="utf-8"))
-    assert written["benchmark"] == "query-spark"
-    assert written["large"] is None
-    assert written["goals"]["mismatches"] == 0
-    assert written["goals"]["identical"] is True
-    assert not (tmp_path / "bench-query.json").exists()
 
 
 def test_bad_engine_options_are_refused_before_anything_runs(capsys):

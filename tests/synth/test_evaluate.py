@@ -14,6 +14,9 @@ from veil.errors import InvalidInputError
 from veil.synth._evaluate import evaluate_release, marginal_tvd
 from veil.synth._report import render_report
 
+# One worker runs the module, so its fixtures are built once (`--dist loadgroup`).
+pytestmark = pytest.mark.xdist_group("synth-evaluate")
+
 
 @pytest.fixture(scope="module")
 def frames(shared_data):

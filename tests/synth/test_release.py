@@ -1,7 +1,8 @@
 """A synthetic release end to end: one charge of the plan's mechanisms, then data and a card.
 
 Fits are shared through module fixtures (each costs seconds of JAX compilation);
-the tests marked ``xdist_group`` share a worker under ``--dist loadgroup``. The
+the whole module is one ``xdist_group``, so that under ``--dist loadgroup`` its tests
+run on one worker, one after another, and each module fixture is built once. The
 Adult AIM run (tens of seconds of compilation on a loaded 2-core machine) is ``slow``.
 Bad input, a short budget and an oversized workload are refused before
 anything is charged; a killed run keeps its charge and releases nothing.
@@ -35,7 +36,7 @@ from veil.synth import (
 
 DELTA = 1e-6
 BOUNDS = {"age": (17.0, 91.0), "education_num": (1.0, 17.0)}
-RELEASE = pytest.mark.xdist_group("synth-release")
+pytestmark = pytest.mark.xdist_group("synth-release")
 
 
 def stop_at(round_index: int) -> Callable[[], None]:
@@ -82,7 +83,6 @@ def mst_twice() -> tuple[SynthResult, SynthResult]:
 
 
 @pytest.mark.slow
-@RELEASE
 def test_a_release_charges_one_event_holding_exactly_the_plans_mechanisms(adult_run):
     result, guard = adult_run
     [entry] = guard.history
@@ -102,7 +102,6 @@ def test_a_release_charges_one_event_holding_exactly_the_plans_mechanisms(adult_
 
 
 @pytest.mark.slow
-@RELEASE
 def test_the_output_has_the_declared_columns_and_values(adult_run):
     result, _ = adult_run
     data = result.data
@@ -122,7 +121,6 @@ def test_the_output_has_the_declared_columns_and_values(adult_run):
 
 
 @pytest.mark.slow
-@RELEASE
 def test_the_card_says_what_the_release_is(adult_run):
     result, _ = adult_run
     card = result.card.to_dict()
@@ -139,7 +137,6 @@ def test_the_card_says_what_the_release_is(adult_run):
 # ---------------------------------------------------------------- noise, MST, the baseline
 
 
-@RELEASE
 def test_the_noise_is_not_seeded_so_two_runs_with_one_seed_differ(mst_twice):
     first, second = mst_twice
     rng = np.random.default_rng(0)
@@ -151,7 +148,6 @@ def test_the_noise_is_not_seeded_so_two_runs_with_one_seed_differ(mst_twice):
     assert not np.allclose(ones[0], ones[1])
 
 
-@RELEASE
 def test_mst_measures_the_one_ways_and_a_spanning_tree(mst_twice):
     result, _ = mst_twice
     measured = result.trace.measured
@@ -163,7 +159,6 @@ def test_mst_measures_the_one_ways_and_a_spanning_tree(mst_twice):
     assert len(result.data) > 0 and tuple(result.data.columns) == ("x", "c", "y")
 
 
-@RELEASE
 def test_the_non_private_baseline_charges_nothing_and_keeps_the_one_way_marginals():
     frame = tiny_frame()
     # Many final iterations (cheap after compilation): the fit of exact marginals converges.
@@ -331,7 +326,6 @@ def test_a_workspace_release_is_read_with_its_purpose_charged_once_and_carded(re
 # ---------------------------------------------------------------- write_release
 
 
-@RELEASE
 def test_csv_and_parquet_are_written_with_the_card_beside_them(mst_twice, tmp_path):
     import pyarrow.parquet as pq
 
@@ -362,7 +356,6 @@ def test_csv_and_parquet_are_written_with_the_card_beside_them(mst_twice, tmp_pa
     ]
 
 
-@RELEASE
 def test_an_unknown_output_suffix_is_refused_and_nothing_is_written(mst_twice, tmp_path):
     result = mst_twice[0]
     with pytest.raises(InvalidInputError, match="output format") as caught:
