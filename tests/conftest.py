@@ -38,6 +38,33 @@ def pytest_configure(config: pytest.Config) -> None:
     absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make ``xdist_group`` marks group tests under ``--dist loadgroup``.
+
+    pytest-xdist tags each grouped test's id with ``@group`` in a worker hook,
+    and the controller sends tests with the same tag to one worker. pytest-xdist
+    3.8 writes the tag to ``item._nodeid``, which pytest 9 no longer reads (an
+    item's id is ``item._id``): the tags were lost, the tests of one group ran on
+    both workers, and each worker built the module's costly fixtures again
+    (found with a probe test; the suite's ``--durations`` showed the same
+    fixture set up twice). The tags are added here, where pytest 9 reads them.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId  # pytest 9's structured id; absent before
+
+    for item in items:
+        names = sorted(
+            {
+                str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                for mark in item.iter_markers("xdist_group")
+            }
+        )
+        tag = f"@{'_'.join(names)}"
+        if names and not item.nodeid.endswith(tag):
+            item._id = NodeId.parse(f"{item.nodeid}{tag}")  # as pytest-xdist does
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the developer's workspace or database settings."""
