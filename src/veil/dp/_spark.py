@@ -306,8 +306,8 @@ def _bound(plan: QueryPlan, df: DataFrame, unit: str, salt: int) -> DataFrame:
 
 def _prepare(  # noqa: C901 - one step each
     plan: QueryPlan, df: DataFrame, salt: int
-) -> tuple[DataFrame, dict[str, Column]]:
-    """The rows to aggregate, and the fixed-point terms to sum (as expressions, by name).
+) -> tuple[DataFrame, dict[str, dict[str, Column]]]:
+    """The rows to aggregate, and per measured column the fixed-point terms to sum, by name.
 
     The summed terms stay expressions inside the aggregation rather than added
     columns: each added column is one more analysis of the plan on the driver
@@ -341,7 +341,7 @@ def _prepare(  # noqa: C901 - one step each
                 df = df.withColumns(as_text)
     if unit is not None:
         df = _bound(plan, df, unit, salt)
-    sums: dict[str, Column] = {}
+    sums: dict[str, dict[str, Column]] = {}
     for column, fp in fixed_points(plan).items():
         x = F.col(column).cast("double")
         # greatest/least skip a missing value (so it becomes lo) and order NaN above every
@@ -350,12 +350,14 @@ def _prepare(  # noqa: C901 - one step each
         units = (centred * F.lit(fp.scale)).cast("long")
         # high = floor(units / 2**22) (an arithmetic shift), low = units - high * 2**22 (the
         # low bits, always >= 0): what Polars computes with // and -.
-        sums[f"__th_{column}"] = F.shiftright(units, LIMB_BITS)
-        sums[f"__tl_{column}"] = units.bitwiseAND(F.lit(_LOW_MASK))
+        terms = sums[column] = {
+            f"__th_{column}": F.shiftright(units, LIMB_BITS),
+            f"__tl_{column}": units.bitwiseAND(F.lit(_LOW_MASK)),
+        }
         if any(c.kind == "csumsq" and c.column == column for c in plan.components):
             squares = ((centred * centred) * F.lit(fp.scale_sq)).cast("long")
-            sums[f"__sh_{column}"] = F.shiftright(squares, LIMB_BITS)
-            sums[f"__sl_{column}"] = squares.bitwiseAND(F.lit(_LOW_MASK))
+            terms[f"__sh_{column}"] = F.shiftright(squares, LIMB_BITS)
+            terms[f"__sl_{column}"] = squares.bitwiseAND(F.lit(_LOW_MASK))
     added: dict[str, Column] = {}
     bucket_inputs = []
     for column in quantile_columns(plan):
@@ -413,11 +415,7 @@ def spark_aggregate(plan: QueryPlan, frame: DataFrame, salt: int) -> Exact:
     aggs = [F.count(F.lit(1)).cast("long").alias("__n")]
     for column in measured_columns(plan):
         aggs.append((F.count(F.lit(1)) - F.count(column)).cast("long").alias(f"__nn_{column}"))
-        aggs += [
-            F.sum(term).alias(name)
-            for name, term in sums.items()
-            if name in {f"__{part}_{column}" for part in ("th", "tl", "sh", "sl")}
-        ]
+        aggs += [F.sum(term).alias(name) for name, term in sums[column].items()]
     hist_columns = quantile_columns(plan)
     grouped = df.groupBy(*by).agg(*aggs) if by else df.agg(*aggs)
     hists = {
