@@ -11,7 +11,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import IntegrityError
 
 from veil.errors import InvalidInputError, StoreError, StoreVersionError
@@ -135,6 +135,67 @@ def test_sqlite_uses_wal_and_full_sync(tmp_path: Path):
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     store.dispose()
+
+
+def _count_connects(store: Store) -> list[int]:
+    opened = [0]
+
+    def on_connect(*_args: object) -> None:
+        opened[0] += 1
+
+    event.listen(store.engine, "connect", on_connect)
+    return opened
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_a_pooled_sqlite_store_keeps_its_connection_and_its_pragmas(tmp_path: Path, pooled: bool):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    Store.open(url, upgrade=True).dispose()
+    store = Store.open(url, pooled=pooled)
+    opened = _count_connects(store)
+    try:
+        for i in range(20):
+            with store.session(lock=i % 2 == 0) as session:
+                session.add(_row(f"d{i}"))
+        # A command's store opens the file per transaction; the gateway's keeps the
+        # connection its version check opened.
+        assert opened[0] == (0 if pooled else 20)
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        store.dispose()
+
+
+def test_a_pooled_sqlite_store_serves_many_threads_one_writer_at_a_time(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    Store.open(url, upgrade=True).dispose()
+    store = Store.open(url, pooled=True)
+    failures: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        try:
+            for i in range(25):
+                with store.session(lock=True) as session:  # read-check-write under the lock
+                    count = len(session.scalars(select(DatasetRow.name)).all())
+                    session.add(_row(f"w{w}-{i}", n_rows=count))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        assert not failures, failures
+        with store.session() as session:
+            counts = sorted(session.scalars(select(DatasetRow.n_rows)).all())
+        # Each writer saw every earlier row and none of a later one: no interleaving.
+        assert counts == list(range(200))
+    finally:
+        store.dispose()
 
 
 def test_sqlite_locking_session_holds_the_write_lock(tmp_path: Path):

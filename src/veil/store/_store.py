@@ -29,7 +29,7 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool, StaticPool
+from sqlalchemy.pool import NullPool, QueuePool, StaticPool
 
 from veil.errors import InvalidInputError, StoreError, StoreVersionError, require
 from veil.workspace import Workspace, redact_url
@@ -38,6 +38,10 @@ __all__ = ["Store"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A pooled SQLite store (see Store.open): connections kept open, and opened beyond that
+# while many threads hold one (SQLite has one writer at a time; readers do not wait).
+SQLITE_POOL_SIZE = 4
+SQLITE_POOL_OVERFLOW = 12
 
 
 def _alembic_config() -> Config:
@@ -138,7 +142,9 @@ class Store:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, url: str, *, upgrade: bool = False, check: bool = True) -> Store:
+    def open(
+        cls, url: str, *, upgrade: bool = False, check: bool = True, pooled: bool = False
+    ) -> Store:
         """Connect to the database at ``url``.
 
         Args:
@@ -147,13 +153,19 @@ class Store:
                 Without it, a database not at head raises :class:`StoreVersionError`.
             check: Check the schema revision (``veil db status`` turns this off
                 to report a mismatch instead of raising it).
+            pooled: Keep SQLite connections open between transactions (a long-lived
+                process: the gateway). By default a SQLite file is opened for each
+                transaction and closed after it, so that a command holds nothing open
+                and a forked worker inherits no connection; but each opening costs the
+                pragmas, and the last close of a WAL database checkpoints it (a write
+                and an fsync of the database file). PostgreSQL is always pooled.
 
         Raises:
             StoreError: The database cannot be reached.
             StoreVersionError: The schema is missing, older or newer than expected.
         """
         parsed = normalise_url(url)
-        engine = cls._create_engine(parsed)
+        engine = cls._create_engine(parsed, pooled=pooled)
         store = cls(engine)
         try:
             if upgrade:
@@ -166,13 +178,15 @@ class Store:
         return store
 
     @classmethod
-    def for_workspace(cls, workspace: Workspace | None = None, *, upgrade: bool = False) -> Store:
+    def for_workspace(
+        cls, workspace: Workspace | None = None, *, upgrade: bool = False, pooled: bool = False
+    ) -> Store:
         """Open the store of ``workspace`` (located from the current directory if omitted)."""
         workspace = workspace or Workspace.locate()
-        return cls.open(workspace.settings.database_url, upgrade=upgrade)
+        return cls.open(workspace.settings.database_url, upgrade=upgrade, pooled=pooled)
 
     @staticmethod
-    def _create_engine(url: URL) -> Engine:
+    def _create_engine(url: URL, *, pooled: bool = False) -> Engine:
         if url.get_backend_name() == "sqlite":
             if url.database in (None, "", ":memory:"):
                 # One shared connection, or every session would see a new empty database.
@@ -187,9 +201,20 @@ class Store:
                 if not url.query.get("uri"):  # a file: URI names its path in its own way
                     with contextlib.suppress(FileExistsError):
                         os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                # NullPool: every session gets its own connection, so the file is
-                # never held open between commands and forked workers are safe.
-                engine = create_engine(url, poolclass=NullPool)
+                if pooled:
+                    # Connections move between threads but one thread uses one at a time
+                    # (the pool checks it out), which is what check_same_thread guards.
+                    engine = create_engine(
+                        url,
+                        poolclass=QueuePool,
+                        pool_size=SQLITE_POOL_SIZE,
+                        max_overflow=SQLITE_POOL_OVERFLOW,
+                        connect_args={"check_same_thread": False},
+                    )
+                else:
+                    # NullPool: every session gets its own connection, so the file is
+                    # never held open between commands and forked workers are safe.
+                    engine = create_engine(url, poolclass=NullPool)
             event.listen(engine, "connect", _on_sqlite_connect)
             event.listen(engine, "begin", _on_sqlite_begin)
             return engine
