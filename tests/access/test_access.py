@@ -206,6 +206,22 @@ def test_a_revoked_key_stops_working_in_a_process_that_already_used_it(world: Wo
         Ledger(world.store, access=service).charge(DATASET, laplace(), purpose="after")
 
 
+def test_cached_grants_are_given_only_while_fresh_and_never_read_the_database(world: World):
+    info, token = world.owner.create_key("etl", Role.ANALYST, DATASET, reason="nightly job")
+    service = act_with(world, token)
+    service.max_age = 0.5
+    assert service.cached_policy() is None  # never read: only policy() can say
+    policy = service.policy()
+    assert service.cached_policy() is policy
+    world.owner.revoke_key(info.key_id, reason="leaked")
+    assert service.cached_policy() is policy  # within max_age, as policy() itself
+    time.sleep(0.6)
+    assert service.cached_policy() is None  # stale: the caller must ask policy()
+    with pytest.raises(PermissionDeniedError):
+        service.policy()
+    assert service.cached_policy() is None
+
+
 @pytest.mark.slow
 def test_a_key_that_expires_while_in_use_stops_working(world: World):
     info, token = world.owner.create_key(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from veil.access import Trail, parse_key
+from veil.access import Access, Trail, parse_key
 from veil.errors import ConflictError, InvalidInputError
 from veil.serve._served import REFERENCE_PURPOSE, ModelCache
 from veil.train import FeatureEncoder, ModelRegistry
@@ -112,6 +113,57 @@ def test_default_policy_answers_labels_that_match_the_model(gateway):
     vectors = encoder.encode(pd.DataFrame(records)).tolist()
     again = gateway.client("consumer").post(PREDICT, json={"inputs": vectors}).json()
     assert again["predictions"] == body["predictions"] and again["records_left"] == 460
+
+
+def test_a_warm_prediction_is_answered_on_the_event_loop_and_the_rest_in_threads(
+    gateway, monkeypatch
+):
+    from veil.serve import _model_routes
+
+    ran_on: list[str] = []
+    answer = _model_routes._predict
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        ran_on.append(threading.current_thread().name)
+        return answer(*args, **kwargs)
+
+    monkeypatch.setattr(_model_routes, "_predict", spy)
+    records = _records(gateway, 20)
+    expected = _in_process(gateway, records).argmax(axis=1).tolist()
+    client = gateway.client("consumer")
+    sizes = [1, 1, 2, _model_routes.INLINE_RECORDS, _model_routes.INLINE_RECORDS + 1]
+    answered, left, start = [], 500, 0
+    for n in sizes:
+        response = client.post(PREDICT, json={"records": records[start : start + n]})
+        assert response.status_code == 200, response.text
+        answered += [int(p["label"]) for p in response.json()["predictions"]]
+        left -= n
+        assert response.json()["records_left"] == left
+        start = (start + n) % 3  # overlapping windows of the same 20 rows
+    loop = gateway.thread.name
+    # The first: this key's counter is read from the database (and the monitor's
+    # reference fitted) in a thread; then in memory, on the loop; a batch over
+    # INLINE_RECORDS in a thread again. The answers are the same either way.
+    assert ran_on[0] != loop
+    assert ran_on[1:4] == [loop, loop, loop]
+    assert ran_on[4] != loop
+    windows, start = [], 0
+    for n in sizes:
+        windows += expected[start : start + n]
+        start = (start + n) % 3
+    assert answered == windows
+
+
+def test_a_key_revoked_while_warm_is_refused_once_its_grants_are_stale(gateway):
+    client = gateway.client("consumer")
+    records = _records(gateway, 1)
+    for _ in range(3):  # warm: the token verified, the grants in memory
+        assert client.post(PREDICT, json={"records": records}).status_code == 200
+    owner = Access(gateway.state.store, signing_key=gateway.state.signing_key)
+    owner.revoke_key(_key_id(gateway, "consumer"), reason="test: leaked while in use")
+    time.sleep(1.2)  # Access.max_age (1 s): grants older than that are read again
+    response = client.post(PREDICT, json={"records": records})
+    _error(response, 401, "unauthenticated")
 
 
 def test_record_encoding_matches_training_encoding(serve_home):

@@ -212,6 +212,20 @@ class Access:
         self._generation, self._loaded_at = generation, now
         return self._policy
 
+    def cached_policy(self) -> Policy | None:
+        """The grants :meth:`policy` would return without reading the database, or ``None``.
+
+        ``None`` when they were never read, are older than ``max_age``, or the key
+        has expired: then only :meth:`policy` can say (a server calls this on its
+        event loop, and :meth:`policy` in a thread when it gets ``None``).
+        """
+        policy = self._policy
+        if policy is None or time.monotonic() - self._loaded_at >= self.max_age:
+            return None
+        if self._key_expires is not None and datetime.now(UTC) >= self._key_expires:
+            return None
+        return policy
+
     @staticmethod
     def _grants_of(session: Session, name: str) -> list[tuple[Role, str]]:
         rows = session.execute(

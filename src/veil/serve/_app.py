@@ -393,7 +393,7 @@ def _build_state(config: ServeConfig) -> ServeState:
     workspace = Workspace(config.home)
     config.check(workspace.settings)
     policy = ServePolicy.load(config.policy_path())
-    store = Store.for_workspace(workspace)
+    store = Store.for_workspace(workspace, pooled=True)  # a long-lived process: see Store.open
     keys = KeyStore.for_workspace(workspace)
     signing_key = keys.get("trail")
     operator = Access(store, settings=workspace.settings, signing_key=signing_key)

@@ -41,6 +41,8 @@ from veil.serve._state import VERIFY_SLOTS, ServeState, get_state
 __all__ = [
     "Caller",
     "annotate",
+    "authenticate",
+    "cached_caller",
     "forget_key",
     "needs",
     "permission_extra",
@@ -128,10 +130,7 @@ def authenticate(request: Request, state: ServeState) -> Caller:
     known: Caller | None = getattr(request.state, "caller", None)
     if known is not None:
         return known
-    client = request.client.host if request.client else "unknown"
-    request.state.pre_auth = True  # a refusal here is a flood: see veil.serve._app._Flood
-    state.limits.hit_ip(client)
-    request.state.pre_auth = False
+    _hit_ip(request, state)
     token = _token(request)
     principal, fingerprint = principal_of(request, state, token)
     cache: dict[str, Principal] = request.app.state.veil_tokens
@@ -144,6 +143,47 @@ def authenticate(request: Request, state: ServeState) -> Caller:
         cache.pop(fingerprint, None)
         state.forget(principal)
         raise _unauthenticated(exc) from None
+    return _caller(request, principal, access)
+
+
+def cached_caller(request: Request, state: ServeState) -> Caller | None:
+    """The request's :class:`Caller` if this worker's memory alone can say, else ``None``.
+
+    For a route that runs on the event loop: a token verified before, grants read
+    less than ``Access.max_age`` ago, limits kept in memory. Anything else (a new
+    token's scrypt, a database read, a refusal to record, Redis) is
+    :func:`authenticate`'s, in a thread. Nothing is counted or recorded when this
+    returns ``None``, so the thread's :func:`authenticate` starts afresh.
+    """
+    known: Caller | None = getattr(request.state, "caller", None)
+    if known is not None:
+        return known
+    if state.limits.backend != "memory":
+        return None
+    try:
+        token = _token(request)
+    except UnauthenticatedError:
+        return None  # authenticate refuses it, after the per-address limit
+    principal = request.app.state.veil_tokens.get(_fingerprint(token))
+    if principal is None:
+        return None
+    access = state.access(principal)
+    if access.cached_policy() is None:
+        return None
+    _hit_ip(request, state)
+    request.state.actor = principal.name
+    request.state.key_id = principal.key_id
+    return _caller(request, principal, access)
+
+
+def _hit_ip(request: Request, state: ServeState) -> None:
+    client = request.client.host if request.client else "unknown"
+    request.state.pre_auth = True  # a refusal here is a flood: see veil.serve._app._Flood
+    state.limits.hit_ip(client)
+    request.state.pre_auth = False
+
+
+def _caller(request: Request, principal: Principal, access: Access) -> Caller:
     caller = Caller(principal=principal, access=access, key_id=principal.key_id or "")
     request.state.caller = caller
     return caller
@@ -156,13 +196,17 @@ def principal_of(request: Request, state: ServeState, token: str) -> tuple[Princ
     checked once (scrypt, in one of the worker's verify slots). The console's
     sign-in checks the key it is given through this same path.
     """
-    fingerprint = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+    fingerprint = _fingerprint(token)
     cache: dict[str, Principal] = request.app.state.veil_tokens
     principal = cache.get(fingerprint)
     if principal is None:
         principal = _verify(request, state, token, fingerprint)
         cache[fingerprint] = principal
     return principal, fingerprint
+
+
+def _fingerprint(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
 def forget_key(request: Request, state: ServeState, principal: Principal) -> None:

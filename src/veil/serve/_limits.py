@@ -189,6 +189,10 @@ class _MemoryBackend:
             self._counters[counter] = used + n
             return used + n, True
 
+    def seeded(self, counter: str) -> bool:
+        with self._lock:
+            return counter in self._counters
+
     def refund(self, counter: str, n: int) -> None:
         with self._lock:
             if counter in self._counters:
@@ -363,6 +367,13 @@ class Limits:
     def backend(self) -> str:
         """``"memory"`` or ``"redis"``."""
         return self._backend.name
+
+    def in_memory(self, key_id: str, model: str) -> bool:
+        """Whether :meth:`hit` and :meth:`spend` for ``key_id`` on ``model`` touch nothing but
+        this process's memory: limits kept in memory and the key's counter already read
+        from the database. The gateway then answers on its event loop, without a thread."""
+        backend = self._backend
+        return isinstance(backend, _MemoryBackend) and backend.seeded(_counter(key_id, model))
 
     # ------------------------------------------------------------------ rates
     def hit(self, bucket: str, rate: str) -> None:

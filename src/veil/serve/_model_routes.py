@@ -32,6 +32,17 @@ error leaves; a privacy charge is never given back (the ledger over-counts,
 never under-counts). The monitor's reference rows (a sample of the training
 set, read through the operator's catalogue and recorded) are fitted on the
 first prediction of each loaded model.
+
+**Threads.** A prediction of at most :data:`INLINE_RECORDS` records is answered on the
+event loop when everything it needs is in this worker's memory: the key's token
+verified before, its grants read less than ``Access.max_age`` ago and allowing the
+call, the model loaded, the monitor's reference fitted, and the limits in memory
+with the key's counter read. Anything else (a first-time key's scrypt, a database
+read or write, a refusal to record, Redis, private labels and their ledger charge, a
+larger batch) runs in the thread pool, as every other ``def`` route does. Each hop to
+a thread and back costs a request more than its whole answer on a two-core machine,
+where the threads also contend for the interpreter lock with the trail's flusher
+(``docs/benchmarks.md``, the gateway's overhead).
 """
 
 from __future__ import annotations
@@ -53,11 +64,19 @@ from pydantic import (
     model_validator,
 )
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from veil.access import ROLE_PERMISSIONS, Permission
 from veil.errors import BudgetExceededError, DataTooLargeError, InvalidInputError, VeilError
 from veil.ledger import PrivacyEvent
-from veil.serve._auth import Caller, annotate, authenticate, forget_key, permission_extra
+from veil.serve._auth import (
+    Caller,
+    annotate,
+    authenticate,
+    cached_caller,
+    forget_key,
+    permission_extra,
+)
 from veil.serve._defences import answer_mechanism, private_labels, shape, vote_histogram
 from veil.serve._errors import ERROR_RESPONSES
 from veil.serve._policy import MAX_BATCH, ModelPolicy
@@ -82,6 +101,9 @@ PURPOSE = "prediction"
 MAX_COLUMNS = 4096
 MAX_WIDTH = 1 << 20
 REFERENCE_ROWS = 2000
+# Records a prediction may hold and still be answered on the event loop (about 0.1 ms of
+# encoding, model and monitor each); a larger batch is answered in a thread.
+INLINE_RECORDS = 16
 
 State = Annotated[ServeState, Depends(get_state)]
 ModelName = Annotated[
@@ -220,11 +242,22 @@ def model_needs(permission: Permission) -> Any:
     authentication, so a caller without a key learns nothing of the names.
     """
 
-    def dependency(request: Request, name: ModelName, state: State) -> ModelCall:
+    def checked(request: Request, name: str, state: ServeState) -> ModelCall:
         caller = authenticate(request, state)
         model: ServedModel = state.models.get(name)
         caller.access.require(permission, model.dataset, action=f"serve:{permission.value}")
         return ModelCall(caller, model)
+
+    async def dependency(request: Request, name: ModelName, state: State) -> ModelCall:
+        # From memory on the event loop when it can be (see the module: "Threads"); else
+        # in a thread, where a token's scrypt, a database read or a refusal's record wait.
+        caller = cached_caller(request, state)
+        model = None if caller is None else state.models.loaded(name)
+        if caller is not None and model is not None:
+            policy = caller.access.cached_policy()
+            if policy is not None and policy.allows(permission, model.dataset):
+                return ModelCall(caller, model)
+        return await run_in_threadpool(checked, request, name, state)
 
     dependency.veil_permission = permission  # type: ignore[attr-defined]
     dependency.veil_dataset_param = None  # type: ignore[attr-defined]
@@ -340,7 +373,7 @@ def show_model(
     openapi_extra=permission_extra(Permission.MODEL_PREDICT),
     summary="Predict, under this key's serving policy and budgets",
 )
-def predict(
+async def predict(
     name: ModelName,
     body: PredictBody,
     request: Request,
@@ -349,6 +382,26 @@ def predict(
 ) -> PredictResponse:
     caller, model = call.caller, call.model
     policy = _policy(state, caller, name)
+    inline = (
+        body.count <= INLINE_RECORDS
+        and policy.output != "private_label"
+        and state.limits.in_memory(caller.key_id, name)
+        and (_tried(model) or not policy.monitor.enabled)
+    )
+    if inline:
+        return _predict(name, body, request, state, caller, model, policy)
+    return await run_in_threadpool(_predict, name, body, request, state, caller, model, policy)
+
+
+def _predict(  # noqa: PLR0917 - the route's values, passed on as they are
+    name: str,
+    body: PredictBody,
+    request: Request,
+    state: ServeState,
+    caller: Caller,
+    model: ServedModel,
+    policy: ModelPolicy,
+) -> PredictResponse:
     annotate(request, dataset=model.dataset, model=name, output=policy.output)
     state.limits.hit(
         f"predict:{caller.key_id}", state.limits.effective_rate(caller.key_id, policy.rate)

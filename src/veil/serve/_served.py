@@ -48,7 +48,7 @@ import torch
 from veil._random import SecureRandom
 from veil.access import Access
 from veil.data import Catalog, DataUse
-from veil.errors import ConflictError, InvalidInputError
+from veil.errors import ConflictError, InvalidInputError, VeilError
 from veil.serve._policy import ServePolicy
 from veil.train import FeatureEncoder, ModelRegistry, PrivacyCard, SisaEnsemble, dataset_tensors
 from veil.workspace import Workspace
@@ -341,6 +341,15 @@ class ModelCache:
                 continue
             stamp += [info.st_ino, info.st_mtime_ns]
         return tuple(stamp)
+
+    def loaded(self, name: str) -> ServedModel | None:
+        """The model ``name`` if it is loaded and unchanged on disk, else ``None`` (no load)."""
+        try:
+            stamp = self._stamp(name)
+        except VeilError:
+            return None
+        known = self._models.get(name)
+        return known[1] if known is not None and known[0] == stamp else None
 
     def get(self, name: str) -> ServedModel:
         """The model ``name``, loaded on first use and whenever it changed on disk.
