@@ -342,14 +342,16 @@ class ModelCache:
             stamp += [info.st_ino, info.st_mtime_ns]
         return tuple(stamp)
 
+    def _known(self, name: str, stamp: tuple[int, ...]) -> ServedModel | None:
+        known = self._models.get(name)
+        return known[1] if known is not None and known[0] == stamp else None
+
     def loaded(self, name: str) -> ServedModel | None:
         """The model ``name`` if it is loaded and unchanged on disk, else ``None`` (no load)."""
         try:
-            stamp = self._stamp(name)
+            return self._known(name, self._stamp(name))
         except VeilError:
             return None
-        known = self._models.get(name)
-        return known[1] if known is not None and known[0] == stamp else None
 
     def get(self, name: str) -> ServedModel:
         """The model ``name``, loaded on first use and whenever it changed on disk.
@@ -358,15 +360,15 @@ class ModelCache:
             NotFoundError: No model of that name (or an invalid name).
         """
         stamp = self._stamp(name)
-        known = self._models.get(name)
-        if known is not None and known[0] == stamp:
-            return known[1]
+        known = self._known(name, stamp)
+        if known is not None:
+            return known
         with self._lock:
             lock = self._locks.setdefault(name, threading.Lock())
         with lock:
-            known = self._models.get(name)
-            if known is not None and known[0] == stamp:
-                return known[1]
+            known = self._known(name, stamp)
+            if known is not None:
+                return known
             saved = self.registry.load(name)
             model = ServedModel(
                 name=name, card=saved.card, meta=saved.meta, net=saved.model, catalog=self._catalog
