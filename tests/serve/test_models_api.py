@@ -166,6 +166,34 @@ def test_a_key_revoked_while_warm_is_refused_once_its_grants_are_stale(gateway):
     _error(response, 401, "unauthenticated")
 
 
+def test_the_event_loop_path_refuses_what_the_thread_path_refuses(gateway):
+    from veil.access import Outcome, Role
+
+    records = _records(gateway, 1)  # the model is loaded: the loop path is open to warm keys
+    consumer = gateway.client("consumer")
+    for _ in range(3):
+        assert consumer.post(PREDICT, json={"records": records}).status_code == 200
+    # a forged secret for the warm key's id: a token never verified, checked in full
+    forged = f"veil_sk_{_key_id(gateway, 'consumer')}_" + "A" * 43
+    _error(gateway.client(token=forged).post(PREDICT, json={"records": records}), 401,
+           "unauthenticated")  # fmt: skip
+    # a key warm in this worker (token verified, grants fresh) but scoped to another dataset
+    _veil(gateway.home, "datasets", "add", "sklearn:iris", "--name", "iris")
+    info, token = gateway.state.operator.create_key("warm-iris", Role.CONSUMER, "iris")
+    scoped = gateway.client(token=token)
+    _error(scoped.get("/v1/models"), 403, "permission_denied")  # verifies and caches the key
+    for _ in range(2):
+        _error(scoped.post(PREDICT, json={"records": records}), 403, "permission_denied")
+    refusals = [
+        e
+        for e in Trail(gateway.state.store).entries(actor="svc:warm-iris")
+        if e.action == "serve:model.predict"
+    ]
+    assert [(e.outcome, e.dataset, e.details["key_id"]) for e in refusals] == [
+        (Outcome.REFUSED, "digits", info.key_id)
+    ] * 2
+
+
 def test_record_encoding_matches_training_encoding(serve_home):
     cache = ModelCache(Workspace(serve_home.home))
     model = cache.get(MODEL)
