@@ -143,6 +143,22 @@ def test_ragged_rows_empty_files_and_bad_encoding(tmp_path: Path):
     assert load_table(latin, encoding="latin-1")["city"].tolist() == ["Málaga"]
 
 
+def test_rows_longer_than_the_header_are_refused_not_cut(tmp_path: Path):
+    # scikit-learn's wine_data.csv opens with "178,13,class_0,class_1,class_2" over rows of
+    # 14 fields: read as is, the first 9 fields of each row became an index and were lost.
+    counts = tmp_path / "counts.csv"
+    counts.write_text(
+        "3,2,yes,no\n1.5,2.5,3.5,4.5,5.5,0\n2.5,3.5,4.5,5.5,6.5,1\n", encoding="utf-8"
+    )
+    for read in (lambda: load_table(counts), lambda: list(open_reader(str(counts)).chunks())):
+        with pytest.raises(InvalidInputError, match="more fields in its rows") as refused:
+            read()
+        assert refused.value.got == "a header of 4 names and rows of 6 fields"
+    fine = tmp_path / "fine.csv"
+    fine.write_text("a,b,\n1,2,\n", encoding="utf-8")  # a trailing delimiter: an empty column
+    assert load_table(fine).shape == (1, 3)
+
+
 def test_not_parquet_and_missing_file(tmp_path: Path):
     fake = tmp_path / "fake.parquet"
     fake.write_text("a,b\n1,2\n", encoding="utf-8")

@@ -131,7 +131,9 @@ class CsvReader(Reader):
     def chunks(self) -> Iterator[pd.DataFrame]:
         try:
             with pd.read_csv(self.path, chunksize=CHUNK_ROWS, **self._read_kwargs()) as reader:
-                yield from (self._post(chunk) for chunk in reader)
+                yield from (self._post(self._whole_rows(chunk)) for chunk in reader)
+        except InvalidInputError:
+            raise  # already says what is wrong (and is a ValueError)
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise self._wrap(exc) from exc
 
@@ -144,7 +146,24 @@ class CsvReader(Reader):
             raise self._wrap(exc) from exc
         if columns is None:  # one column: name the delimiter rather than blame the column names
             self._check_delimiter([str(c) for c in frame.columns])
-        return self._post(frame)
+        return self._post(self._whole_rows(frame))
+
+    def _whole_rows(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame``, refused when its rows held more fields than the header has names.
+
+        pandas reads such a file without a word: the surplus leading fields of every
+        row become the index, and the data lose those columns.
+        """
+        if isinstance(frame.index, pd.RangeIndex):
+            return frame
+        names = frame.shape[1]
+        raise InvalidInputError(
+            f"{self.path.name} has more fields in its rows than names in its header",
+            expected=f"rows with the same number of {self.delimiter!r}-separated fields as the header",
+            got=f"a header of {names} names and rows of {names + frame.index.nlevels} fields",
+            fix="name every column in the header row (a first line of counts, as in "
+            "scikit-learn's bundled CSV files, is not a header: remove it and add one)",
+        )
 
     def _post(self, frame: pd.DataFrame) -> pd.DataFrame:
         return frame
