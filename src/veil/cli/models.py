@@ -19,7 +19,6 @@ import typer
 from rich.table import Table
 
 from veil.cli._output import out, print_json
-from veil.errors import require
 from veil.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -44,8 +43,10 @@ def render_card(card: PrivacyCard) -> None:
 
 @contextmanager
 def _opened() -> Iterator[tuple[ModelRegistry, Access, Catalog]]:
-    """The workspace's model registry, who acts on it and its catalogue (store closed after)."""
-    require("torch", extra="train", purpose="reading trained models")
+    """The workspace's model registry, who acts on it and its catalogue (store closed after).
+
+    Listing and showing read the privacy cards (JSON): PyTorch is not needed, nor loaded.
+    """
     from veil.access import Access  # noqa: PLC0415
     from veil.data import Catalog  # noqa: PLC0415
     from veil.store import Store  # noqa: PLC0415

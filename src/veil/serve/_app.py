@@ -405,7 +405,7 @@ def _build_state(config: ServeConfig) -> ServeState:
     )
     limits = Limits.open(config.redis_url, store, ip_rate=config.ip_rate)
     alerts = AlertSink(operator, log, limits, getattr(policy, "webhook", None))
-    models = ModelCache(workspace, operator, torch_threads=None)  # workers: create_app_from_env
+    models = ModelCache(workspace, operator, torch_threads=_TORCH_THREADS["worker"])
     models.check_private(policy)  # a policy asking private labels of a non-SISA model: no start
     state = ServeState(
         config=config,
@@ -429,7 +429,7 @@ def _build_state(config: ServeConfig) -> ServeState:
 def _freeze_startup_objects() -> None:
     """Keep what start-up built (modules, models, the store) out of later garbage collections.
 
-    A worker holds torch, pandas and scikit-learn: hundreds of thousands of
+    A worker holds pandas, SciPy and, once a model is served, torch: hundreds of thousands of
     long-lived objects that every full collection would walk again, a pause of
     milliseconds in whichever request triggers it. ``gc.freeze`` moves them to
     a generation the collector skips (the usual remedy for pre-loaded servers).
@@ -549,6 +549,11 @@ def create_app_from_env() -> FastAPI:
     return create_app(config)
 
 
+# torch's intra-op threads in this process: 1 in a uvicorn worker, left alone elsewhere (tests
+# and embedding applications that build the app in their own process).
+_TORCH_THREADS: dict[str, int | None] = {"worker": None}
+
+
 def _one_thread_per_request() -> None:
     """BLAS and torch on one thread in a worker: requests run side by side in the thread pool.
 
@@ -562,8 +567,6 @@ def _one_thread_per_request() -> None:
     )
 
     threadpool_limits(1)
-    try:
-        import torch  # noqa: PLC0415 - the served models need it; a worker imports it once
-    except ImportError:
-        return
-    torch.set_num_threads(1)
+    # PyTorch is not imported here (2-4 s of a worker's start): the model cache sets its
+    # threads when the first model loads it.
+    _TORCH_THREADS["worker"] = 1

@@ -39,19 +39,25 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from veil._random import SecureRandom
 from veil.access import Access
 from veil.data import Catalog, DataUse
 from veil.errors import ConflictError, InvalidInputError, VeilError
 from veil.serve._policy import ServePolicy
-from veil.train import FeatureEncoder, ModelRegistry, PrivacyCard, SisaEnsemble, dataset_tensors
+from veil.train import ModelRegistry, PrivacyCard
 from veil.workspace import Workspace
+
+# PyTorch and the training package load with the first model, not with the worker: a worker
+# that answers queries and encrypted requests only never imports them.
+if TYPE_CHECKING:
+    import torch
+
+    from veil.train import FeatureEncoder
 
 __all__ = ["REFERENCE_PURPOSE", "ModelCache", "ServedModel"]
 
@@ -84,6 +90,8 @@ class ServedModel:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
+        from veil.train import FeatureEncoder  # noqa: PLC0415 - with the first model (torch)
+
         self.classes: tuple[str, ...] = tuple(str(c) for c in self.meta["classes"])
         raw = self.meta.get("encoder")
         self.encoder: FeatureEncoder | None = FeatureEncoder.from_dict(raw) if raw else None
@@ -238,12 +246,16 @@ class ServedModel:
 
     # ------------------------------------------------------------ outputs
     def _tensor(self, x: Float32) -> torch.Tensor:
+        import torch  # noqa: PLC0415 - loaded with the model; a lookup in sys.modules here
+
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(
             len(x), *self.input_shape
         )
 
     def proba(self, x: Float32) -> npt.NDArray[np.float64]:
         """Class probabilities of encoded inputs (a SISA ensemble: the mean of its shards')."""
+        import torch  # noqa: PLC0415 - loaded with the model; a lookup in sys.modules here
+
         with torch.inference_mode():
             out = torch.softmax(self.net(self._tensor(x)), dim=1).double().numpy()
         result: npt.NDArray[np.float64] = out
@@ -255,6 +267,8 @@ class ServedModel:
         Raises:
             ConflictError: The model is not a SISA ensemble (it has no shard votes).
         """
+        from veil.train import SisaEnsemble  # noqa: PLC0415 - loaded with the model
+
         if not isinstance(self.net, SisaEnsemble):
             raise ConflictError(
                 f"model '{self.name}' is not a SISA ensemble",
@@ -265,6 +279,10 @@ class ServedModel:
 
     def shard_votes(self, x: Float32) -> npt.NDArray[np.int64]:
         """Each shard's label for each input, shape (shards, records): the private answer's votes."""
+        import torch  # noqa: PLC0415 - loaded with the model; a lookup in sys.modules here
+
+        from veil.train import SisaEnsemble  # noqa: PLC0415 - loaded with the model
+
         self.require_sisa()
         assert isinstance(self.net, SisaEnsemble)  # noqa: S101 - require_sisa checked it
         members = self.net.members
@@ -288,6 +306,8 @@ class ServedModel:
                 expected="a ModelCache built with the operator's Access",
                 got="none",
             )
+        from veil.train import dataset_tensors  # noqa: PLC0415 - loaded with the model
+
         data = dataset_tensors(
             self.catalog,
             self.dataset,
@@ -319,8 +339,7 @@ class ModelCache:
     def __init__(
         self, workspace: Workspace, operator: Access | None = None, *, torch_threads: int | None = 1
     ) -> None:
-        if torch_threads is not None:
-            torch.set_num_threads(torch_threads)  # process-wide: one serving process, one setting
+        self._torch_threads = torch_threads  # set when the first model loads (torch with it)
         self.registry = ModelRegistry.for_workspace(workspace)
         self._catalog = (
             None
@@ -369,6 +388,10 @@ class ModelCache:
             known = self._known(name, stamp)
             if known is not None:
                 return known
+            if self._torch_threads is not None:
+                import torch  # noqa: PLC0415 - the first model brings PyTorch into the worker
+
+                torch.set_num_threads(self._torch_threads)  # process-wide: one setting
             saved = self.registry.load(name)
             model = ServedModel(
                 name=name, card=saved.card, meta=saved.meta, net=saved.model, catalog=self._catalog

@@ -19,39 +19,101 @@
 True
 """
 
-from veil.train._accounting import PrivacyAccounting, account, calibrate_noise
-from veil.train._artifact import ModelRegistry, PrivacyCard, SavedModel
-from veil.train._clip import PerSampleClipper, validate_model
-from veil.train._engine import TrainingReport, evaluate, predict_logits, train
-from veil.train._models import (
-    MODEL_KINDS,
-    DPLogisticRegression,
-    DPMLPClassifier,
-    FeatureEncoder,
-    build_model,
-    fixed_features,
-    trainable_part,
-)
-from veil.train._pipeline import DatasetTensors, TrainedModel, dataset_tensors, fit_private
-from veil.train._plan import (
-    DPConfig,
-    Optimizer,
-    Sampling,
-    Schedule,
-    TrainingPlan,
-    plan_training,
-)
-from veil.train._random import SecureRandom
-from veil.train._sisa import (
-    SisaEnsemble,
-    SisaSchedule,
-    assign_persons,
-    shard_checkpoint,
-    shard_members,
-    stage_plan,
-)
-from veil.train._sisa_train import fit_sisa
-from veil.train._unlearn import UnlearnResult, unlearn_sisa
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from veil.train._accounting import PrivacyAccounting, account, calibrate_noise
+    from veil.train._artifact import ModelRegistry, PrivacyCard, SavedModel
+    from veil.train._clip import PerSampleClipper, validate_model
+    from veil.train._engine import TrainingReport, evaluate, predict_logits, train
+    from veil.train._models import (
+        MODEL_KINDS,
+        DPLogisticRegression,
+        DPMLPClassifier,
+        FeatureEncoder,
+        build_model,
+        fixed_features,
+        trainable_part,
+    )
+    from veil.train._pipeline import DatasetTensors, TrainedModel, dataset_tensors, fit_private
+    from veil.train._plan import (
+        DPConfig,
+        Optimizer,
+        Sampling,
+        Schedule,
+        TrainingPlan,
+        plan_training,
+    )
+    from veil.train._random import SecureRandom
+    from veil.train._sisa import (
+        SisaEnsemble,
+        SisaSchedule,
+        assign_persons,
+        shard_checkpoint,
+        shard_members,
+        stage_plan,
+    )
+    from veil.train._sisa_train import fit_sisa
+    from veil.train._unlearn import UnlearnResult, unlearn_sisa
+
+# Each name loads its module on first use (PEP 562): the registry and the privacy cards are read
+# without PyTorch (the gateway's workers, `veil models list`); training imports it when it starts.
+_WHERE = {
+    "PrivacyAccounting": "veil.train._accounting",
+    "account": "veil.train._accounting",
+    "calibrate_noise": "veil.train._accounting",
+    "ModelRegistry": "veil.train._artifact",
+    "PrivacyCard": "veil.train._artifact",
+    "SavedModel": "veil.train._artifact",
+    "PerSampleClipper": "veil.train._clip",
+    "validate_model": "veil.train._clip",
+    "TrainingReport": "veil.train._engine",
+    "evaluate": "veil.train._engine",
+    "predict_logits": "veil.train._engine",
+    "train": "veil.train._engine",
+    "MODEL_KINDS": "veil.train._models",
+    "DPLogisticRegression": "veil.train._models",
+    "DPMLPClassifier": "veil.train._models",
+    "FeatureEncoder": "veil.train._models",
+    "build_model": "veil.train._models",
+    "fixed_features": "veil.train._models",
+    "trainable_part": "veil.train._models",
+    "DatasetTensors": "veil.train._pipeline",
+    "TrainedModel": "veil.train._pipeline",
+    "dataset_tensors": "veil.train._pipeline",
+    "fit_private": "veil.train._pipeline",
+    "DPConfig": "veil.train._plan",
+    "Optimizer": "veil.train._plan",
+    "Sampling": "veil.train._plan",
+    "Schedule": "veil.train._plan",
+    "TrainingPlan": "veil.train._plan",
+    "plan_training": "veil.train._plan",
+    "SecureRandom": "veil.train._random",
+    "SisaEnsemble": "veil.train._sisa",
+    "SisaSchedule": "veil.train._sisa",
+    "assign_persons": "veil.train._sisa",
+    "shard_checkpoint": "veil.train._sisa",
+    "shard_members": "veil.train._sisa",
+    "stage_plan": "veil.train._sisa",
+    "fit_sisa": "veil.train._sisa_train",
+    "UnlearnResult": "veil.train._unlearn",
+    "unlearn_sisa": "veil.train._unlearn",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __all__ = [
     "MODEL_KINDS",

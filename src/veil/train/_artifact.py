@@ -25,10 +25,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from veil._io import (
     atomic_path,
@@ -40,6 +37,9 @@ from veil._io import (
 )
 from veil.errors import ConflictError, InvalidInputError, NotFoundError
 from veil.workspace import Workspace
+
+if TYPE_CHECKING:  # torch loads when a model's weights are written or read, not before
+    from torch import nn
 
 __all__ = ["ModelRegistry", "PrivacyCard", "SavedModel"]
 
@@ -282,6 +282,8 @@ class ModelRegistry:
         try:
             # Each file is fsynced before the folder's rename, and the rename before returning.
             if extra is None:
+                import torch  # noqa: PLC0415 - heavy; the registry lists and reads cards without it
+
                 with atomic_path(staging / WEIGHTS_FILE, mode=None) as weights:
                     torch.save(model.state_dict(), weights)
             else:
@@ -325,6 +327,8 @@ class ModelRegistry:
 
             model = load_ensemble(path, meta)
         else:
+            import torch  # noqa: PLC0415 - heavy; the registry lists and reads cards without it
+
             model = build_model(meta["spec"])
             model.load_state_dict(torch.load(path / WEIGHTS_FILE, weights_only=True))
         model.eval()
