@@ -126,3 +126,63 @@ def test_budget_show_imports_only_what_the_ledger_needs(tmp_path: Path):
     # no query engine, no model library, no NLP.
     assert "dp_accounting" in modules
     assert not modules & HEAVY, sorted(modules & HEAVY)
+
+
+_APP_PROBE = """
+import json, sys
+from pathlib import Path
+from starlette.testclient import TestClient
+from veil.serve import ServeConfig, create_app
+with TestClient(create_app(ServeConfig(home=Path(sys.argv[2])))) as client:  # start-up runs
+    assert client.get("/healthz").status_code == 200
+with open(sys.argv[1], "w") as f:
+    json.dump(sorted({m.split(".")[0] for m in sys.modules}), f)
+"""
+
+
+def _app_modules(cwd: Path, home: Path) -> set[str]:
+    """The top-level modules a gateway worker holds once its app is built over ``home``."""
+    report = cwd / "app-modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", _APP_PROBE, str(report), str(home)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert report.is_file(), done.stderr
+    return set(json.loads(report.read_text(encoding="utf-8")))
+
+
+@pytest.mark.slow
+def test_model_cards_and_a_model_less_gateway_need_no_torch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    """`veil models list/show` read privacy cards; a gateway loads PyTorch only to serve a model.
+
+    Importing PyTorch is 2-4 s of a process's start here: a worker of a workspace without
+    models never pays it, and a worker of one with models pays it at start-up (so that its
+    first prediction does not).
+    """
+    from veil.cli._app import main
+
+    home = tmp_path / ".veil"
+    for args in (
+        ("init",),
+        ("datasets", "add", "sklearn:digits", "--name", "digits"),
+        ("budget", "set", "digits", "--epsilon", "5", "--delta", "1e-4"),
+    ):
+        code, _ = _imported(tmp_path, *args)
+        assert code == 0, args
+    assert "torch" not in _app_modules(tmp_path, home)
+    monkeypatch.chdir(tmp_path)
+    code = main(
+        ["train", "--dataset", "digits", "--model", "logreg", "--epsilon", "1",
+         "--delta", "1e-4", "--epochs", "1", "--batch-size", "200", "--name", "digits-lr"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    for args in (("models", "list"), ("models", "show", "digits-lr")):
+        code, modules = _imported(tmp_path, *args)
+        assert code == 0, args
+        assert "torch" not in modules, args
+    assert "torch" in _app_modules(tmp_path, home)

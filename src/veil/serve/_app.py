@@ -407,6 +407,7 @@ def _build_state(config: ServeConfig) -> ServeState:
     alerts = AlertSink(operator, log, limits, getattr(policy, "webhook", None))
     models = ModelCache(workspace, operator, torch_threads=_TORCH_THREADS["worker"])
     models.check_private(policy)  # a policy asking private labels of a non-SISA model: no start
+    models.prepare()  # PyTorch now if there are models to serve, never otherwise
     state = ServeState(
         config=config,
         workspace=workspace,
@@ -567,6 +568,6 @@ def _one_thread_per_request() -> None:
     )
 
     threadpool_limits(1)
-    # PyTorch is not imported here (2-4 s of a worker's start): the model cache sets its
-    # threads when the first model loads it.
+    # PyTorch is imported by the model cache (at start-up when the workspace holds a model),
+    # which then sets its threads.
     _TORCH_THREADS["worker"] = 1

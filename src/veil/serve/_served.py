@@ -339,7 +339,8 @@ class ModelCache:
     def __init__(
         self, workspace: Workspace, operator: Access | None = None, *, torch_threads: int | None = 1
     ) -> None:
-        self._torch_threads = torch_threads  # set when the first model loads (torch with it)
+        self._torch_threads = torch_threads
+        self._torch_ready = False
         self.registry = ModelRegistry.for_workspace(workspace)
         self._catalog = (
             None
@@ -388,16 +389,32 @@ class ModelCache:
             known = self._known(name, stamp)
             if known is not None:
                 return known
-            if self._torch_threads is not None:
-                import torch  # noqa: PLC0415 - the first model brings PyTorch into the worker
-
-                torch.set_num_threads(self._torch_threads)  # process-wide: one setting
+            self._load_torch()
             saved = self.registry.load(name)
             model = ServedModel(
                 name=name, card=saved.card, meta=saved.meta, net=saved.model, catalog=self._catalog
             )
             self._models[name] = (stamp, model)
             return model
+
+    def _load_torch(self) -> None:
+        if self._torch_ready:
+            return
+        import torch  # noqa: PLC0415 - only a process that serves models needs PyTorch
+
+        if self._torch_threads is not None:
+            torch.set_num_threads(self._torch_threads)  # process-wide: one serving process
+        self._torch_ready = True
+
+    def prepare(self) -> None:
+        """Import PyTorch at start-up when the workspace holds a model (2-4 s of a worker's start).
+
+        The first prediction then does not wait for it; a gateway over a workspace
+        without models (queries, encrypted requests) never loads PyTorch. A model
+        trained after start-up brings it with its first load.
+        """
+        if self.registry.list():
+            self._load_torch()
 
     def cards(self) -> list[PrivacyCard]:
         """Every model's privacy card (read from disk: the list is always current)."""
