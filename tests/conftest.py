@@ -215,3 +215,24 @@ def workspace(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
     _copy_migrated(request, f"sqlite:///{created.sqlite_path}")
     Store.for_workspace(created, upgrade=True).dispose()
     return created
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """The suite's CPU time: pytest, its xdist workers and every process they waited for.
+
+    This machine is shared and its speed moves (the same suite took 878 s and 1,640 s of wall
+    time on one day); CPU time moves much less, so it is what docs/benchmarks.md compares
+    between two versions of the suite. Processes left running and killed are not counted.
+    """
+    if hasattr(config, "workerinput"):  # a worker: the controller reports for all of them
+        return
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    terminalreporter.write_line(
+        f"suite CPU time: {cpu:,.0f} s (pytest, its workers and their children)"
+    )
