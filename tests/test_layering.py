@@ -41,6 +41,7 @@ RANK = {
     "_io": 0,
     "_validate": 0,
     "_trailscan": 0,
+    "_lazy": 0,
     "workspace": 1,
     "store": 2,
     "vault": 3,

@@ -20,9 +20,9 @@ Veil adds what a hospital network needs on top:
   model replacement (backdoor) and free-riding.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from veil._lazy import lazy_exports
 from veil.federated._aggregate import (
     bulyan,
     coordinate_median,
@@ -67,14 +67,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 __all__ = [
     "ATTACKS",
