@@ -93,6 +93,26 @@ def test_unreachable_target_exits_3_with_the_knob(capsys, digits):
     assert "--epochs" in err
 
 
+def test_models_list_says_when_there_is_none(capsys, digits):
+    code, out, _ = run(capsys, "models", "list")
+    assert code == 0
+    assert out.startswith("No models yet: train one with `veil train")
+    code, out, _ = run(capsys, "models", "list", "--json")
+    assert (code, out.strip()) == (0, "[]")
+
+
+def test_models_list_tells_a_key_that_reads_no_model_why_it_sees_none(
+    capsys, digits, monkeypatch: pytest.MonkeyPatch
+):
+    assert run(capsys, *TRAIN, "--epsilon", "1", "--name", "d1")[0] == 0
+    code, out, _ = run(capsys, "keys", "create", "shop", "--role", "consumer", "--json")
+    assert code == 0
+    monkeypatch.setenv("VEIL_KEY", json.loads(out)["token"])
+    code, out, _ = run(capsys, "models", "list")
+    assert code == 0
+    assert out.startswith("No model you may read (1 in this workspace)")
+
+
 def test_unknown_model_and_missing_model(capsys, digits):
     code, _, err = run(capsys, *TRAIN, "--epsilon", "1", "--model", "forest")
     assert code == 3 and "logreg" in err

@@ -79,12 +79,20 @@ def list_(as_json: JsonOption = False) -> None:
     from veil.access import Permission  # noqa: PLC0415
 
     with _opened() as (registry, access, catalog):
-        cards = [
-            c for c in registry.list() if access.allows(Permission.MODEL_READ, c.dataset or None)
-        ]
+        every = registry.list()
+        cards = [c for c in every if access.allows(Permission.MODEL_READ, c.dataset or None)]
         carried = {c.model: _carried(catalog, registry, c.model) for c in cards}
     if as_json:
         print_json([c.to_dict() | _lineage_fields(carried[c.model]) for c in cards])
+        return
+    if not cards:
+        out.print(
+            "No models yet: train one with `veil train --dataset NAME --model logreg --name MODEL`."
+            if not every
+            else f"No model you may read ({len(every)} in this workspace): ask its dataset's "
+            "owner for a role that reads models (analyst or auditor).",
+            markup=False,
+        )
         return
     table = Table(
         "model",
