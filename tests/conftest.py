@@ -122,7 +122,11 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+# The PostgreSQL runs are the slow tier (as in tests/access/conftest.py): `make test-fast` keeps the
+# embedded default, SQLite; `make test` (CI) runs both.
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])]
+)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database URL, on SQLite and on PostgreSQL."""
     if request.param == "sqlite":

@@ -32,7 +32,14 @@ def test_the_scan_finds_the_examples():
     assert len(MODULES) >= 10, MODULES
 
 
-@pytest.mark.parametrize("module_name", MODULES)
+# veil.bench's examples run a benchmark at a tiny size (~10 s): the slow tier.
+_SLOW = {"veil.bench"}
+
+
+@pytest.mark.parametrize(
+    "module_name",
+    [pytest.param(m, marks=pytest.mark.slow) if m in _SLOW else m for m in MODULES],
+)
 def test_docstring_examples_run(
     module_name: str, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ):

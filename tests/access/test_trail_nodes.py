@@ -26,6 +26,9 @@ from veil.errors import InvalidInputError
 from veil.store import Store
 from veil.store.tables import TrailEntryRow, TrailNodeRow
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 KEY = bytes(range(32))
 LEVEL = 3
 

@@ -9,6 +9,9 @@ import pytest
 
 from veil.cli._app import main
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(list(args))

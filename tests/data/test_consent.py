@@ -17,6 +17,9 @@ from veil.federated._config import FederatedConfig
 from veil.ledger import Budget, Ledger
 from veil.store.tables import ConsentRecordRow
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 DATASET = "clinic"
 N_PERSONS = 12
 # Person 0 has two rows (two visits); everyone else one.

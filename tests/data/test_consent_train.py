@@ -12,6 +12,9 @@ from veil.errors import InvalidInputError
 from veil.ledger import Budget, Ledger
 from veil.train import DPConfig, ModelRegistry, fit_private, fit_sisa
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 N = 40
 CONFIG = DPConfig(epochs=1, batch_size=10, epsilon=2.0, delta=1e-3, learning_rate=0.5)
 

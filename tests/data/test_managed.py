@@ -16,6 +16,9 @@ from veil.errors import ConflictError, InvalidInputError, NotFoundError, Permiss
 from veil.store.tables import DatasetVersionRow
 from veil.vault import MasterKey, Vault
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 SECRET_NAME = "Quentinella-Vasquez-Oyelaran"  # noqa: S105 - a value that must never appear on disk in clear
 SECRET_NUMBER = "918273645.125"  # noqa: S105 - a test value
 

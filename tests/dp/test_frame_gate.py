@@ -21,6 +21,9 @@ from veil.errors import BudgetExceededError, InvalidInputError, SchemaError
 from veil.ledger import Budget, BudgetGuard, Ledger, LocalBudget, Mechanism, PrivacyEvent
 from veil.workspace import Settings, login_name
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 DATASET = "diab"
 SCHEMA = PrivacySchema(
     columns=(

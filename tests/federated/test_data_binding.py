@@ -21,6 +21,9 @@ from veil.federated._charging import DATA_CHECK
 from veil.federated._task import build_model, get_weights, load_task, training_data_sha256
 from veil.ledger import Budget, LocalBudget
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 DP = {
     "dataset": "digits",
     "model": "logreg",

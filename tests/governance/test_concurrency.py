@@ -20,6 +20,9 @@ from tests.governance._data import add_managed_datasets
 from veil.governance import erase, run_retention, set_policy
 from veil.store.tables import DatasetVersionRow, ErasureRow
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 ERASED = [f"P-{i:04d}" for i in range(4)]  # erased one by one: version v lacks ERASED[: v - 1]
 EVERYONE = {f"P-{i:04d}" for i in range(30)}
 

@@ -16,6 +16,9 @@ from veil.errors import InvalidInputError
 from veil.ledger import Budget, Ledger, Mechanism, PrivacyEvent, RDPAccountant
 from veil.workspace import Settings, login_name
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 DATASET = "diab"
 DELTA = 1e-6
 

@@ -44,6 +44,9 @@ from veil.store.chain import GENESIS, link
 from veil.store.tables import DatasetRow, LedgerCheckpointRow, PrivacyEventRow
 from veil.workspace import Settings, login_name
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 DATASET = "diab"
 KEY = b"the workspace ledger key, 32 b.!"
 DELTA = 1e-6

@@ -28,6 +28,9 @@ from veil.ledger import (
 )
 from veil.workspace import Settings, login_name
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 DATASET = "diab"
 
 

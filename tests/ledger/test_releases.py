@@ -17,6 +17,9 @@ from veil.errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from veil.ledger import Budget, Ledger, LedgerEntry, Mechanism, PrivacyEvent, ReleasePage
 from veil.workspace import Settings, login_name
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 DATASET = "diab"
 CONSENT = {"purpose": "research", "persons_excluded": 3, "rows_excluded": 7, "as_of": 12}
 

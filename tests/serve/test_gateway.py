@@ -14,7 +14,10 @@ import pytest
 
 from veil.access import Access, Outcome, Permission, Trail, parse_key
 
-pytestmark = pytest.mark.xdist_group("serve")
+pytestmark = [
+    pytest.mark.xdist_group("serve"),
+    pytest.mark.slow,
+]  # slow tier (not in `make test-fast`): half a second to seconds a test
 
 
 def _requests(gateway: Any) -> list[Any]:

@@ -25,7 +25,10 @@ from veil.he import HEClient, HEPlan, HEProgram, compile_model, error_bound
 from veil.he._ckks import MAGIC, pack, unpack
 from veil.serve._he_store import install_program
 
-pytestmark = pytest.mark.xdist_group("serve")
+pytestmark = [
+    pytest.mark.xdist_group("serve"),
+    pytest.mark.slow,
+]  # slow tier (not in `make test-fast`): half a second to seconds a test
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 FLOODED, EXACT = "digits-he", "digits-he-exact"

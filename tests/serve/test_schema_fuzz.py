@@ -36,7 +36,10 @@ from schemathesis.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-pytestmark = pytest.mark.xdist_group("serve")
+pytestmark = [
+    pytest.mark.xdist_group("serve"),
+    pytest.mark.slow,
+]  # slow tier (not in `make test-fast`): half a second to seconds a test
 
 ROLES = ("owner", "analyst", "auditor", "consumer")
 _EXAMPLES = int(os.environ.get("VEIL_FUZZ_EXAMPLES", "6"))

@@ -25,6 +25,9 @@ from veil.serve._spool import CORRUPT_ACTION, TrailSpool
 from veil.store import Store
 from veil.store.tables import ServeSpoolRow, ServeUsageRow
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 SIGNING_KEY = bytes(range(32))
 
 

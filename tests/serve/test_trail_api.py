@@ -20,6 +20,9 @@ from sqlalchemy import update
 from veil.access.verifier import leaf_hash, verify_inclusion_proof
 from veil.store.tables import TrailEntryRow
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 
 def _error(response: Any, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text

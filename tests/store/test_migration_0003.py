@@ -19,6 +19,9 @@ from veil.store.chain import GENESIS, link
 from veil.store.tables import utcnow
 from veil.workspace import Settings, login_name
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 DELTA = 1e-6
 
 

@@ -36,7 +36,10 @@ from veil.synth import (
 
 DELTA = 1e-6
 BOUNDS = {"age": (17.0, 91.0), "education_num": (1.0, 17.0)}
-pytestmark = pytest.mark.xdist_group("synth-release")
+pytestmark = [
+    pytest.mark.xdist_group("synth-release"),
+    pytest.mark.slow,
+]  # slow tier (not in `make test-fast`): half a second to seconds a test
 
 
 def stop_at(round_index: int) -> Callable[[], None]:

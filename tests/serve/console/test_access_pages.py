@@ -17,7 +17,10 @@ import pytest
 
 from veil.access import Outcome, Trail, parse_key
 
-pytestmark = pytest.mark.xdist_group("serve")
+pytestmark = [
+    pytest.mark.xdist_group("serve"),
+    pytest.mark.slow,
+]  # slow tier (not in `make test-fast`): half a second to seconds a test
 
 PAGE = "/console/access"
 GRANT = "/console/access/grants"

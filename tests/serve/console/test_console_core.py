@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 from tests.serve.console.conftest import ConsoleClient, csrf_of, sign_in
 
+# The slow tier (not in `make test-fast`): half a second to seconds a test (databases, servers).
+pytestmark = pytest.mark.slow
+
 httpx = pytest.importorskip("httpx")
 
 # Routes anyone may reach (the sign-in form) or any signed-in key (home, sign-out).

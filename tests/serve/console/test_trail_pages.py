@@ -20,7 +20,10 @@ import pytest
 
 from veil.access.verifier import verify_inclusion_proof
 
-pytestmark = pytest.mark.xdist_group("serve")
+pytestmark = [
+    pytest.mark.xdist_group("serve"),
+    pytest.mark.slow,
+]  # slow tier (not in `make test-fast`): half a second to seconds a test
 
 PAGE = "/console/trail"
 
