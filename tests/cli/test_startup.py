@@ -44,10 +44,11 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def _imported(cwd: Path, *args: str) -> tuple[int, set[str]]:
+def _probe(cwd: Path, probe: str, *args: str) -> dict:
+    """Run ``probe`` in a fresh interpreter; what it wrote to the report file named first."""
     report = cwd / "modules.json"
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(report), *args],
+        [sys.executable, "-c", probe, str(report), *args],
         cwd=cwd,
         env=os.environ | {"COLUMNS": "120"},
         capture_output=True,
@@ -57,6 +58,11 @@ def _imported(cwd: Path, *args: str) -> tuple[int, set[str]]:
     assert report.is_file(), done.stderr
     result = json.loads(report.read_text(encoding="utf-8"))
     report.unlink()
+    return result
+
+
+def _imported(cwd: Path, *args: str) -> tuple[int, set[str]]:
+    result = _probe(cwd, _PROBE, *args)
     return result["code"], set(result["modules"])
 
 
@@ -141,17 +147,8 @@ with open(sys.argv[1], "w") as f:
 
 
 def _app_modules(cwd: Path, home: Path) -> set[str]:
-    """The top-level modules a gateway worker holds once its app is built over ``home``."""
-    report = cwd / "app-modules.json"
-    done = subprocess.run(
-        [sys.executable, "-c", _APP_PROBE, str(report), str(home)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert report.is_file(), done.stderr
-    return set(json.loads(report.read_text(encoding="utf-8")))
+    """The top-level modules a gateway worker holds once its app has started over ``home``."""
+    return set(_probe(cwd, _APP_PROBE, str(home)))
 
 
 @pytest.mark.slow
@@ -167,15 +164,14 @@ def test_model_cards_and_a_model_less_gateway_need_no_torch(
     from veil.cli._app import main
 
     home = tmp_path / ".veil"
+    monkeypatch.chdir(tmp_path)
     for args in (
         ("init",),
         ("datasets", "add", "sklearn:digits", "--name", "digits"),
         ("budget", "set", "digits", "--epsilon", "5", "--delta", "1e-4"),
     ):
-        code, _ = _imported(tmp_path, *args)
-        assert code == 0, args
+        assert main(list(args)) == 0, capsys.readouterr().err
     assert "torch" not in _app_modules(tmp_path, home)
-    monkeypatch.chdir(tmp_path)
     code = main(
         ["train", "--dataset", "digits", "--model", "logreg", "--epsilon", "1",
          "--delta", "1e-4", "--epochs", "1", "--batch-size", "200", "--name", "digits-lr"]
