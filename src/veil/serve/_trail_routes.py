@@ -153,7 +153,14 @@ def proof_of(trail: Trail, seq: int) -> dict[str, Any]:
 
 
 def status_of(request: Request, trail: Trail) -> dict[str, Any]:
-    """Size, last signed head (signature checked), last verification, the running one."""
+    """Size, last signed head (signature checked), last verification, the running one.
+
+    The running verification is read first: a verification records its
+    ``trail.verify`` entry before it says it is done, so a status that shows
+    one done also shows its entry (read the other way round, a verification
+    finishing between the two reads showed as done with no last entry).
+    """
+    running = _verifier(request).snapshot()
     head = trail.signed_head()
     signed = None
     if head is not None:
@@ -165,7 +172,6 @@ def status_of(request: Request, trail: Trail) -> dict[str, Any]:
     if latest:
         entry = latest[0]
         last = {"seq": entry.seq, "at": entry.at, "actor": entry.actor, **dict(entry.details)}
-    running = _verifier(request).snapshot()
     return {
         "size": trail.size(),
         "public_key": trail.public_key,
