@@ -149,3 +149,27 @@ def test_report_is_one_escaped_self_contained_page(copy_evaluation, tmp_path):
     assert "not a privacy guarantee" in diagnostic
     assert "Distance to closest record" not in html[: html.index('class="diagnostic"')]
     assert "does not hold" in html  # the copy's bound exceeds the claimed epsilon 1
+
+
+def test_a_class_seen_once_in_a_large_release_is_left_out_of_the_fits():
+    # Above 10,000 rows scikit-learn's gradient boosting holds out a stratified validation
+    # split and refuses a class with one row: a full-size release with one row of a rare
+    # category (Adult's missing income) stopped `veil bench synth` here once.
+    from veil.synth._attacks import _fit_predict, learnable
+    from veil.synth._evaluate import _classify
+
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 4, size=(12_000, 3))
+    y = (x[:, 0] >= 2).astype(np.int64)
+    y[5] = 2  # one row of a third class
+    kept_x, kept_y = learnable(x, y)
+    assert len(kept_y) == len(y) - 1 and 2 not in kept_y
+    assert (kept_x == np.delete(x, 5, axis=0)).all()
+    accuracy, auc = _classify(x, y, x[:2_000], y[:2_000], [True, True, True], seed=0)
+    assert accuracy > 0.99 and auc is not None
+    assert (_fit_predict(x, y, x[:100], seed=0) == y[:100]).mean() >= 0.99  # all but row 5
+    # Only singletons besides one class: nothing to tell apart, the majority is predicted.
+    _, only = learnable(x[:3], np.array([0, 1, 1]))
+    assert only.tolist() == [1, 1]
+    _, tie = learnable(x[:2], np.array([4, 3]))
+    assert tie.tolist() == [3]  # all seen once: the first of the most common, a constant

@@ -320,7 +320,27 @@ class AttributeAttack:
         }
 
 
+def learnable(x: Codes, y: Codes) -> tuple[Codes, Codes]:
+    """The rows whose class has at least two of them (else those of the most common class).
+
+    A class seen once cannot be learned, and scikit-learn's gradient boosting
+    refuses it outright above 10,000 rows (its early stopping holds out a
+    stratified validation split). A synthetic release can well hold one row of
+    a rare category (a missing income, say): leaving it out changes no
+    prediction that could have been made. Never empty when ``y`` is not.
+    """
+    values, counts = np.unique(y, return_counts=True)
+    if counts.min() >= 2:  # noqa: PLR2004
+        return x, y
+    kept = values[counts >= 2]  # noqa: PLR2004
+    if kept.size < 2:  # noqa: PLR2004 - nothing to tell apart: the majority, a constant
+        kept = values[[counts.argmax()]]
+    keep = np.isin(y, kept)
+    return x[keep], y[keep]
+
+
 def _fit_predict(x: Codes, y: Codes, queries: Codes, seed: int) -> Codes:
+    x, y = learnable(x, y)
     if np.unique(y).size == 1:
         return np.full(len(queries), y[0], dtype=np.int64)
     model = HistGradientBoostingClassifier(max_iter=50, random_state=seed)

@@ -48,6 +48,7 @@ from veil.synth._attacks import (
     attribute_attack,
     code_matrix,
     distance_to_closest_record,
+    learnable,
     membership_attack,
 )
 from veil.synth._workload import marginal_tvd
@@ -168,6 +169,7 @@ def _auc(model: HistGradientBoostingClassifier, x: Codes, y: Codes) -> float | N
 def _classify(  # noqa: PLR0917 - two (x, y) pairs and their settings
     x_train: Codes, y_train: Codes, x_test: Codes, y_test: Codes, categorical: list[bool], seed: int
 ) -> tuple[float, float | None]:
+    x_train, y_train = learnable(x_train, y_train)
     if np.unique(y_train).size < 2:  # noqa: PLR2004
         return float((y_test == y_train[0]).mean()), None
     model = HistGradientBoostingClassifier(
