@@ -26,6 +26,7 @@ def _tiny(shared_data, **kwargs):
         "test_rows": TINY["test_rows"],
         "rounds": TINY["rounds"],
         "iters": TINY["iters"],
+        "final_iters": TINY["final_iters"],
         "max_model_mb": TINY["max_model_mb"],
         "columns": TINY_COLUMNS,
     }
@@ -55,6 +56,7 @@ def test_tiny_synth_benchmark_runs_veil_and_the_reference_side_by_side(shared_da
     assert len({r["trtr_accuracy"] for r in rows.values()}) == 1
     assert report["data"]["train_rows"] == TINY["rows"]
     assert report["parameters"]["rounds"] == TINY["rounds"]
+    assert report["parameters"]["final_iters"] == TINY["final_iters"]
     veil = rows["veil-aim", 1.0]
     assert veil["card"]["epsilon"] == 1.0 and veil["card"]["delta"] == 1e-9
     assert report["reference"]["commit"]
@@ -82,6 +84,7 @@ def test_bench_synth_command_writes_the_report_of_mst(shared_data, tmp_path, cap
     assert "goals against the reference AIM" in captured.out  # the table and its notes drawn
     report = json.loads(output.read_text(encoding="utf-8"))
     assert [r["generator"] for r in report["results"]] == ["veil-mst"]
+    assert report["parameters"]["final_iters"] == TINY["final_iters"]
     assert report["results"][0]["status"] == "ok"
 
 
@@ -94,6 +97,8 @@ def test_bad_settings_are_refused_before_anything_runs(shared_data, tmp_path):
         run_synth_benchmark(shared_data, generators=("ctgan",))
     with pytest.raises(InvalidInputError, match="income among them"):
         run_synth_benchmark(shared_data, columns=("age", "sex", "race"))
+    with pytest.raises(InvalidInputError, match="final_iters must be a positive whole number"):
+        run_synth_benchmark(shared_data, final_iters=0)
 
 
 def test_a_generator_past_its_time_limit_is_stopped_and_reported(shared_data):

@@ -88,7 +88,7 @@ def _settings(job: dict[str, Any]) -> Any:
     return SynthSettings(
         rounds=job["rounds"],
         iters=job["iters"],
-        final_iters=job["iters"],  # the reference fits every model, the last too, with max_iters
+        final_iters=job["final_iters"],
         max_model_mb=job["max_model_mb"],
     )
 

@@ -716,7 +716,16 @@ def synth(
         float | None, typer.Option("--max-model-mb", help="AIM's largest model in MB (both).")
     ] = None,
     iters: Annotated[
-        int | None, typer.Option("--iters", help="Mirror-descent iterations per fit (both).")
+        int | None,
+        typer.Option(
+            "--iters", help="Mirror-descent iterations per fit (both; default: veil synth's own)."
+        ),
+    ] = None,
+    final_iters: Annotated[
+        int | None,
+        typer.Option(
+            "--final-iters", help="Iterations of Veil's last fit (default: veil synth's own)."
+        ),
     ] = None,
     generators: Annotated[
         str,
@@ -753,7 +762,7 @@ def synth(
         raise InvalidInputError(
             "bad --epsilons", expected="comma-separated numbers, e.g. 1,10", got=epsilons
         ) from None
-    defaults = TINY if tiny else {"rounds": 16, "iters": 100, "max_model_mb": 1.0}
+    defaults = TINY if tiny else {"rounds": 16, "max_model_mb": 1.0}
     with progress_bar() as progress:
         result = run_synth_benchmark(
             data,
@@ -762,7 +771,12 @@ def synth(
             test_rows=test_rows if test_rows is not None or not tiny else int(TINY["test_rows"]),
             rounds=rounds if rounds is not None else int(defaults["rounds"]),
             max_model_mb=max_model_mb if max_model_mb is not None else defaults["max_model_mb"],
-            iters=iters if iters is not None else int(defaults["iters"]),
+            iters=iters if iters is not None else (int(TINY["iters"]) if tiny else None),
+            final_iters=(
+                final_iters
+                if final_iters is not None
+                else (int(TINY["final_iters"]) if tiny else None)
+            ),
             columns=(
                 tuple(c.strip() for c in columns.split(",") if c.strip())
                 if columns is not None

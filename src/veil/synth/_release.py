@@ -58,18 +58,19 @@ class SynthSettings:
     """How hard the generator works (none of these change the privacy guarantee).
 
     Attributes:
-        rounds: AIM's selection rounds (default: one more than the number of columns;
-            on Adult, 16 rounds took 277 CPU-seconds and 30 rounds 411).
+        rounds: AIM's selection rounds (default: one more than the number of columns).
             MST always selects ``columns - 1`` edges.
-        iters: Mirror-descent iterations per refit (AIM).
+        iters: Mirror-descent iterations per refit (AIM). A model that has not
+            converged gets the marginal it was just given wrong again, and AIM
+            spends its next round measuring it a second time.
         final_iters: Iterations of the last fit (AIM, MST).
         max_model_mb: The largest model AIM may grow (MB of float64 clique tables).
         sample_rows: Rows sampled from the model to score marginals it does not hold.
     """
 
     rounds: int | None = None
-    iters: int = 100
-    final_iters: int = 300
+    iters: int = 300
+    final_iters: int = 1000
     max_model_mb: float = 2.0
     sample_rows: int = 50_000
 
