@@ -343,7 +343,15 @@ def _evaluate(
     clock = time.perf_counter()
     size_list = [sizes[c] for c in columns]
     membership = membership_attack(
-        members, non_members, reference, release, size_list, delta=delta, alpha=alpha, seed=seed
+        members,
+        non_members,
+        reference,
+        release,
+        size_list,
+        cliques=[[columns.index(c) for c in clique] for clique in workload],
+        delta=delta,
+        alpha=alpha,
+        seed=seed,
     )
     seconds["membership"] = time.perf_counter() - clock
 
