@@ -35,7 +35,7 @@ import numpy as np
 
 from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, emit
-from veil.synth._model import Model, estimate, model_size_mb
+from veil.synth._model import CompiledPrograms, Model, estimate, model_size_mb
 from veil.synth._plan import SynthPlan
 from veil.synth._workload import marginal
 
@@ -155,53 +155,58 @@ def run_aim(
         measurements.append(((col,), y, plan.oneway_sigma if private else 1.0))
         trace.measured.append((col,))
     size_list = [sizes[c] for c in columns]
-    model = estimate(columns, size_list, measurements, iters=iters)
-    total_steps = plan.oneway + plan.rounds
-    sigma = plan.measure_sigma if private else 0.0
-    task = "AIM rounds"
-    emit(progress, task, 0, plan.rounds, unit="rounds", detail="one-way marginals measured")
-    for t in range(plan.rounds):
-        if stop is not None:
-            stop()
-        limit = max_model_mb * (plan.oneway + t + 1) / total_steps
-        current = model.cliques
-        allowed = [
-            c
-            for c in candidates
-            if model.covers(c)
-            or (
-                answers[c].size * 8 / 2**20 <= limit  # cheap test first: the clique alone
-                and model_size_mb(columns, size_list, [*current, c]) <= limit
-            )
-        ]
-        if not allowed:  # pragma: no cover - one-way candidates are always covered
-            raise InvalidInputError("no candidate marginal fits the model size", got=f"{limit} MB")
-        scores = np.array(
-            [
-                candidates[c]
-                * (
-                    float(np.abs(answers[c] - model.marginal(c, rng, sample_rows)).sum())
-                    - _SQRT_2_OVER_PI * sigma * answers[c].size
+    with CompiledPrograms() as programs:
+        model = estimate(columns, size_list, measurements, iters=iters)
+        programs.check()
+        total_steps = plan.oneway + plan.rounds
+        sigma = plan.measure_sigma if private else 0.0
+        task = "AIM rounds"
+        emit(progress, task, 0, plan.rounds, unit="rounds", detail="one-way marginals measured")
+        for t in range(plan.rounds):
+            if stop is not None:
+                stop()
+            limit = max_model_mb * (plan.oneway + t + 1) / total_steps
+            current = model.cliques
+            allowed = [
+                c
+                for c in candidates
+                if model.covers(c)
+                or (
+                    answers[c].size * 8 / 2**20 <= limit  # cheap test first: the clique alone
+                    and model_size_mb(columns, size_list, [*current, c]) <= limit
                 )
-                for c in allowed
             ]
-        )
-        chosen = allowed[noise.select(scores)]
-        y = noise.measure(answers[chosen], plan.measure_sigma)
-        measurements.append((chosen, y, plan.measure_sigma if private else 1.0))
-        trace.measured.append(chosen)
-        model = estimate(columns, size_list, measurements, iters=iters, warm=model)
-        trace.rounds = t + 1
-        emit(
-            progress,
-            task,
-            t + 1,
-            plan.rounds,
-            unit="rounds",
-            detail=f"measured {','.join(chosen)}",
-        )
-    model = estimate(columns, size_list, measurements, iters=final_iters, warm=model)
-    trace.model_mb = model_size_mb(columns, size_list, model.cliques)
+            if not allowed:  # pragma: no cover - one-way candidates are always covered
+                raise InvalidInputError(
+                    "no candidate marginal fits the model size", got=f"{limit} MB"
+                )
+            scores = np.array(
+                [
+                    candidates[c]
+                    * (
+                        float(np.abs(answers[c] - model.marginal(c, rng, sample_rows)).sum())
+                        - _SQRT_2_OVER_PI * sigma * answers[c].size
+                    )
+                    for c in allowed
+                ]
+            )
+            chosen = allowed[noise.select(scores)]
+            y = noise.measure(answers[chosen], plan.measure_sigma)
+            measurements.append((chosen, y, plan.measure_sigma if private else 1.0))
+            trace.measured.append(chosen)
+            model = estimate(columns, size_list, measurements, iters=iters, warm=model)
+            programs.check()
+            trace.rounds = t + 1
+            emit(
+                progress,
+                task,
+                t + 1,
+                plan.rounds,
+                unit="rounds",
+                detail=f"measured {','.join(chosen)}",
+            )
+        model = estimate(columns, size_list, measurements, iters=final_iters, warm=model)
+        trace.model_mb = model_size_mb(columns, size_list, model.cliques)
     trace.seconds = time.process_time() - started
     return model, trace
 
@@ -264,7 +269,8 @@ def run_mst(
         trace.rounds = t + 1
         emit(progress, "MST tree", t + 1, plan.rounds, unit="edges", detail=",".join(edge))
     size_list = [sizes[c] for c in columns]
-    model = estimate(columns, size_list, measurements, iters=final_iters)
-    trace.model_mb = model_size_mb(columns, size_list, model.cliques)
+    with CompiledPrograms():
+        model = estimate(columns, size_list, measurements, iters=final_iters)
+        trace.model_mb = model_size_mb(columns, size_list, model.cliques)
     trace.seconds = time.process_time() - started
     return model, trace

@@ -183,7 +183,7 @@ def _marginal_log_ratio(
 
 @dataclass(frozen=True)
 class MembershipAttack:
-    """The density-ratio membership attack on a release, one result per bandwidth."""
+    """The density-ratio membership attack on a release: one result per score."""
 
     results: tuple[AttackResult, ...]
     members: int
