@@ -39,6 +39,7 @@ RANK = {
     "_childenv": 0,
     "_random": 0,
     "_io": 0,
+    "_memory": 0,
     "_validate": 0,
     "_trailscan": 0,
     "_lazy": 0,

@@ -17,7 +17,6 @@ import gc
 import importlib
 import importlib.util
 import json
-import resource
 import sys
 import time
 import types
@@ -29,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from veil._io import dumps
+from veil._memory import peak_resident_mb, resident_mb
 from veil.progress import emit, json_line_reporter
 
 __all__ = [
@@ -324,22 +324,6 @@ def _progress(task: str, completed: float, total: float | None, unit: str) -> No
     emit(_report, task, completed, total, unit=unit)
 
 
-def _rss_now_kb() -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:  # noqa: PTH123
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _peak_kb() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
-
-
 def _reset_peak() -> bool:
     """Reset the kernel's peak-RSS mark (Linux: ``echo 5 > /proc/self/clear_refs``)."""
     try:
@@ -436,21 +420,20 @@ def _memory_one(job: dict[str, Any]) -> dict[str, Any]:
     if data is not table:
         del table
     gc.collect()
-    peak_build = _peak_kb()
-    now = _rss_now_kb()
+    peak_build = peak_resident_mb() or 0.0
+    now = resident_mb()
     reset = now is not None and _reset_peak()
     base = now if reset and now is not None else peak_build
     _RUNNERS[lib](data, setup)
-    peak_query = _peak_kb()
-    mib = 1024.0
+    peak_query = peak_resident_mb() or 0.0
     return {
         "status": "ok",
-        "peak_rss_mb": max(peak_build, peak_query) / mib,
-        "table_rss_mb": base / mib,
-        "query_increment_mb": max(0, peak_query - base) / mib,
+        "peak_rss_mb": max(peak_build, peak_query),
+        "table_rss_mb": base,
+        "query_increment_mb": max(0.0, peak_query - base),
         "method": "VmRSS after the build, then the peak mark reset"
         if reset
-        else "ru_maxrss before and after the query (the increment is a lower bound)",
+        else "the peak before and after the query (the increment is a lower bound)",
     }
 
 

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from veil._memory import peak_resident_mb, status_kb
 from veil._validate import whole_number
 from veil.bench._query_child import BOUNDS, EPSILON, QUERY_SQL, group_labels
 from veil.bench._result import BenchResult, Column, Note, Table, View, fixed, ratio, verdict
@@ -357,17 +358,6 @@ def _phases(read: Callable[[str], Any], path: str, schema: Any) -> dict[str, flo
     return {"read": read_s, "plan": plan_s, "aggregate": aggregate_s, "release": release_s}
 
 
-def _status_kb(pid: int | str, field: str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:  # noqa: PTH123
-            for line in status:
-                if line.startswith(f"{field}:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def _jvm_pid(spark: Any) -> int | None:
     """The Spark JVM's pid: Py4J's launched process, else a java child of this process."""
     with contextlib.suppress(AttributeError):
@@ -457,8 +447,8 @@ def _large_main(job: dict[str, Any]) -> dict[str, Any]:
     result, release_s = _timed(lambda: release(plan, exact))
     wall = time.perf_counter() - start
     _progress(f"Spark on {rows:,} rows", 1, 1, "queries")
-    jvm_peak = _status_kb(jvm, "VmHWM") if jvm is not None else None
-    python_peak = _status_kb("self", "VmHWM")
+    jvm_peak = peak_resident_mb(jvm) if jvm is not None else None
+    python_peak = status_kb("VmHWM")  # this process's own mark: no getrusage fallback here
     spark.stop()
     return {
         "rows": rows,
@@ -468,7 +458,7 @@ def _large_main(job: dict[str, Any]) -> dict[str, Any]:
         "release_s": release_s,
         "s_per_10m_rows": wall / rows * 1e7,
         "jvm_pid_found": jvm is not None,
-        "jvm_peak_rss_mb": None if jvm_peak is None else jvm_peak / 1024,
+        "jvm_peak_rss_mb": jvm_peak,
         "python_peak_rss_mb": None if python_peak is None else python_peak / 1024,
         "rows_collected": _collected(exact),
         "groups_released": len(result.rows),

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from veil._io import dumps
+from veil._memory import peak_resident_mb
 from veil.data.readers import ADULT_CATEGORIES, ADULT_COLUMNS
 from veil.progress import emit, json_line_reporter
 
@@ -178,13 +179,6 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _peak_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (
-        (peak / 2**20) if sys.platform == "darwin" else peak / 1024
-    )  # bytes on macOS, KiB on Linux
-
-
 def _run(job: dict[str, Any]) -> dict[str, Any]:
     report = json_line_reporter(_write, prefix=_MARK)
     epsilon = "none" if job["epsilon"] is None else f"{job['epsilon']:g}"
@@ -207,7 +201,7 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
     return {
         "cpu_s": cpu,
         "wall_s": wall,
-        "peak_rss_mb": _peak_mb(),
+        "peak_rss_mb": peak_resident_mb(),
         "rows": len(frame),
         **facts,
     }

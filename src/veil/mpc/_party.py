@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from veil._memory import peak_resident_mb
 from veil.errors import InvalidInputError, VeilError
 from veil.mpc._net import MAX_PENDING, Mesh, PeerDropped
 from veil.mpc._party_input import load_input
@@ -93,29 +94,6 @@ def frame_limits(job: dict[str, Any]) -> dict[str, int]:
     if job["protocol"] == "shamir":
         limits["agree"] = len(json.dumps(list(range(n))))
     return limits
-
-
-def _peak_memory() -> int:
-    """This process's peak resident memory in bytes (0 where the platform does not say).
-
-    On Linux this is ``VmHWM`` of ``/proc/self/status``, the high-water mark of this
-    program's own memory. ``ru_maxrss`` is not: across ``exec`` Linux keeps the larger of it
-    and the parent's resident size at ``fork``, so a party started from a 3 GB process
-    reported 3 GB whatever it used itself.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # reported in kB
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import resource  # noqa: PLC0415 - POSIX only
-
-        peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    except (ImportError, OSError):
-        return 0
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 class Party:
@@ -451,7 +429,9 @@ def main() -> int:
         sys.stdout.flush()
         return 13
     report["refused"] = after.get("refused", [])
-    report["peak_memory_bytes"] = _peak_memory()
+    # The party's own peak (VmHWM): ru_maxrss would carry the coordinator's size at fork.
+    peak = peak_resident_mb()
+    report["peak_memory_bytes"] = 0 if peak is None else round(peak * 2**20)
     sys.stdout.write("RESULT " + json.dumps(report) + "\n")
     sys.stdout.flush()
     return 0

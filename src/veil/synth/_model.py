@@ -20,11 +20,11 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 
+from veil._memory import resident_mb
 from veil.synth._workload import marginal
 
 __all__ = ["Model", "estimate", "load_mbi"]
@@ -132,15 +132,6 @@ def estimate(
 # keeping them); but each refit also adds programs never used again (about 50 MB a round
 # on Adult). So they are kept while the process grows by less than this, then dropped.
 COMPILED_BUDGET_MB = 192.0
-
-
-def resident_mb() -> float | None:
-    """This process's resident memory in MB (Linux's /proc), or None where it cannot be read."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text(encoding="ascii").split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 class CompiledPrograms:
