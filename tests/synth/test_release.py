@@ -380,3 +380,20 @@ def test_one_row_is_kept_per_privacy_unit():
     }
     assert firsts == {0, 1, 2}  # each of the three rows: missed with probability < 3 (2/3)^40
     assert _one_row_per_unit(frame, None, np.random.default_rng(0)).equals(frame)
+
+
+def test_the_non_private_aim_never_measures_an_exact_marginal_twice():
+    # Without noise a second measurement of a marginal repeats the first: the baseline moves on
+    # to another candidate, and stops when every candidate (3 pairs and the triple of a
+    # 3-column table, beyond the one-ways) has been measured.
+    settings = dataclasses.replace(FAST, rounds=6)
+    result = fit_nonprivate(
+        tiny_frame(), TINY_SCHEMA, method="aim", bins=5, seed=1, settings=settings
+    )
+    measured = result.trace.measured
+    assert len(measured) == len(set(measured))
+    assert {frozenset(c) for c in measured[3:]} == {
+        frozenset(c) for c in ({"x", "c"}, {"x", "y"}, {"c", "y"}, {"x", "c", "y"})
+    }
+    assert result.trace.rounds == 4
+    assert result.trace.notes == ["every candidate measured exactly after 4 rounds"]

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from veil.errors import InvalidInputError
 from veil.progress import ProgressCallback, emit
 from veil.synth._model import CompiledPrograms, Model, estimate, model_size_mb
 from veil.synth._plan import SynthPlan
@@ -155,6 +154,10 @@ def run_aim(
         measurements.append(((col,), y, plan.oneway_sigma if private else 1.0))
         trace.measured.append((col,))
     size_list = [sizes[c] for c in columns]
+    # Without noise a measured marginal is exact: measuring it again would add nothing, so
+    # the non-private run never picks it twice (a private one may: a second noisy measurement
+    # of the same marginal halves its variance). The one-ways count as measured.
+    exact: set[tuple[str, ...]] = set() if private else {(c,) for c in columns}
     with CompiledPrograms() as programs:
         model = estimate(columns, size_list, measurements, iters=iters)
         programs.check()
@@ -170,16 +173,18 @@ def run_aim(
             allowed = [
                 c
                 for c in candidates
-                if model.covers(c)
-                or (
-                    answers[c].size * 8 / 2**20 <= limit  # cheap test first: the clique alone
-                    and model_size_mb(columns, size_list, [*current, c]) <= limit
+                if c not in exact  # an exact marginal measured again adds nothing
+                and (
+                    model.covers(c)
+                    or (
+                        answers[c].size * 8 / 2**20 <= limit  # cheap test first: the clique alone
+                        and model_size_mb(columns, size_list, [*current, c]) <= limit
+                    )
                 )
             ]
-            if not allowed:  # pragma: no cover - one-way candidates are always covered
-                raise InvalidInputError(
-                    "no candidate marginal fits the model size", got=f"{limit} MB"
-                )
+            if not allowed:  # every candidate measured exactly: nothing left to learn
+                trace.notes.append(f"every candidate measured exactly after {t} rounds")
+                break
             scores = np.array(
                 [
                     candidates[c]
@@ -194,6 +199,8 @@ def run_aim(
             y = noise.measure(answers[chosen], plan.measure_sigma)
             measurements.append((chosen, y, plan.measure_sigma if private else 1.0))
             trace.measured.append(chosen)
+            if not private:
+                exact.add(chosen)
             model = estimate(columns, size_list, measurements, iters=iters, warm=model)
             programs.check()
             trace.rounds = t + 1
