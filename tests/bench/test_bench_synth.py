@@ -85,6 +85,9 @@ def test_bench_synth_command_writes_the_report_of_mst(shared_data, tmp_path, cap
     report = json.loads(output.read_text(encoding="utf-8"))
     assert [r["generator"] for r in report["results"]] == ["veil-mst"]
     assert report["parameters"]["final_iters"] == TINY["final_iters"]
+    # Each generator is stopped after 30 minutes unless told otherwise (the reference AIM
+    # does not finish on the whole table): a run with default flags always ends.
+    assert report["parameters"]["time_limit_s"] == 1800.0
     assert report["results"][0]["status"] == "ok"
 
 
@@ -99,6 +102,8 @@ def test_bad_settings_are_refused_before_anything_runs(shared_data, tmp_path):
         run_synth_benchmark(shared_data, columns=("age", "sex", "race"))
     with pytest.raises(InvalidInputError, match="final_iters must be a positive whole number"):
         run_synth_benchmark(shared_data, final_iters=0)
+    with pytest.raises(InvalidInputError, match="time_limit_s must be positive"):
+        run_synth_benchmark(shared_data, time_limit_s=0)
 
 
 def test_a_generator_past_its_time_limit_is_stopped_and_reported(shared_data):

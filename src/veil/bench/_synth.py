@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from veil._validate import positive_number
 from veil.bench._result import BenchResult, Column, Note, Table, View, fixed, verdict
 from veil.bench._synth_child import (
     _MARK,
@@ -538,12 +539,17 @@ def run_synth_benchmark(
         generators: Which of :data:`~veil.bench._synth_child.GENERATORS` to run.
         seed: Seeds the post-processing (sampling, splits, classifiers): not Veil's noise.
         time_limit_s: Kill a generator's process after this many seconds (wall) and report
-            it as timed out (the reference AIM on mbi 2.0 can run for hours); none by default.
+            it as timed out (the reference AIM on mbi 2.0 can run for hours); none by default
+            (`veil bench synth` stops each after 30 minutes unless told otherwise).
         progress: Receives an event as each generator starts and ends.
     """
     from veil.synth import Encoder, SynthSettings, workload_cliques  # noqa: PLC0415
 
     _check(data, epsilons, generators, rows, columns)
+    if time_limit_s is not None:
+        time_limit_s = positive_number(
+            time_limit_s, "time_limit_s", fix="a time limit in seconds, e.g. 1800"
+        )
     iters = SynthSettings().iters if iters is None else iters
     final_iters = SynthSettings().final_iters if final_iters is None else final_iters
     SynthSettings(
