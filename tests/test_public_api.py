@@ -477,6 +477,7 @@ PUBLIC = {
         "distance_to_closest_record",
         "evaluate_release",
         "fit_nonprivate",
+        "load_mbi",
         "marginal",
         "marginal_tvd",
         "membership_attack",

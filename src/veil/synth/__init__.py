@@ -25,6 +25,7 @@ from veil.synth._attacks import (
 )
 from veil.synth._encode import DEFAULT_BINS, ColumnCoding, Encoder
 from veil.synth._evaluate import SynthEvaluation, Utility, evaluate_release, marginal_tvd
+from veil.synth._model import load_mbi
 from veil.synth._plan import SynthPlan, plan_for
 from veil.synth._release import (
     OUTPUT_SUFFIXES,
@@ -67,6 +68,7 @@ __all__ = [
     "distance_to_closest_record",
     "evaluate_release",
     "fit_nonprivate",
+    "load_mbi",
     "marginal",
     "marginal_tvd",
     "membership_attack",
