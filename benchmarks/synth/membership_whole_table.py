@@ -89,8 +89,8 @@ def _study(fit: dict[str, Any]) -> dict[str, Any]:
     is_member = np.r_[np.ones(TARGETS, bool), np.zeros(TARGETS, bool)]
     out: dict[str, Any] = {}
     for name, cliques in (
-        ("workload", fit["workload"]),
-        ("measured", [c for c in fit["measured"] if len(c) > 1]),
+        ("workload_cliques", fit["workload"]),
+        ("measured_cliques", [c for c in fit["measured"] if len(c) > 1]),
     ):
         ratios, rarity = [], []
         for clique in cliques:
@@ -128,8 +128,8 @@ def _study(fit: dict[str, Any]) -> dict[str, Any]:
         "empty_cells": empty,
         "empty_cells_in_release": empty_filled,
     }
-    out["distinct_measured"] = len(set(fit["measured"]))
-    out["measured"] = len(fit["measured"])
+    out["measurements"] = len(fit["measured"])
+    out["distinct_measurements"] = len(set(fit["measured"]))
     return out
 
 
