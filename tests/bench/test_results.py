@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -18,7 +19,7 @@ from veil.bench import (
     Note,
     Table,
 )
-from veil.cli.bench import render
+from veil.cli.bench import _render_table, render
 
 
 def _mpc() -> MpcResult:
@@ -140,3 +141,23 @@ def test_a_column_formats_values_and_passes_text_and_gaps_through():
     assert isinstance(view[0], Table) and all(isinstance(b, Note) for b in view[1:])
     (table,) = [b for b in view if isinstance(b, Table)]
     assert all(len(row) == len(table.columns) for row in table.rows)
+
+
+def test_a_table_wider_than_the_console_prints_every_value_as_records(capsys, monkeypatch):
+    from veil.cli import _output
+
+    columns = tuple(Column(f"measure number {i}", lambda v: f"{v:.3f}") for i in range(12))
+    block = Table("wide", (Column("generator", justify="left", no_wrap=True), *columns), ())
+    rows = (("veil-aim-nonprivate", *(1000.0 + i / 1000 for i in range(12))),)
+    wide = dataclasses.replace(block, rows=rows)
+    monkeypatch.setattr(_output.out, "width", 80)
+    _render_table(wide)
+    printed = capsys.readouterr().out
+    assert "…" not in printed  # nothing cut
+    for i in range(12):
+        assert f"measure number {i}" in printed and f"{1000 + i / 1000:.3f}" in printed
+    assert max(len(line) for line in printed.splitlines()) <= 80
+    narrow = dataclasses.replace(wide, columns=wide.columns[:3], rows=((rows[0][:3]),))
+    _render_table(narrow)
+    grid = capsys.readouterr().out
+    assert "┃" in grid and "1000.001" in grid and "…" not in grid  # a grid where it fits

@@ -6,11 +6,14 @@ the result's ``to_dict()`` and draws the result with :func:`render`.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 # The names below load only veil.bench's result types; each benchmark (PyTorch, Polars,
 # Flower, TenSEAL) loads inside its command.
@@ -44,18 +47,53 @@ DEFAULT_OUTPUT = "bench-query.json"
 SPARK_OUTPUT = "bench-query-spark.json"
 
 
+def _width(markup: str) -> int:
+    return Text.from_markup(markup).cell_len
+
+
+def _render_table(block: TableView) -> None:
+    """A table whose values are never cut: as a grid where it fits, else one record per row.
+
+    Each column is at least as wide as its longest value (headers wrap at
+    spaces instead). Where even that is wider than the console (many columns
+    in an 80-column terminal), every row is printed as its own two-column
+    record, header and value, so that no number is lost to an ellipsis.
+    """
+    cells = [
+        [column.cell(v) for column, v in zip(block.columns, row, strict=True)] for row in block.rows
+    ]
+    widths = [
+        max(
+            [max((len(word) for word in column.header.split()), default=1)]
+            + [_width(row[i]) for row in cells]
+        )
+        for i, column in enumerate(block.columns)
+    ]
+    if sum(widths) + 3 * len(widths) + 1 <= out.width:  # a rich grid: 3 per column, 1 edge
+        table = Table(title=block.title)
+        for column, width in zip(block.columns, widths, strict=True):
+            table.add_column(
+                column.header, justify=column.justify, no_wrap=column.no_wrap, min_width=width
+            )
+        for row in cells:
+            table.add_row(*row)
+        out.print(table)
+        return
+    out.print(Text(block.title, style="italic"), justify="center")
+    for row in cells:
+        record = Table(show_header=False, box=box.SIMPLE, padding=(0, 1))
+        record.add_column(justify="left", no_wrap=True)
+        record.add_column(justify="left", overflow="fold")
+        for column, value in zip(block.columns, row, strict=True):
+            record.add_row(column.header, value)
+        out.print(record)
+
+
 def render(result: BenchResult) -> None:
     """Print any benchmark result: its tables and notes, in the order its view gives them."""
     for block in result.view():
         if isinstance(block, TableView):
-            table = Table(title=block.title)
-            for column in block.columns:
-                table.add_column(column.header, justify=column.justify, no_wrap=column.no_wrap)
-            for row in block.rows:
-                table.add_row(
-                    *(column.cell(v) for column, v in zip(block.columns, row, strict=True))
-                )
-            out.print(table)
+            _render_table(block)
         else:
             out.print(block.text, markup=block.markup)
 
@@ -771,6 +809,12 @@ def synth(
         raise InvalidInputError(
             "bad --epsilons", expected="comma-separated numbers, e.g. 1,10", got=epsilons
         ) from None
+    if not math.isfinite(time_limit) or time_limit <= 0:
+        raise InvalidInputError(
+            "--time-limit must be a positive number of minutes",
+            expected="minutes > 0, e.g. --time-limit 30",
+            got=f"{time_limit:g}",
+        )
     defaults = TINY if tiny else {"rounds": 16, "max_model_mb": 1.0}
     with progress_bar() as progress:
         result = run_synth_benchmark(
