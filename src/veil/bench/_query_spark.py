@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from veil._memory import peak_resident_mb, status_kb
+from veil._memory import peak_resident_mb
 from veil._validate import whole_number
 from veil.bench._query_child import BOUNDS, EPSILON, QUERY_SQL, group_labels
 from veil.bench._result import BenchResult, Column, Note, Table, View, fixed, ratio, verdict
@@ -448,7 +448,7 @@ def _large_main(job: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - start
     _progress(f"Spark on {rows:,} rows", 1, 1, "queries")
     jvm_peak = peak_resident_mb(jvm) if jvm is not None else None
-    python_peak = status_kb("VmHWM")  # this process's own mark: no getrusage fallback here
+    python_peak = peak_resident_mb()
     spark.stop()
     return {
         "rows": rows,
@@ -459,7 +459,7 @@ def _large_main(job: dict[str, Any]) -> dict[str, Any]:
         "s_per_10m_rows": wall / rows * 1e7,
         "jvm_pid_found": jvm is not None,
         "jvm_peak_rss_mb": jvm_peak,
-        "python_peak_rss_mb": None if python_peak is None else python_peak / 1024,
+        "python_peak_rss_mb": python_peak,
         "rows_collected": _collected(exact),
         "groups_released": len(result.rows),
     }
