@@ -16,11 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from veil.errors import InvalidInputError
+from veil.ledger import calibrate
 from veil.ledger.calibrate import (
     CALIBRATION_TOLERANCE,
     MAX_NOISE_MULTIPLIER,
     MIN_NOISE_MULTIPLIER,
     SubsampledGaussianAccounting,
+    _smallest_fitting,
     account_subsampled_gaussian,
     calibrate_noise,
     pld_epsilon,
@@ -157,3 +159,69 @@ def test_unreachable_target_names_the_knobs_in_the_callers_words():
 def test_calibration_refuses_bad_parameters(target, delta, rate, steps, ceiling, match):  # noqa: PLR0917
     with pytest.raises(InvalidInputError, match=match):
         calibrate_noise(target, delta, rate, steps, max_noise_multiplier=ceiling)
+
+
+# ----------------------------------------------------------------------------- the search's work
+
+
+def _counting_pld(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record every noise multiplier the calibration hands PLD."""
+    seen: list[float] = []
+    real = calibrate.pld_epsilon
+
+    def counted(rate: float, z: float, steps: int, delta: float) -> float:
+        seen.append(z)
+        return real(rate, z, steps, delta)
+
+    monkeypatch.setattr(calibrate, "pld_epsilon", counted)
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("target", "delta", "rate", "steps"),
+    [(3.0, 1e-5, 256 / 60000, 2340), (0.5, 1e-3, 1e-3, 1500), (10.0, 1e-5, 0.1, 10)],
+)
+def test_the_search_aims_along_the_curve_instead_of_halving(
+    monkeypatch: pytest.MonkeyPatch, target: float, delta: float, rate: float, steps: int
+) -> None:
+    # A bisection from RDP's answer took 11 to 13 PLD evaluations on these three (ceiling,
+    # RDP's answer, one or two steps down, eight halvings); aiming along the curve takes 5 to 7.
+    seen = _counting_pld(monkeypatch)
+    z = calibrate_noise(target, delta, rate, steps)
+    assert len(seen) <= 8, seen
+    assert pld_epsilon(rate, z, steps, delta) <= target
+    assert pld_epsilon(rate, z / (1 + CALIBRATION_TOLERANCE), steps, delta) > target
+
+
+def _probes(epsilon, target: float, low: float, high: float, **options) -> tuple[float, int]:
+    calls = []
+
+    def counted(z: float) -> float:
+        calls.append(z)
+        assert low < z < high, "every probe lies strictly inside the bracket"
+        return epsilon(z)
+
+    z = _smallest_fitting(counted, target, (low, epsilon(low)), (high, epsilon(high)), **options)
+    return z, len(calls)
+
+
+@pytest.mark.parametrize("power", [0.5, 1.0, 3.0])
+def test_the_search_finds_the_smallest_fitting_z_of_a_power_law(power: float) -> None:
+    # epsilon = (2 / z) ** power meets epsilon 1 at exactly z = 2.
+    z, calls = _probes(lambda z: (2 / z) ** power, 1.0, 0.5, 40.0)
+    assert 2.0 <= z <= 2.0 * (1 + CALIBRATION_TOLERANCE)
+    assert calls <= 4  # a straight line on log-log axes: aimed, then closed
+
+
+@pytest.mark.parametrize("root", [0.051, 0.9, 7.3, 49.9])
+def test_the_search_is_bounded_like_bisection_on_a_cliff(root: float) -> None:
+    # A curve that interpolation misjudges (a cliff at the root): the aimed probes cost
+    # at most their number, then bisection closes in as it would have alone.
+    def cliff(z: float) -> float:
+        return 1e6 if z < root else 1e-6
+
+    z, calls = _probes(cliff, 1.0, 0.05, 50.0, aimed=4)
+    assert root <= z <= root * (1 + CALIBRATION_TOLERANCE)
+    halvings = math.ceil(math.log2(math.log(50.0 / 0.05) / math.log1p(CALIBRATION_TOLERANCE)))
+    assert calls <= 4 + halvings
