@@ -24,7 +24,9 @@ pytest.importorskip("pyspark")
 if shutil.which("java") is None:  # CI installs a JRE (make java); skip only where none can be
     pytest.skip("no java on PATH: Spark's local mode needs Java 17+", allow_module_level=True)
 
-pytestmark = pytest.mark.slow  # a JVM per worker: the fast tier leaves Spark out
+# A JVM per worker: the fast tier leaves Spark out, and one worker runs every in-process Spark
+# test (`--dist loadgroup`), so the suite starts one JVM for them.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark")]
 
 ENGINE_FAILED = 19
 INVALID_INPUT = 3

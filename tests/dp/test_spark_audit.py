@@ -26,6 +26,9 @@ from veil.data import ColumnSpec, PrivacySchema
 from veil.dp import Contribution, parse_sql, plan_query
 from veil.dp._execute import aggregate, release
 
+# One worker runs every in-process Spark test (`--dist loadgroup`): one JVM for the suite.
+pytestmark = pytest.mark.xdist_group("spark")
+
 ALPHA = 1e-6
 EPSILON = 1.0
 MAX_ROWS = 2

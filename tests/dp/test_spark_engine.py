@@ -36,7 +36,8 @@ from veil.errors import EngineError, InvalidInputError
 from veil.ledger import Budget
 
 # Every test here starts (or shares) a JVM and runs Spark jobs: seconds each.
-pytestmark = pytest.mark.slow
+# One worker runs every in-process Spark test (`--dist loadgroup`): one JVM for the suite.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark")]
 
 SALT = 7
 ROWS = 3_000
