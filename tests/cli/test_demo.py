@@ -11,15 +11,24 @@ from typing import Any
 import pytest
 
 from veil.access.verifier import verify_inclusion_proof
+from veil.cli import demo as demo_command
 from veil.cli._app import main
-from veil.cli._demo import Tour, summary_html
+from veil.cli._demo import Tour, run_demo, summary_html
+from veil.cli._demo._steps import MARKER, _prepare
 from veil.workspace import login_name
 
 
-@pytest.mark.slow  # the whole tour, twice: once for people, then again (over it) as JSON
-def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: PLR0915
+@pytest.mark.slow  # the whole tour, once: printed for people, then as JSON from the same run
+def test_demo_runs_to_the_end(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: PLR0915
     # A developer's settings must not leak into the demo: it always uses its own SQLite file.
     monkeypatch.setenv("VEIL_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    runs: list[tuple[Tour, Any]] = []
+
+    def recorded(directory: Path) -> tuple[Tour, Any]:
+        runs.append(run_demo(directory))
+        return runs[-1]
+
+    monkeypatch.setattr(demo_command, "run_demo", recorded)
     assert main(["demo", "--out", "tour"]) == 0
     out = capsys.readouterr().out
     assert "Register a dataset" in out
@@ -31,8 +40,12 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     assert "the standalone verifier accepts" in out
     assert "noise multiplier" in out  # the model's privacy card
     assert "asks to be erased" in out and "no longer opens" in out
+    # The same tour as JSON (`--json` prints what the run recorded; running it again would
+    # repeat two minutes of CPU): the command's JSON path, on the run above.
+    monkeypatch.setattr(demo_command, "run_demo", lambda directory: runs[0])
     assert main(["demo", "--out", "tour", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
+    assert result["summary"] == str(tmp_path / "tour" / "summary.html")
     assert [s["title"] for s in result["steps"]] == [
         "Create a workspace",
         "Register a dataset with its privacy schema",
@@ -121,6 +134,9 @@ def test_demo_runs_to_the_end_twice(capsys, tmp_path: Path, monkeypatch: pytest.
     assert "Margaret Okafor" not in note["surrogate"]
     _check_crypto_steps(steps, html)
     _check_trail_step(result, steps["An"], html, tmp_path / "tour")
+    # Run again over its own directory, the tour starts clean: everything it wrote goes.
+    _prepare(tmp_path / "tour")
+    assert [p.name for p in (tmp_path / "tour").iterdir()] == [MARKER]
 
 
 def _check_trail_step(result: dict[str, Any], step: dict[str, Any], html: str, tour: Path) -> None:
