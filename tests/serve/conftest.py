@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,19 +285,63 @@ def stop_process(served: ServeProcess) -> None:
             served.process.wait()
 
 
+@pytest.fixture(scope="session")
+def _serve_pg_template(
+    postgres_admin_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Served]]:
+    """A workspace on PostgreSQL built once per test process: its database and its home.
+
+    ``gateway_pg`` copies both for each test (``CREATE DATABASE ... TEMPLATE`` and a
+    copy of the folder), as ``serve_home`` copies the SQLite one: building it through
+    the CLI (a model trained, keys made) took 7-10 s a test.
+    """
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"veil_serve_template_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+        home = tmp_path_factory.mktemp("serve-pg-template") / ".veil"
+        keys = build_workspace(home, url)
+        yield name, Served(home, keys)
+    finally:
+        with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
-def gateway_pg(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[ServeProcess]:
-    """``veil serve --workers 4`` on a fresh PostgreSQL database and the local Redis."""
+def gateway_pg(
+    postgres_admin_url: str,
+    postgres_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    _serve_pg_template: tuple[str, Served],
+) -> Iterator[ServeProcess]:
+    """``veil serve --workers 4`` on a copy of the PostgreSQL workspace and the local Redis."""
+    import psycopg
     import redis
+    from sqlalchemy.engine import make_url
 
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
+    template, built = _serve_pg_template
+    database = make_url(postgres_url).database
+    with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
+        # A template may have no other connection while it is copied.
+        connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (template,),
+        )
+        connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{database}" TEMPLATE "{template}"')
     home = tmp_path / "pg" / ".veil"
-    keys = build_workspace(home, postgres_url)
+    shutil.copytree(built.home, home)
     served = start_process(
         home,
-        keys,
+        dict(built.keys),
         workers=4,
         env={"VEIL_DATABASE_URL": postgres_url, "VEIL_REDIS_URL": redis_url},
     )
