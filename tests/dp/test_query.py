@@ -493,13 +493,21 @@ def test_audit_contribution_bounding():
     # D1 adds a person with 40 rows; with max_rows=1 the count moves by at most 1.
     d0 = pl.DataFrame({"pid": list(range(10)), "g": ["a"] * 10, "x": [5.0] * 10})
     d1 = pl.concat([d0, pl.DataFrame({"pid": [99] * 40, "g": ["a"] * 40, "x": [5.0] * 40})])
-    runs = 3000
+    # The event "count >= 12" (two above D0's 10): P0 = P(Z >= 2), and with bounding
+    # P1 = P(Z >= 1), a ratio of e. A bound that let two rows through would make
+    # P1 = P(Z >= 0): this audit then reaches a bound above 1 with probability >= 1 - 2
+    # ALPHA (floor below), with a third of the runs the event "count >= 11" needed to
+    # catch even no bounding at all (its floor at 3,000 runs was 1.04, for 40 rows).
+    runs = 1000
+    a = math.exp(-1.0)
+    two_rows_floor = audit_power_floor(a**2 / (1 + a), runs, 1 / (1 + a), runs, ALPHA)
+    assert two_rows_floor > 1.0  # the design: an off-by-one bound cannot pass unseen
     k0, k1 = _audit(
         "SELECT COUNT(*) FROM t",
         UNIT_SCHEMA,
         d0,
         d1,
-        lambda r: value(r, "count") >= 11,
+        lambda r: value(r, "count") >= 12,
         epsilon=1.0,
         runs=runs,
     )
