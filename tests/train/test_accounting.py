@@ -26,8 +26,10 @@ def test_pinned_epsilon_of_a_known_run_by_three_accountants():
     assert run.epsilon_prv == pytest.approx(0.515, abs=1e-2)
 
 
+# DP-SGD's calibration is the ledger's one search (test below); tests/ledger/test_calibrate.py
+# holds the property over the whole range, so here a few examples in DP-SGD's own words.
 @pytest.mark.slow
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     sample_rate=st.floats(1e-3, 0.1),
     sigma=st.floats(0.6, 5.0),
