@@ -103,7 +103,7 @@ def calibrate_noise(
     :func:`veil.ledger.calibrate.calibrate_noise` (the one search, shared with
     federated averaging), with the knobs of an unreachable target named as
     ``veil train``'s options. The answer is at least 0.05; targets above
-    epsilon 100 are refused before any accounting runs; at most 55 PLD evaluations.
+    epsilon 100 are refused before any accounting runs; at most 57 PLD evaluations.
 
     Raises:
         InvalidInputError: The target needs more noise than ``max_noise_multiplier``
