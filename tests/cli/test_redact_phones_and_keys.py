@@ -1,4 +1,5 @@
-"""Run the way a new user runs it: `veil redact` on fresh files, default flags.
+"""Run the way a new user runs it: `veil redact` on fresh files, default flags (the first
+test through the real executable, the others through its ``main`` in the test's process).
 
 Phone numbers with extensions and a parenthesised area code, Mastercard's
 2-series cards, an output folder outside the current tree, and a labelled
@@ -7,6 +8,8 @@ corpus in the obvious ``{"text", "spans": [[start, end, TYPE], ...]}`` format.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import random
@@ -22,6 +25,7 @@ from veil.errors import InvalidInputError
 
 
 def _veil(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``veil ARGS`` through the real executable, in ``cwd``."""
     executable = Path(sys.executable).with_name("veil")
     return subprocess.run(
         [str(executable), *args],
@@ -31,6 +35,25 @@ def _veil(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
     )
+
+
+def _veil_here(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The same command through ``veil``'s ``main`` in this process, in ``cwd``.
+
+    The first test runs the executable; the others run here, where spaCy's model is
+    loaded once (a process per command spent most of its 4 s loading it).
+    """
+    from veil.cli._app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def _mastercard_2_series(rng: random.Random) -> str:
@@ -74,17 +97,17 @@ def test_an_output_outside_the_current_tree_needs_an_existing_folder(tmp_path: P
     work = tmp_path / "work"
     work.mkdir()
     (work / "notes.txt").write_text("Call John Smith on 020 7946 0958.\n", encoding="utf-8")
-    done = _veil(work, "redact", "notes.txt", "-o", "../a/../b.txt", "--json")
+    done = _veil_here(work, "redact", "notes.txt", "-o", "../a/../b.txt", "--json")
     assert done.returncode == 6, done.stderr
     error = json.loads(done.stdout)["error"]
     assert "folder" in error["message"] and "does not exist" in error["message"]
     assert error["fix"] and "mkdir" in error["fix"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]  # no ../a, no ../b.txt
     # An existing folder outside the tree is fine; a new one inside the tree is created.
-    done = _veil(work, "redact", "notes.txt", "-o", "../b.txt")
+    done = _veil_here(work, "redact", "notes.txt", "-o", "../b.txt")
     assert done.returncode == 0, done.stderr
     assert "<PERSON>" in (tmp_path / "b.txt").read_text(encoding="utf-8")
-    done = _veil(work, "redact", "notes.txt", "-o", "out/red/notes.txt")
+    done = _veil_here(work, "redact", "notes.txt", "-o", "out/red/notes.txt")
     assert done.returncode == 0, done.stderr
     assert (work / "out" / "red" / "notes.txt").is_file()
 
@@ -106,7 +129,7 @@ def _user_corpus(path: Path) -> list[dict[str, object]]:
 @pytest.mark.slow
 def test_evaluate_reads_a_corpus_of_text_and_span_lists(tmp_path: Path):
     _user_corpus(tmp_path / "mine.jsonl")
-    done = _veil(tmp_path, "redact", "--evaluate", "--corpus", "mine.jsonl", "--json")
+    done = _veil_here(tmp_path, "redact", "--evaluate", "--corpus", "mine.jsonl", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["documents"] == 3 and result["corpus"] == "mine.jsonl"
@@ -114,7 +137,7 @@ def test_evaluate_reads_a_corpus_of_text_and_span_lists(tmp_path: Path):
     assert result["overlap"]["overall"]["recall"] >= 0.8
     evaluation = evaluate_pii(path=tmp_path / "mine.jsonl")  # the Python call the user made
     assert evaluation.documents == 3
-    done = _veil(tmp_path, "redact", "--evaluate", "--corpus", "mine.jsonl")
+    done = _veil_here(tmp_path, "redact", "--evaluate", "--corpus", "mine.jsonl")
     assert done.returncode == 0 and "mine.jsonl" in done.stdout, done.stderr
 
 
@@ -132,7 +155,7 @@ def test_evaluate_reads_a_corpus_of_text_and_span_lists(tmp_path: Path):
 def test_a_corpus_in_another_format_is_refused_with_the_line(tmp_path: Path, line, got):
     good = '{"text": "Ann Lee", "spans": [[0, 7, "PERSON"]]}'
     (tmp_path / "bad.jsonl").write_text(good + "\n" + line + "\n", encoding="utf-8")
-    done = _veil(tmp_path, "redact", "--evaluate", "--corpus", "bad.jsonl", "--json")
+    done = _veil_here(tmp_path, "redact", "--evaluate", "--corpus", "bad.jsonl", "--json")
     assert done.returncode == 3, done.stderr
     error = json.loads(done.stdout)["error"]
     assert "line 2" in error["got"] and got in error["got"], error
