@@ -120,18 +120,35 @@ def postgres_admin_url() -> str:
     return POSTGRES_ADMIN_URL
 
 
+_FROM_TEMPLATE: set[str] = set()
+"""PostgreSQL databases created as copies of the migrated template (``_copy_migrated`` skips them)."""
+
+
 @pytest.fixture
-def postgres_url(postgres_admin_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+def postgres_url(request: pytest.FixtureRequest, postgres_admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards.
+
+    Empty, unless the test asks for ``store``: then it is created at once as a copy of
+    the database migrated once per process (creating an empty one to replace it cost
+    0.15-0.4 s a test, across some 300 PostgreSQL tests).
+    """
     import psycopg
     from sqlalchemy.engine import make_url
 
     name = f"veil_test_{uuid.uuid4().hex[:12]}"
+    template = None
+    if "store" in request.fixturenames:
+        template = request.getfixturevalue("_migrated_postgres")
     with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+        if template is None:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        else:
+            connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            _FROM_TEMPLATE.add(name)
     try:
         yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
+        _FROM_TEMPLATE.discard(name)
         with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -195,6 +212,8 @@ def _copy_migrated(request: pytest.FixtureRequest, url: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(request.getfixturevalue("_migrated_sqlite"), target)  # keeps mode 0600
         return
+    if parsed.database in _FROM_TEMPLATE:
+        return  # made as a copy of the template already (postgres_url)
     import psycopg
 
     admin = request.getfixturevalue("postgres_admin_url")
