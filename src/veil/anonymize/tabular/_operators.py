@@ -30,9 +30,9 @@ from veil._validate import whole_number
 from veil.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    import opendp.prelude as dp
+    from opendp.mod import Measurement
 
-# OpenDP (and through it scikit-learn) loads in _gaussian, its only user: importing
+# OpenDP loads in _gaussian, its only user: importing
 # veil.anonymize (veil redact, veil scan) does not pay for it.
 
 __all__ = [
@@ -115,12 +115,14 @@ def rank_swap(values: pd.Series, *, p: float = 0.05, seed: int | None = None) ->
 
 
 @functools.lru_cache(maxsize=64)
-def _gaussian(sigma: float) -> dp.Measurement:
-    import opendp.prelude as dp  # noqa: PLC0415
+def _gaussian(sigma: float) -> Measurement:
+    from opendp import domains, measurements, metrics, mod  # noqa: PLC0415
 
-    dp.enable_features("contrib")
-    atom = dp.atom_domain(T=float, nan=False)
-    return dp.m.make_gaussian(dp.vector_domain(atom), dp.l2_distance(T=float), sigma)
+    mod.enable_features("contrib")
+    atom = domains.atom_domain(T=float, nan=False)
+    return measurements.make_gaussian(
+        domains.vector_domain(atom), metrics.l2_distance(T=float), sigma
+    )
 
 
 def add_noise(values: pd.Series, *, relative_sd: float = 0.1) -> pd.Series:
