@@ -59,6 +59,11 @@ def test_tiny_synth_benchmark_runs_veil_and_the_reference_side_by_side(shared_da
     assert report["parameters"]["final_iters"] == TINY["final_iters"]
     veil = rows["veil-aim", 1.0]
     assert veil["card"]["epsilon"] == 1.0 and veil["card"]["delta"] == 1e-9
+    # Measurements counted alike: the one-ways, then a marginal a round. Veil runs its rounds;
+    # the reference's annealing may stop sooner, but it measures at least once after the start.
+    assert veil["measured_cliques"] == len(TINY_COLUMNS) + TINY["rounds"]
+    reference = rows["reference-aim", 1.0]
+    assert len(TINY_COLUMNS) < reference["measured_cliques"] <= len(TINY_COLUMNS) + TINY["rounds"]
     assert report["reference"]["commit"]
     goals = report["goals"]
     assert goals["eps10_better_than_eps1"] is None  # epsilon 10 was not run

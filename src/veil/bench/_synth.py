@@ -162,7 +162,7 @@ class SynthBenchResult(BenchResult):
                 Column("TSTR acc", fixed(".3f")),
                 Column("TRTR acc", fixed(".3f")),
                 Column("MIA AUC", fixed(".3f")),
-                Column("cliques", fixed("d")),
+                Column("marginals measured", fixed("d")),
             ),
             rows=tuple(
                 (
@@ -191,7 +191,9 @@ class SynthBenchResult(BenchResult):
             *notes,
             Note(
                 "· CPU s: the generator call in its own process (all threads); process CPU s: "
-                "that whole process (interpreter, imports, loading Adult)"
+                "that whole process (interpreter, imports, loading Adult); marginals measured: "
+                "the one-way start and one per round run (the reference's annealing may end "
+                "before its rounds)"
             ),
             Note(
                 f"· machine: {self.machine['cpus']} CPUs, {self.machine['memory_gb']} GB; "
