@@ -6,8 +6,6 @@ asserted (zero mismatches), and the comparison itself is shown able to fail.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -17,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from tests._cli import run_cli
 
 from veil.bench._query_spark import (
     BenchNoise,
@@ -66,19 +65,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> CliRun:
         pytest.skip("Spark's local mode needs Java 17+")
     folder = tmp_path_factory.mktemp("bench-spark")
     args = ["--rows", str(ROWS), "--groups", str(GROUPS), "--repeats", "1", "--seed", "3"]
-    out, err = io.StringIO(), io.StringIO()
-    here = Path.cwd()
-    os.chdir(folder)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(
-                ["bench", "query", "--engine", "spark", *args, "--large-rows", str(LARGE_ROWS)]
-            )
-    finally:
-        os.chdir(here)
+    done = run_cli(
+        "bench", "query", "--engine", "spark", *args, "--large-rows", str(LARGE_ROWS), cwd=folder
+    )
     written = folder / "bench-query-spark.json"
     report = json.loads(written.read_text(encoding="utf-8")) if written.is_file() else {}
-    return CliRun(code, out.getvalue(), err.getvalue(), folder, report)
+    return CliRun(done.returncode, done.stdout, done.stderr, folder, report)
 
 
 @pytest.mark.slow

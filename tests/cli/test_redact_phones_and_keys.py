@@ -8,8 +8,6 @@ corpus in the obvious ``{"text", "spans": [[start, end, TYPE], ...]}`` format.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import random
@@ -18,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests._cli import run_cli
 
 from veil.anonymize import evaluate_pii
 from veil.anonymize.text._entities import luhn_valid
@@ -43,17 +42,7 @@ def _veil_here(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     The first test runs the executable; the others run here, where spaCy's model is
     loaded once (a process per command spent most of its 4 s loading it).
     """
-    from veil.cli._app import main
-
-    out, err = io.StringIO(), io.StringIO()
-    here = Path.cwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-    finally:
-        os.chdir(here)
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+    return run_cli(*args, cwd=cwd)
 
 
 def _mastercard_2_series(rng: random.Random) -> str:

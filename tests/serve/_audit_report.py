@@ -11,11 +11,10 @@ attack cannot beat chance: the tests read the report, not its finding.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 import shutil
 from pathlib import Path
+
+from tests._cli import environment, run_cli
 
 MODEL = "digits-lr"
 _made: dict[Path, tuple[Path, Path]] = {}
@@ -26,23 +25,17 @@ def make_report(template_home: Path, scratch: Path) -> tuple[Path, Path]:
     if template_home in _made:
         return _made[template_home]
     from veil.audit import audit_model, write_report
-    from veil.cli._app import main
     from veil.data import Catalog
     from veil.train import ModelRegistry
     from veil.workspace import Workspace
 
     home = scratch / "audited" / ".veil"
     shutil.copytree(template_home, home)
-    saved = {k: os.environ.get(k) for k in ("VEIL_HOME", "VEIL_KEY", "VEIL_DATABASE_URL")}
-    os.environ["VEIL_HOME"] = str(home)
-    for key in ("VEIL_KEY", "VEIL_DATABASE_URL"):
-        os.environ.pop(key, None)
-    try:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = main(["datasets", "add", "sklearn:digits", "--name", "digits-test",
-                         "--split", "test"])  # fmt: skip
-        assert code == 0, out.getvalue()
+    with environment({"VEIL_HOME": str(home), "VEIL_KEY": None, "VEIL_DATABASE_URL": None}):
+        done = run_cli(
+            "datasets", "add", "sklearn:digits", "--name", "digits-test", "--split", "test"
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
         workspace = Workspace(home)
         catalog = Catalog.open(workspace)
         try:
@@ -52,12 +45,6 @@ def make_report(template_home: Path, scratch: Path) -> tuple[Path, Path]:
             )  # fmt: skip
         finally:
             catalog.store.dispose()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     files = (scratch / "audit-report.html", scratch / "audit-report.json")
     write_report(report, *files)
     _made[template_home] = files

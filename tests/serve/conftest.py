@@ -12,8 +12,6 @@ the test's choosing. ``serve_process`` runs ``veil serve`` as a subprocess
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._cli import environment, run_cli
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -49,40 +48,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextlib.contextmanager
-def _env(values: Mapping[str, str | None]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    try:
-        for key, value in values.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def veil(*args: str) -> str:
     """Run the CLI in-process; its standard output (fails the test on a non-zero exit)."""
-    from veil.cli._app import main
-
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(list(args))
-    if code != 0:
-        pytest.fail(f"veil {' '.join(args)} exited {code}: {stderr.getvalue()}{stdout.getvalue()}")
-    return stdout.getvalue()
+    done = run_cli(*args)
+    if done.returncode != 0:
+        pytest.fail(f"veil {' '.join(args)} exited {done.returncode}: {done.stderr}{done.stdout}")
+    return done.stdout
 
 
 def build_workspace(home: Path, database_url: str | None = None) -> dict[str, str]:
     """A workspace at ``home`` with digits, its budget, ``digits-lr`` and a key per role."""
     env = {"VEIL_HOME": str(home), "VEIL_DATABASE_URL": database_url, "VEIL_KEY": None}
-    with _env(env):
+    with environment(env):
         veil("init")
         veil("datasets", "add", "sklearn:digits", "--name", DATASET)
         veil("budget", "set", DATASET, "--epsilon", "10", "--delta", "1e-4")

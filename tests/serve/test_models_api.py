@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
+from tests._cli import run_cli
 
 from veil.access import Access, Trail, parse_key
 from veil.errors import ConflictError, InvalidInputError
@@ -446,23 +447,8 @@ def test_a_probing_key_is_alerted_and_throttled_or_suspended_as_its_policy_says(
 
 # ---------------------------------------------------------------- private labels
 def _veil(home: Any, *args: str) -> None:
-    import contextlib
-    import io
-
-    from veil.cli._app import main
-
-    saved = os.environ.get("VEIL_HOME")
-    os.environ["VEIL_HOME"] = str(home)
-    try:
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = main(list(args))
-    finally:
-        if saved is None:
-            os.environ.pop("VEIL_HOME", None)
-        else:
-            os.environ["VEIL_HOME"] = saved
-    assert code == 0, out.getvalue()
+    done = run_cli(*args, env={"VEIL_HOME": str(home)})
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def _charges(gateway: Any) -> list[Any]:

@@ -39,12 +39,13 @@ CLINIC = """Patient ID,visit date,<b>Ward</b>,Age (yrs),cost $,Diagnosis/notes
 
 def test_a_new_workspace_reads_well_on_every_page(tmp_path: Path) -> None:
     """``veil init``, an odd CSV, a huge budget, a key: every page, as a first user sees it."""
-    from tests.serve.conftest import Served, _env, _serve_in_thread, veil
+    from tests._cli import environment
+    from tests.serve.conftest import Served, _serve_in_thread, veil
 
     home = tmp_path / "clinic" / ".veil"
     data = tmp_path / "visits.csv"
     data.write_text(CLINIC, encoding="utf-8")
-    with _env({"VEIL_HOME": str(home), "VEIL_DATABASE_URL": None, "VEIL_KEY": None}):
+    with environment({"VEIL_HOME": str(home), "VEIL_DATABASE_URL": None, "VEIL_KEY": None}):
         veil("init")
         veil("datasets", "add", str(data), "--name", "clinic")
         veil("budget", "set", "clinic", "--epsilon", "1e12", "--delta", "1e-5")
