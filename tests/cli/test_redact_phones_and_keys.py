@@ -36,13 +36,8 @@ def _veil(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _veil_here(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The same command through ``veil``'s ``main`` in this process, in ``cwd``.
-
-    The first test runs the executable; the others run here, where spaCy's model is
-    loaded once (a process per command spent most of its 4 s loading it).
-    """
-    return run_cli(*args, cwd=cwd)
+# The first test runs the executable; the others run `veil` through `run_cli` in this process,
+# where spaCy's model is loaded once (a process per command spent most of its 4 s loading it).
 
 
 def _mastercard_2_series(rng: random.Random) -> str:
@@ -86,17 +81,17 @@ def test_an_output_outside_the_current_tree_needs_an_existing_folder(tmp_path: P
     work = tmp_path / "work"
     work.mkdir()
     (work / "notes.txt").write_text("Call John Smith on 020 7946 0958.\n", encoding="utf-8")
-    done = _veil_here(work, "redact", "notes.txt", "-o", "../a/../b.txt", "--json")
+    done = run_cli("redact", "notes.txt", "-o", "../a/../b.txt", "--json", cwd=work)
     assert done.returncode == 6, done.stderr
     error = json.loads(done.stdout)["error"]
     assert "folder" in error["message"] and "does not exist" in error["message"]
     assert error["fix"] and "mkdir" in error["fix"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]  # no ../a, no ../b.txt
     # An existing folder outside the tree is fine; a new one inside the tree is created.
-    done = _veil_here(work, "redact", "notes.txt", "-o", "../b.txt")
+    done = run_cli("redact", "notes.txt", "-o", "../b.txt", cwd=work)
     assert done.returncode == 0, done.stderr
     assert "<PERSON>" in (tmp_path / "b.txt").read_text(encoding="utf-8")
-    done = _veil_here(work, "redact", "notes.txt", "-o", "out/red/notes.txt")
+    done = run_cli("redact", "notes.txt", "-o", "out/red/notes.txt", cwd=work)
     assert done.returncode == 0, done.stderr
     assert (work / "out" / "red" / "notes.txt").is_file()
 
@@ -118,7 +113,7 @@ def _user_corpus(path: Path) -> list[dict[str, object]]:
 @pytest.mark.slow
 def test_evaluate_reads_a_corpus_of_text_and_span_lists(tmp_path: Path):
     _user_corpus(tmp_path / "mine.jsonl")
-    done = _veil_here(tmp_path, "redact", "--evaluate", "--corpus", "mine.jsonl", "--json")
+    done = run_cli("redact", "--evaluate", "--corpus", "mine.jsonl", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["documents"] == 3 and result["corpus"] == "mine.jsonl"
@@ -126,7 +121,7 @@ def test_evaluate_reads_a_corpus_of_text_and_span_lists(tmp_path: Path):
     assert result["overlap"]["overall"]["recall"] >= 0.8
     evaluation = evaluate_pii(path=tmp_path / "mine.jsonl")  # the Python call the user made
     assert evaluation.documents == 3
-    done = _veil_here(tmp_path, "redact", "--evaluate", "--corpus", "mine.jsonl")
+    done = run_cli("redact", "--evaluate", "--corpus", "mine.jsonl", cwd=tmp_path)
     assert done.returncode == 0 and "mine.jsonl" in done.stdout, done.stderr
 
 
@@ -144,7 +139,7 @@ def test_evaluate_reads_a_corpus_of_text_and_span_lists(tmp_path: Path):
 def test_a_corpus_in_another_format_is_refused_with_the_line(tmp_path: Path, line, got):
     good = '{"text": "Ann Lee", "spans": [[0, 7, "PERSON"]]}'
     (tmp_path / "bad.jsonl").write_text(good + "\n" + line + "\n", encoding="utf-8")
-    done = _veil_here(tmp_path, "redact", "--evaluate", "--corpus", "bad.jsonl", "--json")
+    done = run_cli("redact", "--evaluate", "--corpus", "bad.jsonl", "--json", cwd=tmp_path)
     assert done.returncode == 3, done.stderr
     error = json.loads(done.stdout)["error"]
     assert "line 2" in error["got"] and got in error["got"], error

@@ -166,7 +166,6 @@ def _reference(job: dict[str, Any], frame: pd.DataFrame) -> tuple[np.ndarray, di
         "sizes": sizes,
         # Measurements, as Veil's are counted: the one-way start, then one per round.
         "measured": len(columns) + rounds_run,
-        "rounds_run": rounds_run,
         "rho": float(mechanism.rho),
     }
 
