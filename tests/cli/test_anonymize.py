@@ -308,3 +308,67 @@ def test_zip_codes_with_leading_zeros_stay_text(capsys, tmp_path):
     loaded = load_table(path)
     assert loaded["zip"].iloc[0] == "02100"
     assert pd.api.types.is_integer_dtype(loaded["age"])  # other numbers stay numbers
+
+
+def test_columns_released_as_read_are_named_and_the_ones_that_undo_k_warned(capsys, tmp_path):
+    """A new user's `--qi Ward --k 2` released a name column as it was, and said only "k met"."""
+    path = tmp_path / "patients.csv"
+    frame = _patients().assign(
+        ward=lambda f: np.where(f["age"] < 50, "north", "south"), site="clinic-1"
+    )
+    frame.to_csv(path, index=False)
+    released, report = tmp_path / "released.csv", tmp_path / "report.json"
+    code, out, err = run(
+        capsys, "anonymize", str(path), "--qi", "ward", "--k", "2", "-o", str(released)
+    )
+    assert code == 0, err
+    assert "k met" in out
+    message = " ".join(err.split())
+    assert "WARNING: k holds for the quasi-identifiers only" in message
+    assert "patient_id (k 1, 300 rows unique)" in message  # a direct identifier
+    assert "age (k 1," in message  # an undeclared quasi-identifier
+    assert "Fix: add the ones an attacker may know to --qi" in message
+    assert list(pd.read_csv(released).columns) == list(frame.columns)  # released all the same
+
+    assert "site (k" not in message  # one value for all: it undoes nothing
+
+    # Declared or transformed, nothing undoes k: a note names what went out as read.
+    code, out, err = run(
+        capsys,
+        "anonymize",
+        str(path),
+        "--qi",
+        "ward,age,sex",
+        "--sensitive",
+        "diagnosis",
+        "--op",
+        "patient_id:drop",
+        "--k",
+        "2",
+        "-o",
+        str(released),
+        "--report",
+        str(report),
+    )
+    assert code == 0, err
+    assert "WARNING" not in err
+    assert "Released as read (no generalisation, no operator): site." in " ".join(err.split())
+    [site] = json.loads(report.read_text(encoding="utf-8"))["unchanged"]
+    assert site["column"] == "site" and site["unique_rows"] == 0 and site["k_with_it"] >= 2
+
+    code, out, _ = run(
+        capsys,
+        "anonymize",
+        str(path),
+        "--qi",
+        "ward,age",
+        "--k",
+        "2",
+        "-o",
+        str(released),
+        "--json",
+    )
+    unchanged = {c["column"]: c for c in json.loads(out)["unchanged"]}
+    assert set(unchanged) == {"patient_id", "sex", "diagnosis", "site"}
+    assert unchanged["patient_id"] == {"column": "patient_id", "k_with_it": 1, "unique_rows": 300}
+    assert unchanged["sex"]["k_with_it"] >= 1

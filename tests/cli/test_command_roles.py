@@ -263,6 +263,7 @@ def test_anonymize_owner_releases_a_registered_dataset_and_it_is_recorded(capsys
     assert entry["details"]["k"] == 5 and entry["details"]["rows_in"] == ROWS
     assert entry["details"]["rows_out"] == len(Path("out.csv").read_text().splitlines()) - 1
     assert entry["links"]["content_sha256"]
+    assert entry["details"]["unchanged"] == ["diagnosis"]  # released as read: on the record
     reads = entries(action="dataset.read", dataset="people")
     assert [e["details"]["use"] for e in reads] == ["raw"]  # through the catalogue
 

@@ -33,6 +33,7 @@ def test_demo_runs_to_the_end(capsys, tmp_path: Path, monkeypatch: pytest.Monkey
     out = capsys.readouterr().out
     assert "Register a dataset" in out
     assert "quasi-identifier" in out
+    assert "Released as read, not generalised: s1, s2, s3, s4, s5, s6" in " ".join(out.split())
     assert "Summary written to" in out
     assert "95% intervals" in out
     assert "was refused" in out

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from veil._io import atomic_path
 from veil.cli._acting import find_workspace, workspace_access
-from veil.cli._output import out, print_json, progress_bar, write_json_atomic
+from veil.cli._output import err, out, print_json, progress_bar, write_json_atomic
 from veil.errors import DataTooLargeError, InvalidInputError, NotFoundError
 from veil.workspace import Workspace
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from veil.access import Access
+    from veil.anonymize import AnonymizationResult
     from veil.data import Catalog, DatasetInfo
     from veil.store import Store
 
@@ -262,6 +263,30 @@ def _external(
     position = position[~position.index.duplicated(keep=False)]
     mapped = external[truth].astype("string").map(position)
     return external, mapped.fillna(-1).to_numpy(dtype=np.int64)
+
+
+def _warn_unchanged(result: AnonymizationResult, k: int) -> None:
+    """Say which columns went out as they were read, and which of them undo k if known."""
+    columns = result.unchanged
+    if not columns:
+        return
+    breaking = [c for c in columns if c.k_with_it < k]
+    names = ", ".join(c.column for c in columns)
+    if not breaking:
+        err.print(f"Released as read (no generalisation, no operator): {names}.", markup=False)
+        return
+    worst = ", ".join(
+        f"{c.column} (k {c.k_with_it}, {c.unique_rows:,} rows unique)" for c in breaking
+    )
+    err.print(
+        f"WARNING: k holds for the quasi-identifiers only. Released as read: {names}. "
+        f"An attacker who also knows one of these has a smaller k: {worst}. "
+        "Fix: add the ones an attacker may know to --qi, transform or remove the others "
+        "(--op COLUMN:drop, mask or pseudonymize), or name them in --sensitive.",
+        style="bold yellow",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def render_scan(report: dict[str, Any], title: str) -> None:  # noqa: C901, PLR0912 - one row per measure
@@ -537,7 +562,11 @@ def anonymize(
             )
         if external_id is not None and external_id in result.table.columns:
             # the identity column was needed to score the attack; it must not be released
-            result = replace(result, table=result.table.drop(columns=[external_id]))
+            result = replace(
+                result,
+                table=result.table.drop(columns=[external_id]),
+                unchanged=[c for c in result.unchanged if c.column != external_id],
+            )
         write_table(result.table, output)
         if acting is not None:
             acting[0].record(
@@ -559,6 +588,7 @@ def anonymize(
                     "dropped_missing": dropped,
                     "key": key_name if keyed else None,
                     "satisfied": dict(result.satisfied),
+                    "unchanged": [c.column for c in result.unchanged],
                 },
             )
             if info is not None and info.dataset_id is not None:
@@ -575,6 +605,7 @@ def anonymize(
         f"{name} {'met' if ok else 'NOT MET'}" for name, ok in result.satisfied.items()
     )
     out.print(f"Constraints measured on the output: {checks}.")
+    _warn_unchanged(result, k)
     if info is not None:
         used = (
             ", ".join(f"{c} {note}" for c, note in result.declared_bounds.items()) or "none apply"

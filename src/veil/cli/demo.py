@@ -43,6 +43,16 @@ def _print_release_steps(tour: Tour) -> None:
         )
         render_scan(anonymise_step["before"], "before: the registered table")
         render_scan(anonymise_step["after"], f"after: {anonymise_step['output']}")
+        unchanged = anonymise_step.get("unchanged") or []
+        if unchanged:
+            names = ", ".join(c["column"] for c in unchanged)
+            lowest = min(c["k_with_it"] for c in unchanged)
+            out.print(
+                f"Released as read, not generalised: {names} (k holds for {', '.join(DEMO_QI)}; "
+                f"an attacker who also holds one of these faces k = {lowest}).",
+                markup=False,
+                soft_wrap=True,
+            )
     redact_step = next((s for s in tour.steps if s["title"].startswith("Redact")), None)
     if redact_step is not None and "tagged" in redact_step:
         out.print("\n[bold]A clinical note, with its PII replaced[/bold]")

@@ -394,6 +394,43 @@ def test_operations_through_anonymize(tmp_path, adult, specs):
         ColumnOperation.parse("age:explode")
 
 
+def test_columns_released_as_read_carry_the_k_an_attacker_who_knows_them_faces(adult, specs):
+    frame = adult.iloc[:600].reset_index(drop=True)
+    frame = frame.assign(
+        person=[f"id{i}" for i in range(len(frame))],  # a direct identifier
+        site=["A"] * len(frame),  # one value: adds nothing
+        note=[None if i % 2 else "seen" for i in range(len(frame))],  # half of it missing
+    )
+    operated = ["fnlwgt", "capital_gain"]
+    result = anonymize(
+        frame,
+        ["age", "sex", "race"],
+        k=5,
+        sensitive=["income"],
+        hierarchies=specs,
+        operations=[ColumnOperation.parse(f"{c}:drop") for c in operated],
+    )
+    found = {c.column: c for c in result.unchanged}
+    # Every released column but the quasi-identifiers, the sensitive one and the operated ones.
+    assert set(found) == set(frame.columns) - {"age", "sex", "race", "income", *operated}
+    assert list(found) == [c for c in result.table.columns if c in found]  # in table order
+    released = result.table
+    for column, unchanged in found.items():
+        # Independently: classes of the released (generalised) quasi-identifier values plus
+        # the column's own value, a missing value counting as one value.
+        sizes = (
+            released.fillna({column: "<missing>"})
+            .groupby(["age", "sex", "race", column], dropna=False)[column]
+            .transform("size")
+        )
+        assert unchanged.k_with_it == sizes.min(), column
+        assert unchanged.unique_rows == int((sizes == 1).sum()), column
+    assert found["person"].k_with_it == 1 and found["person"].unique_rows == len(frame)
+    assert found["site"].k_with_it == result.after.classes.k >= 5
+    assert found["note"].k_with_it >= 1  # a missing value is one value, not a crash
+    assert result.to_dict()["unchanged"][0] == found[next(iter(found))].to_dict()
+
+
 def test_linkage_on_an_exact_release_matches_a_join(adult):
     frame = adult.iloc[:3000].reset_index(drop=True)
     domains = build_domains(frame, ["age", "sex", "race"])

@@ -7,6 +7,12 @@ then applies column operators (drop, mask, keyed pseudonyms, rank swapping,
 noise, micro-aggregation, per-person date shifting) to columns that are not
 quasi-identifiers; and scans the table before and after with the same
 measurements, so the report shows what the release costs and what it buys.
+
+k, l and t hold for the declared quasi-identifiers only. Every other column
+that no operator touched is released as it is, and the result says what each
+would do to k in an attacker's hands (:attr:`AnonymizationResult.unchanged`):
+a name, an e-mail address or an undeclared age column makes records unique
+again however well the quasi-identifiers were generalised.
 """
 
 from __future__ import annotations
@@ -124,6 +130,53 @@ def _number(value: str) -> Any:
 
 
 @dataclass(frozen=True)
+class UnchangedColumn:
+    """A column released as it was read (no quasi-identifier, sensitive column or operator).
+
+    Attributes:
+        column: Its name.
+        k_with_it: The smallest class of the release when this column is added
+            to the generalised quasi-identifiers: the k an attacker who also
+            knows it faces.
+        unique_rows: Records alone in their class with it (``k_with_it`` 1).
+    """
+
+    column: str
+    k_with_it: int
+    unique_rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"column": self.column, "k_with_it": self.k_with_it, "unique_rows": self.unique_rows}
+
+
+def unchanged_columns(
+    released: pd.DataFrame,
+    classes: npt.NDArray[np.int64],
+    *,
+    skip: Sequence[str],
+) -> list[UnchangedColumn]:
+    """Each released column not in ``skip``, with the k it leaves (see :class:`UnchangedColumn`).
+
+    ``classes`` is the equivalence class of every released row (suppressed
+    rows share one); a missing value counts as one value.
+    """
+    if len(released) == 0:
+        return []
+    out = []
+    for column in released.columns:
+        if column in skip:
+            continue
+        sizes = (
+            pd.DataFrame({"class": classes, "value": released[column].to_numpy()})
+            .groupby(["class", "value"], sort=False, dropna=False)["class"]
+            .transform("size")
+        )
+        out.append(UnchangedColumn(str(column), int(sizes.min()), int((sizes == 1).sum())))
+    return out
+
+
+@dataclass(frozen=True)
 class AnonymizationResult:
     """The anonymised table and what it cost.
 
@@ -139,6 +192,8 @@ class AnonymizationResult:
         declared_bounds: For each quasi-identifier with bounds declared at
             registration, whether they were used (``"used lo..hi"``) and if
             not, why not.
+        unchanged: The columns released as they were read, with the k each
+            leaves to an attacker who knows it too.
     """
 
     table: pd.DataFrame
@@ -150,6 +205,7 @@ class AnonymizationResult:
     seconds: float
     operations: list[ColumnOperation]
     declared_bounds: dict[str, str] = field(default_factory=dict)
+    unchanged: list[UnchangedColumn] = field(default_factory=list)
 
     @property
     def satisfied(self) -> dict[str, bool]:
@@ -177,6 +233,7 @@ class AnonymizationResult:
                 for o in self.operations
             ],
             "declared_bounds": self.declared_bounds,
+            "unchanged": [column.to_dict() for column in self.unchanged],
             "before": self.before.to_dict(),
             "after": self.after.to_dict(),
         }
@@ -384,4 +441,9 @@ def anonymize(
         seconds=seconds,
         operations=list(operations),
         declared_bounds=bounds_notes,
+        unchanged=unchanged_columns(
+            released,
+            recoding.class_ids(),
+            skip=[*keys, *sensitive, *(o.column for o in operations)],
+        ),
     )

@@ -368,6 +368,7 @@ def _anonymise(tour: Tour, catalog: Catalog) -> None:
         before=report["before"],
         after=report["after"],
         satisfied=report["satisfied"],
+        unchanged=report["unchanged"],
         output=str(path),
         sample=result.table.head(5).astype(str).to_dict(orient="records"),
     )
