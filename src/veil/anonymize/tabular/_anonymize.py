@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -167,8 +167,11 @@ def unchanged_columns(
     for column in released.columns:
         if column in skip:
             continue
+        values = released[column]
+        if values.dtype == object:  # lists or arrays (a Parquet list column) are not hashable
+            values = values.map(lambda v: v if isinstance(v, Hashable) else repr(v))
         sizes = (
-            pd.DataFrame({"class": classes, "value": released[column].to_numpy()})
+            pd.DataFrame({"class": classes, "value": values.to_numpy()})
             .groupby(["class", "value"], sort=False, dropna=False)["class"]
             .transform("size")
         )
