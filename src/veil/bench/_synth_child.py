@@ -200,7 +200,9 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
     else:
         from veil.synth import load_mbi  # noqa: PLC0415
 
-        load_mbi()  # JAX and mbi, as the reference's are, before the clock
+        # JAX and mbi, as the reference's are, before the clock; and like the reference,
+        # without Veil's compilation cache (a cache set for the whole run serves both).
+        load_mbi(cache=False)
         runner = _veil
     cpu, wall = _cpu_s(), time.perf_counter()
     codes, facts = runner(job, frame)
