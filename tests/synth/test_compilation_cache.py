@@ -65,6 +65,25 @@ def test_a_link_or_a_file_in_its_place_is_never_used(cache_home: Path, tmp_path:
     assert compilation_cache_folder() is None
 
 
+def test_a_folder_above_that_others_may_write_without_the_sticky_bit_is_never_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone could rename veil/ and put theirs in its place
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared / "cache"))
+    assert compilation_cache_folder() is None
+    shared.chmod(0o1777)  # sticky, as /tmp: only the owner may rename what is inside
+    assert compilation_cache_folder() == shared / "cache" / "veil" / "jax"
+
+
+def test_a_relative_cache_home_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert compilation_cache_folder() == tmp_path / "home" / ".cache" / "veil" / "jax"
+    assert not (tmp_path / "relative").exists()  # the test runs in tmp_path
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another account needs root")
 def test_a_folder_another_account_owns_is_never_used(cache_home: Path):
     folder = cache_home / "veil" / "jax"

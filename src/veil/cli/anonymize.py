@@ -598,6 +598,7 @@ def anonymize(
         write_json_atomic(report_path, report, owner_only=True)
     if as_json:
         print_json(report)
+        _warn_unchanged(result, k)  # on standard error: the JSON stays clean
         return
     render_scan(report["before"], f"before: {source}")
     render_scan(report["after"], f"after: {output} ({result.algorithm}, {result.seconds:.2f} s)")

@@ -15,6 +15,7 @@ shape, about 0.9 CPU-seconds each, hundreds per round):
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -39,26 +40,40 @@ CACHE_LIMIT_BYTES = 256 * 2**20
 def compilation_cache_folder() -> Path | None:
     """The user's own folder for JAX's compiled programs, or ``None`` where it is not safe.
 
-    ``$XDG_CACHE_HOME/veil/jax`` (``~/.cache/veil/jax``), created readable and
-    writable by its owner only. JAX loads and runs what it finds there, so a
-    folder (or its ``veil`` parent) that another account owns or may write is
-    never used: synthesis then compiles its programs every run, as without a
-    cache.
+    ``$XDG_CACHE_HOME/veil/jax`` (``~/.cache/veil/jax``; a relative
+    ``XDG_CACHE_HOME`` is ignored, as the XDG specification says), its ``veil``
+    parent and itself created readable and writable by their owner only. JAX
+    loads and runs what it finds there, so the folder is not used (synthesis
+    then compiles its programs every run, as without a cache) when it or its
+    ``veil`` parent is a link, belongs to another account or may be written by
+    others, or when a folder above them may be written by others without the
+    sticky bit (``/tmp`` has it) or belongs to an account other than the user
+    and root: whoever could rename a folder on the way could put theirs in its
+    place. Nor where the system has no user ids (Windows).
     """
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    uid = getattr(os, "getuid", lambda: None)()
+    if uid is None:
+        return None
+    configured = Path(os.environ.get("XDG_CACHE_HOME", ""))
+    base = configured if configured.is_absolute() else Path.home() / ".cache"
     folder = base / "veil" / "jax"
     try:
         folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         folder.mkdir(exist_ok=True, mode=0o700)
-        checked = [path.lstat() for path in (folder.parent, folder)]
-    except OSError:
+        own = [path.lstat() for path in (folder.parent, folder)]
+        above = [path.stat() for path in folder.parent.resolve().parents]
+    except (OSError, RuntimeError):
         return None
-    for info in checked:
+    for info in own:
         if (
             not stat.S_ISDIR(info.st_mode)  # a link to somewhere else is not ours to trust
-            or info.st_uid != os.getuid()
+            or info.st_uid != uid
             or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         ):
+            return None
+    for info in above:
+        writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if info.st_uid not in {uid, 0} or (writable and not info.st_mode & stat.S_ISVTX):
             return None
     return folder
 
@@ -68,7 +83,7 @@ def load_mbi(*, cache: bool = True) -> Any:
 
     With ``cache`` (the default), JAX keeps the programs it compiles in
     :func:`compilation_cache_folder`, so that a second synthesis of the same
-    shape skips compiling them (a 6-column AIM: 26 CPU-s cold, 14 warm); a
+    shape skips compiling them (a 6-column AIM: 32 CPU-s cold, 21 warm); a
     cache the user set for JAX (``JAX_COMPILATION_CACHE_DIR``) is kept as is.
     The results do not depend on it. Only the first call in a process decides.
     """
@@ -78,7 +93,13 @@ def load_mbi(*, cache: bool = True) -> Any:
         import jax  # noqa: PLC0415 - heavy; only synthesis needs it
 
         jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]  # noqa: FBT003 - JAX API
-        if cache and not getattr(jax.config, "jax_compilation_cache_dir", None):
+        # JAX locks its cache's entries with filelock when the cache has a size limit;
+        # without it, a reader could load an entry another process is still writing.
+        if (
+            cache
+            and not getattr(jax.config, "jax_compilation_cache_dir", None)
+            and importlib.util.find_spec("filelock") is not None
+        ):
             folder = compilation_cache_folder()
             if folder is not None:
                 jax.config.update("jax_compilation_cache_dir", str(folder))  # type: ignore[no-untyped-call]

@@ -32,6 +32,7 @@ from veil.anonymize import (
     t_closeness,
 )
 from veil.anonymize.tabular import BUNDLED_HIERARCHIES, Constraints, Recoding, full_domain
+from veil.anonymize.tabular._anonymize import unchanged_columns
 from veil.anonymize.tabular._flash import _Table
 from veil.data import load_table
 from veil.errors import InvalidInputError, NotFoundError, SchemaError
@@ -429,8 +430,43 @@ def test_columns_released_as_read_carry_the_k_an_attacker_who_knows_them_faces(a
         assert unchanged.unique_rows == int((sizes == 1).sum()), column
     assert found["person"].k_with_it == 1 and found["person"].unique_rows == len(frame)
     assert found["site"].k_with_it == result.after.classes.k >= 5
-    assert found["note"].k_with_it >= 1  # a missing value is one value, not a crash
     assert result.to_dict()["unchanged"][0] == found[next(iter(found))].to_dict()
+
+
+def test_suppressed_rows_are_left_out_of_the_k_a_column_released_as_read_leaves(adult, specs):
+    """Full-domain suppresses a few records; the measured k leaves them out, and so does this."""
+    frame = adult.iloc[:2000].reset_index(drop=True).assign(site="A")
+    frame.insert(0, "site", frame.pop("site"))  # first, then a repeated name
+    frame = pd.concat([frame, frame[["site"]]], axis=1)  # two columns called "site"
+    result = anonymize(
+        frame, ["age", "sex", "race"], k=5, algorithm="full-domain", hierarchies=specs
+    )
+    suppressed = result.after.utility.suppression
+    assert suppressed > 0, "the case needs suppressed records"
+    sites = [c for c in result.unchanged if c.column == "site"]
+    assert len(sites) == 2  # by position: a repeated name is two columns
+    assert all(c.k_with_it == result.after.classes.k and c.unique_rows == 0 for c in sites)
+    # By hand: two suppressed rows (-1) beside classes of 5 and 6 leave k 5, not 2.
+    classes = np.array([0] * 5 + [1] * 6 + [-1] * 2)
+    table = pd.DataFrame({"site": ["A"] * 13, "ward": ["n"] * 5 + ["s"] * 6 + ["n", "s"]})
+    assert [
+        (c.column, c.k_with_it, c.unique_rows) for c in unchanged_columns(table, classes, skip=[])
+    ] == [
+        ("site", 5, 0),
+        ("ward", 5, 0),
+    ]
+    assert unchanged_columns(table, np.full(13, -1), skip=[]) == []  # all suppressed
+    # Arrays longer than NumPy's print threshold are compared by content, not by a cut repr.
+    long = [np.arange(2000) for _ in range(len(frame))]
+    long[0] = long[0].copy()
+    long[0][1000] = -1  # differs only in the middle, where repr prints "..."
+    with_arrays = frame.iloc[:, :-1].assign(reading=long)
+    result = anonymize(
+        with_arrays, ["age", "sex", "race"], k=5, algorithm="full-domain", hierarchies=specs
+    )
+    [reading] = [c for c in result.unchanged if c.column == "reading"]
+    lone = result.recoding.class_ids()[0] >= 0
+    assert reading.unique_rows == int(lone)  # row 0 alone in its class with it, when released
 
 
 def test_linkage_on_an_exact_release_matches_a_join(adult):

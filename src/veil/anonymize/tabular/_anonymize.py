@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import pickle
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -150,6 +151,17 @@ class UnchangedColumn:
         return {"column": self.column, "k_with_it": self.k_with_it, "unique_rows": self.unique_rows}
 
 
+def _cell_key(value: Any) -> Any:
+    """A hashable stand-in for a cell: itself, or its content (arrays, lists, nested)."""
+    try:
+        hash(value)
+    except TypeError:
+        if isinstance(value, np.ndarray):
+            return ("array", value.dtype.str, value.shape, value.tobytes())
+        return ("pickle", pickle.dumps(value, protocol=5))
+    return value
+
+
 def unchanged_columns(
     released: pd.DataFrame,
     classes: npt.NDArray[np.int64],
@@ -158,20 +170,22 @@ def unchanged_columns(
 ) -> list[UnchangedColumn]:
     """Each released column not in ``skip``, with the k it leaves (see :class:`UnchangedColumn`).
 
-    ``classes`` is the equivalence class of every released row (suppressed
-    rows share one); a missing value counts as one value.
+    ``classes`` is the equivalence class of every released row, ``-1`` for a
+    suppressed row; suppressed rows are left out, as the measured k leaves
+    them out. A missing value counts as one value.
     """
-    if len(released) == 0:
+    kept = classes >= 0
+    if not kept.any():
         return []
     out = []
-    for column in released.columns:
+    for position, column in enumerate(released.columns):
         if column in skip:
             continue
-        values = released[column]
+        values = released.iloc[kept, position]  # by position: names may repeat
         if values.dtype == object:  # lists or arrays (a Parquet list column) are not hashable
-            values = values.map(lambda v: v if isinstance(v, Hashable) else repr(v))
+            values = values.map(_cell_key)
         sizes = (
-            pd.DataFrame({"class": classes, "value": values.to_numpy()})
+            pd.DataFrame({"class": classes[kept], "value": values.to_numpy()})
             .groupby(["class", "value"], sort=False, dropna=False)["class"]
             .transform("size")
         )
